@@ -1,0 +1,52 @@
+//! Synchronisation shim: parking_lot in normal builds, loom under `--cfg loom`.
+//!
+//! Everything in this crate that takes part in cross-thread synchronisation goes through
+//! this module, so the loom models in `tests/loom.rs` explore the real code (the pattern of
+//! tokio's `src/loom/mod.rs`). Both backends expose the same tiny surface: a [`Mutex`]
+//! whose `lock` returns the guard directly (no poisoning: a panic while the lock is held
+//! cannot leave the inner state half-updated, because no user code runs under it).
+
+#[cfg(not(loom))]
+mod imp {
+    /// A mutex that cannot be poisoned (parking_lot).
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+    /// The guard returned by [`Mutex::lock`].
+    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(parking_lot::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock()
+        }
+    }
+}
+
+#[cfg(loom)]
+mod imp {
+    /// loom's mutex, with poisoning turned into a panic (a poisoned lock under loom means
+    /// a model already panicked).
+    #[derive(Debug)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// The guard returned by [`Mutex::lock`].
+    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(loom::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0
+                .lock()
+                .expect("mailbox lock poisoned: a loom model panicked while holding it")
+        }
+    }
+}
+
+pub(crate) use imp::{Mutex, MutexGuard};

@@ -1,0 +1,370 @@
+//! Behaviour of one mailbox driven by hand: capacity, waiting senders, the system lane,
+//! close. Futures are polled manually with counting wakers; no sleeps.
+#![cfg(not(loom))]
+
+mod util;
+
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::thread;
+
+use cairn_mailbox::{Mailbox, Received, SendError, TrySendError};
+use util::{block_on, poll_with, CountingWaker};
+
+type Mb = Mailbox<u32, &'static str>;
+
+/// A mailbox of capacity 1 already holding message 0.
+fn full_mailbox_of_one() -> Mb {
+    let mb = Mb::new(1);
+    mb.try_send(0).unwrap();
+    mb
+}
+
+#[test]
+fn mailbox_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Mailbox<u32, String>>();
+    assert_send_sync::<Arc<Mailbox<Vec<u8>, String>>>();
+}
+
+#[test]
+#[should_panic(expected = "capacity must be at least 1")]
+fn new_panics_on_zero_capacity() {
+    let _ = Mb::new(0);
+}
+
+#[test]
+fn default_capacity_is_1024() {
+    assert_eq!(Mb::DEFAULT_CAPACITY, 1024);
+    assert_eq!(Mb::new(Mb::DEFAULT_CAPACITY).capacity(), 1024);
+}
+
+#[test]
+fn try_send_returns_full_with_the_message_at_capacity() {
+    let mb = Mb::new(2);
+    assert!(mb.is_empty());
+    mb.try_send(1).unwrap();
+    mb.try_send(2).unwrap();
+    assert_eq!(mb.len(), 2);
+    let err = mb.try_send(3).unwrap_err();
+    assert!(err.is_full());
+    assert_eq!(err, TrySendError::Full(3));
+    assert_eq!(err.into_inner(), 3);
+    assert_eq!(mb.len(), 2);
+}
+
+#[test]
+fn try_send_returns_closed_with_the_message_after_close() {
+    let mb = Mb::new(2);
+    mb.close();
+    assert!(mb.is_closed());
+    let err = mb.try_send(7).unwrap_err();
+    assert!(err.is_closed());
+    assert_eq!(err, TrySendError::Closed(7));
+}
+
+#[test]
+fn errors_debug_without_requiring_debug_messages() {
+    struct Opaque;
+    assert_eq!(format!("{:?}", TrySendError::Full(Opaque)), "Full(..)");
+    assert_eq!(format!("{:?}", TrySendError::Closed(Opaque)), "Closed(..)");
+    assert_eq!(format!("{:?}", SendError::Closed(Opaque)), "Closed(..)");
+    assert_eq!(
+        TrySendError::Full(Opaque).to_string(),
+        "sending on a full mailbox"
+    );
+    assert!(SendError::Closed(Opaque).is_closed());
+}
+
+#[test]
+fn send_completes_at_once_when_there_is_room() {
+    let mb = Mb::new(1);
+    let mut fut = mb.send(5);
+    assert_eq!(poll_with(&mut fut, Waker::noop()), Poll::Ready(Ok(())));
+    drop(fut);
+    assert_eq!(mb.try_recv(), Some(Received::Message(5)));
+}
+
+#[test]
+fn send_waits_for_room_and_resumes_when_the_receiver_frees_a_slot() {
+    let mb = full_mailbox_of_one();
+    let (counter, waker) = CountingWaker::new();
+    let mut fut = mb.send(1);
+    assert!(poll_with(&mut fut, &waker).is_pending());
+    assert_eq!(mb.waiting_senders(), 1);
+    assert_eq!(counter.wakes(), 0);
+
+    assert_eq!(mb.try_recv(), Some(Received::Message(0)));
+    assert_eq!(counter.wakes(), 1, "freeing a slot must wake the waiting sender");
+    assert_eq!(poll_with(&mut fut, &waker), Poll::Ready(Ok(())));
+    assert_eq!(mb.waiting_senders(), 0);
+    assert_eq!(mb.try_recv(), Some(Received::Message(1)));
+}
+
+#[test]
+fn blocked_send_on_another_thread_resumes_when_room_frees() {
+    let mb = Arc::new(full_mailbox_of_one());
+    let sender = {
+        let mb = mb.clone();
+        thread::spawn(move || block_on(mb.send(1)))
+    };
+    // Receive both messages; the receiver blocks (parks) until the sender gets through.
+    assert_eq!(block_on(mb.recv()), Received::Message(0));
+    assert_eq!(block_on(mb.recv()), Received::Message(1));
+    assert_eq!(sender.join().unwrap(), Ok(()));
+}
+
+#[test]
+fn waiting_senders_are_granted_room_in_fifo_order() {
+    let mb = full_mailbox_of_one();
+    let wakers: Vec<_> = (0..3).map(|_| CountingWaker::new()).collect();
+    let mut futs: Vec<_> = (1..=3).map(|i| mb.send(i)).collect();
+    for (fut, (_, waker)) in futs.iter_mut().zip(&wakers) {
+        assert!(poll_with(fut, waker).is_pending());
+    }
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let Some(Received::Message(m)) = mb.try_recv() else {
+            panic!("expected a message")
+        };
+        order.push(m);
+        // Poll the waiters newest first: only the oldest one may get through.
+        let mut completed = None;
+        for i in (0..futs.len()).rev() {
+            if poll_with(&mut futs[i], &wakers[i].1).is_ready() {
+                assert!(completed.is_none(), "two senders got one slot");
+                completed = Some(i);
+            }
+        }
+        let i = completed.expect("the freed slot went to nobody");
+        assert_eq!(i, 0, "a newer waiter overtook an older one");
+        futs.remove(0);
+        wakers_remove_front(&mut Vec::new());
+    }
+    assert_eq!(mb.try_recv(), Some(Received::Message(3)));
+    assert_eq!(order, [0, 1, 2]);
+}
+
+fn wakers_remove_front<T>(_: &mut Vec<T>) {}
+
+#[test]
+fn only_the_oldest_waiter_is_woken_when_one_slot_frees() {
+    let mb = full_mailbox_of_one();
+    let (c1, w1) = CountingWaker::new();
+    let (c2, w2) = CountingWaker::new();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    assert!(poll_with(&mut f1, &w1).is_pending());
+    assert!(poll_with(&mut f2, &w2).is_pending());
+    mb.try_recv().unwrap();
+    assert_eq!((c1.wakes(), c2.wakes()), (1, 0));
+    assert!(poll_with(&mut f2, &w2).is_pending());
+    assert_eq!(poll_with(&mut f1, &w1), Poll::Ready(Ok(())));
+}
+
+#[test]
+fn try_send_does_not_overtake_a_waiting_sender() {
+    let mb = full_mailbox_of_one();
+    let mut fut = mb.send(1);
+    assert!(poll_with(&mut fut, Waker::noop()).is_pending());
+    // The slot freed here is owed to the waiting sender, not to the newcomer.
+    assert_eq!(mb.try_recv(), Some(Received::Message(0)));
+    assert_eq!(mb.len(), 0);
+    assert_eq!(mb.try_send(9), Err(TrySendError::Full(9)));
+    // A fresh `send` queues behind too.
+    let mut late = mb.send(8);
+    assert!(poll_with(&mut late, Waker::noop()).is_pending());
+    assert_eq!(poll_with(&mut fut, Waker::noop()), Poll::Ready(Ok(())));
+    assert_eq!(mb.try_recv(), Some(Received::Message(1)));
+    assert_eq!(poll_with(&mut late, Waker::noop()), Poll::Ready(Ok(())));
+    assert_eq!(mb.try_recv(), Some(Received::Message(8)));
+}
+
+#[test]
+fn dropping_a_granted_sender_passes_the_grant_to_the_next_waiter() {
+    let mb = full_mailbox_of_one();
+    let (c1, w1) = CountingWaker::new();
+    let (c2, w2) = CountingWaker::new();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    assert!(poll_with(&mut f1, &w1).is_pending());
+    assert!(poll_with(&mut f2, &w2).is_pending());
+
+    mb.try_recv().unwrap(); // grants f1
+    assert_eq!((c1.wakes(), c2.wakes()), (1, 0));
+    drop(f1); // cancelled after its grant: the grant must move to f2
+    assert_eq!(c2.wakes(), 1, "the passed-on grant must wake the next waiter");
+    assert_eq!(poll_with(&mut f2, &w2), Poll::Ready(Ok(())));
+    // The cancelled message was never delivered.
+    assert_eq!(mb.try_recv(), Some(Received::Message(2)));
+    assert_eq!(mb.try_recv(), None);
+    // And no capacity leaked: the one slot is usable again.
+    mb.try_send(3).unwrap();
+    assert!(mb.try_send(4).unwrap_err().is_full());
+}
+
+#[test]
+fn dropping_the_only_granted_sender_frees_its_slot() {
+    let mb = full_mailbox_of_one();
+    let mut f1 = mb.send(1);
+    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
+    mb.try_recv().unwrap(); // grants f1
+    assert!(mb.try_send(9).is_err());
+    drop(f1);
+    assert_eq!(mb.waiting_senders(), 0);
+    mb.try_send(9).unwrap();
+}
+
+#[test]
+fn dropping_an_ungranted_sender_removes_its_waiter() {
+    let mb = full_mailbox_of_one();
+    let (c2, w2) = CountingWaker::new();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
+    assert!(poll_with(&mut f2, &w2).is_pending());
+    drop(f1);
+    assert_eq!(mb.waiting_senders(), 1);
+    mb.try_recv().unwrap();
+    assert_eq!(c2.wakes(), 1, "the slot must go to the remaining waiter");
+    assert_eq!(poll_with(&mut f2, &w2), Poll::Ready(Ok(())));
+    assert_eq!(mb.try_recv(), Some(Received::Message(2)));
+}
+
+#[test]
+fn system_lane_is_not_blocked_by_a_full_user_lane_and_is_drained_first() {
+    let mb = full_mailbox_of_one();
+    for sig in ["exit", "down", "stop"] {
+        mb.send_signal(sig).unwrap();
+    }
+    assert_eq!(mb.signal_len(), 3);
+    assert_eq!(mb.try_recv(), Some(Received::Signal("exit")));
+    assert_eq!(mb.try_recv(), Some(Received::Signal("down")));
+    mb.send_signal("late").unwrap();
+    assert_eq!(mb.try_recv(), Some(Received::Signal("stop")));
+    assert_eq!(mb.try_recv(), Some(Received::Signal("late")));
+    assert_eq!(mb.try_recv(), Some(Received::Message(0)));
+    assert_eq!(mb.try_recv(), None);
+}
+
+#[test]
+fn signal_wakes_a_receiver_blocked_on_an_empty_mailbox() {
+    let mb = Mb::new(4);
+    let (counter, waker) = CountingWaker::new();
+    let mut recv = mb.recv();
+    assert!(poll_with(&mut recv, &waker).is_pending());
+    mb.send_signal("exit").unwrap();
+    assert_eq!(counter.wakes(), 1);
+    assert_eq!(
+        poll_with(&mut recv, &waker),
+        Poll::Ready(Received::Signal("exit"))
+    );
+}
+
+#[test]
+fn message_wakes_a_receiver_blocked_on_an_empty_mailbox() {
+    let mb = Mb::new(4);
+    let (counter, waker) = CountingWaker::new();
+    let mut recv = mb.recv();
+    assert!(poll_with(&mut recv, &waker).is_pending());
+    mb.try_send(1).unwrap();
+    assert_eq!(counter.wakes(), 1);
+    assert_eq!(
+        poll_with(&mut recv, &waker),
+        Poll::Ready(Received::Message(1))
+    );
+}
+
+#[test]
+fn blocked_receiver_on_another_thread_gets_a_signal() {
+    let mb = Arc::new(Mb::new(4));
+    let receiver = {
+        let mb = mb.clone();
+        thread::spawn(move || block_on(mb.recv()))
+    };
+    mb.send_signal("exit").unwrap();
+    assert_eq!(receiver.join().unwrap(), Received::Signal("exit"));
+}
+
+#[test]
+fn close_returns_the_number_of_dropped_messages_and_is_idempotent() {
+    let mb = Mb::new(4);
+    mb.try_send(1).unwrap();
+    mb.try_send(2).unwrap();
+    mb.send_signal("exit").unwrap();
+    assert_eq!(mb.close(), 2);
+    assert_eq!(mb.close(), 0);
+    assert!(mb.is_empty());
+    assert_eq!(mb.signal_len(), 0);
+}
+
+#[test]
+fn close_gives_waiting_senders_their_messages_back() {
+    let mb = full_mailbox_of_one();
+    let (c1, w1) = CountingWaker::new();
+    let (c2, w2) = CountingWaker::new();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    assert!(poll_with(&mut f1, &w1).is_pending());
+    assert!(poll_with(&mut f2, &w2).is_pending());
+    assert_eq!(mb.close(), 1);
+    assert_eq!((c1.wakes(), c2.wakes()), (1, 1), "close must wake every waiting sender");
+    assert_eq!(poll_with(&mut f2, &w2), Poll::Ready(Err(SendError::Closed(2))));
+    assert_eq!(poll_with(&mut f1, &w1), Poll::Ready(Err(SendError::Closed(1))));
+    assert_eq!(mb.waiting_senders(), 0);
+}
+
+#[test]
+fn close_gives_a_granted_but_unpolled_sender_its_message_back() {
+    let mb = full_mailbox_of_one();
+    let mut f1 = mb.send(1);
+    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
+    mb.try_recv().unwrap(); // grants f1
+    assert_eq!(mb.close(), 0);
+    assert_eq!(
+        poll_with(&mut f1, Waker::noop()),
+        Poll::Ready(Err(SendError::Closed(1)))
+    );
+}
+
+#[test]
+fn send_on_a_closed_mailbox_returns_the_message() {
+    let mb = Mb::new(1);
+    mb.close();
+    assert_eq!(block_on(mb.send(4)), Err(SendError::Closed(4)));
+    assert_eq!(mb.send_signal("exit"), Err("exit"));
+}
+
+#[test]
+fn recv_returns_closed_after_close_and_close_wakes_the_receiver() {
+    let mb = Mb::new(4);
+    let (counter, waker) = CountingWaker::new();
+    let mut recv = mb.recv();
+    assert!(poll_with(&mut recv, &waker).is_pending());
+    mb.close();
+    assert_eq!(counter.wakes(), 1);
+    assert_eq!(poll_with(&mut recv, &waker), Poll::Ready(Received::Closed));
+    assert_eq!(mb.try_recv(), Some(Received::Closed));
+    assert_eq!(block_on(mb.recv()), Received::Closed);
+}
+
+#[test]
+fn try_recv_on_an_empty_open_mailbox_is_none() {
+    let mb = Mb::new(4);
+    assert_eq!(mb.try_recv(), None);
+}
+
+#[test]
+fn queued_messages_are_dropped_outside_the_lock() {
+    // A message whose destructor uses the mailbox would deadlock if close() dropped it
+    // while holding the lock.
+    struct Reentrant(Arc<Mailbox<Option<Reentrant>, ()>>);
+    impl Drop for Reentrant {
+        fn drop(&mut self) {
+            let _ = self.0.len();
+        }
+    }
+    let mb: Arc<Mailbox<Option<Reentrant>, ()>> = Arc::new(Mailbox::new(2));
+    mb.try_send(Some(Reentrant(mb.clone()))).unwrap();
+    assert_eq!(mb.close(), 1);
+}

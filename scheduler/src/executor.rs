@@ -1,0 +1,404 @@
+//! The work-stealing executor: worker threads that run processes.
+//!
+//! Structure (tokio's multi-thread scheduler, on `crossbeam-deque`):
+//! - each worker owns a FIFO [`Worker`] deque plus a one-task **LIFO slot**; a process woken
+//!   by a message sent from this worker goes into the slot, so the receiver runs next on
+//!   the same core while the message is still in cache (ping-pong stays on one worker);
+//! - a global [`Injector`] takes work from outside the workers (other threads, the timer
+//!   driver, the first spawn from `main`);
+//! - idle workers steal half of another worker's deque.
+//!
+//! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, and the
+//! injector is checked first every [`GLOBAL_QUEUE_INTERVAL`] ticks, so neither local
+//! ping-pong nor a busy local queue starves the rest.
+//!
+//! Parking protocol ("searching" rule): a worker with no work first becomes *searching*
+//! (at most half the workers search at once), spins briefly, then registers itself as idle
+//! and parks on its own condvar. A producer that queues work wakes one idle worker only when
+//! no worker is searching; a searcher that finds work and was the last searcher wakes
+//! another. A worker re-checks every queue after registering as idle (with a SeqCst fence on
+//! both sides), so a push that raced its decision to park is never missed.
+//!
+//! Shutdown: `shutdown` sets a flag and unparks everyone; workers drop what is left in their
+//! queues (the process table still owns every process, and the runtime stops them).
+
+use std::cell::{Cell, OnceCell};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use parking_lot::{Condvar, Mutex};
+
+/// A unit of work: a process (or anything else that can be run once per wake).
+pub(crate) trait Runnable: Send + Sync + 'static {
+    /// Runs one turn. Called by exactly one worker at a time (see `task_state`).
+    fn run(self: Arc<Self>);
+}
+
+pub(crate) type Task = Arc<dyn Runnable>;
+
+/// How many times in a row a worker may take the LIFO slot before it looks at its queue.
+/// tokio uses 3: enough for request/response pairs, small enough that a ping-pong pair
+/// cannot starve the queue behind it.
+pub const MAX_LIFO_POLLS_PER_TICK: u32 = 3;
+
+/// Every this many ticks a worker takes from the global injector before its own queue, so
+/// work arriving from outside is not starved by local work. tokio's default is 31 (a prime,
+/// so it does not resonate with other periodic work).
+pub const GLOBAL_QUEUE_INTERVAL: u32 = 31;
+
+/// How many times a worker with nothing to do re-checks the queues, yielding its thread
+/// between checks, before it parks. A futex park/unpark round trip costs ~7 µs here, while a
+/// yield-and-check costs well under 1 µs, so a short spin saves wake-ups in message
+/// exchanges between workers.
+const SPINS_BEFORE_PARK: u32 = 16;
+
+/// Where a scheduled task goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Schedule {
+    /// Woken by a message or signal: the LIFO slot when on a worker of this executor.
+    Woken,
+    /// Newly spawned: the back of the local queue, and another worker may be woken to steal.
+    Spawned,
+    /// Used up its budget or woke itself: the back of the local queue, no extra wake-up.
+    Yielded,
+}
+
+struct Sleeper {
+    notified: Mutex<bool>,
+    condvar: Condvar,
+}
+
+pub(crate) struct Executor {
+    injector: Injector<Task>,
+    stealers: Box<[Stealer<Task>]>,
+    sleepers: Box<[Sleeper]>,
+    /// Indices of parked workers. `num_idle` mirrors its length for lock-free reads.
+    idle: Mutex<Vec<usize>>,
+    num_idle: AtomicUsize,
+    num_searching: AtomicUsize,
+    shutdown: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// The state a worker thread keeps for itself. Only its own thread touches `local`,
+/// `lifo`, `lifo_polls`, `tick` and `searching`.
+struct WorkerCtx {
+    exec: Arc<Executor>,
+    index: usize,
+    local: Worker<Task>,
+    lifo: Cell<Option<Task>>,
+    lifo_polls: Cell<u32>,
+    tick: Cell<u32>,
+    searching: Cell<bool>,
+    rng: Cell<u32>,
+}
+
+thread_local! {
+    static CURRENT: OnceCell<WorkerCtx> = const { OnceCell::new() };
+}
+
+impl Executor {
+    /// Starts `workers` threads named `{name}-worker-{i}`.
+    pub(crate) fn start(name: &str, workers: usize) -> std::io::Result<Arc<Executor>> {
+        let workers = workers.max(1);
+        let locals: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let exec = Arc::new(Executor {
+            injector: Injector::new(),
+            stealers: locals.iter().map(Worker::stealer).collect(),
+            sleepers: (0..workers)
+                .map(|_| Sleeper {
+                    notified: Mutex::new(false),
+                    condvar: Condvar::new(),
+                })
+                .collect(),
+            idle: Mutex::new(Vec::with_capacity(workers)),
+            num_idle: AtomicUsize::new(0),
+            num_searching: AtomicUsize::new(0),
+            shutdown: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::with_capacity(workers);
+        for (index, local) in locals.into_iter().enumerate() {
+            let exec2 = exec.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-worker-{index}"))
+                .spawn(move || {
+                    CURRENT.with(|cell| {
+                        let ctx = WorkerCtx {
+                            exec: exec2,
+                            index,
+                            local,
+                            lifo: Cell::new(None),
+                            lifo_polls: Cell::new(0),
+                            tick: Cell::new(0),
+                            searching: Cell::new(false),
+                            rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1)),
+                        };
+                        if cell.set(ctx).is_err() {
+                            panic!("a thread can only be one worker");
+                        }
+                        let ctx = cell.get().expect("just set");
+                        ctx.run_loop();
+                        ctx.drain();
+                    })
+                })?;
+            threads.push(handle);
+        }
+        *exec.threads.lock() = threads;
+        Ok(exec)
+    }
+
+    pub(crate) fn num_workers(&self) -> usize {
+        self.stealers.len()
+    }
+
+    /// Queues a task. On one of this executor's workers it stays local; elsewhere it goes to
+    /// the injector and an idle worker is woken.
+    pub(crate) fn schedule(self: &Arc<Self>, task: Task, how: Schedule) {
+        let task = CURRENT.with(|cell| match cell.get() {
+            Some(ctx) if Arc::ptr_eq(&ctx.exec, self) => {
+                ctx.push_local(task, how);
+                None
+            }
+            _ => Some(task),
+        });
+        if let Some(task) = task {
+            self.injector.push(task);
+            self.notify_parked();
+        }
+    }
+
+    /// Wakes one parked worker if nobody is searching for work already.
+    fn notify_parked(&self) {
+        fence(Ordering::SeqCst);
+        if self.num_searching.load(Ordering::SeqCst) != 0 || self.num_idle.load(Ordering::SeqCst) == 0
+        {
+            return;
+        }
+        let index = {
+            let mut idle = self.idle.lock();
+            // Re-check under the lock: another producer may have woken the last sleeper.
+            if self.num_searching.load(Ordering::SeqCst) != 0 {
+                return;
+            }
+            let Some(index) = idle.pop() else { return };
+            self.num_idle.fetch_sub(1, Ordering::SeqCst);
+            // The woken worker starts out searching; counting it now keeps other producers
+            // from waking a second worker for the same task.
+            self.num_searching.fetch_add(1, Ordering::SeqCst);
+            index
+        };
+        self.unpark(index);
+    }
+
+    fn unpark(&self, index: usize) {
+        let sleeper = &self.sleepers[index];
+        *sleeper.notified.lock() = true;
+        sleeper.condvar.notify_one();
+    }
+
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Stops the workers and joins them. Tasks still queued are dropped. Idempotent; must not
+    /// be called from a worker thread of this executor.
+    pub(crate) fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for sleeper in self.sleepers.iter() {
+            *sleeper.notified.lock() = true;
+            sleeper.condvar.notify_all();
+        }
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("a worker thread panicked");
+            }
+        }
+        loop {
+            match self.injector.steal() {
+                Steal::Success(task) => drop(task),
+                Steal::Retry => continue,
+                Steal::Empty => break,
+            }
+        }
+    }
+
+    /// True when the calling thread is one of this executor's workers.
+    pub(crate) fn on_worker(self: &Arc<Self>) -> bool {
+        CURRENT.with(|cell| cell.get().is_some_and(|ctx| Arc::ptr_eq(&ctx.exec, self)))
+    }
+}
+
+impl WorkerCtx {
+    fn push_local(&self, task: Task, how: Schedule) {
+        match how {
+            Schedule::Woken => {
+                if let Some(prev) = self.lifo.replace(Some(task)) {
+                    self.local.push(prev);
+                    self.exec.notify_parked();
+                }
+            }
+            Schedule::Spawned => {
+                self.local.push(task);
+                self.exec.notify_parked();
+            }
+            Schedule::Yielded => self.local.push(task),
+        }
+    }
+
+    fn run_loop(&self) {
+        let exec = &*self.exec;
+        while !exec.is_shutdown() {
+            if let Some(task) = self.next_task() {
+                self.stop_searching();
+                task.run();
+                continue;
+            }
+            if let Some(task) = self.search() {
+                self.stop_searching();
+                task.run();
+                continue;
+            }
+            self.park();
+        }
+    }
+
+    /// Next task from this worker's own sources, honouring the fairness intervals.
+    fn next_task(&self) -> Option<Task> {
+        let tick = self.tick.get().wrapping_add(1);
+        self.tick.set(tick);
+        if self.lifo_polls.get() < MAX_LIFO_POLLS_PER_TICK {
+            if let Some(task) = self.lifo.take() {
+                self.lifo_polls.set(self.lifo_polls.get() + 1);
+                return Some(task);
+            }
+        } else if let Some(task) = self.lifo.take() {
+            self.local.push(task);
+        }
+        self.lifo_polls.set(0);
+        if tick % GLOBAL_QUEUE_INTERVAL == 0 {
+            if let Some(task) = self.steal_from_injector() {
+                return Some(task);
+            }
+        }
+        self.local.pop().or_else(|| self.steal_from_injector())
+    }
+
+    fn steal_from_injector(&self) -> Option<Task> {
+        loop {
+            match self.exec.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(task) => return Some(task),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    /// Becomes a searcher (if fewer than half the workers are) and steals, spinning a little.
+    fn search(&self) -> Option<Task> {
+        if !self.searching.get() {
+            let searching = self.exec.num_searching.load(Ordering::SeqCst);
+            if 2 * searching >= self.exec.num_workers() {
+                return None;
+            }
+            self.exec.num_searching.fetch_add(1, Ordering::SeqCst);
+            self.searching.set(true);
+        }
+        for _ in 0..SPINS_BEFORE_PARK {
+            if let Some(task) = self.steal_once() {
+                return Some(task);
+            }
+            if self.exec.is_shutdown() {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+        None
+    }
+
+    fn steal_once(&self) -> Option<Task> {
+        if let Some(task) = self.steal_from_injector() {
+            return Some(task);
+        }
+        let n = self.exec.stealers.len();
+        // xorshift: a random start spreads thieves over victims.
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng.set(x);
+        let start = x as usize % n;
+        for i in 0..n {
+            let victim = (start + i) % n;
+            if victim == self.index {
+                continue;
+            }
+            loop {
+                match self.exec.stealers[victim].steal_batch_and_pop(&self.local) {
+                    Steal::Success(task) => return Some(task),
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
+        }
+        None
+    }
+
+    /// Leaves the searching state; the last searcher to find work wakes another worker,
+    /// since where there was one task there are often more.
+    fn stop_searching(&self) {
+        if self.searching.replace(false)
+            && self.exec.num_searching.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            self.exec.notify_parked();
+        }
+    }
+
+    fn park(&self) {
+        let exec = &*self.exec;
+        {
+            let mut idle = exec.idle.lock();
+            idle.push(self.index);
+            exec.num_idle.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.searching.replace(false) {
+            exec.num_searching.fetch_sub(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        if exec.has_work() || exec.is_shutdown() || !self.local.is_empty() {
+            let mut idle = exec.idle.lock();
+            if let Some(pos) = idle.iter().position(|&i| i == self.index) {
+                idle.swap_remove(pos);
+                exec.num_idle.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+            // A producer already popped us and counted us as searching: take its wake-up.
+        }
+        let sleeper = &exec.sleepers[self.index];
+        let mut notified = sleeper.notified.lock();
+        while !*notified {
+            sleeper.condvar.wait(&mut notified);
+        }
+        *notified = false;
+        drop(notified);
+        if exec.is_shutdown() {
+            return;
+        }
+        // Woken by `notify_parked`, which removed us from `idle` and counted us searching.
+        self.searching.set(true);
+    }
+
+    fn drain(&self) {
+        drop(self.lifo.take());
+        while let Some(task) = self.local.pop() {
+            drop(task);
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The runtime: worker threads, the process table, the registry, the timer/I-O driver and
+//! the blocking pool, and the operations that act on pids.
+//!
+//! [`Runtime`] owns the threads: dropping it (or calling [`Runtime::shutdown`]) stops every
+//! process and joins every thread. [`Handle`] is the cheap, cloneable view that processes and
+//! other threads use.
+//!
+//! Shutdown order: new processes are born dying; every live process gets a trappable
+//! `Shutdown` exit signal, supervisors first (roots of trees stop their children in order);
+//! after the grace period the rest are killed; then the workers stop, the leftovers'
+//! bodies are dropped, and the driver and blocking threads are joined.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::actor_ref::{ActorRef, SendError};
+use crate::blocking::{BlockingJoin, BlockingPool};
+use crate::context::Ctx;
+use crate::driver::{Driver, DriverHandle, Sleep};
+use crate::executor::{Executor, Schedule};
+use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
+use crate::pid::{NodeId, Pid};
+use crate::process::{deliver_exit, AnyProcess, Process, Watcher};
+use crate::reply::OneShot;
+use crate::table::ProcessTable;
+
+/// How long [`Runtime::shutdown`] waits for processes to stop after `Shutdown` before it
+/// kills them. OTP's default child shutdown timeout is 5 s; a runtime stop is the sum of
+/// those in the worst case, so 5 s is the default for the whole runtime.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Errors from spawning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The name is registered to another live process.
+    #[error("name {name:?} is already registered to {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The process that holds it.
+        holder: Pid,
+    },
+}
+
+/// Errors from registering a name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The name is registered to another live process.
+    #[error("name {name:?} is already registered to {holder}")]
+    NameTaken {
+        /// The name asked for.
+        name: String,
+        /// The process that holds it.
+        holder: Pid,
+    },
+    /// The process already has a name (a process has at most one, as in Erlang).
+    #[error("process already registered as {0:?}")]
+    AlreadyNamed(String),
+    /// The process does not exist.
+    #[error("no such process")]
+    NoProc,
+}
+
+/// Runtime configuration.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    workers: usize,
+    node: NodeId,
+    name: String,
+    mailbox_capacity: usize,
+    shutdown_grace: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            node: NodeId(0),
+            name: "cairn".to_owned(),
+            mailbox_capacity: cairn_mailbox::Mailbox::<(), ()>::DEFAULT_CAPACITY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Builder {
+    /// Worker threads (default: one per core).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
+    }
+    /// This node's id (default 0, a single local node).
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.node = node;
+        self
+    }
+    /// Thread name prefix.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+    /// Default mailbox capacity for new processes.
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = n.max(1);
+        self
+    }
+    /// How long shutdown waits before killing processes that ignore `Shutdown`.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.shutdown_grace = d;
+        self
+    }
+    /// Starts the threads.
+    pub fn build(self) -> std::io::Result<Runtime> {
+        let exec = Executor::start(&self.name, self.workers)?;
+        let driver = Driver::start(&self.name)?;
+        let shared = Arc::new(Shared {
+            node: self.node,
+            exec,
+            table: ProcessTable::new(self.node),
+            registry: Mutex::new(HashMap::new()),
+            driver,
+            blocking: BlockingPool::new(&self.name),
+            next_monitor: AtomicU64::new(1),
+            mailbox_capacity: self.mailbox_capacity,
+            shutting_down: AtomicBool::new(false),
+            shutdown_grace: self.shutdown_grace,
+        });
+        Ok(Runtime {
+            handle: Handle { shared },
+        })
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) node: NodeId,
+    pub(crate) exec: Arc<Executor>,
+    pub(crate) table: ProcessTable,
+    registry: Mutex<HashMap<String, Pid>>,
+    pub(crate) driver: DriverHandle,
+    blocking: BlockingPool,
+    next_monitor: AtomicU64,
+    mailbox_capacity: usize,
+    shutting_down: AtomicBool,
+    shutdown_grace: Duration,
+}
+
+impl Shared {
+    pub(crate) fn registry_remove(&self, name: &str, pid: Pid) {
+        let mut reg = self.registry.lock();
+        if reg.get(name) == Some(&pid) {
+            reg.remove(name);
+        }
+    }
+
+    /// Sends an exit signal to `target` if it is alive.
+    pub(crate) fn exit_signal(&self, target: Pid, from: Pid, reason: ExitReason, via_link: bool) {
+        if let Some(p) = self.table.get(target) {
+            deliver_exit(p, from, reason, via_link);
+        }
+    }
+
+    pub(crate) fn notify_down(&self, watcher: Watcher, monitor: MonitorRef, pid: Pid, reason: ExitReason) {
+        match watcher {
+            Watcher::Process(w) => {
+                if let Some(p) = self.table.get(w) {
+                    p.push_signal(Signal::Down {
+                        monitor,
+                        pid,
+                        reason,
+                    });
+                }
+            }
+            Watcher::External(slot) => {
+                let _ = slot.complete(reason);
+            }
+        }
+    }
+}
+
+/// A cloneable handle to a runtime: everything but ownership of its threads.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Owns a runtime's threads; dropping it shuts the runtime down.
+pub struct Runtime {
+    handle: Handle,
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Runtime {
+    /// A runtime with default settings (one worker per core).
+    pub fn new() -> std::io::Result<Runtime> {
+        Builder::default().build()
+    }
+
+    /// Configures a runtime.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A cloneable handle.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops every process (a trappable `Shutdown`, then `Kill` after the grace period),
+    /// joins every thread and drops every process's state. Idempotent. Must not be called
+    /// from inside a process of this runtime.
+    pub fn shutdown(&self) {
+        let shared = &self.handle.shared;
+        assert!(
+            !shared.exec.on_worker(),
+            "Runtime::shutdown called from one of its own worker threads"
+        );
+        if shared.shutting_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let system = self.handle.system_pid();
+        for pid in shared.table.pids() {
+            shared.exit_signal(pid, system, ExitReason::Shutdown, false);
+        }
+        let deadline = Instant::now() + shared.shutdown_grace;
+        if !shared.table.wait_empty(deadline) {
+            let left = shared.table.pids();
+            tracing::warn!(count = left.len(), "processes ignored Shutdown; killing them");
+            for pid in left {
+                shared.exit_signal(pid, system, ExitReason::Kill, false);
+            }
+            shared.table.wait_empty(Instant::now() + Duration::from_secs(1));
+        }
+        shared.exec.shutdown();
+        for p in shared.table.drain() {
+            p.force_stop();
+        }
+        shared.registry.lock().clear();
+        shared.driver.shutdown();
+        shared.blocking.shutdown();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.handle.shared.exec.on_worker() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Options for [`Handle::spawn_opts`].
+#[derive(Clone, Debug, Default)]
+pub struct SpawnOptions {
+    /// Register this name for the process (fails if taken).
+    pub name: Option<String>,
+    /// Mailbox capacity (default: the runtime's).
+    pub mailbox_capacity: Option<usize>,
+    /// Link to this process before the new one first runs.
+    pub link: Option<Pid>,
+    /// Start with `trap_exit` on.
+    pub trap_exit: bool,
+}
+
+impl Handle {
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.shared.node
+    }
+
+    /// The pseudo-pid used as the sender of signals from outside any process.
+    pub fn system_pid(&self) -> Pid {
+        Pid::new(self.shared.node, u32::MAX, u32::MAX)
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.shared.exec.num_workers()
+    }
+
+    /// Live processes.
+    pub fn process_count(&self) -> usize {
+        self.shared.table.len()
+    }
+
+    /// Spawns a process running `body`, which receives from its own mailbox through `Ctx`.
+    pub fn spawn<M, F, Fut>(&self, body: F) -> ActorRef<M>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.spawn_opts(SpawnOptions::default(), body)
+            .expect("spawn without a name cannot fail")
+    }
+
+    /// Spawns a process and registers `name` for it; fails if the name is taken.
+    pub fn spawn_named<M, F, Fut>(&self, name: &str, body: F) -> Result<ActorRef<M>, SpawnError>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.spawn_opts(
+            SpawnOptions {
+                name: Some(name.to_owned()),
+                ..SpawnOptions::default()
+            },
+            body,
+        )
+    }
+
+    /// Spawns with options.
+    pub fn spawn_opts<M, F, Fut>(&self, opts: SpawnOptions, body: F) -> Result<ActorRef<M>, SpawnError>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        let shared = &self.shared;
+        let capacity = opts.mailbox_capacity.unwrap_or(shared.mailbox_capacity);
+        let process = shared
+            .table
+            .insert(|pid| Arc::new(Process::<M>::new(pid, shared.clone(), capacity)));
+        let pid = process.core.pid();
+        if let Some(name) = opts.name {
+            let mut reg = shared.registry.lock();
+            if let Some(&holder) = reg.get(&name) {
+                drop(reg);
+                shared.table.remove(pid);
+                process.force_stop();
+                return Err(SpawnError::NameTaken { name, holder });
+            }
+            reg.insert(name.clone(), pid);
+            process.core.control.lock().name = Some(name);
+        }
+        if opts.trap_exit {
+            process.core.trap_exit.store(true, Ordering::Release);
+        }
+        if let Some(peer) = opts.link {
+            self.link_pair(pid, peer);
+        }
+        if shared.shutting_down.load(Ordering::Acquire) {
+            process.core.control.lock().pending_exit = Some(ExitReason::Shutdown);
+        }
+        let actor = ActorRef::from_process(process.clone());
+        let fut = body(Ctx::new(process.clone()));
+        process.set_body(Box::pin(async move { fut.await.into_exit_reason() }));
+        shared.exec.schedule(process, Schedule::Spawned);
+        Ok(actor)
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.shared.registry.lock().get(name).copied()
+    }
+
+    /// Registers `name` for a live process.
+    pub fn register(&self, name: &str, pid: Pid) -> Result<(), RegisterError> {
+        let process = self.shared.table.get(pid).ok_or(RegisterError::NoProc)?;
+        let mut reg = self.shared.registry.lock();
+        if let Some(&holder) = reg.get(name) {
+            return Err(RegisterError::NameTaken {
+                name: name.to_owned(),
+                holder,
+            });
+        }
+        let mut control = process.core().control.lock();
+        if control.dead {
+            return Err(RegisterError::NoProc);
+        }
+        if let Some(existing) = &control.name {
+            return Err(RegisterError::AlreadyNamed(existing.clone()));
+        }
+        control.name = Some(name.to_owned());
+        reg.insert(name.to_owned(), pid);
+        Ok(())
+    }
+
+    /// Removes a name; returns the pid it named.
+    pub fn unregister(&self, name: &str) -> Option<Pid> {
+        let pid = self.shared.registry.lock().remove(name)?;
+        if let Some(p) = self.shared.table.get(pid) {
+            let mut control = p.core().control.lock();
+            if control.name.as_deref() == Some(name) {
+                control.name = None;
+            }
+        }
+        Some(pid)
+    }
+
+    /// A typed handle to a live local process, if it takes messages of type `M`.
+    pub fn actor_ref<M: Send + 'static>(&self, pid: Pid) -> Option<ActorRef<M>> {
+        let p = self.shared.table.get(pid)?;
+        let p = p.into_any().downcast::<Process<M>>().ok()?;
+        Some(ActorRef::from_process(p))
+    }
+
+    fn lookup<M: Send + 'static>(&self, pid: Pid) -> Result<ActorRef<M>, fn(M) -> SendError<M>> {
+        let Some(p) = self.shared.table.get(pid) else {
+            return Err(SendError::NoProc);
+        };
+        match p.into_any().downcast::<Process<M>>() {
+            Ok(p) => Ok(ActorRef::from_process(p)),
+            Err(_) => Err(SendError::WrongType),
+        }
+    }
+
+    /// Sends without waiting; every failure gives the message back (`Full`, `NoProc`,
+    /// `WrongType`).
+    pub fn try_send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        match self.lookup(pid) {
+            Ok(actor) => actor.try_send(msg),
+            Err(err) => Err(err(msg)),
+        }
+    }
+
+    /// Sends, waiting for room in a full mailbox.
+    pub async fn send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        match self.lookup(pid) {
+            Ok(actor) => actor.send(msg).await,
+            Err(err) => Err(err(msg)),
+        }
+    }
+
+    /// Sends to the process registered under `name` without waiting.
+    pub fn try_send_named<M: Send + 'static>(&self, name: &str, msg: M) -> Result<(), SendError<M>> {
+        match self.whereis(name) {
+            Some(pid) => self.try_send(pid, msg),
+            None => Err(SendError::NoProc(msg)),
+        }
+    }
+
+    /// Sends an exit signal to `pid` from outside any process (Erlang's `exit/2`): `Kill`
+    /// cannot be trapped; `Normal` is ignored unless the target traps exits.
+    pub fn exit(&self, pid: Pid, reason: ExitReason) {
+        self.shared.exit_signal(pid, self.system_pid(), reason, false);
+    }
+
+    /// Kills `pid` (untrappable); it exits with `Killed`.
+    pub fn kill(&self, pid: Pid) {
+        self.exit(pid, ExitReason::Kill);
+    }
+
+    /// Whether `pid` names a live local process.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.shared
+            .table
+            .get(pid)
+            .is_some_and(|p| !p.core().control.lock().dead)
+    }
+
+    /// Links `a` and `b` (both directions). If either is already gone, the other gets an
+    /// exit signal with `NoProc`, as in Erlang.
+    pub(crate) fn link_pair(&self, a: Pid, b: Pid) {
+        if a == b {
+            return;
+        }
+        let shared = &self.shared;
+        let (Some(pa), pb) = (shared.table.get(a), shared.table.get(b)) else {
+            shared.exit_signal(b, a, ExitReason::NoProc, false);
+            return;
+        };
+        {
+            let mut ca = pa.core().control.lock();
+            if ca.dead {
+                drop(ca);
+                shared.exit_signal(b, a, ExitReason::NoProc, false);
+                return;
+            }
+            if !ca.links.contains(&b) {
+                ca.links.push(b);
+            }
+        }
+        let linked = pb.is_some_and(|pb| {
+            let mut cb = pb.core().control.lock();
+            if cb.dead {
+                return false;
+            }
+            if !cb.links.contains(&a) {
+                cb.links.push(a);
+            }
+            true
+        });
+        if !linked {
+            pa.core().control.lock().links.retain(|&p| p != b);
+            deliver_exit(pa, b, ExitReason::NoProc, false);
+        }
+    }
+
+    /// Removes the link between `a` and `b` (both directions).
+    pub(crate) fn unlink_pair(&self, a: Pid, b: Pid) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(p) = self.shared.table.get(x) {
+                p.core().control.lock().links.retain(|&q| q != y);
+            }
+        }
+    }
+
+    pub(crate) fn add_monitor(&self, watcher: Watcher, target: Pid) -> MonitorRef {
+        let monitor = MonitorRef(self.shared.next_monitor.fetch_add(1, Ordering::Relaxed));
+        if let Some(p) = self.shared.table.get(target) {
+            let mut control = p.core().control.lock();
+            if !control.dead {
+                control.monitors.push((monitor, watcher));
+                return monitor;
+            }
+        }
+        self.shared
+            .notify_down(watcher, monitor, target, ExitReason::NoProc);
+        monitor
+    }
+
+    pub(crate) fn remove_monitor(&self, target: Pid, monitor: MonitorRef) -> bool {
+        let Some(p) = self.shared.table.get(target) else {
+            return false;
+        };
+        let mut control = p.core().control.lock();
+        let before = control.monitors.len();
+        control.monitors.retain(|(m, _)| *m != monitor);
+        control.monitors.len() != before
+    }
+
+    /// A future that resolves with `pid`'s exit reason (`NoProc` if it is already gone).
+    /// This is a monitor held by non-process code: tests, `main`, shutdown logic.
+    pub fn wait_exit(&self, pid: Pid) -> ExitWatch {
+        let slot = OneShot::new();
+        self.add_monitor(Watcher::External(slot.clone()), pid);
+        ExitWatch { slot }
+    }
+
+    /// A future that completes after `duration` (never early; ~1 ms resolution).
+    pub fn sleep(&self, duration: Duration) -> Sleep {
+        self.shared.driver.sleep(duration)
+    }
+
+    /// Runs blocking work on the blocking pool; await the result (a panic is returned as
+    /// `Err(message)`).
+    pub fn spawn_blocking<R, F>(&self, f: F) -> BlockingJoin<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.shared.blocking.spawn(f)
+    }
+
+    /// The timer and I/O driver (for registering sockets).
+    pub fn driver(&self) -> &DriverHandle {
+        &self.shared.driver
+    }
+
+    /// Runs `future` to completion on the calling thread, which it parks while waiting. For
+    /// `main` and tests; never call it from inside a process (it would block a worker).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            !self.shared.exec.on_worker(),
+            "block_on called from a worker thread: await instead"
+        );
+        block_on(future)
+    }
+}
+
+/// Resolves with a process's exit reason; see [`Handle::wait_exit`].
+pub struct ExitWatch {
+    slot: Arc<OneShot<ExitReason>>,
+}
+
+impl Future for ExitWatch {
+    type Output = ExitReason;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ExitReason> {
+        self.slot
+            .poll_take(cx)
+            .map(|r| r.unwrap_or(ExitReason::NoProc))
+    }
+}
+
+struct ThreadWaker {
+    thread: Thread,
+    notified: AtomicBool,
+}
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.notified.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// Drives a future on the current thread, parking between polls.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let waker_state = Arc::new(ThreadWaker {
+        thread: std::thread::current(),
+        notified: AtomicBool::new(false),
+    });
+    let waker = Waker::from(waker_state.clone());
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        while !waker_state.notified.swap(false, Ordering::AcqRel) {
+            std::thread::park();
+        }
+    }
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("node", &self.shared.node).finish()
+    }
+}

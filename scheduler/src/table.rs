@@ -1,0 +1,147 @@
+//! The process table: every live process of this node, by pid.
+//!
+//! Sharded slabs (`slab`) keep lookups short and spread lock contention: shard `s` holds the
+//! processes whose slot index is `key * SHARDS + s`. Each slot has a generation, bumped when
+//! its process is removed; a pid carries the generation it was born with, so a stale pid
+//! never matches a newer process in a reused slot.
+//!
+//! Invariant: a process is in the table from spawn until it has finished exiting (links,
+//! monitors and name released); `len` counts exactly those, and `wait_empty` wakes when it
+//! reaches zero (runtime shutdown waits on it).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use slab::Slab;
+
+use crate::pid::{NodeId, Pid};
+use crate::process::AnyProcess;
+
+/// Number of shards. A power of two well above the worker count keeps two workers spawning
+/// at once on different shards most of the time.
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    slab: Slab<Arc<dyn AnyProcess>>,
+    generations: Vec<u32>,
+}
+
+pub(crate) struct ProcessTable {
+    node: NodeId,
+    shards: Box<[Mutex<Shard>]>,
+    next_shard: AtomicUsize,
+    len: AtomicUsize,
+    empty: (Mutex<()>, Condvar),
+}
+
+impl ProcessTable {
+    pub(crate) fn new(node: NodeId) -> Self {
+        ProcessTable {
+            node,
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            next_shard: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            empty: (Mutex::new(()), Condvar::new()),
+        }
+    }
+
+    /// Allocates a slot, builds the process for its pid with `make`, and stores it.
+    pub(crate) fn insert<P: AnyProcess>(&self, make: impl FnOnce(Pid) -> Arc<P>) -> Arc<P> {
+        let s = self.next_shard.fetch_add(1, Ordering::Relaxed) % SHARDS;
+        let mut shard = self.shards[s].lock();
+        let key = shard.slab.vacant_key();
+        if shard.generations.len() <= key {
+            shard.generations.resize(key + 1, 0);
+        }
+        let index = u32::try_from(key * SHARDS + s).expect("process table exceeds 2^32 slots");
+        let pid = Pid::new(self.node, index, shard.generations[key]);
+        let process = make(pid);
+        let inserted = shard.slab.insert(process.clone());
+        debug_assert_eq!(inserted, key);
+        self.len.fetch_add(1, Ordering::AcqRel);
+        process
+    }
+
+    fn locate(&self, pid: Pid) -> Option<(usize, usize)> {
+        if pid.node() != self.node {
+            return None;
+        }
+        let index = pid.index() as usize;
+        Some((index % SHARDS, index / SHARDS))
+    }
+
+    /// The live process with this pid, if any.
+    pub(crate) fn get(&self, pid: Pid) -> Option<Arc<dyn AnyProcess>> {
+        let (s, key) = self.locate(pid)?;
+        let shard = self.shards[s].lock();
+        if shard.generations.get(key).copied() != Some(pid.generation()) {
+            return None;
+        }
+        shard.slab.get(key).cloned()
+    }
+
+    /// Removes the process with this pid; returns whether it was there.
+    pub(crate) fn remove(&self, pid: Pid) -> bool {
+        let Some((s, key)) = self.locate(pid) else {
+            return false;
+        };
+        let removed = {
+            let mut shard = self.shards[s].lock();
+            if shard.generations.get(key).copied() != Some(pid.generation())
+                || !shard.slab.contains(key)
+            {
+                return false;
+            }
+            shard.generations[key] = shard.generations[key].wrapping_add(1);
+            shard.slab.remove(key)
+        };
+        drop(removed);
+        if self.len.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _guard = self.empty.0.lock();
+            self.empty.1.notify_all();
+        }
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Every live pid (a snapshot).
+    pub(crate) fn pids(&self) -> Vec<Pid> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            out.extend(shard.slab.iter().map(|(_, p)| p.core().pid()));
+        }
+        out
+    }
+
+    /// Waits until the table is empty or the deadline passes; returns whether it is empty.
+    pub(crate) fn wait_empty(&self, deadline: Instant) -> bool {
+        let mut guard = self.empty.0.lock();
+        while self.len() != 0 {
+            if self.empty.1.wait_until(&mut guard, deadline).timed_out() {
+                return self.len() == 0;
+            }
+        }
+        true
+    }
+
+    /// Takes every process out of the table (the last step of shutdown).
+    pub(crate) fn drain(&self) -> Vec<Arc<dyn AnyProcess>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            for key in shard.slab.iter().map(|(k, _)| k).collect::<Vec<_>>() {
+                shard.generations[key] = shard.generations[key].wrapping_add(1);
+                out.push(shard.slab.remove(key));
+            }
+        }
+        self.len.fetch_sub(out.len(), Ordering::AcqRel);
+        out
+    }
+}

@@ -1,0 +1,168 @@
+//! Timers for processes: `send_after`, `send_interval`, deadlines for futures.
+//!
+//! All timers live in the driver's hashed timing wheel (see `wheel` and `driver`); actions
+//! run on the driver thread and only enqueue a message or wake a task. A timer message that
+//! finds the mailbox full is retried every [`FULL_MAILBOX_RETRY`] rather than dropped; one
+//! whose process has exited is counted as a dead letter and logged.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::actor_ref::{ActorRef, SendError};
+use crate::driver::{DriverHandle, TimerHandle};
+use crate::runtime::Handle;
+
+/// How soon a timer message that found its mailbox full is tried again.
+pub const FULL_MAILBOX_RETRY: Duration = Duration::from_millis(1);
+
+/// Runs `fut` until `deadline`: `Some(output)`, or `None` if the deadline passed first. The
+/// timer is armed only if `fut` is not ready on its first poll.
+pub(crate) async fn with_deadline<F: Future>(
+    driver: &DriverHandle,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = pin!(fut);
+    let mut sleep = pin!(driver.sleep_until(deadline));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A pending `send_after` or `send_interval`; cancel it with [`TimerRef::cancel`].
+pub struct TimerRef {
+    inner: Arc<Mutex<TimerSlot>>,
+}
+
+struct TimerSlot {
+    cancelled: bool,
+    current: Option<TimerHandle>,
+}
+
+impl TimerRef {
+    /// Stops the timer. Returns true if it was still active (for `send_after`: the message
+    /// will not be sent). After this returns, no further message is delivered.
+    pub fn cancel(&self) -> bool {
+        let mut slot = self.inner.lock();
+        if slot.cancelled {
+            return false;
+        }
+        slot.cancelled = true;
+        slot.current.take().is_some_and(|t| t.cancel())
+    }
+}
+
+impl std::fmt::Debug for TimerRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TimerRef")
+    }
+}
+
+/// Delivers `msg`, retrying later if the mailbox is full. Runs with the slot locked, so a
+/// concurrent `cancel` either prevents the delivery or waits for it.
+fn deliver<M: Send + 'static>(
+    driver: DriverHandle,
+    slot: Arc<Mutex<TimerSlot>>,
+    to: ActorRef<M>,
+    msg: M,
+    on_delivered: impl FnOnce(&mut TimerSlot) + Send + 'static,
+) {
+    let mut guard = slot.lock();
+    if guard.cancelled {
+        return;
+    }
+    guard.current = None;
+    match to.try_send(msg) {
+        Ok(()) => on_delivered(&mut guard),
+        Err(SendError::Full(msg)) => {
+            let (d2, s2) = (driver.clone(), slot.clone());
+            guard.current = Some(driver.timer_at(
+                Instant::now() + FULL_MAILBOX_RETRY,
+                Box::new(move || deliver(d2, s2, to, msg, on_delivered)),
+            ));
+        }
+        Err(_) => {
+            guard.cancelled = true;
+            tracing::debug!(pid = %to.pid(), "timer message to an exited process dropped");
+        }
+    }
+}
+
+fn arm_interval<M: Clone + Send + 'static>(
+    driver: DriverHandle,
+    slot: Arc<Mutex<TimerSlot>>,
+    to: ActorRef<M>,
+    msg: M,
+    at: Instant,
+    every: Duration,
+) -> TimerHandle {
+    let (d2, s2) = (driver.clone(), slot.clone());
+    driver.timer_at(
+        at,
+        Box::new(move || {
+            let next = at + every;
+            let (d3, s3, to2, msg2) = (d2.clone(), s2.clone(), to.clone(), msg.clone());
+            deliver(d2, s2, to, msg, move |slot| {
+                slot.current = Some(arm_interval(d3, s3, to2, msg2, next, every));
+            });
+        }),
+    )
+}
+
+impl Handle {
+    /// Sends `msg` to `to` after `delay` (never earlier).
+    pub fn send_after<M: Send + 'static>(&self, delay: Duration, to: &ActorRef<M>, msg: M) -> TimerRef {
+        let slot = Arc::new(Mutex::new(TimerSlot {
+            cancelled: false,
+            current: None,
+        }));
+        let driver = self.shared.driver.clone();
+        let (d2, s2, to) = (driver.clone(), slot.clone(), to.clone());
+        let mut guard = slot.lock();
+        guard.current = Some(driver.timer_at(
+            Instant::now() + delay,
+            Box::new(move || deliver(d2, s2, to, msg, |_| {})),
+        ));
+        drop(guard);
+        TimerRef { inner: slot }
+    }
+
+    /// Sends a clone of `msg` to `to` every `every`, first after one period. Deadlines are
+    /// `start + k·every`, so delays do not accumulate; a late tick is not doubled up.
+    pub fn send_interval<M: Clone + Send + 'static>(
+        &self,
+        every: Duration,
+        to: &ActorRef<M>,
+        msg: M,
+    ) -> TimerRef {
+        let every = every.max(Duration::from_millis(1));
+        let slot = Arc::new(Mutex::new(TimerSlot {
+            cancelled: false,
+            current: None,
+        }));
+        let driver = self.shared.driver.clone();
+        let mut guard = slot.lock();
+        guard.current = Some(arm_interval(
+            driver,
+            slot.clone(),
+            to.clone(),
+            msg,
+            Instant::now() + every,
+            every,
+        ));
+        drop(guard);
+        TimerRef { inner: slot }
+    }
+}

@@ -414,13 +414,11 @@ impl Handle {
         Some(ActorRef::from_process(p))
     }
 
-    fn lookup<M: Send + 'static>(&self, pid: Pid) -> Result<ActorRef<M>, fn(M) -> SendError<M>> {
-        let Some(p) = self.shared.table.get(pid) else {
-            return Err(SendError::NoProc);
-        };
+    fn lookup<M: Send + 'static>(&self, pid: Pid) -> Result<ActorRef<M>, LookupError> {
+        let p = self.shared.table.get(pid).ok_or(LookupError::NoProc)?;
         match p.into_any().downcast::<Process<M>>() {
             Ok(p) => Ok(ActorRef::from_process(p)),
-            Err(_) => Err(SendError::WrongType),
+            Err(_) => Err(LookupError::WrongType),
         }
     }
 
@@ -429,7 +427,7 @@ impl Handle {
     pub fn try_send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
         match self.lookup(pid) {
             Ok(actor) => actor.try_send(msg),
-            Err(err) => Err(err(msg)),
+            Err(err) => Err(err.with(msg)),
         }
     }
 
@@ -437,7 +435,7 @@ impl Handle {
     pub async fn send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
         match self.lookup(pid) {
             Ok(actor) => actor.send(msg).await,
-            Err(err) => Err(err(msg)),
+            Err(err) => Err(err.with(msg)),
         }
     }
 
@@ -446,6 +444,20 @@ impl Handle {
         match self.whereis(name) {
             Some(pid) => self.try_send(pid, msg),
             None => Err(SendError::NoProc(msg)),
+        }
+    }
+
+    /// Calls the process at `pid` (see [`ActorRef::call`]).
+    pub async fn call<M: Send + 'static, R>(
+        &self,
+        pid: Pid,
+        make: impl FnOnce(crate::Reply<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, crate::CallError> {
+        match self.lookup::<M>(pid) {
+            Ok(actor) => actor.call(make, timeout).await,
+            Err(LookupError::NoProc) => Err(crate::CallError::NoProc),
+            Err(LookupError::WrongType) => Err(crate::CallError::WrongType),
         }
     }
 
@@ -575,6 +587,20 @@ impl Handle {
             "block_on called from a worker thread: await instead"
         );
         block_on(future)
+    }
+}
+
+enum LookupError {
+    NoProc,
+    WrongType,
+}
+
+impl LookupError {
+    fn with<M>(self, msg: M) -> SendError<M> {
+        match self {
+            LookupError::NoProc => SendError::NoProc(msg),
+            LookupError::WrongType => SendError::WrongType(msg),
+        }
     }
 }
 

@@ -40,15 +40,19 @@ fn main() {
     println!("spawned counter as {first}");
     for n in 1..=10 {
         let pid = node.whereis("counter").expect("registered");
-        node.try_send(pid, Counter::Add(n)).expect("mailbox has room");
+        node.try_send(pid, Counter::Add(n))
+            .expect("mailbox has room");
     }
     let pid = node.whereis("counter").expect("registered");
-    let total = node.block_on(node.call(pid, Counter::Get, timeout)).expect("answer");
+    let total = node
+        .block_on(node.call(pid, Counter::Get, timeout))
+        .expect("answer");
     println!("counter {pid} holds {total} (1 + 2 + .. + 10)");
     assert_eq!(total, 55);
 
     let exit = node.wait_exit(pid);
-    node.try_send(pid, Counter::Crash).expect("mailbox has room");
+    node.try_send(pid, Counter::Crash)
+        .expect("mailbox has room");
     let reason = node.block_on(exit);
     println!("counter {pid} exited: {reason}");
     assert_eq!(node.whereis("counter"), None, "the name is freed on exit");
@@ -59,7 +63,9 @@ fn main() {
         Err(SendError::NoProc(_)) => println!("  send to {first} -> NoProc (message returned)"),
         other => panic!("unexpected {other:?}"),
     }
-    let total = node.block_on(node.call(second, Counter::Get, timeout)).expect("answer");
+    let total = node
+        .block_on(node.call(second, Counter::Get, timeout))
+        .expect("answer");
     println!("new counter starts at {total}");
     node.shutdown();
     println!("node stopped cleanly");

@@ -4,7 +4,8 @@
 //!
 //! This facade wires the layers into a [`Node`] and re-exports what applications use through
 //! [`prelude`]. Today a node is local: the scheduler (processes, links, monitors, timers,
-//! registry). Supervision, durable storage and the mesh plug in here as their crates land.
+//! registry) and OTP-style supervision. Durable storage and the mesh plug in here as their
+//! crates land.
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,6 +27,7 @@
 use std::time::Duration;
 
 pub use cairn_scheduler as scheduler;
+pub use cairn_supervisor as supervisor;
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
@@ -33,6 +35,11 @@ pub mod prelude {
     pub use cairn_scheduler::{
         ActorRef, CallError, Ctx, ExitReason, Handle, Message, MonitorRef, NodeId, Pid, Reply,
         SendError, Signal, SpawnError, SpawnOptions, TimerRef,
+    };
+    pub use cairn_supervisor::{
+        Actor, ActorCtx, ActorError, Addr, Backoff, ChildRef, ChildSpec, DynamicSupervisor,
+        Restart, Shutdown, StartError, StartOptions, Strategy, Supervisor, SupervisorRef,
+        SupervisorSpec,
     };
 }
 

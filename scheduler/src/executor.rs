@@ -173,7 +173,8 @@ impl Executor {
     /// Wakes one parked worker if nobody is searching for work already.
     fn notify_parked(&self) {
         fence(Ordering::SeqCst);
-        if self.num_searching.load(Ordering::SeqCst) != 0 || self.num_idle.load(Ordering::SeqCst) == 0
+        if self.num_searching.load(Ordering::SeqCst) != 0
+            || self.num_idle.load(Ordering::SeqCst) == 0
         {
             return;
         }

@@ -70,4 +70,4 @@ pub use runtime::{
     block_on, Builder, ExitWatch, Handle, RegisterError, Runtime, SpawnError, SpawnOptions,
     DEFAULT_SHUTDOWN_GRACE,
 };
-pub use time::{TimerRef, FULL_MAILBOX_RETRY};
+pub use time::{Elapsed, TimerRef, FULL_MAILBOX_RETRY};

@@ -27,8 +27,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use cairn_mailbox::Mailbox;
 use parking_lot::Mutex;
 
-use crate::exit::{ExitReason, MonitorRef, Signal};
 use crate::executor::{Runnable, Schedule};
+use crate::exit::{ExitReason, MonitorRef, Signal};
 use crate::pid::Pid;
 use crate::reply::OneShot;
 use crate::runtime::Shared;
@@ -49,6 +49,8 @@ pub(crate) struct Control {
     pub(crate) dead: bool,
     pub(crate) pending_exit: Option<ExitReason>,
     pub(crate) links: Vec<Pid>,
+    /// The process this one was spawned linked to (its supervisor or spawner), if any.
+    pub(crate) parent: Option<Pid>,
     pub(crate) monitors: Vec<(MonitorRef, Watcher)>,
     pub(crate) name: Option<String>,
 }
@@ -249,7 +251,10 @@ impl<M: Send + 'static> Wake for Process<M> {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if self.core.state.wake() {
-            self.core.shared.exec.schedule(self.clone(), Schedule::Woken);
+            self.core
+                .shared
+                .exec
+                .schedule(self.clone(), Schedule::Woken);
         }
     }
 }
@@ -298,6 +303,8 @@ pub(crate) fn deliver_exit(
 
 impl<M> std::fmt::Debug for Process<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Process").field("pid", &self.core.pid).finish()
+        f.debug_struct("Process")
+            .field("pid", &self.core.pid)
+            .finish()
     }
 }

@@ -173,9 +173,7 @@ impl<T> Future for ReplyReceiver<T> {
     type Output = Result<T, CallError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.slot
-            .poll_take(cx)
-            .map(|v| v.ok_or(CallError::NoReply))
+        self.slot.poll_take(cx).map(|v| v.ok_or(CallError::NoReply))
     }
 }
 

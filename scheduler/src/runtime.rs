@@ -169,7 +169,13 @@ impl Shared {
         }
     }
 
-    pub(crate) fn notify_down(&self, watcher: Watcher, monitor: MonitorRef, pid: Pid, reason: ExitReason) {
+    pub(crate) fn notify_down(
+        &self,
+        watcher: Watcher,
+        monitor: MonitorRef,
+        pid: Pid,
+        reason: ExitReason,
+    ) {
         match watcher {
             Watcher::Process(w) => {
                 if let Some(p) = self.table.get(w) {
@@ -233,18 +239,34 @@ impl Runtime {
         if shared.shutting_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        let system = self.handle.system_pid();
-        for pid in shared.table.pids() {
-            shared.exit_signal(pid, system, ExitReason::Shutdown, false);
-        }
         let deadline = Instant::now() + shared.shutdown_grace;
-        if !shared.table.wait_empty(deadline) {
-            let left = shared.table.pids();
-            tracing::warn!(count = left.len(), "processes ignored Shutdown; killing them");
-            for pid in left {
-                shared.exit_signal(pid, system, ExitReason::Kill, false);
-            }
-            shared.table.wait_empty(Instant::now() + Duration::from_secs(1));
+        // Roots first: a supervisor stops its tree in order, which a signal to every process
+        // at once would race.
+        let roots: Vec<Pid> = shared
+            .table
+            .pids()
+            .into_iter()
+            .filter(|&pid| {
+                let parent = shared
+                    .table
+                    .get(pid)
+                    .and_then(|p| p.core().control.lock().parent);
+                parent.is_none_or(|parent| !self.handle.is_alive(parent))
+            })
+            .collect();
+        self.stop_and_wait(&roots, ExitReason::Shutdown, deadline);
+        self.stop_and_wait(&shared.table.pids(), ExitReason::Shutdown, deadline);
+        let left = shared.table.pids();
+        if !left.is_empty() {
+            tracing::warn!(
+                count = left.len(),
+                "processes ignored Shutdown; killing them"
+            );
+            self.stop_and_wait(
+                &left,
+                ExitReason::Kill,
+                Instant::now() + Duration::from_secs(1),
+            );
         }
         shared.exec.shutdown();
         for p in shared.table.drain() {
@@ -253,6 +275,29 @@ impl Runtime {
         shared.registry.lock().clear();
         shared.driver.shutdown();
         shared.blocking.shutdown();
+    }
+}
+
+impl Runtime {
+    /// Sends `reason` to each of `pids` and waits until they have all exited or `deadline`.
+    fn stop_and_wait(&self, pids: &[Pid], reason: ExitReason, deadline: Instant) {
+        let system = self.handle.system_pid();
+        let mut watches: Vec<ExitWatch> = pids.iter().map(|&p| self.handle.wait_exit(p)).collect();
+        for &pid in pids {
+            self.handle
+                .shared
+                .exit_signal(pid, system, reason.clone(), false);
+        }
+        let all_exited = std::future::poll_fn(|cx| {
+            watches.retain_mut(|w| Pin::new(w).poll(cx).is_pending());
+            if watches.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        let driver = self.handle.shared.driver.clone();
+        block_on(crate::time::with_deadline(&driver, deadline, all_exited));
     }
 }
 
@@ -328,7 +373,11 @@ impl Handle {
     }
 
     /// Spawns with options.
-    pub fn spawn_opts<M, F, Fut>(&self, opts: SpawnOptions, body: F) -> Result<ActorRef<M>, SpawnError>
+    pub fn spawn_opts<M, F, Fut>(
+        &self,
+        opts: SpawnOptions,
+        body: F,
+    ) -> Result<ActorRef<M>, SpawnError>
     where
         M: Send + 'static,
         F: FnOnce(Ctx<M>) -> Fut,
@@ -356,6 +405,7 @@ impl Handle {
             process.core.trap_exit.store(true, Ordering::Release);
         }
         if let Some(peer) = opts.link {
+            process.core.control.lock().parent = Some(peer);
             self.link_pair(pid, peer);
         }
         if shared.shutting_down.load(Ordering::Acquire) {
@@ -440,7 +490,11 @@ impl Handle {
     }
 
     /// Sends to the process registered under `name` without waiting.
-    pub fn try_send_named<M: Send + 'static>(&self, name: &str, msg: M) -> Result<(), SendError<M>> {
+    pub fn try_send_named<M: Send + 'static>(
+        &self,
+        name: &str,
+        msg: M,
+    ) -> Result<(), SendError<M>> {
         match self.whereis(name) {
             Some(pid) => self.try_send(pid, msg),
             None => Err(SendError::NoProc(msg)),
@@ -464,7 +518,8 @@ impl Handle {
     /// Sends an exit signal to `pid` from outside any process (Erlang's `exit/2`): `Kill`
     /// cannot be trapped; `Normal` is ignored unless the target traps exits.
     pub fn exit(&self, pid: Pid, reason: ExitReason) {
-        self.shared.exit_signal(pid, self.system_pid(), reason, false);
+        self.shared
+            .exit_signal(pid, self.system_pid(), reason, false);
     }
 
     /// Kills `pid` (untrappable); it exits with `Killed`.
@@ -654,6 +709,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("node", &self.shared.node).finish()
+        f.debug_struct("Handle")
+            .field("node", &self.shared.node)
+            .finish()
     }
 }

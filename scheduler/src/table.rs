@@ -5,15 +5,13 @@
 //! its process is removed; a pid carries the generation it was born with, so a stale pid
 //! never matches a newer process in a reused slot.
 //!
-//! Invariant: a process is in the table from spawn until it has finished exiting (links,
-//! monitors and name released); `len` counts exactly those, and `wait_empty` wakes when it
-//! reaches zero (runtime shutdown waits on it).
+//! Invariant: a process is in the table from spawn until its name and links are released in
+//! its exit; `len` counts exactly those.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use slab::Slab;
 
 use crate::pid::{NodeId, Pid};
@@ -34,7 +32,6 @@ pub(crate) struct ProcessTable {
     shards: Box<[Mutex<Shard>]>,
     next_shard: AtomicUsize,
     len: AtomicUsize,
-    empty: (Mutex<()>, Condvar),
 }
 
 impl ProcessTable {
@@ -44,7 +41,6 @@ impl ProcessTable {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             next_shard: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
-            empty: (Mutex::new(()), Condvar::new()),
         }
     }
 
@@ -99,10 +95,7 @@ impl ProcessTable {
             shard.slab.remove(key)
         };
         drop(removed);
-        if self.len.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let _guard = self.empty.0.lock();
-            self.empty.1.notify_all();
-        }
+        self.len.fetch_sub(1, Ordering::AcqRel);
         true
     }
 
@@ -118,17 +111,6 @@ impl ProcessTable {
             out.extend(shard.slab.iter().map(|(_, p)| p.core().pid()));
         }
         out
-    }
-
-    /// Waits until the table is empty or the deadline passes; returns whether it is empty.
-    pub(crate) fn wait_empty(&self, deadline: Instant) -> bool {
-        let mut guard = self.empty.0.lock();
-        while self.len() != 0 {
-            if self.empty.1.wait_until(&mut guard, deadline).timed_out() {
-                return self.len() == 0;
-            }
-        }
-        true
     }
 
     /// Takes every process out of the table (the last step of shutdown).

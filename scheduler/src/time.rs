@@ -123,7 +123,12 @@ fn arm_interval<M: Clone + Send + 'static>(
 
 impl Handle {
     /// Sends `msg` to `to` after `delay` (never earlier).
-    pub fn send_after<M: Send + 'static>(&self, delay: Duration, to: &ActorRef<M>, msg: M) -> TimerRef {
+    pub fn send_after<M: Send + 'static>(
+        &self,
+        delay: Duration,
+        to: &ActorRef<M>,
+        msg: M,
+    ) -> TimerRef {
         let slot = Arc::new(Mutex::new(TimerSlot {
             cancelled: false,
             current: None,
@@ -164,5 +169,24 @@ impl Handle {
         ));
         drop(guard);
         TimerRef { inner: slot }
+    }
+}
+
+/// The deadline of [`Handle::timeout`] passed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("deadline elapsed")]
+pub struct Elapsed;
+
+impl Handle {
+    /// Runs `fut` for at most `duration`; the timer is armed only if `fut` is not ready at
+    /// once.
+    pub async fn timeout<F: Future>(
+        &self,
+        duration: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
+        with_deadline(&self.shared.driver, Instant::now() + duration, fut)
+            .await
+            .ok_or(Elapsed)
     }
 }

@@ -1,0 +1,228 @@
+//! The `Actor` behaviour: OTP's gen_server in Rust.
+//!
+//! An actor is a value with typed messages. [`start`] spawns a process that runs
+//! [`Actor::init`] (the start fails if it fails), then handles one message or signal at a
+//! time, and runs [`Actor::terminate`] on every stop except `Kill`: a returned error, a panic
+//! in a handler, `ctx.stop(..)`, or a `Shutdown` from its supervisor (actors trap exits, so a
+//! supervisor's `Shutdown` arrives as a signal and the actor stops in order).
+//!
+//! Calls and casts go through the typed [`Addr`] (the scheduler's `ActorRef`): `try_send` /
+//! `send(..).await` to cast, `call(|reply| Msg::Get(reply), timeout)` to call.
+
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
+
+use cairn_scheduler::{
+    ActorRef, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal, SpawnOptions,
+};
+
+/// The error type of actor callbacks: any error converts with `?`.
+pub type ActorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A typed address of a running actor.
+pub type Addr<A> = ActorRef<<A as Actor>::Msg>;
+
+/// A behaviour: state plus the callbacks that run in its process, one at a time.
+pub trait Actor: Send + Sized + 'static {
+    /// The messages it handles.
+    type Msg: Send + 'static;
+
+    /// Runs first, before any message. An error fails the start with that error.
+    fn init(
+        &mut self,
+        ctx: &mut ActorCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Handles one message. An error stops the actor with `ExitReason::Error`.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &mut ActorCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send;
+
+    /// Handles a system signal. The default stops on an abnormal exit signal from a link
+    /// (the parent's `Shutdown` included) with that reason, as a non-trapping process would,
+    /// but with `terminate` run; it ignores `Normal` exits and `Down`s.
+    fn handle_signal(
+        &mut self,
+        signal: Signal,
+        ctx: &mut ActorCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        if let Signal::Exit { reason, .. } = signal {
+            if reason != ExitReason::Normal {
+                ctx.stop(reason);
+            }
+        }
+        async { Ok(()) }
+    }
+
+    /// Runs on every orderly stop, and after errors and panics; not after `Kill`.
+    fn terminate(
+        &mut self,
+        reason: &ExitReason,
+        ctx: &mut ActorCtx<Self>,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (reason, ctx);
+        async {}
+    }
+}
+
+/// What callbacks get besides the message: the process context and a stop switch.
+pub struct ActorCtx<A: Actor> {
+    ctx: Ctx<A::Msg>,
+    stop: Option<ExitReason>,
+}
+
+impl<A: Actor> ActorCtx<A> {
+    /// The actor's pid.
+    pub fn pid(&self) -> Pid {
+        self.ctx.pid()
+    }
+    /// Its own address.
+    pub fn addr(&self) -> Addr<A> {
+        self.ctx.me()
+    }
+    /// The runtime.
+    pub fn handle(&self) -> &Handle {
+        self.ctx.handle()
+    }
+    /// The underlying process context (links, monitors, trap_exit).
+    pub fn process(&self) -> &Ctx<A::Msg> {
+        &self.ctx
+    }
+    /// Stops the actor with `reason` after the current callback returns.
+    pub fn stop(&mut self, reason: ExitReason) {
+        self.stop = Some(reason);
+    }
+}
+
+/// Why an actor did not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `init` returned an error or panicked; carries its text.
+    #[error("init failed: {0}")]
+    InitFailed(String),
+    /// The name was taken.
+    #[error("name {0:?} is already registered")]
+    NameTaken(String),
+    /// The process ended before acknowledging its start.
+    #[error("the process exited during start")]
+    Exited,
+    /// A child of a supervisor failed to start (id and cause).
+    #[error("child {id:?} failed to start: {cause}")]
+    Child {
+        /// The child's id.
+        id: String,
+        /// Why.
+        cause: Box<StartError>,
+    },
+}
+
+/// Where and how to spawn an actor.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// Registered name.
+    pub name: Option<String>,
+    /// Link to this process (a supervisor) before the actor first runs.
+    pub link: Option<Pid>,
+    /// Mailbox capacity (default: the runtime's).
+    pub mailbox_capacity: Option<usize>,
+}
+
+/// Spawns `actor`, waits for its `init`, and returns its address.
+pub async fn start<A: Actor>(
+    handle: &Handle,
+    actor: A,
+    opts: StartOptions,
+) -> Result<Addr<A>, StartError> {
+    let (ack, started) = Reply::pair();
+    let name = opts.name.clone();
+    let spawned = handle.spawn_opts(
+        SpawnOptions {
+            name: opts.name,
+            mailbox_capacity: opts.mailbox_capacity,
+            link: opts.link,
+            trap_exit: true,
+        },
+        move |ctx| run(actor, ctx, ack),
+    );
+    let addr = spawned.map_err(|_| StartError::NameTaken(name.unwrap_or_default()))?;
+    match started.await {
+        Ok(Ok(())) => Ok(addr),
+        Ok(Err(e)) => Err(StartError::InitFailed(e)),
+        Err(_) => Err(StartError::Exited),
+    }
+}
+
+/// Polls a future inside `catch_unwind`, turning a panic into `Err(message)`.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(panic_text(&*payload))),
+        }
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+async fn guarded<F: Future<Output = Result<(), ActorError>>>(fut: F) -> Result<(), ExitReason> {
+    match CatchUnwind(pin!(fut)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ExitReason::Error(e.to_string())),
+        Err(panic) => Err(ExitReason::Panic(panic)),
+    }
+}
+
+async fn run<A: Actor>(
+    mut actor: A,
+    ctx: Ctx<A::Msg>,
+    ack: Reply<Result<(), String>>,
+) -> ExitReason {
+    let mut actx = ActorCtx { ctx, stop: None };
+    if let Err(reason) = guarded(actor.init(&mut actx)).await {
+        let text = match &reason {
+            ExitReason::Error(m) | ExitReason::Panic(m) => m.clone(),
+            other => other.to_string(),
+        };
+        let _ = ack.send(Err(text));
+        return reason;
+    }
+    let _ = ack.send(Ok(()));
+    let reason = loop {
+        if let Some(reason) = actx.stop.take() {
+            break reason;
+        }
+        let Some(msg) = actx.ctx.recv().await else {
+            break ExitReason::Normal;
+        };
+        let handled = match msg {
+            Message::User(m) => guarded(actor.handle(m, &mut actx)).await,
+            Message::Signal(s) => guarded(actor.handle_signal(s, &mut actx)).await,
+        };
+        if let Err(reason) = handled {
+            break reason;
+        }
+    };
+    let terminated = CatchUnwind(pin!(actor.terminate(&reason, &mut actx))).await;
+    if let Err(panic) = terminated {
+        tracing::error!(pid = %actx.pid(), %panic, "terminate panicked");
+    }
+    reason
+}

@@ -1,0 +1,430 @@
+//! Restart decisions as a pure state machine (no threads, no clock reads, no I/O).
+//!
+//! [`Supervision::on_exit`] takes the current time, which child exited and why, and returns a
+//! [`Directive`]: what to stop and what to start, or to give up. The supervisor process only
+//! carries directives out. This keeps OTP's rules testable on a simulated clock:
+//!
+//! - **Restart types**: `Permanent` children are always restarted; `Transient` ones only after
+//!   an abnormal exit (not `Normal`/`Shutdown`); `Temporary` ones never — and a temporary
+//!   child stopped because of a sibling (one_for_all, rest_for_one) is removed, not restarted.
+//! - **Strategies**: `OneForOne` restarts the child that exited; `OneForAll` stops every other
+//!   running child in reverse start order, then starts all in start order; `RestForOne` does
+//!   the same for the exited child and those started after it.
+//! - **Intensity**: each restart is recorded; if more than `max_restarts` happen within
+//!   `period`, the directive is [`Directive::Escalate`]: stop everything, exit with `Shutdown`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use cairn_scheduler::ExitReason;
+
+/// Which children restart when one exits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Only the child that exited.
+    #[default]
+    OneForOne,
+    /// Every child.
+    OneForAll,
+    /// The child that exited and every child started after it.
+    RestForOne,
+}
+
+/// When a child is restarted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Restart {
+    /// Always.
+    #[default]
+    Permanent,
+    /// Only after an abnormal exit.
+    Transient,
+    /// Never.
+    Temporary,
+}
+
+impl Restart {
+    fn restarts_after(self, reason: &ExitReason) -> bool {
+        match self {
+            Restart::Permanent => true,
+            Restart::Transient => !reason.is_orderly(),
+            Restart::Temporary => false,
+        }
+    }
+}
+
+/// OTP's default intensity: at most 1 restart ...
+pub const DEFAULT_MAX_RESTARTS: u32 = 1;
+/// ... within 5 seconds.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
+
+/// The sliding window of recent restarts.
+#[derive(Clone, Debug)]
+pub struct Intensity {
+    max_restarts: u32,
+    period: Duration,
+    history: VecDeque<Instant>,
+}
+
+impl Intensity {
+    /// At most `max_restarts` within any `period`.
+    pub fn new(max_restarts: u32, period: Duration) -> Self {
+        Intensity {
+            max_restarts,
+            period,
+            history: VecDeque::new(),
+        }
+    }
+
+    /// Records a restart at `now`; false if it exceeds the limit.
+    pub fn record(&mut self, now: Instant) -> bool {
+        while let Some(&oldest) = self.history.front() {
+            if now.saturating_duration_since(oldest) >= self.period {
+                self.history.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.history.push_back(now);
+        self.history.len() <= self.max_restarts as usize
+    }
+
+    /// Restarts recorded within the current window (including the latest).
+    pub fn recent(&self) -> usize {
+        self.history.len()
+    }
+}
+
+/// What the supervisor must do after a child exit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Directive {
+    /// Nothing restarts. If `remove`, the exited child leaves the supervisor (temporary).
+    Ignore {
+        /// Remove the child's spec.
+        remove: bool,
+    },
+    /// Stop `stop` (in this order: reverse start order), then start `start` (in this order),
+    /// then remove `remove` (temporary children that were stopped and do not come back).
+    Restart {
+        /// Running children to stop first.
+        stop: Vec<usize>,
+        /// Children to start, in start order.
+        start: Vec<usize>,
+        /// Children whose specs go away.
+        remove: Vec<usize>,
+    },
+    /// Restart intensity exceeded: stop all children in reverse order, exit with `Shutdown`.
+    Escalate,
+}
+
+#[derive(Clone, Debug)]
+struct ChildMeta {
+    restart: Restart,
+    running: bool,
+}
+
+/// The supervisor's bookkeeping: children (in start order), strategy and intensity.
+#[derive(Clone, Debug)]
+pub struct Supervision {
+    strategy: Strategy,
+    intensity: Intensity,
+    children: Vec<ChildMeta>,
+}
+
+impl Supervision {
+    /// A supervisor with no children yet.
+    pub fn new(strategy: Strategy, intensity: Intensity) -> Self {
+        Supervision {
+            strategy,
+            intensity,
+            children: Vec::new(),
+        }
+    }
+
+    /// Adds a child (running) at the end of the start order; returns its index.
+    pub fn add_child(&mut self, restart: Restart) -> usize {
+        self.children.push(ChildMeta {
+            restart,
+            running: true,
+        });
+        self.children.len() - 1
+    }
+
+    /// Removes a child; later indices shift down by one.
+    pub fn remove_child(&mut self, index: usize) {
+        self.children.remove(index);
+    }
+
+    /// Marks a child running or not (after the supervisor started or stopped it).
+    pub fn set_running(&mut self, index: usize, running: bool) {
+        self.children[index].running = running;
+    }
+
+    /// Number of children.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// No children.
+    pub fn is_empty(&self) -> bool {
+        self.children.is_empty()
+    }
+
+    /// Restarts within the current intensity window.
+    pub fn recent_restarts(&self) -> usize {
+        self.intensity.recent()
+    }
+
+    /// Decides what follows child `index` exiting with `reason` at `now`.
+    pub fn on_exit(&mut self, now: Instant, index: usize, reason: &ExitReason) -> Directive {
+        self.children[index].running = false;
+        let child = &self.children[index];
+        if !child.restart.restarts_after(reason) {
+            return Directive::Ignore {
+                remove: child.restart == Restart::Temporary,
+            };
+        }
+        if !self.intensity.record(now) {
+            return Directive::Escalate;
+        }
+        let affected: Vec<usize> = match self.strategy {
+            Strategy::OneForOne => vec![index],
+            Strategy::OneForAll => (0..self.children.len()).collect(),
+            Strategy::RestForOne => (index..self.children.len()).collect(),
+        };
+        let stop: Vec<usize> = affected
+            .iter()
+            .rev()
+            .copied()
+            .filter(|&i| i != index && self.children[i].running)
+            .collect();
+        let (remove, start): (Vec<usize>, Vec<usize>) = affected
+            .iter()
+            .copied()
+            .partition(|&i| i != index && self.children[i].restart == Restart::Temporary);
+        for &i in &stop {
+            self.children[i].running = false;
+        }
+        Directive::Restart {
+            stop,
+            start,
+            remove,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(base: Instant, s: u64) -> Instant {
+        base + Duration::from_secs(s)
+    }
+
+    fn sup(strategy: Strategy, restarts: &[Restart]) -> Supervision {
+        let mut s = Supervision::new(strategy, Intensity::new(100, Duration::from_secs(5)));
+        for &r in restarts {
+            s.add_child(r);
+        }
+        s
+    }
+
+    const P: Restart = Restart::Permanent;
+    const T: Restart = Restart::Transient;
+    const TMP: Restart = Restart::Temporary;
+
+    fn crash() -> ExitReason {
+        ExitReason::Error("boom".into())
+    }
+
+    #[test]
+    fn one_for_one_restarts_only_the_failed_child() {
+        let mut s = sup(Strategy::OneForOne, &[P, P, P]);
+        let d = s.on_exit(Instant::now(), 1, &crash());
+        assert_eq!(
+            d,
+            Directive::Restart {
+                stop: vec![],
+                start: vec![1],
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn one_for_all_stops_others_in_reverse_then_starts_all_in_order() {
+        let mut s = sup(Strategy::OneForAll, &[P, P, P, P]);
+        let d = s.on_exit(Instant::now(), 1, &crash());
+        assert_eq!(
+            d,
+            Directive::Restart {
+                stop: vec![3, 2, 0],
+                start: vec![0, 1, 2, 3],
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn rest_for_one_restarts_the_failed_child_and_those_after_it() {
+        let mut s = sup(Strategy::RestForOne, &[P, P, P, P]);
+        let d = s.on_exit(Instant::now(), 1, &crash());
+        assert_eq!(
+            d,
+            Directive::Restart {
+                stop: vec![3, 2],
+                start: vec![1, 2, 3],
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn permanent_restarts_after_any_exit() {
+        for reason in [ExitReason::Normal, ExitReason::Shutdown, crash()] {
+            let mut s = sup(Strategy::OneForOne, &[P]);
+            assert!(matches!(
+                s.on_exit(Instant::now(), 0, &reason),
+                Directive::Restart { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn transient_restarts_only_after_abnormal_exit() {
+        let mut s = sup(Strategy::OneForOne, &[T]);
+        assert_eq!(
+            s.on_exit(Instant::now(), 0, &ExitReason::Normal),
+            Directive::Ignore { remove: false }
+        );
+        s.set_running(0, true);
+        assert_eq!(
+            s.on_exit(Instant::now(), 0, &ExitReason::Shutdown),
+            Directive::Ignore { remove: false }
+        );
+        s.set_running(0, true);
+        assert!(matches!(
+            s.on_exit(Instant::now(), 0, &ExitReason::Killed),
+            Directive::Restart { .. }
+        ));
+    }
+
+    #[test]
+    fn temporary_never_restarts_and_is_removed() {
+        let mut s = sup(Strategy::OneForOne, &[TMP]);
+        assert_eq!(
+            s.on_exit(Instant::now(), 0, &crash()),
+            Directive::Ignore { remove: true }
+        );
+    }
+
+    #[test]
+    fn temporary_sibling_stopped_by_one_for_all_is_removed_not_restarted() {
+        let mut s = sup(Strategy::OneForAll, &[P, TMP, P]);
+        let d = s.on_exit(Instant::now(), 0, &crash());
+        assert_eq!(
+            d,
+            Directive::Restart {
+                stop: vec![2, 1],
+                start: vec![0, 2],
+                remove: vec![1]
+            }
+        );
+    }
+
+    #[test]
+    fn stopped_siblings_that_are_not_running_are_not_stopped_again() {
+        let mut s = sup(Strategy::OneForAll, &[P, T, P]);
+        assert_eq!(
+            s.on_exit(Instant::now(), 1, &ExitReason::Normal),
+            Directive::Ignore { remove: false }
+        );
+        let d = s.on_exit(Instant::now(), 0, &crash());
+        assert_eq!(
+            d,
+            Directive::Restart {
+                stop: vec![2],
+                start: vec![0, 1, 2],
+                remove: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn intensity_three_in_five_seconds_escalates_on_the_fourth() {
+        let base = Instant::now();
+        let mut s = Supervision::new(
+            Strategy::OneForOne,
+            Intensity::new(3, Duration::from_secs(5)),
+        );
+        s.add_child(P);
+        for i in 0..3 {
+            assert!(
+                matches!(
+                    s.on_exit(secs(base, i), 0, &crash()),
+                    Directive::Restart { .. }
+                ),
+                "crash {i}"
+            );
+            s.set_running(0, true);
+        }
+        assert_eq!(s.on_exit(secs(base, 3), 0, &crash()), Directive::Escalate);
+    }
+
+    #[test]
+    fn crashes_spread_beyond_the_period_do_not_accumulate() {
+        let base = Instant::now();
+        let mut s = Supervision::new(
+            Strategy::OneForOne,
+            Intensity::new(3, Duration::from_secs(5)),
+        );
+        s.add_child(P);
+        for i in 0..20 {
+            // One crash every 2 s: at most 3 inside any 5 s window.
+            let d = s.on_exit(secs(base, 2 * i), 0, &crash());
+            assert!(
+                matches!(d, Directive::Restart { .. }),
+                "crash {i} at {}s",
+                2 * i
+            );
+            s.set_running(0, true);
+        }
+    }
+
+    #[test]
+    fn default_intensity_is_one_in_five_seconds() {
+        let base = Instant::now();
+        let mut s = Supervision::new(
+            Strategy::OneForOne,
+            Intensity::new(DEFAULT_MAX_RESTARTS, DEFAULT_PERIOD),
+        );
+        s.add_child(P);
+        assert!(matches!(
+            s.on_exit(base, 0, &crash()),
+            Directive::Restart { .. }
+        ));
+        s.set_running(0, true);
+        assert_eq!(s.on_exit(secs(base, 4), 0, &crash()), Directive::Escalate);
+    }
+
+    #[test]
+    fn orderly_transient_exits_do_not_count_toward_intensity() {
+        let base = Instant::now();
+        let mut s = Supervision::new(
+            Strategy::OneForOne,
+            Intensity::new(1, Duration::from_secs(5)),
+        );
+        s.add_child(T);
+        s.add_child(P);
+        for _ in 0..5 {
+            assert_eq!(
+                s.on_exit(base, 0, &ExitReason::Normal),
+                Directive::Ignore { remove: false }
+            );
+            s.set_running(0, true);
+        }
+        assert!(matches!(
+            s.on_exit(base, 1, &crash()),
+            Directive::Restart { .. }
+        ));
+    }
+}

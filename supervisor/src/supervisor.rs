@@ -1,0 +1,684 @@
+//! Supervisors: processes that start children in order, watch them, restart them by strategy
+//! and intensity, and stop them in reverse order.
+//!
+//! A supervisor traps exits and is linked to each child. It reacts to:
+//! - an exit signal from a child: the pure [`Supervision`] machine decides, the supervisor
+//!   carries the [`Directive`] out (stop in reverse order, optional backoff, start in order);
+//!   a child that fails to start during a restart counts as another crash;
+//! - an exit signal from its parent (or the runtime's shutdown): it stops all children in
+//!   reverse start order and exits with that reason; exit signals from anyone else (a child
+//!   it already stopped and replaced, a stranger) are ignored, as in OTP;
+//! - requests on its mailbox: `which_children`, `count_children`, `start_child`,
+//!   `terminate_child`.
+//!
+//! Stopping a child follows its [`Shutdown`]: `Brutal` kills at once; `Timeout(d)` sends a
+//! `Shutdown` exit signal and kills after `d`; `Infinity` waits (for sub-supervisors).
+//!
+//! Backoff (beyond OTP): with [`Backoff`] set, the supervisor waits before restarting, the delay
+//! doubling with each restart in the current intensity window, capped, with jitter. While it
+//! waits it handles nothing else — a crash-looping child costs no CPU, and the delay is
+//! bounded by `Backoff::max`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_scheduler::{
+    ActorRef, CallError, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal, SpawnOptions,
+};
+
+use crate::actor::{self, Actor, StartError, StartOptions};
+use crate::restart::{
+    Directive, Intensity, Restart, Strategy, Supervision, DEFAULT_MAX_RESTARTS, DEFAULT_PERIOD,
+};
+
+/// How a child is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Killed at once (untrappable); `terminate` does not run.
+    Brutal,
+    /// Sent `Shutdown`, killed if still alive after this long.
+    Timeout(Duration),
+    /// Sent `Shutdown` and waited for (sub-supervisors stop their own trees).
+    Infinity,
+}
+
+/// OTP's default worker shutdown timeout.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Worker or supervisor (informational, and picks the default shutdown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    /// An actor.
+    Worker,
+    /// A supervisor.
+    Supervisor,
+}
+
+type StartFuture = Pin<Box<dyn Future<Output = Result<Pid, StartError>> + Send>>;
+type StartFn = Arc<dyn Fn(Handle, StartOptions) -> StartFuture + Send + Sync>;
+
+/// How to start (and restart) one child.
+#[derive(Clone)]
+pub struct ChildSpec {
+    id: String,
+    start: StartFn,
+    restart: Restart,
+    shutdown: Shutdown,
+    kind: ChildKind,
+    name: Option<String>,
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("id", &self.id)
+            .field("restart", &self.restart)
+            .field("shutdown", &self.shutdown)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ChildSpec {
+    /// A worker: `factory` builds a fresh actor for every (re)start. Permanent, 5 s shutdown.
+    pub fn worker<A: Actor>(
+        id: impl Into<String>,
+        factory: impl Fn() -> A + Send + Sync + 'static,
+    ) -> Self {
+        let factory = Arc::new(factory);
+        ChildSpec {
+            id: id.into(),
+            start: Arc::new(move |handle: Handle, opts: StartOptions| {
+                let actor = factory();
+                Box::pin(async move { actor::start(&handle, actor, opts).await.map(|a| a.pid()) })
+            }),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(DEFAULT_SHUTDOWN_TIMEOUT),
+            kind: ChildKind::Worker,
+            name: None,
+        }
+    }
+
+    /// A sub-supervisor built from `spec` on every (re)start. Permanent, `Infinity` shutdown.
+    pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
+        ChildSpec {
+            id: id.into(),
+            start: Arc::new(move |handle: Handle, opts: StartOptions| {
+                let spec = spec.clone();
+                Box::pin(async move {
+                    Supervisor::start_with(&handle, spec, opts)
+                        .await
+                        .map(|s| s.pid())
+                })
+            }),
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Infinity,
+            kind: ChildKind::Supervisor,
+            name: None,
+        }
+    }
+
+    /// Sets the restart type.
+    pub fn restart(mut self, restart: Restart) -> Self {
+        self.restart = restart;
+        self
+    }
+
+    /// Sets how the child is stopped.
+    pub fn shutdown(mut self, shutdown: Shutdown) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+
+    /// Registers the child under `name`; the name follows it across restarts.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The child's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Exponential restart backoff with jitter (beyond OTP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first restart in an intensity window.
+    pub initial: Duration,
+    /// Upper bound on the delay.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before the `n`th restart (1-based) of the current window, with up to 25%
+    /// jitter so that siblings do not restart in lockstep.
+    fn delay(&self, n: usize, jitter_seed: u64) -> Duration {
+        let exp = n.saturating_sub(1).min(30) as u32;
+        let base = self.initial.saturating_mul(1u32 << exp).min(self.max);
+        let mut x = jitter_seed | 1;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let jitter = base.mul_f64((x % 1000) as f64 / 4000.0);
+        (base + jitter).min(self.max)
+    }
+}
+
+/// A supervisor's configuration.
+#[derive(Clone, Debug)]
+pub struct SupervisorSpec {
+    strategy: Strategy,
+    max_restarts: u32,
+    period: Duration,
+    backoff: Option<Backoff>,
+    children: Vec<ChildSpec>,
+    max_children: Option<usize>,
+}
+
+impl SupervisorSpec {
+    /// A supervisor with `strategy` and OTP's default intensity (1 restart in 5 s).
+    pub fn new(strategy: Strategy) -> Self {
+        SupervisorSpec {
+            strategy,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            period: DEFAULT_PERIOD,
+            backoff: None,
+            children: Vec::new(),
+            max_children: None,
+        }
+    }
+
+    /// Restart intensity: more than `max_restarts` within `period` shuts the supervisor down.
+    pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
+        self.max_restarts = max_restarts;
+        self.period = period;
+        self
+    }
+
+    /// Waits before restarts (see [`Backoff`]).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Adds a child; children start in the order added.
+    pub fn child(mut self, child: ChildSpec) -> Self {
+        self.children.push(child);
+        self
+    }
+
+    /// Caps the number of children `start_child` accepts (dynamic supervisors).
+    pub fn max_children(mut self, max: usize) -> Self {
+        self.max_children = Some(max);
+        self
+    }
+}
+
+/// A child as reported by `which_children`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Its id.
+    pub id: String,
+    /// Its pid, if running.
+    pub pid: Option<Pid>,
+    /// Worker or supervisor.
+    pub kind: ChildKind,
+    /// Restart type.
+    pub restart: Restart,
+}
+
+/// As OTP's `count_children`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChildCounts {
+    /// Child specs held.
+    pub specs: usize,
+    /// Children running.
+    pub active: usize,
+    /// Supervisor children.
+    pub supervisors: usize,
+    /// Worker children.
+    pub workers: usize,
+}
+
+/// Why `start_child` or `terminate_child` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChildError {
+    /// The child did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// The supervisor holds `max_children` already.
+    #[error("max_children reached")]
+    MaxChildren,
+    /// No child with that pid or id.
+    #[error("no such child")]
+    NotFound,
+    /// A child with that id exists already.
+    #[error("a child with id {0:?} exists already")]
+    DuplicateId(String),
+    /// The supervisor did not answer.
+    #[error("supervisor call failed: {0}")]
+    Call(#[from] CallError),
+}
+
+/// Which child `terminate_child` means.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChildRef {
+    /// By id.
+    Id(String),
+    /// By pid (dynamic children).
+    Pid(Pid),
+}
+
+/// The supervisor process's requests.
+pub enum SupervisorMsg {
+    /// `which_children`.
+    WhichChildren(Reply<Vec<ChildInfo>>),
+    /// `count_children`.
+    CountChildren(Reply<ChildCounts>),
+    /// `start_child`.
+    StartChild(ChildSpec, Reply<Result<Pid, ChildError>>),
+    /// `terminate_child`: stops it and removes its spec.
+    TerminateChild(ChildRef, Reply<Result<(), ChildError>>),
+}
+
+/// A handle to a running supervisor.
+#[derive(Clone, Debug)]
+pub struct SupervisorRef {
+    addr: ActorRef<SupervisorMsg>,
+}
+
+/// How long the handle's requests wait for the supervisor (it may be busy restarting).
+pub const SUPERVISOR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl SupervisorRef {
+    /// A handle to the supervisor running at `pid`, if it is one.
+    pub fn from_pid(handle: &Handle, pid: Pid) -> Option<Self> {
+        handle.actor_ref(pid).map(|addr| SupervisorRef { addr })
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> Pid {
+        self.addr.pid()
+    }
+
+    /// Its address (for raw messages).
+    pub fn addr(&self) -> &ActorRef<SupervisorMsg> {
+        &self.addr
+    }
+
+    /// Children in start order.
+    pub async fn which_children(&self) -> Result<Vec<ChildInfo>, CallError> {
+        self.addr
+            .call(SupervisorMsg::WhichChildren, SUPERVISOR_CALL_TIMEOUT)
+            .await
+    }
+
+    /// Counts as OTP's `count_children`.
+    pub async fn count_children(&self) -> Result<ChildCounts, CallError> {
+        self.addr
+            .call(SupervisorMsg::CountChildren, SUPERVISOR_CALL_TIMEOUT)
+            .await
+    }
+
+    /// Starts a child now and adds it at the end of the start order.
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<Pid, ChildError> {
+        self.addr
+            .call(
+                |r| SupervisorMsg::StartChild(spec, r),
+                SUPERVISOR_CALL_TIMEOUT,
+            )
+            .await?
+    }
+
+    /// Stops a child (by its shutdown spec) and removes it.
+    pub async fn terminate_child(&self, child: ChildRef) -> Result<(), ChildError> {
+        self.addr
+            .call(
+                |r| SupervisorMsg::TerminateChild(child, r),
+                SUPERVISOR_CALL_TIMEOUT,
+            )
+            .await?
+    }
+}
+
+/// Starts supervisors.
+pub struct Supervisor;
+
+impl Supervisor {
+    /// Starts a supervisor (not linked to the caller) and returns once every child started.
+    pub async fn start(handle: &Handle, spec: SupervisorSpec) -> Result<SupervisorRef, StartError> {
+        Self::start_with(handle, spec, StartOptions::default()).await
+    }
+
+    /// Starts a supervisor with a name, a link to a parent, or a mailbox capacity.
+    pub async fn start_with(
+        handle: &Handle,
+        spec: SupervisorSpec,
+        opts: StartOptions,
+    ) -> Result<SupervisorRef, StartError> {
+        let (ack, started) = Reply::pair();
+        let parent = opts.link;
+        let name = opts.name.clone();
+        let addr = handle
+            .spawn_opts(
+                SpawnOptions {
+                    name: opts.name,
+                    mailbox_capacity: opts.mailbox_capacity,
+                    link: opts.link,
+                    trap_exit: true,
+                },
+                move |ctx| run(spec, ctx, ack, parent),
+            )
+            .map_err(|_| StartError::NameTaken(name.unwrap_or_default()))?;
+        match started.await {
+            Ok(Ok(())) => Ok(SupervisorRef { addr }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StartError::Exited),
+        }
+    }
+}
+
+/// A dynamic supervisor (OTP's simple_one_for_one, Elixir's DynamicSupervisor): no initial
+/// children, `start_child` adds them, one_for_one restarts, an optional `max_children`.
+pub struct DynamicSupervisor;
+
+impl DynamicSupervisor {
+    /// The spec of a dynamic supervisor (add `.intensity(..)`, `.max_children(..)`).
+    pub fn spec() -> SupervisorSpec {
+        SupervisorSpec::new(Strategy::OneForOne)
+    }
+
+    /// Starts one.
+    pub async fn start(handle: &Handle, spec: SupervisorSpec) -> Result<SupervisorRef, StartError> {
+        Supervisor::start(handle, spec).await
+    }
+}
+
+struct Child {
+    key: u64,
+    spec: ChildSpec,
+    pid: Option<Pid>,
+}
+
+struct State {
+    ctx: Ctx<SupervisorMsg>,
+    children: Vec<Child>,
+    machine: Supervision,
+    backoff: Option<Backoff>,
+    max_children: Option<usize>,
+    next_key: u64,
+}
+
+async fn run(
+    spec: SupervisorSpec,
+    ctx: Ctx<SupervisorMsg>,
+    ack: Reply<Result<(), StartError>>,
+    parent: Option<Pid>,
+) -> ExitReason {
+    let mut st = State {
+        ctx,
+        children: Vec::with_capacity(spec.children.len()),
+        machine: Supervision::new(
+            spec.strategy,
+            Intensity::new(spec.max_restarts, spec.period),
+        ),
+        backoff: spec.backoff,
+        max_children: spec.max_children,
+        next_key: 0,
+    };
+    for child in spec.children {
+        if let Err(e) = st.add_and_start(child).await {
+            st.stop_all().await;
+            let reason = ExitReason::Error(e.to_string());
+            let _ = ack.send(Err(e));
+            return reason;
+        }
+    }
+    let _ = ack.send(Ok(()));
+    let system = st.ctx.handle().system_pid();
+    while let Some(msg) = st.ctx.recv().await {
+        match msg {
+            Message::Signal(Signal::Exit { from, reason }) => {
+                if let Some(index) = st.index_of(from) {
+                    if let Err(reason) = st.child_exited(index, reason).await {
+                        return reason;
+                    }
+                } else if Some(from) == parent || from == system {
+                    st.stop_all().await;
+                    return reason;
+                }
+                // Anything else is a late exit of a child already stopped and replaced, or
+                // an exit signal from a stranger: OTP ignores both.
+            }
+            Message::Signal(_) => {}
+            Message::User(req) => st.request(req).await,
+        }
+    }
+    ExitReason::Normal
+}
+
+impl State {
+    fn index_of(&self, pid: Pid) -> Option<usize> {
+        self.children.iter().position(|c| c.pid == Some(pid))
+    }
+
+    fn index_of_key(&self, key: u64) -> Option<usize> {
+        self.children.iter().position(|c| c.key == key)
+    }
+
+    async fn start_one(&self, spec: &ChildSpec) -> Result<Pid, StartError> {
+        let opts = StartOptions {
+            name: spec.name.clone(),
+            link: Some(self.ctx.pid()),
+            mailbox_capacity: None,
+        };
+        (spec.start)(self.ctx.handle().clone(), opts)
+            .await
+            .map_err(|cause| StartError::Child {
+                id: spec.id.clone(),
+                cause: Box::new(cause),
+            })
+    }
+
+    async fn add_and_start(&mut self, spec: ChildSpec) -> Result<Pid, StartError> {
+        let pid = self.start_one(&spec).await?;
+        self.machine.add_child(spec.restart);
+        self.children.push(Child {
+            key: self.next_key,
+            spec,
+            pid: Some(pid),
+        });
+        self.next_key += 1;
+        Ok(pid)
+    }
+
+    async fn stop_child(&mut self, index: usize) {
+        let Some(pid) = self.children[index].pid.take() else {
+            return;
+        };
+        self.machine.set_running(index, false);
+        let handle = self.ctx.handle().clone();
+        let exited = handle.wait_exit(pid);
+        match self.children[index].spec.shutdown {
+            Shutdown::Brutal => {
+                handle.kill(pid);
+                exited.await;
+            }
+            Shutdown::Timeout(d) => {
+                self.ctx.exit(pid, ExitReason::Shutdown);
+                if handle.timeout(d, exited).await.is_err() {
+                    tracing::warn!(child = %pid, "child ignored Shutdown; killing it");
+                    let exited = handle.wait_exit(pid);
+                    handle.kill(pid);
+                    exited.await;
+                }
+            }
+            Shutdown::Infinity => {
+                self.ctx.exit(pid, ExitReason::Shutdown);
+                exited.await;
+            }
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for index in (0..self.children.len()).rev() {
+            self.stop_child(index).await;
+        }
+    }
+
+    /// Handles a child's exit. `Err(reason)` means the supervisor must exit.
+    async fn child_exited(&mut self, index: usize, reason: ExitReason) -> Result<(), ExitReason> {
+        let mut pending = VecDeque::from([(self.children[index].key, reason)]);
+        while let Some((key, reason)) = pending.pop_front() {
+            let Some(index) = self.index_of_key(key) else {
+                continue;
+            };
+            self.children[index].pid = None;
+            tracing::debug!(child = %self.children[index].spec.id, %reason, "child exited");
+            match self.machine.on_exit(Instant::now(), index, &reason) {
+                Directive::Ignore { remove } => {
+                    if remove {
+                        self.remove(index);
+                    }
+                }
+                Directive::Escalate => {
+                    tracing::error!(
+                        supervisor = %self.ctx.pid(),
+                        child = %self.children[index].spec.id,
+                        "restart intensity reached; shutting down"
+                    );
+                    self.stop_all().await;
+                    return Err(ExitReason::Shutdown);
+                }
+                Directive::Restart {
+                    stop,
+                    start,
+                    remove,
+                } => {
+                    for i in stop {
+                        self.stop_child(i).await;
+                    }
+                    if let Some(backoff) = self.backoff {
+                        let seed = Instant::now().elapsed().as_nanos() as u64 ^ key;
+                        let delay = backoff.delay(self.machine.recent_restarts(), seed);
+                        self.ctx.handle().sleep(delay).await;
+                    }
+                    for i in start {
+                        match self.start_one(&self.children[i].spec).await {
+                            Ok(pid) => {
+                                self.children[i].pid = Some(pid);
+                                self.machine.set_running(i, true);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "restart failed");
+                                pending.push_back((
+                                    self.children[i].key,
+                                    ExitReason::Error(e.to_string()),
+                                ));
+                            }
+                        }
+                    }
+                    let mut remove = remove;
+                    remove.sort_unstable();
+                    for i in remove.into_iter().rev() {
+                        self.remove(i);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, index: usize) {
+        self.children.remove(index);
+        self.machine.remove_child(index);
+    }
+
+    async fn request(&mut self, req: SupervisorMsg) {
+        match req {
+            SupervisorMsg::WhichChildren(reply) => {
+                let infos = self
+                    .children
+                    .iter()
+                    .map(|c| ChildInfo {
+                        id: c.spec.id.clone(),
+                        pid: c.pid,
+                        kind: c.spec.kind,
+                        restart: c.spec.restart,
+                    })
+                    .collect();
+                let _ = reply.send(infos);
+            }
+            SupervisorMsg::CountChildren(reply) => {
+                let mut counts = ChildCounts {
+                    specs: self.children.len(),
+                    ..ChildCounts::default()
+                };
+                for c in &self.children {
+                    counts.active += usize::from(c.pid.is_some());
+                    match c.spec.kind {
+                        ChildKind::Worker => counts.workers += 1,
+                        ChildKind::Supervisor => counts.supervisors += 1,
+                    }
+                }
+                let _ = reply.send(counts);
+            }
+            SupervisorMsg::StartChild(spec, reply) => {
+                let result = if self
+                    .max_children
+                    .is_some_and(|max| self.children.len() >= max)
+                {
+                    Err(ChildError::MaxChildren)
+                } else if self.max_children.is_none()
+                    && self.children.iter().any(|c| c.spec.id == spec.id)
+                {
+                    Err(ChildError::DuplicateId(spec.id.clone()))
+                } else {
+                    self.add_and_start(spec).await.map_err(ChildError::from)
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::TerminateChild(which, reply) => {
+                let index = match &which {
+                    ChildRef::Id(id) => self.children.iter().position(|c| &c.spec.id == id),
+                    ChildRef::Pid(pid) => self.index_of(*pid),
+                };
+                let result = match index {
+                    Some(i) => {
+                        self.stop_child(i).await;
+                        self.remove(i);
+                        Ok(())
+                    }
+                    None => Err(ChildError::NotFound),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+        };
+        let d1 = b.delay(1, 7);
+        let d2 = b.delay(2, 7);
+        let d9 = b.delay(9, 7);
+        assert!(d1 >= Duration::from_millis(10) && d1 <= Duration::from_micros(12_500));
+        assert!(d2 >= Duration::from_millis(20) && d2 <= Duration::from_millis(25));
+        assert_eq!(d9, Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,83 @@
+//! The crate's one error type.
+
+use std::sync::Arc;
+
+/// Everything that can go wrong in `cairn-storage`.
+///
+/// `Clone` because one failed group commit hands the same error to every ticket it affects.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The LMDB map is full (`MDB_MAP_FULL`): the store holds as much as
+    /// [`Config::map_size`](crate::Config::map_size) allows. Nothing of the failed operation was
+    /// written. Reopen the store with a larger map size, or delete data.
+    #[error("storage is full (LMDB map size reached)")]
+    Full,
+    /// A user key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN). Nothing was written.
+    #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the rejected key in bytes.
+        len: usize,
+        /// The limit, [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
+        max: usize,
+    },
+    /// A value, once encoded as MessagePack, is longer than
+    /// [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN). Nothing was written.
+    #[error("encoded value of {len} bytes exceeds the maximum of {max} bytes")]
+    ValueTooLarge {
+        /// Encoded length of the rejected value in bytes.
+        len: usize,
+        /// The limit, [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN).
+        max: usize,
+    },
+    /// A keyspace name is longer than [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) or empty.
+    #[error("keyspace name of {len} bytes is outside 1..={max} bytes")]
+    BadName {
+        /// Length of the rejected name in bytes.
+        len: usize,
+        /// The limit, [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
+        max: usize,
+    },
+    /// A value could not be encoded as MessagePack.
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    /// A stored value could not be decoded into the requested type.
+    #[error("cannot decode value: {0}")]
+    Decode(String),
+    /// [`ListOptions`](crate::ListOptions) set both `start` and `start_after`.
+    #[error("list options: `start` and `start_after` are mutually exclusive")]
+    ConflictingListOptions,
+    /// The commit of this write set was failed on purpose by
+    /// [`FaultInjection`](crate::FaultInjection).
+    #[error("commit failed by fault injection")]
+    Injected,
+    /// An earlier write set of the same keyspace failed to commit, so this one (which may have
+    /// been built on the failed writes) was not committed either. The keyspace's pending writes
+    /// at the time of the failure were discarded.
+    #[error("an earlier commit of this keyspace failed; this write set was not committed")]
+    EarlierCommitFailed,
+    /// The store's writer thread is gone (it panicked); nothing more can be committed.
+    #[error("the storage writer thread has stopped")]
+    WriterStopped,
+    /// Any other LMDB error, with LMDB's code and message (e.g. `MDB_READERS_FULL`: more
+    /// concurrent readers than [`Config::max_readers`](crate::Config::max_readers)).
+    #[error("LMDB error {code}: {message}")]
+    Lmdb {
+        /// LMDB's (or the OS's errno) error code.
+        code: i32,
+        /// LMDB's description of it.
+        message: String,
+    },
+    /// An I/O error outside LMDB (creating the storage directory).
+    #[error("I/O error: {0}")]
+    Io(#[source] Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(e: std::io::Error) -> Self {
+        StorageError::Io(Arc::new(e))
+    }
+}
+
+/// `Result` with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,293 @@
+//! The only module that calls into `lmdb-rkv`.
+//!
+//! lmdb-rkv has had no release since 2020. Every use of the binding lives here, behind four
+//! small types — [`Env`], [`Table`], [`ReadTxn`], [`WriteTxn`] — so that the binding can be
+//! swapped (for `heed`, say) by rewriting this file alone. Nothing outside this module names a
+//! `lmdb::` item, and the binding's errors are translated to [`StorageError`] here.
+//!
+//! Environment flags: `MDB_NOTLS` (read transactions are tied to the transaction object, not to
+//! the thread, so actors on a work-stealing pool may read from any worker) and otherwise LMDB's
+//! defaults, i.e. *synchronous* commits: `mdb_txn_commit` writes the dirty pages, flushes them
+//! (`fdatasync`), then writes and flushes the meta page. That ordering is what makes a commit
+//! atomic under `kill -9` and power loss alike; we do not use `MDB_NOSYNC` / `MDB_NOMETASYNC`.
+
+use std::path::Path;
+
+use lmdb::{Cursor, Transaction};
+
+use crate::error::StorageError;
+
+/// LMDB's compile-time maximum key size (`MDB_MAXKEYSIZE`, 511 in the bundled liblmdb).
+pub(crate) const LMDB_MAX_KEY_SIZE: usize = 511;
+
+// Cursor operations (`MDB_cursor_op` in lmdb.h). lmdb-rkv takes them as raw integers and does
+// not re-export the constants; these values are part of LMDB's stable ABI.
+const MDB_FIRST: u32 = 0;
+const MDB_GET_CURRENT: u32 = 4;
+const MDB_LAST: u32 = 6;
+const MDB_NEXT: u32 = 8;
+const MDB_PREV: u32 = 12;
+const MDB_SET_RANGE: u32 = 17;
+
+/// The named databases ("tables") of the store. See `DESIGN.md` for their byte layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Table {
+    /// `prefix(8) ++ user key` → MessagePack value.
+    Data,
+    /// keyspace name (UTF-8) → `prefix(8)`.
+    Names,
+    /// `prefix(8)` → keyspace name (UTF-8).
+    Prefixes,
+    /// `prefix(8)` → `at_ms(8, big-endian)`.
+    Alarms,
+    /// `at_ms(8) ++ prefix(8)` → empty.
+    AlarmIndex,
+    /// ASCII tag → value (`next_prefix` → u64 BE; `format` → u32 BE).
+    Meta,
+}
+
+const TABLES: [(Table, &str); 6] = [
+    (Table::Data, "data"),
+    (Table::Names, "names"),
+    (Table::Prefixes, "prefixes"),
+    (Table::Alarms, "alarms"),
+    (Table::AlarmIndex, "alarm_index"),
+    (Table::Meta, "meta"),
+];
+
+/// An open LMDB environment with its tables.
+pub(crate) struct Env {
+    env: lmdb::Environment,
+    dbs: [lmdb::Database; 6],
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Env").finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: lmdb::Error) -> StorageError {
+    match e {
+        lmdb::Error::MapFull => StorageError::Full,
+        other => StorageError::Lmdb {
+            code: other.to_err_code(),
+            message: other.to_string(),
+        },
+    }
+}
+
+impl Env {
+    /// Opens (creating if needed) the environment in directory `dir` and all tables.
+    pub(crate) fn open(dir: &Path, map_size: usize, max_readers: u32) -> Result<Env, StorageError> {
+        let env = lmdb::Environment::new()
+            .set_flags(lmdb::EnvironmentFlags::NO_TLS)
+            .set_max_dbs(TABLES.len() as u32)
+            .set_max_readers(max_readers)
+            .set_map_size(map_size)
+            .open(dir)
+            .map_err(map_err)?;
+        let mut dbs = Vec::with_capacity(TABLES.len());
+        for (i, (table, name)) in TABLES.iter().enumerate() {
+            debug_assert_eq!(*table as usize, i);
+            dbs.push(
+                env.create_db(Some(name), lmdb::DatabaseFlags::empty())
+                    .map_err(map_err)?,
+            );
+        }
+        let dbs: [lmdb::Database; 6] = dbs.try_into().expect("six tables");
+        Ok(Env { env, dbs })
+    }
+
+    fn db(&self, t: Table) -> lmdb::Database {
+        self.dbs[t as usize]
+    }
+
+    /// Begins a read-only snapshot.
+    pub(crate) fn begin_read(&self) -> Result<ReadTxn<'_>, StorageError> {
+        Ok(ReadTxn {
+            env: self,
+            txn: self.env.begin_ro_txn().map_err(map_err)?,
+        })
+    }
+
+    /// Begins the (single, LMDB-serialized) write transaction.
+    pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_>, StorageError> {
+        Ok(WriteTxn {
+            env: self,
+            txn: self.env.begin_rw_txn().map_err(map_err)?,
+        })
+    }
+}
+
+/// Shared read operations of both transaction kinds.
+fn get<'t, T: Transaction>(
+    txn: &'t T,
+    db: lmdb::Database,
+    key: &[u8],
+) -> Result<Option<&'t [u8]>, StorageError> {
+    match txn.get(db, &key) {
+        Ok(v) => Ok(Some(v)),
+        Err(lmdb::Error::NotFound) => Ok(None),
+        Err(e) => Err(map_err(e)),
+    }
+}
+
+/// Visits the keys `lo <= key < hi` (no upper bound when `hi` is `None`) in ascending order, or
+/// descending when `reverse`, until `f` returns `false`.
+fn scan<T: Transaction>(
+    txn: &T,
+    db: lmdb::Database,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+    reverse: bool,
+    mut f: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<(), StorageError> {
+    let cursor = txn.open_ro_cursor(db).map_err(map_err)?;
+    // Moves the cursor; returns whether it landed on an item. The item itself is then read
+    // with GET_CURRENT, which keeps the borrow of the key simple.
+    let step = |op: u32, key: Option<&[u8]>| -> Result<bool, StorageError> {
+        match cursor.get(key, None, op) {
+            Ok(_) => Ok(true),
+            Err(lmdb::Error::NotFound) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    };
+    let current = || -> Result<(&[u8], &[u8]), StorageError> {
+        match cursor.get(None, None, MDB_GET_CURRENT) {
+            Ok((Some(k), v)) => Ok((k, v)),
+            Ok((None, _)) => Err(StorageError::Lmdb {
+                code: 0,
+                message: "cursor returned no key".into(),
+            }),
+            Err(e) => Err(map_err(e)),
+        }
+    };
+    if !reverse {
+        // LMDB rejects seek keys that are empty or longer than its maximum key size; seek with
+        // a lower-or-equal key (FIRST, or `lo` truncated) and skip what lies below `lo`.
+        let found = if lo.is_empty() {
+            step(MDB_FIRST, None)?
+        } else {
+            step(MDB_SET_RANGE, Some(&lo[..lo.len().min(LMDB_MAX_KEY_SIZE)]))?
+        };
+        if !found {
+            return Ok(());
+        }
+        loop {
+            let (k, v) = current()?;
+            if hi.is_some_and(|hi| k >= hi) {
+                return Ok(());
+            }
+            if k >= lo && !f(k, v) {
+                return Ok(());
+            }
+            if !step(MDB_NEXT, None)? {
+                return Ok(());
+            }
+        }
+    } else {
+        // `hi` here is never longer than LMDB's key limit: callers bound it (see `list`).
+        let positioned = match hi {
+            Some(hi) if !hi.is_empty() => {
+                if step(MDB_SET_RANGE, Some(hi))? {
+                    step(MDB_PREV, None)?
+                } else {
+                    step(MDB_LAST, None)?
+                }
+            }
+            Some(_) => false,
+            None => step(MDB_LAST, None)?,
+        };
+        if !positioned {
+            return Ok(());
+        }
+        loop {
+            let (k, v) = current()?;
+            if k < lo || !f(k, v) {
+                return Ok(());
+            }
+            if !step(MDB_PREV, None)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A read-only snapshot of the whole store.
+pub(crate) struct ReadTxn<'e> {
+    env: &'e Env,
+    txn: lmdb::RoTransaction<'e>,
+}
+
+impl ReadTxn<'_> {
+    pub(crate) fn get(&self, t: Table, key: &[u8]) -> Result<Option<&[u8]>, StorageError> {
+        get(&self.txn, self.env.db(t), key)
+    }
+
+    pub(crate) fn scan(
+        &self,
+        t: Table,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        reverse: bool,
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        scan(&self.txn, self.env.db(t), lo, hi, reverse, f)
+    }
+}
+
+/// The write transaction. Dropping it without [`WriteTxn::commit`] aborts it.
+pub(crate) struct WriteTxn<'e> {
+    env: &'e Env,
+    txn: lmdb::RwTransaction<'e>,
+}
+
+impl WriteTxn<'_> {
+    pub(crate) fn get(&self, t: Table, key: &[u8]) -> Result<Option<&[u8]>, StorageError> {
+        get(&self.txn, self.env.db(t), key)
+    }
+
+    pub(crate) fn put(&mut self, t: Table, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.txn
+            .put(self.env.db(t), &key, &value, lmdb::WriteFlags::empty())
+            .map_err(map_err)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub(crate) fn delete(&mut self, t: Table, key: &[u8]) -> Result<bool, StorageError> {
+        match self.txn.del(self.env.db(t), &key, None) {
+            Ok(()) => Ok(true),
+            Err(lmdb::Error::NotFound) => Ok(false),
+            Err(e) => Err(map_err(e)),
+        }
+    }
+
+    /// Deletes every key that starts with `prefix`; returns how many.
+    pub(crate) fn delete_prefix(&mut self, t: Table, prefix: &[u8]) -> Result<u64, StorageError> {
+        let db = self.env.db(t);
+        let mut n = 0;
+        loop {
+            // Re-seek after every delete: simple and immune to cursor-after-delete subtleties.
+            let mut next = None;
+            scan(&self.txn, db, prefix, None, false, |k, _| {
+                if k.starts_with(prefix) {
+                    next = Some(k.to_vec());
+                }
+                false
+            })?;
+            match next {
+                Some(k) => {
+                    self.txn.del(db, &k, None).map_err(map_err)?;
+                    n += 1;
+                }
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).
+    pub(crate) fn commit(self) -> Result<(), StorageError> {
+        self.txn.commit().map_err(map_err)
+    }
+}

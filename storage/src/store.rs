@@ -1,0 +1,769 @@
+//! The store: the LMDB environment, the keyspace registry and the group-commit writer.
+//!
+//! # Threads and locks
+//!
+//! * Caller threads (actors) read LMDB directly and append write sets to the writer's queue.
+//! * ONE writer thread ([`writer_loop`]) owns all group commits.
+//! * Lock order: a keyspace's `state` mutex, then the writer `queue` mutex. The writer never
+//!   holds `queue` while taking a keyspace lock. `Store::keyspace` holds the registry mutex
+//!   while it allocates a prefix (an LMDB write transaction, serialized with the writer's by
+//!   LMDB itself).
+//!
+//! # Group commit (semantic 16)
+//!
+//! The writer sleeps on a condvar until the queue is non-empty, then takes everything queued,
+//! up to [`Config::max_batch_sets`] write sets and [`Config::max_batch_bytes`] bytes (always at
+//! least one set, however large). There is no timer: it never waits for more work to arrive, so
+//! batches grow exactly as much as the previous fsync let work pile up — latency under light
+//! load is one commit, throughput under heavy load is many sets per fsync.
+//!
+//! The batch is applied in queue order in one LMDB write transaction and committed with one
+//! durable flush. If anything fails (a set hits `MDB_MAP_FULL`, the commit itself fails), the
+//! transaction is aborted and — when the batch had more than one set — every set is retried
+//! alone, in order, in its own transaction, so one bad set cannot sink the others and nothing
+//! fails silently: each ticket gets its own set's outcome.
+//!
+//! # Failure of a set
+//!
+//! Sets of one keyspace commit in hand-over order. When one fails, its keyspace is *poisoned*:
+//! every later set of that keyspace already handed over fails with
+//! [`StorageError::EarlierCommitFailed`] (they may have read the failed writes), the keyspace's
+//! current pending writes are discarded, and its next `commit()` returns that error at once
+//! (clearing the poison), unless [`Keyspace::discard_pending`](crate::Keyspace::discard_pending)
+//! is called first — what a restarted incarnation does.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Result, StorageError};
+use crate::keyspace::Keyspace;
+use crate::lmdb::{Env, ReadTxn, Table, WriteTxn};
+use crate::ticket::{CommitTicket, TicketInner};
+use crate::writeset::{decode_u64, full_key, WriteSet};
+use crate::MAX_NAME_LEN;
+
+/// Default LMDB map size: 1 GiB. The map is address space, not disk: the data file grows as
+/// data is written. Raise it for bigger nodes; a full map gives [`StorageError::Full`].
+pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
+/// Default maximum number of concurrent LMDB read transactions (LMDB's own default is 126).
+/// Each in-progress read (one `get`/`list` call) holds one slot for its duration.
+pub const DEFAULT_MAX_READERS: u32 = 512;
+/// Default bound on write sets per group commit. Large enough that 1,000 actors committing at
+/// once share a handful of fsyncs; small enough to keep one transaction's dirty pages bounded.
+pub const DEFAULT_MAX_BATCH_SETS: usize = 1024;
+/// Default bound on the bytes (keys + encoded values) of one group commit: 64 MiB, well under
+/// LMDB's per-transaction dirty-page limit (~512 MiB with 4 KiB pages).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+
+/// Meta table key of the next prefix to allocate (u64 BE).
+const META_NEXT_PREFIX: &[u8] = b"next_prefix";
+/// Meta table key of the on-disk format version (u32 BE).
+const META_FORMAT: &[u8] = b"format";
+/// The on-disk format described in `DESIGN.md`.
+const FORMAT_VERSION: u32 = 1;
+/// The first prefix handed out; 0 is reserved.
+const FIRST_PREFIX: u64 = 1;
+
+/// Store configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// LMDB map size in bytes: the most the store can hold. Default [`DEFAULT_MAP_SIZE`].
+    pub map_size: usize,
+    /// Maximum concurrent readers. Default [`DEFAULT_MAX_READERS`].
+    pub max_readers: u32,
+    /// Group commit bound in write sets. Default [`DEFAULT_MAX_BATCH_SETS`].
+    pub max_batch_sets: usize,
+    /// Group commit bound in bytes. Default [`DEFAULT_MAX_BATCH_BYTES`].
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            map_size: DEFAULT_MAP_SIZE,
+            max_readers: DEFAULT_MAX_READERS,
+            max_batch_sets: DEFAULT_MAX_BATCH_SETS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// Counters of the writer's work, for benchmarks and tests. See [`Store::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// LMDB write transactions committed (group commits, retries, prefix allocations).
+    pub commits: u64,
+    /// Durable flushes. One per LMDB commit: LMDB's synchronous commit flushes the data pages
+    /// (`fdatasync`), then writes the meta page synchronously — one durability point, two
+    /// device flushes.
+    pub fsyncs: u64,
+    /// Write sets committed successfully.
+    pub write_sets: u64,
+    /// Write sets whose commit failed (their tickets got the error).
+    pub failed_write_sets: u64,
+    /// Group commits that failed as a whole and were retried set by set.
+    pub batch_retries: u64,
+    /// The most write sets ever committed in one LMDB transaction.
+    pub largest_batch: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    write_sets: AtomicU64,
+    failed_write_sets: AtomicU64,
+    batch_retries: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+/// A test seam that makes commits fail on purpose, so callers can exercise their failed-commit
+/// path. Obtain it with [`Store::fault_injection`]. Inert unless armed.
+#[derive(Default)]
+pub struct FaultInjection {
+    /// keyspace name → number of its next write sets to fail.
+    sets: Mutex<HashMap<String, u32>>,
+    /// Number of next LMDB commits to fail (after applying, before the commit).
+    lmdb_commits: AtomicU32,
+    /// Number of live [`CommitHold`]s; the writer does not commit while it is non-zero.
+    holds: Mutex<u32>,
+    released: Condvar,
+}
+
+/// While alive, the writer commits nothing (see [`FaultInjection::hold_commits`]).
+#[must_use = "commits resume when the hold is dropped"]
+pub struct CommitHold<'a> {
+    faults: &'a FaultInjection,
+}
+
+impl std::fmt::Debug for CommitHold<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitHold").finish()
+    }
+}
+
+impl Drop for CommitHold<'_> {
+    fn drop(&mut self) {
+        *self.faults.holds.lock() -= 1;
+        self.faults.released.notify_all();
+    }
+}
+
+impl std::fmt::Debug for FaultInjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultInjection").finish_non_exhaustive()
+    }
+}
+
+impl FaultInjection {
+    /// The next write set of keyspace `name` that reaches the writer fails with
+    /// [`StorageError::Injected`] (and poisons the keyspace like any failed commit). Calls add up.
+    pub fn fail_next_commit_of(&self, name: &str) {
+        *self.sets.lock().entry(name.to_owned()).or_default() += 1;
+    }
+
+    /// The next `n` LMDB write transactions of the writer fail at commit time, as a failing
+    /// disk would. A failed group commit is retried set by set, and those retries consume the
+    /// count too.
+    pub fn fail_next_lmdb_commits(&self, n: u32) {
+        self.lmdb_commits.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Holds every commit until the returned guard is dropped: write sets handed over meanwhile
+    /// stay *in flight* (their tickets pending, their writes visible only to their keyspace),
+    /// and then commit together. For tests of in-flight reads, output gates and batching.
+    pub fn hold_commits(&self) -> CommitHold<'_> {
+        *self.holds.lock() += 1;
+        CommitHold { faults: self }
+    }
+
+    fn wait_while_held(&self) {
+        let mut holds = self.holds.lock();
+        while *holds > 0 {
+            self.released.wait(&mut holds);
+        }
+    }
+
+    fn take_set_failure(&self, name: &str) -> bool {
+        let mut sets = self.sets.lock();
+        match sets.get_mut(name) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                if *n == 0 {
+                    sets.remove(name);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn take_commit_failure(&self) -> bool {
+        self.lmdb_commits
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// A due or scheduled alarm, as returned by [`Store::due_alarms`] and [`Store::next_alarm`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Alarm {
+    /// The keyspace (named process) whose alarm it is.
+    pub name: String,
+    /// When it is due (millisecond precision).
+    pub at: SystemTime,
+}
+
+pub(crate) fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// One handed-over write set, as the keyspace remembers it until it is committed.
+pub(crate) struct InFlight {
+    pub(crate) seq: u64,
+    pub(crate) set: Arc<WriteSet>,
+    pub(crate) ticket: Arc<TicketInner>,
+}
+
+/// Mutable state of one keyspace. Guarded by `KsShared::state`.
+#[derive(Default)]
+pub(crate) struct KsState {
+    /// Writes since the last `commit()`. `Arc` so readers can snapshot it without holding the
+    /// lock; writers use `Arc::make_mut` (copying only if a reader holds a snapshot).
+    pub(crate) pending: Arc<WriteSet>,
+    /// Handed to the writer, not yet committed: oldest first. Written by callers (push) and by
+    /// the writer (remove after commit or failure).
+    pub(crate) inflight: VecDeque<InFlight>,
+    /// Sequence number of the next handed-over set.
+    pub(crate) next_seq: u64,
+    /// Sets with `seq < poisoned_below` that have not committed yet must fail.
+    pub(crate) poisoned_below: u64,
+    /// Set when a commit failed; the next `commit()` fails at once and clears it.
+    pub(crate) poisoned: bool,
+}
+
+/// What every handle on one keyspace shares.
+pub(crate) struct KsShared {
+    pub(crate) name: String,
+    pub(crate) prefix: [u8; 8],
+    pub(crate) state: Mutex<KsState>,
+}
+
+enum Job {
+    Commit {
+        ks: Arc<KsShared>,
+        seq: u64,
+        set: Arc<WriteSet>,
+        ticket: Arc<TicketInner>,
+    },
+    /// Resolves once everything queued before it is done.
+    Barrier(Arc<TicketInner>),
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    shutdown: bool,
+    /// Set if the writer thread died; new jobs fail at once.
+    dead: bool,
+}
+
+/// What the writer thread shares with the store handles.
+pub(crate) struct Core {
+    pub(crate) env: Env,
+    config: Config,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    counters: Counters,
+    faults: FaultInjection,
+}
+
+impl Core {
+    /// Hands a write set to the writer; `false` if the writer is gone. Called with the keyspace's state lock held, so sets of
+    /// one keyspace enter the queue in `seq` order.
+    pub(crate) fn enqueue_commit(
+        &self,
+        ks: Arc<KsShared>,
+        seq: u64,
+        set: Arc<WriteSet>,
+        ticket: Arc<TicketInner>,
+    ) -> bool {
+        let mut q = self.queue.lock();
+        if q.dead {
+            return false;
+        }
+        q.jobs.push_back(Job::Commit {
+            ks,
+            seq,
+            set,
+            ticket,
+        });
+        drop(q);
+        self.wake.notify_one();
+        true
+    }
+}
+
+pub(crate) struct StoreInner {
+    pub(crate) core: Arc<Core>,
+    dir: PathBuf,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// name → live keyspace state, so every handle on one name shares pending writes.
+    registry: Mutex<HashMap<String, Weak<KsShared>>>,
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        self.core.queue.lock().shutdown = true;
+        self.core.wake.notify_all();
+        if let Some(h) = self.writer.lock().take() {
+            // The writer drains the queue before it exits, so every ticket gets resolved.
+            let _ = h.join();
+        }
+    }
+}
+
+/// A node's store: one LMDB environment under `<data_dir>/storage`, shared by all keyspaces.
+///
+/// Cheap to clone. The environment stays open (and the writer thread running) while any
+/// `Store` or [`Keyspace`] handle is alive. Open one store per directory per process (LMDB
+/// forbids opening an environment twice in one process).
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `<data_dir>/storage` and starts its writer thread.
+    pub fn open(data_dir: impl AsRef<Path>, config: Config) -> Result<Store> {
+        let dir = data_dir.as_ref().join("storage");
+        std::fs::create_dir_all(&dir)?;
+        let env = Env::open(&dir, config.map_size, config.max_readers)?;
+        {
+            let mut w = env.begin_write()?;
+            match w.get(Table::Meta, META_FORMAT)? {
+                Some(v) if v != FORMAT_VERSION.to_be_bytes() => {
+                    return Err(StorageError::Lmdb {
+                        code: 0,
+                        message: format!("unknown storage format {v:?} in {}", dir.display()),
+                    });
+                }
+                Some(_) => drop(w),
+                None => {
+                    w.put(Table::Meta, META_FORMAT, &FORMAT_VERSION.to_be_bytes())?;
+                    w.commit()?;
+                }
+            }
+        }
+        let core = Arc::new(Core {
+            env,
+            config,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            counters: Counters::default(),
+            faults: FaultInjection::default(),
+        });
+        let writer_core = Arc::clone(&core);
+        let writer = std::thread::Builder::new()
+            .name("cairn-storage-writer".into())
+            .spawn(move || writer_main(writer_core))?;
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                core,
+                dir,
+                writer: Mutex::new(Some(writer)),
+                registry: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The directory holding the LMDB files (`<data_dir>/storage`).
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The keyspace of `name`, allocating its prefix on first use (durably, before returning).
+    /// The same name finds the same data after a restart. Handles on one name obtained while
+    /// any is alive share one pending write set.
+    pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(StorageError::BadName {
+                len: name.len(),
+                max: MAX_NAME_LEN,
+            });
+        }
+        let mut reg = self.inner.registry.lock();
+        if let Some(ks) = reg.get(name).and_then(Weak::upgrade) {
+            return Ok(Keyspace::new(Arc::clone(&self.inner), ks));
+        }
+        let env = &self.inner.core.env;
+        let existing = {
+            let r = env.begin_read()?;
+            r.get(Table::Names, name.as_bytes())?.map(decode_u64)
+        };
+        let prefix = match existing {
+            Some(p) => p,
+            None => {
+                let mut w = env.begin_write()?;
+                let p = w
+                    .get(Table::Meta, META_NEXT_PREFIX)?
+                    .map_or(FIRST_PREFIX, decode_u64);
+                w.put(Table::Names, name.as_bytes(), &p.to_be_bytes())?;
+                w.put(Table::Prefixes, &p.to_be_bytes(), name.as_bytes())?;
+                w.put(Table::Meta, META_NEXT_PREFIX, &(p + 1).to_be_bytes())?;
+                w.commit()?;
+                self.inner
+                    .core
+                    .counters
+                    .commits
+                    .fetch_add(1, Ordering::Relaxed);
+                p
+            }
+        };
+        reg.retain(|_, w| w.strong_count() > 0);
+        let ks = Arc::new(KsShared {
+            name: name.to_owned(),
+            prefix: prefix.to_be_bytes(),
+            state: Mutex::new(KsState::default()),
+        });
+        reg.insert(name.to_owned(), Arc::downgrade(&ks));
+        Ok(Keyspace::new(Arc::clone(&self.inner), ks))
+    }
+
+    /// Every keyspace ever created, as `(name, prefix)`, in name order (for tools).
+    pub fn keyspaces(&self) -> Result<Vec<(String, u64)>> {
+        let r = self.inner.core.env.begin_read()?;
+        let mut out = Vec::new();
+        r.scan(Table::Names, &[], None, false, |k, v| {
+            out.push((String::from_utf8_lossy(k).into_owned(), decode_u64(v)));
+            true
+        })?;
+        Ok(out)
+    }
+
+    /// Blocks until every write set handed over before this call is durable (or failed).
+    pub fn sync(&self) -> Result<()> {
+        let t = TicketInner::new();
+        {
+            let mut q = self.inner.core.queue.lock();
+            if q.dead {
+                return Err(StorageError::WriterStopped);
+            }
+            q.jobs.push_back(Job::Barrier(Arc::clone(&t)));
+        }
+        self.inner.core.wake.notify_one();
+        CommitTicket { inner: t }.wait()
+    }
+
+    /// Committed alarms due at or before `now`, earliest first (ties by keyspace prefix).
+    /// A range scan of the time-ordered alarm index: cost proportional to the number due.
+    /// Alarms still pending or in flight are not seen until their write set commits.
+    pub fn due_alarms(&self, now: SystemTime) -> Result<Vec<Alarm>> {
+        let hi = to_ms(now).checked_add(1).map(u64::to_be_bytes);
+        self.scan_alarms(hi.as_ref().map(|h| &h[..]), usize::MAX)
+    }
+
+    /// The earliest committed alarm, if any (the scheduler's next wake-up).
+    pub fn next_alarm(&self) -> Result<Option<Alarm>> {
+        Ok(self.scan_alarms(None, 1)?.pop())
+    }
+
+    fn scan_alarms(&self, hi: Option<&[u8]>, limit: usize) -> Result<Vec<Alarm>> {
+        let r = self.inner.core.env.begin_read()?;
+        let mut found = Vec::new();
+        r.scan(Table::AlarmIndex, &[], hi, false, |k, _| {
+            found.push((decode_u64(&k[..8]), k[8..16].to_vec()));
+            found.len() < limit
+        })?;
+        found
+            .into_iter()
+            .map(|(at, prefix)| {
+                let name = r
+                    .get(Table::Prefixes, &prefix)?
+                    .map(|n| String::from_utf8_lossy(n).into_owned())
+                    .unwrap_or_default();
+                Ok(Alarm {
+                    name,
+                    at: from_ms(at),
+                })
+            })
+            .collect()
+    }
+
+    /// A snapshot of the writer's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.core.counters;
+        let commits = c.commits.load(Ordering::Relaxed);
+        Stats {
+            commits,
+            fsyncs: commits,
+            write_sets: c.write_sets.load(Ordering::Relaxed),
+            failed_write_sets: c.failed_write_sets.load(Ordering::Relaxed),
+            batch_retries: c.batch_retries.load(Ordering::Relaxed),
+            largest_batch: c.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The failure-injection seam (for tests of the failed-commit path).
+    pub fn fault_injection(&self) -> &FaultInjection {
+        &self.inner.core.faults
+    }
+}
+
+/// Begins a read snapshot of `ks`: the overlay layers (newest first) and an LMDB snapshot taken
+/// while the keyspace lock is held, so that no set can move from "in flight" to "committed"
+/// between the two (every set is either in the layers, or in the snapshot, or both).
+pub(crate) fn snapshot<'e>(
+    core: &'e Core,
+    ks: &KsShared,
+) -> Result<(Vec<Arc<WriteSet>>, ReadTxn<'e>)> {
+    let st = ks.state.lock();
+    let mut layers = Vec::with_capacity(1 + st.inflight.len());
+    if !st.pending.is_empty() {
+        layers.push(Arc::clone(&st.pending));
+    }
+    layers.extend(st.inflight.iter().rev().map(|f| Arc::clone(&f.set)));
+    let rtxn = core.env.begin_read()?;
+    drop(st);
+    Ok((layers, rtxn))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer thread.
+
+fn writer_main(core: Arc<Core>) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer_loop(&core)));
+    if result.is_err() {
+        tracing::error!("cairn-storage writer thread panicked; failing all queued commits");
+        let jobs = {
+            let mut q = core.queue.lock();
+            q.dead = true;
+            std::mem::take(&mut q.jobs)
+        };
+        for j in jobs {
+            match j {
+                Job::Commit { ticket, .. } | Job::Barrier(ticket) => {
+                    ticket.resolve(Err(StorageError::WriterStopped))
+                }
+            }
+        }
+    }
+}
+
+fn writer_loop(core: &Core) {
+    loop {
+        {
+            let mut q = core.queue.lock();
+            while q.jobs.is_empty() && !q.shutdown {
+                core.wake.wait(&mut q);
+            }
+            if q.jobs.is_empty() {
+                return; // shutdown with nothing left
+            }
+        }
+        // Test seam; then take what is queued *now*, so held sets commit as one batch.
+        core.faults.wait_while_held();
+        let batch = take_batch(&mut core.queue.lock().jobs, &core.config);
+        process_batch(core, batch);
+    }
+}
+
+/// Takes queued jobs up to the configured bounds (at least one).
+fn take_batch(jobs: &mut VecDeque<Job>, config: &Config) -> Vec<Job> {
+    let mut batch = Vec::new();
+    let (mut sets, mut bytes) = (0usize, 0usize);
+    while let Some(job) = jobs.front() {
+        if let Job::Commit { set, .. } = job {
+            if sets > 0
+                && (sets >= config.max_batch_sets || bytes + set.bytes > config.max_batch_bytes)
+            {
+                break;
+            }
+            sets += 1;
+            bytes += set.bytes;
+        }
+        batch.extend(jobs.pop_front());
+    }
+    batch
+}
+
+struct Live {
+    ks: Arc<KsShared>,
+    seq: u64,
+    set: Arc<WriteSet>,
+    ticket: Arc<TicketInner>,
+}
+
+fn process_batch(core: &Core, batch: Vec<Job>) {
+    let mut barriers = Vec::new();
+    let mut live = Vec::new();
+    for job in batch {
+        match job {
+            Job::Barrier(t) => barriers.push(t),
+            Job::Commit {
+                ks,
+                seq,
+                set,
+                ticket,
+            } => {
+                let poisoned = seq < ks.state.lock().poisoned_below;
+                if poisoned {
+                    fail(core, &ks, seq, &ticket, StorageError::EarlierCommitFailed);
+                } else if core.faults.take_set_failure(&ks.name) {
+                    fail(core, &ks, seq, &ticket, StorageError::Injected);
+                } else {
+                    live.push(Live {
+                        ks,
+                        seq,
+                        set,
+                        ticket,
+                    });
+                }
+            }
+        }
+    }
+    if !live.is_empty() {
+        match commit_sets(core, &live) {
+            Ok(()) => {
+                core.counters
+                    .largest_batch
+                    .fetch_max(live.len() as u64, Ordering::Relaxed);
+                for l in &live {
+                    succeed(core, l);
+                }
+            }
+            Err(e) if live.len() == 1 => {
+                let l = &live[0];
+                fail(core, &l.ks, l.seq, &l.ticket, e);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    sets = live.len(),
+                    "group commit failed; retrying its write sets one by one"
+                );
+                core.counters.batch_retries.fetch_add(1, Ordering::Relaxed);
+                for l in &live {
+                    if l.seq < l.ks.state.lock().poisoned_below {
+                        fail(
+                            core,
+                            &l.ks,
+                            l.seq,
+                            &l.ticket,
+                            StorageError::EarlierCommitFailed,
+                        );
+                        continue;
+                    }
+                    match commit_sets(core, std::slice::from_ref(l)) {
+                        Ok(()) => succeed(core, l),
+                        Err(e) => fail(core, &l.ks, l.seq, &l.ticket, e),
+                    }
+                }
+            }
+        }
+    }
+    for b in barriers {
+        b.resolve(Ok(()));
+    }
+}
+
+/// Applies `sets` in one LMDB write transaction and commits it durably.
+fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
+    let mut w = core.env.begin_write()?;
+    for l in sets {
+        apply(&mut w, &l.ks.prefix, &l.set)?;
+    }
+    if core.faults.take_commit_failure() {
+        return Err(StorageError::Injected); // `w` drops: aborted
+    }
+    w.commit()?;
+    core.counters.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes one set into the transaction (layout: see `DESIGN.md`).
+fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> Result<()> {
+    if set.clear {
+        w.delete_prefix(Table::Data, prefix)?;
+    }
+    for (k, v) in &set.entries {
+        let fk = full_key(prefix, k);
+        match v {
+            Some(v) => w.put(Table::Data, &fk, v)?,
+            None => {
+                w.delete(Table::Data, &fk)?;
+            }
+        }
+    }
+    if let Some(op) = set.alarm {
+        if let Some(old) = w.get(Table::Alarms, prefix)?.map(decode_u64) {
+            w.delete(Table::AlarmIndex, &alarm_index_key(old, prefix))?;
+        }
+        match op {
+            Some(at) => {
+                w.put(Table::Alarms, prefix, &at.to_be_bytes())?;
+                w.put(Table::AlarmIndex, &alarm_index_key(at, prefix), &[])?;
+            }
+            None => {
+                w.delete(Table::Alarms, prefix)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn alarm_index_key(at: u64, prefix: &[u8; 8]) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&at.to_be_bytes());
+    k[8..].copy_from_slice(prefix);
+    k
+}
+
+fn succeed(core: &Core, l: &Live) {
+    {
+        let mut st = l.ks.state.lock();
+        if let Some(pos) = st.inflight.iter().position(|f| f.seq == l.seq) {
+            st.inflight.remove(pos);
+        }
+    }
+    core.counters.write_sets.fetch_add(1, Ordering::Relaxed);
+    l.ticket.resolve(Ok(()));
+}
+
+/// Fails set `seq` of `ks` and poisons the keyspace (see the module docs).
+fn fail(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner, err: StorageError) {
+    {
+        let mut st = ks.state.lock();
+        if seq >= st.poisoned_below {
+            // First failure of this run: every set handed over so far is suspect.
+            tracing::warn!(keyspace = %ks.name, error = %err, "commit failed");
+            st.poisoned_below = st.next_seq;
+            st.poisoned = true;
+            st.pending = Arc::default();
+        }
+        st.inflight.retain(|f| f.seq < seq);
+    }
+    core.counters
+        .failed_write_sets
+        .fetch_add(1, Ordering::Relaxed);
+    ticket.resolve(Err(err));
+}

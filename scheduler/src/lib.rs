@@ -48,6 +48,7 @@ mod context;
 pub mod driver;
 mod executor;
 mod exit;
+pub mod gate;
 mod pid;
 mod process;
 mod reply;

@@ -135,7 +135,32 @@ impl<T> Reply<T> {
     }
 
     /// Answers the request. Gives the value back if the caller stopped waiting.
-    pub fn send(mut self, value: T) -> Result<(), T> {
+    ///
+    /// Inside a gated handler (durable objects) the answer is held until the handler's
+    /// writes are durable, and this returns `Ok` at once.
+    pub fn send(mut self, value: T) -> Result<(), T>
+    where
+        T: Send + 'static,
+    {
+        let Some(slot) = self.slot.take() else {
+            return Err(value);
+        };
+        if crate::gate::is_active() {
+            // Re-wrap so that discarding the held output drops a `Reply` (caller: NoReply).
+            let reply = Reply { slot: Some(slot) };
+            let deliver: crate::gate::Held = Box::new(move || {
+                let _ = reply.send_now(value);
+                crate::gate::HeldSend::Done
+            });
+            if let Err(deliver) = crate::gate::hold(deliver) {
+                deliver();
+            }
+            return Ok(());
+        }
+        slot.complete(value)
+    }
+
+    fn send_now(mut self, value: T) -> Result<(), T> {
         match self.slot.take() {
             Some(slot) => slot.complete(value),
             None => Err(value),

@@ -1,0 +1,55 @@
+//! Runs the harness end to end at a tiny scale: every workload in its own child process,
+//! every answer checked, seven JSON rows out. Proves the harness works, not the speed.
+
+use std::process::Command;
+
+#[test]
+fn all_workloads_at_tiny_scale_print_seven_json_rows() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+        .args(["all", "--scale", "0.001", "--runs", "1"])
+        .output()
+        .expect("run cairn-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "cairn-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 7, "expected 7 rows, got:\n{stdout}");
+    let mut seen = Vec::new();
+    for row in &rows {
+        assert!(
+            row.starts_with('{') && row.ends_with('}'),
+            "not an object: {row}"
+        );
+        for key in [
+            "\"bench\": \"",
+            "\"system\": \"cairn\"",
+            "\"unit\": \"",
+            "\"median_of\": 1,",
+            "\"workers\": 2,",
+        ] {
+            assert!(row.contains(key), "{key} missing in {row}");
+        }
+        assert!(
+            row.contains("\"better\": \"higher\"") || row.contains("\"better\": \"lower\""),
+            "bad better in {row}"
+        );
+        // The value is a finite, positive number.
+        let value = row
+            .split("\"value\": ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no numeric value in {row}"));
+        assert!(value.is_finite() && value > 0.0, "bad value in {row}");
+        let bench = row.split("\"bench\": \"").nth(1).unwrap();
+        seen.push(bench.split('"').next().unwrap().to_owned());
+    }
+    for bench in ["ping-pong", "fan-in", "skynet", "ring", "call"] {
+        assert_eq!(seen.iter().filter(|b| *b == bench).count(), 1, "{bench}");
+    }
+    assert_eq!(seen.iter().filter(|b| *b == "spawn-idle").count(), 2);
+}

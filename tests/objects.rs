@@ -1,0 +1,399 @@
+//! Durable objects: activation, implicit transactions, output gates, failures, eviction,
+//! alarms (DESIGN.md semantics 13–20 as seen through the object layer).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use cairn::prelude::*;
+
+const T: Duration = Duration::from_secs(10);
+
+enum Msg {
+    Add(u64),
+    AddAndGet(u64, Reply<u64>),
+    Get(Reply<u64>),
+    /// Writes two keys, then fails: neither write may survive.
+    WriteTwoThenFail,
+    WriteThenPanic,
+    /// Reads back a pending write within the same handler.
+    PutAndReadBack(Reply<Option<u64>>),
+    SetAlarm(Duration),
+    FailNextAlarm,
+}
+
+#[derive(Default)]
+struct Probe {
+    activations: AtomicU64,
+    handled: AtomicU64,
+    alarm_failures_left: AtomicU64,
+}
+
+fn probe(key: &str) -> &'static Probe {
+    static PROBES: OnceLock<Mutex<HashMap<String, &'static Probe>>> = OnceLock::new();
+    let mut map = PROBES.get_or_init(Default::default).lock().unwrap();
+    map.entry(key.to_owned())
+        .or_insert_with(|| Box::leak(Box::default()))
+}
+
+fn alarm_listeners() -> &'static Mutex<HashMap<String, Sender<SystemTime>>> {
+    static L: OnceLock<Mutex<HashMap<String, Sender<SystemTime>>>> = OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+struct Counter {
+    total: u64,
+}
+
+impl Object for Counter {
+    const CLASS: &'static str = "counter";
+    type Msg = Msg;
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        probe(ctx.key()).activations.fetch_add(1, Ordering::SeqCst);
+        Ok(Counter {
+            total: ctx.storage().get("total")?.unwrap_or(0),
+        })
+    }
+
+    async fn handle(&mut self, msg: Msg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        probe(ctx.key()).handled.fetch_add(1, Ordering::SeqCst);
+        match msg {
+            Msg::Add(n) => {
+                self.total += n;
+                ctx.storage().put("total", &self.total)?;
+            }
+            Msg::AddAndGet(n, reply) => {
+                self.total += n;
+                ctx.storage().put("total", &self.total)?;
+                let _ = reply.send(self.total);
+            }
+            Msg::Get(reply) => {
+                let _ = reply.send(self.total);
+            }
+            Msg::WriteTwoThenFail => {
+                ctx.storage().put("total", &999u64)?;
+                ctx.storage().put("other", &1u64)?;
+                return Err("refusing after writing".into());
+            }
+            Msg::WriteThenPanic => {
+                ctx.storage().put("total", &777u64)?;
+                panic!("handler panics after a write");
+            }
+            Msg::PutAndReadBack(reply) => {
+                ctx.storage().put("scratch", &42u64)?;
+                let _ = reply.send(ctx.storage().get("scratch")?);
+            }
+            Msg::SetAlarm(after) => {
+                ctx.storage().set_alarm(SystemTime::now() + after)?;
+            }
+            Msg::FailNextAlarm => {
+                probe(ctx.key())
+                    .alarm_failures_left
+                    .store(1, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        let failures = &probe(ctx.key()).alarm_failures_left;
+        if failures.load(Ordering::SeqCst) > 0 {
+            failures.fetch_sub(1, Ordering::SeqCst);
+            return Err("alarm fails once".into());
+        }
+        let tx = alarm_listeners().lock().unwrap().get(ctx.key()).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(SystemTime::now());
+        }
+        Ok(())
+    }
+}
+
+fn node(dir: &std::path::Path) -> Node {
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir)
+        .object_idle_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    node.register::<Counter>();
+    node
+}
+
+#[test]
+fn object_state_survives_a_node_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let node = node(dir.path());
+        let alice = node.object::<Counter>("restart-alice");
+        node.block_on(alice.send(Msg::Add(5))).unwrap();
+        let total = node
+            .block_on(alice.call(|r| Msg::AddAndGet(2, r), T))
+            .unwrap();
+        assert_eq!(total, 7);
+    }
+    let node = node(dir.path());
+    let alice = node.object::<Counter>("restart-alice");
+    assert_eq!(node.block_on(alice.call(Msg::Get, T)).unwrap(), 7);
+}
+
+#[test]
+fn a_failing_handler_commits_none_of_its_writes_and_the_object_restarts_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let key = "atomic-bob";
+    let bob = node.object::<Counter>(key);
+    assert_eq!(
+        node.block_on(bob.call(|r| Msg::AddAndGet(3, r), T))
+            .unwrap(),
+        3
+    );
+    node.block_on(bob.send(Msg::WriteTwoThenFail)).unwrap();
+    assert_eq!(
+        node.block_on(bob.call(Msg::Get, T)).unwrap(),
+        3,
+        "state reloaded from storage"
+    );
+    let ks = node.keyspace(&format!("counter/{key}")).unwrap();
+    assert_eq!(ks.get::<u64>("total").unwrap(), Some(3));
+    assert_eq!(ks.get::<u64>("other").unwrap(), None);
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    node.block_on(bob.send(Msg::WriteThenPanic)).unwrap();
+    let after = node.block_on(bob.call(Msg::Get, T)).unwrap();
+    std::panic::set_hook(prev);
+    assert_eq!(after, 3);
+    assert_eq!(
+        probe(key).activations.load(Ordering::SeqCst),
+        3,
+        "initial + two restarts in place"
+    );
+}
+
+#[test]
+fn a_handler_reads_its_own_pending_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let o = node.object::<Counter>("ryw");
+    assert_eq!(
+        node.block_on(o.call(Msg::PutAndReadBack, T)).unwrap(),
+        Some(42)
+    );
+}
+
+#[test]
+fn output_gate_holds_replies_until_the_write_is_durable_while_later_messages_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let key = "gated";
+    let o = node.object::<Counter>(key);
+    node.block_on(o.call(Msg::Get, T)).unwrap(); // activated; handled = 1
+    let (tx, rx) = channel();
+    let hold = node.store().fault_injection().hold_commits();
+    {
+        let o = o.clone();
+        node.spawn(move |_ctx: Ctx<()>| async move {
+            let _ = tx.send(o.call(|r| Msg::AddAndGet(1, r), T).await);
+        });
+    }
+    let deadline = Instant::now() + T;
+    while probe(key).handled.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the call was not handled");
+        std::thread::yield_now();
+    }
+    // The object goes on handling messages while its first commit is held...
+    for _ in 0..3 {
+        node.block_on(o.send(Msg::Add(1))).unwrap();
+    }
+    while probe(key).handled.load(Ordering::SeqCst) < 5 {
+        assert!(Instant::now() < deadline, "later messages were not handled");
+        std::thread::yield_now();
+    }
+    // ...but the reply of the first message has not left.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "a reply left before its write was durable"
+    );
+    drop(hold);
+    assert_eq!(rx.recv_timeout(T).unwrap().unwrap(), 1);
+    assert_eq!(node.block_on(o.call(Msg::Get, T)).unwrap(), 4);
+}
+
+#[test]
+fn a_failed_commit_drops_the_held_reply_and_the_object_restarts_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let o = node.object::<Counter>("fails");
+    assert_eq!(
+        node.block_on(o.call(|r| Msg::AddAndGet(10, r), T)).unwrap(),
+        10
+    );
+    let pid = o.pid().unwrap();
+    let exited = node.wait_exit(pid);
+    node.store()
+        .fault_injection()
+        .fail_next_commit_of("counter/fails");
+    let answer = node.block_on(o.call(|r| Msg::AddAndGet(5, r), T));
+    assert!(
+        matches!(answer, Err(ObjectError::Call(CallError::NoReply))),
+        "a reply claiming a failed write was delivered: {answer:?}"
+    );
+    assert!(matches!(
+        node.block_on(exited),
+        ExitReason::StorageFailure(_)
+    ));
+    assert_eq!(
+        node.block_on(o.call(Msg::Get, T)).unwrap(),
+        10,
+        "reactivated from durable state"
+    );
+}
+
+#[test]
+fn concurrent_first_messages_make_exactly_one_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let key = "crowd";
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let o = node.object::<Counter>(key);
+                for _ in 0..100 {
+                    node.block_on(o.send(Msg::Add(1))).unwrap();
+                }
+            });
+        }
+    });
+    let o = node.object::<Counter>(key);
+    assert_eq!(node.block_on(o.call(Msg::Get, T)).unwrap(), 800);
+    assert_eq!(probe(key).activations.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn an_idle_object_is_evicted_and_reactivated_on_demand_without_losing_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .object_idle_timeout(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    node.register::<Counter>();
+    let key = "evicted";
+    let o = node.object::<Counter>(key);
+    for round in 1..=5u64 {
+        node.block_on(o.send(Msg::Add(1))).unwrap();
+        let got = node.block_on(o.call(Msg::Get, T)).unwrap();
+        assert_eq!(got, round);
+        let pid = o.pid().expect("active after a message");
+        assert_eq!(
+            node.block_on(node.wait_exit(pid)),
+            ExitReason::Normal,
+            "evicted when idle"
+        );
+    }
+    assert_eq!(probe(key).activations.load(Ordering::SeqCst), 5);
+    // A stream of sends racing evictions loses nothing.
+    for _ in 0..2_000 {
+        node.block_on(o.send(Msg::Add(1))).unwrap();
+    }
+    assert_eq!(node.block_on(o.call(Msg::Get, T)).unwrap(), 2_005);
+}
+
+#[test]
+fn an_alarm_fires_after_its_time_even_after_eviction() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .object_idle_timeout(Duration::from_millis(10))
+        .start()
+        .unwrap();
+    node.register::<Counter>();
+    let key = "alarm-evicted";
+    let (tx, rx) = channel();
+    alarm_listeners().lock().unwrap().insert(key.into(), tx);
+    let o = node.object::<Counter>(key);
+    let set_at = SystemTime::now();
+    node.block_on(o.send(Msg::SetAlarm(Duration::from_millis(150))))
+        .unwrap();
+    let pid = o.pid().unwrap();
+    assert_eq!(
+        node.block_on(node.wait_exit(pid)),
+        ExitReason::Normal,
+        "evicted before the alarm"
+    );
+    let fired = rx.recv_timeout(T).expect("alarm fired");
+    assert!(fired >= set_at + Duration::from_millis(150), "never early");
+    // Delivered once: the alarm is deleted after it succeeds.
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "alarm fired twice"
+    );
+    let ks = node.keyspace(&format!("counter/{key}")).unwrap();
+    assert_eq!(ks.get_alarm().unwrap(), None);
+}
+
+#[test]
+fn an_alarm_survives_a_node_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "alarm-restart";
+    let set_at = SystemTime::now();
+    {
+        let node = node(dir.path());
+        let o = node.object::<Counter>(key);
+        node.block_on(o.send(Msg::SetAlarm(Duration::from_millis(300))))
+            .unwrap();
+        node.block_on(o.call(Msg::Get, T)).unwrap(); // the alarm's write set is durable now
+    }
+    let (tx, rx) = channel();
+    alarm_listeners().lock().unwrap().insert(key.into(), tx);
+    let _node = node(dir.path());
+    let fired = rx.recv_timeout(T).expect("alarm fired on the new node");
+    assert!(fired >= set_at + Duration::from_millis(300));
+}
+
+#[test]
+fn a_failing_alarm_is_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let key = "alarm-retry";
+    let (tx, rx) = channel();
+    alarm_listeners().lock().unwrap().insert(key.into(), tx);
+    let o = node.object::<Counter>(key);
+    node.block_on(o.send(Msg::FailNextAlarm)).unwrap();
+    let set_at = SystemTime::now();
+    node.block_on(o.send(Msg::SetAlarm(Duration::from_millis(10))))
+        .unwrap();
+    let fired = rx.recv_timeout(T).expect("the retry fired");
+    let waited = fired.duration_since(set_at).unwrap();
+    assert!(
+        waited >= cairn::object::ALARM_RETRY_BASE,
+        "the retry waited the backoff: {waited:?}"
+    );
+}
+
+#[test]
+fn sending_to_an_unregistered_class_is_an_error() {
+    struct Unregistered;
+    impl Object for Unregistered {
+        const CLASS: &'static str = "unregistered";
+        type Msg = ();
+        async fn activate(_: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+            Ok(Unregistered)
+        }
+        async fn handle(&mut self, _: (), _: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let o = node.object::<Unregistered>("x");
+    assert!(matches!(
+        node.block_on(o.send(())),
+        Err(ObjectError::NotRegistered("unregistered"))
+    ));
+}

@@ -126,6 +126,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Alarm retry policy: first delay `base`, doubling, at most `max_retries` retries.
+    pub fn alarm_retries(mut self, base: Duration, max_retries: u32) -> Self {
+        self.objects.alarm_retry_base = base;
+        self.objects.alarm_max_retries = max_retries;
+        self
+    }
+
     /// Opens the store and starts the node's threads.
     pub fn start(self) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&self.data_dir)?;

@@ -29,10 +29,11 @@
 //! ## Alarms (semantic 19)
 //! `ctx.storage().set_alarm(at)` writes the alarm in the handler's write set. A node-wide alarm
 //! process sleeps until the earliest committed alarm, then delivers it to its object (which
-//! activates it if it was evicted, also after a node restart). After [`Object::alarm`]
-//! succeeds the alarm is deleted in the same write set (unless the handler set a new one); a
-//! failing alarm is retried after [`ALARM_RETRY_BASE`] doubling, at most
-//! [`ALARM_MAX_RETRIES`] times.
+//! activates it if it was evicted, also after a node restart). The alarm row is cleared in the
+//! same write set as [`Object::alarm`]'s writes (at least once: a crash before that commit
+//! delivers it again); a failing alarm is retried after [`ALARM_RETRY_BASE`] doubling, at
+//! most [`ALARM_MAX_RETRIES`] times (both configurable). The retry count lives in the
+//! activation: an object evicted between retries starts counting again.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -78,7 +79,25 @@ pub trait Object: Send + Sized + 'static {
         ctx: &mut ObjectCtx<Self>,
     ) -> impl Future<Output = Result<(), ActorError>> + Send;
 
-    /// Runs when the object's alarm fires. An error retries it later with backoff.
+    /// How long this class's objects stay in memory without messages (default: the node's
+    /// [`ObjectsConfig::idle_timeout`]).
+    fn idle_timeout() -> Option<Duration> {
+        None
+    }
+
+    /// Runs at eviction, after the mailbox closed (no message can arrive any more). Its writes
+    /// commit before the activation ends.
+    fn deactivate(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Runs when the object's alarm fires. The alarm is already cleared in this handler's
+    /// write set (so `get_alarm()` is `None` unless the handler sets a new one); an error
+    /// restores it and retries later with backoff ([`ObjectCtx::alarm_retry_count`]).
     fn alarm(
         &mut self,
         ctx: &mut ObjectCtx<Self>,
@@ -113,12 +132,18 @@ pub enum ObjectError {
 pub struct ObjectsConfig {
     /// Idle time before eviction.
     pub idle_timeout: Duration,
+    /// Delay before the first retry of a failed alarm; doubles on each further failure.
+    pub alarm_retry_base: Duration,
+    /// Retries of a failing alarm before it is dropped.
+    pub alarm_max_retries: u32,
 }
 
 impl Default for ObjectsConfig {
     fn default() -> Self {
         ObjectsConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            alarm_retry_base: ALARM_RETRY_BASE,
+            alarm_max_retries: ALARM_MAX_RETRIES,
         }
     }
 }
@@ -366,6 +391,7 @@ pub struct ObjectCtx<O: Object> {
     storage: Keyspace,
     key: Arc<str>,
     objects: Arc<Objects>,
+    alarm_retries: u32,
 }
 
 impl<O: Object> ObjectCtx<O> {
@@ -392,6 +418,12 @@ impl<O: Object> ObjectCtx<O> {
     /// A reference to another object (of any registered class).
     pub fn object<P: Object>(&self, key: &str) -> ObjectRef<P> {
         ObjectRef::new(self.objects.clone(), key)
+    }
+
+    /// Inside [`Object::alarm`]: how many times this alarm has failed before (0 on the
+    /// first delivery).
+    pub fn alarm_retry_count(&self) -> u32 {
+        self.alarm_retries
     }
 
     /// A reference to this object.
@@ -428,105 +460,134 @@ async fn run_object<O: Object>(
         storage,
         key,
         objects: objects.clone(),
+        alarm_retries: 0,
     };
     let mut object = match activate::<O>(&mut octx).await {
         Ok(o) => o,
         Err(reason) => return reason,
     };
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
-    let mut alarm_retries = 0u32;
-    let idle = objects.config.idle_timeout;
+    let idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
     loop {
         let event = next_event(&mut octx, &mut inflight, idle).await;
-        match event {
+        let msg = match event {
             Event::Committed(Ok(())) => {
                 let done = inflight.pop_front().expect("a commit completed");
                 done.held.release().await;
+                continue;
             }
             Event::Committed(Err(e)) => {
                 tracing::error!(object = %name, error = %e, "commit failed; held output dropped");
                 return ExitReason::StorageFailure(e.to_string());
             }
             Event::Idle => {
-                if octx.ctx.close_if_idle() {
-                    return ExitReason::Normal;
+                if !octx.ctx.close_if_idle() {
+                    continue;
                 }
+                return deactivate(&mut object, &mut octx, &name).await;
             }
-            Event::Msg(Message::Signal(_)) => {}
-            Event::Msg(Message::User(msg)) => {
-                let alarm_at = match &msg {
-                    ObjectMsg::Alarm(at) => Some(*at),
-                    ObjectMsg::User(_) => None,
-                };
-                if let Some(at) = alarm_at {
-                    // Stale delivery: the alarm was deleted or moved since it was scanned.
-                    if octx.storage.get_alarm().ok().flatten() != Some(at) {
-                        continue;
-                    }
-                }
-                let mut gate = Gate::new();
-                let result = {
-                    let fut = match msg {
-                        ObjectMsg::User(m) => Box::pin(object.handle(m, &mut octx))
-                            as Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + '_>>,
-                        ObjectMsg::Alarm(_) => Box::pin(object.alarm(&mut octx)),
-                    };
-                    let mut fut = pin!(guard(fut));
-                    std::future::poll_fn(|cx| gate.poll_within(fut.as_mut(), cx)).await
-                };
-                match result {
-                    Ok(()) => {
-                        if let Some(at) = alarm_at {
-                            alarm_retries = 0;
-                            if octx.storage.get_alarm().ok().flatten() == Some(at) {
-                                let _ = octx.storage.delete_alarm();
-                            }
-                        }
-                        let ticket = octx.storage.has_pending().then(|| octx.storage.commit());
-                        if ticket.is_some() && alarm_at.is_none() {
-                            // A handler may have moved the alarm; the scheduler rescans cheaply.
-                            objects.wake_alarms();
-                        }
-                        inflight.push_back(InFlight {
-                            ticket,
-                            held: gate.take(),
-                        });
-                    }
-                    Err(reason) => {
-                        tracing::warn!(object = %name, %reason, "handler failed; its writes and output are discarded");
-                        octx.storage.discard_pending();
-                        drop(gate.take());
-                        if let Some(at) = alarm_at {
-                            schedule_alarm_retry(&octx.storage, &name, at, &mut alarm_retries);
-                            inflight.push_back(InFlight {
-                                ticket: Some(octx.storage.commit()),
-                                held: Gate::new().take(),
-                            });
-                            objects.wake_alarms();
-                        }
-                        // Restart in place from what is durable, keeping the mailbox.
-                        object = match activate::<O>(&mut octx).await {
-                            Ok(o) => o,
-                            Err(reason) => return reason,
-                        };
-                    }
-                }
+            Event::Msg(Message::Signal(_)) => continue,
+            Event::Msg(Message::User(msg)) => msg,
+        };
+        let alarm_at = match &msg {
+            ObjectMsg::Alarm(at) => Some(*at),
+            ObjectMsg::User(_) => None,
+        };
+        if let Some(at) = alarm_at {
+            // Stale delivery: the alarm was deleted or moved since it was scanned.
+            if octx.storage.get_alarm().ok().flatten() != Some(at) {
+                continue;
             }
+            // Cleared in the handler's own write set (DESIGN.md 19).
+            let _ = octx.storage.delete_alarm();
         }
+        let mut gate = Gate::new();
+        let result = {
+            let fut = match msg {
+                ObjectMsg::User(m) => Box::pin(object.handle(m, &mut octx)) as HandlerFuture<'_>,
+                ObjectMsg::Alarm(_) => Box::pin(object.alarm(&mut octx)),
+            };
+            gated(&mut gate, fut).await
+        };
+        if let Err(reason) = result {
+            tracing::warn!(object = %name, %reason, "handler failed; its writes and output are discarded");
+            octx.storage.discard_pending();
+            drop(gate.take());
+            if let Some(at) = alarm_at {
+                schedule_alarm_retry(&objects.config, &mut octx, at);
+                inflight.push_back(InFlight {
+                    ticket: Some(octx.storage.commit()),
+                    held: Gate::new().take(),
+                });
+                objects.wake_alarms();
+            }
+            // Restart in place from what is durable, keeping the mailbox.
+            object = match activate::<O>(&mut octx).await {
+                Ok(o) => o,
+                Err(reason) => return reason,
+            };
+            continue;
+        }
+        if alarm_at.is_some() {
+            octx.alarm_retries = 0;
+        }
+        let ticket = octx.storage.has_pending().then(|| octx.storage.commit());
+        if ticket.is_some() {
+            // The handler may have set or moved the alarm: the alarm process rescans.
+            objects.wake_alarms();
+        }
+        inflight.push_back(InFlight {
+            ticket,
+            held: gate.take(),
+        });
     }
 }
 
-fn schedule_alarm_retry(storage: &Keyspace, name: &str, at: SystemTime, retries: &mut u32) {
-    *retries += 1;
-    if *retries > ALARM_MAX_RETRIES {
-        tracing::error!(object = %name, "alarm failed {ALARM_MAX_RETRIES} retries; dropping it");
-        *retries = 0;
-        let _ = storage.delete_alarm();
+type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + 'a>>;
+
+/// Runs a handler with `gate` active for each of its polls, catching panics.
+async fn gated(gate: &mut Gate, fut: HandlerFuture<'_>) -> Result<(), ExitReason> {
+    let mut fut = pin!(guard_value(fut));
+    std::future::poll_fn(|cx| gate.poll_within(fut.as_mut(), cx)).await
+}
+
+/// Eviction after the mailbox closed: the `deactivate` hook, its commit, its output.
+async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &str) -> ExitReason {
+    let mut gate = Gate::new();
+    let result = gated(&mut gate, Box::pin(object.deactivate(octx))).await;
+    if let Err(reason) = result {
+        tracing::warn!(object = %name, %reason, "deactivate failed; its writes are discarded");
+        octx.storage.discard_pending();
+        return ExitReason::Normal;
+    }
+    if octx.storage.has_pending() {
+        if let Err(e) = octx.storage.commit().await {
+            return ExitReason::StorageFailure(e.to_string());
+        }
+    }
+    gate.take().release().await;
+    ExitReason::Normal
+}
+
+fn schedule_alarm_retry<O: Object>(
+    config: &ObjectsConfig,
+    octx: &mut ObjectCtx<O>,
+    at: SystemTime,
+) {
+    octx.alarm_retries += 1;
+    if octx.alarm_retries > config.alarm_max_retries {
+        tracing::error!(
+            object = %octx.storage.name(),
+            retries = config.alarm_max_retries,
+            "alarm kept failing; dropping it"
+        );
+        octx.alarm_retries = 0;
+        let _ = octx.storage.delete_alarm();
         return;
     }
-    let delay = ALARM_RETRY_BASE * 2u32.pow(*retries - 1);
+    let delay = config.alarm_retry_base * 2u32.saturating_pow(octx.alarm_retries - 1);
     let next = SystemTime::now().max(at) + delay;
-    let _ = storage.set_alarm(next);
+    let _ = octx.storage.set_alarm(next);
 }
 
 async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
@@ -571,12 +632,6 @@ async fn next_event<O: Object>(
         Poll::Pending
     })
     .await
-}
-
-async fn guard(
-    fut: Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + '_>>,
-) -> Result<(), ExitReason> {
-    guard_value(fut).await.map(|_| ())
 }
 
 async fn guard_value<T, F: Future<Output = Result<T, ActorError>>>(

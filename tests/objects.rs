@@ -21,7 +21,6 @@ enum Msg {
     /// Reads back a pending write within the same handler.
     PutAndReadBack(Reply<Option<u64>>),
     SetAlarm(Duration),
-    FailNextAlarm,
 }
 
 #[derive(Default)]
@@ -38,8 +37,19 @@ fn probe(key: &str) -> &'static Probe {
         .or_insert_with(|| Box::leak(Box::default()))
 }
 
-fn alarm_listeners() -> &'static Mutex<HashMap<String, Sender<SystemTime>>> {
-    static L: OnceLock<Mutex<HashMap<String, Sender<SystemTime>>>> = OnceLock::new();
+/// What an alarm handler saw: when it ran, its retry count, and whether `get_alarm()` was
+/// empty inside it.
+#[derive(Debug, Clone, Copy)]
+struct Fired {
+    at: SystemTime,
+    retry_count: u32,
+    alarm_cleared: bool,
+}
+
+type Listeners = Mutex<HashMap<String, Sender<Fired>>>;
+
+fn alarm_listeners() -> &'static Listeners {
+    static L: OnceLock<Listeners> = OnceLock::new();
     L.get_or_init(Default::default)
 }
 
@@ -80,7 +90,10 @@ impl Object for Counter {
             }
             Msg::WriteThenPanic => {
                 ctx.storage().put("total", &777u64)?;
-                panic!("handler panics after a write");
+                for i in 0..100u64 {
+                    ctx.storage().put(format!("k{i}"), &i)?;
+                }
+                panic!("handler panics after 101 writes");
             }
             Msg::PutAndReadBack(reply) => {
                 ctx.storage().put("scratch", &42u64)?;
@@ -89,24 +102,30 @@ impl Object for Counter {
             Msg::SetAlarm(after) => {
                 ctx.storage().set_alarm(SystemTime::now() + after)?;
             }
-            Msg::FailNextAlarm => {
-                probe(ctx.key())
-                    .alarm_failures_left
-                    .store(1, Ordering::SeqCst);
-            }
         }
         Ok(())
     }
 
+    async fn deactivate(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        let n: u64 = ctx.storage().get("deactivations")?.unwrap_or(0);
+        ctx.storage().put("deactivations", &(n + 1))?;
+        Ok(())
+    }
+
     async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        let fired = Fired {
+            at: SystemTime::now(),
+            retry_count: ctx.alarm_retry_count(),
+            alarm_cleared: ctx.storage().get_alarm()?.is_none(),
+        };
+        let tx = alarm_listeners().lock().unwrap().get(ctx.key()).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(fired);
+        }
         let failures = &probe(ctx.key()).alarm_failures_left;
         if failures.load(Ordering::SeqCst) > 0 {
             failures.fetch_sub(1, Ordering::SeqCst);
             return Err("alarm fails once".into());
-        }
-        let tx = alarm_listeners().lock().unwrap().get(ctx.key()).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.send(SystemTime::now());
         }
         Ok(())
     }
@@ -166,6 +185,11 @@ fn a_failing_handler_commits_none_of_its_writes_and_the_object_restarts_in_place
     let after = node.block_on(bob.call(Msg::Get, T)).unwrap();
     std::panic::set_hook(prev);
     assert_eq!(after, 3);
+    let written: Vec<(Vec<u8>, u64)> = ks.list(&ListOptions::new().prefix("k")).unwrap();
+    assert!(
+        written.is_empty(),
+        "none of the panicking handler's 101 writes survived"
+    );
     assert_eq!(
         probe(key).activations.load(Ordering::SeqCst),
         3,
@@ -294,6 +318,12 @@ fn an_idle_object_is_evicted_and_reactivated_on_demand_without_losing_messages()
             ExitReason::Normal,
             "evicted when idle"
         );
+        let ks = node.keyspace(&format!("counter/{key}")).unwrap();
+        assert_eq!(
+            ks.get::<u64>("deactivations").unwrap(),
+            Some(round),
+            "deactivate ran and committed"
+        );
     }
     assert_eq!(probe(key).activations.load(Ordering::SeqCst), 5);
     // A stream of sends racing evictions loses nothing.
@@ -327,7 +357,15 @@ fn an_alarm_fires_after_its_time_even_after_eviction() {
         "evicted before the alarm"
     );
     let fired = rx.recv_timeout(T).expect("alarm fired");
-    assert!(fired >= set_at + Duration::from_millis(150), "never early");
+    assert!(
+        fired.at >= set_at + Duration::from_millis(150),
+        "never early"
+    );
+    assert!(
+        fired.alarm_cleared,
+        "get_alarm() inside alarm() is None unless re-set"
+    );
+    assert_eq!(fired.retry_count, 0);
     // Delivered once: the alarm is deleted after it succeeds.
     assert!(
         rx.recv_timeout(Duration::from_millis(1500)).is_err(),
@@ -353,27 +391,73 @@ fn an_alarm_survives_a_node_restart() {
     alarm_listeners().lock().unwrap().insert(key.into(), tx);
     let _node = node(dir.path());
     let fired = rx.recv_timeout(T).expect("alarm fired on the new node");
-    assert!(fired >= set_at + Duration::from_millis(300));
+    assert!(fired.at >= set_at + Duration::from_millis(300));
 }
 
 #[test]
-fn a_failing_alarm_is_retried_with_backoff() {
+fn a_failing_alarm_is_retried_with_backoff_and_sees_its_retry_count() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
+    let base = Duration::from_millis(100);
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .alarm_retries(base, 3)
+        .start()
+        .unwrap();
+    node.register::<Counter>();
     let key = "alarm-retry";
     let (tx, rx) = channel();
     alarm_listeners().lock().unwrap().insert(key.into(), tx);
+    probe(key).alarm_failures_left.store(2, Ordering::SeqCst);
     let o = node.object::<Counter>(key);
-    node.block_on(o.send(Msg::FailNextAlarm)).unwrap();
-    let set_at = SystemTime::now();
     node.block_on(o.send(Msg::SetAlarm(Duration::from_millis(10))))
         .unwrap();
-    let fired = rx.recv_timeout(T).expect("the retry fired");
-    let waited = fired.duration_since(set_at).unwrap();
-    assert!(
-        waited >= cairn::object::ALARM_RETRY_BASE,
-        "the retry waited the backoff: {waited:?}"
+    let first = rx.recv_timeout(T).expect("first delivery");
+    let second = rx.recv_timeout(T).expect("first retry");
+    let third = rx.recv_timeout(T).expect("second retry");
+    assert_eq!(
+        [first.retry_count, second.retry_count, third.retry_count],
+        [0, 1, 2]
     );
+    let gap1 = second.at.duration_since(first.at).unwrap();
+    let gap2 = third.at.duration_since(second.at).unwrap();
+    assert!(gap1 >= base, "first retry waited {gap1:?}");
+    assert!(gap2 >= 2 * base, "backoff doubles: {gap2:?}");
+    // Succeeded on the third delivery: cleared, not delivered again.
+    assert!(rx.recv_timeout(Duration::from_millis(500)).is_err());
+    let ks = node.keyspace(&format!("counter/{key}")).unwrap();
+    assert_eq!(ks.get_alarm().unwrap(), None);
+}
+
+#[test]
+fn an_alarm_that_keeps_failing_is_dropped_after_the_retry_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .alarm_retries(Duration::from_millis(10), 2)
+        .start()
+        .unwrap();
+    node.register::<Counter>();
+    let key = "alarm-gives-up";
+    let (tx, rx) = channel();
+    alarm_listeners().lock().unwrap().insert(key.into(), tx);
+    probe(key)
+        .alarm_failures_left
+        .store(u64::MAX, Ordering::SeqCst);
+    let o = node.object::<Counter>(key);
+    node.block_on(o.send(Msg::SetAlarm(Duration::from_millis(1))))
+        .unwrap();
+    let counts: Vec<u32> = (0..3)
+        .map(|_| rx.recv_timeout(T).unwrap().retry_count)
+        .collect();
+    assert_eq!(counts, [0, 1, 2], "first delivery plus two retries");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(500)).is_err(),
+        "no third retry"
+    );
+    let ks = node.keyspace(&format!("counter/{key}")).unwrap();
+    assert_eq!(ks.get_alarm().unwrap(), None);
 }
 
 #[test]

@@ -167,7 +167,7 @@ impl<M, S> Inner<M, S> {
     /// Pops the next item for the receiver: signals first, then user messages. A popped
     /// user message frees a slot, which goes to the next waiter (its waker is returned).
     fn pop(&mut self, capacity: usize) -> (Option<Received<M, S>>, Option<Waker>) {
-        if let Some(sig) = None::<S> {
+        if let Some(sig) = self.system.pop_front() {
             return (Some(Received::Signal(sig)), None);
         }
         if let Some(msg) = self.user.pop_front() {

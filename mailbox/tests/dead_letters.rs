@@ -17,7 +17,11 @@ fn close_and_drop_count_dropped_user_messages_as_dead_letters() {
     assert_eq!(dead_letters(), start + 3);
     assert_eq!(mb.close(), 0, "a second close drops nothing");
     drop(mb);
-    assert_eq!(dead_letters(), start + 3, "dropping a closed mailbox counts nothing");
+    assert_eq!(
+        dead_letters(),
+        start + 3,
+        "dropping a closed mailbox counts nothing"
+    );
 
     // Dropping an unclosed mailbox closes it: its messages are not lost silently.
     let mb: Mailbox<u32, u32> = Mailbox::new(8);

@@ -95,7 +95,11 @@ fn send_waits_for_room_and_resumes_when_the_receiver_frees_a_slot() {
     assert_eq!(counter.wakes(), 0);
 
     assert_eq!(mb.try_recv(), Some(Received::Message(0)));
-    assert_eq!(counter.wakes(), 1, "freeing a slot must wake the waiting sender");
+    assert_eq!(
+        counter.wakes(),
+        1,
+        "freeing a slot must wake the waiting sender"
+    );
     assert_eq!(poll_with(&mut fut, &waker), Poll::Ready(Ok(())));
     assert_eq!(mb.waiting_senders(), 0);
     assert_eq!(mb.try_recv(), Some(Received::Message(1)));
@@ -117,7 +121,7 @@ fn blocked_send_on_another_thread_resumes_when_room_frees() {
 #[test]
 fn waiting_senders_are_granted_room_in_fifo_order() {
     let mb = full_mailbox_of_one();
-    let wakers: Vec<_> = (0..3).map(|_| CountingWaker::new()).collect();
+    let mut wakers: Vec<_> = (0..3).map(|_| CountingWaker::new()).collect();
     let mut futs: Vec<_> = (1..=3).map(|i| mb.send(i)).collect();
     for (fut, (_, waker)) in futs.iter_mut().zip(&wakers) {
         assert!(poll_with(fut, waker).is_pending());
@@ -138,14 +142,12 @@ fn waiting_senders_are_granted_room_in_fifo_order() {
         }
         let i = completed.expect("the freed slot went to nobody");
         assert_eq!(i, 0, "a newer waiter overtook an older one");
-        futs.remove(0);
-        wakers_remove_front(&mut Vec::new());
+        drop(futs.remove(0));
+        wakers.remove(0);
     }
     assert_eq!(mb.try_recv(), Some(Received::Message(3)));
     assert_eq!(order, [0, 1, 2]);
 }
-
-fn wakers_remove_front<T>(_: &mut Vec<T>) {}
 
 #[test]
 fn only_the_oldest_waiter_is_woken_when_one_slot_frees() {
@@ -193,7 +195,11 @@ fn dropping_a_granted_sender_passes_the_grant_to_the_next_waiter() {
     mb.try_recv().unwrap(); // grants f1
     assert_eq!((c1.wakes(), c2.wakes()), (1, 0));
     drop(f1); // cancelled after its grant: the grant must move to f2
-    assert_eq!(c2.wakes(), 1, "the passed-on grant must wake the next waiter");
+    assert_eq!(
+        c2.wakes(),
+        1,
+        "the passed-on grant must wake the next waiter"
+    );
     assert_eq!(poll_with(&mut f2, &w2), Poll::Ready(Ok(())));
     // The cancelled message was never delivered.
     assert_eq!(mb.try_recv(), Some(Received::Message(2)));
@@ -308,9 +314,19 @@ fn close_gives_waiting_senders_their_messages_back() {
     assert!(poll_with(&mut f1, &w1).is_pending());
     assert!(poll_with(&mut f2, &w2).is_pending());
     assert_eq!(mb.close(), 1);
-    assert_eq!((c1.wakes(), c2.wakes()), (1, 1), "close must wake every waiting sender");
-    assert_eq!(poll_with(&mut f2, &w2), Poll::Ready(Err(SendError::Closed(2))));
-    assert_eq!(poll_with(&mut f1, &w1), Poll::Ready(Err(SendError::Closed(1))));
+    assert_eq!(
+        (c1.wakes(), c2.wakes()),
+        (1, 1),
+        "close must wake every waiting sender"
+    );
+    assert_eq!(
+        poll_with(&mut f2, &w2),
+        Poll::Ready(Err(SendError::Closed(2)))
+    );
+    assert_eq!(
+        poll_with(&mut f1, &w1),
+        Poll::Ready(Err(SendError::Closed(1)))
+    );
     assert_eq!(mb.waiting_senders(), 0);
 }
 

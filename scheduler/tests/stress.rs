@@ -1,0 +1,174 @@
+//! Stress: pairwise FIFO between many senders and receivers (DESIGN.md semantic 2) and
+//! process churn.
+
+mod common;
+
+use cairn_scheduler::{Ctx, ExitReason, Message, Pid, Runtime, Signal};
+use common::*;
+
+/// A receiver of `(sender, seq)` that checks each sender's sequence is 0, 1, 2, … and exits
+/// `Normal` after `total` messages, or with an error naming the first gap.
+fn spawn_fifo_checker(
+    rt: &Runtime,
+    senders: usize,
+    total: u64,
+) -> cairn_scheduler::ActorRef<(usize, u64)> {
+    rt.spawn(move |mut ctx: Ctx<(usize, u64)>| async move {
+        let mut next = vec![0u64; senders];
+        for _ in 0..total {
+            match ctx.recv().await {
+                Some(Message::User((from, seq))) => {
+                    if seq != next[from] {
+                        return ExitReason::Error(format!(
+                            "from sender {from}: got {seq}, expected {}",
+                            next[from]
+                        ));
+                    }
+                    next[from] += 1;
+                }
+                other => return ExitReason::Error(format!("unexpected {other:?}")),
+            }
+        }
+        ExitReason::Normal
+    })
+}
+
+#[test]
+fn messages_from_8_sender_processes_to_4_receivers_arrive_in_send_order() {
+    const SENDERS: usize = 8;
+    const RECEIVERS: usize = 4;
+    const PER_PAIR: u64 = 20_000;
+    let rt = Runtime::builder()
+        .workers(4)
+        .mailbox_capacity(64)
+        .build()
+        .unwrap();
+    let receivers: Vec<_> = (0..RECEIVERS)
+        .map(|_| spawn_fifo_checker(&rt, SENDERS, SENDERS as u64 * PER_PAIR))
+        .collect();
+    let pids: Vec<Pid> = receivers.iter().map(|r| r.pid()).collect();
+    let reasons = exits_after(&rt, &pids, || {
+        for s in 0..SENDERS {
+            let to = receivers.clone();
+            rt.spawn(move |ctx: Ctx<()>| async move {
+                for seq in 0..PER_PAIR {
+                    for (i, r) in to.iter().enumerate() {
+                        // Mix typed handles and pid-based sends.
+                        let sent = if (seq + i as u64) % 2 == 0 {
+                            r.send((s, seq)).await
+                        } else {
+                            ctx.handle().send(r.pid(), (s, seq)).await
+                        };
+                        assert!(sent.is_ok());
+                    }
+                }
+            });
+        }
+    });
+    for reason in reasons {
+        assert_eq!(reason, ExitReason::Normal);
+    }
+}
+
+#[test]
+fn messages_from_outside_threads_arrive_in_send_order() {
+    const THREADS: usize = 4;
+    const RECEIVERS: usize = 2;
+    const PER_PAIR: u64 = 10_000;
+    let rt = Runtime::builder()
+        .workers(2)
+        .mailbox_capacity(32)
+        .build()
+        .unwrap();
+    let receivers: Vec<_> = (0..RECEIVERS)
+        .map(|_| spawn_fifo_checker(&rt, THREADS, THREADS as u64 * PER_PAIR))
+        .collect();
+    let pids: Vec<Pid> = receivers.iter().map(|r| r.pid()).collect();
+    let reasons = exits_after(&rt, &pids, || {
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (to, h) = (receivers.clone(), rt.handle());
+                std::thread::spawn(move || {
+                    for seq in 0..PER_PAIR {
+                        for r in &to {
+                            if seq % 3 == 0 {
+                                // try_send, spinning on Full: still in order.
+                                let mut msg = (t, seq);
+                                loop {
+                                    match h.try_send(r.pid(), msg) {
+                                        Ok(()) => break,
+                                        Err(cairn_scheduler::SendError::Full(m)) => {
+                                            msg = m;
+                                            std::thread::yield_now();
+                                        }
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            } else {
+                                cairn_scheduler::block_on(r.send((t, seq))).unwrap();
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+    for reason in reasons {
+        assert_eq!(reason, ExitReason::Normal);
+    }
+}
+
+#[test]
+fn spawn_and_exit_churn_leaves_an_empty_process_table() {
+    const SPAWNERS: usize = 8;
+    const CHILDREN: usize = 1_500;
+    let rt = runtime(4);
+    let spawners: Vec<_> = (0..SPAWNERS)
+        .map(|_| {
+            rt.spawn(|mut ctx: Ctx<()>| async move {
+                if ctx.recv().await.is_none() {
+                    return ExitReason::Error("no start".into());
+                }
+                for i in 0..CHILDREN {
+                    let child = ctx.handle().spawn(move |_c: Ctx<()>| async move {
+                        if i % 100 == 7 {
+                            ExitReason::Error("odd one".into())
+                        } else {
+                            ExitReason::Normal
+                        }
+                    });
+                    ctx.monitor(child.pid());
+                }
+                let (mut normal, mut errors) = (0, 0);
+                while normal + errors < CHILDREN {
+                    match ctx.recv().await {
+                        Some(Message::Signal(Signal::Down { reason, .. })) => match reason {
+                            ExitReason::Normal => normal += 1,
+                            ExitReason::Error(_) => errors += 1,
+                            other => return ExitReason::Error(format!("child: {other}")),
+                        },
+                        other => return ExitReason::Error(format!("unexpected {other:?}")),
+                    }
+                }
+                if errors == CHILDREN / 100 {
+                    ExitReason::Normal
+                } else {
+                    ExitReason::Error(format!("{errors} children failed"))
+                }
+            })
+        })
+        .collect();
+    let pids: Vec<Pid> = spawners.iter().map(|s| s.pid()).collect();
+    let reasons = exits_after(&rt, &pids, || {
+        for s in &spawners {
+            s.try_send(()).unwrap();
+        }
+    });
+    for reason in reasons {
+        assert_eq!(reason, ExitReason::Normal);
+    }
+    assert_eq!(rt.process_count(), 0);
+}

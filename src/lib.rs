@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use cairn_storage::{Keyspace, Store};
 
+pub mod durable;
 pub mod object;
 
 pub use cairn_scheduler as scheduler;
@@ -40,6 +41,7 @@ use object::{Object, ObjectRef, Objects, ObjectsConfig};
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
+    pub use crate::durable::{Durable, DurableError};
     pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
     pub use crate::{Node, NodeBuilder};
     pub use cairn_scheduler::{
@@ -139,6 +141,7 @@ impl NodeBuilder {
         let store = Store::open(&self.data_dir, self.storage)?;
         let runtime = self.runtime.name("cairn").build()?;
         let objects = Objects::start(runtime.handle(), store, self.objects);
+        runtime.handle().set_extension(objects.clone());
         Ok(Node { runtime, objects })
     }
 }

@@ -680,19 +680,24 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: std::sync::Weak<Objects>) {
                     if !fresh {
                         continue;
                     }
-                    let Some((class, key)) = alarm.name.split_once('/') else {
-                        continue;
-                    };
-                    let dispatch = objs.classes.read().get(class).cloned();
-                    match dispatch {
-                        Some(dispatch) => {
+                    let class = alarm
+                        .name
+                        .split_once('/')
+                        .map(|(class, key)| (objs.classes.read().get(class).cloned(), key));
+                    let was_delivered = match class {
+                        Some((Some(dispatch), key)) => {
                             dispatch(&objs, key, alarm.at);
-                            delivered
-                                .insert(alarm.name.clone(), (alarm.at, std::time::Instant::now()));
+                            true
                         }
-                        None => {
-                            tracing::debug!(name = %alarm.name, "alarm for an unregistered class")
-                        }
+                        // A named process's alarm: delivered if it runs now, else on a later
+                        // scan once a process has registered the name again.
+                        _ => objs
+                            .handle
+                            .whereis(&alarm.name)
+                            .is_some_and(|pid| objs.handle.deliver_alarm(pid, alarm.at)),
+                    };
+                    if was_delivered {
+                        delivered.insert(alarm.name.clone(), (alarm.at, std::time::Instant::now()));
                     }
                 }
             }

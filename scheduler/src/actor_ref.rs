@@ -149,6 +149,11 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 
     async fn send_now(&self, msg: M) -> Result<(), SendError<M>> {
+        // Fast path: room now (and nobody waiting ahead of us) needs no send future.
+        let msg = match self.try_send_now(msg) {
+            Err(SendError::Full(msg)) => msg,
+            done => return done,
+        };
         self.process
             .mailbox
             .send(msg)

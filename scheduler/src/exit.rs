@@ -111,4 +111,10 @@ pub enum Signal {
     },
     /// A node we were connected to is gone.
     NodeDown(NodeId),
+    /// The durable alarm of this process's name is due (delivered by the storage layer
+    /// above the scheduler; the process clears it in its keyspace when handled).
+    Alarm {
+        /// The time the alarm was set for.
+        at: std::time::SystemTime,
+    },
 }

@@ -133,6 +133,7 @@ impl Builder {
             next_monitor: AtomicU64::new(1),
             mailbox_capacity: self.mailbox_capacity,
             shutting_down: AtomicBool::new(false),
+            extensions: parking_lot::RwLock::new(HashMap::new()),
             shutdown_grace: self.shutdown_grace,
         });
         Ok(Runtime {
@@ -151,6 +152,9 @@ pub(crate) struct Shared {
     next_monitor: AtomicU64,
     mailbox_capacity: usize,
     shutting_down: AtomicBool,
+    /// Services installed by higher layers (the facade's store), by type.
+    extensions:
+        parking_lot::RwLock<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     shutdown_grace: Duration,
 }
 
@@ -273,6 +277,7 @@ impl Runtime {
             p.force_stop();
         }
         shared.registry.lock().clear();
+        shared.extensions.write().clear();
         shared.driver.shutdown();
         shared.blocking.shutdown();
     }
@@ -443,6 +448,47 @@ impl Handle {
         control.name = Some(name.to_owned());
         reg.insert(name.to_owned(), pid);
         Ok(())
+    }
+
+    /// The name `pid` is registered under, if any.
+    pub fn name_of(&self, pid: Pid) -> Option<String> {
+        self.shared
+            .table
+            .get(pid)?
+            .core()
+            .control
+            .lock()
+            .name
+            .clone()
+    }
+
+    /// Installs a service for higher layers to find from any handle (one per type). This is
+    /// how a layer above the scheduler (e.g. durable storage) reaches its state from a
+    /// process context without the scheduler naming it.
+    pub fn set_extension<T: std::any::Any + Send + Sync>(&self, value: Arc<T>) {
+        self.shared
+            .extensions
+            .write()
+            .insert(std::any::TypeId::of::<T>(), value);
+    }
+
+    /// The service of type `T` installed with [`Handle::set_extension`].
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        let ext = self
+            .shared
+            .extensions
+            .read()
+            .get(&std::any::TypeId::of::<T>())?
+            .clone();
+        ext.downcast().ok()
+    }
+
+    /// Pushes [`Signal::Alarm`] to a live process; false if it is gone.
+    pub fn deliver_alarm(&self, pid: Pid, at: std::time::SystemTime) -> bool {
+        self.shared
+            .table
+            .get(pid)
+            .is_some_and(|p| p.push_signal(Signal::Alarm { at }))
     }
 
     /// Removes a name; returns the pid it named.

@@ -1,11 +1,39 @@
 //! The demo: a named counter process, reached by name with casts and calls, a crash that a
-//! monitor observes, and the name freed and taken again.
+//! monitor observes, the name freed and taken again — and a durable object (LMDB under
+//! `./data`) that counts how many times the demo has run.
 //!
 //! `cargo run --release --example named`
 
 use std::time::Duration;
 
 use cairn::prelude::*;
+
+/// A durable object: its state survives restarts of the node.
+struct Visits {
+    runs: u64,
+}
+
+impl Object for Visits {
+    const CLASS: &'static str = "visits";
+    type Msg = Reply<u64>;
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Visits {
+            runs: ctx.storage().get("runs")?.unwrap_or(0),
+        })
+    }
+
+    async fn handle(
+        &mut self,
+        reply: Reply<u64>,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> Result<(), ActorError> {
+        self.runs += 1;
+        ctx.storage().put("runs", &self.runs)?;
+        let _ = reply.send(self.runs); // leaves only once the write is durable
+        Ok(())
+    }
+}
 
 enum Counter {
     Add(u64),
@@ -50,6 +78,9 @@ fn main() {
     println!("counter {pid} holds {total} (1 + 2 + .. + 10)");
     assert_eq!(total, 55);
 
+    // The crash below is intentional: keep its panic out of the demo's output (the runtime
+    // still logs it as a crash report).
+    std::panic::set_hook(Box::new(|_| {}));
     let exit = node.wait_exit(pid);
     node.try_send(pid, Counter::Crash)
         .expect("mailbox has room");
@@ -67,6 +98,13 @@ fn main() {
         .block_on(node.call(second, Counter::Get, timeout))
         .expect("answer");
     println!("new counter starts at {total}");
+
+    node.register::<Visits>();
+    let visits = node.object::<Visits>("demo");
+    let runs = node
+        .block_on(visits.call(|r| r, timeout))
+        .expect("durable answer");
+    println!("durable object visits/demo: this demo has run {runs} time(s) on this data dir");
     node.shutdown();
     println!("node stopped cleanly");
 }

@@ -23,13 +23,19 @@ use std::process::{Command, ExitCode, Stdio};
 use workloads::Config;
 
 /// Every workload, in the order `all` runs them.
-const WORKLOADS: [&str; 6] = [
+const WORKLOADS: [&str; 12] = [
     "ping-pong",
     "fan-in",
     "skynet",
     "spawn-idle",
     "ring",
     "call",
+    "restart",
+    "supervised-spawn",
+    "durable-writes-node",
+    "durable-writes-one",
+    "activate",
+    "storage-read",
 ];
 
 /// Marks a result line on a child's stdout: `tag \t bench \t unit \t better \t value`.
@@ -38,7 +44,8 @@ const ROW_TAG: &str = "cairn-bench-row";
 const USAGE: &str = "\
 usage: cairn-bench [all | WORKLOAD..] [--workers N] [--runs R] [--scale F] [--quick]
 
-workloads: ping-pong fan-in skynet spawn-idle ring call
+workloads: ping-pong fan-in skynet spawn-idle ring call restart supervised-spawn
+           durable-writes-node durable-writes-one activate storage-read
   --workers N   scheduler worker threads (default 2)
   --runs R      fresh child processes per workload; the median is reported (default 3)
   --scale F     multiply every workload size by F (default 1.0)
@@ -146,6 +153,12 @@ fn run_child(workload: &str, cfg: &Config) -> ExitCode {
         "spawn-idle" => workloads::spawn_idle(cfg),
         "ring" => workloads::ring(cfg),
         "call" => workloads::call(cfg),
+        "restart" => workloads::restart(cfg),
+        "supervised-spawn" => workloads::durable::supervised_spawn(cfg),
+        "durable-writes-node" => workloads::durable::durable_writes_node(cfg),
+        "durable-writes-one" => workloads::durable::durable_writes_one(cfg),
+        "activate" => workloads::durable::activate(cfg),
+        "storage-read" => workloads::durable::storage_read(cfg),
         other => Err(format!("unknown workload {other:?}")),
     };
     match result {
@@ -349,7 +362,7 @@ mod tests {
         assert_eq!(o.workloads, ["ring", "call"]);
         assert_eq!((o.workers, o.runs, o.scale), (4, 5, 0.5));
         let o = parse_args(args("all --quick")).unwrap();
-        assert_eq!(o.workloads.len(), 6);
+        assert_eq!(o.workloads.len(), WORKLOADS.len());
         assert_eq!(o.scale, 0.01);
         assert!(parse_args(args("pingpong")).is_err());
         assert!(parse_args(args("")).is_err());

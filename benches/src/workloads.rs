@@ -1,4 +1,4 @@
-//! The six local workloads. Each runs once, in the current (child) process, checks its own
+//! The local workloads. Each runs once, in the current (child) process, checks its own
 //! answer and returns its result rows, or an error saying what was wrong.
 //!
 //! Results leave the runtime through a `std::sync::mpsc` channel, which the main thread
@@ -6,12 +6,17 @@
 //! of hanging the harness. Timestamps are taken inside the processes where that is possible
 //! (so the main thread's park/unpark latency is not measured).
 
+pub mod durable;
+
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cairn_scheduler::{ActorRef, Ctx, Message, Reply, Runtime};
+use cairn_supervisor::{
+    Actor, ActorCtx, ActorError, ChildSpec, Strategy, Supervisor, SupervisorSpec,
+};
 
 /// How long the main thread waits for a workload's answer before declaring it hung.
 const RESULT_DEADLINE: Duration = Duration::from_secs(600);
@@ -515,6 +520,83 @@ pub fn call(cfg: &Config) -> Result<Vec<Row>, String> {
     Ok(vec![Row {
         bench: "call",
         unit: "calls/s",
+        better: Better::Higher,
+        value: rate(n, elapsed),
+    }])
+}
+
+// ---------------------------------------------------------------------------------------
+// restart: one supervised worker crashes on request and its supervisor restarts it.
+
+/// Asks the restart workload's worker to fail.
+struct Crash;
+
+/// A permanent child of a one-for-one supervisor: tells the driver its address each time it
+/// (re)starts, and fails (an `Err` from `handle`, an abnormal exit) on `Crash`.
+struct Worker {
+    driver: ActorRef<ActorRef<Crash>>,
+}
+
+impl Actor for Worker {
+    type Msg = Crash;
+
+    async fn init(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        let _ = self.driver.send(ctx.addr()).await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, _: Crash, _: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        Err("crash".into())
+    }
+}
+
+pub fn restart(cfg: &Config) -> Result<Vec<Row>, String> {
+    let n = cfg.scaled(100_000, 1);
+    let rt = cfg.runtime()?;
+    let (tx, rx) = mpsc::channel::<Result<Duration, String>>();
+    let driver = rt.spawn(move |mut ctx: Ctx<ActorRef<Crash>>| async move {
+        let mut next = async || loop {
+            match ctx.recv().await {
+                Some(Message::User(w)) => return Some(w),
+                Some(Message::Signal(_)) => {}
+                None => return None,
+            }
+        };
+        let Some(mut worker) = next().await else {
+            return;
+        };
+        let start = Instant::now();
+        for i in 0..n {
+            let _ = worker.send(Crash).await;
+            match next().await {
+                Some(w) => worker = w,
+                None => {
+                    let _ = tx.send(Err(format!("restart {i}: the worker did not come back")));
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Ok(start.elapsed()));
+    });
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        // Like the peers' restart limits: never reached in this workload.
+        .intensity(u32::MAX, Duration::from_secs(1))
+        .child(ChildSpec::worker("worker", move || Worker {
+            driver: driver.clone(),
+        }));
+    let sup = rt
+        .block_on(Supervisor::start(&rt.handle(), spec))
+        .map_err(|e| format!("cannot start the supervisor: {e}"))?;
+    let elapsed = wait(&rx, "restart")??;
+    eprintln!(
+        "   restart: {n} crash + restart cycles in {:.1} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
+    drop(sup);
+    shutdown(rt)?;
+    Ok(vec![Row {
+        bench: "restart",
+        unit: "restarts/s",
         better: Better::Higher,
         value: rate(n, elapsed),
     }])

@@ -1,10 +1,11 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
-//! every answer checked, seven JSON rows out. Proves the harness works, not the speed.
+//! every answer checked (the durable ones reopen their store and read back what was
+//! acknowledged), twenty JSON rows out. Proves the harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_seven_json_rows() {
+fn all_workloads_at_tiny_scale_print_twenty_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -17,7 +18,7 @@ fn all_workloads_at_tiny_scale_print_seven_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 7, "expected 7 rows, got:\n{stdout}");
+    assert_eq!(rows.len(), 20, "expected 20 rows, got:\n{stdout}");
     let mut seen = Vec::new();
     for row in &rows {
         assert!(
@@ -48,8 +49,23 @@ fn all_workloads_at_tiny_scale_print_seven_json_rows() {
         let bench = row.split("\"bench\": \"").nth(1).unwrap();
         seen.push(bench.split('"').next().unwrap().to_owned());
     }
-    for bench in ["ping-pong", "fan-in", "skynet", "ring", "call"] {
-        assert_eq!(seen.iter().filter(|b| *b == bench).count(), 1, "{bench}");
+    for (bench, rows) in [
+        ("ping-pong", 1),
+        ("fan-in", 1),
+        ("skynet", 1),
+        ("spawn-idle", 2),
+        ("ring", 1),
+        ("call", 1),
+        ("restart", 1),
+        ("supervised-spawn", 2),
+        // writes/s, us_p50, us_p99
+        ("durable-writes-node", 3),
+        ("durable-writes-raw-lmdb", 1),
+        ("durable-writes-one", 3),
+        ("activate", 1),
+        ("storage-read-hot", 1),
+        ("storage-read-random", 1),
+    ] {
+        assert_eq!(seen.iter().filter(|b| *b == bench).count(), rows, "{bench}");
     }
-    assert_eq!(seen.iter().filter(|b| *b == "spawn-idle").count(), 2);
 }

@@ -87,7 +87,7 @@ impl TaskState {
         self.0.store(DONE, Ordering::Release);
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn is_done(&self) -> bool {
         self.0.load(Ordering::Acquire) == DONE
     }

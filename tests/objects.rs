@@ -481,3 +481,35 @@ fn sending_to_an_unregistered_class_is_an_error() {
         Err(ObjectError::NotRegistered("unregistered"))
     ));
 }
+
+#[test]
+fn touching_many_keys_keeps_only_recent_activations_in_memory_and_all_their_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .object_idle_timeout(Duration::from_millis(20))
+        .start()
+        .unwrap();
+    node.register::<Counter>();
+    let baseline = node.process_count();
+    const KEYS: usize = 5_000;
+    for i in 0..KEYS {
+        let o = node.object::<Counter>(&format!("churn-{i}"));
+        node.block_on(o.send(Msg::Add(i as u64 + 1))).unwrap();
+    }
+    // Every activation is evicted once idle: nothing stays resident but the node's own.
+    let deadline = Instant::now() + T;
+    while node.process_count() > baseline {
+        assert!(
+            Instant::now() < deadline,
+            "{} activations never evicted",
+            node.process_count() - baseline
+        );
+        std::thread::yield_now();
+    }
+    for i in (0..KEYS).step_by(97) {
+        let ks = node.keyspace(&format!("counter/churn-{i}")).unwrap();
+        assert_eq!(ks.get::<u64>("total").unwrap(), Some(i as u64 + 1));
+    }
+}

@@ -34,7 +34,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -257,6 +257,11 @@ pub(crate) struct KsState {
 pub(crate) struct KsShared {
     pub(crate) name: String,
     pub(crate) prefix: [u8; 8],
+    /// Whether the name ↔ prefix rows are durable. A new name gets its prefix from memory at
+    /// once; the rows are written in the same transaction as its first write set, so opening
+    /// a keyspace never costs a synchronous commit (a prefix whose first set never commits
+    /// holds no data and is simply never used again).
+    pub(crate) registered: AtomicBool,
     pub(crate) state: Mutex<KsState>,
 }
 
@@ -321,6 +326,8 @@ pub(crate) struct StoreInner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// name → live keyspace state, so every handle on one name shares pending writes.
     registry: Mutex<HashMap<String, Weak<KsShared>>>,
+    /// The next prefix to hand out (see [`KsShared::registered`]).
+    next_prefix: AtomicU64,
 }
 
 impl Drop for StoreInner {
@@ -358,6 +365,11 @@ impl Store {
         let dir = data_dir.as_ref().join("storage");
         std::fs::create_dir_all(&dir)?;
         let env = Env::open(&dir, config.map_size, config.max_readers)?;
+        let next_prefix = {
+            let r = env.begin_read()?;
+            r.get(Table::Meta, META_NEXT_PREFIX)?
+                .map_or(FIRST_PREFIX, decode_u64)
+        };
         {
             let mut w = env.begin_write()?;
             match w.get(Table::Meta, META_FORMAT)? {
@@ -392,6 +404,7 @@ impl Store {
                 dir,
                 writer: Mutex::new(Some(writer)),
                 registry: Mutex::new(HashMap::new()),
+                next_prefix: AtomicU64::new(next_prefix),
             }),
         })
     }
@@ -415,41 +428,27 @@ impl Store {
         if let Some(ks) = reg.get(name).and_then(Weak::upgrade) {
             return Ok(Keyspace::new(Arc::clone(&self.inner), ks));
         }
-        let env = &self.inner.core.env;
         let existing = {
-            let r = env.begin_read()?;
+            let r = self.inner.core.env.begin_read()?;
             r.get(Table::Names, name.as_bytes())?.map(decode_u64)
         };
-        let prefix = match existing {
-            Some(p) => p,
-            None => {
-                let mut w = env.begin_write()?;
-                let p = w
-                    .get(Table::Meta, META_NEXT_PREFIX)?
-                    .map_or(FIRST_PREFIX, decode_u64);
-                w.put(Table::Names, name.as_bytes(), &p.to_be_bytes())?;
-                w.put(Table::Prefixes, &p.to_be_bytes(), name.as_bytes())?;
-                w.put(Table::Meta, META_NEXT_PREFIX, &(p + 1).to_be_bytes())?;
-                w.commit()?;
-                self.inner
-                    .core
-                    .counters
-                    .commits
-                    .fetch_add(1, Ordering::Relaxed);
-                p
-            }
-        };
+        let registered = existing.is_some();
+        let prefix =
+            existing.unwrap_or_else(|| self.inner.next_prefix.fetch_add(1, Ordering::Relaxed));
         reg.retain(|_, w| w.strong_count() > 0);
         let ks = Arc::new(KsShared {
             name: name.to_owned(),
             prefix: prefix.to_be_bytes(),
+            registered: AtomicBool::new(registered),
             state: Mutex::new(KsState::default()),
         });
         reg.insert(name.to_owned(), Arc::downgrade(&ks));
         Ok(Keyspace::new(Arc::clone(&self.inner), ks))
     }
 
-    /// Every keyspace ever created, as `(name, prefix)`, in name order (for tools).
+    /// Every keyspace that has committed a write set, as `(name, prefix)`, in name order (for
+    /// tools). A name's rows are written with its first write set, so opening a keyspace
+    /// costs no commit of its own.
     pub fn keyspaces(&self) -> Result<Vec<(String, u64)>> {
         let r = self.inner.core.env.begin_read()?;
         let mut out = Vec::new();
@@ -690,6 +689,9 @@ fn process_batch(core: &Core, batch: Vec<Job>) {
 fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
     let mut w = core.env.begin_write()?;
     for l in sets {
+        if !l.ks.registered.load(Ordering::Acquire) {
+            register(&mut w, &l.ks)?;
+        }
         apply(&mut w, &l.ks.prefix, &l.set)?;
     }
     if core.faults.take_commit_failure() {
@@ -697,6 +699,21 @@ fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
     }
     w.commit()?;
     core.counters.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes a new name's `names`/`prefixes` rows and advances `next_prefix` past its prefix
+/// (idempotent: a set retried alone writes the same rows again).
+fn register(w: &mut WriteTxn<'_>, ks: &KsShared) -> Result<()> {
+    w.put(Table::Names, ks.name.as_bytes(), &ks.prefix)?;
+    w.put(Table::Prefixes, &ks.prefix, ks.name.as_bytes())?;
+    let prefix = u64::from_be_bytes(ks.prefix);
+    let next = w
+        .get(Table::Meta, META_NEXT_PREFIX)?
+        .map_or(FIRST_PREFIX, decode_u64);
+    if next <= prefix {
+        w.put(Table::Meta, META_NEXT_PREFIX, &(prefix + 1).to_be_bytes())?;
+    }
     Ok(())
 }
 
@@ -739,6 +756,7 @@ fn alarm_index_key(at: u64, prefix: &[u8; 8]) -> [u8; 16] {
 }
 
 fn succeed(core: &Core, l: &Live) {
+    l.ks.registered.store(true, Ordering::Release);
     {
         let mut st = l.ks.state.lock();
         if let Some(pos) = st.inflight.iter().position(|f| f.seq == l.seq) {

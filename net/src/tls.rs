@@ -1,0 +1,535 @@
+//! Mutual TLS with a cluster CA (design item 23).
+//!
+//! Every node holds a certificate issued by the cluster's CA, whose subject alternative
+//! name is the node's name. Both directions are authenticated:
+//!
+//! * the server side ([`TlsConfig::server_config`]) *requires* a client certificate and
+//!   verifies it against the CA (rustls `WebPkiClientVerifier`); a peer without one, or
+//!   with one from another CA, is refused during the handshake, and the refusal is logged
+//!   with `tracing::warn!` (by the verifier for a bad certificate, by the endpoint's accept
+//!   path for every failed handshake);
+//! * the client side ([`TlsConfig::client_config`]) trusts only the CA (no system roots),
+//!   checks that the server's certificate names the node it meant to reach, and presents
+//!   its own certificate.
+//!
+//! TLS 1.3 only, with the `ring` provider. The ALPN protocol is [`ALPN`].
+//!
+//! [`TlsConfig::insecure_dev`] turns verification *off* (any peer gets in) for local
+//! experiments; it logs `tracing::error!` every time a configuration is built from it.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName as TlsDn, RootCertStore, SignatureScheme};
+
+/// The ALPN protocol id Cairn nodes speak.
+pub const ALPN: &[u8] = b"cairn/1";
+
+/// File name of the CA certificate in a CA directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key in a CA directory.
+pub const CA_KEY_FILE: &str = "ca.key";
+
+/// Errors building, saving, loading or using certificates.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// Certificate generation or parsing failed.
+    #[error("certificate error: {0}")]
+    Cert(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration error: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client verifier error: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// quinn refused the rustls configuration (e.g. no TLS 1.3 cipher suite).
+    #[error("QUIC crypto configuration error: {0}")]
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// Reading or writing a CA directory failed.
+    #[error("CA file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The cluster's certificate authority: signs every node's certificate.
+pub struct ClusterCa {
+    /// The CA certificate as issued (what peers trust).
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    key: KeyPair,
+    /// An rcgen view of the CA for signing; for a loaded CA it is re-derived from the saved
+    /// certificate (same subject and key, so issued certificates chain to `cert_der`).
+    issuer: rcgen::Certificate,
+}
+
+impl fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
+impl ClusterCa {
+    /// Generates a new self-signed CA (ECDSA P-256).
+    pub fn generate() -> Result<ClusterCa, TlsError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "Cairn cluster CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(ClusterCa {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().clone(),
+            key,
+            issuer: cert,
+        })
+    }
+
+    /// Loads a CA saved by [`ClusterCa::save`] from `dir` (`ca.pem`, `ca.key`).
+    pub fn load(dir: &Path) -> Result<ClusterCa, TlsError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| TlsError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let cert_pem = read(CA_CERT_FILE)?;
+        let key = KeyPair::from_pem(&read(CA_KEY_FILE)?)?;
+        let params = CertificateParams::from_ca_cert_pem(&cert_pem)?;
+        let cert_der = CertificateDer::from(pem_to_der(&cert_pem)?);
+        let issuer = params.self_signed(&key)?;
+        Ok(ClusterCa {
+            cert_pem,
+            cert_der,
+            key,
+            issuer,
+        })
+    }
+
+    /// Saves the CA to `dir` (created if missing): `ca.pem` and `ca.key`. The key file is
+    /// created readable by its owner only on Unix.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        let io_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| TlsError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cert_path = dir.join(CA_CERT_FILE);
+        std::fs::write(&cert_path, &self.cert_pem).map_err(io_err(&cert_path))?;
+        let key_path = dir.join(CA_KEY_FILE);
+        write_private(&key_path, self.key.serialize_pem().as_bytes()).map_err(io_err(&key_path))
+    }
+
+    /// The CA certificate (DER), which every node trusts.
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    /// The CA certificate (PEM).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// Issues a certificate for `node_name` (its subject alternative name and common name),
+    /// valid for both server and client authentication.
+    pub fn issue(&self, node_name: &str) -> Result<NodeCert, TlsError> {
+        let mut params = CertificateParams::new(vec![node_name.to_owned()])?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, node_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer, &self.key)?;
+        Ok(NodeCert {
+            name: node_name.to_owned(),
+            cert_der: cert.der().clone(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+/// The DER bytes of the first certificate in `pem`.
+fn pem_to_der(pem: &str) -> Result<Vec<u8>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .map(|der| der.to_vec())
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(format!("bad CA PEM: {e}"))))
+}
+
+/// A node's certificate and private key, issued by a [`ClusterCa`].
+#[derive(Clone)]
+pub struct NodeCert {
+    name: String,
+    cert_der: CertificateDer<'static>,
+    /// PKCS#8 DER.
+    key_der: Vec<u8>,
+}
+
+impl fmt::Debug for NodeCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeCert")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeCert {
+    /// The node name the certificate was issued for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The certificate (DER).
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// Everything a node needs for mutual TLS: the CA it trusts and its own certificate.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    ca_cert: CertificateDer<'static>,
+    node: NodeCert,
+    insecure_dev: bool,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsConfig {
+    /// Mutual TLS: trust `ca_cert` only, present `node`.
+    pub fn new(ca_cert: CertificateDer<'static>, node: NodeCert) -> TlsConfig {
+        TlsConfig {
+            ca_cert,
+            node,
+            insecure_dev: false,
+        }
+    }
+
+    /// **Development only**: skip verifying peers (any certificate, or none, is accepted).
+    /// Logs `tracing::error!` now and whenever a configuration is built from it.
+    pub fn insecure_dev(node: NodeCert) -> TlsConfig {
+        tracing::error!(
+            node = node.name(),
+            "INSECURE: TLS peer verification is DISABLED (insecure_dev); any peer can join"
+        );
+        TlsConfig {
+            ca_cert: node.cert_der.clone(),
+            node,
+            insecure_dev: true,
+        }
+    }
+
+    /// This node's certificate.
+    pub fn node(&self) -> &NodeCert {
+        &self.node
+    }
+
+    fn roots(&self) -> Result<Arc<RootCertStore>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.ca_cert.clone())?;
+        Ok(Arc::new(roots))
+    }
+
+    /// The server side: requires a client certificate signed by the CA.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let provider = provider();
+        let verifier: Arc<dyn ClientCertVerifier> = if self.insecure_dev {
+            tracing::error!("INSECURE: accepting QUIC peers without verifying their certificates");
+            Arc::new(AcceptAnyClient {
+                provider: Arc::clone(&provider),
+            })
+        } else {
+            let inner =
+                WebPkiClientVerifier::builder_with_provider(self.roots()?, Arc::clone(&provider))
+                    .build()?;
+            Arc::new(LoggingClientVerifier { inner })
+        };
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.node.cert_der.clone()], self.node.key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicServerConfig::try_from(tls)?;
+        Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    }
+
+    /// The client side: trusts only the CA and presents this node's certificate.
+    pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let provider = provider();
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])?;
+        let builder = if self.insecure_dev {
+            tracing::error!("INSECURE: connecting to QUIC peers without verifying them");
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer { provider }))
+        } else {
+            builder.with_root_certificates(self.roots()?)
+        };
+        let mut tls =
+            builder.with_client_auth_cert(vec![self.node.cert_der.clone()], self.node.key())?;
+        tls.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicClientConfig::try_from(tls)?;
+        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+}
+
+/// Wraps the WebPKI client verifier to log refusals (`tracing::warn!`).
+#[derive(Debug)]
+struct LoggingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for LoggingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[TlsDn] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|error| {
+                tracing::warn!(%error, "refused a peer: client certificate not signed by the cluster CA");
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecure_dev` server side: accepts any client certificate (still checks signatures, so
+/// the peer holds the key of the certificate it shows).
+#[derive(Debug)]
+struct AcceptAnyClient {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AcceptAnyClient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[TlsDn] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `insecure_dev` client side: accepts any server certificate.
+#[derive(Debug)]
+struct AcceptAnyServer {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AcceptAnyServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_load_and_issue() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ClusterCa::generate().unwrap();
+        ca.save(dir.path()).unwrap();
+        let loaded = ClusterCa::load(dir.path()).unwrap();
+        assert_eq!(loaded.cert_der(), ca.cert_der());
+        // A certificate issued by the loaded CA verifies against the original CA cert.
+        let node = loaded.issue("node-a").unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .unwrap();
+        verifier
+            .verify_client_cert(node.cert_der(), &[], UnixTime::now())
+            .unwrap();
+        // One from another CA does not.
+        let other = ClusterCa::generate().unwrap().issue("node-a").unwrap();
+        assert!(verifier
+            .verify_client_cert(other.cert_der(), &[], UnixTime::now())
+            .is_err());
+        TlsConfig::new(ca.cert_der().clone(), node.clone())
+            .server_config()
+            .unwrap();
+        TlsConfig::new(ca.cert_der().clone(), node)
+            .client_config()
+            .unwrap();
+    }
+}

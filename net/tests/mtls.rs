@@ -1,0 +1,127 @@
+//! Mutual TLS: only peers with a certificate from the cluster CA get in.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_net::quinn;
+use cairn_net::quinn::rustls;
+use cairn_net::tls::ALPN;
+use cairn_net::{ClusterCa, Endpoint, EndpointOptions, TlsConfig, MAX_FRAME_DEFAULT};
+use common::{localhost, runtime, spawn, wait_for_log, Cluster};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connects with `intruder` (expected to be refused), then with a good client; the first
+/// connection the server accepts must be the good one.
+fn assert_refused_then_good_accepted(
+    rt: &cairn_scheduler::Runtime,
+    cluster: &Cluster,
+    intruder: Endpoint,
+) {
+    let server = cluster.endpoints[0].clone();
+    let server_addr = server.local_addr().unwrap();
+    let intruder_addr = intruder.local_addr().unwrap();
+    let good = Endpoint::bind(&rt.handle(), localhost(), &cluster.tls("good")).unwrap();
+    let good_addr = good.local_addr().unwrap();
+
+    let accepted = spawn(rt, async move {
+        server.accept().await.map(|c| c.remote_address())
+    });
+    let handle = rt.handle();
+    rt.block_on(handle.timeout(TIMEOUT, async move {
+        // TLS 1.3 clients finish their side of the handshake before the server checks
+        // their certificate, so the refusal may arrive as a close right after `connect`.
+        match intruder.connect(server_addr, "server").await {
+            Err(error) => eprintln!("intruder refused at connect: {error}"),
+            Ok(conn) => {
+                let reason = conn.closed().await;
+                eprintln!("intruder closed: {reason}");
+                assert!(
+                    !matches!(reason, quinn::ConnectionError::TimedOut),
+                    "refused explicitly, not by timeout"
+                );
+            }
+        }
+        good.connect(server_addr, "server").await.unwrap()
+    }))
+    .unwrap();
+    assert_eq!(accepted.recv_timeout(TIMEOUT).unwrap(), Some(good_addr));
+    wait_for_log(&["WARN", "refused a peer", &intruder_addr.to_string()]);
+}
+
+#[test]
+fn client_with_cert_from_another_ca_is_refused() {
+    let rt = runtime();
+    let cluster = Cluster::new(&rt, &["server"]);
+    // Trusts the cluster CA (so it would accept the server) but presents a certificate
+    // issued by another CA.
+    let other = ClusterCa::generate().unwrap();
+    let tls = TlsConfig::new(
+        cluster.ca.cert_der().clone(),
+        other.issue("intruder").unwrap(),
+    );
+    let intruder = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
+    assert_refused_then_good_accepted(&rt, &cluster, intruder);
+    wait_for_log(&["WARN", "client certificate not signed by the cluster CA"]);
+    rt.shutdown();
+}
+
+#[test]
+fn client_without_cert_is_refused() {
+    let rt = runtime();
+    let cluster = Cluster::new(&rt, &["server"]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cluster.ca.cert_der().clone()).unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let client = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let intruder = Endpoint::bind_with(
+        &rt.handle(),
+        localhost(),
+        EndpointOptions {
+            server: None,
+            client,
+            max_frame: MAX_FRAME_DEFAULT,
+        },
+    )
+    .unwrap();
+    assert_refused_then_good_accepted(&rt, &cluster, intruder);
+    rt.shutdown();
+}
+
+#[test]
+fn server_with_cert_from_another_ca_is_refused_by_the_client() {
+    let rt = runtime();
+    let cluster = Cluster::new(&rt, &["client"]);
+    let other = ClusterCa::generate().unwrap();
+    let tls = TlsConfig::new(other.cert_der().clone(), other.issue("server").unwrap());
+    let impostor = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
+    let addr = impostor.local_addr().unwrap();
+    let client = cluster.endpoints[0].clone();
+    let handle = rt.handle();
+    let result = rt
+        .block_on(handle.timeout(TIMEOUT, async move { client.connect(addr, "server").await }))
+        .unwrap();
+    assert!(result.is_err(), "connected to an impostor");
+    rt.shutdown();
+}
+
+#[test]
+fn insecure_dev_logs_loudly() {
+    let rt = runtime();
+    let ca = ClusterCa::generate().unwrap();
+    let tls = TlsConfig::insecure_dev(ca.issue("dev").unwrap());
+    let _endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
+    wait_for_log(&["ERROR", "INSECURE"]);
+    rt.shutdown();
+}

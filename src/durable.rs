@@ -3,6 +3,9 @@
 //! which outlives any one incarnation: a restarted child, or a process spawned under the same
 //! name after a node restart, finds its data.
 //!
+//! A new incarnation's first `storage()` discards whatever its predecessor left uncommitted,
+//! so a crash between writes and `commit()` never lets half of a step become durable later.
+//!
 //! Unlike objects (whose every handler is an implicit transaction behind an output gate), a
 //! plain named process commits when it chooses: `ctx.storage()?.commit().await`. Its alarm
 //! arrives as [`Signal::Alarm`](cairn_scheduler::Signal::Alarm) on its system lane; it clears
@@ -43,6 +46,13 @@ impl<M: Send + 'static> Durable for Ctx<M> {
             .name_of(self.pid())
             .ok_or(DurableError::Unnamed(self.pid()))?;
         let objects = handle.extension::<Objects>().ok_or(DurableError::NoStore)?;
-        Ok(objects.store().keyspace(&name)?)
+        let keyspace = objects.store().keyspace(&name)?;
+        // A new incarnation must not commit writes its crashed predecessor left pending (nor
+        // inherit its failed-commit state): the first open by a new pid starts clean.
+        let previous = objects.owners.lock().insert(name, self.pid());
+        if previous != Some(self.pid()) {
+            keyspace.discard_pending();
+        }
+        Ok(keyspace)
     }
 }

@@ -157,3 +157,47 @@ fn a_named_process_alarm_waits_for_the_name_to_be_registered_and_arrives_as_a_si
     assert!(received >= at);
     assert_eq!(node.keyspace("sleeper").unwrap().get_alarm().unwrap(), None);
 }
+
+#[test]
+fn a_new_incarnation_does_not_commit_what_its_crashed_predecessor_left_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = node(dir.path());
+    let first = node
+        .spawn_named("stepper", |ctx: Ctx<()>| async move {
+            let storage = ctx.storage().unwrap();
+            storage.put("done", &1u32).unwrap();
+            storage.commit().await.unwrap();
+            storage.put("half", &2u32).unwrap(); // never committed: the process crashes
+            let crash = true;
+            if crash {
+                panic!("crash between a write and its commit");
+            }
+        })
+        .unwrap();
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let reason = node.block_on(node.wait_exit(first.pid()));
+    std::panic::set_hook(prev);
+    assert!(matches!(reason, ExitReason::Panic(_)));
+    let (tx, rx) = channel();
+    node.spawn_named("stepper", move |ctx: Ctx<()>| async move {
+        let storage = ctx.storage().unwrap();
+        let half: Option<u32> = storage.get("half").unwrap();
+        storage.put("done", &2u32).unwrap();
+        storage.commit().await.unwrap();
+        tx.send(half).unwrap();
+    })
+    .unwrap();
+    assert_eq!(
+        rx.recv_timeout(T).unwrap(),
+        None,
+        "the predecessor's pending write is gone"
+    );
+    let ks = node.keyspace("stepper").unwrap();
+    assert_eq!(
+        ks.get::<u32>("half").unwrap(),
+        None,
+        "and was never committed"
+    );
+    assert_eq!(ks.get::<u32>("done").unwrap(), Some(2));
+}

@@ -250,13 +250,13 @@ fn output_gate_holds_replies_until_the_write_is_durable_while_later_messages_are
 fn a_failed_commit_drops_the_held_reply_and_the_object_restarts_from_storage() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
-    let o = node.object::<Counter>("fails");
+    let key = "fails";
+    let o = node.object::<Counter>(key);
     assert_eq!(
         node.block_on(o.call(|r| Msg::AddAndGet(10, r), T)).unwrap(),
         10
     );
     let pid = o.pid().unwrap();
-    let exited = node.wait_exit(pid);
     node.store()
         .fault_injection()
         .fail_next_commit_of("counter/fails");
@@ -265,15 +265,13 @@ fn a_failed_commit_drops_the_held_reply_and_the_object_restarts_from_storage() {
         matches!(answer, Err(ObjectError::Call(CallError::NoReply))),
         "a reply claiming a failed write was delivered: {answer:?}"
     );
-    assert!(matches!(
-        node.block_on(exited),
-        ExitReason::StorageFailure(_)
-    ));
     assert_eq!(
         node.block_on(o.call(Msg::Get, T)).unwrap(),
         10,
-        "reactivated from durable state"
+        "re-activated from durable state"
     );
+    assert_eq!(o.pid(), Some(pid), "restarted in place, mailbox kept");
+    assert_eq!(probe(key).activations.load(Ordering::SeqCst), 2);
 }
 
 #[test]

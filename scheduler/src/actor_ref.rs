@@ -114,14 +114,14 @@ impl<M: Send + 'static> ActorRef<M> {
             self.hold(msg);
             return Ok(());
         }
-        self.try_send_now(msg)
+        self.try_send_ungated(msg)
     }
 
     fn hold(&self, msg: M) {
         let to = self.clone();
-        let deliver: crate::gate::Held = Box::new(move || match to.try_send_now(msg) {
+        let deliver: crate::gate::Held = Box::new(move || match to.try_send_ungated(msg) {
             Err(SendError::Full(msg)) => crate::gate::HeldSend::Wait(Box::pin(async move {
-                let _ = to.send_now(msg).await;
+                let _ = to.send_ungated(msg).await;
             })),
             _ => crate::gate::HeldSend::Done,
         });
@@ -130,7 +130,8 @@ impl<M: Send + 'static> ActorRef<M> {
         }
     }
 
-    fn try_send_now(&self, msg: M) -> Result<(), SendError<M>> {
+    /// Sends without waiting and without the output gate (see [`crate::gate`]).
+    pub fn try_send_ungated(&self, msg: M) -> Result<(), SendError<M>> {
         self.process.mailbox.try_send(msg).map_err(|e| match e {
             TrySendError::Full(m) => SendError::Full(m),
             TrySendError::Closed(m) => SendError::NoProc(m),
@@ -145,12 +146,13 @@ impl<M: Send + 'static> ActorRef<M> {
             self.hold(msg);
             return Ok(());
         }
-        self.send_now(msg).await
+        self.send_ungated(msg).await
     }
 
-    async fn send_now(&self, msg: M) -> Result<(), SendError<M>> {
+    /// Sends, waiting for room, without the output gate (see [`crate::gate`]).
+    pub async fn send_ungated(&self, msg: M) -> Result<(), SendError<M>> {
         // Fast path: room now (and nobody waiting ahead of us) needs no send future.
-        let msg = match self.try_send_now(msg) {
+        let msg = match self.try_send_ungated(msg) {
             Err(SendError::Full(msg)) => msg,
             done => return done,
         };
@@ -171,11 +173,11 @@ impl<M: Send + 'static> ActorRef<M> {
     ) -> Result<R, CallError> {
         let deadline = Instant::now() + timeout;
         let (reply, rx) = Reply::pair();
-        match crate::gate::bypass(|| self.try_send_now(make(reply))) {
+        match crate::gate::bypass(|| self.try_send_ungated(make(reply))) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => {
                 let driver = &self.process.core.shared.driver;
-                match crate::time::with_deadline(driver, deadline, self.send_now(msg)).await {
+                match crate::time::with_deadline(driver, deadline, self.send_ungated(msg)).await {
                     Some(Ok(())) => {}
                     Some(Err(_)) => return Err(CallError::NoProc),
                     None => return Err(CallError::Timeout),

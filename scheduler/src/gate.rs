@@ -23,7 +23,7 @@ pub enum HeldSend {
     /// Already delivered (or given up).
     Done,
     /// A message that must wait for room in a full mailbox.
-    Wait(Pin<Box<dyn Future<Output = ()> + Send>>),
+    Wait(HeldFuture),
 }
 
 thread_local! {
@@ -41,10 +41,29 @@ pub(crate) fn hold(deliver: Held) -> Result<(), Held> {
     })
 }
 
-/// Whether a gate is active on this thread.
-pub(crate) fn is_active() -> bool {
+/// Whether a gate is active on this thread (the caller is inside a gated handler).
+pub fn is_active() -> bool {
     ACTIVE.with(|active| active.borrow().is_some())
 }
+
+/// Holds an arbitrary delivery in the active gate: `fut` is awaited, in order with the rest of
+/// the held output, when the gate's output is released, and dropped unpolled if it is
+/// discarded. Gives `fut` back if no gate is active. Layers above the scheduler use this for
+/// sends that must resolve their target at release time (e.g. to an object that may have been
+/// evicted meanwhile).
+pub fn hold_future(fut: HeldFuture) -> Result<(), HeldFuture> {
+    if !is_active() {
+        return Err(fut);
+    }
+    let held: Held = Box::new(move || HeldSend::Wait(fut));
+    if hold(held).is_err() {
+        unreachable!("a gate is active on this thread");
+    }
+    Ok(())
+}
+
+/// A delivery held by [`hold_future`].
+pub type HeldFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs `f` with no gate active (for requests that must leave at once).
 pub(crate) fn bypass<R>(f: impl FnOnce() -> R) -> R {
@@ -72,13 +91,24 @@ impl Gate {
         fut: Pin<&mut F>,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
+        /// Puts the outer gate (if any) back, and the buffer into the gate, even if the poll
+        /// panics: a caught panic never leaves this thread's sends captured.
+        struct Restore<'g> {
+            gate: &'g mut Gate,
+            outer: Option<Vec<Held>>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let outer = self.outer.take();
+                self.gate.held = ACTIVE
+                    .with(|active| std::mem::replace(&mut *active.borrow_mut(), outer))
+                    .unwrap_or_default();
+            }
+        }
         let outer =
             ACTIVE.with(|active| active.borrow_mut().replace(std::mem::take(&mut self.held)));
-        let out = fut.poll(cx);
-        self.held = ACTIVE
-            .with(|active| std::mem::replace(&mut *active.borrow_mut(), outer))
-            .unwrap_or_default();
-        out
+        let _restore = Restore { gate: self, outer };
+        fut.poll(cx)
     }
 
     /// Takes what is held so far.
@@ -130,5 +160,36 @@ impl HeldOutput {
 impl std::fmt::Debug for HeldOutput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HeldOutput({} held)", self.held.len())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::Waker;
+
+    #[test]
+    fn a_panicking_gated_poll_leaves_no_gate_active() {
+        let mut gate = Gate::new();
+        let mut fut = std::pin::pin!(async {
+            let held: Held = Box::new(|| HeldSend::Done);
+            assert!(hold(held).is_ok(), "held inside the gate");
+            panic!("handler panics");
+        });
+        let mut cx = Context::from_waker(Waker::noop());
+        let polled = catch_unwind(AssertUnwindSafe(|| gate.poll_within(fut.as_mut(), &mut cx)));
+        assert!(polled.is_err());
+        assert!(!is_active(), "the thread's sends are no longer captured");
+        assert_eq!(
+            gate.len(),
+            1,
+            "what was held before the panic stays in the gate"
+        );
+    }
+
+    #[test]
+    fn hold_future_without_a_gate_gives_the_future_back() {
+        assert!(hold_future(Box::pin(async {})).is_err());
     }
 }

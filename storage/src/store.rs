@@ -320,12 +320,19 @@ impl Core {
     }
 }
 
+/// Live keyspaces by name (weak), swept of dead entries as it grows.
+#[derive(Default)]
+struct Registry {
+    map: HashMap<String, Weak<KsShared>>,
+    sweep_at: usize,
+}
+
 pub(crate) struct StoreInner {
     pub(crate) core: Arc<Core>,
     dir: PathBuf,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// name → live keyspace state, so every handle on one name shares pending writes.
-    registry: Mutex<HashMap<String, Weak<KsShared>>>,
+    registry: Mutex<Registry>,
     /// The next prefix to hand out (see [`KsShared::registered`]).
     next_prefix: AtomicU64,
 }
@@ -403,7 +410,7 @@ impl Store {
                 core,
                 dir,
                 writer: Mutex::new(Some(writer)),
-                registry: Mutex::new(HashMap::new()),
+                registry: Mutex::new(Registry::default()),
                 next_prefix: AtomicU64::new(next_prefix),
             }),
         })
@@ -425,7 +432,7 @@ impl Store {
             });
         }
         let mut reg = self.inner.registry.lock();
-        if let Some(ks) = reg.get(name).and_then(Weak::upgrade) {
+        if let Some(ks) = reg.map.get(name).and_then(Weak::upgrade) {
             return Ok(Keyspace::new(Arc::clone(&self.inner), ks));
         }
         let existing = {
@@ -435,14 +442,19 @@ impl Store {
         let registered = existing.is_some();
         let prefix =
             existing.unwrap_or_else(|| self.inner.next_prefix.fetch_add(1, Ordering::Relaxed));
-        reg.retain(|_, w| w.strong_count() > 0);
+        // Sweep dead entries only when the map has doubled since the last sweep: amortised
+        // O(1) per open (a sweep per open made N activations cost O(N²)).
+        if reg.map.len() >= reg.sweep_at {
+            reg.map.retain(|_, w| w.strong_count() > 0);
+            reg.sweep_at = (2 * reg.map.len()).max(1024);
+        }
         let ks = Arc::new(KsShared {
             name: name.to_owned(),
             prefix: prefix.to_be_bytes(),
             registered: AtomicBool::new(registered),
             state: Mutex::new(KsState::default()),
         });
-        reg.insert(name.to_owned(), Arc::downgrade(&ks));
+        reg.map.insert(name.to_owned(), Arc::downgrade(&ks));
         Ok(Keyspace::new(Arc::clone(&self.inner), ks))
     }
 

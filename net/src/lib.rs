@@ -36,11 +36,13 @@
 //! - [`tls`]: the cluster CA, node certificates, mutual-TLS quinn configurations.
 //! - [`frame`]: the frame format and the sans-IO [`FrameDecoder`].
 //! - [`endpoint`]: endpoints, connections, framed lanes (ordering and coalescing).
+//! - [`mesh`]: nodes joined over QUIC; remote send, send by name and call (first slice).
 
 #![deny(unsafe_code)]
 
 pub mod endpoint;
 pub mod frame;
+pub mod mesh;
 pub mod runtime;
 pub mod tls;
 
@@ -50,6 +52,10 @@ pub use endpoint::{
     SEND_BUFFER_HIGH_WATER,
 };
 pub use frame::{encode_frame, Frame, FrameDecoder, FrameError, MAX_FRAME_DEFAULT};
+pub use mesh::{
+    Mesh, MeshCallError, MeshConfig, MeshError, MeshSendError, MeshStats, NodeEvent, NodeEvents,
+    RemoteReply,
+};
 pub use quinn;
 pub use runtime::CairnRuntime;
 pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError};

@@ -1,0 +1,135 @@
+//! Message-type registry: tags on the wire ⇄ Rust types in mailboxes.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_scheduler::{Handle, Pid, SendError};
+use parking_lot::RwLock;
+use serde::de::DeserializeOwned;
+
+use super::wire::{decode_payload, RemoteFailure};
+
+/// The outcome of handing a received payload to a local process.
+pub(crate) enum Delivery {
+    /// In the mailbox.
+    Done,
+    /// The mailbox is full: await this (it resolves once the message is in, or with the
+    /// failure if the process exited meanwhile).
+    Wait(Pin<Box<dyn Future<Output = Result<(), RemoteFailure>> + Send>>),
+    /// Not delivered.
+    Failed(RemoteFailure),
+}
+
+/// Decodes one registered type and delivers it.
+pub(crate) trait Deliver: Send + Sync {
+    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8]) -> Delivery;
+}
+
+struct Typed<M>(PhantomData<fn() -> M>);
+
+impl<M: DeserializeOwned + Send + 'static> Deliver for Typed<M> {
+    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8]) -> Delivery {
+        let msg: M = match decode_payload(payload) {
+            Ok(msg) => msg,
+            Err(reason) => return Delivery::Failed(RemoteFailure::Malformed(reason)),
+        };
+        let Some(actor) = handle.actor_ref::<M>(to) else {
+            return Delivery::Failed(if handle.is_alive(to) {
+                RemoteFailure::WrongType
+            } else {
+                RemoteFailure::NoProc
+            });
+        };
+        match actor.try_send(msg) {
+            Ok(()) => Delivery::Done,
+            Err(SendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
+                actor.send(msg).await.map_err(|e| match e {
+                    SendError::WrongType(_) => RemoteFailure::WrongType,
+                    _ => RemoteFailure::NoProc,
+                })
+            })),
+            Err(SendError::WrongType(_)) => Delivery::Failed(RemoteFailure::WrongType),
+            Err(_) => Delivery::Failed(RemoteFailure::NoProc),
+        }
+    }
+}
+
+/// Why [`Mesh::register`](super::Mesh::register) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterTypeError {
+    /// Another type is registered under this tag.
+    #[error("tag {0:?} is already registered for another type")]
+    TagTaken(&'static str),
+    /// This type is registered under another tag.
+    #[error("the type is already registered under tag {0:?}")]
+    TypeTaken(&'static str),
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    inner: RwLock<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    by_type: HashMap<TypeId, &'static str>,
+    by_tag: HashMap<&'static str, (TypeId, Arc<dyn Deliver>)>,
+}
+
+impl Registry {
+    pub(crate) fn register<M: DeserializeOwned + Send + 'static>(
+        &self,
+        tag: &'static str,
+    ) -> Result<(), RegisterTypeError> {
+        let ty = TypeId::of::<M>();
+        let mut inner = self.inner.write();
+        match (inner.by_type.get(&ty), inner.by_tag.get(tag)) {
+            (Some(&t), _) if t == tag => return Ok(()),
+            (Some(&t), _) => return Err(RegisterTypeError::TypeTaken(t)),
+            (None, Some(_)) => return Err(RegisterTypeError::TagTaken(tag)),
+            (None, None) => {}
+        }
+        inner.by_type.insert(ty, tag);
+        inner
+            .by_tag
+            .insert(tag, (ty, Arc::new(Typed::<M>(PhantomData))));
+        Ok(())
+    }
+
+    pub(crate) fn tag_of<M: 'static>(&self) -> Option<&'static str> {
+        self.inner.read().by_type.get(&TypeId::of::<M>()).copied()
+    }
+
+    pub(crate) fn deliverer(&self, tag: &str) -> Option<Arc<dyn Deliver>> {
+        self.inner.read().by_tag.get(tag).map(|(_, d)| d.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_tag_per_type_and_one_type_per_tag() {
+        let registry = Registry::default();
+        registry.register::<u32>("u32").unwrap();
+        registry.register::<u32>("u32").unwrap();
+        assert_eq!(
+            registry.register::<u64>("u32"),
+            Err(RegisterTypeError::TagTaken("u32"))
+        );
+        assert_eq!(
+            registry.register::<u32>("other"),
+            Err(RegisterTypeError::TypeTaken("u32"))
+        );
+        assert_eq!(registry.tag_of::<u32>(), Some("u32"));
+        assert!(registry.tag_of::<u64>().is_none());
+        assert!(registry.deliverer("u32").is_some());
+        assert!(registry.deliverer("nope").is_none());
+    }
+}

@@ -1,0 +1,247 @@
+//! The mesh's wire protocol: what travels on a mesh connection's lane 0.
+//!
+//! Each direction of a mesh connection is one lane (lane id [`MESH_LANE`]) of
+//! length-prefixed MessagePack frames (see [`crate::frame`]), each holding one [`Wire`]
+//! value. The dialer's first frame is [`Wire::Hello`]; the acceptor answers with
+//! [`Wire::HelloAck`] on its own lane 0, or closes the connection with
+//! [`CLOSE_DUPLICATE`] when it keeps another connection to that node (see the
+//! connection rules in [`crate::mesh`]). After that both directions carry
+//! [`Wire::Send`] and [`Wire::Reply`] frames in any mix.
+//!
+//! User messages travel as an opaque MessagePack payload plus a *tag* naming their type
+//! (see `Mesh::register`): the receiver decodes the payload with the type registered
+//! under the tag. A frame that is not a [`Wire`] value is a protocol error (the
+//! connection is closed); a well-formed [`Wire::Send`] with an unknown tag or a payload
+//! that does not decode is only that message's problem (counted, logged, answered with a
+//! [`RemoteFailure`] if it was a call).
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use cairn_scheduler::{NodeId, Pid};
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The lane id of a mesh connection's message lane (each direction opens one).
+pub const MESH_LANE: u32 = 0;
+
+/// Close code: the acceptor keeps another connection to the dialing node.
+pub const CLOSE_DUPLICATE: u32 = 2;
+/// Close code: the connection was replaced by a newer one to the same node.
+pub const CLOSE_REPLACED: u32 = 3;
+/// Close code: a frame on the mesh lane was not a valid [`Wire`] value.
+pub const CLOSE_PROTOCOL: u32 = 4;
+
+/// Who a node is: sent in [`Wire::Hello`] and [`Wire::HelloAck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The sender's node id.
+    pub node: NodeId,
+    /// A random number chosen at [`Mesh::start`](crate::mesh::Mesh::start): a node that
+    /// restarts with the same id is a new incarnation.
+    pub incarnation: u64,
+    /// Where the sender accepts connections.
+    pub listen: SocketAddr,
+    /// The sender's TLS name (the node name in its certificate), used to dial it.
+    pub name: String,
+    /// Other nodes the sender knows (static membership: how nodes learn of each other).
+    pub peers: Vec<PeerInfo>,
+}
+
+/// A node as known to another node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// Its id.
+    pub node: NodeId,
+    /// Its listen address.
+    pub addr: SocketAddr,
+    /// Its TLS name.
+    pub name: String,
+}
+
+/// Where a [`Wire::Send`] goes on the receiving node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// A process by pid (its node must be the receiver).
+    Pid(Pid),
+    /// The process registered under this name on the receiver.
+    Name(String),
+}
+
+/// Why a remote call was answered with a failure by the callee's node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteFailure {
+    /// No such process (or name) on the callee's node.
+    #[error("no such process on the remote node")]
+    NoProc,
+    /// The process takes another message type.
+    #[error("the remote process takes another message type")]
+    WrongType,
+    /// The callee's node has no message type registered under the tag.
+    #[error("the remote node has no message type registered under tag {0:?}")]
+    UnknownTag(String),
+    /// The payload did not decode as the registered type.
+    #[error("the remote node could not decode the message: {0}")]
+    Malformed(String),
+}
+
+/// One frame on a mesh lane.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wire {
+    /// The dialer introduces itself (first frame of the dialer's lane).
+    Hello(Hello),
+    /// The acceptor introduces itself (first frame of the acceptor's lane).
+    HelloAck(Hello),
+    /// A user message.
+    Send {
+        /// The sending process, when sent from one (informational).
+        from: Option<Pid>,
+        /// The receiving process.
+        to: Target,
+        /// The registered tag of the message type.
+        tag: String,
+        /// For calls: the reply id to answer with a failure if the message cannot be
+        /// delivered.
+        call: Option<u64>,
+        /// The message, MessagePack.
+        payload: Bytes,
+    },
+    /// The answer to a call.
+    Reply {
+        /// The reply id from the caller's `RemoteReply`.
+        id: u64,
+        /// The value (MessagePack) or why there is none.
+        result: Result<Bytes, RemoteFailure>,
+    },
+}
+
+/// A byte string that MessagePack encodes as `bin` (not as an array of integers).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Bytes(out))
+            }
+        }
+        deserializer.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+/// Serializes a message payload (structs as maps with field names, like frames).
+pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::encode::to_vec_named(value).map_err(|e| e.to_string())
+}
+
+/// Deserializes exactly one value from `payload`, nesting limited as for frames.
+pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
+    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
+    de.set_max_depth(crate::frame::MAX_NESTING);
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    if de.position() != payload.len() as u64 {
+        return Err("trailing bytes after the value".to_owned());
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_travel_as_msgpack_bin_and_arrays_are_accepted() {
+        let encoded = encode_payload(&Bytes(vec![0xff; 100])).unwrap();
+        assert_eq!(encoded.len(), 2 + 100, "bin8 header + bytes");
+        assert_eq!(
+            decode_payload::<Bytes>(&encoded).unwrap(),
+            Bytes(vec![0xff; 100])
+        );
+        let as_array = encode_payload(&vec![1u8, 2, 3]).unwrap();
+        assert_eq!(
+            decode_payload::<Bytes>(&as_array).unwrap(),
+            Bytes(vec![1, 2, 3])
+        );
+    }
+
+    #[test]
+    fn wire_frames_round_trip() {
+        let frame = Wire::Send {
+            from: Some(Pid::from_parts(NodeId(1), 42)),
+            to: Target::Name("inbox".into()),
+            tag: "t".into(),
+            call: Some(7),
+            payload: Bytes(vec![1, 2, 3]),
+        };
+        let bytes = encode_payload(&frame).unwrap();
+        assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), frame);
+        let reply = Wire::Reply {
+            id: 3,
+            result: Err(RemoteFailure::UnknownTag("x".into())),
+        };
+        let bytes = encode_payload(&reply).unwrap();
+        assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), reply);
+    }
+
+    #[test]
+    fn random_and_truncated_input_never_panics() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        let valid = encode_payload(&Wire::Send {
+            from: None,
+            to: Target::Pid(Pid::from_parts(NodeId(2), 9)),
+            tag: "test.Msg".into(),
+            call: None,
+            payload: Bytes(vec![0x92, 0x01, 0x02]),
+        })
+        .unwrap();
+        for len in 0..valid.len() {
+            let _ = decode_payload::<Wire>(&valid[..len]);
+        }
+        for _ in 0..20_000 {
+            let len = (next() % 64) as usize;
+            let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if !bytes.is_empty() && next() % 2 == 0 {
+                // Start like a real frame so the decoder gets further in.
+                let n = bytes.len().min(valid.len());
+                let cut = (next() as usize) % (n + 1);
+                bytes[..cut].copy_from_slice(&valid[..cut]);
+            }
+            let _ = decode_payload::<Wire>(&bytes);
+        }
+    }
+}

@@ -179,6 +179,9 @@ pub struct SupervisorSpec {
     backoff: Option<Backoff>,
     children: Vec<ChildSpec>,
     max_children: Option<usize>,
+    /// Dynamic supervisors hold many children of one kind: ids need not be unique, so
+    /// `start_child` skips the (linear) duplicate-id check.
+    dynamic: bool,
 }
 
 impl SupervisorSpec {
@@ -191,6 +194,7 @@ impl SupervisorSpec {
             backoff: None,
             children: Vec::new(),
             max_children: None,
+            dynamic: false,
         }
     }
 
@@ -392,7 +396,10 @@ pub struct DynamicSupervisor;
 impl DynamicSupervisor {
     /// The spec of a dynamic supervisor (add `.intensity(..)`, `.max_children(..)`).
     pub fn spec() -> SupervisorSpec {
-        SupervisorSpec::new(Strategy::OneForOne)
+        SupervisorSpec {
+            dynamic: true,
+            ..SupervisorSpec::new(Strategy::OneForOne)
+        }
     }
 
     /// Starts one.
@@ -413,6 +420,7 @@ struct State {
     machine: Supervision,
     backoff: Option<Backoff>,
     max_children: Option<usize>,
+    dynamic: bool,
     next_key: u64,
 }
 
@@ -431,6 +439,7 @@ async fn run(
         ),
         backoff: spec.backoff,
         max_children: spec.max_children,
+        dynamic: spec.dynamic,
         next_key: 0,
     };
     for child in spec.children {
@@ -636,9 +645,7 @@ impl State {
                     .is_some_and(|max| self.children.len() >= max)
                 {
                     Err(ChildError::MaxChildren)
-                } else if self.max_children.is_none()
-                    && self.children.iter().any(|c| c.spec.id == spec.id)
-                {
+                } else if !self.dynamic && self.children.iter().any(|c| c.spec.id == spec.id) {
                     Err(ChildError::DuplicateId(spec.id.clone()))
                 } else {
                     self.add_and_start(spec).await.map_err(ChildError::from)

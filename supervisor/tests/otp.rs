@@ -525,3 +525,26 @@ fn runtime_shutdown_stops_trees_in_order_and_runs_terminate() {
     );
     assert_eq!(rt.process_count(), 0);
 }
+
+#[test]
+fn a_static_supervisor_refuses_a_duplicate_child_id_and_a_dynamic_one_does_not_check() {
+    let rt = rt();
+    let (tx, _rx) = channel();
+    let sup = rt
+        .block_on(Supervisor::start(
+            &rt,
+            SupervisorSpec::new(Strategy::OneForOne).child(probe("a", &tx)),
+        ))
+        .unwrap();
+    let err = rt.block_on(sup.start_child(probe("a", &tx))).unwrap_err();
+    assert!(
+        matches!(err, cairn_supervisor::ChildError::DuplicateId(ref id) if id == "a"),
+        "{err:?}"
+    );
+    let pool = rt
+        .block_on(DynamicSupervisor::start(&rt, DynamicSupervisor::spec()))
+        .unwrap();
+    rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
+    rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
+    assert_eq!(rt.block_on(pool.count_children()).unwrap().active, 2);
+}

@@ -133,7 +133,10 @@ fn spawn_and_exit_churn_leaves_an_empty_process_table() {
                     return ExitReason::Error("no start".into());
                 }
                 for i in 0..CHILDREN {
-                    let child = ctx.handle().spawn(move |_c: Ctx<()>| async move {
+                    // The child waits for a go-ahead so the monitor is in place before it
+                    // can exit (monitoring an exited pid would fire NoProc instead).
+                    let child = ctx.handle().spawn(move |mut c: Ctx<()>| async move {
+                        let _ = c.recv().await;
                         if i % 100 == 7 {
                             ExitReason::Error("odd one".into())
                         } else {
@@ -141,6 +144,7 @@ fn spawn_and_exit_churn_leaves_an_empty_process_table() {
                         }
                     });
                     ctx.monitor(child.pid());
+                    child.try_send(()).unwrap();
                 }
                 let (mut normal, mut errors) = (0, 0);
                 while normal + errors < CHILDREN {

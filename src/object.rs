@@ -51,6 +51,7 @@ use cairn_scheduler::{
     ActorRef, CallError, Ctx, ExitReason, Handle, Message, Pid, Reply, SendError, SpawnOptions,
 };
 use cairn_storage::{CommitTicket, Keyspace, StorageError, Store};
+use cairn_supervisor::actor::guarded;
 use cairn_supervisor::ActorError;
 use parking_lot::{Mutex, RwLock};
 
@@ -326,16 +327,24 @@ impl<O: Object> ObjectRef<O> {
     /// gate and sent when its writes are durable — to whichever activation is live then.
     pub async fn send(&self, msg: O::Msg) -> Result<(), ObjectError> {
         self.check()?;
-        let msg = ObjectMsg::User(msg);
-        if cairn_scheduler::gate::is_active() {
-            let me = self.clone();
-            let held = cairn_scheduler::gate::hold_future(Box::pin(async move {
-                me.send_ungated(msg).await;
-            }));
-            debug_assert!(held.is_ok());
-            return Ok(());
+        if let Err(msg) = self.hold_if_gated(msg) {
+            self.send_ungated(ObjectMsg::User(msg)).await;
         }
-        self.send_ungated(msg).await;
+        Ok(())
+    }
+
+    /// Inside a gated handler, holds `msg` in the gate as a send through this reference
+    /// (resolved at release, so an activation evicted meanwhile is replaced). Gives the
+    /// message back when no gate is active.
+    fn hold_if_gated(&self, msg: O::Msg) -> Result<(), O::Msg> {
+        if !cairn_scheduler::gate::is_active() {
+            return Err(msg);
+        }
+        let me = self.clone();
+        let held = cairn_scheduler::gate::hold_future(Box::pin(async move {
+            me.send_ungated(ObjectMsg::User(msg)).await;
+        }));
+        debug_assert!(held.is_ok(), "a gate is active on this thread");
         Ok(())
     }
 
@@ -362,14 +371,9 @@ impl<O: Object> ObjectRef<O> {
         if self.check().is_err() {
             return Err(SendError::NoProc(msg));
         }
-        if cairn_scheduler::gate::is_active() {
-            let me = self.clone();
-            let held = cairn_scheduler::gate::hold_future(Box::pin(async move {
-                me.send_ungated(ObjectMsg::User(msg)).await;
-            }));
-            debug_assert!(held.is_ok());
+        let Err(msg) = self.hold_if_gated(msg) else {
             return Ok(());
-        }
+        };
         let mut msg = ObjectMsg::User(msg);
         loop {
             match self.activation() {
@@ -602,7 +606,7 @@ type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActorError>> + S
 
 /// Runs a handler with `gate` active for each of its polls, catching panics.
 async fn gated(gate: &mut Gate, fut: HandlerFuture<'_>) -> Result<(), ExitReason> {
-    let mut fut = pin!(guard_value(fut));
+    let mut fut = pin!(guarded(fut));
     std::future::poll_fn(|cx| gate.poll_within(fut.as_mut(), cx)).await
 }
 
@@ -646,7 +650,7 @@ fn schedule_alarm_retry<O: Object>(
 }
 
 async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
-    let mut fut = pin!(guard_value(O::activate(octx)));
+    let mut fut = pin!(guarded(O::activate(octx)));
     match fut.as_mut().await {
         Ok(o) => Ok(o),
         Err(reason) => {
@@ -685,28 +689,6 @@ async fn next_event<O: Object>(
             }
         }
         Poll::Pending
-    })
-    .await
-}
-
-async fn guard_value<T, F: Future<Output = Result<T, ActorError>>>(
-    fut: F,
-) -> Result<T, ExitReason> {
-    let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(Ok(v))) => Poll::Ready(Ok(v)),
-            Ok(Poll::Ready(Err(e))) => Poll::Ready(Err(ExitReason::Error(e.to_string()))),
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
-                Poll::Ready(Err(ExitReason::Panic(msg)))
-            }
-        }
     })
     .await
 }

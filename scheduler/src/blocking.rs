@@ -14,8 +14,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::process::panic_message;
 use crate::reply::{Reply, ReplyReceiver};
+use crate::unwind::panic_message;
 
 /// Upper bound on blocking threads (tokio's default is 512).
 pub const MAX_BLOCKING_THREADS: usize = 512;

@@ -57,6 +57,7 @@ mod sync;
 mod table;
 mod task_state;
 mod time;
+mod unwind;
 pub mod wheel;
 
 pub use actor_ref::{ActorRef, SendError};
@@ -72,3 +73,4 @@ pub use runtime::{
     DEFAULT_SHUTDOWN_GRACE,
 };
 pub use time::{Elapsed, TimerRef, FULL_MAILBOX_RETRY};
+pub use unwind::{catch_unwind_future, panic_message, CatchUnwind};

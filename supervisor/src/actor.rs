@@ -10,12 +10,11 @@
 //! `send(..).await` to cast, `call(|reply| Msg::Get(reply), timeout)` to call.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::{pin, Pin};
-use std::task::{Context, Poll};
+use std::pin::pin;
 
 use cairn_scheduler::{
-    ActorRef, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal, SpawnOptions,
+    catch_unwind_future, ActorRef, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal,
+    SpawnOptions,
 };
 
 /// The error type of actor callbacks: any error converts with `?`.
@@ -160,31 +159,13 @@ pub async fn start<A: Actor>(
     }
 }
 
-/// Polls a future inside `catch_unwind`, turning a panic into `Err(message)`.
-struct CatchUnwind<F>(F);
-
-impl<F: Future + Unpin> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut self.0).poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_text(&*payload))),
-        }
-    }
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
-}
-
-async fn guarded<F: Future<Output = Result<(), ActorError>>>(fut: F) -> Result<(), ExitReason> {
-    match CatchUnwind(pin!(fut)).await {
-        Ok(Ok(())) => Ok(()),
+/// Runs a callback, turning an error into `ExitReason::Error` and a panic into
+/// `ExitReason::Panic` (shared with the object layer, which runs handlers the same way).
+pub async fn guarded<T, F: Future<Output = Result<T, ActorError>>>(
+    fut: F,
+) -> Result<T, ExitReason> {
+    match catch_unwind_future(pin!(fut)).await {
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(ExitReason::Error(e.to_string())),
         Err(panic) => Err(ExitReason::Panic(panic)),
     }
@@ -220,7 +201,7 @@ async fn run<A: Actor>(
             break reason;
         }
     };
-    let terminated = CatchUnwind(pin!(actor.terminate(&reason, &mut actx))).await;
+    let terminated = catch_unwind_future(pin!(actor.terminate(&reason, &mut actx))).await;
     if let Err(panic) = terminated {
         tracing::error!(pid = %actx.pid(), %panic, "terminate panicked");
     }

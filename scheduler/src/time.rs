@@ -71,7 +71,14 @@ impl TimerRef {
             return false;
         }
         slot.cancelled = true;
-        slot.current.take().is_some_and(|t| t.cancel())
+        // A pending timer handle means its delivery has not run yet: `deliver` clears
+        // `current` under this lock before sending, and checks `cancelled` first. So even if
+        // the driver has already started the action, it will now drop the message: the
+        // cancel prevented it. (`TimerHandle::cancel` alone would say false in that window.)
+        slot.current.take().is_some_and(|t| {
+            t.cancel();
+            true
+        })
     }
 }
 

@@ -32,6 +32,9 @@ pub enum ExitReason {
     NoProc,
     /// A durable commit failed; what the process's output gate held was dropped.
     StorageFailure(String),
+    /// The process lost a cluster-wide name registration race to another process (the
+    /// mesh resolves concurrent registrations of one name to one deterministic winner).
+    NameConflict(String),
 }
 
 impl ExitReason {
@@ -54,6 +57,7 @@ impl fmt::Display for ExitReason {
             ExitReason::NoConnection => f.write_str("noconnection"),
             ExitReason::NoProc => f.write_str("noproc"),
             ExitReason::StorageFailure(m) => write!(f, "storage failure: {m}"),
+            ExitReason::NameConflict(name) => write!(f, "name conflict: {name}"),
         }
     }
 }

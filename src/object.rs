@@ -309,6 +309,8 @@ impl<O: Object> ObjectRef<O> {
             let spawned = handle.spawn_opts(
                 SpawnOptions {
                     name: Some(self.name.to_string()),
+                    // Objects are found by placement, not by a cluster-wide name.
+                    local_name: true,
                     ..SpawnOptions::default()
                 },
                 move |ctx| run_object::<O>(ctx, objects, key),

@@ -93,6 +93,18 @@ impl<E: fmt::Display> IntoExitReason for Result<(), E> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct MonitorRef(pub(crate) u64);
 
+impl MonitorRef {
+    /// The ref as a number (for the mesh's wire format).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+
+    /// Rebuilds a ref from [`MonitorRef::to_raw`] (a made-up ref matches no monitor).
+    pub fn from_raw(raw: u64) -> MonitorRef {
+        MonitorRef(raw)
+    }
+}
+
 /// A system signal, delivered on the unbounded system lane ahead of user messages.
 #[derive(Clone, PartialEq, Debug)]
 #[non_exhaustive]

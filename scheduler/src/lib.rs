@@ -51,6 +51,7 @@ mod exit;
 pub mod gate;
 mod pid;
 mod process;
+pub mod remote;
 mod reply;
 mod runtime;
 mod sync;

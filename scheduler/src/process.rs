@@ -55,6 +55,8 @@ pub(crate) struct Control {
     pub(crate) parent: Option<Pid>,
     pub(crate) monitors: Vec<(MonitorRef, Watcher)>,
     pub(crate) name: Option<String>,
+    /// `name` is registered cluster-wide (the mesh must hear of its release).
+    pub(crate) cluster_name: bool,
 }
 
 /// The untyped part of a process, shared by every message type.
@@ -97,18 +99,19 @@ impl ProcessCore {
 
     /// Releases links, monitors and name, leaves the table, then notifies everyone.
     fn exit(&self, reason: &ExitReason) {
-        let (links, monitors, name) = {
+        let (links, monitors, name, cluster_name) = {
             let mut control = self.control.lock();
             control.dead = true;
             (
                 std::mem::take(&mut control.links),
                 std::mem::take(&mut control.monitors),
                 control.name.take(),
+                control.cluster_name,
             )
         };
         let shared = &self.shared;
         if let Some(name) = name {
-            shared.registry_remove(&name, self.pid);
+            shared.registry_remove(&name, self.pid, cluster_name);
         }
         match reason {
             ExitReason::Panic(_) => tracing::error!(pid = %self.pid, %reason, "process crashed"),

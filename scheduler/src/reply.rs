@@ -12,6 +12,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::pid::NodeId;
+use crate::remote::{current_codec, RemotePort};
 
 /// Why a call returned no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +35,12 @@ pub enum CallError {
     /// The process at that pid takes another message type.
     #[error("the process takes another message type")]
     WrongType,
+    /// The callee's node was lost (or could not be reached) before it answered.
+    #[error("no connection to the callee's node")]
+    NoConnection,
+    /// The answer came back but did not decode as the expected type.
+    #[error("the answer did not decode: {0}")]
+    BadReply(String),
 }
 
 struct State<T> {
@@ -39,6 +50,11 @@ struct State<T> {
     sender_done: bool,
     /// The receiving side is gone: answers are discarded.
     receiver_gone: bool,
+    /// Why the sender finished without a value, when it knows better than `NoReply`.
+    failure: Option<CallError>,
+    /// Run if the receiver goes away before the sender is done (an exported reply's
+    /// entry in the mesh is dropped then, so timed-out calls leave nothing behind).
+    on_abandon: Option<Box<dyn FnOnce() + Send>>,
 }
 
 /// The shared cell behind a reply port (also used for exit watchers).
@@ -54,6 +70,8 @@ impl<T> OneShot<T> {
                 waker: None,
                 sender_done: false,
                 receiver_gone: false,
+                failure: None,
+                on_abandon: None,
             }),
         })
     }
@@ -67,6 +85,7 @@ impl<T> OneShot<T> {
             }
             st.value = Some(value);
             st.sender_done = true;
+            st.on_abandon = None;
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -76,12 +95,19 @@ impl<T> OneShot<T> {
     }
 
     fn sender_dropped(&self) {
+        self.finish_without_value(None);
+    }
+
+    /// Ends the exchange without a value, `failure` saying why (`None`: `NoReply`).
+    pub(crate) fn finish_without_value(&self, failure: Option<CallError>) {
         let waker = {
             let mut st = self.state.lock();
             if st.sender_done {
                 return;
             }
             st.sender_done = true;
+            st.failure = failure;
+            st.on_abandon = None;
             st.waker.take()
         };
         if let Some(w) = waker {
@@ -109,32 +135,78 @@ impl<T> OneShot<T> {
         self.state.lock().value.take()
     }
 
+    fn failure(&self) -> CallError {
+        self.state
+            .lock()
+            .failure
+            .clone()
+            .unwrap_or(CallError::NoReply)
+    }
+
     fn receiver_dropped(&self) {
+        let abandon = {
+            let mut st = self.state.lock();
+            st.receiver_gone = true;
+            st.value = None;
+            st.waker = None;
+            st.on_abandon.take()
+        };
+        if let Some(abandon) = abandon {
+            abandon();
+        }
+    }
+
+    fn on_abandon(&self, hook: Box<dyn FnOnce() + Send>) {
         let mut st = self.state.lock();
-        st.receiver_gone = true;
-        st.value = None;
-        st.waker = None;
+        if st.receiver_gone {
+            drop(st);
+            hook();
+        } else if !st.sender_done {
+            st.on_abandon = Some(hook);
+        }
     }
 }
 
 /// The answering end of a request: send exactly one value with [`Reply::send`].
+///
+/// A `Reply` may travel inside a message to another node (its `Serialize`/`Deserialize`
+/// work while the mesh encodes or decodes a message; see [`crate::remote`]): the callee
+/// answers it there exactly as it would locally.
 pub struct Reply<T> {
-    slot: Option<Arc<OneShot<T>>>,
+    // A mutex only because `Serialize` takes `&self` and must move the port out.
+    port: Mutex<Option<Port<T>>>,
+}
+
+enum Port<T> {
+    /// The caller is on this node.
+    Local(Arc<OneShot<T>>),
+    /// The caller is on `node`; answers are encoded and sent there.
+    Remote {
+        port: Box<dyn RemotePort>,
+        node: NodeId,
+        id: u64,
+        encode: fn(&T) -> Result<Vec<u8>, String>,
+    },
 }
 
 impl<T> Reply<T> {
+    fn with(port: Port<T>) -> Reply<T> {
+        Reply {
+            port: Mutex::new(Some(port)),
+        }
+    }
+
     /// A reply port and the future that receives its answer.
     pub fn pair() -> (Reply<T>, ReplyReceiver<T>) {
         let slot = OneShot::new();
         (
-            Reply {
-                slot: Some(slot.clone()),
-            },
+            Reply::with(Port::Local(slot.clone())),
             ReplyReceiver { slot },
         )
     }
 
-    /// Answers the request. Gives the value back if the caller stopped waiting.
+    /// Answers the request. Gives the value back if the caller stopped waiting (or, for
+    /// a caller on another node, if the answer cannot leave this node).
     ///
     /// Inside a gated handler (durable objects) the answer is held until the handler's
     /// writes are durable, and this returns `Ok` at once.
@@ -142,12 +214,12 @@ impl<T> Reply<T> {
     where
         T: Send + 'static,
     {
-        let Some(slot) = self.slot.take() else {
+        let Some(port) = self.port.get_mut().take() else {
             return Err(value);
         };
         if crate::gate::is_active() {
             // Re-wrap so that discarding the held output drops a `Reply` (caller: NoReply).
-            let reply = Reply { slot: Some(slot) };
+            let reply = Reply::with(port);
             let deliver: crate::gate::Held = Box::new(move || {
                 let _ = reply.send_now(value);
                 crate::gate::HeldSend::Done
@@ -157,21 +229,39 @@ impl<T> Reply<T> {
             }
             return Ok(());
         }
-        slot.complete(value)
+        port.answer(value)
     }
 
     fn send_now(mut self, value: T) -> Result<(), T> {
-        match self.slot.take() {
-            Some(slot) => slot.complete(value),
+        match self.port.get_mut().take() {
+            Some(port) => port.answer(value),
             None => Err(value),
+        }
+    }
+}
+
+impl<T> Port<T> {
+    fn answer(self, value: T) -> Result<(), T> {
+        match self {
+            Port::Local(slot) => slot.complete(value),
+            Port::Remote { port, encode, .. } => match encode(&value) {
+                Ok(bytes) => port.answer(bytes).map_err(|_| value),
+                Err(error) => {
+                    tracing::error!(%error, "a reply could not be encoded for its remote caller");
+                    port.dropped();
+                    Err(value)
+                }
+            },
         }
     }
 }
 
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            slot.sender_dropped();
+        match self.port.get_mut().take() {
+            Some(Port::Local(slot)) => slot.sender_dropped(),
+            Some(Port::Remote { port, .. }) => port.dropped(),
+            None => {}
         }
     }
 }
@@ -179,6 +269,64 @@ impl<T> Drop for Reply<T> {
 impl<T> fmt::Debug for Reply<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Reply")
+    }
+}
+
+fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec_named(value).map_err(|e| e.to_string())
+}
+
+/// Exports the port (see [`crate::remote`]): on the wire a reply is `(node, id)`.
+impl<T> Serialize for Reply<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let codec = current_codec()
+            .ok_or_else(|| S::Error::custom("a Reply can only be encoded by the mesh"))?;
+        let (node, id) = match self.port.lock().take() {
+            Some(Port::Local(slot)) => {
+                let answer_slot = slot.clone();
+                let (node, id) = codec.export(Box::new(move |answer| match answer {
+                    Ok(bytes) => match rmp_serde::from_slice::<T>(&bytes) {
+                        Ok(value) => {
+                            let _ = answer_slot.complete(value);
+                        }
+                        Err(e) => answer_slot
+                            .finish_without_value(Some(CallError::BadReply(e.to_string()))),
+                    },
+                    Err(failure) => answer_slot.finish_without_value(Some(failure)),
+                }));
+                let codec = codec.clone();
+                slot.on_abandon(Box::new(move || codec.forget(id)));
+                (node, id)
+            }
+            // Passing on a reply that came from elsewhere: the answer goes straight home.
+            // (Dropping the port box does not report it dropped: the new holder answers.)
+            Some(Port::Remote { node, id, .. }) => (node, id),
+            None => return Err(S::Error::custom("this Reply was already used")),
+        };
+        (node.0, id).serialize(serializer)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Reply<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let (node, id) = <(u64, u64)>::deserialize(deserializer)?;
+        let codec = current_codec()
+            .ok_or_else(|| D::Error::custom("a Reply can only be decoded by the mesh"))?;
+        let node = NodeId(node);
+        Ok(Reply::with(Port::Remote {
+            port: codec.import(node, id),
+            node,
+            id,
+            encode: encode_value::<T>,
+        }))
     }
 }
 
@@ -198,7 +346,9 @@ impl<T> Future for ReplyReceiver<T> {
     type Output = Result<T, CallError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.slot.poll_take(cx).map(|v| v.ok_or(CallError::NoReply))
+        self.slot
+            .poll_take(cx)
+            .map(|v| v.ok_or_else(|| self.slot.failure()))
     }
 }
 

@@ -29,6 +29,7 @@ use crate::executor::{Executor, Schedule};
 use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 use crate::pid::{NodeId, Pid};
 use crate::process::{deliver_exit, AnyProcess, Process, Watcher};
+use crate::remote::{RemotePeers, RemoteRouter};
 use crate::reply::OneShot;
 use crate::table::ProcessTable;
 
@@ -130,11 +131,15 @@ impl Builder {
             registry: Mutex::new(HashMap::new()),
             driver,
             blocking: BlockingPool::new(&self.name),
-            next_monitor: AtomicU64::new(1),
+            // Monitor refs travel to other nodes, which keep them beside their own: start
+            // each runtime at a random point so two nodes' refs do not collide in practice.
+            next_monitor: AtomicU64::new(random_start()),
             mailbox_capacity: self.mailbox_capacity,
             shutting_down: AtomicBool::new(false),
             extensions: parking_lot::RwLock::new(HashMap::new()),
             shutdown_grace: self.shutdown_grace,
+            router: std::sync::OnceLock::new(),
+            remote_peers: RemotePeers::default(),
         });
         Ok(Runtime {
             handle: Handle { shared },
@@ -156,18 +161,50 @@ pub(crate) struct Shared {
     extensions:
         parking_lot::RwLock<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
     shutdown_grace: Duration,
+    /// The mesh's side of remote pids, installed once at node start.
+    pub(crate) router: std::sync::OnceLock<Arc<dyn RemoteRouter>>,
+    /// Links and monitors of local processes that point at other nodes.
+    pub(crate) remote_peers: RemotePeers,
+}
+
+/// A per-runtime random starting point (std's hasher keys are random per process).
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0x6361_6972_6e00_0000);
+    hasher.finish() >> 1
 }
 
 impl Shared {
-    pub(crate) fn registry_remove(&self, name: &str, pid: Pid) {
+    pub(crate) fn router(&self) -> Option<&Arc<dyn RemoteRouter>> {
+        self.router.get()
+    }
+
+    /// Drops `name` if it still names `pid`; a cluster-wide name is released in the mesh too.
+    pub(crate) fn registry_remove(&self, name: &str, pid: Pid, cluster_wide: bool) {
         let mut reg = self.registry.lock();
         if reg.get(name) == Some(&pid) {
             reg.remove(name);
+            drop(reg);
+            if cluster_wide {
+                if let Some(router) = self.router() {
+                    router.name_released(name, pid);
+                }
+            }
         }
     }
 
-    /// Sends an exit signal to `target` if it is alive.
+    /// Sends an exit signal to `target` if it is alive (on another node: through the mesh).
     pub(crate) fn exit_signal(&self, target: Pid, from: Pid, reason: ExitReason, via_link: bool) {
+        if target.node() != self.node {
+            if via_link {
+                self.remote_peers.remove_link(from, target);
+            }
+            if let Some(router) = self.router() {
+                router.exit(target, from, reason, via_link);
+            }
+            return;
+        }
         if let Some(p) = self.table.get(target) {
             deliver_exit(p, from, reason, via_link);
         }
@@ -181,6 +218,11 @@ impl Shared {
         reason: ExitReason,
     ) {
         match watcher {
+            Watcher::Process(w) if w.node() != self.node => {
+                if let Some(router) = self.router() {
+                    router.down(w, monitor, pid, reason);
+                }
+            }
             Watcher::Process(w) => {
                 if let Some(p) = self.table.get(w) {
                     p.push_signal(Signal::Down {
@@ -325,6 +367,9 @@ pub struct SpawnOptions {
     pub link: Option<Pid>,
     /// Start with `trap_exit` on.
     pub trap_exit: bool,
+    /// Keep `name` on this node only. By default a name is cluster-wide once a mesh is
+    /// installed (DESIGN 25); objects use node-local names (placement finds them).
+    pub local_name: bool,
 }
 
 impl Handle {
@@ -396,15 +441,29 @@ impl Handle {
             .insert(|pid| Arc::new(Process::<M>::new(pid, shared.clone(), capacity)));
         let pid = process.core.pid();
         if let Some(name) = opts.name {
+            let cluster_wide = !opts.local_name && shared.router().is_some();
             let mut reg = shared.registry.lock();
-            if let Some(&holder) = reg.get(&name) {
+            let holder = reg.get(&name).copied().or_else(|| {
+                cluster_wide
+                    .then(|| shared.router().and_then(|r| r.whereis(&name)))
+                    .flatten()
+            });
+            if let Some(holder) = holder {
                 drop(reg);
                 shared.table.remove(pid);
                 process.force_stop();
                 return Err(SpawnError::NameTaken { name, holder });
             }
             reg.insert(name.clone(), pid);
-            process.core.control.lock().name = Some(name);
+            drop(reg);
+            {
+                let mut control = process.core.control.lock();
+                control.name = Some(name.clone());
+                control.cluster_name = cluster_wide;
+            }
+            if let (true, Some(router)) = (cluster_wide, shared.router()) {
+                router.name_registered(&name, pid);
+            }
         }
         if opts.trap_exit {
             process.core.trap_exit.store(true, Ordering::Release);
@@ -423,9 +482,10 @@ impl Handle {
         Ok(actor)
     }
 
-    /// The pid registered under `name`.
+    /// The pid registered under `name`: on this node, else anywhere in the cluster.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.shared.registry.lock().get(name).copied()
+        let local = self.shared.registry.lock().get(name).copied();
+        local.or_else(|| self.shared.router()?.whereis(name))
     }
 
     /// Registers `name` for a live process.
@@ -446,7 +506,14 @@ impl Handle {
             return Err(RegisterError::AlreadyNamed(existing.clone()));
         }
         control.name = Some(name.to_owned());
+        let router = self.shared.router();
+        control.cluster_name = router.is_some();
         reg.insert(name.to_owned(), pid);
+        drop(control);
+        drop(reg);
+        if let Some(router) = router {
+            router.name_registered(name, pid);
+        }
         Ok(())
     }
 
@@ -494,23 +561,35 @@ impl Handle {
     /// Removes a name; returns the pid it named.
     pub fn unregister(&self, name: &str) -> Option<Pid> {
         let pid = self.shared.registry.lock().remove(name)?;
+        let mut cluster_wide = false;
         if let Some(p) = self.shared.table.get(pid) {
             let mut control = p.core().control.lock();
             if control.name.as_deref() == Some(name) {
                 control.name = None;
+                cluster_wide = std::mem::take(&mut control.cluster_name);
             }
+        }
+        if let (true, Some(router)) = (cluster_wide, self.shared.router()) {
+            router.name_released(name, pid);
         }
         Some(pid)
     }
 
-    /// A typed handle to a live local process, if it takes messages of type `M`.
+    /// A typed handle to a live local process, if it takes messages of type `M`; for a
+    /// pid on another node, a remote handle (checked by the mesh when messages arrive).
     pub fn actor_ref<M: Send + 'static>(&self, pid: Pid) -> Option<ActorRef<M>> {
+        if pid.node() != self.shared.node {
+            return Some(ActorRef::remote(pid, self.clone()));
+        }
         let p = self.shared.table.get(pid)?;
         let p = p.into_any().downcast::<Process<M>>().ok()?;
         Some(ActorRef::from_process(p))
     }
 
     fn lookup<M: Send + 'static>(&self, pid: Pid) -> Result<ActorRef<M>, LookupError> {
+        if pid.node() != self.shared.node {
+            return Ok(ActorRef::remote(pid, self.clone()));
+        }
         let p = self.shared.table.get(pid).ok_or(LookupError::NoProc)?;
         match p.into_any().downcast::<Process<M>>() {
             Ok(p) => Ok(ActorRef::from_process(p)),
@@ -573,8 +652,11 @@ impl Handle {
         self.exit(pid, ExitReason::Kill);
     }
 
-    /// Whether `pid` names a live local process.
+    /// Whether `pid` names a live local process (a remote pid: whether its node is up).
     pub fn is_alive(&self, pid: Pid) -> bool {
+        if pid.node() != self.shared.node {
+            return self.shared.router().is_some_and(|r| r.is_up(pid.node()));
+        }
         self.shared
             .table
             .get(pid)
@@ -586,6 +668,9 @@ impl Handle {
     pub(crate) fn link_pair(&self, a: Pid, b: Pid) {
         if a == b {
             return;
+        }
+        if b.node() != self.shared.node {
+            return self.link_remote(a, b);
         }
         let shared = &self.shared;
         let (Some(pa), pb) = (shared.table.get(a), shared.table.get(b)) else {
@@ -619,8 +704,44 @@ impl Handle {
         }
     }
 
+    /// Links local `a` to remote `b`: `a` keeps the link, `b`'s node is told to add its
+    /// half. Without a connection to `b`'s node, `a` gets `NoConnection` at once (Erlang).
+    fn link_remote(&self, a: Pid, b: Pid) {
+        let shared = &self.shared;
+        let Some(pa) = shared.table.get(a) else {
+            return;
+        };
+        let router = shared.router().filter(|r| r.is_up(b.node()));
+        let Some(router) = router else {
+            deliver_exit(pa, b, ExitReason::NoConnection, true);
+            return;
+        };
+        {
+            let mut ca = pa.core().control.lock();
+            if ca.dead {
+                return;
+            }
+            if !ca.links.contains(&b) {
+                ca.links.push(b);
+            }
+        }
+        shared.remote_peers.add_link(a, b);
+        router.link(b, a);
+    }
+
     /// Removes the link between `a` and `b` (both directions).
     pub(crate) fn unlink_pair(&self, a: Pid, b: Pid) {
+        if b.node() != self.shared.node {
+            if let Some(p) = self.shared.table.get(a) {
+                p.core().control.lock().links.retain(|&q| q != b);
+            }
+            if self.shared.remote_peers.remove_link(a, b) {
+                if let Some(router) = self.shared.router() {
+                    router.unlink(b, a);
+                }
+            }
+            return;
+        }
         for (x, y) in [(a, b), (b, a)] {
             if let Some(p) = self.shared.table.get(x) {
                 p.core().control.lock().links.retain(|&q| q != y);
@@ -630,19 +751,51 @@ impl Handle {
 
     pub(crate) fn add_monitor(&self, watcher: Watcher, target: Pid) -> MonitorRef {
         let monitor = MonitorRef(self.shared.next_monitor.fetch_add(1, Ordering::Relaxed));
+        if target.node() != self.shared.node {
+            let router = self.shared.router().filter(|r| r.is_up(target.node()));
+            let Some(router) = router else {
+                self.shared
+                    .notify_down(watcher, monitor, target, ExitReason::NoConnection);
+                return monitor;
+            };
+            let watcher_pid = match &watcher {
+                Watcher::Process(pid) => *pid,
+                Watcher::External(_) => self.system_pid(),
+            };
+            self.shared
+                .remote_peers
+                .add_monitor(monitor, watcher, target);
+            router.monitor(target, watcher_pid, monitor);
+            return monitor;
+        }
+        self.monitor_local(monitor, watcher, target);
+        monitor
+    }
+
+    /// Puts `watcher`'s monitor on local `target`, or fires it with `NoProc` at once.
+    pub(crate) fn monitor_local(&self, monitor: MonitorRef, watcher: Watcher, target: Pid) {
         if let Some(p) = self.shared.table.get(target) {
             let mut control = p.core().control.lock();
             if !control.dead {
                 control.monitors.push((monitor, watcher));
-                return monitor;
+                return;
             }
         }
         self.shared
             .notify_down(watcher, monitor, target, ExitReason::NoProc);
-        monitor
     }
 
     pub(crate) fn remove_monitor(&self, target: Pid, monitor: MonitorRef) -> bool {
+        if target.node() != self.shared.node {
+            let taken = self
+                .shared
+                .remote_peers
+                .take_monitor(target.node(), monitor);
+            if let (Some(_), Some(router)) = (&taken, self.shared.router()) {
+                router.demonitor(target, monitor);
+            }
+            return taken.is_some();
+        }
         let Some(p) = self.shared.table.get(target) else {
             return false;
         };

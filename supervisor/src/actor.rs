@@ -148,6 +148,7 @@ pub async fn start<A: Actor>(
             mailbox_capacity: opts.mailbox_capacity,
             link: opts.link,
             trap_exit: true,
+            ..SpawnOptions::default()
         },
         move |ctx| run(actor, ctx, ack),
     );

@@ -377,6 +377,7 @@ impl Supervisor {
                     mailbox_capacity: opts.mailbox_capacity,
                     link: opts.link,
                     trap_exit: true,
+                    ..SpawnOptions::default()
                 },
                 move |ctx| run(spec, ctx, ack, parent),
             )

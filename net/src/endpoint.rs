@@ -51,7 +51,7 @@ use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use cairn_scheduler::{Ctx, Handle};
 use parking_lot::Mutex;
@@ -535,6 +535,27 @@ impl FramedSender {
             Poll::Ready(Ok(()))
         })
         .await
+    }
+
+    /// Ready with `Ok` when [`FramedSender::send`] would queue a frame at once, with the
+    /// lane's error if it failed; otherwise `cx` is woken when the writer makes room.
+    /// Lets a caller check for room *before* encoding a frame.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        let mut state = self.shared.state.lock();
+        if let Some(result) = &state.result {
+            return Poll::Ready(Err(result.clone().err().unwrap_or(SendError::Closed)));
+        }
+        if state.buf.len() < SEND_BUFFER_HIGH_WATER {
+            return Poll::Ready(Ok(()));
+        }
+        if !state
+            .sender
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            state.sender = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Sends what is buffered, finishes the stream and waits until the peer has read

@@ -73,7 +73,8 @@
 //! does **not** resolve the caller with `NoReply` (it times out) — unless the request
 //! could not be delivered at all, which the callee's mesh reports at once
 //! ([`MeshCallError::Remote`]); and the callee needs the [`Mesh`] to answer (see
-//! [`Mesh::from_handle`]). Making `Reply` itself serializable is a later step.
+//! [`Mesh::from_handle`]). The scheduler's `Reply<T>` is now serializable too (see
+//! *Location transparency*); `RemoteReply` remains for the `Mesh::call` API.
 //!
 //! # Bad input
 //!
@@ -86,6 +87,7 @@
 pub mod wire;
 
 mod registry;
+mod router;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -463,6 +465,8 @@ struct Inner {
     state: Mutex<State>,
     counters: Counters,
     next_id: AtomicU64,
+    /// This mesh's reply table as the scheduler's codec (see `router`).
+    codec: Arc<dyn cairn_scheduler::remote::ReplyCodec>,
 }
 
 #[derive(Default)]
@@ -471,9 +475,47 @@ struct State {
     conns: HashMap<NodeId, ConnState>,
     /// Last failed dial per node: (attempt, error).
     failures: HashMap<NodeId, (u64, String)>,
-    pending: HashMap<u64, (NodeId, Reply<Result<Bytes, MeshCallError>>)>,
+    /// Calls and exported replies waiting for an answer from a node.
+    pending: HashMap<u64, (NodeId, Pending)>,
     subscribers: Vec<Weak<EventQueue>>,
     closed: bool,
+}
+
+/// Something waiting for a reply frame.
+enum Pending {
+    /// A [`Mesh::call`] (its [`RemoteReply`]).
+    Call(Reply<Result<Bytes, MeshCallError>>),
+    /// A scheduler `Reply` that left this node inside a message.
+    Export(cairn_scheduler::remote::ReplyCompletion),
+}
+
+impl Pending {
+    fn finish(self, result: Result<Bytes, MeshCallError>) {
+        match self {
+            Pending::Call(reply) => {
+                let _ = reply.send(result);
+            }
+            Pending::Export(complete) => complete(match result {
+                Ok(bytes) => Ok(bytes.0),
+                Err(MeshCallError::Remote(failure)) => Err(router::call_error(failure)),
+                Err(MeshCallError::NoConnection(_) | MeshCallError::Closed) => {
+                    Err(cairn_scheduler::CallError::NoConnection)
+                }
+                Err(other) => Err(cairn_scheduler::CallError::BadReply(other.to_string())),
+            }),
+        }
+    }
+}
+
+/// What [`Outbox::try_queue`] did.
+enum Queue {
+    Queued,
+    /// The lane is full now (nothing was encoded).
+    NoRoom,
+    /// The frame could not be built.
+    Failed(cairn_scheduler::remote::RemoteSendFailure),
+    /// The lane failed (connection lost).
+    Closed,
 }
 
 enum ConnState {
@@ -546,6 +588,52 @@ impl Outbox {
         poll_fn(|cx| self.poll_send(frame, cx)).await
     }
 
+    /// Ready once the lane has room (or has failed); registers `cx` otherwise.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let waker = Waker::from(Arc::clone(&self.waiters));
+        let mut inner_cx = Context::from_waker(&waker);
+        let mut tx = self.tx.lock();
+        if tx.poll_ready(&mut inner_cx).is_ready() {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiters = self.waiters.0.lock();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Room may have been made before our waker was listed: look again.
+        tx.poll_ready(&mut inner_cx).map(drop)
+    }
+
+    /// Builds and queues a frame if the lane has room now; `make` runs only then, under
+    /// the lane's lock (so the room cannot be taken meanwhile).
+    fn try_queue(
+        &self,
+        make: impl FnOnce() -> Result<Wire, cairn_scheduler::remote::RemoteSendFailure>,
+    ) -> Queue {
+        // The lane keeps one waker: always hand it the shared one so waiting senders
+        // are never forgotten.
+        let waker = Waker::from(Arc::clone(&self.waiters));
+        let mut inner_cx = Context::from_waker(&waker);
+        let mut tx = self.tx.lock();
+        match tx.poll_ready(&mut inner_cx) {
+            Poll::Pending => return Queue::NoRoom,
+            Poll::Ready(Err(_)) => return Queue::Closed,
+            Poll::Ready(Ok(())) => {}
+        }
+        let frame = match make() {
+            Ok(frame) => frame,
+            Err(failure) => return Queue::Failed(failure),
+        };
+        let queued = match pin!(tx.send(&frame)).poll(&mut inner_cx) {
+            Poll::Ready(Ok(())) => Queue::Queued,
+            Poll::Ready(Err(_)) => Queue::Closed,
+            Poll::Pending => Queue::NoRoom,
+        };
+        queued
+    }
+
     /// Queues `frame` into an empty, fresh lane (never waits).
     fn send_first(&self, frame: &Wire) -> Result<(), crate::SendError> {
         match self.poll_send(frame, &mut Context::from_waker(Waker::noop())) {
@@ -588,7 +676,10 @@ impl Mesh {
         let listen = endpoint
             .local_addr()
             .map_err(crate::endpoint::BindError::Io)?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| Inner {
+            codec: Arc::new(router::MeshCodec {
+                inner: weak.clone(),
+            }),
             node: handle.node(),
             incarnation: random_u64(),
             listen,
@@ -602,6 +693,14 @@ impl Mesh {
             next_id: AtomicU64::new(1),
         });
         handle.set_extension(Arc::new(MeshSlot(Arc::downgrade(&inner))));
+        let router = router::MeshRouter {
+            inner: Arc::downgrade(&inner),
+        };
+        if !handle.set_remote_router(Arc::new(router)) {
+            tracing::warn!(
+                "a mesh was already started on this runtime; remote pids go to the first one"
+            );
+        }
         let acceptor = Arc::clone(&inner);
         handle.spawn(move |_ctx: Ctx<()>| async move {
             while let Some(conn) = endpoint.accept().await {
@@ -810,7 +909,7 @@ impl Mesh {
             if st.closed {
                 return Err(MeshCallError::Closed);
             }
-            st.pending.insert(id, (node, reply));
+            st.pending.insert(id, (node, Pending::Call(reply)));
         }
         let _cleanup = PendingGuard { inner, id };
         let msg = make(RemoteReply {
@@ -879,8 +978,8 @@ impl Mesh {
         for link in links {
             link.conn.close(CLOSE_NORMAL, b"mesh closed");
         }
-        for (_, (_, reply)) in pending {
-            let _ = reply.send(Err(MeshCallError::Closed));
+        for (_, (_, pending)) in pending {
+            pending.finish(Err(MeshCallError::Closed));
         }
         self.inner.endpoint.close();
     }
@@ -1287,10 +1386,15 @@ impl Inner {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            if let Some((_, reply)) = st.pending.remove(&id) {
-                let _ = reply.send(Err(MeshCallError::NoConnection(node)));
+            if let Some((_, pending)) = st.pending.remove(&id) {
+                pending.finish(Err(MeshCallError::NoConnection(node)));
             }
         }
+        // Links and monitors towards the node fire `NoConnection`; not under our lock
+        // (their signals may come back into the mesh).
+        let handle = self.handle.clone();
+        self.handle
+            .spawn(move |_ctx: Ctx<()>| async move { handle.node_down(node) });
         tracing::warn!(local = %self.node, peer = %node, %reason, "mesh node down");
         self.emit(st, NodeEvent::Down { node, reason });
     }
@@ -1357,7 +1461,7 @@ impl Inner {
                 call,
                 payload,
             } => {
-                let result = self.deliver(&to, &tag, &payload.0).await;
+                let result = self.deliver(link.node, &to, &tag, &payload.0).await;
                 match &result {
                     Ok(()) => {
                         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
@@ -1381,7 +1485,13 @@ impl Inner {
                     }
                 }
             }
-            Wire::Reply { id, result } => self.complete(id, result.map_err(MeshCallError::Remote)),
+            Wire::Reply { id, result } => self.complete(id, result),
+            signal @ (Wire::Exit { .. }
+            | Wire::Link { .. }
+            | Wire::Unlink { .. }
+            | Wire::Monitor { .. }
+            | Wire::Demonitor { .. }
+            | Wire::Down { .. }) => self.apply_signal(link.node, signal),
             Wire::Hello(_) | Wire::HelloAck(_) => {
                 tracing::warn!(peer = %link.node, "unexpected hello on an established connection; ignored");
                 self.counters
@@ -1391,7 +1501,13 @@ impl Inner {
         }
     }
 
-    async fn deliver(&self, to: &Target, tag: &str, payload: &[u8]) -> Result<(), RemoteFailure> {
+    async fn deliver(
+        &self,
+        peer: NodeId,
+        to: &Target,
+        tag: &str,
+        payload: &[u8],
+    ) -> Result<(), RemoteFailure> {
         let Some(deliverer) = self.registry.deliverer(tag) else {
             return Err(RemoteFailure::UnknownTag(tag.to_owned()));
         };
@@ -1400,7 +1516,9 @@ impl Inner {
             Target::Pid(_) => return Err(RemoteFailure::NoProc),
             Target::Name(name) => self.handle.whereis(name).ok_or(RemoteFailure::NoProc)?,
         };
-        match deliverer.deliver(&self.handle, pid, payload) {
+        let delivery =
+            router::with_codec(self, peer, || deliverer.deliver(&self.handle, pid, payload));
+        match delivery {
             Delivery::Done => Ok(()),
             Delivery::Failed(f) => Err(f),
             // A full mailbox: wait here, holding up the lane, so order is kept.
@@ -1408,12 +1526,10 @@ impl Inner {
         }
     }
 
-    fn complete(&self, id: u64, result: Result<Bytes, MeshCallError>) {
+    fn complete(&self, id: u64, result: Result<Bytes, RemoteFailure>) {
         let entry = self.state.lock().pending.remove(&id);
         match entry {
-            Some((_, reply)) => {
-                let _ = reply.send(result);
-            }
+            Some((_, pending)) => pending.finish(result.map_err(MeshCallError::Remote)),
             None => tracing::debug!(id, "answer to a call nobody waits for (timed out?)"),
         }
     }
@@ -1427,9 +1543,10 @@ impl Inner {
         if node == self.node {
             let entry = self.state.lock().pending.remove(&id);
             return match entry {
-                Some((_, reply)) => reply
-                    .send(result.map_err(MeshCallError::Remote))
-                    .map_err(|_| ReplyError::Gone),
+                Some((_, pending)) => {
+                    pending.finish(result.map_err(MeshCallError::Remote));
+                    Ok(())
+                }
                 None => Err(ReplyError::Gone),
             };
         }
@@ -1476,4 +1593,21 @@ impl Inner {
             Err(e) => Err(MeshSendError::Unreachable(msg, node, e.to_string())),
         }
     }
+}
+
+/// Membership and cluster names as the router sees them. Static membership for now: a
+/// node is a member once known (seed, hello); names are node-local.
+impl Inner {
+    fn is_member(&self, node: NodeId) -> bool {
+        let st = self.state.lock();
+        st.known.contains_key(&node) || matches!(st.conns.get(&node), Some(ConnState::Up(_)))
+    }
+
+    fn cluster_whereis(&self, _name: &str) -> Option<Pid> {
+        None
+    }
+
+    fn cluster_name_registered(&self, _name: &str, _pid: Pid) {}
+
+    fn cluster_name_released(&self, _name: &str, _pid: Pid) {}
 }

@@ -10,8 +10,20 @@ use std::sync::Arc;
 use cairn_scheduler::{Handle, Pid, SendError};
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use super::wire::{decode_payload, RemoteFailure};
+use super::wire::{decode_payload, encode_payload, RemoteFailure};
+
+/// Serializes a type-erased message of one registered type (for remote pids reached
+/// through the scheduler, which hands the mesh `Box<dyn Any>`).
+pub(crate) type Encode = fn(&dyn std::any::Any) -> Result<Vec<u8>, String>;
+
+fn encode_as<M: Serialize + 'static>(msg: &dyn std::any::Any) -> Result<Vec<u8>, String> {
+    match msg.downcast_ref::<M>() {
+        Some(msg) => encode_payload(msg),
+        None => Err("message of another type than registered".to_owned()),
+    }
+}
 
 /// The outcome of handing a received payload to a local process.
 pub(crate) enum Delivery {
@@ -77,24 +89,24 @@ pub(crate) struct Registry {
 
 #[derive(Default)]
 struct RegistryInner {
-    by_type: HashMap<TypeId, &'static str>,
+    by_type: HashMap<TypeId, (&'static str, Encode)>,
     by_tag: HashMap<&'static str, (TypeId, Arc<dyn Deliver>)>,
 }
 
 impl Registry {
-    pub(crate) fn register<M: DeserializeOwned + Send + 'static>(
+    pub(crate) fn register<M: Serialize + DeserializeOwned + Send + 'static>(
         &self,
         tag: &'static str,
     ) -> Result<(), RegisterTypeError> {
         let ty = TypeId::of::<M>();
         let mut inner = self.inner.write();
         match (inner.by_type.get(&ty), inner.by_tag.get(tag)) {
-            (Some(&t), _) if t == tag => return Ok(()),
-            (Some(&t), _) => return Err(RegisterTypeError::TypeTaken(t)),
+            (Some(&(t, _)), _) if t == tag => return Ok(()),
+            (Some(&(t, _)), _) => return Err(RegisterTypeError::TypeTaken(t)),
             (None, Some(_)) => return Err(RegisterTypeError::TagTaken(tag)),
             (None, None) => {}
         }
-        inner.by_type.insert(ty, tag);
+        inner.by_type.insert(ty, (tag, encode_as::<M>));
         inner
             .by_tag
             .insert(tag, (ty, Arc::new(Typed::<M>(PhantomData))));
@@ -102,7 +114,16 @@ impl Registry {
     }
 
     pub(crate) fn tag_of<M: 'static>(&self) -> Option<&'static str> {
-        self.inner.read().by_type.get(&TypeId::of::<M>()).copied()
+        self.inner
+            .read()
+            .by_type
+            .get(&TypeId::of::<M>())
+            .map(|&(tag, _)| tag)
+    }
+
+    /// The tag and serializer of the type with id `ty`.
+    pub(crate) fn encoder(&self, ty: TypeId) -> Option<(&'static str, Encode)> {
+        self.inner.read().by_type.get(&ty).copied()
     }
 
     pub(crate) fn deliverer(&self, tag: &str) -> Option<Arc<dyn Deliver>> {

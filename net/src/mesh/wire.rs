@@ -18,7 +18,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use cairn_scheduler::{NodeId, Pid};
+use cairn_scheduler::{ExitReason, NodeId, Pid};
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -84,6 +84,9 @@ pub enum RemoteFailure {
     /// The payload did not decode as the registered type.
     #[error("the remote node could not decode the message: {0}")]
     Malformed(String),
+    /// The callee dropped the request's `Reply` without answering.
+    #[error("the callee dropped the request without replying")]
+    Dropped,
 }
 
 /// One frame on a mesh lane.
@@ -113,6 +116,58 @@ pub enum Wire {
         id: u64,
         /// The value (MessagePack) or why there is none.
         result: Result<Bytes, RemoteFailure>,
+    },
+    // Process signals (location-transparent links and monitors). A node speaks only for
+    // its own processes: `from`/`watcher`/`target` must be on the sending node.
+    /// An exit signal from `from` to `to` (`link`: `from` was linked to `to` and died).
+    Exit {
+        /// The receiving process.
+        to: Pid,
+        /// The sending process.
+        from: Pid,
+        /// Why.
+        reason: ExitReason,
+        /// Sent along a link.
+        link: bool,
+    },
+    /// `from` linked itself to `to`.
+    Link {
+        /// The process on the receiving node.
+        to: Pid,
+        /// The process on the sending node.
+        from: Pid,
+    },
+    /// `from` removed its link to `to`.
+    Unlink {
+        /// The process on the receiving node.
+        to: Pid,
+        /// The process on the sending node.
+        from: Pid,
+    },
+    /// `watcher` monitors `target` under `monitor`.
+    Monitor {
+        /// The monitored process (on the receiving node).
+        target: Pid,
+        /// The watching process (on the sending node).
+        watcher: Pid,
+        /// The monitor's ref.
+        monitor: u64,
+    },
+    /// The monitor `monitor` of `target` was cancelled.
+    Demonitor {
+        /// The monitored process (on the receiving node).
+        target: Pid,
+        /// The monitor's ref.
+        monitor: u64,
+    },
+    /// `target`, monitored under `monitor` from the receiving node, exited.
+    Down {
+        /// The monitor's ref.
+        monitor: u64,
+        /// The process that exited (on the sending node).
+        target: Pid,
+        /// Why.
+        reason: ExitReason,
     },
 }
 

@@ -123,3 +123,29 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
+
+/// A runtime (node id `n`) with a mesh on 127.0.0.1:0 whose certificate is `node-{n}`,
+/// joined through `seeds` (other meshes of the same CA).
+pub fn start_mesh(
+    ca: &ClusterCa,
+    n: u64,
+    seeds: &[&cairn_net::Mesh],
+    idle: Duration,
+) -> (Runtime, cairn_net::Mesh) {
+    init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(cairn_scheduler::NodeId(n))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(
+        ca.cert_der().clone(),
+        ca.issue(&format!("node-{n}")).unwrap(),
+    );
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls).idle_timeout(idle);
+    for seed in seeds {
+        config = config.seed(seed.local_addr(), format!("node-{}", seed.node().0));
+    }
+    let mesh = cairn_net::Mesh::start(&rt.handle(), config).unwrap();
+    (rt, mesh)
+}

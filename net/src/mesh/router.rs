@@ -1,0 +1,374 @@
+//! The mesh as the scheduler's [`RemoteRouter`] and [`ReplyCodec`]: what makes a remote pid
+//! behave like a local one.
+//!
+//! - **Messages**: a `send`/`try_send` to a remote pid is serialized here (the type's
+//!   tag comes from [`Mesh::register`](super::Mesh::register)) and queued on the lane to
+//!   its node. `try_send` reports `Full` when that lane has no room, and also while the
+//!   connection is still being opened (it starts opening it): queuing behind a pending
+//!   dial from a non-waiting call could reorder one sender's messages. `send` waits for
+//!   both. Room is checked *before* encoding, so a refused message comes back intact
+//!   (a `Reply` inside it is not exported).
+//! - **Signals** (exit, link, unlink, monitor, demonitor, down, replies) are queued on the
+//!   same lane when it has room, else by a short-lived process that waits for it. If the
+//!   node cannot be reached, the scheduler is told the node is down, so links and
+//!   monitors towards it fire `NoConnection` instead of waiting forever.
+//! - **Replies**: a `Reply` inside an outgoing message is exported into the mesh's pending
+//!   table under an id, tagged with the node the message goes to; a lost node fails it
+//!   with `NoConnection`. An imported `Reply` answers with a reply frame.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::sync::{Arc, Weak};
+
+use cairn_scheduler::remote::{
+    with_reply_codec, AnyMessage, BoxFuture, RemotePort, RemoteRouter, RemoteSendFailure,
+    RemoteSendResult, ReplyCodec, ReplyCompletion,
+};
+use cairn_scheduler::{CallError, Ctx, ExitReason, MonitorRef, NodeId, Pid};
+
+use super::wire::{Bytes, RemoteFailure, Target, Wire};
+use super::{ConnState, Inner, Link, Pending, Queue};
+
+thread_local! {
+    /// The node the message being encoded on this thread goes to (exported replies fail
+    /// with `NoConnection` if it is lost).
+    static ENCODING_FOR: Cell<NodeId> = const { Cell::new(NodeId(0)) };
+}
+
+/// Encodes or decodes one message with this mesh handling its replies, `peer` being the
+/// node at the other end.
+pub(super) fn with_codec<R>(inner: &Inner, peer: NodeId, f: impl FnOnce() -> R) -> R {
+    let previous = ENCODING_FOR.with(|c| c.replace(peer));
+    let result = with_reply_codec(&inner.codec, f);
+    ENCODING_FOR.with(|c| c.set(previous));
+    result
+}
+
+/// The scheduler's handle on the mesh (weak: the mesh may close before the runtime).
+pub(super) struct MeshRouter {
+    pub(super) inner: Weak<Inner>,
+}
+
+/// The mesh's reply table, as the scheduler's codec.
+pub(super) struct MeshCodec {
+    pub(super) inner: Weak<Inner>,
+}
+
+/// An imported reply: answers go to `node` as a reply frame for `id`.
+struct MeshPort {
+    inner: Weak<Inner>,
+    node: NodeId,
+    id: u64,
+}
+
+impl MeshRouter {
+    fn encode(inner: &Inner, to: Pid, msg: &dyn Any) -> Result<Wire, RemoteSendFailure> {
+        let Some((tag, encode)) = inner.registry.encoder(msg.type_id()) else {
+            return Err(RemoteSendFailure::Unregistered);
+        };
+        let payload = with_codec(inner, to.node(), || encode(msg)).map_err(|error| {
+            tracing::error!(%to, tag, %error, "message could not be serialized");
+            RemoteSendFailure::Unregistered
+        })?;
+        Ok(Wire::Send {
+            from: None,
+            to: Target::Pid(to),
+            tag: tag.to_owned(),
+            call: None,
+            payload: Bytes(payload),
+        })
+    }
+}
+
+impl RemoteRouter for MeshRouter {
+    fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult {
+        let Some(inner) = self.inner.upgrade() else {
+            return Err((RemoteSendFailure::NoConnection, msg));
+        };
+        let link = match inner.up_link(to.node()) {
+            Some(link) => link,
+            None if inner.is_member(to.node()) => {
+                inner.open_soon(to.node());
+                return Err((RemoteSendFailure::Full, msg));
+            }
+            None => return Err((RemoteSendFailure::NoConnection, msg)),
+        };
+        match link
+            .outbox
+            .try_queue(|| Self::encode(&inner, to, msg.as_ref()))
+        {
+            Queue::Queued => Ok(()),
+            Queue::NoRoom => Err((RemoteSendFailure::Full, msg)),
+            Queue::Failed(failure) => Err((failure, msg)),
+            Queue::Closed => Err((RemoteSendFailure::NoConnection, msg)),
+        }
+    }
+
+    fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let Some(inner) = inner.upgrade() else {
+                return Err((RemoteSendFailure::NoConnection, msg));
+            };
+            let Ok(link) = inner.link(to.node()).await else {
+                return Err((RemoteSendFailure::NoConnection, msg));
+            };
+            loop {
+                poll_fn(|cx| link.outbox.poll_room(cx)).await;
+                match link
+                    .outbox
+                    .try_queue(|| Self::encode(&inner, to, msg.as_ref()))
+                {
+                    Queue::Queued => return Ok(()),
+                    // Another sender took the room first.
+                    Queue::NoRoom => continue,
+                    Queue::Failed(failure) => return Err((failure, msg)),
+                    Queue::Closed => return Err((RemoteSendFailure::NoConnection, msg)),
+                }
+            }
+        })
+    }
+
+    fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool) {
+        self.signal(
+            to.node(),
+            Wire::Exit {
+                to,
+                from,
+                reason,
+                link: via_link,
+            },
+        );
+    }
+
+    fn link(&self, to: Pid, from: Pid) {
+        self.signal(to.node(), Wire::Link { to, from });
+    }
+
+    fn unlink(&self, to: Pid, from: Pid) {
+        self.signal(to.node(), Wire::Unlink { to, from });
+    }
+
+    fn monitor(&self, target: Pid, watcher: Pid, monitor: MonitorRef) {
+        self.signal(
+            target.node(),
+            Wire::Monitor {
+                target,
+                watcher,
+                monitor: monitor.to_raw(),
+            },
+        );
+    }
+
+    fn demonitor(&self, target: Pid, monitor: MonitorRef) {
+        self.signal(
+            target.node(),
+            Wire::Demonitor {
+                target,
+                monitor: monitor.to_raw(),
+            },
+        );
+    }
+
+    fn down(&self, watcher: Pid, monitor: MonitorRef, target: Pid, reason: ExitReason) {
+        self.signal(
+            watcher.node(),
+            Wire::Down {
+                monitor: monitor.to_raw(),
+                target,
+                reason,
+            },
+        );
+    }
+
+    fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.upgrade()?.cluster_whereis(name)
+    }
+
+    fn name_registered(&self, name: &str, pid: Pid) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.cluster_name_registered(name, pid);
+        }
+    }
+
+    fn name_released(&self, name: &str, pid: Pid) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.cluster_name_released(name, pid);
+        }
+    }
+
+    fn is_up(&self, node: NodeId) -> bool {
+        self.inner.upgrade().is_some_and(|i| i.is_member(node))
+    }
+}
+
+impl MeshRouter {
+    fn signal(&self, node: NodeId, frame: Wire) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.send_signal(node, frame);
+        }
+    }
+}
+
+impl Inner {
+    /// The established link to `node`, if any (never dials).
+    pub(super) fn up_link(&self, node: NodeId) -> Option<Arc<Link>> {
+        match self.state.lock().conns.get(&node) {
+            Some(ConnState::Up(link)) => Some(Arc::clone(link)),
+            _ => None,
+        }
+    }
+
+    /// Starts opening the connection to `node` in the background (if not under way).
+    pub(super) fn open_soon(self: &Arc<Self>, node: NodeId) {
+        if self.state.lock().conns.contains_key(&node) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            if let Err(error) = inner.link(node).await {
+                tracing::debug!(peer = %node, %error, "could not open a connection");
+            }
+        });
+    }
+
+    /// Queues a signal frame for `node`: now if its lane has room, else from a process
+    /// that waits for the lane. An unreachable node is reported down to the scheduler.
+    pub(super) fn send_signal(self: &Arc<Self>, node: NodeId, frame: Wire) {
+        if node == self.node {
+            // A reply imported here from a message that came home: answer locally.
+            if let Wire::Reply { id, result } = frame {
+                self.complete(id, result);
+            }
+            return;
+        }
+        if let Some(link) = self.up_link(node) {
+            if let Queue::Queued = link.outbox.try_queue(|| Ok(frame.clone())) {
+                return;
+            }
+        }
+        let inner = Arc::clone(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let sent = match inner.link(node).await {
+                Ok(link) => link.outbox.send(&frame).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = sent {
+                tracing::debug!(peer = %node, %error, "signal not sent: the node is unreachable");
+                inner.handle.node_down(node);
+            }
+        });
+    }
+
+    /// Applies a signal frame from `peer` to local processes.
+    pub(super) fn apply_signal(&self, peer: NodeId, frame: Wire) {
+        let handle = &self.handle;
+        let from_peer = |pid: Pid| pid.node() == peer;
+        match frame {
+            Wire::Exit {
+                to,
+                from,
+                reason,
+                link,
+            } if from_peer(from) => handle.remote_exit(to, from, reason, link),
+            Wire::Link { to, from } if from_peer(from) => handle.remote_link(to, from),
+            Wire::Unlink { to, from } if from_peer(from) => handle.remote_unlink(to, from),
+            Wire::Monitor {
+                target,
+                watcher,
+                monitor,
+            } if from_peer(watcher) => {
+                handle.remote_monitor(target, watcher, MonitorRef::from_raw(monitor))
+            }
+            Wire::Demonitor { target, monitor } => {
+                handle.remote_demonitor(target, MonitorRef::from_raw(monitor))
+            }
+            Wire::Down {
+                monitor,
+                target,
+                reason,
+            } if from_peer(target) => {
+                handle.remote_down(MonitorRef::from_raw(monitor), target, reason)
+            }
+            other => {
+                // A node may only speak for its own processes.
+                tracing::warn!(%peer, frame = ?other, "signal about another node's process; ignored");
+                self.counters
+                    .bad_messages
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl ReplyCodec for MeshCodec {
+    fn export(&self, complete: ReplyCompletion) -> (NodeId, u64) {
+        let peer = ENCODING_FOR.with(Cell::get);
+        let Some(inner) = self.inner.upgrade() else {
+            complete(Err(CallError::NoConnection));
+            return (NodeId(0), 0);
+        };
+        let id = inner
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        inner
+            .state
+            .lock()
+            .pending
+            .insert(id, (peer, Pending::Export(complete)));
+        (inner.node, id)
+    }
+
+    fn import(&self, node: NodeId, id: u64) -> Box<dyn RemotePort> {
+        Box::new(MeshPort {
+            inner: self.inner.clone(),
+            node,
+            id,
+        })
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.state.lock().pending.remove(&id);
+        }
+    }
+}
+
+impl MeshPort {
+    fn reply(&self, result: Result<Bytes, RemoteFailure>) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        let frame = Wire::Reply {
+            id: self.id,
+            result,
+        };
+        inner.send_signal(self.node, frame);
+        true
+    }
+}
+
+impl RemotePort for MeshPort {
+    fn answer(self: Box<Self>, value: Vec<u8>) -> Result<(), Vec<u8>> {
+        if self.inner.strong_count() == 0 {
+            return Err(value);
+        }
+        self.reply(Ok(Bytes(value)));
+        Ok(())
+    }
+
+    fn dropped(self: Box<Self>) {
+        self.reply(Err(RemoteFailure::Dropped));
+    }
+}
+
+/// Maps a callee node's failure onto the caller's [`CallError`].
+pub(super) fn call_error(failure: RemoteFailure) -> CallError {
+    match failure {
+        RemoteFailure::NoProc => CallError::NoProc,
+        RemoteFailure::WrongType => CallError::WrongType,
+        RemoteFailure::Dropped => CallError::NoReply,
+        other => CallError::BadReply(other.to_string()),
+    }
+}

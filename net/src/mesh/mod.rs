@@ -1573,7 +1573,9 @@ impl Inner {
         let Some(tag) = self.registry.tag_of::<M>() else {
             return Err(MeshSendError::Unregistered(msg));
         };
-        let payload = match encode_payload(&msg) {
+        // Under the codec, so a `Reply` inside the message is exported (as the router's
+        // sends do), e.g. in a request to a process known only by its name there.
+        let payload = match router::with_codec(self, node, || encode_payload(&msg)) {
             Ok(p) => p,
             Err(e) => return Err(MeshSendError::Encode(msg, e)),
         };

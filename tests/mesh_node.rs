@@ -228,6 +228,22 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
         "owner {owner} is not a node"
     );
 
+    // A call from every node reads the one total (the Reply crosses the mesh and back).
+    for n in nodes {
+        let (ok, out, err) = cli(&[
+            "send",
+            "counter",
+            "alice",
+            "get",
+            "--join",
+            &n.addr.to_string(),
+            "--cluster",
+            cluster.to_str().unwrap(),
+        ]);
+        assert!(ok, "get through {} failed: {out}{err}", n.id);
+        assert!(out.contains("counter/alice = 15 "), "{out}");
+    }
+
     // Every node's view of the mesh: three members, one counter activation, on the owner.
     for via in nodes {
         let members = status(via.addr, &cluster);

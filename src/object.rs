@@ -393,15 +393,22 @@ impl Objects {
                 let Some(objects) = weak.upgrade() else {
                     return;
                 };
-                match &event {
-                    NodeEvent::Up { node, .. } => {
-                        tracing::debug!(%node, "node up; rebalancing objects")
-                    }
-                    NodeEvent::Down { node, .. } => {
-                        tracing::debug!(%node, "node down; rebalancing objects")
-                    }
-                    _ => {}
+                let node = match &event {
+                    NodeEvent::Up { node, .. } | NodeEvent::Down { node, .. } => *node,
+                    _ => continue,
+                };
+                // Clients come and go with every `cairn-node status`; they own nothing, so
+                // ownership cannot have changed.
+                let client = objects.cluster.get().is_some_and(|c| {
+                    c.mesh
+                        .peers()
+                        .iter()
+                        .any(|p| p.node == node && is_client(&p.name))
+                });
+                if client {
+                    continue;
                 }
+                tracing::debug!(%node, ?event, "membership changed; handing off objects owned elsewhere");
                 objects.hand_off_unowned().await;
             }
         });

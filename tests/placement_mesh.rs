@@ -107,9 +107,9 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
 
     // Calls from either node reach the owner. Keys that moved start over on b: storage
     // does not migrate yet (src/object.rs, "Membership change").
-    for i in 0..KEYS {
+    for (i, owner) in owners.iter().enumerate() {
         let via = if i % 2 == 0 { &a } else { &b };
-        let expected = if owners[i] == b_id { 1 } else { 2 };
+        let expected = if *owner == b_id { 1 } else { 2 };
         assert_eq!(add(via, &key(i)), expected, "{}", key(i));
     }
     assert_eq!(b.status().objects.get("counter"), Some(&moved));

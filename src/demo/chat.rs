@@ -125,3 +125,85 @@ impl Object for ChatRoom {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const T: Duration = Duration::from_secs(10);
+
+    fn node(dir: &std::path::Path) -> Node {
+        let node = Node::builder().workers(2).data_dir(dir).start().unwrap();
+        node.register::<ChatRoom>();
+        node
+    }
+
+    #[test]
+    fn members_post_and_the_history_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let node = node(dir.path());
+            let room = node.object::<ChatRoom>("lobby");
+            let call = |make: Box<dyn FnOnce(Reply<Result<u64, String>>) -> ChatMsg>| {
+                node.block_on(room.call(make, T)).unwrap()
+            };
+            let post = |from: &str, text: &str| {
+                let (from, text) = (from.to_owned(), text.to_owned());
+                call(Box::new(move |reply| ChatMsg::Post { from, text, reply }))
+            };
+            assert!(post("ada", "too early").unwrap_err().contains("not joined"));
+            let members = node
+                .block_on(room.call(|r| ChatMsg::Join("ada".into(), r), T))
+                .unwrap();
+            assert_eq!(members, ["ada"]);
+            node.block_on(room.call(|r| ChatMsg::Join("linus".into(), r), T))
+                .unwrap();
+            for i in 1..=5 {
+                assert_eq!(post("ada", &format!("hello {i}")), Ok(i));
+            }
+            assert_eq!(post("linus", "hi"), Ok(6));
+            let long = "x".repeat(MAX_POST + 1);
+            assert!(post("linus", &long).unwrap_err().contains("at most"));
+            let left = node
+                .block_on(room.call(|r| ChatMsg::Leave("linus".into(), r), T))
+                .unwrap();
+            assert_eq!(left, ["ada"]);
+            node.shutdown();
+        }
+        // A new node on the same data: members and posts are durable.
+        let node = node(dir.path());
+        let room = node.object::<ChatRoom>("lobby");
+        let recent = node
+            .block_on(room.call(|r| ChatMsg::Recent(3, r), T))
+            .unwrap();
+        let seen: Vec<(u64, &str, &str)> = recent
+            .iter()
+            .map(|p| (p.seq, p.from.as_str(), p.text.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (4, "ada", "hello 4"),
+                (5, "ada", "hello 5"),
+                (6, "linus", "hi")
+            ]
+        );
+        let members = node
+            .block_on(room.call(|r| ChatMsg::Join("grace".into(), r), T))
+            .unwrap();
+        assert_eq!(members, ["ada", "grace"]);
+        let post = node
+            .block_on(room.call(
+                |reply| ChatMsg::Post {
+                    from: "grace".into(),
+                    text: "after the restart".into(),
+                    reply,
+                },
+                T,
+            ))
+            .unwrap();
+        assert_eq!(post, Ok(7));
+    }
+}

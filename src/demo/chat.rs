@@ -146,12 +146,10 @@ mod tests {
         {
             let node = node(dir.path());
             let room = node.object::<ChatRoom>("lobby");
-            let call = |make: Box<dyn FnOnce(Reply<Result<u64, String>>) -> ChatMsg>| {
-                node.block_on(room.call(make, T)).unwrap()
-            };
             let post = |from: &str, text: &str| {
                 let (from, text) = (from.to_owned(), text.to_owned());
-                call(Box::new(move |reply| ChatMsg::Post { from, text, reply }))
+                node.block_on(room.call(|reply| ChatMsg::Post { from, text, reply }, T))
+                    .unwrap()
             };
             assert!(post("ada", "too early").unwrap_err().contains("not joined"));
             let members = node

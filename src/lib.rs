@@ -508,7 +508,8 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
     }
 }
 
-/// A Cairn node: the runtime, its durable store, and its objects.
+/// A Cairn node: the runtime, its durable store, its objects and, when started with a listen
+/// address, its mesh.
 ///
 /// Derefs to the scheduler's [`Handle`](cairn_scheduler::Handle): `spawn`, `spawn_named`,
 /// `whereis`, `try_send`, `send`, `call`, `exit`, `wait_exit`, timers, `block_on`.

@@ -255,11 +255,37 @@ struct Envelope<O: Object> {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// How a placed class sends an envelope to another node's router.
-struct RemoteRoute<O: Object>(SendEnvelope<O>);
+/// How a placed class sends an envelope to another node's router (monomorphized at
+/// [`Objects::register`], where the message type is known to serialize).
+struct RemoteRoute<O: Object> {
+    send: SendEnvelope<O>,
+    try_send: TrySendEnvelope<O>,
+}
 
 /// Sends an envelope of class `O` to a node's router.
 type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Result<(), ObjectError>>;
+/// The same without waiting; gives the message back.
+type TrySendEnvelope<O> =
+    fn(&Mesh, NodeId, Envelope<O>) -> Result<(), SendError<<O as Object>::Msg>>;
+
+fn try_send_envelope<O>(
+    mesh: &Mesh,
+    node: NodeId,
+    env: Envelope<O>,
+) -> Result<(), SendError<O::Msg>>
+where
+    O: Object,
+    O::Msg: Serialize + DeserializeOwned,
+{
+    use cairn_net::MeshSendError as E;
+    mesh.try_send_named(node, router_name(O::CLASS), env)
+        .map_err(|e| match e {
+            E::Full(env) => SendError::Full(env.msg),
+            E::Unregistered(env) | E::Encode(env, _) => SendError::Unregistered(env.msg),
+            E::Unreachable(env, ..) => SendError::NoConnection(env.msg),
+            other => SendError::NoProc(other.into_inner().msg),
+        })
+}
 
 fn send_envelope<O>(
     mesh: Mesh,
@@ -461,7 +487,10 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
-        let route: Arc<dyn Any + Send + Sync> = Arc::new(RemoteRoute::<O>(send_envelope::<O>));
+        let route: Arc<dyn Any + Send + Sync> = Arc::new(RemoteRoute::<O> {
+            send: send_envelope::<O>,
+            try_send: try_send_envelope::<O>,
+        });
         self.insert_class::<O>(Some(route));
         let Some(cluster) = self.cluster.get() else {
             return;
@@ -526,7 +555,7 @@ pub struct ObjectRef<O: Object> {
 /// Where a message to an object goes.
 enum Route<O: Object> {
     Local,
-    Remote(Mesh, NodeId, SendEnvelope<O>),
+    Remote(Mesh, NodeId, SendEnvelope<O>, TrySendEnvelope<O>),
 }
 
 impl<O: Object> Clone for ObjectRef<O> {
@@ -574,7 +603,7 @@ impl<O: Object> ObjectRef<O> {
     pub fn owner(&self) -> Result<NodeId, ObjectError> {
         match self.route()? {
             Route::Local => Ok(self.objects.handle.node()),
-            Route::Remote(_, node, _) => Ok(node),
+            Route::Remote(_, node, ..) => Ok(node),
         }
     }
 
@@ -599,11 +628,15 @@ impl<O: Object> ObjectRef<O> {
         if owner == cluster.mesh.node() {
             return Ok(Route::Local);
         }
-        let send = remote
+        let route = remote
             .downcast_ref::<RemoteRoute<O>>()
-            .expect("a class's route is registered for its own type")
-            .0;
-        Ok(Route::Remote(cluster.mesh.clone(), owner, send))
+            .expect("a class's route is registered for its own type");
+        Ok(Route::Remote(
+            cluster.mesh.clone(),
+            owner,
+            route.send,
+            route.try_send,
+        ))
     }
 
     /// Delivers `msg` to the owner: here (activating the object) or through the owner's
@@ -614,7 +647,7 @@ impl<O: Object> ObjectRef<O> {
                 self.send_ungated(ObjectMsg::User(msg)).await;
                 Ok(())
             }
-            Route::Remote(mesh, node, send) => {
+            Route::Remote(mesh, node, send, _) => {
                 if hops >= MAX_HOPS {
                     tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
                     return Err(ObjectError::Misrouted {
@@ -643,7 +676,8 @@ impl<O: Object> ObjectRef<O> {
         &self.name
     }
 
-    /// The pid of the current activation, if any.
+    /// The pid of the current activation on this node, if any (an object owned by another
+    /// node has none here).
     pub fn pid(&self) -> Option<Pid> {
         self.objects.handle.whereis(&self.name)
     }
@@ -754,10 +788,11 @@ impl<O: Object> ObjectRef<O> {
     /// the object is being evicted right now (try again shortly). Held by the output gate when
     /// called from a gated handler (see [`ObjectRef::send`]).
     ///
-    /// Only objects owned by this node can take a message without waiting: for one owned by
-    /// another node (the connection may have to be opened, its buffer may be full) this
-    /// gives the message back as `Full` — use [`ObjectRef::send`]. `NoProc` when the class
-    /// is not registered or no node can own the object.
+    /// For an object owned by another node, `Full` means no room on the connection to that
+    /// node now, or the connection is still being opened (this starts opening it); the
+    /// owner's mailbox is not consulted (a full one there holds the message on that node's
+    /// router). `NoConnection` if the owner cannot be reached, `NoProc` when the class is
+    /// not registered or no node can own the object.
     pub fn try_send(&self, msg: O::Msg) -> Result<(), SendError<O::Msg>> {
         if self.check().is_err() {
             return Err(SendError::NoProc(msg));
@@ -767,7 +802,16 @@ impl<O: Object> ObjectRef<O> {
         };
         match self.route() {
             Ok(Route::Local) => {}
-            Ok(Route::Remote(..)) => return Err(SendError::Full(msg)),
+            Ok(Route::Remote(mesh, node, _, try_send)) => {
+                let env = Envelope {
+                    key: self.key.to_string(),
+                    region: self.region.as_deref().map(str::to_owned),
+                    hops: 1,
+                    msg,
+                    _class: PhantomData,
+                };
+                return try_send(&mesh, node, env);
+            }
             Err(_) => return Err(SendError::NoProc(msg)),
         }
         let mut msg = ObjectMsg::User(msg);

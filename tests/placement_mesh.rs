@@ -114,6 +114,13 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
     }
     assert_eq!(b.status().objects.get("counter"), Some(&moved));
     assert_eq!(a.status().objects.get("counter"), Some(&(KEYS - moved)));
+
+    // try_send to an object owned by the other node: the connection is up and idle, so
+    // there is room; a call behind it on the same connection sees its effect.
+    let remote_key = key(owners.iter().position(|o| *o == b_id).unwrap());
+    let counter = a.object::<Counter>(&remote_key);
+    counter.try_send(CounterMsg::Add(10)).unwrap();
+    assert_eq!(add(&a, &remote_key), 12);
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //!
 //! ## Local or meshed
 //! Without [`NodeBuilder::listen`] a node is local, as in the example below. With it, the
-//! node starts a [`Mesh`](cairn_net::Mesh) on its runtime: it authenticates with mutual TLS
+//! node starts a [`Mesh`] on its runtime: it authenticates with mutual TLS
 //! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
 //! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
 //! process ([`STATUS_PROCESS`]) and routes objects of classes registered with
@@ -577,7 +577,8 @@ impl Node {
         status_of(&self.runtime.handle(), &self.objects, &self.info)
     }
 
-    /// Asks `node` (any node of the mesh, or this one) for its status.
+    /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
+    /// mesh this fails with [`MeshCallError::Closed`].
     pub async fn node_status(
         &self,
         node: NodeId,

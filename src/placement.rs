@@ -121,7 +121,9 @@ mod tests {
     const KEYS: usize = 10_000;
 
     fn nodes(ids: &[u64]) -> Vec<Candidate> {
-        ids.iter().map(|&id| Candidate::new(NodeId(id), None)).collect()
+        ids.iter()
+            .map(|&id| Candidate::new(NodeId(id), None))
+            .collect()
     }
 
     fn owners(nodes: &[Candidate]) -> Vec<NodeId> {
@@ -134,7 +136,11 @@ mod tests {
     fn keys_spread_evenly_over_three_nodes() {
         // Random-looking ids as a mesh node gets, and small consecutive ones.
         for ids in [
-            [0x5eed_1234_9876_abcd, 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+            [
+                0x5eed_1234_9876_abcd,
+                0x0123_4567_89ab_cdef,
+                0xfedc_ba98_7654_3210,
+            ],
             [1, 2, 3],
         ] {
             let mut counts: HashMap<NodeId, usize> = HashMap::new();
@@ -145,7 +151,10 @@ mod tests {
             assert_eq!(counts.len(), 3, "{counts:?}");
             for (node, n) in &counts {
                 let off = (*n as f64 - even).abs() / even;
-                assert!(off <= 0.15, "node {node} owns {n} of {KEYS} keys ({counts:?})");
+                assert!(
+                    off <= 0.15,
+                    "node {node} owns {n} of {KEYS} keys ({counts:?})"
+                );
             }
         }
     }
@@ -179,7 +188,10 @@ mod tests {
             if after[i] == NodeId(22) {
                 assert_ne!(without[i], NodeId(22));
             } else {
-                assert_eq!(without[i], after[i], "key {i} moved though its owner stayed");
+                assert_eq!(
+                    without[i], after[i],
+                    "key {i} moved though its owner stayed"
+                );
             }
         }
     }

@@ -291,7 +291,10 @@ fn provider() -> Arc<CryptoProvider> {
 impl TlsConfig {
     /// Mutual TLS from PEM: trust the CA certificate `ca_pem` only, present `node`.
     pub fn from_pem(ca_pem: &str, node: NodeCert) -> Result<TlsConfig, TlsError> {
-        Ok(TlsConfig::new(CertificateDer::from(pem_to_der(ca_pem)?), node))
+        Ok(TlsConfig::new(
+            CertificateDer::from(pem_to_der(ca_pem)?),
+            node,
+        ))
     }
 
     /// Mutual TLS: trust `ca_cert` only, present `node`.

@@ -50,8 +50,8 @@ enum Command {
     /// Sends to an object from the command line, through any node of the mesh.
     ///
     /// counter KEY add N | counter KEY get;
-    /// chat KEY join WHO | leave WHO | post WHO TEXT... | recent [N];
-    /// restaurant KEY hold GUEST [SECONDS] | confirm GUEST | show
+    /// chat KEY join WHO | leave WHO | post WHO TEXT... | recent, recent N;
+    /// restaurant KEY hold GUEST, hold GUEST SECONDS | confirm GUEST | show
     Send {
         /// The object class: counter, chat or restaurant.
         class: String,

@@ -49,9 +49,11 @@ enum Command {
     Status(ClientArgs),
     /// Sends to an object from the command line, through any node of the mesh.
     ///
-    /// counter KEY add N | counter KEY get;
-    /// chat KEY join WHO | leave WHO | post WHO TEXT... | recent, recent N;
-    /// restaurant KEY hold GUEST, hold GUEST SECONDS | confirm GUEST | show
+    /// Operations (N defaults to 20, SECONDS to 60):
+    ///   counter KEY add N | get
+    ///   chat KEY join WHO | leave WHO | post WHO TEXT... | recent N
+    ///   restaurant KEY hold GUEST SECONDS | confirm GUEST | show
+    #[command(verbatim_doc_comment)]
     Send {
         /// The object class: counter, chat or restaurant.
         class: String,

@@ -350,3 +350,94 @@ fn remote_try_send_reports_full_end_to_end_and_loses_nothing() {
     );
     assert!(seen.iter().copied().eq(0..accepted), "in order");
 }
+
+/// The ordering test: 4 senders on one node to 4 receivers on another, 100,000
+/// messages each, every sender→receiver pair in order; the third node calls both.
+#[test]
+fn four_senders_to_four_receivers_across_nodes_keep_pairwise_order() {
+    const PER_PAIR: u64 = 100_000;
+    let ca = ClusterCa::generate().unwrap();
+    let (n2, m2) = start_mesh(&ca, 2, &[], IDLE);
+    let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
+    let (n3, m3) = start_mesh(&ca, 3, &[&m2, &m1], IDLE);
+    for mesh in [&m1, &m2, &m3] {
+        mesh.register::<Pairwise>("test.Pairwise").unwrap();
+    }
+    // Seeds are dialed in the background: wait until the senders' nodes know n2.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while ![&m1, &m3]
+        .iter()
+        .all(|m| m.peers().iter().any(|p| p.node == m2.node()))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2 never became known"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Each receiver checks, per sender, that sequence numbers come 0, 1, 2, ...
+    let receivers: Vec<Pid> = (0..4)
+        .map(|_| {
+            n2.spawn(|mut ctx: Ctx<Pairwise>| async move {
+                let mut next = [0u64; 4];
+                let mut in_order = true;
+                while let Some(Message::User(msg)) = ctx.recv().await {
+                    match msg {
+                        Pairwise::Seq { sender, seq } => {
+                            in_order &= next[sender] == seq;
+                            next[sender] = seq + 1;
+                        }
+                        Pairwise::Report(reply) => drop(reply.send((next, in_order))),
+                    }
+                }
+            })
+            .pid()
+        })
+        .collect();
+    let done: Vec<_> = (0..4usize)
+        .map(|sender| {
+            let h1 = n1.handle();
+            let receivers = receivers.clone();
+            spawn(&n1, async move {
+                for seq in 0..PER_PAIR {
+                    for &to in &receivers {
+                        h1.send(to, Pairwise::Seq { sender, seq }).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for d in done {
+        d.recv_timeout(TIMEOUT * 8).unwrap();
+    }
+    // The third node asks each receiver (a call from n3 to n2 goes behind nothing of
+    // n1's, so wait until every message has arrived).
+    let h3 = n3.handle();
+    let reports = spawn(&n3, async move {
+        let mut reports = Vec::new();
+        for to in receivers {
+            loop {
+                let (next, in_order) = h3.call(to, Pairwise::Report, TIMEOUT).await.unwrap();
+                if next.iter().all(|&n| n == PER_PAIR) || !in_order {
+                    reports.push((next, in_order));
+                    break;
+                }
+                h3.sleep(Duration::from_millis(20)).await;
+            }
+        }
+        reports
+    })
+    .recv_timeout(TIMEOUT * 8)
+    .unwrap();
+    for (next, in_order) in reports {
+        assert!(in_order, "a pair's messages were reordered");
+        assert_eq!(next, [PER_PAIR; 4]);
+    }
+    drop((m1, m2, m3));
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Pairwise {
+    Seq { sender: usize, seq: u64 },
+    Report(Reply<([u64; 4], bool)>),
+}

@@ -355,3 +355,33 @@ fn signal(node: &NodeProc, sig: &str) {
         .expect("run kill");
     assert!(status.success(), "kill {sig} failed");
 }
+
+#[test]
+fn a_first_node_without_a_cluster_makes_one_and_stores_under_data() {
+    let cwd = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut child = Command::new(BIN)
+        .args(["run", "--workers", "2", "--listen", &addr.to_string()])
+        .current_dir(cwd.path())
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = Lines::collect(child.stdout.take().unwrap());
+    let node = NodeProc {
+        child,
+        stdout,
+        stderr: Arc::new(Lines::default()),
+        addr,
+        id: String::new(),
+    };
+    let ready = node.stdout.wait_for("ready ");
+    assert!(ready.contains(&format!("listen={addr}")), "{ready}");
+    assert!(cwd.path().join("cluster/ca.pem").exists());
+    assert!(cwd.path().join("data").is_dir());
+    // The new CA is the cluster's: a client holding it gets in.
+    let members = status(addr, &cwd.path().join("cluster"));
+    assert_eq!(members.len(), 1, "{members:?}");
+}

@@ -3,9 +3,18 @@
 //! Durable-Objects-style actors on an Erlang/OTP-style runtime, self-hosted, in Rust.
 //!
 //! This facade wires the layers into a [`Node`] and re-exports what applications use through
-//! [`prelude`]. Today a node is local: the scheduler (processes, links, monitors, timers,
-//! registry) and OTP-style supervision. Durable storage and the mesh plug in here as their
-//! crates land.
+//! [`prelude`]: the scheduler (processes, links, monitors, timers, registry), OTP-style
+//! supervision, durable storage and objects, and — when the node is given a listen address —
+//! the QUIC mesh (`cairn-net`) with object placement across nodes ([`placement`]).
+//!
+//! ## Local or meshed
+//! Without [`NodeBuilder::listen`] a node is local, as in the example below. With it, the
+//! node starts a [`Mesh`] on its runtime: it authenticates with mutual TLS
+//! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
+//! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
+//! process ([`STATUS_PROCESS`]) and routes objects of classes registered with
+//! [`Node::register`] to their owner node. A meshed node gets a random [`NodeId`] on each
+//! start, so a restarted node is a new incarnation and pids of the old one stay dead.
 //!
 //! ```
 //! use std::time::Duration;
@@ -25,25 +34,36 @@
 //! assert_eq!(answer.unwrap(), "hello, ada");
 //! ```
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_net::mesh::Seed;
+use cairn_net::{ClusterCa, Mesh, MeshCallError, MeshConfig, NodeCert, RemoteReply, TlsConfig};
+use cairn_scheduler::{Ctx, Message, NodeId, SpawnOptions};
 use cairn_storage::{Keyspace, Store};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
+pub mod demo;
 pub mod durable;
 pub mod object;
+pub mod placement;
 
+pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
 pub use cairn_storage as storage;
 pub use cairn_supervisor as supervisor;
-use object::{Object, ObjectRef, Objects, ObjectsConfig};
+use object::{Cluster, Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
     pub use crate::durable::{Durable, DurableError};
     pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
-    pub use crate::{Node, NodeBuilder};
+    pub use crate::placement::PlacementError;
+    pub use crate::{Node, NodeBuilder, NodeStatus};
     pub use cairn_scheduler::{
         ActorRef, CallError, Ctx, ExitReason, Handle, Message, MonitorRef, NodeId, Pid, Reply,
         SendError, Signal, SpawnError, SpawnOptions, TimerRef,
@@ -58,6 +78,10 @@ pub mod prelude {
 
 /// Where a node keeps its data by default: `./data` (LMDB under `./data/storage`).
 pub const DEFAULT_DATA_DIR: &str = "data";
+/// A node's name unless [`NodeBuilder::name`] sets one.
+pub const DEFAULT_NODE_NAME: &str = "cairn";
+/// The registered name of the process every meshed node runs to answer [`Node::node_status`].
+pub const STATUS_PROCESS: &str = "cairn.status";
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +93,115 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Storage(#[from] cairn_storage::StorageError),
+    /// The cluster CA or the node's certificate could not be loaded or issued.
+    #[error("TLS: {0}")]
+    Tls(#[from] cairn_net::TlsError),
+    /// A certificate file could not be read.
+    #[error("reading {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The mesh could not start (e.g. the listen address is taken).
+    #[error("starting the mesh: {0}")]
+    Mesh(#[from] cairn_net::MeshError),
+    /// The options do not make a node.
+    #[error("bad node configuration: {0}")]
+    Config(String),
+}
+
+/// Where a meshed node's certificate comes from.
+#[derive(Clone, Debug)]
+enum Credentials {
+    /// None given: only [`NodeBuilder::insecure_dev`] may start a mesh then.
+    None,
+    /// A CA directory made by `cairn-node cluster init`: issue our own certificate.
+    Cluster(PathBuf),
+    /// PEM files.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+    },
+}
+
+/// Mesh options of a [`NodeBuilder`].
+#[derive(Clone, Debug)]
+struct MeshOptions {
+    name: String,
+    listen: Option<SocketAddr>,
+    seeds: Vec<Seed>,
+    credentials: Credentials,
+    insecure_dev: bool,
+    region: Option<String>,
+    client: bool,
+    failure_timeout: Option<Duration>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            name: DEFAULT_NODE_NAME.to_owned(),
+            listen: None,
+            seeds: Vec::new(),
+            credentials: Credentials::None,
+            insecure_dev: false,
+            region: None,
+            client: false,
+            failure_timeout: None,
+        }
+    }
+}
+
+impl MeshOptions {
+    /// The TLS name this node goes by (clients carry [`CLIENT_NAME_SUFFIX`]).
+    fn tls_name(&self) -> String {
+        if self.client && !object::is_client(&self.name) {
+            format!("{}{CLIENT_NAME_SUFFIX}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    fn tls(&self) -> Result<TlsConfig, NodeError> {
+        let name = self.tls_name();
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| NodeError::TlsFile {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let (ca_pem, cert) = match &self.credentials {
+            Credentials::Cluster(dir) => {
+                let ca = ClusterCa::load(dir)?;
+                (ca.cert_pem().to_owned(), ca.issue(&name)?)
+            }
+            Credentials::Files { cert, key, ca } => {
+                let cert = NodeCert::from_pem(&name, &read(cert)?, &read(key)?)?;
+                (read(ca)?, cert)
+            }
+            Credentials::None if self.insecure_dev => {
+                // Nobody checks it: a throwaway CA only gives the handshake a certificate.
+                let ca = ClusterCa::generate()?;
+                (ca.cert_pem().to_owned(), ca.issue(&name)?)
+            }
+            Credentials::None => {
+                return Err(NodeError::Config(
+                    "a mesh node needs cluster(dir), tls_files(..) or insecure_dev()".to_owned(),
+                ))
+            }
+        };
+        if self.insecure_dev {
+            tracing::error!(
+                node = %name,
+                "INSECURE DEV MODE: this node accepts and dials peers WITHOUT verifying certificates; never use it outside a laptop"
+            );
+            return Ok(TlsConfig::insecure_dev(cert));
+        }
+        Ok(TlsConfig::from_pem(&ca_pem, cert)?)
+    }
 }
 
 /// Configures a [`Node`].
@@ -78,6 +211,7 @@ pub struct NodeBuilder {
     data_dir: PathBuf,
     storage: cairn_storage::Config,
     objects: ObjectsConfig,
+    mesh: MeshOptions,
 }
 
 impl Default for NodeBuilder {
@@ -87,6 +221,7 @@ impl Default for NodeBuilder {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             storage: cairn_storage::Config::default(),
             objects: ObjectsConfig::default(),
+            mesh: MeshOptions::default(),
         }
     }
 }
@@ -135,18 +270,246 @@ impl NodeBuilder {
         self
     }
 
-    /// Opens the store and starts the node's threads.
+    /// The node's name (default [`DEFAULT_NODE_NAME`]): the name in its TLS certificate and
+    /// what peers and `cairn-node status` show. Names need not be unique (nodes are told
+    /// apart by their random id), but must be valid DNS names (letters, digits, `-`, `.`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.mesh.name = name.to_owned();
+        self
+    }
+
+    /// Joins a mesh, accepting connections on `addr` (port 0 picks a free port). Without
+    /// it the node is local.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.mesh.listen = Some(addr);
+        self
+    }
+
+    /// Seeds to contact at start (retried with backoff until each answers once, so seeds
+    /// may start later). A seed is dialed under [`cairn_net::ANY_NODE_NAME`], which every
+    /// certificate issued by a cluster CA carries; for certificates made elsewhere use
+    /// [`NodeBuilder::join_named`].
+    pub fn join(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.mesh.seeds.extend(
+            seeds
+                .into_iter()
+                .map(|addr| Seed::new(addr, cairn_net::ANY_NODE_NAME)),
+        );
+        self
+    }
+
+    /// A seed whose certificate names `tls_name`.
+    pub fn join_named(mut self, addr: SocketAddr, tls_name: &str) -> Self {
+        self.mesh.seeds.push(Seed::new(addr, tls_name));
+        self
+    }
+
+    /// Authenticates with the cluster CA in `dir` (made by `cairn-node cluster init`):
+    /// the node issues itself a certificate signed by it at start.
+    pub fn cluster(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.mesh.credentials = Credentials::Cluster(dir.into());
+        self
+    }
+
+    /// Authenticates with PEM files: this node's certificate and PKCS#8 key, and the CA
+    /// certificate it trusts.
+    pub fn tls_files(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+        ca: impl Into<PathBuf>,
+    ) -> Self {
+        self.mesh.credentials = Credentials::Files {
+            cert: cert.into(),
+            key: key.into(),
+            ca: ca.into(),
+        };
+        self
+    }
+
+    /// **Development only**: peers are not verified, anyone who reaches the port gets in.
+    /// Logged as an error at start and by the TLS layer.
+    pub fn insecure_dev(mut self) -> Self {
+        self.mesh.insecure_dev = true;
+        self
+    }
+
+    /// This node's region label (e.g. `eu`), for location hints ([`Node::object_in`]).
+    pub fn region(mut self, region: &str) -> Self {
+        self.mesh.region = Some(region.to_owned());
+        self
+    }
+
+    /// A client node joins the mesh to send and call but never owns objects (its name gets
+    /// [`CLIENT_NAME_SUFFIX`], which placement on every node skips). `cairn-node status`
+    /// and `cairn-node send` run as clients.
+    pub fn client(mut self) -> Self {
+        self.mesh.client = true;
+        self
+    }
+
+    /// How long a silent peer may stay silent before it is declared down (default 3 s).
+    pub fn failure_timeout(mut self, d: Duration) -> Self {
+        self.mesh.failure_timeout = Some(d);
+        self
+    }
+
+    /// Opens the store and starts the node's threads (and its mesh, with a listen address).
     pub fn start(self) -> Result<Node, NodeError> {
+        // Certificates first: a bad cluster directory fails before anything runs.
+        let mesh_config = match self.mesh.listen {
+            Some(listen) => {
+                let mut config = MeshConfig::new(listen, self.mesh.tls()?);
+                config.seeds = self.mesh.seeds.clone();
+                if let Some(d) = self.mesh.failure_timeout {
+                    config = config.idle_timeout(d);
+                }
+                Some(config)
+            }
+            None => None,
+        };
         std::fs::create_dir_all(&self.data_dir)?;
         let store = Store::open(&self.data_dir, self.storage)?;
-        let runtime = self.runtime.name("cairn").build()?;
-        let objects = Objects::start(runtime.handle(), store, self.objects);
-        runtime.handle().set_extension(objects.clone());
-        Ok(Node { runtime, objects })
+        let mut runtime = self.runtime.name("cairn");
+        if mesh_config.is_some() {
+            runtime = runtime.node(random_node_id());
+        }
+        let runtime = runtime.build()?;
+        let handle = runtime.handle();
+        let objects = Objects::start(handle.clone(), store, self.objects);
+        handle.set_extension(objects.clone());
+        let info = Arc::new(NodeInfo {
+            name: self.mesh.tls_name(),
+            region: self.mesh.region.clone(),
+            client: self.mesh.client,
+        });
+        let mesh = match mesh_config {
+            Some(config) => {
+                let mesh = Mesh::start(&handle, config)?;
+                objects.join_cluster(Cluster {
+                    mesh: mesh.clone(),
+                    region: info.region.clone(),
+                    hosts_objects: !info.client,
+                });
+                start_status_process(&mesh, &objects, &info);
+                tracing::info!(node = %mesh.node(), name = %info.name, listen = %mesh.local_addr(), region = ?info.region, "node joined the mesh");
+                Some(mesh)
+            }
+            None => None,
+        };
+        Ok(Node {
+            runtime,
+            objects,
+            mesh,
+            info,
+        })
     }
 }
 
-/// A Cairn node: the runtime, its durable store, and its objects.
+/// A fresh random node id (never 0, which local nodes use): `RandomState`'s per-process
+/// random keys hashed with the clock and the process id, so two nodes started at once on
+/// one machine still differ.
+fn random_node_id() -> NodeId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    NodeId(h.finish().max(1))
+}
+
+/// What a node says about itself.
+struct NodeInfo {
+    name: String,
+    region: Option<String>,
+    client: bool,
+}
+
+/// A node's answer to a status request ([`Node::status`], [`Node::node_status`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// Its id.
+    pub node: NodeId,
+    /// Its name.
+    pub name: String,
+    /// Where it accepts mesh connections (`None` for a local node).
+    pub listen: Option<SocketAddr>,
+    /// Its region label.
+    pub region: Option<String>,
+    /// Whether it is a client node (owns no objects).
+    pub client: bool,
+    /// Live processes on it.
+    pub processes: usize,
+    /// Live object activations on it, per class.
+    pub objects: BTreeMap<String, usize>,
+    /// The nodes it knows, sorted.
+    pub peers: Vec<NodeId>,
+}
+
+/// A request to [`STATUS_PROCESS`].
+#[derive(Serialize, Deserialize)]
+struct StatusRequest(RemoteReply<NodeStatus>);
+
+fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInfo) -> NodeStatus {
+    let mesh = Mesh::from_handle(handle);
+    NodeStatus {
+        node: handle.node(),
+        name: info.name.clone(),
+        listen: mesh.as_ref().map(Mesh::local_addr),
+        region: info.region.clone(),
+        client: info.client,
+        processes: handle.process_count(),
+        objects: objects.counts(),
+        peers: mesh
+            .map(|m| m.peers().into_iter().map(|p| p.node).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Starts [`STATUS_PROCESS`], which answers [`StatusRequest`]s from any node.
+fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo>) {
+    const TAG: &str = "cairn.StatusRequest";
+    if let Err(error) = mesh.register::<StatusRequest>(TAG) {
+        tracing::error!(%error, "cannot register the status request type");
+        return;
+    }
+    let objects = Arc::downgrade(objects);
+    let info = Arc::clone(info);
+    let spawned = mesh.handle().spawn_opts(
+        SpawnOptions {
+            name: Some(STATUS_PROCESS.to_owned()),
+            // Every node runs its own.
+            local_name: true,
+            ..SpawnOptions::default()
+        },
+        move |mut ctx: Ctx<StatusRequest>| async move {
+            while let Some(msg) = ctx.recv().await {
+                let Message::User(StatusRequest(reply)) = msg else {
+                    continue;
+                };
+                let (Some(objects), Some(mesh)) =
+                    (objects.upgrade(), Mesh::from_handle(ctx.handle()))
+                else {
+                    return;
+                };
+                let status = status_of(ctx.handle(), &objects, &info);
+                if let Err(error) = reply.send(&mesh, status).await {
+                    tracing::debug!(%error, "could not answer a status request");
+                }
+            }
+        },
+    );
+    if let Err(error) = spawned {
+        tracing::error!(?error, "cannot start the status process");
+    }
+}
+
+/// A Cairn node: the runtime, its durable store, its objects and, when started with a listen
+/// address, its mesh.
 ///
 /// Derefs to the scheduler's [`Handle`](cairn_scheduler::Handle): `spawn`, `spawn_named`,
 /// `whereis`, `try_send`, `send`, `call`, `exit`, `wait_exit`, timers, `block_on`.
@@ -154,6 +517,8 @@ impl NodeBuilder {
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
+    mesh: Option<Mesh>,
+    info: Arc<NodeInfo>,
 }
 
 impl Node {
@@ -163,13 +528,65 @@ impl Node {
     }
 
     /// Registers an object class so its objects can be reached and their alarms delivered.
-    pub fn register<O: Object>(&self) {
+    /// On a meshed node its objects are placed across the mesh (each key lives on its
+    /// owner node), so its messages must serialize; register the class on every node.
+    pub fn register<O>(&self)
+    where
+        O: Object,
+        O::Msg: Serialize + DeserializeOwned,
+    {
         self.objects.register::<O>();
     }
 
-    /// A reference to the object `(O::CLASS, key)`; cheap, activates on first message.
+    /// Registers an object class that is never placed: every node has its own objects of
+    /// it (its messages need not serialize).
+    pub fn register_local<O: Object>(&self) {
+        self.objects.register_local::<O>();
+    }
+
+    /// A reference to the object `(O::CLASS, key)`; cheap, activates on first message, on
+    /// the key's owner node.
     pub fn object<O: Object>(&self, key: &str) -> ObjectRef<O> {
         ObjectRef::new(self.objects.clone(), key)
+    }
+
+    /// A reference to the object `(O::CLASS, key)` placed on a node of `region` (a location
+    /// hint; sends fail with [`placement::PlacementError::NoNodeInRegion`] if no live node
+    /// is in it).
+    pub fn object_in<O: Object>(&self, key: &str, region: &str) -> ObjectRef<O> {
+        ObjectRef::new_in(self.objects.clone(), key, Some(region))
+    }
+
+    /// The node's mesh, if it was started with a listen address.
+    pub fn mesh(&self) -> Option<&Mesh> {
+        self.mesh.as_ref()
+    }
+
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The node's region label.
+    pub fn region(&self) -> Option<&str> {
+        self.info.region.as_deref()
+    }
+
+    /// This node's status.
+    pub fn status(&self) -> NodeStatus {
+        status_of(&self.runtime.handle(), &self.objects, &self.info)
+    }
+
+    /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
+    /// mesh this fails with [`MeshCallError::Closed`].
+    pub async fn node_status(
+        &self,
+        node: NodeId,
+        timeout: Duration,
+    ) -> Result<NodeStatus, MeshCallError> {
+        let mesh = self.mesh.as_ref().ok_or(MeshCallError::Closed)?;
+        mesh.call_named(node, STATUS_PROCESS, StatusRequest, timeout)
+            .await
     }
 
     /// The durable keyspace of a named process (its registered name): the same store and
@@ -183,9 +600,22 @@ impl Node {
         self.objects.store()
     }
 
-    /// Stops every process and joins every thread (also done on drop).
+    /// Closes the mesh (peers see this node leave at once), stops every process and joins
+    /// every thread (also done on drop).
     pub fn shutdown(&self) {
+        if let Some(mesh) = &self.mesh {
+            mesh.close();
+        }
         self.runtime.shutdown();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Before the runtime's own drop: peers learn of the close instead of timing out.
+        if let Some(mesh) = &self.mesh {
+            mesh.close();
+        }
     }
 }
 

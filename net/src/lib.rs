@@ -58,4 +58,4 @@ pub use mesh::{
 };
 pub use quinn;
 pub use runtime::CairnRuntime;
-pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError};
+pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError, ANY_NODE_NAME};

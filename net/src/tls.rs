@@ -36,6 +36,12 @@ use rustls::{DigitallySignedStruct, DistinguishedName as TlsDn, RootCertStore, S
 /// The ALPN protocol id Cairn nodes speak.
 pub const ALPN: &[u8] = b"cairn/1";
 
+/// A second name (subject alternative name) that every certificate issued by
+/// [`ClusterCa::issue`] carries besides the node's own name. A seed given by address only
+/// (`--join 127.0.0.1:7400`) is dialed under this name: TLS then proves it is *some* member
+/// of the cluster, and its own name and id are learned from its hello.
+pub const ANY_NODE_NAME: &str = "cairn-node";
+
 /// File name of the CA certificate in a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key in a CA directory.
@@ -153,10 +159,11 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// Issues a certificate for `node_name` (its subject alternative name and common name),
-    /// valid for both server and client authentication.
+    /// Issues a certificate for `node_name` (its common name and subject alternative name,
+    /// plus [`ANY_NODE_NAME`]), valid for both server and client authentication.
     pub fn issue(&self, node_name: &str) -> Result<NodeCert, TlsError> {
-        let mut params = CertificateParams::new(vec![node_name.to_owned()])?;
+        let mut params =
+            CertificateParams::new(vec![node_name.to_owned(), ANY_NODE_NAME.to_owned()])?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_name);
         params.distinguished_name = dn;
@@ -173,6 +180,8 @@ impl ClusterCa {
             name: node_name.to_owned(),
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 }
@@ -210,6 +219,9 @@ pub struct NodeCert {
     cert_der: CertificateDer<'static>,
     /// PKCS#8 DER.
     key_der: Vec<u8>,
+    /// The same two as PEM, for saving to files.
+    cert_pem: String,
+    key_pem: String,
 }
 
 impl fmt::Debug for NodeCert {
@@ -231,6 +243,34 @@ impl NodeCert {
         &self.cert_der
     }
 
+    /// Builds a node certificate from PEM text (certificate and PKCS#8 private key), e.g.
+    /// files made by [`NodeCert::cert_pem`] / [`NodeCert::key_pem`] or by another tool.
+    pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<NodeCert, TlsError> {
+        use rustls::pki_types::pem::PemObject;
+        let cert_der = CertificateDer::from(pem_to_der(cert_pem)?);
+        let key_der = PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(format!("bad key PEM: {e}"))))?
+            .secret_pkcs8_der()
+            .to_vec();
+        Ok(NodeCert {
+            name: name.to_owned(),
+            cert_der,
+            key_der,
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        })
+    }
+
+    /// The certificate as PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The private key as PEM (PKCS#8). Keep it secret.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
     fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
@@ -249,6 +289,14 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 impl TlsConfig {
+    /// Mutual TLS from PEM: trust the CA certificate `ca_pem` only, present `node`.
+    pub fn from_pem(ca_pem: &str, node: NodeCert) -> Result<TlsConfig, TlsError> {
+        Ok(TlsConfig::new(
+            CertificateDer::from(pem_to_der(ca_pem)?),
+            node,
+        ))
+    }
+
     /// Mutual TLS: trust `ca_cert` only, present `node`.
     pub fn new(ca_cert: CertificateDer<'static>, node: NodeCert) -> TlsConfig {
         TlsConfig {
@@ -531,6 +579,20 @@ mod tests {
         TlsConfig::new(ca.cert_der().clone(), node)
             .client_config()
             .unwrap();
+    }
+
+    #[test]
+    fn node_certificates_round_trip_through_pem() {
+        let ca = ClusterCa::generate().unwrap();
+        let node = ca.issue("n1").unwrap();
+        let back = NodeCert::from_pem("n1", node.cert_pem(), node.key_pem()).unwrap();
+        assert_eq!(back.cert_der(), node.cert_der());
+        assert_eq!(back.key_der, node.key_der);
+        let tls = TlsConfig::from_pem(ca.cert_pem(), back).unwrap();
+        tls.server_config().unwrap();
+        tls.client_config().unwrap();
+        assert!(NodeCert::from_pem("n1", "not a pem", node.key_pem()).is_err());
+        assert!(NodeCert::from_pem("n1", node.cert_pem(), "not a pem").is_err());
     }
 }
 

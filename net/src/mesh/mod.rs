@@ -212,6 +212,9 @@ pub enum MeshSendError<M> {
     Encode(M, String),
     /// No connection to the node could be opened, or it was lost while sending.
     Unreachable(M, NodeId, String),
+    /// Only from [`Mesh::try_send_named`]: no room on the lane to the node now, or its
+    /// connection is still being opened (opening has started); `send_named` waits instead.
+    Full(M),
 }
 
 impl<M> MeshSendError<M> {
@@ -222,7 +225,8 @@ impl<M> MeshSendError<M> {
             | MeshSendError::WrongType(m)
             | MeshSendError::Unregistered(m)
             | MeshSendError::Encode(m, _)
-            | MeshSendError::Unreachable(m, _, _) => m,
+            | MeshSendError::Unreachable(m, _, _)
+            | MeshSendError::Full(m) => m,
         }
     }
 }
@@ -243,6 +247,7 @@ impl<M> fmt::Display for MeshSendError<M> {
             }
             MeshSendError::Encode(_, e) => write!(f, "cannot serialize the message: {e}"),
             MeshSendError::Unreachable(_, node, e) => write!(f, "node {node} unreachable: {e}"),
+            MeshSendError::Full(_) => f.write_str("no room on the way to the node now"),
         }
     }
 }
@@ -855,6 +860,70 @@ impl Mesh {
         self.inner
             .send_remote(node, Target::Name(name.to_owned()), None, msg)
             .await
+    }
+
+    /// Sends `msg` to the process registered as `name` on `node` without waiting: `Full`
+    /// when the lane to `node` has no room or its connection is not open yet (this starts
+    /// opening it), as `try_send` to a remote pid does.
+    pub fn try_send_named<M>(
+        &self,
+        node: NodeId,
+        name: &str,
+        msg: M,
+    ) -> Result<(), MeshSendError<M>>
+    where
+        M: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let inner = &self.inner;
+        if node == inner.node {
+            let Some(pid) = inner.handle.whereis(name) else {
+                return Err(MeshSendError::NoProc(msg));
+            };
+            return inner.handle.try_send(pid, msg).map_err(|e| match e {
+                cairn_scheduler::SendError::Full(m) => MeshSendError::Full(m),
+                other => local_error(other),
+            });
+        }
+        let Some(tag) = inner.registry.tag_of::<M>() else {
+            return Err(MeshSendError::Unregistered(msg));
+        };
+        let link = match inner.up_link(node) {
+            Some(link) => link,
+            None if inner.is_member(node) => {
+                inner.open_soon(node);
+                return Err(MeshSendError::Full(msg));
+            }
+            None => {
+                let why = format!("node {node} is not known to this node");
+                return Err(MeshSendError::Unreachable(msg, node, why));
+            }
+        };
+        let mut encode_error = None;
+        // Room is checked before encoding: a refused message has exported no `Reply`.
+        let queued = link.outbox.try_queue(|| {
+            match router::with_codec(inner, node, || encode_payload(&msg)) {
+                Ok(payload) => Ok(Wire::Send {
+                    from: None,
+                    to: Target::Name(name.to_owned()),
+                    tag: tag.to_owned(),
+                    call: None,
+                    payload: Bytes(payload),
+                }),
+                Err(e) => {
+                    encode_error = Some(e);
+                    Err(cairn_scheduler::remote::RemoteSendFailure::Unregistered)
+                }
+            }
+        });
+        match queued {
+            Queue::Queued => Ok(()),
+            Queue::NoRoom => Err(MeshSendError::Full(msg)),
+            Queue::Failed(_) => Err(MeshSendError::Encode(msg, encode_error.unwrap_or_default())),
+            Queue::Closed => {
+                let why = "connection lost".to_owned();
+                Err(MeshSendError::Unreachable(msg, node, why))
+            }
+        }
     }
 
     /// Calls `pid`: builds the request around a fresh [`RemoteReply`] and waits at most
@@ -1573,7 +1642,9 @@ impl Inner {
         let Some(tag) = self.registry.tag_of::<M>() else {
             return Err(MeshSendError::Unregistered(msg));
         };
-        let payload = match encode_payload(&msg) {
+        // Under the codec, so a `Reply` inside the message is exported (as the router's
+        // sends do), e.g. in a request to a process known only by its name there.
+        let payload = match router::with_codec(self, node, || encode_payload(&msg)) {
             Ok(p) => p,
             Err(e) => return Err(MeshSendError::Encode(msg, e)),
         };

@@ -1,0 +1,561 @@
+//! `cairn-node`: runs a Cairn node that hosts the demo object classes (`counter`,
+//! `restaurant`, `chat`; see `cairn::demo`), makes cluster CAs, shows a mesh's status and
+//! pokes objects from the command line.
+//!
+//! ```text
+//! cairn-node cluster init ./cluster
+//! cairn-node run --name n1 --listen 127.0.0.1:7400 --data-dir ./data/n1 --cluster ./cluster
+//! cairn-node run --name n2 --listen 127.0.0.1:7401 --join 127.0.0.1:7400 --data-dir ./data/n2 --cluster ./cluster
+//! cairn-node send counter alice add 5 --join 127.0.0.1:7401 --cluster ./cluster
+//! cairn-node status --join 127.0.0.1:7400 --cluster ./cluster
+//! ```
+//!
+//! With no arguments it runs a one-node mesh on 127.0.0.1:7400 with storage under `./data`
+//! and a cluster CA under `./cluster` (created if missing). A running node prints
+//! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts
+//! connections, then `node up ...` / `node down ...` as peers come and go; logs go to
+//! stderr (`RUST_LOG`). `status` and `send` join the mesh as short-lived *client* nodes,
+//! which never own objects.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cairn::demo::{self, BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
+use cairn::net::mesh::Seed;
+use cairn::net::{ClusterCa, Mesh, NodeEvent, ANY_NODE_NAME};
+use cairn::prelude::*;
+use clap::{Args, Parser, Subcommand};
+
+/// How long `status` and `send` wait for an answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Parser, Debug)]
+#[command(name = "cairn-node", version, about = "Run and inspect Cairn nodes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a node (the default).
+    Run(RunArgs),
+    /// Manages cluster certificate authorities.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Prints every member of a mesh: name, region, processes and objects.
+    Status(ClientArgs),
+    /// Sends to an object from the command line, through any node of the mesh.
+    ///
+    /// Operations (N defaults to 20, SECONDS to 60):
+    ///   counter KEY add N | get
+    ///   chat KEY join WHO | leave WHO | post WHO TEXT... | recent N
+    ///   restaurant KEY hold GUEST SECONDS | confirm GUEST | show
+    #[command(verbatim_doc_comment)]
+    Send {
+        /// The object class: counter, chat or restaurant.
+        class: String,
+        /// The object's key.
+        #[arg(value_name = "KEY")]
+        object_key: String,
+        /// The operation and its arguments.
+        #[arg(required = true, num_args = 1..)]
+        op: Vec<String>,
+        /// Place the object in this region (a location hint).
+        #[arg(long)]
+        region_hint: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Creates a new cluster CA in DIR (ca.pem, ca.key).
+    Init {
+        /// Where to write it.
+        dir: PathBuf,
+    },
+    /// Issues a node certificate from the CA in DIR into OUT (NAME.pem, NAME.key, ca.pem),
+    /// for nodes started with --cert/--key/--ca instead of --cluster.
+    Issue {
+        /// The CA directory.
+        dir: PathBuf,
+        /// The node name.
+        name: String,
+        /// Where to write the files.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// How a node authenticates.
+#[derive(Args, Debug, Clone)]
+struct TlsArgs {
+    /// Cluster CA directory (from `cluster init`); the node issues its certificate from it.
+    #[arg(long, default_value = "./cluster")]
+    cluster: PathBuf,
+    /// This node's certificate (PEM); use with --key and --ca instead of --cluster.
+    #[arg(long, requires_all = ["key", "ca"])]
+    cert: Option<PathBuf>,
+    /// This node's private key (PKCS#8 PEM).
+    #[arg(long, requires_all = ["cert", "ca"])]
+    key: Option<PathBuf>,
+    /// The CA certificate to trust (PEM).
+    #[arg(long, requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: do not verify peers; anyone who reaches the port gets in.
+    #[arg(long)]
+    insecure_dev: bool,
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    /// The node's name (its certificate's name).
+    #[arg(long, default_value = "n1")]
+    name: String,
+    /// Where to accept mesh connections.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    listen: SocketAddr,
+    /// Seed nodes to join through (comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
+    join: Vec<SocketAddr>,
+    /// Where durable state lives.
+    #[arg(long, default_value = cairn::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    /// This node's region label (for location hints).
+    #[arg(long)]
+    region: Option<String>,
+    /// Scheduler worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Any node of the mesh.
+    #[arg(long, default_value = "127.0.0.1:7400")]
+    join: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Node(#[from] cairn::NodeError),
+    #[error(transparent)]
+    Tls(#[from] cairn::net::TlsError),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach {seed}: {reason}")]
+    Join { seed: SocketAddr, reason: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("asking {node} for its status: {reason}")]
+    Status { node: NodeId, reason: String },
+}
+
+fn main() -> ExitCode {
+    cairn::init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(RunArgs::parse_from(["cairn-node"])),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Cluster(ClusterCommand::Init { dir })) => cluster_init(&dir),
+        Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
+            cluster_issue(&dir, &name, &out)
+        }
+        Some(Command::Status(args)) => status(&args),
+        Some(Command::Send {
+            class,
+            object_key,
+            op,
+            region_hint,
+            client,
+        }) => send(&client, &class, &object_key, &op, region_hint.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cairn-node: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cluster_init(dir: &Path) -> Result<(), CliError> {
+    if dir.join(cairn::net::tls::CA_KEY_FILE).exists() {
+        return Err(CliError::Usage(format!(
+            "{} already holds a cluster CA; refusing to replace it",
+            dir.display()
+        )));
+    }
+    ClusterCa::generate()?.save(dir)?;
+    println!("cluster CA written to {}", dir.display());
+    Ok(())
+}
+
+fn cluster_issue(dir: &Path, name: &str, out: &Path) -> Result<(), CliError> {
+    let ca = ClusterCa::load(dir)?;
+    let cert = ca.issue(name)?;
+    let write = |file: String, text: &str| {
+        let path = out.join(file);
+        std::fs::create_dir_all(out)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|source| CliError::Write { path, source })
+    };
+    write(format!("{name}.pem"), cert.cert_pem())?;
+    write(format!("{name}.key"), cert.key_pem())?;
+    write("ca.pem".to_owned(), ca.cert_pem())?;
+    println!("certificate for {name} written to {}", out.display());
+    Ok(())
+}
+
+/// Applies the TLS options to a builder.
+fn with_tls(mut builder: NodeBuilder, tls: &TlsArgs) -> NodeBuilder {
+    builder = match (&tls.cert, &tls.key, &tls.ca) {
+        (Some(cert), Some(key), Some(ca)) => builder.tls_files(cert, key, ca),
+        _ => builder.cluster(&tls.cluster),
+    };
+    if tls.insecure_dev {
+        builder = builder.insecure_dev();
+    }
+    builder
+}
+
+fn run(args: RunArgs) -> Result<(), CliError> {
+    // A first node (no seeds) with no CA yet makes one, so that `cairn-node` alone starts
+    // a one-node mesh. A node that joins others must be given their CA.
+    let ca_missing = !args.tls.cluster.join(cairn::net::tls::CA_KEY_FILE).exists();
+    if args.tls.cert.is_none() && !args.tls.insecure_dev && ca_missing && args.join.is_empty() {
+        tracing::warn!(dir = %args.tls.cluster.display(), "no cluster CA there; creating a new cluster");
+        ClusterCa::generate()?.save(&args.tls.cluster)?;
+    }
+    let mut builder = Node::builder()
+        .name(&args.name)
+        .listen(args.listen)
+        .join(args.join.iter().copied())
+        .data_dir(&args.data_dir);
+    if let Some(region) = &args.region {
+        builder = builder.region(region);
+    }
+    if let Some(n) = args.workers {
+        builder = builder.workers(n);
+    }
+    let node = with_tls(builder, &args.tls).start()?;
+    demo::register_all(&node);
+    let mesh = node
+        .mesh()
+        .expect("a node with a listen address has a mesh");
+    let events = mesh.node_events();
+    println!(
+        "ready node={} name={} listen={} region={}",
+        mesh.node(),
+        node.name(),
+        mesh.local_addr(),
+        node.region().unwrap_or("-")
+    );
+    node.block_on(report_peers(mesh.clone(), events));
+    Ok(())
+}
+
+/// Prints `node up` / `node down` lines for ever (peers connected before the subscription
+/// included, each once).
+async fn report_peers(mesh: Mesh, mut events: cairn::net::NodeEvents) {
+    let mut up = std::collections::HashSet::new();
+    for peer in mesh.peers() {
+        if mesh.is_connected(peer.node) && up.insert(peer.node) {
+            println!("node up node={} addr={}", peer.node, peer.addr);
+        }
+    }
+    loop {
+        match events.next().await {
+            NodeEvent::Up { node, addr } if up.insert(node) => {
+                println!("node up node={node} addr={addr}");
+            }
+            NodeEvent::Down { node, reason } => {
+                up.remove(&node);
+                println!("node down node={node} reason={reason:?}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Starts a client node and joins the mesh through `args.join`.
+fn client(args: &ClientArgs, what: &str) -> Result<(Node, tempfile_dir::TempDir), CliError> {
+    let data = tempfile_dir::TempDir::new(what)?;
+    let builder = Node::builder()
+        .name(&format!("{what}-{}", std::process::id()))
+        .client()
+        .workers(2)
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .data_dir(data.path());
+    let node = with_tls(builder, &args.tls).start()?;
+    demo::register_all(&node);
+    let mesh = node.mesh().expect("client nodes have a mesh").clone();
+    let seed = Seed::new(args.join, ANY_NODE_NAME);
+    node.block_on(mesh.join(seed)).map_err(|e| CliError::Join {
+        seed: args.join,
+        reason: e.to_string(),
+    })?;
+    Ok((node, data))
+}
+
+fn status(args: &ClientArgs) -> Result<(), CliError> {
+    let (node, _data) = client(args, "status")?;
+    let mesh = node.mesh().expect("client nodes have a mesh");
+    let members: Vec<NodeId> = mesh
+        .peers()
+        .into_iter()
+        .filter(|p| !cairn::object::is_client(&p.name))
+        .map(|p| p.node)
+        .collect();
+    let mut lines = Vec::new();
+    for member in &members {
+        let s = node
+            .block_on(node.node_status(*member, CLIENT_TIMEOUT))
+            .map_err(|e| CliError::Status {
+                node: *member,
+                reason: e.to_string(),
+            })?;
+        let objects: usize = s.objects.values().sum();
+        let classes: Vec<String> = s.objects.iter().map(|(c, n)| format!("{c}={n}")).collect();
+        lines.push(format!(
+            "member node={} name={} region={} listen={} processes={} objects={} {}",
+            s.node,
+            s.name,
+            s.region.as_deref().unwrap_or("-"),
+            s.listen.map_or("-".to_owned(), |a| a.to_string()),
+            s.processes,
+            objects,
+            classes.join(" ")
+        ));
+    }
+    for line in &lines {
+        println!("{}", line.trim_end());
+    }
+    println!("members={}", members.len());
+    node.shutdown();
+    Ok(())
+}
+
+fn send(
+    args: &ClientArgs,
+    class: &str,
+    key: &str,
+    op: &[String],
+    region: Option<&str>,
+) -> Result<(), CliError> {
+    let (node, _data) = client(args, "send")?;
+    let answer = node.block_on(send_op(&node, class, key, op, region));
+    node.shutdown();
+    println!("{}", answer?);
+    Ok(())
+}
+
+fn object<O: Object>(node: &Node, key: &str, region: Option<&str>) -> ObjectRef<O> {
+    match region {
+        Some(r) => node.object_in::<O>(key, r),
+        None => node.object::<O>(key),
+    }
+}
+
+fn arg<'a>(op: &'a [String], i: usize, what: &str) -> Result<&'a str, CliError> {
+    op.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| CliError::Usage(format!("missing {what}")))
+}
+
+fn number<T: std::str::FromStr>(s: &str) -> Result<T, CliError> {
+    s.parse()
+        .map_err(|_| CliError::Usage(format!("not a number: {s}")))
+}
+
+/// Performs one object operation; the answer as a line of text.
+async fn send_op(
+    node: &Node,
+    class: &str,
+    key: &str,
+    op: &[String],
+    region: Option<&str>,
+) -> Result<String, CliError> {
+    let t = CLIENT_TIMEOUT;
+    let verb = arg(op, 0, "operation")?;
+    match (class, verb) {
+        ("counter", "add") => {
+            let n: u64 = number(arg(op, 1, "amount")?)?;
+            let counter = object::<Counter>(node, key, region);
+            let owner = counter.owner()?;
+            counter.send(CounterMsg::Add(n)).await?;
+            // A round trip on the same connection: the add reached the owner's node before
+            // this client leaves (closing a connection drops what it has not sent yet).
+            node.node_status(owner, t)
+                .await
+                .map_err(|e| CliError::Status {
+                    node: owner,
+                    reason: e.to_string(),
+                })?;
+            Ok(format!("sent add {n} to counter/{key} owner={owner}"))
+        }
+        ("counter", "get") => {
+            let counter = object::<Counter>(node, key, region);
+            let total = counter.call(CounterMsg::Get, t).await?;
+            Ok(format!(
+                "counter/{key} = {total} owner={}",
+                counter.owner()?
+            ))
+        }
+        ("chat", "join" | "leave") => {
+            let who = arg(op, 1, "member")?.to_owned();
+            let room = object::<ChatRoom>(node, key, region);
+            let members = if verb == "join" {
+                room.call(|r| ChatMsg::Join(who, r), t).await?
+            } else {
+                room.call(|r| ChatMsg::Leave(who, r), t).await?
+            };
+            Ok(format!("chat/{key} members: {}", members.join(", ")))
+        }
+        ("chat", "post") => {
+            let from = arg(op, 1, "member")?.to_owned();
+            let text = op.get(2..).unwrap_or_default().join(" ");
+            let room = object::<ChatRoom>(node, key, region);
+            match room
+                .call(|reply| ChatMsg::Post { from, text, reply }, t)
+                .await?
+            {
+                Ok(seq) => Ok(format!("chat/{key} post #{seq}")),
+                Err(why) => Err(CliError::Usage(why)),
+            }
+        }
+        ("chat", "recent") => {
+            let n = match op.get(1) {
+                Some(s) => number(s)?,
+                None => 20,
+            };
+            let room = object::<ChatRoom>(node, key, region);
+            let posts = room.call(|r| ChatMsg::Recent(n, r), t).await?;
+            Ok(posts
+                .iter()
+                .map(|p| format!("#{} {}: {}", p.seq, p.from, p.text))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        ("restaurant", "hold") => {
+            let guest = arg(op, 1, "guest")?.to_owned();
+            let secs: u64 = match op.get(2) {
+                Some(s) => number(s)?,
+                None => 60,
+            };
+            let place = object::<Restaurant>(node, key, region);
+            let hold = Duration::from_secs(secs);
+            let r = place
+                .call(|reply| BookingMsg::Hold(guest, hold, reply), t)
+                .await?;
+            Ok(format!("restaurant/{key} hold: {r:?}"))
+        }
+        ("restaurant", "confirm") => {
+            let guest = arg(op, 1, "guest")?.to_owned();
+            let place = object::<Restaurant>(node, key, region);
+            let r = place
+                .call(|reply| BookingMsg::Confirm(guest, reply), t)
+                .await?;
+            Ok(format!("restaurant/{key} confirm: {r:?}"))
+        }
+        ("restaurant", "show") => {
+            let place = object::<Restaurant>(node, key, region);
+            let seats = place.call(BookingMsg::Show, t).await?;
+            Ok(format!("restaurant/{key} tables: {seats:?}"))
+        }
+        _ => Err(CliError::Usage(format!(
+            "unknown operation {verb:?} for class {class:?} (see `cairn-node send --help`)"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+        RunArgs::command().debug_assert();
+    }
+
+    #[test]
+    fn run_is_the_default_and_send_takes_its_operation() {
+        let cli = Cli::try_parse_from(["cairn-node"]).unwrap();
+        assert!(cli.command.is_none());
+        let defaults = RunArgs::try_parse_from(["cairn-node"]).unwrap();
+        assert_eq!(defaults.listen, SocketAddr::from(([127, 0, 0, 1], 7400)));
+        assert_eq!(defaults.data_dir, PathBuf::from("data"));
+        let cli = Cli::try_parse_from([
+            "cairn-node",
+            "send",
+            "chat",
+            "lobby",
+            "post",
+            "ada",
+            "hello",
+            "all",
+            "--join",
+            "127.0.0.1:7401",
+        ])
+        .unwrap();
+        let Some(Command::Send {
+            class,
+            object_key,
+            op,
+            client,
+            ..
+        }) = cli.command
+        else {
+            panic!("not a send");
+        };
+        assert_eq!((class.as_str(), object_key.as_str()), ("chat", "lobby"));
+        assert_eq!(op, ["post", "ada", "hello", "all"]);
+        assert_eq!(client.join, SocketAddr::from(([127, 0, 0, 1], 7401)));
+    }
+}
+
+/// A scratch directory for a client node's (unused) store, removed on drop.
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new(what: &str) -> Result<TempDir, super::CliError> {
+            let path = std::env::temp_dir().join(format!("cairn-{what}-{}", std::process::id()));
+            std::fs::create_dir_all(&path).map_err(|source| super::CliError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(TempDir(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

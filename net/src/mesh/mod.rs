@@ -85,9 +85,11 @@
 
 pub mod wire;
 
+mod membership;
+mod names;
 mod registry;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::marker::PhantomData;
@@ -108,9 +110,12 @@ use crate::endpoint::{RecvError, CLOSE_NORMAL};
 use crate::frame::MAX_FRAME_DEFAULT;
 use crate::tls::TlsConfig;
 
+pub use names::{NameError, MAX_NAME_LEN};
 pub use registry::RegisterTypeError;
 pub use wire::{Hello, PeerInfo, RemoteFailure, Target, Wire};
 
+use membership::{NodeIdentity, Swim};
+use names::{NameBroadcasts, NameTable};
 use registry::{Delivery, Registry};
 use wire::{
     decode_payload, encode_payload, Bytes, CLOSE_DUPLICATE, CLOSE_PROTOCOL, CLOSE_REPLACED,
@@ -152,6 +157,13 @@ pub struct MeshConfig {
     pub connect_timeout: Duration,
     /// Largest frame sent or accepted (default 16 MiB).
     pub max_frame: usize,
+    /// This node's region label (e.g. `eu`), visible to every member in
+    /// [`Mesh::members`].
+    pub region: Option<String>,
+    /// A dead, hung or cut-off node is declared down by SWIM within about this long
+    /// (default 5 s; at least 250 ms). Probe period, probe RTT and suspicion time derive
+    /// from it (see the membership section of the module doc).
+    pub failure_timeout: Duration,
 }
 
 impl MeshConfig {
@@ -165,7 +177,21 @@ impl MeshConfig {
             keep_alive: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             max_frame: MAX_FRAME_DEFAULT,
+            region: None,
+            failure_timeout: DEFAULT_FAILURE_TIMEOUT,
         }
+    }
+
+    /// Sets this node's region label.
+    pub fn region(mut self, region: impl Into<String>) -> MeshConfig {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Sets the failure timeout (see [`MeshConfig::failure_timeout`]).
+    pub fn failure_timeout(mut self, timeout: Duration) -> MeshConfig {
+        self.failure_timeout = timeout;
+        self
     }
 
     /// Adds a seed.
@@ -180,6 +206,26 @@ impl MeshConfig {
         self.keep_alive = idle / 3;
         self
     }
+}
+
+/// Default [`MeshConfig::failure_timeout`]: DESIGN 22 asks for a hung node to be declared
+/// down within 5 s.
+pub const DEFAULT_FAILURE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A live member of the cluster, as listed by [`Mesh::members`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its TLS name (the node name in its certificate), used to dial it.
+    pub name: String,
+    /// Its listen address.
+    pub addr: SocketAddr,
+    /// Its region label.
+    pub region: Option<String>,
+    /// Its incarnation: a restarted node, or one that rejoins after being declared
+    /// down, has a higher one and is a new member.
+    pub incarnation: u64,
 }
 
 /// Why [`Mesh::start`] failed.
@@ -304,24 +350,32 @@ pub struct ConnectionInfo {
     pub incarnation: u64,
 }
 
-/// A node coming or going, as seen by [`Mesh::node_events`].
+/// A member coming or going, as seen by [`Mesh::node_events`] (SWIM membership, not
+/// connections: a member is up without any data connection to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NodeEvent {
-    /// A connection to `node` is established.
+    /// `node` joined the cluster (or came back as a new incarnation).
+    #[non_exhaustive]
     Up {
         /// The node.
         node: NodeId,
         /// Its listen address.
         addr: SocketAddr,
+        /// Its incarnation.
+        incarnation: u64,
     },
-    /// The connection to `node` is lost (closed, idle timeout, replaced by a new
-    /// incarnation).
+    /// `node` was declared down (dead, hung, cut off, left, or replaced by a new
+    /// incarnation); its data connection is closed and pending calls to it have failed
+    /// with [`MeshCallError::NoConnection`].
+    #[non_exhaustive]
     Down {
         /// The node.
         node: NodeId,
         /// Why.
         reason: String,
+        /// The incarnation that went down.
+        incarnation: u64,
     },
 }
 
@@ -460,13 +514,21 @@ struct Inner {
     endpoint: Endpoint,
     config: MeshConfig,
     registry: Registry,
+    /// SWIM. Lock order: `swim`, then `state`, then `names`.
+    swim: Mutex<Swim>,
     state: Mutex<State>,
+    /// The cluster-wide name table (shared with foca's broadcast handler).
+    names: Arc<Mutex<NameTable>>,
     counters: Counters,
     next_id: AtomicU64,
 }
 
-#[derive(Default)]
 struct State {
+    /// This node as a member (its incarnation changes when it rejoins).
+    me: NodeIdentity,
+    /// Live members other than this node, as SWIM reports them.
+    members: BTreeMap<NodeId, NodeIdentity>,
+    /// Where to dial nodes (members, seeds, peers named in hellos).
     known: HashMap<NodeId, PeerInfo>,
     conns: HashMap<NodeId, ConnState>,
     /// Last failed dial per node: (attempt, error).
@@ -555,6 +617,29 @@ impl Outbox {
     }
 }
 
+impl State {
+    fn new(me: NodeIdentity) -> State {
+        State {
+            me,
+            members: BTreeMap::new(),
+            known: HashMap::new(),
+            conns: HashMap::new(),
+            failures: HashMap::new(),
+            pending: HashMap::new(),
+            subscribers: Vec::new(),
+            closed: false,
+        }
+    }
+}
+
+/// A start incarnation that a restart of the same node outranks: wall-clock nanoseconds.
+fn start_incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or_else(|_| random_u64())
+}
+
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -571,6 +656,13 @@ impl Mesh {
     /// Starts a node on `handle`'s runtime: binds the endpoint, accepts connections and
     /// dials the seeds in the background.
     pub fn start(handle: &Handle, config: MeshConfig) -> Result<Mesh, MeshError> {
+        if config.failure_timeout < membership::MIN_FAILURE_TIMEOUT {
+            return Err(MeshError::Config(format!(
+                "failure timeout {:?} is below {:?}",
+                config.failure_timeout,
+                membership::MIN_FAILURE_TIMEOUT
+            )));
+        }
         let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
             .map_err(|_| MeshError::Config(format!("idle timeout {:?}", config.idle_timeout)))?;
         let mut transport = quinn::TransportConfig::default();
@@ -588,16 +680,35 @@ impl Mesh {
         let listen = endpoint
             .local_addr()
             .map_err(crate::endpoint::BindError::Io)?;
+        let incarnation = start_incarnation();
+        let me = NodeIdentity {
+            node: handle.node(),
+            name: config.tls.node().name().to_owned(),
+            addr: listen,
+            region: config.region.clone(),
+            incarnation,
+        };
+        let names = Arc::new(Mutex::new(NameTable::new(handle.node())));
+        let swim = Swim::new(
+            me.clone(),
+            config.failure_timeout,
+            NameBroadcasts {
+                table: Arc::clone(&names),
+            },
+            random_u64(),
+        );
         let inner = Arc::new(Inner {
             node: handle.node(),
-            incarnation: random_u64(),
+            incarnation,
             listen,
             name: config.tls.node().name().to_owned(),
             handle: handle.clone(),
             endpoint: endpoint.clone(),
             config,
             registry: Registry::default(),
-            state: Mutex::new(State::default()),
+            swim: Mutex::new(swim),
+            state: Mutex::new(State::new(me)),
+            names,
             counters: Counters::default(),
             next_id: AtomicU64::new(1),
         });
@@ -651,12 +762,64 @@ impl Mesh {
         peers
     }
 
-    /// Dials `seed` and exchanges hellos (learning the nodes it knows), as at start.
+    /// Dials `seed`, exchanges hellos and announces this node to it (SWIM), as at start;
+    /// returns once foca knows a member.
     pub async fn join(&self, seed: Seed) -> Result<(), MeshCallError> {
-        self.inner
+        let node = self
+            .inner
             .dial(seed.addr, &seed.name, None)
             .await
-            .map_err(|e| MeshCallError::Unreachable(NodeId::default(), e))
+            .map_err(|e| MeshCallError::Unreachable(NodeId::default(), e))?;
+        let info = PeerInfo {
+            node,
+            addr: seed.addr,
+            name: seed.name,
+        };
+        self.inner.announce_until_joined(node, &info).await;
+        Ok(())
+    }
+
+    /// Live members of the cluster, this node included, sorted by node id.
+    pub fn members(&self) -> Vec<Member> {
+        let st = self.inner.state.lock();
+        let mut members: Vec<Member> = st.members.values().map(|id| id.member()).collect();
+        members.push(st.me.member());
+        members.sort_by_key(|m| m.node);
+        members
+    }
+
+    /// Registers `name` cluster-wide for the local process `pid`. Fails if this node
+    /// already knows the name held by another process (here or elsewhere). Two
+    /// registrations racing on different nodes end with one winner on every node; the
+    /// loser exits with `ExitReason::NameConflict(name)` (module doc of `names`). The
+    /// name is released when `pid` exits, with [`Mesh::unregister_name`], or when this
+    /// node is declared down. The cluster name table is separate from the runtime's
+    /// local registry (`Handle::register`).
+    pub fn register_name(&self, name: &str, pid: Pid) -> Result<(), NameError> {
+        self.inner.register_name(name, pid)
+    }
+
+    /// Removes `name` cluster-wide if a local process holds it.
+    pub fn unregister_name(&self, name: &str) {
+        let holder = self.inner.names.lock().whereis(name);
+        if let Some(pid) = holder.filter(|p| p.node() == self.inner.node) {
+            self.inner.release_name(name, pid);
+        }
+    }
+
+    /// The process holding the cluster-wide `name`, as this node knows it.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner.names.lock().whereis(name)
+    }
+
+    /// Test hook simulating a hung node: while frozen, this node's membership neither
+    /// answers nor sends SWIM packets and its SWIM timers are held (data connections
+    /// and QUIC keep-alives carry on). Thawing hands the held timers to foca; the
+    /// cluster has usually declared this node down by then, and it rejoins as a new
+    /// incarnation.
+    #[doc(hidden)]
+    pub fn set_membership_frozen(&self, frozen: bool) {
+        self.inner.set_frozen(frozen);
     }
 
     /// The connection to `node`, if up: which node dialed it and the peer's address.
@@ -860,9 +1023,17 @@ impl Mesh {
         decode_payload(&bytes.0).map_err(MeshCallError::Codec)
     }
 
-    /// Closes this node's connections and endpoint at once; pending calls fail with
-    /// [`MeshCallError::Closed`]. Peers see the connection close (node down).
+    /// Leaves the cluster and closes this node's connections and endpoint at once;
+    /// pending calls fail with [`MeshCallError::Closed`]. Connected peers see the
+    /// connection close with [`wire::CLOSE_LEAVING`] and declare this node down at once;
+    /// the others learn it by gossip.
     pub fn close(&self) {
+        self.inner.with_swim(|swim, fx| {
+            if let Err(error) = swim.foca.leave_cluster(fx) {
+                tracing::debug!(%error, "SWIM leave");
+            }
+        });
+        self.inner.swim.lock().closed = true;
         let (links, pending) = {
             let mut st = self.inner.state.lock();
             st.closed = true;
@@ -877,7 +1048,7 @@ impl Mesh {
             (links, std::mem::take(&mut st.pending))
         };
         for link in links {
-            link.conn.close(CLOSE_NORMAL, b"mesh closed");
+            link.conn.close(wire::CLOSE_LEAVING, b"mesh closed");
         }
         for (_, (_, reply)) in pending {
             let _ = reply.send(Err(MeshCallError::Closed));
@@ -950,12 +1121,21 @@ impl Inner {
     }
 
     /// Dials a seed until it answers once (backoff 100 ms doubling to 5 s), or the mesh
-    /// closes: seeds may start after this node.
+    /// closes: seeds may start after this node. Then announces this node to it (SWIM
+    /// join), until foca knows a member.
     async fn join_seed(self: Arc<Self>, seed: Seed) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.dial(seed.addr, &seed.name, None).await {
-                Ok(()) => return,
+                Ok(node) => {
+                    let info = PeerInfo {
+                        node,
+                        addr: seed.addr,
+                        name: seed.name.clone(),
+                    };
+                    self.announce_until_joined(node, &info).await;
+                    return;
+                }
                 Err(error) => {
                     if self.state.lock().closed {
                         return;
@@ -1028,7 +1208,7 @@ impl Inner {
                     return;
                 }
                 let error = match result {
-                    Ok(()) => format!("node {node} did not come up (it kept another connection, or has another id)"),
+                    Ok(_) => format!("node {node} did not come up (it kept another connection, or has another id)"),
                     Err(e) => e,
                 };
                 tracing::warn!(%node, addr = %info.addr, %error, "could not connect to a node");
@@ -1058,13 +1238,13 @@ impl Inner {
     }
 
     /// Dials `addr`, exchanges hellos and installs the link. `expect`: the node we meant
-    /// to reach (`None` for seeds). `Ok` also when the peer kept its own connection.
+    /// to reach (`None` for seeds). `Ok(node)` also when the peer kept its own connection.
     async fn dial(
         self: &Arc<Self>,
         addr: SocketAddr,
         name: &str,
         expect: Option<NodeId>,
-    ) -> Result<(), String> {
+    ) -> Result<NodeId, String> {
         let timeout = self.config.connect_timeout;
         match self
             .handle
@@ -1075,7 +1255,7 @@ impl Inner {
             Ok(Err(e)) => Err(e),
             Ok(Ok(DialOutcome::Duplicate(node))) => {
                 tracing::debug!(%node, "peer kept its own connection");
-                Ok(())
+                Ok(node)
             }
             Ok(Ok(DialOutcome::Up(link))) => {
                 if let Some(expected) = expect {
@@ -1083,7 +1263,7 @@ impl Inner {
                         tracing::warn!(%expected, found = %link.node, %addr, "dialed node has another id");
                     }
                 }
-                Ok(())
+                Ok(link.node)
             }
         }
     }
@@ -1268,17 +1448,11 @@ impl Inner {
             }
             None => {}
         }
+        // `NodeEvent::Up` comes from membership (SWIM), not from connections.
         tracing::info!(local = %self.node, peer = %node, addr = %link.addr, "mesh connection up");
-        self.emit(
-            st,
-            NodeEvent::Up {
-                node,
-                addr: link.addr,
-            },
-        );
     }
 
-    /// Fails pending calls to `node` and reports it down.
+    /// Fails pending calls to `node` (its connection is lost or it was declared down).
     fn node_lost(&self, st: &mut State, node: NodeId, reason: String) {
         let ids: Vec<u64> = st
             .pending
@@ -1291,8 +1465,7 @@ impl Inner {
                 let _ = reply.send(Err(MeshCallError::NoConnection(node)));
             }
         }
-        tracing::warn!(local = %self.node, peer = %node, %reason, "mesh node down");
-        self.emit(st, NodeEvent::Down { node, reason });
+        tracing::info!(local = %self.node, peer = %node, %reason, "mesh connection lost");
     }
 
     /// Spawns the reader and the close watcher of an installed link.
@@ -1301,10 +1474,27 @@ impl Inner {
         let reader_link = Arc::clone(link);
         self.handle
             .spawn(move |_ctx: Ctx<()>| async move { inner.read_link(&reader_link, rx).await });
+        // SWIM packets arrive as datagrams on any mesh connection (see membership).
+        let inner = Arc::clone(self);
+        let datagrams = Arc::clone(link);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            while let Ok(packet) = datagrams.conn.quinn().read_datagram().await {
+                inner.swim_packet(&packet);
+            }
+        });
         let inner = Arc::clone(self);
         let link = Arc::clone(link);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
             let reason = link.conn.closed().await;
+            let leaving = matches!(
+                &reason,
+                quinn::ConnectionError::ApplicationClosed(close)
+                    if close.error_code == quinn::VarInt::from_u32(wire::CLOSE_LEAVING)
+            );
+            if leaving {
+                tracing::info!(peer = %link.node, "peer left the cluster");
+                inner.peer_left(link.node);
+            }
             let mut st = inner.state.lock();
             let current =
                 matches!(st.conns.get(&link.node), Some(ConnState::Up(l)) if l.id == link.id);
@@ -1382,6 +1572,14 @@ impl Inner {
                 }
             }
             Wire::Reply { id, result } => self.complete(id, result.map_err(MeshCallError::Remote)),
+            Wire::NameSyncRequest(theirs) => {
+                let all = self.names.lock().all_claims();
+                if let Err(error) = link.outbox.send(&Wire::NameSync(all)).await {
+                    tracing::debug!(peer = %link.node, %error, "could not answer a name sync");
+                }
+                self.apply_name_sync(theirs);
+            }
+            Wire::NameSync(claims) => self.apply_name_sync(claims),
             Wire::Hello(_) | Wire::HelloAck(_) => {
                 tracing::warn!(peer = %link.node, "unexpected hello on an established connection; ignored");
                 self.counters

@@ -114,6 +114,52 @@ pub enum Wire {
         /// The value (MessagePack) or why there is none.
         result: Result<Bytes, RemoteFailure>,
     },
+    // --- Membership and cluster-wide names (see `mesh::membership`, `mesh::names`) ---
+    /// A node that just joined (or rejoined) asks one member for the whole name table;
+    /// it carries the asker's own claims so the answerer learns them at once.
+    NameSyncRequest(Vec<NameClaim>),
+    /// The answer to [`Wire::NameSyncRequest`]: every claim the answerer holds.
+    NameSync(Vec<NameClaim>),
+}
+
+// --- Membership and cluster-wide names: wire values (kept together for merging) ---
+
+/// Close code: the closing node is leaving the cluster (`Mesh::close`); the peer declares
+/// it down at once instead of waiting for SWIM to notice.
+pub const CLOSE_LEAVING: u32 = 5;
+/// Close code: this node's membership declared the peer down.
+pub const CLOSE_DECLARED_DOWN: u32 = 6;
+
+/// One cluster-wide name registration: `name` is held by `pid`.
+///
+/// Concurrent claims of one name are ordered by `(lamport, pid)`, lowest first; the
+/// lowest claim wins on every node (see `mesh::names`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameClaim {
+    /// The name.
+    pub name: String,
+    /// The holder (its node is the node that registered it).
+    pub pid: Pid,
+    /// The registering node's Lamport clock at registration.
+    pub lamport: u64,
+}
+
+/// A change to the name table, disseminated as a foca custom broadcast (piggybacked on
+/// SWIM packets, QUIC datagrams).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameOp {
+    /// `pid` registered the name.
+    Claim(NameClaim),
+    /// `pid` no longer holds the name (it exited or unregistered); a claim of the same
+    /// `(name, pid)` with a Lamport time up to `lamport` is stale from now on.
+    Release {
+        /// The name.
+        name: String,
+        /// The former holder.
+        pid: Pid,
+        /// The releasing node's Lamport clock at release.
+        lamport: u64,
+    },
 }
 
 /// A byte string that MessagePack encodes as `bin` (not as an array of integers).

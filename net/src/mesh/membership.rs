@@ -244,6 +244,9 @@ pub(crate) struct Swim {
     /// and outgoing sends are dropped and fired timers are held here, to be handed to
     /// foca when thawed (foca must see every timer it asked for).
     pub(crate) frozen: Option<Vec<Timer<NodeIdentity>>>,
+    /// Set by `Mesh::close` before it leaves the cluster (leaving makes foca report
+    /// this node defunct, which is then expected).
+    pub(crate) leaving: bool,
     /// Set by `Mesh::close`: foca is no longer driven.
     pub(crate) closed: bool,
 }
@@ -265,6 +268,7 @@ impl Swim {
                 names,
             ),
             frozen: None,
+            leaving: false,
             closed: false,
         }
     }
@@ -425,7 +429,11 @@ impl Inner {
             OwnedNotification::Idle => {
                 tracing::warn!(node = %self.node, "no live member left: this node is alone");
             }
+            OwnedNotification::Defunct if swim.leaving => {
+                tracing::info!(node = %self.node, "left the cluster");
+            }
             OwnedNotification::Defunct => {
+                // `renew` always gives a new identity, so foca rejoins instead.
                 tracing::error!(node = %self.node, "this node was declared down and cannot renew its identity");
             }
             OwnedNotification::Rejoin(id) => {

@@ -1029,6 +1029,7 @@ impl Mesh {
     /// the others learn it by gossip.
     pub fn close(&self) {
         self.inner.with_swim(|swim, fx| {
+            swim.leaving = true;
             if let Err(error) = swim.foca.leave_cluster(fx) {
                 tracing::debug!(%error, "SWIM leave");
             }

@@ -29,7 +29,13 @@
 //! its new claims). Tombstones of live nodes are kept (memory grows with the number of
 //! releases; collecting them needs a stable-cut rule, which is future work).
 //!
-//! Invariant: `entries[name].pid.node()` is never a node in `down`.
+//! A node is the authority on its own pids: claims and releases of them enter its table
+//! only through `claim_local`/`release_local`. One arriving from elsewhere is about a
+//! previous incarnation of this node (a restarted node reuses its node id and pids) and
+//! is ignored.
+//!
+//! Invariants: `entries[name].pid.node()` is never a node in `down`; an entry of a local
+//! pid was made by `claim_local`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -138,13 +144,13 @@ impl NameTable {
             return None;
         }
         self.lamport += 1;
-        let op = NameOp::Release {
+        self.entries.remove(name);
+        self.tombstones.insert((name.to_owned(), pid), self.lamport);
+        Some(NameOp::Release {
             name: name.to_owned(),
             pid,
             lamport: self.lamport,
-        };
-        self.apply(&op);
-        Some(op)
+        })
     }
 
     /// Applies an op from another node; true if it was news (to be disseminated further).
@@ -153,7 +159,8 @@ impl NameTable {
             NameOp::Claim(claim) => self.apply_claim(claim.clone()),
             NameOp::Release { name, pid, lamport } => {
                 self.lamport = self.lamport.max(*lamport);
-                if self.down.contains(&pid.node()) && pid.node() != self.local {
+                // This node is the authority on its own pids (see `apply_claim`).
+                if pid.node() == self.local || self.down.contains(&pid.node()) {
                     return false;
                 }
                 let key = (name.clone(), *pid);
@@ -177,7 +184,10 @@ impl NameTable {
     pub(crate) fn apply_claim(&mut self, claim: NameClaim) -> bool {
         self.lamport = self.lamport.max(claim.lamport);
         let node = claim.pid.node();
-        if node != self.local && self.down.contains(&node) {
+        // Claims of this node's pids are made by `claim_local` only: one coming from
+        // elsewhere is about a previous incarnation of this node (same node id, and pids
+        // are reused after a restart) and is stale.
+        if node == self.local || self.down.contains(&node) {
             return false;
         }
         if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
@@ -206,14 +216,8 @@ impl NameTable {
                 self.entries.insert(claim.name.clone(), claim);
                 true
             }
-            Some(_) => {
-                // The incoming claim loses. If it is one of ours, its process lost
-                // (it was queued as a loser when the winner arrived, or is queued now).
-                if node == self.local && !self.losers.iter().any(|(_, p)| *p == claim.pid) {
-                    self.losers.push((claim.name, claim.pid));
-                }
-                false
-            }
+            // The incoming claim loses: nothing changes.
+            Some(_) => false,
         }
     }
 
@@ -359,6 +363,15 @@ mod tests {
         for t in [&n1, &n2, &n3] {
             assert_eq!(t.whereis("svc"), Some(pid(1, 7)));
         }
+        assert!(
+            !n1.apply_claim(NameClaim {
+                name: "stale".into(),
+                pid: pid(1, 9),
+                lamport: 9,
+            }),
+            "claims of this node's pids from elsewhere are stale"
+        );
+        assert_eq!(n1.whereis("stale"), None);
         assert!(n1.take_losers().is_empty());
         assert_eq!(n2.take_losers(), vec![("svc".to_owned(), pid(2, 3))]);
         assert!(n3.take_losers().is_empty());

@@ -207,6 +207,11 @@ fn nodes_joining_through_one_seed_learn_everyone_and_later_joiners_too() {
         assert_eq!(member.addr, node.mesh.local_addr());
         assert_eq!(member.name, cert_name(member.node.0));
     }
+    // Membership is not a full mesh of data connections: n2 and n3 only dialed the
+    // seed and never sent each other data; SWIM reaches between them on control
+    // connections.
+    assert!(!nodes[1].mesh.is_connected(NodeId(3)));
+    assert!(!nodes[2].mesh.is_connected(NodeId(2)));
 
     // A 4th node joins through n3 (not the first seed): everyone learns of it, and it of
     // everyone.

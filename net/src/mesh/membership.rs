@@ -19,9 +19,10 @@
 //! *this* node down (a hung node that wakes up), `renew` gives it incarnation + 1 and it
 //! rejoins as a new member.
 
+use std::collections::HashMap;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut};
 use cairn_scheduler::{Ctx, ExitReason, NodeId, Pid};
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use super::names::{encode_op, NameBroadcasts, NameError};
 use super::wire::{NameOp, PeerInfo, Wire, CLOSE_DECLARED_DOWN};
 use super::{ConnState, Inner, Link, Member, NodeEvent, State};
+use crate::endpoint::Connection;
 
 /// Largest SWIM packet. Packets travel as QUIC datagrams, whose room is the path MTU
 /// minus QUIC's overhead; quinn starts with a 1200-byte MTU, leaving about 1150 bytes
@@ -283,6 +285,80 @@ impl Link {
     }
 }
 
+/// SWIM packets queued for a control connection being dialed. A probe lost here would
+/// make a healthy member suspect, so packets wait for the handshake; beyond this many
+/// (a peer that does not answer the dial) they are dropped, as UDP would.
+const CONTROL_QUEUE: usize = 32;
+
+/// A SWIM-only QUIC connection: opened to a member this node must probe (or answer)
+/// but has no data connection to, closed after [`Inner::control_idle`] without a packet.
+/// It never carries lanes, so closing it never loses user data.
+pub(crate) struct Control {
+    id: u64,
+    node: NodeId,
+    pub(crate) conn: Connection,
+    last_used: parking_lot::Mutex<Instant>,
+}
+
+impl Control {
+    fn touch(&self) {
+        *self.last_used.lock() = Instant::now();
+    }
+
+    fn send(&self, data: bytes::Bytes) {
+        self.touch();
+        if let Err(error) = self.conn.quinn().send_datagram(data) {
+            tracing::debug!(peer = %self.node, %error, "could not send a SWIM datagram");
+        }
+    }
+}
+
+enum ControlSlot {
+    Dialing(Vec<bytes::Bytes>),
+    Up(Arc<Control>),
+}
+
+/// The control connections of a mesh (inside `State`).
+#[derive(Default)]
+pub(crate) struct Controls {
+    /// The one used to send to each node.
+    slots: HashMap<NodeId, ControlSlot>,
+    /// Every open one, by id (both ends may dial at once; the extra one idles out).
+    all: HashMap<u64, Arc<Control>>,
+}
+
+impl Controls {
+    pub(crate) fn drain(&mut self) -> Vec<Arc<Control>> {
+        self.slots.clear();
+        self.all.drain().map(|(_, c)| c).collect()
+    }
+
+    fn install(&mut self, control: &Arc<Control>) -> Vec<bytes::Bytes> {
+        self.all.insert(control.id, Arc::clone(control));
+        match self.slots.get_mut(&control.node) {
+            Some(ControlSlot::Up(_)) => Vec::new(),
+            Some(slot @ ControlSlot::Dialing(_)) => {
+                match std::mem::replace(slot, ControlSlot::Up(Arc::clone(control))) {
+                    ControlSlot::Dialing(queued) => queued,
+                    ControlSlot::Up(_) => Vec::new(),
+                }
+            }
+            None => {
+                self.slots
+                    .insert(control.node, ControlSlot::Up(Arc::clone(control)));
+                Vec::new()
+            }
+        }
+    }
+
+    fn remove(&mut self, control: &Control) {
+        self.all.remove(&control.id);
+        if matches!(self.slots.get(&control.node), Some(ControlSlot::Up(c)) if c.id == control.id) {
+            self.slots.remove(&control.node);
+        }
+    }
+}
+
 impl Inner {
     /// Runs `f` on foca under its lock, applies the notifications it caused (still under
     /// the lock, so in foca's order), then sends packets and arms timers.
@@ -344,9 +420,16 @@ impl Inner {
         });
     }
 
-    /// Sends a packet to `to`, over its connection (dialed if needed, in the background).
+    /// Sends a packet to `to`: on the data connection to it if there is one, else on a
+    /// control connection (dialed in the background, the packet queued meanwhile).
     fn send_swim(self: &Arc<Self>, to: NodeIdentity, data: bytes::Bytes) {
-        let link = {
+        enum Via {
+            Link(Arc<Link>),
+            Control(Arc<Control>),
+            Dial,
+            Queued,
+        }
+        let via = {
             let mut st = self.state.lock();
             if st.closed {
                 return;
@@ -356,23 +439,166 @@ impl Inner {
                 addr: to.addr,
                 name: to.name.clone(),
             });
-            match st.conns.get(&to.node) {
-                Some(ConnState::Up(link)) => Some(Arc::clone(link)),
-                _ => None,
+            if let Some(ConnState::Up(link)) = st.conns.get(&to.node) {
+                Via::Link(Arc::clone(link))
+            } else {
+                match st.controls.slots.get_mut(&to.node) {
+                    Some(ControlSlot::Up(control)) => Via::Control(Arc::clone(control)),
+                    Some(ControlSlot::Dialing(queued)) => {
+                        if queued.len() < CONTROL_QUEUE {
+                            queued.push(data.clone());
+                        }
+                        Via::Queued
+                    }
+                    None => {
+                        st.controls
+                            .slots
+                            .insert(to.node, ControlSlot::Dialing(vec![data.clone()]));
+                        Via::Dial
+                    }
+                }
             }
         };
-        match link {
-            Some(link) => link.send_swim(data),
-            None => {
+        match via {
+            Via::Link(link) => link.send_swim(data),
+            Via::Control(control) => control.send(data),
+            Via::Queued => {}
+            Via::Dial => {
                 let inner = Arc::clone(self);
-                self.handle.spawn(move |_ctx: Ctx<()>| async move {
-                    match inner.link(to.node).await {
-                        Ok(link) => link.send_swim(data),
-                        Err(error) => {
-                            tracing::debug!(peer = %to.node, %error, "SWIM packet dropped: no connection")
-                        }
-                    }
-                });
+                self.handle
+                    .spawn(move |_ctx: Ctx<()>| async move { inner.dial_control(to).await });
+            }
+        }
+    }
+
+    /// How long a control connection may go without a SWIM packet before it is closed:
+    /// two failure timeouts, so members probed (or probing) regularly keep theirs.
+    fn control_idle(&self) -> Duration {
+        self.config.failure_timeout * 2
+    }
+
+    async fn dial_control(self: &Arc<Self>, to: NodeIdentity) {
+        let hello = super::wire::Hello {
+            node: self.node,
+            incarnation: self.incarnation,
+            listen: self.listen,
+            name: self.name.clone(),
+            peers: Vec::new(),
+        };
+        let dial = async {
+            let conn = self
+                .endpoint
+                .connect(to.addr, &to.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut lane = conn
+                .open_lane(super::wire::CONTROL_LANE)
+                .await
+                .map_err(|e| e.to_string())?;
+            lane.send(&Wire::Hello(hello))
+                .await
+                .map_err(|e| e.to_string())?;
+            // Dropping the lane finishes it once the hello is written.
+            Ok::<_, String>(conn)
+        };
+        let result = match self.handle.timeout(self.config.connect_timeout, dial).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out connecting".to_owned()),
+        };
+        match result {
+            Ok(conn) => self.run_control(conn, to.node),
+            Err(error) => {
+                let mut st = self.state.lock();
+                if matches!(
+                    st.controls.slots.get(&to.node),
+                    Some(ControlSlot::Dialing(_))
+                ) {
+                    st.controls.slots.remove(&to.node);
+                }
+                drop(st);
+                tracing::debug!(peer = %to.node, addr = %to.addr, %error, "SWIM control connection failed; its packets are dropped");
+            }
+        }
+    }
+
+    /// An incoming control connection from `node` (its hello was on [`CONTROL_LANE`]).
+    pub(super) fn accept_control(self: &Arc<Self>, conn: Connection, node: NodeId) {
+        self.run_control(conn, node);
+    }
+
+    fn run_control(self: &Arc<Self>, conn: Connection, node: NodeId) {
+        let control = Arc::new(Control {
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            node,
+            conn,
+            last_used: parking_lot::Mutex::new(Instant::now()),
+        });
+        let queued = {
+            let mut st = self.state.lock();
+            if st.closed {
+                control
+                    .conn
+                    .close(super::wire::CLOSE_LEAVING, b"mesh closed");
+                return;
+            }
+            st.controls.install(&control)
+        };
+        tracing::debug!(peer = %node, queued = queued.len(), "SWIM control connection up");
+        for packet in queued {
+            control.send(packet);
+        }
+        let inner = Arc::clone(self);
+        let reader = Arc::clone(&control);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            while let Ok(packet) = reader.conn.quinn().read_datagram().await {
+                reader.touch();
+                inner.swim_packet(&packet);
+            }
+        });
+        let inner = Arc::clone(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let reason = control.conn.closed().await;
+            inner.state.lock().controls.remove(&control);
+            let leaving = matches!(
+                &reason,
+                quinn::ConnectionError::ApplicationClosed(close)
+                    if close.error_code == quinn::VarInt::from_u32(super::wire::CLOSE_LEAVING)
+            );
+            if leaving {
+                inner.peer_left(control.node);
+            }
+            tracing::debug!(peer = %control.node, %reason, "SWIM control connection closed");
+        });
+    }
+
+    /// Closes control connections idle for longer than [`Inner::control_idle`], until
+    /// the mesh closes.
+    pub(super) async fn sweep_controls(self: &Arc<Self>) {
+        let idle = self.control_idle();
+        loop {
+            self.handle.sleep(idle / 2).await;
+            let stale: Vec<Arc<Control>> = {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return;
+                }
+                let stale: Vec<Arc<Control>> = st
+                    .controls
+                    .all
+                    .values()
+                    .filter(|c| c.last_used.lock().elapsed() > idle)
+                    .cloned()
+                    .collect();
+                for control in &stale {
+                    st.controls.remove(control);
+                }
+                stale
+            };
+            for control in stale {
+                tracing::debug!(peer = %control.node, "closing an idle SWIM control connection");
+                control.conn.close(super::wire::CLOSE_IDLE, b"idle");
             }
         }
     }
@@ -533,9 +759,20 @@ impl Inner {
         }
     }
 
-    /// Asks one live member for the name table (after joining or rejoining).
+    /// Asks one live member for the name table (after joining or rejoining), preferring
+    /// one this node already has a data connection to (the seed, usually), so the sync
+    /// opens no new connection.
     fn request_names(self: &Arc<Self>, swim: &Swim) {
-        let Some(node) = swim.foca.iter_members().next().map(|m| m.id().node) else {
+        let candidates: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
+        let node = {
+            let st = self.state.lock();
+            candidates
+                .iter()
+                .find(|n| matches!(st.conns.get(n), Some(ConnState::Up(_))))
+                .or(candidates.first())
+                .copied()
+        };
+        let Some(node) = node else {
             return;
         };
         let inner = Arc::clone(self);

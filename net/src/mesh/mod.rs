@@ -530,6 +530,8 @@ struct State {
     members: BTreeMap<NodeId, NodeIdentity>,
     /// Where to dial nodes (members, seeds, peers named in hellos).
     known: HashMap<NodeId, PeerInfo>,
+    /// SWIM control connections (to members without a data connection).
+    controls: membership::Controls,
     conns: HashMap<NodeId, ConnState>,
     /// Last failed dial per node: (attempt, error).
     failures: HashMap<NodeId, (u64, String)>,
@@ -623,6 +625,7 @@ impl State {
             me,
             members: BTreeMap::new(),
             known: HashMap::new(),
+            controls: membership::Controls::default(),
             conns: HashMap::new(),
             failures: HashMap::new(),
             pending: HashMap::new(),
@@ -722,6 +725,8 @@ impl Mesh {
                     .spawn(move |_ctx: Ctx<()>| async move { inner.serve_incoming(conn).await });
             }
         });
+        let sweeper = Arc::clone(&inner);
+        handle.spawn(move |_ctx: Ctx<()>| async move { sweeper.sweep_controls().await });
         for seed in inner.config.seeds.clone() {
             if seed.addr == listen {
                 continue;
@@ -1038,6 +1043,9 @@ impl Mesh {
         let (links, pending) = {
             let mut st = self.inner.state.lock();
             st.closed = true;
+            for control in st.controls.drain() {
+                control.conn.close(wire::CLOSE_LEAVING, b"mesh closed");
+            }
             let links: Vec<_> = st
                 .conns
                 .drain()
@@ -1373,6 +1381,11 @@ impl Inner {
         if hello.node == self.node {
             conn.close(CLOSE_NORMAL, b"same node id");
             tracing::warn!(%remote, node = %hello.node, "refused a peer with this node's own id");
+            return;
+        }
+        if rx.lane() == wire::CONTROL_LANE {
+            // A SWIM-only connection (see membership): no lanes, no connection rules.
+            self.accept_control(conn, hello.node);
             return;
         }
         let tx = match conn.open_lane(wire::MESH_LANE).await {

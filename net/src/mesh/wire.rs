@@ -129,6 +129,14 @@ pub enum Wire {
 pub const CLOSE_LEAVING: u32 = 5;
 /// Close code: this node's membership declared the peer down.
 pub const CLOSE_DECLARED_DOWN: u32 = 6;
+/// Close code: a SWIM control connection carried no packet for a while.
+pub const CLOSE_IDLE: u32 = 7;
+
+/// The lane id that marks a *control connection*: the dialer opens this lane instead of
+/// [`MESH_LANE`] and sends one [`Wire::Hello`] on it; after that the connection carries
+/// SWIM datagrams only (no lanes, no user data), so it can be closed when idle without
+/// losing anything.
+pub const CONTROL_LANE: u32 = 1;
 
 /// One cluster-wide name registration: `name` is held by `pid`.
 ///

@@ -36,18 +36,27 @@ fn cert_name(n: u64) -> String {
 }
 
 fn start(ca: &ClusterCa, n: u64, seeds: &[&Node], region: Option<&str>) -> Node {
+    start_with(ca, n, seeds, region, 2, FAILURE_TIMEOUT)
+}
+
+fn start_with(
+    ca: &ClusterCa,
+    n: u64,
+    seeds: &[&Node],
+    region: Option<&str>,
+    workers: usize,
+    failure_timeout: Duration,
+) -> Node {
     init_logs();
     let rt = Runtime::builder()
-        .workers(2)
+        .workers(workers)
         .node(NodeId(n))
         .build()
         .unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(n)).unwrap());
     let mut config = MeshConfig::new(localhost(), tls);
-    assert_eq!(
-        config.failure_timeout, FAILURE_TIMEOUT,
-        "the default under test"
-    );
+    assert_eq!(config.failure_timeout, FAILURE_TIMEOUT, "the default");
+    config = config.failure_timeout(failure_timeout);
     if let Some(region) = region {
         config = config.region(region);
     }
@@ -259,6 +268,7 @@ fn a_closed_node_and_a_killed_node_are_declared_down_everywhere() {
         wait_down(node, 3, FAILURE_TIMEOUT);
     }
     let detected = started.elapsed();
+    assert!(detected < FAILURE_TIMEOUT, "{detected:?}");
     eprintln!("killed node declared down everywhere after {detected:?}");
     assert_eq!(
         call.recv_timeout(Duration::from_secs(1)).unwrap(),
@@ -486,6 +496,97 @@ fn a_restarted_node_is_a_new_member_and_its_old_incarnation_goes_down() {
     for node in &nodes {
         assert_eq!(node.mesh.whereis("old"), None);
     }
+    shutdown(nodes);
+}
+
+#[test]
+fn an_unused_control_connection_is_closed_when_idle() {
+    // A short failure timeout: control connections idle out after 2 x 500 ms.
+    let t = Duration::from_millis(500);
+    let ca = ClusterCa::generate().unwrap();
+    let n1 = start_with(&ca, 1, &[], None, 1, t);
+    let n2 = start_with(&ca, 2, &[&n1], None, 1, t);
+    let n3 = start_with(&ca, 3, &[&n1], None, 1, t);
+    let mut nodes = vec![n1, n2, n3];
+    for node in &mut nodes {
+        wait_members(node, SETTLE, |m| m.len() == 3);
+    }
+    // n2 and n3 probe each other on a control connection (they share no data one).
+    wait_until("n2 has a control connection", SETTLE, || {
+        nodes[1].mesh.stats().control_connections > 0
+    });
+    // Once they talk directly, SWIM uses the data connection and the control one
+    // goes quiet and is closed.
+    nodes[1]
+        .rt
+        .block_on(nodes[1].mesh.connect(NodeId(3)))
+        .unwrap();
+    wait_until("idle control connections closed", SETTLE, || {
+        nodes[1].mesh.stats().control_connections == 0
+            && nodes[2].mesh.stats().control_connections == 0
+    });
+    // Membership is unaffected.
+    for node in &nodes {
+        assert_eq!(node_ids(&node.mesh.members()), [1, 2, 3]);
+    }
+    shutdown(nodes);
+}
+
+/// Node count for the larger cluster test (`CAIRN_MESH_NODES`, default 12).
+fn cluster_size() -> u64 {
+    std::env::var("CAIRN_MESH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+#[test]
+fn a_larger_cluster_converges_and_sees_a_failure_everywhere() {
+    let n = cluster_size();
+    let ca = ClusterCa::generate().unwrap();
+    let started = Instant::now();
+    let mut nodes = vec![start_with(&ca, 1, &[], None, 1, FAILURE_TIMEOUT)];
+    for i in 2..=n {
+        // Seeds spread over the first three nodes.
+        let seed = &nodes[((i - 2) % 3).min(nodes.len() as u64 - 1) as usize];
+        let node = start_with(&ca, i, &[seed], None, 1, FAILURE_TIMEOUT);
+        nodes.push(node);
+    }
+    for node in &mut nodes {
+        wait_members(node, SETTLE, |m| m.len() == n as usize);
+    }
+    eprintln!("{n} nodes converged after {:?}", started.elapsed());
+    let data: u64 = nodes
+        .iter()
+        .map(|a| {
+            nodes
+                .iter()
+                .filter(|b| a.mesh.is_connected(b.mesh.node()))
+                .count() as u64
+        })
+        .sum();
+    let control: u64 = nodes
+        .iter()
+        .map(|a| a.mesh.stats().control_connections)
+        .sum();
+    eprintln!("{n} nodes: {data} data connection ends, {control} control connection ends");
+
+    let killed = nodes.pop().unwrap();
+    let started = Instant::now();
+    killed.rt.shutdown();
+    drop(killed);
+    for node in &mut nodes {
+        wait_down(node, n, FAILURE_TIMEOUT);
+    }
+    assert!(
+        started.elapsed() < FAILURE_TIMEOUT,
+        "{:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "{n} nodes: a killed node was declared down everywhere after {:?}",
+        started.elapsed()
+    );
     shutdown(nodes);
 }
 

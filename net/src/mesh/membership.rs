@@ -44,6 +44,9 @@ pub(crate) const MAX_PACKET: usize = 1100;
 /// cluster with high probability (epidemic spread is O(log n) rounds).
 const MAX_TRANSMISSIONS: u8 = 10;
 
+/// Remembered nodes announced to when this node finds itself alone (plus the seeds).
+const IDLE_ANNOUNCES: usize = 8;
+
 /// Members asked to probe indirectly when a direct probe gets no answer (foca's default).
 const INDIRECT_PROBES: usize = 3;
 
@@ -218,9 +221,10 @@ pub(crate) fn swim_config(failure_timeout: Duration) -> foca::Config {
         frequency: t * 2,
         num_members: NonZeroUsize::new(1).expect("nonzero"),
     });
-    // Talk to members believed down now and then, so a healed partition merges back.
+    // Talk to members believed down now and then, so a healed partition (or a member
+    // falsely declared down while starved) merges back.
     config.periodic_announce_to_down_members = Some(foca::PeriodicParams {
-        frequency: t * 6,
+        frequency: t * 2,
         num_members: NonZeroUsize::new(1).expect("nonzero"),
     });
     config
@@ -328,6 +332,10 @@ pub(crate) struct Controls {
 }
 
 impl Controls {
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
     pub(crate) fn drain(&mut self) -> Vec<Arc<Control>> {
         self.slots.clear();
         self.all.drain().map(|(_, c)| c).collect()
@@ -603,8 +611,10 @@ impl Inner {
         }
     }
 
-    /// Announces this node to the seed `node` (reached at `seed`) until foca knows at
-    /// least one member or the mesh closes.
+    /// Announces this node to the seed `node` (reached at `seed`) until foca has the seed
+    /// as a live member, or the mesh closes. Waiting for *the seed* (not for any member)
+    /// matters: a node that others joined through while its own announce was lost would
+    /// otherwise stop, and its group would never merge with the seed's.
     pub(super) async fn announce_until_joined(self: &Arc<Self>, node: NodeId, seed: &PeerInfo) {
         let mut wait = self.config.failure_timeout / 10;
         loop {
@@ -617,7 +627,7 @@ impl Inner {
                 incarnation: 0,
             };
             let joined = self.with_swim(|swim, fx| {
-                if swim.foca.num_members() > 0 {
+                if swim.foca.iter_members().any(|m| m.id().node == node) {
                     return true;
                 }
                 if let Err(error) = swim.foca.announce(target, fx) {
@@ -652,8 +662,32 @@ impl Inner {
                 tracing::info!(node = %self.node, "joined the cluster");
                 self.request_names(swim);
             }
+            OwnedNotification::Idle if swim.leaving => {}
             OwnedNotification::Idle => {
-                tracing::warn!(node = %self.node, "no live member left: this node is alone");
+                // Everyone it knew is down — or, far likelier in a running cluster, this
+                // node was cut off or starved and the others declared it down. Knock on
+                // a few doors at once instead of waiting for the periodic announce to
+                // down members: members it remembers, and the configured seeds.
+                tracing::warn!(node = %self.node, "no live member left: announcing to known nodes and seeds");
+                let remembered: Vec<NodeIdentity> = swim
+                    .foca
+                    .iter_membership_state()
+                    .map(|m| m.id().clone())
+                    .take(IDLE_ANNOUNCES)
+                    .collect();
+                for target in remembered {
+                    if let Err(error) = swim.foca.announce(target, &mut *fx) {
+                        tracing::debug!(%error, "SWIM announce");
+                    }
+                }
+                for seed in self.config.seeds.clone() {
+                    if seed.addr == self.listen {
+                        continue;
+                    }
+                    let inner = Arc::clone(self);
+                    self.handle
+                        .spawn(move |_ctx: Ctx<()>| async move { inner.join_seed(seed).await });
+                }
             }
             OwnedNotification::Defunct if swim.leaving => {
                 tracing::info!(node = %self.node, "left the cluster");

@@ -393,6 +393,8 @@ pub struct MeshStats {
     pub delivered: u64,
     /// Incoming connections refused because another one to that node is kept.
     pub duplicates_refused: u64,
+    /// SWIM control connections open now (a gauge; see the membership section).
+    pub control_connections: u64,
 }
 
 #[derive(Default)]
@@ -768,7 +770,7 @@ impl Mesh {
     }
 
     /// Dials `seed`, exchanges hellos and announces this node to it (SWIM), as at start;
-    /// returns once foca knows a member.
+    /// returns once the seed is a live member here.
     pub async fn join(&self, seed: Seed) -> Result<(), MeshCallError> {
         let node = self
             .inner
@@ -860,6 +862,7 @@ impl Mesh {
             protocol_errors: c.protocol_errors.load(Ordering::Relaxed),
             delivered: c.delivered.load(Ordering::Relaxed),
             duplicates_refused: c.duplicates_refused.load(Ordering::Relaxed),
+            control_connections: self.inner.state.lock().controls.len() as u64,
         }
     }
 
@@ -1131,8 +1134,8 @@ impl Inner {
 
     /// Dials a seed until it answers once (backoff 100 ms doubling to 5 s), or the mesh
     /// closes: seeds may start after this node. Then announces this node to it (SWIM
-    /// join), until foca knows a member.
-    async fn join_seed(self: Arc<Self>, seed: Seed) {
+    /// join), until the seed is a live member here.
+    pub(super) async fn join_seed(self: Arc<Self>, seed: Seed) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.dial(seed.addr, &seed.name, None).await {

@@ -7,7 +7,22 @@
 //! mesh (`mod.rs`) runs foca under its lock, then carries the effects out: notifications
 //! still under the lock (so membership changes are applied in foca's order), packets and
 //! timers after releasing it (packets are QUIC datagrams, timers are Cairn processes
-//! sleeping on the scheduler's timer wheel). Nothing here does I/O.
+//! sleeping on the scheduler's timer wheel). The codec, identity and configuration do no
+//! I/O; the driver (`impl Inner` below) only wires foca to connections and processes.
+//!
+//! # What this module owns, and its invariants
+//!
+//! * `Inner::swim` (foca, the freeze hook, the leaving/closed switches). Lock order:
+//!   `swim`, then `state`, then the name table — never the other way, so notifications
+//!   can update members, connections and names while foca is locked.
+//! * `State::members`: the live members other than this node, exactly foca's active set
+//!   as reported by its notifications (`MemberUp`, `MemberDown`, `Rename`), one
+//!   identity per node id, never an older incarnation over a newer one.
+//! * Control connections (`State::controls`): at most one *used for sending* per node
+//!   (`slots`), any number open (`all`, both ends may dial at once); every open one is
+//!   closed after `2 × failure_timeout` without a packet. They never carry lanes.
+//! * Every timer foca asks for is delivered (foca stalls otherwise): timer processes
+//!   always call back, and the freeze hook holds fired timers rather than dropping them.
 //!
 //! # Identity
 //!
@@ -660,7 +675,7 @@ impl Inner {
             }
             OwnedNotification::Active => {
                 tracing::info!(node = %self.node, "joined the cluster");
-                self.request_names(swim);
+                self.request_sync(swim);
             }
             OwnedNotification::Idle if swim.leaving => {}
             OwnedNotification::Idle => {
@@ -709,7 +724,7 @@ impl Inner {
                 if let Err(error) = swim.foca.gossip(fx) {
                     tracing::debug!(%error, "SWIM gossip");
                 }
-                self.request_names(swim);
+                self.request_sync(swim);
             }
             #[allow(unreachable_patterns)] // foca's `unstable-notifications` adds variants.
             _ => {}
@@ -793,10 +808,11 @@ impl Inner {
         }
     }
 
-    /// Asks one live member for the name table (after joining or rejoining), preferring
+    /// Asks one live member for its membership state and name table (after joining or
+    /// rejoining), preferring
     /// one this node already has a data connection to (the seed, usually), so the sync
     /// opens no new connection.
-    fn request_names(self: &Arc<Self>, swim: &Swim) {
+    fn request_sync(self: &Arc<Self>, swim: &Swim) {
         let candidates: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
         let node = {
             let st = self.state.lock();
@@ -815,13 +831,44 @@ impl Inner {
             let sent = match inner.link(node).await {
                 Ok(link) => link
                     .outbox
-                    .send(&Wire::NameSyncRequest(mine))
+                    .send(&Wire::SyncRequest { names: mine })
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             if let Err(error) = sent {
-                tracing::warn!(peer = %node, %error, "could not ask for the name table");
+                tracing::warn!(peer = %node, %error, "could not ask for a sync");
+            }
+        });
+    }
+
+    /// This node's whole SWIM membership state, for a [`Wire::Sync`] answer.
+    pub(super) fn membership_snapshot(self: &Arc<Self>) -> super::wire::Bytes {
+        let members: Vec<foca::Member<NodeIdentity>> = self
+            .swim
+            .lock()
+            .foca
+            .iter_membership_state()
+            .cloned()
+            .collect();
+        // Identities and SWIM states only: encoding cannot fail.
+        super::wire::Bytes(rmp_serde::to_vec(&members).unwrap_or_default())
+    }
+
+    /// Feeds a peer's membership state to foca (not re-broadcast: it is the peer's
+    /// knowledge, which the cluster has; only this node lacked it).
+    pub(super) fn apply_membership_snapshot(self: &Arc<Self>, from: NodeId, bytes: &[u8]) {
+        let members: Vec<foca::Member<NodeIdentity>> = match take(bytes) {
+            Ok(members) => members,
+            Err(error) => {
+                tracing::warn!(peer = %from, %error, "undecodable membership sync; ignored");
+                return;
+            }
+        };
+        tracing::debug!(peer = %from, members = members.len(), "membership sync");
+        self.with_swim(|swim, fx| {
+            if let Err(error) = swim.foca.apply_many(members.into_iter(), false, fx) {
+                tracing::debug!(%error, "applying a membership sync");
             }
         });
     }

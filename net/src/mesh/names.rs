@@ -4,7 +4,7 @@
 //! changes it for its *own* processes only ([`NameTable::claim_local`],
 //! [`NameTable::release_local`]) and tells the others with a [`NameOp`] disseminated as a
 //! foca custom broadcast ([`NameBroadcasts`]); a node that joins asks one member for the
-//! whole table (`Wire::NameSyncRequest`), so later joiners learn existing names.
+//! whole table (`Wire::SyncRequest`), so later joiners learn existing names.
 //!
 //! # One winner, the same on every node
 //!

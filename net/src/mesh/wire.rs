@@ -115,11 +115,21 @@ pub enum Wire {
         result: Result<Bytes, RemoteFailure>,
     },
     // --- Membership and cluster-wide names (see `mesh::membership`, `mesh::names`) ---
-    /// A node that just joined (or rejoined) asks one member for the whole name table;
-    /// it carries the asker's own claims so the answerer learns them at once.
-    NameSyncRequest(Vec<NameClaim>),
-    /// The answer to [`Wire::NameSyncRequest`]: every claim the answerer holds.
-    NameSync(Vec<NameClaim>),
+    /// A node that just joined (or rejoined) asks one member for its whole view; it
+    /// carries the asker's own name claims so the answerer learns them at once.
+    SyncRequest {
+        /// The asker's own claims.
+        names: Vec<NameClaim>,
+    },
+    /// The answer to [`Wire::SyncRequest`]. SWIM's join feed holds one packet of members
+    /// and gossip brings the rest only over many probe periods; this brings all at once.
+    Sync {
+        /// The answerer's SWIM membership state (every member it knows, with its SWIM
+        /// state), encoded by the membership codec; opaque outside the mesh.
+        members: Bytes,
+        /// Every name claim the answerer holds.
+        names: Vec<NameClaim>,
+    },
 }
 
 // --- Membership and cluster-wide names: wire values (kept together for merging) ---

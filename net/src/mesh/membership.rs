@@ -842,13 +842,17 @@ impl Inner {
         });
     }
 
-    /// This node's whole SWIM membership state, for a [`Wire::Sync`] answer.
+    /// The members this node sees alive, for a [`Wire::Sync`] answer. Suspects are left
+    /// out on purpose: the asker would start its own suspicion timer, may miss the
+    /// refutation gossiped before it joined, and would then declare a live member down
+    /// for the whole cluster.
     pub(super) fn membership_snapshot(self: &Arc<Self>) -> super::wire::Bytes {
         let members: Vec<foca::Member<NodeIdentity>> = self
             .swim
             .lock()
             .foca
             .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Alive)
             .cloned()
             .collect();
         // Identities and SWIM states only: encoding cannot fail.

@@ -124,8 +124,8 @@ pub enum Wire {
     /// The answer to [`Wire::SyncRequest`]. SWIM's join feed holds one packet of members
     /// and gossip brings the rest only over many probe periods; this brings all at once.
     Sync {
-        /// The answerer's SWIM membership state (every member it knows, with its SWIM
-        /// state), encoded by the membership codec; opaque outside the mesh.
+        /// The members the answerer sees alive (foca members with their SWIM
+        /// incarnations), encoded by the membership codec; opaque outside the mesh.
         members: Bytes,
         /// Every name claim the answerer holds.
         names: Vec<NameClaim>,

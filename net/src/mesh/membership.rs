@@ -822,9 +822,46 @@ impl Inner {
                 .or(candidates.first())
                 .copied()
         };
-        let Some(node) = node else {
-            return;
+        if let Some(node) = node {
+            self.send_sync_request(node);
+        }
+    }
+
+    /// Anti-entropy, until the mesh closes: every `2 × failure_timeout`, a sync with one
+    /// random live member this node already has a data connection to (none: skipped, so
+    /// this never opens connections). Gossip sends each update a bounded number of times
+    /// and a node can miss them all — seen with 60 nodes joining within a second: one
+    /// node learned of another only after 16 s, by a probe. The sync repairs that, and
+    /// missed name ops too, within one interval.
+    pub(super) async fn sync_periodically(self: &Arc<Self>) {
+        use rand_09::Rng;
+        let mut rng = {
+            use rand_09::SeedableRng;
+            rand_09::rngs::SmallRng::seed_from_u64(super::random_u64())
         };
+        let every = self.config.failure_timeout * 2;
+        loop {
+            self.handle.sleep(every).await;
+            let candidates: Vec<NodeId> = {
+                let swim = self.swim.lock();
+                if swim.closed {
+                    return;
+                }
+                let live: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
+                drop(swim);
+                let st = self.state.lock();
+                live.into_iter()
+                    .filter(|n| matches!(st.conns.get(n), Some(ConnState::Up(_))))
+                    .collect()
+            };
+            if !candidates.is_empty() {
+                let node = candidates[rng.random_range(0..candidates.len())];
+                self.send_sync_request(node);
+            }
+        }
+    }
+
+    fn send_sync_request(self: &Arc<Self>, node: NodeId) {
         let inner = Arc::clone(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
             let mine = inner.names.lock().local_claims();

@@ -29,9 +29,12 @@
 //!   seed answers with a feed of members (one packet's worth), and once joined the node
 //!   asks one member for its whole membership state and name table over the reliable
 //!   lane (`Wire::SyncRequest`; foca's `apply_many`). Everything else — later joiners,
-//!   leavers, suspicions — spreads by gossip piggybacked on probes and on a gossip round every
-//!   `failure_timeout/25` to 3 members. A node that finds itself alone (everyone it knew
-//!   declared down) announces again to remembered members and to its seeds.
+//!   leavers, suspicions — spreads by gossip piggybacked on probes and on a gossip
+//!   round every `failure_timeout/25` to 3 members; and every `2 × failure_timeout`
+//!   each node syncs with one random member it already has a data connection to
+//!   (anti-entropy for what gossip missed; it opens no connection). A node that finds
+//!   itself alone (everyone it knew declared down) announces again to remembered
+//!   members and to its seeds.
 //! * **Transport: QUIC datagrams on mTLS connections.** foca packets (≤ 1100 bytes) are
 //!   QUIC datagrams, never plain UDP: only holders of a cluster-CA certificate get a
 //!   connection, so only they can take part. Datagrams, not a lane, because SWIM wants
@@ -86,9 +89,8 @@
 //! for the whole table (`Wire::SyncRequest`). Concurrent claims resolve to the lowest
 //! `(lamport, pid)` on every node and the loser's process exits with
 //! `ExitReason::NameConflict(name)`. A name goes when its process exits, when it is
-//! unregistered, and when its node is declared down. Limitation: there is no periodic
-//! anti-entropy yet, so a node that missed every transmission of an op keeps a stale view
-//! until it rejoins.
+//! unregistered, and when its node is declared down. A node that missed every
+//! transmission of an op is repaired by the periodic sync below.
 //!
 //! # Connections: on demand, one per pair
 //!
@@ -793,6 +795,8 @@ impl Mesh {
         });
         let sweeper = Arc::clone(&inner);
         handle.spawn(move |_ctx: Ctx<()>| async move { sweeper.sweep_controls().await });
+        let syncer = Arc::clone(&inner);
+        handle.spawn(move |_ctx: Ctx<()>| async move { syncer.sync_periodically().await });
         for seed in inner.config.seeds.clone() {
             if seed.addr == listen {
                 continue;

@@ -361,8 +361,9 @@ impl NodeBuilder {
             Some(listen) => {
                 let mut config = MeshConfig::new(listen, self.mesh.tls()?);
                 config.seeds = self.mesh.seeds.clone();
+                config.region = self.mesh.region.clone();
                 if let Some(d) = self.mesh.failure_timeout {
-                    config = config.idle_timeout(d);
+                    config = config.failure_timeout(d);
                 }
                 Some(config)
             }
@@ -386,11 +387,7 @@ impl NodeBuilder {
         let mesh = match mesh_config {
             Some(config) => {
                 let mesh = Mesh::start(&handle, config)?;
-                objects.join_cluster(Cluster {
-                    mesh: mesh.clone(),
-                    region: info.region.clone(),
-                    hosts_objects: !info.client,
-                });
+                objects.join_cluster(Cluster { mesh: mesh.clone() });
                 start_status_process(&mesh, &objects, &info);
                 tracing::info!(node = %mesh.node(), name = %info.name, listen = %mesh.local_addr(), region = ?info.region, "node joined the mesh");
                 Some(mesh)
@@ -465,7 +462,14 @@ fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInf
         processes: handle.process_count(),
         objects: objects.counts(),
         peers: mesh
-            .map(|m| m.peers().into_iter().map(|p| p.node).collect())
+            .map(|m| {
+                let me = m.node();
+                m.members()
+                    .into_iter()
+                    .map(|member| member.node)
+                    .filter(|&node| node != me)
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }

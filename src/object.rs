@@ -320,31 +320,23 @@ pub fn router_name(class: &'static str) -> &'static str {
 
 /// This node's place in a mesh, as objects see it.
 pub(crate) struct Cluster {
+    /// Its members (with their names and regions) are the placement candidates.
     pub(crate) mesh: Mesh,
-    pub(crate) region: Option<String>,
-    /// False for client nodes, which never own objects.
-    pub(crate) hosts_objects: bool,
 }
 
 impl Cluster {
     /// The nodes that may own objects now.
     fn candidates(&self) -> Vec<Candidate> {
-        let mut nodes = Vec::new();
-        if self.hosts_objects {
-            nodes.push(Candidate::new(self.mesh.node(), self.region.as_deref()));
-        }
-        // Static membership for now: the peers this node knows, without their regions. With
-        // foca membership this becomes (members include this node and carry regions):
-        // `self.mesh.members().into_iter().filter(|m| !is_client(&m.name))
-        //      .map(|m| Candidate { node: m.node, region: m.region }).collect()`
-        nodes.extend(
-            self.mesh
-                .peers()
-                .into_iter()
-                .filter(|p| !is_client(&p.name))
-                .map(|p| Candidate::new(p.node, None)),
-        );
-        nodes
+        // Live members (this node included) carry their regions; clients own nothing.
+        self.mesh
+            .members()
+            .into_iter()
+            .filter(|m| !is_client(&m.name))
+            .map(|m| Candidate {
+                node: m.node,
+                region: m.region,
+            })
+            .collect()
     }
 }
 

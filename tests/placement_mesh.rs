@@ -34,7 +34,7 @@ fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) 
 fn wait_knows(node: &Node, peer: NodeId) {
     let mesh = node.mesh().unwrap();
     let mut events = mesh.node_events();
-    if mesh.peers().iter().any(|p| p.node == peer) {
+    if mesh.members().iter().any(|m| m.node == peer) {
         return;
     }
     let up = node.block_on(node.timeout(T, async {

@@ -36,7 +36,8 @@
 //! - [`tls`]: the cluster CA, node certificates, mutual-TLS quinn configurations.
 //! - [`frame`]: the frame format and the sans-IO [`FrameDecoder`].
 //! - [`endpoint`]: endpoints, connections, framed lanes (ordering and coalescing).
-//! - [`mesh`]: nodes joined over QUIC; remote send, send by name and call (first slice).
+//! - [`mesh`]: nodes joined over QUIC with SWIM membership (foca) and cluster-wide names;
+//!   remote send, send by name and call.
 
 #![deny(unsafe_code)]
 
@@ -53,8 +54,8 @@ pub use endpoint::{
 };
 pub use frame::{encode_frame, Frame, FrameDecoder, FrameError, MAX_FRAME_DEFAULT};
 pub use mesh::{
-    Mesh, MeshCallError, MeshConfig, MeshError, MeshSendError, MeshStats, NodeEvent, NodeEvents,
-    RemoteReply,
+    Member, Mesh, MeshCallError, MeshConfig, MeshError, MeshSendError, MeshStats, NameError,
+    NodeEvent, NodeEvents, RemoteReply,
 };
 pub use quinn;
 pub use runtime::CairnRuntime;

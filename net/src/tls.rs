@@ -547,6 +547,28 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
+/// The DNS names (subject alternative names) of the certificate the peer of `conn`
+/// presented, so a node's claimed name can be checked against what the cluster CA signed.
+/// `None` when the peer presented no certificate (only in insecure dev mode) or it does
+/// not parse (TLS has already verified it, so that does not happen in practice).
+pub fn peer_certificate_names(conn: &quinn::Connection) -> Option<Vec<String>> {
+    use x509_parser::extensions::GeneralName;
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let names = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            _ => None,
+        })
+        .collect();
+    Some(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,26 +616,4 @@ mod tests {
         assert!(NodeCert::from_pem("n1", "not a pem", node.key_pem()).is_err());
         assert!(NodeCert::from_pem("n1", node.cert_pem(), "not a pem").is_err());
     }
-}
-
-/// The DNS names (subject alternative names) of the certificate the peer of `conn`
-/// presented, so a node's claimed name can be checked against what the cluster CA signed.
-/// `None` when the peer presented no certificate (only in insecure dev mode) or it does
-/// not parse (TLS has already verified it, so that does not happen in practice).
-pub fn peer_certificate_names(conn: &quinn::Connection) -> Option<Vec<String>> {
-    use x509_parser::extensions::GeneralName;
-    let identity = conn.peer_identity()?;
-    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let names = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-            _ => None,
-        })
-        .collect();
-    Some(names)
 }

@@ -125,3 +125,25 @@ fn insecure_dev_logs_loudly() {
     wait_for_log(&["ERROR", "INSECURE"]);
     rt.shutdown();
 }
+
+/// A member's hello name must be one its certificate carries: a node holding a valid
+/// cluster certificate for `node-9` cannot join as `node-1`.
+#[test]
+fn a_node_claiming_a_name_its_certificate_lacks_is_refused() {
+    let ca = ClusterCa::generate().unwrap();
+    let (_rt, seed) = common::start_mesh(&ca, 2, &[], Duration::from_secs(3));
+    let rt = runtime();
+    let real = ca.issue("node-9").unwrap();
+    let posing = cairn_net::NodeCert::from_pem("node-1", real.cert_pem(), real.key_pem()).unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), posing);
+    let config = cairn_net::MeshConfig::new(localhost(), tls).seed(seed.local_addr(), "node-2");
+    let imposter = cairn_net::Mesh::start(&rt.handle(), config).unwrap();
+    wait_for_log(&[
+        "refused a peer whose hello name is not in its certificate",
+        "node-1",
+    ]);
+    assert!(
+        !seed.members().iter().any(|m| m.node == imposter.node()),
+        "the imposter became a member"
+    );
+}

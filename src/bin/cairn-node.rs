@@ -274,17 +274,18 @@ fn run(args: RunArgs) -> Result<(), CliError> {
 /// included, each once).
 async fn report_peers(mesh: Mesh, mut events: cairn::net::NodeEvents) {
     let mut up = std::collections::HashSet::new();
-    for peer in mesh.peers() {
-        if mesh.is_connected(peer.node) && up.insert(peer.node) {
-            println!("node up node={} addr={}", peer.node, peer.addr);
+    let me = mesh.node();
+    for member in mesh.members() {
+        if member.node != me && up.insert(member.node) {
+            println!("node up node={} addr={}", member.node, member.addr);
         }
     }
     loop {
         match events.next().await {
-            NodeEvent::Up { node, addr } if up.insert(node) => {
+            NodeEvent::Up { node, addr, .. } if up.insert(node) => {
                 println!("node up node={node} addr={addr}");
             }
-            NodeEvent::Down { node, reason } => {
+            NodeEvent::Down { node, reason, .. } => {
                 up.remove(&node);
                 println!("node down node={node} reason={reason:?}");
             }
@@ -317,10 +318,10 @@ fn status(args: &ClientArgs) -> Result<(), CliError> {
     let (node, _data) = client(args, "status")?;
     let mesh = node.mesh().expect("client nodes have a mesh");
     let members: Vec<NodeId> = mesh
-        .peers()
+        .members()
         .into_iter()
-        .filter(|p| !cairn::object::is_client(&p.name))
-        .map(|p| p.node)
+        .filter(|m| !cairn::object::is_client(&m.name))
+        .map(|m| m.node)
         .collect();
     let mut lines = Vec::new();
     for member in &members {

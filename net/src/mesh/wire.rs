@@ -169,6 +169,70 @@ pub enum Wire {
         /// Why.
         reason: ExitReason,
     },
+    // --- Membership and cluster-wide names (see `mesh::membership`, `mesh::names`) ---
+    /// A node that just joined (or rejoined) asks one member for its whole view; it
+    /// carries the asker's own name claims so the answerer learns them at once.
+    SyncRequest {
+        /// The asker's own claims.
+        names: Vec<NameClaim>,
+    },
+    /// The answer to [`Wire::SyncRequest`]. SWIM's join feed holds one packet of members
+    /// and gossip brings the rest only over many probe periods; this brings all at once.
+    Sync {
+        /// The members the answerer sees alive (foca members with their SWIM
+        /// incarnations), encoded by the membership codec; opaque outside the mesh.
+        members: Bytes,
+        /// Every name claim the answerer holds.
+        names: Vec<NameClaim>,
+    },
+}
+
+// --- Membership and cluster-wide names: wire values (kept together for merging) ---
+
+/// Close code: the closing node is leaving the cluster (`Mesh::close`); the peer declares
+/// it down at once instead of waiting for SWIM to notice.
+pub const CLOSE_LEAVING: u32 = 5;
+/// Close code: this node's membership declared the peer down.
+pub const CLOSE_DECLARED_DOWN: u32 = 6;
+/// Close code: a SWIM control connection carried no packet for a while.
+pub const CLOSE_IDLE: u32 = 7;
+
+/// The lane id that marks a *control connection*: the dialer opens this lane instead of
+/// [`MESH_LANE`] and sends one [`Wire::Hello`] on it; after that the connection carries
+/// SWIM datagrams only (no lanes, no user data), so it can be closed when idle without
+/// losing anything.
+pub const CONTROL_LANE: u32 = 1;
+
+/// One cluster-wide name registration: `name` is held by `pid`.
+///
+/// Concurrent claims of one name are ordered by `(lamport, pid)`, lowest first; the
+/// lowest claim wins on every node (see `mesh::names`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameClaim {
+    /// The name.
+    pub name: String,
+    /// The holder (its node is the node that registered it).
+    pub pid: Pid,
+    /// The registering node's Lamport clock at registration.
+    pub lamport: u64,
+}
+
+/// A change to the name table, disseminated as a foca custom broadcast (piggybacked on
+/// SWIM packets, QUIC datagrams).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameOp {
+    /// `pid` registered the name.
+    Claim(NameClaim),
+    /// `pid` no longer holds the name (it exited or unregistered); a claim of the same
+    /// `(name, pid)` with a Lamport time up to `lamport` is stale from now on.
+    Release {
+        /// The name.
+        name: String,
+        /// The former holder.
+        pid: Pid,
+        /// The releasing node's Lamport clock at release.
+        lamport: u64,
+    },
 }
 
 /// A byte string that MessagePack encodes as `bin` (not as an array of integers).

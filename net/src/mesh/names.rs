@@ -1,0 +1,453 @@
+//! Cluster-wide names: the replicated name table (sans-IO) and its foca broadcast handler.
+//!
+//! Every node keeps a full copy of the table `name -> NameClaim { pid, lamport }`. A node
+//! changes it for its *own* processes only ([`NameTable::claim_local`],
+//! [`NameTable::release_local`]) and tells the others with a [`NameOp`] disseminated as a
+//! foca custom broadcast ([`NameBroadcasts`]); a node that joins asks one member for the
+//! whole table (`Wire::SyncRequest`), so later joiners learn existing names.
+//!
+//! # One winner, the same on every node
+//!
+//! Two nodes may claim one name before hearing of each other. Claims are ordered by
+//! `(lamport, pid)` — the registering node's Lamport clock, then the pid (node id first,
+//! so ties between nodes break by node id) — and the **lowest claim wins**. Every node
+//! applies the same rule to whatever claims reach it, in any order, so all converge on the
+//! same winner (the rule is a deterministic function of the set of claims seen). The
+//! Lamport clock advances past every claim a node sees, so a claim made *after* learning
+//! of a holder sorts after it: a late registration can never steal a name from an earlier
+//! one, and [`NameTable::claim_local`] refuses a name it already knows to be held. When a
+//! local process loses, it is queued in `losers`; the mesh exits it with
+//! `ExitReason::NameConflict(name)` and its entry is gone.
+//!
+//! # Releases, tombstones, dead nodes
+//!
+//! A release (exit or unregister) leaves a tombstone `(name, pid) -> lamport`, so a claim
+//! still travelling in gossip cannot bring the name back: a claim is stale when a tombstone
+//! of the same `(name, pid)` is at least as recent. When a node is declared down, every
+//! claim and tombstone of its pids is dropped and claims of its pids are ignored until it
+//! is seen up again (a restarted node reuses pids, so its old tombstones must not block
+//! its new claims). Tombstones of live nodes are kept (memory grows with the number of
+//! releases; collecting them needs a stable-cut rule, which is future work).
+//!
+//! A node is the authority on its own pids: claims and releases of them enter its table
+//! only through `claim_local`/`release_local`. One arriving from elsewhere is about a
+//! previous incarnation of this node (a restarted node reuses its node id and pids) and
+//! is ignored.
+//!
+//! Invariants: `entries[name].pid.node()` is never a node in `down`; an entry of a local
+//! pid was made by `claim_local`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use cairn_scheduler::{NodeId, Pid};
+use parking_lot::Mutex;
+
+use super::wire::{decode_payload, encode_payload, NameClaim, NameOp};
+
+/// Why [`Mesh::register_name`](super::Mesh::register_name) refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameError {
+    /// The name is held by another process this node knows of (here or on another node).
+    #[error("name {name:?} is already held by {holder:?}")]
+    Taken {
+        /// The name.
+        name: String,
+        /// Its holder.
+        holder: Pid,
+    },
+    /// Only processes of this node can be registered here.
+    #[error("{0:?} is not a process of this node")]
+    NotLocal(Pid),
+    /// The process is not alive.
+    #[error("no such process: {0:?}")]
+    NoProc(Pid),
+    /// The name is empty or longer than [`MAX_NAME_LEN`] bytes.
+    #[error("a name must have 1 to {MAX_NAME_LEN} bytes")]
+    BadName,
+    /// This mesh is closed.
+    #[error("mesh closed")]
+    Closed,
+}
+
+/// Longest name accepted: a name op must fit in one SWIM packet with room to spare.
+pub const MAX_NAME_LEN: usize = 256;
+
+/// The replicated table. See the module doc for the rules.
+#[derive(Debug)]
+pub(crate) struct NameTable {
+    local: NodeId,
+    lamport: u64,
+    entries: HashMap<String, NameClaim>,
+    tombstones: HashMap<(String, Pid), u64>,
+    down: HashSet<NodeId>,
+    losers: Vec<(String, Pid)>,
+}
+
+fn rank(c: &NameClaim) -> (u64, Pid) {
+    (c.lamport, c.pid)
+}
+
+impl NameTable {
+    pub(crate) fn new(local: NodeId) -> NameTable {
+        NameTable {
+            local,
+            lamport: 0,
+            entries: HashMap::new(),
+            tombstones: HashMap::new(),
+            down: HashSet::new(),
+            losers: Vec::new(),
+        }
+    }
+
+    /// The holder of `name` as this node knows it.
+    pub(crate) fn whereis(&self, name: &str) -> Option<Pid> {
+        self.entries.get(name).map(|c| c.pid)
+    }
+
+    /// Registers a local `pid`: `Ok(Some(claim))` to disseminate, `Ok(None)` if `pid`
+    /// already holds it.
+    pub(crate) fn claim_local(
+        &mut self,
+        name: &str,
+        pid: Pid,
+    ) -> Result<Option<NameClaim>, NameError> {
+        if name.is_empty() || name.len() > MAX_NAME_LEN {
+            return Err(NameError::BadName);
+        }
+        match self.entries.get(name) {
+            Some(c) if c.pid == pid => return Ok(None),
+            Some(c) => {
+                return Err(NameError::Taken {
+                    name: name.to_owned(),
+                    holder: c.pid,
+                })
+            }
+            None => {}
+        }
+        self.lamport += 1;
+        let claim = NameClaim {
+            name: name.to_owned(),
+            pid,
+            lamport: self.lamport,
+        };
+        self.tombstones.remove(&(name.to_owned(), pid));
+        self.entries.insert(name.to_owned(), claim.clone());
+        Ok(Some(claim))
+    }
+
+    /// Releases `name` for local `pid`: the op to disseminate, or `None` if `pid` did not
+    /// hold it (nothing to tell).
+    pub(crate) fn release_local(&mut self, name: &str, pid: Pid) -> Option<NameOp> {
+        if self.entries.get(name).map(|c| c.pid) != Some(pid) {
+            return None;
+        }
+        self.lamport += 1;
+        self.entries.remove(name);
+        self.tombstones.insert((name.to_owned(), pid), self.lamport);
+        Some(NameOp::Release {
+            name: name.to_owned(),
+            pid,
+            lamport: self.lamport,
+        })
+    }
+
+    /// Applies an op from another node; true if it was news (to be disseminated further).
+    pub(crate) fn apply(&mut self, op: &NameOp) -> bool {
+        match op {
+            NameOp::Claim(claim) => self.apply_claim(claim.clone()),
+            NameOp::Release { name, pid, lamport } => {
+                self.lamport = self.lamport.max(*lamport);
+                // This node is the authority on its own pids (see `apply_claim`).
+                if pid.node() == self.local || self.down.contains(&pid.node()) {
+                    return false;
+                }
+                let key = (name.clone(), *pid);
+                let newer = self.tombstones.get(&key).is_none_or(|&t| t < *lamport);
+                if newer {
+                    self.tombstones.insert(key, *lamport);
+                }
+                let holds = self
+                    .entries
+                    .get(name)
+                    .is_some_and(|c| c.pid == *pid && c.lamport <= *lamport);
+                if holds {
+                    self.entries.remove(name);
+                }
+                newer || holds
+            }
+        }
+    }
+
+    /// Applies a claim; true if it changed the table.
+    pub(crate) fn apply_claim(&mut self, claim: NameClaim) -> bool {
+        self.lamport = self.lamport.max(claim.lamport);
+        let node = claim.pid.node();
+        // Claims of this node's pids are made by `claim_local` only: one coming from
+        // elsewhere is about a previous incarnation of this node (same node id, and pids
+        // are reused after a restart) and is stale.
+        if node == self.local || self.down.contains(&node) {
+            return false;
+        }
+        if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
+            if released >= claim.lamport {
+                return false;
+            }
+        }
+        match self.entries.get(&claim.name) {
+            None => {
+                self.entries.insert(claim.name.clone(), claim);
+                true
+            }
+            Some(held) if held.pid == claim.pid => {
+                // The same holder: keep the earliest time (the one others rank by).
+                if claim.lamport < held.lamport {
+                    self.entries.insert(claim.name.clone(), claim);
+                    true
+                } else {
+                    false
+                }
+            }
+            Some(held) if rank(&claim) < rank(held) => {
+                if held.pid.node() == self.local {
+                    self.losers.push((claim.name.clone(), held.pid));
+                }
+                self.entries.insert(claim.name.clone(), claim);
+                true
+            }
+            // The incoming claim loses: nothing changes.
+            Some(_) => false,
+        }
+    }
+
+    /// `node` was declared down: drops its claims and tombstones; returns the names it held.
+    pub(crate) fn node_down(&mut self, node: NodeId) -> Vec<String> {
+        if node == self.local {
+            return Vec::new();
+        }
+        self.down.insert(node);
+        self.tombstones.retain(|(_, pid), _| pid.node() != node);
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, c)| c.pid.node() == node)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &names {
+            self.entries.remove(n);
+        }
+        names
+    }
+
+    /// `node` (a new incarnation, or back from a false suspicion) is up again.
+    pub(crate) fn node_up(&mut self, node: NodeId) {
+        self.down.remove(&node);
+    }
+
+    /// Claims held by this node's processes.
+    pub(crate) fn local_claims(&self) -> Vec<NameClaim> {
+        self.entries
+            .values()
+            .filter(|c| c.pid.node() == self.local)
+            .cloned()
+            .collect()
+    }
+
+    /// Every claim.
+    pub(crate) fn all_claims(&self) -> Vec<NameClaim> {
+        self.entries.values().cloned().collect()
+    }
+
+    /// Local processes that lost a name race since the last call.
+    pub(crate) fn take_losers(&mut self) -> Vec<(String, Pid)> {
+        std::mem::take(&mut self.losers)
+    }
+}
+
+/// What foca keeps per broadcast so it can drop superseded ones from its backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NameKey {
+    name: String,
+    pid: Pid,
+    lamport: u64,
+    release: bool,
+}
+
+impl NameKey {
+    fn of(op: &NameOp) -> NameKey {
+        match op {
+            NameOp::Claim(c) => NameKey {
+                name: c.name.clone(),
+                pid: c.pid,
+                lamport: c.lamport,
+                release: false,
+            },
+            NameOp::Release { name, pid, lamport } => NameKey {
+                name: name.clone(),
+                pid: *pid,
+                lamport: *lamport,
+                release: true,
+            },
+        }
+    }
+}
+
+impl foca::Invalidates for NameKey {
+    /// A later op on the same `(name, pid)` supersedes an earlier one (a release beats
+    /// the claim it ends).
+    fn invalidates(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.pid == other.pid
+            && (self.lamport, self.release) >= (other.lamport, other.release)
+    }
+}
+
+/// A name op that did not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("bad name broadcast: {0}")]
+pub(crate) struct BadNameOp(String);
+
+/// foca's custom-broadcast handler: applies name ops from peers to the shared table.
+pub(crate) struct NameBroadcasts {
+    pub(crate) table: Arc<Mutex<NameTable>>,
+}
+
+impl<T> foca::BroadcastHandler<T> for NameBroadcasts {
+    type Key = NameKey;
+    type Error = BadNameOp;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        sender: Option<&T>,
+    ) -> Result<Option<NameKey>, BadNameOp> {
+        let op: NameOp = decode_payload(data).map_err(BadNameOp)?;
+        // `sender == None`: our own op, already applied by `claim_local`/`release_local`
+        // and added on purpose — always disseminate it.
+        if sender.is_none() || self.table.lock().apply(&op) {
+            Ok(Some(NameKey::of(&op)))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// Encodes an op for `Foca::add_broadcast`.
+pub(crate) fn encode_op(op: &NameOp) -> Vec<u8> {
+    // A NameOp holds strings, integers and pids only: encoding cannot fail.
+    encode_payload(op).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(node: u64, id: u64) -> Pid {
+        Pid::from_parts(NodeId(node), id)
+    }
+
+    #[test]
+    fn concurrent_claims_converge_on_the_lowest_in_any_order() {
+        let mut n1 = NameTable::new(NodeId(1));
+        let mut n2 = NameTable::new(NodeId(2));
+        let mut n3 = NameTable::new(NodeId(3));
+        let c1 = n1.claim_local("svc", pid(1, 7)).unwrap().unwrap();
+        let c2 = n2.claim_local("svc", pid(2, 3)).unwrap().unwrap();
+        // Same Lamport time: node 1's pid sorts first and wins everywhere.
+        assert_eq!(c1.lamport, c2.lamport);
+        assert!(!n1.apply_claim(c2.clone()));
+        assert!(n2.apply_claim(c1.clone()));
+        assert!(n3.apply_claim(c2.clone()));
+        assert!(n3.apply_claim(c1.clone()));
+        for t in [&n1, &n2, &n3] {
+            assert_eq!(t.whereis("svc"), Some(pid(1, 7)));
+        }
+        assert!(
+            !n1.apply_claim(NameClaim {
+                name: "stale".into(),
+                pid: pid(1, 9),
+                lamport: 9,
+            }),
+            "claims of this node's pids from elsewhere are stale"
+        );
+        assert_eq!(n1.whereis("stale"), None);
+        assert!(n1.take_losers().is_empty());
+        assert_eq!(n2.take_losers(), vec![("svc".to_owned(), pid(2, 3))]);
+        assert!(n3.take_losers().is_empty());
+    }
+
+    #[test]
+    fn a_known_name_is_refused_and_a_later_claim_never_wins() {
+        let mut n1 = NameTable::new(NodeId(1));
+        let mut n2 = NameTable::new(NodeId(2));
+        let c1 = n1.claim_local("svc", pid(1, 1)).unwrap().unwrap();
+        n2.apply_claim(c1);
+        assert_eq!(
+            n2.claim_local("svc", pid(2, 1)),
+            Err(NameError::Taken {
+                name: "svc".into(),
+                holder: pid(1, 1)
+            })
+        );
+        // n2's clock moved past the claim it saw: its own next claim sorts after.
+        let other = n2.claim_local("other", pid(2, 1)).unwrap().unwrap();
+        assert!(other.lamport > 1);
+    }
+
+    #[test]
+    fn release_removes_and_a_late_claim_does_not_resurrect() {
+        let mut n1 = NameTable::new(NodeId(1));
+        let mut n2 = NameTable::new(NodeId(2));
+        let claim = n1.claim_local("svc", pid(1, 1)).unwrap().unwrap();
+        let release = n1.release_local("svc", pid(1, 1)).unwrap();
+        assert_eq!(n1.whereis("svc"), None);
+        // n2 hears the release before the claim.
+        assert!(n2.apply(&release));
+        assert!(!n2.apply_claim(claim));
+        assert_eq!(n2.whereis("svc"), None);
+        // Registering again (a newer claim) works and reaches n2.
+        let again = n1.claim_local("svc", pid(1, 1)).unwrap().unwrap();
+        assert!(n2.apply_claim(again));
+        assert_eq!(n2.whereis("svc"), Some(pid(1, 1)));
+    }
+
+    #[test]
+    fn a_down_node_takes_its_names_until_it_is_up_again() {
+        let mut n1 = NameTable::new(NodeId(1));
+        let mut n2 = NameTable::new(NodeId(2));
+        let c = n2.claim_local("svc", pid(2, 1)).unwrap().unwrap();
+        n1.apply_claim(c.clone());
+        assert_eq!(n1.node_down(NodeId(2)), vec!["svc".to_owned()]);
+        assert_eq!(n1.whereis("svc"), None);
+        assert!(
+            !n1.apply_claim(c.clone()),
+            "gossip from a down node is ignored"
+        );
+        n1.node_up(NodeId(2));
+        assert!(n1.apply_claim(c));
+        assert_eq!(n1.whereis("svc"), Some(pid(2, 1)));
+    }
+
+    #[test]
+    fn later_ops_invalidate_earlier_ones_of_the_same_name_and_pid() {
+        use foca::Invalidates;
+        let claim = NameKey::of(&NameOp::Claim(NameClaim {
+            name: "a".into(),
+            pid: pid(1, 1),
+            lamport: 3,
+        }));
+        let release = NameKey::of(&NameOp::Release {
+            name: "a".into(),
+            pid: pid(1, 1),
+            lamport: 3,
+        });
+        assert!(release.invalidates(&claim));
+        assert!(!claim.invalidates(&release));
+        let other = NameKey {
+            pid: pid(2, 1),
+            ..claim.clone()
+        };
+        assert!(!release.invalidates(&other));
+    }
+}

@@ -205,7 +205,7 @@ fn value_len(bytes: &[u8]) -> Option<usize> {
             0xd7 => 9,
             0xd8 => 17,
             // array 16/32, map 16/32
-            0xdc | 0xdd | 0xde | 0xdf => {
+            0xdc..=0xdf => {
                 let n = length(bytes, &mut at, if marker & 1 == 0 { 2 } else { 4 })?;
                 left += if marker >= 0xde { 2 * n } else { n };
                 0

@@ -45,6 +45,8 @@ const DIRECTORY: &str = "bench-directory";
 const PEER_READY: &str = "cairn-bench-peer";
 /// Timeout of setup calls and of each call in `remote-call`: a timeout is a failure here.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long n1 waits for n2 to print its address.
+const PEER_START: Duration = Duration::from_secs(60);
 /// How long n1 waits for n2 to exit once its stdin is closed, before killing it.
 const PEER_EXIT: Duration = Duration::from_secs(20);
 /// Untimed calls before `remote-call` starts its clock (connection and caches warm).
@@ -224,11 +226,19 @@ impl Pair {
             .spawn()
             .map_err(|e| format!("cannot start node n2: {e}"))?;
         let peer_stdin = peer.stdin.take();
-        let ready = peer.stdout.take().map(BufReader::new).and_then(|out| {
-            out.lines()
-                .map_while(Result::ok)
-                .find_map(|l| l.strip_prefix(PEER_READY).map(|a| a.trim().to_owned()))
+        // Read n2's ready line on a thread of its own, so a node that hangs before it is
+        // ready fails the run after PEER_START instead of blocking it.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let stdout = peer.stdout.take();
+        std::thread::spawn(move || {
+            let ready = stdout.map(BufReader::new).and_then(|out| {
+                out.lines()
+                    .map_while(Result::ok)
+                    .find_map(|l| l.strip_prefix(PEER_READY).map(|a| a.trim().to_owned()))
+            });
+            let _ = ready_tx.send(ready);
         });
+        let ready = ready_rx.recv_timeout(PEER_START).ok().flatten();
         let addr: SocketAddr = match ready.map(|a| a.parse()) {
             Some(Ok(addr)) => addr,
             other => {
@@ -428,6 +438,8 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
     let n = cfg.scaled(20_000, 1);
     let pair = Pair::start(cfg)?;
     let result = (|| {
+        // The server is a sink that never reports (it gets no `Seq`); the collector only
+        // gives it a pid to report to, and stops with the runtime.
         let (collector, _reports) = pair.collector(1, u64::MAX);
         let server = pair.sinks(1, u64::MAX, collector)?[0];
         let mesh = pair.mesh.clone();

@@ -32,12 +32,12 @@ RESULTS = os.path.join(HERE, "results")
 
 SYSTEMS = ["cairn", "tokio", "actix", "ractor", "kameo", "erlang"]
 LOCAL = ["ping-pong", "fan-in", "skynet", "spawn-idle", "ring", "call", "restart"]
-REMOTE = ["remote-throughput", "remote-call"]
+REMOTE = ["remote-throughput", "remote-call", "remote-fan"]
 
-# Which system implements which workload (tokio has no supervision; only Erlang has a
-# remote transport here -- Cairn's does not exist yet, and no Rust peer's is measured).
+# Which system implements which workload (tokio has no supervision; of the peers only
+# Erlang has a remote transport here -- no Rust peer's is measured).
 SUPPORTED = {
-    "cairn": set(LOCAL),
+    "cairn": set(LOCAL) | set(REMOTE),
     "tokio": set(LOCAL) - {"restart"},
     "actix": set(LOCAL),
     "ractor": set(LOCAL),
@@ -184,9 +184,14 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="every size x0.05: checks that everything runs; measures nothing")
     ap.add_argument("--no-readme", action="store_true", help="leave benches/README.md alone")
+    ap.add_argument("--no-erlang", action="store_true",
+                    help="skip Erlang (compare.sh passes it when erl is not available)")
     args = ap.parse_args()
     paths = {"cairn": args.cairn, "peers": args.peers, "erl": args.erl}
     systems = [s for s in args.systems.split(",") if s]
+    if args.no_erlang and "erlang" in systems:
+        log("compare: erl is not available; Erlang is skipped")
+        systems.remove("erlang")
     workloads = [w for w in args.workloads.split(",") if w]
     os.makedirs(RESULTS, exist_ok=True)
     started = time.monotonic()

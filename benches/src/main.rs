@@ -23,7 +23,7 @@ use std::process::{Command, ExitCode, Stdio};
 use workloads::Config;
 
 /// Every workload, in the order `all` runs them.
-const WORKLOADS: [&str; 12] = [
+const WORKLOADS: [&str; 15] = [
     "ping-pong",
     "fan-in",
     "skynet",
@@ -36,6 +36,9 @@ const WORKLOADS: [&str; 12] = [
     "durable-writes-one",
     "activate",
     "storage-read",
+    "remote-throughput",
+    "remote-call",
+    "remote-fan",
 ];
 
 /// Marks a result line on a child's stdout: `tag \t bench \t unit \t better \t value`.
@@ -46,6 +49,7 @@ usage: cairn-bench [all | WORKLOAD..] [--workers N] [--runs R] [--scale F] [--qu
 
 workloads: ping-pong fan-in skynet spawn-idle ring call restart supervised-spawn
            durable-writes-node durable-writes-one activate storage-read
+           remote-throughput remote-call remote-fan
   --workers N   scheduler worker threads (default 2)
   --runs R      fresh child processes per workload; the median is reported (default 3)
   --scale F     multiply every workload size by F (default 1.0)
@@ -61,6 +65,8 @@ struct Options {
     scale: f64,
     /// Set in a child: run this one workload once and print its rows.
     child: Option<&'static str>,
+    /// Set in the second node of a remote workload: the directory of the cluster CA.
+    remote_peer: Option<String>,
 }
 
 fn workload_name(s: &str) -> Result<&'static str, String> {
@@ -78,6 +84,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         runs: 3,
         scale: 1.0,
         child: None,
+        remote_peer: None,
     };
     fn value<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
         let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -96,6 +103,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
             "--scale" => opts.scale = value(&flag, next())?,
             "--quick" => opts.scale = 0.01,
             "--child" => opts.child = Some(workload_name(&value::<String>(&flag, next())?)?),
+            "--remote-peer" => opts.remote_peer = Some(value(&flag, next())?),
             "-h" | "--help" => return Err(String::new()),
             "all" => opts.workloads.extend(WORKLOADS),
             f if f.starts_with('-') => return Err(format!("unknown flag {f:?}")),
@@ -111,7 +119,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     if !(opts.scale.is_finite() && opts.scale > 0.0) {
         return Err("--scale must be a positive number".into());
     }
-    if opts.workloads.is_empty() && opts.child.is_none() {
+    if opts.workloads.is_empty() && opts.child.is_none() && opts.remote_peer.is_none() {
         return Err("name the workloads to run, or `all`".into());
     }
     let mut seen = Vec::new();
@@ -138,6 +146,15 @@ fn main() -> ExitCode {
         workers: opts.workers,
         scale: opts.scale,
     };
+    if let Some(ca_dir) = &opts.remote_peer {
+        return match workloads::remote::peer_node(ca_dir, &cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn-bench: remote peer node: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match opts.child {
         Some(w) => run_child(w, &cfg),
         None => run_parent(&opts),
@@ -159,6 +176,9 @@ fn run_child(workload: &str, cfg: &Config) -> ExitCode {
         "durable-writes-one" => workloads::durable::durable_writes_one(cfg),
         "activate" => workloads::durable::activate(cfg),
         "storage-read" => workloads::durable::storage_read(cfg),
+        "remote-throughput" => workloads::remote::remote_throughput(cfg),
+        "remote-call" => workloads::remote::remote_call(cfg),
+        "remote-fan" => workloads::remote::remote_fan(cfg),
         other => Err(format!("unknown workload {other:?}")),
     };
     match result {

@@ -1,11 +1,11 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
-//! acknowledged), twenty JSON rows out. Proves the harness works, not the speed.
+//! acknowledged; the remote ones start a second node process), twenty-five JSON rows out. Proves the harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_twenty_json_rows() {
+fn all_workloads_at_tiny_scale_print_twenty_five_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -18,7 +18,7 @@ fn all_workloads_at_tiny_scale_print_twenty_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 20, "expected 20 rows, got:\n{stdout}");
+    assert_eq!(rows.len(), 25, "expected 25 rows, got:\n{stdout}");
     let mut seen = Vec::new();
     for row in &rows {
         assert!(
@@ -65,6 +65,10 @@ fn all_workloads_at_tiny_scale_print_twenty_json_rows() {
         ("activate", 1),
         ("storage-read-hot", 1),
         ("storage-read-random", 1),
+        ("remote-throughput", 1),
+        // calls/s, us_p50, us_p99
+        ("remote-call", 3),
+        ("remote-fan", 1),
     ] {
         assert_eq!(seen.iter().filter(|b| *b == bench).count(), rows, "{bench}");
     }

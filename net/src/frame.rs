@@ -135,7 +135,97 @@ impl Frame {
 
 /// Deserializes exactly one value from `payload`: trailing bytes are an error, and nesting
 /// is limited to [`MAX_NESTING`].
-fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+///
+/// Fast path: when [`value_len`] finds that the payload is exactly one value, it is
+/// deserialized straight from the slice (`from_read_ref`): strings, map keys and byte
+/// strings are borrowed, not copied. The reader-based deserializer copies every one of
+/// them through `Read::read_to_end`, which was ~half of the receiving node's CPU in the
+/// `remote-throughput` profile (a mesh frame has a dozen keys and strings). Anything else
+/// takes the reader path, which reports the precise error.
+pub(crate) fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    if value_len(payload) == Some(payload.len()) {
+        let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+        de.set_max_depth(MAX_NESTING);
+        return T::deserialize(&mut de).map_err(|e| FrameError::Malformed {
+            reason: e.to_string(),
+        });
+    }
+    decode_payload_slow(payload)
+}
+
+/// The byte length of the MessagePack value at the start of `bytes`, or `None` if it is
+/// cut short or holds the never-used marker `0xc1`. A sans-IO scan of markers and lengths
+/// (no recursion: it counts the values still to skip), nothing is decoded.
+fn value_len(bytes: &[u8]) -> Option<usize> {
+    /// Reads an `n`-byte big-endian length at `*at` and moves past it.
+    fn length(bytes: &[u8], at: &mut usize, n: usize) -> Option<u64> {
+        let field = bytes.get(*at..at.checked_add(n)?)?;
+        *at += n;
+        Some(field.iter().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+    }
+    let mut at = 0usize;
+    // Values still to skip: a map of n entries adds 2n, an array n.
+    let mut left: u64 = 1;
+    while left > 0 {
+        left -= 1;
+        let marker = *bytes.get(at)?;
+        at += 1;
+        // Bytes to skip after the marker and its length field.
+        let skip: u64 = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => 0,
+            0x80..=0x8f => {
+                left += 2 * u64::from(marker & 0x0f);
+                0
+            }
+            0x90..=0x9f => {
+                left += u64::from(marker & 0x0f);
+                0
+            }
+            0xa0..=0xbf => u64::from(marker & 0x1f),
+            0xc1 => return None,
+            // bin 8/16/32, str 8/16/32
+            0xc4 | 0xd9 => length(bytes, &mut at, 1)?,
+            0xc5 | 0xda => length(bytes, &mut at, 2)?,
+            0xc6 | 0xdb => length(bytes, &mut at, 4)?,
+            // ext 8/16/32: length, then a type byte and the data
+            0xc7 => length(bytes, &mut at, 1)? + 1,
+            0xc8 => length(bytes, &mut at, 2)? + 1,
+            0xc9 => length(bytes, &mut at, 4)? + 1,
+            // float 32/64, uint and int 8/16/32/64
+            0xca => 4,
+            0xcb => 8,
+            0xcc | 0xd0 => 1,
+            0xcd | 0xd1 => 2,
+            0xce | 0xd2 => 4,
+            0xcf | 0xd3 => 8,
+            // fixext 1/2/4/8/16: a type byte and the data
+            0xd4 => 2,
+            0xd5 => 3,
+            0xd6 => 5,
+            0xd7 => 9,
+            0xd8 => 17,
+            // array 16/32, map 16/32
+            0xdc..=0xdf => {
+                let n = length(bytes, &mut at, if marker & 1 == 0 { 2 } else { 4 })?;
+                left += if marker >= 0xde { 2 * n } else { n };
+                0
+            }
+        };
+        at = at.checked_add(usize::try_from(skip).ok()?)?;
+        if at > bytes.len() {
+            return None;
+        }
+        // Each value still to skip takes at least one byte: more than remain is truncated.
+        if left > (bytes.len() - at) as u64 {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// The reader-based path of [`decode_payload`]: also for malformed input, whose error it
+/// reports (including trailing bytes).
+fn decode_payload_slow<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(payload));
     de.set_max_depth(MAX_NESTING);
     let value = T::deserialize(&mut de).map_err(|e| FrameError::Malformed {
@@ -595,6 +685,108 @@ mod tests {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    #[test]
+    fn value_len_finds_exactly_one_value() {
+        use std::collections::BTreeMap;
+        #[derive(Serialize)]
+        enum E {
+            Unit,
+            New(i64),
+            Tuple(u8, String),
+            Struct { a: Option<u32>, b: Vec<f64> },
+        }
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        let mut add = |bytes: Vec<u8>| values.push(bytes);
+        for n in [
+            0u64,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
+            add(rmp_serde::to_vec(&n).unwrap());
+        }
+        for n in [-1i64, -32, -33, -128, -129, -32_768, -32_769, i64::MIN] {
+            add(rmp_serde::to_vec(&n).unwrap());
+        }
+        add(rmp_serde::to_vec(&1.5f32).unwrap());
+        add(rmp_serde::to_vec(&-2.25f64).unwrap());
+        add(rmp_serde::to_vec(&(true, false, ())).unwrap());
+        for len in [0usize, 1, 31, 32, 255, 256, 65_535, 65_536] {
+            add(rmp_serde::to_vec(&"s".repeat(len)).unwrap());
+            add(rmp_serde::to_vec(&serde_bytes_like(len)).unwrap());
+            add(rmp_serde::to_vec(&vec![7u8; len.min(20_000)]).unwrap());
+        }
+        let map: BTreeMap<String, Vec<u32>> = (0..40)
+            .map(|i| (format!("k{i}"), vec![i; i as usize]))
+            .collect();
+        add(rmp_serde::to_vec(&map).unwrap());
+        add(rmp_serde::to_vec_named(&map).unwrap());
+        for e in [
+            E::Unit,
+            E::New(-5),
+            E::Tuple(3, "x".into()),
+            E::Struct {
+                a: Some(9),
+                b: vec![1.0; 17],
+            },
+        ] {
+            add(rmp_serde::to_vec(&e).unwrap());
+            add(rmp_serde::to_vec_named(&e).unwrap());
+        }
+        add(rmp_serde::to_vec_named(&msg(12_345)).unwrap());
+        // ext and fixext values, written by hand.
+        add(vec![0xd4, 1, 2]);
+        add(vec![0xd8, 1].into_iter().chain([0; 16]).collect());
+        add(vec![0xc7, 3, 1, 9, 9, 9]);
+        add(vec![0xc8, 0, 1, 1, 9]);
+        for v in &values {
+            assert_eq!(
+                value_len(v),
+                Some(v.len()),
+                "{:02x?}",
+                &v[..v.len().min(16)]
+            );
+            let mut trailing = v.clone();
+            trailing.push(0xc0);
+            assert_eq!(value_len(&trailing), Some(v.len()));
+            for cut in [0, 1, v.len() / 2, v.len() - 1] {
+                if cut < v.len() {
+                    assert_eq!(value_len(&v[..cut]), None, "prefix of {} bytes", cut);
+                }
+            }
+        }
+        assert_eq!(value_len(&[0xc1]), None);
+        // A map announcing 2^32 - 1 entries in 5 bytes is truncated, not a long scan.
+        assert_eq!(value_len(&[0xdf, 0xff, 0xff, 0xff, 0xff]), None);
+    }
+
+    /// `len` bytes as a MessagePack `bin`.
+    fn serde_bytes_like(len: usize) -> crate::mesh::wire::Bytes {
+        crate::mesh::wire::Bytes(vec![1; len])
+    }
+
+    #[test]
+    fn fast_and_slow_decoding_agree() {
+        // Trailing bytes and truncation are errors on both paths; valid input decodes alike.
+        let good = rmp_serde::to_vec_named(&msg(3)).unwrap();
+        assert_eq!(decode_payload::<Msg>(&good).unwrap(), msg(3));
+        assert_eq!(decode_payload_slow::<Msg>(&good).unwrap(), msg(3));
+        let mut trailing = good.clone();
+        trailing.push(1);
+        assert!(decode_payload::<Msg>(&trailing).is_err());
+        assert!(decode_payload::<Msg>(&good[..good.len() - 1]).is_err());
+        // A well-formed value of another shape is refused by the fast path too.
+        let other = rmp_serde::to_vec_named(&(1u8, 2u8, 3u8)).unwrap();
+        assert!(decode_payload::<(u8, u8)>(&other).is_err());
+        assert!(decode_payload_slow::<(u8, u8)>(&other).is_err());
     }
 
     #[test]

@@ -282,15 +282,13 @@ pub(crate) fn encode_payload<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>
     rmp_serde::encode::to_vec_named(value).map_err(|e| e.to_string())
 }
 
-/// Deserializes exactly one value from `payload`, nesting limited as for frames.
+/// Deserializes exactly one value from `payload`, nesting limited as for frames (the
+/// frame decoder's borrowing fast path: no copy of every string through a reader).
 pub(crate) fn decode_payload<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, String> {
-    let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(payload));
-    de.set_max_depth(crate::frame::MAX_NESTING);
-    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
-    if de.position() != payload.len() as u64 {
-        return Err("trailing bytes after the value".to_owned());
-    }
-    Ok(value)
+    crate::frame::decode_payload(payload).map_err(|e| match e {
+        crate::frame::FrameError::Malformed { reason } => reason,
+        other => other.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Checks that cairn-net pulls in tokio only for `tokio::sync` (through quinn): none of the
+# Checks that the workspace (cairn-net through quinn) pulls in tokio only for `tokio::sync` (through quinn): none of the
 # runtime features `rt`, `rt-multi-thread`, `net`, `time`, `macros` may be enabled.
 # Exits non-zero if one is, or if cargo tree fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tree=$(cargo tree -e features -i tokio -p cairn-net 2>&1) || {
+tree=$(cargo tree -e features -i tokio --workspace 2>&1) || {
     # No tokio at all is fine too.
     if grep -q "did not match any packages" <<<"$tree"; then
         echo "ok: cairn-net does not depend on tokio"

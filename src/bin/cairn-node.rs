@@ -131,6 +131,9 @@ struct RunArgs {
     /// Scheduler worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds after which a silent (killed, hung, cut-off) member is declared down.
+    #[arg(long, default_value_t = 5.0)]
+    failure_timeout: f64,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -253,6 +256,9 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     if let Some(n) = args.workers {
         builder = builder.workers(n);
     }
+    let failure_timeout = Duration::try_from_secs_f64(args.failure_timeout)
+        .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
+    builder = builder.failure_timeout(failure_timeout);
     let node = with_tls(builder, &args.tls).start()?;
     demo::register_all(&node);
     let mesh = node

@@ -1995,8 +1995,11 @@ impl Inner {
 
 /// Membership and cluster names as the scheduler's router sees them.
 impl Inner {
+    /// A live member, or a node with an open data connection (a joiner can be connected
+    /// a moment before SWIM reports it up; a node declared down has its connection closed).
     fn is_member(&self, node: NodeId) -> bool {
-        self.state.lock().members.contains_key(&node)
+        let st = self.state.lock();
+        st.members.contains_key(&node) || matches!(st.conns.get(&node), Some(ConnState::Up(_)))
     }
 
     fn cluster_whereis(&self, name: &str) -> Option<Pid> {

@@ -713,9 +713,15 @@ impl Inner {
             }
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(node = %self.node, incarnation = id.incarnation, "the cluster declared this node down; rejoined as a new incarnation");
+                let incarnation = id.incarnation;
                 self.state.lock().me = id;
-                // Others dropped our names when they declared us down: tell them again.
-                let claims = self.names.lock().local_claims();
+                // Others dropped our names when they declared us down: tell them again,
+                // stamped with the new incarnation (older claims are stale to them).
+                let claims = {
+                    let mut names = self.names.lock();
+                    names.set_incarnation(incarnation);
+                    names.local_claims()
+                };
                 for claim in claims {
                     if let Err(error) = swim.foca.add_broadcast(&encode_op(&NameOp::Claim(claim))) {
                         tracing::warn!(%error, "could not re-announce a name");
@@ -751,7 +757,7 @@ impl Inner {
                 name: id.name.clone(),
             },
         );
-        self.names.lock().node_up(id.node);
+        self.names.lock().node_up(id.node, id.incarnation);
         tracing::info!(local = %self.node, peer = %id.node, addr = %id.addr, region = ?id.region, incarnation = id.incarnation, "member up");
         self.emit(
             &mut st,

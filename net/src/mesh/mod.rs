@@ -876,7 +876,7 @@ impl Mesh {
             region: config.region.clone(),
             incarnation,
         };
-        let names = Arc::new(Mutex::new(NameTable::new(handle.node())));
+        let names = Arc::new(Mutex::new(NameTable::new(handle.node(), incarnation)));
         let swim = Swim::new(
             me.clone(),
             config.failure_timeout,

@@ -78,6 +78,10 @@ pub const MAX_NAME_LEN: usize = 256;
 #[derive(Debug)]
 pub(crate) struct NameTable {
     local: NodeId,
+    /// This node's incarnation, stamped on its claims.
+    incarnation: u64,
+    /// The live incarnation of each other node that was up: older claims are stale.
+    incarnations: HashMap<NodeId, u64>,
     lamport: u64,
     entries: HashMap<String, NameClaim>,
     tombstones: HashMap<(String, Pid), u64>,
@@ -90,9 +94,11 @@ fn rank(c: &NameClaim) -> (u64, Pid) {
 }
 
 impl NameTable {
-    pub(crate) fn new(local: NodeId) -> NameTable {
+    pub(crate) fn new(local: NodeId, incarnation: u64) -> NameTable {
         NameTable {
             local,
+            incarnation,
+            incarnations: HashMap::new(),
             lamport: 0,
             entries: HashMap::new(),
             tombstones: HashMap::new(),
@@ -131,6 +137,7 @@ impl NameTable {
             name: name.to_owned(),
             pid,
             lamport: self.lamport,
+            incarnation: self.incarnation,
         };
         self.tombstones.remove(&(name.to_owned(), pid));
         self.entries.insert(name.to_owned(), claim.clone());
@@ -190,6 +197,15 @@ impl NameTable {
         if node == self.local || self.down.contains(&node) {
             return false;
         }
+        // A claim made by an earlier life of a node that has since restarted (still
+        // being gossiped, or in a sync from a node that had not seen the restart).
+        if self
+            .incarnations
+            .get(&node)
+            .is_some_and(|&live| claim.incarnation < live)
+        {
+            return false;
+        }
         if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
             if released >= claim.lamport {
                 return false;
@@ -241,8 +257,20 @@ impl NameTable {
     }
 
     /// `node` (a new incarnation, or back from a false suspicion) is up again.
-    pub(crate) fn node_up(&mut self, node: NodeId) {
+    pub(crate) fn node_up(&mut self, node: NodeId, incarnation: u64) {
         self.down.remove(&node);
+        self.incarnations.insert(node, incarnation);
+    }
+
+    /// This node rejoined as a new incarnation: its claims carry it from now on.
+    pub(crate) fn set_incarnation(&mut self, incarnation: u64) {
+        self.incarnation = incarnation;
+        let local = self.local;
+        for claim in self.entries.values_mut() {
+            if claim.pid.node() == local {
+                claim.incarnation = incarnation;
+            }
+        }
     }
 
     /// Claims held by this node's processes.
@@ -349,9 +377,9 @@ mod tests {
 
     #[test]
     fn concurrent_claims_converge_on_the_lowest_in_any_order() {
-        let mut n1 = NameTable::new(NodeId(1));
-        let mut n2 = NameTable::new(NodeId(2));
-        let mut n3 = NameTable::new(NodeId(3));
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        let mut n2 = NameTable::new(NodeId(2), 1);
+        let mut n3 = NameTable::new(NodeId(3), 1);
         let c1 = n1.claim_local("svc", pid(1, 7)).unwrap().unwrap();
         let c2 = n2.claim_local("svc", pid(2, 3)).unwrap().unwrap();
         // Same Lamport time: node 1's pid sorts first and wins everywhere.
@@ -368,6 +396,7 @@ mod tests {
                 name: "stale".into(),
                 pid: pid(1, 9),
                 lamport: 9,
+                incarnation: 1,
             }),
             "claims of this node's pids from elsewhere are stale"
         );
@@ -379,8 +408,8 @@ mod tests {
 
     #[test]
     fn a_known_name_is_refused_and_a_later_claim_never_wins() {
-        let mut n1 = NameTable::new(NodeId(1));
-        let mut n2 = NameTable::new(NodeId(2));
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        let mut n2 = NameTable::new(NodeId(2), 1);
         let c1 = n1.claim_local("svc", pid(1, 1)).unwrap().unwrap();
         n2.apply_claim(c1);
         assert_eq!(
@@ -397,8 +426,8 @@ mod tests {
 
     #[test]
     fn release_removes_and_a_late_claim_does_not_resurrect() {
-        let mut n1 = NameTable::new(NodeId(1));
-        let mut n2 = NameTable::new(NodeId(2));
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        let mut n2 = NameTable::new(NodeId(2), 1);
         let claim = n1.claim_local("svc", pid(1, 1)).unwrap().unwrap();
         let release = n1.release_local("svc", pid(1, 1)).unwrap();
         assert_eq!(n1.whereis("svc"), None);
@@ -414,8 +443,8 @@ mod tests {
 
     #[test]
     fn a_down_node_takes_its_names_until_it_is_up_again() {
-        let mut n1 = NameTable::new(NodeId(1));
-        let mut n2 = NameTable::new(NodeId(2));
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        let mut n2 = NameTable::new(NodeId(2), 1);
         let c = n2.claim_local("svc", pid(2, 1)).unwrap().unwrap();
         n1.apply_claim(c.clone());
         assert_eq!(n1.node_down(NodeId(2)), vec!["svc".to_owned()]);
@@ -424,8 +453,28 @@ mod tests {
             !n1.apply_claim(c.clone()),
             "gossip from a down node is ignored"
         );
-        n1.node_up(NodeId(2));
+        n1.node_up(NodeId(2), 1);
         assert!(n1.apply_claim(c));
+        assert_eq!(n1.whereis("svc"), Some(pid(2, 1)));
+    }
+
+    #[test]
+    fn a_claim_from_an_earlier_incarnation_is_stale_once_the_restart_is_known() {
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        let mut old_n2 = NameTable::new(NodeId(2), 5);
+        let stale = old_n2.claim_local("svc", pid(2, 1)).unwrap().unwrap();
+        n1.node_up(NodeId(2), 5);
+        n1.node_down(NodeId(2));
+        // n2 restarted (incarnation 6); its old claim is still being gossiped.
+        n1.node_up(NodeId(2), 6);
+        assert!(
+            !n1.apply_claim(stale),
+            "an old incarnation's claim came back"
+        );
+        assert_eq!(n1.whereis("svc"), None);
+        let mut new_n2 = NameTable::new(NodeId(2), 6);
+        let fresh = new_n2.claim_local("svc", pid(2, 1)).unwrap().unwrap();
+        assert!(n1.apply_claim(fresh));
         assert_eq!(n1.whereis("svc"), Some(pid(2, 1)));
     }
 
@@ -436,6 +485,7 @@ mod tests {
             name: "a".into(),
             pid: pid(1, 1),
             lamport: 3,
+            incarnation: 1,
         }));
         let release = NameKey::of(&NameOp::Release {
             name: "a".into(),

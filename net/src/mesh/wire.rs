@@ -215,6 +215,10 @@ pub struct NameClaim {
     pub pid: Pid,
     /// The registering node's Lamport clock at registration.
     pub lamport: u64,
+    /// The registering node's incarnation: a claim from an older incarnation than the
+    /// member now known is stale (pids are reused when a node restarts).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A change to the name table, disseminated as a foca custom broadcast (piggybacked on

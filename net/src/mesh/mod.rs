@@ -195,6 +195,7 @@ pub use wire::{Hello, PeerInfo, RemoteFailure, Target, Wire};
 use membership::{NodeIdentity, Swim};
 use names::{NameBroadcasts, NameTable};
 use registry::{Delivery, Registry};
+use router::UserQueue;
 use wire::{
     decode_payload, encode_payload, Bytes, CLOSE_DUPLICATE, CLOSE_PROTOCOL, CLOSE_REPLACED,
 };
@@ -659,8 +660,8 @@ enum Queue {
     Queued,
     /// The lane is full now (nothing was encoded).
     NoRoom,
-    /// The frame could not be built.
-    Failed(cairn_scheduler::remote::RemoteSendFailure),
+    /// The frame could not be built (why: the encoder's error).
+    Failed(String),
     /// The lane failed (connection lost).
     Closed,
 }
@@ -755,10 +756,7 @@ impl Outbox {
 
     /// Builds and queues a frame if the lane has room now; `make` runs only then, under
     /// the lane's lock (so the room cannot be taken meanwhile).
-    fn try_queue(
-        &self,
-        make: impl FnOnce() -> Result<Wire, cairn_scheduler::remote::RemoteSendFailure>,
-    ) -> Queue {
+    fn try_queue(&self, make: impl FnOnce() -> Result<Wire, String>) -> Queue {
         // The lane keeps one waker: always hand it the shared one so waiting senders
         // are never forgotten.
         let waker = Waker::from(Arc::clone(&self.waiters));
@@ -1150,39 +1148,16 @@ impl Mesh {
         let Some(tag) = inner.registry.tag_of::<M>() else {
             return Err(MeshSendError::Unregistered(msg));
         };
-        let link = match inner.up_link(node) {
-            Some(link) => link,
-            None if inner.is_member(node) => {
-                inner.open_soon(node);
-                return Err(MeshSendError::Full(msg));
-            }
-            None => {
+        let target = Target::Name(name.to_owned());
+        match inner.try_queue_message(node, target, tag, || encode_payload(&msg)) {
+            UserQueue::Queued => Ok(()),
+            UserQueue::Full => Err(MeshSendError::Full(msg)),
+            UserQueue::Encode(e) => Err(MeshSendError::Encode(msg, e)),
+            UserQueue::NotMember => {
                 let why = format!("node {node} is not known to this node");
-                return Err(MeshSendError::Unreachable(msg, node, why));
+                Err(MeshSendError::Unreachable(msg, node, why))
             }
-        };
-        let mut encode_error = None;
-        // Room is checked before encoding: a refused message has exported no `Reply`.
-        let queued = link.outbox.try_queue(|| {
-            match router::with_codec(inner, node, || encode_payload(&msg)) {
-                Ok(payload) => Ok(Wire::Send {
-                    from: None,
-                    to: Target::Name(name.to_owned()),
-                    tag: tag.to_owned(),
-                    call: None,
-                    payload: Bytes(payload),
-                }),
-                Err(e) => {
-                    encode_error = Some(e);
-                    Err(cairn_scheduler::remote::RemoteSendFailure::Unregistered)
-                }
-            }
-        });
-        match queued {
-            Queue::Queued => Ok(()),
-            Queue::NoRoom => Err(MeshSendError::Full(msg)),
-            Queue::Failed(_) => Err(MeshSendError::Encode(msg, encode_error.unwrap_or_default())),
-            Queue::Closed => {
+            UserQueue::Closed => {
                 let why = "connection lost".to_owned();
                 Err(MeshSendError::Unreachable(msg, node, why))
             }

@@ -62,22 +62,34 @@ struct MeshPort {
     id: u64,
 }
 
+/// What [`Inner::try_queue_message`] did with a user message.
+pub(super) enum UserQueue {
+    Queued,
+    /// No room on the lane now, or its connection is still being opened (now started).
+    Full,
+    /// The node is neither a member nor connected.
+    NotMember,
+    /// The payload did not serialize.
+    Encode(String),
+    /// The connection was lost.
+    Closed,
+}
+
 impl MeshRouter {
-    fn encode(inner: &Inner, to: Pid, msg: &dyn Any) -> Result<Wire, RemoteSendFailure> {
-        let Some((tag, encode)) = inner.registry.encoder(msg.type_id()) else {
-            return Err(RemoteSendFailure::Unregistered);
-        };
-        let payload = with_codec(inner, to.node(), || encode(msg)).map_err(|error| {
-            tracing::error!(%to, tag, %error, "message could not be serialized");
-            RemoteSendFailure::Unregistered
-        })?;
-        Ok(Wire::Send {
-            from: None,
-            to: Target::Pid(to),
-            tag: tag.to_owned(),
-            call: None,
-            payload: Bytes(payload),
-        })
+    /// The registered tag and serializer of a type-erased message.
+    fn encoder(
+        inner: &Inner,
+        msg: &dyn Any,
+    ) -> Result<(&'static str, super::registry::Encode), RemoteSendFailure> {
+        inner
+            .registry
+            .encoder(msg.type_id())
+            .ok_or(RemoteSendFailure::Unregistered)
+    }
+
+    fn encode_failed(to: Pid, tag: &str, error: &str) -> RemoteSendFailure {
+        tracing::error!(%to, tag, %error, "message could not be serialized");
+        RemoteSendFailure::Unregistered
     }
 }
 
@@ -86,22 +98,17 @@ impl RemoteRouter for MeshRouter {
         let Some(inner) = self.inner.upgrade() else {
             return Err((RemoteSendFailure::NoConnection, msg));
         };
-        let link = match inner.up_link(to.node()) {
-            Some(link) => link,
-            None if inner.is_member(to.node()) => {
-                inner.open_soon(to.node());
-                return Err((RemoteSendFailure::Full, msg));
-            }
-            None => return Err((RemoteSendFailure::NoConnection, msg)),
+        let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+            Ok(found) => found,
+            Err(failure) => return Err((failure, msg)),
         };
-        match link
-            .outbox
-            .try_queue(|| Self::encode(&inner, to, msg.as_ref()))
-        {
-            Queue::Queued => Ok(()),
-            Queue::NoRoom => Err((RemoteSendFailure::Full, msg)),
-            Queue::Failed(failure) => Err((failure, msg)),
-            Queue::Closed => Err((RemoteSendFailure::NoConnection, msg)),
+        let queued =
+            inner.try_queue_message(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()));
+        match queued {
+            UserQueue::Queued => Ok(()),
+            UserQueue::Full => Err((RemoteSendFailure::Full, msg)),
+            UserQueue::Encode(e) => Err((Self::encode_failed(to, tag, &e), msg)),
+            UserQueue::NotMember | UserQueue::Closed => Err((RemoteSendFailure::NoConnection, msg)),
         }
     }
 
@@ -111,19 +118,23 @@ impl RemoteRouter for MeshRouter {
             let Some(inner) = inner.upgrade() else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
+            let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+                Ok(found) => found,
+                Err(failure) => return Err((failure, msg)),
+            };
             let Ok(link) = inner.link(to.node()).await else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
             loop {
                 poll_fn(|cx| link.outbox.poll_room(cx)).await;
-                match link
-                    .outbox
-                    .try_queue(|| Self::encode(&inner, to, msg.as_ref()))
-                {
+                let make = || {
+                    inner.message_frame(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()))
+                };
+                match link.outbox.try_queue(make) {
                     Queue::Queued => return Ok(()),
                     // Another sender took the room first.
                     Queue::NoRoom => continue,
-                    Queue::Failed(failure) => return Err((failure, msg)),
+                    Queue::Failed(e) => return Err((Self::encode_failed(to, tag, &e), msg)),
                     Queue::Closed => return Err((RemoteSendFailure::NoConnection, msg)),
                 }
             }
@@ -212,6 +223,56 @@ impl MeshRouter {
 }
 
 impl Inner {
+    /// A user message frame for `to` on `node`, its payload encoded with this mesh
+    /// handling the `Reply`s inside it.
+    fn message_frame(
+        &self,
+        node: NodeId,
+        to: Target,
+        tag: &'static str,
+        encode: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Wire, String> {
+        let payload = with_codec(self, node, encode)?;
+        Ok(Wire::Send {
+            from: None,
+            to,
+            tag: tag.to_owned(),
+            call: None,
+            payload: Bytes(payload),
+        })
+    }
+
+    /// Queues a user message for `to` on `node` without waiting: the one path of remote
+    /// `try_send` by pid and [`super::Mesh::try_send_named`]. Room is checked before
+    /// encoding, so a refused message has exported no `Reply`; while the connection is
+    /// still opening the answer is `Full` (and the dial is started), since queuing behind
+    /// a pending dial could reorder one sender's messages.
+    pub(super) fn try_queue_message(
+        self: &Arc<Self>,
+        node: NodeId,
+        to: Target,
+        tag: &'static str,
+        encode: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> UserQueue {
+        let link = match self.up_link(node) {
+            Some(link) => link,
+            None if self.is_member(node) => {
+                self.open_soon(node);
+                return UserQueue::Full;
+            }
+            None => return UserQueue::NotMember,
+        };
+        match link
+            .outbox
+            .try_queue(|| self.message_frame(node, to, tag, encode))
+        {
+            Queue::Queued => UserQueue::Queued,
+            Queue::NoRoom => UserQueue::Full,
+            Queue::Failed(e) => UserQueue::Encode(e),
+            Queue::Closed => UserQueue::Closed,
+        }
+    }
+
     /// The established link to `node`, if any (never dials).
     pub(super) fn up_link(&self, node: NodeId) -> Option<Arc<Link>> {
         match self.state.lock().conns.get(&node) {

@@ -442,3 +442,51 @@ enum Pairwise {
     Seq { sender: usize, seq: u64 },
     Report(Reply<([u64; 4], bool)>),
 }
+
+/// `spawn_named` is cluster-wide once a mesh runs (DESIGN 25): found from the other node,
+/// refused there while held, and gone everywhere once its process exits.
+#[test]
+fn spawn_named_names_are_cluster_wide_and_go_with_their_process() {
+    let p = pair();
+    let holder =
+        p.n1.spawn_named("svc.echo", |mut ctx: Ctx<Echo>| async move {
+            while let Some(Message::User(msg)) = ctx.recv().await {
+                if let Echo::Stop = msg {
+                    return;
+                }
+            }
+        })
+        .unwrap()
+        .pid();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while p.n2.whereis("svc.echo") != Some(holder) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "n2 never learned the name"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let again = p.n2.spawn_named("svc.echo", |_ctx: Ctx<Echo>| async {});
+    assert!(
+        matches!(again, Err(cairn_scheduler::SpawnError::NameTaken { holder: h, .. }) if h == holder),
+        "{again:?}"
+    );
+    // Sent by name from n2, the message reaches n1's process, which stops.
+    let exit = p.n1.wait_exit(holder);
+    let h2 = p.n2.handle();
+    spawn(&p.n2, async move {
+        let pid = h2.whereis("svc.echo").unwrap();
+        h2.send(pid, Echo::Stop).await
+    })
+    .recv_timeout(TIMEOUT)
+    .unwrap()
+    .unwrap();
+    assert_eq!(p.n1.block_on(exit), ExitReason::Normal);
+    while p.n2.whereis("svc.echo").is_some() || p.m1.whereis("svc.echo").is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the name outlived its process"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}

@@ -947,7 +947,14 @@ impl Inner {
     }
 
     /// Registers a cluster-wide name for a local process and disseminates it.
-    pub(super) fn register_name(self: &Arc<Self>, name: &str, pid: Pid) -> Result<(), NameError> {
+    /// `watch_exit`: release the name when `pid` exits. Not needed for names the
+    /// scheduler registered (`spawn_named`): it releases them itself at exit.
+    pub(super) fn register_name(
+        self: &Arc<Self>,
+        name: &str,
+        pid: Pid,
+        watch_exit: bool,
+    ) -> Result<(), NameError> {
         if pid.node() != self.node {
             return Err(NameError::NotLocal(pid));
         }
@@ -961,15 +968,17 @@ impl Inner {
             return Ok(());
         };
         tracing::info!(%name, ?pid, lamport = claim.lamport, "registered a cluster-wide name");
-        // Released everywhere when the process exits, however it exits.
-        let inner = Arc::clone(self);
-        let watched = name.to_owned();
-        let exit = self.handle.wait_exit(pid);
-        self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            let reason = exit.await;
-            tracing::debug!(name = %watched, ?pid, %reason, "name holder exited");
-            inner.release_name(&watched, pid);
-        });
+        if watch_exit {
+            // Released everywhere when the process exits, however it exits.
+            let inner = Arc::clone(self);
+            let watched = name.to_owned();
+            let exit = self.handle.wait_exit(pid);
+            self.handle.spawn(move |_ctx: Ctx<()>| async move {
+                let reason = exit.await;
+                tracing::debug!(name = %watched, ?pid, %reason, "name holder exited");
+                inner.release_name(&watched, pid);
+            });
+        }
         self.broadcast_name(NameOp::Claim(claim));
         Ok(())
     }

@@ -997,7 +997,7 @@ impl Mesh {
     /// node is declared down. The cluster name table is separate from the runtime's
     /// local registry (`Handle::register`).
     pub fn register_name(&self, name: &str, pid: Pid) -> Result<(), NameError> {
-        self.inner.register_name(name, pid)
+        self.inner.register_name(name, pid, true)
     }
 
     /// Removes `name` cluster-wide if a local process holds it.
@@ -1984,7 +1984,7 @@ impl Inner {
     /// A local `spawn_named`/`register` made `name` cluster-wide. The scheduler checked
     /// the cluster view first; a claim that arrived since makes this one lose the race.
     fn cluster_name_registered(self: &Arc<Self>, name: &str, pid: Pid) {
-        match self.register_name(name, pid) {
+        match self.register_name(name, pid, false) {
             Ok(()) => {}
             Err(NameError::Taken { holder, .. }) => {
                 tracing::warn!(%name, %pid, %holder, "cluster-wide name taken meanwhile; the new holder exits");

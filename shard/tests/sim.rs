@@ -584,8 +584,8 @@ impl Sim {
         }
         self.update_members();
         // Then quiet: no new writes, so replicas can converge.
-        for t in 0..3_000 {
-            self.step(false, t < 2_500);
+        for t in 0..2_000 {
+            self.step(false, t < 1_500);
             if let Some(f) = self.failures.first() {
                 return Err(f.clone());
             }
@@ -700,12 +700,24 @@ fn many_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000);
     let start = std::time::Instant::now();
-    for seed in 0..n {
-        if let Err(e) = run_seed(seed, false) {
-            panic!("seed {seed} failed: {e}\nreplay: CAIRN_SEED={seed} cargo test -p cairn-shard --test sim replay -- --nocapture");
-        }
-    }
+    // Seeds are independent: split them over the machine's cores.
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get() as u64);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..n)
+                        .filter(|seed| seed % threads == t)
+                        .filter_map(|seed| run_seed(seed, false).err().map(|e| (seed, e)))
+                        .map(|(seed, e)| format!("seed {seed} failed: {e}\nreplay: CAIRN_SEED={seed} cargo test -p cairn-shard --test sim replay -- --nocapture"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
     eprintln!("{n} seeds in {:?}", start.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

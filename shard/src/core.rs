@@ -705,6 +705,7 @@ impl MultiRaft {
         };
         if self.members.is_empty() || !Self::replica_serving(r, now) || r.raw.raft.has_pending_conf()
         {
+            tracing::debug!(shard = %sid, members = self.members.len(), serving = Self::replica_serving(r, now), pending = r.raw.raft.has_pending_conf(), "no rebalancing now");
             return;
         }
         let region = self.regions.get(&sid).map(String::as_str);

@@ -219,11 +219,18 @@ impl raft::Storage for ShardLog {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        // A snapshot prepared before `to` joined the configuration is useless to it (it
+        // would refuse it): ask for a fresh one.
+        let includes = |s: &Snapshot| {
+            let c = s.get_metadata().get_conf_state();
+            c.voters.contains(&to) || c.learners.contains(&to)
+        };
         match &self.prepared {
             Some(s)
                 if s.get_metadata().index >= request_index
-                    && s.get_metadata().index >= self.truncated.0 =>
+                    && s.get_metadata().index >= self.truncated.0
+                    && includes(s) =>
             {
                 Ok(s.clone())
             }
@@ -280,7 +287,9 @@ mod tests {
         assert!(!log.take_snapshot_wanted());
         let mut s = Snapshot::default();
         s.mut_metadata().index = 5;
+        s.mut_metadata().mut_conf_state().learners = vec![2];
         log.prepare_snapshot(s);
+        assert!(log.snapshot(3, 9).is_err(), "not for a replica outside its configuration");
         assert_eq!(log.snapshot(3, 2).unwrap().get_metadata().index, 5);
         assert!(log.snapshot(6, 2).is_err());
     }

@@ -36,10 +36,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use cairn_scheduler::NodeId;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message, Snapshot};
 use raft::{ProgressState, RawNode, Ready, SnapshotStatus, StateRole};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 use crate::config::ShardConfig;
 use crate::log::{ShardLog, ShardState, WireHardState};
@@ -47,8 +47,8 @@ use crate::placement::{target_replicas, Liveness, Member};
 use crate::rebalance::{plan, Change, PlanInput};
 use crate::types::{ProposalId, ShardId, Time};
 use crate::wire::{
-    decode_conf_change, ProposalBatch, WireBatch, WireConfState, WireEntry,
-    WireError, WireMessage, WireSnapshot,
+    decode_conf_change, ProposalBatch, WireBatch, WireConfState, WireEntry, WireError, WireMessage,
+    WireSnapshot,
 };
 
 /// Why a proposal was refused at once.
@@ -703,7 +703,9 @@ impl MultiRaft {
         let Some(r) = self.replicas.get_mut(&sid) else {
             return;
         };
-        if self.members.is_empty() || !Self::replica_serving(r, now) || r.raw.raft.has_pending_conf()
+        if self.members.is_empty()
+            || !Self::replica_serving(r, now)
+            || r.raw.raft.has_pending_conf()
         {
             tracing::debug!(shard = %sid, members = self.members.len(), serving = Self::replica_serving(r, now), pending = r.raw.raft.has_pending_conf(), "no rebalancing now");
             return;
@@ -721,9 +723,8 @@ impl MultiRaft {
         let committed = r.raw.raft.raft_log.committed;
         let prs = r.raw.raft.prs();
         let caught_up = |id: u64| {
-            prs.get(id).is_some_and(|p| {
-                p.state == ProgressState::Replicate && p.matched + 16 >= committed
-            })
+            prs.get(id)
+                .is_some_and(|p| p.state == ProgressState::Replicate && p.matched + 16 >= committed)
         };
         let members = &self.members;
         let addable = |id: u64| {
@@ -819,7 +820,10 @@ impl MultiRaft {
                         && r.handing_over.is_none_or(|(t, _)| t != term)
                     {
                         let until = at + self.cfg.lease();
-                        if r.lease.as_ref().is_none_or(|l| l.term != term || l.until < until) {
+                        if r.lease
+                            .as_ref()
+                            .is_none_or(|l| l.term != term || l.until < until)
+                        {
                             r.lease = Some(Lease { term, until });
                         }
                     }

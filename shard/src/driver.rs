@@ -203,10 +203,7 @@ impl ShardNode {
     ) -> Result<Outcome, DriverError> {
         let r = self
             .actor
-            .call(
-                |reply| DriverMsg::Propose { shard, data, reply },
-                timeout,
-            )
+            .call(|reply| DriverMsg::Propose { shard, data, reply }, timeout)
             .await
             .map_err(DriverError::Call)?;
         Ok(r?)
@@ -311,7 +308,10 @@ impl Driver {
                 for (_, r) in self.waiting.drain() {
                     let _ = r.send(Ok(Outcome::Unknown));
                 }
-                self.board.until.iter().for_each(|u| u.store(0, Ordering::Release));
+                self.board
+                    .until
+                    .iter()
+                    .for_each(|u| u.store(0, Ordering::Release));
                 return Err(());
             }
             let out: Output = self.core.persisted(round, self.now());

@@ -70,7 +70,8 @@ impl RoundWriter for Writer<'_, '_> {
 
     fn destroy(&mut self, shard: ShardId) -> Result<(), StorageError> {
         // Every row of the shard: `S‖shard‖kind…` for all kinds (entries included).
-        self.t.raft_delete_range(&key(shard, 0), &key(shard, 0xFF))?;
+        self.t
+            .raft_delete_range(&key(shard, 0), &key(shard, 0xFF))?;
         self.t.clear_shard(shard.0)
     }
 
@@ -90,8 +91,10 @@ impl RoundWriter for Writer<'_, '_> {
     }
 
     fn append(&mut self, shard: ShardId, entries: &[WireEntry]) -> Result<(), StorageError> {
-        self.t
-            .raft_delete_range(&entry_key(shard, entries[0].index), &entry_key(shard, u64::MAX))?;
+        self.t.raft_delete_range(
+            &entry_key(shard, entries[0].index),
+            &entry_key(shard, u64::MAX),
+        )?;
         for e in entries {
             self.t.raft_put(&entry_key(shard, e.index), &enc(e))?;
         }

@@ -289,7 +289,10 @@ mod tests {
         s.mut_metadata().index = 5;
         s.mut_metadata().mut_conf_state().learners = vec![2];
         log.prepare_snapshot(s);
-        assert!(log.snapshot(3, 9).is_err(), "not for a replica outside its configuration");
+        assert!(
+            log.snapshot(3, 9).is_err(),
+            "not for a replica outside its configuration"
+        );
         assert_eq!(log.snapshot(3, 2).unwrap().get_metadata().index, 5);
         assert!(log.snapshot(6, 2).is_err());
     }

@@ -93,7 +93,9 @@ impl Member {
 
 /// The rendezvous score of `node` for `shard`.
 pub fn score(shard: ShardId, node: NodeId) -> u64 {
-    fmix64(fmix64(u64::from(shard.0) ^ 0x5348_4152_4453_4831) ^ fmix64(node.0 ^ 0x9e37_79b9_7f4a_7c15))
+    fmix64(
+        fmix64(u64::from(shard.0) ^ 0x5348_4152_4453_4831) ^ fmix64(node.0 ^ 0x9e37_79b9_7f4a_7c15),
+    )
 }
 
 /// The members `shard` should be replicated on: the `replication` best-scoring eligible
@@ -128,13 +130,19 @@ mod tests {
 
     #[test]
     fn shard_of_is_stable_and_spreads_keys() {
-        assert_eq!(shard_of("counter", "alice", 128), shard_of("counter", "alice", 128));
+        assert_eq!(
+            shard_of("counter", "alice", 128),
+            shard_of("counter", "alice", 128)
+        );
         assert_ne!(key_hash("ab", "c"), key_hash("a", "bc"));
         let mut counts = vec![0u32; 16];
         for i in 0..16_000 {
             counts[shard_of("c", &format!("k{i}"), 16).0 as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -189,6 +189,9 @@ mod tests {
             |id| id != 2,
         );
         assert_eq!(p, None);
-        assert_eq!(step(&[5], &[], &[1], 5), Some(Change::AddLearner(NodeId(1))));
+        assert_eq!(
+            step(&[5], &[], &[1], 5),
+            Some(Change::AddLearner(NodeId(1)))
+        );
     }
 }

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub type Time = Duration;
 
 /// A shard: one Raft group. `0..ShardConfig::shards`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 pub struct ShardId(pub u32);
 
 impl fmt::Display for ShardId {

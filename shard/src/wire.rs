@@ -163,7 +163,9 @@ fn msg_type(n: u8) -> Result<MessageType, WireError> {
         MsgRequestPreVote,
         MsgRequestPreVoteResponse,
     ];
-    ALL.get(n as usize).copied().ok_or(WireError::UnknownType(n))
+    ALL.get(n as usize)
+        .copied()
+        .ok_or(WireError::UnknownType(n))
 }
 
 fn conf_change_type(n: u8) -> Result<ConfChangeType, WireError> {
@@ -177,7 +179,10 @@ fn conf_change_type(n: u8) -> Result<ConfChangeType, WireError> {
 
 /// Encodes a conf change as raft-rs expects it inside an entry.
 pub(crate) fn encode_conf_change(cc: &ConfChange) -> Bytes {
-    Bytes::from(cc.write_to_bytes().expect("encoding a ConfChange cannot fail"))
+    Bytes::from(
+        cc.write_to_bytes()
+            .expect("encoding a ConfChange cannot fail"),
+    )
 }
 
 /// Decodes a conf-change entry's data. Only ever called on bytes our own encoder produced

@@ -32,7 +32,12 @@ fn members() -> Vec<Member> {
     IDS.iter().map(|&id| Member::up(id, None)).collect()
 }
 
-fn start(rt: &Runtime, net: &Arc<LocalNet>, dir: &std::path::Path, id: NodeId) -> (ShardNode, Store) {
+fn start(
+    rt: &Runtime,
+    net: &Arc<LocalNet>,
+    dir: &std::path::Path,
+    id: NodeId,
+) -> (ShardNode, Store) {
     let store = Store::open(dir, Config::default()).unwrap();
     let log = LmdbLog::new(store.clone());
     let states = log.recover().unwrap();
@@ -77,7 +82,10 @@ fn write(rt: &Runtime, nodes: &[Option<ShardNode>], counter: u32, value: u64) {
     let shard = ShardId(counter % 4);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(Instant::now() < deadline, "no node committed a write to {shard}");
+        assert!(
+            Instant::now() < deadline,
+            "no node committed a write to {shard}"
+        );
         if let Some(n) = nodes.iter().flatten().find(|n| n.serving(shard)) {
             let r = rt.block_on(n.propose(shard, set(counter, value), Duration::from_secs(5)));
             if r == Ok(Outcome::Committed) && n.serving(shard) {
@@ -151,7 +159,10 @@ fn three_nodes_commit_survive_a_kill_and_a_restart_catches_up() {
         })
         .map(|(sh, n)| format!("s{sh} {}: {}", n.node(), rt.block_on(n.debug(ShardId(sh)))))
         .collect();
-    assert!(replicated, "not replicated to all three: {matrix:?}\n{debug:#?}");
+    assert!(
+        replicated,
+        "not replicated to all three: {matrix:?}\n{debug:#?}"
+    );
 
     // Kill the node serving shard 0 (its leader): drop it, as a crash would.
     let victim = nodes
@@ -170,7 +181,9 @@ fn three_nodes_commit_survive_a_kill_and_a_restart_catches_up() {
         write(&rt, &nodes, c, 2);
     }
     for s in stores.iter().flatten() {
-        wait_for("the survivors apply", 10, || (0..8).all(|c| read(s, c) == Some(2)));
+        wait_for("the survivors apply", 10, || {
+            (0..8).all(|c| read(s, c) == Some(2))
+        });
     }
 
     // Restart from disk: the old data is there at once, the missed writes arrive.

@@ -291,7 +291,10 @@ impl ShardTxn<'_> {
     pub fn clear_shard(&mut self, shard: u32) -> Result<()> {
         let prefixes = {
             let w = &self.w;
-            shard_prefixes(|lo, hi, f| w.scan(Table::ShardIndex, lo, Some(hi), f), shard)?
+            shard_prefixes(
+                |lo, hi, f| w.scan(Table::ShardIndex, lo, Some(hi), f),
+                shard,
+            )?
         };
         for p in prefixes {
             self.w.delete_range(Table::Data, &p, &data_end(&p))?;
@@ -431,18 +434,23 @@ mod tests {
         store
             .shard_write(|t| t.install_shard(1, &replacement))
             .unwrap();
-        assert_eq!(store.shard_read(|r| r.export_shard(1)).unwrap(), replacement);
-        assert!(store.shard_read(|r| r.due_alarms(1, 2_000)).unwrap().is_empty());
         assert_eq!(
-            store.keyspace("y").unwrap().get::<u64>("k").unwrap(),
-            None
+            store.shard_read(|r| r.export_shard(1)).unwrap(),
+            replacement
         );
+        assert!(store
+            .shard_read(|r| r.due_alarms(1, 2_000))
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.keyspace("y").unwrap().get::<u64>("k").unwrap(), None);
         assert_eq!(
             store.keyspace("z").unwrap().get::<u64>("k").unwrap(),
             Some(3)
         );
         // Installing the old export back restores it exactly.
-        store.shard_write(|t| t.install_shard(1, &exported)).unwrap();
+        store
+            .shard_write(|t| t.install_shard(1, &exported))
+            .unwrap();
         assert_eq!(store.shard_read(|r| r.export_shard(1)).unwrap(), exported);
     }
 

@@ -12,6 +12,10 @@
 //! and hands the data back ([`MultiRaft::provide_snapshot`](crate::MultiRaft::provide_snapshot)),
 //! and raft-rs retries on its next heartbeat response.
 
+// eraftpb's generated structs carry private-ish bookkeeping fields (unknown fields, cached
+// size); filling them field by field from `default()` reads clearer than struct literals.
+#![allow(clippy::field_reassign_with_default)]
+
 use std::cell::Cell;
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};

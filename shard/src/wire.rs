@@ -13,6 +13,10 @@
 //! message types (`MsgHup`, `MsgPropose`, ...) are refused, and a message must be addressed
 //! to this node and come from the peer that sent it.
 
+// eraftpb's generated structs carry private-ish bookkeeping fields (unknown fields, cached
+// size); filling them field by field from `default()` reads clearer than struct literals.
+#![allow(clippy::field_reassign_with_default)]
+
 use bytes::Bytes;
 use cairn_scheduler::NodeId;
 use protobuf::Message as _;

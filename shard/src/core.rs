@@ -648,6 +648,15 @@ impl MultiRaft {
             if r.destroy {
                 continue;
             }
+            // An uninitialized replica has no log and no memory of whom it voted for or whose
+            // lease it backed: a replica removed (and destroyed) and then recreated by a stale
+            // leader's message, or one that never was a voter. Its vote would let a candidate
+            // missing committed entries win (the entries' quorum counted the replica before it
+            // forgot them). A legitimate voter is always initialized: voters are bootstrapped
+            // or promoted from learners that installed a snapshot.
+            if is_vote(t) && !r.raw.store().initialized() {
+                continue;
+            }
             let mut m = m;
             // raft-rs panics on a heartbeat committing past our log. An honest leader sends
             // one only to a replica that lost its state: ours was removed and recreated by a

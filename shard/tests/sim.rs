@@ -187,6 +187,8 @@ struct Sim {
     trace: u64,
     failures: Vec<String>,
     log: bool,
+    /// The shard whose events a logged run prints (`CAIRN_SIM_SHARD`, default 1).
+    log_shard: u32,
 }
 
 fn mix(h: u64, v: u64) -> u64 {
@@ -234,6 +236,10 @@ impl Sim {
             trace: 0xcbf2_9ce4_8422_2325,
             failures: Vec::new(),
             log,
+            log_shard: std::env::var("CAIRN_SIM_SHARD")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
         };
         for i in 0..3 {
             sim.start(i);
@@ -326,10 +332,22 @@ impl Sim {
             }
             let round = core.ready(local);
             if self.log {
-                for sr in round.shards.iter().filter(|s| s.shard.0 == 1) {
+                let ls = self.log_shard;
+                for sr in round.shards.iter().filter(|s| s.shard.0 == ls) {
+                    for a in &sr.apply {
+                        let ops: Vec<u64> = a
+                            .proposals
+                            .iter()
+                            .map(|(_, _, p)| u64::from_be_bytes(p[4..12].try_into().unwrap()))
+                            .collect();
+                        eprintln!(
+                            "{:?} node {i} s{ls} apply {} ops {ops:?}",
+                            self.now, a.index
+                        );
+                    }
                     if sr.destroy || sr.conf_state.is_some() || sr.snapshot.is_some() {
                         eprintln!(
-                            "{:?} node {i} s1 destroy {} conf {:?} snap {:?} applied {:?}",
+                            "{:?} node {i} s{ls} destroy {} conf {:?} snap {:?} applied {:?}",
                             self.now,
                             sr.destroy,
                             sr.conf_state,
@@ -366,6 +384,13 @@ impl Sim {
                 if let Some((counter, op, _start)) = n.waiting.remove(&id) {
                     // The output gate: acknowledge only while serving (lease held).
                     let serving = n.core.as_ref().unwrap().serving(shard, local);
+                    if self.log && shard.0 == self.log_shard {
+                        eprintln!(
+                            "{:?} node {i} op {op} counter {counter}: {outcome:?} serving {serving} | {}",
+                            self.now,
+                            n.core.as_ref().unwrap().debug(shard)
+                        );
+                    }
                     if outcome == Outcome::Committed && serving {
                         self.writes.push(Write {
                             counter,

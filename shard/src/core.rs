@@ -731,9 +731,15 @@ impl MultiRaft {
         let conf = r.raw.raft.prs().conf().to_conf_state();
         let committed = r.raw.raft.raft_log.committed;
         let prs = r.raw.raft.prs();
+        // `matched` only moves on the peer's acknowledgement of durable entries, so it is
+        // the measure; the progress state is not. A learner that installed its snapshot and
+        // acknowledged everything stays in `Probe` while the shard is idle (raft-rs leaves
+        // `Probe` only on an append response, and sends no append when there is nothing
+        // new): requiring `Replicate` stalled promotion until the next write.
         let caught_up = |id: u64| {
-            prs.get(id)
-                .is_some_and(|p| p.state == ProgressState::Replicate && p.matched + 16 >= committed)
+            prs.get(id).is_some_and(|p| {
+                p.state != ProgressState::Snapshot && p.matched + 16 >= committed && p.matched > 0
+            })
         };
         let members = &self.members;
         let addable = |id: u64| {

@@ -24,7 +24,7 @@ use crate::core::{MultiRaft, Outcome, Output, ProposeError, ShardEvent};
 use crate::lmdb_log::LmdbLog;
 use crate::placement::Member;
 use crate::types::ShardId;
-use crate::wire::WireBatch;
+use crate::wire::{WireBatch, WireConfState};
 
 /// How Raft messages leave this node. Installed by the mesh; must not block.
 pub trait ShardTransport: Send + Sync + 'static {
@@ -89,6 +89,8 @@ pub enum DriverMsg {
     Members(Vec<Member>),
     /// Diagnostics of one shard ([`MultiRaft::debug`]).
     Debug(ShardId, Reply<String>),
+    /// `shard`'s voters and learners as this node knows them.
+    ConfState(ShardId, Reply<Option<WireConfState>>),
 }
 
 /// Errors of [`ShardNode::propose`].
@@ -217,6 +219,16 @@ impl ShardNode {
             .unwrap_or_else(|e| format!("{e:?}"))
     }
 
+    /// `shard`'s voters and learners as this node's replica knows them (`None`: not hosted
+    /// here, or the driver did not answer).
+    pub async fn conf_state(&self, shard: ShardId) -> Option<WireConfState> {
+        self.actor
+            .call(|r| DriverMsg::ConfState(shard, r), Duration::from_secs(5))
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Updates the membership (drives rebalancing).
     pub fn set_members(&self, members: Vec<Member>) {
         let _ = self.actor.try_send(DriverMsg::Members(members));
@@ -269,6 +281,9 @@ impl Driver {
             DriverMsg::Members(ms) => self.core.set_members(ms),
             DriverMsg::Debug(shard, reply) => {
                 let _ = reply.send(self.core.debug(shard));
+            }
+            DriverMsg::ConfState(shard, reply) => {
+                let _ = reply.send(self.core.conf_state(shard));
             }
         }
     }

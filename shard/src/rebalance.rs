@@ -43,7 +43,7 @@ pub struct PlanInput<'a> {
     pub replication: usize,
 }
 
-/// The next change, if any. `caught_up(id)`: the replica is replicating and near the commit
+/// The next change, if any. `caught_up(id)`: the replica acknowledged entries near the commit
 /// index; `addable(id)`: the member is up (a learner on a down node would never catch up).
 pub fn plan(
     input: &PlanInput<'_>,

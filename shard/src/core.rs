@@ -28,9 +28,15 @@
 //!   `t`: once a quorum answered it, the lease runs until `t + ShardConfig::lease()` (see
 //!   there for why no successor can be elected before). A node that restarts refuses votes
 //!   for one election timeout, because it forgot whose lease it was backing.
-//! * Election timeouts are drawn from the core's seeded RNG (one per replica, in
-//!   `[election_ticks, 2·election_ticks)`), not raft-rs's thread RNG, so a run is a
-//!   function of its seed and inputs.
+//! * Election timeouts are drawn from the core's seeded RNG (in
+//!   `[election_ticks, 2·election_ticks)`, again each time a replica's election clock
+//!   restarts), not raft-rs's thread RNG, so a run is a function of its seed and inputs.
+//! * **Removal.** A replica that applies a configuration without itself stops serving (a
+//!   leader steps down) but keeps its state for 20 election timeouts, and longer while its
+//!   log holds an unapplied configuration change: a later entry may add it back, and the
+//!   leader then counts its acknowledgements. An uninitialized replica (recreated by a
+//!   stale message after its destruction) never votes, and no snapshot older than the last
+//!   applied configuration change is handed out.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -195,6 +201,9 @@ struct Replica {
     /// The term in which we reported `Serving`, if we did.
     reported: Option<u64>,
     destroy: bool,
+    /// The tick count at which this replica applied a configuration without itself (it
+    /// was removed); cleared if a later configuration adds it back. See `on_tick`.
+    removed_since: Option<u64>,
     /// Peers in Snapshot state since this tick count.
     snapshotting: BTreeMap<u64, u64>,
     /// Ticks since created while still uninitialized.
@@ -262,6 +271,21 @@ pub fn bootstrap_states(cfg: &ShardConfig, me: NodeId) -> Vec<ShardState> {
             entries: vec![],
         })
         .collect()
+}
+
+/// Draws a new election timeout in `[e, 2e)` from the core's seeded RNG whenever raft-rs
+/// has just restarted its election clock (`election_elapsed == 0`: a reset on a role or
+/// term change, a leader's message, or a timeout that started a campaign). raft-rs draws
+/// from the thread RNG on role changes only; our draw replaces it before any tick can read
+/// it, so a run stays a function of its seed. Drawing again after every timeout matters:
+/// with one fixed timeout per replica, two candidates whose clocks tick in phase and that
+/// drew the same value split the vote forever (seen on the scheduler driver: term 86).
+fn redraw_election_timeout(rng: &mut StdRng, raw: &mut RawNode<ShardLog>) {
+    if raw.raft.election_elapsed == 0 {
+        let e = raw.raft.election_timeout();
+        raw.raft
+            .set_randomized_election_timeout(rng.gen_range(e..2 * e));
+    }
 }
 
 fn is_vote(t: raft::eraftpb::MessageType) -> bool {
@@ -334,13 +358,12 @@ impl MultiRaft {
 
     fn add_replica(&mut self, state: &ShardState) -> Result<(), String> {
         let e = self.cfg.election_ticks;
-        let timeout = self.rng.gen_range(e..2 * e);
         let config = raft::Config {
             id: self.me.0,
             election_tick: e,
             heartbeat_tick: self.cfg.heartbeat_ticks,
-            min_election_tick: timeout,
-            max_election_tick: timeout + 1,
+            min_election_tick: e,
+            max_election_tick: 2 * e,
             applied: state.applied,
             check_quorum: true,
             pre_vote: true,
@@ -350,7 +373,12 @@ impl MultiRaft {
             ..Default::default()
         };
         let log = ShardLog::from_state(state);
-        let raw = RawNode::new(&config, log, &self.logger).map_err(|e| e.to_string())?;
+        // A replica removed before a restart: its removal timer starts again now.
+        let member = state.conf_state.voters.contains(&self.me.0)
+            || state.conf_state.learners.contains(&self.me.0);
+        let removed_since = (log.initialized() && !member).then_some(self.ticks);
+        let mut raw = RawNode::new(&config, log, &self.logger).map_err(|e| e.to_string())?;
+        redraw_election_timeout(&mut self.rng, &mut raw);
         self.replicas.insert(
             state.shard,
             Replica {
@@ -366,6 +394,7 @@ impl MultiRaft {
                 handing_over: None,
                 reported: None,
                 destroy: false,
+                removed_since,
                 snapshotting: BTreeMap::new(),
                 idle_ticks: 0,
             },
@@ -429,6 +458,7 @@ impl MultiRaft {
             self.ticks += 1;
             for r in self.replicas.values_mut() {
                 r.raw.tick();
+                redraw_election_timeout(&mut self.rng, &mut r.raw);
                 if !r.raw.store().initialized() {
                     r.idle_ticks += 1;
                 }
@@ -449,8 +479,22 @@ impl MultiRaft {
             if !r.raw.store().initialized() && r.idle_ticks > 20 * e {
                 r.destroy = true;
             }
+            if r.removed_since.is_some_and(|since| ticks - since > 20 * e)
+                && !Self::conf_change_pending(r)
+            {
+                r.destroy = true;
+            }
             if r.raw.raft.state != StateRole::Leader {
                 r.snapshotting.clear();
+                continue;
+            }
+            // A leader that applied its own removal (a change proposed in an earlier term
+            // committed under it) keeps leading a group it is not in and serves nothing, and
+            // its heartbeats keep the others from electing: step down.
+            if r.removed_since.is_some() {
+                let t = r.raw.raft.term;
+                r.raw.raft.become_follower(t, raft::INVALID_ID);
+                redraw_election_timeout(&mut self.rng, &mut r.raw);
                 continue;
             }
             // A snapshot message lost on the way leaves its peer in Snapshot state forever;
@@ -480,6 +524,7 @@ impl MultiRaft {
                 if term == r.raw.raft.term && ticks - started > 2 * e {
                     let t = r.raw.raft.term;
                     r.raw.raft.become_follower(t, raft::INVALID_ID);
+                    redraw_election_timeout(&mut self.rng, &mut r.raw);
                 }
             }
             if ticks % self.cfg.rebalance_ticks == u64::from(sid.0) % self.cfg.rebalance_ticks {
@@ -489,6 +534,17 @@ impl MultiRaft {
         for sid in to_rebalance {
             self.rebalance(sid);
         }
+    }
+
+    /// Whether the log holds a configuration change not applied yet (one may add this
+    /// removed replica back; the leader counts its acknowledgements from then on).
+    fn conf_change_pending(r: &Replica) -> bool {
+        let log = &r.raw.raft.raft_log;
+        log.entries(r.applied + 1, None, raft::GetEntriesContext::empty(false))
+            .map_or(true, |es| {
+                es.iter()
+                    .any(|e| e.get_entry_type() != EntryType::EntryNormal)
+            })
     }
 
     fn maintain_leases(&mut self) {
@@ -532,6 +588,7 @@ impl MultiRaft {
         let raft = &r.raw.raft;
         raft.state == StateRole::Leader
             && !r.destroy
+            && r.removed_since.is_none()
             && r.handing_over.is_none_or(|(t, _)| t != raft.term)
             && r.lease
                 .as_ref()
@@ -597,6 +654,7 @@ impl MultiRaft {
         let raft = &r.raw.raft;
         if raft.state != StateRole::Leader
             || r.destroy
+            || r.removed_since.is_some()
             || r.handing_over.is_some_and(|(t, _)| t == raft.term)
         {
             let leader = (raft.leader_id != raft::INVALID_ID && raft.leader_id != self.me.0)
@@ -670,6 +728,7 @@ impl MultiRaft {
             if let Err(e) = r.raw.step(m) {
                 tracing::debug!(shard = %w.shard, error = %e, "raft refused a message");
             }
+            redraw_election_timeout(&mut self.rng, &mut r.raw);
         }
         errors
     }
@@ -893,13 +952,20 @@ impl MultiRaft {
                         }
                     },
                     EntryType::EntryConfChange => {
+                        r.raw.mut_store().set_min_snapshot(e.index);
                         let cc = decode_conf_change(&e.data);
                         match r.raw.apply_conf_change(&cc) {
                             Ok(cs) => {
-                                if !cs.voters.contains(&self.me.0)
-                                    && !cs.learners.contains(&self.me.0)
-                                {
-                                    r.destroy = true;
+                                // Removed: keep the state for a while rather than destroy it
+                                // now. Entries after this one may add us back (the leader
+                                // re-added us and counts our acknowledgements: a replica
+                                // that destroyed itself meanwhile would be promoted empty).
+                                let member = cs.voters.contains(&self.me.0)
+                                    || cs.learners.contains(&self.me.0);
+                                if !member {
+                                    r.removed_since.get_or_insert(self.ticks);
+                                } else {
+                                    r.removed_since = None;
                                 }
                                 sr.conf_state = Some(WireConfState::from_conf_state(&cs));
                             }

@@ -79,6 +79,9 @@ pub struct ShardLog {
     truncated: (u64, u64),
     entries: Vec<Entry>,
     prepared: Option<Snapshot>,
+    /// A snapshot handed out must be at least this recent: the index of the last applied
+    /// configuration change (see [`ShardLog::set_min_snapshot`]).
+    min_snapshot: u64,
     /// Set when raft-rs asked for a snapshot we did not have.
     snapshot_wanted: Cell<bool>,
 }
@@ -97,6 +100,7 @@ impl ShardLog {
             truncated: s.truncated,
             entries,
             prepared: None,
+            min_snapshot: s.applied,
             snapshot_wanted: Cell::new(false),
         }
     }
@@ -155,6 +159,15 @@ impl ShardLog {
         self.conf_state = meta.get_conf_state().clone();
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
+    }
+
+    /// No snapshot older than `index` may be handed out any more: a configuration change
+    /// was applied there. A snapshot from before it carries the old configuration and the
+    /// log after it replays the change: a replica removed and added back that installed it
+    /// would replay its own removal and destroy itself, while the leader, which counted its
+    /// acknowledgements, promotes it to an empty voter.
+    pub(crate) fn set_min_snapshot(&mut self, index: u64) {
+        self.min_snapshot = self.min_snapshot.max(index);
     }
 
     /// Makes `snap` what raft-rs gets when it asks for a snapshot.
@@ -234,6 +247,7 @@ impl raft::Storage for ShardLog {
             Some(s)
                 if s.get_metadata().index >= request_index
                     && s.get_metadata().index >= self.truncated.0
+                    && s.get_metadata().index >= self.min_snapshot
                     && includes(s) =>
             {
                 Ok(s.clone())
@@ -299,5 +313,23 @@ mod tests {
         );
         assert_eq!(log.snapshot(3, 2).unwrap().get_metadata().index, 5);
         assert!(log.snapshot(6, 2).is_err());
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_last_configuration_change_is_not_served() {
+        let mut log = ShardLog::default();
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = 5;
+        s.mut_metadata().mut_conf_state().voters = vec![1, 2];
+        log.prepare_snapshot(s.clone());
+        assert!(log.snapshot(0, 2).is_ok());
+        // Node 2 was removed at 6 and added back at 7: the snapshot at 5 would make it
+        // replay its own removal.
+        log.set_min_snapshot(7);
+        assert!(log.snapshot(0, 2).is_err());
+        assert!(log.take_snapshot_wanted(), "a fresh one is asked for");
+        s.mut_metadata().index = 7;
+        log.prepare_snapshot(s);
+        assert_eq!(log.snapshot(0, 2).unwrap().get_metadata().index, 7);
     }
 }

@@ -27,8 +27,10 @@ use cairn_scheduler::remote::{
 };
 use cairn_scheduler::{CallError, Ctx, ExitReason, MonitorRef, NodeId, Pid};
 
+use super::conns::Queue;
+use super::replies::Pending;
 use super::wire::{Bytes, RemoteFailure, Target, Wire};
-use super::{ConnState, Inner, Link, Pending, Queue};
+use super::Inner;
 
 thread_local! {
     /// The node the message being encoded on this thread goes to (exported replies fail
@@ -122,15 +124,15 @@ impl RemoteRouter for MeshRouter {
                 Ok(found) => found,
                 Err(failure) => return Err((failure, msg)),
             };
-            let Ok(link) = inner.link(to.node()).await else {
+            let Ok(conn) = inner.conn(to.node()).await else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
             loop {
-                poll_fn(|cx| link.outbox.poll_room(cx)).await;
+                poll_fn(|cx| conn.poll_room(cx)).await;
                 let make = || {
                     inner.message_frame(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()))
                 };
-                match link.outbox.try_queue(make) {
+                match conn.try_queue(make) {
                     Queue::Queued => return Ok(()),
                     // Another sender took the room first.
                     Queue::NoRoom => continue,
@@ -199,13 +201,13 @@ impl RemoteRouter for MeshRouter {
 
     fn name_registered(&self, name: &str, pid: Pid) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.cluster_name_registered(name, pid);
+            inner.claimed_by_scheduler(name, pid);
         }
     }
 
     fn name_released(&self, name: &str, pid: Pid) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.cluster_name_released(name, pid);
+            inner.release(name, pid);
         }
     }
 
@@ -254,44 +256,20 @@ impl Inner {
         tag: &'static str,
         encode: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> UserQueue {
-        let link = match self.up_link(node) {
-            Some(link) => link,
+        let conn = match self.up_conn(node) {
+            Some(conn) => conn,
             None if self.is_member(node) => {
                 self.open_soon(node);
                 return UserQueue::Full;
             }
             None => return UserQueue::NotMember,
         };
-        match link
-            .outbox
-            .try_queue(|| self.message_frame(node, to, tag, encode))
-        {
+        match conn.try_queue(|| self.message_frame(node, to, tag, encode)) {
             Queue::Queued => UserQueue::Queued,
             Queue::NoRoom => UserQueue::Full,
             Queue::Failed(e) => UserQueue::Encode(e),
             Queue::Closed => UserQueue::Closed,
         }
-    }
-
-    /// The established link to `node`, if any (never dials).
-    pub(super) fn up_link(&self, node: NodeId) -> Option<Arc<Link>> {
-        match self.state.lock().conns.get(&node) {
-            Some(ConnState::Up(link)) => Some(Arc::clone(link)),
-            _ => None,
-        }
-    }
-
-    /// Starts opening the connection to `node` in the background (if not under way).
-    pub(super) fn open_soon(self: &Arc<Self>, node: NodeId) {
-        if self.state.lock().conns.contains_key(&node) {
-            return;
-        }
-        let inner = Arc::clone(self);
-        self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            if let Err(error) = inner.link(node).await {
-                tracing::debug!(peer = %node, %error, "could not open a connection");
-            }
-        });
     }
 
     /// Queues a signal frame for `node`: now if its lane has room, else from a process
@@ -304,62 +282,22 @@ impl Inner {
             }
             return;
         }
-        if let Some(link) = self.up_link(node) {
-            if let Queue::Queued = link.outbox.try_queue(|| Ok(frame.clone())) {
+        if let Some(conn) = self.up_conn(node) {
+            if let Queue::Queued = conn.try_queue(|| Ok(frame.clone())) {
                 return;
             }
         }
         let inner = Arc::clone(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            let sent = match inner.link(node).await {
-                Ok(link) => link.outbox.send(&frame).await.map_err(|e| e.to_string()),
-                Err(error) => Err(error),
+            let sent = match inner.conn(node).await {
+                Ok(conn) => conn.send(&frame).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
             };
             if let Err(error) = sent {
                 tracing::debug!(peer = %node, %error, "signal not sent: the node is unreachable");
                 inner.handle.node_down(node);
             }
         });
-    }
-
-    /// Applies a signal frame from `peer` to local processes.
-    pub(super) fn apply_signal(&self, peer: NodeId, frame: Wire) {
-        let handle = &self.handle;
-        let from_peer = |pid: Pid| pid.node() == peer;
-        match frame {
-            Wire::Exit {
-                to,
-                from,
-                reason,
-                link,
-            } if from_peer(from) => handle.remote_exit(to, from, reason, link),
-            Wire::Link { to, from } if from_peer(from) => handle.remote_link(to, from),
-            Wire::Unlink { to, from } if from_peer(from) => handle.remote_unlink(to, from),
-            Wire::Monitor {
-                target,
-                watcher,
-                monitor,
-            } if from_peer(watcher) => {
-                handle.remote_monitor(target, watcher, MonitorRef::from_raw(monitor))
-            }
-            Wire::Demonitor { target, monitor } => {
-                handle.remote_demonitor(target, MonitorRef::from_raw(monitor))
-            }
-            Wire::Down {
-                monitor,
-                target,
-                reason,
-            } if from_peer(target) => {
-                handle.remote_down(MonitorRef::from_raw(monitor), target, reason)
-            }
-            other => {
-                // A node may only speak for its own processes.
-                tracing::warn!(%peer, frame = ?other, "signal about another node's process; ignored");
-                self.counters
-                    .bad_messages
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
     }
 }
 
@@ -370,14 +308,8 @@ impl ReplyCodec for MeshCodec {
             complete(Err(CallError::NoConnection));
             return (NodeId(0), 0);
         };
-        let id = inner
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inner
-            .state
-            .lock()
-            .pending
-            .insert(id, (peer, Pending::Export(complete)));
+        let id = inner.next_id();
+        inner.replies.insert(id, peer, Pending::Export(complete));
         (inner.node, id)
     }
 
@@ -391,7 +323,7 @@ impl ReplyCodec for MeshCodec {
 
     fn forget(&self, id: u64) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.state.lock().pending.remove(&id);
+            inner.replies.forget(id);
         }
     }
 }
@@ -421,15 +353,5 @@ impl RemotePort for MeshPort {
 
     fn dropped(self: Box<Self>) {
         self.reply(Err(RemoteFailure::Dropped));
-    }
-}
-
-/// Maps a callee node's failure onto the caller's [`CallError`].
-pub(super) fn call_error(failure: RemoteFailure) -> CallError {
-    match failure {
-        RemoteFailure::NoProc => CallError::NoProc,
-        RemoteFailure::WrongType => CallError::WrongType,
-        RemoteFailure::Dropped => CallError::NoReply,
-        other => CallError::BadReply(other.to_string()),
     }
 }

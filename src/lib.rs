@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_net::mesh::Seed;
-use cairn_net::{ClusterCa, Mesh, MeshCallError, MeshConfig, NodeCert, RemoteReply, TlsConfig};
-use cairn_scheduler::{Ctx, Message, NodeId, SpawnOptions};
+use cairn_net::{ClusterCa, Mesh, MeshConfig, NodeCert, TlsConfig};
+use cairn_scheduler::{CallError, Ctx, Message, NodeId, Reply, SpawnOptions};
 use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -449,7 +449,7 @@ pub struct NodeStatus {
 
 /// A request to [`STATUS_PROCESS`].
 #[derive(Serialize, Deserialize)]
-struct StatusRequest(RemoteReply<NodeStatus>);
+struct StatusRequest(Reply<NodeStatus>);
 
 fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInfo) -> NodeStatus {
     let mesh = Mesh::from_handle(handle);
@@ -495,14 +495,14 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
                 let Message::User(StatusRequest(reply)) = msg else {
                     continue;
                 };
-                let (Some(objects), Some(mesh)) =
-                    (objects.upgrade(), Mesh::from_handle(ctx.handle()))
-                else {
+                let Some(objects) = objects.upgrade() else {
                     return;
                 };
-                let status = status_of(ctx.handle(), &objects, &info);
-                if let Err(error) = reply.send(&mesh, status).await {
-                    tracing::debug!(%error, "could not answer a status request");
+                if reply
+                    .send(status_of(ctx.handle(), &objects, &info))
+                    .is_err()
+                {
+                    tracing::debug!("could not answer a status request (the caller is gone)");
                 }
             }
         },
@@ -582,14 +582,18 @@ impl Node {
     }
 
     /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
-    /// mesh this fails with [`MeshCallError::Closed`].
+    /// mesh this fails with [`CallError::NoConnection`].
     pub async fn node_status(
         &self,
         node: NodeId,
         timeout: Duration,
-    ) -> Result<NodeStatus, MeshCallError> {
-        let mesh = self.mesh.as_ref().ok_or(MeshCallError::Closed)?;
-        mesh.call_named(node, STATUS_PROCESS, StatusRequest, timeout)
+    ) -> Result<NodeStatus, CallError> {
+        if self.mesh.is_none() {
+            return Err(CallError::NoConnection);
+        }
+        self.runtime
+            .named_ref::<StatusRequest>(STATUS_PROCESS, node)
+            .call(StatusRequest, timeout)
             .await
     }
 

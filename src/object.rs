@@ -277,14 +277,13 @@ where
     O: Object,
     O::Msg: Serialize + DeserializeOwned,
 {
-    use cairn_net::MeshSendError as E;
-    mesh.try_send_named(node, router_name(O::CLASS), env)
-        .map_err(|e| match e {
-            E::Full(env) => SendError::Full(env.msg),
-            E::Unregistered(env) | E::Encode(env, _) => SendError::Unregistered(env.msg),
-            E::Unreachable(env, ..) => SendError::NoConnection(env.msg),
-            other => SendError::NoProc(other.into_inner().msg),
-        })
+    let router = mesh.handle().named_ref(router_name(O::CLASS), node);
+    router.try_send_ungated(env).map_err(|e| match e {
+        SendError::Full(env) => SendError::Full(env.msg),
+        SendError::Unregistered(env) => SendError::Unregistered(env.msg),
+        SendError::NoConnection(env) => SendError::NoConnection(env.msg),
+        other => SendError::NoProc(other.into_inner().msg),
+    })
 }
 
 fn send_envelope<O>(
@@ -297,7 +296,9 @@ where
     O::Msg: Serialize + DeserializeOwned,
 {
     Box::pin(async move {
-        mesh.send_named(node, router_name(O::CLASS), env)
+        let router = mesh.handle().named_ref(router_name(O::CLASS), node);
+        router
+            .send_ungated(env)
             .await
             .map_err(|e| ObjectError::Unreachable {
                 node,

@@ -49,6 +49,7 @@ pub mod driver;
 mod executor;
 mod exit;
 pub mod gate;
+mod named;
 mod pid;
 mod process;
 pub mod remote;
@@ -67,6 +68,7 @@ pub use budget::MESSAGE_BUDGET;
 pub use context::{Ctx, Message, Recv};
 pub use executor::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK};
 pub use exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
+pub use named::NamedRef;
 pub use pid::{NodeId, Pid};
 pub use reply::{CallError, Reply, ReplyReceiver};
 pub use runtime::{

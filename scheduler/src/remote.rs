@@ -68,7 +68,8 @@ pub type RemoteSendResult = Result<(), (RemoteSendFailure, AnyMessage)>;
 
 /// The network side of the scheduler, installed by the mesh.
 ///
-/// Every method is called with a pid on *another* node (`to`, `target`, `watcher`).
+/// Every method is called with a pid (or a node) that is not this one (`to`, `target`,
+/// `watcher`, `node`).
 /// Methods that carry signals (`exit`, `link`, `monitor`, `down`) are fire-and-forget:
 /// when the node cannot be reached the router answers locally with `NoConnection` (by
 /// calling back into the scheduler), so nothing waits forever.
@@ -77,6 +78,11 @@ pub trait RemoteRouter: Send + Sync + 'static {
     fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult;
     /// Sends, waiting for room on the connection (and for it to open).
     fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult>;
+    /// [`RemoteRouter::try_send`] to the process registered as `name` on `node`, the name
+    /// resolved there ([`crate::NamedRef`]).
+    fn try_send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> RemoteSendResult;
+    /// [`RemoteRouter::send`] to the process registered as `name` on `node`.
+    fn send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> BoxFuture<RemoteSendResult>;
     /// An exit signal from local `from` to remote `to` (`via_link`: a linked process died).
     fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool);
     /// Local `from` linked itself to remote `to`: `to`'s node adds the other half.

@@ -8,8 +8,8 @@
 //! [`MeshStats::protocol_errors`](super::MeshStats::protocol_errors)); an unknown tag or a
 //! payload that does not decode as its registered type is logged and counted
 //! (`bad_messages`) and the connection carries on. A message for a dead pid or an unknown
-//! name is a dead letter (logged, `dead_letters`); if it was a call, its caller is told at
-//! once. A node may only speak for its own processes: a signal about another node's
+//! name is a dead letter (logged, `dead_letters`); if it carried a reply (a call), the
+//! caller is told why at once (the frame's `call`, see `router`). A node may only speak for its own processes: a signal about another node's
 //! process is ignored and counted. Nothing on this path panics.
 //!
 //! # Ordering
@@ -25,6 +25,7 @@ use cairn_scheduler::{MonitorRef, NodeId, Pid};
 
 use super::conns::{Conn, Peer};
 use super::registry::Delivery;
+use super::router::{with_codec, Reported};
 use super::stats::Count;
 use super::wire::{Bytes, RemoteFailure, Target, Wire};
 use super::Inner;
@@ -59,7 +60,11 @@ impl Inner {
                 call,
                 payload,
             } => {
-                let result = self.deliver(conn.node(), &to, &tag, &payload.0).await;
+                let report = Reported {
+                    peer: conn.node(),
+                    call,
+                };
+                let result = self.deliver(report, &to, &tag, &payload.0).await;
                 match &result {
                     Ok(()) => {
                         self.counters.bump(Count::Delivered);
@@ -113,7 +118,7 @@ impl Inner {
 
     async fn deliver(
         &self,
-        peer: NodeId,
+        report: Reported,
         to: &Target,
         tag: &str,
         payload: &[u8],
@@ -126,8 +131,11 @@ impl Inner {
             Target::Pid(_) => return Err(RemoteFailure::NoProc),
             Target::Name(name) => self.handle.whereis(name).ok_or(RemoteFailure::NoProc)?,
         };
-        let delivery =
-            super::router::with_codec(self, peer, || deliverer.deliver(&self.handle, pid, payload));
+        let delivery = report.run(|| {
+            with_codec(self, report.peer, || {
+                deliverer.deliver(&self.handle, pid, payload, report)
+            })
+        });
         match delivery {
             Delivery::Done => Ok(()),
             Delivery::Failed(f) => Err(f),

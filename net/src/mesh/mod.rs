@@ -25,7 +25,7 @@
 //! - `replies`: the calls this node waits for; `events`: [`NodeEvent`] subscribers.
 //! - `membership` / `swim` / `controls`: SWIM (foca) over QUIC datagrams.
 //! - `names`: the replicated cluster-wide name table.
-//! - `wire`: the frames; `registry`: tags ⇄ types; `api`: the mesh's own send/call API.
+//! - `wire`: the frames; `registry`: tags ⇄ types.
 //!
 //! # Invariants
 //!
@@ -48,7 +48,6 @@
 //!   changed only through its methods; locks are taken in the order `swim`, `members`,
 //!   `conns`, `controls`, `replies`, `names`, `events` (never the other way).
 
-mod api;
 mod config;
 mod conns;
 mod controls;
@@ -77,10 +76,9 @@ use serde::Serialize;
 
 use crate::endpoint::{Endpoint, EndpointOptions};
 
-pub use api::RemoteReply;
 pub use config::{MeshConfig, Seed, DEFAULT_FAILURE_TIMEOUT};
 pub use conns::ConnectionInfo;
-pub use error::{DialError, MeshCallError, MeshError, MeshSendError, ReplyError};
+pub use error::{DialError, MeshError};
 pub use events::{NodeEvent, NodeEvents};
 pub use membership::Member;
 pub use names::{NameError, MAX_NAME_LEN};

@@ -12,6 +12,7 @@ use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::router::Reported;
 use super::wire::{decode_payload, encode_payload, RemoteFailure};
 
 /// Serializes a type-erased message of one registered type (for remote pids reached
@@ -36,19 +37,17 @@ pub(crate) enum Delivery {
     Failed(RemoteFailure),
 }
 
-/// Decodes one registered type and delivers it.
+/// Decodes one registered type and delivers it. The target is looked up first, so a
+/// message for a dead pid is never decoded (its replies are reported by the caller of
+/// `deliver`, see `router::Reported`).
 pub(crate) trait Deliver: Send + Sync {
-    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8]) -> Delivery;
+    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8], report: Reported) -> Delivery;
 }
 
 struct Typed<M>(PhantomData<fn() -> M>);
 
 impl<M: DeserializeOwned + Send + 'static> Deliver for Typed<M> {
-    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8]) -> Delivery {
-        let msg: M = match decode_payload(payload) {
-            Ok(msg) => msg,
-            Err(reason) => return Delivery::Failed(RemoteFailure::Malformed(reason)),
-        };
+    fn deliver(&self, handle: &Handle, to: Pid, payload: &[u8], report: Reported) -> Delivery {
         let Some(actor) = handle.actor_ref::<M>(to) else {
             return Delivery::Failed(if handle.is_alive(to) {
                 RemoteFailure::WrongType
@@ -56,16 +55,24 @@ impl<M: DeserializeOwned + Send + 'static> Deliver for Typed<M> {
                 RemoteFailure::NoProc
             });
         };
+        let msg: M = match decode_payload(payload) {
+            Ok(msg) => msg,
+            Err(reason) => return Delivery::Failed(RemoteFailure::Malformed(reason)),
+        };
+        let failure = |e: &SendError<M>| match e {
+            SendError::WrongType(_) => RemoteFailure::WrongType,
+            _ => RemoteFailure::NoProc,
+        };
         match actor.try_send(msg) {
             Ok(()) => Delivery::Done,
             Err(SendError::Full(msg)) => Delivery::Wait(Box::pin(async move {
-                actor.send(msg).await.map_err(|e| match e {
-                    SendError::WrongType(_) => RemoteFailure::WrongType,
-                    _ => RemoteFailure::NoProc,
+                actor.send(msg).await.map_err(|e| {
+                    let why = failure(&e);
+                    report.drop_message(e);
+                    why
                 })
             })),
-            Err(SendError::WrongType(_)) => Delivery::Failed(RemoteFailure::WrongType),
-            Err(_) => Delivery::Failed(RemoteFailure::NoProc),
+            Err(e) => Delivery::Failed(failure(&e)),
         }
     }
 }
@@ -113,14 +120,6 @@ impl Registry {
         Ok(())
     }
 
-    pub(crate) fn tag_of<M: 'static>(&self) -> Option<&'static str> {
-        self.inner
-            .read()
-            .by_type
-            .get(&TypeId::of::<M>())
-            .map(|&(tag, _)| tag)
-    }
-
     /// The tag and serializer of the type with id `ty`.
     pub(crate) fn encoder(&self, ty: TypeId) -> Option<(&'static str, Encode)> {
         self.inner.read().by_type.get(&ty).copied()
@@ -148,8 +147,9 @@ mod tests {
             registry.register::<u32>("other"),
             Err(RegisterTypeError::TypeTaken("u32"))
         );
-        assert_eq!(registry.tag_of::<u32>(), Some("u32"));
-        assert!(registry.tag_of::<u64>().is_none());
+        let tag_of = |ty| registry.encoder(ty).map(|(tag, _)| tag);
+        assert_eq!(tag_of(TypeId::of::<u32>()), Some("u32"));
+        assert!(tag_of(TypeId::of::<u64>()).is_none());
         assert!(registry.deliverer("u32").is_some());
         assert!(registry.deliverer("nope").is_none());
     }

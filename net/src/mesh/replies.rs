@@ -1,51 +1,22 @@
 //! Replies this node waits for from other nodes: the pending-call table.
 //!
 //! An entry is made when a scheduler `Reply` leaves this node inside a message (the reply
-//! is *exported* under a fresh id, see `router`), or when a [`Mesh::call`](super::Mesh::call)
-//! waits for its [`RemoteReply`](super::RemoteReply). Each entry remembers the node that
-//! must answer it.
+//! is *exported* under a fresh id, see `router`). Each entry remembers the node that must
+//! answer it.
 //!
 //! Invariants: an entry is completed at most once — by its answer ([`Replies::complete`]),
 //! by the loss of its node ([`Replies::fail_node`], `NoConnection`), by the mesh closing
-//! ([`Replies::close`]), or it is forgotten when its caller stops waiting
+//! ([`Replies::close`], also `NoConnection`), or it is forgotten when its caller stops waiting
 //! ([`Replies::forget`]). Completions run after the table's lock is released (they wake
-//! callers). After `close` nothing is added: a late entry is completed with the failure
-//! at once.
+//! callers). After `close` nothing is added: a late entry fails at once.
 
 use std::collections::HashMap;
 
 use cairn_scheduler::remote::ReplyCompletion;
-use cairn_scheduler::{CallError, NodeId, Reply};
+use cairn_scheduler::{CallError, NodeId};
 use parking_lot::Mutex;
 
-use super::error::MeshCallError;
 use super::wire::{Bytes, RemoteFailure};
-
-/// Something waiting for a reply frame.
-pub(super) enum Pending {
-    /// A [`Mesh::call`](super::Mesh::call) (its [`RemoteReply`](super::RemoteReply)).
-    Call(Reply<Result<Bytes, MeshCallError>>),
-    /// A scheduler `Reply` that left this node inside a message.
-    Export(ReplyCompletion),
-}
-
-impl Pending {
-    fn finish(self, result: Result<Bytes, MeshCallError>) {
-        match self {
-            Pending::Call(reply) => {
-                let _ = reply.send(result);
-            }
-            Pending::Export(complete) => complete(match result {
-                Ok(bytes) => Ok(bytes.0),
-                Err(MeshCallError::Remote(failure)) => Err(call_error(failure)),
-                Err(MeshCallError::NoConnection(_) | MeshCallError::Closed) => {
-                    Err(CallError::NoConnection)
-                }
-                Err(other) => Err(CallError::BadReply(other.to_string())),
-            }),
-        }
-    }
-}
 
 /// Maps a callee node's failure onto the caller's [`CallError`].
 fn call_error(failure: RemoteFailure) -> CallError {
@@ -66,21 +37,21 @@ pub(super) struct Replies {
 #[derive(Default)]
 struct Table {
     /// Reply id -> (the node that must answer, who waits).
-    pending: HashMap<u64, (NodeId, Pending)>,
+    pending: HashMap<u64, (NodeId, ReplyCompletion)>,
     closed: bool,
 }
 
 impl Replies {
     /// Waits for reply `id` from `node`; false if the mesh is closed (the entry has then
-    /// failed at once with `Closed`).
-    pub(super) fn insert(&self, id: u64, node: NodeId, pending: Pending) -> bool {
+    /// failed at once with `NoConnection`).
+    pub(super) fn insert(&self, id: u64, node: NodeId, complete: ReplyCompletion) -> bool {
         let mut table = self.table.lock();
         if table.closed {
             drop(table);
-            pending.finish(Err(MeshCallError::Closed));
+            complete(Err(CallError::NoConnection));
             return false;
         }
-        table.pending.insert(id, (node, pending));
+        table.pending.insert(id, (node, complete));
         true
     }
 
@@ -94,8 +65,8 @@ impl Replies {
     pub(super) fn complete(&self, id: u64, result: Result<Bytes, RemoteFailure>) -> bool {
         let entry = self.table.lock().pending.remove(&id);
         match entry {
-            Some((_, pending)) => {
-                pending.finish(result.map_err(MeshCallError::Remote));
+            Some((_, complete)) => {
+                complete(result.map(|bytes| bytes.0).map_err(call_error));
                 true
             }
             None => false,
@@ -104,7 +75,7 @@ impl Replies {
 
     /// `node` was lost: everything waiting for it fails with `NoConnection`.
     pub(super) fn fail_node(&self, node: NodeId) {
-        let lost: Vec<Pending> = {
+        let lost: Vec<ReplyCompletion> = {
             let mut table = self.table.lock();
             let ids: Vec<u64> = table
                 .pending
@@ -114,23 +85,24 @@ impl Replies {
                 .collect();
             ids.iter()
                 .filter_map(|id| table.pending.remove(id))
-                .map(|(_, pending)| pending)
+                .map(|(_, complete)| complete)
                 .collect()
         };
-        for pending in lost {
-            pending.finish(Err(MeshCallError::NoConnection(node)));
+        for complete in lost {
+            complete(Err(CallError::NoConnection));
         }
     }
 
-    /// The mesh closed: everything waiting fails with `Closed`, and nothing is added later.
+    /// The mesh closed: everything waiting fails with `NoConnection`, and nothing is added
+    /// later.
     pub(super) fn close(&self) {
         let all = {
             let mut table = self.table.lock();
             table.closed = true;
             std::mem::take(&mut table.pending)
         };
-        for (_, (_, pending)) in all {
-            pending.finish(Err(MeshCallError::Closed));
+        for (_, (_, complete)) in all {
+            complete(Err(CallError::NoConnection));
         }
     }
 }
@@ -144,9 +116,9 @@ mod tests {
     type Seen = Arc<Mutex<Vec<Result<Vec<u8>, CallError>>>>;
 
     /// An exported reply whose completion is recorded.
-    fn export(seen: &Seen) -> Pending {
+    fn export(seen: &Seen) -> ReplyCompletion {
         let seen = Arc::clone(seen);
-        Pending::Export(Box::new(move |r| seen.lock().push(r)))
+        Box::new(move |r| seen.lock().push(r))
     }
 
     #[test]

@@ -14,7 +14,11 @@
 //!   monitors towards it fire `NoConnection` instead of waiting forever.
 //! - **Replies**: a `Reply` inside an outgoing message is exported into the mesh's pending
 //!   table under an id, tagged with the node the message goes to; a lost node fails it
-//!   with `NoConnection`. An imported `Reply` answers with a reply frame.
+//!   with `NoConnection`. An imported `Reply` answers with a reply frame. The first reply
+//!   a message exports is also its frame's `call`: if the receiving node cannot deliver
+//!   the message (dead pid, unknown name, unknown tag, malformed payload), it answers that
+//!   reply with the failure at once (so a call to a dead remote pid fails with `NoProc`
+//!   rather than `NoReply` or a timeout), and the dropped port stays silent.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -28,7 +32,6 @@ use cairn_scheduler::remote::{
 use cairn_scheduler::{CallError, Ctx, ExitReason, MonitorRef, NodeId, Pid};
 
 use super::conns::Queue;
-use super::replies::Pending;
 use super::wire::{Bytes, RemoteFailure, Target, Wire};
 use super::Inner;
 
@@ -36,6 +39,12 @@ thread_local! {
     /// The node the message being encoded on this thread goes to (exported replies fail
     /// with `NoConnection` if it is lost).
     static ENCODING_FOR: Cell<NodeId> = const { Cell::new(NodeId(0)) };
+    /// The first reply exported while encoding the message on this thread: the frame's
+    /// `call`, which the receiving node answers with a failure if it cannot deliver.
+    static FIRST_EXPORT: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The reply (caller's node, id) that the receiving node is reporting itself, while
+    /// an undeliverable message is dropped on this thread: its port stays silent.
+    static REPORTED: Cell<Option<(NodeId, u64)>> = const { Cell::new(None) };
 }
 
 /// Encodes or decodes one message with this mesh handling its replies, `peer` being the
@@ -45,6 +54,37 @@ pub(super) fn with_codec<R>(inner: &Inner, peer: NodeId, f: impl FnOnce() -> R) 
     let result = with_reply_codec(&inner.codec, f);
     ENCODING_FOR.with(|c| c.set(previous));
     result
+}
+
+/// Encodes a message for `peer`; also returns the first reply it exported.
+fn encode_for<R>(inner: &Inner, peer: NodeId, encode: impl FnOnce() -> R) -> (R, Option<u64>) {
+    let previous = FIRST_EXPORT.with(|c| c.replace(None));
+    let result = with_codec(inner, peer, encode);
+    (result, FIRST_EXPORT.with(|c| c.replace(previous)))
+}
+
+/// A message being delivered from `peer` whose frame names reply `call`: if it cannot be
+/// delivered, the receiving node answers `call` with the failure itself, so the port of
+/// that reply stays silent while the message is dropped here (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reported {
+    pub(super) peer: NodeId,
+    pub(super) call: Option<u64>,
+}
+
+impl Reported {
+    /// Runs `f` (a delivery that may drop its message) with the reply's port silent.
+    pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let previous = REPORTED.with(|c| c.replace(self.call.map(|id| (self.peer, id))));
+        let result = f();
+        REPORTED.with(|c| c.set(previous));
+        result
+    }
+
+    /// Drops an undelivered message with the reply's port silent.
+    pub(super) fn drop_message<M>(self, msg: M) {
+        self.run(|| drop(msg));
+    }
 }
 
 /// The scheduler's handle on the mesh (weak: the mesh may close before the runtime).
@@ -65,7 +105,7 @@ struct MeshPort {
 }
 
 /// What [`Inner::try_queue_message`] did with a user message.
-pub(super) enum UserQueue {
+enum UserQueue {
     Queued,
     /// No room on the lane now, or its connection is still being opened (now started).
     Full,
@@ -78,69 +118,83 @@ pub(super) enum UserQueue {
 }
 
 impl MeshRouter {
-    /// The registered tag and serializer of a type-erased message.
-    fn encoder(
-        inner: &Inner,
-        msg: &dyn Any,
-    ) -> Result<(&'static str, super::registry::Encode), RemoteSendFailure> {
-        inner
-            .registry
-            .encoder(msg.type_id())
-            .ok_or(RemoteSendFailure::Unregistered)
-    }
-
-    fn encode_failed(to: Pid, tag: &str, error: &str) -> RemoteSendFailure {
-        tracing::error!(%to, tag, %error, "message could not be serialized");
-        RemoteSendFailure::Unregistered
-    }
-}
-
-impl RemoteRouter for MeshRouter {
-    fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult {
+    /// Queues a user message for `to` on `node` without waiting (remote `try_send`).
+    fn try_send_to(&self, node: NodeId, to: Target, msg: AnyMessage) -> RemoteSendResult {
         let Some(inner) = self.inner.upgrade() else {
             return Err((RemoteSendFailure::NoConnection, msg));
         };
-        let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+        let (tag, encode) = match encoder(&inner, msg.as_ref()) {
             Ok(found) => found,
             Err(failure) => return Err((failure, msg)),
         };
-        let queued =
-            inner.try_queue_message(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()));
-        match queued {
+        match inner.try_queue_message(node, &to, tag, || encode(msg.as_ref())) {
             UserQueue::Queued => Ok(()),
             UserQueue::Full => Err((RemoteSendFailure::Full, msg)),
-            UserQueue::Encode(e) => Err((Self::encode_failed(to, tag, &e), msg)),
+            UserQueue::Encode(e) => Err((encode_failed(&to, tag, &e), msg)),
             UserQueue::NotMember | UserQueue::Closed => Err((RemoteSendFailure::NoConnection, msg)),
         }
     }
 
-    fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+    /// Queues a user message for `to` on `node`, waiting for the connection and for room.
+    fn send_to(&self, node: NodeId, to: Target, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let Some(inner) = inner.upgrade() else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
-            let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+            let (tag, encode) = match encoder(&inner, msg.as_ref()) {
                 Ok(found) => found,
                 Err(failure) => return Err((failure, msg)),
             };
-            let Ok(conn) = inner.conn(to.node()).await else {
+            let Ok(conn) = inner.conn(node).await else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
             loop {
                 poll_fn(|cx| conn.poll_room(cx)).await;
-                let make = || {
-                    inner.message_frame(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()))
-                };
+                let make = || inner.message_frame(node, &to, tag, || encode(msg.as_ref()));
                 match conn.try_queue(make) {
                     Queue::Queued => return Ok(()),
                     // Another sender took the room first.
                     Queue::NoRoom => continue,
-                    Queue::Failed(e) => return Err((Self::encode_failed(to, tag, &e), msg)),
+                    Queue::Failed(e) => return Err((encode_failed(&to, tag, &e), msg)),
                     Queue::Closed => return Err((RemoteSendFailure::NoConnection, msg)),
                 }
             }
         })
+    }
+}
+
+/// The registered tag and serializer of a type-erased message.
+fn encoder(
+    inner: &Inner,
+    msg: &dyn Any,
+) -> Result<(&'static str, super::registry::Encode), RemoteSendFailure> {
+    inner
+        .registry
+        .encoder(msg.type_id())
+        .ok_or(RemoteSendFailure::Unregistered)
+}
+
+fn encode_failed(to: &Target, tag: &str, error: &str) -> RemoteSendFailure {
+    tracing::error!(?to, tag, %error, "message could not be serialized");
+    RemoteSendFailure::Unregistered
+}
+
+impl RemoteRouter for MeshRouter {
+    fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult {
+        self.try_send_to(to.node(), Target::Pid(to), msg)
+    }
+
+    fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+        self.send_to(to.node(), Target::Pid(to), msg)
+    }
+
+    fn try_send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> RemoteSendResult {
+        self.try_send_to(node, Target::Name(name.to_owned()), msg)
+    }
+
+    fn send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+        self.send_to(node, Target::Name(name.to_owned()), msg)
     }
 
     fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool) {
@@ -230,29 +284,29 @@ impl Inner {
     fn message_frame(
         &self,
         node: NodeId,
-        to: Target,
+        to: &Target,
         tag: &'static str,
         encode: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Wire, String> {
-        let payload = with_codec(self, node, encode)?;
+        let (payload, call) = encode_for(self, node, encode);
         Ok(Wire::Send {
             from: None,
-            to,
+            to: to.clone(),
             tag: tag.to_owned(),
-            call: None,
-            payload: Bytes(payload),
+            call,
+            payload: Bytes(payload?),
         })
     }
 
     /// Queues a user message for `to` on `node` without waiting: the one path of remote
-    /// `try_send` by pid and [`super::Mesh::try_send_named`]. Room is checked before
+    /// `try_send`, by pid or by name. Room is checked before
     /// encoding, so a refused message has exported no `Reply`; while the connection is
     /// still opening the answer is `Full` (and the dial is started), since queuing behind
     /// a pending dial could reorder one sender's messages.
-    pub(super) fn try_queue_message(
+    fn try_queue_message(
         self: &Arc<Self>,
         node: NodeId,
-        to: Target,
+        to: &Target,
         tag: &'static str,
         encode: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> UserQueue {
@@ -309,7 +363,12 @@ impl ReplyCodec for MeshCodec {
             return (NodeId(0), 0);
         };
         let id = inner.next_id();
-        inner.replies.insert(id, peer, Pending::Export(complete));
+        inner.replies.insert(id, peer, complete);
+        FIRST_EXPORT.with(|c| {
+            if c.get().is_none() {
+                c.set(Some(id));
+            }
+        });
         (inner.node, id)
     }
 
@@ -352,6 +411,10 @@ impl RemotePort for MeshPort {
     }
 
     fn dropped(self: Box<Self>) {
+        if REPORTED.with(Cell::get) == Some((self.node, self.id)) {
+            // The message carrying it was not delivered; the receiving node reports why.
+            return;
+        }
         self.reply(Err(RemoteFailure::Dropped));
     }
 }

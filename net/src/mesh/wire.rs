@@ -104,15 +104,15 @@ pub enum Wire {
         to: Target,
         /// The registered tag of the message type.
         tag: String,
-        /// For calls: the reply id to answer with a failure if the message cannot be
-        /// delivered.
+        /// For requests: the id of the first reply exported in the payload, answered with
+        /// a failure if the message cannot be delivered.
         call: Option<u64>,
         /// The message, MessagePack.
         payload: Bytes,
     },
     /// The answer to a call.
     Reply {
-        /// The reply id from the caller's `RemoteReply`.
+        /// The reply id the caller's node exported the `Reply` under.
         id: u64,
         /// The value (MessagePack) or why there is none.
         result: Result<Bytes, RemoteFailure>,

@@ -740,3 +740,23 @@ fn remote_throughput_and_call_latency() {
     );
     shutdown(vec![a, b]);
 }
+
+/// A runtime has one mesh: the scheduler hands every remote pid to it, so a second one
+/// would never see its own traffic.
+#[test]
+fn a_second_mesh_on_one_runtime_is_refused() {
+    let ca = ClusterCa::generate().unwrap();
+    let a = start_node(&ca, 1, &[], Duration::from_secs(3));
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(1)).unwrap());
+    let second = Mesh::start(&a.rt.handle(), MeshConfig::new(localhost(), tls));
+    assert!(
+        matches!(second, Err(cairn_net::MeshError::AlreadyStarted)),
+        "{second:?}"
+    );
+    // The first one carries on.
+    assert_eq!(
+        cairn_net::Mesh::from_handle(&a.rt.handle()).unwrap().node(),
+        NodeId(1)
+    );
+    shutdown(vec![a]);
+}

@@ -8,7 +8,7 @@ use crate::pid::{NodeId, Pid};
 
 /// Why a process ended, or the reason carried by an exit signal.
 ///
-/// Erlang's rules apply to exit signals (see [`crate::Runtime::exit`]): `Normal` is ignored by a
+/// Erlang's rules apply to exit signals (see [`crate::Handle::exit`]): `Normal` is ignored by a
 /// process that does not trap exits, `Kill` cannot be trapped and ends the target with `Killed`,
 /// every other reason ends a non-trapping target with the same reason.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]

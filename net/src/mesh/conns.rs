@@ -659,13 +659,20 @@ mod tests {
             Open::Ready(Err(DialError::UnknownNode(NodeId(2))))
         ));
         table.learn(&hello(2, 1));
+        // Two senders, each with its own waker.
+        struct NoWake;
+        impl Wake for NoWake {
+            fn wake(self: Arc<Self>) {}
+        }
+        let (w1, w2) = (Waker::from(Arc::new(NoWake)), Waker::from(Arc::new(NoWake)));
+        let (cx1, cx2) = (Context::from_waker(&w1), Context::from_waker(&w2));
         let (mut first, mut second) = (None, None);
         assert!(matches!(
-            table.poll_open(NodeId(2), &mut first, &cx, || 7),
+            table.poll_open(NodeId(2), &mut first, &cx1, || 7),
             Open::Dial(_, 7)
         ));
         assert!(matches!(
-            table.poll_open(NodeId(2), &mut second, &cx, || 8),
+            table.poll_open(NodeId(2), &mut second, &cx2, || 8),
             Open::Wait
         ));
         assert_eq!(second, Some(7));

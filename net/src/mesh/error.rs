@@ -20,6 +20,10 @@ pub enum MeshError {
     /// A configuration value is out of range.
     #[error("bad mesh configuration: {0}")]
     Config(String),
+    /// A mesh was already started on this runtime (a node has one mesh: the scheduler
+    /// hands every remote pid to it).
+    #[error("a mesh is already started on this runtime")]
+    AlreadyStarted,
 }
 
 /// Why a connection to a node could not be opened (dialing, the hello exchange, or waiting

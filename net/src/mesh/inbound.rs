@@ -153,7 +153,9 @@ impl Inner {
 
     /// Applies a signal frame from `peer` to local processes.
     fn apply_signal(&self, peer: NodeId, frame: Wire) {
-        let handle = &self.handle;
+        let Some(inbound) = self.inbound() else {
+            return;
+        };
         let from_peer = |pid: Pid| pid.node() == peer;
         match frame {
             Wire::Exit {
@@ -161,26 +163,24 @@ impl Inner {
                 from,
                 reason,
                 link,
-            } if from_peer(from) => handle.remote_exit(to, from, reason, link),
-            Wire::Link { to, from } if from_peer(from) => handle.remote_link(to, from),
-            Wire::Unlink { to, from } if from_peer(from) => handle.remote_unlink(to, from),
+            } if from_peer(from) => inbound.exit(to, from, reason, link),
+            Wire::Link { to, from } if from_peer(from) => inbound.link(to, from),
+            Wire::Unlink { to, from } if from_peer(from) => inbound.unlink(to, from),
             Wire::Monitor {
                 target,
                 watcher,
                 monitor,
             } if from_peer(watcher) => {
-                handle.remote_monitor(target, watcher, MonitorRef::from_raw(monitor))
+                inbound.monitor(target, watcher, MonitorRef::from_raw(monitor))
             }
             Wire::Demonitor { target, monitor } => {
-                handle.remote_demonitor(target, MonitorRef::from_raw(monitor))
+                inbound.demonitor(target, MonitorRef::from_raw(monitor))
             }
             Wire::Down {
                 monitor,
                 target,
                 reason,
-            } if from_peer(target) => {
-                handle.remote_down(MonitorRef::from_raw(monitor), target, reason)
-            }
+            } if from_peer(target) => inbound.down(MonitorRef::from_raw(monitor), target, reason),
             other => {
                 // A node may only speak for its own processes.
                 tracing::warn!(%peer, frame = ?other, "signal about another node's process; ignored");

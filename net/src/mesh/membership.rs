@@ -319,10 +319,11 @@ impl Inner {
         self.connection_lost(id.node, reason);
         // Links and monitors towards the node fire `NoConnection` (not under our lock:
         // their signals may come back into the mesh).
-        let handle = self.handle.clone();
-        let node = id.node;
-        self.handle
-            .spawn(move |_ctx: Ctx<()>| async move { handle.node_down(node) });
+        if let Some(inbound) = self.inbound().cloned() {
+            let node = id.node;
+            self.handle
+                .spawn(move |_ctx: Ctx<()>| async move { inbound.node_down(node) });
+        }
         let dropped_names = self.names_node_down(id.node);
         tracing::warn!(local = %self.node, peer = %id.node, incarnation = id.incarnation, %reason, dropped_names, "member down");
         self.events.emit(NodeEvent::Down {
@@ -448,7 +449,8 @@ impl Inner {
         });
     }
 
-    /// Test hook behind [`super::Mesh::set_membership_frozen`].
+    /// Test hook behind `Mesh::set_membership_frozen`.
+    #[cfg(feature = "testing")]
     pub(super) fn set_frozen(self: &Arc<Self>, frozen: bool) {
         self.with_swim(|swim, fx| {
             if frozen {

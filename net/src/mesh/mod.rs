@@ -62,7 +62,10 @@ mod replies;
 mod router;
 mod stats;
 mod swim;
+#[cfg(feature = "testing")]
 pub mod wire;
+#[cfg(not(feature = "testing"))]
+mod wire;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -84,7 +87,7 @@ pub use membership::Member;
 pub use names::{NameError, MAX_NAME_LEN};
 pub use registry::RegisterTypeError;
 pub use stats::MeshStats;
-pub use wire::{Hello, PeerInfo, RemoteFailure, Target, Wire};
+pub use wire::PeerInfo;
 
 use conns::ConnTable;
 use controls::Controls;
@@ -146,6 +149,9 @@ struct Inner {
     next_id: AtomicU64,
     /// This mesh's reply table as the scheduler's codec (see `router`).
     codec: Arc<dyn cairn_scheduler::remote::ReplyCodec>,
+    /// What this mesh may do to local processes for other nodes (`None` only while
+    /// [`Mesh::start`] finds another mesh on the runtime, and then fails).
+    inbound: Option<cairn_scheduler::remote::Inbound>,
 }
 
 impl Inner {
@@ -156,6 +162,11 @@ impl Inner {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// What other nodes do to local processes goes through here.
+    fn inbound(&self) -> Option<&cairn_scheduler::remote::Inbound> {
+        self.inbound.as_ref()
     }
 }
 
@@ -181,7 +192,8 @@ fn random_u64() -> u64 {
 
 impl Mesh {
     /// Starts a node on `handle`'s runtime: binds the endpoint, accepts connections and
-    /// dials the seeds in the background.
+    /// dials the seeds in the background. A runtime has one mesh: a second `start` on it
+    /// fails with [`MeshError::AlreadyStarted`].
     pub fn start(handle: &Handle, config: MeshConfig) -> Result<Mesh, MeshError> {
         if config.failure_timeout < swim::MIN_FAILURE_TIMEOUT {
             return Err(MeshError::Config(format!(
@@ -228,6 +240,13 @@ impl Mesh {
             codec: Arc::new(router::MeshCodec {
                 inner: weak.clone(),
             }),
+            // The scheduler hands remote pids to this mesh from now on.
+            inbound: cairn_scheduler::remote::install(
+                handle,
+                Arc::new(router::MeshRouter {
+                    inner: weak.clone(),
+                }),
+            ),
             node: handle.node(),
             incarnation,
             listen,
@@ -247,15 +266,11 @@ impl Mesh {
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
-        handle.set_extension(Arc::new(MeshSlot(Arc::downgrade(&inner))));
-        let router = router::MeshRouter {
-            inner: Arc::downgrade(&inner),
-        };
-        if !handle.set_remote_router(Arc::new(router)) {
-            tracing::warn!(
-                "a mesh was already started on this runtime; remote pids go to the first one"
-            );
+        if inner.inbound.is_none() {
+            inner.endpoint.close();
+            return Err(MeshError::AlreadyStarted);
         }
+        handle.set_extension(Arc::new(MeshSlot(Arc::downgrade(&inner))));
         let acceptor = Arc::clone(&inner);
         handle.spawn(move |_ctx: Ctx<()>| async move {
             while let Some(conn) = endpoint.accept().await {
@@ -280,8 +295,8 @@ impl Mesh {
         Ok(Mesh { inner })
     }
 
-    /// The mesh started on `handle`'s runtime, if it is still running (for callees that
-    /// answer a [`RemoteReply`]).
+    /// The mesh started on `handle`'s runtime, if it is still running (for code that has
+    /// a runtime handle and wants the mesh's members or counters).
     pub fn from_handle(handle: &Handle) -> Option<Mesh> {
         let slot = handle.extension::<MeshSlot>()?;
         slot.0.upgrade().map(|inner| Mesh { inner })
@@ -355,8 +370,8 @@ impl Mesh {
     /// answers nor sends SWIM packets and its SWIM timers are held (data connections
     /// and QUIC keep-alives carry on). Thawing hands the held timers to foca; the
     /// cluster has usually declared this node down by then, and it rejoins as a new
-    /// incarnation.
-    #[doc(hidden)]
+    /// incarnation. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn set_membership_frozen(&self, frozen: bool) {
         self.inner.set_frozen(frozen);
     }
@@ -398,9 +413,8 @@ impl Mesh {
     }
 
     /// Leaves the cluster and closes this node's connections and endpoint at once;
-    /// calls waiting for answers fail. Connected peers see the connection close with
-    /// [`wire::CLOSE_LEAVING`] and declare this node down at once; the others learn it by
-    /// gossip.
+    /// calls waiting for answers fail. Connected peers see the connection close as
+    /// "leaving" and declare this node down at once; the others learn it by gossip.
     pub fn close(&self) {
         let inner = &self.inner;
         inner.with_swim(|swim, fx| {

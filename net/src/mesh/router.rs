@@ -349,7 +349,9 @@ impl Inner {
             };
             if let Err(error) = sent {
                 tracing::debug!(peer = %node, %error, "signal not sent: the node is unreachable");
-                inner.handle.node_down(node);
+                if let Some(inbound) = inner.inbound() {
+                    inbound.node_down(node);
+                }
             }
         });
     }

@@ -477,8 +477,8 @@ fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInf
 /// Starts [`STATUS_PROCESS`], which answers [`StatusRequest`]s from any node.
 fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo>) {
     const TAG: &str = "cairn.StatusRequest";
-    if let Err(error) = mesh.register::<StatusRequest>(TAG) {
-        tracing::error!(%error, "cannot register the status request type");
+    if let Err(error) = mesh.declare::<StatusRequest>(TAG) {
+        tracing::error!(%error, "cannot declare the status request type");
         return;
     }
     let objects = Arc::downgrade(objects);

@@ -489,7 +489,7 @@ impl Objects {
             return;
         };
         let name = router_name(O::CLASS);
-        if let Err(error) = cluster.mesh.register::<Envelope<O>>(name) {
+        if let Err(error) = cluster.mesh.declare::<Envelope<O>>(name) {
             tracing::error!(class = O::CLASS, %error, "cannot register the object class with the mesh (two classes with one CLASS?)");
             return;
         }

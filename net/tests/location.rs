@@ -43,7 +43,7 @@ fn pair() -> Pair {
     let (n2, m2) = start_mesh(&ca, 2, &[], IDLE);
     let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
     for mesh in [&m1, &m2] {
-        mesh.register::<Echo>("test.Echo").unwrap();
+        mesh.declare::<Echo>("test.Echo").unwrap();
     }
     // n1 dials its seed n2 in the background.
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -362,7 +362,7 @@ fn four_senders_to_four_receivers_across_nodes_keep_pairwise_order() {
     let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
     let (n3, m3) = start_mesh(&ca, 3, &[&m2, &m1], IDLE);
     for mesh in [&m1, &m2, &m3] {
-        mesh.register::<Pairwise>("test.Pairwise").unwrap();
+        mesh.declare::<Pairwise>("test.Pairwise").unwrap();
     }
     // Seeds are dialed in the background: wait until the senders' nodes know n2.
     let deadline = std::time::Instant::now() + TIMEOUT;

@@ -61,7 +61,7 @@ fn start_with(
         config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
-    mesh.register::<Msg>("test.membership.Msg").unwrap();
+    mesh.declare::<Msg>("test.membership.Msg").unwrap();
     let events = mesh.node_events();
     Node { rt, mesh, events }
 }

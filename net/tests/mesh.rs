@@ -65,8 +65,8 @@ fn start_node(ca: &ClusterCa, n: u64, seeds: &[&Node], idle: Duration) -> Node {
         config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
-    mesh.register::<Msg>("test.Msg").unwrap();
-    mesh.register::<Other>("test.Other").unwrap();
+    mesh.declare::<Msg>("test.Msg").unwrap();
+    mesh.declare::<Other>("test.Other").unwrap();
     Node { rt, mesh }
 }
 

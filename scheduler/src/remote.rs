@@ -6,7 +6,7 @@
 //! from then on every pid whose node is not this one is handed to it: `try_send`, `send`
 //! and `call` on a [`crate::Handle`] or [`crate::ActorRef`], exit signals, links and
 //! monitors. Messages cross the boundary as [`AnyMessage`] (a boxed `Any`): the router
-//! finds the serializer by the message's type (the mesh registers types under tags), so
+//! finds the serializer by the message's type (the mesh declares types under tags), so
 //! the scheduler's API needs no `Serialize` bound and local sends never serialize.
 //!
 //! # What the scheduler keeps for remote peers
@@ -59,8 +59,9 @@ pub enum RemoteSendFailure {
     /// The node is not a live member, or the connection could not be opened.
     #[error("no connection to the remote node")]
     NoConnection,
-    /// The message type is not registered with the mesh, so it cannot be serialized.
-    #[error("the message type is not registered with the mesh")]
+    /// The message type is not declared to the mesh (`Mesh::declare`), so it cannot be
+    /// serialized.
+    #[error("the message type is not declared to the mesh")]
     Unregistered,
 }
 

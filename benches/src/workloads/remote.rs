@@ -94,8 +94,8 @@ fn start_node(cfg: &Config, node: NodeId, ca: &ClusterCa) -> Result<(Runtime, Me
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let mesh = Mesh::start(&rt.handle(), mesh_config(ca, &format!("node-{}", node.0))?)
         .map_err(|e| format!("cannot start the mesh: {e}"))?;
-    mesh.register::<Remote>(TAG)
-        .map_err(|e| format!("cannot register the message type: {e}"))?;
+    mesh.declare::<Remote>(TAG)
+        .map_err(|e| format!("cannot declare the message type: {e}"))?;
     Ok((rt, mesh))
 }
 

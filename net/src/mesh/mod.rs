@@ -11,9 +11,9 @@
 //! # Message types travel by tag
 //!
 //! The receiving node sees bytes only, so every message type that crosses nodes is
-//! registered under a tag on every node that sends or receives it:
-//! `mesh.register::<Msg>("app.Msg")`. A frame carries (to pid or name, tag, payload); the
-//! receiver decodes the payload as the type registered under the tag.
+//! declared under a tag on every node that sends or receives it:
+//! `mesh.declare::<Msg>("app.Msg")`. A frame carries (to pid or name, tag, payload); the
+//! receiver decodes the payload as the type declared under the tag.
 //!
 //! # Protocol, by module
 //!
@@ -85,7 +85,7 @@ pub use error::{DialError, MeshError};
 pub use events::{NodeEvent, NodeEvents};
 pub use membership::Member;
 pub use names::{NameError, MAX_NAME_LEN};
-pub use registry::RegisterTypeError;
+pub use registry::DeclareError;
 pub use stats::MeshStats;
 pub use wire::PeerInfo;
 
@@ -398,13 +398,13 @@ impl Mesh {
         self.inner.events.subscribe()
     }
 
-    /// Registers message type `M` under `tag` (do it on every node that sends or
-    /// receives `M`; one tag per type, one type per tag).
-    pub fn register<M>(&self, tag: &'static str) -> Result<(), RegisterTypeError>
+    /// Declares that message type `M` may cross nodes, under `tag` (do it on every node
+    /// that sends or receives `M`; one tag per type, one type per tag).
+    pub fn declare<M>(&self, tag: &'static str) -> Result<(), DeclareError>
     where
         M: Serialize + DeserializeOwned + Send + 'static,
     {
-        self.inner.registry.register::<M>(tag)
+        self.inner.registry.declare::<M>(tag)
     }
 
     /// Opens (or waits for) the connection to `node`.

@@ -1,4 +1,4 @@
-//! Message-type registry: tags on the wire ⇄ Rust types in mailboxes.
+//! Message-type registry: tags on the wire ⇄ Rust types in mailboxes (`Mesh::declare`).
 
 use std::any::TypeId;
 use std::collections::HashMap;
@@ -77,15 +77,15 @@ impl<M: DeserializeOwned + Send + 'static> Deliver for Typed<M> {
     }
 }
 
-/// Why [`Mesh::register`](super::Mesh::register) refused.
+/// Why [`Mesh::declare`](super::Mesh::declare) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RegisterTypeError {
-    /// Another type is registered under this tag.
-    #[error("tag {0:?} is already registered for another type")]
+pub enum DeclareError {
+    /// Another type is declared under this tag.
+    #[error("tag {0:?} is already declared for another type")]
     TagTaken(&'static str),
-    /// This type is registered under another tag.
-    #[error("the type is already registered under tag {0:?}")]
+    /// This type is declared under another tag.
+    #[error("the type is already declared under tag {0:?}")]
     TypeTaken(&'static str),
 }
 
@@ -101,16 +101,16 @@ struct RegistryInner {
 }
 
 impl Registry {
-    pub(crate) fn register<M: Serialize + DeserializeOwned + Send + 'static>(
+    pub(crate) fn declare<M: Serialize + DeserializeOwned + Send + 'static>(
         &self,
         tag: &'static str,
-    ) -> Result<(), RegisterTypeError> {
+    ) -> Result<(), DeclareError> {
         let ty = TypeId::of::<M>();
         let mut inner = self.inner.write();
         match (inner.by_type.get(&ty), inner.by_tag.get(tag)) {
             (Some(&(t, _)), _) if t == tag => return Ok(()),
-            (Some(&(t, _)), _) => return Err(RegisterTypeError::TypeTaken(t)),
-            (None, Some(_)) => return Err(RegisterTypeError::TagTaken(tag)),
+            (Some(&(t, _)), _) => return Err(DeclareError::TypeTaken(t)),
+            (None, Some(_)) => return Err(DeclareError::TagTaken(tag)),
             (None, None) => {}
         }
         inner.by_type.insert(ty, (tag, encode_as::<M>));
@@ -137,15 +137,15 @@ mod tests {
     #[test]
     fn one_tag_per_type_and_one_type_per_tag() {
         let registry = Registry::default();
-        registry.register::<u32>("u32").unwrap();
-        registry.register::<u32>("u32").unwrap();
+        registry.declare::<u32>("u32").unwrap();
+        registry.declare::<u32>("u32").unwrap();
         assert_eq!(
-            registry.register::<u64>("u32"),
-            Err(RegisterTypeError::TagTaken("u32"))
+            registry.declare::<u64>("u32"),
+            Err(DeclareError::TagTaken("u32"))
         );
         assert_eq!(
-            registry.register::<u32>("other"),
-            Err(RegisterTypeError::TypeTaken("u32"))
+            registry.declare::<u32>("other"),
+            Err(DeclareError::TypeTaken("u32"))
         );
         let tag_of = |ty| registry.encoder(ty).map(|(tag, _)| tag);
         assert_eq!(tag_of(TypeId::of::<u32>()), Some("u32"));

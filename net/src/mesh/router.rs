@@ -2,7 +2,7 @@
 //! behave like a local one.
 //!
 //! - **Messages**: a `send`/`try_send` to a remote pid is serialized here (the type's
-//!   tag comes from [`Mesh::register`](super::Mesh::register)) and queued on the lane to
+//!   tag comes from [`Mesh::declare`](super::Mesh::declare)) and queued on the lane to
 //!   its node. `try_send` reports `Full` when that lane has no room, and also while the
 //!   connection is still being opened (it starts opening it): queuing behind a pending
 //!   dial from a non-waiting call could reorder one sender's messages. `send` waits for

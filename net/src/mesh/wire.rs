@@ -9,7 +9,7 @@
 //! [`Wire::Send`] and [`Wire::Reply`] frames in any mix.
 //!
 //! User messages travel as an opaque MessagePack payload plus a *tag* naming their type
-//! (see `Mesh::register`): the receiver decodes the payload with the type registered
+//! (see `Mesh::declare`): the receiver decodes the payload with the type declared
 //! under the tag. A frame that is not a [`Wire`] value is a protocol error (the
 //! connection is closed); a well-formed [`Wire::Send`] with an unknown tag or a payload
 //! that does not decode is only that message's problem (counted, logged, answered with a
@@ -78,8 +78,8 @@ pub enum RemoteFailure {
     /// The process takes another message type.
     #[error("the remote process takes another message type")]
     WrongType,
-    /// The callee's node has no message type registered under the tag.
-    #[error("the remote node has no message type registered under tag {0:?}")]
+    /// The callee's node has no message type declared under the tag.
+    #[error("the remote node has no message type declared under tag {0:?}")]
     UnknownTag(String),
     /// The payload did not decode as the registered type.
     #[error("the remote node could not decode the message: {0}")]

@@ -32,7 +32,8 @@
 //! window). Frames queued while a write is in flight join the next batch, so many small
 //! frames become few large writes with no timer and no added latency when idle (the first
 //! frame into an empty buffer wakes the writer at once). Measured on loopback, writing each
-//! 32-byte message on its own is ~20x slower than writing them coalesced (DESIGN.md).
+//! 32-byte message on its own is ~20x slower than writing them coalesced (quinn 0.11 on
+//! loopback: ~0.5M vs ~9.8M messages/s in 64 KiB writes).
 //!
 //! Shutdown: dropping a [`FramedSender`] or calling [`FramedSender::finish`] marks the
 //! buffer closing; the writer writes what is left, finishes the stream (FIN) and exits.

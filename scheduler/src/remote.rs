@@ -1,6 +1,6 @@
 //! The scheduler's door to other nodes: location transparency without a network.
 //!
-//! The scheduler knows nothing of sockets (DESIGN.md: arrows point down). The mesh
+//! The scheduler knows nothing of sockets (a lower layer never names a higher one). The mesh
 //! installs a [`RemoteRouter`] once, at node start ([`install`], which hands it the
 //! [`Inbound`] capability for what other nodes do to local processes);
 //! from then on every pid whose node is not this one is handed to it: `try_send`, `send`

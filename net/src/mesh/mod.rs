@@ -29,13 +29,13 @@
 //!
 //! # Invariants
 //!
-//! - **Ordering (semantic 2).** Each direction of a connection is one lane (one QUIC
-//!   stream) carrying every message, reply and signal from this node to that one, in the
-//!   order queued; a sender's `send` returns once its frame is queued; one reader per
-//!   connection delivers frames one by one and waits on a full mailbox. So every
-//!   sender→receiver pair keeps its order and mailboxes stay bounded end to end. The cost:
-//!   one full mailbox stalls all traffic from that node (head-of-line blocking), and a
-//!   lost packet stalls the lane until it is retransmitted.
+//! - **Messages from one process to another arrive in the order sent.** Each direction
+//!   of a connection is one lane (one QUIC stream) carrying every message, reply and
+//!   signal from this node to that one, in the order queued; a sender's `send` returns
+//!   once its frame is queued; one reader per connection delivers frames one by one and
+//!   waits on a full mailbox. So every sender→receiver pair keeps its order and mailboxes
+//!   stay bounded end to end. The cost: one full mailbox stalls all traffic from that node
+//!   (head-of-line blocking), and a lost packet stalls the lane until it is retransmitted.
 //! - **Nothing waits forever on a lost node.** When a data connection is lost or its node
 //!   is declared down, calls waiting for answers from it fail with `NoConnection`, and
 //!   local links and monitors towards its processes fire `NoConnection` (Erlang's

@@ -152,6 +152,18 @@ pub enum RecvError {
     Read(#[from] quinn::ReadError),
 }
 
+/// What [`FramedSender::try_send_with`] did.
+pub(crate) enum TrySendWith<E> {
+    /// The frame is queued.
+    Queued,
+    /// No room now (the caller's waker is registered); nothing was built.
+    Full,
+    /// The frame could not be built (the builder's error); nothing was queued.
+    Refused(E),
+    /// The lane failed, or the value could not be framed.
+    Failed(SendError),
+}
+
 /// Options for [`Endpoint::bind_with`].
 #[derive(Debug, Clone)]
 pub struct EndpointOptions {
@@ -536,6 +548,45 @@ impl FramedSender {
             Poll::Ready(Ok(()))
         })
         .await
+    }
+
+    /// Queues the value `make` builds as one frame if the lane has room now, checking for
+    /// room and queuing under one lock. `make` runs only when there is room, so what it
+    /// does (the mesh exports the replies inside a message) happens only for a frame that
+    /// is queued; `Full` registers `cx` to be woken when the writer makes room.
+    pub(crate) fn try_send_with<T: Serialize, E>(
+        &mut self,
+        cx: &Context<'_>,
+        make: impl FnOnce() -> Result<T, E>,
+    ) -> TrySendWith<E> {
+        let mut state = self.shared.state.lock();
+        if let Some(result) = &state.result {
+            return TrySendWith::Failed(result.clone().err().unwrap_or(SendError::Closed));
+        }
+        if state.buf.len() >= SEND_BUFFER_HIGH_WATER {
+            if !state
+                .sender
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                state.sender = Some(cx.waker().clone());
+            }
+            return TrySendWith::Full;
+        }
+        let value = match make() {
+            Ok(value) => value,
+            Err(e) => return TrySendWith::Refused(e),
+        };
+        let was_empty = state.buf.is_empty();
+        if let Err(e) = encode_frame(&value, &mut state.buf, self.max_frame) {
+            return TrySendWith::Failed(e.into());
+        }
+        let writer = if was_empty { state.writer.take() } else { None };
+        drop(state);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+        TrySendWith::Queued
     }
 
     /// Ready with `Ok` when [`FramedSender::send`] would queue a frame at once, with the

@@ -555,7 +555,7 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
         let send = |to: Target, tag: &str, call: Option<u64>, payload: Vec<u8>| Wire::Send {
             from: None,
             to,
-            tag: tag.into(),
+            tag: tag.to_owned().into(),
             call,
             payload: Bytes(payload),
         };

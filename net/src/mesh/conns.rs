@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 
 use super::error::DialError;
 use super::wire::{Hello, PeerInfo, Wire};
-use crate::endpoint::{Connection, FramedSender};
+use crate::endpoint::{Connection, FramedSender, TrySendWith};
 
 /// An established connection, as reported by [`Mesh::connection_info`](super::Mesh::connection_info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,8 @@ pub(super) enum Queue {
 pub(super) struct Outbox {
     tx: Mutex<FramedSender>,
     waiters: Arc<WakeAll>,
+    /// `waiters` as a waker, made once (the lane keeps one waker: always this one).
+    waker: Waker,
 }
 
 /// Wakes every waiting sender when the lane's writer makes room (a `FramedSender`
@@ -193,15 +195,16 @@ impl Wake for WakeAll {
 
 impl Outbox {
     pub(super) fn new(tx: FramedSender) -> Outbox {
+        let waiters: Arc<WakeAll> = Arc::default();
         Outbox {
             tx: Mutex::new(tx),
-            waiters: Arc::default(),
+            waker: Waker::from(Arc::clone(&waiters)),
+            waiters,
         }
     }
 
     fn poll_send(&self, frame: &Wire, cx: &mut Context<'_>) -> Poll<Result<(), crate::SendError>> {
-        let waker = Waker::from(Arc::clone(&self.waiters));
-        let mut inner_cx = Context::from_waker(&waker);
+        let mut inner_cx = Context::from_waker(&self.waker);
         let mut tx = self.tx.lock();
         let poll = pin!(tx.send(frame)).poll(&mut inner_cx);
         if poll.is_ready() {
@@ -224,8 +227,7 @@ impl Outbox {
 
     /// Ready once the lane has room (or has failed); registers `cx` otherwise.
     fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let waker = Waker::from(Arc::clone(&self.waiters));
-        let mut inner_cx = Context::from_waker(&waker);
+        let mut inner_cx = Context::from_waker(&self.waker);
         let mut tx = self.tx.lock();
         if tx.poll_ready(&mut inner_cx).is_ready() {
             return Poll::Ready(());
@@ -245,24 +247,16 @@ impl Outbox {
     fn try_queue(&self, make: impl FnOnce() -> Result<Wire, String>) -> Queue {
         // The lane keeps one waker: always hand it the shared one so waiting senders
         // are never forgotten.
-        let waker = Waker::from(Arc::clone(&self.waiters));
-        let mut inner_cx = Context::from_waker(&waker);
-        let mut tx = self.tx.lock();
-        match tx.poll_ready(&mut inner_cx) {
-            Poll::Pending => return Queue::NoRoom,
-            Poll::Ready(Err(_)) => return Queue::Closed,
-            Poll::Ready(Ok(())) => {}
+        let inner_cx = Context::from_waker(&self.waker);
+        match self.tx.lock().try_send_with(&inner_cx, make) {
+            TrySendWith::Queued => Queue::Queued,
+            TrySendWith::Full => Queue::NoRoom,
+            TrySendWith::Refused(failure) => Queue::Failed(failure),
+            TrySendWith::Failed(error) => {
+                tracing::debug!(%error, "mesh lane refused a frame");
+                Queue::Closed
+            }
         }
-        let frame = match make() {
-            Ok(frame) => frame,
-            Err(failure) => return Queue::Failed(failure),
-        };
-        let queued = match pin!(tx.send(&frame)).poll(&mut inner_cx) {
-            Poll::Ready(Ok(())) => Queue::Queued,
-            Poll::Ready(Err(_)) => Queue::Closed,
-            Poll::Pending => Queue::NoRoom,
-        };
-        queued
     }
 
     /// Queues `frame` into an empty, fresh lane (never waits).

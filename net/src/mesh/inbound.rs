@@ -123,19 +123,24 @@ impl Inner {
         tag: &str,
         payload: &[u8],
     ) -> Result<(), RemoteFailure> {
-        let Some(deliverer) = self.registry.deliverer(tag) else {
-            return Err(RemoteFailure::UnknownTag(tag.to_owned()));
-        };
-        let pid = match to {
-            Target::Pid(pid) if pid.node() == self.node => *pid,
-            Target::Pid(_) => return Err(RemoteFailure::NoProc),
-            Target::Name(name) => self.handle.whereis(name).ok_or(RemoteFailure::NoProc)?,
-        };
-        let delivery = report.run(|| {
-            with_codec(self, report.peer, || {
-                deliverer.deliver(&self.handle, pid, payload, report)
+        let delivered = self.registry.with_deliverer(tag, |deliverer| {
+            let pid = match to {
+                Target::Pid(pid) if pid.node() == self.node => Some(*pid),
+                Target::Pid(_) => None,
+                Target::Name(name) => self.handle.whereis(name),
+            };
+            let Some(pid) = pid else {
+                return Delivery::Failed(RemoteFailure::NoProc);
+            };
+            report.run(|| {
+                with_codec(self, report.peer, || {
+                    deliverer.deliver(&self.handle, pid, payload, report)
+                })
             })
         });
+        let Some(delivery) = delivered else {
+            return Err(RemoteFailure::UnknownTag(tag.to_owned()));
+        };
         match delivery {
             Delivery::Done => Ok(()),
             Delivery::Failed(f) => Err(f),

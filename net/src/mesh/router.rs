@@ -21,6 +21,7 @@
 //!   rather than `NoReply` or a timeout), and the dropped port stays silent.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
@@ -292,7 +293,7 @@ impl Inner {
         Ok(Wire::Send {
             from: None,
             to: to.clone(),
-            tag: tag.to_owned(),
+            tag: Cow::Borrowed(tag),
             call,
             payload: Bytes(payload?),
         })

@@ -15,6 +15,7 @@
 //! that does not decode is only that message's problem (counted, logged, answered with a
 //! [`RemoteFailure`] if it was a call).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -102,8 +103,9 @@ pub enum Wire {
         from: Option<Pid>,
         /// The receiving process.
         to: Target,
-        /// The registered tag of the message type.
-        tag: String,
+        /// The declared tag of the message type (borrowed when sending: tags are
+        /// `&'static str`, so no copy per message).
+        tag: Cow<'static, str>,
         /// For requests: the id of the first reply exported in the payload, answered with
         /// a failure if the message cannot be delivered.
         call: Option<u64>,

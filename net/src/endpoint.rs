@@ -496,6 +496,19 @@ struct SendState {
     sender: Option<Waker>,
 }
 
+impl SendState {
+    /// Remembers `cx` as the sender to wake when the writer makes room.
+    fn wait_for_room(&mut self, cx: &Context<'_>) {
+        if !self
+            .sender
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.sender = Some(cx.waker().clone());
+        }
+    }
+}
+
 /// Sends frames in order on one lane. See the module docs for coalescing.
 pub struct FramedSender {
     shared: Arc<SendShared>,
@@ -529,13 +542,7 @@ impl FramedSender {
                 return Poll::Ready(Err(result.clone().err().unwrap_or(SendError::Closed)));
             }
             if state.buf.len() >= SEND_BUFFER_HIGH_WATER {
-                if !state
-                    .sender
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                {
-                    state.sender = Some(cx.waker().clone());
-                }
+                state.wait_for_room(cx);
                 return Poll::Pending;
             }
             let was_empty = state.buf.is_empty();
@@ -564,13 +571,7 @@ impl FramedSender {
             return TrySendWith::Failed(result.clone().err().unwrap_or(SendError::Closed));
         }
         if state.buf.len() >= SEND_BUFFER_HIGH_WATER {
-            if !state
-                .sender
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                state.sender = Some(cx.waker().clone());
-            }
+            state.wait_for_room(cx);
             return TrySendWith::Full;
         }
         let value = match make() {
@@ -600,13 +601,7 @@ impl FramedSender {
         if state.buf.len() < SEND_BUFFER_HIGH_WATER {
             return Poll::Ready(Ok(()));
         }
-        if !state
-            .sender
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            state.sender = Some(cx.waker().clone());
-        }
+        state.wait_for_room(cx);
         Poll::Pending
     }
 

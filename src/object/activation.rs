@@ -39,11 +39,12 @@ use std::time::Duration;
 
 use cairn_scheduler::gate::{Gate, HeldOutput};
 use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, SendError, SpawnOptions};
-use cairn_storage::{CommitTicket, StorageError};
+use cairn_storage::{CommitTicket, Keyspace, StorageError};
 use cairn_supervisor::actor::guarded;
 use cairn_supervisor::ActorError;
 
 use super::alarms::schedule_alarm_retry;
+use super::output_queue::{CommitId, OutputQueue, Step};
 use super::routing::BoxFuture;
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects};
 
@@ -144,14 +145,50 @@ impl<O: Object> ObjectRef<O> {
     }
 }
 
-/// Output waiting for a commit: `ticket` is `None` for a handler that wrote nothing.
-struct InFlight {
-    ticket: Option<CommitTicket>,
-    held: HeldOutput,
+/// The activation's commits in flight: the [`OutputQueue`] deciding what leaves, and the
+/// tickets of the write sets it waits for, oldest first (the committer completes one
+/// keyspace's sets in order, so only the oldest needs polling).
+#[derive(Default)]
+struct Pipeline {
+    queue: OutputQueue<HeldOutput>,
+    tickets: VecDeque<(CommitId, CommitTicket)>,
+}
+
+impl Pipeline {
+    /// Hands the handler's pending writes (if any) to the committer and queues `held`
+    /// behind them; true if there was a write set.
+    fn commit_behind(&mut self, storage: &Keyspace, held: HeldOutput) -> bool {
+        let wrote = storage.has_pending();
+        if let Some(id) = self.queue.handler_finished(wrote, held) {
+            self.tickets.push_back((id, storage.commit()));
+        }
+        wrote
+    }
+
+    /// Polls the write set the queue waits for.
+    fn poll_commit(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<(CommitId, Result<(), StorageError>)> {
+        let Some(awaited) = self.queue.awaited() else {
+            return Poll::Pending;
+        };
+        let (id, ticket) = self
+            .tickets
+            .front_mut()
+            .expect("an awaited commit has a ticket");
+        debug_assert_eq!(
+            *id, awaited,
+            "write sets complete in the order they were handed over"
+        );
+        let result = std::task::ready!(Pin::new(ticket).poll(cx));
+        let (id, _) = self.tickets.pop_front().expect("polled just now");
+        Poll::Ready((id, result))
+    }
 }
 
 enum Event<M> {
-    Committed(Result<(), StorageError>),
+    Committed(CommitId, Result<(), StorageError>),
     Msg(Message<ObjectMsg<M>>),
     Idle,
 }
@@ -232,33 +269,38 @@ async fn run_object<O: Object>(
         Ok(o) => o,
         Err(reason) => return reason,
     };
-    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut pipeline = Pipeline::default();
     let mut idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
     loop {
-        let event = next_event(&mut octx, &mut inflight, idle).await;
-        let msg = match event {
-            Event::Committed(Ok(())) => {
-                let done = inflight.pop_front().expect("a commit completed");
-                done.held.release().await;
-                continue;
+        while let Some(step) = pipeline.queue.next_step() {
+            match step {
+                Step::Release(held) => held.release().await,
+                // Callers waiting on a dropped reply get NoReply, never a reply claiming a
+                // write that did not happen.
+                Step::Drop(held) => drop(held),
+                Step::Reactivate => {
+                    octx.storage.discard_pending();
+                    // Restart in place, keeping the mailbox: messages queued behind the
+                    // failed commit are handled by the new incarnation, not lost.
+                    object = match activate::<O>(&mut octx).await {
+                        Ok(o) => o,
+                        Err(reason) => return reason,
+                    };
+                }
             }
-            Event::Committed(Err(e)) => {
-                tracing::error!(object = %name, error = %e, "commit failed; its held output and everything after it are dropped; restarting from storage");
-                // Every later in-flight set of this keyspace fails too (EarlierCommitFailed);
-                // wait for them so the re-activation reads only durable state. Their held
-                // output is dropped: callers get NoReply, never a reply claiming a lost write.
-                for later in inflight.drain(..) {
-                    if let Some(ticket) = later.ticket {
-                        let _ = ticket.await;
+        }
+        let event = next_event(&mut octx, &mut pipeline, idle).await;
+        let msg = match event {
+            Event::Committed(id, result) => {
+                if let Err(e) = &result {
+                    if !pipeline.queue.is_recovering() {
+                        // Every later in-flight set of this keyspace fails too
+                        // (EarlierCommitFailed); the queue waits for them so the
+                        // re-activation reads only durable state.
+                        tracing::error!(object = %name, error = %e, "commit failed; its held output and everything after it are dropped; restarting from storage");
                     }
                 }
-                octx.storage.discard_pending();
-                // Restart in place, keeping the mailbox: messages queued behind the failed
-                // commit are handled by the new incarnation, not lost.
-                object = match activate::<O>(&mut octx).await {
-                    Ok(o) => o,
-                    Err(reason) => return reason,
-                };
+                pipeline.queue.commit_completed(id, result.is_ok());
                 continue;
             }
             Event::Idle => {
@@ -303,10 +345,7 @@ async fn run_object<O: Object>(
             drop(gate.take());
             if let Some(at) = alarm_at {
                 schedule_alarm_retry(&objects.config, &mut octx, at);
-                inflight.push_back(InFlight {
-                    ticket: Some(octx.storage.commit()),
-                    held: Gate::new().take(),
-                });
+                pipeline.commit_behind(&octx.storage, Gate::new().take());
                 objects.wake_alarms();
             }
             // Restart in place from what is durable, keeping the mailbox.
@@ -319,15 +358,10 @@ async fn run_object<O: Object>(
         if alarm_at.is_some() {
             octx.alarm_retries = 0;
         }
-        let ticket = octx.storage.has_pending().then(|| octx.storage.commit());
-        if ticket.is_some() {
+        if pipeline.commit_behind(&octx.storage, gate.take()) {
             // The handler may have set or moved the alarm: the alarm process rescans.
             objects.wake_alarms();
         }
-        inflight.push_back(InFlight {
-            ticket,
-            held: gate.take(),
-        });
     }
 }
 
@@ -368,28 +402,25 @@ async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
     }
 }
 
-/// Waits for whichever comes first: the oldest in-flight commit completing, a message, or
-/// the idle timeout (only when nothing is in flight).
+/// Waits for whichever comes first: the awaited in-flight commit completing, a message
+/// (unless recovering from a failed commit), or the idle timeout (only when nothing is in
+/// flight).
 async fn next_event<O: Object>(
     octx: &mut ObjectCtx<O>,
-    inflight: &mut VecDeque<InFlight>,
+    pipeline: &mut Pipeline,
     idle: Duration,
 ) -> Event<O::Msg> {
     let handle = octx.ctx.handle().clone();
-    let mut idle_timer = (inflight.is_empty()).then(|| handle.sleep(idle));
+    let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
+    let take_messages = !pipeline.queue.is_recovering();
     std::future::poll_fn(|cx| {
-        if let Some(front) = inflight.front_mut() {
-            match front.ticket.as_mut() {
-                None => return Poll::Ready(Event::Committed(Ok(()))),
-                Some(t) => {
-                    if let Poll::Ready(r) = Pin::new(t).poll(cx) {
-                        return Poll::Ready(Event::Committed(r));
-                    }
-                }
-            }
+        if let Poll::Ready((id, result)) = pipeline.poll_commit(cx) {
+            return Poll::Ready(Event::Committed(id, result));
         }
-        if let Poll::Ready(Some(m)) = pin!(octx.ctx.recv()).poll(cx) {
-            return Poll::Ready(Event::Msg(m));
+        if take_messages {
+            if let Poll::Ready(Some(m)) = pin!(octx.ctx.recv()).poll(cx) {
+                return Poll::Ready(Event::Msg(m));
+            }
         }
         if let Some(t) = idle_timer.as_mut() {
             if pin!(t).poll(cx).is_ready() {

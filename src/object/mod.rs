@@ -10,6 +10,8 @@
 //!   membership changes.
 //! - `activation`: one activation per `(class, key)`, the output gate and in-flight commits,
 //!   failures, eviction.
+//! - `output_queue`: the pure state machine deciding when held output leaves and when a
+//!   failed commit re-activates the object.
 //! - `alarms`: the node-wide alarm process and retries.
 //!
 //! `Objects` is the node-wide directory they share: hosted classes, the store, live
@@ -29,6 +31,7 @@ use serde::Serialize;
 mod activation;
 mod alarms;
 mod api;
+mod output_queue;
 mod reference;
 mod routing;
 

@@ -35,7 +35,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use cairn_scheduler::gate::{Gate, HeldOutput};
 use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, SendError, SpawnOptions};
@@ -290,7 +290,7 @@ async fn run_object<O: Object>(
             }
         }
         let event = next_event(&mut octx, &mut pipeline, idle).await;
-        let msg = match event {
+        let call = match event {
             Event::Committed(id, result) => {
                 if let Err(e) = &result {
                     if !pipeline.queue.is_recovering() {
@@ -315,54 +315,74 @@ async fn run_object<O: Object>(
                 idle = Duration::ZERO;
                 continue;
             }
-            Event::Msg(Message::User(msg)) => msg,
+            Event::Msg(Message::User(ObjectMsg::User(msg))) => HandlerCall::Message(msg),
+            Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
         };
-        let alarm_at = match &msg {
-            ObjectMsg::Alarm(at) => Some(*at),
-            ObjectMsg::User(_) | ObjectMsg::Handoff => None,
-        };
-        if let Some(at) = alarm_at {
-            // Stale delivery: the alarm was deleted or moved since it was scanned.
-            if octx.storage.get_alarm().ok().flatten() != Some(at) {
-                continue;
-            }
-            // Cleared in the handler's own write set: a crash before that commit leaves the
-            // alarm in place, so it is delivered again (at least once).
-            let _ = octx.storage.delete_alarm();
-        }
-        let mut gate = Gate::new();
-        let result = {
-            let fut = match msg {
-                ObjectMsg::User(m) => Box::pin(object.handle(m, &mut octx)) as HandlerFuture<'_>,
-                ObjectMsg::Alarm(_) => Box::pin(object.alarm(&mut octx)),
-                ObjectMsg::Handoff => unreachable!("handoff is taken before handling"),
-            };
-            gated(&mut gate, fut).await
-        };
-        if let Err(reason) = result {
+        if let Err(reason) = handle_one(&mut object, &mut octx, &mut pipeline, call).await {
             tracing::warn!(object = %name, %reason, "handler failed; its writes and output are discarded");
-            octx.storage.discard_pending();
-            drop(gate.take());
-            if let Some(at) = alarm_at {
-                schedule_alarm_retry(&objects.config, &mut octx, at);
-                pipeline.commit_behind(&octx.storage, Gate::new().take());
-                objects.wake_alarms();
-            }
             // Restart in place from what is durable, keeping the mailbox.
             object = match activate::<O>(&mut octx).await {
                 Ok(o) => o,
                 Err(reason) => return reason,
             };
-            continue;
-        }
-        if alarm_at.is_some() {
-            octx.alarm_retries = 0;
-        }
-        if pipeline.commit_behind(&octx.storage, gate.take()) {
-            // The handler may have set or moved the alarm: the alarm process rescans.
-            objects.wake_alarms();
         }
     }
+}
+
+/// Which handler runs.
+enum HandlerCall<M> {
+    Message(M),
+    /// The alarm set for this time is due.
+    Alarm(SystemTime),
+}
+
+/// Runs one handler behind an output gate and queues its output behind its write set. On
+/// failure its writes and output are discarded (a failed alarm is set again for a retry) and
+/// the error is returned: the caller re-activates the object.
+async fn handle_one<O: Object>(
+    object: &mut O,
+    octx: &mut ObjectCtx<O>,
+    pipeline: &mut Pipeline,
+    call: HandlerCall<O::Msg>,
+) -> Result<(), ExitReason> {
+    let alarm_at = match &call {
+        HandlerCall::Alarm(at) => Some(*at),
+        HandlerCall::Message(_) => None,
+    };
+    if let Some(at) = alarm_at {
+        // Stale delivery: the alarm was deleted or moved since it was scanned.
+        if octx.storage.get_alarm().ok().flatten() != Some(at) {
+            return Ok(());
+        }
+        // Cleared in the handler's own write set: a crash before that commit leaves the
+        // alarm in place, so it is delivered again (at least once).
+        let _ = octx.storage.delete_alarm();
+    }
+    let mut gate = Gate::new();
+    let fut = match call {
+        HandlerCall::Message(m) => Box::pin(object.handle(m, octx)) as HandlerFuture<'_>,
+        HandlerCall::Alarm(_) => Box::pin(object.alarm(octx)),
+    };
+    let result = gated(&mut gate, fut).await;
+    let objects = octx.objects.clone();
+    if let Err(reason) = result {
+        octx.storage.discard_pending();
+        drop(gate.take());
+        if let Some(at) = alarm_at {
+            schedule_alarm_retry(&objects.config, octx, at);
+            pipeline.commit_behind(&octx.storage, Gate::new().take());
+            objects.wake_alarms();
+        }
+        return Err(reason);
+    }
+    if alarm_at.is_some() {
+        octx.alarm_retries = 0;
+    }
+    if pipeline.commit_behind(&octx.storage, gate.take()) {
+        // The handler may have set or moved the alarm: the alarm process rescans.
+        objects.wake_alarms();
+    }
+    Ok(())
 }
 
 type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + 'a>>;

@@ -16,7 +16,7 @@ fn main() {
     cairn::init_logging();
     let dir = std::env::temp_dir().join(format!("cairn-booking-{}", std::process::id()));
     let node = Node::builder().data_dir(&dir).start().expect("start node");
-    node.register::<Restaurant>();
+    node.host::<Restaurant>();
     let t = Duration::from_secs(5);
     let chez = node.object::<Restaurant>("chez-cairn");
 

@@ -12,7 +12,7 @@ use cairn::prelude::*;
 fn main() {
     cairn::init_logging();
     let node = Node::builder().start().expect("start node");
-    node.register::<Counter>();
+    node.host::<Counter>();
     for (key, n) in [("alice", 1), ("bob", 10), ("carol", 100)] {
         let counter = node.object::<Counter>(key);
         let total = node

@@ -99,7 +99,7 @@ fn main() {
         .expect("answer");
     println!("new counter starts at {total}");
 
-    node.register::<Visits>();
+    node.host::<Visits>();
     let visits = node.object::<Visits>("demo");
     let runs = node
         .block_on(visits.call(|r| r, timeout))

@@ -12,8 +12,8 @@
 //! node starts a [`Mesh`] on its runtime: it authenticates with mutual TLS
 //! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
 //! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
-//! process ([`STATUS_PROCESS`]) and routes objects of classes registered with
-//! [`Node::register`] to their owner node. A meshed node gets a random [`NodeId`] on each
+//! process ([`STATUS_PROCESS`]) and routes objects of classes hosted with
+//! [`Node::host`] to their owner node. A meshed node gets a random [`NodeId`] on each
 //! start, so a restarted node is a new incarnation and pids of the old one stay dead.
 //!
 //! ```
@@ -531,21 +531,21 @@ impl Node {
         NodeBuilder::default()
     }
 
-    /// Registers an object class so its objects can be reached and their alarms delivered.
-    /// On a meshed node its objects are placed across the mesh (each key lives on its
-    /// owner node), so its messages must serialize; register the class on every node.
-    pub fn register<O>(&self)
+    /// Hosts an object class: its objects can be reached and their alarms delivered. On a
+    /// meshed node its objects are placed across the mesh (each key lives on its owner
+    /// node), so its messages must serialize; host the class on every node.
+    pub fn host<O>(&self)
     where
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
-        self.objects.register::<O>();
+        self.objects.host::<O>();
     }
 
-    /// Registers an object class that is never placed: every node has its own objects of
+    /// Hosts an object class that is never placed: every node has its own objects of
     /// it (its messages need not serialize).
-    pub fn register_local<O: Object>(&self) {
-        self.objects.register_local::<O>();
+    pub fn host_local<O: Object>(&self) {
+        self.objects.host_local::<O>();
     }
 
     /// A reference to the object `(O::CLASS, key)`; cheap, activates on first message, on

@@ -85,9 +85,9 @@ fn node(dir: &std::path::Path, workers: usize, idle: Duration) -> Node {
         .object_idle_timeout(idle)
         .start()
         .unwrap();
-    node.register_local::<A>();
-    node.register_local::<B>();
-    node.register_local::<Slow>();
+    node.host_local::<A>();
+    node.host_local::<B>();
+    node.host_local::<Slow>();
     node
 }
 
@@ -239,7 +239,7 @@ impl Object for C {
 fn a_failed_commit_does_not_lose_queued_messages() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), 2, Duration::from_secs(30));
-    node.register_local::<C>();
+    node.host_local::<C>();
     let c = node.object::<C>("x");
     assert_eq!(node.block_on(c.call(CMsg::Get, T)).unwrap(), 0);
     node.store()

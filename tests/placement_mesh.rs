@@ -26,7 +26,7 @@ fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) 
         b = b.join([seed]);
     }
     let node = b.start().unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     node
 }
 
@@ -131,7 +131,7 @@ fn a_local_node_and_a_local_class_never_place() {
         .data_dir(dir.path())
         .start()
         .unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     assert!(node.mesh().is_none());
     let counter = node.object::<Counter>("x");
     assert_eq!(counter.owner().unwrap(), node.node());
@@ -159,7 +159,7 @@ fn a_region_hint_without_a_node_in_that_region_fails_clearly() {
         .listen("127.0.0.1:0".parse().unwrap())
         .start()
         .unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     let here = node.object_in::<Counter>("x", "eu");
     assert_eq!(here.owner().unwrap(), node.node());
     let nowhere = node.object_in::<Counter>("x", "us");

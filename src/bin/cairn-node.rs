@@ -260,7 +260,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
     builder = builder.failure_timeout(failure_timeout);
     let node = with_tls(builder, &args.tls).start()?;
-    demo::register_all(&node);
+    demo::host_all(&node);
     let mesh = node
         .mesh()
         .expect("a node with a listen address has a mesh");
@@ -310,7 +310,7 @@ fn client(args: &ClientArgs, what: &str) -> Result<(Node, tempfile_dir::TempDir)
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .data_dir(data.path());
     let node = with_tls(builder, &args.tls).start()?;
-    demo::register_all(&node);
+    demo::host_all(&node);
     let mesh = node.mesh().expect("client nodes have a mesh").clone();
     let seed = Seed::new(args.join, ANY_NODE_NAME);
     node.block_on(mesh.join(seed)).map_err(|e| CliError::Join {

@@ -136,7 +136,7 @@ mod tests {
 
     fn node(dir: &std::path::Path) -> Node {
         let node = Node::builder().workers(2).data_dir(dir).start().unwrap();
-        node.register::<ChatRoom>();
+        node.host::<ChatRoom>();
         node
     }
 

@@ -2,8 +2,8 @@
 //! code, and what `examples/counter.rs` and `examples/booking.rs` run on one node.
 //!
 //! Every message type here serializes (a [`Reply`](crate::scheduler::Reply) included), so
-//! the classes are placed across a mesh with [`crate::Node::register`]; [`register_all`]
-//! registers the three. They are small on purpose: read them as templates for an
+//! the classes are placed across a mesh with [`crate::Node::host`]; [`host_all`]
+//! hosts the three. They are small on purpose: read them as templates for an
 //! application's own classes.
 
 pub mod booking;
@@ -15,8 +15,8 @@ pub use chat::{ChatMsg, ChatRoom, Post};
 pub use counter::{Counter, CounterMsg};
 
 /// Registers [`Counter`], [`Restaurant`] and [`ChatRoom`] on `node`.
-pub fn register_all(node: &crate::Node) {
-    node.register::<Counter>();
-    node.register::<Restaurant>();
-    node.register::<ChatRoom>();
+pub fn host_all(node: &crate::Node) {
+    node.host::<Counter>();
+    node.host::<Restaurant>();
+    node.host::<ChatRoom>();
 }

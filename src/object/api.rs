@@ -66,9 +66,9 @@ pub trait Object: Send + Sized + 'static {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ObjectError {
-    /// The class was not registered with [`crate::Node::register`].
-    #[error("object class {0:?} is not registered")]
-    NotRegistered(&'static str),
+    /// The class is not hosted on this node ([`crate::Node::host`]).
+    #[error("object class {0:?} is not hosted on this node")]
+    NotHosted(&'static str),
     /// `class/key` is longer than a storage name may be.
     #[error("object name {len} bytes long; at most {max}")]
     KeyTooLong {
@@ -164,7 +164,7 @@ impl<O: Object> ObjectCtx<O> {
         self.ctx.handle()
     }
 
-    /// A reference to another object (of any registered class).
+    /// A reference to another object (of any hosted class).
     pub fn object<P: Object>(&self, key: &str) -> ObjectRef<P> {
         ObjectRef::new(self.objects.clone(), key)
     }

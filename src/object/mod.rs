@@ -2,7 +2,7 @@
 //! keyspace and alarm, activated on first message and evicted when idle.
 //!
 //! An application implements [`Object`] for a class, hosts the class on its nodes
-//! ([`crate::Node::register`]) and sends through an [`ObjectRef`]. The parts, each with its
+//! ([`crate::Node::host`]) and sends through an [`ObjectRef`]. The parts, each with its
 //! own module doc:
 //! - `api`: the [`Object`] trait, [`ObjectCtx`], [`ObjectError`].
 //! - `reference`: [`ObjectRef`], what `send`, `try_send` and `call` guarantee.
@@ -93,13 +93,13 @@ impl Objects {
     }
 
     /// A class whose objects live on whichever node sends to them.
-    pub(crate) fn register_local<O: Object>(&self) {
+    pub(crate) fn host_local<O: Object>(&self) {
         self.insert_class::<O>(None);
     }
 
-    /// A class placed across the mesh (when there is one): registers its envelope with the
+    /// A class placed across the mesh (when there is one): declares its envelope to the
     /// mesh and starts its router.
-    pub(crate) fn register<O>(self: &Arc<Self>)
+    pub(crate) fn host<O>(self: &Arc<Self>)
     where
         O: Object,
         O::Msg: Serialize + DeserializeOwned,

@@ -63,7 +63,7 @@ impl<O: Object> ObjectRef<O> {
     }
 
     /// The node that owns the object now: this node's id when it has no mesh or the class
-    /// is local ([`crate::Node::register_local`]).
+    /// is local ([`crate::Node::host_local`]).
     pub fn owner(&self) -> Result<NodeId, ObjectError> {
         match self.route()? {
             Route::Local => Ok(self.objects.handle.node()),
@@ -89,7 +89,7 @@ impl<O: Object> ObjectRef<O> {
 
     fn check(&self) -> Result<(), ObjectError> {
         if !self.objects.classes.read().contains_key(O::CLASS) {
-            return Err(ObjectError::NotRegistered(O::CLASS));
+            return Err(ObjectError::NotHosted(O::CLASS));
         }
         if self.name.len() > cairn_storage::MAX_NAME_LEN {
             return Err(ObjectError::KeyTooLong {
@@ -142,7 +142,7 @@ impl<O: Object> ObjectRef<O> {
     /// node now, or the connection is still being opened (this starts opening it); the
     /// owner's mailbox is not consulted (a full one there holds the message on that node's
     /// router). `NoConnection` if the owner cannot be reached, `NoProc` when the class is
-    /// not registered or no node can own the object.
+    /// not hosted or no node can own the object.
     pub fn try_send(&self, msg: O::Msg) -> Result<(), SendError<O::Msg>> {
         if self.check().is_err() {
             return Err(SendError::NoProc(msg));

@@ -2,7 +2,7 @@
 //! another node, each class's router process, and the hand-off when membership changes.
 //!
 //! ## Placement across the mesh
-//! On a node with a mesh, an object class hosted with [`crate::Node::register`] is *placed*:
+//! On a node with a mesh, an object class hosted with [`crate::Node::host`] is *placed*:
 //! every send first computes the key's owner with [`crate::placement`] over the live nodes
 //! (this node, unless it is a client, plus the mesh's peers), within the region of a
 //! location hint ([`crate::Node::object_in`]) when one is given. If the owner is this node
@@ -19,7 +19,7 @@
 //! waits when an object's mailbox is full (backpressure reaches the sender through the mesh
 //! lane), which also holds up the class's other objects on that node.
 //!
-//! Classes hosted with [`crate::Node::register_local`] (messages that cannot be serialized)
+//! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
 //! are never placed: each node has its own objects of that class.
 //!
 //! ## Membership change
@@ -75,7 +75,7 @@ pub(super) struct Envelope<O: Object> {
 }
 
 /// How a placed class sends an envelope to another node's router (monomorphized at
-/// [`Objects::register`], where the message type is known to serialize).
+/// [`Objects::host`], where the message type is known to serialize).
 struct RemoteRoute<O: Object> {
     send: SendEnvelope<O>,
     try_send: TrySendEnvelope<O>,
@@ -129,7 +129,7 @@ where
 /// envelopes: `cairn.objects.<class>`.
 pub fn router_name(class: &'static str) -> &'static str {
     // Mesh tags are `&'static str`: each class's name is built once and kept for the life of
-    // the process (one small string per class, however many nodes register it).
+    // the process (one small string per class, however many nodes host it).
     static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
     let mut names = NAMES.get_or_init(Default::default).lock();
     names
@@ -299,7 +299,7 @@ impl Objects {
         }
     }
 
-    /// Joins the objects to a mesh (once, at node start, before classes are registered) and
+    /// Joins the objects to a mesh (once, at node start, before classes are hosted) and
     /// starts the handoff process that reacts to membership changes.
     pub(crate) fn join_cluster(self: &Arc<Self>, cluster: Cluster) {
         let mut events = cluster.mesh.node_events();

@@ -134,7 +134,7 @@ fn durable_writes(
 ) -> Result<Vec<Row>, String> {
     let dir = temp_dir()?;
     let node = start_node(cfg, dir.path())?;
-    node.register_local::<Writer>();
+    node.host_local::<Writer>();
     let refs: Vec<ObjectRef<Writer>> = (0..objects)
         .map(|o| node.object::<Writer>(&format!("w{o}")))
         .collect();
@@ -396,7 +396,7 @@ pub fn activate(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut elapsed = Duration::ZERO;
     for round in 0..ACTIVATE_ROUNDS {
         let node = start_node(cfg, dir.path())?;
-        node.register_local::<Loader>();
+        node.host_local::<Loader>();
         let (tx, rx) = mpsc::channel::<Result<Instant, String>>();
         let start = Instant::now();
         for d in 0..ACTIVATE_DRIVERS {

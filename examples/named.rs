@@ -81,7 +81,7 @@ fn main() {
     // The crash below is intentional: keep its panic out of the demo's output (the runtime
     // still logs it as a crash report).
     std::panic::set_hook(Box::new(|_| {}));
-    let exit = node.wait_exit(pid);
+    let exit = node.handle().wait_exit(pid);
     node.try_send(pid, Counter::Crash)
         .expect("mailbox has room");
     let reason = node.block_on(exit);

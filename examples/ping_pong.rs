@@ -43,6 +43,6 @@ fn main() {
             ROUND_TRIPS as f64 / secs / 1e6
         );
     });
-    let reason = node.block_on(node.wait_exit(pinger.pid()));
+    let reason = node.block_on(node.handle().wait_exit(pinger.pid()));
     assert_eq!(reason, ExitReason::Normal);
 }

@@ -35,6 +35,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +43,10 @@ use std::time::Duration;
 
 use cairn_net::mesh::Seed;
 use cairn_net::{ClusterCa, Mesh, MeshCallError, MeshConfig, NodeCert, RemoteReply, TlsConfig};
-use cairn_scheduler::{Ctx, Message, NodeId, SpawnOptions};
+use cairn_scheduler::{
+    ActorRef, CallError, Ctx, Handle, IntoExitReason, Message, NodeId, Pid, Reply, SendError,
+    SpawnError, SpawnOptions,
+};
 use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -515,9 +519,12 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
 /// A Cairn node: the runtime, its durable store, its objects and, when started with a listen
 /// address, its mesh.
 ///
-/// Derefs to the scheduler's [`Handle`](cairn_scheduler::Handle): `spawn`, `spawn_named`,
-/// `whereis`, `try_send`, `send`, `call`, `exit`, `wait_exit`, timers, `block_on`.
-/// Dropping the node shuts it down (every process stopped, every thread joined).
+/// It offers what applications use directly: processes ([`Node::spawn`],
+/// [`Node::spawn_named`], [`Node::whereis`], [`Node::send`], [`Node::try_send`],
+/// [`Node::call`]), objects ([`Node::host`], [`Node::object`]), [`Node::block_on`] and
+/// [`Node::shutdown`]; the rest of the runtime (links, monitors, exit signals, timers,
+/// spawn options) is on its [`Node::handle`]. Dropping the node shuts it down (every process
+/// stopped, every thread joined).
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
@@ -529,6 +536,68 @@ impl Node {
     /// Configures a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
+    }
+
+    /// The runtime's handle, for everything else the scheduler offers (links, monitors, exit
+    /// signals, timers, `spawn_opts`, `actor_ref`, `wait_exit` ...). Cheap to clone into
+    /// threads and processes.
+    pub fn handle(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// Spawns a process running `body`, which receives from its own mailbox through `Ctx`.
+    pub fn spawn<M, F, Fut>(&self, body: F) -> ActorRef<M>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn(body)
+    }
+
+    /// Spawns a process under `name` (cluster-wide on a meshed node); fails if the name is
+    /// taken. The name also owns a durable keyspace ([`durable::Durable`]).
+    pub fn spawn_named<M, F, Fut>(&self, name: &str, body: F) -> Result<ActorRef<M>, SpawnError>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn_named(name, body)
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.runtime.whereis(name)
+    }
+
+    /// Sends to `pid` (on this node or another), waiting for room in a full mailbox.
+    pub async fn send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.send(pid, msg).await
+    }
+
+    /// Sends to `pid` without waiting; every failure gives the message back.
+    pub fn try_send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.try_send(pid, msg)
+    }
+
+    /// Sends a request made with a [`Reply`] to `pid` and waits at most `timeout` for the
+    /// answer.
+    pub async fn call<M: Send + 'static, R>(
+        &self,
+        pid: Pid,
+        make: impl FnOnce(Reply<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.runtime.call(pid, make, timeout).await
+    }
+
+    /// Runs `future` to completion on the calling thread (for `main` and tests; never from
+    /// inside a process).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 
     /// Hosts an object class: its objects can be reached and their alarms delivered. On a
@@ -564,6 +633,11 @@ impl Node {
     /// The node's mesh, if it was started with a listen address.
     pub fn mesh(&self) -> Option<&Mesh> {
         self.mesh.as_ref()
+    }
+
+    /// The node's id (pids of its processes carry it).
+    pub fn id(&self) -> NodeId {
+        self.runtime.node()
     }
 
     /// The node's name.
@@ -620,13 +694,6 @@ impl Drop for Node {
         if let Some(mesh) = &self.mesh {
             mesh.close();
         }
-    }
-}
-
-impl std::ops::Deref for Node {
-    type Target = cairn_scheduler::Handle;
-    fn deref(&self) -> &Self::Target {
-        &self.runtime
     }
 }
 

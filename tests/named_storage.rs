@@ -62,7 +62,9 @@ fn a_named_child_finds_its_data_after_its_supervisor_restarts_it() {
         })
         .named("ledger"),
     );
-    let _sup = node.block_on(Supervisor::start(&node, spec)).unwrap();
+    let _sup = node
+        .block_on(Supervisor::start(node.handle(), spec))
+        .unwrap();
     let first = node.whereis("ledger").unwrap();
     for expected in 1..=3 {
         assert_eq!(
@@ -70,7 +72,7 @@ fn a_named_child_finds_its_data_after_its_supervisor_restarts_it() {
             expected
         );
     }
-    let exited = node.wait_exit(first);
+    let exited = node.handle().wait_exit(first);
     node.try_send(first, LedgerMsg::Crash).unwrap();
     node.block_on(exited);
     let second = loop {
@@ -176,7 +178,7 @@ fn a_new_incarnation_does_not_commit_what_its_crashed_predecessor_left_pending()
         .unwrap();
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let reason = node.block_on(node.wait_exit(first.pid()));
+    let reason = node.block_on(node.handle().wait_exit(first.pid()));
     std::panic::set_hook(prev);
     assert!(matches!(reason, ExitReason::Panic(_)));
     let (tx, rx) = channel();

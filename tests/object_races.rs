@@ -118,7 +118,7 @@ fn a_held_message_to_an_object_survives_its_eviction() {
         let _hold = node.store().fault_injection().hold_commits();
         node.block_on(a.send(AMsg::WriteAndForward)).unwrap();
         // b is idle meanwhile and gets evicted (no deactivate writes, so no commit needed).
-        let evicted = node.block_on(node.timeout(T, node.wait_exit(b_pid)));
+        let evicted = node.block_on(node.handle().timeout(T, node.handle().wait_exit(b_pid)));
         assert!(evicted.is_ok(), "b was not evicted");
     } // commits resume: a's output (Add(1) to b, whose activation is gone) is released
     let deadline = std::time::Instant::now() + T;
@@ -177,7 +177,8 @@ fn try_send_from_a_process_during_eviction_does_not_livelock_one_worker() {
     // Wait until the object has closed its mailbox and is blocked on its deactivate commit.
     let t0 = std::time::Instant::now();
     loop {
-        let probe: ActorRef<cairn::object::ObjectMsg<SlowMsg>> = node.actor_ref(pid).unwrap();
+        let probe: ActorRef<cairn::object::ObjectMsg<SlowMsg>> =
+            node.handle().actor_ref(pid).unwrap();
         if !probe.is_alive() || t0.elapsed() > T {
             break;
         }

@@ -312,7 +312,7 @@ fn an_idle_object_is_evicted_and_reactivated_on_demand_without_losing_messages()
         assert_eq!(got, round);
         let pid = o.pid().expect("active after a message");
         assert_eq!(
-            node.block_on(node.wait_exit(pid)),
+            node.block_on(node.handle().wait_exit(pid)),
             ExitReason::Normal,
             "evicted when idle"
         );
@@ -350,7 +350,7 @@ fn an_alarm_fires_after_its_time_even_after_eviction() {
         .unwrap();
     let pid = o.pid().unwrap();
     assert_eq!(
-        node.block_on(node.wait_exit(pid)),
+        node.block_on(node.handle().wait_exit(pid)),
         ExitReason::Normal,
         "evicted before the alarm"
     );
@@ -490,7 +490,7 @@ fn touching_many_keys_keeps_only_recent_activations_in_memory_and_all_their_stor
         .start()
         .unwrap();
     node.host_local::<Counter>();
-    let baseline = node.process_count();
+    let baseline = node.handle().process_count();
     const KEYS: usize = 5_000;
     for i in 0..KEYS {
         let o = node.object::<Counter>(&format!("churn-{i}"));
@@ -498,11 +498,11 @@ fn touching_many_keys_keeps_only_recent_activations_in_memory_and_all_their_stor
     }
     // Every activation is evicted once idle: nothing stays resident but the node's own.
     let deadline = Instant::now() + T;
-    while node.process_count() > baseline {
+    while node.handle().process_count() > baseline {
         assert!(
             Instant::now() < deadline,
             "{} activations never evicted",
-            node.process_count() - baseline
+            node.handle().process_count() - baseline
         );
         std::thread::yield_now();
     }

@@ -37,7 +37,7 @@ fn wait_knows(node: &Node, peer: NodeId) {
     if mesh.members().iter().any(|m| m.node == peer) {
         return;
     }
-    let up = node.block_on(node.timeout(T, async {
+    let up = node.block_on(node.handle().timeout(T, async {
         loop {
             if let NodeEvent::Up { node, .. } = events.next().await {
                 if node == peer {
@@ -93,11 +93,11 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
     // `a` deactivates exactly the objects it no longer owns.
     for (i, pid) in pids.iter().enumerate() {
         if owners[i] == b_id {
-            let exited = a.block_on(a.timeout(T, a.wait_exit(*pid)));
+            let exited = a.block_on(a.handle().timeout(T, a.handle().wait_exit(*pid)));
             assert!(exited.is_ok(), "{} still active on a", key(i));
         } else {
             assert!(
-                a.is_alive(*pid),
+                a.handle().is_alive(*pid),
                 "{} was owned by a but deactivated",
                 key(i)
             );
@@ -134,12 +134,12 @@ fn a_local_node_and_a_local_class_never_place() {
     node.host::<Counter>();
     assert!(node.mesh().is_none());
     let counter = node.object::<Counter>("x");
-    assert_eq!(counter.owner().unwrap(), node.node());
+    assert_eq!(counter.owner().unwrap(), node.id());
     assert_eq!(add(&node, "x"), 1);
     // A region hint cannot be honoured without a mesh; locally it is moot.
     assert_eq!(
         node.object_in::<Counter>("x", "eu").owner().unwrap(),
-        node.node()
+        node.id()
     );
 }
 
@@ -161,7 +161,7 @@ fn a_region_hint_without_a_node_in_that_region_fails_clearly() {
         .unwrap();
     node.host::<Counter>();
     let here = node.object_in::<Counter>("x", "eu");
-    assert_eq!(here.owner().unwrap(), node.node());
+    assert_eq!(here.owner().unwrap(), node.id());
     let nowhere = node.object_in::<Counter>("x", "us");
     let err = node.block_on(nowhere.call(CounterMsg::Get, T)).unwrap_err();
     assert!(

@@ -51,7 +51,6 @@ use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub mod demo;
 pub mod durable;
 pub mod object;
 pub mod placement;

@@ -1,5 +1,5 @@
 //! `cairn-node`: runs a Cairn node that hosts the demo object classes (`counter`,
-//! `restaurant`, `chat`; see `cairn::demo`), makes cluster CAs, shows a mesh's status and
+//! `restaurant`, `chat`; see the `demo` module), makes cluster CAs, shows a mesh's status and
 //! pokes objects from the command line.
 //!
 //! ```text
@@ -22,11 +22,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::demo::{self, BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 use cairn::net::mesh::Seed;
 use cairn::net::{ClusterCa, Mesh, NodeEvent, ANY_NODE_NAME};
 use cairn::prelude::*;
 use clap::{Args, Parser, Subcommand};
+use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
+
+mod demo;
 
 /// How long `status` and `send` wait for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);

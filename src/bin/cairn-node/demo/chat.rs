@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::prelude::*;
+use cairn::prelude::*;
 
 /// Longest post kept, in bytes: a larger one is refused (never truncated).
 pub const MAX_POST: usize = 4096;

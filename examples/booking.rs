@@ -15,7 +15,7 @@ use booking::{BookingMsg, Restaurant};
 const HOLD_FOR: Duration = Duration::from_millis(300);
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let dir = std::env::temp_dir().join(format!("cairn-booking-{}", std::process::id()));
     let node = Node::builder().data_dir(&dir).start().expect("start node");
     node.host::<Restaurant>();

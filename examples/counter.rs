@@ -12,7 +12,7 @@ mod counter;
 use counter::{Counter, CounterMsg};
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     node.host::<Counter>();
     for (key, n) in [("alice", 1), ("bob", 10), ("carol", 100)] {

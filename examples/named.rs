@@ -60,7 +60,7 @@ fn spawn_counter(node: &Node) -> Pid {
 }
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     let timeout = Duration::from_secs(1);
 

@@ -66,7 +66,7 @@ fn successor(node: &Node, name: &str, old: Pid) -> Pid {
 }
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     let timeout = Duration::from_secs(1);
 

@@ -696,13 +696,34 @@ impl Drop for Node {
     }
 }
 
-/// Installs a `tracing` subscriber for binaries and examples, filtered by `RUST_LOG`
-/// (default `info`). Does nothing if one is already installed.
-pub fn init_logging() {
+/// How [`init_logging`] writes log lines.
+#[cfg(feature = "cli")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only when stderr is a terminal (and
+    /// `NO_COLOR` is unset), so logs written to a file or pipe carry no escape codes.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log
+    /// collectors.
+    Json,
+}
+
+/// Installs a `tracing` subscriber writing to stderr for binaries and examples, filtered by
+/// `RUST_LOG` (default `info`). Does nothing if one is already installed.
+#[cfg(feature = "cli")]
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

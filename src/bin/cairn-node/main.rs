@@ -14,8 +14,9 @@
 //! and a cluster CA under `./cluster` (created if missing). A running node prints
 //! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts
 //! connections, then `node up ...` / `node down ...` as peers come and go; logs go to
-//! stderr (`RUST_LOG`). `status` and `send` join the mesh as short-lived *client* nodes,
-//! which never own objects.
+//! stderr (`RUST_LOG`; `--log-format json` for one JSON object per line, colour only on a
+//! terminal). `status` and `send` join the mesh as short-lived *client* nodes, which never
+//! own objects.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use std::time::Duration;
 use cairn::net::mesh::Seed;
 use cairn::net::{ClusterCa, Mesh, NodeEvent, ANY_NODE_NAME};
 use cairn::prelude::*;
+use cairn::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
@@ -38,6 +40,10 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How logs are written to stderr: text (coloured only on a terminal) or json (one
+    /// object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,8 +178,8 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    cairn::init_logging();
     let cli = Cli::parse();
+    cairn::init_logging(cli.log_format);
     let result = match cli.command {
         None => run(RunArgs::parse_from(["cairn-node"])),
         Some(Command::Run(args)) => run(args),

@@ -234,8 +234,8 @@ impl Object for C {
     }
 }
 
-/// A failed commit ends the activation with `StorageFailure`; messages still queued in its
-/// mailbox (accepted with `Ok` by `send`) go down with the mailbox — not "what the gate held".
+/// A failed commit drops what the gate held and re-activates the object in place: messages
+/// still queued in its mailbox (accepted with `Ok` by `send`) are handled, not lost.
 #[test]
 fn a_failed_commit_does_not_lose_queued_messages() {
     let dir = tempfile::tempdir().unwrap();

@@ -254,7 +254,7 @@ async fn run_object<O: Object>(
     let _active = ActiveGuard::new::<O>(&ctx, &objects, &key, &region);
     let storage = match objects.store.keyspace(&name) {
         Ok(ks) => ks,
-        Err(e) => return ExitReason::StorageFailure(e.to_string()),
+        Err(e) => return storage_failure(&e),
     };
     storage.discard_pending();
     let mut octx = ObjectCtx {
@@ -393,6 +393,13 @@ async fn gated(gate: &mut Gate, fut: HandlerFuture<'_>) -> Result<(), ExitReason
     std::future::poll_fn(|cx| gate.poll_within(fut.as_mut(), cx)).await
 }
 
+/// How an activation ends when storage fails it outside a handler (opening its keyspace,
+/// committing `deactivate`'s writes): an error like any other, for monitors and logs. The
+/// scheduler has no storage-specific reason; storage is a layer above it.
+fn storage_failure(e: &StorageError) -> ExitReason {
+    ExitReason::Error(format!("storage: {e}"))
+}
+
 /// Eviction after the mailbox closed: the `deactivate` hook, its commit, its output.
 async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &str) -> ExitReason {
     let mut gate = Gate::new();
@@ -404,7 +411,7 @@ async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &s
     }
     if octx.storage.has_pending() {
         if let Err(e) = octx.storage.commit().await {
-            return ExitReason::StorageFailure(e.to_string());
+            return storage_failure(&e);
         }
     }
     gate.take().release().await;

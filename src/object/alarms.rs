@@ -8,12 +8,18 @@
 //! most [`ALARM_MAX_RETRIES`] times (both configurable). The retry count lives in the
 //! activation: an object evicted between retries starts counting again. Alarms are delivered
 //! only to objects this node owns (an alarm of an object owned elsewhere waits in storage).
+//!
+//! A named process's alarm (its name's keyspace, see [`crate::durable`]) arrives as an
+//! ordinary message, built by the function the process gave
+//! [`Durable::receive_alarms_as`](crate::durable::Durable::receive_alarms_as). Until the
+//! process running under that name has asked, a due alarm waits in storage; a full mailbox
+//! delays it to the next scan. The process clears the alarm itself once handled.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use cairn_scheduler::{ActorRef, Ctx, Handle, SendError, SpawnOptions};
+use cairn_scheduler::{ActorRef, Ctx, Handle, Pid, SendError, SpawnOptions};
 
 use super::activation::Lookup;
 use super::routing::Route;
@@ -24,7 +30,7 @@ pub const ALARM_RETRY_BASE: Duration = Duration::from_secs(2);
 /// Retries of a failing alarm before it is dropped (logged as an error).
 pub const ALARM_MAX_RETRIES: u32 = 6;
 /// How often the alarm process rescans storage even without a wake-up: bounds the delay of
-/// alarms written by plain named processes, which do not notify it.
+/// alarms written by plain named processes, which commit on their own and do not notify it.
 pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
 
 /// Delivers a due alarm of one class: `(objects, key, at) -> delivered`.
@@ -33,6 +39,13 @@ pub(super) type AlarmDispatch = Arc<dyn Fn(&Arc<Objects>, &str, SystemTime) -> b
 /// Commands for the alarm process.
 pub(crate) enum AlarmCmd {
     Rescan,
+}
+
+/// How a named process wants its alarm: the pid that asked and how to deliver to it.
+pub(crate) struct NamedAlarm {
+    pid: Pid,
+    /// Sends the process its alarm message without waiting; false if it could not now.
+    deliver: Box<dyn Fn(SystemTime) -> bool + Send + Sync>,
 }
 
 /// The alarm dispatch of class `O`.
@@ -55,6 +68,41 @@ pub(super) fn start(handle: &Handle, objects: Weak<Objects>) -> ActorRef<AlarmCm
 }
 
 impl Objects {
+    /// The process `me`, registered under `name`, takes its name's alarms as
+    /// `wrap(at)` from now on (replacing what an earlier process under the name asked).
+    pub(crate) fn receive_named_alarms<M: Send + 'static>(
+        &self,
+        name: String,
+        me: ActorRef<M>,
+        wrap: impl Fn(SystemTime) -> M + Send + Sync + 'static,
+    ) {
+        let pid = me.pid();
+        let deliver = Box::new(move |at| me.try_send(wrap(at)).is_ok());
+        self.named_alarms
+            .lock()
+            .insert(name, NamedAlarm { pid, deliver });
+        // An alarm that fell due while nobody asked is delivered now, not at the next rescan.
+        self.wake_alarms();
+    }
+
+    /// Delivers the due alarm of the named process `name` if the process registered under it
+    /// asked for it; false if not (yet), so a later scan tries again.
+    fn deliver_named_alarm(&self, name: &str, at: SystemTime) -> bool {
+        let Some(pid) = self.handle.whereis(name) else {
+            return false;
+        };
+        let mut named = self.named_alarms.lock();
+        match named.get(name) {
+            Some(wanted) if wanted.pid == pid => (wanted.deliver)(at),
+            Some(stale) if !self.handle.is_alive(stale.pid) => {
+                // Asked by an earlier process under the name, which has exited.
+                named.remove(name);
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Asks the alarm process to rescan storage (a handler may have set or moved an alarm).
     pub(super) fn wake_alarms(&self) {
         if let Some(p) = self.alarm_process.get() {
@@ -134,12 +182,9 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
                     });
                     let was_delivered = match class {
                         Some((Some(dispatch), key)) => dispatch(&objs, key, alarm.at),
-                        // A named process's alarm: delivered if it runs now, else on a later
-                        // scan once a process has registered the name again.
-                        _ => objs
-                            .handle
-                            .whereis(&alarm.name)
-                            .is_some_and(|pid| objs.handle.deliver_alarm(pid, alarm.at)),
+                        // A named process's alarm: delivered if the process under the name
+                        // asked for it, else on a later scan.
+                        _ => objs.deliver_named_alarm(&alarm.name, alarm.at),
                     };
                     if was_delivered {
                         delivered.insert(alarm.name.clone(), (alarm.at, Instant::now()));

@@ -43,7 +43,7 @@ pub(crate) use routing::Cluster;
 pub use routing::{is_client, router_name, CLIENT_NAME_SUFFIX, MAX_HOPS};
 
 use activation::Active;
-use alarms::{AlarmCmd, AlarmDispatch};
+use alarms::{AlarmCmd, AlarmDispatch, NamedAlarm};
 
 /// A hosted class.
 struct Class {
@@ -61,6 +61,8 @@ pub(crate) struct Objects {
     classes: RwLock<HashMap<&'static str, Class>>,
     /// Which pid last opened each named process's keyspace (see `durable`).
     pub(crate) owners: Mutex<HashMap<String, Pid>>,
+    /// How each named process that asked takes its alarm, by name.
+    named_alarms: Mutex<HashMap<String, NamedAlarm>>,
     alarm_process: OnceLock<ActorRef<AlarmCmd>>,
     /// Set once at node start when the node has a mesh.
     cluster: OnceLock<Cluster>,
@@ -76,6 +78,7 @@ impl Objects {
             config,
             classes: RwLock::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
+            named_alarms: Mutex::new(HashMap::new()),
             alarm_process: OnceLock::new(),
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),

@@ -351,7 +351,8 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a silent peer may stay silent before it is declared down (default 3 s).
+    /// How long a silent peer may stay silent before it is declared down (default 5 s, the
+    /// mesh's `DEFAULT_FAILURE_TIMEOUT`).
     pub fn failure_timeout(mut self, d: Duration) -> Self {
         self.mesh.failure_timeout = Some(d);
         self

@@ -345,8 +345,9 @@ fn a_node_with_a_certificate_from_another_ca_is_refused() {
         .any(|l| l.starts_with("node up")));
 }
 
-/// The default failure timeout (3 s, DESIGN.md 22 asks for at most 5 s), plus slack for a
-/// loaded machine running debug builds.
+/// The nodes' failure timeout (`cairn-node run --failure-timeout`, default 5 s: a killed or
+/// frozen member is declared down within it), plus 1 s of slack for a loaded machine running
+/// debug builds.
 const DOWN_WITHIN: Duration = Duration::from_secs(6);
 
 /// Waits until `observer` reports `node` down; how long that took since `since`.

@@ -1,4 +1,4 @@
-//! Durable storage of named processes (DESIGN.md 13, 19): the keyspace belongs to the name and
+//! Durable storage of named processes: the keyspace belongs to the name and
 //! outlives incarnations; alarms of named processes arrive as ordinary messages.
 
 use std::sync::mpsc::channel;

@@ -1,5 +1,6 @@
 //! Durable objects: activation, implicit transactions, output gates, failures, eviction,
-//! alarms (DESIGN.md semantics 13–20 as seen through the object layer).
+//! alarms, as seen through the object layer (the storage rules themselves are tested in
+//! `storage/tests/`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

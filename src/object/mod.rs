@@ -40,7 +40,7 @@ pub(crate) use api::ObjectsConfig;
 pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, DEFAULT_IDLE_TIMEOUT};
 pub use reference::ObjectRef;
 pub(crate) use routing::Cluster;
-pub use routing::{is_client, router_name, CLIENT_NAME_SUFFIX, MAX_HOPS};
+pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
 
 use activation::Active;
 use alarms::{AlarmCmd, AlarmDispatch, NamedAlarm};

@@ -127,7 +127,7 @@ where
 
 /// The registered name of class `class`'s router process, also the mesh tag of its
 /// envelopes: `cairn.objects.<class>`.
-pub fn router_name(class: &'static str) -> &'static str {
+pub(super) fn router_name(class: &'static str) -> &'static str {
     // Mesh tags are `&'static str`: each class's name is built once and kept for the life of
     // the process (one small string per class, however many nodes host it).
     static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();

@@ -16,6 +16,8 @@
 //! (acknowledged writes survive) and at most its last `TRY` (nothing that was never attempted).
 //! The next round's child continues from what is stored.
 
+mod common;
+
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -24,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cairn::prelude::*;
+use common::{Counter, CounterMsg};
 
 const DIR_VAR: &str = "CAIRN_OBJECT_CRASH_DIR";
 const OBJECTS: usize = 1_000;
@@ -34,44 +37,8 @@ const MAX_INCREMENTS: u64 = 100_000;
 const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 const T: Duration = Duration::from_secs(30);
 
-enum Msg {
-    /// Adds one and answers with the new value.
-    Incr(Reply<u64>),
-    /// Answers with the value.
-    Get(Reply<u64>),
-}
-
-struct Counter {
-    value: u64,
-}
-
-impl Object for Counter {
-    const CLASS: &'static str = "crash-counter";
-    type Msg = Msg;
-
-    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
-        Ok(Counter {
-            value: ctx.storage().get("value")?.unwrap_or(0),
-        })
-    }
-
-    async fn handle(&mut self, msg: Msg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
-        match msg {
-            Msg::Incr(reply) => {
-                self.value += 1;
-                ctx.storage().put("value", &self.value)?;
-                let _ = reply.send(self.value);
-            }
-            Msg::Get(reply) => {
-                let _ = reply.send(self.value);
-            }
-        }
-        Ok(())
-    }
-}
-
 fn start_node(dir: &str) -> Node {
-    let node = Node::builder().workers(2).data_dir(dir).start().unwrap();
+    let node = common::node(dir, 2, Duration::from_secs(30));
     node.register_local::<Counter>();
     node
 }
@@ -98,11 +65,14 @@ fn crash_child() {
         let counter = node.object::<Counter>(&format!("c{k}"));
         let done_tx = done_tx.clone();
         node.spawn(move |_ctx: Ctx<()>| async move {
-            let mut value = counter.call(Msg::Get, T).await.unwrap();
+            let mut value = counter.call(CounterMsg::Get, T).await.unwrap();
             say(format!("START {k} {value}\n"));
             for _ in 0..MAX_INCREMENTS {
                 say(format!("TRY {k} {}\n", value + 1));
-                let got = counter.call(Msg::Incr, T).await.unwrap();
+                let got = counter
+                    .call(|r| CounterMsg::AddAndGet(1, r), T)
+                    .await
+                    .unwrap();
                 assert_eq!(got, value + 1, "c{k} answered out of turn");
                 value = got;
                 say(format!("ACK {k} {value}\n"));
@@ -217,7 +187,7 @@ fn acknowledged_increments_survive_kill_9() {
         let mut unacked_but_stored = 0;
         for (key, m) in model.iter_mut().enumerate() {
             let counter = node.object::<Counter>(&format!("c{key}"));
-            let stored = node.block_on(counter.call(Msg::Get, T)).unwrap();
+            let stored = node.block_on(counter.call(CounterMsg::Get, T)).unwrap();
             assert!(
                 stored >= m.acked,
                 "round {round}: c{key} holds {stored}, but {} was acknowledged",

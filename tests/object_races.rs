@@ -2,50 +2,19 @@
 //! held messages to an object evicted before release, eviction vs. try_send on one worker,
 //! and queued messages across a failed commit.
 
+mod common;
+
 use std::time::Duration;
 
 use cairn::prelude::*;
+use common::{Counter, CounterMsg};
 
 const T: Duration = Duration::from_secs(5);
 
-enum BMsg {
-    Add(u64),
-    Get(Reply<u64>),
-}
-
-/// A plain counter object, no deactivate hook.
-struct B {
-    total: u64,
-}
-
-impl Object for B {
-    const CLASS: &'static str = "review-b";
-    type Msg = BMsg;
-
-    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
-        Ok(B {
-            total: ctx.storage().get("total")?.unwrap_or(0),
-        })
-    }
-
-    async fn handle(&mut self, msg: BMsg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
-        match msg {
-            BMsg::Add(n) => {
-                self.total += n;
-                ctx.storage().put("total", &self.total)?;
-            }
-            BMsg::Get(r) => {
-                let _ = r.send(self.total);
-            }
-        }
-        Ok(())
-    }
-}
-
 enum AMsg {
-    /// Calls object B ("b") from inside the handler and answers with what it got.
+    /// Calls the counter "b" from inside the handler and answers with what it got.
     RelayGet(Reply<Result<u64, String>>),
-    /// Writes, then sends `Add(1)` to object B ("b") (held by the gate until the write is durable).
+    /// Writes, then sends `Add(1)` to the counter "b" (held by the gate until the write is durable).
     WriteAndForward,
 }
 
@@ -62,16 +31,19 @@ impl Object for A {
     async fn handle(&mut self, msg: AMsg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
         match msg {
             AMsg::RelayGet(r) => {
-                let b = ctx.object::<B>("b");
+                let b = ctx.object::<Counter>("b");
                 let got = b
-                    .call(BMsg::Get, Duration::from_secs(2))
+                    .call(CounterMsg::Get, Duration::from_secs(2))
                     .await
                     .map_err(|e| e.to_string());
                 let _ = r.send(got);
             }
             AMsg::WriteAndForward => {
                 ctx.storage().put("x", &1u64)?;
-                ctx.object::<B>("b").send(BMsg::Add(1)).await.unwrap();
+                ctx.object::<Counter>("b")
+                    .send(CounterMsg::Add(1))
+                    .await
+                    .unwrap();
             }
         }
         Ok(())
@@ -79,14 +51,9 @@ impl Object for A {
 }
 
 fn node(dir: &std::path::Path, workers: usize, idle: Duration) -> Node {
-    let node = Node::builder()
-        .workers(workers)
-        .data_dir(dir)
-        .object_idle_timeout(idle)
-        .start()
-        .unwrap();
+    let node = common::node(dir, workers, idle);
     node.register_local::<A>();
-    node.register_local::<B>();
+    node.register_local::<Counter>();
     node.register_local::<Slow>();
     node
 }
@@ -111,8 +78,8 @@ fn a_held_message_to_an_object_survives_its_eviction() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), 2, Duration::from_millis(200));
     let a = node.object::<A>("a");
-    let b = node.object::<B>("b");
-    assert_eq!(node.block_on(b.call(BMsg::Get, T)).unwrap(), 0); // b active
+    let b = node.object::<Counter>("b");
+    assert_eq!(node.block_on(b.call(CounterMsg::Get, T)).unwrap(), 0); // b active
     let b_pid = b.pid().unwrap();
     {
         let _hold = node.store().fault_injection().hold_commits();
@@ -122,7 +89,7 @@ fn a_held_message_to_an_object_survives_its_eviction() {
         assert!(evicted.is_ok(), "b was not evicted");
     } // commits resume: a's output (Add(1) to b, whose activation is gone) is released
     let deadline = std::time::Instant::now() + T;
-    while node.block_on(b.call(BMsg::Get, T)).unwrap() != 1 {
+    while node.block_on(b.call(CounterMsg::Get, T)).unwrap() != 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "the Add(1) a sent to b was lost"

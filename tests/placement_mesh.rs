@@ -2,11 +2,13 @@
 //! rendezvous hashing, a node hands off the objects it no longer owns when another joins,
 //! and calls from either node reach the one owner.
 
+mod common;
+
 use std::time::Duration;
 
-use cairn::demo::{Counter, CounterMsg};
 use cairn::net::{ClusterCa, NodeEvent};
 use cairn::prelude::*;
+use common::{Counter, CounterMsg};
 
 const T: Duration = Duration::from_secs(20);
 const KEYS: usize = 40;
@@ -69,7 +71,7 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
     for i in 0..KEYS {
         assert_eq!(add(&a, &key(i)), 1);
     }
-    assert_eq!(a.status().objects.get("counter"), Some(&KEYS));
+    assert_eq!(a.status().objects.get(Counter::CLASS), Some(&KEYS));
     let pids: Vec<Pid> = (0..KEYS)
         .map(|i| a.object::<Counter>(&key(i)).pid().expect("active on a"))
         .collect();
@@ -103,7 +105,10 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
             );
         }
     }
-    assert_eq!(a.status().objects.get("counter"), Some(&(KEYS - moved)));
+    assert_eq!(
+        a.status().objects.get(Counter::CLASS),
+        Some(&(KEYS - moved))
+    );
 
     // Calls from either node reach the owner. Keys that moved start over on b: storage
     // does not migrate yet (src/object.rs, "Membership change").
@@ -112,8 +117,11 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
         let expected = if *owner == b_id { 1 } else { 2 };
         assert_eq!(add(via, &key(i)), expected, "{}", key(i));
     }
-    assert_eq!(b.status().objects.get("counter"), Some(&moved));
-    assert_eq!(a.status().objects.get("counter"), Some(&(KEYS - moved)));
+    assert_eq!(b.status().objects.get(Counter::CLASS), Some(&moved));
+    assert_eq!(
+        a.status().objects.get(Counter::CLASS),
+        Some(&(KEYS - moved))
+    );
 
     // try_send to an object owned by the other node: the connection is up and idle, so
     // there is room; a call behind it on the same connection sees its effect.

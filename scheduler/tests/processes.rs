@@ -1,6 +1,6 @@
 //! Processes and mailboxes: one message at a time, backpressure, dead and stale pids,
 //! the system lane, panic isolation, the per-turn budget, the registry, calls and
-//! blocking work (DESIGN.md semantics 1, 3, 4, 5, 6).
+//! blocking work.
 
 mod common;
 
@@ -17,7 +17,7 @@ use cairn_scheduler::{
 use common::*;
 
 // ---------------------------------------------------------------------------------------
-// Semantic 1: one message at a time.
+// One message at a time: a process's state is never touched concurrently.
 
 enum Work {
     Hit,
@@ -99,7 +99,7 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 3: bounded mailboxes, backpressure, nothing dropped silently.
+// Bounded mailboxes, backpressure, nothing dropped silently.
 
 /// A process that waits for `gate` before it receives anything, then reports every user
 /// message (and signal) it receives on `tx`.
@@ -317,7 +317,7 @@ fn sending_a_message_of_another_type_returns_wrong_type_with_the_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 4: the system lane is never blocked by a full user lane.
+// The system lane is never blocked by a full user lane.
 
 #[test]
 fn signals_reach_a_process_whose_user_lane_is_full_and_come_first() {
@@ -410,7 +410,7 @@ fn an_exit_signal_ends_a_process_with_a_full_mailbox_that_never_receives() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 5: a panic ends only its own process.
+// A panic ends only its own process; the worker thread carries on.
 
 #[test]
 fn a_panicking_process_exits_with_its_message_while_10000_others_finish() {
@@ -472,7 +472,7 @@ fn a_panicking_process_exits_with_its_message_while_10000_others_finish() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 6: the per-turn budget.
+// The per-turn budget: a busy process cannot starve the others.
 
 #[test]
 fn a_self_flooding_process_cannot_starve_timers_messages_or_spawns_on_one_worker() {

@@ -1,5 +1,6 @@
 //! Timers: `send_after`, `send_interval`, `sleep`, `recv_timeout`, `timeout` — cancellable
-//! and never early (DESIGN.md semantic 8).
+//! and never early, with ~1 ms
+//! resolution.
 
 mod common;
 

@@ -9,7 +9,7 @@
 //!   while it allocates a prefix (an LMDB write transaction, serialized with the writer's by
 //!   LMDB itself).
 //!
-//! # Group commit (semantic 16)
+//! # Group commit: many keyspaces' write sets, one LMDB transaction, one sync
 //!
 //! The writer sleeps on a condvar until the queue is non-empty, then takes everything queued,
 //! up to [`Config::max_batch_sets`] write sets and [`Config::max_batch_bytes`] bytes (always at

@@ -1,4 +1,5 @@
-//! Crash consistency under `kill -9` (semantic 17).
+//! Crash consistency under `kill -9`: an acknowledged write set survives, one that was not
+//! acknowledged is wholly present or wholly absent.
 //!
 //! The parent test re-executes this test binary as a child (`crash_child`, switched on by an
 //! environment variable). The child's threads each drive one keyspace, pipelining write sets

@@ -33,7 +33,8 @@
 //!   resolves.
 //! * **Group commit.** See [`store`'s docs](Store) — batching policy below.
 //! * **Durability.** A ticket resolves `Ok` only after LMDB's synchronous commit returned:
-//!   the data survives `kill -9` (and power loss). An unacknowledged set is wholly present or
+//!   the data survives `kill -9` and power loss (`tests/crash.rs` checks both;
+//!   `tests/durability.rs` counts the flushes). An unacknowledged set is wholly present or
 //!   absent (it is inside one LMDB transaction). A failed set fails its ticket; the
 //!   keyspace's later sets fail with [`StorageError::EarlierCommitFailed`].
 //! * **Limits.** [`MAX_KEY_LEN`], [`MAX_VALUE_LEN`], [`MAX_NAME_LEN`]; over-limit input is

@@ -27,7 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use cairn_storage::{Config, ListOptions, Store};
-use common::{ChildRun, PowerLoss};
+use cairn_testkit::ChildRun;
+use common::PowerLoss;
 use rand::Rng;
 
 const DIR_VAR: &str = "CAIRN_STORAGE_CRASH_DIR";
@@ -51,13 +52,13 @@ fn crash_child() {
     let Ok(dir) = std::env::var(DIR_VAR) else {
         return;
     };
-    common::abort_on_panic();
+    cairn_testkit::abort_on_panic();
     let round: u32 = std::env::var(ROUND_VAR).unwrap().parse().unwrap();
     let store = Store::open(&dir, Config::default()).unwrap();
     let keyspaces: Vec<_> = (0..THREADS)
         .map(|t| store.keyspace(&ks_name(round, t)).unwrap())
         .collect();
-    common::tell_parent("READY");
+    cairn_testkit::tell_parent("READY");
     let threads: Vec<_> = keyspaces
         .into_iter()
         .enumerate()
@@ -72,7 +73,7 @@ fn crash_child() {
                     if inflight.len() >= PIPELINE {
                         let (i, ticket) = inflight.pop_front().unwrap();
                         ticket.wait().unwrap();
-                        common::tell_parent(&format!("ACK {t} {i}"));
+                        cairn_testkit::tell_parent(&format!("ACK {t} {i}"));
                     }
                 }
             })
@@ -95,7 +96,7 @@ enum Crash {
 type Observed = BTreeMap<(u32, usize), u64>;
 
 fn run_rounds(crash: Crash, rounds: u32) {
-    let (_seed, mut rng) = common::seeded_rng();
+    let (_seed, mut rng) = cairn_testkit::seeded_rng();
     let dir = tempfile::tempdir().unwrap();
     // The path LMDB is given, so the shim can recognise the store's file by prefix.
     let storage = dir.path().join("storage");

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
 use cairn_storage::{Config, Store};
-use common::{ChildRun, Flushes};
+use cairn_testkit::ChildRun;
+use common::Flushes;
 
 const DIR_VAR: &str = "CAIRN_STORAGE_FLUSH_DIR";
 const COUNTS_VAR: &str = "CAIRN_STORAGE_FLUSH_COUNTS";
@@ -98,7 +99,7 @@ fn flush_child() {
         (0, 0),
         "unexpected flush kinds (a writable map would hide writes from the shim): {flushes:?}"
     );
-    common::tell_parent("FLUSHES CHECKED");
+    cairn_testkit::tell_parent("FLUSHES CHECKED");
 }
 
 #[test]

@@ -1,105 +1,15 @@
-//! Shared by storage's integration tests: seeded randomness, child processes that re-run
-//! this test binary, and the power-loss shim (`powerloss_shim.c`, see its header).
+//! Shared by storage's integration tests: the power-loss shim (`powerloss_shim.c`, see its
+//! header) and the power-loss image it lets a test build.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
+use std::sync::OnceLock;
 
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
-/// The seed of a randomized test: `CAIRN_SEED` if set (to replay a failure), else a fresh
-/// one. Printed either way, so a failing run's output names the seed that replays it.
-pub fn seeded_rng() -> (u64, StdRng) {
-    let seed = match std::env::var("CAIRN_SEED") {
-        Ok(s) => s.parse().expect("CAIRN_SEED must be a u64"),
-        Err(_) => rand::thread_rng().gen(),
-    };
-    eprintln!("seed {seed}: replay with CAIRN_SEED={seed}");
-    (seed, StdRng::seed_from_u64(seed))
-}
-
-/// Marks stdout lines of a child that are meant for the parent.
-pub const CHILD_LINE: &str = "CHILD ";
-
-/// Makes any panic in this (child) process end it at once with a line on stderr, so a
-/// panicking worker thread cannot silently stop contributing while the others carry on.
-pub fn abort_on_panic() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default(info);
-        eprintln!("CHILD PANICKED");
-        std::process::abort();
-    }));
-}
-
-/// A running child: this test binary re-executed to run one `#[test]` function.
-pub struct ChildRun {
-    pub child: Child,
-    /// Everything the child wrote to stderr, collected by a thread.
-    stderr: Arc<Mutex<String>>,
-    stderr_reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ChildRun {
-    /// Starts `test` (a `#[test]` fn of this binary) with `env`; `configure` may add more.
-    pub fn start(test: &str, env: &[(&str, &str)], configure: impl FnOnce(&mut Command)) -> Self {
-        let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        configure(&mut cmd);
-        let mut child = cmd.spawn().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = Arc::clone(&stderr);
-        let stderr_reader = std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = pipe.read_to_string(&mut buf);
-            sink.lock().unwrap().push_str(&buf);
-        });
-        ChildRun {
-            child,
-            stderr,
-            stderr_reader: Some(stderr_reader),
-        }
-    }
-
-    /// The child's stdout lines marked with [`CHILD_LINE`], from the mark on (libtest may
-    /// have begun the line with `test name ... `).
-    pub fn lines(&mut self) -> impl Iterator<Item = String> {
-        let out: ChildStdout = self.child.stdout.take().unwrap();
-        BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.split_once(CHILD_LINE).map(|(_, rest)| rest.to_owned()))
-    }
-
-    /// Waits for the child; returns its exit status and everything it wrote on stderr.
-    pub fn finish(mut self) -> (std::process::ExitStatus, String) {
-        let status = self.child.wait().unwrap();
-        self.stderr_reader.take().unwrap().join().unwrap();
-        let stderr = std::mem::take(&mut *self.stderr.lock().unwrap());
-        (status, stderr)
-    }
-}
-
-/// Prints one whole line for the parent with one `write` (atomic on a pipe).
-pub fn tell_parent(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(format!("{CHILD_LINE}{line}\n").as_bytes())
-        .unwrap();
-    out.flush().unwrap();
-}
+use rand::Rng;
 
 /// The power-loss shim, built once per test binary with the system C compiler.
 pub fn shim() -> &'static Path {

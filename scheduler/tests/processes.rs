@@ -24,6 +24,38 @@ enum Work {
     Count(Reply<u64>),
 }
 
+/// Wraps a process body and counts polls that begin while another poll of it is still
+/// running (on another worker): the only way two handlers of one process could overlap,
+/// since a body is one sequential future. (A flag set and cleared inside the body could
+/// never see an overlap: the body cannot run beside itself without two concurrent polls.)
+struct OverlapDetector<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polling: Arc<AtomicBool>,
+    overlaps: Arc<AtomicUsize>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for OverlapDetector<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if self.polling.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        // Widen the window in which a second, concurrent poll would be seen.
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        let out = self.inner.as_mut().poll(cx);
+        self.polling.store(false, Ordering::SeqCst);
+        out
+    }
+}
+
 #[test]
 fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
     const THREADS: usize = 4;
@@ -34,30 +66,30 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
         .mailbox_capacity(16)
         .build()
         .unwrap();
-    let in_handler = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicUsize::new(0));
-    let (flag, seen) = (in_handler.clone(), overlaps.clone());
-    let target = rt.spawn(move |mut ctx: Ctx<Work>| async move {
-        let mut handled = 0u64;
-        while let Some(msg) = ctx.recv().await {
-            if flag.swap(true, Ordering::SeqCst) {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
-            match msg {
-                Message::User(Work::Hit) => {
-                    handled += 1;
-                    // Give the worker up mid-handler: a runtime that polled the body again
-                    // (or on another worker) before this handler ends would see the flag.
-                    yield_now().await;
-                    std::hint::spin_loop();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (seen, counted) = (overlaps.clone(), polls.clone());
+    let target = rt.spawn(move |mut ctx: Ctx<Work>| OverlapDetector {
+        polling: Arc::new(AtomicBool::new(false)),
+        overlaps: seen,
+        polls: counted,
+        inner: Box::pin(async move {
+            let mut handled = 0u64;
+            while let Some(msg) = ctx.recv().await {
+                match msg {
+                    Message::User(Work::Hit) => {
+                        handled += 1;
+                        // Give the worker up mid-handler: senders wake the process meanwhile,
+                        // so a runtime that ran it again before this poll ended would overlap.
+                        yield_now().await;
+                    }
+                    Message::User(Work::Count(r)) => {
+                        let _ = r.send(handled);
+                    }
+                    Message::Signal(_) => {}
                 }
-                Message::User(Work::Count(r)) => {
-                    let _ = r.send(handled);
-                }
-                Message::Signal(_) => {}
             }
-            flag.store(false, Ordering::SeqCst);
-        }
+        }),
     });
 
     let threads: Vec<_> = (0..THREADS)
@@ -94,8 +126,10 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
     assert_eq!(
         overlaps.load(Ordering::SeqCst),
         0,
-        "a handler was entered while another was running"
+        "the body was polled while another poll of it was running"
     );
+    // Each Hit yields once, so the detector saw well over one poll per message.
+    assert!(polls.load(Ordering::SeqCst) > (THREADS + SENDER_PROCS) * PER_SENDER);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -124,17 +124,31 @@ fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_mes
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
     let due = SystemTime::now() + Duration::from_millis(100);
-    let (tx, rx) = channel();
-    node.spawn_named("sleeper", move |ctx: Ctx<()>| async move {
-        let storage = ctx.storage().unwrap();
-        storage.set_alarm(due).unwrap();
-        storage.commit().await.unwrap();
-        tx.send(()).unwrap();
-    })
-    .unwrap();
-    rx.recv_timeout(T).unwrap();
-    // The alarm falls due while no process holds the name (a condition, not a wait for an outcome).
-    std::thread::sleep(Duration::from_millis(300));
+    let first = node
+        .spawn_named("sleeper", move |ctx: Ctx<()>| async move {
+            let storage = ctx.storage().unwrap();
+            storage.set_alarm(due).unwrap();
+            storage.commit().await.unwrap();
+        })
+        .unwrap();
+    // The first incarnation is gone (the name is free) ...
+    let exited = node.block_on(node.handle().timeout(T, node.handle().wait_exit(first.pid())));
+    assert_eq!(exited, Ok(ExitReason::Normal));
+    // ... and then the alarm falls due, as the store itself sees it.
+    let deadline = std::time::Instant::now() + T;
+    while !node
+        .store()
+        .due_alarms(SystemTime::now())
+        .unwrap()
+        .iter()
+        .any(|a| a.name == "sleeper")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm never fell due"
+        );
+        node.block_on(node.handle().sleep(Duration::from_millis(1))); // poll interval, not a wait
+    }
     let (tx, rx) = channel();
     node.spawn_named("sleeper", move |mut ctx: Ctx<Wake>| async move {
         ctx.receive_alarms_as(Wake::Alarm).unwrap();

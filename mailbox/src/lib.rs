@@ -1,11 +1,11 @@
 //! The mailbox of a Cairn process: a bounded MPSC queue of user messages plus an
 //! unbounded system lane for signals, for exactly one receiving process.
 //!
-//! * The **user lane** is bounded (DESIGN.md semantics 3): [`Mailbox::try_send`] on a full
-//!   mailbox returns the message in [`TrySendError::Full`]; [`Mailbox::send`] waits for room,
-//!   and waiting senders are served first come, first served.
-//! * The **system lane** (semantics 4) is never full and is always drained before the user
-//!   lane (control before data), so exits and monitors get through a flooded mailbox.
+//! * The **user lane** is bounded (backpressure, nothing dropped silently):
+//!   [`Mailbox::try_send`] on a full mailbox returns the message in [`TrySendError::Full`];
+//!   [`Mailbox::send`] waits for room, and waiting senders are served first come, first served.
+//! * The **system lane** (exits, monitors, stops) is never full and is always drained before
+//!   the user lane (control before data), so exits and monitors get through a flooded mailbox.
 //! * [`Mailbox::close`] ends the mailbox: queued user messages are counted as dead letters
 //!   ([`dead_letters`]), waiting senders get their messages back, and the receiver gets
 //!   [`Received::Closed`]. Nothing is dropped silently.

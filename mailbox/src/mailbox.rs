@@ -58,10 +58,10 @@
 //!
 //! # Receiver
 //!
-//! `poll_recv` pops the system lane first, then the user lane (DESIGN.md: control before
-//! data). Popping a user message frees a slot, granted as above. If both lanes are empty
-//! the receiver's waker is stored; every push to either lane takes it and wakes it
-//! outside the lock. After close, `poll_recv` returns `Received::Closed`.
+//! `poll_recv` pops the system lane first, then the user lane (control before data:
+//! signals are never stuck behind user messages). Popping a user message frees a slot,
+//! granted as above. If both lanes are empty the receiver's waker is stored; every push to
+//! either lane takes it and wakes it outside the lock. After close, `poll_recv` returns `Received::Closed`.
 //!
 //! Cost: `try_send` on a non-full mailbox and `try_recv` take the lock once and allocate
 //! only when a `VecDeque` grows. Finding a waiter by id is a linear scan of the waiter

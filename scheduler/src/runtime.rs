@@ -368,7 +368,8 @@ pub struct SpawnOptions {
     /// Start with `trap_exit` on.
     pub trap_exit: bool,
     /// Keep `name` on this node only. By default a name is cluster-wide once a mesh is
-    /// installed (DESIGN 25); objects use node-local names (placement finds them).
+    /// installed (a send by name from any node reaches it); objects use node-local names
+    /// (placement finds them).
     pub local_name: bool,
 }
 

@@ -180,7 +180,8 @@ pub struct SupervisorSpec {
     children: Vec<ChildSpec>,
     max_children: Option<usize>,
     /// Dynamic supervisors hold many children of one kind: ids need not be unique, so
-    /// `start_child` skips the (linear) duplicate-id check.
+    /// `start_child` skips the (linear) duplicate-id check; children that are not restarted
+    /// are deleted (their `max_children` slot is free again).
     dynamic: bool,
 }
 
@@ -434,10 +435,14 @@ async fn run(
     let mut st = State {
         ctx,
         children: Vec::with_capacity(spec.children.len()),
-        machine: Supervision::new(
-            spec.strategy,
-            Intensity::new(spec.max_restarts, spec.period),
-        ),
+        machine: if spec.dynamic {
+            Supervision::dynamic(Intensity::new(spec.max_restarts, spec.period))
+        } else {
+            Supervision::new(
+                spec.strategy,
+                Intensity::new(spec.max_restarts, spec.period),
+            )
+        },
         backoff: spec.backoff,
         max_children: spec.max_children,
         dynamic: spec.dynamic,

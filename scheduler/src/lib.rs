@@ -61,7 +61,7 @@ mod time;
 mod unwind;
 pub mod wheel;
 
-pub use actor_ref::{ActorRef, SendError};
+pub use actor_ref::{ActorRef, SendError, SendFut};
 pub use blocking::{BlockingJoin, BLOCKING_KEEP_ALIVE, MAX_BLOCKING_THREADS};
 pub use budget::MESSAGE_BUDGET;
 pub use context::{Ctx, Message, Recv};

@@ -154,6 +154,7 @@ impl<M, S> Inner<M, S> {
     }
 
     /// Appends a user message; returns the receiver's waker to wake after unlocking.
+    #[inline]
     fn push_user(&mut self, msg: M) -> Option<Waker> {
         self.user.push_back(msg);
         self.rx_waker.take()
@@ -214,6 +215,7 @@ impl<M, S> Inner<M, S> {
 }
 
 /// Wakes `waker` if there is one. Called only after the mailbox lock is released.
+#[inline]
 fn wake(waker: Option<Waker>) {
     if let Some(waker) = waker {
         waker.wake();
@@ -269,6 +271,7 @@ impl<M, S> Mailbox<M, S> {
         }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Inner<M, S>> {
         self.inner.lock()
     }
@@ -309,13 +312,17 @@ impl<M, S> Mailbox<M, S> {
     /// Returns `Full(msg)` if the lane is at capacity or a sender is already waiting in
     /// [`send`](Self::send) (a `try_send` never overtakes a waiting sender), and
     /// `Closed(msg)` after [`close`](Self::close).
+    #[inline]
     pub fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
         let mut inner = self.lock();
-        if inner.closed {
-            return Err(TrySendError::Closed(msg));
-        }
-        if !inner.has_room(self.capacity) {
-            return Err(TrySendError::Full(msg));
+        if inner.closed || !inner.has_room(self.capacity) {
+            let closed = inner.closed;
+            drop(inner);
+            return Err(if closed {
+                TrySendError::Closed(msg)
+            } else {
+                TrySendError::Full(msg)
+            });
         }
         let rx = inner.push_user(msg);
         inner.debug_check(self.capacity);
@@ -370,8 +377,17 @@ impl<M, S> Mailbox<M, S> {
     /// `Pending` stores the receiver's waker, woken by the next push to either lane or by
     /// [`close`](Self::close). Returns `Ready(Received::Closed)` once closed. Receiver
     /// only: a single waker is stored, see the [module docs](self).
+    #[inline]
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received<M, S>> {
         let mut inner = self.lock();
+        // The common case first: no signal, a user message, nobody waiting for room.
+        if inner.system.is_empty() && inner.granted == inner.waiters.len() {
+            if let Some(msg) = inner.user.pop_front() {
+                inner.debug_check(self.capacity);
+                drop(inner);
+                return Poll::Ready(Received::Message(msg));
+            }
+        }
         let (received, grantee) = inner.pop(self.capacity);
         let Some(received) = received else {
             match &inner.rx_waker {

@@ -20,6 +20,7 @@ mod imp {
             Self(parking_lot::Mutex::new(value))
         }
 
+        #[inline]
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }

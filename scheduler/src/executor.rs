@@ -237,7 +237,28 @@ impl Executor {
     }
 }
 
+/// Queues `task` on the calling thread's worker if that worker belongs to the executor at
+/// address `exec`; otherwise gives it back (the caller then uses [`Executor::schedule`]).
+/// The address is only compared, never followed, so the caller need not hold a reference
+/// count on the executor (a process reaches it through its own fields, which it is about to
+/// move into the queue).
+#[inline]
+pub(crate) fn schedule_on_current<T: Runnable>(
+    exec: *const Executor,
+    task: Arc<T>,
+    how: Schedule,
+) -> Result<(), Arc<T>> {
+    CURRENT.with(|cell| match cell.get() {
+        Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.exec), exec) => {
+            ctx.push_local(task, how);
+            Ok(())
+        }
+        _ => Err(task),
+    })
+}
+
 impl WorkerCtx {
+    #[inline]
     fn push_local(&self, task: Task, how: Schedule) {
         match how {
             Schedule::Woken => {

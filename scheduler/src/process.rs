@@ -24,9 +24,10 @@ use crate::unwind::panic_message;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 
 use cairn_mailbox::Mailbox;
+use futures_task::{waker_ref, ArcWake};
 use parking_lot::Mutex;
 
 use crate::executor::{Runnable, Schedule};
@@ -34,7 +35,7 @@ use crate::exit::{ExitReason, MonitorRef, Signal};
 use crate::pid::Pid;
 use crate::reply::OneShot;
 use crate::runtime::Shared;
-use crate::task_state::TaskState;
+use crate::task_state::{RunCell, Running};
 
 pub(crate) type Body = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
 
@@ -63,14 +64,32 @@ pub(crate) struct Control {
 pub(crate) struct ProcessCore {
     pid: Pid,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) state: TaskState,
     pub(crate) trap_exit: AtomicBool,
+    /// Set (after `Control::pending_exit`, under the control lock) when an exit is pending,
+    /// so a run checks one flag instead of taking the control lock.
+    exit_pending: AtomicBool,
     pub(crate) control: Mutex<Control>,
 }
 
 impl ProcessCore {
     pub(crate) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Records why the process must end (the first reason wins) for its next run.
+    pub(crate) fn set_pending_exit(&self, reason: ExitReason) {
+        let mut control = self.control.lock();
+        control.pending_exit.get_or_insert(reason);
+        self.exit_pending.store(true, Ordering::Release);
+    }
+
+    /// The pending exit reason, if any (taken: a process ends once).
+    #[inline]
+    fn take_pending_exit(&self) -> Option<ExitReason> {
+        if !self.exit_pending.load(Ordering::Acquire) {
+            return None;
+        }
+        self.control.lock().pending_exit.take()
     }
 
     /// Handles an exit signal from `from` (Erlang's rules). `via_link` signals also remove
@@ -85,6 +104,7 @@ impl ProcessCore {
         }
         if reason == ExitReason::Kill && !via_link {
             control.pending_exit.get_or_insert(ExitReason::Killed);
+            self.exit_pending.store(true, Ordering::Release);
             return ExitDecision::Die;
         }
         if self.trap_exit.load(Ordering::Acquire) {
@@ -94,6 +114,7 @@ impl ProcessCore {
             return ExitDecision::Ignore;
         }
         control.pending_exit.get_or_insert(reason);
+        self.exit_pending.store(true, Ordering::Release);
         ExitDecision::Die
     }
 
@@ -138,7 +159,8 @@ enum ExitDecision {
 pub(crate) struct Process<M> {
     pub(crate) core: ProcessCore,
     pub(crate) mailbox: Mailbox<M, Signal>,
-    body: Mutex<Option<Body>>,
+    /// The scheduling state and the body it guards (no lock: see `task_state`).
+    run: RunCell<Option<Body>>,
 }
 
 /// The type-erased view the table, the executor and the exit protocol use.
@@ -150,7 +172,8 @@ pub(crate) trait AnyProcess: Runnable {
     fn wake_process(self: Arc<Self>);
     /// Ends the process without running its body any further: drops the body, closes the
     /// mailbox and exits with `Killed` (leftovers at runtime shutdown, or a spawn undone by
-    /// a name conflict).
+    /// a name conflict). Never called while the process runs (workers are joined first at
+    /// shutdown; a spawn undone has not been scheduled yet).
     fn force_stop(&self);
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
@@ -161,23 +184,49 @@ impl<M: Send + 'static> Process<M> {
             core: ProcessCore {
                 pid,
                 shared,
-                state: TaskState::new_scheduled(),
                 trap_exit: AtomicBool::new(false),
+                exit_pending: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),
             },
             mailbox: Mailbox::new(capacity),
-            body: Mutex::new(None),
+            run: RunCell::new(None),
         }
     }
 
-    pub(crate) fn set_body(&self, body: Body) {
-        *self.body.lock() = Some(body);
+    /// Installs the body and schedules the first run. The process was created `SCHEDULED`
+    /// and is in no queue yet, so this thread claims it like a runner to write the body.
+    pub(crate) fn start(self: Arc<Self>, body: Body) {
+        let mut run = self
+            .run
+            .start()
+            .expect("a new process is scheduled and not done");
+        run.with_body(|slot| *slot = Some(body));
+        // A wake during the install (an exit signal) re-queues it; otherwise queue it now.
+        if run.end() || self.run.state().wake() {
+            self.schedule(Schedule::Spawned);
+        }
     }
 
-    fn finish(self: &Arc<Self>, reason: ExitReason) {
-        let body = self.body.lock().take();
-        drop_quietly(body);
-        self.core.state.complete();
+    /// Queues the process: on this thread's worker if it is one of the runtime's (no
+    /// reference count traffic for the executor), else through the injector.
+    #[inline]
+    fn schedule(self: Arc<Self>, how: Schedule) {
+        let exec = Arc::as_ptr(&self.core.shared.exec);
+        if let Err(process) = crate::executor::schedule_on_current(exec, self, how) {
+            let exec = process.core.shared.exec.clone();
+            exec.schedule(process, how);
+        }
+    }
+
+    /// The end of a process: body dropped, mailbox closed, links, monitors and name released.
+    fn finish(
+        &self,
+        run: Running<'_, Option<Body>>,
+        mut run_body: Option<Body>,
+        reason: ExitReason,
+    ) {
+        drop_quietly(run_body.take());
+        run.complete();
         self.mailbox.close();
         self.core.exit(&reason);
     }
@@ -195,61 +244,56 @@ fn drop_quietly(body: Option<Body>) {
 
 impl<M: Send + 'static> Runnable for Process<M> {
     fn run(self: Arc<Self>) {
-        if !self.core.state.start_run() {
-            return;
-        }
-        let pending = self.core.control.lock().pending_exit.take();
-        if let Some(reason) = pending {
-            self.finish(reason);
-            return;
-        }
-        let waker = Waker::from(self.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut body = self.body.lock();
-        let Some(fut) = body.as_mut() else {
-            // Already stopped by `force_stop` (runtime shutdown): nothing left to run.
+        let Some(mut run) = self.run.start() else {
+            // Already stopped by `force_stop` (runtime shutdown): a stale queue entry.
             return;
         };
-        crate::budget::reset();
-        let polled = catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)));
-        match polled {
-            Ok(Poll::Pending) => {
-                drop(body);
-                if self.core.state.end_run() {
-                    let exec = self.core.shared.exec.clone();
-                    exec.schedule(self, Schedule::Yielded);
-                }
-            }
-            Ok(Poll::Ready(reason)) => {
-                let done = body.take();
-                drop(body);
-                drop_quietly(done);
-                self.finish(reason);
-            }
-            Err(payload) => {
-                let done = body.take();
-                drop(body);
-                drop_quietly(done);
-                self.finish(ExitReason::Panic(panic_message(&*payload)));
-            }
+        if let Some(reason) = self.core.take_pending_exit() {
+            let body = run.with_body(Option::take);
+            self.finish(run, body, reason);
+            return;
         }
+        // A waker borrowing `self`'s reference: no count change unless a mailbox keeps a
+        // clone of it.
+        let waker = waker_ref(&self);
+        let mut cx = Context::from_waker(&waker);
+        crate::budget::reset();
+        let polled = run.with_body(|body| {
+            let fut = body.as_mut()?;
+            Some(catch_unwind(AssertUnwindSafe(|| {
+                fut.as_mut().poll(&mut cx)
+            })))
+        });
+        let reason = match polled {
+            Some(Ok(Poll::Pending)) => {
+                if run.end() {
+                    self.schedule(Schedule::Yielded);
+                }
+                return;
+            }
+            Some(Ok(Poll::Ready(reason))) => reason,
+            Some(Err(payload)) => ExitReason::Panic(panic_message(&*payload)),
+            // Never installed (a spawn undone): nothing to run.
+            None => {
+                run.complete();
+                return;
+            }
+        };
+        let body = run.with_body(Option::take);
+        self.finish(run, body, reason);
     }
 }
 
-impl<M: Send + 'static> Wake for Process<M> {
+impl<M: Send + 'static> ArcWake for Process<M> {
     fn wake(self: Arc<Self>) {
-        if self.core.state.wake() {
-            let exec = self.core.shared.exec.clone();
-            exec.schedule(self, Schedule::Woken);
+        if self.run.state().wake() {
+            self.schedule(Schedule::Woken);
         }
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.core.state.wake() {
-            self.core
-                .shared
-                .exec
-                .schedule(self.clone(), Schedule::Woken);
+    fn wake_by_ref(this: &Arc<Self>) {
+        if this.run.state().wake() {
+            this.clone().schedule(Schedule::Woken);
         }
     }
 }
@@ -264,12 +308,16 @@ impl<M: Send + 'static> AnyProcess for Process<M> {
     }
 
     fn wake_process(self: Arc<Self>) {
-        Wake::wake(self)
+        ArcWake::wake(self)
     }
 
     fn force_stop(&self) {
-        self.core.state.complete();
-        let body = self.body.lock().take();
+        let Some(mut stopped) = self.run.stop() else {
+            // Running (its runner ends it) or finished already: nothing to stop.
+            tracing::debug!(pid = %self.core.pid, "force_stop on a running or finished process");
+            return;
+        };
+        let body = stopped.with_body(Option::take);
         drop_quietly(body);
         self.mailbox.close();
         self.core.exit(&ExitReason::Killed);

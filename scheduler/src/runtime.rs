@@ -25,7 +25,7 @@ use crate::actor_ref::{ActorRef, SendError};
 use crate::blocking::{BlockingJoin, BlockingPool};
 use crate::context::Ctx;
 use crate::driver::{Driver, DriverHandle, Sleep};
-use crate::executor::{Executor, Schedule};
+use crate::executor::Executor;
 use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 use crate::pid::{NodeId, Pid};
 use crate::process::{deliver_exit, AnyProcess, Process, Watcher};
@@ -473,12 +473,11 @@ impl Handle {
             self.link_pair(pid, peer);
         }
         if shared.shutting_down.load(Ordering::Acquire) {
-            process.core.control.lock().pending_exit = Some(ExitReason::Shutdown);
+            process.core.set_pending_exit(ExitReason::Shutdown);
         }
         let actor = ActorRef::from_process(process.clone());
         let fut = body(Ctx::new(process.clone()));
-        process.set_body(Box::pin(async move { fut.await.into_exit_reason() }));
-        shared.exec.schedule(process, Schedule::Spawned);
+        process.start(Box::pin(async move { fut.await.into_exit_reason() }));
         Ok(actor)
     }
 

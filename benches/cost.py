@@ -4,7 +4,8 @@
 A count of executed instructions does not change with the machine's load, so it can prove a
 change on a shared machine where wall-clock numbers cannot. Each workload's child runs twice
 under callgrind, at scales S and 2S; the difference of the two totals divided by the
-difference of the item counts is the cost of one item, with start-up and shutdown cancelled
+difference of the item counts is the cost of one item (and the calls to malloc/calloc/realloc,
+the allocations per item), with start-up and shutdown cancelled
 out. With `--cache-sim`, callgrind also simulates the caches and the script prints its cycle
 estimate (Ir + 10 x L1 misses + 100 x last-level misses, KCachegrind's formula): a model,
 not a measurement, but also load-independent.
@@ -64,10 +65,40 @@ def run(binary, workload, scale, workers, cache_sim, outdir):
                 events = line.split()[1:]
             elif line.startswith("summary:") or line.startswith("totals:"):
                 totals = [int(x) for x in line.split()[1:]]
+    allocs = count_calls(out, ("malloc", "calloc", "realloc", "aligned_alloc",
+                                "posix_memalign", "memalign"))
     os.remove(out)
     if not events or not totals:
         sys.exit(f"cost: no totals in callgrind output of {workload}")
-    return dict(zip(events, totals))
+    counts = dict(zip(events, totals))
+    counts["allocs"] = allocs
+    return counts
+
+
+def count_calls(path, names):
+    """Calls to the functions named `names` in a callgrind output file (its `cfn=` call
+    records; names are compressed as `(id) name` the first time, `(id)` afterwards)."""
+    ids = {}
+    total = 0
+    target = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith(("fn=", "cfn=")):
+                key, _, rest = line.rstrip("\n").partition("=")
+                m = re.match(r"\((\d+)\)(?: (.*))?", rest)
+                if m:
+                    if m.group(2) is not None:
+                        ids[m.group(1)] = m.group(2)
+                    name = ids.get(m.group(1), "")
+                else:
+                    name = rest
+                if key == "cfn":
+                    target = name
+            elif line.startswith("calls=") and target is not None:
+                if target in names:
+                    total += int(line[6:].split()[0])
+                target = None
+    return total
 
 
 def cycles(c):
@@ -90,10 +121,10 @@ def main():
     for w in args.workloads:
         if w not in ITEMS:
             sys.exit(f"cost: unknown workload {w!r} (one of {', '.join(ITEMS)})")
-    print(f"# instructions per item (callgrind), --workers {args.workers}; "
+    print(f"# instructions and heap allocations per item (callgrind), --workers {args.workers}; "
           f"difference of two runs at scales S and 2S (skynet: 10S)")
-    header = ["workload", "S", "binary", "Ir/item"] + (["cycles/item (est.)"]
-                                                        if args.cache_sim else [])
+    header = ["workload", "S", "binary", "Ir/item", "allocations/item"] + (
+        ["cycles/item (est.)"] if args.cache_sim else [])
     print("\t".join(header))
     with tempfile.TemporaryDirectory() as tmp:
         for w in args.workloads:
@@ -104,7 +135,9 @@ def main():
                 c1 = run(b, w, s, args.workers, args.cache_sim, tmp)
                 c2 = run(b, w, factor * s, args.workers, args.cache_sim, tmp)
                 per = (c2["Ir"] - c1["Ir"]) / (n2 - n1)
-                row = [w, f"{s:g}", os.path.basename(b), f"{per:,.0f} per {item}"]
+                allocs = (c2["allocs"] - c1["allocs"]) / (n2 - n1)
+                row = [w, f"{s:g}", os.path.basename(b), f"{per:,.0f} per {item}",
+                       f"{allocs:.2f}"]
                 if args.cache_sim:
                     row.append(f"{(cycles(c2) - cycles(c1)) / (n2 - n1):,.0f}")
                 print("\t".join(row), flush=True)

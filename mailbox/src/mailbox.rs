@@ -449,13 +449,17 @@ impl<M, S> Mailbox<M, S> {
         drop(inner);
 
         let dropped = user.len();
-        DEAD_LETTERS.fetch_add(dropped as u64, Ordering::Relaxed);
-        tracing::debug!(
-            dead_letters = dropped,
-            dropped_signals = system.len(),
-            waiting_senders = waiters.len(),
-            "mailbox closed"
-        );
+        // Most mailboxes close empty (every process's exit closes its mailbox): touch the
+        // process-wide counter, shared by every worker, only when something was dropped.
+        if dropped > 0 || !system.is_empty() || !waiters.is_empty() {
+            DEAD_LETTERS.fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::debug!(
+                dead_letters = dropped,
+                dropped_signals = system.len(),
+                waiting_senders = waiters.len(),
+                "mailbox closed"
+            );
+        }
         // Run the messages' destructors outside the lock.
         drop(user);
         drop(system);

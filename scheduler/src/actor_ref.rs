@@ -148,16 +148,14 @@ impl<M: Send + 'static> ActorRef<M> {
     /// A handle to the runtime the process lives in (for a remote process: this node's).
     pub fn handle(&self) -> Handle {
         match &self.target {
-            Target::Local(p) => Handle {
-                shared: p.core.shared.clone(),
-            },
+            Target::Local(p) => p.core.handle.clone(),
             Target::Remote { handle, .. } => handle.clone(),
         }
     }
 
     fn shared(&self) -> &Arc<crate::runtime::Shared> {
         match &self.target {
-            Target::Local(p) => &p.core.shared,
+            Target::Local(p) => p.core.shared(),
             Target::Remote { handle, .. } => &handle.shared,
         }
     }

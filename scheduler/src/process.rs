@@ -31,13 +31,11 @@ use futures_task::{waker_ref, ArcWake};
 use parking_lot::Mutex;
 
 use crate::executor::{Runnable, Schedule};
-use crate::exit::{ExitReason, MonitorRef, Signal};
+use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 use crate::pid::Pid;
 use crate::reply::OneShot;
-use crate::runtime::Shared;
+use crate::runtime::{Handle, Shared};
 use crate::task_state::{RunCell, Running};
-
-pub(crate) type Body = Pin<Box<dyn Future<Output = ExitReason> + Send>>;
 
 /// Who is told when a process exits.
 pub(crate) enum Watcher {
@@ -63,7 +61,9 @@ pub(crate) struct Control {
 /// The untyped part of a process, shared by every message type.
 pub(crate) struct ProcessCore {
     pid: Pid,
-    pub(crate) shared: Arc<Shared>,
+    /// The runtime, as the handle the process's `Ctx` lends out (no count change per
+    /// spawn beyond this one).
+    pub(crate) handle: Handle,
     pub(crate) trap_exit: AtomicBool,
     /// Set (after `Control::pending_exit`, under the control lock) when an exit is pending,
     /// so a run checks one flag instead of taking the control lock.
@@ -74,6 +74,12 @@ pub(crate) struct ProcessCore {
 impl ProcessCore {
     pub(crate) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// The runtime this process lives in.
+    #[inline]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.handle.shared
     }
 
     /// Records why the process must end (the first reason wins) for its next run.
@@ -130,7 +136,7 @@ impl ProcessCore {
                 control.cluster_name,
             )
         };
-        let shared = &self.shared;
+        let shared = self.shared();
         if let Some(name) = name {
             shared.registry_remove(&name, self.pid, cluster_name);
         }
@@ -155,12 +161,51 @@ enum ExitDecision {
     Deliver(Signal),
 }
 
-/// A process receiving messages of type `M`.
-pub(crate) struct Process<M> {
+/// A process receiving messages of type `M`: one allocation holding its core, its mailbox
+/// and its body `B`.
+///
+/// A process is created with its concrete body type (`BodySlot<Fut>`) and is shared as
+/// `Arc<Process<M>>` (`B = dyn Body`: an unsizing coercion of the same allocation), so a
+/// spawn allocates once for all three instead of a process plus a boxed future.
+pub(crate) struct Process<M, B: ?Sized = dyn Body> {
     pub(crate) core: ProcessCore,
     pub(crate) mailbox: Mailbox<M, Signal>,
-    /// The scheduling state and the body it guards (no lock: see `task_state`).
-    run: RunCell<Option<Body>>,
+    /// The scheduling state and the body it guards (no lock: see `task_state`). Last: it
+    /// is the unsized part.
+    run: RunCell<B>,
+}
+
+/// A process body as the process sees it, whatever the future's type.
+pub(crate) trait Body: Send {
+    /// Polls the body; `None` if it was never installed or is already dropped.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Option<Poll<ExitReason>>;
+    /// Drops the body's future in place (idempotent).
+    fn drop_body(&mut self);
+}
+
+/// The body of a process: its future, in place inside the process's allocation.
+pub(crate) struct BodySlot<Fut>(Option<Fut>);
+
+impl<Fut> Body for BodySlot<Fut>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoExitReason,
+{
+    #[inline]
+    #[allow(unsafe_code)] // Pinning the future in place; see the SAFETY note.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Option<Poll<ExitReason>> {
+        let fut = self.0.as_mut()?;
+        // SAFETY: the future is pinned: it lives inside the process's `Arc` allocation, which
+        // never moves, it is never moved out of its slot (`install` writes it before the
+        // first poll; `drop_body` drops it in place), and the slot is dropped only with the
+        // allocation. (Tests: every spawned process is polled through here.)
+        let fut = unsafe { Pin::new_unchecked(fut) };
+        Some(fut.poll(cx).map(IntoExitReason::into_exit_reason))
+    }
+
+    fn drop_body(&mut self) {
+        self.0 = None;
+    }
 }
 
 /// The type-erased view the table, the executor and the exit protocol use.
@@ -175,66 +220,80 @@ pub(crate) trait AnyProcess: Runnable {
     /// a name conflict). Never called while the process runs (workers are joined first at
     /// shutdown; a spawn undone has not been scheduled yet).
     fn force_stop(&self);
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// Puts `self` as an `Arc<Process<M>>` into `out` if `out` is an
+    /// `Option<Arc<Process<M>>>` for this process's `M` (a typed lookup by pid).
+    fn fill_typed(self: Arc<Self>, out: &mut dyn Any);
 }
 
 impl<M: Send + 'static> Process<M> {
+    /// The process's body type-erased, for a typed lookup: `Some` if it takes `M`.
+    pub(crate) fn downcast(process: Arc<dyn AnyProcess>) -> Option<Arc<Process<M>>> {
+        let mut out: Option<Arc<Process<M>>> = None;
+        process.fill_typed(&mut out);
+        out
+    }
+}
+
+impl<M, Fut> Process<M, BodySlot<Fut>>
+where
+    M: Send + 'static,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoExitReason,
+{
+    /// A process with no body yet (see [`Process::start`]).
     pub(crate) fn new(pid: Pid, shared: Arc<Shared>, capacity: usize) -> Self {
         Process {
             core: ProcessCore {
                 pid,
-                shared,
+                handle: Handle { shared },
                 trap_exit: AtomicBool::new(false),
                 exit_pending: AtomicBool::new(false),
                 control: Mutex::new(Control::default()),
             },
             mailbox: Mailbox::new(capacity),
-            run: RunCell::new(None),
+            run: RunCell::new(BodySlot(None)),
         }
     }
 
     /// Installs the body and schedules the first run. The process was created `SCHEDULED`
     /// and is in no queue yet, so this thread claims it like a runner to write the body.
-    pub(crate) fn start(self: Arc<Self>, body: Body) {
+    pub(crate) fn start(self: Arc<Self>, body: Fut) {
         let mut run = self
             .run
             .start()
             .expect("a new process is scheduled and not done");
-        run.with_body(|slot| *slot = Some(body));
+        run.with_body(|slot| slot.0 = Some(body));
         // A wake during the install (an exit signal) re-queues it; otherwise queue it now.
         if run.end() || self.run.state().wake() {
             self.schedule(Schedule::Spawned);
         }
     }
+}
 
+impl<M: Send + 'static, B: Body + 'static> Process<M, B> {
     /// Queues the process: on this thread's worker if it is one of the runtime's (no
     /// reference count traffic for the executor), else through the injector.
     #[inline]
     fn schedule(self: Arc<Self>, how: Schedule) {
-        let exec = Arc::as_ptr(&self.core.shared.exec);
+        let exec = Arc::as_ptr(&self.core.shared().exec);
         if let Err(process) = crate::executor::schedule_on_current(exec, self, how) {
-            let exec = process.core.shared.exec.clone();
+            let exec = process.core.shared().exec.clone();
             exec.schedule(process, how);
         }
     }
 
     /// The end of a process: body dropped, mailbox closed, links, monitors and name released.
-    fn finish(
-        &self,
-        run: Running<'_, Option<Body>>,
-        mut run_body: Option<Body>,
-        reason: ExitReason,
-    ) {
-        drop_quietly(run_body.take());
+    fn finish(&self, mut run: Running<'_, B>, reason: ExitReason) {
+        run.with_body(drop_quietly);
         run.complete();
         self.mailbox.close();
         self.core.exit(&reason);
     }
 }
 
-/// Drops a body, containing a panic from its destructors.
-fn drop_quietly(body: Option<Body>) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(body))) {
+/// Drops a body's future, containing a panic from its destructors.
+fn drop_quietly<B: Body + ?Sized>(body: &mut B) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body.drop_body())) {
         tracing::error!(
             panic = panic_message(&*payload),
             "a process body panicked while being dropped"
@@ -242,15 +301,14 @@ fn drop_quietly(body: Option<Body>) {
     }
 }
 
-impl<M: Send + 'static> Runnable for Process<M> {
+impl<M: Send + 'static, B: Body + 'static> Runnable for Process<M, B> {
     fn run(self: Arc<Self>) {
         let Some(mut run) = self.run.start() else {
             // Already stopped by `force_stop` (runtime shutdown): a stale queue entry.
             return;
         };
         if let Some(reason) = self.core.take_pending_exit() {
-            let body = run.with_body(Option::take);
-            self.finish(run, body, reason);
+            self.finish(run, reason);
             return;
         }
         // A waker borrowing `self`'s reference: no count change unless a mailbox keeps a
@@ -258,33 +316,28 @@ impl<M: Send + 'static> Runnable for Process<M> {
         let waker = waker_ref(&self);
         let mut cx = Context::from_waker(&waker);
         crate::budget::reset();
-        let polled = run.with_body(|body| {
-            let fut = body.as_mut()?;
-            Some(catch_unwind(AssertUnwindSafe(|| {
-                fut.as_mut().poll(&mut cx)
-            })))
-        });
+        let polled =
+            run.with_body(|body| catch_unwind(AssertUnwindSafe(|| body.poll_body(&mut cx))));
         let reason = match polled {
-            Some(Ok(Poll::Pending)) => {
+            Ok(Some(Poll::Pending)) => {
                 if run.end() {
                     self.schedule(Schedule::Yielded);
                 }
                 return;
             }
-            Some(Ok(Poll::Ready(reason))) => reason,
-            Some(Err(payload)) => ExitReason::Panic(panic_message(&*payload)),
+            Ok(Some(Poll::Ready(reason))) => reason,
+            Err(payload) => ExitReason::Panic(panic_message(&*payload)),
             // Never installed (a spawn undone): nothing to run.
-            None => {
+            Ok(None) => {
                 run.complete();
                 return;
             }
         };
-        let body = run.with_body(Option::take);
-        self.finish(run, body, reason);
+        self.finish(run, reason);
     }
 }
 
-impl<M: Send + 'static> ArcWake for Process<M> {
+impl<M: Send + 'static, B: Body + 'static> ArcWake for Process<M, B> {
     fn wake(self: Arc<Self>) {
         if self.run.state().wake() {
             self.schedule(Schedule::Woken);
@@ -298,7 +351,7 @@ impl<M: Send + 'static> ArcWake for Process<M> {
     }
 }
 
-impl<M: Send + 'static> AnyProcess for Process<M> {
+impl<M: Send + 'static, B: Body + 'static> AnyProcess for Process<M, B> {
     fn core(&self) -> &ProcessCore {
         &self.core
     }
@@ -317,14 +370,15 @@ impl<M: Send + 'static> AnyProcess for Process<M> {
             tracing::debug!(pid = %self.core.pid, "force_stop on a running or finished process");
             return;
         };
-        let body = stopped.with_body(Option::take);
-        drop_quietly(body);
+        stopped.with_body(drop_quietly);
         self.mailbox.close();
         self.core.exit(&ExitReason::Killed);
     }
 
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
+    fn fill_typed(self: Arc<Self>, out: &mut dyn Any) {
+        if let Some(slot) = out.downcast_mut::<Option<Arc<Process<M>>>>() {
+            *slot = Some(self);
+        }
     }
 }
 
@@ -344,7 +398,7 @@ pub(crate) fn deliver_exit(
     }
 }
 
-impl<M> std::fmt::Debug for Process<M> {
+impl<M, B: ?Sized> std::fmt::Debug for Process<M, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process")
             .field("pid", &self.core.pid)

@@ -28,7 +28,7 @@ use crate::driver::{Driver, DriverHandle, Sleep};
 use crate::executor::Executor;
 use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 use crate::pid::{NodeId, Pid};
-use crate::process::{deliver_exit, AnyProcess, Process, Watcher};
+use crate::process::{deliver_exit, AnyProcess, BodySlot, Process, Watcher};
 use crate::remote::{RemotePeers, RemoteRouter};
 use crate::reply::OneShot;
 use crate::table::ProcessTable;
@@ -436,9 +436,13 @@ impl Handle {
     {
         let shared = &self.shared;
         let capacity = opts.mailbox_capacity.unwrap_or(shared.mailbox_capacity);
-        let process = shared
-            .table
-            .insert(|pid| Arc::new(Process::<M>::new(pid, shared.clone(), capacity)));
+        let process = shared.table.insert(|pid| {
+            Arc::new(Process::<M, BodySlot<Fut>>::new(
+                pid,
+                shared.clone(),
+                capacity,
+            ))
+        });
         let pid = process.core.pid();
         if let Some(name) = opts.name {
             let cluster_wide = !opts.local_name && shared.router().is_some();
@@ -475,9 +479,10 @@ impl Handle {
         if shared.shutting_down.load(Ordering::Acquire) {
             process.core.set_pending_exit(ExitReason::Shutdown);
         }
-        let actor = ActorRef::from_process(process.clone());
-        let fut = body(Ctx::new(process.clone()));
-        process.start(Box::pin(async move { fut.await.into_exit_reason() }));
+        let typed: Arc<Process<M>> = process.clone();
+        let actor = ActorRef::from_process(typed.clone());
+        let fut = body(Ctx::new(typed));
+        process.start(fut);
         Ok(actor)
     }
 
@@ -581,7 +586,7 @@ impl Handle {
             return Some(ActorRef::remote(pid, self.clone()));
         }
         let p = self.shared.table.get(pid)?;
-        let p = p.into_any().downcast::<Process<M>>().ok()?;
+        let p = Process::<M>::downcast(p)?;
         Some(ActorRef::from_process(p))
     }
 
@@ -590,9 +595,9 @@ impl Handle {
             return Ok(ActorRef::remote(pid, self.clone()));
         }
         let p = self.shared.table.get(pid).ok_or(LookupError::NoProc)?;
-        match p.into_any().downcast::<Process<M>>() {
-            Ok(p) => Ok(ActorRef::from_process(p)),
-            Err(_) => Err(LookupError::WrongType),
+        match Process::<M>::downcast(p) {
+            Some(p) => Ok(ActorRef::from_process(p)),
+            None => Err(LookupError::WrongType),
         }
     }
 

@@ -13,14 +13,17 @@ pub(crate) use std::sync::atomic::{AtomicU8, Ordering};
 /// against both and loom can check every access (it panics on a concurrent one).
 #[cfg(not(loom))]
 #[derive(Debug)]
-pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+pub(crate) struct UnsafeCell<T: ?Sized>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) fn new(value: T) -> Self {
         UnsafeCell(std::cell::UnsafeCell::new(value))
     }
+}
 
+#[cfg(not(loom))]
+impl<T: ?Sized> UnsafeCell<T> {
     /// Calls `f` with a raw pointer to the value; the caller keeps the aliasing rules.
     #[inline(always)]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {

@@ -122,7 +122,9 @@ impl TaskState {
 }
 
 /// A body that only the thread holding the run may touch (see the module docs).
-pub(crate) struct RunCell<T> {
+///
+/// `T` may be unsized (a `dyn` body at the end of a process's allocation).
+pub(crate) struct RunCell<T: ?Sized> {
     state: TaskState,
     body: UnsafeCell<T>,
 }
@@ -135,7 +137,7 @@ pub(crate) struct RunCell<T> {
 // So at most one thread accesses `body` at a time, and the state's AcqRel transitions
 // order one holder's accesses before the next's. `T: Send` because the body moves between
 // the threads that run it. (Loom checks this: `loom_run_cell_is_exclusive`.)
-unsafe impl<T: Send> Sync for RunCell<T> {}
+unsafe impl<T: ?Sized + Send> Sync for RunCell<T> {}
 
 impl<T> RunCell<T> {
     /// A body whose process starts `SCHEDULED` (its creator enqueues it once).
@@ -145,7 +147,9 @@ impl<T> RunCell<T> {
             body: UnsafeCell::new(body),
         }
     }
+}
 
+impl<T: ?Sized> RunCell<T> {
     pub(crate) fn state(&self) -> &TaskState {
         &self.state
     }
@@ -164,11 +168,11 @@ impl<T> RunCell<T> {
 }
 
 /// Held by the one thread running the process; gives it the body.
-pub(crate) struct Running<'a, T> {
+pub(crate) struct Running<'a, T: ?Sized> {
     cell: &'a RunCell<T>,
 }
 
-impl<T> Running<'_, T> {
+impl<T: ?Sized> Running<'_, T> {
     /// The body, for as long as this run lasts.
     #[inline]
     pub(crate) fn with_body<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
@@ -191,11 +195,11 @@ impl<T> Running<'_, T> {
 }
 
 /// Held by the thread that stopped a process that was not running; gives it the body.
-pub(crate) struct Stopped<'a, T> {
+pub(crate) struct Stopped<'a, T: ?Sized> {
     cell: &'a RunCell<T>,
 }
 
-impl<T> Stopped<'_, T> {
+impl<T: ?Sized> Stopped<'_, T> {
     pub(crate) fn with_body<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: `stop` moved the state to `DONE` from a state without a runner, and
         // nothing leaves `DONE`, so this thread is the body's only user from now on.

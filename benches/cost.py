@@ -3,10 +3,11 @@
 
 A count of executed instructions does not change with the machine's load, so it can prove a
 change on a shared machine where wall-clock numbers cannot. Each workload's child runs twice
-under callgrind, at scales S and 2S; the difference of the two totals divided by the
-difference of the item counts is the cost of one item (and the calls to malloc/calloc/realloc,
-the allocations per item), with start-up and shutdown cancelled
-out. With `--cache-sim`, callgrind also simulates the caches and the script prints its cycle
+under callgrind, at scales S and 2S (skynet: S and 10S, its tree grows by powers of 10); the
+difference of the two totals divided by the difference of the item counts is the cost of one
+item, with start-up and shutdown cancelled out. Calls to malloc/calloc/realloc are counted
+the same way (allocations per item; for spawn-idle and restart they include what stopping
+each process costs at shutdown). With `--cache-sim`, callgrind also simulates the caches and the script prints its cycle
 estimate (Ir + 10 x L1 misses + 100 x last-level misses, KCachegrind's formula): a model,
 not a measurement, but also load-independent.
 

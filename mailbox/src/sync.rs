@@ -51,3 +51,8 @@ mod imp {
 }
 
 pub(crate) use imp::{Mutex, MutexGuard};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicBool;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicBool;

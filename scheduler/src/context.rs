@@ -158,7 +158,7 @@ impl<M: Send + 'static> Future for Recv<'_, M> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        match self.ctx.process.mailbox.poll_recv(cx) {
+        match self.ctx.process.mailbox.poll_recv_deferring(cx) {
             Poll::Ready(Received::Signal(s)) => Poll::Ready(Some(Message::Signal(s))),
             Poll::Ready(Received::Message(m)) => Poll::Ready(Some(Message::User(m))),
             Poll::Ready(Received::Closed) => Poll::Ready(None),

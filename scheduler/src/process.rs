@@ -320,6 +320,9 @@ impl<M: Send + 'static, B: Body + 'static> Runnable for Process<M, B> {
             run.with_body(|body| catch_unwind(AssertUnwindSafe(|| body.poll_body(&mut cx))));
         let reason = match polled {
             Ok(Some(Poll::Pending)) => {
+                // Senders granted room during this turn (see `poll_recv_deferring`) are
+                // woken once, now, whatever the body waits for next.
+                self.mailbox.wake_deferred();
                 if run.end() {
                     self.schedule(Schedule::Yielded);
                 }

@@ -125,7 +125,7 @@ impl ProcessCore {
     }
 
     /// Releases links, monitors and name, leaves the table, then notifies everyone.
-    fn exit(&self, reason: &ExitReason) {
+    fn exit(&self, reason: ExitReason) {
         let (links, monitors, name, cluster_name) = {
             let mut control = self.control.lock();
             control.dead = true;
@@ -140,17 +140,38 @@ impl ProcessCore {
         if let Some(name) = name {
             shared.registry_remove(&name, self.pid, cluster_name);
         }
-        match reason {
+        match &reason {
             ExitReason::Panic(_) => tracing::error!(pid = %self.pid, %reason, "process crashed"),
             r if r.is_orderly() => tracing::trace!(pid = %self.pid, %reason, "process exited"),
             _ => tracing::debug!(pid = %self.pid, %reason, "process exited"),
         }
         shared.table.remove(self.pid);
-        for linked in links {
-            shared.exit_signal(linked, self.pid, reason.clone(), true);
+        // The reason is cloned for every recipient but the last, which takes it (a reason
+        // with a message is a `String`: one allocation less per exit in the common case of
+        // one link, a supervised worker's).
+        let mut reason = Some(reason);
+        let last_link = links.len().checked_sub(1).filter(|_| monitors.is_empty());
+        for (i, linked) in links.into_iter().enumerate() {
+            let r = if Some(i) == last_link {
+                reason.take()
+            } else {
+                reason.clone()
+            };
+            shared.exit_signal(linked, self.pid, r.expect("taken by the last only"), true);
         }
-        for (monitor, watcher) in monitors {
-            shared.notify_down(watcher, monitor, self.pid, reason.clone());
+        let count = monitors.len();
+        for (i, (monitor, watcher)) in monitors.into_iter().enumerate() {
+            let r = if i + 1 == count {
+                reason.take()
+            } else {
+                reason.clone()
+            };
+            shared.notify_down(
+                watcher,
+                monitor,
+                self.pid,
+                r.expect("taken by the last only"),
+            );
         }
     }
 }
@@ -287,7 +308,7 @@ impl<M: Send + 'static, B: Body + 'static> Process<M, B> {
         run.with_body(drop_quietly);
         run.complete();
         self.mailbox.close();
-        self.core.exit(&reason);
+        self.core.exit(reason);
     }
 }
 
@@ -375,7 +396,7 @@ impl<M: Send + 'static, B: Body + 'static> AnyProcess for Process<M, B> {
         };
         stopped.with_body(drop_quietly);
         self.mailbox.close();
-        self.core.exit(&ExitReason::Killed);
+        self.core.exit(ExitReason::Killed);
     }
 
     fn fill_typed(self: Arc<Self>, out: &mut dyn Any) {

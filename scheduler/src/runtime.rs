@@ -473,8 +473,7 @@ impl Handle {
             process.core.trap_exit.store(true, Ordering::Release);
         }
         if let Some(peer) = opts.link {
-            process.core.control.lock().parent = Some(peer);
-            self.link_pair(pid, peer);
+            self.link_new(&process, peer);
         }
         if shared.shutting_down.load(Ordering::Acquire) {
             process.core.set_pending_exit(ExitReason::Shutdown);
@@ -705,6 +704,39 @@ impl Handle {
         if !linked {
             pa.core().control.lock().links.retain(|&p| p != b);
             deliver_exit(pa, b, ExitReason::NoProc, false);
+        }
+    }
+
+    /// Links a process being spawned (not running yet, so alive) with `peer`, its parent:
+    /// `link_pair` without looking the new process up.
+    fn link_new<P: AnyProcess>(&self, process: &Arc<P>, peer: Pid) {
+        let pid = process.core().pid();
+        {
+            let mut control = process.core().control.lock();
+            control.parent = Some(peer);
+            if pid != peer {
+                control.links.push(peer);
+            }
+        }
+        if pid == peer {
+            return;
+        }
+        if peer.node() != self.shared.node {
+            return self.link_remote(pid, peer);
+        }
+        let linked = self.shared.table.get(peer).is_some_and(|p| {
+            let mut control = p.core().control.lock();
+            if control.dead {
+                return false;
+            }
+            if !control.links.contains(&pid) {
+                control.links.push(pid);
+            }
+            true
+        });
+        if !linked {
+            process.core().control.lock().links.retain(|&p| p != peer);
+            deliver_exit(process.clone(), peer, ExitReason::NoProc, false);
         }
     }
 

@@ -8,13 +8,14 @@
 //! * **The receiver** (exactly one: the process that owns the mailbox): `try_recv`,
 //!   `poll_recv`, `recv`. Only one receiver waker is stored; a second concurrent receiver
 //!   would overwrite it and could miss wake-ups. That is a liveness bug in the caller,
-//!   never a memory-safety one: all state sits behind one lock and there is no `unsafe`.
+//!   never a memory-safety one: all state sits behind one lock (the crate's only `unsafe`
+//!   is that lock's `RawMutex` implementation, in `spin`).
 //! * **The closer** (normally the scheduler, when the process ends): `close`.
 //!
 //! # State
 //!
-//! Everything lives in `Inner` behind one mutex (`crate::sync::Mutex`: parking_lot, or
-//! loom's under `--cfg loom`). No user code (message drops, wakers' `wake`) runs while the
+//! Everything lives in `Inner` behind one mutex (`crate::sync::Mutex`: a spin-then-yield
+//! lock, or loom's under `--cfg loom`). No user code (message drops, wakers' `wake`) runs while the
 //! lock is held: wakers are taken out under the lock and woken after it is released, and
 //! `close` moves the queues out before dropping them, so a `Drop` impl of a message may
 //! itself use the mailbox without deadlocking.

@@ -521,9 +521,9 @@ impl<M, S> Mailbox<M, S> {
         // About to park: the senders granted so far must not wait for our next turn.
         let woken = if self.deferred.load(Ordering::Relaxed) {
             self.deferred.store(false, Ordering::Relaxed);
-            inner.take_deferred()
+            Some(inner.take_deferred())
         } else {
-            Wakers::default()
+            None
         };
         match &inner.rx_waker {
             Some(stored) if stored.will_wake(cx.waker()) => {}
@@ -531,7 +531,9 @@ impl<M, S> Mailbox<M, S> {
         }
         inner.debug_check(self.capacity, false);
         drop(inner);
-        woken.wake_all();
+        if let Some(woken) = woken {
+            woken.wake_all();
+        }
         Poll::Pending
     }
 

@@ -14,9 +14,10 @@
 //! - idle workers steal half of another worker's deque.
 //!
 //! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, the
-//! injector is checked first every [`GLOBAL_QUEUE_INTERVAL`] ticks and the FIFO queue before
-//! the spawn stack every [`FIFO_BEFORE_SPAWNS_INTERVAL`] ticks, so neither local ping-pong,
-//! nor a busy local queue, nor a process that keeps spawning starves the rest.
+//! injector is checked first every [`GLOBAL_QUEUE_INTERVAL`] ticks, the FIFO queue before
+//! the spawn stack every [`FIFO_BEFORE_SPAWNS_INTERVAL`] ticks, and the oldest spawn before
+//! the newest every [`OLDEST_SPAWN_INTERVAL`] ticks, so neither local ping-pong, nor a busy
+//! local queue, nor a process that keeps spawning starves the rest.
 //!
 //! Parking protocol ("searching" rule): a worker with no work first becomes *searching*
 //! (at most half the workers search at once), spins briefly, then registers itself as idle
@@ -58,6 +59,11 @@ pub const GLOBAL_QUEUE_INTERVAL: u32 = 31;
 /// before its spawn stack, so a process that keeps spawning cannot starve processes that
 /// are ready to run. Prime, like [`GLOBAL_QUEUE_INTERVAL`], and different from it.
 pub const FIFO_BEFORE_SPAWNS_INTERVAL: u32 = 7;
+
+/// Every this many ticks a worker runs the *oldest* process on its spawn stack first, so a
+/// spawn that sits under an endless stream of newer ones still runs (each waits at most this
+/// many ticks per spawn older than it), even with no other worker to steal it. Prime.
+pub const OLDEST_SPAWN_INTERVAL: u32 = 61;
 
 /// How many times a worker with nothing to do re-checks the queues, yielding its thread
 /// between checks, before it parks. A futex park/unpark round trip costs ~7 µs here, while a
@@ -335,10 +341,28 @@ impl WorkerCtx {
                 return Some(task);
             }
         }
+        if tick % OLDEST_SPAWN_INTERVAL == 0 {
+            if let Some(task) = self.steal_oldest_spawn() {
+                return Some(task);
+            }
+        }
         self.spawned
             .pop()
             .or_else(|| self.local.pop())
             .or_else(|| self.steal_from_injector())
+    }
+
+    /// The bottom of this worker's own spawn stack (what a thief would take).
+    #[cold]
+    #[inline(never)]
+    fn steal_oldest_spawn(&self) -> Option<Task> {
+        loop {
+            match self.exec.spawn_stealers[self.index].steal() {
+                Steal::Success(task) => return Some(task),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
     }
 
     fn steal_from_injector(&self) -> Option<Task> {
@@ -516,15 +540,17 @@ mod tests {
         (leaves, peak.load(Ordering::Relaxed))
     }
 
-    /// Spawns go on a LIFO spawn stack: a tree runs depth first, so at most about
-    /// depth x fan-out processes are alive at once (breadth first: a whole level, 10,000).
+    /// Spawns go on a LIFO spawn stack: a tree runs depth first, so few processes are alive
+    /// at once: about depth x fan-out (~50), plus the subtrees opened by the oldest-first
+    /// pick every OLDEST_SPAWN_INTERVAL ticks (~320 measured). Breadth first: a whole level,
+    /// 10,000.
     #[test]
     fn a_process_tree_runs_depth_first_on_one_worker() {
         let rt = Runtime::builder().workers(1).build().unwrap();
         let (leaves, peak) = run_tree(&rt.handle(), 4);
         assert_eq!(leaves, 10_000);
         assert!(
-            peak <= 60,
+            peak <= 1_000,
             "{peak} processes alive at once: not depth first"
         );
         rt.shutdown();
@@ -537,6 +563,43 @@ mod tests {
         let rt = Runtime::builder().workers(2).build().unwrap();
         let (leaves, _) = run_tree(&rt.handle(), 4);
         assert_eq!(leaves, 10_000);
+        rt.shutdown();
+    }
+
+    /// Every process spawns two more (depth first, the stack grows by one per run) until
+    /// 50,000 have been spawned; the first process spawned sits at the bottom of the spawn
+    /// stack and must run long before the storm is over (OLDEST_SPAWN_INTERVAL). Without
+    /// the interval it runs last, after all 50,000.
+    #[test]
+    fn a_spawn_storm_does_not_starve_the_oldest_spawn() {
+        const STORM: usize = 50_000;
+        fn storm(ctx: Ctx<()>, spawned: Arc<AtomicUsize>) -> TreeFut {
+            Box::pin(async move {
+                for _ in 0..2 {
+                    if spawned.fetch_add(1, Ordering::Relaxed) >= STORM {
+                        return;
+                    }
+                    let spawned = spawned.clone();
+                    ctx.handle().spawn(move |c| storm(c, spawned));
+                }
+            })
+        }
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let witness_count = spawned.clone();
+        rt.spawn(move |ctx: Ctx<()>| async move {
+            // The witness first (the bottom of the stack), then the storm on top of it.
+            ctx.handle().spawn(move |_c: Ctx<()>| async move {
+                let _ = tx.send(witness_count.load(Ordering::Relaxed));
+            });
+            ctx.handle().spawn(move |c| storm(c, spawned));
+        });
+        let seen = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(
+            seen < 5_000,
+            "the oldest spawn ran only after {seen} newer spawns"
+        );
         rt.shutdown();
     }
 

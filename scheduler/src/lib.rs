@@ -62,11 +62,14 @@ mod time;
 mod unwind;
 pub mod wheel;
 
-pub use actor_ref::{ActorRef, SendError};
+pub use actor_ref::{ActorRef, SendError, SendFut};
 pub use blocking::{BlockingJoin, BLOCKING_KEEP_ALIVE, MAX_BLOCKING_THREADS};
 pub use budget::MESSAGE_BUDGET;
 pub use context::{Ctx, Message, Recv};
-pub use executor::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK};
+pub use executor::{
+    FIFO_BEFORE_SPAWNS_INTERVAL, GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK,
+    OLDEST_SPAWN_INTERVAL,
+};
 pub use exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 pub use named::NamedRef;
 pub use pid::{NodeId, Pid};

@@ -33,7 +33,9 @@ pub(crate) async fn with_deadline<F: Future>(
     fut: F,
 ) -> Option<F::Output> {
     let mut fut = pin!(fut);
-    let mut sleep = pin!(driver.sleep_until(deadline));
+    // Made only once the yield did not suffice: a `Sleep` holds a driver handle (a count on
+    // the driver shared by every worker), which the common call never needs.
+    let mut sleep = pin!(None);
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
@@ -44,7 +46,11 @@ pub(crate) async fn with_deadline<F: Future>(
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        if sleep.as_mut().poll(cx).is_ready() {
+        if sleep.is_none() {
+            sleep.set(Some(driver.sleep_until(deadline)));
+        }
+        let armed = sleep.as_mut().as_pin_mut().expect("set above");
+        if armed.poll(cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending

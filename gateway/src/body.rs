@@ -3,12 +3,12 @@
 //!
 //! A request body streams from the socket as the handler reads it, and counts what it has
 //! read against the configured limit: past it, the read fails with
-//! [`BodyError::TooLarge`] and the body's [`LimitFlag`] is raised, so the gateway answers
-//! 413 whatever the handler made of the error. (A `Content-Length` over the limit is refused
-//! before any handler runs.)
+//! [`BodyError::TooLarge`] and the body's [`BodyWatch`] records it, so the gateway answers
+//! 413 whatever the handler made of the error; likewise a malformed or cut-off body is
+//! answered 400. (A `Content-Length` over the limit is refused before any handler runs.)
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -35,21 +35,39 @@ struct Limited {
     body: hyper::body::Incoming,
     remaining: u64,
     limit: u64,
-    flag: LimitFlag,
+    watch: BodyWatch,
 }
 
-/// Raised when a streamed request body went past its limit; the gateway then answers 413.
+/// How reading a request body went, shared by the body and the gateway, which answers
+/// for the client's fault whatever the handler made of the error.
 #[derive(Clone, Debug, Default)]
-pub struct LimitFlag(Arc<AtomicBool>);
+pub(crate) struct BodyWatch(Arc<AtomicU8>);
 
-impl LimitFlag {
-    /// Whether the limit was hit.
-    pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+/// What [`BodyWatch`] saw (its `u8` states).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFault {
+    /// Nothing wrong (so far).
+    None = 0,
+    /// The body went past the limit: 413.
+    TooLarge = 1,
+    /// The body was malformed or cut off by the client: 400.
+    Broken = 2,
+}
+
+impl BodyWatch {
+    /// The first fault seen.
+    pub(crate) fn fault(&self) -> BodyFault {
+        match self.0.load(Ordering::Acquire) {
+            0 => BodyFault::None,
+            1 => BodyFault::TooLarge,
+            _ => BodyFault::Broken,
+        }
     }
 
-    fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+    fn record(&self, fault: BodyFault) {
+        let _ = self
+            .0
+            .compare_exchange(0, fault as u8, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -89,13 +107,13 @@ impl Body {
     }
 
     /// A client's streaming body, limited to `limit` bytes.
-    pub(crate) fn incoming(body: hyper::body::Incoming, limit: u64, flag: LimitFlag) -> Self {
+    pub(crate) fn incoming(body: hyper::body::Incoming, limit: u64, watch: BodyWatch) -> Self {
         Body {
             kind: Kind::Incoming(Limited {
                 body,
                 remaining: limit,
                 limit,
-                flag,
+                watch,
             }),
         }
     }
@@ -163,14 +181,19 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
             Kind::Incoming(limited) => {
-                let Some(frame) = ready!(Pin::new(&mut limited.body).poll_frame(cx)?) else {
-                    return Poll::Ready(None);
+                let frame = match ready!(Pin::new(&mut limited.body).poll_frame(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(Ok(frame)) => frame,
+                    Some(Err(error)) => {
+                        limited.watch.record(BodyFault::Broken);
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
                 };
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > limited.remaining {
                         limited.remaining = 0;
-                        limited.flag.raise();
+                        limited.watch.record(BodyFault::TooLarge);
                         return Poll::Ready(Some(Err(BodyError::TooLarge {
                             limit: limited.limit,
                         })));

@@ -53,6 +53,7 @@
 //! | malformed request (bad request line, header, chunk, length) | 400 (hyper) |
 //! | request head over `max_header_bytes` or `max_headers` fields | 431 (hyper) |
 //! | body over `max_body_bytes` (declared, or counted while streaming) | 413 |
+//! | body malformed or cut off (bad chunk, early end) | 400 |
 //! | head not complete within `header_read_timeout` | connection closed |
 //! | no byte moving for `idle_timeout` while waiting on the client | connection closed |
 //! | `max_connections` open | 503, `Retry-After: 1` |
@@ -93,7 +94,7 @@ use std::sync::Arc;
 
 use cairn_scheduler::{ActorRef, Ctx, Handle};
 
-pub use body::{Body, BodyError, LimitFlag};
+pub use body::{Body, BodyError};
 pub use config::{GatewayConfig, WebSocketConfig, MIN_HEADER_BYTES};
 pub use dispatch::{DispatchError, DispatchFuture, Dispatcher, Request, RequestId, Response};
 pub use route::{ObjectKey, Route, RouteError};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
 use http::{header, HeaderValue, StatusCode};
 
-use crate::body::{Body, LimitFlag};
+use crate::body::{Body, BodyFault, BodyWatch};
 use crate::config::GatewayConfig;
 use crate::conn::Limiter;
 use crate::dispatch::{DispatchError, Dispatcher, RequestId, Response};
@@ -118,12 +118,12 @@ async fn answer(
         }
     }
     let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
-    let flag = LimitFlag::default();
+    let watch = BodyWatch::default();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(id);
     let request = http::Request::from_parts(
         parts,
-        Body::incoming(body, config.max_body_bytes, flag.clone()),
+        Body::incoming(body, config.max_body_bytes, watch.clone()),
     );
     let object = route.object.clone();
     let dispatcher = &shared.dispatcher;
@@ -146,8 +146,15 @@ async fn answer(
             }
         }
     };
-    if flag.is_raised() {
-        return body_too_large(config.max_body_bytes);
+    match watch.fault() {
+        BodyFault::None => {}
+        BodyFault::TooLarge => return body_too_large(config.max_body_bytes),
+        BodyFault::Broken => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "malformed or incomplete request body\n",
+            )
+        }
     }
     let response = match outcome {
         Ok(Ok(response)) => response,

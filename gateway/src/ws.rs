@@ -25,9 +25,10 @@
 //! of the handshake. A full send queue fails the send ([`SocketError::Full`]).
 //!
 //! # Invariants
-//! * A socket is in the registry exactly while its process runs past the handshake (a
-//!   guard removes it however the process ends); the object's entry goes when its last
-//!   socket and its auto-response are gone.
+//! * A socket is in the registry from its handshake until it starts closing (a guard
+//!   removes it however the process ends), so the object never lists or sends to a
+//!   closing socket, and hears of a close only after the socket left the registry; the
+//!   object's entry goes when its last socket and its auto-response are gone.
 //! * Messages to one socket are written in the order they were sent.
 
 use std::collections::HashMap;
@@ -708,7 +709,7 @@ where
             return;
         }
     };
-    let _registered = Registered {
+    let registered = Registered {
         sockets: sockets.clone(),
         seq,
     };
@@ -735,6 +736,8 @@ where
                 }
             }
             Either::Left(Some(cairn_scheduler::Message::User(SocketCmd::Close(frame)))) => {
+                // Closing: no longer listed or sendable while the client's reply is awaited.
+                sockets.remove(seq);
                 close_gracefully(ctx.handle(), &mut ws, frame, close_timeout).await;
                 break Ending::ServerClosed;
             }
@@ -780,9 +783,13 @@ where
                         code: CloseCode::Error,
                         reason: "internal error".into(),
                     };
+                    sockets.remove(seq);
                     close_gracefully(ctx.handle(), &mut ws, frame, close_timeout).await;
                     break Ending::Failed(format!("handler panicked: {panic}"), None);
                 }
+            }
+            Either::Right(Some(Err(error))) if is_abrupt_end(&error) => {
+                break Ending::ClientClosed(1006, String::new());
             }
             Either::Right(Some(Err(error))) => {
                 let code = match &error {
@@ -801,6 +808,7 @@ where
         Ending::ClientClosed(code, reason) => SocketEventKind::Close { code, reason },
         Ending::Failed(message, code) => {
             tracing::debug!(socket = %id, %object, %message, "WebSocket failed");
+            sockets.remove(seq);
             if let Some(code) = code {
                 let frame = CloseFrame {
                     code,
@@ -812,7 +820,7 @@ where
         }
     };
     // Gone from the registry before the object hears of it, so it never lists a dead socket.
-    drop(_registered);
+    drop(registered);
     let event = SocketEvent {
         socket: id,
         object: object.clone(),
@@ -821,6 +829,23 @@ where
     };
     if let Err(panic) = catch_unwind_future(handler.on_event(event)).await {
         tracing::error!(socket = %id, %object, %panic, "WebSocket handler panicked on a closing event");
+    }
+}
+
+/// Whether `error` means the client went away without a close frame (reported as a
+/// close with 1006, as browsers do).
+fn is_abrupt_end(error: &tungstenite::Error) -> bool {
+    match error {
+        tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => true,
+        tungstenite::Error::Io(e) => matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 

@@ -147,3 +147,40 @@ fn one_keep_alive_connection_serves_pipelined_requests_in_order() {
     assert_eq!(bodies, ["1", "3", "6"]);
     assert_eq!(gw.gateway.connections(), 1, "all three on one connection");
 }
+
+#[test]
+fn concurrent_keep_alive_clients_all_reach_the_same_object() {
+    const THREADS: usize = 16;
+    const REQUESTS: usize = 100;
+    let gw = TestGateway::default();
+    let addr = gw.addr;
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let request =
+                    b"POST /counter/hot/ HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\n1";
+                let mut buf = [0u8; 1024];
+                for _ in 0..REQUESTS {
+                    stream.write_all(request).unwrap();
+                    let n = stream.read(&mut buf).unwrap();
+                    assert!(
+                        buf[..n].starts_with(b"HTTP/1.1 200"),
+                        "{:?}",
+                        String::from_utf8_lossy(&buf[..n])
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        curl(&[&gw.url("/counter/hot/")]).body,
+        (THREADS * REQUESTS).to_string()
+    );
+}

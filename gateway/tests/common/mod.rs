@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_gateway::{
     accept_websocket, AcceptWebSocket, Body, DispatchError, DispatchFuture, Dispatcher,
-    EventFuture, Gateway, GatewayConfig, ObjectKey, Request, Response, Route, SocketEvent,
-    SocketEventKind, SocketHandler, Sockets, WebSocketConfig, WsMessage,
+    EventFuture, Gateway, GatewayConfig, Request, Response, Route, SocketEvent, SocketEventKind,
+    SocketHandler, Sockets, WebSocketConfig, WsMessage,
 };
 use cairn_scheduler::{ActorRef, Handle, Message, Reply, Runtime};
 use parking_lot::{Condvar, Mutex};

@@ -171,6 +171,9 @@ pub(crate) fn http1_builder(shared: &Shared) -> http1::Builder {
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BYTES))
         .max_headers(config.max_headers)
+        // A client that shuts its write side after sending (`nc -N`, the fuzz target's
+        // in-memory client) still gets its answer.
+        .half_close(true)
         .keep_alive(true);
     builder
 }

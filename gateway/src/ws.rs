@@ -10,7 +10,8 @@
 //!   with its tags and attachment, and spawns its process.
 //! * **Events.** Each text or binary message, the client's close, and any error reach
 //!   [`SocketHandler::on_event`] in order, one at a time per socket: the socket reads its
-//!   next frame only after the handler's future finished (backpressure onto TCP).
+//!   next frame only after the handler's future finished (backpressure onto TCP). Messages
+//!   sent to the socket meanwhile are still written.
 //! * **Auto-response.** If the object set one ([`Sockets::set_auto_response`]), a text
 //!   message equal to its request is answered with its response by the socket process,
 //!   without calling the handler.
@@ -777,7 +778,8 @@ where
                     tags: Arc::clone(&tags),
                     kind: SocketEventKind::Message(message),
                 };
-                if let Err(panic) = catch_unwind_future(handler.on_event(event)).await {
+                let delivered = deliver(&mut ctx, &mut ws, &*handler, event).await;
+                if let Err(panic) = delivered.handler {
                     tracing::error!(socket = %id, %object, %panic, "WebSocket handler panicked; closing the socket");
                     let frame = CloseFrame {
                         code: CloseCode::Error,
@@ -786,6 +788,14 @@ where
                     sockets.remove(seq);
                     close_gracefully(ctx.handle(), &mut ws, frame, close_timeout).await;
                     break Ending::Failed(format!("handler panicked: {panic}"), None);
+                }
+                if let Some(error) = delivered.write_error {
+                    break Ending::Failed(error, None);
+                }
+                if let Some(frame) = delivered.close {
+                    sockets.remove(seq);
+                    close_gracefully(ctx.handle(), &mut ws, frame, close_timeout).await;
+                    break Ending::ServerClosed;
                 }
             }
             Either::Right(Some(Err(error))) if is_abrupt_end(&error) => {
@@ -829,6 +839,66 @@ where
     };
     if let Err(panic) = catch_unwind_future(handler.on_event(event)).await {
         tracing::error!(socket = %id, %object, %panic, "WebSocket handler panicked on a closing event");
+    }
+}
+
+/// The outcome of [`deliver`].
+struct Delivered {
+    /// The handler's completion, or its panic message.
+    handler: Result<(), String>,
+    /// A close asked for while the handler ran, to do now.
+    close: Option<CloseFrame>,
+    /// Writing to the client failed meanwhile.
+    write_error: Option<String>,
+}
+
+/// Runs the handler on `event` while still writing what is sent to this socket, so a slow
+/// handler stalls neither the socket's outgoing messages nor, by filling it, its queue. A
+/// close asked for meanwhile is handed back, to be done once the handler finished.
+async fn deliver<S>(
+    ctx: &mut Ctx<SocketCmd>,
+    ws: &mut WebSocketStream<S>,
+    handler: &dyn SocketHandler,
+    event: SocketEvent,
+) -> Delivered
+where
+    S: futures_io::AsyncRead + futures_io::AsyncWrite + Unpin,
+{
+    let mut call = pin!(catch_unwind_future(handler.on_event(event)));
+    let mut delivered = Delivered {
+        handler: Ok(()),
+        close: None,
+        write_error: None,
+    };
+    loop {
+        if delivered.close.is_some() || delivered.write_error.is_some() {
+            // Stop taking commands: finish the handler, then act.
+            delivered.handler = call.await;
+            return delivered;
+        }
+        match select(call.as_mut(), pin!(ctx.recv())).await {
+            Either::Left((result, _)) => {
+                delivered.handler = result;
+                return delivered;
+            }
+            Either::Right((Some(cairn_scheduler::Message::User(SocketCmd::Send(frame))), _)) => {
+                let mut written = ws.feed(frame).await;
+                if written.is_ok() && ctx.mailbox_len() == 0 {
+                    written = ws.flush().await;
+                }
+                if let Err(error) = written {
+                    delivered.write_error = Some(error.to_string());
+                }
+            }
+            Either::Right((Some(cairn_scheduler::Message::User(SocketCmd::Close(frame))), _)) => {
+                delivered.close = Some(frame);
+            }
+            Either::Right((Some(cairn_scheduler::Message::Signal(_)), _)) => {}
+            Either::Right((None, _)) => {
+                delivered.handler = call.await;
+                return delivered;
+            }
+        }
     }
 }
 

@@ -343,7 +343,12 @@ fn a_plain_request_to_a_websocket_route_is_400() {
 fn many_clients_on_one_object_see_every_increment_and_leave_nothing_behind() {
     const CLIENTS: usize = 24;
     const INCS: usize = 20;
-    let gw = TestGateway::default();
+    // Room for every broadcast: what a slow socket cannot take yet is queued, not dropped.
+    let ws = WebSocketConfig {
+        send_queue: CLIENTS * INCS,
+        ..WebSocketConfig::default()
+    };
+    let gw = TestGateway::start(GatewayConfig::default(), ws);
     let clients: Vec<Client> = (0..CLIENTS)
         .map(|_| connect(&gw, "/counter/crowd/ws"))
         .collect();
@@ -385,4 +390,24 @@ fn many_clients_on_one_object_see_every_increment_and_leave_nothing_behind() {
     gw.wait_until("every socket is gone", || {
         gw.sockets.is_empty() && gw.gateway.connections() == 0
     });
+}
+
+#[test]
+fn messages_to_a_socket_are_written_while_its_handler_is_still_running() {
+    let gw = TestGateway::default();
+    let mut client = connect(&gw, "/counter/busy/ws");
+    let id = gw.sockets.list(&room("busy"), None)[0].id;
+    send(&mut client, "hold");
+    gw.wait_until("the handler is running", || {
+        gw.hold.started.load(std::sync::atomic::Ordering::Acquire)
+    });
+    gw.sockets
+        .send(id, WsMessage::Text("during".into()))
+        .unwrap();
+    assert_eq!(next_text(&mut client), "during");
+    gw.hold
+        .release
+        .store(true, std::sync::atomic::Ordering::Release);
+    send(&mut client, "list");
+    assert_eq!(next_text(&mut client), "sockets=1");
 }

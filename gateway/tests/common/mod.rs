@@ -6,7 +6,8 @@
 //! accepts a WebSocket tagged by `?tags=a,b`. Class `echo` answers the request body.
 //! Socket messages: `inc` adds 1 and broadcasts `count=N` to the object's sockets;
 //! `tag:T:text` sends `text` to the sockets tagged `T`; `attach:x` sets the attachment and
-//! `attachment` answers it; `list` answers the object's socket count; `panic` panics.
+//! `attachment` answers it; `list` answers the object's socket count; `hold` waits until
+//! the test releases it (a slow object); `panic` panics.
 
 #![allow(dead_code)] // Each test binary uses part of this.
 
@@ -14,6 +15,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +35,7 @@ pub enum CounterMsg {
 
 /// One process per key, made on first use.
 pub struct Counters {
-    handle: Handle,
+    pub handle: Handle,
     processes: Mutex<HashMap<String, ActorRef<CounterMsg>>>,
 }
 
@@ -171,6 +173,14 @@ pub struct TestHandler {
     pub sockets: Sockets,
     pub counters: Arc<Counters>,
     pub log: Arc<EventLog>,
+    pub hold: Arc<Hold>,
+}
+
+/// `hold` makes the handler wait until released: a slow object.
+#[derive(Default)]
+pub struct Hold {
+    pub started: AtomicBool,
+    pub release: AtomicBool,
 }
 
 impl SocketHandler for TestHandler {
@@ -178,6 +188,7 @@ impl SocketHandler for TestHandler {
         let sockets = self.sockets.clone();
         let counters = Arc::clone(&self.counters);
         let log = Arc::clone(&self.log);
+        let hold = Arc::clone(&self.hold);
         Box::pin(async move {
             if let SocketEventKind::Message(WsMessage::Text(text)) = &event.kind {
                 let id = event.socket;
@@ -199,6 +210,11 @@ impl SocketHandler for TestHandler {
                     sockets
                         .send(id, WsMessage::Text(format!("sockets={n}")))
                         .unwrap();
+                } else if text == "hold" {
+                    hold.started.store(true, Ordering::Release);
+                    while !hold.release.load(Ordering::Acquire) {
+                        counters.handle.sleep(Duration::from_millis(5)).await;
+                    }
                 } else if text == "panic" {
                     panic!("socket handler panicked on purpose");
                 }
@@ -215,6 +231,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub log: Arc<EventLog>,
     pub sockets: Sockets,
+    pub hold: Arc<Hold>,
 }
 
 impl TestGateway {
@@ -227,10 +244,12 @@ impl TestGateway {
         });
         let sockets = Sockets::new(handle.node(), ws);
         let log = Arc::new(EventLog::default());
+        let hold = Arc::new(Hold::default());
         let handler = Arc::new(TestHandler {
             sockets: sockets.clone(),
             counters: Arc::clone(&counters),
             log: Arc::clone(&log),
+            hold: Arc::clone(&hold),
         });
         let gateway = Gateway::builder(handle, Arc::new(TestDispatcher { counters }))
             .config(config)
@@ -244,6 +263,7 @@ impl TestGateway {
             addr,
             log,
             sockets,
+            hold,
         }
     }
 

@@ -38,6 +38,7 @@
 //!   mio poller (I/O readiness for the network layer).
 //! - `budget`: the per-turn message budget ([`MESSAGE_BUDGET`]).
 //! - `blocking`: the blocking-work pool.
+//! - `outside`: monitors and links made by code that is not a process.
 
 #![deny(unsafe_code)]
 
@@ -49,6 +50,7 @@ pub mod driver;
 mod executor;
 mod exit;
 pub mod gate;
+mod outside;
 mod pid;
 mod process;
 pub mod remote;
@@ -67,6 +69,7 @@ pub use budget::MESSAGE_BUDGET;
 pub use context::{Ctx, Message, Recv};
 pub use executor::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK};
 pub use exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
+pub use outside::{Monitor, NotLocal};
 pub use pid::{NodeId, Pid};
 pub use reply::{CallError, Reply, ReplyReceiver};
 pub use runtime::{

@@ -47,10 +47,18 @@ use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+// The macros' output names `::cairn::…`; this makes those paths resolve inside this crate
+// (its unit tests) as they do in applications.
+extern crate self as cairn;
+
+pub mod access;
 pub mod demo;
 pub mod durable;
 pub mod object;
 pub mod placement;
+pub mod rpc;
+
+pub use cairn_macros::{actor, object};
 
 pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
@@ -60,20 +68,26 @@ use object::{Cluster, Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUF
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
+    pub use crate::access::ObjectAccess;
     pub use crate::durable::{Durable, DurableError};
     pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
     pub use crate::placement::PlacementError;
+    pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
     pub use crate::{Node, NodeBuilder, NodeStatus};
     pub use cairn_scheduler::{
         ActorRef, CallError, Ctx, ExitReason, Handle, Message, MonitorRef, NodeId, Pid, Reply,
         SendError, Signal, SpawnError, SpawnOptions, TimerRef,
     };
     pub use cairn_storage::{Keyspace, ListOptions, StorageError};
+    // What every example needs besides Cairn: serde's derives (for messages, answers and
+    // stored values; the application still depends on serde for them to expand) and time.
     pub use cairn_supervisor::{
         Actor, ActorCtx, ActorError, Addr, Backoff, ChildRef, ChildSpec, DynamicSupervisor,
         Restart, Shutdown, StartError, StartOptions, Strategy, Supervisor, SupervisorRef,
         SupervisorSpec,
     };
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::{Duration, SystemTime};
 }
 
 /// Where a node keeps its data by default: `./data` (LMDB under `./data/storage`).

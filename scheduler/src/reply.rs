@@ -30,7 +30,9 @@ use crate::remote::{current_codec, RemotePort};
 #[non_exhaustive]
 pub enum CallError<E = Infallible> {
     /// The callee answered with its application error (a typed method returned `Err(e)`).
-    #[error("the callee answered with an error: {0}")]
+    /// Displayed with `E`'s `Debug`, so that any `E: Debug` makes this a `std::error::Error`
+    /// (and `?` into `Box<dyn Error>` works without a `Display` for every domain error).
+    #[error("the callee answered with an error: {0:?}")]
     Failed(E),
     /// No answer within the timeout.
     #[error("call timed out")]
@@ -443,7 +445,7 @@ mod tests {
         let failed = CallError::Failed("sold out".to_owned());
         assert_eq!(
             failed.to_string(),
-            "the callee answered with an error: sold out"
+            "the callee answered with an error: \"sold out\""
         );
         assert_eq!(failed.failed().as_deref(), Some("sold out"));
     }

@@ -71,7 +71,8 @@
 //!   made before it. To refuse without effect, check before writing (one message at a
 //!   time, so nothing changes in between);
 //! - the method returned `Err(ActorError)`, or panicked: a **crash**, as for a
-//!   hand-written handler: `NoReply`. An object discards that handler's writes and held
+//!   hand-written handler: `NoReply` (a method that needs both returns
+//!   `Result<Result<T, E>, ActorError>`: the outer `Err` crashes, the inner one answers). An object discards that handler's writes and held
 //!   output and re-activates from storage; an actor stops (its supervisor decides);
 //! - no answer in time: `Timeout` ([`DEFAULT_CALL_TIMEOUT`], or `.timeout(d)`);
 //! - the process is gone or never existed: `NoProc`; its node is lost or unreachable:

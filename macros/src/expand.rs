@@ -97,12 +97,16 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
 enum Returns {
     /// Nothing: a one-way message.
     Cast,
+    /// `Result<(), ActorError>`: one-way too; `Err` crashes the process.
+    CrashCast,
     /// `T`: a call answered with `T`.
     Value(Type),
     /// `Result<T, ActorError>`: answered with `T`; `Err` crashes the process.
     Crash(Type),
     /// `Result<T, E>`: `Err(e)` is an answer, `CallError::Failed(e)` for the caller.
     Fallible(Type, Type),
+    /// `Result<Result<T, E>, ActorError>`: the outer `Err` crashes, the inner one answers.
+    CrashFallible(Type, Type),
 }
 
 impl Returns {
@@ -136,7 +140,13 @@ impl Returns {
             _ => Vec::new(),
         };
         match args.as_slice() {
-            [ok, err] if last_ident_is(err, "ActorError") => Ok(Returns::Crash((*ok).clone())),
+            [ok, err] if last_ident_is(err, "ActorError") => {
+                Ok(match Returns::parse(&syn::parse_quote!(-> #ok))? {
+                    Returns::Fallible(t, e) => Returns::CrashFallible(t, e),
+                    Returns::Cast => Returns::CrashCast,
+                    _ => Returns::Crash((*ok).clone()),
+                })
+            }
             [ok, err] => Ok(Returns::Fallible((*ok).clone(), (*err).clone())),
             _ => Err(syn::Error::new(
                 ty.span(),
@@ -149,9 +159,11 @@ impl Returns {
     /// The type carried by the request's reply port, if it is a call.
     fn reply(&self) -> Option<TokenStream> {
         match self {
-            Returns::Cast => None,
+            Returns::Cast | Returns::CrashCast => None,
             Returns::Value(t) | Returns::Crash(t) => Some(t.to_token_stream()),
-            Returns::Fallible(t, e) => Some(quote!(::core::result::Result<#t, #e>)),
+            Returns::Fallible(t, e) | Returns::CrashFallible(t, e) => {
+                Some(quote!(::core::result::Result<#t, #e>))
+            }
         }
     }
 }
@@ -330,12 +342,13 @@ impl Method {
         let pattern = self.variant_value(msg);
         match &self.returns {
             Returns::Cast => quote!(#pattern => { #call; }),
+            Returns::CrashCast => quote!(#pattern => { #call?; }),
             Returns::Value(_) | Returns::Fallible(..) => quote!(#pattern => {
                 // The caller may have stopped waiting: its answer is dropped, as for a
                 // hand-written handler.
                 let _ = reply.send(#call);
             }),
-            Returns::Crash(_) => quote!(#pattern => {
+            Returns::Crash(_) | Returns::CrashFallible(..) => quote!(#pattern => {
                 let answer = #call?;
                 let _ = reply.send(answer);
             }),
@@ -347,9 +360,11 @@ impl Method {
         let ident = &self.ident;
         let params = self.args.iter().map(|(n, t)| quote!(#n: #t));
         let output = match &self.returns {
-            Returns::Cast => quote!(::cairn::rpc::Cast),
+            Returns::Cast | Returns::CrashCast => quote!(::cairn::rpc::Cast),
             Returns::Value(t) | Returns::Crash(t) => quote!(::cairn::rpc::Call<#t>),
-            Returns::Fallible(t, e) => quote!(::cairn::rpc::Call<#t, #e>),
+            Returns::Fallible(t, e) | Returns::CrashFallible(t, e) => {
+                quote!(::cairn::rpc::Call<#t, #e>)
+            }
         };
         quote!(fn #ident(&self, #(#params),*) -> #output)
     }
@@ -362,9 +377,11 @@ impl Method {
             Kind::Actor => (quote!(call_actor), quote!(cast_actor)),
         };
         let finish = match &self.returns {
-            Returns::Cast => return quote!(::cairn::rpc::__private::#cast(self, #value)),
+            Returns::Cast | Returns::CrashCast => {
+                return quote!(::cairn::rpc::__private::#cast(self, #value))
+            }
             Returns::Value(_) | Returns::Crash(_) => quote!(answer),
-            Returns::Fallible(..) => quote!(failed),
+            Returns::Fallible(..) | Returns::CrashFallible(..) => quote!(failed),
         };
         quote!(::cairn::rpc::__private::#call(
             self,
@@ -377,9 +394,9 @@ impl Method {
     fn wire_types(&self) -> Vec<&Type> {
         let mut types: Vec<&Type> = self.args.iter().map(|(_, t)| t).collect();
         match &self.returns {
-            Returns::Cast => {}
+            Returns::Cast | Returns::CrashCast => {}
             Returns::Value(t) | Returns::Crash(t) => types.push(t),
-            Returns::Fallible(t, e) => types.extend([t, e]),
+            Returns::Fallible(t, e) | Returns::CrashFallible(t, e) => types.extend([t, e]),
         }
         types
     }
@@ -707,6 +724,8 @@ mod tests {
                 pub fn clicks(&mut self) -> u64 { todo!() }
                 pub async fn click(&mut self, ctx: &mut ObjectCtx<Self>) { }
                 pub async fn load(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<u32, ActorError> { todo!() }
+                pub async fn take(&mut self) -> Result<Result<u8, Limited>, ActorError> { todo!() }
+                pub async fn tick(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> { todo!() }
                 fn helper_const() {}
             }
         }
@@ -739,6 +758,8 @@ mod tests {
                 "Clicks { reply : :: cairn :: rpc :: __private :: Reply < u64 > }",
                 "Click ",
                 "Load { reply : :: cairn :: rpc :: __private :: Reply < u32 > }",
+                "Take { reply : :: cairn :: rpc :: __private :: Reply < :: core :: result :: Result < u8 , Limited > > }",
+                "Tick ",
             ]
         );
         // The widest method visibility; serde through cairn's re-export.
@@ -797,6 +818,16 @@ mod tests {
             body.contains("let answer = self . load (ctx ,) . await ? ;"),
             "{body}"
         );
+        // Both: the outer Err crashes, the inner Result is the answer.
+        assert!(
+            body.contains("let answer = self . take () . await ? ;"),
+            "{body}"
+        );
+        // A one-way method may crash too.
+        assert!(
+            body.contains("LinkMsg :: Tick => { self . tick (ctx ,) . await ? ; }"),
+            "{body}"
+        );
         // The inherent impl keeps the methods but not the hooks or CLASS.
         let inherent = find(&file, |i| match i {
             syn::Item::Impl(i) if i.trait_.is_none() => Some(i),
@@ -819,6 +850,8 @@ mod tests {
                 "clicks",
                 "click",
                 "load",
+                "take",
+                "tick",
                 "__cairn_rpc_wire_checks"
             ]
         );
@@ -849,6 +882,8 @@ mod tests {
                 "fn clicks (& self ,) -> :: cairn :: rpc :: Call < u64 >",
                 "fn click (& self ,) -> :: cairn :: rpc :: Cast",
                 "fn load (& self ,) -> :: cairn :: rpc :: Call < u32 >",
+                "fn take (& self ,) -> :: cairn :: rpc :: Call < u8 , Limited >",
+                "fn tick (& self ,) -> :: cairn :: rpc :: Cast",
             ]
         );
         let imp = find(&file, |i| match i {

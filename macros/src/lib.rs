@@ -39,10 +39,14 @@
 //!
 //! ## What a method's return type means
 //! - nothing (or `()`): a one-way message (a cast); the client awaits only its delivery.
+//! - `Result<(), ActorError>`: one-way as well; an `Err` crashes the process (for casts
+//!   that use `?`, such as a timer's tick).
 //! - `Result<T, ActorError>`: a call answered with `T`; `Err` is a crash, as for a
 //!   hand-written handler (the caller sees `CallError::NoReply`).
 //! - `Result<T, E>` for any other `E`: a call whose `Err(e)` is an *answer*: the caller
 //!   sees `CallError::Failed(e)`, the process carries on (an object's writes commit).
+//! - `Result<Result<T, E>, ActorError>`: both: the outer `Err` crashes, the inner
+//!   `Err(e)` answers `Failed(e)` (for methods that use `?` on storage and also refuse).
 //! - any other `T`: a call answered with `T`.
 //!
 //! ## Attribute options

@@ -132,7 +132,7 @@ impl Teller {
         self.served
     }
 
-    pub async fn crash(&mut self) -> Result<(), ActorError> {
+    pub async fn crash(&mut self) -> Result<u64, ActorError> {
         Err("teller walked out".into())
     }
 }

@@ -235,7 +235,33 @@ impl SupervisorSpec {
     }
 }
 
-/// A child as reported by `which_children`.
+/// A child as reported by `which_children`; a supervisor child carries a handle to walk on.
+///
+/// ```
+/// use cairn_scheduler::Runtime;
+/// use cairn_supervisor::{ChildSpec, Strategy, Supervisor, SupervisorRef, SupervisorSpec};
+///
+/// /// Every child's path in the tree under `sup`, depth first.
+/// async fn walk(sup: SupervisorRef, prefix: String, out: &mut Vec<String>) {
+///     for child in sup.which_children().await.unwrap() {
+///         let path = format!("{prefix}{}", child.id);
+///         out.push(path.clone());
+///         if let Some(sub) = child.supervisor {
+///             Box::pin(walk(sub, format!("{path}/"), out)).await;
+///         }
+///     }
+/// }
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// let leaf = SupervisorSpec::new(Strategy::OneForOne);
+/// let spec = SupervisorSpec::new(Strategy::OneForOne)
+///     .child(ChildSpec::supervisor("mid", SupervisorSpec::new(Strategy::OneForOne)
+///         .child(ChildSpec::supervisor("leaf", leaf))));
+/// let root = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+/// let mut paths = Vec::new();
+/// rt.block_on(walk(root, String::new(), &mut paths));
+/// assert_eq!(paths, ["mid", "mid/leaf"]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChildInfo {

@@ -100,13 +100,13 @@ impl Auditor {
 }
 
 pub fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let dir = std::env::temp_dir().join(format!("cairn-first-hour-{}", std::process::id()));
     let node = Node::builder()
         .data_dir(&dir)
         .start()
         .expect("start the node");
-    node.register::<Cart>();
+    node.host::<Cart>();
 
     let auditor = ChildSpec::worker("auditor", || Auditor {
         cart: "ada".into(),
@@ -115,7 +115,7 @@ pub fn main() {
     });
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(auditor.named("auditor"));
     let tree = node
-        .block_on(Supervisor::start(&node, spec))
+        .block_on(Supervisor::start(node.handle(), spec))
         .expect("start the tree");
 
     let cart = node.object::<Cart>("ada");
@@ -132,9 +132,12 @@ pub fn main() {
         println!("cart: {:?}", cart.items().await.expect("a cart answers"));
     });
 
-    let auditor: Addr<Auditor> = node.actor_ref(node.whereis("auditor").unwrap()).unwrap();
+    let auditor: Addr<Auditor> = node
+        .handle()
+        .actor_ref(node.whereis("auditor").unwrap())
+        .unwrap();
     while node.block_on(auditor.seen()) != Ok(Some(3)) {
-        node.block_on(node.sleep(Duration::from_millis(10)));
+        node.block_on(node.handle().sleep(Duration::from_millis(10)));
     }
     println!("the auditor saw 3 items");
     node.block_on(tree.stop());

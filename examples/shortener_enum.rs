@@ -207,14 +207,14 @@ fn shorten(node: &Node, client: &str, code: &str, url: &str) {
 }
 
 pub fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let dir = std::env::temp_dir().join(format!("cairn-shortener-enum-{}", std::process::id()));
     let node = Node::builder()
         .data_dir(&dir)
         .start()
         .expect("start the node");
-    node.register::<Link>();
-    node.register::<RateLimiter>();
+    node.host::<Link>();
+    node.host::<RateLimiter>();
     let reporter = ChildSpec::worker("reporter", || Reporter {
         codes: vec!["rust".into(), "erl".into()],
         every: Duration::from_millis(50),
@@ -222,7 +222,7 @@ pub fn main() {
     });
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(reporter.named("reporter"));
     let tree = node
-        .block_on(Supervisor::start(&node, spec))
+        .block_on(Supervisor::start(node.handle(), spec))
         .expect("start the tree");
 
     shorten(&node, "ada", "rust", "https://www.rust-lang.org");
@@ -237,18 +237,20 @@ pub fn main() {
             Err(e) => println!("/{code} unavailable: {e}"),
         }
     }
-    let reporter: ActorRef<ReporterMsg> =
-        node.actor_ref(node.whereis("reporter").unwrap()).unwrap();
+    let reporter: ActorRef<ReporterMsg> = node
+        .handle()
+        .actor_ref(node.whereis("reporter").unwrap())
+        .unwrap();
     let expected = vec![
         ("https://www.rust-lang.org".to_owned(), 2),
         ("https://www.erlang.org".to_owned(), 1),
     ];
     while node.block_on(reporter.call(ReporterMsg::Last, T)) != Ok(expected.clone()) {
-        node.block_on(node.sleep(Duration::from_millis(10)));
+        node.block_on(node.handle().sleep(Duration::from_millis(10)));
     }
     println!("report: {expected:?}");
     // The idle bucket's alarm drops it: ada's next request finds a full bucket.
-    node.block_on(node.sleep(IDLE + Duration::from_millis(1_500)));
+    node.block_on(node.handle().sleep(IDLE + Duration::from_millis(1_500)));
     let limiter = node.object::<RateLimiter>("ada");
     let left = node.block_on(limiter.call(LimiterMsg::Take, T)).unwrap();
     println!("ada after idling: {left:?} tokens left");

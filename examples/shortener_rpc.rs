@@ -169,14 +169,14 @@ async fn shorten(node: &Node, client: &str, code: &str, url: &str) {
 }
 
 pub fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let dir = std::env::temp_dir().join(format!("cairn-shortener-rpc-{}", std::process::id()));
     let node = Node::builder()
         .data_dir(&dir)
         .start()
         .expect("start the node");
-    node.register::<Link>();
-    node.register::<RateLimiter>();
+    node.host::<Link>();
+    node.host::<RateLimiter>();
     let codes = vec!["rust".into(), "erl".into()];
     let reporter = ChildSpec::worker("reporter", move || Reporter {
         codes: codes.clone(),
@@ -185,7 +185,7 @@ pub fn main() {
     });
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(reporter.named("reporter"));
     let tree = node
-        .block_on(Supervisor::start(&node, spec))
+        .block_on(Supervisor::start(node.handle(), spec))
         .expect("start the tree");
     node.block_on(async {
         shorten(&node, "ada", "rust", "https://www.rust-lang.org").await;
@@ -200,17 +200,20 @@ pub fn main() {
             }
         }
     });
-    let reporter: Addr<Reporter> = node.actor_ref(node.whereis("reporter").unwrap()).unwrap();
+    let reporter: Addr<Reporter> = node
+        .handle()
+        .actor_ref(node.whereis("reporter").unwrap())
+        .unwrap();
     let expected = vec![
         ("https://www.rust-lang.org".to_owned(), 2),
         ("https://www.erlang.org".to_owned(), 1),
     ];
     while node.block_on(reporter.last()) != Ok(expected.clone()) {
-        node.block_on(node.sleep(Duration::from_millis(10)));
+        node.block_on(node.handle().sleep(Duration::from_millis(10)));
     }
     println!("report: {expected:?}");
     // The idle bucket's alarm drops it: ada's next request finds a full bucket.
-    node.block_on(node.sleep(IDLE + Duration::from_millis(1_500)));
+    node.block_on(node.handle().sleep(IDLE + Duration::from_millis(1_500)));
     let left = node.block_on(node.object::<RateLimiter>("ada").take());
     println!("ada after idling: {left:?} tokens left");
     node.block_on(tree.stop());

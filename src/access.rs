@@ -38,8 +38,8 @@ use crate::object::{Object, ObjectRef, Objects};
 ///
 /// let dir = tempfile::tempdir().unwrap();
 /// let node = Node::builder().workers(1).data_dir(dir.path()).start().unwrap();
-/// node.register::<Tally>();
-/// let bumper = node.block_on(cairn::supervisor::start(&node, Bumper, StartOptions::default())).unwrap();
+/// node.host::<Tally>();
+/// let bumper = node.block_on(cairn::supervisor::start(node.handle(), Bumper, StartOptions::default())).unwrap();
 /// assert_eq!(node.block_on(bumper.bump("a".into())), Ok(1));
 /// let handle: Handle = bumper.handle();
 /// assert_eq!(node.block_on(handle.object::<Tally>("a").bump()), Ok(2));

@@ -12,8 +12,8 @@
 //! node starts a [`Mesh`] on its runtime: it authenticates with mutual TLS
 //! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
 //! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
-//! process ([`STATUS_PROCESS`]) and routes objects of classes registered with
-//! [`Node::register`] to their owner node. A meshed node gets a random [`NodeId`] on each
+//! process ([`STATUS_PROCESS`]) and routes objects of classes hosted with
+//! [`Node::host`] to their owner node. A meshed node gets a random [`NodeId`] on each
 //! start, so a restarted node is a new incarnation and pids of the old one stay dead.
 //!
 //! ```
@@ -35,6 +35,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +43,10 @@ use std::time::Duration;
 
 use cairn_net::mesh::Seed;
 use cairn_net::{ClusterCa, Mesh, MeshCallError, MeshConfig, NodeCert, RemoteReply, TlsConfig};
-use cairn_scheduler::{Ctx, Message, NodeId, SpawnOptions};
+use cairn_scheduler::{
+    ActorRef, CallError, Ctx, Handle, IntoExitReason, Message, NodeId, Pid, Reply, SendError,
+    SpawnError, SpawnOptions,
+};
 use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,7 +56,6 @@ use serde::{Deserialize, Serialize};
 extern crate self as cairn;
 
 pub mod access;
-pub mod demo;
 pub mod durable;
 pub mod object;
 pub mod placement;
@@ -362,7 +365,8 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a silent peer may stay silent before it is declared down (default 3 s).
+    /// How long a silent peer may stay silent before it is declared down (default 5 s, the
+    /// mesh's `DEFAULT_FAILURE_TIMEOUT`).
     pub fn failure_timeout(mut self, d: Duration) -> Self {
         self.mesh.failure_timeout = Some(d);
         self
@@ -529,9 +533,12 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
 /// A Cairn node: the runtime, its durable store, its objects and, when started with a listen
 /// address, its mesh.
 ///
-/// Derefs to the scheduler's [`Handle`](cairn_scheduler::Handle): `spawn`, `spawn_named`,
-/// `whereis`, `try_send`, `send`, `call`, `exit`, `wait_exit`, timers, `block_on`.
-/// Dropping the node shuts it down (every process stopped, every thread joined).
+/// It offers what applications use directly: processes ([`Node::spawn`],
+/// [`Node::spawn_named`], [`Node::whereis`], [`Node::send`], [`Node::try_send`],
+/// [`Node::call`]), objects ([`Node::host`], [`Node::object`]), [`Node::block_on`] and
+/// [`Node::shutdown`]; the rest of the runtime (links, monitors, exit signals, timers,
+/// spawn options) is on its [`Node::handle`]. Dropping the node shuts it down (every process
+/// stopped, every thread joined).
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
@@ -545,21 +552,83 @@ impl Node {
         NodeBuilder::default()
     }
 
-    /// Registers an object class so its objects can be reached and their alarms delivered.
-    /// On a meshed node its objects are placed across the mesh (each key lives on its
-    /// owner node), so its messages must serialize; register the class on every node.
-    pub fn register<O>(&self)
+    /// The runtime's handle, for everything else the scheduler offers (links, monitors, exit
+    /// signals, timers, `spawn_opts`, `actor_ref`, `wait_exit` ...). Cheap to clone into
+    /// threads and processes.
+    pub fn handle(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// Spawns a process running `body`, which receives from its own mailbox through `Ctx`.
+    pub fn spawn<M, F, Fut>(&self, body: F) -> ActorRef<M>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn(body)
+    }
+
+    /// Spawns a process under `name` (cluster-wide on a meshed node); fails if the name is
+    /// taken. The name also owns a durable keyspace ([`durable::Durable`]).
+    pub fn spawn_named<M, F, Fut>(&self, name: &str, body: F) -> Result<ActorRef<M>, SpawnError>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn_named(name, body)
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.runtime.whereis(name)
+    }
+
+    /// Sends to `pid` (on this node or another), waiting for room in a full mailbox.
+    pub async fn send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.send(pid, msg).await
+    }
+
+    /// Sends to `pid` without waiting; every failure gives the message back.
+    pub fn try_send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.try_send(pid, msg)
+    }
+
+    /// Sends a request made with a [`Reply`] to `pid` and waits at most `timeout` for the
+    /// answer.
+    pub async fn call<M: Send + 'static, R>(
+        &self,
+        pid: Pid,
+        make: impl FnOnce(Reply<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.runtime.call(pid, make, timeout).await
+    }
+
+    /// Runs `future` to completion on the calling thread (for `main` and tests; never from
+    /// inside a process).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Hosts an object class: its objects can be reached and their alarms delivered. On a
+    /// meshed node its objects are placed across the mesh (each key lives on its owner
+    /// node), so its messages must serialize; host the class on every node.
+    pub fn host<O>(&self)
     where
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
-        self.objects.register::<O>();
+        self.objects.host::<O>();
     }
 
-    /// Registers an object class that is never placed: every node has its own objects of
+    /// Hosts an object class that is never placed: every node has its own objects of
     /// it (its messages need not serialize).
-    pub fn register_local<O: Object>(&self) {
-        self.objects.register_local::<O>();
+    pub fn host_local<O: Object>(&self) {
+        self.objects.host_local::<O>();
     }
 
     /// A reference to the object `(O::CLASS, key)`; cheap, activates on first message, on
@@ -578,6 +647,11 @@ impl Node {
     /// The node's mesh, if it was started with a listen address.
     pub fn mesh(&self) -> Option<&Mesh> {
         self.mesh.as_ref()
+    }
+
+    /// The node's id (pids of its processes carry it).
+    pub fn id(&self) -> NodeId {
+        self.runtime.node()
     }
 
     /// The node's name.
@@ -637,20 +711,34 @@ impl Drop for Node {
     }
 }
 
-impl std::ops::Deref for Node {
-    type Target = cairn_scheduler::Handle;
-    fn deref(&self) -> &Self::Target {
-        &self.runtime
-    }
+/// How [`init_logging`] writes log lines.
+#[cfg(feature = "cli")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only when stderr is a terminal (and
+    /// `NO_COLOR` is unset), so logs written to a file or pipe carry no escape codes.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log
+    /// collectors.
+    Json,
 }
 
-/// Installs a `tracing` subscriber for binaries and examples, filtered by `RUST_LOG`
-/// (default `info`). Does nothing if one is already installed.
-pub fn init_logging() {
+/// Installs a `tracing` subscriber writing to stderr for binaries and examples, filtered by
+/// `RUST_LOG` (default `info`). Does nothing if one is already installed.
+#[cfg(feature = "cli")]
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -45,7 +45,7 @@
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let node = Node::builder().workers(1).data_dir(dir.path()).start().unwrap();
-//! node.register::<Link>();
+//! node.host::<Link>();
 //! let link = node.object::<Link>("abc");
 //! node.block_on(async {
 //!     assert_eq!(link.resolve().await, Err(CallError::Failed(LinkError::Unknown)));

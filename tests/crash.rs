@@ -72,7 +72,7 @@ impl Object for Counter {
 
 fn start_node(dir: &str) -> Node {
     let node = Node::builder().workers(2).data_dir(dir).start().unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     node
 }
 

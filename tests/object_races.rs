@@ -85,9 +85,9 @@ fn node(dir: &std::path::Path, workers: usize, idle: Duration) -> Node {
         .object_idle_timeout(idle)
         .start()
         .unwrap();
-    node.register_local::<A>();
-    node.register_local::<B>();
-    node.register_local::<Slow>();
+    node.host_local::<A>();
+    node.host_local::<B>();
+    node.host_local::<Slow>();
     node
 }
 
@@ -118,7 +118,7 @@ fn a_held_message_to_an_object_survives_its_eviction() {
         let _hold = node.store().fault_injection().hold_commits();
         node.block_on(a.send(AMsg::WriteAndForward)).unwrap();
         // b is idle meanwhile and gets evicted (no deactivate writes, so no commit needed).
-        let evicted = node.block_on(node.timeout(T, node.wait_exit(b_pid)));
+        let evicted = node.block_on(node.handle().timeout(T, node.handle().wait_exit(b_pid)));
         assert!(evicted.is_ok(), "b was not evicted");
     } // commits resume: a's output (Add(1) to b, whose activation is gone) is released
     let deadline = std::time::Instant::now() + T;
@@ -177,7 +177,8 @@ fn try_send_from_a_process_during_eviction_does_not_livelock_one_worker() {
     // Wait until the object has closed its mailbox and is blocked on its deactivate commit.
     let t0 = std::time::Instant::now();
     loop {
-        let probe: ActorRef<cairn::object::ObjectMsg<SlowMsg>> = node.actor_ref(pid).unwrap();
+        let probe: ActorRef<cairn::object::ObjectMsg<SlowMsg>> =
+            node.handle().actor_ref(pid).unwrap();
         if !probe.is_alive() || t0.elapsed() > T {
             break;
         }
@@ -233,13 +234,13 @@ impl Object for C {
     }
 }
 
-/// A failed commit ends the activation with `StorageFailure`; messages still queued in its
-/// mailbox (accepted with `Ok` by `send`) go down with the mailbox — not "what the gate held".
+/// A failed commit drops what the gate held and re-activates the object in place: messages
+/// still queued in its mailbox (accepted with `Ok` by `send`) are handled, not lost.
 #[test]
 fn a_failed_commit_does_not_lose_queued_messages() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path(), 2, Duration::from_secs(30));
-    node.register_local::<C>();
+    node.host_local::<C>();
     let c = node.object::<C>("x");
     assert_eq!(node.block_on(c.call(CMsg::Get, T)).unwrap(), 0);
     node.store()

@@ -1,5 +1,6 @@
 //! Durable objects: activation, implicit transactions, output gates, failures, eviction,
-//! alarms (DESIGN.md semantics 13–20 as seen through the object layer).
+//! alarms, as seen through the object layer (the storage rules themselves are tested in
+//! `storage/tests/`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,7 +139,7 @@ fn node(dir: &std::path::Path) -> Node {
         .object_idle_timeout(Duration::from_secs(30))
         .start()
         .unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     node
 }
 
@@ -303,7 +304,7 @@ fn an_idle_object_is_evicted_and_reactivated_on_demand_without_losing_messages()
         .object_idle_timeout(Duration::from_millis(20))
         .start()
         .unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     let key = "evicted";
     let o = node.object::<Counter>(key);
     for round in 1..=5u64 {
@@ -312,7 +313,7 @@ fn an_idle_object_is_evicted_and_reactivated_on_demand_without_losing_messages()
         assert_eq!(got, round);
         let pid = o.pid().expect("active after a message");
         assert_eq!(
-            node.block_on(node.wait_exit(pid)),
+            node.block_on(node.handle().wait_exit(pid)),
             ExitReason::Normal,
             "evicted when idle"
         );
@@ -340,7 +341,7 @@ fn an_alarm_fires_after_its_time_even_after_eviction() {
         .object_idle_timeout(Duration::from_millis(10))
         .start()
         .unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     let key = "alarm-evicted";
     let (tx, rx) = channel();
     alarm_listeners().lock().unwrap().insert(key.into(), tx);
@@ -350,7 +351,7 @@ fn an_alarm_fires_after_its_time_even_after_eviction() {
         .unwrap();
     let pid = o.pid().unwrap();
     assert_eq!(
-        node.block_on(node.wait_exit(pid)),
+        node.block_on(node.handle().wait_exit(pid)),
         ExitReason::Normal,
         "evicted before the alarm"
     );
@@ -402,7 +403,7 @@ fn a_failing_alarm_is_retried_with_backoff_and_sees_its_retry_count() {
         .alarm_retries(base, 3)
         .start()
         .unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     let key = "alarm-retry";
     let (tx, rx) = channel();
     alarm_listeners().lock().unwrap().insert(key.into(), tx);
@@ -436,7 +437,7 @@ fn an_alarm_that_keeps_failing_is_dropped_after_the_retry_limit() {
         .alarm_retries(Duration::from_millis(10), 2)
         .start()
         .unwrap();
-    node.register_local::<Counter>();
+    node.host_local::<Counter>();
     let key = "alarm-gives-up";
     let (tx, rx) = channel();
     alarm_listeners().lock().unwrap().insert(key.into(), tx);
@@ -476,7 +477,7 @@ fn sending_to_an_unregistered_class_is_an_error() {
     let o = node.object::<Unregistered>("x");
     assert!(matches!(
         node.block_on(o.send(())),
-        Err(ObjectError::NotRegistered("unregistered"))
+        Err(ObjectError::NotHosted("unregistered"))
     ));
 }
 
@@ -489,8 +490,8 @@ fn touching_many_keys_keeps_only_recent_activations_in_memory_and_all_their_stor
         .object_idle_timeout(Duration::from_millis(20))
         .start()
         .unwrap();
-    node.register_local::<Counter>();
-    let baseline = node.process_count();
+    node.host_local::<Counter>();
+    let baseline = node.handle().process_count();
     const KEYS: usize = 5_000;
     for i in 0..KEYS {
         let o = node.object::<Counter>(&format!("churn-{i}"));
@@ -498,11 +499,11 @@ fn touching_many_keys_keeps_only_recent_activations_in_memory_and_all_their_stor
     }
     // Every activation is evicted once idle: nothing stays resident but the node's own.
     let deadline = Instant::now() + T;
-    while node.process_count() > baseline {
+    while node.handle().process_count() > baseline {
         assert!(
             Instant::now() < deadline,
             "{} activations never evicted",
-            node.process_count() - baseline
+            node.handle().process_count() - baseline
         );
         std::thread::yield_now();
     }

@@ -144,7 +144,7 @@ fn node(dir: &std::path::Path) -> Node {
         .shutdown_grace(Duration::from_millis(200))
         .start()
         .unwrap();
-    node.register::<Account>();
+    node.host::<Account>();
     node
 }
 
@@ -247,9 +247,14 @@ fn a_typed_actor_answers_passes_application_errors_through_and_crashes_on_actor_
     let node = node(dir.path());
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(ChildSpec::worker("teller", Teller::default).named("teller"));
-    let sup = node.block_on(Supervisor::start(&node, spec)).unwrap();
-    let teller =
-        |node: &Node| -> Addr<Teller> { node.actor_ref(node.whereis("teller").unwrap()).unwrap() };
+    let sup = node
+        .block_on(Supervisor::start(node.handle(), spec))
+        .unwrap();
+    let teller = |node: &Node| -> Addr<Teller> {
+        node.handle()
+            .actor_ref(node.whereis("teller").unwrap())
+            .unwrap()
+    };
     let first = teller(&node);
     node.block_on(async {
         node.object::<Account>("frank").deposit(3).await.unwrap();
@@ -261,7 +266,7 @@ fn a_typed_actor_answers_passes_application_errors_through_and_crashes_on_actor_
         // The application error did not stop it.
         assert_eq!(first.served().await, Ok(2));
         // An ActorError is a crash: no reply, the supervisor restarts it.
-        let down = node.monitor(first.pid());
+        let down = node.handle().monitor(first.pid());
         assert_eq!(first.crash().await, Err(CallError::NoReply));
         assert_eq!(down.await, ExitReason::Error("teller walked out".into()));
     });

@@ -91,7 +91,7 @@ fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) 
         b = b.join([seed]);
     }
     let node = b.start().unwrap();
-    node.register::<Poll>();
+    node.host::<Poll>();
     node.mesh()
         .unwrap()
         .register::<TallyMsg>("test.TallyMsg")
@@ -106,7 +106,7 @@ fn wait_for(node: &Node, peer: NodeId, up: bool) {
     if mesh.members().iter().any(|m| m.node == peer) == up {
         return;
     }
-    let seen = node.block_on(node.timeout(T, async {
+    let seen = node.block_on(node.handle().timeout(T, async {
         loop {
             match events.next().await {
                 NodeEvent::Up { node, .. } if node == peer && up => return,
@@ -160,12 +160,12 @@ fn typed_calls_cross_the_mesh_and_application_errors_travel_back() {
     // A typed actor on b, called from a by pid.
     let on_b: Addr<Tally> = b
         .block_on(cairn::supervisor::start(
-            &b,
+            b.handle(),
             Tally::default(),
             StartOptions::default(),
         ))
         .unwrap();
-    let from_a: Addr<Tally> = a.actor_ref(on_b.pid()).unwrap();
+    let from_a: Addr<Tally> = a.handle().actor_ref(on_b.pid()).unwrap();
     a.block_on(async {
         assert_eq!(from_a.add(2).timeout(T).await, Ok(2));
         assert_eq!(

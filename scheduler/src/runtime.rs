@@ -550,14 +550,6 @@ impl Handle {
         ext.downcast().ok()
     }
 
-    /// Pushes [`Signal::Alarm`] to a live process; false if it is gone.
-    pub fn deliver_alarm(&self, pid: Pid, at: std::time::SystemTime) -> bool {
-        self.shared
-            .table
-            .get(pid)
-            .is_some_and(|p| p.push_signal(Signal::Alarm { at }))
-    }
-
     /// Removes a name; returns the pid it named.
     pub fn unregister(&self, name: &str) -> Option<Pid> {
         let pid = self.shared.registry.lock().remove(name)?;

@@ -67,9 +67,11 @@ mod writeset;
 pub use error::{Result, StorageError};
 pub use keyspace::{Keyspace, ListOptions, Transaction};
 pub use store::{
-    Alarm, CommitHold, Config, FaultInjection, Stats, Store, DEFAULT_MAP_SIZE,
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS, DEFAULT_MAX_READERS,
+    Alarm, Config, Stats, Store, DEFAULT_MAP_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS,
+    DEFAULT_MAX_READERS,
 };
+#[cfg(feature = "testing")]
+pub use store::{CommitHold, FaultInjection};
 pub use ticket::CommitTicket;
 
 /// Length in bytes of the keyspace prefix in front of every stored key.

@@ -73,7 +73,7 @@ use object::{Cluster, Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUF
 pub mod prelude {
     pub use crate::access::ObjectAccess;
     pub use crate::durable::{Durable, DurableError};
-    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
+    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError};
     pub use crate::placement::PlacementError;
     pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
     pub use crate::{Node, NodeBuilder, NodeStatus};

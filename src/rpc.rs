@@ -251,7 +251,7 @@ pub mod __private {
     /// A typed one-way message to an object.
     pub fn cast_object<O: Object>(target: &ObjectRef<O>, msg: O::Msg) -> Cast {
         let target = target.clone();
-        Box::pin(async move { target.send(msg).await.map_err(object_failure) })
+        Box::pin(async move { target.send(msg).await.map_err(|e| object_failure(e.error)) })
     }
 
     /// A typed call to an actor.

@@ -157,6 +157,15 @@ fn typed_calls_cross_the_mesh_and_application_errors_travel_back() {
     });
     assert!(poll.pid().is_none(), "a activated an object b owns");
 
+    // No node is in the hinted region: the message comes back with the reason.
+    let nowhere = a.object_in::<Poll>(&key, "mars");
+    let failed = a.block_on(nowhere.send(PollMsg::Close)).unwrap_err();
+    assert!(
+        matches!(failed.error, ObjectError::Placement(_)),
+        "{failed}"
+    );
+    assert!(matches!(failed.into_inner(), PollMsg::Close));
+
     // A typed actor on b, called from a by pid.
     let on_b: Addr<Tally> = b
         .block_on(cairn::supervisor::start(

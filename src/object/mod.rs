@@ -37,7 +37,7 @@ mod routing;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
-pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, DEFAULT_IDLE_TIMEOUT};
+pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
 pub use reference::ObjectRef;
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};

@@ -45,7 +45,7 @@ use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Object, ObjectError, ObjectMsg, ObjectRef, Objects};
+use super::{Object, ObjectError, ObjectMsg, ObjectRef, ObjectSendError, Objects};
 use crate::placement::{self, Candidate};
 
 /// How many times a message to an object may cross the mesh before it is dropped: once from
@@ -81,8 +81,10 @@ struct RemoteRoute<O: Object> {
     try_send: TrySendEnvelope<O>,
 }
 
-/// Sends an envelope of class `O` to a node's router.
-type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Result<(), ObjectError>>;
+/// Sends an envelope of class `O` to a node's router; gives the message back on failure.
+type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Delivered<O>>;
+/// What a delivery attempt ends with: done, or why not and the message.
+pub(super) type Delivered<O> = Result<(), ObjectSendError<<O as Object>::Msg>>;
 /// The same without waiting; gives the message back.
 type TrySendEnvelope<O> =
     fn(&Mesh, NodeId, Envelope<O>) -> Result<(), SendError<<O as Object>::Msg>>;
@@ -106,11 +108,7 @@ where
         })
 }
 
-fn send_envelope<O>(
-    mesh: Mesh,
-    node: NodeId,
-    env: Envelope<O>,
-) -> BoxFuture<Result<(), ObjectError>>
+fn send_envelope<O>(mesh: Mesh, node: NodeId, env: Envelope<O>) -> BoxFuture<Delivered<O>>
 where
     O: Object,
     O::Msg: Serialize + DeserializeOwned,
@@ -118,9 +116,10 @@ where
     Box::pin(async move {
         mesh.send_named(node, router_name(O::CLASS), env)
             .await
-            .map_err(|e| ObjectError::Unreachable {
-                node,
-                reason: e.to_string(),
+            .map_err(|e| {
+                let reason = e.to_string();
+                let error = ObjectError::Unreachable { node, reason };
+                ObjectSendError::new(error, e.into_inner().msg)
             })
     })
 }
@@ -228,9 +227,14 @@ impl<O: Object> ObjectRef<O> {
     }
 
     /// Delivers `msg` to the owner: here (activating the object) or through the owner's
-    /// router; `hops` is how often it crossed the mesh already.
-    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Result<(), ObjectError> {
-        match self.route()? {
+    /// router; `hops` is how often it crossed the mesh already. Gives the message back
+    /// with the reason when it cannot be delivered.
+    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Delivered<O> {
+        let route = match self.route() {
+            Ok(route) => route,
+            Err(error) => return Err(ObjectSendError::new(error, msg)),
+        };
+        match route {
             Route::Local => {
                 self.send_ungated(ObjectMsg::User(msg)).await;
                 Ok(())
@@ -238,9 +242,8 @@ impl<O: Object> ObjectRef<O> {
             Route::Remote(mesh, node, send, _) => {
                 if hops >= MAX_HOPS {
                     tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
-                    return Err(ObjectError::Misrouted {
-                        name: self.name.to_string(),
-                    });
+                    let name = self.name.to_string();
+                    return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
                 }
                 send(mesh, node, self.envelope(msg, hops + 1)).await
             }
@@ -259,7 +262,7 @@ async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>
             return;
         };
         let target = ObjectRef::<O>::new_in(objects, &env.key, env.region.as_deref());
-        if let Err(error) = target.deliver(env.msg, env.hops).await {
+        if let Err(ObjectSendError { error, .. }) = target.deliver(env.msg, env.hops).await {
             tracing::warn!(object = %target.name, %error, "router could not deliver a message");
         }
     }

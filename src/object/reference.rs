@@ -67,6 +67,7 @@ impl<O: Object> ObjectRef<O> {
     pub fn owner(&self) -> Result<NodeId, ObjectError> {
         match self.route()? {
             Route::Local => Ok(self.objects.handle.node()),
+            #[cfg(feature = "mesh")]
             Route::Remote(_, node, ..) => Ok(node),
         }
     }
@@ -157,6 +158,7 @@ impl<O: Object> ObjectRef<O> {
         };
         match self.route() {
             Ok(Route::Local) => self.try_send_local(msg),
+            #[cfg(feature = "mesh")]
             Ok(Route::Remote(mesh, node, _, try_send)) => {
                 try_send(&mesh, node, self.envelope(msg, 1))
             }

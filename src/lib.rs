@@ -37,46 +37,68 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "mesh")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "mesh")]
 use cairn_net::mesh::Seed;
+#[cfg(feature = "mesh")]
 use cairn_net::{ClusterCa, Mesh, MeshConfig, NodeCert, TlsConfig};
 use cairn_scheduler::{
-    ActorRef, CallError, Ctx, Handle, IntoExitReason, Message, NodeId, Pid, Reply, SendError,
-    SpawnError, SpawnOptions,
+    ActorRef, CallError, Ctx, Handle, IntoExitReason, NodeId, Pid, Reply, SendError, SpawnError,
 };
+#[cfg(feature = "mesh")]
+use cairn_scheduler::{Message, SpawnOptions};
 use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+// The macros' output names `::cairn::…`; this makes those paths resolve inside this crate
+// (its unit tests) as they do in applications.
+extern crate self as cairn;
+
+pub mod access;
 pub mod durable;
 pub mod object;
 pub mod placement;
+pub mod rpc;
 
+pub use cairn_macros::{actor, object};
+
+#[cfg(feature = "mesh")]
 pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
 pub use cairn_storage as storage;
 pub use cairn_supervisor as supervisor;
-use object::{Cluster, Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
+#[cfg(feature = "mesh")]
+use object::Cluster;
+use object::{Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
+    pub use crate::access::ObjectAccess;
     pub use crate::durable::{Durable, DurableError};
-    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
+    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError};
     pub use crate::placement::PlacementError;
+    pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
     pub use crate::{Node, NodeBuilder, NodeStatus};
     pub use cairn_scheduler::{
         ActorRef, CallError, Ctx, ExitReason, Handle, Message, MonitorRef, NodeId, Pid, Reply,
         SendError, Signal, SpawnError, SpawnOptions, TimerRef,
     };
     pub use cairn_storage::{Keyspace, ListOptions, StorageError};
+    // What every example needs besides Cairn: serde's derives (for messages, answers and
+    // stored values; the application still depends on serde for them to expand) and time.
     pub use cairn_supervisor::{
         Actor, ActorCtx, ActorError, Addr, Backoff, ChildRef, ChildSpec, DynamicSupervisor,
         Restart, Shutdown, StartError, StartOptions, Strategy, Supervisor, SupervisorRef,
         SupervisorSpec,
     };
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::{Duration, SystemTime};
 }
 
 /// Where a node keeps its data by default: `./data` (LMDB under `./data/storage`).
@@ -97,9 +119,11 @@ pub enum NodeError {
     #[error("opening the store: {0}")]
     Storage(#[from] cairn_storage::StorageError),
     /// The cluster CA or the node's certificate could not be loaded or issued.
+    #[cfg(feature = "mesh")]
     #[error("TLS: {0}")]
     Tls(#[from] cairn_net::TlsError),
     /// A certificate file could not be read.
+    #[cfg(feature = "mesh")]
     #[error("reading {path}: {source}")]
     TlsFile {
         /// The file.
@@ -108,6 +132,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The mesh could not start (e.g. the listen address is taken).
+    #[cfg(feature = "mesh")]
     #[error("starting the mesh: {0}")]
     Mesh(#[from] cairn_net::MeshError),
     /// The options do not make a node.
@@ -116,6 +141,7 @@ pub enum NodeError {
 }
 
 /// Where a meshed node's certificate comes from.
+#[cfg(feature = "mesh")]
 #[derive(Clone, Debug)]
 enum Credentials {
     /// None given: only [`NodeBuilder::insecure_dev`] may start a mesh then.
@@ -134,12 +160,17 @@ enum Credentials {
 #[derive(Clone, Debug)]
 struct MeshOptions {
     name: String,
+    #[cfg(feature = "mesh")]
     listen: Option<SocketAddr>,
+    #[cfg(feature = "mesh")]
     seeds: Vec<Seed>,
+    #[cfg(feature = "mesh")]
     credentials: Credentials,
+    #[cfg(feature = "mesh")]
     insecure_dev: bool,
     region: Option<String>,
     client: bool,
+    #[cfg(feature = "mesh")]
     failure_timeout: Option<Duration>,
 }
 
@@ -147,12 +178,17 @@ impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
             name: DEFAULT_NODE_NAME.to_owned(),
+            #[cfg(feature = "mesh")]
             listen: None,
+            #[cfg(feature = "mesh")]
             seeds: Vec::new(),
+            #[cfg(feature = "mesh")]
             credentials: Credentials::None,
+            #[cfg(feature = "mesh")]
             insecure_dev: false,
             region: None,
             client: false,
+            #[cfg(feature = "mesh")]
             failure_timeout: None,
         }
     }
@@ -168,6 +204,7 @@ impl MeshOptions {
         }
     }
 
+    #[cfg(feature = "mesh")]
     fn tls(&self) -> Result<TlsConfig, NodeError> {
         let name = self.tls_name();
         let read = |path: &Path| {
@@ -281,6 +318,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Joins a mesh, accepting connections on `addr` (port 0 picks a free port). Without
     /// it the node is local.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
@@ -288,6 +326,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Seeds to contact at start (retried with backoff until each answers once, so seeds
     /// may start later). A seed is dialed under [`cairn_net::ANY_NODE_NAME`], which every
     /// certificate issued by a cluster CA carries; for certificates made elsewhere use
@@ -301,12 +340,14 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// A seed whose certificate names `tls_name`.
     pub fn join_named(mut self, addr: SocketAddr, tls_name: &str) -> Self {
         self.mesh.seeds.push(Seed::new(addr, tls_name));
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Authenticates with the cluster CA in `dir` (made by `cairn-node cluster init`):
     /// the node issues itself a certificate signed by it at start.
     pub fn cluster(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -314,6 +355,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Authenticates with PEM files: this node's certificate and PKCS#8 key, and the CA
     /// certificate it trusts.
     pub fn tls_files(
@@ -330,6 +372,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// **Development only**: peers are not verified, anyone who reaches the port gets in.
     /// Logged as an error at start and by the TLS layer.
     pub fn insecure_dev(mut self) -> Self {
@@ -337,12 +380,14 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// This node's region label (e.g. `eu`), for location hints ([`Node::object_in`]).
     pub fn region(mut self, region: &str) -> Self {
         self.mesh.region = Some(region.to_owned());
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// A client node joins the mesh to send and call but never owns objects (its name gets
     /// [`CLIENT_NAME_SUFFIX`], which placement on every node skips). `cairn-node status`
     /// and `cairn-node send` run as clients.
@@ -351,6 +396,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// How long a silent peer may stay silent before it is declared down (default 5 s, the
     /// mesh's `DEFAULT_FAILURE_TIMEOUT`).
     pub fn failure_timeout(mut self, d: Duration) -> Self {
@@ -361,6 +407,7 @@ impl NodeBuilder {
     /// Opens the store and starts the node's threads (and its mesh, with a listen address).
     pub fn start(self) -> Result<Node, NodeError> {
         // Certificates first: a bad cluster directory fails before anything runs.
+        #[cfg(feature = "mesh")]
         let mesh_config = match self.mesh.listen {
             Some(listen) => {
                 let mut config = MeshConfig::new(listen, self.mesh.tls()?);
@@ -375,7 +422,9 @@ impl NodeBuilder {
         };
         std::fs::create_dir_all(&self.data_dir)?;
         let store = Store::open(&self.data_dir, self.storage)?;
+        #[cfg_attr(not(feature = "mesh"), allow(unused_mut))]
         let mut runtime = self.runtime.name("cairn");
+        #[cfg(feature = "mesh")]
         if mesh_config.is_some() {
             runtime = runtime.node(random_node_id());
         }
@@ -388,6 +437,7 @@ impl NodeBuilder {
             region: self.mesh.region.clone(),
             client: self.mesh.client,
         });
+        #[cfg(feature = "mesh")]
         let mesh = match mesh_config {
             Some(config) => {
                 let mesh = Mesh::start(&handle, config)?;
@@ -401,12 +451,14 @@ impl NodeBuilder {
         Ok(Node {
             runtime,
             objects,
+            #[cfg(feature = "mesh")]
             mesh,
             info,
         })
     }
 }
 
+#[cfg(feature = "mesh")]
 /// A fresh random node id (never 0, which local nodes use): `RandomState`'s per-process
 /// random keys hashed with the clock and the process id, so two nodes started at once on
 /// one machine still differ.
@@ -451,33 +503,42 @@ pub struct NodeStatus {
     pub peers: Vec<NodeId>,
 }
 
+#[cfg(feature = "mesh")]
 /// A request to [`STATUS_PROCESS`].
 #[derive(Serialize, Deserialize)]
 struct StatusRequest(Reply<NodeStatus>);
 
 fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInfo) -> NodeStatus {
+    #[cfg(feature = "mesh")]
     let mesh = Mesh::from_handle(handle);
+    #[cfg(feature = "mesh")]
+    let (listen, peers) = (
+        mesh.as_ref().map(Mesh::local_addr),
+        mesh.map(|m| {
+            let me = m.node();
+            m.members()
+                .into_iter()
+                .map(|member| member.node)
+                .filter(|&node| node != me)
+                .collect()
+        })
+        .unwrap_or_default(),
+    );
+    #[cfg(not(feature = "mesh"))]
+    let (listen, peers) = (None, Vec::new());
     NodeStatus {
         node: handle.node(),
         name: info.name.clone(),
-        listen: mesh.as_ref().map(Mesh::local_addr),
+        listen,
         region: info.region.clone(),
         client: info.client,
         processes: handle.process_count(),
         objects: objects.counts(),
-        peers: mesh
-            .map(|m| {
-                let me = m.node();
-                m.members()
-                    .into_iter()
-                    .map(|member| member.node)
-                    .filter(|&node| node != me)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        peers,
     }
 }
 
+#[cfg(feature = "mesh")]
 /// Starts [`STATUS_PROCESS`], which answers [`StatusRequest`]s from any node.
 fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo>) {
     const TAG: &str = "cairn.StatusRequest";
@@ -528,6 +589,7 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
+    #[cfg(feature = "mesh")]
     mesh: Option<Mesh>,
     info: Arc<NodeInfo>,
 }
@@ -630,6 +692,7 @@ impl Node {
         ObjectRef::new_in(self.objects.clone(), key, Some(region))
     }
 
+    #[cfg(feature = "mesh")]
     /// The node's mesh, if it was started with a listen address.
     pub fn mesh(&self) -> Option<&Mesh> {
         self.mesh.as_ref()
@@ -655,6 +718,7 @@ impl Node {
         status_of(&self.runtime.handle(), &self.objects, &self.info)
     }
 
+    #[cfg(feature = "mesh")]
     /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
     /// mesh this fails with [`CallError::NoConnection`].
     pub async fn node_status(
@@ -685,6 +749,7 @@ impl Node {
     /// Closes the mesh (peers see this node leave at once), stops every process and joins
     /// every thread (also done on drop).
     pub fn shutdown(&self) {
+        #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             mesh.close();
         }
@@ -695,6 +760,7 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // Before the runtime's own drop: peers learn of the close instead of timing out.
+        #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             mesh.close();
         }

@@ -626,8 +626,26 @@ fn sending_to_an_unregistered_class_is_an_error() {
     let o = node.object::<Unregistered>("x");
     assert!(matches!(
         node.block_on(o.send(())),
-        Err(ObjectError::NotHosted("unregistered"))
+        Err(ObjectSendError {
+            error: ObjectError::NotHosted("unregistered"),
+            ..
+        })
     ));
+}
+
+#[test]
+fn a_send_that_fails_gives_the_message_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A node that hosts no class at all.
+    let node = Node::builder()
+        .workers(1)
+        .data_dir(dir.path())
+        .start()
+        .unwrap();
+    let o = node.object::<Counter>("lost");
+    let failed = node.block_on(o.send(Msg::Add(42))).unwrap_err();
+    assert!(matches!(failed.error, ObjectError::NotHosted("counter")));
+    assert!(matches!(failed.into_inner(), Msg::Add(42)));
 }
 
 #[test]

@@ -38,6 +38,7 @@
 //!   mio poller (I/O readiness for the network layer).
 //! - `budget`: the per-turn message budget ([`MESSAGE_BUDGET`]).
 //! - `blocking`: the blocking-work pool.
+//! - `outside`: monitors and links made by code that is not a process.
 
 #![deny(unsafe_code)]
 
@@ -50,6 +51,7 @@ mod executor;
 mod exit;
 pub mod gate;
 mod named;
+mod outside;
 mod pid;
 mod process;
 pub mod remote;
@@ -72,6 +74,7 @@ pub use executor::{
 };
 pub use exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 pub use named::NamedRef;
+pub use outside::{Monitor, NotLocal};
 pub use pid::{NodeId, Pid};
 pub use reply::{CallError, Reply, ReplyReceiver};
 pub use runtime::{

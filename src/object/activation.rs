@@ -58,6 +58,8 @@ pub(super) enum Lookup<O: Object> {
 }
 
 /// A live activation, as the node-wide table knows it.
+// `key`, `region` and `handoff` serve the mesh's membership hand-off only.
+#[cfg_attr(not(feature = "mesh"), allow(dead_code))]
 pub(super) struct Active {
     pub(super) class: &'static str,
     pub(super) key: Arc<str>,

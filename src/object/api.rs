@@ -100,6 +100,55 @@ pub enum ObjectError {
     },
 }
 
+/// Why [`ObjectRef::send`](super::ObjectRef::send) did not deliver a message, with the
+/// message: nothing is dropped silently.
+///
+/// `Debug` does not need the message to be `Debug`; `?` turns it into its [`ObjectError`]
+/// (dropping the message) where that is all a caller wants.
+pub struct ObjectSendError<M> {
+    /// Why.
+    pub error: ObjectError,
+    /// The message that was not delivered.
+    pub msg: M,
+}
+
+impl<M> ObjectSendError<M> {
+    pub(crate) fn new(error: ObjectError, msg: M) -> Self {
+        ObjectSendError { error, msg }
+    }
+
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        self.msg
+    }
+}
+
+impl<M> std::fmt::Debug for ObjectSendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> std::fmt::Display for ObjectSendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<M> std::error::Error for ObjectSendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl<M> From<ObjectSendError<M>> for ObjectError {
+    fn from(e: ObjectSendError<M>) -> Self {
+        e.error
+    }
+}
+
 /// Object settings.
 #[derive(Clone, Debug)]
 pub(crate) struct ObjectsConfig {

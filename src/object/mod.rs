@@ -18,6 +18,7 @@
 //! activations, the mesh. It lives as long as the node and is installed in the runtime as an
 //! extension (named processes find their store through it, see [`crate::durable`]).
 
+#[cfg(feature = "mesh")]
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
@@ -37,8 +38,9 @@ mod routing;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
-pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, DEFAULT_IDLE_TIMEOUT};
+pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
 pub use reference::ObjectRef;
+#[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
 
@@ -50,6 +52,7 @@ struct Class {
     alarm: AlarmDispatch,
     /// For placed classes: its route to other nodes (type-erased, as the class's message
     /// type is not known here; see `routing::remote_route`).
+    #[cfg(feature = "mesh")]
     remote: Option<Arc<dyn Any + Send + Sync>>,
 }
 
@@ -65,6 +68,7 @@ pub(crate) struct Objects {
     named_alarms: Mutex<HashMap<String, NamedAlarm>>,
     alarm_process: OnceLock<ActorRef<AlarmCmd>>,
     /// Set once at node start when the node has a mesh.
+    #[cfg(feature = "mesh")]
     cluster: OnceLock<Cluster>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
@@ -80,6 +84,7 @@ impl Objects {
             owners: Mutex::new(HashMap::new()),
             named_alarms: Mutex::new(HashMap::new()),
             alarm_process: OnceLock::new(),
+            #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
         });
@@ -88,6 +93,7 @@ impl Objects {
         objects
     }
 
+    #[cfg(feature = "mesh")]
     fn insert_class<O: Object>(&self, remote: Option<Arc<dyn Any + Send + Sync>>) {
         let alarm = alarms::dispatch::<O>();
         self.classes
@@ -97,7 +103,13 @@ impl Objects {
 
     /// A class whose objects live on whichever node sends to them.
     pub(crate) fn host_local<O: Object>(&self) {
+        #[cfg(feature = "mesh")]
         self.insert_class::<O>(None);
+        #[cfg(not(feature = "mesh"))]
+        {
+            let alarm = alarms::dispatch::<O>();
+            self.classes.write().insert(O::CLASS, Class { alarm });
+        }
     }
 
     /// A class placed across the mesh (when there is one): declares its envelope to the
@@ -107,8 +119,14 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
-        self.insert_class::<O>(Some(routing::remote_route::<O>()));
-        self.start_router::<O>();
+        #[cfg(feature = "mesh")]
+        {
+            self.insert_class::<O>(Some(routing::remote_route::<O>()));
+            self.start_router::<O>();
+        }
+        // Without a mesh every class is local; the bound stays so code builds both ways.
+        #[cfg(not(feature = "mesh"))]
+        self.host_local::<O>();
     }
 
     /// Live activations per class on this node.

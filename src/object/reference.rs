@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::activation::Activation;
 use super::routing::Route;
-use super::{Object, ObjectError, Objects};
+use super::{Object, ObjectError, ObjectSendError, Objects};
 
 /// A cheap, cloneable reference to the object `(O::CLASS, key)`. Sending activates it.
 pub struct ObjectRef<O: Object> {
@@ -67,6 +67,7 @@ impl<O: Object> ObjectRef<O> {
     pub fn owner(&self) -> Result<NodeId, ObjectError> {
         match self.route()? {
             Route::Local => Ok(self.objects.handle.node()),
+            #[cfg(feature = "mesh")]
             Route::Remote(_, node, ..) => Ok(node),
         }
     }
@@ -109,8 +110,13 @@ impl<O: Object> ObjectRef<O> {
     ///
     /// A message to another node is confirmed once it is queued on the connection; if the
     /// owner's node then has no router for the class, it is a dead letter there (logged).
-    pub async fn send(&self, msg: O::Msg) -> Result<(), ObjectError> {
-        self.check()?;
+    ///
+    /// On failure the message comes back with the reason ([`ObjectSendError`]), so nothing
+    /// is lost: retry it, or hand it to someone else.
+    pub async fn send(&self, msg: O::Msg) -> Result<(), ObjectSendError<O::Msg>> {
+        if let Err(error) = self.check() {
+            return Err(ObjectSendError::new(error, msg));
+        }
         match self.hold_if_gated(msg) {
             Ok(()) => Ok(()),
             Err(msg) => self.deliver(msg, 0).await,
@@ -126,7 +132,7 @@ impl<O: Object> ObjectRef<O> {
         }
         let me = self.clone();
         let held = cairn_scheduler::gate::hold_future(Box::pin(async move {
-            if let Err(error) = me.deliver(msg, 0).await {
+            if let Err(ObjectSendError { error, .. }) = me.deliver(msg, 0).await {
                 tracing::warn!(object = %me.name, %error, "a held send failed after its commit");
             }
         }));
@@ -152,6 +158,7 @@ impl<O: Object> ObjectRef<O> {
         };
         match self.route() {
             Ok(Route::Local) => self.try_send_local(msg),
+            #[cfg(feature = "mesh")]
             Ok(Route::Remote(mesh, node, _, try_send)) => {
                 try_send(&mesh, node, self.envelope(msg, 1))
             }
@@ -170,7 +177,7 @@ impl<O: Object> ObjectRef<O> {
     ) -> Result<R, ObjectError> {
         self.check()?;
         let (reply, rx) = Reply::pair();
-        self.deliver(make(reply), 0).await?;
+        self.deliver(make(reply), 0).await.map_err(|e| e.error)?;
         let answer = self.objects.handle.timeout(timeout, rx).await;
         Ok(answer.map_err(|_| CallError::Timeout)??)
     }

@@ -32,21 +32,30 @@
 //! mesh there is one activation per key; while views of the membership differ (during a join
 //! or a failure) the old and new owner may briefly both run one — there is no fencing yet.
 
-use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, Weak};
 
-use cairn_net::{Mesh, NodeEvent};
-use cairn_scheduler::{Ctx, Message, NodeId, SendError, SpawnOptions};
-use parking_lot::Mutex;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use super::{Object, ObjectMsg, ObjectRef, ObjectSendError};
+#[cfg(feature = "mesh")]
+use mesh_imports::*;
 
-use super::{Object, ObjectError, ObjectMsg, ObjectRef, Objects};
-use crate::placement::{self, Candidate};
+/// What only the mesh side of routing uses (absent without the `mesh` feature).
+#[cfg(feature = "mesh")]
+mod mesh_imports {
+    pub(super) use std::any::Any;
+    pub(super) use std::collections::HashMap;
+    pub(super) use std::marker::PhantomData;
+    pub(super) use std::sync::{Arc, OnceLock, Weak};
+
+    pub(super) use cairn_net::{Mesh, NodeEvent};
+    pub(super) use cairn_scheduler::{Ctx, Message, NodeId, SendError, SpawnOptions};
+    pub(super) use parking_lot::Mutex;
+    pub(super) use serde::de::DeserializeOwned;
+    pub(super) use serde::{Deserialize, Serialize};
+
+    pub(super) use super::super::{ObjectError, Objects};
+    pub(super) use crate::placement::{self, Candidate};
+}
 
 /// How many times a message to an object may cross the mesh before it is dropped: once from
 /// the sender to the owner it sees, once more if that node sees another owner. More hops
@@ -58,6 +67,7 @@ pub const CLIENT_NAME_SUFFIX: &str = ".client";
 
 pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+#[cfg(feature = "mesh")]
 /// What crosses the mesh to a class's router: one message for one object.
 #[derive(Serialize, Deserialize)]
 #[serde(bound(
@@ -74,6 +84,7 @@ pub(super) struct Envelope<O: Object> {
     _class: PhantomData<fn() -> O>,
 }
 
+#[cfg(feature = "mesh")]
 /// How a placed class sends an envelope to another node's router (monomorphized at
 /// [`Objects::host`], where the message type is known to serialize).
 struct RemoteRoute<O: Object> {
@@ -81,12 +92,17 @@ struct RemoteRoute<O: Object> {
     try_send: TrySendEnvelope<O>,
 }
 
-/// Sends an envelope of class `O` to a node's router.
-type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Result<(), ObjectError>>;
+#[cfg(feature = "mesh")]
+/// Sends an envelope of class `O` to a node's router; gives the message back on failure.
+type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Delivered<O>>;
+/// What a delivery attempt ends with: done, or why not and the message.
+pub(super) type Delivered<O> = Result<(), ObjectSendError<<O as Object>::Msg>>;
+#[cfg(feature = "mesh")]
 /// The same without waiting; gives the message back.
 type TrySendEnvelope<O> =
     fn(&Mesh, NodeId, Envelope<O>) -> Result<(), SendError<<O as Object>::Msg>>;
 
+#[cfg(feature = "mesh")]
 fn try_send_envelope<O>(
     mesh: &Mesh,
     node: NodeId,
@@ -105,11 +121,8 @@ where
     })
 }
 
-fn send_envelope<O>(
-    mesh: Mesh,
-    node: NodeId,
-    env: Envelope<O>,
-) -> BoxFuture<Result<(), ObjectError>>
+#[cfg(feature = "mesh")]
+fn send_envelope<O>(mesh: Mesh, node: NodeId, env: Envelope<O>) -> BoxFuture<Delivered<O>>
 where
     O: Object,
     O::Msg: Serialize + DeserializeOwned,
@@ -119,13 +132,15 @@ where
         router
             .send_ungated(env)
             .await
-            .map_err(|e| ObjectError::Unreachable {
-                node,
-                reason: e.to_string(),
+            .map_err(|e| {
+                let reason = e.to_string();
+                let error = ObjectError::Unreachable { node, reason };
+                ObjectSendError::new(error, e.into_inner().msg)
             })
     })
 }
 
+#[cfg(feature = "mesh")]
 /// The registered name of class `class`'s router process, also the mesh tag of its
 /// envelopes: `cairn.objects.<class>`.
 pub(super) fn router_name(class: &'static str) -> &'static str {
@@ -138,12 +153,14 @@ pub(super) fn router_name(class: &'static str) -> &'static str {
         .or_insert_with(|| Box::leak(format!("cairn.objects.{class}").into_boxed_str()))
 }
 
+#[cfg(feature = "mesh")]
 /// This node's place in a mesh, as objects see it.
 pub(crate) struct Cluster {
     /// Its members (with their names and regions) are the placement candidates.
     pub(crate) mesh: Mesh,
 }
 
+#[cfg(feature = "mesh")]
 impl Cluster {
     /// The nodes that may own objects now.
     fn candidates(&self) -> Vec<Candidate> {
@@ -165,6 +182,7 @@ pub fn is_client(name: &str) -> bool {
     name.ends_with(CLIENT_NAME_SUFFIX)
 }
 
+#[cfg(feature = "mesh")]
 /// A placed class's route to other nodes, type-erased for [`Objects`]'s class table (whose
 /// entries do not know the class's message type).
 pub(super) fn remote_route<O>() -> Arc<dyn Any + Send + Sync>
@@ -181,11 +199,27 @@ where
 /// Where a message to an object goes.
 pub(super) enum Route<O: Object> {
     Local,
+    #[cfg(feature = "mesh")]
     Remote(Mesh, NodeId, SendEnvelope<O>, TrySendEnvelope<O>),
+    /// Without the mesh nothing is remote; this uninhabited variant only carries `O`.
+    #[cfg(not(feature = "mesh"))]
+    #[allow(dead_code)]
+    Never(
+        std::convert::Infallible,
+        std::marker::PhantomData<fn() -> O>,
+    ),
 }
 
 impl<O: Object> ObjectRef<O> {
+    /// Where messages to the object go now (see the module doc, "Placement"): always here
+    /// without the `mesh` feature.
+    #[cfg(not(feature = "mesh"))]
+    pub(super) fn route(&self) -> Result<Route<O>, super::ObjectError> {
+        Ok(Route::Local)
+    }
+
     /// Where messages to the object go now (see the module doc, "Placement").
+    #[cfg(feature = "mesh")]
     pub(super) fn route(&self) -> Result<Route<O>, ObjectError> {
         let Some(cluster) = self.objects.cluster.get() else {
             return Ok(Route::Local);
@@ -217,6 +251,7 @@ impl<O: Object> ObjectRef<O> {
         ))
     }
 
+    #[cfg(feature = "mesh")]
     /// The envelope carrying `msg` on its `hops`-th mesh crossing.
     pub(super) fn envelope(&self, msg: O::Msg, hops: u8) -> Envelope<O> {
         Envelope {
@@ -229,19 +264,26 @@ impl<O: Object> ObjectRef<O> {
     }
 
     /// Delivers `msg` to the owner: here (activating the object) or through the owner's
-    /// router; `hops` is how often it crossed the mesh already.
-    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Result<(), ObjectError> {
-        match self.route()? {
+    /// router; `hops` is how often it crossed the mesh already. Gives the message back
+    /// with the reason when it cannot be delivered.
+    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Delivered<O> {
+        #[cfg(not(feature = "mesh"))]
+        let _ = hops;
+        let route = match self.route() {
+            Ok(route) => route,
+            Err(error) => return Err(ObjectSendError::new(error, msg)),
+        };
+        match route {
             Route::Local => {
                 self.send_ungated(ObjectMsg::User(msg)).await;
                 Ok(())
             }
+            #[cfg(feature = "mesh")]
             Route::Remote(mesh, node, send, _) => {
                 if hops >= MAX_HOPS {
                     tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
-                    return Err(ObjectError::Misrouted {
-                        name: self.name.to_string(),
-                    });
+                    let name = self.name.to_string();
+                    return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
                 }
                 send(mesh, node, self.envelope(msg, hops + 1)).await
             }
@@ -249,6 +291,7 @@ impl<O: Object> ObjectRef<O> {
     }
 }
 
+#[cfg(feature = "mesh")]
 /// A placed class's router: takes envelopes from other nodes and delivers each to its
 /// object here (or forwards it once more if this node does not own it; see the module doc).
 async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>) {
@@ -260,12 +303,13 @@ async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>
             return;
         };
         let target = ObjectRef::<O>::new_in(objects, &env.key, env.region.as_deref());
-        if let Err(error) = target.deliver(env.msg, env.hops).await {
+        if let Err(ObjectSendError { error, .. }) = target.deliver(env.msg, env.hops).await {
             tracing::warn!(object = %target.name, %error, "router could not deliver a message");
         }
     }
 }
 
+#[cfg(feature = "mesh")]
 impl Objects {
     /// Registers a placed class's envelope with the mesh and starts its router (when the
     /// node has a mesh).

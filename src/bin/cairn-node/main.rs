@@ -413,7 +413,10 @@ async fn send_op(
             let n: u64 = number(arg(op, 1, "amount")?)?;
             let counter = object::<Counter>(node, key, region);
             let owner = counter.owner()?;
-            counter.send(CounterMsg::Add(n)).await?;
+            counter
+                .send(CounterMsg::Add(n))
+                .await
+                .map_err(ObjectError::from)?;
             // A round trip on the same connection: the add reached the owner's node before
             // this client leaves (closing a connection drops what it has not sent yet).
             node.node_status(owner, t)

@@ -132,7 +132,10 @@ fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_mes
         })
         .unwrap();
     // The first incarnation is gone (the name is free) ...
-    let exited = node.block_on(node.handle().timeout(T, node.handle().wait_exit(first.pid())));
+    let exited = node.block_on(
+        node.handle()
+            .timeout(T, node.handle().wait_exit(first.pid())),
+    );
     assert_eq!(exited, Ok(ExitReason::Normal));
     // ... and then the alarm falls due, as the store itself sees it.
     let deadline = std::time::Instant::now() + T;

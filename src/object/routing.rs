@@ -129,14 +129,11 @@ where
 {
     Box::pin(async move {
         let router = mesh.handle().named_ref(router_name(O::CLASS), node);
-        router
-            .send_ungated(env)
-            .await
-            .map_err(|e| {
-                let reason = e.to_string();
-                let error = ObjectError::Unreachable { node, reason };
-                ObjectSendError::new(error, e.into_inner().msg)
-            })
+        router.send_ungated(env).await.map_err(|e| {
+            let reason = e.to_string();
+            let error = ObjectError::Unreachable { node, reason };
+            ObjectSendError::new(error, e.into_inner().msg)
+        })
     })
 }
 

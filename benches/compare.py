@@ -5,7 +5,16 @@ Called by benches/compare.sh after it has built everything; run that, not this. 
 library only. Every run is a fresh OS process (a fresh VM for Erlang). The order is
 interleaved: for each round, for each workload, every system once (A B C A B C ...), so a
 noisy neighbour or a thermal drift hits every system alike. A quick warm-up round at a tiny
-scale comes first and is discarded. Outputs (in benches/results/):
+scale comes first and is discarded.
+
+Quiet runs: before each run the script waits (at most --max-wait seconds) until the other
+load on the machine is below --max-load busy cores, measured from /proc/stat over one-second
+windows. It records the other load before each run and during it (busy CPU time of the
+whole machine during the run minus the CPU time of the run's own processes, from
+getrusage(RUSAGE_CHILDREN), over the wall time). A run during which the other load exceeded
+--max-load is marked "loaded", kept in latest.json, left out of the medians, and re-run (at
+most --retries times); if every attempt was loaded, the last one counts and its cell is
+marked in the table. Outputs (in benches/results/):
 
   latest.json  every run's value, median/min/max per system, Cairn's ratio to the best peer
   latest.md    the table, the deviations, date and machine
@@ -59,6 +68,21 @@ SCALE = {
     ("erlang", "restart"): 0.2,
 }
 
+# Issue 14's targets: Cairn's ratio to the best peer (above 1 = ahead, inverted for ↓ units)
+# that each row must reach, and an absolute bound where there is one.
+TARGETS = {
+    ("ping-pong", "round_trips/s"): (1.5, None),
+    ("ring", "hops/s"): (1.5, None),
+    ("fan-in", "msgs/s"): (1.5, None),
+    ("call", "calls/s"): (1.5, None),
+    ("skynet", "ms"): (1 / 0.6, None),  # at most 0.6x the best peer's time
+    ("spawn-idle", "spawns/s"): (1.0, None),
+    ("spawn-idle", "bytes/process"): (1.0, 512),
+    ("restart", "restarts/s"): (1.0, None),
+    ("remote-call", "us_p50"): (1 / 0.75, None),  # at most 0.75x Erlang's p50
+    ("remote-throughput", "msgs/s"): (5.0, None),
+}
+
 WARMUP_SCALE = 0.02
 RUN_TIMEOUT = 600
 
@@ -82,9 +106,15 @@ def command(system, workload, scale, paths):
             "--scale", s]
 
 
-def run_once(system, workload, scale, paths, logf):
+def run_once(system, workload, scale, paths, logf, meter=None, load=None):
+    """Runs one workload once. `load`, if given, receives the other load before and during
+    the run (busy cores) and the seconds spent waiting for quiet."""
     cmd = command(system, workload, scale, paths)
     env = dict(os.environ, ERL_EPMD_ADDRESS="127.0.0.1")
+    if meter is not None and load is not None:
+        before, waited = meter.wait_quiet()
+        load.update(before=before, waited_s=round(waited, 1))
+        mark = meter.start()
     logf.write(f"\n$ {' '.join(cmd)}\n")
     logf.flush()
     t0 = time.monotonic()
@@ -95,8 +125,12 @@ def run_once(system, workload, scale, paths, logf):
         logf.write("TIMEOUT\n")
         return None, f"timeout after {RUN_TIMEOUT} s"
     wall = time.monotonic() - t0
+    if meter is not None and load is not None:
+        load["during"] = meter.during(mark)
     logf.write(p.stderr)
-    logf.write(f"[exit {p.returncode}, {wall:.1f} s]\n")
+    logf.write(f"[exit {p.returncode}, {wall:.1f} s" + (
+        f"; other load {fmt_load(load.get('before'))} before, "
+        f"{fmt_load(load.get('during'))} during" if load else "") + "]\n")
     if p.returncode != 0:
         return None, f"exit {p.returncode}: {p.stderr.strip().splitlines()[-1:]}"
     rows = []
@@ -148,7 +182,85 @@ def loadavg():
         return (float("nan"),) * 3
 
 
+# --- load: busy cores from /proc/stat ------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_times():
+    """(busy seconds, total seconds) summed over every CPU, from /proc/stat's `cpu` line, or
+    None where /proc/stat does not exist (then no load is measured and nobody waits)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    ticks = [int(x) for x in fields[1:9]]
+    idle = ticks[3] + ticks[4]
+    total = sum(ticks)
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def own_cpu():
+    """CPU seconds used so far by this script's finished children (the runs)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+class LoadMeter:
+    """Busy cores of the machine, excluding this script's own runs."""
+
+    def __init__(self, max_load, max_wait):
+        self.max_load = max_load
+        self.max_wait = max_wait
+        self.available = cpu_times() is not None
+
+    def sample(self, seconds=1.0):
+        """Busy cores over the next `seconds` (nobody of ours runs meanwhile)."""
+        a = cpu_times()
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        b = cpu_times()
+        wall = time.monotonic() - t0
+        if a is None or b is None:
+            return None
+        return max(0.0, (b[0] - a[0]) / wall)
+
+    def wait_quiet(self):
+        """Waits until the other load is below max_load (at most max_wait seconds); returns
+        (busy cores when it stopped waiting, seconds waited)."""
+        if not self.available:
+            return None, 0.0
+        start = time.monotonic()
+        while True:
+            busy = self.sample()
+            waited = time.monotonic() - start
+            if busy is None or busy < self.max_load or waited >= self.max_wait:
+                return busy, waited
+
+    def start(self):
+        return cpu_times(), own_cpu(), time.monotonic()
+
+    def during(self, mark):
+        """Busy cores of everyone else between `mark` (from start) and now."""
+        times, own, t0 = mark
+        now = cpu_times()
+        wall = time.monotonic() - t0
+        if times is None or now is None or wall <= 0:
+            return None
+        others = (now[0] - times[0]) - (own_cpu() - own)
+        return max(0.0, others / wall)
+
+
 # --- formatting ----------------------------------------------------------------------------
+
+def fmt_load(v):
+    return "?" if v is None else f"{v:.2f}"
+
 
 def human(v, unit):
     if v is None:
@@ -186,6 +298,14 @@ def main():
     ap.add_argument("--no-readme", action="store_true", help="leave benches/README.md alone")
     ap.add_argument("--no-erlang", action="store_true",
                     help="skip Erlang (compare.sh passes it when erl is not available)")
+    ap.add_argument("--max-load", type=float, default=0.3,
+                    help="busy cores of other processes tolerated before and during a run")
+    ap.add_argument("--max-wait", type=float, default=300,
+                    help="seconds to wait for the other load to drop before a run")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="re-runs of a run taken under load")
+    ap.add_argument("--no-load-check", action="store_true",
+                    help="neither wait for quiet nor re-run loaded runs (still records load)")
     args = ap.parse_args()
     paths = {"cairn": args.cairn, "peers": args.peers, "erl": args.erl}
     systems = [s for s in args.systems.split(",") if s]
@@ -201,10 +321,17 @@ def main():
     log(f"compare: {', '.join(systems)} x {', '.join(workloads)}; {args.rounds} rounds "
         f"(+ warm-up); load average {load_before[0]:.2f}")
 
+    meter = LoadMeter(args.max_load, 0 if args.no_load_check else args.max_wait)
+    if not meter.available:
+        log("compare: /proc/stat is not readable; load is neither measured nor waited for")
     # (system, bench, unit) -> list of values; meta per key
     values = {}
     meta = {}
     failures = []
+    # Every attempt of every measured run: system, bench, round, attempt, load, values.
+    runs = []
+    # (system, bench, unit) -> True where the counted value of some round was taken under load
+    loaded_cells = {}
     with open(os.path.join(RESULTS, "compare.log"), "w") as logf:
         logf.write(f"compare {date} on {mach}\n")
         plan = [(w, s) for w in workloads for s in systems if w in SUPPORTED.get(s, ())]
@@ -221,17 +348,41 @@ def main():
             logf.write(f"\n==== round {r}\n")
             for w, s in plan:
                 scale = SCALE.get((s, w), 1.0) * (0.05 if args.quick else 1.0)
-                rows, err = run_once(s, w, scale, paths, logf)
-                if err:
-                    log(f"   {s:7} {w:18} FAILED: {err}")
-                    failures.append({"system": s, "bench": w, "round": r, "error": err})
-                    continue
-                for row in rows:
-                    key = (s, row["bench"], row["unit"])
-                    values.setdefault(key, []).append(row["value"])
-                    meta[key] = {"better": row["better"], "scale": scale}
-                log(f"   {s:7} {w:18} " + ", ".join(
-                    f"{human(row['value'], row['unit'])} {row['unit']}" for row in rows))
+                for attempt in range(args.retries + 1):
+                    load = {}
+                    rows, err = run_once(s, w, scale, paths, logf, meter, load)
+                    loaded = (meter.available and not args.no_load_check
+                              and ((load.get("during") or 0) > args.max_load
+                                   or (load.get("before") or 0) > args.max_load))
+                    last = attempt == args.retries
+                    runs.append({"system": s, "bench": w, "round": r, "attempt": attempt,
+                                 "load_before": load.get("before"),
+                                 "load_during": load.get("during"),
+                                 "waited_s": load.get("waited_s"), "loaded": loaded,
+                                 "counted": err is None and (not loaded or last),
+                                 "error": err,
+                                 "values": {row["unit"]: row["value"] for row in rows or []}})
+                    loads = (f"[other load {fmt_load(load.get('before'))} before, "
+                             f"{fmt_load(load.get('during'))} during"
+                             + (f", waited {load['waited_s']:.0f} s" if load.get("waited_s")
+                                else "") + "]")
+                    if err:
+                        log(f"   {s:7} {w:18} FAILED: {err} {loads}")
+                        failures.append({"system": s, "bench": w, "round": r, "error": err})
+                        break
+                    log(f"   {s:7} {w:18} " + ", ".join(
+                        f"{short(row['value'], row['unit'])} {row['unit']}" for row in rows)
+                        + f" {loads}" + (" LOADED" + ("" if last else ", again") if loaded
+                                         else ""))
+                    if loaded and not last:
+                        continue
+                    for row in rows:
+                        key = (s, row["bench"], row["unit"])
+                        values.setdefault(key, []).append(row["value"])
+                        meta[key] = {"better": row["better"], "scale": scale}
+                        if loaded:
+                            loaded_cells[key] = True
+                    break
     elapsed = time.monotonic() - started
     load_after = loadavg()
 
@@ -271,7 +422,12 @@ def main():
             continue
         ratio = (c["median"] / best["median"] if better == "higher"
                  else best["median"] / c["median"])
-        ratios.append({"bench": b, "unit": u, "best_peer": best["system"], "ratio": ratio})
+        target, bound = TARGETS.get((b, u), (None, None))
+        met = None
+        if target is not None:
+            met = ratio >= target and (bound is None or c["median"] <= bound)
+        ratios.append({"bench": b, "unit": u, "best_peer": best["system"], "ratio": ratio,
+                       "target": target, "bound": bound, "met": met})
 
     out = {"date": date, "machine": mach, "rounds": args.rounds,
            "warmup": not args.no_warmup, "load_average_before": load_before,
@@ -279,6 +435,11 @@ def main():
            "workers": 2, "results": sorted(results, key=lambda e: (e["bench"], e["unit"],
                                                                    SYSTEMS.index(e["system"]))),
            "ratios": ratios, "failures": failures,
+           "load": {"max_load": args.max_load, "max_wait_s": args.max_wait,
+                    "retries": args.retries, "checked": not args.no_load_check,
+                    "meaning": "busy cores of other processes, from /proc/stat minus the "
+                               "runs' own CPU time"},
+           "runs": runs,
            "ratio_meaning": "Cairn's median over the best peer's median, inverted for "
                             "lower-is-better units: above 1 means Cairn is ahead"}
     with open(os.path.join(RESULTS, "latest.json"), "w") as f:
@@ -288,7 +449,7 @@ def main():
     # --- table -------------------------------------------------------------------------------
     used = [s for s in systems if any(k[0] == s for k in values)]
     marks = {}
-    header = ["workload", "unit"] + used + ["Cairn / best peer"]
+    header = ["workload", "unit"] + used + ["Cairn / best peer", "target"]
     lines = []
     for (b, u) in benches:
         row = [b, u + (" ↑" if cell_better(cell, b, u) == "higher" else " ↓")]
@@ -302,14 +463,18 @@ def main():
                 mark = "†" if b == "skynet" else "*"
                 marks[mark] = True
                 txt = ("~" if b == "skynet" else "") + txt + mark
+            if loaded_cells.get((s, b, u)):
+                marks["‡"] = True
+                txt += "‡"
             row.append(txt)
         rt = next((r for r in ratios if r["bench"] == b and r["unit"] == u), None)
         if rt is None:
-            row.append("")
+            row += ["", ""]
         elif rt["ratio"] is None:
-            row.append("Cairn: not built yet" if b in REMOTE else "n/a")
+            row += ["Cairn: not built yet" if b in REMOTE else "n/a", ""]
         else:
             row.append(f"{rt['ratio']:.2f}× vs {rt['best_peer']}")
+            row.append(target_text(rt, cell.get(("cairn", b, u))))
         lines.append(row)
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in lines]
@@ -317,7 +482,9 @@ def main():
         f"Median (min–max) of {args.rounds} interleaved rounds, each run a fresh process, "
         f"after a discarded warm-up round; 2 worker threads (actix: 1, see Deviations). "
         f"↑ higher is better, ↓ lower is better. The ratio is Cairn's median over the best "
-        f"peer's (inverted for ↓): above 1 Cairn is ahead.",
+        f"peer's (inverted for ↓): above 1 Cairn is ahead. The target column is issue 14's "
+        f"goal for that ratio and how much of it the median reaches.",
+        load_note(runs, args),
     ]
     scaled = sorted({(e["system"], e["bench"], e["scale"]) for e in results if e["scale"] != 1})
     if scaled:
@@ -328,6 +495,10 @@ def main():
             notes.append("† skynet run on a smaller tree and its time multiplied up to "
                          "1,000,000 leaves (" + ", ".join(sk) + "): an estimate, likely "
                          "flattering, as bigger trees cost more per process.")
+    if marks.get("‡"):
+        notes.append(f"‡ some counted run was taken under load (other processes above "
+                     f"{args.max_load:g} busy cores) after {args.retries} re-runs; see "
+                     f"`runs` in latest.json.")
     if failures:
         notes.append("Failed runs: " + "; ".join(
             f"{f['system']} {f['bench']} round {f['round']} ({f['error']})" for f in failures))
@@ -360,6 +531,35 @@ def main():
     print(f"Wrote {os.path.relpath(RESULTS, ROOT)}/latest.json, latest.md, ratios.svg, "
           f"compare.log")
     return 1 if failures else 0
+
+
+def target_text(rt, cairn):
+    """How far a row is from its target: the ratio as a share of the target ratio."""
+    if rt.get("target") is None:
+        return ""
+    goal = f"≥ {rt['target']:.2f}×"
+    if rt["bound"] is not None:
+        goal += f", ≤ {rt['bound']:,} B"
+    share = rt["ratio"] / rt["target"]
+    if rt["met"]:
+        return f"{goal}: met"
+    if rt["bound"] is not None and cairn and cairn["median"] > rt["bound"]:
+        return f"{goal}: over the bound"
+    return f"{goal}: {share:.0%} of it"
+
+
+def load_note(runs, args):
+    """One sentence on the load the runs were taken under."""
+    counted = [r for r in runs if r["counted"]]
+    during = [r["load_during"] for r in counted if r["load_during"] is not None]
+    if not during:
+        return "Other load was not measured (no /proc/stat)."
+    rerun = sum(1 for r in runs if r["loaded"] and not r["counted"])
+    return (f"Other load (busy cores besides the run, from /proc/stat) during the counted "
+            f"runs: median {statistics.median(during):.2f}, max {max(during):.2f}; each run "
+            f"waited for it to drop below {args.max_load:g} first"
+            + ("" if not args.no_load_check else " (check off)")
+            + (f"; {rerun} loaded run(s) re-run" if rerun else "") + ".")
 
 
 def skynet_leaves(scale):

@@ -1,22 +1,24 @@
 //! A restaurant per object: tables are held for a guest, then confirmed; a hold that is not
 //! confirmed expires through the object's durable alarm. Two guests can never book the same
 //! table, because one object handles one message at a time and commits before it answers.
-//! The `Restaurant` class lives in `cairn::demo`, shared with the `cairn-node` binary.
+//! The `Restaurant` class is one of `cairn-node`'s demo classes (`src/bin/cairn-node/demo/`).
 //!
 //! `cargo run --release --example booking`
 
 use std::time::Duration;
 
-use cairn::demo::{BookingMsg, Restaurant};
 use cairn::prelude::*;
+#[path = "../src/bin/cairn-node/demo/booking.rs"]
+mod booking;
+use booking::{BookingMsg, Restaurant};
 
 const HOLD_FOR: Duration = Duration::from_millis(300);
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let dir = std::env::temp_dir().join(format!("cairn-booking-{}", std::process::id()));
     let node = Node::builder().data_dir(&dir).start().expect("start node");
-    node.register::<Restaurant>();
+    node.host::<Restaurant>();
     let t = Duration::from_secs(5);
     let chez = node.object::<Restaurant>("chez-cairn");
 

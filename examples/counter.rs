@@ -1,18 +1,20 @@
 //! Durable counters: each key is its own object with its own storage. Run it twice: the
 //! totals carry over, because every acknowledged increment is on disk (LMDB under ./data).
-//! The `Counter` class lives in `cairn::demo`, shared with the `cairn-node` binary.
+//! The `Counter` class is one of `cairn-node`'s demo classes (`src/bin/cairn-node/demo/`).
 //!
 //! `cargo run --release --example counter`
 
 use std::time::Duration;
 
-use cairn::demo::{Counter, CounterMsg};
 use cairn::prelude::*;
+#[path = "../src/bin/cairn-node/demo/counter.rs"]
+mod counter;
+use counter::{Counter, CounterMsg};
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
-    node.register::<Counter>();
+    node.host::<Counter>();
     for (key, n) in [("alice", 1), ("bob", 10), ("carol", 100)] {
         let counter = node.object::<Counter>(key);
         let total = node

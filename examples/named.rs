@@ -60,7 +60,7 @@ fn spawn_counter(node: &Node) -> Pid {
 }
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     let timeout = Duration::from_secs(1);
 
@@ -81,7 +81,7 @@ fn main() {
     // The crash below is intentional: keep its panic out of the demo's output (the runtime
     // still logs it as a crash report).
     std::panic::set_hook(Box::new(|_| {}));
-    let exit = node.wait_exit(pid);
+    let exit = node.handle().wait_exit(pid);
     node.try_send(pid, Counter::Crash)
         .expect("mailbox has room");
     let reason = node.block_on(exit);
@@ -99,7 +99,7 @@ fn main() {
         .expect("answer");
     println!("new counter starts at {total}");
 
-    node.register::<Visits>();
+    node.host::<Visits>();
     let visits = node.object::<Visits>("demo");
     let runs = node
         .block_on(visits.call(|r| r, timeout))

@@ -14,7 +14,7 @@ enum Ball {
 const ROUND_TRIPS: u64 = 1_000_000;
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     let ponger = node.spawn(|mut ctx: Ctx<Ball>| async move {
         while let Some(msg) = ctx.recv().await {
@@ -43,6 +43,6 @@ fn main() {
             ROUND_TRIPS as f64 / secs / 1e6
         );
     });
-    let reason = node.block_on(node.wait_exit(pinger.pid()));
+    let reason = node.block_on(node.handle().wait_exit(pinger.pid()));
     assert_eq!(reason, ExitReason::Normal);
 }

@@ -66,7 +66,7 @@ fn successor(node: &Node, name: &str, old: Pid) -> Pid {
 }
 
 fn main() {
-    cairn::init_logging();
+    cairn::init_logging(cairn::LogFormat::Text);
     let node = Node::builder().start().expect("start node");
     let timeout = Duration::from_secs(1);
 
@@ -84,9 +84,9 @@ fn main() {
 
     println!("starting the tree");
     let top = node
-        .block_on(Supervisor::start(&node, top))
+        .block_on(Supervisor::start(node.handle(), top))
         .expect("tree starts");
-    let pool = SupervisorRef::from_pid(&node, node.whereis("pool").unwrap()).unwrap();
+    let pool = SupervisorRef::from_pid(node.handle(), node.whereis("pool").unwrap()).unwrap();
     let mut workers = Vec::new();
     for i in 0..4 {
         let pid = node
@@ -111,10 +111,10 @@ fn main() {
 
     println!("\nkilling the pool supervisor (its workers die with it; top restarts an empty pool)");
     let old_pool = pool.pid();
-    let exit = node.wait_exit(old_pool);
-    node.kill(old_pool);
+    let exit = node.handle().wait_exit(old_pool);
+    node.handle().kill(old_pool);
     println!("  pool exited: {}", node.block_on(exit));
-    let pool = SupervisorRef::from_pid(&node, successor(&node, "pool", old_pool)).unwrap();
+    let pool = SupervisorRef::from_pid(node.handle(), successor(&node, "pool", old_pool)).unwrap();
     let counts = node.block_on(pool.count_children()).unwrap();
     println!("  new pool {} has {} children", pool.pid(), counts.active);
 

@@ -12,8 +12,8 @@
 //! node starts a [`Mesh`] on its runtime: it authenticates with mutual TLS
 //! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
 //! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
-//! process ([`STATUS_PROCESS`]) and routes objects of classes registered with
-//! [`Node::register`] to their owner node. A meshed node gets a random [`NodeId`] on each
+//! process ([`STATUS_PROCESS`]) and routes objects of classes hosted with
+//! [`Node::host`] to their owner node. A meshed node gets a random [`NodeId`] on each
 //! start, so a restarted node is a new incarnation and pids of the old one stay dead.
 //!
 //! ```
@@ -35,45 +35,70 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "mesh")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "mesh")]
 use cairn_net::mesh::Seed;
-use cairn_net::{ClusterCa, Mesh, MeshCallError, MeshConfig, NodeCert, RemoteReply, TlsConfig};
-use cairn_scheduler::{Ctx, Message, NodeId, SpawnOptions};
+#[cfg(feature = "mesh")]
+use cairn_net::{ClusterCa, Mesh, MeshConfig, NodeCert, TlsConfig};
+use cairn_scheduler::{
+    ActorRef, CallError, Ctx, Handle, IntoExitReason, NodeId, Pid, Reply, SendError, SpawnError,
+};
+#[cfg(feature = "mesh")]
+use cairn_scheduler::{Message, SpawnOptions};
 use cairn_storage::{Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub mod demo;
+// The macros' output names `::cairn::…`; this makes those paths resolve inside this crate
+// (its unit tests) as they do in applications.
+extern crate self as cairn;
+
+pub mod access;
 pub mod durable;
 pub mod object;
 pub mod placement;
+pub mod rpc;
 
+pub use cairn_macros::{actor, object};
+
+#[cfg(feature = "mesh")]
 pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
 pub use cairn_storage as storage;
 pub use cairn_supervisor as supervisor;
-use object::{Cluster, Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
+#[cfg(feature = "mesh")]
+use object::Cluster;
+use object::{Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
+    pub use crate::access::ObjectAccess;
     pub use crate::durable::{Durable, DurableError};
-    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef};
+    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError};
     pub use crate::placement::PlacementError;
+    pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
     pub use crate::{Node, NodeBuilder, NodeStatus};
     pub use cairn_scheduler::{
         ActorRef, CallError, Ctx, ExitReason, Handle, Message, MonitorRef, NodeId, Pid, Reply,
         SendError, Signal, SpawnError, SpawnOptions, TimerRef,
     };
     pub use cairn_storage::{Keyspace, ListOptions, StorageError};
+    // What every example needs besides Cairn: serde's derives (for messages, answers and
+    // stored values; the application still depends on serde for them to expand) and time.
     pub use cairn_supervisor::{
         Actor, ActorCtx, ActorError, Addr, Backoff, ChildRef, ChildSpec, DynamicSupervisor,
         Restart, Shutdown, StartError, StartOptions, Strategy, Supervisor, SupervisorRef,
         SupervisorSpec,
     };
+    pub use serde::{Deserialize, Serialize};
+    pub use std::time::{Duration, SystemTime};
 }
 
 /// Where a node keeps its data by default: `./data` (LMDB under `./data/storage`).
@@ -94,9 +119,11 @@ pub enum NodeError {
     #[error("opening the store: {0}")]
     Storage(#[from] cairn_storage::StorageError),
     /// The cluster CA or the node's certificate could not be loaded or issued.
+    #[cfg(feature = "mesh")]
     #[error("TLS: {0}")]
     Tls(#[from] cairn_net::TlsError),
     /// A certificate file could not be read.
+    #[cfg(feature = "mesh")]
     #[error("reading {path}: {source}")]
     TlsFile {
         /// The file.
@@ -105,6 +132,7 @@ pub enum NodeError {
         source: std::io::Error,
     },
     /// The mesh could not start (e.g. the listen address is taken).
+    #[cfg(feature = "mesh")]
     #[error("starting the mesh: {0}")]
     Mesh(#[from] cairn_net::MeshError),
     /// The options do not make a node.
@@ -113,6 +141,7 @@ pub enum NodeError {
 }
 
 /// Where a meshed node's certificate comes from.
+#[cfg(feature = "mesh")]
 #[derive(Clone, Debug)]
 enum Credentials {
     /// None given: only [`NodeBuilder::insecure_dev`] may start a mesh then.
@@ -131,12 +160,17 @@ enum Credentials {
 #[derive(Clone, Debug)]
 struct MeshOptions {
     name: String,
+    #[cfg(feature = "mesh")]
     listen: Option<SocketAddr>,
+    #[cfg(feature = "mesh")]
     seeds: Vec<Seed>,
+    #[cfg(feature = "mesh")]
     credentials: Credentials,
+    #[cfg(feature = "mesh")]
     insecure_dev: bool,
     region: Option<String>,
     client: bool,
+    #[cfg(feature = "mesh")]
     failure_timeout: Option<Duration>,
 }
 
@@ -144,12 +178,17 @@ impl Default for MeshOptions {
     fn default() -> Self {
         MeshOptions {
             name: DEFAULT_NODE_NAME.to_owned(),
+            #[cfg(feature = "mesh")]
             listen: None,
+            #[cfg(feature = "mesh")]
             seeds: Vec::new(),
+            #[cfg(feature = "mesh")]
             credentials: Credentials::None,
+            #[cfg(feature = "mesh")]
             insecure_dev: false,
             region: None,
             client: false,
+            #[cfg(feature = "mesh")]
             failure_timeout: None,
         }
     }
@@ -165,6 +204,7 @@ impl MeshOptions {
         }
     }
 
+    #[cfg(feature = "mesh")]
     fn tls(&self) -> Result<TlsConfig, NodeError> {
         let name = self.tls_name();
         let read = |path: &Path| {
@@ -278,6 +318,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Joins a mesh, accepting connections on `addr` (port 0 picks a free port). Without
     /// it the node is local.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
@@ -285,6 +326,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Seeds to contact at start (retried with backoff until each answers once, so seeds
     /// may start later). A seed is dialed under [`cairn_net::ANY_NODE_NAME`], which every
     /// certificate issued by a cluster CA carries; for certificates made elsewhere use
@@ -298,12 +340,14 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// A seed whose certificate names `tls_name`.
     pub fn join_named(mut self, addr: SocketAddr, tls_name: &str) -> Self {
         self.mesh.seeds.push(Seed::new(addr, tls_name));
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Authenticates with the cluster CA in `dir` (made by `cairn-node cluster init`):
     /// the node issues itself a certificate signed by it at start.
     pub fn cluster(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -311,6 +355,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// Authenticates with PEM files: this node's certificate and PKCS#8 key, and the CA
     /// certificate it trusts.
     pub fn tls_files(
@@ -327,6 +372,7 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// **Development only**: peers are not verified, anyone who reaches the port gets in.
     /// Logged as an error at start and by the TLS layer.
     pub fn insecure_dev(mut self) -> Self {
@@ -334,12 +380,14 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// This node's region label (e.g. `eu`), for location hints ([`Node::object_in`]).
     pub fn region(mut self, region: &str) -> Self {
         self.mesh.region = Some(region.to_owned());
         self
     }
 
+    #[cfg(feature = "mesh")]
     /// A client node joins the mesh to send and call but never owns objects (its name gets
     /// [`CLIENT_NAME_SUFFIX`], which placement on every node skips). `cairn-node status`
     /// and `cairn-node send` run as clients.
@@ -348,7 +396,9 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a silent peer may stay silent before it is declared down (default 3 s).
+    #[cfg(feature = "mesh")]
+    /// How long a silent peer may stay silent before it is declared down (default 5 s, the
+    /// mesh's `DEFAULT_FAILURE_TIMEOUT`).
     pub fn failure_timeout(mut self, d: Duration) -> Self {
         self.mesh.failure_timeout = Some(d);
         self
@@ -357,6 +407,7 @@ impl NodeBuilder {
     /// Opens the store and starts the node's threads (and its mesh, with a listen address).
     pub fn start(self) -> Result<Node, NodeError> {
         // Certificates first: a bad cluster directory fails before anything runs.
+        #[cfg(feature = "mesh")]
         let mesh_config = match self.mesh.listen {
             Some(listen) => {
                 let mut config = MeshConfig::new(listen, self.mesh.tls()?);
@@ -371,7 +422,9 @@ impl NodeBuilder {
         };
         std::fs::create_dir_all(&self.data_dir)?;
         let store = Store::open(&self.data_dir, self.storage)?;
+        #[cfg_attr(not(feature = "mesh"), allow(unused_mut))]
         let mut runtime = self.runtime.name("cairn");
+        #[cfg(feature = "mesh")]
         if mesh_config.is_some() {
             runtime = runtime.node(random_node_id());
         }
@@ -384,6 +437,7 @@ impl NodeBuilder {
             region: self.mesh.region.clone(),
             client: self.mesh.client,
         });
+        #[cfg(feature = "mesh")]
         let mesh = match mesh_config {
             Some(config) => {
                 let mesh = Mesh::start(&handle, config)?;
@@ -397,12 +451,14 @@ impl NodeBuilder {
         Ok(Node {
             runtime,
             objects,
+            #[cfg(feature = "mesh")]
             mesh,
             info,
         })
     }
 }
 
+#[cfg(feature = "mesh")]
 /// A fresh random node id (never 0, which local nodes use): `RandomState`'s per-process
 /// random keys hashed with the clock and the process id, so two nodes started at once on
 /// one machine still differ.
@@ -447,38 +503,47 @@ pub struct NodeStatus {
     pub peers: Vec<NodeId>,
 }
 
+#[cfg(feature = "mesh")]
 /// A request to [`STATUS_PROCESS`].
 #[derive(Serialize, Deserialize)]
-struct StatusRequest(RemoteReply<NodeStatus>);
+struct StatusRequest(Reply<NodeStatus>);
 
 fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInfo) -> NodeStatus {
+    #[cfg(feature = "mesh")]
     let mesh = Mesh::from_handle(handle);
+    #[cfg(feature = "mesh")]
+    let (listen, peers) = (
+        mesh.as_ref().map(Mesh::local_addr),
+        mesh.map(|m| {
+            let me = m.node();
+            m.members()
+                .into_iter()
+                .map(|member| member.node)
+                .filter(|&node| node != me)
+                .collect()
+        })
+        .unwrap_or_default(),
+    );
+    #[cfg(not(feature = "mesh"))]
+    let (listen, peers) = (None, Vec::new());
     NodeStatus {
         node: handle.node(),
         name: info.name.clone(),
-        listen: mesh.as_ref().map(Mesh::local_addr),
+        listen,
         region: info.region.clone(),
         client: info.client,
         processes: handle.process_count(),
         objects: objects.counts(),
-        peers: mesh
-            .map(|m| {
-                let me = m.node();
-                m.members()
-                    .into_iter()
-                    .map(|member| member.node)
-                    .filter(|&node| node != me)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        peers,
     }
 }
 
+#[cfg(feature = "mesh")]
 /// Starts [`STATUS_PROCESS`], which answers [`StatusRequest`]s from any node.
 fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo>) {
     const TAG: &str = "cairn.StatusRequest";
-    if let Err(error) = mesh.register::<StatusRequest>(TAG) {
-        tracing::error!(%error, "cannot register the status request type");
+    if let Err(error) = mesh.declare::<StatusRequest>(TAG) {
+        tracing::error!(%error, "cannot declare the status request type");
         return;
     }
     let objects = Arc::downgrade(objects);
@@ -495,14 +560,14 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
                 let Message::User(StatusRequest(reply)) = msg else {
                     continue;
                 };
-                let (Some(objects), Some(mesh)) =
-                    (objects.upgrade(), Mesh::from_handle(ctx.handle()))
-                else {
+                let Some(objects) = objects.upgrade() else {
                     return;
                 };
-                let status = status_of(ctx.handle(), &objects, &info);
-                if let Err(error) = reply.send(&mesh, status).await {
-                    tracing::debug!(%error, "could not answer a status request");
+                if reply
+                    .send(status_of(ctx.handle(), &objects, &info))
+                    .is_err()
+                {
+                    tracing::debug!("could not answer a status request (the caller is gone)");
                 }
             }
         },
@@ -515,12 +580,16 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
 /// A Cairn node: the runtime, its durable store, its objects and, when started with a listen
 /// address, its mesh.
 ///
-/// Derefs to the scheduler's [`Handle`](cairn_scheduler::Handle): `spawn`, `spawn_named`,
-/// `whereis`, `try_send`, `send`, `call`, `exit`, `wait_exit`, timers, `block_on`.
-/// Dropping the node shuts it down (every process stopped, every thread joined).
+/// It offers what applications use directly: processes ([`Node::spawn`],
+/// [`Node::spawn_named`], [`Node::whereis`], [`Node::send`], [`Node::try_send`],
+/// [`Node::call`]), objects ([`Node::host`], [`Node::object`]), [`Node::block_on`] and
+/// [`Node::shutdown`]; the rest of the runtime (links, monitors, exit signals, timers,
+/// spawn options) is on its [`Node::handle`]. Dropping the node shuts it down (every process
+/// stopped, every thread joined).
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
+    #[cfg(feature = "mesh")]
     mesh: Option<Mesh>,
     info: Arc<NodeInfo>,
 }
@@ -531,21 +600,83 @@ impl Node {
         NodeBuilder::default()
     }
 
-    /// Registers an object class so its objects can be reached and their alarms delivered.
-    /// On a meshed node its objects are placed across the mesh (each key lives on its
-    /// owner node), so its messages must serialize; register the class on every node.
-    pub fn register<O>(&self)
+    /// The runtime's handle, for everything else the scheduler offers (links, monitors, exit
+    /// signals, timers, `spawn_opts`, `actor_ref`, `wait_exit` ...). Cheap to clone into
+    /// threads and processes.
+    pub fn handle(&self) -> &Handle {
+        &self.runtime
+    }
+
+    /// Spawns a process running `body`, which receives from its own mailbox through `Ctx`.
+    pub fn spawn<M, F, Fut>(&self, body: F) -> ActorRef<M>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn(body)
+    }
+
+    /// Spawns a process under `name` (cluster-wide on a meshed node); fails if the name is
+    /// taken. The name also owns a durable keyspace ([`durable::Durable`]).
+    pub fn spawn_named<M, F, Fut>(&self, name: &str, body: F) -> Result<ActorRef<M>, SpawnError>
+    where
+        M: Send + 'static,
+        F: FnOnce(Ctx<M>) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: IntoExitReason,
+    {
+        self.runtime.spawn_named(name, body)
+    }
+
+    /// The pid registered under `name`, if any.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.runtime.whereis(name)
+    }
+
+    /// Sends to `pid` (on this node or another), waiting for room in a full mailbox.
+    pub async fn send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.send(pid, msg).await
+    }
+
+    /// Sends to `pid` without waiting; every failure gives the message back.
+    pub fn try_send<M: Send + 'static>(&self, pid: Pid, msg: M) -> Result<(), SendError<M>> {
+        self.runtime.try_send(pid, msg)
+    }
+
+    /// Sends a request made with a [`Reply`] to `pid` and waits at most `timeout` for the
+    /// answer.
+    pub async fn call<M: Send + 'static, R>(
+        &self,
+        pid: Pid,
+        make: impl FnOnce(Reply<R>) -> M,
+        timeout: Duration,
+    ) -> Result<R, CallError> {
+        self.runtime.call(pid, make, timeout).await
+    }
+
+    /// Runs `future` to completion on the calling thread (for `main` and tests; never from
+    /// inside a process).
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Hosts an object class: its objects can be reached and their alarms delivered. On a
+    /// meshed node its objects are placed across the mesh (each key lives on its owner
+    /// node), so its messages must serialize; host the class on every node.
+    pub fn host<O>(&self)
     where
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
-        self.objects.register::<O>();
+        self.objects.host::<O>();
     }
 
-    /// Registers an object class that is never placed: every node has its own objects of
+    /// Hosts an object class that is never placed: every node has its own objects of
     /// it (its messages need not serialize).
-    pub fn register_local<O: Object>(&self) {
-        self.objects.register_local::<O>();
+    pub fn host_local<O: Object>(&self) {
+        self.objects.host_local::<O>();
     }
 
     /// A reference to the object `(O::CLASS, key)`; cheap, activates on first message, on
@@ -561,9 +692,15 @@ impl Node {
         ObjectRef::new_in(self.objects.clone(), key, Some(region))
     }
 
+    #[cfg(feature = "mesh")]
     /// The node's mesh, if it was started with a listen address.
     pub fn mesh(&self) -> Option<&Mesh> {
         self.mesh.as_ref()
+    }
+
+    /// The node's id (pids of its processes carry it).
+    pub fn id(&self) -> NodeId {
+        self.runtime.node()
     }
 
     /// The node's name.
@@ -581,15 +718,20 @@ impl Node {
         status_of(&self.runtime.handle(), &self.objects, &self.info)
     }
 
+    #[cfg(feature = "mesh")]
     /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
-    /// mesh this fails with [`MeshCallError::Closed`].
+    /// mesh this fails with [`CallError::NoConnection`].
     pub async fn node_status(
         &self,
         node: NodeId,
         timeout: Duration,
-    ) -> Result<NodeStatus, MeshCallError> {
-        let mesh = self.mesh.as_ref().ok_or(MeshCallError::Closed)?;
-        mesh.call_named(node, STATUS_PROCESS, StatusRequest, timeout)
+    ) -> Result<NodeStatus, CallError> {
+        if self.mesh.is_none() {
+            return Err(CallError::NoConnection);
+        }
+        self.runtime
+            .named_ref::<StatusRequest>(STATUS_PROCESS, node)
+            .call(StatusRequest, timeout)
             .await
     }
 
@@ -607,6 +749,7 @@ impl Node {
     /// Closes the mesh (peers see this node leave at once), stops every process and joins
     /// every thread (also done on drop).
     pub fn shutdown(&self) {
+        #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             mesh.close();
         }
@@ -617,26 +760,41 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         // Before the runtime's own drop: peers learn of the close instead of timing out.
+        #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
             mesh.close();
         }
     }
 }
 
-impl std::ops::Deref for Node {
-    type Target = cairn_scheduler::Handle;
-    fn deref(&self) -> &Self::Target {
-        &self.runtime
-    }
+/// How [`init_logging`] writes log lines.
+#[cfg(feature = "cli")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured only when stderr is a terminal (and
+    /// `NO_COLOR` is unset), so logs written to a file or pipe carry no escape codes.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields, spans), for log
+    /// collectors.
+    Json,
 }
 
-/// Installs a `tracing` subscriber for binaries and examples, filtered by `RUST_LOG`
-/// (default `info`). Does nothing if one is already installed.
-pub fn init_logging() {
+/// Installs a `tracing` subscriber writing to stderr for binaries and examples, filtered by
+/// `RUST_LOG` (default `info`). Does nothing if one is already installed.
+#[cfg(feature = "cli")]
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).try_init()
+        }
+        LogFormat::Json => builder.json().try_init(),
+    };
 }

@@ -1,8 +1,8 @@
-//! Object placement (DESIGN.md 21): which node owns the object `(class, key)`.
+//! Object placement: which node owns the object `(class, key)`.
 //!
 //! Pure functions, no I/O: the caller passes the live nodes it knows ([`Candidate`]s) and
 //! gets the owner back. Every node that sees the same candidates computes the same owner,
-//! so a message routed from any node reaches one activation (DESIGN.md 20).
+//! so a message routed from any node reaches one activation: the owner's.
 //!
 //! ## Rendezvous hashing
 //! Highest-random-weight hashing (Thaler & Ravishankar, 1996): each candidate node gets the

@@ -1,5 +1,5 @@
-//! Durable storage of named processes (DESIGN.md 13, 19): the keyspace belongs to the name and
-//! outlives incarnations; alarms of named processes arrive as `Signal::Alarm`.
+//! Durable storage of named processes: the keyspace belongs to the name and
+//! outlives incarnations; alarms of named processes arrive as ordinary messages.
 
 use std::sync::mpsc::channel;
 use std::time::{Duration, SystemTime};
@@ -62,7 +62,9 @@ fn a_named_child_finds_its_data_after_its_supervisor_restarts_it() {
         })
         .named("ledger"),
     );
-    let _sup = node.block_on(Supervisor::start(&node, spec)).unwrap();
+    let _sup = node
+        .block_on(Supervisor::start(node.handle(), spec))
+        .unwrap();
     let first = node.whereis("ledger").unwrap();
     for expected in 1..=3 {
         assert_eq!(
@@ -70,7 +72,7 @@ fn a_named_child_finds_its_data_after_its_supervisor_restarts_it() {
             expected
         );
     }
-    let exited = node.wait_exit(first);
+    let exited = node.handle().wait_exit(first);
     node.try_send(first, LedgerMsg::Crash).unwrap();
     node.block_on(exited);
     let second = loop {
@@ -118,25 +120,43 @@ fn an_unnamed_process_has_no_durable_store() {
 }
 
 #[test]
-fn a_named_process_alarm_waits_for_the_name_to_be_registered_and_arrives_as_a_signal() {
+fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let node = node(dir.path());
     let due = SystemTime::now() + Duration::from_millis(100);
+    let first = node
+        .spawn_named("sleeper", move |ctx: Ctx<()>| async move {
+            let storage = ctx.storage().unwrap();
+            storage.set_alarm(due).unwrap();
+            storage.commit().await.unwrap();
+        })
+        .unwrap();
+    // The first incarnation is gone (the name is free) ...
+    let exited = node.block_on(
+        node.handle()
+            .timeout(T, node.handle().wait_exit(first.pid())),
+    );
+    assert_eq!(exited, Ok(ExitReason::Normal));
+    // ... and then the alarm falls due, as the store itself sees it.
+    let deadline = std::time::Instant::now() + T;
+    while !node
+        .store()
+        .due_alarms(SystemTime::now())
+        .unwrap()
+        .iter()
+        .any(|a| a.name == "sleeper")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the alarm never fell due"
+        );
+        node.block_on(node.handle().sleep(Duration::from_millis(1))); // poll interval, not a wait
+    }
     let (tx, rx) = channel();
-    node.spawn_named("sleeper", move |ctx: Ctx<()>| async move {
-        let storage = ctx.storage().unwrap();
-        storage.set_alarm(due).unwrap();
-        storage.commit().await.unwrap();
-        tx.send(()).unwrap();
-    })
-    .unwrap();
-    rx.recv_timeout(T).unwrap();
-    // The alarm falls due while no process holds the name (a condition, not a wait for an outcome).
-    std::thread::sleep(Duration::from_millis(300));
-    let (tx, rx) = channel();
-    node.spawn_named("sleeper", move |mut ctx: Ctx<()>| async move {
+    node.spawn_named("sleeper", move |mut ctx: Ctx<Wake>| async move {
+        ctx.receive_alarms_as(Wake::Alarm).unwrap();
         while let Some(msg) = ctx.recv().await {
-            if let Message::Signal(Signal::Alarm { at }) = msg {
+            if let Message::User(Wake::Alarm(at)) = msg {
                 let storage = ctx.storage().unwrap();
                 storage.delete_alarm().unwrap();
                 storage.commit().await.unwrap();
@@ -158,6 +178,11 @@ fn a_named_process_alarm_waits_for_the_name_to_be_registered_and_arrives_as_a_si
     assert_eq!(node.keyspace("sleeper").unwrap().get_alarm().unwrap(), None);
 }
 
+/// What the alarm test's named process takes.
+enum Wake {
+    Alarm(SystemTime),
+}
+
 #[test]
 fn a_new_incarnation_does_not_commit_what_its_crashed_predecessor_left_pending() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +201,7 @@ fn a_new_incarnation_does_not_commit_what_its_crashed_predecessor_left_pending()
         .unwrap();
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
-    let reason = node.block_on(node.wait_exit(first.pid()));
+    let reason = node.block_on(node.handle().wait_exit(first.pid()));
     std::panic::set_hook(prev);
     assert!(matches!(reason, ExitReason::Panic(_)));
     let (tx, rx) = channel();

@@ -2,11 +2,13 @@
 //! rendezvous hashing, a node hands off the objects it no longer owns when another joins,
 //! and calls from either node reach the one owner.
 
+mod common;
+
 use std::time::Duration;
 
-use cairn::demo::{Counter, CounterMsg};
 use cairn::net::{ClusterCa, NodeEvent};
 use cairn::prelude::*;
+use common::{Counter, CounterMsg};
 
 const T: Duration = Duration::from_secs(20);
 const KEYS: usize = 40;
@@ -26,7 +28,7 @@ fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) 
         b = b.join([seed]);
     }
     let node = b.start().unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     node
 }
 
@@ -37,7 +39,7 @@ fn wait_knows(node: &Node, peer: NodeId) {
     if mesh.members().iter().any(|m| m.node == peer) {
         return;
     }
-    let up = node.block_on(node.timeout(T, async {
+    let up = node.block_on(node.handle().timeout(T, async {
         loop {
             if let NodeEvent::Up { node, .. } = events.next().await {
                 if node == peer {
@@ -69,7 +71,7 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
     for i in 0..KEYS {
         assert_eq!(add(&a, &key(i)), 1);
     }
-    assert_eq!(a.status().objects.get("counter"), Some(&KEYS));
+    assert_eq!(a.status().objects.get(Counter::CLASS), Some(&KEYS));
     let pids: Vec<Pid> = (0..KEYS)
         .map(|i| a.object::<Counter>(&key(i)).pid().expect("active on a"))
         .collect();
@@ -93,17 +95,20 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
     // `a` deactivates exactly the objects it no longer owns.
     for (i, pid) in pids.iter().enumerate() {
         if owners[i] == b_id {
-            let exited = a.block_on(a.timeout(T, a.wait_exit(*pid)));
+            let exited = a.block_on(a.handle().timeout(T, a.handle().wait_exit(*pid)));
             assert!(exited.is_ok(), "{} still active on a", key(i));
         } else {
             assert!(
-                a.is_alive(*pid),
+                a.handle().is_alive(*pid),
                 "{} was owned by a but deactivated",
                 key(i)
             );
         }
     }
-    assert_eq!(a.status().objects.get("counter"), Some(&(KEYS - moved)));
+    assert_eq!(
+        a.status().objects.get(Counter::CLASS),
+        Some(&(KEYS - moved))
+    );
 
     // Calls from either node reach the owner. Keys that moved start over on b: storage
     // does not migrate yet (src/object.rs, "Membership change").
@@ -112,8 +117,11 @@ fn a_joining_node_takes_over_its_keys_and_both_nodes_reach_every_owner() {
         let expected = if *owner == b_id { 1 } else { 2 };
         assert_eq!(add(via, &key(i)), expected, "{}", key(i));
     }
-    assert_eq!(b.status().objects.get("counter"), Some(&moved));
-    assert_eq!(a.status().objects.get("counter"), Some(&(KEYS - moved)));
+    assert_eq!(b.status().objects.get(Counter::CLASS), Some(&moved));
+    assert_eq!(
+        a.status().objects.get(Counter::CLASS),
+        Some(&(KEYS - moved))
+    );
 
     // try_send to an object owned by the other node: the connection is up and idle, so
     // there is room; a call behind it on the same connection sees its effect.
@@ -131,15 +139,15 @@ fn a_local_node_and_a_local_class_never_place() {
         .data_dir(dir.path())
         .start()
         .unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     assert!(node.mesh().is_none());
     let counter = node.object::<Counter>("x");
-    assert_eq!(counter.owner().unwrap(), node.node());
+    assert_eq!(counter.owner().unwrap(), node.id());
     assert_eq!(add(&node, "x"), 1);
     // A region hint cannot be honoured without a mesh; locally it is moot.
     assert_eq!(
         node.object_in::<Counter>("x", "eu").owner().unwrap(),
-        node.node()
+        node.id()
     );
 }
 
@@ -159,9 +167,9 @@ fn a_region_hint_without_a_node_in_that_region_fails_clearly() {
         .listen("127.0.0.1:0".parse().unwrap())
         .start()
         .unwrap();
-    node.register::<Counter>();
+    node.host::<Counter>();
     let here = node.object_in::<Counter>("x", "eu");
-    assert_eq!(here.owner().unwrap(), node.node());
+    assert_eq!(here.owner().unwrap(), node.id());
     let nowhere = node.object_in::<Counter>("x", "us");
     let err = node.block_on(nowhere.call(CounterMsg::Get, T)).unwrap_err();
     assert!(

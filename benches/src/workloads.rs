@@ -25,30 +25,7 @@ const RESULT_DEADLINE: Duration = Duration::from_secs(600);
 /// Timeout of each request in the `call` workload: generous, a timeout is a failure here.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Which direction of a row's value is good.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Better {
-    Higher,
-    Lower,
-}
-
-impl Better {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Better::Higher => "higher",
-            Better::Lower => "lower",
-        }
-    }
-}
-
-/// One result of one run.
-#[derive(Clone, Debug)]
-pub struct Row {
-    pub bench: &'static str,
-    pub unit: &'static str,
-    pub better: Better,
-    pub value: f64,
-}
+pub use cairn_bench_harness::{expect_eq, rate, rss_bytes, Better, Row};
 
 /// What every workload is run with.
 #[derive(Clone, Debug)]
@@ -80,18 +57,6 @@ fn wait<T>(rx: &mpsc::Receiver<T>, what: &str) -> Result<T, String> {
             format!("{what}: the reporting process ended without an answer")
         }
     })
-}
-
-fn rate(count: u64, elapsed: Duration) -> f64 {
-    count as f64 / elapsed.as_secs_f64()
-}
-
-fn expect_eq<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("wrong answer: {what} = {got:?}, expected {want:?}"))
-    }
 }
 
 /// Shuts the runtime down and checks that no process is left behind.
@@ -329,24 +294,6 @@ pub fn skynet(cfg: &Config) -> Result<Vec<Row>, String> {
 
 /// Idle processes that have run their first poll (a static: no per-process state for it).
 static IDLE_STARTED: AtomicU64 = AtomicU64::new(0);
-
-/// This process's resident set size in bytes (`VmRSS` in `/proc/self/status`).
-fn rss_bytes() -> Result<u64, String> {
-    let status = std::fs::read_to_string("/proc/self/status")
-        .map_err(|e| format!("cannot read /proc/self/status: {e}"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or("no VmRSS in /proc/self/status")?;
-    let kb: u64 = line
-        .trim_start_matches("VmRSS:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .map_err(|_| format!("cannot parse {line:?}"))?;
-    Ok(kb * 1024)
-}
 
 pub fn spawn_idle(cfg: &Config) -> Result<Vec<Row>, String> {
     let n = cfg.scaled(1_000_000, 1);

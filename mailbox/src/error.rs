@@ -1,5 +1,5 @@
 //! Errors of the send operations. Every error gives the message back to the caller
-//! (DESIGN.md semantics 3: nothing is dropped silently).
+//! (nothing is dropped silently).
 //!
 //! `Debug` is written by hand so that it does not require `M: Debug`, as in
 //! crossbeam-channel's `err.rs`: a process may send values that are not `Debug`.

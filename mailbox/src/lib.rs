@@ -1,11 +1,11 @@
 //! The mailbox of a Cairn process: a bounded MPSC queue of user messages plus an
 //! unbounded system lane for signals, for exactly one receiving process.
 //!
-//! * The **user lane** is bounded (DESIGN.md semantics 3): [`Mailbox::try_send`] on a full
-//!   mailbox returns the message in [`TrySendError::Full`]; [`Mailbox::send`] waits for room,
-//!   and waiting senders are served first come, first served.
-//! * The **system lane** (semantics 4) is never full and is always drained before the user
-//!   lane (control before data), so exits and monitors get through a flooded mailbox.
+//! * The **user lane** is bounded (backpressure, nothing dropped silently):
+//!   [`Mailbox::try_send`] on a full mailbox returns the message in [`TrySendError::Full`];
+//!   [`Mailbox::send`] waits for room, and waiting senders are served first come, first served.
+//! * The **system lane** (exits, monitors, stops) is never full and is always drained before
+//!   the user lane (control before data), so exits and monitors get through a flooded mailbox.
 //! * [`Mailbox::close`] ends the mailbox: queued user messages are counted as dead letters
 //!   ([`dead_letters`]), waiting senders get their messages back, and the receiver gets
 //!   [`Received::Closed`]. Nothing is dropped silently.
@@ -16,9 +16,9 @@
 //!
 //! # Size
 //!
-//! `size_of::<Mailbox<u64, u64>>()` is **152 bytes** on 64-bit targets (three empty
-//! `VecDeque`s, the receiver's `Option<Waker>`, counters, the capacity and a one-byte
-//! parking_lot lock), and an empty mailbox owns no heap memory: nothing is preallocated,
+//! `size_of::<Mailbox<u64, u64>>()` is **160 bytes** on 64-bit targets (three empty
+//! `VecDeque`s, the receiver's `Option<Waker>`, counters, the capacity, a one-byte
+//! spin lock and the deferred-wake flag), and an empty mailbox owns no heap memory: nothing is preallocated,
 //! whatever the capacity. A test keeps the size under 192 bytes.
 //!
 //! # Example
@@ -55,6 +55,7 @@
 
 pub mod error;
 pub mod mailbox;
+mod spin;
 mod sync;
 
 pub use error::{SendError, TrySendError};

@@ -8,13 +8,14 @@
 //! * **The receiver** (exactly one: the process that owns the mailbox): `try_recv`,
 //!   `poll_recv`, `recv`. Only one receiver waker is stored; a second concurrent receiver
 //!   would overwrite it and could miss wake-ups. That is a liveness bug in the caller,
-//!   never a memory-safety one: all state sits behind one lock and there is no `unsafe`.
+//!   never a memory-safety one: all state sits behind one lock (the crate's only `unsafe`
+//!   is that lock's `RawMutex` implementation, in `spin`).
 //! * **The closer** (normally the scheduler, when the process ends): `close`.
 //!
 //! # State
 //!
-//! Everything lives in `Inner` behind one mutex (`crate::sync::Mutex`: parking_lot, or
-//! loom's under `--cfg loom`). No user code (message drops, wakers' `wake`) runs while the
+//! Everything lives in `Inner` behind one mutex (`crate::sync::Mutex`: a spin-then-yield
+//! lock, or loom's under `--cfg loom`). No user code (message drops, wakers' `wake`) runs while the
 //! lock is held: wakers are taken out under the lock and woken after it is released, and
 //! `close` moves the queues out before dropping them, so a `Drop` impl of a message may
 //! itself use the mailbox without deadlocking.
@@ -39,6 +40,9 @@
 //!    overtaking anyone; when a sender is waiting, `try_send` returns `Full`.
 //! 4. **Closed is terminal:** after `close`, every queue is empty, `granted == 0`, no
 //!    waker is stored, and every push fails with the value given back.
+//! 5. **No forgotten grant:** a granted waiter that still holds its waker (a deferred
+//!    wake-up) exists only while `Mailbox::deferred` is set, so the next `wake_deferred`
+//!    or parking `poll_recv_deferring` wakes it.
 //!
 //! # Protocol of a waiting sender ([`SendFut`])
 //!
@@ -58,8 +62,17 @@
 //!
 //! # Receiver
 //!
-//! `poll_recv` pops the system lane first, then the user lane (DESIGN.md: control before
-//! data). Popping a user message frees a slot, granted as above. If both lanes are empty
+//! `poll_recv` pops the system lane first, then the user lane (control before data:
+//! signals are never stuck behind user messages). Popping a user message frees a slot, granted as above.
+//!
+//! **Deferred grant wake-ups** ([`Mailbox::poll_recv_deferring`]): a receiver that works
+//! in turns (a scheduler's process) may grant freed slots without waking the grantees at
+//! once, and wake them all at the end of its turn ([`Mailbox::wake_deferred`]) or before
+//! it parks (its own `Pending` path does it). The grant itself is immediate, so capacity and
+//! FIFO order are exactly as above; only the wake-up is batched. A full mailbox with
+//! waiting senders then costs one wake-up per sender per turn instead of one per message,
+//! and a woken sender finds the room of a whole turn. Invariant 5 below keeps such a grant
+//! from being forgotten. If both lanes are empty
 //! the receiver's waker is stored; every push to either lane takes it and wakes it
 //! outside the lock. After close, `poll_recv` returns `Received::Closed`.
 //!
@@ -79,7 +92,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{SendError, TrySendError};
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{AtomicBool, Mutex, MutexGuard};
 
 /// User messages dropped by [`Mailbox::close`] (or by dropping an unclosed mailbox),
 /// over the whole OS process.
@@ -153,7 +166,34 @@ impl<M, S> Inner<M, S> {
         }
     }
 
+    /// Grants a free slot to the oldest ungranted waiter, if there is both, leaving its
+    /// waker in place for a later `take_deferred`. Returns whether it granted.
+    fn grant_next_deferred(&mut self, capacity: usize) -> bool {
+        if self.has_room(capacity) && self.granted < self.waiters.len() {
+            self.granted += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes the wakers of granted waiters that have not been woken yet.
+    fn take_deferred(&mut self) -> Wakers {
+        let granted = self.granted;
+        let mut wakers = Wakers::default();
+        for waker in self
+            .waiters
+            .iter_mut()
+            .take(granted)
+            .filter_map(|w| w.waker.take())
+        {
+            wakers.push(waker);
+        }
+        wakers
+    }
+
     /// Appends a user message; returns the receiver's waker to wake after unlocking.
+    #[inline]
     fn push_user(&mut self, msg: M) -> Option<Waker> {
         self.user.push_back(msg);
         self.rx_waker.take()
@@ -162,6 +202,25 @@ impl<M, S> Inner<M, S> {
     /// Position of a waiter in the queue.
     fn position(&self, id: WaiterId) -> Option<usize> {
         self.waiters.iter().position(|w| w.id == id)
+    }
+
+    /// `pop` for a receiver that defers grant wake-ups: a freed slot is granted at once, its
+    /// grantee is woken later (see the module docs). Sets `deferred` (under the lock).
+    #[inline]
+    fn pop_deferring(&mut self, capacity: usize, deferred: &AtomicBool) -> Option<Received<M, S>> {
+        if let Some(sig) = self.system.pop_front() {
+            return Some(Received::Signal(sig));
+        }
+        if let Some(msg) = self.user.pop_front() {
+            if self.granted < self.waiters.len() && self.grant_next_deferred(capacity) {
+                deferred.store(true, Ordering::Relaxed);
+            }
+            return Some(Received::Message(msg));
+        }
+        if self.closed {
+            return Some(Received::Closed);
+        }
+        None
     }
 
     /// Pops the next item for the receiver: signals first, then user messages. A popped
@@ -181,7 +240,8 @@ impl<M, S> Inner<M, S> {
     }
 
     /// Checks the invariants listed in the module docs (debug builds and loom models).
-    fn debug_check(&self, capacity: usize) {
+    /// `deferred`: the mailbox's deferred wake-up flag.
+    fn debug_check(&self, capacity: usize, deferred: bool) {
         if !CHECK_INVARIANTS {
             return;
         }
@@ -202,6 +262,15 @@ impl<M, S> Inner<M, S> {
             "room left idle while a sender waits"
         );
         assert!(
+            deferred
+                || self
+                    .waiters
+                    .iter()
+                    .take(self.granted)
+                    .all(|w| w.waker.is_none()),
+            "a granted waiter was not woken and no deferred wake-up is pending"
+        );
+        assert!(
             !self.closed
                 || (self.user.is_empty()
                     && self.system.is_empty()
@@ -213,7 +282,31 @@ impl<M, S> Inner<M, S> {
     }
 }
 
+/// Wakers collected under the lock and woken after it: a few inline (a full mailbox has few
+/// waiting senders, and this runs once per receiver turn), the rest in a `Vec`.
+#[derive(Default)]
+struct Wakers {
+    inline: [Option<Waker>; 4],
+    more: Vec<Waker>,
+}
+
+impl Wakers {
+    fn push(&mut self, waker: Waker) {
+        match self.inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(waker),
+            None => self.more.push(waker),
+        }
+    }
+
+    /// Wakes them all. Called only after the mailbox lock is released.
+    fn wake_all(self) {
+        self.inline.into_iter().flatten().for_each(Waker::wake);
+        self.more.into_iter().for_each(Waker::wake);
+    }
+}
+
 /// Wakes `waker` if there is one. Called only after the mailbox lock is released.
+#[inline]
 fn wake(waker: Option<Waker>) {
     if let Some(waker) = waker {
         waker.wake();
@@ -229,6 +322,10 @@ pub struct Mailbox<M, S> {
     /// Maximum number of user messages queued plus slots reserved by waiting senders.
     /// Immutable.
     capacity: usize,
+    /// Set when a grant's wake-up was deferred (`poll_recv_deferring`); cleared by the
+    /// receiver when it wakes them. Written and read by the receiver only (senders never
+    /// clear a deferred grant's waker), so `Relaxed` suffices.
+    deferred: AtomicBool,
     inner: Mutex<Inner<M, S>>,
 }
 
@@ -257,6 +354,7 @@ impl<M, S> Mailbox<M, S> {
         );
         Mailbox {
             capacity,
+            deferred: AtomicBool::new(false),
             inner: Mutex::new(Inner {
                 user: VecDeque::new(),
                 system: VecDeque::new(),
@@ -269,6 +367,7 @@ impl<M, S> Mailbox<M, S> {
         }
     }
 
+    #[inline]
     fn lock(&self) -> MutexGuard<'_, Inner<M, S>> {
         self.inner.lock()
     }
@@ -309,16 +408,20 @@ impl<M, S> Mailbox<M, S> {
     /// Returns `Full(msg)` if the lane is at capacity or a sender is already waiting in
     /// [`send`](Self::send) (a `try_send` never overtakes a waiting sender), and
     /// `Closed(msg)` after [`close`](Self::close).
+    #[inline]
     pub fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
         let mut inner = self.lock();
-        if inner.closed {
-            return Err(TrySendError::Closed(msg));
-        }
-        if !inner.has_room(self.capacity) {
-            return Err(TrySendError::Full(msg));
+        if inner.closed || !inner.has_room(self.capacity) {
+            let closed = inner.closed;
+            drop(inner);
+            return Err(if closed {
+                TrySendError::Closed(msg)
+            } else {
+                TrySendError::Full(msg)
+            });
         }
         let rx = inner.push_user(msg);
-        inner.debug_check(self.capacity);
+        inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
         drop(inner);
         wake(rx);
         Ok(())
@@ -359,9 +462,13 @@ impl<M, S> Mailbox<M, S> {
     pub fn try_recv(&self) -> Option<Received<M, S>> {
         let mut inner = self.lock();
         let (received, grantee) = inner.pop(self.capacity);
-        inner.debug_check(self.capacity);
+        inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
         drop(inner);
         wake(grantee);
+        if received.is_none() {
+            // Nothing left: grants deferred by `poll_recv_deferring` go out now.
+            self.wake_deferred();
+        }
         received
     }
 
@@ -370,20 +477,83 @@ impl<M, S> Mailbox<M, S> {
     /// `Pending` stores the receiver's waker, woken by the next push to either lane or by
     /// [`close`](Self::close). Returns `Ready(Received::Closed)` once closed. Receiver
     /// only: a single waker is stored, see the [module docs](self).
+    #[inline]
     pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Received<M, S>> {
         let mut inner = self.lock();
+        // The common case first: no signal, a user message, nobody waiting for room.
+        if inner.system.is_empty() && inner.granted == inner.waiters.len() {
+            if let Some(msg) = inner.user.pop_front() {
+                inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
+                drop(inner);
+                return Poll::Ready(Received::Message(msg));
+            }
+        }
         let (received, grantee) = inner.pop(self.capacity);
         let Some(received) = received else {
             match &inner.rx_waker {
                 Some(stored) if stored.will_wake(cx.waker()) => {}
                 _ => inner.rx_waker = Some(cx.waker().clone()),
             }
+            drop(inner);
+            // Parking: grants deferred by an earlier `poll_recv_deferring` go out now.
+            self.wake_deferred();
             return Poll::Pending;
         };
-        inner.debug_check(self.capacity);
+        inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
         drop(inner);
         wake(grantee);
         Poll::Ready(received)
+    }
+
+    /// [`poll_recv`](Self::poll_recv) for a receiver that works in turns: a slot freed by
+    /// the message it takes is granted to the next waiting sender at once, but that sender
+    /// is woken only by [`wake_deferred`](Self::wake_deferred) (the end of the receiver's
+    /// turn) or when this returns `Pending` (the receiver parks). Capacity and FIFO order
+    /// are those of `poll_recv`; only wake-ups are batched. Receiver only.
+    #[inline]
+    pub fn poll_recv_deferring(&self, cx: &mut Context<'_>) -> Poll<Received<M, S>> {
+        let mut inner = self.lock();
+        if let Some(received) = inner.pop_deferring(self.capacity, &self.deferred) {
+            inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
+            drop(inner);
+            return Poll::Ready(received);
+        }
+        // About to park: the senders granted so far must not wait for our next turn.
+        let woken = if self.deferred.load(Ordering::Relaxed) {
+            self.deferred.store(false, Ordering::Relaxed);
+            Some(inner.take_deferred())
+        } else {
+            None
+        };
+        match &inner.rx_waker {
+            Some(stored) if stored.will_wake(cx.waker()) => {}
+            _ => inner.rx_waker = Some(cx.waker().clone()),
+        }
+        inner.debug_check(self.capacity, false);
+        drop(inner);
+        if let Some(woken) = woken {
+            woken.wake_all();
+        }
+        Poll::Pending
+    }
+
+    /// Wakes the senders granted room by [`poll_recv_deferring`](Self::poll_recv_deferring)
+    /// and not woken yet. One relaxed load when there are none. Receiver only.
+    #[inline]
+    pub fn wake_deferred(&self) {
+        if self.deferred.load(Ordering::Relaxed) {
+            self.wake_deferred_now();
+        }
+    }
+
+    #[cold]
+    fn wake_deferred_now(&self) {
+        let mut inner = self.lock();
+        self.deferred.store(false, Ordering::Relaxed);
+        let woken = inner.take_deferred();
+        inner.debug_check(self.capacity, false);
+        drop(inner);
+        woken.wake_all();
     }
 
     /// A future resolving to the next signal or user message, or `Closed`
@@ -429,17 +599,21 @@ impl<M, S> Mailbox<M, S> {
         let waiters = mem::take(&mut inner.waiters);
         inner.granted = 0;
         let rx = inner.rx_waker.take();
-        inner.debug_check(self.capacity);
+        inner.debug_check(self.capacity, self.deferred.load(Ordering::Relaxed));
         drop(inner);
 
         let dropped = user.len();
-        DEAD_LETTERS.fetch_add(dropped as u64, Ordering::Relaxed);
-        tracing::debug!(
-            dead_letters = dropped,
-            dropped_signals = system.len(),
-            waiting_senders = waiters.len(),
-            "mailbox closed"
-        );
+        // Most mailboxes close empty (every process's exit closes its mailbox): touch the
+        // process-wide counter, shared by every worker, only when something was dropped.
+        if dropped > 0 || !system.is_empty() || !waiters.is_empty() {
+            DEAD_LETTERS.fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::debug!(
+                dead_letters = dropped,
+                dropped_signals = system.len(),
+                waiting_senders = waiters.len(),
+                "mailbox closed"
+            );
+        }
         // Run the messages' destructors outside the lock.
         drop(user);
         drop(system);
@@ -540,7 +714,7 @@ impl<M, S> Future for SendFut<'_, M, S> {
             return Poll::Pending;
         }
         let rx = inner.push_user(msg);
-        inner.debug_check(capacity);
+        inner.debug_check(capacity, this.mailbox.deferred.load(Ordering::Relaxed));
         drop(inner);
         wake(rx);
         Poll::Ready(Ok(()))
@@ -566,7 +740,7 @@ impl<M, S> Drop for SendFut<'_, M, S> {
         } else {
             None
         };
-        inner.debug_check(capacity);
+        inner.debug_check(capacity, self.mailbox.deferred.load(Ordering::Relaxed));
         drop(inner);
         wake(next);
         // `self.msg` is dropped after this, outside the lock.

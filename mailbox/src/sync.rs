@@ -1,4 +1,5 @@
-//! Synchronisation shim: parking_lot in normal builds, loom under `--cfg loom`.
+//! Synchronisation shim: the spin-then-yield lock of `spin` in normal builds, loom under
+//! `--cfg loom`.
 //!
 //! Everything in this crate that takes part in cross-thread synchronisation goes through
 //! this module, so the loom models in `tests/loom.rs` explore the real code (the pattern of
@@ -8,18 +9,21 @@
 
 #[cfg(not(loom))]
 mod imp {
-    /// A mutex that cannot be poisoned (parking_lot).
+    use crate::spin::SpinYield;
+
+    /// A mutex that cannot be poisoned, on the mailbox's spin-then-yield lock (see `spin`).
     #[derive(Debug)]
-    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+    pub(crate) struct Mutex<T>(lock_api::Mutex<SpinYield, T>);
 
     /// The guard returned by [`Mutex::lock`].
-    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+    pub(crate) type MutexGuard<'a, T> = lock_api::MutexGuard<'a, SpinYield, T>;
 
     impl<T> Mutex<T> {
         pub(crate) fn new(value: T) -> Self {
-            Self(parking_lot::Mutex::new(value))
+            Self(lock_api::Mutex::new(value))
         }
 
+        #[inline]
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
         }
@@ -50,3 +54,8 @@ mod imp {
 }
 
 pub(crate) use imp::{Mutex, MutexGuard};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicBool;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicBool;

@@ -153,3 +153,38 @@ fn loom_close_wakes_blocked_receiver() {
         assert_eq!(receiver.join().unwrap(), Received::Closed);
     });
 }
+
+/// Two senders block on a full mailbox of one; the receiver takes messages with
+/// `poll_recv_deferring` (grant now, wake later) and ends a "turn" with `wake_deferred`
+/// after its second message only. Every message arrives: a deferred grant is always woken,
+/// by the end of the turn or by the receiver parking.
+#[test]
+fn loom_deferred_grants_are_never_forgotten() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(THREE_THREAD_PREEMPTION_BOUND);
+    builder.check(|| {
+        let mb = full_mailbox_of_one();
+        let senders: Vec<_> = [1, 2]
+            .into_iter()
+            .map(|i| {
+                let mb = mb.clone();
+                thread::spawn(move || block_on(mb.send(i)).unwrap())
+            })
+            .collect();
+        let mut got = Vec::new();
+        for turn in 0..3 {
+            match block_on(std::future::poll_fn(|cx| mb.poll_recv_deferring(cx))) {
+                Received::Message(m) => got.push(m),
+                other => panic!("unexpected {other:?}"),
+            }
+            if turn == 1 {
+                mb.wake_deferred();
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+        for sender in senders {
+            sender.join().unwrap();
+        }
+    });
+}

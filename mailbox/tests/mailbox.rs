@@ -384,3 +384,78 @@ fn queued_messages_are_dropped_outside_the_lock() {
     mb.try_send(Some(Reentrant(mb.clone()))).unwrap();
     assert_eq!(mb.close(), 1);
 }
+
+#[test]
+fn a_deferring_receiver_grants_at_once_and_wakes_the_sender_at_the_end_of_its_turn() {
+    let mb = Mb::new(2);
+    mb.try_send(0).unwrap();
+    mb.try_send(1).unwrap();
+    let (counter, waker) = CountingWaker::new();
+    let mut fut = mb.send(2);
+    assert!(poll_with(&mut fut, &waker).is_pending());
+    let (_, rx_waker) = CountingWaker::new();
+    let mut cx = std::task::Context::from_waker(&rx_waker);
+    assert_eq!(
+        mb.poll_recv_deferring(&mut cx),
+        Poll::Ready(Received::Message(0))
+    );
+    assert_eq!(
+        counter.wakes(),
+        0,
+        "the wake-up waits for the end of the turn"
+    );
+    // The slot is granted already: no one else can take it, and the sender gets in if
+    // polled for any reason.
+    assert_eq!(mb.try_send(9), Err(TrySendError::Full(9)));
+    mb.wake_deferred();
+    assert_eq!(counter.wakes(), 1, "the end of the turn wakes the grantee");
+    mb.wake_deferred();
+    assert_eq!(counter.wakes(), 1, "once");
+    assert_eq!(poll_with(&mut fut, &waker), Poll::Ready(Ok(())));
+    assert_eq!(mb.try_recv(), Some(Received::Message(1)));
+    assert_eq!(mb.try_recv(), Some(Received::Message(2)));
+}
+
+#[test]
+fn a_deferring_receiver_that_parks_wakes_its_grantees_first() {
+    let mb = full_mailbox_of_one();
+    let (c1, w1) = CountingWaker::new();
+    let (c2, w2) = CountingWaker::new();
+    let mut f1 = mb.send(1);
+    let mut f2 = mb.send(2);
+    assert!(poll_with(&mut f1, &w1).is_pending());
+    assert!(poll_with(&mut f2, &w2).is_pending());
+    let (_, rx_waker) = CountingWaker::new();
+    let mut cx = std::task::Context::from_waker(&rx_waker);
+    assert_eq!(
+        mb.poll_recv_deferring(&mut cx),
+        Poll::Ready(Received::Message(0))
+    );
+    assert_eq!((c1.wakes(), c2.wakes()), (0, 0));
+    // Nothing queued (the grantee has not pushed yet): the receiver parks, waking it.
+    assert!(mb.poll_recv_deferring(&mut cx).is_pending());
+    assert_eq!(
+        (c1.wakes(), c2.wakes()),
+        (1, 0),
+        "FIFO: only the oldest was granted"
+    );
+    assert_eq!(poll_with(&mut f1, &w1), Poll::Ready(Ok(())));
+    assert!(poll_with(&mut f2, &w2).is_pending());
+}
+
+#[test]
+fn close_wakes_a_sender_whose_grant_wake_up_was_deferred() {
+    let mb = full_mailbox_of_one();
+    let (counter, waker) = CountingWaker::new();
+    let mut fut = mb.send(1);
+    assert!(poll_with(&mut fut, &waker).is_pending());
+    let (_, rx_waker) = CountingWaker::new();
+    let mut cx = std::task::Context::from_waker(&rx_waker);
+    assert!(mb.poll_recv_deferring(&mut cx).is_ready());
+    assert_eq!(mb.close(), 0);
+    assert_eq!(counter.wakes(), 1);
+    assert_eq!(
+        poll_with(&mut fut, &waker),
+        Poll::Ready(Err(SendError::Closed(1)))
+    );
+}

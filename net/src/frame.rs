@@ -22,7 +22,7 @@
 //! bytes must be zero in version 1 so that a later version may give them a meaning.
 //!
 //! Frames are encoded with `rmp_serde::encode::write` (structs as arrays, positional): a
-//! frame is the mesh's own envelope ([`crate::mesh::Wire`]), whose layout is fixed by
+//! frame is the mesh's own envelope (`mesh::wire::Wire`), whose layout is fixed by
 //! [`FRAME_VERSION`], and field names in every envelope cost more than the message (an
 //! 83-byte envelope became 50, and decoding it 703 → 244 ns). Application messages inside an
 //! envelope are encoded separately with field names (`to_vec_named`), so a peer built from a

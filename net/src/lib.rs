@@ -37,7 +37,7 @@
 //! - [`frame`]: the frame format and the sans-IO [`FrameDecoder`].
 //! - [`endpoint`]: endpoints, connections, framed lanes (ordering and coalescing).
 //! - [`mesh`]: nodes joined over QUIC with SWIM membership (foca) and cluster-wide names;
-//!   remote send, send by name and call.
+//!   it makes the scheduler's pids, names and replies work across nodes.
 
 #![deny(unsafe_code)]
 
@@ -54,9 +54,7 @@ pub use endpoint::{
 };
 pub use frame::{encode_frame, Frame, FrameDecoder, FrameError, MAX_FRAME_DEFAULT};
 pub use mesh::{
-    Member, Mesh, MeshCallError, MeshConfig, MeshError, MeshSendError, MeshStats, NameError,
-    NodeEvent, NodeEvents, RemoteReply,
+    DialError, Member, Mesh, MeshConfig, MeshError, MeshStats, NameError, NodeEvent, NodeEvents,
 };
-pub use quinn;
 pub use runtime::CairnRuntime;
 pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError, ANY_NODE_NAME};

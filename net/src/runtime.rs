@@ -35,9 +35,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use cairn_scheduler::driver::{Direction, DriverHandle, ReadyEvent, ScheduledIo, TimerHandle};
+use cairn_scheduler::driver::{Direction, DriverHandle, ReadyEvent, ScheduledIo, WakeTimer};
 use cairn_scheduler::{Ctx, Handle};
-use parking_lot::Mutex;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncTimer, AsyncUdpSocket, Runtime, UdpPoller};
 
@@ -84,25 +83,12 @@ impl Runtime for CairnRuntime {
     }
 }
 
-/// Shared by a [`CairnTimer`] and its armed driver timer's action.
-#[derive(Default)]
-struct TimerWake {
-    fired: bool,
-    waker: Option<Waker>,
-}
-
 /// A resettable sleep on the driver's timing wheel (about 1 ms resolution, never early).
 pub struct CairnTimer {
     driver: DriverHandle,
     deadline: Instant,
-    /// The driver timer, armed for `armed_at` (≤ `deadline` after a later reset).
-    armed: Option<Armed>,
-}
-
-struct Armed {
-    timer: TimerHandle,
-    at: Instant,
-    wake: Arc<Mutex<TimerWake>>,
+    /// The driver timer, armed for a deadline ≤ `deadline` (earlier after a later reset).
+    armed: Option<WakeTimer>,
 }
 
 impl CairnTimer {
@@ -117,35 +103,12 @@ impl CairnTimer {
 
     /// Arms a driver timer for `deadline` that wakes `waker`.
     fn arm(&mut self, waker: Waker) {
-        let wake = Arc::new(Mutex::new(TimerWake {
-            fired: false,
-            waker: Some(waker),
-        }));
-        let action_wake = Arc::clone(&wake);
-        let timer = self.driver.timer_at(
-            self.deadline,
-            Box::new(move || {
-                let waker = {
-                    let mut wake = action_wake.lock();
-                    wake.fired = true;
-                    wake.waker.take()
-                };
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-            }),
-        );
-        self.armed = Some(Armed {
-            timer,
-            at: self.deadline,
-            wake,
-        });
+        self.armed = Some(self.driver.wake_at(self.deadline, waker));
     }
 
+    /// Cancels the armed timer (dropping a [`WakeTimer`] cancels it).
     fn disarm(&mut self) {
-        if let Some(armed) = self.armed.take() {
-            armed.timer.cancel();
-        }
+        self.armed = None;
     }
 }
 
@@ -153,7 +116,7 @@ impl fmt::Debug for CairnTimer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CairnTimer")
             .field("deadline", &self.deadline)
-            .field("armed", &self.armed.as_ref().map(|a| a.at))
+            .field("armed", &self.armed.as_ref().map(WakeTimer::deadline))
             .finish()
     }
 }
@@ -171,11 +134,12 @@ impl AsyncTimer for CairnTimer {
         // An armed timer firing at or before the new deadline is kept (see module docs). One
         // firing later is replaced at once, for the same waker, so a task that does not
         // poll again after `reset` is still woken (as tokio's `Sleep::reset` does).
-        if this.armed.as_ref().is_some_and(|armed| armed.at > deadline) {
-            let waker = this
-                .armed
-                .as_ref()
-                .and_then(|armed| armed.wake.lock().waker.take());
+        if this
+            .armed
+            .as_ref()
+            .is_some_and(|armed| armed.deadline() > deadline)
+        {
+            let waker = this.armed.as_ref().and_then(WakeTimer::take_waker);
             this.disarm();
             if let Some(waker) = waker {
                 this.arm(waker);
@@ -190,11 +154,7 @@ impl AsyncTimer for CairnTimer {
             return Poll::Ready(());
         }
         if let Some(armed) = &this.armed {
-            let mut wake = armed.wake.lock();
-            if !wake.fired {
-                if !wake.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    wake.waker = Some(cx.waker().clone());
-                }
+            if !armed.poll_fired(cx.waker()) {
                 return Poll::Pending;
             }
             // Fired early (the deadline moved later since arming): arm again below.

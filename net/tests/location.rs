@@ -1,4 +1,6 @@
-//! Location transparency (DESIGN 2, 3, 7): the scheduler's own API — `Handle::send`,
+//! Location transparency — per-pair order across nodes, bounded mailboxes with messages
+//! given back, links and monitors that fire once (and `NoConnection` for a lost node): the
+//! scheduler's own API — `Handle::send`,
 //! `try_send`, `call`, `ActorRef`, `Ctx::link`, `Ctx::monitor`, `Reply` — on pids of
 //! another node, over real meshes on 127.0.0.1 (two runtimes in this test process).
 
@@ -43,7 +45,7 @@ fn pair() -> Pair {
     let (n2, m2) = start_mesh(&ca, 2, &[], IDLE);
     let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
     for mesh in [&m1, &m2] {
-        mesh.register::<Echo>("test.Echo").unwrap();
+        mesh.declare::<Echo>("test.Echo").unwrap();
     }
     // n1 dials its seed n2 in the background.
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -362,7 +364,7 @@ fn four_senders_to_four_receivers_across_nodes_keep_pairwise_order() {
     let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
     let (n3, m3) = start_mesh(&ca, 3, &[&m2, &m1], IDLE);
     for mesh in [&m1, &m2, &m3] {
-        mesh.register::<Pairwise>("test.Pairwise").unwrap();
+        mesh.declare::<Pairwise>("test.Pairwise").unwrap();
     }
     // Seeds are dialed in the background: wait until the senders' nodes know n2.
     let deadline = std::time::Instant::now() + TIMEOUT;
@@ -443,7 +445,8 @@ enum Pairwise {
     Report(Reply<([u64; 4], bool)>),
 }
 
-/// `spawn_named` is cluster-wide once a mesh runs (DESIGN 25): found from the other node,
+/// `spawn_named` is cluster-wide once a mesh runs (a send by name from any node reaches
+/// the process; one winner for concurrent claims): found from the other node,
 /// refused there while held, and gone everywhere once its process exits.
 #[test]
 fn spawn_named_names_are_cluster_wide_and_go_with_their_process() {

@@ -5,11 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cairn_net::{
-    ClusterCa, Member, Mesh, MeshCallError, MeshConfig, NameError, NodeEvent, NodeEvents,
-    RemoteReply, TlsConfig,
-};
-use cairn_scheduler::{Ctx, ExitReason, Message, NodeId, Pid, Runtime};
+use cairn_net::{ClusterCa, Member, Mesh, MeshConfig, NameError, NodeEvent, NodeEvents, TlsConfig};
+use cairn_scheduler::{CallError, Ctx, ExitReason, Message, NodeId, Pid, Reply, Runtime};
 use common::{init_logs, localhost, spawn};
 use serde::{Deserialize, Serialize};
 use std::sync::mpsc;
@@ -22,7 +19,7 @@ const SETTLE: Duration = Duration::from_secs(20);
 #[derive(Debug, Serialize, Deserialize)]
 enum Msg {
     /// Kept, never answered.
-    Hold(RemoteReply<u64>),
+    Hold(Reply<u64>),
 }
 
 struct Node {
@@ -64,7 +61,7 @@ fn start_with(
         config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
-    mesh.register::<Msg>("test.membership.Msg").unwrap();
+    mesh.declare::<Msg>("test.membership.Msg").unwrap();
     let events = mesh.node_events();
     Node { rt, mesh, events }
 }
@@ -161,10 +158,12 @@ fn pending_call(
     from: &Node,
     target: Pid,
     arrived: &mpsc::Receiver<()>,
-) -> mpsc::Receiver<Result<u64, MeshCallError>> {
-    let mesh = from.mesh.clone();
+) -> mpsc::Receiver<Result<u64, CallError>> {
+    let handle = from.rt.handle();
     let call = spawn(&from.rt, async move {
-        mesh.call(target, Msg::Hold, Duration::from_secs(60)).await
+        handle
+            .call(target, Msg::Hold, Duration::from_secs(60))
+            .await
     });
     arrived
         .recv_timeout(SETTLE)
@@ -272,7 +271,7 @@ fn a_closed_node_and_a_killed_node_are_declared_down_everywhere() {
     eprintln!("killed node declared down everywhere after {detected:?}");
     assert_eq!(
         call.recv_timeout(Duration::from_secs(1)).unwrap(),
-        Err(MeshCallError::NoConnection(NodeId(3)))
+        Err(CallError::NoConnection)
     );
     for node in &nodes {
         assert_eq!(node_ids(&node.mesh.members()), [1, 2]);
@@ -303,7 +302,7 @@ fn a_hung_node_is_declared_down_within_5s_and_rejoins_as_a_new_incarnation() {
     assert!(detected < FAILURE_TIMEOUT, "detected after {detected:?}");
     assert_eq!(
         call.recv_timeout(Duration::from_secs(1)).unwrap(),
-        Err(MeshCallError::NoConnection(NodeId(3)))
+        Err(CallError::NoConnection)
     );
     for node in &nodes[..2] {
         assert_eq!(node_ids(&node.mesh.members()), [1, 2]);

@@ -8,11 +8,8 @@ use std::time::{Duration, Instant};
 
 use cairn_net::mesh::wire::{Bytes, Hello, RemoteFailure, Target, Wire, MESH_LANE};
 use cairn_net::mesh::Seed;
-use cairn_net::{
-    ClusterCa, Endpoint, Mesh, MeshCallError, MeshConfig, MeshSendError, NodeEvent, RemoteReply,
-    TlsConfig,
-};
-use cairn_scheduler::{Ctx, Message, NodeId, Pid, Runtime};
+use cairn_net::{ClusterCa, Endpoint, Mesh, MeshConfig, NodeEvent, TlsConfig};
+use cairn_scheduler::{CallError, Ctx, Message, NodeId, Pid, Reply, Runtime, SendError};
 use common::{init_logs, localhost, spawn, wait_for_log};
 use serde::{Deserialize, Serialize};
 
@@ -28,9 +25,9 @@ enum Msg {
         sender: u32,
     },
     Text(String),
-    Double(u64, RemoteReply<u64>),
+    Double(u64, Reply<u64>),
     /// Kept, never answered.
-    Hold(RemoteReply<u64>),
+    Hold(Reply<u64>),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -68,8 +65,8 @@ fn start_node(ca: &ClusterCa, n: u64, seeds: &[&Node], idle: Duration) -> Node {
         config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
-    mesh.register::<Msg>("test.Msg").unwrap();
-    mesh.register::<Other>("test.Other").unwrap();
+    mesh.declare::<Msg>("test.Msg").unwrap();
+    mesh.declare::<Other>("test.Other").unwrap();
     Node { rt, mesh }
 }
 
@@ -94,7 +91,6 @@ fn pair(idle: Duration) -> (ClusterCa, Node, Node) {
 /// A server process on `node`: checks per-sender order, answers `Double`, holds `Hold`.
 fn spawn_server(node: &Node, name: Option<&str>) -> (Pid, mpsc::Receiver<Report>) {
     let (tx, rx) = mpsc::channel();
-    let mesh = node.mesh.clone();
     let body = move |mut ctx: Ctx<Msg>| async move {
         let mut next: HashMap<u32, u64> = HashMap::new();
         let mut in_order: HashMap<u32, bool> = HashMap::new();
@@ -120,7 +116,7 @@ fn spawn_server(node: &Node, name: Option<&str>) -> (Pid, mpsc::Receiver<Report>
                     let _ = tx.send(Report::Text(text));
                 }
                 Msg::Double(n, reply) => {
-                    reply.send(&mesh, n * 2).await.unwrap();
+                    reply.send(n * 2).unwrap();
                 }
                 Msg::Hold(reply) => held.push(reply),
             }
@@ -149,10 +145,12 @@ fn send_by_pid_and_by_name_across_nodes() {
     assert!(a.mesh.peers().iter().any(|p| p.node == NodeId(2)));
     assert!(b.mesh.peers().iter().any(|p| p.node == NodeId(1)));
 
-    let mesh = a.mesh.clone();
+    let handle = a.rt.handle();
     a.rt.block_on(async {
-        mesh.send(pid, Msg::Text("by pid".into())).await.unwrap();
-        mesh.send_named(NodeId(2), "inbox", Msg::Text("by name".into()))
+        handle.send(pid, Msg::Text("by pid".into())).await.unwrap();
+        handle
+            .named_ref("inbox", NodeId(2))
+            .send(Msg::Text("by name".into()))
             .await
             .unwrap();
     });
@@ -163,8 +161,10 @@ fn send_by_pid_and_by_name_across_nodes() {
     // Location transparency: the same calls reach a local process.
     let (local, local_reports) = spawn_server(&a, Some("local-inbox"));
     a.rt.block_on(async {
-        mesh.send(local, Msg::Text("local".into())).await.unwrap();
-        mesh.send_named(NodeId(1), "local-inbox", Msg::Text("local name".into()))
+        handle.send(local, Msg::Text("local".into())).await.unwrap();
+        handle
+            .named_ref("local-inbox", NodeId(1))
+            .send(Msg::Text("local name".into()))
             .await
             .unwrap();
     });
@@ -172,16 +172,15 @@ fn send_by_pid_and_by_name_across_nodes() {
     assert_eq!(got(&local_reports), Report::Text("local name".into()));
 
     // And back from B to A.
-    let b_mesh = b.mesh.clone();
-    b.rt.block_on(b_mesh.send(local, Msg::Text("from b".into())))
+    b.rt.block_on(b.rt.send(local, Msg::Text("from b".into())))
         .unwrap();
     assert_eq!(got(&local_reports), Report::Text("from b".into()));
 
     // Unregistered type: given back.
     #[derive(Serialize, Deserialize)]
     struct Unknown(u8);
-    match a.rt.block_on(mesh.send(pid, Unknown(7))) {
-        Err(MeshSendError::Unregistered(Unknown(7))) => {}
+    match a.rt.block_on(handle.send(pid, Unknown(7))) {
+        Err(SendError::Unregistered(Unknown(7))) => {}
         other => panic!("expected Unregistered, got {other:?}"),
     }
     shutdown(vec![a, b]);
@@ -190,12 +189,12 @@ fn send_by_pid_and_by_name_across_nodes() {
 fn run_senders(a: &Node, to: Pid, senders: u32, per_sender: u64) {
     let waits: Vec<_> = (0..senders)
         .map(|sender| {
-            let mesh = a.mesh.clone();
+            let to = a.rt.actor_ref::<Msg>(to).unwrap();
             spawn(&a.rt, async move {
                 for seq in 0..per_sender {
-                    mesh.send(to, Msg::Seq { sender, seq }).await.unwrap();
+                    to.send(Msg::Seq { sender, seq }).await.unwrap();
                 }
-                mesh.send(to, Msg::Done { sender }).await.unwrap();
+                to.send(Msg::Done { sender }).await.unwrap();
             })
         })
         .collect();
@@ -338,44 +337,43 @@ fn a_seed_that_starts_later_is_joined() {
 fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
     let (_ca, a, b) = pair(Duration::from_secs(3));
     let (pid, _reports) = spawn_server(&b, Some("doubler"));
-    let mesh = a.mesh.clone();
+    let rt = &a.rt;
     let second = Duration::from_secs(5);
 
-    let v =
-        a.rt.block_on(mesh.call(pid, |r| Msg::Double(21, r), second))
-            .unwrap();
+    let v = rt
+        .block_on(rt.call(pid, |r| Msg::Double(21, r), second))
+        .unwrap();
     assert_eq!(v, 42);
-    let v: u64 =
-        a.rt.block_on(mesh.call_named(NodeId(2), "doubler", |r| Msg::Double(4, r), second))
-            .unwrap();
+    let doubler = rt.named_ref::<Msg>("doubler", NodeId(2));
+    let v: u64 = rt
+        .block_on(doubler.call(|r| Msg::Double(4, r), second))
+        .unwrap();
     assert_eq!(v, 8);
 
     // A dead remote pid: an error at once, not a hang.
     let dead = b.rt.spawn(|_ctx: Ctx<Msg>| async {}).pid();
     b.rt.block_on(b.rt.wait_exit(dead));
     let started = Instant::now();
-    let r: Result<u64, _> =
-        a.rt.block_on(mesh.call(dead, |r| Msg::Double(1, r), second));
-    assert_eq!(r, Err(MeshCallError::Remote(RemoteFailure::NoProc)));
+    let r: Result<u64, _> = rt.block_on(rt.call(dead, |r| Msg::Double(1, r), second));
+    assert_eq!(r, Err(CallError::NoProc));
     assert!(started.elapsed() < Duration::from_secs(2));
     // Unknown name: the same.
-    let r: Result<u64, _> =
-        a.rt.block_on(mesh.call_named(NodeId(2), "nobody", |r| Msg::Double(1, r), second));
-    assert_eq!(r, Err(MeshCallError::Remote(RemoteFailure::NoProc)));
+    let nobody = rt.named_ref::<Msg>("nobody", NodeId(2));
+    let r: Result<u64, _> = rt.block_on(nobody.call(|r| Msg::Double(1, r), second));
+    assert_eq!(r, Err(CallError::NoProc));
     assert!(b.mesh.stats().dead_letters >= 2);
 
     // The callee holds the reply: the call times out.
     let started = Instant::now();
-    let r: Result<u64, _> =
-        a.rt.block_on(mesh.call(pid, Msg::Hold, Duration::from_millis(200)));
-    assert_eq!(r, Err(MeshCallError::Timeout));
+    let r: Result<u64, _> = rt.block_on(rt.call(pid, Msg::Hold, Duration::from_millis(200)));
+    assert_eq!(r, Err(CallError::Timeout));
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2));
 
     // Calls keep working after.
-    let v =
-        a.rt.block_on(mesh.call(pid, |r| Msg::Double(5, r), second))
-            .unwrap();
+    let v = rt
+        .block_on(rt.call(pid, |r| Msg::Double(5, r), second))
+        .unwrap();
     assert_eq!(v, 10);
     shutdown(vec![a, b]);
 }
@@ -386,9 +384,9 @@ fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
     let (_ca, a, b) = pair(idle);
     let (pid, _reports) = spawn_server(&b, None);
     let mut events = a.mesh.node_events();
-    let mesh = a.mesh.clone();
+    let handle = a.rt.handle();
     let call = spawn(&a.rt, async move {
-        let r: Result<u64, _> = mesh.call(pid, Msg::Hold, TIMEOUT).await;
+        let r: Result<u64, _> = handle.call(pid, Msg::Hold, TIMEOUT).await;
         r
     });
     std::thread::sleep(Duration::from_millis(100));
@@ -398,7 +396,7 @@ fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
     drop(b);
     let r = call.recv_timeout(TIMEOUT).unwrap();
     let detected = started.elapsed();
-    assert_eq!(r, Err(MeshCallError::NoConnection(NodeId(2))));
+    assert_eq!(r, Err(CallError::NoConnection));
     let down = a.rt.block_on(a.rt.timeout(Duration::from_secs(10), async {
         loop {
             if let NodeEvent::Down { node, .. } = events.next().await {
@@ -414,9 +412,9 @@ fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
     eprintln!("node loss detected after {detected:?} (idle timeout {idle:?})");
 
     // Sending to it now fails with the message given back.
-    match a.rt.block_on(a.mesh.send(pid, Msg::Text("late".into()))) {
-        Err(MeshSendError::Unreachable(Msg::Text(t), NodeId(2), _)) => assert_eq!(t, "late"),
-        other => panic!("expected Unreachable, got {other:?}"),
+    match a.rt.block_on(a.rt.send(pid, Msg::Text("late".into()))) {
+        Err(SendError::NoConnection(Msg::Text(t))) => assert_eq!(t, "late"),
+        other => panic!("expected NoConnection, got {other:?}"),
     }
     shutdown(vec![a]);
 }
@@ -426,16 +424,16 @@ fn closed_mesh_is_seen_down_at_once() {
     let (_ca, a, b) = pair(Duration::from_secs(3));
     let (pid, _reports) = spawn_server(&b, None);
     let mut events = a.mesh.node_events();
-    let mesh = a.mesh.clone();
+    let handle = a.rt.handle();
     let call = spawn(&a.rt, async move {
-        let r: Result<u64, _> = mesh.call(pid, Msg::Hold, TIMEOUT).await;
+        let r: Result<u64, _> = handle.call(pid, Msg::Hold, TIMEOUT).await;
         r
     });
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     b.mesh.close();
     let r = call.recv_timeout(TIMEOUT).unwrap();
-    assert_eq!(r, Err(MeshCallError::NoConnection(NodeId(2))));
+    assert_eq!(r, Err(CallError::NoConnection));
     assert!(started.elapsed() < Duration::from_secs(1));
     let down = a.rt.block_on(a.rt.timeout(Duration::from_secs(5), async {
         loop {
@@ -467,6 +465,18 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
     }
     assert!(x.mesh.peers().iter().any(|p| p.node == NodeId(3)));
     assert!(y.mesh.peers().iter().any(|p| p.node == NodeId(5)));
+    // A pid's node is reachable once it is a member (SWIM, on control connections): wait
+    // for that, with no data connection between x and y yet.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let is_member = |of: &Node, node: u64| of.mesh.members().iter().any(|m| m.node.0 == node);
+    while !(is_member(&x, 3) && is_member(&y, 5)) {
+        assert!(
+            Instant::now() < deadline,
+            "x and y did not see each other up"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!x.mesh.is_connected(NodeId(3)) && !y.mesh.is_connected(NodeId(5)));
     let (on_x, x_reports) = spawn_server(&x, None);
     let (on_y, y_reports) = spawn_server(&y, None);
     // Both send first at once: both dial.
@@ -474,18 +484,17 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
     let threads: Vec<_> = [(&x, on_y), (&y, on_x)]
         .into_iter()
         .map(|(from, to)| {
-            let mesh = from.mesh.clone();
             let handle = from.rt.handle();
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 barrier.wait();
                 for seq in 0..1000 {
                     handle
-                        .block_on(mesh.send(to, Msg::Seq { sender: 9, seq }))
+                        .block_on(handle.send(to, Msg::Seq { sender: 9, seq }))
                         .unwrap();
                 }
                 handle
-                    .block_on(mesh.send(to, Msg::Done { sender: 9 }))
+                    .block_on(handle.send(to, Msg::Done { sender: 9 }))
                     .unwrap();
             })
         })
@@ -546,7 +555,7 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
         let send = |to: Target, tag: &str, call: Option<u64>, payload: Vec<u8>| Wire::Send {
             from: None,
             to,
-            tag: tag.into(),
+            tag: tag.to_owned().into(),
             call,
             payload: Bytes(payload),
         };
@@ -621,14 +630,14 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
     wait_for_log(&["peer sent an invalid frame"]);
 
     // The real mesh carries on.
-    a.rt.block_on(a.mesh.send(pid, Msg::Text("still here".into())))
+    a.rt.block_on(a.rt.send(pid, Msg::Text("still here".into())))
         .unwrap();
     assert_eq!(
         reports.recv_timeout(TIMEOUT).unwrap(),
         Report::Text("still here".into())
     );
     let v =
-        a.rt.block_on(a.mesh.call(pid, |r| Msg::Double(50, r), TIMEOUT))
+        a.rt.block_on(a.rt.call(pid, |r| Msg::Double(50, r), TIMEOUT))
             .unwrap();
     assert_eq!(v, 100);
     rogue_rt.shutdown();
@@ -652,10 +661,10 @@ fn a_node_without_a_cluster_ca_certificate_cannot_join() {
     // It cannot send either: the message comes back.
     match intruder
         .rt
-        .block_on(intruder.mesh.send(pid, Msg::Text("let me in".into())))
+        .block_on(intruder.rt.send(pid, Msg::Text("let me in".into())))
     {
-        Err(MeshSendError::Unreachable(Msg::Text(_), NodeId(2), _)) => {}
-        other => panic!("expected Unreachable, got {other:?}"),
+        Err(SendError::NoConnection(Msg::Text(_))) => {}
+        other => panic!("expected NoConnection, got {other:?}"),
     }
     // Dialing directly fails at the handshake.
     let joined = intruder.rt.block_on(
@@ -702,13 +711,13 @@ fn remote_throughput_and_call_latency() {
     );
 
     const CALLS: usize = 20_000;
-    let mesh = a.mesh.clone();
+    let server = a.rt.actor_ref::<Msg>(pid).unwrap();
     let lat = spawn(&a.rt, async move {
         let mut lat = Vec::with_capacity(CALLS);
         for i in 0..CALLS + 1000 {
             let t = Instant::now();
-            let v: u64 = mesh
-                .call(pid, |r| Msg::Double(i as u64, r), TIMEOUT)
+            let v: u64 = server
+                .call(|r| Msg::Double(i as u64, r), TIMEOUT)
                 .await
                 .unwrap();
             assert_eq!(v, 2 * i as u64);
@@ -730,4 +739,24 @@ fn remote_throughput_and_call_latency() {
         sorted[CALLS * 99 / 100]
     );
     shutdown(vec![a, b]);
+}
+
+/// A runtime has one mesh: the scheduler hands every remote pid to it, so a second one
+/// would never see its own traffic.
+#[test]
+fn a_second_mesh_on_one_runtime_is_refused() {
+    let ca = ClusterCa::generate().unwrap();
+    let a = start_node(&ca, 1, &[], Duration::from_secs(3));
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(1)).unwrap());
+    let second = Mesh::start(&a.rt.handle(), MeshConfig::new(localhost(), tls));
+    assert!(
+        matches!(second, Err(cairn_net::MeshError::AlreadyStarted)),
+        "{second:?}"
+    );
+    // The first one carries on.
+    assert_eq!(
+        cairn_net::Mesh::from_handle(&a.rt.handle()).unwrap().node(),
+        NodeId(1)
+    );
+    shutdown(vec![a]);
 }

@@ -5,11 +5,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_net::quinn;
-use cairn_net::quinn::rustls;
 use cairn_net::tls::ALPN;
 use cairn_net::{ClusterCa, Endpoint, EndpointOptions, TlsConfig, MAX_FRAME_DEFAULT};
 use common::{localhost, runtime, spawn, wait_for_log, Cluster};
+use quinn::rustls;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,14 +1,18 @@
 //! Typed handles to processes.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use cairn_mailbox::{SendError as MailboxSendError, TrySendError};
+use cairn_mailbox::{SendError as MailboxSendError, SendFut as MailboxSendFut, TrySendError};
 
+use crate::exit::Signal;
 use crate::pid::Pid;
 use crate::process::Process;
-use crate::remote::{AnyMessage, RemoteSendFailure};
+use crate::remote::{AnyMessage, BoxFuture, RemoteSendFailure, RemoteSendResult};
 use crate::reply::{CallError, Reply};
 use crate::runtime::Handle;
 
@@ -144,16 +148,14 @@ impl<M: Send + 'static> ActorRef<M> {
     /// A handle to the runtime the process lives in (for a remote process: this node's).
     pub fn handle(&self) -> Handle {
         match &self.target {
-            Target::Local(p) => Handle {
-                shared: p.core.shared.clone(),
-            },
+            Target::Local(p) => p.core.handle.clone(),
             Target::Remote { handle, .. } => handle.clone(),
         }
     }
 
     fn shared(&self) -> &Arc<crate::runtime::Shared> {
         match &self.target {
-            Target::Local(p) => &p.core.shared,
+            Target::Local(p) => p.core.shared(),
             Target::Remote { handle, .. } => &handle.shared,
         }
     }
@@ -203,41 +205,33 @@ impl<M: Send + 'static> ActorRef<M> {
                 TrySendError::Full(m) => SendError::Full(m),
                 TrySendError::Closed(m) => SendError::NoProc(m),
             }),
-            Target::Remote { pid, handle } => match handle.shared.router() {
-                Some(router) => router.try_send(*pid, Box::new(msg)).map_err(give_back),
-                None => Err(SendError::NoConnection(msg)),
-            },
+            Target::Remote { pid, handle } => remote_try_send(*pid, handle, msg),
         }
     }
 
     /// Sends, waiting (asynchronously) for room; senders waiting on one mailbox get room in
     /// the order they started waiting. Inside a gated handler the message is held (see
     /// [`ActorRef::try_send`]).
-    pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
-        if crate::gate::is_active() {
-            self.hold(msg);
-            return Ok(());
+    ///
+    /// The future does nothing until polled. Its first poll delivers the message if the
+    /// mailbox has room (one lock of the mailbox, no allocation); only a full mailbox makes
+    /// it wait. Dropping it before it completes never delivers the message.
+    pub fn send(&self, msg: M) -> SendFut<'_, M> {
+        SendFut {
+            to: self,
+            msg: Some(msg),
+            gated: true,
+            wait: Wait::Nothing,
         }
-        self.send_ungated(msg).await
     }
 
     /// Sends, waiting for room, without the output gate (see [`crate::gate`]).
-    pub async fn send_ungated(&self, msg: M) -> Result<(), SendError<M>> {
-        // Fast path: room now (and nobody waiting ahead of us) needs no send future.
-        let msg = match self.try_send_ungated(msg) {
-            Err(SendError::Full(msg)) => msg,
-            done => return done,
-        };
-        match &self.target {
-            Target::Local(p) => p
-                .mailbox
-                .send(msg)
-                .await
-                .map_err(|MailboxSendError::Closed(m)| SendError::NoProc(m)),
-            Target::Remote { pid, handle } => match handle.shared.router() {
-                Some(router) => router.send(*pid, Box::new(msg)).await.map_err(give_back),
-                None => Err(SendError::NoConnection(msg)),
-            },
+    pub fn send_ungated(&self, msg: M) -> SendFut<'_, M> {
+        SendFut {
+            to: self,
+            msg: Some(msg),
+            gated: false,
+            wait: Wait::Nothing,
         }
     }
 
@@ -274,6 +268,124 @@ impl<M: Send + 'static> ActorRef<M> {
     }
 }
 
+/// Future returned by [`ActorRef::send`] and [`ActorRef::send_ungated`].
+///
+/// A local target's mailbox is known since the `ActorRef` was made, so the local path
+/// never looks at the mesh: the first poll pushes into the mailbox (or queues as a waiting
+/// sender when it is full) under one lock. A remote target's path lives in `#[cold]`
+/// functions of its own.
+#[must_use = "futures do nothing unless polled; dropping a SendFut drops its message"]
+pub struct SendFut<'a, M> {
+    to: &'a ActorRef<M>,
+    /// The message until the first poll.
+    msg: Option<M>,
+    /// Whether an active output gate holds the message.
+    gated: bool,
+    /// What the future waits for after a first poll that could not deliver.
+    wait: Wait<'a, M>,
+}
+
+enum Wait<'a, M> {
+    /// Nothing (not polled yet, or resolved).
+    Nothing,
+    /// Queued for room in a full local mailbox.
+    Local(MailboxSendFut<'a, M, Signal>),
+    /// Waiting for room on the connection to the target's node.
+    Remote(BoxFuture<RemoteSendResult>),
+}
+
+// Never pinned structurally: the message and the mailbox's future (itself `Unpin`) move
+// freely, and the remote future is boxed.
+impl<M> Unpin for SendFut<'_, M> {}
+
+impl<M: Send + 'static> Future for SendFut<'_, M> {
+    type Output = Result<(), SendError<M>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(msg) = this.msg.take() {
+            if this.gated && crate::gate::is_active() {
+                this.to.hold(msg);
+                return Poll::Ready(Ok(()));
+            }
+            match &this.to.target {
+                Target::Local(p) => match p.mailbox.try_send(msg) {
+                    Ok(()) => return Poll::Ready(Ok(())),
+                    Err(TrySendError::Closed(m)) => return Poll::Ready(Err(SendError::NoProc(m))),
+                    Err(TrySendError::Full(m)) => this.wait = Wait::Local(p.mailbox.send(m)),
+                },
+                Target::Remote { pid, handle } => match remote_send_start(*pid, handle, msg) {
+                    Ok(fut) => this.wait = Wait::Remote(fut),
+                    Err(done) => return Poll::Ready(done),
+                },
+            }
+        }
+        this.poll_wait(cx)
+    }
+}
+
+impl<M: Send + 'static> SendFut<'_, M> {
+    /// Polls what a first poll left to wait for (a full mailbox, a remote connection).
+    #[cold]
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<M>>> {
+        let out = match &mut self.wait {
+            Wait::Local(fut) => ready!(Pin::new(fut).poll(cx))
+                .map_err(|MailboxSendError::Closed(m)| SendError::NoProc(m)),
+            Wait::Remote(fut) => ready!(fut.as_mut().poll(cx)).map_err(give_back),
+            Wait::Nothing => panic!("ActorRef's SendFut polled after completion"),
+        };
+        self.wait = Wait::Nothing;
+        Poll::Ready(out)
+    }
+}
+
+impl<M> fmt::Debug for SendFut<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match (&self.msg, &self.wait) {
+            (Some(_), _) => "not polled",
+            (None, Wait::Local(_)) => "waiting for room",
+            (None, Wait::Remote(_)) => "waiting for the connection",
+            (None, Wait::Nothing) => "done",
+        };
+        f.debug_struct("SendFut")
+            .field("to", &self.to.pid_of())
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// `try_send` to a pid on another node: the mesh's router takes it, if there is one.
+#[cold]
+fn remote_try_send<M: Send + 'static>(
+    pid: Pid,
+    handle: &Handle,
+    msg: M,
+) -> Result<(), SendError<M>> {
+    match handle.shared.router() {
+        Some(router) => router.try_send(pid, Box::new(msg)).map_err(give_back),
+        None => Err(SendError::NoConnection(msg)),
+    }
+}
+
+/// The first step of `send` to a pid on another node: delivered at once if the connection
+/// has room, else the router's future that waits for it.
+#[cold]
+fn remote_send_start<M: Send + 'static>(
+    pid: Pid,
+    handle: &Handle,
+    msg: M,
+) -> Result<BoxFuture<RemoteSendResult>, Result<(), SendError<M>>> {
+    let Some(router) = handle.shared.router() else {
+        return Err(Err(SendError::NoConnection(msg)));
+    };
+    match router.try_send(pid, Box::new(msg)) {
+        Ok(()) => Err(Ok(())),
+        Err((RemoteSendFailure::Full, msg)) => Ok(router.send(pid, msg)),
+        Err(refused) => Err(Err(give_back(refused))),
+    }
+}
+
 /// Why a request could not be sent, as the caller sees it.
 fn call_error<M>(error: &SendError<M>) -> CallError {
     match error {
@@ -293,5 +405,100 @@ fn give_back<M: 'static>((failure, msg): (RemoteSendFailure, AnyMessage)) -> Sen
         RemoteSendFailure::Full => SendError::Full(msg),
         RemoteSendFailure::NoConnection => SendError::NoConnection(msg),
         RemoteSendFailure::Unregistered => SendError::Unregistered(msg),
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::{ActorRef, SendError, Target};
+    use crate::{Ctx, Runtime, SpawnOptions};
+
+    /// A process that never reads its mailbox (capacity `capacity`), so a test can watch it.
+    fn idle(rt: &Runtime, capacity: usize) -> ActorRef<u32> {
+        rt.spawn_opts(
+            SpawnOptions {
+                mailbox_capacity: Some(capacity),
+                ..SpawnOptions::default()
+            },
+            |_ctx: Ctx<u32>| std::future::pending::<()>(),
+        )
+        .unwrap()
+    }
+
+    fn queued(actor: &ActorRef<u32>) -> usize {
+        match &actor.target {
+            Target::Local(p) => p.mailbox.len(),
+            Target::Remote { .. } => unreachable!("a local process"),
+        }
+    }
+
+    #[test]
+    fn send_future_delivers_only_when_polled_and_nothing_when_dropped_unpolled() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let actor = idle(&rt, 4);
+        let mut cx = Context::from_waker(Waker::noop());
+        let fut = actor.send(1);
+        assert_eq!(queued(&actor), 0, "a send future is lazy");
+        drop(fut);
+        assert_eq!(
+            queued(&actor),
+            0,
+            "an unpolled send future delivers nothing"
+        );
+        let mut fut = actor.send(2);
+        assert!(matches!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(queued(&actor), 1);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn send_future_waits_for_room_in_a_full_mailbox_and_gets_it_when_a_slot_frees() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let actor = idle(&rt, 1);
+        actor.try_send(1).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut fut = actor.send(2);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending(), "full: waits");
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending(), "still full");
+        let Target::Local(p) = &actor.target else {
+            unreachable!("a local process")
+        };
+        assert!(p.mailbox.try_recv().is_some(), "the receiver frees a slot");
+        assert!(matches!(
+            Pin::new(&mut fut).poll(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(queued(&actor), 1, "the waiting message took the freed slot");
+        rt.shutdown();
+    }
+
+    #[test]
+    fn send_future_gives_the_message_back_when_the_process_is_gone() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let actor = idle(&rt, 1);
+        actor.try_send(1).unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut waiting = actor.send(2);
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
+        rt.kill(actor.pid());
+        let gone = rt.block_on(rt.wait_exit(actor.pid()));
+        assert_eq!(gone, crate::ExitReason::Killed);
+        match Pin::new(&mut waiting).poll(&mut cx) {
+            Poll::Ready(Err(SendError::NoProc(2))) => {}
+            other => panic!("a waiting sender gets its message back, got {other:?}"),
+        }
+        let mut late = actor.send(3);
+        match Pin::new(&mut late).poll(&mut cx) {
+            Poll::Ready(Err(SendError::NoProc(3))) => {}
+            other => panic!("a send to a dead process gives the message back, got {other:?}"),
+        }
+        rt.shutdown();
     }
 }

@@ -28,15 +28,11 @@ pub enum Message<M> {
 /// A process's own context; only its body has it.
 pub struct Ctx<M> {
     process: Arc<Process<M>>,
-    handle: Handle,
 }
 
 impl<M: Send + 'static> Ctx<M> {
     pub(crate) fn new(process: Arc<Process<M>>) -> Self {
-        let handle = Handle {
-            shared: process.core.shared.clone(),
-        };
-        Ctx { process, handle }
+        Ctx { process }
     }
 
     /// This process's pid.
@@ -46,7 +42,7 @@ impl<M: Send + 'static> Ctx<M> {
 
     /// The runtime this process runs in.
     pub fn handle(&self) -> &Handle {
-        &self.handle
+        &self.process.core.handle
     }
 
     /// A typed handle to this process.
@@ -76,7 +72,7 @@ impl<M: Send + 'static> Ctx<M> {
     /// Waits at most `timeout` for the next signal or message.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Message<M>> {
         let deadline = std::time::Instant::now() + timeout;
-        let driver = self.process.core.shared.driver.clone();
+        let driver = self.process.core.shared().driver.clone();
         crate::time::with_deadline(&driver, deadline, self.recv())
             .await
             .flatten()
@@ -103,28 +99,28 @@ impl<M: Send + 'static> Ctx<M> {
     /// Links this process with `pid` (bidirectional). A dead `pid` sends us an exit signal
     /// with `NoProc`.
     pub fn link(&self, pid: Pid) {
-        self.handle.link_pair(self.pid(), pid);
+        self.handle().link_pair(self.pid(), pid);
     }
 
     /// Removes a link.
     pub fn unlink(&self, pid: Pid) {
-        self.handle.unlink_pair(self.pid(), pid);
+        self.handle().unlink_pair(self.pid(), pid);
     }
 
     /// Monitors `pid`: exactly one [`Signal::Down`] arrives when it exits (at once, with
     /// `NoProc`, if it is already gone).
     pub fn monitor(&self, pid: Pid) -> MonitorRef {
-        self.handle.add_monitor(Watcher::Process(self.pid()), pid)
+        self.handle().add_monitor(Watcher::Process(self.pid()), pid)
     }
 
     /// Cancels a monitor; returns whether it was still active.
     pub fn demonitor(&self, pid: Pid, monitor: MonitorRef) -> bool {
-        self.handle.remove_monitor(pid, monitor)
+        self.handle().remove_monitor(pid, monitor)
     }
 
     /// Sends an exit signal to `pid` from this process.
     pub fn exit(&self, pid: Pid, reason: crate::ExitReason) {
-        self.handle
+        self.handle()
             .shared
             .exit_signal(pid, self.pid(), reason, false);
     }
@@ -137,7 +133,7 @@ impl<M: Send + 'static> Ctx<M> {
         Fut: Future + Send + 'static,
         Fut::Output: IntoExitReason,
     {
-        self.handle
+        self.handle()
             .spawn_opts(
                 SpawnOptions {
                     link: Some(self.pid()),
@@ -162,7 +158,7 @@ impl<M: Send + 'static> Future for Recv<'_, M> {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        match self.ctx.process.mailbox.poll_recv(cx) {
+        match self.ctx.process.mailbox.poll_recv_deferring(cx) {
             Poll::Ready(Received::Signal(s)) => Poll::Ready(Some(Message::Signal(s))),
             Poll::Ready(Received::Message(m)) => Poll::Ready(Some(Message::User(m))),
             Poll::Ready(Received::Closed) => Poll::Ready(None),

@@ -292,6 +292,31 @@ impl DriverHandle {
         self.timer_at(Instant::now() + delay, action)
     }
 
+    /// A driver timer for `deadline` that wakes `waker` (or the waker given to the latest
+    /// [`WakeTimer::poll_fired`]). Cancelled when dropped.
+    pub fn wake_at(&self, deadline: Instant, waker: Waker) -> WakeTimer {
+        let wake = Arc::new(Mutex::new(WakeState {
+            fired: false,
+            waker: Some(waker),
+        }));
+        let action_wake = Arc::clone(&wake);
+        let timer = self.timer_at(
+            deadline,
+            Box::new(move || {
+                let waker = {
+                    let mut wake = action_wake.lock();
+                    wake.fired = true;
+                    wake.waker.take()
+                };
+                // Outside the lock: waking may run the task's scheduling code.
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }),
+        );
+        WakeTimer { timer, wake }
+    }
+
     /// A future that completes once `Instant::now() >= deadline`.
     pub fn sleep_until(&self, deadline: Instant) -> Sleep {
         Sleep {
@@ -425,6 +450,61 @@ impl TimerHandle {
     }
 }
 
+/// A one-shot driver timer that wakes a task: the building block of [`Sleep`] and of timers
+/// built outside this crate (quinn's resettable timer in cairn-net). Cancelled when dropped.
+pub struct WakeTimer {
+    timer: TimerHandle,
+    wake: Arc<Mutex<WakeState>>,
+}
+
+/// Shared by a [`WakeTimer`] and its driver action.
+struct WakeState {
+    /// The driver ran the action (the deadline has passed).
+    fired: bool,
+    /// Whom the action wakes; taken by the action.
+    waker: Option<Waker>,
+}
+
+impl WakeTimer {
+    /// True once the timer has fired. Otherwise `waker` is the one woken when it fires
+    /// (kept as is if it would wake the same task), and the answer is false.
+    pub fn poll_fired(&self, waker: &Waker) -> bool {
+        let mut wake = self.wake.lock();
+        if wake.fired {
+            return true;
+        }
+        if !wake.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            wake.waker = Some(waker.clone());
+        }
+        false
+    }
+
+    /// Takes the waker the timer would wake (to re-arm for an earlier deadline).
+    pub fn take_waker(&self) -> Option<Waker> {
+        self.wake.lock().waker.take()
+    }
+
+    /// The instant the timer fires at.
+    pub fn deadline(&self) -> Instant {
+        self.timer.deadline()
+    }
+}
+
+impl std::fmt::Debug for WakeTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WakeTimer")
+            .field("deadline", &self.deadline())
+            .field("fired", &self.wake.lock().fired)
+            .finish()
+    }
+}
+
+impl Drop for WakeTimer {
+    fn drop(&mut self) {
+        self.timer.cancel();
+    }
+}
+
 /// A future that completes once `Instant::now() >= deadline`. It arms a driver timer on its
 /// first `Pending` poll only, and cancels it when dropped. If the driver shuts down before
 /// the deadline, it never completes.
@@ -432,7 +512,7 @@ impl TimerHandle {
 pub struct Sleep {
     driver: DriverHandle,
     deadline: Instant,
-    armed: Option<(TimerHandle, Arc<Mutex<SleepWake>>)>,
+    armed: Option<WakeTimer>,
 }
 
 impl std::fmt::Debug for Sleep {
@@ -442,13 +522,6 @@ impl std::fmt::Debug for Sleep {
             .field("armed", &self.armed.is_some())
             .finish()
     }
-}
-
-/// Shared by a [`Sleep`] and its timer action.
-#[derive(Default)]
-struct SleepWake {
-    fired: bool,
-    waker: Option<Waker>,
 }
 
 impl Sleep {
@@ -467,46 +540,11 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         match &this.armed {
-            Some((_, wake)) => {
-                let mut wake = wake.lock();
-                if wake.fired {
-                    return Poll::Ready(());
-                }
-                if !wake.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    wake.waker = Some(cx.waker().clone());
-                }
-            }
-            None => {
-                let wake = Arc::new(Mutex::new(SleepWake {
-                    fired: false,
-                    waker: Some(cx.waker().clone()),
-                }));
-                let action_wake = Arc::clone(&wake);
-                let timer = this.driver.timer_at(
-                    this.deadline,
-                    Box::new(move || {
-                        let waker = {
-                            let mut wake = action_wake.lock();
-                            wake.fired = true;
-                            wake.waker.take()
-                        };
-                        if let Some(waker) = waker {
-                            waker.wake();
-                        }
-                    }),
-                );
-                this.armed = Some((timer, wake));
-            }
+            Some(timer) if timer.poll_fired(cx.waker()) => return Poll::Ready(()),
+            Some(_) => {}
+            None => this.armed = Some(this.driver.wake_at(this.deadline, cx.waker().clone())),
         }
         Poll::Pending
-    }
-}
-
-impl Drop for Sleep {
-    fn drop(&mut self) {
-        if let Some((timer, _)) = &self.armed {
-            timer.cancel();
-        }
     }
 }
 

@@ -4,13 +4,20 @@
 //! - each worker owns a FIFO [`Worker`] deque plus a one-task **LIFO slot**; a process woken
 //!   by a message sent from this worker goes into the slot, so the receiver runs next on
 //!   the same core while the message is still in cache (ping-pong stays on one worker);
+//! - processes spawned on a worker go on its **spawn stack** (a LIFO deque), run newest
+//!   first, and are stolen oldest first: work-first fork-join as in Cilk. A tree of
+//!   processes (skynet) then runs depth first on each worker, so it keeps O(depth x
+//!   fan-out) processes alive instead of a whole level (a million, ~500 MB of RSS, most
+//!   of the run spent in page faults), while a thief takes the biggest subtree;
 //! - a global [`Injector`] takes work from outside the workers (other threads, the timer
 //!   driver, the first spawn from `main`);
 //! - idle workers steal half of another worker's deque.
 //!
-//! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, and the
-//! injector is checked first every [`GLOBAL_QUEUE_INTERVAL`] ticks, so neither local
-//! ping-pong nor a busy local queue starves the rest.
+//! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, the
+//! injector is checked first every [`GLOBAL_QUEUE_INTERVAL`] ticks, the FIFO queue before
+//! the spawn stack every [`FIFO_BEFORE_SPAWNS_INTERVAL`] ticks, and the oldest spawn before
+//! the newest every [`OLDEST_SPAWN_INTERVAL`] ticks, so neither local ping-pong, nor a busy
+//! local queue, nor a process that keeps spawning starves the rest.
 //!
 //! Parking protocol ("searching" rule): a worker with no work first becomes *searching*
 //! (at most half the workers search at once), spins briefly, then registers itself as idle
@@ -48,6 +55,16 @@ pub const MAX_LIFO_POLLS_PER_TICK: u32 = 3;
 /// so it does not resonate with other periodic work).
 pub const GLOBAL_QUEUE_INTERVAL: u32 = 31;
 
+/// Every this many ticks a worker takes from its FIFO queue (woken and yielded processes)
+/// before its spawn stack, so a process that keeps spawning cannot starve processes that
+/// are ready to run. Prime, like [`GLOBAL_QUEUE_INTERVAL`], and different from it.
+pub const FIFO_BEFORE_SPAWNS_INTERVAL: u32 = 7;
+
+/// Every this many ticks a worker runs the *oldest* process on its spawn stack first, so a
+/// spawn that sits under an endless stream of newer ones still runs (each waits at most this
+/// many ticks per spawn older than it), even with no other worker to steal it. Prime.
+pub const OLDEST_SPAWN_INTERVAL: u32 = 61;
+
 /// How many times a worker with nothing to do re-checks the queues, yielding its thread
 /// between checks, before it parks. A futex park/unpark round trip costs ~7 µs here, while a
 /// yield-and-check costs well under 1 µs, so a short spin saves wake-ups in message
@@ -59,7 +76,7 @@ const SPINS_BEFORE_PARK: u32 = 16;
 pub(crate) enum Schedule {
     /// Woken by a message or signal: the LIFO slot when on a worker of this executor.
     Woken,
-    /// Newly spawned: the back of the local queue, and another worker may be woken to steal.
+    /// Newly spawned: the top of the spawn stack, and another worker may be woken to steal.
     Spawned,
     /// Used up its budget or woke itself: the back of the local queue, no extra wake-up.
     Yielded,
@@ -73,6 +90,8 @@ struct Sleeper {
 pub(crate) struct Executor {
     injector: Injector<Task>,
     stealers: Box<[Stealer<Task>]>,
+    /// Thieves' ends of the workers' spawn stacks (they take the oldest spawn).
+    spawn_stealers: Box<[Stealer<Task>]>,
     sleepers: Box<[Sleeper]>,
     /// Indices of parked workers. `num_idle` mirrors its length for lock-free reads.
     idle: Mutex<Vec<usize>>,
@@ -83,11 +102,13 @@ pub(crate) struct Executor {
 }
 
 /// The state a worker thread keeps for itself. Only its own thread touches `local`,
-/// `lifo`, `lifo_polls`, `tick` and `searching`.
+/// `spawned`, `lifo`, `lifo_polls`, `tick` and `searching`.
 struct WorkerCtx {
     exec: Arc<Executor>,
     index: usize,
     local: Worker<Task>,
+    /// Processes spawned on this worker, newest on top.
+    spawned: Worker<Task>,
     lifo: Cell<Option<Task>>,
     lifo_polls: Cell<u32>,
     tick: Cell<u32>,
@@ -104,9 +125,11 @@ impl Executor {
     pub(crate) fn start(name: &str, workers: usize) -> std::io::Result<Arc<Executor>> {
         let workers = workers.max(1);
         let locals: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let spawn_stacks: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_lifo()).collect();
         let exec = Arc::new(Executor {
             injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
+            spawn_stealers: spawn_stacks.iter().map(Worker::stealer).collect(),
             sleepers: (0..workers)
                 .map(|_| Sleeper {
                     notified: Mutex::new(false),
@@ -120,7 +143,7 @@ impl Executor {
             threads: Mutex::new(Vec::new()),
         });
         let mut threads = Vec::with_capacity(workers);
-        for (index, local) in locals.into_iter().enumerate() {
+        for (index, (local, spawned)) in locals.into_iter().zip(spawn_stacks).enumerate() {
             let exec2 = exec.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("{name}-worker-{index}"))
@@ -130,6 +153,7 @@ impl Executor {
                             exec: exec2,
                             index,
                             local,
+                            spawned,
                             lifo: Cell::new(None),
                             lifo_polls: Cell::new(0),
                             tick: Cell::new(0),
@@ -201,7 +225,9 @@ impl Executor {
     }
 
     fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+        !self.injector.is_empty()
+            || self.stealers.iter().any(|s| !s.is_empty())
+            || self.spawn_stealers.iter().any(|s| !s.is_empty())
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -237,7 +263,28 @@ impl Executor {
     }
 }
 
+/// Queues `task` on the calling thread's worker if that worker belongs to the executor at
+/// address `exec`; otherwise gives it back (the caller then uses [`Executor::schedule`]).
+/// The address is only compared, never followed, so the caller need not hold a reference
+/// count on the executor (a process reaches it through its own fields, which it is about to
+/// move into the queue).
+#[inline]
+pub(crate) fn schedule_on_current<T: Runnable>(
+    exec: *const Executor,
+    task: Arc<T>,
+    how: Schedule,
+) -> Result<(), Arc<T>> {
+    CURRENT.with(|cell| match cell.get() {
+        Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.exec), exec) => {
+            ctx.push_local(task, how);
+            Ok(())
+        }
+        _ => Err(task),
+    })
+}
+
 impl WorkerCtx {
+    #[inline]
     fn push_local(&self, task: Task, how: Schedule) {
         match how {
             Schedule::Woken => {
@@ -247,7 +294,7 @@ impl WorkerCtx {
                 }
             }
             Schedule::Spawned => {
-                self.local.push(task);
+                self.spawned.push(task);
                 self.exec.notify_parked();
             }
             Schedule::Yielded => self.local.push(task),
@@ -289,7 +336,33 @@ impl WorkerCtx {
                 return Some(task);
             }
         }
-        self.local.pop().or_else(|| self.steal_from_injector())
+        if tick % FIFO_BEFORE_SPAWNS_INTERVAL == 0 {
+            if let Some(task) = self.local.pop() {
+                return Some(task);
+            }
+        }
+        if tick % OLDEST_SPAWN_INTERVAL == 0 {
+            if let Some(task) = self.steal_oldest_spawn() {
+                return Some(task);
+            }
+        }
+        self.spawned
+            .pop()
+            .or_else(|| self.local.pop())
+            .or_else(|| self.steal_from_injector())
+    }
+
+    /// The bottom of this worker's own spawn stack (what a thief would take).
+    #[cold]
+    #[inline(never)]
+    fn steal_oldest_spawn(&self) -> Option<Task> {
+        loop {
+            match self.exec.spawn_stealers[self.index].steal() {
+                Steal::Success(task) => return Some(task),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
     }
 
     fn steal_from_injector(&self) -> Option<Task> {
@@ -341,6 +414,14 @@ impl WorkerCtx {
             if victim == self.index {
                 continue;
             }
+            // The oldest spawns first: in a tree they are the biggest subtrees.
+            loop {
+                match self.exec.spawn_stealers[victim].steal_batch_and_pop(&self.spawned) {
+                    Steal::Success(task) => return Some(task),
+                    Steal::Empty => break,
+                    Steal::Retry => continue,
+                }
+            }
             loop {
                 match self.exec.stealers[victim].steal_batch_and_pop(&self.local) {
                     Steal::Success(task) => return Some(task),
@@ -373,7 +454,11 @@ impl WorkerCtx {
             exec.num_searching.fetch_sub(1, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
-        if exec.has_work() || exec.is_shutdown() || !self.local.is_empty() {
+        if exec.has_work()
+            || exec.is_shutdown()
+            || !self.local.is_empty()
+            || !self.spawned.is_empty()
+        {
             let mut idle = exec.idle.lock();
             if let Some(pos) = idle.iter().position(|&i| i == self.index) {
                 idle.swap_remove(pos);
@@ -398,8 +483,157 @@ impl WorkerCtx {
 
     fn drain(&self) {
         drop(self.lifo.take());
-        while let Some(task) = self.local.pop() {
+        while let Some(task) = self.local.pop().or_else(|| self.spawned.pop()) {
             drop(task);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::{ActorRef, Ctx, Handle, Message, Runtime};
+
+    /// A node of a process tree: spawns `fanout` children per level down to `depth`, leaves
+    /// record how many processes are alive, every node reports to its parent and exits.
+    fn tree(ctx: Ctx<u64>, parent: ActorRef<u64>, depth: u32, peak: Arc<AtomicUsize>) -> TreeFut {
+        Box::pin(async move {
+            let mut ctx = ctx;
+            if depth == 0 {
+                let alive = ctx.handle().process_count();
+                peak.fetch_max(alive, Ordering::Relaxed);
+                let _ = parent.send(1).await;
+                return;
+            }
+            for _ in 0..10 {
+                let (me, peak) = (ctx.me(), peak.clone());
+                ctx.handle().spawn(move |c| tree(c, me, depth - 1, peak));
+            }
+            let mut leaves = 0;
+            for _ in 0..10 {
+                match ctx.recv().await {
+                    Some(Message::User(n)) => leaves += n,
+                    _ => return,
+                }
+            }
+            let _ = parent.send(leaves).await;
+        })
+    }
+
+    type TreeFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn run_tree(handle: &Handle, depth: u32) -> (u64, usize) {
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root_peak = peak.clone();
+        handle.spawn(move |mut ctx: Ctx<u64>| async move {
+            let me = ctx.me();
+            ctx.handle().spawn(move |c| tree(c, me, depth, root_peak));
+            if let Some(Message::User(leaves)) = ctx.recv().await {
+                let _ = tx.send(leaves);
+            }
+        });
+        let leaves = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        (leaves, peak.load(Ordering::Relaxed))
+    }
+
+    /// Spawns go on a LIFO spawn stack: a tree runs depth first, so few processes are alive
+    /// at once: about depth x fan-out (~50), plus the subtrees opened by the oldest-first
+    /// pick every OLDEST_SPAWN_INTERVAL ticks (~320 measured). Breadth first: a whole level,
+    /// 10,000.
+    #[test]
+    fn a_process_tree_runs_depth_first_on_one_worker() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let (leaves, peak) = run_tree(&rt.handle(), 4);
+        assert_eq!(leaves, 10_000);
+        assert!(
+            peak <= 1_000,
+            "{peak} processes alive at once: not depth first"
+        );
+        rt.shutdown();
+    }
+
+    /// With two workers the tree is split by stealing (oldest spawn first) and still
+    /// completes with every leaf counted.
+    #[test]
+    fn a_process_tree_completes_on_two_workers() {
+        let rt = Runtime::builder().workers(2).build().unwrap();
+        let (leaves, _) = run_tree(&rt.handle(), 4);
+        assert_eq!(leaves, 10_000);
+        rt.shutdown();
+    }
+
+    /// Every process spawns two more (depth first, the stack grows by one per run) until
+    /// 50,000 have been spawned; the first process spawned sits at the bottom of the spawn
+    /// stack and must run long before the storm is over (OLDEST_SPAWN_INTERVAL). Without
+    /// the interval it runs last, after all 50,000.
+    #[test]
+    fn a_spawn_storm_does_not_starve_the_oldest_spawn() {
+        const STORM: usize = 50_000;
+        fn storm(ctx: Ctx<()>, spawned: Arc<AtomicUsize>) -> TreeFut {
+            Box::pin(async move {
+                for _ in 0..2 {
+                    if spawned.fetch_add(1, Ordering::Relaxed) >= STORM {
+                        return;
+                    }
+                    let spawned = spawned.clone();
+                    ctx.handle().spawn(move |c| storm(c, spawned));
+                }
+            })
+        }
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let witness_count = spawned.clone();
+        rt.spawn(move |ctx: Ctx<()>| async move {
+            // The witness first (the bottom of the stack), then the storm on top of it.
+            ctx.handle().spawn(move |_c: Ctx<()>| async move {
+                let _ = tx.send(witness_count.load(Ordering::Relaxed));
+            });
+            ctx.handle().spawn(move |c| storm(c, spawned));
+        });
+        let seen = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+        assert!(
+            seen < 5_000,
+            "the oldest spawn ran only after {seen} newer spawns"
+        );
+        rt.shutdown();
+    }
+
+    /// A chain of processes, each spawning the next, keeps the spawn stack non-empty
+    /// forever; a process that keeps waking itself (so it lands in the FIFO queue once it
+    /// has used the LIFO slot MAX_LIFO_POLLS_PER_TICK times) must still get to run:
+    /// FIFO_BEFORE_SPAWNS_INTERVAL. Without it this test hangs.
+    #[test]
+    fn a_spawn_chain_does_not_starve_a_ready_process() {
+        fn chain(ctx: Ctx<()>, stop: Arc<AtomicBool>) -> TreeFut {
+            Box::pin(async move {
+                if !stop.load(Ordering::Relaxed) {
+                    ctx.handle().spawn(move |c| chain(c, stop));
+                }
+            })
+        }
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let chain_stop = stop.clone();
+        rt.spawn(move |mut ctx: Ctx<u32>| async move {
+            let me = ctx.me();
+            ctx.handle().spawn(move |c| chain(c, chain_stop));
+            me.try_send(0).unwrap();
+            while let Some(Message::User(n)) = ctx.recv().await {
+                if n == 1_000 {
+                    stop.store(true, Ordering::Relaxed);
+                    let _ = tx.send(n);
+                    return;
+                }
+                me.try_send(n + 1).unwrap();
+            }
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(1_000));
+        rt.shutdown();
     }
 }

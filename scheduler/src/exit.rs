@@ -8,7 +8,7 @@ use crate::pid::{NodeId, Pid};
 
 /// Why a process ended, or the reason carried by an exit signal.
 ///
-/// Erlang's rules apply to exit signals (see [`crate::Runtime::exit`]): `Normal` is ignored by a
+/// Erlang's rules apply to exit signals (see [`crate::Handle::exit`]): `Normal` is ignored by a
 /// process that does not trap exits, `Kill` cannot be trapped and ends the target with `Killed`,
 /// every other reason ends a non-trapping target with the same reason.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -30,10 +30,14 @@ pub enum ExitReason {
     NoConnection,
     /// The process did not exist (or had already exited) when linked or monitored.
     NoProc,
-    /// A durable commit failed; what the process's output gate held was dropped.
-    StorageFailure(String),
     /// The process lost a cluster-wide name registration race to another process (the
     /// mesh resolves concurrent registrations of one name to one deterministic winner).
+    ///
+    /// A runtime reason, not an application error: names belong to this crate's registry
+    /// (`spawn_named`, `register`), which a mesh only extends across nodes, and the process
+    /// that registered the name did nothing wrong. A supervisor or monitor tells "lost the
+    /// name to another node" from a crash by matching this variant, not by parsing
+    /// `Error`'s text.
     NameConflict(String),
 }
 
@@ -56,7 +60,6 @@ impl fmt::Display for ExitReason {
             ExitReason::Error(m) => write!(f, "error: {m}"),
             ExitReason::NoConnection => f.write_str("noconnection"),
             ExitReason::NoProc => f.write_str("noproc"),
-            ExitReason::StorageFailure(m) => write!(f, "storage failure: {m}"),
             ExitReason::NameConflict(name) => write!(f, "name conflict: {name}"),
         }
     }
@@ -127,10 +130,4 @@ pub enum Signal {
     },
     /// A node we were connected to is gone.
     NodeDown(NodeId),
-    /// The durable alarm of this process's name is due (delivered by the storage layer
-    /// above the scheduler; the process clears it in its keyspace when handled).
-    Alarm {
-        /// The time the alarm was set for.
-        at: std::time::SystemTime,
-    },
 }

@@ -10,7 +10,7 @@
 //! processes and other threads are never affected. Requests made with `call` bypass the gate
 //! (the handler waits for their answers; holding them would deadlock).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,6 +28,15 @@ pub enum HeldSend {
 
 thread_local! {
     static ACTIVE: RefCell<Option<Vec<Held>>> = const { RefCell::new(None) };
+    /// Mirrors `ACTIVE.is_some()`. A `Cell<bool>` has no destructor, so reading it is one
+    /// load (no lazy destructor registration to check): every `send` asks.
+    static GATED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Installs `new` as this thread's gate buffer; returns the one it replaces.
+fn replace_active(new: Option<Vec<Held>>) -> Option<Vec<Held>> {
+    GATED.with(|gated| gated.set(new.is_some()));
+    ACTIVE.with(|active| std::mem::replace(&mut *active.borrow_mut(), new))
 }
 
 /// Holds `deliver` if a gate is active on this thread; otherwise gives it back to run now.
@@ -42,8 +51,9 @@ pub(crate) fn hold(deliver: Held) -> Result<(), Held> {
 }
 
 /// Whether a gate is active on this thread (the caller is inside a gated handler).
+#[inline]
 pub fn is_active() -> bool {
-    ACTIVE.with(|active| active.borrow().is_some())
+    GATED.with(Cell::get)
 }
 
 /// Holds an arbitrary delivery in the active gate: `fut` is awaited, in order with the rest of
@@ -66,10 +76,14 @@ pub fn hold_future(fut: HeldFuture) -> Result<(), HeldFuture> {
 pub type HeldFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs `f` with no gate active (for requests that must leave at once).
+#[inline]
 pub(crate) fn bypass<R>(f: impl FnOnce() -> R) -> R {
-    let saved = ACTIVE.with(|active| active.borrow_mut().take());
+    if !is_active() {
+        return f();
+    }
+    let saved = replace_active(None);
     let out = f();
-    ACTIVE.with(|active| *active.borrow_mut() = saved);
+    replace_active(saved);
     out
 }
 
@@ -100,13 +114,10 @@ impl Gate {
         impl Drop for Restore<'_> {
             fn drop(&mut self) {
                 let outer = self.outer.take();
-                self.gate.held = ACTIVE
-                    .with(|active| std::mem::replace(&mut *active.borrow_mut(), outer))
-                    .unwrap_or_default();
+                self.gate.held = replace_active(outer).unwrap_or_default();
             }
         }
-        let outer =
-            ACTIVE.with(|active| active.borrow_mut().replace(std::mem::take(&mut self.held)));
+        let outer = replace_active(Some(std::mem::take(&mut self.held)));
         let _restore = Restore { gate: self, outer };
         fut.poll(cx)
     }

@@ -38,6 +38,7 @@
 //!   mio poller (I/O readiness for the network layer).
 //! - `budget`: the per-turn message budget ([`MESSAGE_BUDGET`]).
 //! - `blocking`: the blocking-work pool.
+//! - `outside`: monitors and links made by code that is not a process.
 
 #![deny(unsafe_code)]
 
@@ -49,6 +50,8 @@ pub mod driver;
 mod executor;
 mod exit;
 pub mod gate;
+mod named;
+mod outside;
 mod pid;
 mod process;
 pub mod remote;
@@ -61,12 +64,17 @@ mod time;
 mod unwind;
 pub mod wheel;
 
-pub use actor_ref::{ActorRef, SendError};
+pub use actor_ref::{ActorRef, SendError, SendFut};
 pub use blocking::{BlockingJoin, BLOCKING_KEEP_ALIVE, MAX_BLOCKING_THREADS};
 pub use budget::MESSAGE_BUDGET;
 pub use context::{Ctx, Message, Recv};
-pub use executor::{GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK};
+pub use executor::{
+    FIFO_BEFORE_SPAWNS_INTERVAL, GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK,
+    OLDEST_SPAWN_INTERVAL,
+};
 pub use exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
+pub use named::NamedRef;
+pub use outside::{Monitor, NotLocal};
 pub use pid::{NodeId, Pid};
 pub use reply::{CallError, Reply, ReplyReceiver};
 pub use runtime::{

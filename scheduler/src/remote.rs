@@ -1,17 +1,18 @@
 //! The scheduler's door to other nodes: location transparency without a network.
 //!
-//! The scheduler knows nothing of sockets (DESIGN.md: arrows point down). The mesh
-//! installs a [`RemoteRouter`] once, at node start ([`crate::Handle::set_remote_router`]);
+//! The scheduler knows nothing of sockets (a lower layer never names a higher one). The mesh
+//! installs a [`RemoteRouter`] once, at node start ([`install`], which hands it the
+//! [`Inbound`] capability for what other nodes do to local processes);
 //! from then on every pid whose node is not this one is handed to it: `try_send`, `send`
 //! and `call` on a [`crate::Handle`] or [`crate::ActorRef`], exit signals, links and
 //! monitors. Messages cross the boundary as [`AnyMessage`] (a boxed `Any`): the router
-//! finds the serializer by the message's type (the mesh registers types under tags), so
+//! finds the serializer by the message's type (the mesh declares types under tags), so
 //! the scheduler's API needs no `Serialize` bound and local sends never serialize.
 //!
 //! # What the scheduler keeps for remote peers
 //!
 //! - **Links** to remote pids sit in the local process's link list, like local ones, and
-//!   in [`RemotePeers`] by node, so a lost node can be answered without scanning every
+//!   in `RemotePeers` by node, so a lost node can be answered without scanning every
 //!   process: each local process linked to a pid there gets an exit signal with
 //!   `NoConnection` (Erlang's `noconnection`).
 //! - **Monitors** of remote pids are kept here (the target's node keeps the watcher as a
@@ -58,8 +59,9 @@ pub enum RemoteSendFailure {
     /// The node is not a live member, or the connection could not be opened.
     #[error("no connection to the remote node")]
     NoConnection,
-    /// The message type is not registered with the mesh, so it cannot be serialized.
-    #[error("the message type is not registered with the mesh")]
+    /// The message type is not declared to the mesh (`Mesh::declare`), so it cannot be
+    /// serialized.
+    #[error("the message type is not declared to the mesh")]
     Unregistered,
 }
 
@@ -68,7 +70,8 @@ pub type RemoteSendResult = Result<(), (RemoteSendFailure, AnyMessage)>;
 
 /// The network side of the scheduler, installed by the mesh.
 ///
-/// Every method is called with a pid on *another* node (`to`, `target`, `watcher`).
+/// Every method is called with a pid (or a node) that is not this one (`to`, `target`,
+/// `watcher`, `node`).
 /// Methods that carry signals (`exit`, `link`, `monitor`, `down`) are fire-and-forget:
 /// when the node cannot be reached the router answers locally with `NoConnection` (by
 /// calling back into the scheduler), so nothing waits forever.
@@ -77,6 +80,11 @@ pub trait RemoteRouter: Send + Sync + 'static {
     fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult;
     /// Sends, waiting for room on the connection (and for it to open).
     fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult>;
+    /// [`RemoteRouter::try_send`] to the process registered as `name` on `node`, the name
+    /// resolved there ([`crate::NamedRef`]).
+    fn try_send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> RemoteSendResult;
+    /// [`RemoteRouter::send`] to the process registered as `name` on `node`.
+    fn send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> BoxFuture<RemoteSendResult>;
     /// An exit signal from local `from` to remote `to` (`via_link`: a linked process died).
     fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool);
     /// Local `from` linked itself to remote `to`: `to`'s node adds the other half.
@@ -221,30 +229,50 @@ pub(crate) fn current_codec() -> Option<Arc<dyn ReplyCodec>> {
     CODEC.with(|c| c.borrow().clone())
 }
 
-/// What the mesh calls when signals arrive from other nodes (and when a node is lost).
-/// Each takes the remote half as `from`/`watcher`/`remote` and a local pid as the target.
-impl crate::Handle {
-    /// Installs the mesh. Only the first call takes effect (a node has one mesh); returns
-    /// whether this one did.
-    pub fn set_remote_router(&self, router: Arc<dyn RemoteRouter>) -> bool {
-        self.shared.router.set(router).is_ok()
-    }
+/// Installs `router` as this runtime's door to other nodes, at node start (a node has
+/// one mesh): from then on every pid of another node is handed to it. Returns the
+/// capability through which the router applies what other nodes do to local processes;
+/// `None` if a router is already installed.
+pub fn install(handle: &crate::Handle, router: Arc<dyn RemoteRouter>) -> Option<Inbound> {
+    handle.shared.router.set(router).ok()?;
+    Some(Inbound {
+        handle: handle.clone(),
+    })
+}
 
+/// What other nodes may do to this node's processes: the signals the mesh receives, and
+/// the loss of a node. Only the installed router gets one ([`install`]), so these
+/// operations are not part of [`crate::Handle`]. Each takes the remote half as
+/// `from`/`watcher`/`remote` and a local pid as the target.
+#[derive(Clone)]
+pub struct Inbound {
+    handle: crate::Handle,
+}
+
+impl std::fmt::Debug for Inbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inbound")
+    }
+}
+
+impl Inbound {
     /// An exit signal from remote `from` to local `to` (`via_link`: a linked process died).
-    pub fn remote_exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool) {
-        if to.node() != self.node() {
+    pub fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool) {
+        let shared = &self.handle.shared;
+        if to.node() != shared.node {
             return;
         }
         if via_link {
-            self.shared.remote_peers.remove_link(to, from);
+            shared.remote_peers.remove_link(to, from);
         }
-        self.shared.exit_signal(to, from, reason, via_link);
+        shared.exit_signal(to, from, reason, via_link);
     }
 
     /// Remote `remote` linked itself to local `local`: add this half. If `local` is gone,
     /// `remote` gets `NoProc` back (Erlang's link to a dead pid).
-    pub fn remote_link(&self, local: Pid, remote: Pid) {
-        let process = self.shared.table.get(local).filter(|p| {
+    pub fn link(&self, local: Pid, remote: Pid) {
+        let shared = &self.handle.shared;
+        let process = shared.table.get(local).filter(|p| {
             let mut control = p.core().control.lock();
             if control.dead {
                 return false;
@@ -255,9 +283,9 @@ impl crate::Handle {
             true
         });
         match process {
-            Some(_) => self.shared.remote_peers.add_link(local, remote),
+            Some(_) => shared.remote_peers.add_link(local, remote),
             None => {
-                if let Some(router) = self.shared.router() {
+                if let Some(router) = shared.router() {
                     router.exit(remote, local, ExitReason::NoProc, true);
                 }
             }
@@ -265,18 +293,19 @@ impl crate::Handle {
     }
 
     /// Remote `remote` removed its link to local `local`.
-    pub fn remote_unlink(&self, local: Pid, remote: Pid) {
-        if let Some(p) = self.shared.table.get(local) {
+    pub fn unlink(&self, local: Pid, remote: Pid) {
+        let shared = &self.handle.shared;
+        if let Some(p) = shared.table.get(local) {
             p.core().control.lock().links.retain(|&q| q != remote);
         }
-        self.shared.remote_peers.remove_link(local, remote);
+        shared.remote_peers.remove_link(local, remote);
     }
 
     /// Remote `watcher` monitors local `target` under `monitor` (fires at once with
     /// `NoProc` if `target` is gone).
-    pub fn remote_monitor(&self, target: Pid, watcher: Pid, monitor: MonitorRef) {
-        if target.node() != self.node() {
-            self.shared.notify_down(
+    pub fn monitor(&self, target: Pid, watcher: Pid, monitor: MonitorRef) {
+        if target.node() != self.handle.shared.node {
+            self.handle.shared.notify_down(
                 Watcher::Process(watcher),
                 monitor,
                 target,
@@ -284,39 +313,37 @@ impl crate::Handle {
             );
             return;
         }
-        self.monitor_local(monitor, Watcher::Process(watcher), target);
+        self.handle
+            .monitor_local(monitor, Watcher::Process(watcher), target);
     }
 
     /// A remote watcher cancelled its monitor of local `target`.
-    pub fn remote_demonitor(&self, target: Pid, monitor: MonitorRef) {
-        if target.node() == self.node() {
-            self.remove_monitor(target, monitor);
+    pub fn demonitor(&self, target: Pid, monitor: MonitorRef) {
+        if target.node() == self.handle.shared.node {
+            self.handle.remove_monitor(target, monitor);
         }
     }
 
     /// Remote `target`, monitored from here under `monitor`, exited.
-    pub fn remote_down(&self, monitor: MonitorRef, target: Pid, reason: ExitReason) {
-        if let Some((watcher, _)) = self
-            .shared
-            .remote_peers
-            .take_monitor(target.node(), monitor)
-        {
-            self.shared.notify_down(watcher, monitor, target, reason);
+    pub fn down(&self, monitor: MonitorRef, target: Pid, reason: ExitReason) {
+        let shared = &self.handle.shared;
+        if let Some((watcher, _)) = shared.remote_peers.take_monitor(target.node(), monitor) {
+            shared.notify_down(watcher, monitor, target, reason);
         }
     }
 
     /// `node` was lost: every local process linked to a process there gets an exit signal
     /// with `NoConnection`, every monitor of a process there fires with `NoConnection`.
     pub fn node_down(&self, node: NodeId) {
-        let (links, monitors) = self.shared.remote_peers.take_node(node);
+        let shared = &self.handle.shared;
+        let (links, monitors) = shared.remote_peers.take_node(node);
         for (local, remote) in links {
-            if let Some(p) = self.shared.table.get(local) {
+            if let Some(p) = shared.table.get(local) {
                 crate::process::deliver_exit(p, remote, ExitReason::NoConnection, true);
             }
         }
         for (monitor, watcher, target) in monitors {
-            self.shared
-                .notify_down(watcher, monitor, target, ExitReason::NoConnection);
+            shared.notify_down(watcher, monitor, target, ExitReason::NoConnection);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! process died) resolves the caller at once with [`CallError::NoReply`] instead of leaving
 //! it to time out.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -18,10 +19,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::pid::NodeId;
 use crate::remote::{current_codec, RemotePort};
 
-/// Why a call returned no answer.
+/// Why a call returned no answer, or the callee's error answer.
+///
+/// `E` is the callee's *application* error: a typed method (see the `cairn-macros` crate)
+/// that returns `Err(e)` answers its caller with [`CallError::Failed`]`(e)` — an answer
+/// like any other, not a crash. Plain calls (`ActorRef::call`, `Handle::call`) have no
+/// application error: `E` defaults to [`Infallible`], and [`CallError::widen`] turns such
+/// an error into any `CallError<E>`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CallError {
+pub enum CallError<E = Infallible> {
+    /// The callee answered with its application error (a typed method returned `Err(e)`).
+    /// Displayed with `E`'s `Debug`, so that any `E: Debug` makes this a `std::error::Error`
+    /// (and `?` into `Box<dyn Error>` works without a `Display` for every domain error).
+    #[error("the callee answered with an error: {0:?}")]
+    Failed(E),
     /// No answer within the timeout.
     #[error("call timed out")]
     Timeout,
@@ -41,6 +53,38 @@ pub enum CallError {
     /// The answer came back but did not decode as the expected type.
     #[error("the answer did not decode: {0}")]
     BadReply(String),
+    /// The request could not be routed to a target: for an object, its class is not
+    /// hosted here, its key is too long, no node can own it, or nodes disagree about its
+    /// owner. The text says which.
+    #[error("the request could not be routed: {0}")]
+    Unroutable(String),
+}
+
+impl CallError<Infallible> {
+    /// The same failure as a `CallError<E>` (a call without an application error cannot
+    /// be `Failed`).
+    pub fn widen<E>(self) -> CallError<E> {
+        match self {
+            CallError::Failed(never) => match never {},
+            CallError::Timeout => CallError::Timeout,
+            CallError::NoProc => CallError::NoProc,
+            CallError::NoReply => CallError::NoReply,
+            CallError::WrongType => CallError::WrongType,
+            CallError::NoConnection => CallError::NoConnection,
+            CallError::BadReply(text) => CallError::BadReply(text),
+            CallError::Unroutable(text) => CallError::Unroutable(text),
+        }
+    }
+}
+
+impl<E> CallError<E> {
+    /// The application error, if the callee answered with one.
+    pub fn failed(self) -> Option<E> {
+        match self {
+            CallError::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 struct State<T> {
@@ -379,6 +423,31 @@ mod tests {
             Pin::new(&mut rx).poll(&mut cx),
             Poll::Ready(Err(CallError::NoReply))
         );
+    }
+
+    #[test]
+    fn a_plain_call_error_widens_to_any_application_error_unchanged() {
+        let plain = [
+            CallError::Timeout,
+            CallError::NoProc,
+            CallError::NoReply,
+            CallError::WrongType,
+            CallError::NoConnection,
+            CallError::BadReply("x".into()),
+            CallError::Unroutable("y".into()),
+        ];
+        for e in plain {
+            let text = e.to_string();
+            let wide: CallError<String> = e.widen();
+            assert_eq!(wide.to_string(), text);
+            assert_eq!(wide.failed(), None);
+        }
+        let failed = CallError::Failed("sold out".to_owned());
+        assert_eq!(
+            failed.to_string(),
+            "the callee answered with an error: \"sold out\""
+        );
+        assert_eq!(failed.failed().as_deref(), Some("sold out"));
     }
 
     #[test]

@@ -25,10 +25,10 @@ use crate::actor_ref::{ActorRef, SendError};
 use crate::blocking::{BlockingJoin, BlockingPool};
 use crate::context::Ctx;
 use crate::driver::{Driver, DriverHandle, Sleep};
-use crate::executor::{Executor, Schedule};
+use crate::executor::Executor;
 use crate::exit::{ExitReason, IntoExitReason, MonitorRef, Signal};
 use crate::pid::{NodeId, Pid};
-use crate::process::{deliver_exit, AnyProcess, Process, Watcher};
+use crate::process::{deliver_exit, AnyProcess, BodySlot, Process, Watcher};
 use crate::remote::{RemotePeers, RemoteRouter};
 use crate::reply::OneShot;
 use crate::table::ProcessTable;
@@ -368,7 +368,8 @@ pub struct SpawnOptions {
     /// Start with `trap_exit` on.
     pub trap_exit: bool,
     /// Keep `name` on this node only. By default a name is cluster-wide once a mesh is
-    /// installed (DESIGN 25); objects use node-local names (placement finds them).
+    /// installed (a send by name from any node reaches it); objects use node-local names
+    /// (placement finds them).
     pub local_name: bool,
 }
 
@@ -436,9 +437,13 @@ impl Handle {
     {
         let shared = &self.shared;
         let capacity = opts.mailbox_capacity.unwrap_or(shared.mailbox_capacity);
-        let process = shared
-            .table
-            .insert(|pid| Arc::new(Process::<M>::new(pid, shared.clone(), capacity)));
+        let process = shared.table.insert(|pid| {
+            Arc::new(Process::<M, BodySlot<Fut>>::new(
+                pid,
+                shared.clone(),
+                capacity,
+            ))
+        });
         let pid = process.core.pid();
         if let Some(name) = opts.name {
             let cluster_wide = !opts.local_name && shared.router().is_some();
@@ -469,16 +474,15 @@ impl Handle {
             process.core.trap_exit.store(true, Ordering::Release);
         }
         if let Some(peer) = opts.link {
-            process.core.control.lock().parent = Some(peer);
-            self.link_pair(pid, peer);
+            self.link_new(&process, peer);
         }
         if shared.shutting_down.load(Ordering::Acquire) {
-            process.core.control.lock().pending_exit = Some(ExitReason::Shutdown);
+            process.core.set_pending_exit(ExitReason::Shutdown);
         }
-        let actor = ActorRef::from_process(process.clone());
-        let fut = body(Ctx::new(process.clone()));
-        process.set_body(Box::pin(async move { fut.await.into_exit_reason() }));
-        shared.exec.schedule(process, Schedule::Spawned);
+        let typed: Arc<Process<M>> = process.clone();
+        let actor = ActorRef::from_process(typed.clone());
+        let fut = body(Ctx::new(typed));
+        process.start(fut);
         Ok(actor)
     }
 
@@ -550,14 +554,6 @@ impl Handle {
         ext.downcast().ok()
     }
 
-    /// Pushes [`Signal::Alarm`] to a live process; false if it is gone.
-    pub fn deliver_alarm(&self, pid: Pid, at: std::time::SystemTime) -> bool {
-        self.shared
-            .table
-            .get(pid)
-            .is_some_and(|p| p.push_signal(Signal::Alarm { at }))
-    }
-
     /// Removes a name; returns the pid it named.
     pub fn unregister(&self, name: &str) -> Option<Pid> {
         let pid = self.shared.registry.lock().remove(name)?;
@@ -582,7 +578,7 @@ impl Handle {
             return Some(ActorRef::remote(pid, self.clone()));
         }
         let p = self.shared.table.get(pid)?;
-        let p = p.into_any().downcast::<Process<M>>().ok()?;
+        let p = Process::<M>::downcast(p)?;
         Some(ActorRef::from_process(p))
     }
 
@@ -591,9 +587,9 @@ impl Handle {
             return Ok(ActorRef::remote(pid, self.clone()));
         }
         let p = self.shared.table.get(pid).ok_or(LookupError::NoProc)?;
-        match p.into_any().downcast::<Process<M>>() {
-            Ok(p) => Ok(ActorRef::from_process(p)),
-            Err(_) => Err(LookupError::WrongType),
+        match Process::<M>::downcast(p) {
+            Some(p) => Ok(ActorRef::from_process(p)),
+            None => Err(LookupError::WrongType),
         }
     }
 
@@ -701,6 +697,39 @@ impl Handle {
         if !linked {
             pa.core().control.lock().links.retain(|&p| p != b);
             deliver_exit(pa, b, ExitReason::NoProc, false);
+        }
+    }
+
+    /// Links a process being spawned (not running yet, so alive) with `peer`, its parent:
+    /// `link_pair` without looking the new process up.
+    fn link_new<P: AnyProcess>(&self, process: &Arc<P>, peer: Pid) {
+        let pid = process.core().pid();
+        {
+            let mut control = process.core().control.lock();
+            control.parent = Some(peer);
+            if pid != peer {
+                control.links.push(peer);
+            }
+        }
+        if pid == peer {
+            return;
+        }
+        if peer.node() != self.shared.node {
+            return self.link_remote(pid, peer);
+        }
+        let linked = self.shared.table.get(peer).is_some_and(|p| {
+            let mut control = p.core().control.lock();
+            if control.dead {
+                return false;
+            }
+            if !control.links.contains(&pid) {
+                control.links.push(pid);
+            }
+            true
+        });
+        if !linked {
+            process.core().control.lock().links.retain(|&p| p != peer);
+            deliver_exit(process.clone(), peer, ExitReason::NoProc, false);
         }
     }
 

@@ -16,8 +16,16 @@
 //! `NOTIFIED → SCHEDULED` enqueue it); a wake that arrives while it runs is never lost
 //! (`RUNNING → NOTIFIED` makes the runner re-queue it); only the thread that moved the
 //! state to `RUNNING` polls the body, so the body is never polled concurrently.
+//!
+//! [`RunCell`] turns that last invariant into the only way to reach the body: it pairs the
+//! state with the body in an `UnsafeCell`, and hands out access only through a [`Running`]
+//! (the thread that won `SCHEDULED → RUNNING`) or a [`Stopped`] (the thread that moved a
+//! process that was not running to `DONE`). No lock is taken to poll a process.
 
-use crate::sync::{AtomicU8, Ordering};
+// The one `unsafe` of the run path: the body cell, whose exclusivity the state guarantees.
+#![allow(unsafe_code)]
+
+use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 const IDLE: u8 = 0;
 const SCHEDULED: u8 = 1;
@@ -87,9 +95,115 @@ impl TaskState {
         self.0.store(DONE, Ordering::Release);
     }
 
+    /// Moves a process that is not running to `DONE`. Returns false if it is running (its
+    /// runner owns it) or already done.
+    fn stop(&self) -> bool {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            match cur {
+                IDLE | SCHEDULED => {}
+                RUNNING | NOTIFIED | DONE => return false,
+                actual => panic!("inconsistent task state at stop; actual = {actual}"),
+            }
+            match self
+                .0
+                .compare_exchange_weak(cur, DONE, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
     #[cfg(all(test, not(loom)))]
     pub(crate) fn is_done(&self) -> bool {
         self.0.load(Ordering::Acquire) == DONE
+    }
+}
+
+/// A body that only the thread holding the run may touch (see the module docs).
+///
+/// `T` may be unsized (a `dyn` body at the end of a process's allocation).
+pub(crate) struct RunCell<T: ?Sized> {
+    state: TaskState,
+    body: UnsafeCell<T>,
+}
+
+// SAFETY: `body` is reached only through `Running` or `Stopped`. A `Running` exists only on
+// the thread whose `start_run` moved the state `SCHEDULED → RUNNING`, and until its
+// `end`/`complete`; no other `start_run` can succeed meanwhile (the state is `RUNNING` or
+// `NOTIFIED`, never `SCHEDULED`), and `stop` refuses those states. A `Stopped` exists only
+// on the thread whose `stop` moved the state to `DONE`, from which nothing starts a run.
+// So at most one thread accesses `body` at a time, and the state's AcqRel transitions
+// order one holder's accesses before the next's. `T: Send` because the body moves between
+// the threads that run it. (Loom checks this: `loom_run_cell_is_exclusive`.)
+unsafe impl<T: ?Sized + Send> Sync for RunCell<T> {}
+
+impl<T> RunCell<T> {
+    /// A body whose process starts `SCHEDULED` (its creator enqueues it once).
+    pub(crate) fn new(body: T) -> Self {
+        RunCell {
+            state: TaskState::new_scheduled(),
+            body: UnsafeCell::new(body),
+        }
+    }
+}
+
+impl<T: ?Sized> RunCell<T> {
+    pub(crate) fn state(&self) -> &TaskState {
+        &self.state
+    }
+
+    /// Claims the run (`SCHEDULED → RUNNING`); `None` if the process already finished.
+    #[inline]
+    pub(crate) fn start(&self) -> Option<Running<'_, T>> {
+        self.state.start_run().then_some(Running { cell: self })
+    }
+
+    /// Claims a process that is not running, for good (`→ DONE`); `None` if it is running
+    /// or done already.
+    pub(crate) fn stop(&self) -> Option<Stopped<'_, T>> {
+        self.state.stop().then_some(Stopped { cell: self })
+    }
+}
+
+/// Held by the one thread running the process; gives it the body.
+pub(crate) struct Running<'a, T: ?Sized> {
+    cell: &'a RunCell<T>,
+}
+
+impl<T: ?Sized> Running<'_, T> {
+    /// The body, for as long as this run lasts.
+    #[inline]
+    pub(crate) fn with_body<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: this thread holds the run (see `RunCell`'s `Sync`), and the `&mut self`
+        // borrow keeps the reference from outliving it or being taken twice.
+        self.cell.body.with_mut(|body| f(unsafe { &mut *body }))
+    }
+
+    /// Ends a run whose body is still pending. True: a wake came during the run and the
+    /// caller must enqueue the process again.
+    #[inline]
+    pub(crate) fn end(self) -> bool {
+        self.cell.state.end_run()
+    }
+
+    /// Ends the process's last run: wakes are ignored from now on.
+    pub(crate) fn complete(self) {
+        self.cell.state.complete();
+    }
+}
+
+/// Held by the thread that stopped a process that was not running; gives it the body.
+pub(crate) struct Stopped<'a, T: ?Sized> {
+    cell: &'a RunCell<T>,
+}
+
+impl<T: ?Sized> Stopped<'_, T> {
+    pub(crate) fn with_body<R>(&mut self, f: impl FnOnce(&mut T) -> R) -> R {
+        // SAFETY: `stop` moved the state to `DONE` from a state without a runner, and
+        // nothing leaves `DONE`, so this thread is the body's only user from now on.
+        self.cell.body.with_mut(|body| f(unsafe { &mut *body }))
     }
 }
 
@@ -108,6 +222,24 @@ mod tests {
         assert!(s.start_run());
         assert!(!s.end_run());
         assert!(s.wake(), "idle: enqueue");
+    }
+
+    #[test]
+    fn run_cell_gives_the_body_to_one_runner_or_one_stopper() {
+        let cell = RunCell::new(0u32);
+        let mut run = cell.start().expect("created scheduled");
+        run.with_body(|b| *b += 1);
+        assert!(
+            cell.stop().is_none(),
+            "a running process cannot be stopped from outside"
+        );
+        assert!(!cell.state().wake(), "running: the runner re-queues");
+        assert!(run.end(), "woken during the run");
+        let mut stopped = cell.stop().expect("scheduled, not running: stoppable");
+        assert_eq!(stopped.with_body(|b| *b), 1);
+        assert!(cell.start().is_none(), "a stopped process never runs again");
+        assert!(cell.stop().is_none(), "and is stopped once");
+        assert!(!cell.state().wake());
     }
 
     #[test]
@@ -164,6 +296,58 @@ mod loom_tests {
             assert!(runs >= 1);
             // Every wake happened before the final run ended: the state is idle.
             assert!(state.wake(), "idle at the end, so a new wake enqueues");
+        });
+    }
+
+    /// A runner (two runs), a waker and a stopper race on a `RunCell`: loom's `UnsafeCell`
+    /// panics if two of them ever touch the body at once, and every body access happens
+    /// either in a run or after the stop, never both for the same moment.
+    #[test]
+    fn loom_run_cell_is_exclusive() {
+        loom::model(|| {
+            let cell = Arc::new(RunCell::new(0u32));
+            let waker = {
+                let cell = cell.clone();
+                thread::spawn(move || cell.state().wake())
+            };
+            let stopper = {
+                let cell = cell.clone();
+                thread::spawn(move || match cell.stop() {
+                    Some(mut stopped) => stopped.with_body(|b| {
+                        *b += 100;
+                        true
+                    }),
+                    None => false,
+                })
+            };
+            let mut runs = 0;
+            // The creator's run, then one more if a wake asked for it.
+            let mut queued = true;
+            while queued {
+                queued = false;
+                if let Some(mut run) = cell.start() {
+                    run.with_body(|b| *b += 1);
+                    runs += 1;
+                    queued = run.end();
+                }
+            }
+            let woke = waker.join().unwrap();
+            let stopped = stopper.join().unwrap();
+            if woke && !stopped {
+                if let Some(mut run) = cell.start() {
+                    run.with_body(|b| *b += 1);
+                    runs += 1;
+                    assert!(!run.end());
+                }
+            }
+            let total = match cell.stop() {
+                Some(mut s) => s.with_body(|b| *b),
+                None => {
+                    assert!(stopped, "only a stopped cell refuses a second stop here");
+                    100 + runs
+                }
+            };
+            assert_eq!(total, runs + if stopped { 100 } else { 0 });
         });
     }
 

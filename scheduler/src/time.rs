@@ -33,7 +33,9 @@ pub(crate) async fn with_deadline<F: Future>(
     fut: F,
 ) -> Option<F::Output> {
     let mut fut = pin!(fut);
-    let mut sleep = pin!(driver.sleep_until(deadline));
+    // Made only once the yield did not suffice: a `Sleep` holds a driver handle (a count on
+    // the driver shared by every worker), which the common call never needs.
+    let mut sleep = pin!(None);
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
@@ -44,7 +46,11 @@ pub(crate) async fn with_deadline<F: Future>(
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        if sleep.as_mut().poll(cx).is_ready() {
+        if sleep.is_none() {
+            sleep.set(Some(driver.sleep_until(deadline)));
+        }
+        let armed = sleep.as_mut().as_pin_mut().expect("set above");
+        if armed.poll(cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -53,6 +59,10 @@ pub(crate) async fn with_deadline<F: Future>(
 }
 
 /// A pending `send_after` or `send_interval`; cancel it with [`TimerRef::cancel`].
+///
+/// **Dropping a `TimerRef` does not cancel the timer**, as with Erlang's timer
+/// references: `send_after(..)` with its ref thrown away still delivers, and an interval
+/// whose ref is dropped ticks until its target exits. Keep the ref to cancel.
 pub struct TimerRef {
     inner: Arc<Mutex<TimerSlot>>,
 }
@@ -118,29 +128,38 @@ fn deliver<M: Send + 'static>(
     }
 }
 
-fn arm_interval<M: Clone + Send + 'static>(
+/// Arms the next tick of an interval: at `at`, `make` builds the message, which is
+/// delivered; once it is, the tick after is armed (so a full mailbox delays the next tick
+/// instead of queueing ticks up).
+fn arm_interval<M, F>(
     driver: DriverHandle,
     slot: Arc<Mutex<TimerSlot>>,
     to: ActorRef<M>,
-    msg: M,
+    mut make: F,
     at: Instant,
     every: Duration,
-) -> TimerHandle {
+) -> TimerHandle
+where
+    M: Send + 'static,
+    F: FnMut() -> M + Send + 'static,
+{
     let (d2, s2) = (driver.clone(), slot.clone());
     driver.timer_at(
         at,
         Box::new(move || {
             let next = at + every;
-            let (d3, s3, to2, msg2) = (d2.clone(), s2.clone(), to.clone(), msg.clone());
+            let (d3, s3, to2) = (d2.clone(), s2.clone(), to.clone());
+            let msg = make();
             deliver(d2, s2, to, msg, move |slot| {
-                slot.current = Some(arm_interval(d3, s3, to2, msg2, next, every));
+                slot.current = Some(arm_interval(d3, s3, to2, make, next, every));
             });
         }),
     )
 }
 
 impl Handle {
-    /// Sends `msg` to `to` after `delay` (never earlier).
+    /// Sends `msg` to `to` after `delay` (never earlier). Dropping the returned
+    /// [`TimerRef`] does not cancel it.
     pub fn send_after<M: Send + 'static>(
         &self,
         delay: Duration,
@@ -164,12 +183,46 @@ impl Handle {
 
     /// Sends a clone of `msg` to `to` every `every`, first after one period. Deadlines are
     /// `start + k·every`, so delays do not accumulate; a late tick is not doubled up.
+    /// Dropping the returned [`TimerRef`] does not stop it; [`TimerRef::cancel`] does, and
+    /// so does the target's exit.
     pub fn send_interval<M: Clone + Send + 'static>(
         &self,
         every: Duration,
         to: &ActorRef<M>,
         msg: M,
     ) -> TimerRef {
+        self.send_interval_with(every, to, move || msg.clone())
+    }
+
+    /// Like [`Handle::send_interval`], but each tick's message is built by `make`, so the
+    /// message type needs no `Clone` (it may hold a [`crate::Reply`] in other variants).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cairn_scheduler::{Message, Reply, Runtime};
+    ///
+    /// enum Msg { Tick, Count(Reply<u32>) } // not `Clone`: `Reply` is one-shot
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let ticker = rt.spawn(|mut ctx| async move {
+    ///     let mut ticks = 0;
+    ///     while let Some(Message::User(msg)) = ctx.recv().await {
+    ///         match msg {
+    ///             Msg::Tick => ticks += 1,
+    ///             Msg::Count(reply) if ticks >= 3 => { let _ = reply.send(ticks); }
+    ///             Msg::Count(reply) => drop(reply),
+    ///         }
+    ///     }
+    /// });
+    /// let timer = rt.send_interval_with(Duration::from_millis(1), &ticker, || Msg::Tick);
+    /// while rt.block_on(ticker.call(Msg::Count, Duration::from_secs(1))).is_err() {}
+    /// assert!(timer.cancel());
+    /// ```
+    pub fn send_interval_with<M, F>(&self, every: Duration, to: &ActorRef<M>, make: F) -> TimerRef
+    where
+        M: Send + 'static,
+        F: FnMut() -> M + Send + 'static,
+    {
         let every = every.max(Duration::from_millis(1));
         let slot = Arc::new(Mutex::new(TimerSlot {
             cancelled: false,
@@ -181,7 +234,7 @@ impl Handle {
             driver,
             slot.clone(),
             to.clone(),
-            msg,
+            make,
             Instant::now() + every,
             every,
         ));

@@ -36,7 +36,8 @@
 
 use slab::Slab;
 
-/// Length of one tick: 1 ms, the resolution promised for Cairn timers (DESIGN.md, item 8).
+/// Length of one tick: 1 ms, the resolution promised for Cairn timers (which fire about
+/// 1 ms late at best, never early).
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Number of slots, a power of two. 512 slots of 1 ms give a 512 ms revolution: most

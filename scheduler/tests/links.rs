@@ -1,4 +1,6 @@
-//! Links, monitors and trapping exits (DESIGN.md semantic 7).
+//! Links, monitors and trapping exits: links are bidirectional, monitors one-way; an
+//! abnormal exit kills linked processes unless they trap exits; a monitor fires exactly once,
+//! at once with `NoProc` for a dead pid.
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Processes and mailboxes: one message at a time, backpressure, dead and stale pids,
 //! the system lane, panic isolation, the per-turn budget, the registry, calls and
-//! blocking work (DESIGN.md semantics 1, 3, 4, 5, 6).
+//! blocking work.
 
 mod common;
 
@@ -17,11 +17,43 @@ use cairn_scheduler::{
 use common::*;
 
 // ---------------------------------------------------------------------------------------
-// Semantic 1: one message at a time.
+// One message at a time: a process's state is never touched concurrently.
 
 enum Work {
     Hit,
     Count(Reply<u64>),
+}
+
+/// Wraps a process body and counts polls that begin while another poll of it is still
+/// running (on another worker): the only way two handlers of one process could overlap,
+/// since a body is one sequential future. (A flag set and cleared inside the body could
+/// never see an overlap: the body cannot run beside itself without two concurrent polls.)
+struct OverlapDetector<F> {
+    inner: std::pin::Pin<Box<F>>,
+    polling: Arc<AtomicBool>,
+    overlaps: Arc<AtomicUsize>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for OverlapDetector<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        if self.polling.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        // Widen the window in which a second, concurrent poll would be seen.
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        let out = self.inner.as_mut().poll(cx);
+        self.polling.store(false, Ordering::SeqCst);
+        out
+    }
 }
 
 #[test]
@@ -34,30 +66,30 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
         .mailbox_capacity(16)
         .build()
         .unwrap();
-    let in_handler = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicUsize::new(0));
-    let (flag, seen) = (in_handler.clone(), overlaps.clone());
-    let target = rt.spawn(move |mut ctx: Ctx<Work>| async move {
-        let mut handled = 0u64;
-        while let Some(msg) = ctx.recv().await {
-            if flag.swap(true, Ordering::SeqCst) {
-                seen.fetch_add(1, Ordering::SeqCst);
-            }
-            match msg {
-                Message::User(Work::Hit) => {
-                    handled += 1;
-                    // Give the worker up mid-handler: a runtime that polled the body again
-                    // (or on another worker) before this handler ends would see the flag.
-                    yield_now().await;
-                    std::hint::spin_loop();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (seen, counted) = (overlaps.clone(), polls.clone());
+    let target = rt.spawn(move |mut ctx: Ctx<Work>| OverlapDetector {
+        polling: Arc::new(AtomicBool::new(false)),
+        overlaps: seen,
+        polls: counted,
+        inner: Box::pin(async move {
+            let mut handled = 0u64;
+            while let Some(msg) = ctx.recv().await {
+                match msg {
+                    Message::User(Work::Hit) => {
+                        handled += 1;
+                        // Give the worker up mid-handler: senders wake the process meanwhile,
+                        // so a runtime that ran it again before this poll ended would overlap.
+                        yield_now().await;
+                    }
+                    Message::User(Work::Count(r)) => {
+                        let _ = r.send(handled);
+                    }
+                    Message::Signal(_) => {}
                 }
-                Message::User(Work::Count(r)) => {
-                    let _ = r.send(handled);
-                }
-                Message::Signal(_) => {}
             }
-            flag.store(false, Ordering::SeqCst);
-        }
+        }),
     });
 
     let threads: Vec<_> = (0..THREADS)
@@ -94,12 +126,14 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
     assert_eq!(
         overlaps.load(Ordering::SeqCst),
         0,
-        "a handler was entered while another was running"
+        "the body was polled while another poll of it was running"
     );
+    // Each Hit yields once, so the detector saw well over one poll per message.
+    assert!(polls.load(Ordering::SeqCst) > (THREADS + SENDER_PROCS) * PER_SENDER);
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 3: bounded mailboxes, backpressure, nothing dropped silently.
+// Bounded mailboxes, backpressure, nothing dropped silently.
 
 /// A process that waits for `gate` before it receives anything, then reports every user
 /// message (and signal) it receives on `tx`.
@@ -317,7 +351,7 @@ fn sending_a_message_of_another_type_returns_wrong_type_with_the_message() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 4: the system lane is never blocked by a full user lane.
+// The system lane is never blocked by a full user lane.
 
 #[test]
 fn signals_reach_a_process_whose_user_lane_is_full_and_come_first() {
@@ -410,7 +444,7 @@ fn an_exit_signal_ends_a_process_with_a_full_mailbox_that_never_receives() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 5: a panic ends only its own process.
+// A panic ends only its own process; the worker thread carries on.
 
 #[test]
 fn a_panicking_process_exits_with_its_message_while_10000_others_finish() {
@@ -472,7 +506,7 @@ fn a_panicking_process_exits_with_its_message_while_10000_others_finish() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Semantic 6: the per-turn budget.
+// The per-turn budget: a busy process cannot starve the others.
 
 #[test]
 fn a_self_flooding_process_cannot_starve_timers_messages_or_spawns_on_one_worker() {

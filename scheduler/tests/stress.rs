@@ -1,4 +1,5 @@
-//! Stress: pairwise FIFO between many senders and receivers (DESIGN.md semantic 2) and
+//! Stress: pairwise FIFO between many senders and receivers (messages from one process to
+//! another arrive in the order sent) and
 //! process churn.
 
 mod common;

@@ -1,5 +1,6 @@
 //! Timers: `send_after`, `send_interval`, `sleep`, `recv_timeout`, `timeout` — cancellable
-//! and never early (DESIGN.md semantic 8).
+//! and never early, with ~1 ms
+//! resolution.
 
 mod common;
 
@@ -97,11 +98,32 @@ fn id_collector(
     .unwrap()
 }
 
+/// Occupies the driver thread with a timer action until the returned sender is dropped or
+/// sent to: no other timer can fire meanwhile, however long this thread is descheduled.
+fn hold_the_driver(rt: &cairn_scheduler::Runtime) -> mpsc::Sender<()> {
+    let (release, released) = mpsc::channel::<()>();
+    let (entered_tx, entered) = mpsc::channel();
+    rt.driver().timer_after(
+        Duration::ZERO,
+        Box::new(move || {
+            entered_tx.send(()).unwrap();
+            let _ = released.recv();
+        }),
+    );
+    entered
+        .recv_timeout(HANG)
+        .expect("the driver ran the holding action");
+    release
+}
+
 #[test]
 fn a_cancelled_send_after_never_delivers() {
     let rt = runtime(2);
     let (tx, rx) = mpsc::channel();
     let collector = id_collector(&rt, tx);
+    // While the driver is held no timer fires, so each cancel below finds its timer
+    // pending even if this thread stalls past the 5-14 ms deadlines.
+    let driver = hold_the_driver(&rt);
     let timers: Vec<_> = (0..100u32)
         .map(|i| {
             let delay = Duration::from_millis(5 + u64::from(i % 10));
@@ -114,6 +136,7 @@ fn a_cancelled_send_after_never_delivers() {
             assert!(!t.cancel(), "a second cancel reports nothing to cancel");
         }
     }
+    drop(driver);
     // The marker is due after every other timer, and the driver delivers in deadline
     // order, so everything that was going to arrive has arrived before it.
     rt.send_after(Duration::from_millis(40), &collector, u32::MAX);
@@ -221,9 +244,14 @@ fn a_timer_message_that_finds_the_mailbox_full_is_delivered_later() {
     receiver.try_send(1).unwrap();
     assert!(matches!(receiver.try_send(9), Err(SendError::Full(9))));
     rt.send_after(Duration::from_millis(1), &receiver, 2);
-    // Deliberate: give the timer time to fire against the full mailbox (there is nothing to
-    // observe; the point is that it retries instead of dropping the message).
-    rt.block_on(rt.sleep(Duration::from_millis(30)));
+    // The driver runs actions in deadline order: once a probe due 2 ms later has run, the
+    // timer has tried to deliver against the full mailbox (and must have kept the message).
+    let (probe_tx, probe) = mpsc::channel();
+    rt.driver().timer_after(
+        Duration::from_millis(3),
+        Box::new(move || probe_tx.send(()).unwrap()),
+    );
+    probe.recv_timeout(HANG).expect("the probe timer ran");
     gate.send(()).unwrap();
     assert_eq!(recv(&rx), 1);
     assert_eq!(recv(&rx), 2);

@@ -48,7 +48,8 @@ pub enum StorageError {
     #[error("list options: `start` and `start_after` are mutually exclusive")]
     ConflictingListOptions,
     /// The commit of this write set was failed on purpose by
-    /// [`FaultInjection`](crate::FaultInjection).
+    /// [`FaultInjection`](crate::FaultInjection) (only with the `testing` feature).
+    #[cfg(feature = "testing")]
     #[error("commit failed by fault injection")]
     Injected,
     /// An earlier write set of the same keyspace failed to commit, so this one (which may have

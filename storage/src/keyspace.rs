@@ -21,7 +21,7 @@ use crate::{MAX_KEY_LEN, MAX_VALUE_LEN};
 /// not yet committed (read-your-writes), over the committed data. [`commit`](Self::commit)
 /// hands the pending set to the group-commit writer and returns a [`CommitTicket`] that
 /// resolves once it is durable. The object layer calls it once per handled message, which makes
-/// each message's writes one atomic transaction (semantic 14).
+/// each message's writes one atomic transaction.
 ///
 /// Cheap to clone; clones (and other handles on the same name obtained while one is alive)
 /// share the pending set. A keyspace is meant to be driven by one actor at a time.

@@ -23,20 +23,23 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # Semantics kept (DESIGN.md 13–19)
+//! # Guarantees
 //!
-//! * **13** Each name owns a keyspace that outlives any incarnation and sees only its keys.
-//! * **14** Writes between two `commit()`s commit atomically; reads see pending and in-flight
-//!   writes of their keyspace.
-//! * **15** The output gate is the caller's: hold outgoing messages until the ticket resolves.
-//! * **16** Group commit: see [`store`'s docs](Store) — batching policy below.
-//! * **17** A ticket resolves `Ok` only after LMDB's synchronous commit returned: the data
-//!   survives `kill -9` (and power loss). An unacknowledged set is wholly present or absent
-//!   (it is inside one LMDB transaction). A failed set fails its ticket; the keyspace's later
-//!   sets fail with [`StorageError::EarlierCommitFailed`].
-//! * **18** Limits: [`MAX_KEY_LEN`], [`MAX_VALUE_LEN`], [`MAX_NAME_LEN`]; over-limit input is
+//! * **Isolation.** Each name owns a keyspace that outlives any incarnation and sees only
+//!   its keys.
+//! * **Atomicity.** Writes between two `commit()`s commit atomically; reads see pending and
+//!   in-flight writes of their keyspace.
+//! * **Output gate.** The gate is the caller's: hold outgoing messages until the ticket
+//!   resolves.
+//! * **Group commit.** See [`store`'s docs](Store) — batching policy below.
+//! * **Durability.** A ticket resolves `Ok` only after LMDB's synchronous commit returned:
+//!   the data survives `kill -9` and power loss (`tests/crash.rs` checks both;
+//!   `tests/durability.rs` counts the flushes). An unacknowledged set is wholly present or
+//!   absent (it is inside one LMDB transaction). A failed set fails its ticket; the
+//!   keyspace's later sets fail with [`StorageError::EarlierCommitFailed`].
+//! * **Limits.** [`MAX_KEY_LEN`], [`MAX_VALUE_LEN`], [`MAX_NAME_LEN`]; over-limit input is
 //!   an error and writes nothing.
-//! * **19** One alarm per keyspace, in the same write set as the data; [`Store::due_alarms`]
+//! * **Alarms.** One alarm per keyspace, in the same write set as the data; [`Store::due_alarms`]
 //!   scans a time-ordered index.
 //!
 //! # Batching policy
@@ -69,9 +72,11 @@ pub use error::{Result, StorageError};
 pub use keyspace::{Keyspace, ListOptions, Transaction};
 pub use replica::{KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};
 pub use store::{
-    Alarm, CommitHold, Config, FaultInjection, Stats, Store, DEFAULT_MAP_SIZE,
-    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS, DEFAULT_MAX_READERS,
+    Alarm, Config, Stats, Store, DEFAULT_MAP_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS,
+    DEFAULT_MAX_READERS,
 };
+#[cfg(feature = "testing")]
+pub use store::{CommitHold, FaultInjection};
 pub use ticket::CommitTicket;
 
 /// Length in bytes of the keyspace prefix in front of every stored key.

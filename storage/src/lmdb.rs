@@ -10,6 +10,10 @@
 //! defaults, i.e. *synchronous* commits: `mdb_txn_commit` writes the dirty pages, flushes them
 //! (`fdatasync`), then writes and flushes the meta page. That ordering is what makes a commit
 //! atomic under `kill -9` and power loss alike; we do not use `MDB_NOSYNC` / `MDB_NOMETASYNC`.
+//! Nor `MDB_NOSYNC` with an explicit `mdb_env_sync` after each commit: the meta page would
+//! then be written with no flush between it and the data pages, so a power loss could keep
+//! the new meta page and lose pages it points to (the power-loss test in `tests/crash.rs`
+//! loses acknowledged sets that way). A unit test below reads the flags back from LMDB.
 
 use std::path::Path;
 
@@ -103,6 +107,21 @@ impl Env {
         }
         let dbs: [lmdb::Database; TABLES.len()] = dbs.try_into().expect("one handle per table");
         Ok(Env { env, dbs })
+    }
+
+    /// The environment's flags as LMDB itself reports them (`mdb_env_get_flags`): what the
+    /// durability of every commit rests on (see the module docs).
+    #[cfg(test)]
+    pub(crate) fn flags(&self) -> Result<lmdb::EnvironmentFlags, StorageError> {
+        let mut bits: std::ffi::c_uint = 0;
+        // SAFETY: `self.env.env()` is the live `MDB_env` this `Environment` owns (it is only
+        // closed when `self.env` drops, which `&self` rules out during the call), and
+        // `mdb_env_get_flags` only stores the flags into `bits`, a valid `c_uint` we own.
+        let rc = unsafe { lmdb_sys::mdb_env_get_flags(self.env.env(), &mut bits) };
+        if rc != 0 {
+            return Err(map_err(lmdb::Error::from_err_code(rc)));
+        }
+        Ok(lmdb::EnvironmentFlags::from_bits_truncate(bits))
     }
 
     fn db(&self, t: Table) -> lmdb::Database {
@@ -324,5 +343,30 @@ impl WriteTxn<'_> {
     /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).
     pub(crate) fn commit(self) -> Result<(), StorageError> {
         self.txn.commit().map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durability depends on these flags: no `MDB_NOSYNC` / `MDB_NOMETASYNC` (a commit returns
+    /// only after its pages and then its meta page are on disk), no `MDB_MAPASYNC` /
+    /// `MDB_WRITEMAP` (writes go through `pwrite`, which the power-loss shim of
+    /// `tests/crash.rs` sees). `MDB_NOTLS` lets any worker thread read.
+    #[test]
+    fn the_environment_commits_synchronously() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::open(dir.path(), 1 << 20, 16).unwrap();
+        let flags = env.flags().unwrap();
+        for (flag, name) in [
+            (lmdb::EnvironmentFlags::NO_SYNC, "MDB_NOSYNC"),
+            (lmdb::EnvironmentFlags::NO_META_SYNC, "MDB_NOMETASYNC"),
+            (lmdb::EnvironmentFlags::MAP_ASYNC, "MDB_MAPASYNC"),
+            (lmdb::EnvironmentFlags::WRITE_MAP, "MDB_WRITEMAP"),
+        ] {
+            assert!(!flags.contains(flag), "{name} is set: {flags:?}");
+        }
+        assert!(flags.contains(lmdb::EnvironmentFlags::NO_TLS), "{flags:?}");
     }
 }

@@ -9,7 +9,7 @@
 //!   while it allocates a prefix (an LMDB write transaction, serialized with the writer's by
 //!   LMDB itself).
 //!
-//! # Group commit (semantic 16)
+//! # Group commit: many keyspaces' write sets, one LMDB transaction, one sync
 //!
 //! The writer sleeps on a condvar until the queue is non-empty, then takes everything queued,
 //! up to [`Config::max_batch_sets`] write sets and [`Config::max_batch_bytes`] bytes (always at
@@ -34,7 +34,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -98,12 +98,11 @@ impl Default for Config {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// LMDB write transactions committed (group commits, retries, prefix allocations).
+    /// LMDB write transactions committed (group commits and their set-by-set retries). Each
+    /// is one synchronous LMDB commit, which is where the flushes happen: the dirty pages are
+    /// written and `fdatasync`'d, then the meta page is written through an `O_DSYNC`
+    /// descriptor. `tests/durability.rs` counts those system calls against this number.
     pub commits: u64,
-    /// Durable flushes. One per LMDB commit: LMDB's synchronous commit flushes the data pages
-    /// (`fdatasync`), then writes the meta page synchronously — one durability point, two
-    /// device flushes.
-    pub fsyncs: u64,
     /// Write sets committed successfully.
     pub write_sets: u64,
     /// Write sets whose commit failed (their tickets got the error).
@@ -124,30 +123,35 @@ struct Counters {
 }
 
 /// A test seam that makes commits fail on purpose, so callers can exercise their failed-commit
-/// path. Obtain it with [`Store::fault_injection`]. Inert unless armed.
+/// path. Obtain it with [`Store::fault_injection`]. Inert unless armed. Only with the
+/// `testing` feature: without it the writer has no seam to check.
+#[cfg(feature = "testing")]
 #[derive(Default)]
 pub struct FaultInjection {
     /// keyspace name → number of its next write sets to fail.
     sets: Mutex<HashMap<String, u32>>,
     /// Number of next LMDB commits to fail (after applying, before the commit).
-    lmdb_commits: AtomicU32,
+    lmdb_commits: std::sync::atomic::AtomicU32,
     /// Number of live [`CommitHold`]s; the writer does not commit while it is non-zero.
     holds: Mutex<u32>,
     released: Condvar,
 }
 
 /// While alive, the writer commits nothing (see [`FaultInjection::hold_commits`]).
+#[cfg(feature = "testing")]
 #[must_use = "commits resume when the hold is dropped"]
 pub struct CommitHold<'a> {
     faults: &'a FaultInjection,
 }
 
+#[cfg(feature = "testing")]
 impl std::fmt::Debug for CommitHold<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CommitHold").finish()
     }
 }
 
+#[cfg(feature = "testing")]
 impl Drop for CommitHold<'_> {
     fn drop(&mut self) {
         *self.faults.holds.lock() -= 1;
@@ -155,12 +159,14 @@ impl Drop for CommitHold<'_> {
     }
 }
 
+#[cfg(feature = "testing")]
 impl std::fmt::Debug for FaultInjection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultInjection").finish_non_exhaustive()
     }
 }
 
+#[cfg(feature = "testing")]
 impl FaultInjection {
     /// The next write set of keyspace `name` that reaches the writer fails with
     /// [`StorageError::Injected`] (and poisons the keyspace like any failed commit). Calls add up.
@@ -291,6 +297,7 @@ pub(crate) struct Core {
     queue: Mutex<Queue>,
     wake: Condvar,
     counters: Counters,
+    #[cfg(feature = "testing")]
     faults: FaultInjection,
 }
 
@@ -438,6 +445,7 @@ impl Store {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             counters: Counters::default(),
+            #[cfg(feature = "testing")]
             faults: FaultInjection::default(),
         });
         let writer_core = Arc::clone(&core);
@@ -542,10 +550,8 @@ impl Store {
     /// A snapshot of the writer's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.core.counters;
-        let commits = c.commits.load(Ordering::Relaxed);
         Stats {
-            commits,
-            fsyncs: commits,
+            commits: c.commits.load(Ordering::Relaxed),
             write_sets: c.write_sets.load(Ordering::Relaxed),
             failed_write_sets: c.failed_write_sets.load(Ordering::Relaxed),
             batch_retries: c.batch_retries.load(Ordering::Relaxed),
@@ -554,6 +560,7 @@ impl Store {
     }
 
     /// The failure-injection seam (for tests of the failed-commit path).
+    #[cfg(feature = "testing")]
     pub fn fault_injection(&self) -> &FaultInjection {
         &self.inner.core.faults
     }
@@ -611,6 +618,7 @@ fn writer_loop(core: &Core) {
             }
         }
         // Test seam; then take what is queued *now*, so held sets commit as one batch.
+        #[cfg(feature = "testing")]
         core.faults.wait_while_held();
         let batch = take_batch(&mut core.queue.lock().jobs, &core.config);
         process_batch(core, batch);
@@ -658,8 +666,8 @@ fn process_batch(core: &Core, batch: Vec<Job>) {
                 let poisoned = seq < ks.state.lock().poisoned_below;
                 if poisoned {
                     fail(core, &ks, seq, &ticket, StorageError::EarlierCommitFailed);
-                } else if core.faults.take_set_failure(&ks.name) {
-                    fail(core, &ks, seq, &ticket, StorageError::Injected);
+                } else if let Some(e) = injected_set_failure(core, &ks.name) {
+                    fail(core, &ks, seq, &ticket, e);
                 } else {
                     live.push(Live {
                         ks,
@@ -716,6 +724,34 @@ fn process_batch(core: &Core, batch: Vec<Job>) {
     }
 }
 
+/// The failure [`FaultInjection`] armed for the next write set of `name`, if any.
+#[cfg(feature = "testing")]
+fn injected_set_failure(core: &Core, name: &str) -> Option<StorageError> {
+    core.faults
+        .take_set_failure(name)
+        .then_some(StorageError::Injected)
+}
+
+/// Without the `testing` feature nothing is injected.
+#[cfg(not(feature = "testing"))]
+fn injected_set_failure(_: &Core, _: &str) -> Option<StorageError> {
+    None
+}
+
+/// The failure [`FaultInjection`] armed for the next LMDB commit, if any.
+#[cfg(feature = "testing")]
+fn injected_lmdb_failure(core: &Core) -> Option<StorageError> {
+    core.faults
+        .take_commit_failure()
+        .then_some(StorageError::Injected)
+}
+
+/// Without the `testing` feature nothing is injected.
+#[cfg(not(feature = "testing"))]
+fn injected_lmdb_failure(_: &Core) -> Option<StorageError> {
+    None
+}
+
 /// Applies `sets` in one LMDB write transaction and commits it durably.
 fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
     let mut w = core.env.begin_write()?;
@@ -725,8 +761,8 @@ fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
         }
         apply(&mut w, &l.ks.prefix, &l.set)?;
     }
-    if core.faults.take_commit_failure() {
-        return Err(StorageError::Injected); // `w` drops: aborted
+    if let Some(e) = injected_lmdb_failure(core) {
+        return Err(e); // `w` drops: aborted
     }
     w.commit()?;
     core.counters.commits.fetch_add(1, Ordering::Relaxed);

@@ -41,8 +41,8 @@ fn hundred_keyspaces_committing_concurrently_share_transactions() {
     let spaces: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
     let after = store.stats();
     assert_eq!(after.write_sets - before.write_sets, 100);
+    // One commit is one data flush and one meta write: tests/durability.rs counts them.
     assert_eq!(after.commits - before.commits, 1, "{after:?}");
-    assert_eq!(after.fsyncs - before.fsyncs, 1);
     assert_eq!(after.largest_batch, 100);
     for (i, ks) in spaces.iter().enumerate() {
         assert_eq!(ks.get::<usize>("n").unwrap(), Some(i));
@@ -70,7 +70,7 @@ fn concurrent_committers_without_a_hold_still_batch() {
     }
     let after = store.stats();
     assert_eq!(after.write_sets - before.write_sets, 500);
-    assert!(after.fsyncs - before.fsyncs < 500, "{after:?}");
+    assert!(after.commits - before.commits < 500, "{after:?}");
 }
 
 #[test]

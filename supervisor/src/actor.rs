@@ -113,12 +113,13 @@ pub enum StartError {
     /// The process ended before acknowledging its start.
     #[error("the process exited during start")]
     Exited,
-    /// A child of a supervisor failed to start (id and cause).
+    /// A child of a supervisor failed to start while the supervisor started.
     #[error("child {id:?} failed to start: {cause}")]
     Child {
-        /// The child's id.
+        /// The path to the child that failed: its id, or `sub/leaf` (ids joined with `/`)
+        /// for a child of a sub-supervisor.
         id: String,
-        /// Why.
+        /// That child's own error; never `Child` itself (start errors are one level deep).
         cause: Box<StartError>,
     },
 }

@@ -7,6 +7,10 @@
 //! - **Restart types**: `Permanent` children are always restarted; `Transient` ones only after
 //!   an abnormal exit (not `Normal`/`Shutdown`); `Temporary` ones never — and a temporary
 //!   child stopped because of a sibling (one_for_all, rest_for_one) is removed, not restarted.
+//! - **What stays after an exit that is not restarted**: a static supervisor keeps the spec
+//!   of a permanent/transient child (it can be restarted by hand, as in OTP); a dynamic one
+//!   ([`Supervision::dynamic`], OTP's simple_one_for_one, Elixir's DynamicSupervisor) deletes
+//!   every child it does not restart, so a dead child never holds a `max_children` slot.
 //! - **Strategies**: `OneForOne` restarts the child that exited; `OneForAll` stops every other
 //!   running child in reverse start order, then starts all in start order; `RestForOne` does
 //!   the same for the exited child and those started after it.
@@ -97,7 +101,8 @@ impl Intensity {
 /// What the supervisor must do after a child exit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Directive {
-    /// Nothing restarts. If `remove`, the exited child leaves the supervisor (temporary).
+    /// Nothing restarts. If `remove`, the exited child leaves the supervisor (a temporary
+    /// child, or any child of a dynamic supervisor).
     Ignore {
         /// Remove the child's spec.
         remove: bool,
@@ -128,15 +133,27 @@ pub struct Supervision {
     strategy: Strategy,
     intensity: Intensity,
     children: Vec<ChildMeta>,
+    /// Children that are not restarted are deleted rather than kept as dead specs.
+    dynamic: bool,
 }
 
 impl Supervision {
-    /// A supervisor with no children yet.
+    /// A static supervisor with no children yet.
     pub fn new(strategy: Strategy, intensity: Intensity) -> Self {
         Supervision {
             strategy,
             intensity,
             children: Vec::new(),
+            dynamic: false,
+        }
+    }
+
+    /// A dynamic supervisor (one_for_one): a child that exits and is not restarted is
+    /// deleted, whatever its restart type.
+    pub fn dynamic(intensity: Intensity) -> Self {
+        Supervision {
+            dynamic: true,
+            ..Supervision::new(Strategy::OneForOne, intensity)
         }
     }
 
@@ -180,7 +197,7 @@ impl Supervision {
         let child = &self.children[index];
         if !child.restart.restarts_after(reason) {
             return Directive::Ignore {
-                remove: child.restart == Restart::Temporary,
+                remove: self.dynamic || child.restart == Restart::Temporary,
             };
         }
         if !self.intensity.record(now) {
@@ -315,6 +332,24 @@ mod tests {
             s.on_exit(Instant::now(), 0, &crash()),
             Directive::Ignore { remove: true }
         );
+    }
+
+    #[test]
+    fn dynamic_supervisor_deletes_every_child_it_does_not_restart() {
+        for reason in [ExitReason::Normal, ExitReason::Shutdown] {
+            let mut s = Supervision::dynamic(Intensity::new(100, Duration::from_secs(5)));
+            s.add_child(T);
+            assert_eq!(
+                s.on_exit(Instant::now(), 0, &reason),
+                Directive::Ignore { remove: true }
+            );
+        }
+        let mut s = Supervision::dynamic(Intensity::new(100, Duration::from_secs(5)));
+        s.add_child(T);
+        assert!(matches!(
+            s.on_exit(Instant::now(), 0, &crash()),
+            Directive::Restart { .. }
+        ));
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //! - requests on its mailbox: `which_children`, `count_children`, `start_child`,
 //!   `terminate_child`.
 //!
+//! Reports (OTP's SASL supervisor reports): a child's abnormal exit is logged at WARN
+//! ("child crashed", with the supervisor, the child's id, pid and reason), and so is each
+//! restart ("child restarted", with the new pid), so a crash loop is visible at the default
+//! log level; orderly exits are logged at DEBUG. Reaching the restart intensity is an
+//! ERROR.
+//!
+//! Start errors are one level deep: `start_child` fails with the child's own
+//! [`StartError`] (e.g. `InitFailed`); a supervisor whose initial child fails to start
+//! fails with [`StartError::Child`], whose `id` is the path to the child that failed
+//! (`sub/leaf` when it sat in a sub-supervisor) and whose `cause` is that child's own error.
+//!
 //! Stopping a child follows its [`Shutdown`]: `Brutal` kills at once; `Timeout(d)` sends a
 //! `Shutdown` exit signal and kills after `d`; `Infinity` waits (for sub-supervisors).
 //!
@@ -180,7 +191,8 @@ pub struct SupervisorSpec {
     children: Vec<ChildSpec>,
     max_children: Option<usize>,
     /// Dynamic supervisors hold many children of one kind: ids need not be unique, so
-    /// `start_child` skips the (linear) duplicate-id check.
+    /// `start_child` skips the (linear) duplicate-id check; children that are not restarted
+    /// are deleted (their `max_children` slot is free again).
     dynamic: bool,
 }
 
@@ -224,8 +236,35 @@ impl SupervisorSpec {
     }
 }
 
-/// A child as reported by `which_children`.
+/// A child as reported by `which_children`; a supervisor child carries a handle to walk on.
+///
+/// ```
+/// use cairn_scheduler::Runtime;
+/// use cairn_supervisor::{ChildSpec, Strategy, Supervisor, SupervisorRef, SupervisorSpec};
+///
+/// /// Every child's path in the tree under `sup`, depth first.
+/// async fn walk(sup: SupervisorRef, prefix: String, out: &mut Vec<String>) {
+///     for child in sup.which_children().await.unwrap() {
+///         let path = format!("{prefix}{}", child.id);
+///         out.push(path.clone());
+///         if let Some(sub) = child.supervisor {
+///             Box::pin(walk(sub, format!("{path}/"), out)).await;
+///         }
+///     }
+/// }
+///
+/// let rt = Runtime::builder().workers(1).build().unwrap();
+/// let leaf = SupervisorSpec::new(Strategy::OneForOne);
+/// let spec = SupervisorSpec::new(Strategy::OneForOne)
+///     .child(ChildSpec::supervisor("mid", SupervisorSpec::new(Strategy::OneForOne)
+///         .child(ChildSpec::supervisor("leaf", leaf))));
+/// let root = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+/// let mut paths = Vec::new();
+/// rt.block_on(walk(root, String::new(), &mut paths));
+/// assert_eq!(paths, ["mid", "mid/leaf"]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ChildInfo {
     /// Its id.
     pub id: String,
@@ -235,6 +274,19 @@ pub struct ChildInfo {
     pub kind: ChildKind,
     /// Restart type.
     pub restart: Restart,
+    /// For a running supervisor child: a handle to it, to walk down the tree.
+    pub supervisor: Option<SupervisorRef>,
+}
+
+impl ChildInfo {
+    /// How to name this child to [`SupervisorRef::terminate_child`]: its pid while it runs
+    /// (ids need not be unique under a dynamic supervisor), else its id.
+    pub fn child_ref(&self) -> ChildRef {
+        match self.pid {
+            Some(pid) => ChildRef::Pid(pid),
+            None => ChildRef::Id(self.id.clone()),
+        }
+    }
 }
 
 /// As OTP's `count_children`.
@@ -293,7 +345,7 @@ pub enum SupervisorMsg {
 }
 
 /// A handle to a running supervisor.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SupervisorRef {
     addr: ActorRef<SupervisorMsg>,
 }
@@ -349,6 +401,28 @@ impl SupervisorRef {
                 SUPERVISOR_CALL_TIMEOUT,
             )
             .await?
+    }
+
+    /// Stops the supervisor as a parent would (OTP's `supervisor:stop`): it gets a
+    /// `Shutdown` exit signal, stops its children in reverse start order, each by its
+    /// [`Shutdown`] spec, and exits. Resolves once it has exited, with its exit reason
+    /// (`Shutdown`; `NoProc` if it was not running). A supervised supervisor stopped this
+    /// way is restarted by its own parent if its restart type says so, as in OTP.
+    ///
+    /// ```
+    /// use cairn_scheduler::{ExitReason, Runtime};
+    /// use cairn_supervisor::{Strategy, Supervisor, SupervisorSpec};
+    ///
+    /// let rt = Runtime::builder().workers(1).build().unwrap();
+    /// let sup = rt.block_on(Supervisor::start(&rt, SupervisorSpec::new(Strategy::OneForOne))).unwrap();
+    /// assert_eq!(rt.block_on(sup.stop()), ExitReason::Shutdown);
+    /// assert_eq!(rt.block_on(sup.stop()), ExitReason::NoProc);
+    /// ```
+    pub async fn stop(&self) -> ExitReason {
+        let handle = self.addr.handle();
+        let exited = handle.monitor(self.pid());
+        handle.exit(self.pid(), ExitReason::Shutdown);
+        exited.await
     }
 }
 
@@ -434,17 +508,23 @@ async fn run(
     let mut st = State {
         ctx,
         children: Vec::with_capacity(spec.children.len()),
-        machine: Supervision::new(
-            spec.strategy,
-            Intensity::new(spec.max_restarts, spec.period),
-        ),
+        machine: if spec.dynamic {
+            Supervision::dynamic(Intensity::new(spec.max_restarts, spec.period))
+        } else {
+            Supervision::new(
+                spec.strategy,
+                Intensity::new(spec.max_restarts, spec.period),
+            )
+        },
         backoff: spec.backoff,
         max_children: spec.max_children,
         dynamic: spec.dynamic,
         next_key: 0,
     };
     for child in spec.children {
+        let id = child.id.clone();
         if let Err(e) = st.add_and_start(child).await {
+            let e = child_failed(id, e);
             st.stop_all().await;
             let reason = ExitReason::Error(e.to_string());
             let _ = ack.send(Err(e));
@@ -474,6 +554,24 @@ async fn run(
     ExitReason::Normal
 }
 
+/// The error of a supervisor whose child `id` failed to start with `cause`: flat, with the
+/// path to the failing child (a sub-supervisor's failure names its own failing child).
+fn child_failed(id: String, cause: StartError) -> StartError {
+    match cause {
+        StartError::Child {
+            id: inner,
+            cause: leaf,
+        } => StartError::Child {
+            id: format!("{id}/{inner}"),
+            cause: leaf,
+        },
+        leaf => StartError::Child {
+            id,
+            cause: Box::new(leaf),
+        },
+    }
+}
+
 impl State {
     fn index_of(&self, pid: Pid) -> Option<usize> {
         self.children.iter().position(|c| c.pid == Some(pid))
@@ -483,18 +581,14 @@ impl State {
         self.children.iter().position(|c| c.key == key)
     }
 
+    /// Starts one child; its error is the child's own (one level, see the module doc).
     async fn start_one(&self, spec: &ChildSpec) -> Result<Pid, StartError> {
         let opts = StartOptions {
             name: spec.name.clone(),
             link: Some(self.ctx.pid()),
             mailbox_capacity: None,
         };
-        (spec.start)(self.ctx.handle().clone(), opts)
-            .await
-            .map_err(|cause| StartError::Child {
-                id: spec.id.clone(),
-                cause: Box::new(cause),
-            })
+        (spec.start)(self.ctx.handle().clone(), opts).await
     }
 
     async fn add_and_start(&mut self, spec: ChildSpec) -> Result<Pid, StartError> {
@@ -550,8 +644,18 @@ impl State {
             let Some(index) = self.index_of_key(key) else {
                 continue;
             };
-            self.children[index].pid = None;
-            tracing::debug!(child = %self.children[index].spec.id, %reason, "child exited");
+            // Empty for a child that failed to restart (it never ran).
+            let pid = self.children[index]
+                .pid
+                .take()
+                .map_or_else(String::new, |p| p.to_string());
+            let child = &self.children[index].spec.id;
+            if reason.is_orderly() {
+                tracing::debug!(supervisor = %self.ctx.pid(), %child, %pid, %reason, "child exited");
+            } else {
+                // OTP's SASL supervisor report: visible at the default log level.
+                tracing::warn!(supervisor = %self.ctx.pid(), %child, %pid, %reason, "child crashed");
+            }
             match self.machine.on_exit(Instant::now(), index, &reason) {
                 Directive::Ignore { remove } => {
                     if remove {
@@ -583,11 +687,12 @@ impl State {
                     for i in start {
                         match self.start_one(&self.children[i].spec).await {
                             Ok(pid) => {
+                                tracing::warn!(supervisor = %self.ctx.pid(), child = %self.children[i].spec.id, %pid, "child restarted");
                                 self.children[i].pid = Some(pid);
                                 self.machine.set_running(i, true);
                             }
                             Err(e) => {
-                                tracing::warn!(error = %e, "restart failed");
+                                tracing::warn!(supervisor = %self.ctx.pid(), child = %self.children[i].spec.id, error = %e, "restart failed");
                                 pending.push_back((
                                     self.children[i].key,
                                     ExitReason::Error(e.to_string()),
@@ -622,6 +727,12 @@ impl State {
                         pid: c.pid,
                         kind: c.spec.kind,
                         restart: c.spec.restart,
+                        supervisor: match (c.spec.kind, c.pid) {
+                            (ChildKind::Supervisor, Some(pid)) => {
+                                SupervisorRef::from_pid(self.ctx.handle(), pid)
+                            }
+                            _ => None,
+                        },
                     })
                     .collect();
                 let _ = reply.send(infos);

@@ -409,6 +409,38 @@ fn dynamic_supervisor_enforces_max_children_and_terminates_by_pid() {
     assert_eq!(take(&rx, 3), ["init:a", "init:b", "terminate:a:shutdown"]);
 }
 
+/// OTP's simple_one_for_one (and Elixir's DynamicSupervisor) delete a child that is not
+/// restarted: a transient child that ended normally leaves no dead spec behind and gives its
+/// `max_children` slot back. (A static supervisor keeps the spec: see
+/// `restart_types_permanent_transient_temporary`.)
+#[test]
+fn dynamic_supervisor_deletes_a_transient_child_that_ended_normally_and_frees_its_slot() {
+    let rt = rt();
+    let (tx, rx) = channel();
+    let sup = rt
+        .block_on(DynamicSupervisor::start(
+            &rt,
+            DynamicSupervisor::spec().max_children(1),
+        ))
+        .unwrap();
+    for (id, reason) in [("a", ExitReason::Normal), ("b", ExitReason::Shutdown)] {
+        let pid = rt
+            .block_on(sup.start_child(probe(id, &tx).restart(Restart::Transient)))
+            .unwrap_or_else(|e| panic!("{id}: the slot must be free again: {e:?}"));
+        assert_eq!(take(&rx, 1), [format!("init:{id}")]);
+        // Links fire before monitors, so once this watch resolves the exit signal is already
+        // on the supervisor's control lane, ahead of the calls below.
+        let exited = rt.wait_exit(pid);
+        rt.try_send(pid, ProbeMsg::Exit(reason.clone())).unwrap();
+        assert_eq!(rt.block_on(exited), reason);
+        assert_eq!(take(&rx, 1), [format!("terminate:{id}:{reason}")]);
+        assert_eq!(rt.block_on(sup.which_children()).unwrap(), []);
+        assert_eq!(rt.block_on(sup.count_children()).unwrap().specs, 0);
+    }
+    rt.block_on(sup.start_child(probe("c", &tx))).unwrap();
+    assert_eq!(take(&rx, 1), ["init:c"]);
+}
+
 #[test]
 fn dynamic_children_are_not_restarted_when_the_dynamic_supervisor_restarts() {
     let rt = rt();

@@ -1,4 +1,6 @@
-//! Test hosts for Cairn: several "machines" on one Linux box, each a network namespace with its
+//! Test helpers for Cairn. [`seed`]: seeded, replayable randomness; [`child`]: tests that run
+//! (and crash or kill) a child copy of their own test binary. The rest of this file: test
+//! hosts — several "machines" on one Linux box, each a network namespace with its
 //! own addresses, joined by a private bridge, so multi-host behaviour (advertised addresses,
 //! partitions, cut links, IPv6, DNS names) is tested with the real kernel network stack.
 //!
@@ -31,6 +33,12 @@
 //! [`NetError::Unavailable`] when they cannot be made; tests use [`require_netns`] to skip
 //! with a message, unless `CAIRN_REQUIRE_NETNS=1` (set by CI), which turns the skip into a
 //! failure so CI can never pass by skipping.
+
+pub mod child;
+pub mod seed;
+
+pub use child::{abort_on_panic, tell_parent, ChildRun, CHILD_LINE};
+pub use seed::seeded_rng;
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};

@@ -35,7 +35,11 @@ fn start_node(cfg: &Config, dir: &std::path::Path) -> Result<Node, String> {
 /// Stops the node and checks that no process is left behind.
 fn stop_node(node: Node) -> Result<(), String> {
     node.shutdown();
-    expect_eq("processes left after shutdown", node.process_count(), 0)
+    expect_eq(
+        "processes left after shutdown",
+        node.handle().process_count(),
+        0,
+    )
 }
 
 /// The value of the `n`-th write: `n` in decimal, zero-padded to [`VALUE_LEN`] bytes.
@@ -134,7 +138,7 @@ fn durable_writes(
 ) -> Result<Vec<Row>, String> {
     let dir = temp_dir()?;
     let node = start_node(cfg, dir.path())?;
-    node.register_local::<Writer>();
+    node.host_local::<Writer>();
     let refs: Vec<ObjectRef<Writer>> = (0..objects)
         .map(|o| node.object::<Writer>(&format!("w{o}")))
         .collect();
@@ -396,7 +400,7 @@ pub fn activate(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut elapsed = Duration::ZERO;
     for round in 0..ACTIVATE_ROUNDS {
         let node = start_node(cfg, dir.path())?;
-        node.register_local::<Loader>();
+        node.host_local::<Loader>();
         let (tx, rx) = mpsc::channel::<Result<Instant, String>>();
         let start = Instant::now();
         for d in 0..ACTIVATE_DRIVERS {
@@ -444,7 +448,7 @@ pub fn activate(cfg: &Config) -> Result<Vec<Row>, String> {
         elapsed += end - start;
         expect_eq(
             &format!("live processes after round {round}"),
-            node.process_count() >= n,
+            node.handle().process_count() >= n,
             true,
         )?;
         stop_node(node)?;

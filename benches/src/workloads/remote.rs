@@ -12,12 +12,12 @@
 //! through the UDP socket; in one process the two runtimes would share a heap and could
 //! be measured through shared caches that real nodes never share.
 //!
-//! Everything after start goes through the mesh API as it is today ([`Mesh::send`],
-//! [`Mesh::call`], [`Mesh::call_named`]), so the workloads keep working when sends become
-//! location-transparent: n1 asks n2's directory (a remote call by name) to spawn sinks
-//! and gets their pids back; senders on n1 send to those pids; each sink checks that its
-//! sender's numbers arrive complete and in order and then reports to a collector process
-//! on n1 (a mesh send back). The clock runs from before the first send until the
+//! Everything after start goes through the location-transparent API, as an application's
+//! code would: n1 asks n2's directory (a call by name on n2, [`Handle::named_ref`]) to
+//! spawn sinks and gets their pids back; senders on n1 send to those pids through
+//! [`ActorRef::send`](cairn_scheduler::ActorRef::send) and `call` with a [`Reply`]; each
+//! sink checks that its sender's numbers arrive complete and in order and then reports to
+//! a collector process on n1 (a send back to a pid). The clock runs from before the first send until the
 //! collector has every report (so it includes one one-way trip back, ~40 µs).
 
 use std::io::{BufRead, BufReader, Read};
@@ -28,8 +28,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cairn_net::mesh::Seed;
-use cairn_net::{ClusterCa, Mesh, MeshConfig, RemoteReply, TlsConfig};
-use cairn_scheduler::{Ctx, Handle, Message, NodeId, Pid, Runtime};
+use cairn_net::{ClusterCa, Mesh, MeshConfig, TlsConfig};
+use cairn_scheduler::{Ctx, Handle, Message, NodeId, Pid, Reply, Runtime};
 use serde::{Deserialize, Serialize};
 
 use super::{expect_eq, rate, wait, Better, Config, Row};
@@ -63,12 +63,12 @@ enum Remote {
         sinks: u32,
         per_sink: u64,
         report: Pid,
-        reply: RemoteReply<Vec<Pid>>,
+        reply: Reply<Vec<Pid>>,
     },
     /// To a sink: its sender's next number (0, 1, 2, ...).
     Seq(u64),
     /// To a sink: add to its running total and answer the new total.
-    Add(u64, RemoteReply<u64>),
+    Add(u64, Reply<u64>),
     /// From a sink to n1's collector, once it has `per_sink` numbers.
     Done {
         sink: u32,
@@ -94,8 +94,8 @@ fn start_node(cfg: &Config, node: NodeId, ca: &ClusterCa) -> Result<(Runtime, Me
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let mesh = Mesh::start(&rt.handle(), mesh_config(ca, &format!("node-{}", node.0))?)
         .map_err(|e| format!("cannot start the mesh: {e}"))?;
-    mesh.register::<Remote>(TAG)
-        .map_err(|e| format!("cannot register the message type: {e}"))?;
+    mesh.declare::<Remote>(TAG)
+        .map_err(|e| format!("cannot declare the message type: {e}"))?;
     Ok((rt, mesh))
 }
 
@@ -119,9 +119,7 @@ where
 pub fn peer_node(ca_dir: &str, cfg: &Config) -> Result<(), String> {
     let ca = ClusterCa::load(Path::new(ca_dir)).map_err(|e| format!("cannot load the CA: {e}"))?;
     let (rt, mesh) = start_node(cfg, N2, &ca)?;
-    let directory_mesh = mesh.clone();
     rt.spawn_named(DIRECTORY, move |mut ctx: Ctx<Remote>| async move {
-        let mesh = directory_mesh;
         while let Some(msg) = ctx.recv().await {
             let Message::User(Remote::Setup {
                 sinks,
@@ -134,14 +132,13 @@ pub fn peer_node(ca_dir: &str, cfg: &Config) -> Result<(), String> {
             };
             let pids: Vec<Pid> = (0..sinks)
                 .map(|sink| {
-                    let mesh = mesh.clone();
                     ctx.handle()
-                        .spawn(move |ctx: Ctx<Remote>| run_sink(ctx, mesh, sink, per_sink, report))
+                        .spawn(move |ctx: Ctx<Remote>| run_sink(ctx, sink, per_sink, report))
                         .pid()
                 })
                 .collect();
-            if let Err(e) = reply.send(&mesh, pids).await {
-                eprintln!("cairn-bench peer: cannot answer a setup call: {e}");
+            if reply.send(pids).is_err() {
+                eprintln!("cairn-bench peer: cannot answer a setup call (the caller is gone)");
             }
         }
     })
@@ -162,7 +159,7 @@ pub fn peer_node(ca_dir: &str, cfg: &Config) -> Result<(), String> {
 }
 
 /// A sink on n2: checks its sender's numbers, answers `Add` calls.
-async fn run_sink(mut ctx: Ctx<Remote>, mesh: Mesh, sink: u32, per_sink: u64, report: Pid) {
+async fn run_sink(mut ctx: Ctx<Remote>, sink: u32, per_sink: u64, report: Pid) {
     let (mut next, mut in_order, mut total) = (0u64, true, 0u64);
     while let Some(msg) = ctx.recv().await {
         match msg {
@@ -175,15 +172,15 @@ async fn run_sink(mut ctx: Ctx<Remote>, mesh: Mesh, sink: u32, per_sink: u64, re
                         count: next,
                         in_order,
                     };
-                    if let Err(e) = mesh.send(report, done).await {
+                    if let Err(e) = ctx.handle().send(report, done).await {
                         eprintln!("cairn-bench peer: sink {sink} cannot report: {e}");
                     }
                 }
             }
             Message::User(Remote::Add(x, reply)) => {
                 total += x;
-                if let Err(e) = reply.send(&mesh, total).await {
-                    eprintln!("cairn-bench peer: sink {sink} cannot answer: {e}");
+                if reply.send(total).is_err() {
+                    eprintln!("cairn-bench peer: sink {sink} cannot answer (the caller is gone)");
                 }
             }
             _ => {}
@@ -270,21 +267,20 @@ impl Pair {
 
     /// Asks n2 for `sinks` sinks of `per_sink` numbers each, reporting to `report`.
     fn sinks(&self, sinks: u32, per_sink: u64, report: Pid) -> Result<Vec<Pid>, String> {
-        let mesh = self.mesh.clone();
+        let directory = self.rt.named_ref::<Remote>(DIRECTORY, N2);
         let pids = run_in(&self.rt.handle(), "setup call", async move {
-            mesh.call_named(
-                N2,
-                DIRECTORY,
-                |reply| Remote::Setup {
-                    sinks,
-                    per_sink,
-                    report,
-                    reply,
-                },
-                CALL_TIMEOUT,
-            )
-            .await
-            .map_err(|e| format!("setup call to n2: {e}"))
+            directory
+                .call(
+                    |reply| Remote::Setup {
+                        sinks,
+                        per_sink,
+                        report,
+                        reply,
+                    },
+                    CALL_TIMEOUT,
+                )
+                .await
+                .map_err(|e| format!("setup call to n2: {e}"))
         })?;
         expect_eq("sinks spawned on n2", pids.len(), sinks as usize)?;
         Ok(pids)
@@ -375,11 +371,14 @@ fn one_way(pair: &Pair, senders: u32, per_sender: u64) -> Result<Duration, Strin
     let (errors_tx, errors) = mpsc::channel::<String>();
     let start = Instant::now();
     for sink in sinks {
-        let mesh = pair.mesh.clone();
+        let to = pair
+            .rt
+            .actor_ref::<Remote>(sink)
+            .ok_or_else(|| format!("no handle for sink {sink}"))?;
         let errors_tx = errors_tx.clone();
         pair.rt.spawn(move |_ctx: Ctx<()>| async move {
             for seq in 0..per_sender {
-                if let Err(e) = mesh.send(sink, Remote::Seq(seq)).await {
+                if let Err(e) = to.send(Remote::Seq(seq)).await {
                     let _ = errors_tx.send(format!("send {seq} to {sink}: {e}"));
                     return;
                 }
@@ -442,15 +441,18 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
         // gives it a pid to report to, and stops with the runtime.
         let (collector, _reports) = pair.collector(1, u64::MAX);
         let server = pair.sinks(1, u64::MAX, collector)?[0];
-        let mesh = pair.mesh.clone();
+        let server = pair
+            .rt
+            .actor_ref::<Remote>(server)
+            .ok_or("no handle for the server")?;
         run_in(&pair.rt.handle(), "remote calls", async move {
             let mut total = 0u64;
             let mut lat_ns = Vec::with_capacity(n as usize);
             let mut timed = Duration::ZERO;
             for i in 0..WARMUP_CALLS + n {
                 let t = Instant::now();
-                let got: u64 = mesh
-                    .call(server, |reply| Remote::Add(i, reply), CALL_TIMEOUT)
+                let got: u64 = server
+                    .call(|reply| Remote::Add(i, reply), CALL_TIMEOUT)
                     .await
                     .map_err(|e| format!("call {i}: {e}"))?;
                 let took = t.elapsed();

@@ -1,4 +1,5 @@
-//! Cluster-wide names: the replicated name table (sans-IO) and its foca broadcast handler.
+//! Cluster-wide names: the replicated name table (sans-IO), its foca broadcast handler,
+//! and the mesh's claims and releases for local processes (`Inner::claim`, `Inner::release`).
 //!
 //! Every node keeps a full copy of the table `name -> NameClaim { pid, lamport }`. A node
 //! changes it for its *own* processes only ([`NameTable::claim_local`],
@@ -40,10 +41,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cairn_scheduler::{NodeId, Pid};
+use cairn_scheduler::{Ctx, ExitReason, NodeId, Pid};
 use parking_lot::Mutex;
 
 use super::wire::{decode_payload, encode_payload, NameClaim, NameOp};
+use super::Inner;
 
 /// Why [`Mesh::register_name`](super::Mesh::register_name) refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -365,6 +367,142 @@ impl<T> foca::BroadcastHandler<T> for NameBroadcasts {
 pub(crate) fn encode_op(op: &NameOp) -> Vec<u8> {
     // A NameOp holds strings, integers and pids only: encoding cannot fail.
     encode_payload(op).unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// The mesh's side: claiming and releasing names of local processes, and what membership
+// and the scheduler's router ask of the table.
+// ---------------------------------------------------------------------------------------
+
+impl Inner {
+    /// The cluster-wide holder of `name`, as this node knows it.
+    pub(super) fn cluster_whereis(&self, name: &str) -> Option<Pid> {
+        self.names.lock().whereis(name)
+    }
+
+    /// Every claim this node holds (a sync answer).
+    pub(super) fn name_claims(&self) -> Vec<NameClaim> {
+        self.names.lock().all_claims()
+    }
+
+    /// The claims of this node's processes (sent with a sync request).
+    pub(super) fn local_name_claims(&self) -> Vec<NameClaim> {
+        self.names.lock().local_claims()
+    }
+
+    /// Membership saw `node` (incarnation `incarnation`) come up.
+    pub(super) fn names_node_up(&self, node: NodeId, incarnation: u64) {
+        self.names.lock().node_up(node, incarnation);
+    }
+
+    /// Membership declared `node` down: its names go. Returns how many.
+    pub(super) fn names_node_down(&self, node: NodeId) -> usize {
+        self.names.lock().node_down(node).len()
+    }
+
+    /// This node rejoined as `incarnation`: its claims, restamped, as broadcasts to add.
+    pub(super) fn reclaim_names(&self, incarnation: u64) -> Vec<Vec<u8>> {
+        let mut names = self.names.lock();
+        names.set_incarnation(incarnation);
+        names
+            .local_claims()
+            .into_iter()
+            .map(|claim| encode_op(&NameOp::Claim(claim)))
+            .collect()
+    }
+
+    /// A local `spawn_named`/`register` made `name` cluster-wide. The scheduler checked
+    /// the cluster view first; a claim that arrived since makes this one lose the race.
+    pub(super) fn claimed_by_scheduler(self: &Arc<Self>, name: &str, pid: Pid) {
+        match self.claim(name, pid, false) {
+            Ok(()) => {}
+            Err(NameError::Taken { holder, .. }) => {
+                tracing::warn!(%name, %pid, %holder, "cluster-wide name taken meanwhile; the new holder exits");
+                self.handle
+                    .exit(pid, ExitReason::NameConflict(name.to_owned()));
+            }
+            Err(error) => tracing::warn!(%name, %pid, %error, "name not registered cluster-wide"),
+        }
+    }
+
+    /// Applies claims received in a name-table sync.
+    pub(super) fn apply_name_sync(&self, claims: Vec<NameClaim>) {
+        {
+            let mut names = self.names.lock();
+            for claim in claims {
+                names.apply_claim(claim);
+            }
+        }
+        self.exit_name_losers();
+    }
+
+    /// Exits local processes that lost a name race.
+    pub(super) fn exit_name_losers(&self) {
+        let losers = self.names.lock().take_losers();
+        for (name, pid) in losers {
+            tracing::warn!(%name, ?pid, "lost a cluster-wide name race; exiting the process");
+            self.handle.exit(pid, ExitReason::NameConflict(name));
+        }
+    }
+
+    /// Registers a cluster-wide name for a local process and disseminates it.
+    /// `watch_exit`: release the name when `pid` exits. Not needed for names the
+    /// scheduler registered (`spawn_named`): it releases them itself at exit.
+    pub(super) fn claim(
+        self: &Arc<Self>,
+        name: &str,
+        pid: Pid,
+        watch_exit: bool,
+    ) -> Result<(), NameError> {
+        if pid.node() != self.node {
+            return Err(NameError::NotLocal(pid));
+        }
+        if !self.handle.is_alive(pid) {
+            return Err(NameError::NoProc(pid));
+        }
+        if self.is_closed() {
+            return Err(NameError::Closed);
+        }
+        let Some(claim) = self.names.lock().claim_local(name, pid)? else {
+            return Ok(());
+        };
+        tracing::info!(%name, ?pid, lamport = claim.lamport, "registered a cluster-wide name");
+        if watch_exit {
+            // Released everywhere when the process exits, however it exits.
+            let inner = Arc::clone(self);
+            let watched = name.to_owned();
+            let exit = self.handle.wait_exit(pid);
+            self.handle.spawn(move |_ctx: Ctx<()>| async move {
+                let reason = exit.await;
+                tracing::debug!(name = %watched, ?pid, %reason, "name holder exited");
+                inner.release(&watched, pid);
+            });
+        }
+        self.broadcast_name(NameOp::Claim(claim));
+        Ok(())
+    }
+
+    /// Releases `name` if local `pid` holds it, and tells the cluster.
+    pub(super) fn release(self: &Arc<Self>, name: &str, pid: Pid) {
+        let op = self.names.lock().release_local(name, pid);
+        if let Some(op) = op {
+            tracing::info!(%name, ?pid, "released a cluster-wide name");
+            self.broadcast_name(op);
+        }
+    }
+
+    fn broadcast_name(self: &Arc<Self>, op: NameOp) {
+        self.with_swim(|swim, fx| {
+            if let Err(error) = swim.foca.add_broadcast(&encode_op(&op)) {
+                tracing::warn!(%error, "could not queue a name broadcast");
+                return;
+            }
+            // Send it now rather than with the next probe or gossip round.
+            if let Err(error) = swim.foca.broadcast(fx) {
+                tracing::debug!(%error, "SWIM broadcast");
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! behave like a local one.
 //!
 //! - **Messages**: a `send`/`try_send` to a remote pid is serialized here (the type's
-//!   tag comes from [`Mesh::register`](super::Mesh::register)) and queued on the lane to
+//!   tag comes from [`Mesh::declare`](super::Mesh::declare)) and queued on the lane to
 //!   its node. `try_send` reports `Full` when that lane has no room, and also while the
 //!   connection is still being opened (it starts opening it): queuing behind a pending
 //!   dial from a non-waiting call could reorder one sender's messages. `send` waits for
@@ -14,9 +14,14 @@
 //!   monitors towards it fire `NoConnection` instead of waiting forever.
 //! - **Replies**: a `Reply` inside an outgoing message is exported into the mesh's pending
 //!   table under an id, tagged with the node the message goes to; a lost node fails it
-//!   with `NoConnection`. An imported `Reply` answers with a reply frame.
+//!   with `NoConnection`. An imported `Reply` answers with a reply frame. The first reply
+//!   a message exports is also its frame's `call`: if the receiving node cannot deliver
+//!   the message (dead pid, unknown name, unknown tag, malformed payload), it answers that
+//!   reply with the failure at once (so a call to a dead remote pid fails with `NoProc`
+//!   rather than `NoReply` or a timeout), and the dropped port stays silent.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::future::poll_fn;
 use std::sync::{Arc, Weak};
@@ -27,13 +32,20 @@ use cairn_scheduler::remote::{
 };
 use cairn_scheduler::{CallError, Ctx, ExitReason, MonitorRef, NodeId, Pid};
 
+use super::conns::Queue;
 use super::wire::{Bytes, RemoteFailure, Target, Wire};
-use super::{ConnState, Inner, Link, Pending, Queue};
+use super::Inner;
 
 thread_local! {
     /// The node the message being encoded on this thread goes to (exported replies fail
     /// with `NoConnection` if it is lost).
     static ENCODING_FOR: Cell<NodeId> = const { Cell::new(NodeId(0)) };
+    /// The first reply exported while encoding the message on this thread: the frame's
+    /// `call`, which the receiving node answers with a failure if it cannot deliver.
+    static FIRST_EXPORT: Cell<Option<u64>> = const { Cell::new(None) };
+    /// The reply (caller's node, id) that the receiving node is reporting itself, while
+    /// an undeliverable message is dropped on this thread: its port stays silent.
+    static REPORTED: Cell<Option<(NodeId, u64)>> = const { Cell::new(None) };
 }
 
 /// Encodes or decodes one message with this mesh handling its replies, `peer` being the
@@ -43,6 +55,37 @@ pub(super) fn with_codec<R>(inner: &Inner, peer: NodeId, f: impl FnOnce() -> R) 
     let result = with_reply_codec(&inner.codec, f);
     ENCODING_FOR.with(|c| c.set(previous));
     result
+}
+
+/// Encodes a message for `peer`; also returns the first reply it exported.
+fn encode_for<R>(inner: &Inner, peer: NodeId, encode: impl FnOnce() -> R) -> (R, Option<u64>) {
+    let previous = FIRST_EXPORT.with(|c| c.replace(None));
+    let result = with_codec(inner, peer, encode);
+    (result, FIRST_EXPORT.with(|c| c.replace(previous)))
+}
+
+/// A message being delivered from `peer` whose frame names reply `call`: if it cannot be
+/// delivered, the receiving node answers `call` with the failure itself, so the port of
+/// that reply stays silent while the message is dropped here (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reported {
+    pub(super) peer: NodeId,
+    pub(super) call: Option<u64>,
+}
+
+impl Reported {
+    /// Runs `f` (a delivery that may drop its message) with the reply's port silent.
+    pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        let previous = REPORTED.with(|c| c.replace(self.call.map(|id| (self.peer, id))));
+        let result = f();
+        REPORTED.with(|c| c.set(previous));
+        result
+    }
+
+    /// Drops an undelivered message with the reply's port silent.
+    pub(super) fn drop_message<M>(self, msg: M) {
+        self.run(|| drop(msg));
+    }
 }
 
 /// The scheduler's handle on the mesh (weak: the mesh may close before the runtime).
@@ -63,7 +106,7 @@ struct MeshPort {
 }
 
 /// What [`Inner::try_queue_message`] did with a user message.
-pub(super) enum UserQueue {
+enum UserQueue {
     Queued,
     /// No room on the lane now, or its connection is still being opened (now started).
     Full,
@@ -76,69 +119,83 @@ pub(super) enum UserQueue {
 }
 
 impl MeshRouter {
-    /// The registered tag and serializer of a type-erased message.
-    fn encoder(
-        inner: &Inner,
-        msg: &dyn Any,
-    ) -> Result<(&'static str, super::registry::Encode), RemoteSendFailure> {
-        inner
-            .registry
-            .encoder(msg.type_id())
-            .ok_or(RemoteSendFailure::Unregistered)
-    }
-
-    fn encode_failed(to: Pid, tag: &str, error: &str) -> RemoteSendFailure {
-        tracing::error!(%to, tag, %error, "message could not be serialized");
-        RemoteSendFailure::Unregistered
-    }
-}
-
-impl RemoteRouter for MeshRouter {
-    fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult {
+    /// Queues a user message for `to` on `node` without waiting (remote `try_send`).
+    fn try_send_to(&self, node: NodeId, to: Target, msg: AnyMessage) -> RemoteSendResult {
         let Some(inner) = self.inner.upgrade() else {
             return Err((RemoteSendFailure::NoConnection, msg));
         };
-        let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+        let (tag, encode) = match encoder(&inner, msg.as_ref()) {
             Ok(found) => found,
             Err(failure) => return Err((failure, msg)),
         };
-        let queued =
-            inner.try_queue_message(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()));
-        match queued {
+        match inner.try_queue_message(node, &to, tag, || encode(msg.as_ref())) {
             UserQueue::Queued => Ok(()),
             UserQueue::Full => Err((RemoteSendFailure::Full, msg)),
-            UserQueue::Encode(e) => Err((Self::encode_failed(to, tag, &e), msg)),
+            UserQueue::Encode(e) => Err((encode_failed(&to, tag, &e), msg)),
             UserQueue::NotMember | UserQueue::Closed => Err((RemoteSendFailure::NoConnection, msg)),
         }
     }
 
-    fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+    /// Queues a user message for `to` on `node`, waiting for the connection and for room.
+    fn send_to(&self, node: NodeId, to: Target, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let Some(inner) = inner.upgrade() else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
-            let (tag, encode) = match Self::encoder(&inner, msg.as_ref()) {
+            let (tag, encode) = match encoder(&inner, msg.as_ref()) {
                 Ok(found) => found,
                 Err(failure) => return Err((failure, msg)),
             };
-            let Ok(link) = inner.link(to.node()).await else {
+            let Ok(conn) = inner.conn(node).await else {
                 return Err((RemoteSendFailure::NoConnection, msg));
             };
             loop {
-                poll_fn(|cx| link.outbox.poll_room(cx)).await;
-                let make = || {
-                    inner.message_frame(to.node(), Target::Pid(to), tag, || encode(msg.as_ref()))
-                };
-                match link.outbox.try_queue(make) {
+                poll_fn(|cx| conn.poll_room(cx)).await;
+                let make = || inner.message_frame(node, &to, tag, || encode(msg.as_ref()));
+                match conn.try_queue(make) {
                     Queue::Queued => return Ok(()),
                     // Another sender took the room first.
                     Queue::NoRoom => continue,
-                    Queue::Failed(e) => return Err((Self::encode_failed(to, tag, &e), msg)),
+                    Queue::Failed(e) => return Err((encode_failed(&to, tag, &e), msg)),
                     Queue::Closed => return Err((RemoteSendFailure::NoConnection, msg)),
                 }
             }
         })
+    }
+}
+
+/// The registered tag and serializer of a type-erased message.
+fn encoder(
+    inner: &Inner,
+    msg: &dyn Any,
+) -> Result<(&'static str, super::registry::Encode), RemoteSendFailure> {
+    inner
+        .registry
+        .encoder(msg.type_id())
+        .ok_or(RemoteSendFailure::Unregistered)
+}
+
+fn encode_failed(to: &Target, tag: &str, error: &str) -> RemoteSendFailure {
+    tracing::error!(?to, tag, %error, "message could not be serialized");
+    RemoteSendFailure::Unregistered
+}
+
+impl RemoteRouter for MeshRouter {
+    fn try_send(&self, to: Pid, msg: AnyMessage) -> RemoteSendResult {
+        self.try_send_to(to.node(), Target::Pid(to), msg)
+    }
+
+    fn send(&self, to: Pid, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+        self.send_to(to.node(), Target::Pid(to), msg)
+    }
+
+    fn try_send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> RemoteSendResult {
+        self.try_send_to(node, Target::Name(name.to_owned()), msg)
+    }
+
+    fn send_named(&self, node: NodeId, name: &str, msg: AnyMessage) -> BoxFuture<RemoteSendResult> {
+        self.send_to(node, Target::Name(name.to_owned()), msg)
     }
 
     fn exit(&self, to: Pid, from: Pid, reason: ExitReason, via_link: bool) {
@@ -199,13 +256,13 @@ impl RemoteRouter for MeshRouter {
 
     fn name_registered(&self, name: &str, pid: Pid) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.cluster_name_registered(name, pid);
+            inner.claimed_by_scheduler(name, pid);
         }
     }
 
     fn name_released(&self, name: &str, pid: Pid) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.cluster_name_released(name, pid);
+            inner.release(name, pid);
         }
     }
 
@@ -228,70 +285,46 @@ impl Inner {
     fn message_frame(
         &self,
         node: NodeId,
-        to: Target,
+        to: &Target,
         tag: &'static str,
         encode: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Wire, String> {
-        let payload = with_codec(self, node, encode)?;
+        let (payload, call) = encode_for(self, node, encode);
         Ok(Wire::Send {
             from: None,
-            to,
-            tag: tag.to_owned(),
-            call: None,
-            payload: Bytes(payload),
+            to: to.clone(),
+            tag: Cow::Borrowed(tag),
+            call,
+            payload: Bytes(payload?),
         })
     }
 
     /// Queues a user message for `to` on `node` without waiting: the one path of remote
-    /// `try_send` by pid and [`super::Mesh::try_send_named`]. Room is checked before
+    /// `try_send`, by pid or by name. Room is checked before
     /// encoding, so a refused message has exported no `Reply`; while the connection is
     /// still opening the answer is `Full` (and the dial is started), since queuing behind
     /// a pending dial could reorder one sender's messages.
-    pub(super) fn try_queue_message(
+    fn try_queue_message(
         self: &Arc<Self>,
         node: NodeId,
-        to: Target,
+        to: &Target,
         tag: &'static str,
         encode: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> UserQueue {
-        let link = match self.up_link(node) {
-            Some(link) => link,
+        let conn = match self.up_conn(node) {
+            Some(conn) => conn,
             None if self.is_member(node) => {
                 self.open_soon(node);
                 return UserQueue::Full;
             }
             None => return UserQueue::NotMember,
         };
-        match link
-            .outbox
-            .try_queue(|| self.message_frame(node, to, tag, encode))
-        {
+        match conn.try_queue(|| self.message_frame(node, to, tag, encode)) {
             Queue::Queued => UserQueue::Queued,
             Queue::NoRoom => UserQueue::Full,
             Queue::Failed(e) => UserQueue::Encode(e),
             Queue::Closed => UserQueue::Closed,
         }
-    }
-
-    /// The established link to `node`, if any (never dials).
-    pub(super) fn up_link(&self, node: NodeId) -> Option<Arc<Link>> {
-        match self.state.lock().conns.get(&node) {
-            Some(ConnState::Up(link)) => Some(Arc::clone(link)),
-            _ => None,
-        }
-    }
-
-    /// Starts opening the connection to `node` in the background (if not under way).
-    pub(super) fn open_soon(self: &Arc<Self>, node: NodeId) {
-        if self.state.lock().conns.contains_key(&node) {
-            return;
-        }
-        let inner = Arc::clone(self);
-        self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            if let Err(error) = inner.link(node).await {
-                tracing::debug!(peer = %node, %error, "could not open a connection");
-            }
-        });
     }
 
     /// Queues a signal frame for `node`: now if its lane has room, else from a process
@@ -304,62 +337,24 @@ impl Inner {
             }
             return;
         }
-        if let Some(link) = self.up_link(node) {
-            if let Queue::Queued = link.outbox.try_queue(|| Ok(frame.clone())) {
+        if let Some(conn) = self.up_conn(node) {
+            if let Queue::Queued = conn.try_queue(|| Ok(frame.clone())) {
                 return;
             }
         }
         let inner = Arc::clone(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            let sent = match inner.link(node).await {
-                Ok(link) => link.outbox.send(&frame).await.map_err(|e| e.to_string()),
-                Err(error) => Err(error),
+            let sent = match inner.conn(node).await {
+                Ok(conn) => conn.send(&frame).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
             };
             if let Err(error) = sent {
                 tracing::debug!(peer = %node, %error, "signal not sent: the node is unreachable");
-                inner.handle.node_down(node);
+                if let Some(inbound) = inner.inbound() {
+                    inbound.node_down(node);
+                }
             }
         });
-    }
-
-    /// Applies a signal frame from `peer` to local processes.
-    pub(super) fn apply_signal(&self, peer: NodeId, frame: Wire) {
-        let handle = &self.handle;
-        let from_peer = |pid: Pid| pid.node() == peer;
-        match frame {
-            Wire::Exit {
-                to,
-                from,
-                reason,
-                link,
-            } if from_peer(from) => handle.remote_exit(to, from, reason, link),
-            Wire::Link { to, from } if from_peer(from) => handle.remote_link(to, from),
-            Wire::Unlink { to, from } if from_peer(from) => handle.remote_unlink(to, from),
-            Wire::Monitor {
-                target,
-                watcher,
-                monitor,
-            } if from_peer(watcher) => {
-                handle.remote_monitor(target, watcher, MonitorRef::from_raw(monitor))
-            }
-            Wire::Demonitor { target, monitor } => {
-                handle.remote_demonitor(target, MonitorRef::from_raw(monitor))
-            }
-            Wire::Down {
-                monitor,
-                target,
-                reason,
-            } if from_peer(target) => {
-                handle.remote_down(MonitorRef::from_raw(monitor), target, reason)
-            }
-            other => {
-                // A node may only speak for its own processes.
-                tracing::warn!(%peer, frame = ?other, "signal about another node's process; ignored");
-                self.counters
-                    .bad_messages
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
     }
 }
 
@@ -370,14 +365,13 @@ impl ReplyCodec for MeshCodec {
             complete(Err(CallError::NoConnection));
             return (NodeId(0), 0);
         };
-        let id = inner
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        inner
-            .state
-            .lock()
-            .pending
-            .insert(id, (peer, Pending::Export(complete)));
+        let id = inner.next_id();
+        inner.replies.insert(id, peer, complete);
+        FIRST_EXPORT.with(|c| {
+            if c.get().is_none() {
+                c.set(Some(id));
+            }
+        });
         (inner.node, id)
     }
 
@@ -391,7 +385,7 @@ impl ReplyCodec for MeshCodec {
 
     fn forget(&self, id: u64) {
         if let Some(inner) = self.inner.upgrade() {
-            inner.state.lock().pending.remove(&id);
+            inner.replies.forget(id);
         }
     }
 }
@@ -420,16 +414,10 @@ impl RemotePort for MeshPort {
     }
 
     fn dropped(self: Box<Self>) {
+        if REPORTED.with(Cell::get) == Some((self.node, self.id)) {
+            // The message carrying it was not delivered; the receiving node reports why.
+            return;
+        }
         self.reply(Err(RemoteFailure::Dropped));
-    }
-}
-
-/// Maps a callee node's failure onto the caller's [`CallError`].
-pub(super) fn call_error(failure: RemoteFailure) -> CallError {
-    match failure {
-        RemoteFailure::NoProc => CallError::NoProc,
-        RemoteFailure::WrongType => CallError::WrongType,
-        RemoteFailure::Dropped => CallError::NoReply,
-        other => CallError::BadReply(other.to_string()),
     }
 }

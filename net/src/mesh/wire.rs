@@ -9,12 +9,13 @@
 //! [`Wire::Send`] and [`Wire::Reply`] frames in any mix.
 //!
 //! User messages travel as an opaque MessagePack payload plus a *tag* naming their type
-//! (see `Mesh::register`): the receiver decodes the payload with the type registered
+//! (see `Mesh::declare`): the receiver decodes the payload with the type declared
 //! under the tag. A frame that is not a [`Wire`] value is a protocol error (the
 //! connection is closed); a well-formed [`Wire::Send`] with an unknown tag or a payload
 //! that does not decode is only that message's problem (counted, logged, answered with a
 //! [`RemoteFailure`] if it was a call).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -78,8 +79,8 @@ pub enum RemoteFailure {
     /// The process takes another message type.
     #[error("the remote process takes another message type")]
     WrongType,
-    /// The callee's node has no message type registered under the tag.
-    #[error("the remote node has no message type registered under tag {0:?}")]
+    /// The callee's node has no message type declared under the tag.
+    #[error("the remote node has no message type declared under tag {0:?}")]
     UnknownTag(String),
     /// The payload did not decode as the registered type.
     #[error("the remote node could not decode the message: {0}")]
@@ -102,17 +103,18 @@ pub enum Wire {
         from: Option<Pid>,
         /// The receiving process.
         to: Target,
-        /// The registered tag of the message type.
-        tag: String,
-        /// For calls: the reply id to answer with a failure if the message cannot be
-        /// delivered.
+        /// The declared tag of the message type (borrowed when sending: tags are
+        /// `&'static str`, so no copy per message).
+        tag: Cow<'static, str>,
+        /// For requests: the id of the first reply exported in the payload, answered with
+        /// a failure if the message cannot be delivered.
         call: Option<u64>,
         /// The message, MessagePack.
         payload: Bytes,
     },
     /// The answer to a call.
     Reply {
-        /// The reply id from the caller's `RemoteReply`.
+        /// The reply id the caller's node exported the `Reply` under.
         id: u64,
         /// The value (MessagePack) or why there is none.
         result: Result<Bytes, RemoteFailure>,

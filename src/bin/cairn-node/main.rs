@@ -1,5 +1,5 @@
 //! `cairn-node`: runs a Cairn node that hosts the demo object classes (`counter`,
-//! `restaurant`, `chat`; see `cairn::demo`), makes cluster CAs, shows a mesh's status and
+//! `restaurant`, `chat`; see the `demo` module), makes cluster CAs, shows a mesh's status and
 //! pokes objects from the command line.
 //!
 //! ```text
@@ -14,19 +14,23 @@
 //! and a cluster CA under `./cluster` (created if missing). A running node prints
 //! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts
 //! connections, then `node up ...` / `node down ...` as peers come and go; logs go to
-//! stderr (`RUST_LOG`). `status` and `send` join the mesh as short-lived *client* nodes,
-//! which never own objects.
+//! stderr (`RUST_LOG`; `--log-format json` for one JSON object per line, colour only on a
+//! terminal). `status` and `send` join the mesh as short-lived *client* nodes, which never
+//! own objects.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::demo::{self, BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 use cairn::net::mesh::Seed;
 use cairn::net::{ClusterCa, Mesh, NodeEvent, ANY_NODE_NAME};
 use cairn::prelude::*;
+use cairn::LogFormat;
 use clap::{Args, Parser, Subcommand};
+use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
+
+mod demo;
 
 /// How long `status` and `send` wait for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,6 +40,10 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// How logs are written to stderr: text (coloured only on a terminal) or json (one
+    /// object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,8 +178,8 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    cairn::init_logging();
     let cli = Cli::parse();
+    cairn::init_logging(cli.log_format);
     let result = match cli.command {
         None => run(RunArgs::parse_from(["cairn-node"])),
         Some(Command::Run(args)) => run(args),
@@ -260,7 +268,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
     builder = builder.failure_timeout(failure_timeout);
     let node = with_tls(builder, &args.tls).start()?;
-    demo::register_all(&node);
+    demo::host_all(&node);
     let mesh = node
         .mesh()
         .expect("a node with a listen address has a mesh");
@@ -310,7 +318,7 @@ fn client(args: &ClientArgs, what: &str) -> Result<(Node, tempfile_dir::TempDir)
         .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
         .data_dir(data.path());
     let node = with_tls(builder, &args.tls).start()?;
-    demo::register_all(&node);
+    demo::host_all(&node);
     let mesh = node.mesh().expect("client nodes have a mesh").clone();
     let seed = Seed::new(args.join, ANY_NODE_NAME);
     node.block_on(mesh.join(seed)).map_err(|e| CliError::Join {
@@ -405,7 +413,10 @@ async fn send_op(
             let n: u64 = number(arg(op, 1, "amount")?)?;
             let counter = object::<Counter>(node, key, region);
             let owner = counter.owner()?;
-            counter.send(CounterMsg::Add(n)).await?;
+            counter
+                .send(CounterMsg::Add(n))
+                .await
+                .map_err(ObjectError::from)?;
             // A round trip on the same connection: the add reached the owner's node before
             // this client leaves (closing a connection drops what it has not sent yet).
             node.node_status(owner, t)

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::prelude::*;
+use cairn::prelude::*;
 
 /// What a [`Counter`] takes.
 #[derive(Debug, Serialize, Deserialize)]

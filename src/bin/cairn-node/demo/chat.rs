@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::prelude::*;
+use cairn::prelude::*;
 
 /// Longest post kept, in bytes: a larger one is refused (never truncated).
 pub const MAX_POST: usize = 4096;
@@ -136,7 +136,7 @@ mod tests {
 
     fn node(dir: &std::path::Path) -> Node {
         let node = Node::builder().workers(2).data_dir(dir).start().unwrap();
-        node.register::<ChatRoom>();
+        node.host::<ChatRoom>();
         node
     }
 

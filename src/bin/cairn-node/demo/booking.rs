@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::prelude::*;
+use cairn::prelude::*;
 
 /// Tables per restaurant.
 pub const TABLES: u32 = 2;

@@ -1,0 +1,222 @@
+//! The URL shortener of `examples/shortener_enum.rs` with typed methods (`#[cairn::object]`,
+//! `#[cairn::actor]`): a `Link` per short code counting clicks in storage, a token-bucket
+//! `RateLimiter` per client whose alarm drops idle buckets, a supervised reporter on a timer.
+//!
+//! `cargo run --example shortener_rpc`
+
+use cairn::prelude::*;
+
+const BURST: f64 = 3.0;
+const REFILL_PER_SEC: f64 = 1.0;
+const IDLE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum LinkError {
+    Taken,
+    NotFound,
+    Storage(String),
+}
+
+impl From<StorageError> for LinkError {
+    fn from(e: StorageError) -> Self {
+        LinkError::Storage(e.to_string())
+    }
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+pub enum Limited {
+    Wait { ms: u64 },
+}
+
+#[derive(Default)]
+pub struct Link {
+    url: Option<String>,
+    clicks: u64,
+}
+
+#[cairn::object]
+impl Link {
+    const CLASS: &'static str = "link";
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Link {
+            url: ctx.storage().get("url")?,
+            clicks: ctx.storage().get("clicks")?.unwrap_or(0),
+        })
+    }
+
+    pub async fn shorten(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+        url: String,
+    ) -> Result<(), LinkError> {
+        if self.url.is_some() {
+            return Err(LinkError::Taken);
+        }
+        ctx.storage().put("url", &url)?;
+        self.url = Some(url);
+        Ok(())
+    }
+
+    pub async fn resolve(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<String, LinkError> {
+        let url = self.url.clone().ok_or(LinkError::NotFound)?;
+        self.clicks += 1;
+        ctx.storage().put("clicks", &self.clicks)?;
+        Ok(url)
+    }
+
+    pub async fn stats(&mut self) -> Option<(String, u64)> {
+        self.url.clone().map(|url| (url, self.clicks))
+    }
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+/// A token bucket per client, kept in storage as `(tokens, at)`.
+pub struct RateLimiter {
+    tokens: f64,
+    at: f64,
+}
+
+#[cairn::object]
+impl RateLimiter {
+    const CLASS: &'static str = "limiter";
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        let (tokens, at) = ctx.storage().get("bucket")?.unwrap_or((BURST, now_secs()));
+        Ok(RateLimiter { tokens, at })
+    }
+
+    /// Idle: the bucket is dropped (a new one starts full).
+    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        ctx.storage().delete_all()?;
+        *self = RateLimiter {
+            tokens: BURST,
+            at: now_secs(),
+        };
+        Ok(())
+    }
+
+    /// Storage trouble crashes (outer `Err`); an empty bucket answers `Failed(Limited)`.
+    pub async fn take(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> Result<Result<u32, Limited>, ActorError> {
+        let now = now_secs();
+        self.tokens = (self.tokens + (now - self.at) * REFILL_PER_SEC).min(BURST);
+        self.at = now;
+        let result = if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(self.tokens as u32)
+        } else {
+            let ms = ((1.0 - self.tokens) / REFILL_PER_SEC * 1000.0).ceil() as u64;
+            Err(Limited::Wait { ms })
+        };
+        ctx.storage().put("bucket", &(self.tokens, self.at))?;
+        ctx.storage().set_alarm(SystemTime::now() + IDLE)?;
+        Ok(result)
+    }
+}
+
+/// Every `every`, reads the click counts of `codes` and keeps the last report.
+pub struct Reporter {
+    codes: Vec<String>,
+    every: Duration,
+    last: Vec<(String, u64)>,
+}
+
+#[cairn::actor]
+impl Reporter {
+    async fn init(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        ctx.handle()
+            .send_interval_with(self.every, &ctx.addr(), || ReporterMsg::Tick);
+        Ok(())
+    }
+
+    pub async fn tick(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        let mut report = Vec::new();
+        for code in &self.codes {
+            report.extend(ctx.object::<Link>(code).stats().await?);
+        }
+        self.last = report;
+        Ok(())
+    }
+
+    pub async fn last(&mut self) -> Vec<(String, u64)> {
+        self.last.clone()
+    }
+}
+
+/// A client's request to shorten `url` as `code`, if its bucket allows.
+async fn shorten(node: &Node, client: &str, code: &str, url: &str) {
+    match node.object::<RateLimiter>(client).take().await {
+        Ok(_) => {}
+        Err(CallError::Failed(Limited::Wait { ms })) => {
+            return println!("{client}: slow down, retry in {ms} ms")
+        }
+        Err(e) => return println!("{client}: limiter unavailable: {e}"),
+    }
+    match node.object::<Link>(code).shorten(url.into()).await {
+        Ok(()) => println!("{client}: /{code} created"),
+        Err(CallError::Failed(e)) => println!("{client}: /{code} refused: {e:?}"),
+        Err(e) => println!("{client}: /{code} unavailable: {e}"),
+    }
+}
+
+pub fn main() {
+    cairn::init_logging(cairn::LogFormat::Text);
+    let dir = std::env::temp_dir().join(format!("cairn-shortener-rpc-{}", std::process::id()));
+    let node = Node::builder()
+        .data_dir(&dir)
+        .start()
+        .expect("start the node");
+    node.host::<Link>();
+    node.host::<RateLimiter>();
+    let codes = vec!["rust".into(), "erl".into()];
+    let reporter = ChildSpec::worker("reporter", move || Reporter {
+        codes: codes.clone(),
+        every: Duration::from_millis(50),
+        last: vec![],
+    });
+    let spec = SupervisorSpec::new(Strategy::OneForOne).child(reporter.named("reporter"));
+    let tree = node
+        .block_on(Supervisor::start(node.handle(), spec))
+        .expect("start the tree");
+    node.block_on(async {
+        shorten(&node, "ada", "rust", "https://www.rust-lang.org").await;
+        shorten(&node, "ada", "erl", "https://www.erlang.org").await;
+        shorten(&node, "ada", "rust", "https://example.com").await;
+        shorten(&node, "ada", "lmdb", "https://www.symas.com/lmdb").await;
+        for code in ["rust", "rust", "erl", "nope"] {
+            match node.object::<Link>(code).resolve().await {
+                Ok(url) => println!("/{code} -> {url}"),
+                Err(CallError::Failed(e)) => println!("/{code}: {e:?}"),
+                Err(e) => println!("/{code} unavailable: {e}"),
+            }
+        }
+    });
+    let reporter: Addr<Reporter> = node
+        .handle()
+        .actor_ref(node.whereis("reporter").unwrap())
+        .unwrap();
+    let expected = vec![
+        ("https://www.rust-lang.org".to_owned(), 2),
+        ("https://www.erlang.org".to_owned(), 1),
+    ];
+    while node.block_on(reporter.last()) != Ok(expected.clone()) {
+        node.block_on(node.handle().sleep(Duration::from_millis(10)));
+    }
+    println!("report: {expected:?}");
+    // The idle bucket's alarm drops it: ada's next request finds a full bucket.
+    node.block_on(node.handle().sleep(IDLE + Duration::from_millis(1_500)));
+    let left = node.block_on(node.object::<RateLimiter>("ada").take());
+    println!("ada after idling: {left:?} tokens left");
+    node.block_on(tree.stop());
+    node.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,250 @@
+//! One request: limits, routing, the dispatcher call, and the mapping of every outcome to
+//! an answer (see the crate docs' table).
+
+use std::convert::Infallible;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
+use http::{header, HeaderValue, StatusCode};
+
+use crate::body::{Body, BodyFault, BodyWatch};
+use crate::config::GatewayConfig;
+use crate::conn::Limiter;
+use crate::dispatch::{DispatchError, Dispatcher, RequestId, Response};
+use crate::route::{route, RouteError};
+use crate::ws::{spawn_socket, AcceptWebSocket, NewSocket, SocketHandler, Sockets};
+
+/// What every connection of one gateway shares.
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) handle: Handle,
+    pub(crate) dispatcher: Arc<dyn Dispatcher>,
+    pub(crate) websockets: Option<(Sockets, Arc<dyn SocketHandler>)>,
+    pub(crate) limiter: Arc<Limiter>,
+    next_request: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: GatewayConfig,
+        handle: Handle,
+        dispatcher: Arc<dyn Dispatcher>,
+        websockets: Option<(Sockets, Arc<dyn SocketHandler>)>,
+    ) -> Self {
+        let limiter = Arc::new(Limiter::new(config.max_connections, config.max_refusing));
+        // Ids differ across restarts: the high bits come from the start time.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            << 32;
+        Shared {
+            config,
+            handle,
+            dispatcher,
+            websockets,
+            limiter,
+            next_request: AtomicU64::new(seed),
+        }
+    }
+
+    fn request_id(&self) -> RequestId {
+        RequestId(self.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A plain-text answer.
+pub(crate) fn text(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// 503 with `Retry-After` in whole seconds (at least 1).
+pub(crate) fn overloaded(retry_after: Duration, why: &'static str) -> Response {
+    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, why);
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+fn internal_error(id: RequestId) -> Response {
+    text(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error; request id {id}\n"),
+    )
+}
+
+/// Serves one request. Never fails: every outcome is an answer.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Body>, Infallible> {
+    let id = shared.request_id();
+    let mut response = answer(&shared, id, request).await;
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    id: RequestId,
+    mut request: hyper::Request<hyper::body::Incoming>,
+) -> Response {
+    let config = &shared.config;
+    let route = match route(request.uri().path(), config.max_segment_bytes) {
+        Ok(route) => route,
+        Err(RouteError::NoRoute) => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "no route: paths are /{class}/{key}/...\n",
+            )
+        }
+        Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    };
+    if let Some(length) = content_length(&request) {
+        if length > config.max_body_bytes {
+            return body_too_large(config.max_body_bytes);
+        }
+    }
+    let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+    let watch = BodyWatch::default();
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(id);
+    let request = http::Request::from_parts(
+        parts,
+        Body::incoming(body, config.max_body_bytes, watch.clone()),
+    );
+    let object = route.object.clone();
+    let dispatcher = &shared.dispatcher;
+    let outcome = match catch_unwind(AssertUnwindSafe(|| dispatcher.dispatch(route, request))) {
+        Err(payload) => Err(panic_message(&*payload)),
+        Ok(future) => {
+            match shared
+                .handle
+                .timeout(config.handler_timeout, catch_unwind_future(future))
+                .await
+            {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    tracing::warn!(request_id = %id, %object, timeout = ?config.handler_timeout, "handler timed out");
+                    return text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!("handler timed out; request id {id}\n"),
+                    );
+                }
+            }
+        }
+    };
+    match watch.fault() {
+        BodyFault::None => {}
+        BodyFault::TooLarge => return body_too_large(config.max_body_bytes),
+        BodyFault::Broken => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "malformed or incomplete request body\n",
+            )
+        }
+    }
+    let response = match outcome {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return dispatch_error(id, &object, error),
+        Err(panic) => {
+            tracing::error!(request_id = %id, %object, %panic, "handler panicked");
+            return internal_error(id);
+        }
+    };
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    accept_upgrade(shared, id, object, upgrade, response)
+}
+
+/// Completes a dispatcher's 101: only a WebSocket it accepted with [`AcceptWebSocket`] on
+/// an upgrade request, with sockets enabled, is honoured; anything else is a handler bug.
+fn accept_upgrade(
+    shared: &Arc<Shared>,
+    id: RequestId,
+    object: crate::route::ObjectKey,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut response: Response,
+) -> Response {
+    let accept = response.extensions_mut().remove::<AcceptWebSocket>();
+    let (Some(upgrade), Some(accept), Some((sockets, handler))) =
+        (upgrade, accept, &shared.websockets)
+    else {
+        tracing::error!(request_id = %id, %object, "101 without an accepted WebSocket upgrade (or WebSockets are off)");
+        return internal_error(id);
+    };
+    if let Some(attachment) = &accept.attachment {
+        let limit = sockets.config().max_attachment_bytes;
+        if attachment.len() > limit {
+            tracing::error!(request_id = %id, %object, len = attachment.len(), limit, "WebSocket attachment too large");
+            return internal_error(id);
+        }
+    }
+    let new = NewSocket {
+        sockets: sockets.clone(),
+        handler: Arc::clone(handler),
+        object,
+        accept,
+        // The HTTP connection's permit is released when hyper hands the socket over.
+        permit: shared.limiter.acquire_forced(),
+    };
+    spawn_socket(&shared.handle, upgrade, new);
+    response
+}
+
+fn dispatch_error(
+    id: RequestId,
+    object: &crate::route::ObjectKey,
+    error: DispatchError,
+) -> Response {
+    match error {
+        DispatchError::UnknownClass(class) => text(
+            StatusCode::NOT_FOUND,
+            format!("unknown object class {class:?}\n"),
+        ),
+        DispatchError::Overloaded { retry_after } => overloaded(retry_after, "object overloaded\n"),
+        DispatchError::Unavailable(why) => {
+            tracing::warn!(request_id = %id, %object, %why, "object unavailable");
+            overloaded(Duration::from_secs(1), "object unavailable\n")
+        }
+        DispatchError::Failed(why) => {
+            tracing::error!(request_id = %id, %object, %why, "handler failed");
+            internal_error(id)
+        }
+    }
+}
+
+fn body_too_large(limit: u64) -> Response {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body larger than {limit} bytes\n"),
+    )
+}
+
+fn content_length<B>(request: &hyper::Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether hyper may hand this request's connection over (an `Upgrade` request).
+fn is_upgrade<B>(request: &hyper::Request<B>) -> bool {
+    request.headers().contains_key(header::UPGRADE)
+}

@@ -1,0 +1,711 @@
+//! Connections: the one data connection kept per peer node, and the rule that picks it.
+//!
+//! # One connection per pair
+//!
+//! A connection to a node is opened when a message is first sent to it (see `dial`). When
+//! both nodes dial each other at once, each acceptor decides from what it knows, and both
+//! decide alike: **the connection dialed by the lower `NodeId` is kept** ([`on_hello`]).
+//! A hello from a *new incarnation* of a known node replaces the old connection (the old
+//! one is lost to its callers). No user message is sent on a connection before its hello
+//! exchange has decided it is the one kept, so dedup never reorders messages.
+//!
+//! # What this module owns, and its invariants
+//!
+//! [`ConnTable`] (behind `Inner::conns`): per node at most one slot, `Dialing` (one dial
+//! under way, identified by its attempt id, with the senders waiting for it) or `Up` (the
+//! connection kept). A failed dial is remembered with its attempt id, so a sender waiting
+//! for attempt *a* learns its failure and a later sender dials afresh. The table also
+//! keeps where to dial each known node. Once closed, nothing is installed or dialed.
+//!
+//! [`Conn`] is an established connection: the peer's identity as its hello told it, the
+//! QUIC connection and its [`Outbox`] — the lane towards the peer, shared by every sender
+//! on this node (one QUIC stream: per-pair order, see the module doc of `mesh`).
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use cairn_scheduler::NodeId;
+use parking_lot::Mutex;
+
+use super::error::DialError;
+use super::wire::{Hello, PeerInfo, Wire};
+use crate::endpoint::{Connection, FramedSender, TrySendWith};
+
+/// An established connection, as reported by [`Mesh::connection_info`](super::Mesh::connection_info).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionInfo {
+    /// The node that dialed it.
+    pub dialed_by: NodeId,
+    /// The peer's UDP address.
+    pub remote: SocketAddr,
+    /// The peer's incarnation.
+    pub incarnation: u64,
+}
+
+/// An established connection to one node (the peer's side as its hello told it).
+pub(super) struct Conn {
+    id: u64,
+    node: NodeId,
+    incarnation: u64,
+    addr: SocketAddr,
+    dialed_by_local: bool,
+    quic: Connection,
+    outbox: Outbox,
+}
+
+/// What the connection rule needs to know of a kept connection (so the rule and the
+/// table can be tested without sockets).
+pub(super) trait Peer {
+    /// Unique per connection made by this mesh.
+    fn id(&self) -> u64;
+    /// The peer node.
+    fn node(&self) -> NodeId;
+    /// The peer's incarnation, from its hello.
+    fn incarnation(&self) -> u64;
+    /// Whether this node dialed it.
+    fn dialed_by_local(&self) -> bool;
+}
+
+impl Peer for Conn {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn node(&self) -> NodeId {
+        self.node
+    }
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+    fn dialed_by_local(&self) -> bool {
+        self.dialed_by_local
+    }
+}
+
+impl Conn {
+    /// A connection whose hello exchange is done: `peer` is the other side's hello.
+    pub(super) fn new(
+        id: u64,
+        peer: &Hello,
+        dialed_by_local: bool,
+        quic: Connection,
+        outbox: Outbox,
+    ) -> Conn {
+        Conn {
+            id,
+            node: peer.node,
+            incarnation: peer.incarnation,
+            addr: peer.listen,
+            dialed_by_local,
+            quic,
+            outbox,
+        }
+    }
+
+    /// The peer's listen address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The QUIC connection (datagrams, close, close reason).
+    pub(super) fn quic(&self) -> &Connection {
+        &self.quic
+    }
+
+    /// Queues the first frame (the hello ack) into the fresh lane (never waits).
+    pub(super) fn send_first(&self, frame: &Wire) -> Result<(), crate::SendError> {
+        self.outbox.send_first(frame)
+    }
+
+    /// Queues `frame`, waiting for room on the lane.
+    pub(super) async fn send(&self, frame: &Wire) -> Result<(), crate::SendError> {
+        self.outbox.send(frame).await
+    }
+
+    /// Ready once the lane has room (or has failed); registers `cx` otherwise.
+    pub(super) fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.outbox.poll_room(cx)
+    }
+
+    /// Builds and queues a frame if the lane has room now (see [`Outbox::try_queue`]).
+    pub(super) fn try_queue(&self, make: impl FnOnce() -> Result<Wire, String>) -> Queue {
+        self.outbox.try_queue(make)
+    }
+
+    /// Sends one SWIM packet as a QUIC datagram (unreliable, like SWIM's UDP).
+    pub(super) fn send_swim(&self, data: bytes::Bytes) {
+        if let Err(error) = self.quic.quinn().send_datagram(data) {
+            tracing::debug!(peer = %self.node, %error, "could not send a SWIM datagram");
+        }
+    }
+
+    /// What [`Mesh::connection_info`](super::Mesh::connection_info) reports, seen from `local`.
+    pub(super) fn info(&self, local: NodeId) -> ConnectionInfo {
+        ConnectionInfo {
+            dialed_by: if self.dialed_by_local {
+                local
+            } else {
+                self.node
+            },
+            remote: self.quic.remote_address(),
+            incarnation: self.incarnation,
+        }
+    }
+}
+
+/// What [`Conn::try_queue`] did.
+pub(super) enum Queue {
+    Queued,
+    /// The lane is full now (nothing was encoded).
+    NoRoom,
+    /// The frame could not be built (why: the encoder's error).
+    Failed(String),
+    /// The lane failed (connection lost).
+    Closed,
+}
+
+/// The lane towards the peer, shared by every sender on this node.
+pub(super) struct Outbox {
+    tx: Mutex<FramedSender>,
+    waiters: Arc<WakeAll>,
+    /// `waiters` as a waker, made once (the lane keeps one waker: always this one).
+    waker: Waker,
+}
+
+/// Wakes every waiting sender when the lane's writer makes room (a `FramedSender`
+/// remembers one waker only).
+#[derive(Default)]
+struct WakeAll(Mutex<Vec<Waker>>);
+
+impl Wake for WakeAll {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waiters = std::mem::take(&mut *self.0.lock());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+impl Outbox {
+    pub(super) fn new(tx: FramedSender) -> Outbox {
+        let waiters: Arc<WakeAll> = Arc::default();
+        Outbox {
+            tx: Mutex::new(tx),
+            waker: Waker::from(Arc::clone(&waiters)),
+            waiters,
+        }
+    }
+
+    fn poll_send(&self, frame: &Wire, cx: &mut Context<'_>) -> Poll<Result<(), crate::SendError>> {
+        let mut inner_cx = Context::from_waker(&self.waker);
+        let mut tx = self.tx.lock();
+        let poll = pin!(tx.send(frame)).poll(&mut inner_cx);
+        if poll.is_ready() {
+            return poll;
+        }
+        {
+            let mut waiters = self.waiters.0.lock();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Room may have been made before our waker was listed: look again.
+        let again = pin!(tx.send(frame)).poll(&mut inner_cx);
+        again
+    }
+
+    async fn send(&self, frame: &Wire) -> Result<(), crate::SendError> {
+        poll_fn(|cx| self.poll_send(frame, cx)).await
+    }
+
+    /// Ready once the lane has room (or has failed); registers `cx` otherwise.
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner_cx = Context::from_waker(&self.waker);
+        let mut tx = self.tx.lock();
+        if tx.poll_ready(&mut inner_cx).is_ready() {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiters = self.waiters.0.lock();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Room may have been made before our waker was listed: look again.
+        tx.poll_ready(&mut inner_cx).map(drop)
+    }
+
+    /// Builds and queues a frame if the lane has room now; `make` runs only then, under
+    /// the lane's lock (so the room cannot be taken meanwhile).
+    fn try_queue(&self, make: impl FnOnce() -> Result<Wire, String>) -> Queue {
+        // The lane keeps one waker: always hand it the shared one so waiting senders
+        // are never forgotten.
+        let inner_cx = Context::from_waker(&self.waker);
+        match self.tx.lock().try_send_with(&inner_cx, make) {
+            TrySendWith::Queued => Queue::Queued,
+            TrySendWith::Full => Queue::NoRoom,
+            TrySendWith::Refused(failure) => Queue::Failed(failure),
+            TrySendWith::Failed(error) => {
+                tracing::debug!(%error, "mesh lane refused a frame");
+                Queue::Closed
+            }
+        }
+    }
+
+    /// Queues `frame` into an empty, fresh lane (never waits).
+    pub(super) fn send_first(&self, frame: &Wire) -> Result<(), crate::SendError> {
+        match self.poll_send(frame, &mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(crate::SendError::Closed),
+        }
+    }
+}
+
+/// A node's entry in the [`ConnTable`].
+enum Slot<C> {
+    /// A dial is under way (attempt id); these senders wait for it.
+    Dialing { attempt: u64, waiters: Vec<Waker> },
+    /// The connection kept.
+    Up(Arc<C>),
+}
+
+/// What an acceptor does with an incoming connection, given its hello ([`on_hello`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HelloDecision {
+    /// Keep it: there is no connection to that node (a dial of ours may be under way, and
+    /// the peer's wins).
+    Keep,
+    /// Keep it and close the one there is (a new incarnation, or a re-dial by the peer).
+    Replace,
+    /// Close it with `CLOSE_DUPLICATE`: the connection this node dialed is kept.
+    Refuse,
+}
+
+/// The connection rule, the same on both nodes: of two connections between a pair, the
+/// one dialed by the lower node id is kept; a new incarnation always replaces the old.
+///
+/// `hello` is the dialer's; `table` is the acceptor's view of connections to it.
+pub(super) fn on_hello<C: Peer>(table: &ConnTable<C>, hello: &Hello) -> HelloDecision {
+    let local = table.local;
+    match table.slots.get(&hello.node) {
+        None => HelloDecision::Keep,
+        // Both dialing: the connection dialed by the lower node id wins.
+        Some(Slot::Dialing { .. }) if hello.node < local => HelloDecision::Keep,
+        Some(Slot::Dialing { .. }) => HelloDecision::Refuse,
+        Some(Slot::Up(kept)) if kept.incarnation() != hello.incarnation => HelloDecision::Replace,
+        // Our own dial is up and we are the lower node: it stays.
+        Some(Slot::Up(kept)) if kept.dialed_by_local() && local < hello.node => {
+            HelloDecision::Refuse
+        }
+        // The peer dialed again (it lost the connection we still hold), or it is the
+        // lower node and its dial beats ours.
+        Some(Slot::Up(_)) => HelloDecision::Replace,
+    }
+}
+
+/// What opening a connection to a node needs next ([`ConnTable::poll_open`]).
+pub(super) enum Open<C> {
+    /// The connection, or why there is none.
+    Ready(Result<Arc<C>, DialError>),
+    /// A dial is under way; the caller's waker is registered.
+    Wait,
+    /// The caller must dial `PeerInfo` as attempt `u64` (the slot is now `Dialing`).
+    Dial(PeerInfo, u64),
+}
+
+/// What [`ConnTable::install`] displaced.
+pub(super) struct Installed<C> {
+    /// Senders that waited for a dial to the node.
+    pub(super) woken: Vec<Waker>,
+    /// The connection it replaced, to be closed.
+    pub(super) replaced: Option<Arc<C>>,
+}
+
+/// The connections of a mesh, by node (see the module doc).
+pub(super) struct ConnTable<C = Conn> {
+    local: NodeId,
+    slots: HashMap<NodeId, Slot<C>>,
+    /// Last failed dial per node: (attempt, error).
+    failures: HashMap<NodeId, (u64, DialError)>,
+    /// Where to dial nodes (members, seeds, peers named in hellos).
+    known: HashMap<NodeId, PeerInfo>,
+    closed: bool,
+}
+
+impl<C: Peer> ConnTable<C> {
+    pub(super) fn new(local: NodeId) -> ConnTable<C> {
+        ConnTable {
+            local,
+            slots: HashMap::new(),
+            failures: HashMap::new(),
+            known: HashMap::new(),
+            closed: false,
+        }
+    }
+
+    /// The connection kept to `node`, if up.
+    pub(super) fn up(&self, node: NodeId) -> Option<Arc<C>> {
+        match self.slots.get(&node) {
+            Some(Slot::Up(conn)) => Some(Arc::clone(conn)),
+            _ => None,
+        }
+    }
+
+    /// Whether a connection to `node` is up.
+    pub(super) fn is_up(&self, node: NodeId) -> bool {
+        matches!(self.slots.get(&node), Some(Slot::Up(_)))
+    }
+
+    /// Whether a connection to `node` is up or being dialed.
+    pub(super) fn has_slot(&self, node: NodeId) -> bool {
+        self.slots.contains_key(&node)
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// One step of opening the connection to `node` for a caller that waits with `cx`.
+    /// `mine` remembers the attempt the caller waits for, so a failure of that attempt
+    /// (or a later one) ends its wait; `new_attempt` numbers a new dial.
+    pub(super) fn poll_open(
+        &mut self,
+        node: NodeId,
+        mine: &mut Option<u64>,
+        cx: &Context<'_>,
+        new_attempt: impl FnOnce() -> u64,
+    ) -> Open<C> {
+        if self.closed {
+            return Open::Ready(Err(DialError::Closed));
+        }
+        match self.slots.get_mut(&node) {
+            Some(Slot::Up(conn)) => return Open::Ready(Ok(Arc::clone(conn))),
+            Some(Slot::Dialing { attempt, waiters }) => {
+                mine.get_or_insert(*attempt);
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                return Open::Wait;
+            }
+            None => {}
+        }
+        if let (Some(mine), Some((attempt, error))) = (*mine, self.failures.get(&node)) {
+            if *attempt >= mine {
+                return Open::Ready(Err(error.clone()));
+            }
+        }
+        let Some(info) = self.known.get(&node).cloned() else {
+            return Open::Ready(Err(DialError::UnknownNode(node)));
+        };
+        let attempt = new_attempt();
+        *mine = Some(attempt);
+        self.slots.insert(
+            node,
+            Slot::Dialing {
+                attempt,
+                waiters: vec![cx.waker().clone()],
+            },
+        );
+        Open::Dial(info, attempt)
+    }
+
+    /// Whether dial `attempt` to `node` is still the one awaited.
+    pub(super) fn is_dialing(&self, node: NodeId, attempt: u64) -> bool {
+        matches!(self.slots.get(&node), Some(Slot::Dialing { attempt: a, .. }) if *a == attempt)
+    }
+
+    /// Dial `attempt` to `node` failed: remembers why and, if it is still the one awaited,
+    /// frees the slot; returns the senders to wake.
+    pub(super) fn dial_failed(
+        &mut self,
+        node: NodeId,
+        attempt: u64,
+        error: DialError,
+    ) -> Vec<Waker> {
+        self.failures.insert(node, (attempt, error));
+        if !self.is_dialing(node, attempt) {
+            return Vec::new();
+        }
+        match self.slots.remove(&node) {
+            Some(Slot::Dialing { waiters, .. }) => waiters,
+            _ => Vec::new(),
+        }
+    }
+
+    /// Makes `conn` the connection to its node (the hello exchange decided it is kept).
+    pub(super) fn install(&mut self, conn: Arc<C>) -> Installed<C> {
+        let node = conn.node();
+        self.failures.remove(&node);
+        match self.slots.insert(node, Slot::Up(conn)) {
+            Some(Slot::Dialing { waiters, .. }) => Installed {
+                woken: waiters,
+                replaced: None,
+            },
+            Some(Slot::Up(old)) => Installed {
+                woken: Vec::new(),
+                replaced: Some(old),
+            },
+            None => Installed {
+                woken: Vec::new(),
+                replaced: None,
+            },
+        }
+    }
+
+    /// Removes connection `id` to `node` if it is still the one kept (it closed).
+    pub(super) fn remove_if_current(&mut self, node: NodeId, id: u64) -> bool {
+        let current = matches!(self.slots.get(&node), Some(Slot::Up(c)) if c.id() == id);
+        if current {
+            self.slots.remove(&node);
+        }
+        current
+    }
+
+    /// Removes the connection to `node` if it is from `incarnation` or an older one (that
+    /// incarnation was declared down; a newer one's connection stays).
+    pub(super) fn remove_if_stale(&mut self, node: NodeId, incarnation: u64) -> Option<Arc<C>> {
+        let stale =
+            matches!(self.slots.get(&node), Some(Slot::Up(c)) if c.incarnation() <= incarnation);
+        if !stale {
+            return None;
+        }
+        match self.slots.remove(&node) {
+            Some(Slot::Up(conn)) => Some(conn),
+            _ => None,
+        }
+    }
+
+    /// Learns where to reach the node behind `hello`, and the peers it names.
+    pub(super) fn learn(&mut self, hello: &Hello) {
+        self.know(PeerInfo {
+            node: hello.node,
+            addr: hello.listen,
+            name: hello.name.clone(),
+        });
+        for p in &hello.peers {
+            if p.node != self.local {
+                self.known.entry(p.node).or_insert_with(|| p.clone());
+            }
+        }
+    }
+
+    /// Records where to reach `peer` (its latest address).
+    pub(super) fn know(&mut self, peer: PeerInfo) {
+        self.known.insert(peer.node, peer);
+    }
+
+    /// Records where to reach `peer` unless already known.
+    pub(super) fn know_if_new(&mut self, peer: PeerInfo) {
+        self.known.entry(peer.node).or_insert(peer);
+    }
+
+    /// Every node this node knows of.
+    pub(super) fn known(&self) -> Vec<PeerInfo> {
+        self.known.values().cloned().collect()
+    }
+
+    /// Closes the table: nothing is installed or dialed from now on. Returns the
+    /// connections that were up, to be closed.
+    pub(super) fn close(&mut self) -> Vec<Arc<C>> {
+        self.closed = true;
+        self.slots
+            .drain()
+            .filter_map(|(_, slot)| match slot {
+                Slot::Up(conn) => Some(conn),
+                Slot::Dialing { .. } => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kept connection, without sockets.
+    struct Fake {
+        id: u64,
+        node: NodeId,
+        incarnation: u64,
+        dialed_by_local: bool,
+    }
+
+    impl Peer for Fake {
+        fn id(&self) -> u64 {
+            self.id
+        }
+        fn node(&self) -> NodeId {
+            self.node
+        }
+        fn incarnation(&self) -> u64 {
+            self.incarnation
+        }
+        fn dialed_by_local(&self) -> bool {
+            self.dialed_by_local
+        }
+    }
+
+    fn hello(node: u64, incarnation: u64) -> Hello {
+        Hello {
+            node: NodeId(node),
+            incarnation,
+            listen: "127.0.0.1:7400".parse().unwrap(),
+            name: format!("node-{node}"),
+            peers: Vec::new(),
+        }
+    }
+
+    fn fake(id: u64, node: u64, incarnation: u64, dialed_by_local: bool) -> Arc<Fake> {
+        Arc::new(Fake {
+            id,
+            node: NodeId(node),
+            incarnation,
+            dialed_by_local,
+        })
+    }
+
+    /// `local`'s table with a dial to `peer` under way.
+    fn dialing(local: u64, peer: u64) -> ConnTable<Fake> {
+        let mut table = ConnTable::new(NodeId(local));
+        table.learn(&hello(peer, 1));
+        let cx = Context::from_waker(Waker::noop());
+        let open = table.poll_open(NodeId(peer), &mut None, &cx, || 1);
+        assert!(matches!(open, Open::Dial(..)));
+        table
+    }
+
+    #[test]
+    fn a_hello_from_an_unconnected_node_is_kept() {
+        let table = ConnTable::<Fake>::new(NodeId(5));
+        assert_eq!(on_hello(&table, &hello(3, 1)), HelloDecision::Keep);
+        assert_eq!(on_hello(&table, &hello(9, 1)), HelloDecision::Keep);
+    }
+
+    #[test]
+    fn simultaneous_dials_keep_the_lower_nodes_dial_on_both_sides() {
+        // 3 and 5 dial each other at once; each receives the other's hello while dialing.
+        let at_3 = dialing(3, 5);
+        let at_5 = dialing(5, 3);
+        // 3 refuses 5's dial (3's own is kept); 5 keeps 3's dial.
+        assert_eq!(on_hello(&at_3, &hello(5, 1)), HelloDecision::Refuse);
+        assert_eq!(on_hello(&at_5, &hello(3, 1)), HelloDecision::Keep);
+        // Once 3's dial is up on both sides, a late hello from 5's dial is refused by 3.
+        let mut at_3 = at_3;
+        at_3.install(fake(10, 5, 1, true));
+        assert_eq!(on_hello(&at_3, &hello(5, 1)), HelloDecision::Refuse);
+    }
+
+    #[test]
+    fn both_nodes_agree_on_the_connection_kept_whoever_dials_first() {
+        for (a, b) in [(3u64, 5u64), (5, 3)] {
+            // `a` dialed and its connection is up at `a`; `b` dials too.
+            let mut at_a = ConnTable::<Fake>::new(NodeId(a));
+            at_a.install(fake(1, b, 1, true));
+            let b_dial_at_a = on_hello(&at_a, &hello(b, 1));
+            // The lower node's dial survives.
+            let expected = if a < b {
+                HelloDecision::Refuse
+            } else {
+                HelloDecision::Replace
+            };
+            assert_eq!(b_dial_at_a, expected, "a={a} b={b}");
+        }
+    }
+
+    #[test]
+    fn a_new_incarnation_replaces_the_old_connection_whoever_dialed_it() {
+        for dialed_by_local in [true, false] {
+            let mut table = ConnTable::<Fake>::new(NodeId(3));
+            table.install(fake(1, 5, 100, dialed_by_local));
+            assert_eq!(on_hello(&table, &hello(5, 101)), HelloDecision::Replace);
+            let mut table = ConnTable::<Fake>::new(NodeId(7));
+            table.install(fake(1, 5, 100, dialed_by_local));
+            assert_eq!(on_hello(&table, &hello(5, 101)), HelloDecision::Replace);
+        }
+    }
+
+    #[test]
+    fn a_redial_from_the_same_incarnation_replaces_a_connection_it_dialed() {
+        // The peer lost the connection it dialed (we still hold it) and dials again.
+        let mut table = ConnTable::<Fake>::new(NodeId(3));
+        table.install(fake(1, 5, 100, false));
+        assert_eq!(on_hello(&table, &hello(5, 100)), HelloDecision::Replace);
+        let installed = table.install(fake(2, 5, 100, false));
+        assert_eq!(installed.replaced.map(|c| c.id), Some(1));
+        // The old connection's close no longer removes the new one.
+        assert!(!table.remove_if_current(NodeId(5), 1));
+        assert!(table.remove_if_current(NodeId(5), 2));
+    }
+
+    #[test]
+    fn waiters_of_a_dial_learn_its_failure_and_a_later_sender_dials_again() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            table.poll_open(NodeId(2), &mut None, &cx, || 1),
+            Open::Ready(Err(DialError::UnknownNode(NodeId(2))))
+        ));
+        table.learn(&hello(2, 1));
+        // Two senders, each with its own waker.
+        struct NoWake;
+        impl Wake for NoWake {
+            fn wake(self: Arc<Self>) {}
+        }
+        let (w1, w2) = (Waker::from(Arc::new(NoWake)), Waker::from(Arc::new(NoWake)));
+        let (cx1, cx2) = (Context::from_waker(&w1), Context::from_waker(&w2));
+        let (mut first, mut second) = (None, None);
+        assert!(matches!(
+            table.poll_open(NodeId(2), &mut first, &cx1, || 7),
+            Open::Dial(_, 7)
+        ));
+        assert!(matches!(
+            table.poll_open(NodeId(2), &mut second, &cx2, || 8),
+            Open::Wait
+        ));
+        assert_eq!(second, Some(7));
+        let woken = table.dial_failed(NodeId(2), 7, DialError::Timeout);
+        assert_eq!(woken.len(), 2);
+        for mine in [&mut first, &mut second] {
+            assert!(matches!(
+                table.poll_open(NodeId(2), mine, &cx, || 99),
+                Open::Ready(Err(DialError::Timeout))
+            ));
+        }
+        // A sender that was not waiting for attempt 7 dials afresh.
+        assert!(matches!(
+            table.poll_open(NodeId(2), &mut None, &cx, || 9),
+            Open::Dial(_, 9)
+        ));
+        let installed = table.install(fake(3, 2, 1, true));
+        assert_eq!(installed.woken.len(), 1);
+        assert!(table.is_up(NodeId(2)));
+    }
+
+    #[test]
+    fn a_down_incarnation_takes_its_connection_but_not_a_newer_ones() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        table.install(fake(1, 2, 200, true));
+        assert!(table.remove_if_stale(NodeId(2), 100).is_none());
+        assert!(table.remove_if_stale(NodeId(2), 200).is_some());
+        assert!(!table.is_up(NodeId(2)));
+    }
+
+    #[test]
+    fn a_closed_table_dials_nothing() {
+        let mut table = dialing(1, 2);
+        table.install(fake(1, 2, 1, true));
+        assert_eq!(table.close().len(), 1);
+        let cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            table.poll_open(NodeId(2), &mut None, &cx, || 2),
+            Open::Ready(Err(DialError::Closed))
+        ));
+    }
+}

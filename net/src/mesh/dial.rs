@@ -1,0 +1,442 @@
+//! Opening connections: dialing a node or a seed, the hello exchange on both sides, and
+//! the life of a kept connection (its reader, its SWIM datagrams, its close watcher).
+//!
+//! # The hello exchange
+//!
+//! The dialer opens lane [`MESH_LANE`] and sends [`Wire::Hello`] (its node id, incarnation,
+//! listen address, certificate name and the peers it knows). The acceptor checks that the
+//! name is in the peer's certificate, applies the connection rule ([`on_hello`]) and
+//! either answers [`Wire::HelloAck`] on its own lane and installs the connection, or
+//! closes it with [`CLOSE_DUPLICATE`] (its reason: the acceptor's node id). The dialer
+//! installs the connection once the ack arrives; a refused dialer waits (up to the connect
+//! timeout) for the connection the acceptor kept. A hello on [`CONTROL_LANE`] opens a
+//! SWIM-only connection instead (see `controls`).
+//!
+//! Senders wait for a dial for at most [`MeshConfig::connect_timeout`]; one dial per node
+//! runs at a time and its failure reaches every sender that waited for it ([`ConnTable`]).
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use cairn_scheduler::{Ctx, NodeId};
+
+use super::config::Seed;
+use super::conns::{on_hello, Conn, ConnTable, HelloDecision, Installed, Open, Outbox, Peer};
+use super::error::DialError;
+use super::stats::Count;
+use super::wire::{
+    Hello, PeerInfo, Wire, CLOSE_DUPLICATE, CLOSE_LEAVING, CLOSE_PROTOCOL, CLOSE_REPLACED,
+    CONTROL_LANE, MESH_LANE,
+};
+use super::Inner;
+#[cfg(doc)]
+use super::MeshConfig;
+use crate::endpoint::{Connection, FramedReceiver, CLOSE_NORMAL};
+
+/// Why an acceptor did not keep an incoming connection.
+enum Refused {
+    /// This mesh is closed.
+    Closed,
+    /// The connection rule keeps another one.
+    Duplicate,
+}
+
+/// How a dial ended for the dialer.
+enum DialOutcome {
+    Up(Arc<Conn>),
+    /// The peer keeps another connection (its own dial): wait for it.
+    Duplicate(NodeId),
+}
+
+/// The application close code of a closed connection, if the peer (or we) closed it so.
+pub(super) fn close_code(reason: &quinn::ConnectionError) -> Option<u32> {
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            u32::try_from(close.error_code.into_inner()).ok()
+        }
+        _ => None,
+    }
+}
+
+impl Inner {
+    /// This node's hello, naming the peers `conns` knows.
+    fn hello(&self, conns: &ConnTable) -> Hello {
+        Hello {
+            node: self.node,
+            incarnation: self.incarnation,
+            listen: self.listen,
+            name: self.name.clone(),
+            peers: conns.known(),
+        }
+    }
+
+    /// Dials a seed until it answers once (backoff 100 ms doubling to 5 s), or the mesh
+    /// closes: seeds may start after this node. Then announces this node to it (SWIM
+    /// join), until the seed is a live member here.
+    pub(super) async fn join_seed(self: Arc<Self>, seed: Seed) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.dial(seed.addr, &seed.name, None).await {
+                Ok(node) => {
+                    let info = PeerInfo {
+                        node,
+                        addr: seed.addr,
+                        name: seed.name.clone(),
+                    };
+                    self.announce_until_joined(node, &info).await;
+                    return;
+                }
+                Err(error) => {
+                    if self.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(seed = %seed.addr, %error, retry_in = ?backoff, "could not join through a seed");
+                }
+            }
+            self.handle.sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The established connection to `node`, if any (never dials).
+    pub(super) fn up_conn(&self, node: NodeId) -> Option<Arc<Conn>> {
+        self.conns.lock().up(node)
+    }
+
+    /// The connection to `node`, dialing it if needed.
+    pub(super) async fn conn(self: &Arc<Self>, node: NodeId) -> Result<Arc<Conn>, DialError> {
+        // The common case, an open connection, needs no connect timeout (arming one cost
+        // about 400 instructions per message in callgrind).
+        if let Some(conn) = self.up_conn(node) {
+            return Ok(conn);
+        }
+        let mut mine: Option<u64> = None;
+        let wait = poll_fn(|cx| {
+            let open = self
+                .conns
+                .lock()
+                .poll_open(node, &mut mine, cx, || self.next_id());
+            match open {
+                Open::Ready(result) => Poll::Ready(result),
+                Open::Wait => Poll::Pending,
+                Open::Dial(info, attempt) => {
+                    self.spawn_dial(node, info, attempt);
+                    Poll::Pending
+                }
+            }
+        });
+        match self.handle.timeout(self.config.connect_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => Err(DialError::Timeout),
+        }
+    }
+
+    /// Runs dial `attempt` to `node` in a process of its own; its failure is recorded in
+    /// the table and wakes the senders waiting for it.
+    fn spawn_dial(self: &Arc<Self>, node: NodeId, info: PeerInfo, attempt: u64) {
+        let inner = Arc::clone(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let result = inner.dial(info.addr, &info.name, Some(node)).await;
+            let still_dialing = |inner: &Inner| inner.conns.lock().is_dialing(node, attempt);
+            if result.is_ok() && still_dialing(&inner) {
+                // The peer kept its own connection (it is dialing us, or still holds
+                // one we lost): give it the connect timeout to show up.
+                let deadline = Instant::now() + inner.config.connect_timeout;
+                while still_dialing(&inner) && Instant::now() < deadline {
+                    inner.handle.sleep(Duration::from_millis(10)).await;
+                }
+            }
+            if !still_dialing(&inner) {
+                return;
+            }
+            let error = match result {
+                Ok(_) => DialError::NotUp(node),
+                Err(e) => e,
+            };
+            tracing::warn!(%node, addr = %info.addr, %error, "could not connect to a node");
+            let waiters = inner.conns.lock().dial_failed(node, attempt, error);
+            for w in waiters {
+                w.wake();
+            }
+        });
+    }
+
+    /// Starts opening the connection to `node` in the background (if not under way).
+    pub(super) fn open_soon(self: &Arc<Self>, node: NodeId) {
+        if self.conns.lock().has_slot(node) {
+            return;
+        }
+        let inner = Arc::clone(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            if let Err(error) = inner.conn(node).await {
+                tracing::debug!(peer = %node, %error, "could not open a connection");
+            }
+        });
+    }
+
+    /// Dials `addr`, exchanges hellos and installs the connection. `expect`: the node we
+    /// meant to reach (`None` for seeds). `Ok(node)` also when the peer kept its own
+    /// connection.
+    pub(super) async fn dial(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        name: &str,
+        expect: Option<NodeId>,
+    ) -> Result<NodeId, DialError> {
+        let timeout = self.config.connect_timeout;
+        match self
+            .handle
+            .timeout(timeout, self.dial_inner(addr, name))
+            .await
+        {
+            Err(_) => Err(DialError::Timeout),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(DialOutcome::Duplicate(node))) => {
+                tracing::debug!(%node, "peer kept its own connection");
+                Ok(node)
+            }
+            Ok(Ok(DialOutcome::Up(conn))) => {
+                if let Some(expected) = expect {
+                    if expected != conn.node() {
+                        tracing::warn!(%expected, found = %conn.node(), %addr, "dialed node has another id");
+                    }
+                }
+                Ok(conn.node())
+            }
+        }
+    }
+
+    async fn dial_inner(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        name: &str,
+    ) -> Result<DialOutcome, DialError> {
+        let quic = self.endpoint.connect(addr, name).await?;
+        let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
+        let hello = self.hello(&self.conns.lock());
+        outbox.send_first(&Wire::Hello(hello))?;
+        let first = async {
+            let mut rx = quic.accept_lane().await?;
+            let frame = rx.recv::<Wire>().await?;
+            Ok::<_, DialError>((rx, frame))
+        };
+        let (rx, frame) = match first.await {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(quinn::ConnectionError::ApplicationClosed(close)) =
+                    quic.quinn().close_reason()
+                {
+                    if close.error_code == quinn::VarInt::from_u32(CLOSE_DUPLICATE) {
+                        let node = std::str::from_utf8(&close.reason)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .map(NodeId)
+                            .unwrap_or_default();
+                        return Ok(DialOutcome::Duplicate(node));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let peer = match frame {
+            Some(Wire::HelloAck(peer)) => peer,
+            other => {
+                quic.close(CLOSE_PROTOCOL, b"expected a hello ack");
+                return Err(match other {
+                    None => DialError::NoHello,
+                    Some(_) => DialError::NotAHello,
+                });
+            }
+        };
+        if !claims_certified_name(&quic, &peer.name) {
+            quic.close(CLOSE_PROTOCOL, b"hello name not in certificate");
+            return Err(DialError::NameNotCertified(peer.name));
+        }
+        if peer.node == self.node {
+            quic.close(CLOSE_NORMAL, b"dialed myself");
+            return Err(DialError::SelfDial);
+        }
+        let conn = Arc::new(Conn::new(self.next_id(), &peer, true, quic, outbox));
+        // The acceptor decided this connection is the one kept: install it.
+        let installed = {
+            let mut conns = self.conns.lock();
+            conns.learn(&peer);
+            if conns.is_closed() {
+                drop(conns);
+                conn.quic().close(CLOSE_NORMAL, b"mesh closed");
+                return Err(DialError::Closed);
+            }
+            conns.install(Arc::clone(&conn))
+        };
+        self.installed(&conn, installed);
+        self.run_conn(&conn, rx);
+        Ok(DialOutcome::Up(conn))
+    }
+
+    /// Takes an incoming connection: hello, keep-or-refuse, hello ack.
+    pub(super) async fn serve_incoming(self: Arc<Self>, quic: Connection) {
+        let remote = quic.remote_address();
+        let first = async {
+            let mut rx = quic.accept_lane().await?;
+            let frame = rx.recv::<Wire>().await?;
+            Ok::<_, DialError>((rx, frame))
+        };
+        let (rx, hello) = match self
+            .handle
+            .timeout(self.config.connect_timeout, first)
+            .await
+        {
+            Ok(Ok((rx, Some(Wire::Hello(hello))))) => (rx, hello),
+            Ok(Ok(_)) => {
+                tracing::warn!(%remote, "mesh peer did not start with a hello; closing");
+                self.counters.bump(Count::ProtocolError);
+                quic.close(CLOSE_PROTOCOL, b"expected a hello");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%remote, %error, "mesh peer failed before its hello");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%remote, "mesh peer sent no hello in time; closing");
+                quic.close(CLOSE_PROTOCOL, b"no hello");
+                return;
+            }
+        };
+        if hello.node == self.node {
+            quic.close(CLOSE_NORMAL, b"same node id");
+            tracing::warn!(%remote, node = %hello.node, "refused a peer with this node's own id");
+            return;
+        }
+        if !claims_certified_name(&quic, &hello.name) {
+            self.counters.bump(Count::ProtocolError);
+            quic.close(CLOSE_PROTOCOL, b"hello name not in certificate");
+            return;
+        }
+        if rx.lane() == CONTROL_LANE {
+            // A SWIM-only connection (see `controls`): no lanes, no connection rule.
+            self.accept_control(quic, hello.node);
+            return;
+        }
+        let outbox = match quic.open_lane(MESH_LANE).await {
+            Ok(tx) => Outbox::new(tx),
+            Err(error) => {
+                tracing::warn!(%remote, %error, "could not open the mesh lane");
+                return;
+            }
+        };
+        let conn = Arc::new(Conn::new(self.next_id(), &hello, false, quic, outbox));
+        // Decide and install under one lock, so no other connection to the node slips in.
+        let decided = {
+            let mut conns = self.conns.lock();
+            conns.learn(&hello);
+            if conns.is_closed() {
+                Err(Refused::Closed)
+            } else if on_hello(&conns, &hello) == HelloDecision::Refuse {
+                Err(Refused::Duplicate)
+            } else {
+                let ack = Wire::HelloAck(self.hello(&conns));
+                match conn.send_first(&ack) {
+                    Ok(()) => Ok(conns.install(Arc::clone(&conn))),
+                    Err(error) => {
+                        tracing::warn!(%remote, %error, "could not send the hello ack");
+                        return;
+                    }
+                }
+            }
+        };
+        let installed = match decided {
+            Ok(installed) => installed,
+            Err(Refused::Closed) => {
+                conn.quic().close(CLOSE_NORMAL, b"mesh closed");
+                return;
+            }
+            Err(Refused::Duplicate) => {
+                self.counters.bump(Count::DuplicateRefused);
+                tracing::info!(local = %self.node, peer = %hello.node, "refusing a duplicate connection (both dialed; the lower node's dial is kept)");
+                conn.quic()
+                    .close(CLOSE_DUPLICATE, self.node.0.to_string().as_bytes());
+                return;
+            }
+        };
+        self.installed(&conn, installed);
+        self.run_conn(&conn, rx);
+    }
+
+    /// After `conn` was installed: wakes the senders that waited for it, closes and
+    /// reports the connection it replaced.
+    fn installed(&self, conn: &Conn, installed: Installed<Conn>) {
+        for w in installed.woken {
+            w.wake();
+        }
+        if let Some(old) = installed.replaced {
+            old.quic()
+                .close(CLOSE_REPLACED, b"replaced by a newer connection");
+            if old.incarnation() != conn.incarnation() {
+                self.connection_lost(conn.node(), "replaced by a new incarnation");
+            }
+        }
+        // `NodeEvent::Up` comes from membership (SWIM), not from connections.
+        tracing::info!(local = %self.node, peer = %conn.node(), addr = %conn.addr(), "mesh connection up");
+    }
+
+    /// The data connection to `node` is gone (lost, or the node was declared down):
+    /// calls waiting for answers from it fail with `NoConnection`.
+    pub(super) fn connection_lost(&self, node: NodeId, reason: &str) {
+        self.replies.fail_node(node);
+        tracing::info!(local = %self.node, peer = %node, %reason, "mesh connection lost");
+    }
+
+    /// Spawns the reader, the datagram reader and the close watcher of a kept connection.
+    fn run_conn(self: &Arc<Self>, conn: &Arc<Conn>, rx: FramedReceiver) {
+        let inner = Arc::clone(self);
+        let reader = Arc::clone(conn);
+        self.handle
+            .spawn(move |_ctx: Ctx<()>| async move { inner.read_conn(&reader, rx).await });
+        // SWIM packets arrive as datagrams on any mesh connection (see `membership`).
+        let inner = Arc::clone(self);
+        let datagrams = Arc::clone(conn);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            while let Ok(packet) = datagrams.quic().quinn().read_datagram().await {
+                inner.swim_packet(&packet);
+            }
+        });
+        let inner = Arc::clone(self);
+        let conn = Arc::clone(conn);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let reason = conn.quic().closed().await;
+            let code = close_code(&reason);
+            if code == Some(CLOSE_LEAVING) {
+                tracing::info!(peer = %conn.node(), "peer left the cluster");
+                inner.peer_left(conn.node());
+            }
+            if !inner.conns.lock().remove_if_current(conn.node(), conn.id()) {
+                return;
+            }
+            if code == Some(CLOSE_REPLACED) {
+                // The peer replaced this connection with a newer one from the same
+                // incarnation (a re-dial whose ack is on its way): not a node loss.
+                tracing::debug!(peer = %conn.node(), "mesh connection replaced by the peer");
+            } else {
+                inner.connection_lost(conn.node(), &reason.to_string());
+            }
+        });
+    }
+}
+
+/// Whether the name a peer claims in its hello is one the cluster CA signed into its
+/// certificate: a member cannot pose as another (names are how nodes dial each other and
+/// how clients are told apart). Without a certificate (insecure dev mode) anything goes.
+fn claims_certified_name(conn: &Connection, claimed: &str) -> bool {
+    match crate::tls::peer_certificate_names(conn.quinn()) {
+        None => true,
+        Some(names) if names.iter().any(|n| n == claimed) => true,
+        Some(names) => {
+            tracing::warn!(remote = %conn.remote_address(), %claimed, certified = ?names, "refused a peer whose hello name is not in its certificate");
+            false
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What arrives on a kept connection's lane: user messages delivered into local
+//! mailboxes, replies completing pending calls, process signals applied to local
+//! processes, and membership syncs.
+//!
+//! # Bad input
+//!
+//! A frame that is not a valid mesh frame closes that connection (logged, counted in
+//! [`MeshStats::protocol_errors`](super::MeshStats::protocol_errors)); an unknown tag or a
+//! payload that does not decode as its registered type is logged and counted
+//! (`bad_messages`) and the connection carries on. A message for a dead pid or an unknown
+//! name is a dead letter (logged, `dead_letters`); if it carried a reply (a call), the
+//! caller is told why at once (the frame's `call`, see `router`). A node may only speak for its own processes: a signal about another node's
+//! process is ignored and counted. Nothing on this path panics.
+//!
+//! # Ordering
+//!
+//! One reader process per connection delivers frames one by one; on a full mailbox it
+//! waits (`send().await`) before taking the next frame, so every sender→receiver pair keeps
+//! its order and mailboxes stay bounded end to end (the cost: one full mailbox holds up
+//! every message from that node).
+
+use std::sync::Arc;
+
+use cairn_scheduler::{MonitorRef, NodeId, Pid};
+
+use super::conns::{Conn, Peer};
+use super::registry::Delivery;
+use super::router::{with_codec, Reported};
+use super::stats::Count;
+use super::wire::{Bytes, RemoteFailure, Target, Wire};
+use super::Inner;
+use crate::endpoint::{FramedReceiver, RecvError};
+
+impl Inner {
+    pub(super) async fn read_conn(self: &Arc<Self>, conn: &Conn, mut rx: FramedReceiver) {
+        loop {
+            match rx.recv::<Wire>().await {
+                Ok(Some(frame)) => self.handle_frame(conn, frame).await,
+                Ok(None) => return,
+                Err(RecvError::Frame(error)) => {
+                    // The receiver has logged it and closed the connection.
+                    self.counters.bump(Count::ProtocolError);
+                    tracing::warn!(peer = %conn.node(), %error, "mesh connection closed: bad frame");
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(peer = %conn.node(), %error, "mesh lane ended");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn handle_frame(self: &Arc<Self>, conn: &Conn, frame: Wire) {
+        match frame {
+            Wire::Send {
+                from,
+                to,
+                tag,
+                call,
+                payload,
+            } => {
+                let report = Reported {
+                    peer: conn.node(),
+                    call,
+                };
+                let result = self.deliver(report, &to, &tag, &payload.0).await;
+                match &result {
+                    Ok(()) => {
+                        self.counters.bump(Count::Delivered);
+                    }
+                    Err(RemoteFailure::NoProc) => {
+                        self.counters.bump(Count::DeadLetter);
+                        tracing::warn!(peer = %conn.node(), ?from, ?to, %tag, "dead letter: no such process");
+                    }
+                    Err(failure) => {
+                        self.counters.bump(Count::BadMessage);
+                        tracing::warn!(peer = %conn.node(), ?from, ?to, %tag, %failure, "undeliverable message");
+                    }
+                }
+                if let (Some(id), Err(failure)) = (call, result) {
+                    let answer = Wire::Reply {
+                        id,
+                        result: Err(failure),
+                    };
+                    if let Err(error) = conn.send(&answer).await {
+                        tracing::debug!(peer = %conn.node(), %error, "could not report a failed call");
+                    }
+                }
+            }
+            Wire::Reply { id, result } => self.complete(id, result),
+            signal @ (Wire::Exit { .. }
+            | Wire::Link { .. }
+            | Wire::Unlink { .. }
+            | Wire::Monitor { .. }
+            | Wire::Demonitor { .. }
+            | Wire::Down { .. }) => self.apply_signal(conn.node(), signal),
+            Wire::SyncRequest { names } => {
+                let answer = Wire::Sync {
+                    members: self.membership_snapshot(),
+                    names: self.name_claims(),
+                };
+                if let Err(error) = conn.send(&answer).await {
+                    tracing::debug!(peer = %conn.node(), %error, "could not answer a sync request");
+                }
+                self.apply_name_sync(names);
+            }
+            Wire::Sync { members, names } => {
+                self.apply_membership_snapshot(conn.node(), &members.0);
+                self.apply_name_sync(names);
+            }
+            Wire::Hello(_) | Wire::HelloAck(_) => {
+                tracing::warn!(peer = %conn.node(), "unexpected hello on an established connection; ignored");
+                self.counters.bump(Count::ProtocolError);
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        report: Reported,
+        to: &Target,
+        tag: &str,
+        payload: &[u8],
+    ) -> Result<(), RemoteFailure> {
+        let delivered = self.registry.with_deliverer(tag, |deliverer| {
+            let pid = match to {
+                Target::Pid(pid) if pid.node() == self.node => Some(*pid),
+                Target::Pid(_) => None,
+                Target::Name(name) => self.handle.whereis(name),
+            };
+            let Some(pid) = pid else {
+                return Delivery::Failed(RemoteFailure::NoProc);
+            };
+            report.run(|| {
+                with_codec(self, report.peer, || {
+                    deliverer.deliver(&self.handle, pid, payload, report)
+                })
+            })
+        });
+        let Some(delivery) = delivered else {
+            return Err(RemoteFailure::UnknownTag(tag.to_owned()));
+        };
+        match delivery {
+            Delivery::Done => Ok(()),
+            Delivery::Failed(f) => Err(f),
+            // A full mailbox: wait here, holding up the lane, so order is kept.
+            Delivery::Wait(fut) => fut.await,
+        }
+    }
+
+    /// An answer (or a failure report) for reply `id` of this node.
+    pub(super) fn complete(&self, id: u64, result: Result<Bytes, RemoteFailure>) {
+        if !self.replies.complete(id, result) {
+            tracing::debug!(id, "answer to a call nobody waits for (timed out?)");
+        }
+    }
+
+    /// Applies a signal frame from `peer` to local processes.
+    fn apply_signal(&self, peer: NodeId, frame: Wire) {
+        let Some(inbound) = self.inbound() else {
+            return;
+        };
+        let from_peer = |pid: Pid| pid.node() == peer;
+        match frame {
+            Wire::Exit {
+                to,
+                from,
+                reason,
+                link,
+            } if from_peer(from) => inbound.exit(to, from, reason, link),
+            Wire::Link { to, from } if from_peer(from) => inbound.link(to, from),
+            Wire::Unlink { to, from } if from_peer(from) => inbound.unlink(to, from),
+            Wire::Monitor {
+                target,
+                watcher,
+                monitor,
+            } if from_peer(watcher) => {
+                inbound.monitor(target, watcher, MonitorRef::from_raw(monitor))
+            }
+            Wire::Demonitor { target, monitor } => {
+                inbound.demonitor(target, MonitorRef::from_raw(monitor))
+            }
+            Wire::Down {
+                monitor,
+                target,
+                reason,
+            } if from_peer(target) => inbound.down(MonitorRef::from_raw(monitor), target, reason),
+            other => {
+                // A node may only speak for its own processes.
+                tracing::warn!(%peer, frame = ?other, "signal about another node's process; ignored");
+                self.counters.bump(Count::BadMessage);
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! A mesh's counters: bumped where things happen, read as one [`MeshStats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of a mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MeshStats {
+    /// Messages for a dead pid or unknown name on this node.
+    pub dead_letters: u64,
+    /// Messages with an unknown tag or an undecodable payload, and signals about another
+    /// node's processes.
+    pub bad_messages: u64,
+    /// Connections closed because a frame was not a valid mesh frame.
+    pub protocol_errors: u64,
+    /// Messages received from the network and delivered.
+    pub delivered: u64,
+    /// Incoming connections refused because another one to that node is kept.
+    pub duplicates_refused: u64,
+    /// SWIM control connections open now (a gauge: SWIM-only connections to members
+    /// without a data connection).
+    pub control_connections: u64,
+}
+
+/// The event counters (the gauge is read from the control connections).
+#[derive(Default)]
+pub(super) struct Counters {
+    dead_letters: AtomicU64,
+    bad_messages: AtomicU64,
+    protocol_errors: AtomicU64,
+    delivered: AtomicU64,
+    duplicates_refused: AtomicU64,
+}
+
+/// One of the [`Counters`].
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Count {
+    DeadLetter,
+    BadMessage,
+    ProtocolError,
+    Delivered,
+    DuplicateRefused,
+}
+
+impl Counters {
+    pub(super) fn bump(&self, count: Count) {
+        let counter = match count {
+            Count::DeadLetter => &self.dead_letters,
+            Count::BadMessage => &self.bad_messages,
+            Count::ProtocolError => &self.protocol_errors,
+            Count::Delivered => &self.delivered,
+            Count::DuplicateRefused => &self.duplicates_refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn snapshot(&self, control_connections: usize) -> MeshStats {
+        MeshStats {
+            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            bad_messages: self.bad_messages.load(Ordering::Relaxed),
+            protocol_errors: self.protocol_errors.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            duplicates_refused: self.duplicates_refused.load(Ordering::Relaxed),
+            control_connections: control_connections as u64,
+        }
+    }
+}

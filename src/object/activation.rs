@@ -1,0 +1,462 @@
+//! An object's life on its owner node: activation, handling each message behind an output
+//! gate, the in-flight commits, failures, hand-off and eviction.
+//!
+//! ## Activation
+//! An object's process is registered under the node-local name `class/key`. [`ObjectRef`]
+//! looks the name up; if nobody holds it, it spawns the object under that name — the registry
+//! admits one winner, so there is at most one activation per `(class, key)` on a node. The
+//! process opens the keyspace `class/key` and calls [`Object::activate`], which loads state
+//! from storage.
+//!
+//! ## Handling: implicit transactions and the output gate
+//! Each message is handled with an output gate active: every message and reply the handler
+//! sends is held. When the handler returns, its writes are handed to the group-commit writer
+//! as one write set, and the held output waits in a queue behind that commit. The object
+//! handles its next message meanwhile; when commits complete (in order), their held output is
+//! released in order. A handler that wrote nothing releases its output as soon as everything
+//! before it has committed.
+//!
+//! ## Failures
+//! - A handler error or panic discards its writes and its held output (callers get
+//!   `NoReply`), then re-activates the object in place from storage, keeping its mailbox.
+//! - A failed commit drops the held output of that commit and of every later in-flight one
+//!   (their callers get `NoReply`), then re-activates the object in place from what is
+//!   durable, keeping its mailbox: messages queued behind the failure are not lost (an exit
+//!   and a supervisor restart would drop them, and a bounded mailbox never loses a message it
+//!   accepted).
+//!
+//! ## Eviction
+//! After the idle timeout without messages and with nothing in flight, the object closes its
+//! mailbox *only if it is empty* and exits; a sender that still held its address gets its
+//! message back (`NoProc`) and re-activates the object, so nothing is lost.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use cairn_scheduler::gate::{Gate, HeldOutput};
+use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, SendError, SpawnOptions};
+use cairn_storage::{CommitTicket, Keyspace, StorageError};
+use cairn_supervisor::actor::guarded;
+use cairn_supervisor::ActorError;
+
+use super::alarms::schedule_alarm_retry;
+use super::output_queue::{CommitId, OutputQueue, Step};
+use super::routing::BoxFuture;
+use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects};
+
+/// The address of one activation of an object.
+pub(super) type Activation<O> = ActorRef<ObjectMsg<<O as Object>::Msg>>;
+
+/// The outcome of looking an object's activation up.
+pub(super) enum Lookup<O: Object> {
+    Live(Activation<O>),
+    Exiting(Pid),
+}
+
+/// A live activation, as the node-wide table knows it.
+// `key`, `region` and `handoff` serve the mesh's membership hand-off only.
+#[cfg_attr(not(feature = "mesh"), allow(dead_code))]
+pub(super) struct Active {
+    pub(super) class: &'static str,
+    pub(super) key: Arc<str>,
+    pub(super) region: Option<Arc<str>>,
+    pid: Pid,
+    /// Tells the activation to hand off (see [`ObjectMsg::Handoff`]).
+    pub(super) handoff: Arc<dyn Fn() -> BoxFuture<()> + Send + Sync>,
+}
+
+impl<O: Object> ObjectRef<O> {
+    /// The live activation, spawning one if there is none; or the pid of a previous
+    /// activation that is shutting down (its mailbox closed, its name not yet free), which
+    /// the caller must wait for instead of spinning.
+    pub(super) fn activation(&self) -> Lookup<O> {
+        if let Some(a) = self.cached.lock().as_ref().filter(|a| a.is_alive()) {
+            return Lookup::Live(a.clone());
+        }
+        let handle = &self.objects.handle;
+        loop {
+            if let Some(pid) = handle.whereis(&self.name) {
+                return match handle.actor_ref::<ObjectMsg<O::Msg>>(pid) {
+                    Some(a) if a.is_alive() => {
+                        *self.cached.lock() = Some(a.clone());
+                        Lookup::Live(a)
+                    }
+                    // Evicting (mailbox closed), or a process of another type holds the name.
+                    _ => Lookup::Exiting(pid),
+                };
+            }
+            let objects = self.objects.clone();
+            let key = self.key.clone();
+            let region = self.region.clone();
+            let spawned = handle.spawn_opts(
+                SpawnOptions {
+                    name: Some(self.name.to_string()),
+                    // Objects are found by placement, not by a cluster-wide name.
+                    local_name: true,
+                    ..SpawnOptions::default()
+                },
+                move |ctx| run_object::<O>(ctx, objects, key, region),
+            );
+            if let Ok(a) = spawned {
+                *self.cached.lock() = Some(a.clone());
+                return Lookup::Live(a);
+            }
+            // Lost a race to activate: the winner now holds the name; look it up again.
+        }
+    }
+
+    /// Delivers `msg`, re-activating the object as often as needed: a message given back by
+    /// an activation that closed meanwhile is sent again, so nothing is lost to eviction.
+    pub(super) async fn send_ungated(&self, mut msg: ObjectMsg<O::Msg>) {
+        loop {
+            match self.activation() {
+                Lookup::Live(a) => match a.send_ungated(msg).await {
+                    Ok(()) => return,
+                    Err(e) => msg = e.into_inner(),
+                },
+                Lookup::Exiting(pid) => {
+                    self.objects.handle.wait_exit(pid).await;
+                }
+            }
+        }
+    }
+
+    /// Sends a local message without waiting: `Full` if the mailbox is full or the
+    /// activation is shutting down right now (never spins on an exiting one).
+    pub(super) fn try_send_local(&self, msg: O::Msg) -> Result<(), SendError<O::Msg>> {
+        let mut msg = ObjectMsg::User(msg);
+        loop {
+            match self.activation() {
+                Lookup::Live(a) => match a.try_send_ungated(msg) {
+                    Ok(()) => return Ok(()),
+                    Err(SendError::Full(ObjectMsg::User(m))) => return Err(SendError::Full(m)),
+                    Err(e) => msg = e.into_inner(),
+                },
+                Lookup::Exiting(_) => {
+                    let ObjectMsg::User(m) = msg else {
+                        unreachable!("only user messages are sent here")
+                    };
+                    return Err(SendError::Full(m));
+                }
+            }
+        }
+    }
+}
+
+/// The activation's commits in flight: the [`OutputQueue`] deciding what leaves, and the
+/// tickets of the write sets it waits for, oldest first (the committer completes one
+/// keyspace's sets in order, so only the oldest needs polling).
+#[derive(Default)]
+struct Pipeline {
+    queue: OutputQueue<HeldOutput>,
+    tickets: VecDeque<(CommitId, CommitTicket)>,
+}
+
+impl Pipeline {
+    /// Hands the handler's pending writes (if any) to the committer and queues `held`
+    /// behind them; true if there was a write set.
+    fn commit_behind(&mut self, storage: &Keyspace, held: HeldOutput) -> bool {
+        let wrote = storage.has_pending();
+        if let Some(id) = self.queue.handler_finished(wrote, held) {
+            self.tickets.push_back((id, storage.commit()));
+        }
+        wrote
+    }
+
+    /// Polls the write set the queue waits for.
+    fn poll_commit(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<(CommitId, Result<(), StorageError>)> {
+        let Some(awaited) = self.queue.awaited() else {
+            return Poll::Pending;
+        };
+        let (id, ticket) = self
+            .tickets
+            .front_mut()
+            .expect("an awaited commit has a ticket");
+        debug_assert_eq!(
+            *id, awaited,
+            "write sets complete in the order they were handed over"
+        );
+        let result = std::task::ready!(Pin::new(ticket).poll(cx));
+        let (id, _) = self.tickets.pop_front().expect("polled just now");
+        Poll::Ready((id, result))
+    }
+}
+
+enum Event<M> {
+    Committed(CommitId, Result<(), StorageError>),
+    Msg(Message<ObjectMsg<M>>),
+    Idle,
+}
+
+/// Keeps an activation in the node's table of live activations while it runs.
+struct ActiveGuard {
+    objects: Arc<Objects>,
+    name: Arc<str>,
+    pid: Pid,
+}
+
+impl ActiveGuard {
+    fn new<O: Object>(
+        ctx: &Ctx<ObjectMsg<O::Msg>>,
+        objects: &Arc<Objects>,
+        key: &Arc<str>,
+        region: &Option<Arc<str>>,
+    ) -> ActiveGuard {
+        let name: Arc<str> = format!("{}/{key}", O::CLASS).into();
+        let me = ctx.me();
+        let handoff: Arc<dyn Fn() -> BoxFuture<()> + Send + Sync> = Arc::new(move || {
+            let me = me.clone();
+            Box::pin(async move {
+                // Gone already: nothing to hand off.
+                let _ = me.send_ungated(ObjectMsg::Handoff).await;
+            })
+        });
+        objects.active.lock().insert(
+            name.clone(),
+            Active {
+                class: O::CLASS,
+                key: key.clone(),
+                region: region.clone(),
+                pid: ctx.pid(),
+                handoff,
+            },
+        );
+        ActiveGuard {
+            objects: objects.clone(),
+            name,
+            pid: ctx.pid(),
+        }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        let mut active = self.objects.active.lock();
+        // A newer activation may have registered the name since this one closed.
+        if active.get(&self.name).is_some_and(|a| a.pid == self.pid) {
+            active.remove(&self.name);
+        }
+    }
+}
+
+async fn run_object<O: Object>(
+    ctx: Ctx<ObjectMsg<O::Msg>>,
+    objects: Arc<Objects>,
+    key: Arc<str>,
+    region: Option<Arc<str>>,
+) -> ExitReason {
+    let name = format!("{}/{key}", O::CLASS);
+    let _active = ActiveGuard::new::<O>(&ctx, &objects, &key, &region);
+    let storage = match objects.store.keyspace(&name) {
+        Ok(ks) => ks,
+        Err(e) => return storage_failure(&e),
+    };
+    storage.discard_pending();
+    let mut octx = ObjectCtx {
+        ctx,
+        storage,
+        key,
+        region,
+        objects: objects.clone(),
+        alarm_retries: 0,
+    };
+    let mut object = match activate::<O>(&mut octx).await {
+        Ok(o) => o,
+        Err(reason) => return reason,
+    };
+    let mut pipeline = Pipeline::default();
+    let mut idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
+    loop {
+        while let Some(step) = pipeline.queue.next_step() {
+            match step {
+                Step::Release(held) => held.release().await,
+                // Callers waiting on a dropped reply get NoReply, never a reply claiming a
+                // write that did not happen.
+                Step::Drop(held) => drop(held),
+                Step::Reactivate => {
+                    octx.storage.discard_pending();
+                    // Restart in place, keeping the mailbox: messages queued behind the
+                    // failed commit are handled by the new incarnation, not lost.
+                    object = match activate::<O>(&mut octx).await {
+                        Ok(o) => o,
+                        Err(reason) => return reason,
+                    };
+                }
+            }
+        }
+        let event = next_event(&mut octx, &mut pipeline, idle).await;
+        let call = match event {
+            Event::Committed(id, result) => {
+                if let Err(e) = &result {
+                    if !pipeline.queue.is_recovering() {
+                        // Every later in-flight set of this keyspace fails too
+                        // (EarlierCommitFailed); the queue waits for them so the
+                        // re-activation reads only durable state.
+                        tracing::error!(object = %name, error = %e, "commit failed; its held output and everything after it are dropped; restarting from storage");
+                    }
+                }
+                pipeline.queue.commit_completed(id, result.is_ok());
+                continue;
+            }
+            Event::Idle => {
+                if !octx.ctx.close_if_idle() {
+                    continue;
+                }
+                return deactivate(&mut object, &mut octx, &name).await;
+            }
+            Event::Msg(Message::Signal(_)) => continue,
+            Event::Msg(Message::User(ObjectMsg::Handoff)) => {
+                // Evict as soon as nothing is queued or in flight (the next idle check).
+                idle = Duration::ZERO;
+                continue;
+            }
+            Event::Msg(Message::User(ObjectMsg::User(msg))) => HandlerCall::Message(msg),
+            Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
+        };
+        if let Err(reason) = handle_one(&mut object, &mut octx, &mut pipeline, call).await {
+            tracing::warn!(object = %name, %reason, "handler failed; its writes and output are discarded");
+            // Restart in place from what is durable, keeping the mailbox.
+            object = match activate::<O>(&mut octx).await {
+                Ok(o) => o,
+                Err(reason) => return reason,
+            };
+        }
+    }
+}
+
+/// Which handler runs.
+enum HandlerCall<M> {
+    Message(M),
+    /// The alarm set for this time is due.
+    Alarm(SystemTime),
+}
+
+/// Runs one handler behind an output gate and queues its output behind its write set. On
+/// failure its writes and output are discarded (a failed alarm is set again for a retry) and
+/// the error is returned: the caller re-activates the object.
+async fn handle_one<O: Object>(
+    object: &mut O,
+    octx: &mut ObjectCtx<O>,
+    pipeline: &mut Pipeline,
+    call: HandlerCall<O::Msg>,
+) -> Result<(), ExitReason> {
+    let alarm_at = match &call {
+        HandlerCall::Alarm(at) => Some(*at),
+        HandlerCall::Message(_) => None,
+    };
+    if let Some(at) = alarm_at {
+        // Stale delivery: the alarm was deleted or moved since it was scanned.
+        if octx.storage.get_alarm().ok().flatten() != Some(at) {
+            return Ok(());
+        }
+        // Cleared in the handler's own write set: a crash before that commit leaves the
+        // alarm in place, so it is delivered again (at least once).
+        let _ = octx.storage.delete_alarm();
+    }
+    let mut gate = Gate::new();
+    let fut = match call {
+        HandlerCall::Message(m) => Box::pin(object.handle(m, octx)) as HandlerFuture<'_>,
+        HandlerCall::Alarm(_) => Box::pin(object.alarm(octx)),
+    };
+    let result = gated(&mut gate, fut).await;
+    let objects = octx.objects.clone();
+    if let Err(reason) = result {
+        octx.storage.discard_pending();
+        drop(gate.take());
+        if let Some(at) = alarm_at {
+            schedule_alarm_retry(&objects.config, octx, at);
+            pipeline.commit_behind(&octx.storage, Gate::new().take());
+            objects.wake_alarms();
+        }
+        return Err(reason);
+    }
+    if alarm_at.is_some() {
+        octx.alarm_retries = 0;
+    }
+    if pipeline.commit_behind(&octx.storage, gate.take()) {
+        // The handler may have set or moved the alarm: the alarm process rescans.
+        objects.wake_alarms();
+    }
+    Ok(())
+}
+
+type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + 'a>>;
+
+/// Runs a handler with `gate` active for each of its polls, catching panics.
+async fn gated(gate: &mut Gate, fut: HandlerFuture<'_>) -> Result<(), ExitReason> {
+    let mut fut = pin!(guarded(fut));
+    std::future::poll_fn(|cx| gate.poll_within(fut.as_mut(), cx)).await
+}
+
+/// How an activation ends when storage fails it outside a handler (opening its keyspace,
+/// committing `deactivate`'s writes): an error like any other, for monitors and logs. The
+/// scheduler has no storage-specific reason; storage is a layer above it.
+fn storage_failure(e: &StorageError) -> ExitReason {
+    ExitReason::Error(format!("storage: {e}"))
+}
+
+/// Eviction after the mailbox closed: the `deactivate` hook, its commit, its output.
+async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &str) -> ExitReason {
+    let mut gate = Gate::new();
+    let result = gated(&mut gate, Box::pin(object.deactivate(octx))).await;
+    if let Err(reason) = result {
+        tracing::warn!(object = %name, %reason, "deactivate failed; its writes are discarded");
+        octx.storage.discard_pending();
+        return ExitReason::Normal;
+    }
+    if octx.storage.has_pending() {
+        if let Err(e) = octx.storage.commit().await {
+            return storage_failure(&e);
+        }
+    }
+    gate.take().release().await;
+    ExitReason::Normal
+}
+
+async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
+    let mut fut = pin!(guarded(O::activate(octx)));
+    match fut.as_mut().await {
+        Ok(o) => Ok(o),
+        Err(reason) => {
+            tracing::error!(%reason, "object activation failed");
+            Err(reason)
+        }
+    }
+}
+
+/// Waits for whichever comes first: the awaited in-flight commit completing, a message
+/// (unless recovering from a failed commit), or the idle timeout (only when nothing is in
+/// flight).
+async fn next_event<O: Object>(
+    octx: &mut ObjectCtx<O>,
+    pipeline: &mut Pipeline,
+    idle: Duration,
+) -> Event<O::Msg> {
+    let handle = octx.ctx.handle().clone();
+    let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
+    let take_messages = !pipeline.queue.is_recovering();
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready((id, result)) = pipeline.poll_commit(cx) {
+            return Poll::Ready(Event::Committed(id, result));
+        }
+        if take_messages {
+            if let Poll::Ready(Some(m)) = pin!(octx.ctx.recv()).poll(cx) {
+                return Poll::Ready(Event::Msg(m));
+            }
+        }
+        if let Some(t) = idle_timer.as_mut() {
+            if pin!(t).poll(cx).is_ready() {
+                return Poll::Ready(Event::Idle);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}

@@ -1,0 +1,209 @@
+//! Durable alarms: the node-wide alarm process, delivery to objects, and retries.
+//!
+//! `ctx.storage().set_alarm(at)` writes the alarm in the handler's write set. A node-wide alarm
+//! process sleeps until the earliest committed alarm, then delivers it to its object (which
+//! activates it if it was evicted, also after a node restart). The alarm row is cleared in the
+//! same write set as [`Object::alarm`]'s writes (at least once: a crash before that commit
+//! delivers it again); a failing alarm is retried after [`ALARM_RETRY_BASE`] doubling, at
+//! most [`ALARM_MAX_RETRIES`] times (both configurable). The retry count lives in the
+//! activation: an object evicted between retries starts counting again. Alarms are delivered
+//! only to objects this node owns (an alarm of an object owned elsewhere waits in storage).
+//!
+//! A named process's alarm (its name's keyspace, see [`crate::durable`]) arrives as an
+//! ordinary message, built by the function the process gave
+//! [`Durable::receive_alarms_as`](crate::durable::Durable::receive_alarms_as). Until the
+//! process running under that name has asked, a due alarm waits in storage; a full mailbox
+//! delays it to the next scan. The process clears the alarm itself once handled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use cairn_scheduler::{ActorRef, Ctx, Handle, Pid, SendError, SpawnOptions};
+
+use super::activation::Lookup;
+use super::routing::Route;
+use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects, ObjectsConfig};
+
+/// First retry delay of a failing alarm; it doubles on every further failure.
+pub const ALARM_RETRY_BASE: Duration = Duration::from_secs(2);
+/// Retries of a failing alarm before it is dropped (logged as an error).
+pub const ALARM_MAX_RETRIES: u32 = 6;
+/// How often the alarm process rescans storage even without a wake-up: bounds the delay of
+/// alarms written by plain named processes, which commit on their own and do not notify it.
+pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
+
+/// Delivers a due alarm of one class: `(objects, key, at) -> delivered`.
+pub(super) type AlarmDispatch = Arc<dyn Fn(&Arc<Objects>, &str, SystemTime) -> bool + Send + Sync>;
+
+/// Commands for the alarm process.
+pub(crate) enum AlarmCmd {
+    Rescan,
+}
+
+/// How a named process wants its alarm: the pid that asked and how to deliver to it.
+pub(crate) struct NamedAlarm {
+    pid: Pid,
+    /// Sends the process its alarm message without waiting; false if it could not now.
+    deliver: Box<dyn Fn(SystemTime) -> bool + Send + Sync>,
+}
+
+/// The alarm dispatch of class `O`.
+pub(super) fn dispatch<O: Object>() -> AlarmDispatch {
+    Arc::new(|objects, key, at| ObjectRef::<O>::new(objects.clone(), key).deliver_alarm(at))
+}
+
+/// Starts the node's alarm process (`cairn.alarms`, node-local).
+pub(super) fn start(handle: &Handle, objects: Weak<Objects>) -> ActorRef<AlarmCmd> {
+    handle
+        .spawn_opts(
+            SpawnOptions {
+                name: Some("cairn.alarms".to_owned()),
+                local_name: true,
+                ..SpawnOptions::default()
+            },
+            move |ctx| run_alarms(ctx, objects),
+        )
+        .expect("the alarm process's name is reserved")
+}
+
+impl Objects {
+    /// The process `me`, registered under `name`, takes its name's alarms as
+    /// `wrap(at)` from now on (replacing what an earlier process under the name asked).
+    pub(crate) fn receive_named_alarms<M: Send + 'static>(
+        &self,
+        name: String,
+        me: ActorRef<M>,
+        wrap: impl Fn(SystemTime) -> M + Send + Sync + 'static,
+    ) {
+        let pid = me.pid();
+        let deliver = Box::new(move |at| me.try_send(wrap(at)).is_ok());
+        self.named_alarms
+            .lock()
+            .insert(name, NamedAlarm { pid, deliver });
+        // An alarm that fell due while nobody asked is delivered now, not at the next rescan.
+        self.wake_alarms();
+    }
+
+    /// Delivers the due alarm of the named process `name` if the process registered under it
+    /// asked for it; false if not (yet), so a later scan tries again.
+    fn deliver_named_alarm(&self, name: &str, at: SystemTime) -> bool {
+        let Some(pid) = self.handle.whereis(name) else {
+            return false;
+        };
+        let mut named = self.named_alarms.lock();
+        match named.get(name) {
+            Some(wanted) if wanted.pid == pid => (wanted.deliver)(at),
+            Some(stale) if !self.handle.is_alive(stale.pid) => {
+                // Asked by an earlier process under the name, which has exited.
+                named.remove(name);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Asks the alarm process to rescan storage (a handler may have set or moved an alarm).
+    pub(super) fn wake_alarms(&self) {
+        if let Some(p) = self.alarm_process.get() {
+            let _ = p.try_send(AlarmCmd::Rescan);
+        }
+    }
+}
+
+impl<O: Object> ObjectRef<O> {
+    /// Hands a due alarm to the live (or a new) activation; false if it could not be
+    /// delivered now (full mailbox, activation shutting down): the next scan tries again.
+    fn deliver_alarm(&self, at: SystemTime) -> bool {
+        if !matches!(self.route(), Ok(Route::Local)) {
+            // Owned elsewhere now: the alarm waits in this node's storage (see the routing
+            // module's doc, "Membership change").
+            return false;
+        }
+        let mut msg = ObjectMsg::Alarm(at);
+        loop {
+            match self.activation() {
+                Lookup::Live(a) => match a.try_send_ungated(msg) {
+                    Ok(()) => return true,
+                    Err(SendError::NoProc(m)) => msg = m,
+                    Err(_) => return false,
+                },
+                Lookup::Exiting(_) => return false,
+            }
+        }
+    }
+}
+
+/// After a failed alarm handler: sets the alarm again after the backoff (in the pending
+/// write set, which the caller commits), or drops it after the last retry.
+pub(super) fn schedule_alarm_retry<O: Object>(
+    config: &ObjectsConfig,
+    octx: &mut ObjectCtx<O>,
+    at: SystemTime,
+) {
+    octx.alarm_retries += 1;
+    if octx.alarm_retries > config.alarm_max_retries {
+        tracing::error!(
+            object = %octx.storage.name(),
+            retries = config.alarm_max_retries,
+            "alarm kept failing; dropping it"
+        );
+        octx.alarm_retries = 0;
+        let _ = octx.storage.delete_alarm();
+        return;
+    }
+    let delay = config.alarm_retry_base * 2u32.saturating_pow(octx.alarm_retries - 1);
+    let next = SystemTime::now().max(at) + delay;
+    let _ = octx.storage.set_alarm(next);
+}
+
+/// The node's alarm process: sleeps until the earliest committed alarm (or a rescan request,
+/// or [`ALARM_RESCAN`]), then delivers every due alarm to its object.
+async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
+    // (name, at) delivered recently: not delivered again while the object handles it.
+    let mut delivered: HashMap<String, (SystemTime, Instant)> = HashMap::new();
+    loop {
+        let Some(objs) = objects.upgrade() else {
+            return;
+        };
+        let now = SystemTime::now();
+        match objs.store.due_alarms(now) {
+            Ok(due) => {
+                for alarm in due {
+                    let fresh = delivered.get(&alarm.name).is_none_or(|&(at, when)| {
+                        at != alarm.at || when.elapsed() > Duration::from_secs(30)
+                    });
+                    if !fresh {
+                        continue;
+                    }
+                    let class = alarm.name.split_once('/').map(|(class, key)| {
+                        let dispatch = objs.classes.read().get(class).map(|c| c.alarm.clone());
+                        (dispatch, key)
+                    });
+                    let was_delivered = match class {
+                        Some((Some(dispatch), key)) => dispatch(&objs, key, alarm.at),
+                        // A named process's alarm: delivered if the process under the name
+                        // asked for it, else on a later scan.
+                        _ => objs.deliver_named_alarm(&alarm.name, alarm.at),
+                    };
+                    if was_delivered {
+                        delivered.insert(alarm.name.clone(), (alarm.at, Instant::now()));
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "alarm scan failed"),
+        }
+        let wait = match objs.store.next_alarm() {
+            Ok(Some(next)) => next
+                .at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_millis(1))
+                .min(ALARM_RESCAN),
+            _ => ALARM_RESCAN,
+        };
+        drop(objs);
+        delivered.retain(|_, (_, when)| when.elapsed() < Duration::from_secs(60));
+        let _ = ctx.recv_timeout(wait).await;
+        while ctx.try_recv().is_some() {}
+    }
+}

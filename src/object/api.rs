@@ -1,0 +1,236 @@
+//! What an application writes and sees: the [`Object`] trait, the [`ObjectCtx`] its callbacks
+//! get, the errors of sending to objects, and the messages an activation's process takes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn_scheduler::{CallError, Ctx, Handle, NodeId, Pid};
+use cairn_storage::Keyspace;
+use cairn_supervisor::ActorError;
+
+use super::alarms::{ALARM_MAX_RETRIES, ALARM_RETRY_BASE};
+use super::{ObjectRef, Objects};
+use crate::placement::PlacementError;
+
+/// Default idle time after which an object is evicted from memory.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A durable object class.
+pub trait Object: Send + Sized + 'static {
+    /// The class name; objects are addressed by `(CLASS, key)`.
+    const CLASS: &'static str;
+    /// The messages it handles.
+    type Msg: Send + 'static;
+
+    /// Builds the in-memory state, usually from `ctx.storage()`. Runs on every activation.
+    fn activate(ctx: &mut ObjectCtx<Self>)
+        -> impl Future<Output = Result<Self, ActorError>> + Send;
+
+    /// Handles one message. Its writes commit atomically; what it sends leaves once durable.
+    fn handle(
+        &mut self,
+        msg: Self::Msg,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send;
+
+    /// How long this class's objects stay in memory without messages (default: the node's
+    /// idle timeout, [`crate::NodeBuilder::object_idle_timeout`]).
+    fn idle_timeout() -> Option<Duration> {
+        None
+    }
+
+    /// Runs at eviction, after the mailbox closed (no message can arrive any more). Its writes
+    /// commit before the activation ends.
+    fn deactivate(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Runs when the object's alarm fires. The alarm is already cleared in this handler's
+    /// write set (so `get_alarm()` is `None` unless the handler sets a new one); an error
+    /// restores it and retries later with backoff ([`ObjectCtx::alarm_retry_count`]).
+    fn alarm(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+}
+
+/// Errors from sending to objects.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ObjectError {
+    /// The class is not hosted on this node ([`crate::Node::host`]).
+    #[error("object class {0:?} is not hosted on this node")]
+    NotHosted(&'static str),
+    /// `class/key` is longer than a storage name may be.
+    #[error("object name {len} bytes long; at most {max}")]
+    KeyTooLong {
+        /// Length of `class/key`.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A call got no answer.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// No node can own the object (none hosts objects, or none is in the hinted region).
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// The owner's node could not be reached (or the message could not be serialized).
+    #[error("object owner {node} unreachable: {reason}")]
+    Unreachable {
+        /// The owner.
+        node: NodeId,
+        /// Why.
+        reason: String,
+    },
+    /// The message crossed the mesh [`MAX_HOPS`](super::MAX_HOPS) times without reaching its
+    /// owner.
+    #[error("object {name} not delivered: nodes disagree about its owner")]
+    Misrouted {
+        /// `class/key`.
+        name: String,
+    },
+}
+
+/// Why [`ObjectRef::send`](super::ObjectRef::send) did not deliver a message, with the
+/// message: nothing is dropped silently.
+///
+/// `Debug` does not need the message to be `Debug`; `?` turns it into its [`ObjectError`]
+/// (dropping the message) where that is all a caller wants.
+pub struct ObjectSendError<M> {
+    /// Why.
+    pub error: ObjectError,
+    /// The message that was not delivered.
+    pub msg: M,
+}
+
+impl<M> ObjectSendError<M> {
+    pub(crate) fn new(error: ObjectError, msg: M) -> Self {
+        ObjectSendError { error, msg }
+    }
+
+    /// The message that was not delivered.
+    pub fn into_inner(self) -> M {
+        self.msg
+    }
+}
+
+impl<M> std::fmt::Debug for ObjectSendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectSendError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> std::fmt::Display for ObjectSendError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<M> std::error::Error for ObjectSendError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl<M> From<ObjectSendError<M>> for ObjectError {
+    fn from(e: ObjectSendError<M>) -> Self {
+        e.error
+    }
+}
+
+/// Object settings.
+#[derive(Clone, Debug)]
+pub(crate) struct ObjectsConfig {
+    /// Idle time before eviction.
+    pub(crate) idle_timeout: Duration,
+    /// Delay before the first retry of a failed alarm; doubles on each further failure.
+    pub(crate) alarm_retry_base: Duration,
+    /// Retries of a failing alarm before it is dropped.
+    pub(crate) alarm_max_retries: u32,
+}
+
+impl Default for ObjectsConfig {
+    fn default() -> Self {
+        ObjectsConfig {
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            alarm_retry_base: ALARM_RETRY_BASE,
+            alarm_max_retries: ALARM_MAX_RETRIES,
+        }
+    }
+}
+
+/// The messages an activation's process takes (its pid is [`ObjectRef::pid`]). Applications
+/// send through [`ObjectRef`], which wraps theirs in `User`.
+pub enum ObjectMsg<M> {
+    /// An application message.
+    User(M),
+    /// The alarm set for `at` is due.
+    Alarm(SystemTime),
+    /// This node no longer owns the object: finish what is queued, then deactivate.
+    Handoff,
+}
+
+/// What an object's callbacks get: its storage, key, and process context.
+pub struct ObjectCtx<O: Object> {
+    pub(super) ctx: Ctx<ObjectMsg<O::Msg>>,
+    pub(super) storage: Keyspace,
+    pub(super) key: Arc<str>,
+    pub(super) region: Option<Arc<str>>,
+    pub(super) objects: Arc<Objects>,
+    /// Failures of the alarm being delivered, counted per activation.
+    pub(super) alarm_retries: u32,
+}
+
+impl<O: Object> ObjectCtx<O> {
+    /// The object's durable keyspace (`class/key`).
+    pub fn storage(&self) -> &Keyspace {
+        &self.storage
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The current activation's pid.
+    pub fn pid(&self) -> Pid {
+        self.ctx.pid()
+    }
+
+    /// The runtime.
+    pub fn handle(&self) -> &Handle {
+        self.ctx.handle()
+    }
+
+    /// A reference to another object (of any hosted class).
+    pub fn object<P: Object>(&self, key: &str) -> ObjectRef<P> {
+        ObjectRef::new(self.objects.clone(), key)
+    }
+
+    /// Inside [`Object::alarm`]: how many times this alarm has failed before (0 on the
+    /// first delivery).
+    pub fn alarm_retry_count(&self) -> u32 {
+        self.alarm_retries
+    }
+
+    /// A reference to another object, placed within `region` (see [`crate::Node::object_in`]).
+    pub fn object_in<P: Object>(&self, key: &str, region: &str) -> ObjectRef<P> {
+        ObjectRef::new_in(self.objects.clone(), key, Some(region))
+    }
+
+    /// A reference to this object (with the location hint it was activated with).
+    pub fn me(&self) -> ObjectRef<O> {
+        ObjectRef::new_in(self.objects.clone(), &self.key, self.region.as_deref())
+    }
+}

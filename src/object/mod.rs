@@ -1,0 +1,144 @@
+//! Durable objects: virtual actors addressed by `(class, key)`, each with its own durable
+//! keyspace and alarm, activated on first message and evicted when idle.
+//!
+//! An application implements [`Object`] for a class, hosts the class on its nodes
+//! ([`crate::Node::host`]) and sends through an [`ObjectRef`]. The parts, each with its
+//! own module doc:
+//! - `api`: the [`Object`] trait, [`ObjectCtx`], [`ObjectError`].
+//! - `reference`: [`ObjectRef`], what `send`, `try_send` and `call` guarantee.
+//! - `routing`: placement of keys across a mesh, envelopes, per-class routers, hand-off when
+//!   membership changes.
+//! - `activation`: one activation per `(class, key)`, the output gate and in-flight commits,
+//!   failures, eviction.
+//! - `output_queue`: the pure state machine deciding when held output leaves and when a
+//!   failed commit re-activates the object.
+//! - `alarms`: the node-wide alarm process and retries.
+//!
+//! `Objects` is the node-wide directory they share: hosted classes, the store, live
+//! activations, the mesh. It lives as long as the node and is installed in the runtime as an
+//! extension (named processes find their store through it, see [`crate::durable`]).
+
+#[cfg(feature = "mesh")]
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
+
+use cairn_scheduler::{ActorRef, Handle, Pid};
+use cairn_storage::Store;
+use parking_lot::{Mutex, RwLock};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+mod activation;
+mod alarms;
+mod api;
+mod output_queue;
+mod reference;
+mod routing;
+
+pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
+pub(crate) use api::ObjectsConfig;
+pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
+pub use reference::ObjectRef;
+#[cfg(feature = "mesh")]
+pub(crate) use routing::Cluster;
+pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
+
+use activation::Active;
+use alarms::{AlarmCmd, AlarmDispatch, NamedAlarm};
+
+/// A hosted class.
+struct Class {
+    alarm: AlarmDispatch,
+    /// For placed classes: its route to other nodes (type-erased, as the class's message
+    /// type is not known here; see `routing::remote_route`).
+    #[cfg(feature = "mesh")]
+    remote: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+/// The node's object directory: classes, store, alarm process.
+pub(crate) struct Objects {
+    handle: Handle,
+    store: Store,
+    config: ObjectsConfig,
+    classes: RwLock<HashMap<&'static str, Class>>,
+    /// Which pid last opened each named process's keyspace (see `durable`).
+    pub(crate) owners: Mutex<HashMap<String, Pid>>,
+    /// How each named process that asked takes its alarm, by name.
+    named_alarms: Mutex<HashMap<String, NamedAlarm>>,
+    alarm_process: OnceLock<ActorRef<AlarmCmd>>,
+    /// Set once at node start when the node has a mesh.
+    #[cfg(feature = "mesh")]
+    cluster: OnceLock<Cluster>,
+    /// Live activations by name (`class/key`).
+    active: Mutex<HashMap<Arc<str>, Active>>,
+}
+
+impl Objects {
+    pub(crate) fn start(handle: Handle, store: Store, config: ObjectsConfig) -> Arc<Objects> {
+        let objects = Arc::new(Objects {
+            handle: handle.clone(),
+            store,
+            config,
+            classes: RwLock::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
+            named_alarms: Mutex::new(HashMap::new()),
+            alarm_process: OnceLock::new(),
+            #[cfg(feature = "mesh")]
+            cluster: OnceLock::new(),
+            active: Mutex::new(HashMap::new()),
+        });
+        let alarms = alarms::start(&handle, Arc::downgrade(&objects));
+        let _ = objects.alarm_process.set(alarms);
+        objects
+    }
+
+    #[cfg(feature = "mesh")]
+    fn insert_class<O: Object>(&self, remote: Option<Arc<dyn Any + Send + Sync>>) {
+        let alarm = alarms::dispatch::<O>();
+        self.classes
+            .write()
+            .insert(O::CLASS, Class { alarm, remote });
+    }
+
+    /// A class whose objects live on whichever node sends to them.
+    pub(crate) fn host_local<O: Object>(&self) {
+        #[cfg(feature = "mesh")]
+        self.insert_class::<O>(None);
+        #[cfg(not(feature = "mesh"))]
+        {
+            let alarm = alarms::dispatch::<O>();
+            self.classes.write().insert(O::CLASS, Class { alarm });
+        }
+    }
+
+    /// A class placed across the mesh (when there is one): declares its envelope to the
+    /// mesh and starts its router.
+    pub(crate) fn host<O>(self: &Arc<Self>)
+    where
+        O: Object,
+        O::Msg: Serialize + DeserializeOwned,
+    {
+        #[cfg(feature = "mesh")]
+        {
+            self.insert_class::<O>(Some(routing::remote_route::<O>()));
+            self.start_router::<O>();
+        }
+        // Without a mesh every class is local; the bound stays so code builds both ways.
+        #[cfg(not(feature = "mesh"))]
+        self.host_local::<O>();
+    }
+
+    /// Live activations per class on this node.
+    pub(crate) fn counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for a in self.active.lock().values() {
+            *counts.entry(a.class.to_owned()).or_default() += 1;
+        }
+        counts
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+}

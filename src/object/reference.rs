@@ -1,0 +1,184 @@
+//! [`ObjectRef`]: the address of an object, and what sending through it guarantees.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_scheduler::{CallError, NodeId, Pid, Reply, SendError};
+use parking_lot::Mutex;
+
+use super::activation::Activation;
+use super::routing::Route;
+use super::{Object, ObjectError, ObjectSendError, Objects};
+
+/// A cheap, cloneable reference to the object `(O::CLASS, key)`. Sending activates it.
+pub struct ObjectRef<O: Object> {
+    pub(super) objects: Arc<Objects>,
+    pub(super) key: Arc<str>,
+    pub(super) name: Arc<str>,
+    /// Location hint: only nodes of this region may own the object.
+    pub(super) region: Option<Arc<str>>,
+    pub(super) cached: Arc<Mutex<Option<Activation<O>>>>,
+    _class: PhantomData<fn() -> O>,
+}
+
+impl<O: Object> Clone for ObjectRef<O> {
+    fn clone(&self) -> Self {
+        ObjectRef {
+            objects: self.objects.clone(),
+            key: self.key.clone(),
+            name: self.name.clone(),
+            region: self.region.clone(),
+            cached: self.cached.clone(),
+            _class: PhantomData,
+        }
+    }
+}
+
+impl<O: Object> std::fmt::Debug for ObjectRef<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectRef({})", self.name)
+    }
+}
+
+impl<O: Object> ObjectRef<O> {
+    pub(crate) fn new(objects: Arc<Objects>, key: &str) -> Self {
+        Self::new_in(objects, key, None)
+    }
+
+    pub(crate) fn new_in(objects: Arc<Objects>, key: &str, region: Option<&str>) -> Self {
+        ObjectRef {
+            name: format!("{}/{key}", O::CLASS).into(),
+            key: key.into(),
+            region: region.map(Into::into),
+            objects,
+            cached: Arc::new(Mutex::new(None)),
+            _class: PhantomData,
+        }
+    }
+
+    /// The location hint this reference was made with.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+
+    /// The node that owns the object now: this node's id when it has no mesh or the class
+    /// is local ([`crate::Node::host_local`]).
+    pub fn owner(&self) -> Result<NodeId, ObjectError> {
+        match self.route()? {
+            Route::Local => Ok(self.objects.handle.node()),
+            #[cfg(feature = "mesh")]
+            Route::Remote(_, node, ..) => Ok(node),
+        }
+    }
+
+    /// The object's key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The object's name (`class/key`), which is also its keyspace and registered name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pid of the current activation on this node, if any (an object owned by another
+    /// node has none here).
+    pub fn pid(&self) -> Option<Pid> {
+        self.objects.handle.whereis(&self.name)
+    }
+
+    fn check(&self) -> Result<(), ObjectError> {
+        if !self.objects.classes.read().contains_key(O::CLASS) {
+            return Err(ObjectError::NotHosted(O::CLASS));
+        }
+        if self.name.len() > cairn_storage::MAX_NAME_LEN {
+            return Err(ObjectError::KeyTooLong {
+                len: self.name.len(),
+                max: cairn_storage::MAX_NAME_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends a message to the object's owner (this node or another), activating the object
+    /// if needed and waiting for mailbox room (or for the connection to the owner).
+    ///
+    /// From inside another object's handler the message is held by that handler's output
+    /// gate and sent when its writes are durable — to whichever activation is live then (a
+    /// held send that fails then is logged).
+    ///
+    /// A message to another node is confirmed once it is queued on the connection; if the
+    /// owner's node then has no router for the class, it is a dead letter there (logged).
+    ///
+    /// On failure the message comes back with the reason ([`ObjectSendError`]), so nothing
+    /// is lost: retry it, or hand it to someone else.
+    pub async fn send(&self, msg: O::Msg) -> Result<(), ObjectSendError<O::Msg>> {
+        if let Err(error) = self.check() {
+            return Err(ObjectSendError::new(error, msg));
+        }
+        match self.hold_if_gated(msg) {
+            Ok(()) => Ok(()),
+            Err(msg) => self.deliver(msg, 0).await,
+        }
+    }
+
+    /// Inside a gated handler, holds `msg` in the gate as a send through this reference
+    /// (resolved at release, so an activation evicted meanwhile is replaced). Gives the
+    /// message back when no gate is active.
+    fn hold_if_gated(&self, msg: O::Msg) -> Result<(), O::Msg> {
+        if !cairn_scheduler::gate::is_active() {
+            return Err(msg);
+        }
+        let me = self.clone();
+        let held = cairn_scheduler::gate::hold_future(Box::pin(async move {
+            if let Err(ObjectSendError { error, .. }) = me.deliver(msg, 0).await {
+                tracing::warn!(object = %me.name, %error, "a held send failed after its commit");
+            }
+        }));
+        debug_assert!(held.is_ok(), "a gate is active on this thread");
+        Ok(())
+    }
+
+    /// Sends without waiting: `Full` gives the message back if the mailbox is full, or if
+    /// the object is being evicted right now (try again shortly). Held by the output gate when
+    /// called from a gated handler (see [`ObjectRef::send`]).
+    ///
+    /// For an object owned by another node, `Full` means no room on the connection to that
+    /// node now, or the connection is still being opened (this starts opening it); the
+    /// owner's mailbox is not consulted (a full one there holds the message on that node's
+    /// router). `NoConnection` if the owner cannot be reached, `NoProc` when the class is
+    /// not hosted or no node can own the object.
+    pub fn try_send(&self, msg: O::Msg) -> Result<(), SendError<O::Msg>> {
+        if self.check().is_err() {
+            return Err(SendError::NoProc(msg));
+        }
+        let Err(msg) = self.hold_if_gated(msg) else {
+            return Ok(());
+        };
+        match self.route() {
+            Ok(Route::Local) => self.try_send_local(msg),
+            #[cfg(feature = "mesh")]
+            Ok(Route::Remote(mesh, node, _, try_send)) => {
+                try_send(&mesh, node, self.envelope(msg, 1))
+            }
+            Err(_) => Err(SendError::NoProc(msg)),
+        }
+    }
+
+    /// Sends a request to the owner and waits for the answer (at most `timeout` for the
+    /// answer). The request leaves at once even from inside another object's handler, which
+    /// waits for it. To an owner on another node, the [`Reply`] travels in the message and
+    /// the answer comes back over the mesh.
+    pub async fn call<R: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<R>) -> O::Msg,
+        timeout: Duration,
+    ) -> Result<R, ObjectError> {
+        self.check()?;
+        let (reply, rx) = Reply::pair();
+        self.deliver(make(reply), 0).await.map_err(|e| e.error)?;
+        let answer = self.objects.handle.timeout(timeout, rx).await;
+        Ok(answer.map_err(|_| CallError::Timeout)??)
+    }
+}

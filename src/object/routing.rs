@@ -1,0 +1,403 @@
+//! Where a message to an object goes: placement lookups, the envelopes that carry messages to
+//! another node, each class's router process, and the hand-off when membership changes.
+//!
+//! ## Placement across the mesh
+//! On a node with a mesh, an object class hosted with [`crate::Node::host`] is *placed*:
+//! every send first computes the key's owner with [`crate::placement`] over the live nodes
+//! (this node, unless it is a client, plus the mesh's peers), within the region of a
+//! location hint ([`crate::Node::object_in`]) when one is given. If the owner is this node
+//! the message takes the local path (see `activation`); otherwise it travels, as an
+//! envelope `(key, region, hops, msg)` serialized with rmp-serde, to the owner's per-class
+//! *router* process `cairn.objects.<CLASS>` (see [`router_name`]), which hands it to its
+//! local activation. A node only activates objects it owns: a router that gets a key it does
+//! not own (the sender's view of the mesh differed) forwards it to the owner it sees, at most
+//! [`MAX_HOPS`] times in all, then drops it with a logged warning — two views that keep
+//! disagreeing must not bounce a message forever.
+//!
+//! Ordering per sender and object holds across nodes: the mesh keeps one sender's frames in
+//! order to the router, which is one process delivering envelopes one by one. The router
+//! waits when an object's mailbox is full (backpressure reaches the sender through the mesh
+//! lane), which also holds up the class's other objects on that node.
+//!
+//! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
+//! are never placed: each node has its own objects of that class.
+//!
+//! ## Membership change
+//! When a node joins or leaves, some keys change owner (about 1/n of them). The old owner
+//! hands off: each activation it no longer owns finishes what is already in its mailbox and
+//! in flight, then deactivates as on eviction; new messages go to the new owner, which
+//! activates the object from *its own* store. **Storage does not move yet**: the object's
+//! durable state stays on the old owner's disk, so until storage migrates with its key a
+//! key that changes owner starts from what the new owner has (usually nothing). In a stable
+//! mesh there is one activation per key; while views of the membership differ (during a join
+//! or a failure) the old and new owner may briefly both run one — there is no fencing yet.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use super::{Object, ObjectMsg, ObjectRef, ObjectSendError};
+#[cfg(feature = "mesh")]
+use mesh_imports::*;
+
+/// What only the mesh side of routing uses (absent without the `mesh` feature).
+#[cfg(feature = "mesh")]
+mod mesh_imports {
+    pub(super) use std::any::Any;
+    pub(super) use std::collections::HashMap;
+    pub(super) use std::marker::PhantomData;
+    pub(super) use std::sync::{Arc, OnceLock, Weak};
+
+    pub(super) use cairn_net::{Mesh, NodeEvent};
+    pub(super) use cairn_scheduler::{Ctx, Message, NodeId, SendError, SpawnOptions};
+    pub(super) use parking_lot::Mutex;
+    pub(super) use serde::de::DeserializeOwned;
+    pub(super) use serde::{Deserialize, Serialize};
+
+    pub(super) use super::super::{ObjectError, Objects};
+    pub(super) use crate::placement::{self, Candidate};
+}
+
+/// How many times a message to an object may cross the mesh before it is dropped: once from
+/// the sender to the owner it sees, once more if that node sees another owner. More hops
+/// only happen while views of the membership disagree, and bouncing would not settle them.
+pub const MAX_HOPS: u8 = 2;
+/// Node names ending in this are *clients* (e.g. `cairn-node status`): they join the mesh
+/// to send but never own objects, so placement skips them.
+pub const CLIENT_NAME_SUFFIX: &str = ".client";
+
+pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+#[cfg(feature = "mesh")]
+/// What crosses the mesh to a class's router: one message for one object.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "O::Msg: Serialize",
+    deserialize = "O::Msg: DeserializeOwned"
+))]
+pub(super) struct Envelope<O: Object> {
+    key: String,
+    region: Option<String>,
+    /// Mesh crossings so far, this one included.
+    hops: u8,
+    msg: O::Msg,
+    #[serde(skip)]
+    _class: PhantomData<fn() -> O>,
+}
+
+#[cfg(feature = "mesh")]
+/// How a placed class sends an envelope to another node's router (monomorphized at
+/// [`Objects::host`], where the message type is known to serialize).
+struct RemoteRoute<O: Object> {
+    send: SendEnvelope<O>,
+    try_send: TrySendEnvelope<O>,
+}
+
+#[cfg(feature = "mesh")]
+/// Sends an envelope of class `O` to a node's router; gives the message back on failure.
+type SendEnvelope<O> = fn(Mesh, NodeId, Envelope<O>) -> BoxFuture<Delivered<O>>;
+/// What a delivery attempt ends with: done, or why not and the message.
+pub(super) type Delivered<O> = Result<(), ObjectSendError<<O as Object>::Msg>>;
+#[cfg(feature = "mesh")]
+/// The same without waiting; gives the message back.
+type TrySendEnvelope<O> =
+    fn(&Mesh, NodeId, Envelope<O>) -> Result<(), SendError<<O as Object>::Msg>>;
+
+#[cfg(feature = "mesh")]
+fn try_send_envelope<O>(
+    mesh: &Mesh,
+    node: NodeId,
+    env: Envelope<O>,
+) -> Result<(), SendError<O::Msg>>
+where
+    O: Object,
+    O::Msg: Serialize + DeserializeOwned,
+{
+    let router = mesh.handle().named_ref(router_name(O::CLASS), node);
+    router.try_send_ungated(env).map_err(|e| match e {
+        SendError::Full(env) => SendError::Full(env.msg),
+        SendError::Unregistered(env) => SendError::Unregistered(env.msg),
+        SendError::NoConnection(env) => SendError::NoConnection(env.msg),
+        other => SendError::NoProc(other.into_inner().msg),
+    })
+}
+
+#[cfg(feature = "mesh")]
+fn send_envelope<O>(mesh: Mesh, node: NodeId, env: Envelope<O>) -> BoxFuture<Delivered<O>>
+where
+    O: Object,
+    O::Msg: Serialize + DeserializeOwned,
+{
+    Box::pin(async move {
+        let router = mesh.handle().named_ref(router_name(O::CLASS), node);
+        router.send_ungated(env).await.map_err(|e| {
+            let reason = e.to_string();
+            let error = ObjectError::Unreachable { node, reason };
+            ObjectSendError::new(error, e.into_inner().msg)
+        })
+    })
+}
+
+#[cfg(feature = "mesh")]
+/// The registered name of class `class`'s router process, also the mesh tag of its
+/// envelopes: `cairn.objects.<class>`.
+pub(super) fn router_name(class: &'static str) -> &'static str {
+    // Mesh tags are `&'static str`: each class's name is built once and kept for the life of
+    // the process (one small string per class, however many nodes host it).
+    static NAMES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Default::default).lock();
+    names
+        .entry(class)
+        .or_insert_with(|| Box::leak(format!("cairn.objects.{class}").into_boxed_str()))
+}
+
+#[cfg(feature = "mesh")]
+/// This node's place in a mesh, as objects see it.
+pub(crate) struct Cluster {
+    /// Its members (with their names and regions) are the placement candidates.
+    pub(crate) mesh: Mesh,
+}
+
+#[cfg(feature = "mesh")]
+impl Cluster {
+    /// The nodes that may own objects now.
+    fn candidates(&self) -> Vec<Candidate> {
+        // Live members (this node included) carry their regions; clients own nothing.
+        self.mesh
+            .members()
+            .into_iter()
+            .filter(|m| !is_client(&m.name))
+            .map(|m| Candidate {
+                node: m.node,
+                region: m.region,
+            })
+            .collect()
+    }
+}
+
+/// Whether a node name marks a client node (see [`CLIENT_NAME_SUFFIX`]).
+pub fn is_client(name: &str) -> bool {
+    name.ends_with(CLIENT_NAME_SUFFIX)
+}
+
+#[cfg(feature = "mesh")]
+/// A placed class's route to other nodes, type-erased for [`Objects`]'s class table (whose
+/// entries do not know the class's message type).
+pub(super) fn remote_route<O>() -> Arc<dyn Any + Send + Sync>
+where
+    O: Object,
+    O::Msg: Serialize + DeserializeOwned,
+{
+    Arc::new(RemoteRoute::<O> {
+        send: send_envelope::<O>,
+        try_send: try_send_envelope::<O>,
+    })
+}
+
+/// Where a message to an object goes.
+pub(super) enum Route<O: Object> {
+    Local,
+    #[cfg(feature = "mesh")]
+    Remote(Mesh, NodeId, SendEnvelope<O>, TrySendEnvelope<O>),
+    /// Without the mesh nothing is remote; this uninhabited variant only carries `O`.
+    #[cfg(not(feature = "mesh"))]
+    #[allow(dead_code)]
+    Never(
+        std::convert::Infallible,
+        std::marker::PhantomData<fn() -> O>,
+    ),
+}
+
+impl<O: Object> ObjectRef<O> {
+    /// Where messages to the object go now (see the module doc, "Placement"): always here
+    /// without the `mesh` feature.
+    #[cfg(not(feature = "mesh"))]
+    pub(super) fn route(&self) -> Result<Route<O>, super::ObjectError> {
+        Ok(Route::Local)
+    }
+
+    /// Where messages to the object go now (see the module doc, "Placement").
+    #[cfg(feature = "mesh")]
+    pub(super) fn route(&self) -> Result<Route<O>, ObjectError> {
+        let Some(cluster) = self.objects.cluster.get() else {
+            return Ok(Route::Local);
+        };
+        let remote = {
+            let classes = self.objects.classes.read();
+            match classes.get(O::CLASS).and_then(|c| c.remote.clone()) {
+                Some(remote) => remote,
+                None => return Ok(Route::Local),
+            }
+        };
+        let owner = placement::owner(
+            O::CLASS,
+            &self.key,
+            &cluster.candidates(),
+            self.region.as_deref(),
+        )?;
+        if owner == cluster.mesh.node() {
+            return Ok(Route::Local);
+        }
+        let route = remote
+            .downcast_ref::<RemoteRoute<O>>()
+            .expect("a class's route is registered for its own type");
+        Ok(Route::Remote(
+            cluster.mesh.clone(),
+            owner,
+            route.send,
+            route.try_send,
+        ))
+    }
+
+    #[cfg(feature = "mesh")]
+    /// The envelope carrying `msg` on its `hops`-th mesh crossing.
+    pub(super) fn envelope(&self, msg: O::Msg, hops: u8) -> Envelope<O> {
+        Envelope {
+            key: self.key.to_string(),
+            region: self.region.as_deref().map(str::to_owned),
+            hops,
+            msg,
+            _class: PhantomData,
+        }
+    }
+
+    /// Delivers `msg` to the owner: here (activating the object) or through the owner's
+    /// router; `hops` is how often it crossed the mesh already. Gives the message back
+    /// with the reason when it cannot be delivered.
+    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Delivered<O> {
+        #[cfg(not(feature = "mesh"))]
+        let _ = hops;
+        let route = match self.route() {
+            Ok(route) => route,
+            Err(error) => return Err(ObjectSendError::new(error, msg)),
+        };
+        match route {
+            Route::Local => {
+                self.send_ungated(ObjectMsg::User(msg)).await;
+                Ok(())
+            }
+            #[cfg(feature = "mesh")]
+            Route::Remote(mesh, node, send, _) => {
+                if hops >= MAX_HOPS {
+                    tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
+                    let name = self.name.to_string();
+                    return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
+                }
+                send(mesh, node, self.envelope(msg, hops + 1)).await
+            }
+        }
+    }
+}
+
+#[cfg(feature = "mesh")]
+/// A placed class's router: takes envelopes from other nodes and delivers each to its
+/// object here (or forwards it once more if this node does not own it; see the module doc).
+async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>) {
+    while let Some(msg) = ctx.recv().await {
+        let Message::User(env) = msg else {
+            continue;
+        };
+        let Some(objects) = objects.upgrade() else {
+            return;
+        };
+        let target = ObjectRef::<O>::new_in(objects, &env.key, env.region.as_deref());
+        if let Err(ObjectSendError { error, .. }) = target.deliver(env.msg, env.hops).await {
+            tracing::warn!(object = %target.name, %error, "router could not deliver a message");
+        }
+    }
+}
+
+#[cfg(feature = "mesh")]
+impl Objects {
+    /// Registers a placed class's envelope with the mesh and starts its router (when the
+    /// node has a mesh).
+    pub(super) fn start_router<O>(self: &Arc<Self>)
+    where
+        O: Object,
+        O::Msg: Serialize + DeserializeOwned,
+    {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let name = router_name(O::CLASS);
+        if let Err(error) = cluster.mesh.declare::<Envelope<O>>(name) {
+            tracing::error!(class = O::CLASS, %error, "cannot register the object class with the mesh (two classes with one CLASS?)");
+            return;
+        }
+        if self.handle.whereis(name).is_some() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let spawned = self.handle.spawn_opts(
+            SpawnOptions {
+                name: Some(name.to_owned()),
+                // Every node runs its own router of the class.
+                local_name: true,
+                ..SpawnOptions::default()
+            },
+            move |ctx| run_router::<O>(ctx, weak),
+        );
+        if let Err(error) = spawned {
+            tracing::debug!(class = O::CLASS, ?error, "router already running");
+        }
+    }
+
+    /// Joins the objects to a mesh (once, at node start, before classes are hosted) and
+    /// starts the handoff process that reacts to membership changes.
+    pub(crate) fn join_cluster(self: &Arc<Self>, cluster: Cluster) {
+        let mut events = cluster.mesh.node_events();
+        if self.cluster.set(cluster).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            loop {
+                let event = events.next().await;
+                let Some(objects) = weak.upgrade() else {
+                    return;
+                };
+                let node = match &event {
+                    NodeEvent::Up { node, .. } | NodeEvent::Down { node, .. } => *node,
+                    _ => continue,
+                };
+                // Clients come and go with every `cairn-node status`; they own nothing, so
+                // ownership cannot have changed.
+                let client = objects.cluster.get().is_some_and(|c| {
+                    c.mesh
+                        .peers()
+                        .iter()
+                        .any(|p| p.node == node && is_client(&p.name))
+                });
+                if client {
+                    continue;
+                }
+                tracing::debug!(%node, ?event, "membership changed; handing off objects owned elsewhere");
+                objects.hand_off_unowned().await;
+            }
+        });
+    }
+
+    /// Tells every activation whose key this node no longer owns to hand off.
+    async fn hand_off_unowned(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let nodes = cluster.candidates();
+        let me = cluster.mesh.node();
+        let moving: Vec<_> = {
+            let classes = self.classes.read();
+            self.active
+                .lock()
+                .values()
+                .filter(|a| classes.get(a.class).is_some_and(|c| c.remote.is_some()))
+                .filter(|a| {
+                    placement::owner(a.class, &a.key, &nodes, a.region.as_deref()) != Ok(me)
+                })
+                .map(|a| (format!("{}/{}", a.class, a.key), a.handoff.clone()))
+                .collect()
+        };
+        for (name, handoff) in moving {
+            tracing::info!(object = %name, "no longer owned here; handing off");
+            handoff().await;
+        }
+    }
+}

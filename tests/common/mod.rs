@@ -1,0 +1,72 @@
+//! Shared by the root integration tests: each `tests/*.rs` is its own crate and pulls this
+//! in with `mod common;`. Holds the plain durable counter object the tests drive, and the
+//! node they run it on.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What a [`Counter`] takes (serializable, so it may be hosted across a mesh).
+#[derive(Serialize, Deserialize)]
+pub enum CounterMsg {
+    /// Adds `n`; no answer.
+    Add(u64),
+    /// Adds `n` and answers with the new total (held by the output gate until durable).
+    AddAndGet(u64, Reply<u64>),
+    /// Answers with the total.
+    Get(Reply<u64>),
+}
+
+/// A counter object: its total is loaded from and written to the key `total`.
+pub struct Counter {
+    total: u64,
+}
+
+impl Object for Counter {
+    const CLASS: &'static str = "test-counter";
+    type Msg = CounterMsg;
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Counter {
+            total: ctx.storage().get("total")?.unwrap_or(0),
+        })
+    }
+
+    async fn handle(
+        &mut self,
+        msg: CounterMsg,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> Result<(), ActorError> {
+        match msg {
+            CounterMsg::Add(n) => {
+                self.total += n;
+                ctx.storage().put("total", &self.total)?;
+            }
+            CounterMsg::AddAndGet(n, reply) => {
+                self.total += n;
+                ctx.storage().put("total", &self.total)?;
+                let _ = reply.send(self.total);
+            }
+            CounterMsg::Get(reply) => {
+                let _ = reply.send(self.total);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A standalone node on `dir` with `workers` scheduler threads that evicts objects idle for
+/// `idle`. Register object classes on it yourself.
+pub fn node(dir: impl AsRef<Path>, workers: usize, idle: Duration) -> Node {
+    Node::builder()
+        .workers(workers)
+        .data_dir(dir.as_ref())
+        .object_idle_timeout(idle)
+        .start()
+        .unwrap()
+}

@@ -1,0 +1,194 @@
+//! Typed RPC across a two-node mesh on 127.0.0.1: calls to an object owned by the other
+//! node, its application error travelling back as `Failed(E)`, a one-way method, a typed
+//! actor on the other node (its generated message type declared with the mesh), and the
+//! caller's view of a lost node.
+
+use std::time::Duration;
+
+use cairn::net::{ClusterCa, NodeEvent};
+use cairn::prelude::*;
+
+const T: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum VoteError {
+    Closed,
+    AlreadyVoted(String),
+}
+
+#[derive(Default)]
+struct Poll {
+    voters: Vec<String>,
+    closed: bool,
+}
+
+#[cairn::object]
+impl Poll {
+    const CLASS: &'static str = "poll";
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Poll {
+            voters: ctx.storage().get("voters")?.unwrap_or_default(),
+            closed: false,
+        })
+    }
+
+    pub async fn vote(
+        &mut self,
+        ctx: &mut ObjectCtx<Self>,
+        voter: String,
+    ) -> Result<usize, VoteError> {
+        if self.closed {
+            return Err(VoteError::Closed);
+        }
+        if self.voters.contains(&voter) {
+            return Err(VoteError::AlreadyVoted(voter));
+        }
+        self.voters.push(voter);
+        ctx.storage()
+            .put("voters", &self.voters)
+            .map_err(|_| VoteError::Closed)?;
+        Ok(self.voters.len())
+    }
+
+    /// One-way.
+    pub async fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Which node answered (the owner's id).
+    pub async fn node(&mut self, ctx: &mut ObjectCtx<Self>) -> NodeId {
+        ctx.handle().node()
+    }
+}
+
+/// An actor reached by pid from the other node.
+#[derive(Default)]
+struct Tally {
+    total: i64,
+}
+
+#[cairn::actor]
+impl Tally {
+    pub async fn add(&mut self, n: i64) -> Result<i64, String> {
+        if n < 0 {
+            return Err(format!("cannot add {n}"));
+        }
+        self.total += n;
+        Ok(self.total)
+    }
+}
+
+fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) -> Node {
+    let mut b = Node::builder()
+        .name(name)
+        .workers(2)
+        .data_dir(dir.join(name))
+        .cluster(dir.join("cluster"))
+        .failure_timeout(Duration::from_secs(1))
+        .listen("127.0.0.1:0".parse().unwrap());
+    if let Some(seed) = join {
+        b = b.join([seed]);
+    }
+    let node = b.start().unwrap();
+    node.host::<Poll>();
+    node.mesh()
+        .unwrap()
+        .declare::<TallyMsg>("test.TallyMsg")
+        .unwrap();
+    node
+}
+
+/// Waits until `node` sees `peer` go up (`up`) or down, subscribing before it checks.
+fn wait_for(node: &Node, peer: NodeId, up: bool) {
+    let mesh = node.mesh().unwrap();
+    let mut events = mesh.node_events();
+    if mesh.members().iter().any(|m| m.node == peer) == up {
+        return;
+    }
+    let seen = node.block_on(node.handle().timeout(T, async {
+        loop {
+            match events.next().await {
+                NodeEvent::Up { node, .. } if node == peer && up => return,
+                NodeEvent::Down { node, .. } if node == peer && !up => return,
+                _ => {}
+            }
+        }
+    }));
+    assert!(
+        seen.is_ok(),
+        "{peer} never went {}",
+        if up { "up" } else { "down" }
+    );
+}
+
+#[test]
+fn typed_calls_cross_the_mesh_and_application_errors_travel_back() {
+    let dir = tempfile::tempdir().unwrap();
+    ClusterCa::generate()
+        .unwrap()
+        .save(&dir.path().join("cluster"))
+        .unwrap();
+    let a = start(dir.path(), "a", None);
+    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()));
+    let (a_id, b_id) = (a.mesh().unwrap().node(), b.mesh().unwrap().node());
+    wait_for(&a, b_id, true);
+    wait_for(&b, a_id, true);
+
+    // A poll that b owns, called from a.
+    let key = (0..)
+        .map(|i| format!("poll{i}"))
+        .find(|k| a.object::<Poll>(k).owner().unwrap() == b_id)
+        .unwrap();
+    let poll = a.object::<Poll>(&key);
+    a.block_on(async {
+        assert_eq!(poll.node().timeout(T).await, Ok(b_id));
+        assert_eq!(poll.vote("ann".into()).timeout(T).await, Ok(1));
+        assert_eq!(
+            poll.vote("ann".into()).timeout(T).await,
+            Err(CallError::Failed(VoteError::AlreadyVoted("ann".into())))
+        );
+        // One-way, then a call behind it on the same path sees its effect.
+        poll.close().await.unwrap();
+        assert_eq!(
+            poll.vote("bo".into()).timeout(T).await,
+            Err(CallError::Failed(VoteError::Closed))
+        );
+    });
+    assert!(poll.pid().is_none(), "a activated an object b owns");
+
+    // No node is in the hinted region: the message comes back with the reason.
+    let nowhere = a.object_in::<Poll>(&key, "mars");
+    let failed = a.block_on(nowhere.send(PollMsg::Close)).unwrap_err();
+    assert!(
+        matches!(failed.error, ObjectError::Placement(_)),
+        "{failed}"
+    );
+    assert!(matches!(failed.into_inner(), PollMsg::Close));
+
+    // A typed actor on b, called from a by pid.
+    let on_b: Addr<Tally> = b
+        .block_on(cairn::supervisor::start(
+            b.handle(),
+            Tally::default(),
+            StartOptions::default(),
+        ))
+        .unwrap();
+    let from_a: Addr<Tally> = a.handle().actor_ref(on_b.pid()).unwrap();
+    a.block_on(async {
+        assert_eq!(from_a.add(2).timeout(T).await, Ok(2));
+        assert_eq!(
+            from_a.add(-1).timeout(T).await,
+            Err(CallError::Failed("cannot add -1".to_owned()))
+        );
+        assert_eq!(from_a.add(3).timeout(T).await, Ok(5));
+    });
+
+    // The node goes away: calls to its actor fail with NoConnection.
+    b.shutdown();
+    wait_for(&a, b_id, false);
+    assert_eq!(
+        a.block_on(from_a.add(1).timeout(T)),
+        Err(CallError::NoConnection)
+    );
+}

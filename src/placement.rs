@@ -23,6 +23,7 @@
 //! placement fails with [`PlacementError::NoNodeInRegion`] rather than silently placing
 //! the object elsewhere.
 
+use cairn_scheduler::stable_hash::{fmix64, fnv1a, FNV_OFFSET};
 use cairn_scheduler::NodeId;
 
 /// A live node that may own objects.
@@ -54,27 +55,6 @@ pub enum PlacementError {
     /// No live node is in the hinted region.
     #[error("no live node in region {0:?}")]
     NoNodeInRegion(String),
-}
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
-
-/// MurmurHash3's 64-bit finalizer: every input bit affects every output bit.
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^= k >> 33;
-    k
 }
 
 /// The stable hash of an object's address; the same on every node, build and run.

@@ -57,6 +57,7 @@ mod process;
 pub mod remote;
 mod reply;
 mod runtime;
+pub mod stable_hash;
 mod sync;
 mod table;
 mod task_state;

@@ -104,13 +104,9 @@ impl Hasher for KeyHasher {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut h = if self.0 == 0 { FNV_OFFSET } else { self.0 };
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-        }
-        self.0 = h;
+        use cairn_scheduler::stable_hash::{fnv1a, FNV_OFFSET};
+        let h = if self.0 == 0 { FNV_OFFSET } else { self.0 };
+        self.0 = fnv1a(h, bytes);
     }
 
     fn write_u64(&mut self, n: u64) {

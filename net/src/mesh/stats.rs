@@ -23,6 +23,9 @@ pub struct MeshStats {
     /// Answers dropped because they came from a node other than the one the call was
     /// sent to.
     pub forged_replies: u64,
+    /// Name claims and releases from other nodes refused by the name table's bounds
+    /// (length, Lamport window, names per node).
+    pub refused_name_ops: u64,
 }
 
 /// The event counters (the gauge is read from the control connections).
@@ -60,7 +63,7 @@ impl Counters {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self, control_connections: usize) -> MeshStats {
+    pub(super) fn snapshot(&self, control_connections: usize, refused_name_ops: u64) -> MeshStats {
         MeshStats {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             bad_messages: self.bad_messages.load(Ordering::Relaxed),
@@ -69,6 +72,7 @@ impl Counters {
             duplicates_refused: self.duplicates_refused.load(Ordering::Relaxed),
             control_connections: control_connections as u64,
             forged_replies: self.forged_replies.load(Ordering::Relaxed),
+            refused_name_ops,
         }
     }
 }

@@ -63,12 +63,14 @@
 mod error;
 mod keyspace;
 mod lmdb;
+mod replica;
 mod store;
 mod ticket;
 mod writeset;
 
 pub use error::{Result, StorageError};
 pub use keyspace::{Keyspace, ListOptions, Transaction};
+pub use replica::{KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};
 pub use store::{
     Alarm, Config, Stats, Store, DEFAULT_MAP_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS,
     DEFAULT_MAX_READERS,

@@ -48,21 +48,27 @@ pub(crate) enum Table {
     AlarmIndex,
     /// ASCII tag → value (`next_prefix` → u64 BE; `format` → u32 BE).
     Meta,
+    /// Replicated shards' Raft state (log, hard state, ...); keys laid out by `cairn-shard`.
+    Raft,
+    /// `shard(4, BE) ++ prefix(8)` → empty: which keyspaces belong to which replicated shard.
+    ShardIndex,
 }
 
-const TABLES: [(Table, &str); 6] = [
+const TABLES: [(Table, &str); 8] = [
     (Table::Data, "data"),
     (Table::Names, "names"),
     (Table::Prefixes, "prefixes"),
     (Table::Alarms, "alarms"),
     (Table::AlarmIndex, "alarm_index"),
     (Table::Meta, "meta"),
+    (Table::Raft, "raft"),
+    (Table::ShardIndex, "shard_index"),
 ];
 
 /// An open LMDB environment with its tables.
 pub(crate) struct Env {
     env: lmdb::Environment,
-    dbs: [lmdb::Database; 6],
+    dbs: [lmdb::Database; TABLES.len()],
 }
 
 impl std::fmt::Debug for Env {
@@ -99,7 +105,7 @@ impl Env {
                     .map_err(map_err)?,
             );
         }
-        let dbs: [lmdb::Database; 6] = dbs.try_into().expect("six tables");
+        let dbs: [lmdb::Database; TABLES.len()] = dbs.try_into().expect("one handle per table");
         Ok(Env { env, dbs })
     }
 
@@ -303,6 +309,35 @@ impl WriteTxn<'_> {
                 None => return Ok(n),
             }
         }
+    }
+
+    /// Deletes every key `lo <= key < hi`; returns how many.
+    pub(crate) fn delete_range(
+        &mut self,
+        t: Table,
+        lo: &[u8],
+        hi: &[u8],
+    ) -> Result<u64, StorageError> {
+        let db = self.env.db(t);
+        let mut doomed = Vec::new();
+        scan(&self.txn, db, lo, Some(hi), false, |k, _| {
+            doomed.push(k.to_vec());
+            true
+        })?;
+        for k in &doomed {
+            self.txn.del(db, k, None).map_err(map_err)?;
+        }
+        Ok(doomed.len() as u64)
+    }
+
+    pub(crate) fn scan(
+        &self,
+        t: Table,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StorageError> {
+        scan(&self.txn, self.env.db(t), lo, hi, false, f)
     }
 
     /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).

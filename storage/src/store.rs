@@ -302,6 +302,11 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// Counts an LMDB commit made outside the writer thread (replicated shards' rounds).
+    pub(crate) fn count_commit(&self) {
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Hands a write set to the writer; `false` if the writer is gone. Called with the keyspace's state lock held, so sets of
     /// one keyspace enter the queue in `seq` order.
     pub(crate) fn enqueue_commit(
@@ -342,6 +347,40 @@ pub(crate) struct StoreInner {
     registry: Mutex<Registry>,
     /// The next prefix to hand out (see [`KsShared::registered`]).
     next_prefix: AtomicU64,
+}
+
+impl StoreInner {
+    /// The live state of keyspace `name`, or a new one whose prefix is `stored()` (the durable
+    /// `names` row, read by the caller through whichever LMDB transaction it holds) or else a
+    /// fresh one. Shared by [`Store::keyspace`] and the replicated-shard apply path, so a name
+    /// has one prefix whichever path opens it first.
+    pub(crate) fn keyspace_shared(
+        &self,
+        name: &str,
+        stored: impl FnOnce() -> Result<Option<u64>>,
+    ) -> Result<Arc<KsShared>> {
+        let mut reg = self.registry.lock();
+        if let Some(ks) = reg.map.get(name).and_then(Weak::upgrade) {
+            return Ok(ks);
+        }
+        let existing = stored()?;
+        let registered = existing.is_some();
+        let prefix = existing.unwrap_or_else(|| self.next_prefix.fetch_add(1, Ordering::Relaxed));
+        // Sweep dead entries only when the map has doubled since the last sweep: amortised
+        // O(1) per open (a sweep per open made N activations cost O(N²)).
+        if reg.map.len() >= reg.sweep_at {
+            reg.map.retain(|_, w| w.strong_count() > 0);
+            reg.sweep_at = (2 * reg.map.len()).max(1024);
+        }
+        let ks = Arc::new(KsShared {
+            name: name.to_owned(),
+            prefix: prefix.to_be_bytes(),
+            registered: AtomicBool::new(registered),
+            state: Mutex::new(KsState::default()),
+        });
+        reg.map.insert(name.to_owned(), Arc::downgrade(&ks));
+        Ok(ks)
+    }
 }
 
 impl Drop for StoreInner {
@@ -439,30 +478,10 @@ impl Store {
                 max: MAX_NAME_LEN,
             });
         }
-        let mut reg = self.inner.registry.lock();
-        if let Some(ks) = reg.map.get(name).and_then(Weak::upgrade) {
-            return Ok(Keyspace::new(Arc::clone(&self.inner), ks));
-        }
-        let existing = {
+        let ks = self.inner.keyspace_shared(name, || {
             let r = self.inner.core.env.begin_read()?;
-            r.get(Table::Names, name.as_bytes())?.map(decode_u64)
-        };
-        let registered = existing.is_some();
-        let prefix =
-            existing.unwrap_or_else(|| self.inner.next_prefix.fetch_add(1, Ordering::Relaxed));
-        // Sweep dead entries only when the map has doubled since the last sweep: amortised
-        // O(1) per open (a sweep per open made N activations cost O(N²)).
-        if reg.map.len() >= reg.sweep_at {
-            reg.map.retain(|_, w| w.strong_count() > 0);
-            reg.sweep_at = (2 * reg.map.len()).max(1024);
-        }
-        let ks = Arc::new(KsShared {
-            name: name.to_owned(),
-            prefix: prefix.to_be_bytes(),
-            registered: AtomicBool::new(registered),
-            state: Mutex::new(KsState::default()),
-        });
-        reg.map.insert(name.to_owned(), Arc::downgrade(&ks));
+            Ok(r.get(Table::Names, name.as_bytes())?.map(decode_u64))
+        })?;
         Ok(Keyspace::new(Arc::clone(&self.inner), ks))
     }
 
@@ -752,7 +771,7 @@ fn commit_sets(core: &Core, sets: &[Live]) -> Result<()> {
 
 /// Writes a new name's `names`/`prefixes` rows and advances `next_prefix` past its prefix
 /// (idempotent: a set retried alone writes the same rows again).
-fn register(w: &mut WriteTxn<'_>, ks: &KsShared) -> Result<()> {
+pub(crate) fn register(w: &mut WriteTxn<'_>, ks: &KsShared) -> Result<()> {
     w.put(Table::Names, ks.name.as_bytes(), &ks.prefix)?;
     w.put(Table::Prefixes, &ks.prefix, ks.name.as_bytes())?;
     let prefix = u64::from_be_bytes(ks.prefix);
@@ -766,7 +785,7 @@ fn register(w: &mut WriteTxn<'_>, ks: &KsShared) -> Result<()> {
 }
 
 /// Writes one set into the transaction (layout: see `DESIGN.md`).
-fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> Result<()> {
+pub(crate) fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> Result<()> {
     if set.clear {
         w.delete_prefix(Table::Data, prefix)?;
     }
@@ -796,7 +815,7 @@ fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> Result<()> {
     Ok(())
 }
 
-fn alarm_index_key(at: u64, prefix: &[u8; 8]) -> [u8; 16] {
+pub(crate) fn alarm_index_key(at: u64, prefix: &[u8; 8]) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&at.to_be_bytes());
     k[8..].copy_from_slice(prefix);

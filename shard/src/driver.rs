@@ -1,0 +1,399 @@
+//! The shard layer on Cairn's scheduler: one process per node runs the [`MultiRaft`] loop.
+//!
+//! The process owns the core. It waits for a message or the core's next deadline (timers
+//! from the scheduler's wheel via `recv_timeout`), steps everything that arrived, then runs
+//! rounds: `ready` → send the leader's early messages → persist the round through
+//! [`LmdbLog`] on the blocking pool (one LMDB transaction, one fsync) → `persisted` → send
+//! the rest, answer proposals, report events. Messages that arrive during a persist wait in
+//! the mailbox and are stepped together afterwards: that is where batching comes from.
+//!
+//! Raft messages leave through a [`ShardTransport`] the mesh installs (phase 2); tests use
+//! [`LocalNet`]. What the object layer reads concurrently — whether this node serves a shard
+//! and until when — is published to a [`LeaseBoard`] *before* any message of a round leaves,
+//! so a hand-over never lets the board lag behind what peers were told.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_scheduler::{ActorRef, CallError, Handle, Message, NodeId, Reply};
+use parking_lot::Mutex;
+
+use crate::core::{MultiRaft, Outcome, Output, ProposeError, ShardEvent};
+use crate::lmdb_log::LmdbLog;
+use crate::placement::Member;
+use crate::types::ShardId;
+use crate::wire::{WireBatch, WireConfState};
+
+/// How Raft messages leave this node. Installed by the mesh; must not block.
+pub trait ShardTransport: Send + Sync + 'static {
+    /// Sends `batch` to node `to`, best effort (Raft tolerates loss and reordering).
+    fn send(&self, from: NodeId, to: NodeId, batch: WireBatch);
+}
+
+/// Per-shard "serving until" instants, readable from any thread without asking the driver.
+#[derive(Debug)]
+pub struct LeaseBoard {
+    epoch: Instant,
+    /// Nanoseconds since `epoch` until which this node may acknowledge; 0 = not serving.
+    until: Vec<AtomicU64>,
+}
+
+impl LeaseBoard {
+    fn new(epoch: Instant, shards: u32) -> LeaseBoard {
+        LeaseBoard {
+            epoch,
+            until: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether this node may acknowledge for `shard` now (leader, lease valid, caught up).
+    /// The object layer checks it right before releasing any output.
+    pub fn serving(&self, shard: ShardId) -> bool {
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        self.until
+            .get(shard.0 as usize)
+            .is_some_and(|u| now < u.load(Ordering::Acquire))
+    }
+
+    fn publish(&self, core: &MultiRaft, now: Duration) {
+        for (i, slot) in self.until.iter().enumerate() {
+            let until = core
+                .lease_until(ShardId(i as u32), now)
+                .map_or(0, |t| t.as_nanos() as u64);
+            slot.store(until, Ordering::Release);
+        }
+    }
+}
+
+/// Messages of the driver process.
+pub enum DriverMsg {
+    /// Raft messages from a peer (the transport delivers them).
+    Raft {
+        /// The peer.
+        from: NodeId,
+        /// Its batch.
+        batch: WireBatch,
+    },
+    /// Propose a write set; the reply comes when its fate is known.
+    Propose {
+        /// The shard.
+        shard: ShardId,
+        /// The payload (an encoded `WriteSetData`).
+        data: Vec<u8>,
+        /// Where the outcome goes.
+        reply: Reply<Result<Outcome, ProposeError>>,
+    },
+    /// The members changed (from the failure detector).
+    Members(Vec<Member>),
+    /// Diagnostics of one shard ([`MultiRaft::debug`]).
+    Debug(ShardId, Reply<String>),
+    /// `shard`'s voters and learners as this node knows them.
+    ConfState(ShardId, Reply<Option<WireConfState>>),
+}
+
+/// Errors of [`ShardNode::propose`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// Refused at once.
+    #[error(transparent)]
+    Propose(#[from] ProposeError),
+    /// No answer in time, or the driver is gone.
+    #[error("shard driver call failed: {0:?}")]
+    Call(CallError),
+}
+
+/// A running shard driver.
+#[derive(Clone)]
+pub struct ShardNode {
+    me: NodeId,
+    actor: ActorRef<DriverMsg>,
+    board: Arc<LeaseBoard>,
+}
+
+impl std::fmt::Debug for ShardNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardNode").field("me", &self.me).finish()
+    }
+}
+
+/// Receives serving changes (the object layer activates/deactivates on them).
+pub type EventSink = Box<dyn Fn(ShardEvent) + Send + 'static>;
+
+impl ShardNode {
+    /// Starts the driver process for `core` persisting through `log`.
+    pub fn start(
+        handle: &Handle,
+        core: MultiRaft,
+        log: LmdbLog,
+        transport: Arc<dyn ShardTransport>,
+        on_event: Option<EventSink>,
+    ) -> ShardNode {
+        let me = core.node();
+        let epoch = Instant::now();
+        let board = Arc::new(LeaseBoard::new(epoch, core.config().shards));
+        let board2 = Arc::clone(&board);
+        let h = handle.clone();
+        let actor = handle.spawn(move |mut ctx| async move {
+            let mut d = Driver {
+                core,
+                log,
+                transport,
+                board: board2,
+                epoch,
+                waiting: HashMap::new(),
+                on_event,
+                handle: h,
+            };
+            loop {
+                let now = d.now();
+                let wait = d.core.next_deadline().saturating_sub(now);
+                match ctx.recv_timeout(wait).await {
+                    Some(Message::User(m)) => d.handle_msg(m),
+                    Some(Message::Signal(_)) => {}
+                    None if !ctx.handle().is_alive(ctx.pid()) => return,
+                    None => {}
+                }
+                // Step everything else already queued before running a round: batching.
+                while let Some(m) = ctx.try_recv() {
+                    if let Message::User(m) = m {
+                        d.handle_msg(m);
+                    }
+                }
+                let now = d.now();
+                d.core.tick(now);
+                d.board.publish(&d.core, now);
+                if d.run_rounds().await.is_err() {
+                    return;
+                }
+            }
+        });
+        ShardNode { me, actor, board }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> NodeId {
+        self.me
+    }
+
+    /// The lease board (for the object layer's output gate).
+    pub fn board(&self) -> &Arc<LeaseBoard> {
+        &self.board
+    }
+
+    /// Whether this node may acknowledge for `shard` now.
+    pub fn serving(&self, shard: ShardId) -> bool {
+        self.board.serving(shard)
+    }
+
+    /// Hands Raft messages received from `from` to the driver (the transport calls it). A
+    /// full mailbox drops them: Raft retransmits.
+    pub fn deliver(&self, from: NodeId, batch: WireBatch) {
+        let _ = self.actor.try_send(DriverMsg::Raft { from, batch });
+    }
+
+    /// Proposes `data` to `shard` and waits (at most `timeout`) for its fate. `Committed`
+    /// means durable on a majority and applied here; acknowledge only if
+    /// [`serving`](Self::serving) still holds.
+    pub async fn propose(
+        &self,
+        shard: ShardId,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Outcome, DriverError> {
+        let r = self
+            .actor
+            .call(|reply| DriverMsg::Propose { shard, data, reply }, timeout)
+            .await
+            .map_err(DriverError::Call)?;
+        Ok(r?)
+    }
+
+    /// Diagnostics of `shard` on this node.
+    pub async fn debug(&self, shard: ShardId) -> String {
+        self.actor
+            .call(|r| DriverMsg::Debug(shard, r), Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| format!("{e:?}"))
+    }
+
+    /// `shard`'s voters and learners as this node's replica knows them (`None`: not hosted
+    /// here, or the driver did not answer).
+    pub async fn conf_state(&self, shard: ShardId) -> Option<WireConfState> {
+        self.actor
+            .call(|r| DriverMsg::ConfState(shard, r), Duration::from_secs(5))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Updates the membership (drives rebalancing).
+    pub fn set_members(&self, members: Vec<Member>) {
+        let _ = self.actor.try_send(DriverMsg::Members(members));
+    }
+
+    /// Stops the driver (as a crash would, minus the kill: nothing unpersisted survives).
+    pub fn stop(&self) {
+        self.actor
+            .handle()
+            .exit(self.actor.pid(), cairn_scheduler::ExitReason::Kill);
+    }
+
+    /// The driver's pid.
+    pub fn pid(&self) -> cairn_scheduler::Pid {
+        self.actor.pid()
+    }
+}
+
+struct Driver {
+    core: MultiRaft,
+    log: LmdbLog,
+    transport: Arc<dyn ShardTransport>,
+    board: Arc<LeaseBoard>,
+    epoch: Instant,
+    waiting: HashMap<crate::types::ProposalId, Reply<Result<Outcome, ProposeError>>>,
+    on_event: Option<EventSink>,
+    handle: Handle,
+}
+
+impl Driver {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn handle_msg(&mut self, m: DriverMsg) {
+        match m {
+            DriverMsg::Raft { from, batch } => {
+                let now = self.now();
+                self.core.tick(now);
+                self.core.step(from, batch);
+            }
+            DriverMsg::Propose { shard, data, reply } => match self.core.propose(shard, data) {
+                Ok(id) => {
+                    self.waiting.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            DriverMsg::Members(ms) => self.core.set_members(ms),
+            DriverMsg::Debug(shard, reply) => {
+                let _ = reply.send(self.core.debug(shard));
+            }
+            DriverMsg::ConfState(shard, reply) => {
+                let _ = reply.send(self.core.conf_state(shard));
+            }
+        }
+    }
+
+    fn send_all(&self, msgs: Vec<(NodeId, WireBatch)>) {
+        let me = self.core.node();
+        for (to, b) in msgs {
+            self.transport.send(me, to, b);
+        }
+    }
+
+    async fn run_rounds(&mut self) -> Result<(), ()> {
+        while self.core.has_ready() {
+            let now = self.now();
+            let mut round = self.core.ready(now);
+            self.board.publish(&self.core, now);
+            self.send_all(std::mem::take(&mut round.messages_now));
+            let log = self.log.clone();
+            let joined = self
+                .handle
+                .spawn_blocking(move || {
+                    let res = log.persist(&round.shards).map_err(|e| e.to_string());
+                    (round, res)
+                })
+                .await;
+            let (round, res) = match joined {
+                Ok(x) => x,
+                Err(panic) => {
+                    tracing::error!(%panic, "shard round persist panicked");
+                    return Err(());
+                }
+            };
+            if let Err(e) = res {
+                // The round is not durable and raft-rs cannot take it back: stop, as a
+                // crash would; a restart recovers from what is on disk.
+                tracing::error!(error = %e, "shard round failed to persist; stopping the shard driver");
+                for (_, r) in self.waiting.drain() {
+                    let _ = r.send(Ok(Outcome::Unknown));
+                }
+                self.board
+                    .until
+                    .iter()
+                    .for_each(|u| u.store(0, Ordering::Release));
+                return Err(());
+            }
+            let out: Output = self.core.persisted(round, self.now());
+            self.board.publish(&self.core, self.now());
+            self.send_all(out.messages);
+            for (_, id, outcome) in out.outcomes {
+                if let Some(r) = self.waiting.remove(&id) {
+                    let _ = r.send(Ok(outcome));
+                }
+            }
+            if let Some(f) = &self.on_event {
+                out.events.into_iter().for_each(f);
+            }
+            for shard in out.snapshot_requests {
+                let log = self.log.clone();
+                match self
+                    .handle
+                    .spawn_blocking(move || log.export(shard).map_err(|e| e.to_string()))
+                    .await
+                    .and_then(|r| r)
+                {
+                    Ok((applied, data)) => {
+                        self.core.provide_snapshot(shard, applied, data);
+                    }
+                    Err(e) => tracing::warn!(shard = %shard, error = %e, "snapshot export failed"),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An in-process transport: nodes registered by id; links can be cut. For tests.
+#[derive(Default)]
+pub struct LocalNet {
+    nodes: Mutex<HashMap<NodeId, ShardNode>>,
+    cut: Mutex<std::collections::HashSet<NodeId>>,
+}
+
+impl std::fmt::Debug for LocalNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalNet").finish_non_exhaustive()
+    }
+}
+
+impl LocalNet {
+    /// Registers (or replaces, after a restart) a node.
+    pub fn attach(&self, node: ShardNode) {
+        self.cut.lock().remove(&node.node());
+        self.nodes.lock().insert(node.node(), node);
+    }
+
+    /// Removes a node: messages to and from it are dropped.
+    pub fn detach(&self, id: NodeId) {
+        self.cut.lock().insert(id);
+        self.nodes.lock().remove(&id);
+    }
+}
+
+impl ShardTransport for LocalNet {
+    fn send(&self, from: NodeId, to: NodeId, batch: WireBatch) {
+        if self.cut.lock().contains(&from) {
+            return;
+        }
+        let target = self.nodes.lock().get(&to).cloned();
+        if let Some(n) = target {
+            n.deliver(from, batch);
+        }
+    }
+}

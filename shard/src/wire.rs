@@ -1,0 +1,487 @@
+//! What crosses the network and the disk: our own serde structs, never protobuf bytes.
+//!
+//! raft-rs speaks `eraftpb` (protobuf 2.28, advisory RUSTSEC-2024-0437: a crafted nested
+//! message overflows the parser's stack). We never hand bytes from a peer or from disk to a
+//! protobuf parser: a Raft message travels as a [`WireMessage`] (MessagePack through serde),
+//! converted to and from `eraftpb::Message` in memory. The one place raft-rs puts protobuf
+//! bytes into our data is a configuration-change entry (`ConfChange` encoded by
+//! `propose_conf_change`): such entries travel and are stored as [`WireConfChange`] and are
+//! re-encoded by us on the receiving side, so the only protobuf bytes we ever parse are bytes
+//! our own encoder produced.
+//!
+//! Conversion from the wire validates: message and entry types must be known, local-only
+//! message types (`MsgHup`, `MsgPropose`, ...) are refused, and a message must be addressed
+//! to this node and come from the peer that sent it.
+
+// eraftpb's generated structs carry private-ish bookkeeping fields (unknown fields, cached
+// size); filling them field by field from `default()` reads clearer than struct literals.
+#![allow(clippy::field_reassign_with_default)]
+
+use bytes::Bytes;
+use cairn_scheduler::NodeId;
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, MessageType, Snapshot,
+    SnapshotMetadata,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{ProposalId, ShardId};
+
+/// A conf-change entry's payload, in our encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireConfChange {
+    /// 0 add voter, 1 remove, 2 add learner (raft-rs's `ConfChangeType`).
+    pub change_type: u8,
+    /// The replica (node) concerned.
+    pub node_id: u64,
+}
+
+/// A log entry in our encoding (on the wire and on disk).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// Raft term.
+    pub term: u64,
+    /// Raft index.
+    pub index: u64,
+    /// Normal data (a proposal batch) or empty.
+    pub data: Vec<u8>,
+    /// Set for a conf-change entry (then `data` is empty).
+    pub conf_change: Option<WireConfChange>,
+    /// raft-rs's entry context (unused by us, carried for fidelity).
+    pub context: Vec<u8>,
+}
+
+/// A configuration: voters and learners.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireConfState {
+    /// Voting members.
+    pub voters: Vec<u64>,
+    /// Non-voting members.
+    pub learners: Vec<u64>,
+}
+
+/// A snapshot: Raft metadata plus the shard's data (opaque here; see `cairn_storage::ShardData`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSnapshot {
+    /// Index of the last entry the snapshot covers.
+    pub index: u64,
+    /// Its term.
+    pub term: u64,
+    /// The configuration at `index`.
+    pub conf_state: WireConfState,
+    /// The state machine's data at `index`.
+    pub data: Vec<u8>,
+}
+
+/// One Raft message of one shard, as it crosses the mesh.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireMessage {
+    /// The shard (Raft group).
+    pub shard: ShardId,
+    /// raft-rs `MessageType` as a number.
+    pub msg_type: u8,
+    /// Destination replica (= node id).
+    pub to: u64,
+    /// Source replica (= node id).
+    pub from: u64,
+    #[allow(missing_docs)]
+    pub term: u64,
+    #[allow(missing_docs)]
+    pub log_term: u64,
+    #[allow(missing_docs)]
+    pub index: u64,
+    #[allow(missing_docs)]
+    pub entries: Vec<WireEntry>,
+    #[allow(missing_docs)]
+    pub commit: u64,
+    #[allow(missing_docs)]
+    pub commit_term: u64,
+    #[allow(missing_docs)]
+    pub snapshot: Option<WireSnapshot>,
+    #[allow(missing_docs)]
+    pub request_snapshot: u64,
+    #[allow(missing_docs)]
+    pub reject: bool,
+    #[allow(missing_docs)]
+    pub reject_hint: u64,
+    #[allow(missing_docs)]
+    pub context: Vec<u8>,
+    #[allow(missing_docs)]
+    pub priority: i64,
+}
+
+/// Why a message from the network was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Unknown message type number.
+    #[error("unknown raft message type {0}")]
+    UnknownType(u8),
+    /// A message type that only a node sends itself (`MsgHup`, `MsgPropose`, ...).
+    #[error("raft message type {0:?} is local-only")]
+    LocalOnly(MessageType),
+    /// Unknown conf-change type.
+    #[error("unknown conf change type {0}")]
+    UnknownConfChange(u8),
+    /// Not addressed to this node, or not from the peer that sent it.
+    #[error("message from {from} to {to} arrived at {me} from {peer}")]
+    Misaddressed {
+        /// Claimed source.
+        from: u64,
+        /// Claimed destination.
+        to: u64,
+        /// This node.
+        me: u64,
+        /// The peer the transport received it from.
+        peer: u64,
+    },
+    /// A shard outside the cluster's range.
+    #[error("shard {0} is outside the cluster's shards")]
+    BadShard(ShardId),
+    /// Undecodable bytes.
+    #[error("cannot decode: {0}")]
+    Decode(String),
+}
+
+fn msg_type(n: u8) -> Result<MessageType, WireError> {
+    use MessageType::*;
+    const ALL: [MessageType; 19] = [
+        MsgHup,
+        MsgBeat,
+        MsgPropose,
+        MsgAppend,
+        MsgAppendResponse,
+        MsgRequestVote,
+        MsgRequestVoteResponse,
+        MsgSnapshot,
+        MsgHeartbeat,
+        MsgHeartbeatResponse,
+        MsgUnreachable,
+        MsgSnapStatus,
+        MsgCheckQuorum,
+        MsgTransferLeader,
+        MsgTimeoutNow,
+        MsgReadIndex,
+        MsgReadIndexResp,
+        MsgRequestPreVote,
+        MsgRequestPreVoteResponse,
+    ];
+    ALL.get(n as usize)
+        .copied()
+        .ok_or(WireError::UnknownType(n))
+}
+
+fn conf_change_type(n: u8) -> Result<ConfChangeType, WireError> {
+    match n {
+        0 => Ok(ConfChangeType::AddNode),
+        1 => Ok(ConfChangeType::RemoveNode),
+        2 => Ok(ConfChangeType::AddLearnerNode),
+        n => Err(WireError::UnknownConfChange(n)),
+    }
+}
+
+/// Encodes a conf change as raft-rs expects it inside an entry.
+pub(crate) fn encode_conf_change(cc: &ConfChange) -> Bytes {
+    Bytes::from(
+        cc.write_to_bytes()
+            .expect("encoding a ConfChange cannot fail"),
+    )
+}
+
+/// Decodes a conf-change entry's data. Only ever called on bytes our own encoder produced
+/// (entries we proposed, or re-encoded from a [`WireConfChange`]).
+pub(crate) fn decode_conf_change(data: &[u8]) -> ConfChange {
+    ConfChange::parse_from_bytes(data).expect("conf change bytes are our own encoding")
+}
+
+impl WireEntry {
+    /// From raft-rs's entry (ours, in memory).
+    pub fn from_entry(e: &Entry) -> WireEntry {
+        let conf_change = match e.get_entry_type() {
+            EntryType::EntryConfChange => {
+                let cc = decode_conf_change(&e.data);
+                Some(WireConfChange {
+                    change_type: cc.get_change_type() as u8,
+                    node_id: cc.node_id,
+                })
+            }
+            // We never propose V2 changes; such an entry cannot exist in our logs.
+            EntryType::EntryConfChangeV2 => panic!("unexpected ConfChangeV2 entry in the log"),
+            EntryType::EntryNormal => None,
+        };
+        WireEntry {
+            term: e.term,
+            index: e.index,
+            data: if conf_change.is_some() {
+                Vec::new()
+            } else {
+                e.data.to_vec()
+            },
+            conf_change,
+            context: e.context.to_vec(),
+        }
+    }
+
+    /// To raft-rs's entry.
+    pub fn to_entry(&self) -> Result<Entry, WireError> {
+        let mut e = Entry::default();
+        e.term = self.term;
+        e.index = self.index;
+        e.context = Bytes::from(self.context.clone());
+        match &self.conf_change {
+            Some(cc) => {
+                let mut c = ConfChange::default();
+                c.set_change_type(conf_change_type(cc.change_type)?);
+                c.node_id = cc.node_id;
+                e.set_entry_type(EntryType::EntryConfChange);
+                e.data = encode_conf_change(&c);
+            }
+            None => {
+                e.set_entry_type(EntryType::EntryNormal);
+                e.data = Bytes::from(self.data.clone());
+            }
+        }
+        Ok(e)
+    }
+}
+
+impl WireConfState {
+    /// From raft-rs.
+    pub fn from_conf_state(c: &ConfState) -> WireConfState {
+        WireConfState {
+            voters: c.voters.clone(),
+            learners: c.learners.clone(),
+        }
+    }
+
+    /// To raft-rs.
+    pub fn to_conf_state(&self) -> ConfState {
+        let mut c = ConfState::default();
+        c.voters = self.voters.clone();
+        c.learners = self.learners.clone();
+        c
+    }
+}
+
+impl WireSnapshot {
+    /// From raft-rs.
+    pub fn from_snapshot(s: &Snapshot) -> WireSnapshot {
+        let m = s.get_metadata();
+        WireSnapshot {
+            index: m.index,
+            term: m.term,
+            conf_state: WireConfState::from_conf_state(m.get_conf_state()),
+            data: s.data.to_vec(),
+        }
+    }
+
+    /// To raft-rs.
+    pub fn to_snapshot(&self) -> Snapshot {
+        let mut m = SnapshotMetadata::default();
+        m.index = self.index;
+        m.term = self.term;
+        m.set_conf_state(self.conf_state.to_conf_state());
+        let mut s = Snapshot::default();
+        s.set_metadata(m);
+        s.data = Bytes::from(self.data.clone());
+        s
+    }
+}
+
+impl WireMessage {
+    /// From raft-rs's outgoing message of `shard`.
+    pub fn from_message(shard: ShardId, m: &Message) -> WireMessage {
+        WireMessage {
+            shard,
+            msg_type: m.get_msg_type() as u8,
+            to: m.to,
+            from: m.from,
+            term: m.term,
+            log_term: m.log_term,
+            index: m.index,
+            entries: m.entries.iter().map(WireEntry::from_entry).collect(),
+            commit: m.commit,
+            commit_term: m.commit_term,
+            snapshot: m
+                .snapshot
+                .as_ref()
+                .filter(|s| s.get_metadata().index > 0)
+                .map(WireSnapshot::from_snapshot),
+            request_snapshot: m.request_snapshot,
+            reject: m.reject,
+            reject_hint: m.reject_hint,
+            context: m.context.to_vec(),
+            priority: m.priority,
+        }
+    }
+
+    /// To raft-rs's message, checked: received from `peer` by node `me`, in a cluster of
+    /// `shards` shards.
+    pub fn to_message(&self, me: NodeId, peer: NodeId, shards: u32) -> Result<Message, WireError> {
+        if self.to != me.0 || self.from != peer.0 || self.from == 0 {
+            return Err(WireError::Misaddressed {
+                from: self.from,
+                to: self.to,
+                me: me.0,
+                peer: peer.0,
+            });
+        }
+        if self.shard.0 >= shards {
+            return Err(WireError::BadShard(self.shard));
+        }
+        let t = msg_type(self.msg_type)?;
+        if raft::raw_node::is_local_msg(t) || t == MessageType::MsgPropose {
+            return Err(WireError::LocalOnly(t));
+        }
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.to = self.to;
+        m.from = self.from;
+        m.term = self.term;
+        m.log_term = self.log_term;
+        m.index = self.index;
+        let entries = self
+            .entries
+            .iter()
+            .map(WireEntry::to_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        m.set_entries(entries.into());
+        m.commit = self.commit;
+        m.commit_term = self.commit_term;
+        if let Some(s) = &self.snapshot {
+            m.set_snapshot(s.to_snapshot());
+        }
+        m.request_snapshot = self.request_snapshot;
+        m.reject = self.reject;
+        m.reject_hint = self.reject_hint;
+        m.context = Bytes::from(self.context.clone());
+        m.priority = self.priority;
+        Ok(m)
+    }
+}
+
+/// Everything one node sends another in one round: many shards' messages in one frame.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireBatch {
+    /// In the order raft-rs produced them (per shard order matters).
+    pub messages: Vec<WireMessage>,
+}
+
+impl WireBatch {
+    /// MessagePack bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("encoding a WireBatch cannot fail")
+    }
+
+    /// From MessagePack bytes (untrusted input: errors, never panics).
+    pub fn decode(bytes: &[u8]) -> Result<WireBatch, WireError> {
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    }
+}
+
+/// The payload of a normal entry: many proposals (write sets) batched into one entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalBatch {
+    /// `(proposer node, proposal id, payload)`.
+    pub proposals: Vec<(u64, ProposalId, Vec<u8>)>,
+}
+
+impl ProposalBatch {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec(self).expect("encoding a ProposalBatch cannot fail")
+    }
+
+    /// Decodes an entry's data; an undecodable entry (impossible unless a peer is broken) is
+    /// an error the caller logs and skips.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ProposalBatch, WireError> {
+        rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_with_entries_and_a_conf_change_round_trips() {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddLearnerNode);
+        cc.node_id = 9;
+        let mut e1 = Entry::default();
+        e1.term = 3;
+        e1.index = 7;
+        e1.set_entry_type(EntryType::EntryConfChange);
+        e1.data = encode_conf_change(&cc);
+        let mut e2 = Entry::default();
+        e2.term = 3;
+        e2.index = 8;
+        e2.data = Bytes::from_static(b"payload");
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.to = 2;
+        m.from = 1;
+        m.term = 3;
+        m.set_entries(vec![e1, e2].into());
+        let w = WireMessage::from_message(ShardId(5), &m);
+        let batch = WireBatch {
+            messages: vec![w.clone()],
+        };
+        let back = WireBatch::decode(&batch.encode()).unwrap();
+        let m2 = back.messages[0]
+            .to_message(NodeId(2), NodeId(1), 16)
+            .unwrap();
+        assert_eq!(m2, m);
+    }
+
+    #[test]
+    fn hostile_messages_are_refused() {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.to = 2;
+        m.from = 1;
+        let w = WireMessage::from_message(ShardId(0), &m);
+        // Wrong peer, wrong destination, bad shard.
+        assert!(w.to_message(NodeId(2), NodeId(3), 16).is_err());
+        assert!(w.to_message(NodeId(4), NodeId(1), 16).is_err());
+        let mut bad_shard = w.clone();
+        bad_shard.shard = ShardId(16);
+        assert_eq!(
+            bad_shard.to_message(NodeId(2), NodeId(1), 16),
+            Err(WireError::BadShard(ShardId(16)))
+        );
+        // Local-only and unknown types.
+        let mut hup = w.clone();
+        hup.msg_type = MessageType::MsgHup as u8;
+        assert!(matches!(
+            hup.to_message(NodeId(2), NodeId(1), 16),
+            Err(WireError::LocalOnly(_))
+        ));
+        let mut propose = w.clone();
+        propose.msg_type = MessageType::MsgPropose as u8;
+        assert!(propose.to_message(NodeId(2), NodeId(1), 16).is_err());
+        let mut unknown = w.clone();
+        unknown.msg_type = 200;
+        assert_eq!(
+            unknown.to_message(NodeId(2), NodeId(1), 16),
+            Err(WireError::UnknownType(200))
+        );
+        let mut bad_cc = w;
+        bad_cc.entries.push(WireEntry {
+            term: 1,
+            index: 1,
+            data: vec![],
+            conf_change: Some(WireConfChange {
+                change_type: 9,
+                node_id: 1,
+            }),
+            context: vec![],
+        });
+        assert_eq!(
+            bad_cc.to_message(NodeId(2), NodeId(1), 16),
+            Err(WireError::UnknownConfChange(9))
+        );
+        // Garbage bytes decode to an error, not a panic.
+        assert!(WireBatch::decode(&[0xc1, 0xff, 0x00]).is_err());
+    }
+}

@@ -1,0 +1,480 @@
+//! Storage for replicated shards (`cairn-shard`): the Raft tables and shard-scoped keyspaces.
+//!
+//! `cairn-shard` persists one *round* of many shards' Raft work — log appends, hard states,
+//! applied write sets with their applied index, snapshot installs — in ONE LMDB write
+//! transaction committed with one durable flush ([`Store::shard_write`]). This module is that
+//! transaction's vocabulary; it knows nothing about Raft itself:
+//!
+//! * the `raft` table is an ordered byte map whose keys `cairn-shard` lays out (see
+//!   `storage/DESIGN.md`);
+//! * [`ShardTxn::apply`] applies a replicated [`WriteSetData`] to a keyspace exactly as the
+//!   group-commit writer applies a local write set (same `data`/`alarms` rows, same prefix for
+//!   the same name — the registry is shared with [`Store::keyspace`]), and records the keyspace
+//!   in the `shard_index` table so that a shard's keyspaces are enumerable;
+//! * [`ShardRead::export_shard`] / [`ShardTxn::install_shard`] move a shard's keyspaces and
+//!   alarms as a snapshot; [`ShardTxn::clear_shard`] drops them (replica removed).
+//!
+//! # Invariants
+//! * Everything a round writes is in one LMDB transaction: after a crash a round is wholly
+//!   present or wholly absent, so a shard's applied index always matches its keyspaces.
+//! * A keyspace belongs to at most one shard (the object layer maps `(class, key)` to one
+//!   shard); `shard_index` rows are written with the keyspace's first replicated write.
+//! * The writer thread and these transactions are serialized by LMDB's writer lock; a
+//!   keyspace must not receive both local commits and replicated applies.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StorageError};
+use crate::keyspace::Keyspace;
+use crate::lmdb::{ReadTxn, Table, WriteTxn};
+use crate::store::{alarm_index_key, apply, register, KsShared, Store};
+use crate::writeset::{decode_u64, WriteSet};
+use crate::{MAX_KEY_LEN, MAX_NAME_LEN};
+
+/// The writes of one handled message of one keyspace, as they travel inside a Raft entry.
+///
+/// Values are already encoded (MessagePack), exactly as the keyspace stores them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteSetData {
+    /// The keyspace (named process / object) written.
+    pub keyspace: String,
+    /// `delete_all` before the entries.
+    pub clear: bool,
+    /// User key → encoded value, or `None` for a deletion.
+    pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Alarm change: `Some(None)` deletes it, `Some(Some(ms))` sets it (unix ms).
+    pub alarm: Option<Option<u64>>,
+}
+
+impl WriteSetData {
+    fn to_write_set(&self) -> Result<WriteSet> {
+        if self.keyspace.is_empty() || self.keyspace.len() > MAX_NAME_LEN {
+            return Err(StorageError::BadName {
+                len: self.keyspace.len(),
+                max: MAX_NAME_LEN,
+            });
+        }
+        let mut set = WriteSet::default();
+        if self.clear {
+            set.clear();
+        }
+        for (k, v) in &self.entries {
+            if k.len() > MAX_KEY_LEN {
+                return Err(StorageError::KeyTooLarge {
+                    len: k.len(),
+                    max: MAX_KEY_LEN,
+                });
+            }
+            match v {
+                Some(v) => set.put(k.clone(), v.clone()),
+                None => set.delete(k.clone()),
+            }
+        }
+        set.alarm = self.alarm;
+        Ok(set)
+    }
+}
+
+impl Keyspace {
+    /// Takes the pending write set out of this keyspace for replication (instead of
+    /// [`commit`](Keyspace::commit)): the object layer proposes it to its shard. The writes
+    /// leave the keyspace's read view until the shard applies them.
+    pub fn take_pending_set(&self) -> WriteSetData {
+        let set = std::mem::take(&mut self.ks.state.lock().pending);
+        WriteSetData {
+            keyspace: self.ks.name.clone(),
+            clear: set.clear,
+            entries: set
+                .entries
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            alarm: set.alarm,
+        }
+    }
+}
+
+/// One keyspace of a shard snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyspaceData {
+    /// Its name.
+    pub name: String,
+    /// `(user key, encoded value)` in key order.
+    pub rows: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Its alarm (unix ms), if set.
+    pub alarm: Option<u64>,
+}
+
+/// All keyspaces (and their alarms) of one shard: a snapshot's state-machine data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardData {
+    /// In name order.
+    pub keyspaces: Vec<KeyspaceData>,
+}
+
+fn shard_index_key(shard: u32, prefix: &[u8; 8]) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..4].copy_from_slice(&shard.to_be_bytes());
+    k[4..].copy_from_slice(prefix);
+    k
+}
+
+/// `[lo, hi)` of `shard`'s rows in `shard_index`.
+fn shard_bounds(shard: u32) -> ([u8; 4], Vec<u8>) {
+    let hi = match shard.checked_add(1) {
+        Some(n) => n.to_be_bytes().to_vec(),
+        None => vec![0xFF; 13],
+    };
+    (shard.to_be_bytes(), hi)
+}
+
+/// The prefixes of `shard`'s keyspaces through any transaction's scan.
+fn shard_prefixes(
+    scan: impl FnOnce(&[u8], &[u8], &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>,
+    shard: u32,
+) -> Result<Vec<[u8; 8]>> {
+    let (lo, hi) = shard_bounds(shard);
+    let mut out = Vec::new();
+    scan(&lo, &hi, &mut |k, _| {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&k[4..12]);
+        out.push(p);
+        true
+    })?;
+    Ok(out)
+}
+
+/// The end (exclusive) of a keyspace's rows in `data`.
+fn data_end(prefix: &[u8; 8]) -> Vec<u8> {
+    match u64::from_be_bytes(*prefix).checked_add(1) {
+        Some(n) => n.to_be_bytes().to_vec(),
+        None => vec![0xFF; 9],
+    }
+}
+
+/// A read snapshot for the shard layer.
+pub struct ShardRead<'s> {
+    r: ReadTxn<'s>,
+}
+
+impl std::fmt::Debug for ShardRead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardRead").finish_non_exhaustive()
+    }
+}
+
+impl ShardRead<'_> {
+    /// A `raft` table row.
+    pub fn raft_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.r.get(Table::Raft, key)?.map(<[u8]>::to_vec))
+    }
+
+    /// Visits `raft` rows `lo <= key < hi` in key order until `f` returns `false`.
+    pub fn raft_scan(
+        &self,
+        lo: &[u8],
+        hi: &[u8],
+        f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.r.scan(Table::Raft, lo, Some(hi), false, f)
+    }
+
+    /// Every keyspace of `shard` with its rows and alarm (a snapshot's data).
+    pub fn export_shard(&self, shard: u32) -> Result<ShardData> {
+        let prefixes = shard_prefixes(
+            |lo, hi, f| self.r.scan(Table::ShardIndex, lo, Some(hi), false, f),
+            shard,
+        )?;
+        let mut keyspaces = Vec::with_capacity(prefixes.len());
+        for p in prefixes {
+            let name = match self.r.get(Table::Prefixes, &p)? {
+                Some(n) => String::from_utf8_lossy(n).into_owned(),
+                None => continue,
+            };
+            let mut rows = Vec::new();
+            self.r
+                .scan(Table::Data, &p, Some(&data_end(&p)), false, |k, v| {
+                    rows.push((k[8..].to_vec(), v.to_vec()));
+                    true
+                })?;
+            let alarm = self.r.get(Table::Alarms, &p)?.map(decode_u64);
+            keyspaces.push(KeyspaceData { name, rows, alarm });
+        }
+        keyspaces.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(ShardData { keyspaces })
+    }
+
+    /// Alarms of `shard`'s keyspaces due at or before `now_ms`, as `(keyspace, at_ms)`,
+    /// earliest first: what the shard's leader fires.
+    pub fn due_alarms(&self, shard: u32, now_ms: u64) -> Result<Vec<(String, u64)>> {
+        let mut due = Vec::new();
+        let hi = now_ms.saturating_add(1).to_be_bytes();
+        self.r
+            .scan(Table::AlarmIndex, &[], Some(&hi), false, |k, _| {
+                let mut p = [0u8; 8];
+                p.copy_from_slice(&k[8..16]);
+                due.push((decode_u64(&k[..8]), p));
+                true
+            })?;
+        let mut out = Vec::new();
+        for (at, p) in due {
+            if self
+                .r
+                .get(Table::ShardIndex, &shard_index_key(shard, &p))?
+                .is_some()
+            {
+                if let Some(n) = self.r.get(Table::Prefixes, &p)? {
+                    out.push((String::from_utf8_lossy(n).into_owned(), at));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One shard-layer write transaction (see [`Store::shard_write`]).
+pub struct ShardTxn<'s> {
+    store: &'s Store,
+    w: WriteTxn<'s>,
+    /// Keyspaces whose `names` rows this transaction writes; marked registered on commit.
+    registered: Vec<Arc<KsShared>>,
+}
+
+impl std::fmt::Debug for ShardTxn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardTxn").finish_non_exhaustive()
+    }
+}
+
+impl ShardTxn<'_> {
+    /// Writes a `raft` table row.
+    pub fn raft_put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.w.put(Table::Raft, key, value)
+    }
+
+    /// Reads a `raft` table row (including this transaction's writes).
+    pub fn raft_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.w.get(Table::Raft, key)?.map(<[u8]>::to_vec))
+    }
+
+    /// Deletes `raft` rows `lo <= key < hi`; returns how many.
+    pub fn raft_delete_range(&mut self, lo: &[u8], hi: &[u8]) -> Result<u64> {
+        self.w.delete_range(Table::Raft, lo, hi)
+    }
+
+    fn shard_keyspace(&mut self, shard: u32, name: &str) -> Result<Arc<KsShared>> {
+        let w = &self.w;
+        let ks = self.store.inner.keyspace_shared(name, || {
+            Ok(w.get(Table::Names, name.as_bytes())?.map(decode_u64))
+        })?;
+        if !ks.registered.load(Ordering::Acquire) {
+            register(&mut self.w, &ks)?;
+            self.registered.push(Arc::clone(&ks));
+        }
+        self.w
+            .put(Table::ShardIndex, &shard_index_key(shard, &ks.prefix), &[])?;
+        Ok(ks)
+    }
+
+    /// Applies a replicated write set to its keyspace, as a member of `shard`.
+    pub fn apply(&mut self, shard: u32, set: &WriteSetData) -> Result<()> {
+        let ws = set.to_write_set()?;
+        let ks = self.shard_keyspace(shard, &set.keyspace)?;
+        apply(&mut self.w, &ks.prefix, &ws)
+    }
+
+    /// Deletes every keyspace of `shard` (rows and alarms) and its `shard_index` rows. The
+    /// `names` rows stay, so a name keeps its prefix on this node.
+    pub fn clear_shard(&mut self, shard: u32) -> Result<()> {
+        let prefixes = {
+            let w = &self.w;
+            shard_prefixes(
+                |lo, hi, f| w.scan(Table::ShardIndex, lo, Some(hi), f),
+                shard,
+            )?
+        };
+        for p in prefixes {
+            self.w.delete_range(Table::Data, &p, &data_end(&p))?;
+            if let Some(at) = self.w.get(Table::Alarms, &p)?.map(decode_u64) {
+                self.w.delete(Table::AlarmIndex, &alarm_index_key(at, &p))?;
+                self.w.delete(Table::Alarms, &p)?;
+            }
+        }
+        let (lo, hi) = shard_bounds(shard);
+        self.w.delete_range(Table::ShardIndex, &lo, &hi)?;
+        Ok(())
+    }
+
+    /// Replaces `shard`'s keyspaces with `data` (a snapshot install).
+    pub fn install_shard(&mut self, shard: u32, data: &ShardData) -> Result<()> {
+        self.clear_shard(shard)?;
+        for ks in &data.keyspaces {
+            let set = WriteSetData {
+                keyspace: ks.name.clone(),
+                clear: false,
+                entries: ks
+                    .rows
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+                alarm: ks.alarm.map(Some),
+            };
+            self.apply(shard, &set)?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Runs `f` in one LMDB write transaction and commits it durably (one synchronous commit),
+    /// unless `f` fails (then nothing of it is written). Serialized with the group-commit
+    /// writer by LMDB's writer lock. Call it from a thread that may block.
+    pub fn shard_write<R>(&self, f: impl FnOnce(&mut ShardTxn<'_>) -> Result<R>) -> Result<R> {
+        let core = &self.inner.core;
+        let mut txn = ShardTxn {
+            store: self,
+            w: core.env.begin_write()?,
+            registered: Vec::new(),
+        };
+        let out = f(&mut txn)?;
+        let ShardTxn { w, registered, .. } = txn;
+        w.commit()?;
+        core.count_commit();
+        for ks in registered {
+            ks.registered.store(true, Ordering::Release);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` over a read snapshot.
+    pub fn shard_read<R>(&self, f: impl FnOnce(&ShardRead<'_>) -> Result<R>) -> Result<R> {
+        let r = ShardRead {
+            r: self.inner.core.env.begin_read()?,
+        };
+        f(&r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    fn set(name: &str, k: &str, v: u64) -> WriteSetData {
+        WriteSetData {
+            keyspace: name.into(),
+            clear: false,
+            entries: vec![(k.as_bytes().to_vec(), Some(rmp_serde::to_vec(&v).unwrap()))],
+            alarm: None,
+        }
+    }
+
+    #[test]
+    fn applied_sets_are_read_through_keyspaces_and_exported_per_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        store
+            .shard_write(|t| {
+                t.apply(3, &set("counter/a", "total", 5))?;
+                t.apply(4, &set("counter/b", "total", 7))?;
+                t.raft_put(b"k", b"v")
+            })
+            .unwrap();
+        let a = store.keyspace("counter/a").unwrap();
+        assert_eq!(a.get::<u64>("total").unwrap(), Some(5));
+        let data = store.shard_read(|r| r.export_shard(3)).unwrap();
+        assert_eq!(data.keyspaces.len(), 1);
+        assert_eq!(data.keyspaces[0].name, "counter/a");
+        assert_eq!(
+            store.shard_read(|r| r.raft_get(b"k")).unwrap(),
+            Some(b"v".to_vec())
+        );
+    }
+
+    #[test]
+    fn a_live_keyspace_handle_sees_replicated_writes_under_its_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        // Opened before any write: its in-memory prefix must be the one the apply uses.
+        let b = store.keyspace("counter/b").unwrap();
+        store
+            .shard_write(|t| t.apply(1, &set("counter/b", "total", 9)))
+            .unwrap();
+        assert_eq!(b.get::<u64>("total").unwrap(), Some(9));
+    }
+
+    #[test]
+    fn install_replaces_the_shard_and_keeps_other_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        store
+            .shard_write(|t| {
+                t.apply(1, &set("x", "k", 1))?;
+                let mut with_alarm = set("y", "k", 2);
+                with_alarm.alarm = Some(Some(1_000));
+                t.apply(1, &with_alarm)?;
+                t.apply(2, &set("z", "k", 3))
+            })
+            .unwrap();
+        let exported = store.shard_read(|r| r.export_shard(1)).unwrap();
+        assert_eq!(
+            store.shard_read(|r| r.due_alarms(1, 2_000)).unwrap(),
+            vec![("y".to_string(), 1_000)]
+        );
+        let replacement = ShardData {
+            keyspaces: vec![KeyspaceData {
+                name: "w".into(),
+                rows: vec![(b"k".to_vec(), rmp_serde::to_vec(&4u64).unwrap())],
+                alarm: None,
+            }],
+        };
+        store
+            .shard_write(|t| t.install_shard(1, &replacement))
+            .unwrap();
+        assert_eq!(
+            store.shard_read(|r| r.export_shard(1)).unwrap(),
+            replacement
+        );
+        assert!(store
+            .shard_read(|r| r.due_alarms(1, 2_000))
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.keyspace("y").unwrap().get::<u64>("k").unwrap(), None);
+        assert_eq!(
+            store.keyspace("z").unwrap().get::<u64>("k").unwrap(),
+            Some(3)
+        );
+        // Installing the old export back restores it exactly.
+        store
+            .shard_write(|t| t.install_shard(1, &exported))
+            .unwrap();
+        assert_eq!(store.shard_read(|r| r.export_shard(1)).unwrap(), exported);
+    }
+
+    #[test]
+    fn a_failed_round_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let r: Result<()> = store.shard_write(|t| {
+            t.apply(1, &set("x", "k", 1))?;
+            t.raft_put(b"log", b"1")?;
+            Err(StorageError::Injected)
+        });
+        assert!(r.is_err());
+        assert_eq!(store.shard_read(|r| r.raft_get(b"log")).unwrap(), None);
+        assert_eq!(store.keyspace("x").unwrap().get::<u64>("k").unwrap(), None);
+    }
+
+    #[test]
+    fn oversized_keys_in_a_replicated_set_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let mut bad = set("x", "k", 1);
+        bad.entries[0].0 = vec![b'a'; MAX_KEY_LEN + 1];
+        let r = store.shard_write(|t| t.apply(1, &bad));
+        assert!(matches!(r, Err(StorageError::KeyTooLarge { .. })));
+    }
+}

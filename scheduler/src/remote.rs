@@ -204,6 +204,12 @@ pub trait RemotePort: Send {
     fn answer(self: Box<Self>, value: Vec<u8>) -> Result<(), Vec<u8>>;
     /// The port was dropped unanswered: the caller gets `NoReply` at once.
     fn dropped(self: Box<Self>);
+    /// A node this reply was passed on to failed it (`NoProc`, `NoConnection`, ...): the
+    /// caller gets that failure, as near as the wire can say it (by default `NoReply`).
+    fn fail(self: Box<Self>, failure: CallError) {
+        let _ = failure;
+        self.dropped();
+    }
 }
 
 thread_local! {

@@ -224,11 +224,9 @@ pub struct Reply<T> {
 enum Port<T> {
     /// The caller is on this node.
     Local(Arc<OneShot<T>>),
-    /// The caller is on `node`; answers are encoded and sent there.
+    /// The caller is on another node; answers are encoded and sent there.
     Remote {
         port: Box<dyn RemotePort>,
-        node: NodeId,
-        id: u64,
         encode: fn(&T) -> Result<Vec<u8>, String>,
     },
 }
@@ -346,9 +344,17 @@ where
                 slot.on_abandon(Box::new(move || codec.forget(id)));
                 (node, id)
             }
-            // Passing on a reply that came from elsewhere: the answer goes straight home.
-            // (Dropping the port box does not report it dropped: the new holder answers.)
-            Some(Port::Remote { node, id, .. }) => (node, id),
+            // Passing on a reply that came from elsewhere: this node exports it again and
+            // relays the answer home, so a caller's node hears only from the node it
+            // sent the call to (answers from anyone else are refused as forged).
+            Some(Port::Remote { port, .. }) => codec.export(Box::new(move |answer| match answer {
+                Ok(bytes) => {
+                    if port.answer(bytes).is_err() {
+                        tracing::debug!("a relayed answer could not be sent home");
+                    }
+                }
+                Err(failure) => port.fail(failure),
+            })),
             None => return Err(S::Error::custom("this Reply was already used")),
         };
         (node.0, id).serialize(serializer)
@@ -367,8 +373,6 @@ where
         let node = NodeId(node);
         Ok(Reply::with(Port::Remote {
             port: codec.import(node, id),
-            node,
-            id,
             encode: encode_value::<T>,
         }))
     }

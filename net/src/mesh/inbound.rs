@@ -25,6 +25,7 @@ use cairn_scheduler::{MonitorRef, NodeId, Pid};
 
 use super::conns::{Conn, Peer};
 use super::registry::Delivery;
+use super::replies::Answered;
 use super::router::{with_codec, Reported};
 use super::stats::Count;
 use super::wire::{Bytes, RemoteFailure, Target, Wire};
@@ -88,7 +89,7 @@ impl Inner {
                     }
                 }
             }
-            Wire::Reply { id, result } => self.complete(id, result),
+            Wire::Reply { id, result } => self.complete(conn.node(), id, result),
             signal @ (Wire::Exit { .. }
             | Wire::Link { .. }
             | Wire::Unlink { .. }
@@ -149,10 +150,17 @@ impl Inner {
         }
     }
 
-    /// An answer (or a failure report) for reply `id` of this node.
-    pub(super) fn complete(&self, id: u64, result: Result<Bytes, RemoteFailure>) {
-        if !self.replies.complete(id, result) {
-            tracing::debug!(id, "answer to a call nobody waits for (timed out?)");
+    /// An answer (or a failure report) from `peer` for reply `id` of this node.
+    pub(super) fn complete(&self, peer: NodeId, id: u64, result: Result<Bytes, RemoteFailure>) {
+        match self.replies.complete(peer, id, result) {
+            Answered::Completed => {}
+            Answered::Unknown => {
+                tracing::debug!(%peer, id, "answer to a call nobody waits for (timed out?)");
+            }
+            Answered::Forged => {
+                tracing::warn!(%peer, id, "answer from a node the call was not sent to; dropped");
+                self.counters.bump(Count::ForgedReply);
+            }
         }
     }
 

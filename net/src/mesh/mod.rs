@@ -84,7 +84,7 @@ pub use conns::ConnectionInfo;
 pub use error::{DialError, MeshError};
 pub use events::{NodeEvent, NodeEvents};
 pub use membership::Member;
-pub use names::{NameError, MAX_NAME_LEN};
+pub use names::{NameError, LAMPORT_WINDOW, MAX_NAMES_PER_NODE, MAX_NAME_LEN};
 pub use registry::DeclareError;
 pub use stats::MeshStats;
 pub use wire::PeerInfo;
@@ -390,7 +390,8 @@ impl Mesh {
     /// Counters.
     pub fn stats(&self) -> MeshStats {
         let controls = self.inner.controls.lock().len();
-        self.inner.counters.snapshot(controls)
+        let refused_names = self.inner.names.lock().refused();
+        self.inner.counters.snapshot(controls, refused_names)
     }
 
     /// Subscribes to node up/down events from now on.

@@ -35,8 +35,19 @@
 //! previous incarnation of this node (a restarted node reuses its node id and pids) and
 //! is ignored.
 //!
+//! # Bounds on what others may claim
+//!
+//! An op from another node is refused (dropped, counted in
+//! [`MeshStats::refused_name_ops`](super::MeshStats::refused_name_ops)) when its name is
+//! empty or longer than [`MAX_NAME_LEN`], its Lamport time is 0 (no node ever issues 0, so
+//! it could only serve to outrank every real claim) or more than [`LAMPORT_WINDOW`] ahead
+//! of this node's clock (a claim at `u64::MAX` would otherwise freeze every clock at the
+//! top), or it would give one node more than [`MAX_NAMES_PER_NODE`] names or tombstones.
+//! Local clocks advance with `saturating_add`, so they never wrap.
+//!
 //! Invariants: `entries[name].pid.node()` is never a node in `down`; an entry of a local
-//! pid was made by `claim_local`.
+//! pid was made by `claim_local`; `held[n]` and `buried[n]` are the numbers of entries and
+//! tombstones of node `n`'s pids, each at most [`MAX_NAMES_PER_NODE`] for other nodes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -76,6 +87,14 @@ pub enum NameError {
 /// Longest name accepted: a name op must fit in one SWIM packet with room to spare.
 pub const MAX_NAME_LEN: usize = 256;
 
+/// How far ahead of this node's Lamport clock another node's op may be. Far beyond what
+/// honest clusters reach between two syncs (each op advances a clock by one), far below
+/// `u64::MAX`: a hostile member needs 2^32 accepted ops per 2^32 of clock it burns.
+pub const LAMPORT_WINDOW: u64 = 1 << 32;
+
+/// The most names (and, separately, tombstones) one other node's pids may hold here.
+pub const MAX_NAMES_PER_NODE: usize = 65_536;
+
 /// The replicated table. See the module doc for the rules.
 #[derive(Debug)]
 pub(crate) struct NameTable {
@@ -89,6 +108,12 @@ pub(crate) struct NameTable {
     tombstones: HashMap<(String, Pid), u64>,
     down: HashSet<NodeId>,
     losers: Vec<(String, Pid)>,
+    /// Entries per node.
+    held: HashMap<NodeId, usize>,
+    /// Tombstones per node.
+    buried: HashMap<NodeId, usize>,
+    /// Ops from other nodes refused by the bounds (see the module doc).
+    refused: u64,
 }
 
 fn rank(c: &NameClaim) -> (u64, Pid) {
@@ -106,6 +131,89 @@ impl NameTable {
             tombstones: HashMap::new(),
             down: HashSet::new(),
             losers: Vec::new(),
+            held: HashMap::new(),
+            buried: HashMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// Ops from other nodes refused so far.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Whether an op from another node about `name` at `lamport` is within bounds
+    /// (counted if not).
+    fn admissible(&mut self, name: &str, lamport: u64) -> bool {
+        let ok = !name.is_empty()
+            && name.len() <= MAX_NAME_LEN
+            && lamport != 0
+            && lamport <= self.lamport.saturating_add(LAMPORT_WINDOW);
+        if !ok {
+            self.refused += 1;
+            tracing::warn!(name = %name.chars().take(64).collect::<String>(), lamport, "name op out of bounds; refused");
+        }
+        ok
+    }
+
+    /// Whether `node` may hold one more entry (counted if not).
+    fn room_for(&mut self, node: NodeId) -> bool {
+        let room =
+            node == self.local || self.held.get(&node).copied().unwrap_or(0) < MAX_NAMES_PER_NODE;
+        if !room {
+            self.refused += 1;
+            tracing::warn!(%node, "node holds too many names; claim refused");
+        }
+        room
+    }
+
+    /// Sets `name`'s entry, keeping the per-node counts.
+    fn put(&mut self, claim: NameClaim) {
+        *self.held.entry(claim.pid.node()).or_insert(0) += 1;
+        if let Some(old) = self.entries.insert(claim.name.clone(), claim) {
+            self.uncount(old.pid.node());
+        }
+    }
+
+    /// Removes `name`'s entry, keeping the per-node counts.
+    fn take(&mut self, name: &str) {
+        if let Some(old) = self.entries.remove(name) {
+            self.uncount(old.pid.node());
+        }
+    }
+
+    fn uncount(&mut self, node: NodeId) {
+        if let Some(n) = self.held.get_mut(&node) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(&node);
+            }
+        }
+    }
+
+    /// Records a tombstone unless `pid`'s node has too many; false if refused.
+    fn bury(&mut self, name: &str, pid: Pid, lamport: u64) -> bool {
+        let node = pid.node();
+        let key = (name.to_owned(), pid);
+        if !self.tombstones.contains_key(&key) {
+            let count = self.buried.entry(node).or_insert(0);
+            if node != self.local && *count >= MAX_NAMES_PER_NODE {
+                self.refused += 1;
+                tracing::warn!(%node, "node has too many released names; release refused");
+                return false;
+            }
+            *count += 1;
+        }
+        self.tombstones.insert(key, lamport);
+        true
+    }
+
+    /// Forgets `name`'s tombstone of `pid`.
+    fn unbury(&mut self, name: &str, pid: Pid) {
+        if self.tombstones.remove(&(name.to_owned(), pid)).is_some() {
+            if let Some(n) = self.buried.get_mut(&pid.node()) {
+                *n = n.saturating_sub(1);
+            }
         }
     }
 
@@ -134,15 +242,15 @@ impl NameTable {
             }
             None => {}
         }
-        self.lamport += 1;
+        self.lamport = self.lamport.saturating_add(1);
         let claim = NameClaim {
             name: name.to_owned(),
             pid,
             lamport: self.lamport,
             incarnation: self.incarnation,
         };
-        self.tombstones.remove(&(name.to_owned(), pid));
-        self.entries.insert(name.to_owned(), claim.clone());
+        self.unbury(name, pid);
+        self.put(claim.clone());
         Ok(Some(claim))
     }
 
@@ -152,9 +260,9 @@ impl NameTable {
         if self.entries.get(name).map(|c| c.pid) != Some(pid) {
             return None;
         }
-        self.lamport += 1;
-        self.entries.remove(name);
-        self.tombstones.insert((name.to_owned(), pid), self.lamport);
+        self.lamport = self.lamport.saturating_add(1);
+        self.take(name);
+        self.bury(name, pid, self.lamport);
         Some(NameOp::Release {
             name: name.to_owned(),
             pid,
@@ -167,6 +275,9 @@ impl NameTable {
         match op {
             NameOp::Claim(claim) => self.apply_claim(claim.clone()),
             NameOp::Release { name, pid, lamport } => {
+                if !self.admissible(name, *lamport) {
+                    return false;
+                }
                 self.lamport = self.lamport.max(*lamport);
                 // This node is the authority on its own pids (see `apply_claim`).
                 if pid.node() == self.local || self.down.contains(&pid.node()) {
@@ -174,15 +285,15 @@ impl NameTable {
                 }
                 let key = (name.clone(), *pid);
                 let newer = self.tombstones.get(&key).is_none_or(|&t| t < *lamport);
-                if newer {
-                    self.tombstones.insert(key, *lamport);
+                if newer && !self.bury(name, *pid, *lamport) {
+                    return false;
                 }
                 let holds = self
                     .entries
                     .get(name)
                     .is_some_and(|c| c.pid == *pid && c.lamport <= *lamport);
                 if holds {
-                    self.entries.remove(name);
+                    self.take(name);
                 }
                 newer || holds
             }
@@ -191,6 +302,9 @@ impl NameTable {
 
     /// Applies a claim; true if it changed the table.
     pub(crate) fn apply_claim(&mut self, claim: NameClaim) -> bool {
+        if !self.admissible(&claim.name, claim.lamport) {
+            return false;
+        }
         self.lamport = self.lamport.max(claim.lamport);
         let node = claim.pid.node();
         // Claims of this node's pids are made by `claim_local` only: one coming from
@@ -215,23 +329,30 @@ impl NameTable {
         }
         match self.entries.get(&claim.name) {
             None => {
-                self.entries.insert(claim.name.clone(), claim);
+                if !self.room_for(node) {
+                    return false;
+                }
+                self.put(claim);
                 true
             }
             Some(held) if held.pid == claim.pid => {
                 // The same holder: keep the earliest time (the one others rank by).
                 if claim.lamport < held.lamport {
-                    self.entries.insert(claim.name.clone(), claim);
+                    self.put(claim);
                     true
                 } else {
                     false
                 }
             }
             Some(held) if rank(&claim) < rank(held) => {
-                if held.pid.node() == self.local {
-                    self.losers.push((claim.name.clone(), held.pid));
+                let loser = held.pid;
+                if !self.room_for(node) {
+                    return false;
                 }
-                self.entries.insert(claim.name.clone(), claim);
+                if loser.node() == self.local {
+                    self.losers.push((claim.name.clone(), loser));
+                }
+                self.put(claim);
                 true
             }
             // The incoming claim loses: nothing changes.
@@ -246,6 +367,7 @@ impl NameTable {
         }
         self.down.insert(node);
         self.tombstones.retain(|(_, pid), _| pid.node() != node);
+        self.buried.remove(&node);
         let names: Vec<String> = self
             .entries
             .iter()
@@ -253,7 +375,7 @@ impl NameTable {
             .map(|(n, _)| n.clone())
             .collect();
         for n in &names {
-            self.entries.remove(n);
+            self.take(n);
         }
         names
     }
@@ -637,5 +759,102 @@ mod tests {
             ..claim.clone()
         };
         assert!(!release.invalidates(&other));
+    }
+
+    fn claim(name: &str, pid: Pid, lamport: u64) -> NameClaim {
+        NameClaim {
+            name: name.to_owned(),
+            pid,
+            lamport,
+            incarnation: 0,
+        }
+    }
+
+    #[test]
+    fn a_claim_at_lamport_zero_cannot_steal_a_held_name() {
+        let mut table = NameTable::new(NodeId(1), 1);
+        table.claim_local("svc", pid(1, 7)).unwrap().unwrap();
+        assert!(!table.apply_claim(claim("svc", pid(66, 1), 0)));
+        assert_eq!(table.whereis("svc"), Some(pid(1, 7)));
+        assert!(!table.apply_claim(claim("free", pid(66, 1), 0)));
+        assert_eq!(table.whereis("free"), None);
+        assert_eq!(table.refused(), 2);
+    }
+
+    #[test]
+    fn a_claim_far_ahead_of_the_clock_is_refused_and_the_clock_never_wraps() {
+        let mut table = NameTable::new(NodeId(1), 1);
+        for lamport in [u64::MAX, LAMPORT_WINDOW + 1] {
+            assert!(!table.apply_claim(claim("far", pid(66, 1), lamport)));
+        }
+        assert!(!table.apply(&NameOp::Release {
+            name: "far".into(),
+            pid: pid(66, 1),
+            lamport: u64::MAX,
+        }));
+        assert_eq!(table.refused(), 3);
+        assert_eq!(table.whereis("far"), None);
+        // The clock did not move: a local claim still ranks first among later ones.
+        let mine = table.claim_local("mine", pid(1, 2)).unwrap().unwrap();
+        assert_eq!(mine.lamport, 1);
+        // Within the window: accepted, and the clock follows it.
+        assert!(table.apply_claim(claim("near", pid(66, 1), LAMPORT_WINDOW)));
+        let next = table.claim_local("next", pid(1, 3)).unwrap().unwrap();
+        assert_eq!(next.lamport, LAMPORT_WINDOW + 1);
+        // At the very top the clock saturates rather than wrapping to 0.
+        table.lamport = u64::MAX - 1;
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            let c = table
+                .claim_local(name, pid(1, 10 + i as u64))
+                .unwrap()
+                .unwrap();
+            assert!(c.lamport >= u64::MAX - 1, "wrapped: {}", c.lamport);
+        }
+    }
+
+    #[test]
+    fn remote_names_longer_than_the_limit_are_refused() {
+        let mut table = NameTable::new(NodeId(1), 1);
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(!table.apply_claim(claim(&long, pid(66, 1), 1)));
+        assert!(!table.apply_claim(claim("", pid(66, 1), 1)));
+        assert!(table.apply_claim(claim(&long[..MAX_NAME_LEN], pid(66, 1), 1)));
+        assert_eq!(table.refused(), 2);
+    }
+
+    #[test]
+    fn one_node_holds_at_most_the_per_node_limit_of_names_and_tombstones() {
+        let mut table = NameTable::new(NodeId(1), 1);
+        for i in 0..MAX_NAMES_PER_NODE as u64 {
+            assert!(table.apply_claim(claim(&format!("n{i}"), pid(66, i), 1)));
+        }
+        assert!(!table.apply_claim(claim("one-more", pid(66, 0), 1)));
+        assert_eq!(table.whereis("one-more"), None);
+        assert_eq!(table.refused(), 1);
+        // Another node is not held back by node 66's flood.
+        assert!(table.apply_claim(claim("other", pid(67, 1), 1)));
+        // Releases free room.
+        assert!(table.apply(&NameOp::Release {
+            name: "n0".into(),
+            pid: pid(66, 0),
+            lamport: 2,
+        }));
+        assert!(table.apply_claim(claim("one-more", pid(66, 0), 3)));
+        // Tombstones are bounded too: releases of names never held fill them.
+        let mut refused_before = table.refused();
+        for i in 0..MAX_NAMES_PER_NODE as u64 + 10 {
+            table.apply(&NameOp::Release {
+                name: format!("ghost{i}"),
+                pid: pid(66, i),
+                lamport: 4,
+            });
+        }
+        assert!(table.refused() > refused_before);
+        refused_before = table.buried[&NodeId(66)] as u64;
+        assert!(refused_before <= MAX_NAMES_PER_NODE as u64);
+        // Declared down: everything of node 66 goes, counts with it.
+        table.node_down(NodeId(66));
+        assert!(!table.held.contains_key(&NodeId(66)));
+        assert!(!table.buried.contains_key(&NodeId(66)));
     }
 }

@@ -4,6 +4,15 @@
 //! is *exported* under a fresh id, see `router`). Each entry remembers the node that must
 //! answer it.
 //!
+//! # Authentication
+//!
+//! Only the node a reply was exported to may complete it: an answer arriving from any
+//! other node is dropped (the entry stays, so the real answer still lands) and counted as
+//! forged. Ids are drawn from `rand` 0.8's `ThreadRng` (ChaCha12, seeded by the OS), never a
+//! counter, so a member cannot guess the ids of calls it was not given. A `Reply` passed on
+//! to a third node is re-exported by the node passing it (see `scheduler::reply`), so the
+//! answer always comes back along the path the call went.
+//!
 //! Invariants: an entry is completed at most once — by its answer ([`Replies::complete`]),
 //! by the loss of its node ([`Replies::fail_node`], `NoConnection`), by the mesh closing
 //! ([`Replies::close`], also `NoConnection`), or it is forgotten when its caller stops waiting
@@ -41,18 +50,37 @@ struct Table {
     closed: bool,
 }
 
+/// What became of an answer that arrived for a reply id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Answered {
+    /// It completed the waiting call.
+    Completed,
+    /// Nothing waits for that id (the caller timed out, it was answered already, or the
+    /// id was never issued).
+    Unknown,
+    /// The id waits for an answer from another node: dropped, the call keeps waiting.
+    Forged,
+}
+
 impl Replies {
-    /// Waits for reply `id` from `node`; false if the mesh is closed (the entry has then
-    /// failed at once with `NoConnection`).
-    pub(super) fn insert(&self, id: u64, node: NodeId, complete: ReplyCompletion) -> bool {
+    /// Waits for an answer from `node` under a fresh unguessable id, returned; `None` if
+    /// the mesh is closed (the entry has then failed at once with `NoConnection`).
+    pub(super) fn export(&self, node: NodeId, complete: ReplyCompletion) -> Option<u64> {
         let mut table = self.table.lock();
         if table.closed {
             drop(table);
             complete(Err(CallError::NoConnection));
-            return false;
+            return None;
         }
+        let id = loop {
+            // 0 is never issued (it is what a closed mesh hands out); a repeat is redrawn.
+            let id = rand::random::<u64>();
+            if id != 0 && !table.pending.contains_key(&id) {
+                break id;
+            }
+        };
         table.pending.insert(id, (node, complete));
-        true
+        Some(id)
     }
 
     /// The caller stopped waiting for `id`: drop its entry unanswered.
@@ -60,17 +88,26 @@ impl Replies {
         self.table.lock().pending.remove(&id);
     }
 
-    /// Completes `id` with an answer from a node (or a failure it reported); false if
-    /// nothing waits for it (the caller timed out, or it was answered already).
-    pub(super) fn complete(&self, id: u64, result: Result<Bytes, RemoteFailure>) -> bool {
-        let entry = self.table.lock().pending.remove(&id);
-        match entry {
-            Some((_, complete)) => {
-                complete(result.map(|bytes| bytes.0).map_err(call_error));
-                true
+    /// Completes `id` with an answer (or a failure report) that arrived from node `from`,
+    /// if `from` is the node the reply was exported to.
+    pub(super) fn complete(
+        &self,
+        from: NodeId,
+        id: u64,
+        result: Result<Bytes, RemoteFailure>,
+    ) -> Answered {
+        let complete = {
+            let mut table = self.table.lock();
+            match table.pending.get(&id) {
+                None => return Answered::Unknown,
+                Some((node, _)) if *node != from => return Answered::Forged,
+                Some(_) => table.pending.remove(&id).map(|(_, complete)| complete),
             }
-            None => false,
+        };
+        if let Some(complete) = complete {
+            complete(result.map(|bytes| bytes.0).map_err(call_error));
         }
+        Answered::Completed
     }
 
     /// `node` was lost: everything waiting for it fails with `NoConnection`.
@@ -125,16 +162,27 @@ mod tests {
     fn each_entry_completes_once_by_answer_node_loss_or_close() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let replies = Replies::default();
-        assert!(replies.insert(1, NodeId(7), export(&seen)));
-        assert!(replies.insert(2, NodeId(7), export(&seen)));
-        assert!(replies.insert(3, NodeId(8), export(&seen)));
-        assert!(replies.insert(4, NodeId(8), export(&seen)));
-        assert!(replies.complete(1, Ok(Bytes(vec![9]))));
-        assert!(!replies.complete(1, Ok(Bytes(vec![9]))), "answered once");
+        let one = replies.export(NodeId(7), export(&seen)).unwrap();
+        let two = replies.export(NodeId(7), export(&seen)).unwrap();
+        let _three = replies.export(NodeId(8), export(&seen)).unwrap();
+        let four = replies.export(NodeId(8), export(&seen)).unwrap();
+        let answer = || Ok(Bytes(vec![9]));
+        assert_eq!(
+            replies.complete(NodeId(7), one, answer()),
+            Answered::Completed
+        );
+        assert_eq!(
+            replies.complete(NodeId(7), one, answer()),
+            Answered::Unknown,
+            "answered once"
+        );
         replies.fail_node(NodeId(7));
-        replies.forget(4);
+        replies.forget(four);
         replies.close();
-        assert!(!replies.complete(2, Ok(Bytes(vec![]))));
+        assert_eq!(
+            replies.complete(NodeId(7), two, answer()),
+            Answered::Unknown
+        );
         assert_eq!(
             *seen.lock(),
             vec![
@@ -144,7 +192,7 @@ mod tests {
             ]
         );
         // After close, a new entry fails at once.
-        assert!(!replies.insert(5, NodeId(8), export(&seen)));
+        assert_eq!(replies.export(NodeId(8), export(&seen)), None);
         assert_eq!(seen.lock().len(), 4);
     }
 
@@ -152,13 +200,13 @@ mod tests {
     fn a_callee_node_failure_maps_onto_the_callers_error() {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let replies = Replies::default();
-        for (id, failure) in [
-            (1, RemoteFailure::NoProc),
-            (2, RemoteFailure::WrongType),
-            (3, RemoteFailure::Dropped),
+        for failure in [
+            RemoteFailure::NoProc,
+            RemoteFailure::WrongType,
+            RemoteFailure::Dropped,
         ] {
-            assert!(replies.insert(id, NodeId(2), export(&seen)));
-            replies.complete(id, Err(failure));
+            let id = replies.export(NodeId(2), export(&seen)).unwrap();
+            replies.complete(NodeId(2), id, Err(failure));
         }
         assert_eq!(
             *seen.lock(),
@@ -168,5 +216,36 @@ mod tests {
                 Err(CallError::NoReply)
             ]
         );
+    }
+
+    #[test]
+    fn only_the_node_a_reply_was_exported_to_can_complete_it() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let replies = Replies::default();
+        let id = replies.export(NodeId(7), export(&seen)).unwrap();
+        let forged = replies.complete(NodeId(8), id, Ok(Bytes(vec![6, 6, 6])));
+        assert_eq!(forged, Answered::Forged);
+        assert!(seen.lock().is_empty(), "a forged answer completes nothing");
+        // The call still waits for its real answer.
+        let real = replies.complete(NodeId(7), id, Ok(Bytes(vec![1])));
+        assert_eq!(real, Answered::Completed);
+        assert_eq!(*seen.lock(), vec![Ok(vec![1])]);
+    }
+
+    #[test]
+    fn reply_ids_are_not_a_counter() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let replies = Replies::default();
+        let ids: Vec<u64> = (0..64)
+            .map(|_| replies.export(NodeId(7), export(&seen)).unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<u64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len());
+        // A counter (or any small-step sequence) would put consecutive ids close together.
+        let close = ids
+            .windows(2)
+            .filter(|w| w[0].abs_diff(w[1]) < 1 << 32)
+            .count();
+        assert!(close < 4, "ids look sequential: {ids:?}");
     }
 }

@@ -331,9 +331,11 @@ impl Inner {
     /// that waits for the lane. An unreachable node is reported down to the scheduler.
     pub(super) fn send_signal(self: &Arc<Self>, node: NodeId, frame: Wire) {
         if node == self.node {
-            // A reply imported here from a message that came home: answer locally.
+            // A reply of this node's own that came back in a message. Replies are
+            // re-exported when passed on, so only a forged message names one: checked
+            // (and refused) like any answer.
             if let Wire::Reply { id, result } = frame {
-                self.complete(id, result);
+                self.complete(node, id, result);
             }
             return;
         }
@@ -365,8 +367,9 @@ impl ReplyCodec for MeshCodec {
             complete(Err(CallError::NoConnection));
             return (NodeId(0), 0);
         };
-        let id = inner.next_id();
-        inner.replies.insert(id, peer, complete);
+        let Some(id) = inner.replies.export(peer, complete) else {
+            return (NodeId(0), 0);
+        };
         FIRST_EXPORT.with(|c| {
             if c.get().is_none() {
                 c.set(Some(id));
@@ -419,5 +422,17 @@ impl RemotePort for MeshPort {
             return;
         }
         self.reply(Err(RemoteFailure::Dropped));
+    }
+
+    fn fail(self: Box<Self>, failure: CallError) {
+        let failure = match failure {
+            CallError::NoProc => RemoteFailure::NoProc,
+            CallError::WrongType => RemoteFailure::WrongType,
+            CallError::BadReply(why) => RemoteFailure::Malformed(why),
+            // The wire has no word for the rest (a lost or slow node further along): the
+            // caller hears that no answer will come.
+            _ => RemoteFailure::Dropped,
+        };
+        self.reply(Err(failure));
     }
 }

@@ -20,6 +20,12 @@ pub struct MeshStats {
     /// SWIM control connections open now (a gauge: SWIM-only connections to members
     /// without a data connection).
     pub control_connections: u64,
+    /// Answers dropped because they came from a node other than the one the call was
+    /// sent to.
+    pub forged_replies: u64,
+    /// Name claims and releases from other nodes refused by the name table's bounds
+    /// (length, Lamport window, names per node).
+    pub refused_name_ops: u64,
 }
 
 /// The event counters (the gauge is read from the control connections).
@@ -30,6 +36,7 @@ pub(super) struct Counters {
     protocol_errors: AtomicU64,
     delivered: AtomicU64,
     duplicates_refused: AtomicU64,
+    forged_replies: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -40,6 +47,7 @@ pub(super) enum Count {
     ProtocolError,
     Delivered,
     DuplicateRefused,
+    ForgedReply,
 }
 
 impl Counters {
@@ -50,11 +58,12 @@ impl Counters {
             Count::ProtocolError => &self.protocol_errors,
             Count::Delivered => &self.delivered,
             Count::DuplicateRefused => &self.duplicates_refused,
+            Count::ForgedReply => &self.forged_replies,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self, control_connections: usize) -> MeshStats {
+    pub(super) fn snapshot(&self, control_connections: usize, refused_name_ops: u64) -> MeshStats {
         MeshStats {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             bad_messages: self.bad_messages.load(Ordering::Relaxed),
@@ -62,6 +71,8 @@ impl Counters {
             delivered: self.delivered.load(Ordering::Relaxed),
             duplicates_refused: self.duplicates_refused.load(Ordering::Relaxed),
             control_connections: control_connections as u64,
+            forged_replies: self.forged_replies.load(Ordering::Relaxed),
+            refused_name_ops,
         }
     }
 }

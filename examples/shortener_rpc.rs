@@ -1,6 +1,8 @@
 //! The URL shortener of `examples/shortener_enum.rs` with typed methods (`#[cairn::object]`,
 //! `#[cairn::actor]`): a `Link` per short code counting clicks in storage, a token-bucket
 //! `RateLimiter` per client whose alarm drops idle buckets, a supervised reporter on a timer.
+//! Both objects keep their fields in storage with `#[cairn::object(state)]`: loaded on
+//! activation, written back after each method that changed them.
 //!
 //! `cargo run --example shortener_rpc`
 
@@ -14,13 +16,6 @@ const IDLE: Duration = Duration::from_millis(200);
 pub enum LinkError {
     Taken,
     NotFound,
-    Storage(String),
-}
-
-impl From<StorageError> for LinkError {
-    fn from(e: StorageError) -> Self {
-        LinkError::Storage(e.to_string())
-    }
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -28,40 +23,27 @@ pub enum Limited {
     Wait { ms: u64 },
 }
 
-#[derive(Default)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct Link {
     url: Option<String>,
     clicks: u64,
 }
 
-#[cairn::object]
+#[cairn::object(state)]
 impl Link {
     const CLASS: &'static str = "link";
 
-    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
-        Ok(Link {
-            url: ctx.storage().get("url")?,
-            clicks: ctx.storage().get("clicks")?.unwrap_or(0),
-        })
-    }
-
-    pub async fn shorten(
-        &mut self,
-        ctx: &mut ObjectCtx<Self>,
-        url: String,
-    ) -> Result<(), LinkError> {
+    pub async fn shorten(&mut self, url: String) -> Result<(), LinkError> {
         if self.url.is_some() {
             return Err(LinkError::Taken);
         }
-        ctx.storage().put("url", &url)?;
         self.url = Some(url);
         Ok(())
     }
 
-    pub async fn resolve(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<String, LinkError> {
+    pub async fn resolve(&mut self) -> Result<String, LinkError> {
         let url = self.url.clone().ok_or(LinkError::NotFound)?;
         self.clicks += 1;
-        ctx.storage().put("clicks", &self.clicks)?;
         Ok(url)
     }
 
@@ -77,49 +59,35 @@ fn now_secs() -> f64 {
         .as_secs_f64()
 }
 
-/// A token bucket per client, kept in storage as `(tokens, at)`.
+/// A token bucket per client. The default (empty, last filled at the epoch) has long
+/// refilled: a new bucket is full.
+#[derive(Default, Serialize, Deserialize)]
 pub struct RateLimiter {
     tokens: f64,
     at: f64,
 }
 
-#[cairn::object]
+#[cairn::object(state)]
 impl RateLimiter {
     const CLASS: &'static str = "limiter";
 
-    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
-        let (tokens, at) = ctx.storage().get("bucket")?.unwrap_or((BURST, now_secs()));
-        Ok(RateLimiter { tokens, at })
+    /// Idle: the bucket is dropped (back to its default, which takes no storage).
+    async fn alarm(&mut self) {
+        *self = Self::default();
     }
 
-    /// Idle: the bucket is dropped (a new one starts full).
-    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
-        ctx.storage().delete_all()?;
-        *self = RateLimiter {
-            tokens: BURST,
-            at: now_secs(),
-        };
-        Ok(())
-    }
-
-    /// Storage trouble crashes (outer `Err`); an empty bucket answers `Failed(Limited)`.
-    pub async fn take(
-        &mut self,
-        ctx: &mut ObjectCtx<Self>,
-    ) -> Result<Result<u32, Limited>, ActorError> {
+    /// An empty bucket answers `Failed(Limited)`.
+    pub async fn take(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<u32, Limited> {
         let now = now_secs();
         self.tokens = (self.tokens + (now - self.at) * REFILL_PER_SEC).min(BURST);
         self.at = now;
-        let result = if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(self.tokens as u32)
-        } else {
+        ctx.set_alarm(SystemTime::now() + IDLE);
+        if self.tokens < 1.0 {
             let ms = ((1.0 - self.tokens) / REFILL_PER_SEC * 1000.0).ceil() as u64;
-            Err(Limited::Wait { ms })
-        };
-        ctx.storage().put("bucket", &(self.tokens, self.at))?;
-        ctx.storage().set_alarm(SystemTime::now() + IDLE)?;
-        Ok(result)
+            return Err(Limited::Wait { ms });
+        }
+        self.tokens -= 1.0;
+        Ok(self.tokens as u32)
     }
 }
 
@@ -132,10 +100,10 @@ pub struct Reporter {
 
 #[cairn::actor]
 impl Reporter {
-    async fn init(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+    /// Cannot fail, so it returns nothing (hooks take the short forms methods do).
+    async fn init(&mut self, ctx: &mut ActorCtx<Self>) {
         ctx.handle()
             .send_interval_with(self.every, &ctx.addr(), || ReporterMsg::Tick);
-        Ok(())
     }
 
     pub async fn tick(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
@@ -152,19 +120,15 @@ impl Reporter {
     }
 }
 
-/// A client's request to shorten `url` as `code`, if its bucket allows.
+/// A client's request to shorten `url` as `code`, if its bucket allows. A `CallError`
+/// displays an application error (`Failed`) and a transport one alike.
 async fn shorten(node: &Node, client: &str, code: &str, url: &str) {
-    match node.object::<RateLimiter>(client).take().await {
-        Ok(_) => {}
-        Err(CallError::Failed(Limited::Wait { ms })) => {
-            return println!("{client}: slow down, retry in {ms} ms")
-        }
-        Err(e) => return println!("{client}: limiter unavailable: {e}"),
+    if let Err(e) = node.object::<RateLimiter>(client).take().await {
+        return println!("{client}: slow down: {e}");
     }
     match node.object::<Link>(code).shorten(url.into()).await {
         Ok(()) => println!("{client}: /{code} created"),
-        Err(CallError::Failed(e)) => println!("{client}: /{code} refused: {e:?}"),
-        Err(e) => println!("{client}: /{code} unavailable: {e}"),
+        Err(e) => println!("{client}: /{code} refused: {e}"),
     }
 }
 
@@ -177,11 +141,10 @@ pub fn main() {
         .expect("start the node");
     node.host::<Link>();
     node.host::<RateLimiter>();
-    let codes = vec!["rust".into(), "erl".into()];
-    let reporter = ChildSpec::worker("reporter", move || Reporter {
-        codes: codes.clone(),
+    let reporter = ChildSpec::worker("reporter", || Reporter {
+        codes: vec!["rust".into(), "erl".into()],
         every: Duration::from_millis(50),
-        last: vec![],
+        last: Vec::new(),
     });
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(reporter.named("reporter"));
     let tree = node
@@ -195,8 +158,7 @@ pub fn main() {
         for code in ["rust", "rust", "erl", "nope"] {
             match node.object::<Link>(code).resolve().await {
                 Ok(url) => println!("/{code} -> {url}"),
-                Err(CallError::Failed(e)) => println!("/{code}: {e:?}"),
-                Err(e) => println!("/{code} unavailable: {e}"),
+                Err(e) => println!("/{code}: {e}"),
             }
         }
     });

@@ -57,6 +57,53 @@
 //! });
 //! ```
 //!
+//! ## Durable fields: `#[cairn::object(state)]`
+//! With `state`, the object's struct is its stored state, and the macro writes `activate`:
+//! the fields are loaded from the object's keyspace (key [`STATE_KEY`]), or start as
+//! `Default::default()` when nothing is stored. After each method, and after the `alarm`
+//! and `deactivate` hooks, the fields are written back **if they changed** (their encoding
+//! is compared before and after: a method that only reads writes nothing). The write joins
+//! the handler's own write set, so the rules of the error model below hold unchanged: an
+//! `Err(e)` answer commits the change, a crash discards it (the object re-activates from
+//! what is stored). Fields back at their `Default` are stored as nothing: an object reset
+//! to its default takes no storage. The struct needs `Default`, `Serialize` and
+//! `Deserialize`; methods may still use `ctx.storage()` for other keys, and
+//! [`ObjectCtx::set_alarm`](crate::object::ObjectCtx::set_alarm) sets an alarm without a
+//! `Result` to convert.
+//!
+//! ```
+//! use cairn::prelude::*;
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! struct Visits { count: u64, last: Option<String> }
+//!
+//! #[cairn::object(state)]
+//! impl Visits {
+//!     const CLASS: &'static str = "visits";
+//!
+//!     pub async fn visit(&mut self, who: String) -> u64 {
+//!         self.count += 1;
+//!         self.last = Some(who);
+//!         self.count
+//!     }
+//!
+//!     pub async fn last(&mut self) -> Option<String> {
+//!         self.last.clone()
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! for expected in [1, 2] {
+//!     // A new node on the same data dir: the fields come back from storage.
+//!     let node = Node::builder().workers(1).data_dir(dir.path()).start().unwrap();
+//!     node.host::<Visits>();
+//!     let page = node.object::<Visits>("home");
+//!     assert_eq!(node.block_on(page.visit("ada".into())), Ok(expected));
+//!     assert_eq!(node.block_on(page.last()), Ok(Some("ada".into())));
+//!     node.shutdown();
+//! }
+//! ```
+//!
 //! ## The error model
 //! What a caller of a typed method sees ([`CallError<E>`](crate::prelude::CallError)):
 //! - the method returned `Err(e)` (any `E` but `ActorError`): `Failed(e)`. This is an
@@ -91,6 +138,10 @@ use std::time::Duration;
 use cairn_scheduler::{CallError, SendError};
 
 use crate::object::ObjectError;
+
+mod state;
+
+pub use state::STATE_KEY;
 
 /// How long a typed call waits for its answer unless [`Call::timeout`] says otherwise
 /// (gen_server's default).
@@ -214,6 +265,8 @@ pub mod __private {
 
     /// Checks one argument or answer type (its span is the user's type).
     pub fn assert_wire<T: Wire>() {}
+
+    pub use super::state::{assert_state, load_state, save_state, snapshot};
 
     /// A method answering `T`.
     pub fn answer<T, E>(value: T) -> Result<T, CallError<E>> {

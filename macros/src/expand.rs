@@ -57,6 +57,8 @@ struct Options {
     msg: Option<Ident>,
     client: Option<Ident>,
     local: bool,
+    /// `state`: the object's fields are its durable state (objects only; see `rpc.rs`).
+    state: Option<Ident>,
 }
 
 fn parse_options(args: TokenStream) -> syn::Result<Options> {
@@ -66,6 +68,7 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
     for meta in metas {
         match &meta {
             Meta::Path(p) if p.is_ident("local") => options.local = true,
+            Meta::Path(p) if p.is_ident("state") => options.state = p.get_ident().cloned(),
             Meta::NameValue(nv) if nv.path.is_ident("msg") || nv.path.is_ident("client") => {
                 let ident = match &nv.value {
                     Expr::Path(p) if p.qself.is_none() => p.path.get_ident().cloned(),
@@ -83,7 +86,7 @@ fn parse_options(args: TokenStream) -> syn::Result<Options> {
             _ => {
                 return Err(syn::Error::new(
                     meta.span(),
-                    "unknown option: expected `msg = Name`, `client = Name` or `local`",
+                    "unknown option: expected `msg = Name`, `client = Name`, `local` or `state`",
                 ))
             }
         }
@@ -402,6 +405,101 @@ impl Method {
     }
 }
 
+/// A hook of the form `(&mut self[, ctx])` returning nothing or `Result<(), ActorError>`
+/// (`alarm`, `deactivate`, `init`): the short forms are adapted to the trait's signature.
+struct Hook {
+    name: Ident,
+    /// The hidden inherent name the user's body moves to when wrapped.
+    inner: Ident,
+    takes_ctx: bool,
+    /// Returns `Result<(), ActorError>` (else nothing: it cannot fail).
+    fallible: bool,
+    is_async: bool,
+}
+
+impl Hook {
+    /// `None` for the hooks with other signatures (`activate`, `idle_timeout`,
+    /// `handle_signal`, `terminate`), which go into the trait impl as written.
+    fn parse(kind: Kind, f: &ImplItemFn) -> syn::Result<Option<Hook>> {
+        let sig = &f.sig;
+        let name = &sig.ident;
+        if !["alarm", "deactivate", "init"].contains(&name.to_string().as_str()) {
+            return Ok(None);
+        }
+        let form = || {
+            syn::Error::new(
+                sig.span(),
+                format!(
+                    "the `{name}` hook takes `&mut self` and optionally `ctx: &mut {}<Self>`, \
+                     and returns nothing or `Result<(), ActorError>`",
+                    kind.context()
+                ),
+            )
+        };
+        let receiver_ok = sig
+            .receiver()
+            .is_some_and(|r| r.reference.is_some() && r.mutability.is_some());
+        let mut inputs = sig.inputs.iter().skip(1);
+        let takes_ctx = match inputs.next() {
+            None => false,
+            Some(FnArg::Typed(arg)) if is_context(kind, &arg.ty) => true,
+            Some(_) => return Err(form()),
+        };
+        if !receiver_ok || inputs.next().is_some() {
+            return Err(form());
+        }
+        let fallible = match Returns::parse(&sig.output).map_err(|_| form())? {
+            Returns::Cast => false,
+            Returns::CrashCast => true,
+            _ => return Err(form()),
+        };
+        Ok(Some(Hook {
+            name: name.clone(),
+            inner: format_ident!("__cairn_hook_{}", name, span = name.span()),
+            takes_ctx,
+            fallible,
+            is_async: sig.asyncness.is_some(),
+        }))
+    }
+
+    /// Written exactly as the trait declares it, and with nothing to save: kept as is.
+    fn needs_wrapper(&self, state: bool) -> bool {
+        let saves = state && self.name != "init";
+        !(self.takes_ctx && self.fallible && self.is_async) || saves
+    }
+
+    /// The trait method calling the user's body (saving the fields after it with `state`).
+    fn wrapper(&self, kind: Kind, state: bool) -> TokenStream {
+        let Hook { name, inner, .. } = self;
+        let ctx_ty = match kind {
+            Kind::Object => quote!(::cairn::rpc::__private::ObjectCtx<Self>),
+            Kind::Actor => quote!(::cairn::rpc::__private::ActorCtx<Self>),
+        };
+        let ctx = self.takes_ctx.then(|| quote!(ctx));
+        let wait = self.is_async.then(|| quote!(.await));
+        let fail = self.fallible.then(|| quote!(?));
+        let (before, after) = if state && kind == Kind::Object {
+            (
+                Some(quote!(let before = ::cairn::rpc::__private::snapshot(self)?;)),
+                quote!(::cairn::rpc::__private::save_state(self, &before, ctx)),
+            )
+        } else {
+            (None, quote!(::core::result::Result::Ok(())))
+        };
+        quote_spanned! {name.span()=>
+            async fn #name(
+                &mut self,
+                ctx: &mut #ctx_ty,
+            ) -> ::core::result::Result<(), ::cairn::rpc::__private::ActorError> {
+                let _ = &ctx;
+                #before
+                Self::#inner(self, #ctx) #wait #fail;
+                #after
+            }
+        }
+    }
+}
+
 fn is_context(kind: Kind, ty: &Type) -> bool {
     matches!(ty, Type::Reference(r) if r.mutability.is_some() && last_ident_is(&r.elem, kind.context()))
 }
@@ -536,6 +634,27 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
             other => kept.push(other.clone()),
         }
     }
+    for hook in &hooks {
+        if let Err(e) = Hook::parse(kind, hook) {
+            errors.push(e);
+        }
+    }
+    if let Some(state) = &options.state {
+        if kind == Kind::Actor {
+            errors.push(syn::Error::new(
+                state.span(),
+                "`state` is for objects (#[cairn::object(state)]): an actor's fields live in \
+                 memory only",
+            ));
+        }
+        if let Some(activate) = hooks.iter().find(|h| h.sig.ident == "activate") {
+            errors.push(syn::Error::new(
+                activate.sig.ident.span(),
+                "with `state`, the generated `activate` loads the fields from storage: remove \
+                 this one, or drop `state` and load them yourself",
+            ));
+        }
+    }
     if kind == Kind::Object && class.is_none() {
         errors.push(syn::Error::new(
             self_ty.span(),
@@ -566,11 +685,16 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
             #[serde(crate = "::cairn::rpc::__private::serde")]
         }
     });
-    let checks = (!options.local).then(|| {
+    let state_check = options.state.as_ref().map(
+        |state| quote_spanned!(state.span()=> ::cairn::rpc::__private::assert_state::<#self_ty>();),
+    );
+    let checks = (!options.local || state_check.is_some()).then(|| {
         let asserts = methods
             .iter()
+            .filter(|_| !options.local)
             .flat_map(Method::wire_types)
-            .map(|ty| quote_spanned!(ty.span()=> ::cairn::rpc::__private::assert_wire::<#ty>();));
+            .map(|ty| quote_spanned!(ty.span()=> ::cairn::rpc::__private::assert_wire::<#ty>();))
+            .chain(state_check);
         quote! {
             #[doc(hidden)]
             #[allow(dead_code)]
@@ -595,9 +719,43 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
     let docs = methods.iter().map(|m| &m.docs);
     let bodies = methods.iter().map(|m| m.client_body(kind, &msg));
 
+    // Hooks written in a short form (no `ctx`, or returning nothing), and with `state` the
+    // hooks that may change the fields, run inside a generated wrapper of the trait's
+    // signature; the user's body moves to the inherent impl under a hidden name.
+    let mut wrappers = Vec::new();
+    let mut verbatim = Vec::new();
+    for hook in hooks {
+        match Hook::parse(kind, &hook)? {
+            Some(h) if h.needs_wrapper(options.state.is_some()) => {
+                let mut inner = hook.clone();
+                inner.sig.ident = h.inner.clone();
+                inner.attrs.push(syn::parse_quote!(#[doc(hidden)]));
+                kept.push(ImplItem::Fn(inner));
+                wrappers.push(h.wrapper(kind, options.state.is_some()));
+            }
+            _ => verbatim.push(hook),
+        }
+    }
+    let hooks = verbatim;
+    let (snapshot, save) = match options.state {
+        Some(_) => (
+            Some(quote!(let before = ::cairn::rpc::__private::snapshot(self)?;)),
+            Some(quote!(::cairn::rpc::__private::save_state(self, &before, ctx)?;)),
+        ),
+        None => (None, None),
+    };
     let (behaviour, reference) = match kind {
         Kind::Object => {
-            let activate = if hooks.iter().any(|h| h.sig.ident == "activate") {
+            let activate = if let Some(state) = &options.state {
+                // `state`: the fields are loaded from storage (`Default` if none are stored).
+                Some(quote_spanned! {state.span()=>
+                    async fn activate(
+                        ctx: &mut ::cairn::rpc::__private::ObjectCtx<Self>,
+                    ) -> ::core::result::Result<Self, ::cairn::rpc::__private::ActorError> {
+                        ::cairn::rpc::__private::load_state(ctx)
+                    }
+                })
+            } else if hooks.iter().any(|h| h.sig.ident == "activate") {
                 None
             } else {
                 // Without `activate`, the state starts from `Default` on every activation.
@@ -616,15 +774,18 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
                         type Msg = #msg;
                         #activate
                         #(#hooks)*
+                        #(#wrappers)*
                         async fn handle(
                             &mut self,
                             msg: #msg,
                             ctx: &mut ::cairn::rpc::__private::ObjectCtx<Self>,
                         ) -> ::core::result::Result<(), ::cairn::rpc::__private::ActorError> {
                             let _ = &ctx;
+                            #snapshot
                             match msg {
                                 #(#arms)*
                             }
+                            #save
                             ::core::result::Result::Ok(())
                         }
                     }
@@ -637,6 +798,7 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
                 impl ::cairn::rpc::__private::Actor for #self_ty {
                     type Msg = #msg;
                     #(#hooks)*
+                    #(#wrappers)*
                     async fn handle(
                         &mut self,
                         msg: #msg,
@@ -986,6 +1148,138 @@ mod tests {
             out.contains("< Self as :: core :: default :: Default > :: default ()"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn state_loads_the_fields_and_saves_them_around_each_method_and_hook() {
+        let out = text(&expand(
+            Kind::Object,
+            quote!(state),
+            quote! {
+                impl Tally {
+                    const CLASS: &'static str = "tally";
+                    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> { Ok(()) }
+                    fn idle_timeout() -> Option<Duration> { None }
+                    pub async fn add(&mut self, n: u64) -> u64 { n }
+                }
+            },
+        ));
+        // Activation loads the struct; the type is checked for Default + serde.
+        assert!(out.contains("load_state (ctx)"), "{out}");
+        assert!(out.contains("assert_state :: < Tally > ()"), "{out}");
+        // `handle`: a snapshot before the dispatch, a save after it.
+        let handle = &out[out.find("async fn handle").expect("handle")..];
+        let snap = handle.find("let before = :: cairn :: rpc :: __private :: snapshot (self) ?");
+        let arm = handle.find("TallyMsg :: Add");
+        let save = handle.find("save_state (self , & before , ctx) ?");
+        assert!(
+            snap < arm && arm < save && snap.is_some(),
+            "snapshot, dispatch, save out of order: {handle}"
+        );
+        // The alarm runs inside a saving wrapper; its body moved to a hidden inherent fn.
+        assert!(
+            out.contains(
+                "async fn __cairn_hook_alarm (& mut self , ctx : & mut ObjectCtx < Self >)"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("Self :: __cairn_hook_alarm (self , ctx) . await ?"),
+            "{out}"
+        );
+        // Hooks that cannot change the fields stay as written.
+        assert!(
+            out.contains("fn idle_timeout () -> Option < Duration >"),
+            "{out}"
+        );
+        // Without `state`, nothing is snapshotted.
+        let plain = text(&expand(
+            Kind::Object,
+            TokenStream::new(),
+            quote!(impl Tally { const CLASS: &'static str = "tally"; fn add(&mut self, n: u64) {} }),
+        ));
+        assert!(
+            !plain.contains("snapshot") && !plain.contains("save_state"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn hooks_may_skip_the_context_and_the_result_like_methods() {
+        let out = text(&expand(
+            Kind::Actor,
+            TokenStream::new(),
+            quote! {
+                impl Ticker {
+                    async fn init(&mut self) { self.n = 1; }
+                    pub async fn tick(&mut self) {}
+                }
+            },
+        ));
+        // The body moves to a hidden inherent fn; the trait gets the full signature.
+        assert!(
+            out.contains("async fn __cairn_hook_init (& mut self)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("async fn init (& mut self , ctx : & mut :: cairn :: rpc :: __private :: ActorCtx < Self > ,)"),
+            "{out}"
+        );
+        // It cannot fail: no `?`, and the wrapper answers `Ok`.
+        assert!(
+            out.contains("Self :: __cairn_hook_init (self ,) . await ; :: core :: result :: Result :: Ok (())"),
+            "{out}"
+        );
+        // A hook in the trait's own form is kept as written.
+        let out = text(&expand(
+            Kind::Object,
+            TokenStream::new(),
+            quote! {
+                impl Tally {
+                    const CLASS: &'static str = "tally";
+                    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> { Ok(()) }
+                }
+            },
+        ));
+        assert!(!out.contains("__cairn_hook"), "{out}");
+        // Any other form is refused with the forms that work.
+        let e = errors(
+            Kind::Object,
+            TokenStream::new(),
+            quote! {
+                impl Tally {
+                    const CLASS: &'static str = "tally";
+                    async fn alarm(&mut self, n: u8) {}
+                    async fn deactivate(&mut self) -> u8 { 0 }
+                }
+            },
+        );
+        assert!(
+            e.contains(
+                "the `alarm` hook takes `&mut self` and optionally `ctx: &mut ObjectCtx<Self>`"
+            ) && e.contains("the `deactivate` hook takes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn state_refuses_a_hand_written_activate_and_actors() {
+        let e = errors(
+            Kind::Object,
+            quote!(state),
+            quote! {
+                impl Tally {
+                    const CLASS: &'static str = "tally";
+                    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> { todo!() }
+                }
+            },
+        );
+        assert!(
+            e.contains("the generated `activate` loads the fields"),
+            "{e}"
+        );
+        let e = errors(Kind::Actor, quote!(state), quote!(impl A {}));
+        assert!(e.contains("`state` is for objects"), "{e}");
     }
 
     #[test]

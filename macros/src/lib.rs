@@ -50,9 +50,13 @@
 //! - any other `T`: a call answered with `T`.
 //!
 //! ## Attribute options
-//! `#[cairn::object(msg = LinkRequest, client = LinkApi, local)]`: rename the generated
-//! enum (default `<Type>Msg`) or trait (default `<Type>Client`); `local` skips serde for
-//! types that never leave the node (host the class with `host_local`).
+//! `#[cairn::object(msg = LinkRequest, client = LinkApi, local, state)]`: rename the
+//! generated enum (default `<Type>Msg`) or trait (default `<Type>Client`); `local` skips
+//! serde for types that never leave the node (host the class with `host_local`); `state`
+//! (objects only) makes the struct the object's durable state: the macro writes `activate`
+//! (load the struct from storage, or `Default`) and writes the fields back after each
+//! method and the `alarm`/`deactivate` hooks when they changed (`cairn::rpc`, "Durable
+//! fields").
 
 mod expand;
 

@@ -198,6 +198,18 @@ impl<O: Object> ObjectCtx<O> {
         &self.storage
     }
 
+    /// Sets the object's alarm to `at`, replacing any other, as one of this handler's
+    /// writes: it takes effect when they commit, and not if the handler crashes. The same
+    /// as `storage().set_alarm(at)`, which stages it the same way and cannot fail either,
+    /// but without a `Result`: a typed method answering its own error type
+    /// (`Result<T, E>`) needs no conversion from `StorageError` to set one.
+    pub fn set_alarm(&self, at: SystemTime) {
+        if let Err(e) = self.storage.set_alarm(at) {
+            // The keyspace only records the alarm in its pending write set.
+            unreachable!("staging an alarm failed: {e}");
+        }
+    }
+
     /// The object's key.
     pub fn key(&self) -> &str {
         &self.key

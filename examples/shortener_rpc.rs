@@ -100,12 +100,8 @@ pub struct Reporter {
 
 #[cairn::actor]
 impl Reporter {
-    /// Cannot fail, so it returns nothing (hooks take the short forms methods do).
-    async fn init(&mut self, ctx: &mut ActorCtx<Self>) {
-        ctx.handle()
-            .send_interval_with(self.every, &ctx.addr(), || ReporterMsg::Tick);
-    }
-
+    /// Sent by a timer every `self.every`, from the actor's start to its exit.
+    #[every(self.every)]
     pub async fn tick(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
         let mut report = Vec::new();
         for code in &self.codes {

@@ -104,6 +104,43 @@
 //! }
 //! ```
 //!
+//! ## Hooks and timers
+//! The lifecycle hooks keep their trait names (`activate`, `alarm`, `deactivate`,
+//! `idle_timeout`; `init`, `handle_signal`, `terminate`). `alarm`, `deactivate` and `init`
+//! may also be written like methods: without `ctx`, and returning nothing when they cannot
+//! fail. On an actor, `#[every(period)]` above a one-way method without arguments starts a
+//! timer, before `init` runs, that sends that method's message every `period` (an
+//! expression evaluated in `init`, with `self` in scope) until the actor exits:
+//!
+//! ```
+//! use cairn::prelude::*;
+//!
+//! #[derive(Default)]
+//! struct Heartbeat { every_ms: u64, beats: u32 }
+//!
+//! #[cairn::actor]
+//! impl Heartbeat {
+//!     #[every(Duration::from_millis(self.every_ms))]
+//!     pub async fn beat(&mut self) {
+//!         self.beats += 1;
+//!     }
+//!
+//!     pub async fn beats(&mut self) -> u32 {
+//!         self.beats
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let node = Node::builder().workers(1).data_dir(dir.path()).start().unwrap();
+//! let beat = Heartbeat { every_ms: 5, beats: 0 };
+//! let beat = node
+//!     .block_on(cairn::supervisor::start(node.handle(), beat, StartOptions::default()))
+//!     .unwrap();
+//! while node.block_on(beat.beats()).unwrap() < 2 {
+//!     node.block_on(node.handle().sleep(Duration::from_millis(5)));
+//! }
+//! ```
+//!
 //! ## The error model
 //! What a caller of a typed method sees ([`CallError<E>`](crate::prelude::CallError)):
 //! - the method returned `Err(e)` (any `E` but `ActorError`): `Failed(e)`. This is an

@@ -204,6 +204,9 @@ struct Method {
     takes_ctx: bool,
     args: Vec<(Ident, Type)>,
     returns: Returns,
+    /// `#[every(period)]` (actors): a timer started before `init` sends this message every
+    /// `period` (an expression, evaluated with `self` in scope).
+    every: Option<Expr>,
 }
 
 impl Method {
@@ -283,6 +286,8 @@ impl Method {
             reject_self(&arg.ty)?;
             args.push((ident, (*arg.ty).clone()));
         }
+        let returns = Returns::parse(&sig.output)?;
+        let every = every_attr(kind, f, &args, &returns)?;
         Ok(Method {
             ident: name.clone(),
             variant: format_ident!("{}", upper_camel(&name.to_string()), span = name.span()),
@@ -296,7 +301,8 @@ impl Method {
             is_async: sig.asyncness.is_some(),
             takes_ctx,
             args,
-            returns: Returns::parse(&sig.output)?,
+            returns,
+            every,
         })
     }
 
@@ -462,6 +468,11 @@ impl Hook {
         }))
     }
 
+    /// Whether this hook is the `init` that must start `#[every]` timers first.
+    fn starts(&self, timers: &Option<TokenStream>) -> bool {
+        self.name == "init" && timers.is_some()
+    }
+
     /// Written exactly as the trait declares it, and with nothing to save: kept as is.
     fn needs_wrapper(&self, state: bool) -> bool {
         let saves = state && self.name != "init";
@@ -469,7 +480,7 @@ impl Hook {
     }
 
     /// The trait method calling the user's body (saving the fields after it with `state`).
-    fn wrapper(&self, kind: Kind, state: bool) -> TokenStream {
+    fn wrapper(&self, kind: Kind, state: bool, first: Option<TokenStream>) -> TokenStream {
         let Hook { name, inner, .. } = self;
         let ctx_ty = match kind {
             Kind::Object => quote!(::cairn::rpc::__private::ObjectCtx<Self>),
@@ -492,12 +503,65 @@ impl Hook {
                 ctx: &mut #ctx_ty,
             ) -> ::core::result::Result<(), ::cairn::rpc::__private::ActorError> {
                 let _ = &ctx;
+                #first
                 #before
                 Self::#inner(self, #ctx) #wait #fail;
                 #after
             }
         }
     }
+}
+
+/// The period of a method's `#[every(period)]`, checked: actors only, one-way methods
+/// without arguments (the timer builds the message on every tick).
+fn every_attr(
+    kind: Kind,
+    f: &ImplItemFn,
+    args: &[(Ident, Type)],
+    returns: &Returns,
+) -> syn::Result<Option<Expr>> {
+    let Some(attr) = f.attrs.iter().find(|a| a.path().is_ident("every")) else {
+        return Ok(None);
+    };
+    let name = &f.sig.ident;
+    if kind == Kind::Object {
+        return Err(syn::Error::new(
+            attr.span(),
+            "`#[every]` is for actors: an object's timer would die with its activation; \
+             set a durable alarm instead (`ctx.set_alarm(at)`, the `alarm` hook)",
+        ));
+    }
+    if !args.is_empty() || !matches!(returns, Returns::Cast | Returns::CrashCast) {
+        return Err(syn::Error::new(
+            attr.span(),
+            format!(
+                "`#[every]` sends `{name}` on a timer: it must be one-way (return nothing or \
+                 `Result<(), ActorError>`) and take no arguments besides `ctx`"
+            ),
+        ));
+    }
+    attr.parse_args::<Expr>().map(Some).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a period: `#[every(Duration::from_secs(1))]` or `#[every(self.period)]`",
+        )
+    })
+}
+
+/// Starts the `#[every]` timers, in `init` (`self` and `ctx` in scope). Dropping the
+/// `TimerRef` does not cancel a timer: it runs as long as the actor.
+fn timers(methods: &[Method], msg: &Ident) -> Option<TokenStream> {
+    let starts: Vec<TokenStream> = methods
+        .iter()
+        .filter_map(|m| {
+            let period = m.every.as_ref()?;
+            let variant = &m.variant;
+            Some(quote_spanned! {period.span()=>
+                ctx.handle().send_interval_with(#period, &ctx.addr(), || #msg::#variant);
+            })
+        })
+        .collect();
+    (!starts.is_empty()).then(|| quote!(#(#starts)*))
 }
 
 fn is_context(kind: Kind, ty: &Type) -> bool {
@@ -629,7 +693,10 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
                     Ok(m) => methods.push(m),
                     Err(e) => errors.push(e),
                 }
-                kept.push(item.clone());
+                // `#[every]` is the macro's: the method itself stays a plain method.
+                let mut f = f.clone();
+                f.attrs.retain(|a| !a.path().is_ident("every"));
+                kept.push(ImplItem::Fn(f));
             }
             other => kept.push(other.clone()),
         }
@@ -724,19 +791,34 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
     // signature; the user's body moves to the inherent impl under a hidden name.
     let mut wrappers = Vec::new();
     let mut verbatim = Vec::new();
+    let timers = timers(&methods, &msg);
+    let has_init = hooks.iter().any(|h| h.sig.ident == "init");
     for hook in hooks {
         match Hook::parse(kind, &hook)? {
-            Some(h) if h.needs_wrapper(options.state.is_some()) => {
+            Some(h) if h.needs_wrapper(options.state.is_some()) || h.starts(&timers) => {
                 let mut inner = hook.clone();
                 inner.sig.ident = h.inner.clone();
                 inner.attrs.push(syn::parse_quote!(#[doc(hidden)]));
                 kept.push(ImplItem::Fn(inner));
-                wrappers.push(h.wrapper(kind, options.state.is_some()));
+                let first = h.starts(&timers).then(|| timers.clone()).flatten();
+                wrappers.push(h.wrapper(kind, options.state.is_some(), first));
             }
             _ => verbatim.push(hook),
         }
     }
     let hooks = verbatim;
+    if let Some(timers) = timers.filter(|_| !has_init) {
+        // No `init` written: one that only starts the timers.
+        wrappers.push(quote! {
+            async fn init(
+                &mut self,
+                ctx: &mut ::cairn::rpc::__private::ActorCtx<Self>,
+            ) -> ::core::result::Result<(), ::cairn::rpc::__private::ActorError> {
+                #timers
+                ::core::result::Result::Ok(())
+            }
+        });
+    }
     let (snapshot, save) = match options.state {
         Some(_) => (
             Some(quote!(let before = ::cairn::rpc::__private::snapshot(self)?;)),
@@ -1260,6 +1342,66 @@ mod tests {
             ) && e.contains("the `deactivate` hook takes"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn every_starts_a_timer_in_init_before_the_users_init() {
+        let out = text(&expand(
+            Kind::Actor,
+            TokenStream::new(),
+            quote! {
+                impl Reporter {
+                    async fn init(&mut self, ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> { Ok(()) }
+                    #[every(self.period)]
+                    pub async fn tick(&mut self, ctx: &mut ActorCtx<Self>) {}
+                }
+            },
+        ));
+        let init = &out[out
+            .find("async fn init (& mut self , ctx : & mut :: cairn")
+            .expect("init")..];
+        let timer = init
+            .find("ctx . handle () . send_interval_with (self . period , & ctx . addr () , || ReporterMsg :: Tick) ;")
+            .expect("no timer in init");
+        let user = init
+            .find("Self :: __cairn_hook_init (self , ctx) . await ?")
+            .expect("user init");
+        assert!(timer < user, "{init}");
+        // The attribute is the macro's: the method is emitted without it.
+        assert!(!out.contains("# [every"), "{out}");
+        // Without a hand-written init, one is generated for the timers.
+        let out = text(&expand(
+            Kind::Actor,
+            TokenStream::new(),
+            quote!(impl R { #[every(Duration::from_secs(1))] pub async fn tick(&mut self) {} }),
+        ));
+        assert!(
+            out.contains("async fn init (& mut self , ctx : & mut :: cairn :: rpc :: __private :: ActorCtx < Self > ,)")
+                && out.contains("send_interval_with (Duration :: from_secs (1) , & ctx . addr () , || RMsg :: Tick)"),
+            "{out}"
+        );
+        // Refused: on an object, on a call, on a method with arguments, without a period.
+        let e = errors(
+            Kind::Object,
+            TokenStream::new(),
+            quote!(impl O { const CLASS: &'static str = "o"; #[every(D)] fn t(&mut self) {} }),
+        );
+        assert!(e.contains("`#[every]` is for actors"), "{e}");
+        let e = errors(
+            Kind::Actor,
+            TokenStream::new(),
+            quote!(impl R {
+                #[every(D)] fn a(&mut self) -> u8 { 0 }
+                #[every(D)] fn b(&mut self, n: u8) {}
+                #[every] fn c(&mut self) {}
+            }),
+        );
+        assert!(
+            e.contains("`#[every]` sends `a` on a timer: it must be one-way"),
+            "{e}"
+        );
+        assert!(e.contains("`#[every]` sends `b` on a timer"), "{e}");
+        assert!(e.contains("expected a period"), "{e}");
     }
 
     #[test]

@@ -35,7 +35,11 @@
 //! - Lifecycle hooks keep their trait names and move into the trait impl: `activate`,
 //!   `alarm`, `deactivate`, `idle_timeout` (objects; without `activate` the state starts
 //!   as `Default::default()`), `init`, `handle_signal`, `terminate` (actors). `handle` is
-//!   generated.
+//!   generated. `alarm`, `deactivate` and `init` may take the short forms methods do:
+//!   without `ctx`, and returning nothing when they cannot fail.
+//! - `#[every(period)]` on an actor's one-way method without arguments: a timer started
+//!   before `init` sends it every `period` (an expression with `self` in scope) for as
+//!   long as the actor lives.
 //!
 //! ## What a method's return type means
 //! - nothing (or `()`): a one-way message (a cast); the client awaits only its delivery.

@@ -2,6 +2,8 @@
 //! actor's own `init` sends that method's message every `period` while the actor lives.
 //! Hooks may also take the short forms methods do (no `ctx`, returning nothing).
 
+mod common;
+
 use std::time::Duration;
 
 use cairn::prelude::*;
@@ -39,11 +41,7 @@ impl Beat {
 #[test]
 fn an_every_method_ticks_on_its_period_and_init_still_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::builder()
-        .workers(2)
-        .data_dir(dir.path())
-        .start()
-        .unwrap();
+    let node = common::node(dir.path(), 2, cairn::object::DEFAULT_IDLE_TIMEOUT);
     let beat = Beat {
         period_ms: 5,
         ..Beat::default()

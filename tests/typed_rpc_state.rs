@@ -4,6 +4,8 @@
 //! application error commits them and a crash discards them), cost no write when nothing
 //! changed, and take no storage when back to `Default`.
 
+mod common;
+
 use std::time::Duration;
 
 use cairn::prelude::*;
@@ -70,12 +72,7 @@ impl Tally {
 }
 
 fn node(dir: &std::path::Path) -> Node {
-    let node = Node::builder()
-        .workers(2)
-        .data_dir(dir)
-        .shutdown_grace(Duration::from_millis(200))
-        .start()
-        .unwrap();
+    let node = common::node(dir, 2, cairn::object::DEFAULT_IDLE_TIMEOUT);
     node.host::<Tally>();
     node
 }

@@ -939,6 +939,11 @@ mod tests {
         syn::parse2(out.clone()).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
     }
 
+    /// Asserts that generated text holds `needle`, showing the text if not.
+    fn has(out: &str, needle: &str) {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+
     fn errors(kind: Kind, args: TokenStream, item: TokenStream) -> String {
         match try_expand(kind, args, item) {
             Ok(out) => panic!("expected an error, got {}", text(&out)),
@@ -1226,9 +1231,9 @@ mod tests {
             TokenStream::new(),
             quote!(impl Tally { const CLASS: &'static str = "tally"; fn add(&mut self, n: u64) {} }),
         ));
-        assert!(
-            out.contains("< Self as :: core :: default :: Default > :: default ()"),
-            "{out}"
+        has(
+            &out,
+            "< Self as :: core :: default :: Default > :: default ()",
         );
     }
 
@@ -1247,8 +1252,8 @@ mod tests {
             },
         ));
         // Activation loads the struct; the type is checked for Default + serde.
-        assert!(out.contains("load_state (ctx)"), "{out}");
-        assert!(out.contains("assert_state :: < Tally > ()"), "{out}");
+        has(&out, "load_state (ctx)");
+        has(&out, "assert_state :: < Tally > ()");
         // `handle`: a snapshot before the dispatch, a save after it.
         let handle = &out[out.find("async fn handle").expect("handle")..];
         let snap = handle.find("let before = :: cairn :: rpc :: __private :: snapshot (self) ?");
@@ -1265,15 +1270,9 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(
-            out.contains("Self :: __cairn_hook_alarm (self , ctx) . await ?"),
-            "{out}"
-        );
+        has(&out, "Self :: __cairn_hook_alarm (self , ctx) . await ?");
         // Hooks that cannot change the fields stay as written.
-        assert!(
-            out.contains("fn idle_timeout () -> Option < Duration >"),
-            "{out}"
-        );
+        has(&out, "fn idle_timeout () -> Option < Duration >");
         // Without `state`, nothing is snapshotted.
         let plain = text(&expand(
             Kind::Object,
@@ -1299,18 +1298,12 @@ mod tests {
             },
         ));
         // The body moves to a hidden inherent fn; the trait gets the full signature.
-        assert!(
-            out.contains("async fn __cairn_hook_init (& mut self)"),
-            "{out}"
-        );
-        assert!(
-            out.contains("async fn init (& mut self , ctx : & mut :: cairn :: rpc :: __private :: ActorCtx < Self > ,)"),
-            "{out}"
-        );
+        has(&out, "async fn __cairn_hook_init (& mut self)");
+        has(&out, "async fn init (& mut self , ctx : & mut :: cairn :: rpc :: __private :: ActorCtx < Self > ,)");
         // It cannot fail: no `?`, and the wrapper answers `Ok`.
-        assert!(
-            out.contains("Self :: __cairn_hook_init (self ,) . await ; :: core :: result :: Result :: Ok (())"),
-            "{out}"
+        has(
+            &out,
+            "Self :: __cairn_hook_init (self ,) . await ; :: core :: result :: Result :: Ok (())",
         );
         // A hook in the trait's own form is kept as written.
         let out = text(&expand(

@@ -5,7 +5,9 @@
 //!   keyspace, or starts from `Default` when nothing is stored;
 //! - before each method (and the `alarm` / `deactivate` hooks), [`snapshot`] encodes the
 //!   fields; after it, [`save_state`] encodes them again and writes them only if the bytes
-//!   differ. A method that reads only costs two encodings and no write.
+//!   differ. A method that reads only costs two encodings and no write. (A field whose
+//!   encoding varies between equal values, such as a `HashMap`'s iteration order, costs a
+//!   needless write now and then, never a lost one: prefer `BTreeMap` in state.)
 //!
 //! Invariants:
 //! - the write joins the handler's own write set, so it commits atomically with any other

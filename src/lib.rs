@@ -310,6 +310,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The wall clock alarms are read against (default the system clock); tests pass a
+    /// manual [`object::WallClock`] to move time without sleeping.
+    #[cfg(feature = "testing")]
+    pub fn wall_clock(mut self, clock: object::WallClock) -> Self {
+        self.objects.clock = clock;
+        self
+    }
+
     /// The node's name (default [`DEFAULT_NODE_NAME`]): the name in its TLS certificate and
     /// what peers and `cairn-node status` show. Names need not be unique (nodes are told
     /// apart by their random id), but must be valid DNS names (letters, digits, `-`, `.`).

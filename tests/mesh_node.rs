@@ -246,7 +246,7 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
     cluster_init(&cluster);
     let n1 = NodeProc::start("n1", dir.path(), &cluster, &[]);
     let n2 = NodeProc::start("n2", dir.path(), &cluster, &[n1.addr]);
-    // Membership is static until SWIM lands: n3 names both seeds so every pair connects.
+    // n3 names both seeds so every pair has a data connection before the first send.
     let n3 = NodeProc::start("n3", dir.path(), &cluster, &[n1.addr, n2.addr]);
     let nodes = [&n1, &n2, &n3];
     for n in nodes {
@@ -345,10 +345,11 @@ fn a_node_with_a_certificate_from_another_ca_is_refused() {
         .any(|l| l.starts_with("node up")));
 }
 
-/// The nodes' failure timeout (`cairn-node run --failure-timeout`, default 5 s: a killed or
-/// frozen member is declared down within it), plus 1 s of slack for a loaded machine running
-/// debug builds.
-const DOWN_WITHIN: Duration = Duration::from_secs(6);
+/// The nodes' failure timeout (`cairn-node run --failure-timeout`, default 5 s): the README
+/// promises a killed or frozen member is declared down within it, so that is the bound, with
+/// no slack (measured from the signal to the observer's `node down` line, which includes
+/// the time the line takes to reach this test).
+const DOWN_WITHIN: Duration = Duration::from_secs(5);
 
 /// Waits until `observer` reports `node` down; how long that took since `since`.
 fn wait_down(observer: &NodeProc, node: &str, since: Instant) -> Duration {
@@ -356,9 +357,8 @@ fn wait_down(observer: &NodeProc, node: &str, since: Instant) -> Duration {
     since.elapsed()
 }
 
-// Failure detection. Today a lost node is noticed through QUIC's idle timeout (keep-alives
-// stop); with SWIM membership (foca) these tests keep their meaning: the same `node down`
-// line within the same bound, and a restarted node rejoining as a new incarnation.
+// Failure detection by SWIM (foca) on real processes: a SIGKILLed node and a SIGSTOPped one
+// (a real hang, sockets open) are declared down within the failure timeout.
 
 #[test]
 fn a_killed_node_is_declared_down_and_a_restart_is_a_new_incarnation() {
@@ -374,6 +374,7 @@ fn a_killed_node_is_declared_down_and_a_restart_is_a_new_incarnation() {
     n2.child.kill().unwrap(); // SIGKILL: no goodbye on the wire
     n2.child.wait().unwrap();
     let took = wait_down(&n1, &n2.id, killed);
+    eprintln!("killed node declared down after {took:?}");
     assert!(took <= DOWN_WITHIN, "declared down after {took:?}");
 
     // Same name and data, new process: a new node id, seen as a new node.
@@ -398,6 +399,7 @@ fn a_frozen_node_is_declared_down() {
     signal(&n2, "-STOP");
     let took = wait_down(&n1, &n2.id, frozen);
     signal(&n2, "-CONT");
+    eprintln!("frozen node declared down after {took:?}");
     assert!(took <= DOWN_WITHIN, "declared down after {took:?}");
 }
 

@@ -153,7 +153,7 @@ pub(super) fn schedule_alarm_retry<O: Object>(
         return;
     }
     let delay = config.alarm_retry_base * 2u32.saturating_pow(octx.alarm_retries - 1);
-    let next = SystemTime::now().max(at) + delay;
+    let next = config.clock.now().max(at) + delay;
     let _ = octx.storage.set_alarm(next);
 }
 
@@ -166,7 +166,7 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let Some(objs) = objects.upgrade() else {
             return;
         };
-        let now = SystemTime::now();
+        let now = objs.config.clock.now();
         match objs.store.due_alarms(now) {
             Ok(due) => {
                 for alarm in due {
@@ -196,7 +196,7 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let wait = match objs.store.next_alarm() {
             Ok(Some(next)) => next
                 .at
-                .duration_since(SystemTime::now())
+                .duration_since(objs.config.clock.now())
                 .unwrap_or(Duration::from_millis(1))
                 .min(ALARM_RESCAN),
             _ => ALARM_RESCAN,

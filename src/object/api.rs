@@ -158,6 +158,8 @@ pub(crate) struct ObjectsConfig {
     pub(crate) alarm_retry_base: Duration,
     /// Retries of a failing alarm before it is dropped.
     pub(crate) alarm_max_retries: u32,
+    /// The wall clock alarms are read against.
+    pub(crate) clock: super::WallClock,
 }
 
 impl Default for ObjectsConfig {
@@ -166,6 +168,7 @@ impl Default for ObjectsConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             alarm_retry_base: ALARM_RETRY_BASE,
             alarm_max_retries: ALARM_MAX_RETRIES,
+            clock: super::WallClock::system(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! - `output_queue`: the pure state machine deciding when held output leaves and when a
 //!   failed commit re-activates the object.
 //! - `alarms`: the node-wide alarm process and retries.
+//! - `clock`: the wall clock alarms are read against ([`WallClock`]; a manual one in tests).
 //!
 //! `Objects` is the node-wide directory they share: hosted classes, the store, live
 //! activations, the mesh. It lives as long as the node and is installed in the runtime as an
@@ -32,6 +33,7 @@ use serde::Serialize;
 mod activation;
 mod alarms;
 mod api;
+mod clock;
 mod output_queue;
 mod reference;
 mod routing;
@@ -39,6 +41,7 @@ mod routing;
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
 pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
+pub use clock::WallClock;
 pub use reference::ObjectRef;
 #[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
@@ -87,6 +90,13 @@ impl Objects {
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
+        });
+        // A manual clock (tests) wakes the alarm process whenever it is moved.
+        let weak = Arc::downgrade(&objects);
+        objects.config.clock.on_change(move || {
+            if let Some(objects) = weak.upgrade() {
+                objects.wake_alarms();
+            }
         });
         let alarms = alarms::start(&handle, Arc::downgrade(&objects));
         let _ = objects.alarm_process.set(alarms);

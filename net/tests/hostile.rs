@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn_net::mesh::wire::{Bytes, Hello, Wire, MESH_LANE};
-use cairn_net::{ClusterCa, Endpoint, FramedReceiver, FramedSender, Mesh, TlsConfig};
+use cairn_net::{ClusterCa, Connection, Endpoint, FramedReceiver, FramedSender, Mesh, TlsConfig};
 use cairn_scheduler::{CallError, Ctx, Message, NodeId, Pid, Reply, Runtime};
 use common::{localhost, spawn, start_mesh};
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,8 @@ struct Rogue {
     rt: Runtime,
     tx: FramedSender,
     rx: FramedReceiver,
+    endpoint: Endpoint,
+    conn: Connection,
 }
 
 impl Rogue {
@@ -41,8 +43,9 @@ impl Rogue {
         let listen = endpoint.local_addr().unwrap();
         let (addr, server) = (mesh.local_addr(), format!("node-{}", mesh.node().0));
         let name = name.to_owned();
+        let dialer = endpoint.clone();
         let lanes = rt.block_on(rt.timeout(TIMEOUT, async move {
-            let conn = endpoint.connect(addr, &server).await.unwrap();
+            let conn = dialer.connect(addr, &server).await.unwrap();
             let mut tx = conn.open_lane(MESH_LANE).await.unwrap();
             tx.send(&Wire::Hello(Hello {
                 node: NodeId(node),
@@ -56,12 +59,16 @@ impl Rogue {
             let mut rx = conn.accept_lane().await.unwrap();
             let ack = rx.recv::<Wire>().await.unwrap().unwrap();
             assert!(matches!(ack, Wire::HelloAck(_)), "{ack:?}");
-            // Keep the endpoint and connection alive with the lanes.
-            std::mem::forget((endpoint, conn));
-            (tx, rx)
+            (tx, rx, conn)
         }));
-        let (tx, rx) = lanes.expect("rogue connected");
-        Rogue { rt, tx, rx }
+        let (tx, rx, conn) = lanes.expect("rogue connected");
+        Rogue {
+            rt,
+            tx,
+            rx,
+            endpoint,
+            conn,
+        }
     }
 
     fn send(&mut self, frame: Wire) {
@@ -228,4 +235,225 @@ fn a_reply_passed_on_to_a_third_node_is_answered_through_the_node_that_passed_it
     for rt in [rt1, rt2, rt3] {
         rt.shutdown();
     }
+}
+
+/// A node with a short failure timeout (suspicion 300 ms), so the attack below outlasts
+/// many suspicion periods in a couple of seconds.
+fn start_fast(ca: &ClusterCa, n: u64, seeds: &[&Mesh]) -> (Runtime, Mesh) {
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(NodeId(n))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(
+        ca.cert_der().clone(),
+        ca.issue(&format!("node-{n}")).unwrap(),
+    );
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .failure_timeout(Duration::from_secs(1));
+    for seed in seeds {
+        config = config.seed(seed.local_addr(), format!("node-{}", seed.node().0));
+    }
+    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    (rt, mesh)
+}
+
+fn incarnation_of(mesh: &Mesh, node: NodeId) -> Option<u64> {
+    mesh.members()
+        .into_iter()
+        .find(|m| m.node == node)
+        .map(|m| m.incarnation)
+}
+
+#[test]
+fn a_member_that_keeps_declaring_others_down_brings_no_one_down() {
+    use cairn_net::mesh::SwimState;
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, m2) = start_fast(&ca, 2, &[&m1]);
+    let (rt3, liar) = start_fast(&ca, 3, &[&m1]);
+    let (n1, n2, n3) = (m1.node(), m2.node(), liar.node());
+    for mesh in [&m1, &m2, &liar] {
+        wait_until("three members everywhere", || mesh.members().len() == 3);
+    }
+    let victim = incarnation_of(&m1, n2).unwrap();
+    let mut events = m1.node_events();
+
+    // For 2 s (about seven suspicion periods), node 3 — a member in good standing that
+    // answers its probes — tells node 1 every 20 ms that node 2 is down (at node 2's
+    // incarnation and a few above), that it is suspect far above its incarnation, and
+    // forges packets as node 2 saying node 1's other peer is down.
+    let attack = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < attack {
+        assert!(liar.forge_swim(
+            n1,
+            n3,
+            &[
+                (n2, 0, SwimState::Down),
+                (n2, 1, SwimState::Down),
+                (n2, 8, SwimState::Down),
+                (n2, 200, SwimState::Suspect),
+            ],
+        ));
+        assert!(liar.forge_swim(n1, n2, &[(n3, 0, SwimState::Down)]));
+        assert_eq!(
+            incarnation_of(&m1, n2),
+            Some(victim),
+            "node 2 went down at node 1 (or was replaced): {:?}",
+            m1.stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The victim refuted every suspicion and never had to rejoin; node 1 never saw it go.
+    assert_eq!(incarnation_of(&m1, n2), Some(victim));
+    assert_eq!(incarnation_of(&m2, n2), Some(victim));
+    while let Some(event) = events.try_next() {
+        assert!(
+            !matches!(event, cairn_net::NodeEvent::Down { node, .. } if node == n2),
+            "{event:?}"
+        );
+    }
+    let stats = m1.stats();
+    assert!(stats.downgraded_down_claims > 0, "{stats:?}");
+    assert!(stats.refused_membership_updates > 0, "{stats:?}");
+    assert!(stats.spoofed_swim_packets > 0, "{stats:?}");
+    for mesh in [&m1, &m2, &liar] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2, rt3] {
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn a_member_that_really_dies_is_still_declared_down_everywhere() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, m2) = start_fast(&ca, 2, &[&m1]);
+    let (rt3, m3) = start_fast(&ca, 3, &[&m1]);
+    for mesh in [&m1, &m2, &m3] {
+        wait_until("three members everywhere", || mesh.members().len() == 3);
+    }
+    // Hung, not closed: nobody is told; the others must find out by probing and by
+    // each other's (screened) word.
+    m3.set_membership_frozen(true);
+    for mesh in [&m1, &m2] {
+        wait_until("node 3 declared down", || {
+            incarnation_of(mesh, m3.node()).is_none()
+        });
+    }
+    for mesh in [&m1, &m2, &m3] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2, rt3] {
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn a_membership_sync_nobody_asked_for_is_refused_names_and_all() {
+    use cairn_net::mesh::wire::NameClaim;
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let mut rogue = Rogue::connect(&ca, "rogue-syncer", 66, &mesh);
+    rogue.send(Wire::Sync {
+        members: Bytes(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap()),
+        names: vec![NameClaim {
+            name: "stolen".into(),
+            pid: Pid::from_parts(NodeId(66), 1),
+            lamport: 1,
+            incarnation: 1,
+        }],
+    });
+    wait_until("the sync to be refused", || {
+        mesh.stats().unrequested_syncs == 1
+    });
+    assert_eq!(mesh.whereis("stolen"), None);
+    mesh.close();
+    rt.shutdown();
+}
+
+#[test]
+fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    mesh.declare::<Msg>(TAG).unwrap();
+    let mut rogue = Rogue::connect(&ca, "rogue-streams", 66, &mesh);
+    // Ten streams of 4 MiB each, never read by the mesh: each is stopped, so writing it
+    // fails instead of parking 40 MiB (or quinn's default windows' worth) at the node.
+    let conn = rogue.conn.clone();
+    let stopped = rogue
+        .rt
+        .block_on(rogue.rt.timeout(TIMEOUT, async move {
+            let mut stopped = 0;
+            for _ in 0..10 {
+                let mut stream = conn.quinn().open_uni().await.unwrap();
+                if stream.write_all(&vec![7u8; 4 << 20]).await.is_err() {
+                    stopped += 1;
+                }
+            }
+            stopped
+        }))
+        .expect("in time");
+    assert_eq!(stopped, 10);
+    wait_until("the streams to be counted", || {
+        mesh.stats().refused_streams == 10
+    });
+    // The mesh connection itself is fine: a call over its lane is answered.
+    let echo = doubler(&rt);
+    rogue.send(Wire::Send {
+        from: None,
+        to: cairn_net::mesh::wire::Target::Pid(echo),
+        tag: TAG.into(),
+        call: None,
+        payload: Bytes(vec![]),
+    });
+    wait_until("the frame to be handled", || {
+        let s = mesh.stats();
+        s.delivered + s.bad_messages == 1
+    });
+    assert!(mesh.is_connected(NodeId(66)));
+    mesh.close();
+    rt.shutdown();
+}
+
+#[test]
+fn a_peer_gets_at_most_two_control_connections() {
+    use cairn_net::mesh::wire::CONTROL_LANE;
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let rogue = Rogue::connect(&ca, "rogue-controls", 66, &mesh);
+    let (endpoint, addr) = (rogue.endpoint.clone(), mesh.local_addr());
+    let listen = endpoint.local_addr().unwrap();
+    let controls = rogue
+        .rt
+        .block_on(rogue.rt.timeout(TIMEOUT, async move {
+            let mut open = Vec::new();
+            for _ in 0..4 {
+                let conn = endpoint.connect(addr, "node-1").await.unwrap();
+                let mut lane = conn.open_lane(CONTROL_LANE).await.unwrap();
+                lane.send(&Wire::Hello(Hello {
+                    node: NodeId(66),
+                    incarnation: 1,
+                    listen,
+                    name: "rogue-controls".into(),
+                    peers: vec![],
+                }))
+                .await
+                .unwrap();
+                let _ = lane.finish().await;
+                open.push(conn);
+            }
+            open
+        }))
+        .expect("in time");
+    wait_until("two control connections refused", || {
+        mesh.stats().refused_control_connections == 2
+    });
+    assert_eq!(mesh.stats().control_connections, 2);
+    drop(controls);
+    mesh.close();
+    rt.shutdown();
 }

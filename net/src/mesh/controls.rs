@@ -16,8 +16,9 @@
 //! # What this module owns, and its invariants
 //!
 //! [`Controls`] (behind `Inner::controls`): at most one control connection *used for
-//! sending* per node (`slots`), any number open (`all`: both ends may dial at once, the
-//! extra one idles out); every open one is closed after [`Inner::control_idle`] without a
+//! sending* per node (`slots`), at most `limits::MAX_CONTROLS_PER_PEER` open per node
+//! (`all`: both ends may dial at once, the extra one idles out; more are closed on
+//! arrival); every open one is closed after [`Inner::control_idle`] without a
 //! packet. Once closed (the mesh closed), nothing is installed.
 
 use std::collections::HashMap;
@@ -28,8 +29,11 @@ use cairn_scheduler::{Ctx, NodeId};
 
 use super::dial::close_code;
 use super::error::DialError;
+use super::stats::Count;
 use super::swim::NodeIdentity;
-use super::wire::{Hello, PeerInfo, Wire, CLOSE_IDLE, CLOSE_LEAVING, CONTROL_LANE};
+use super::wire::{
+    Hello, PeerInfo, Wire, CLOSE_DUPLICATE, CLOSE_IDLE, CLOSE_LEAVING, CONTROL_LANE,
+};
 use super::Inner;
 use crate::endpoint::Connection;
 
@@ -59,6 +63,17 @@ impl Control {
             tracing::debug!(peer = %self.node, %error, "could not send a SWIM datagram");
         }
     }
+}
+
+/// What [`Controls::install`] did with a control connection.
+enum Installed {
+    /// Installed; the packets queued for its node.
+    Up(Vec<bytes::Bytes>),
+    /// The mesh closed: the caller closes it.
+    Closed,
+    /// The peer has [`MAX_CONTROLS_PER_PEER`](super::limits::MAX_CONTROLS_PER_PEER)
+    /// already: the caller closes it.
+    Full,
 }
 
 enum ControlSlot {
@@ -119,14 +134,17 @@ impl Controls {
         })
     }
 
-    /// Adds an open control connection; returns the packets queued for its node (`None`
-    /// when closed: the caller closes it).
-    fn install(&mut self, control: &Arc<Control>) -> Option<Vec<bytes::Bytes>> {
+    /// Adds an open control connection; returns the packets queued for its node.
+    fn install(&mut self, control: &Arc<Control>) -> Installed {
         if self.closed {
-            return None;
+            return Installed::Closed;
+        }
+        let per_peer = self.all.values().filter(|c| c.node == control.node).count();
+        if per_peer >= super::limits::MAX_CONTROLS_PER_PEER {
+            return Installed::Full;
         }
         self.all.insert(control.id, Arc::clone(control));
-        Some(match self.slots.get_mut(&control.node) {
+        Installed::Up(match self.slots.get_mut(&control.node) {
             Some(ControlSlot::Up(_)) => Vec::new(),
             Some(slot @ ControlSlot::Dialing(_)) => {
                 match std::mem::replace(slot, ControlSlot::Up(Arc::clone(control))) {
@@ -252,10 +270,24 @@ impl Inner {
             conn,
             last_used: parking_lot::Mutex::new(Instant::now()),
         });
-        let Some(queued) = self.controls.lock().install(&control) else {
-            control.conn.close(CLOSE_LEAVING, b"mesh closed");
-            return;
+        let installed = self.controls.lock().install(&control);
+        let queued = match installed {
+            Installed::Up(queued) => queued,
+            Installed::Closed => {
+                control.conn.close(CLOSE_LEAVING, b"mesh closed");
+                return;
+            }
+            Installed::Full => {
+                tracing::warn!(peer = %node, "too many SWIM control connections from one peer; closed");
+                self.counters.bump(Count::RefusedControlConnection);
+                control
+                    .conn
+                    .close(CLOSE_DUPLICATE, b"too many control connections");
+                return;
+            }
         };
+        // Its hello lane is read: any further stream is refused (`limits`).
+        self.refuse_extra_streams(&control.conn);
         tracing::debug!(peer = %node, queued = queued.len(), "SWIM control connection up");
         for packet in queued {
             control.send(packet);
@@ -265,7 +297,7 @@ impl Inner {
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
             while let Ok(packet) = reader.conn.quinn().read_datagram().await {
                 reader.touch();
-                inner.swim_packet(&packet);
+                inner.swim_packet(reader.node, &packet);
             }
         });
         let inner = Arc::clone(self);

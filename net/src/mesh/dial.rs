@@ -392,6 +392,8 @@ impl Inner {
 
     /// Spawns the reader, the datagram reader and the close watcher of a kept connection.
     fn run_conn(self: &Arc<Self>, conn: &Arc<Conn>, rx: FramedReceiver) {
+        // Its lane is accepted: any further stream is refused (`limits`).
+        self.refuse_extra_streams(conn.quic());
         let inner = Arc::clone(self);
         let reader = Arc::clone(conn);
         self.handle
@@ -401,7 +403,7 @@ impl Inner {
         let datagrams = Arc::clone(conn);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
             while let Ok(packet) = datagrams.quic().quinn().read_datagram().await {
-                inner.swim_packet(&packet);
+                inner.swim_packet(datagrams.node(), &packet);
             }
         });
         let inner = Arc::clone(self);

@@ -107,8 +107,11 @@ impl Inner {
                 self.apply_name_sync(names);
             }
             Wire::Sync { members, names } => {
-                self.apply_membership_snapshot(conn.node(), &members.0);
-                self.apply_name_sync(names);
+                // Only an answer this node asked for (`membership`).
+                if self.take_sync_request(conn.node()) {
+                    self.apply_membership_snapshot(conn.node(), &members.0);
+                    self.apply_name_sync(names);
+                }
             }
             Wire::Hello(_) | Wire::HelloAck(_) => {
                 tracing::warn!(peer = %conn.node(), "unexpected hello on an established connection; ignored");

@@ -22,6 +22,11 @@
 //!   `NoConnection`, links and monitors towards its processes fire `NoConnection`, its
 //!   cluster-wide names are dropped, and it leaves [`Mesh::members`](super::Mesh::members).
 //!   A node that closes its mesh leaves at once (`CLOSE_LEAVING`, gossiped).
+//! * **Screening.** Every packet and sync passes `screen` before foca (see there). Since
+//!   another member's `Down` arrives as a suspicion, this node times suspicions it holds
+//!   on others' word itself (`Guards::suspicions`): after foca's suspicion time, a
+//!   suspect that has not refuted (raised its incarnation) is declared down here. A
+//!   `Wire::Sync` is applied only from a node this node asked (`Guards::sync_asked`).
 //! * **Incarnations.** A node starts with incarnation = wall-clock nanoseconds, so a
 //!   restarted node outranks its previous life (`Down` of the old incarnation, `Up` of the
 //!   new). A node the cluster declared down while it was alive takes incarnation + 1 when
@@ -39,16 +44,18 @@
 //! * Lock order of the mesh: `swim`, `members`, `conns`, `controls`, `replies`, `names`,
 //!   `events` — notifications update members, connections and names while foca is locked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_scheduler::{Ctx, NodeId};
-use foca::{OwnedNotification, Timer};
+use foca::{Incarnation, OwnedNotification, Timer};
 use serde::{Deserialize, Serialize};
 
 use super::events::NodeEvent;
+use super::screen::{self, Packet, PacketVerdict, Refusal, UndeadVotes, View};
+use super::stats::Count;
 use super::swim::{take, Effects, NodeIdentity, Swim, IDLE_ANNOUNCES};
 use super::wire::{PeerInfo, Wire, CLOSE_DECLARED_DOWN};
 use super::Inner;
@@ -99,6 +106,21 @@ impl Members {
     }
 }
 
+/// What the membership screen (`screen`) keeps between packets, under `Inner::swim`.
+#[derive(Default)]
+pub(crate) struct Guards {
+    /// This node's SWIM incarnation, read from the headers of the packets it sends
+    /// (foca keeps it private).
+    my_incarnation: Incarnation,
+    /// Suspicions of other nodes with a local timer running, at that incarnation (one
+    /// per node: bounded by the members foca knows).
+    suspicions: HashMap<NodeId, Incarnation>,
+    /// "You are down" votes (`TurnUndead`).
+    undead: UndeadVotes,
+    /// Nodes asked for a sync whose answer has not come (at most one entry per node).
+    sync_asked: HashSet<NodeId>,
+}
+
 impl Inner {
     /// Whether `node` is a live member, or a node with an open data connection (a joiner
     /// can be connected a moment before SWIM reports it up; a node declared down has its
@@ -124,6 +146,11 @@ impl Inner {
             while !fx.notes.is_empty() {
                 for note in std::mem::take(&mut fx.notes) {
                     self.on_notification(&mut swim, note, &mut fx);
+                }
+            }
+            if let Some(header) = fx.sends.first().and_then(|(_, d)| screen::sent_header(d)) {
+                if &header.src == swim.foca.identity() {
+                    swim.guards.my_incarnation = header.src_incarnation;
                 }
             }
             (result, swim.frozen.is_some())
@@ -156,14 +183,166 @@ impl Inner {
         });
     }
 
-    /// A SWIM packet from a peer (a datagram on a mesh connection).
-    pub(super) fn swim_packet(self: &Arc<Self>, data: &[u8]) {
+    /// A SWIM packet from `peer` (a datagram on a mesh or control connection to it),
+    /// screened (`screen`) before foca sees it.
+    pub(super) fn swim_packet(self: &Arc<Self>, peer: NodeId, data: &[u8]) {
+        let suspicions = self.with_swim(|swim, fx| {
+            if swim.frozen.is_some() || data.len() > super::swim::MAX_PACKET {
+                return Vec::new();
+            }
+            let packet = match Packet::decode(data) {
+                Ok(packet) => packet,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "SWIM packet ignored");
+                    return Vec::new();
+                }
+            };
+            let verdict = {
+                let view = view_of(swim, packet.nodes());
+                screen::screen_packet(peer, packet, &view)
+            };
+            let verdict = match verdict {
+                Ok(verdict) => verdict,
+                Err(refusal) => {
+                    self.refused(peer, &refusal);
+                    return Vec::new();
+                }
+            };
+            if verdict.packet.header.message == foca::Message::TurnUndead {
+                let window = self.config.failure_timeout * 2;
+                let others = swim.foca.num_members();
+                if !swim
+                    .guards
+                    .undead
+                    .vote(peer, Instant::now(), window, others)
+                {
+                    self.refused(peer, &Refusal::LoneUndead);
+                    return Vec::new();
+                }
+            }
+            self.feed_screened(swim, peer, verdict, fx)
+        });
+        self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// Counts and logs a refused packet or update.
+    fn refused(&self, peer: NodeId, refusal: &Refusal) {
+        match refusal {
+            Refusal::Malformed(_) => {
+                tracing::debug!(%peer, %refusal, "SWIM packet ignored");
+            }
+            Refusal::Spoofed { .. } => {
+                tracing::warn!(%peer, %refusal, "spoofed SWIM packet dropped");
+                self.counters.bump(Count::SpoofedSwimPacket);
+            }
+            _ => {
+                tracing::warn!(%peer, %refusal, "membership update refused");
+                self.counters.bump(Count::RefusedMembershipUpdate);
+            }
+        }
+    }
+
+    /// Hands a screened packet to foca; returns the third-party suspicions foca now
+    /// holds, to be timed by this node.
+    fn feed_screened(
+        &self,
+        swim: &mut Swim,
+        peer: NodeId,
+        mut verdict: PacketVerdict,
+        fx: &mut Effects,
+    ) -> Vec<foca::Member<NodeIdentity>> {
+        for refusal in &verdict.refused {
+            self.refused(peer, refusal);
+        }
+        for _ in 0..verdict.downgraded {
+            self.counters.bump(Count::DowngradedDownClaim);
+        }
+        let mut bytes = verdict.packet.encode();
+        let mut later = Vec::new();
+        if bytes.len() > super::swim::MAX_PACKET {
+            // Downgrading grew the packet past foca's bound: apply the suspicions after
+            // the packet (if its sender is still active then).
+            if let Some(updates) = verdict.packet.updates.as_mut() {
+                updates.retain(|m| {
+                    let third_party = verdict.suspicions.contains(m);
+                    if third_party {
+                        later.push(m.clone());
+                    }
+                    !third_party
+                });
+            }
+            bytes = verdict.packet.encode();
+        }
+        if let Err(error) = swim.foca.handle_data(&bytes, &mut *fx) {
+            tracing::debug!(%error, "SWIM packet ignored");
+            return Vec::new();
+        }
+        let src = &verdict.packet.header.src;
+        if !later.is_empty() && swim.foca.iter_members().any(|m| m.id() == src) {
+            if let Err(error) = swim.foca.apply_many(later.into_iter(), true, &mut *fx) {
+                tracing::debug!(%error, "applying suspicions");
+            }
+        }
+        self.untimed_suspicions(swim, verdict.suspicions)
+    }
+
+    /// Of `claimed`, the suspicions foca now holds that have no local timer yet (each
+    /// gets one, recorded in the guards).
+    fn untimed_suspicions(
+        &self,
+        swim: &mut Swim,
+        claimed: Vec<foca::Member<NodeIdentity>>,
+    ) -> Vec<foca::Member<NodeIdentity>> {
+        if claimed.is_empty() {
+            return claimed;
+        }
+        let held: Vec<foca::Member<NodeIdentity>> = swim
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect && claimed.contains(m))
+            .cloned()
+            .collect();
+        held.into_iter()
+            .filter(|m| {
+                swim.guards.suspicions.insert(m.id().node, m.incarnation()) != Some(m.incarnation())
+            })
+            .collect()
+    }
+
+    /// This node's own suspicion timers: a suspicion it holds on another member's word
+    /// becomes `Down` only if, after foca's suspicion time, the suspect has not refuted
+    /// it (raised its incarnation). foca times only the suspicions its own probes raise.
+    fn time_suspicions(self: &Arc<Self>, suspects: Vec<foca::Member<NodeIdentity>>) {
+        for suspect in suspects {
+            let inner = Arc::clone(self);
+            let after = self.swim_suspicion_time();
+            self.handle.spawn(move |_ctx: Ctx<()>| async move {
+                inner.handle.sleep(after).await;
+                inner.suspicion_expired(suspect);
+            });
+        }
+    }
+
+    fn swim_suspicion_time(&self) -> Duration {
+        super::swim::swim_config(self.config.failure_timeout).suspect_to_down_after
+    }
+
+    fn suspicion_expired(self: &Arc<Self>, suspect: foca::Member<NodeIdentity>) {
         self.with_swim(|swim, fx| {
+            let node = suspect.id().node;
+            if swim.guards.suspicions.get(&node) == Some(&suspect.incarnation()) {
+                swim.guards.suspicions.remove(&node);
+            }
             if swim.frozen.is_some() {
                 return;
             }
-            if let Err(error) = swim.foca.handle_data(data, fx) {
-                tracing::debug!(%error, "SWIM packet ignored");
+            let still = swim.foca.iter_membership_state().any(|m| m == &suspect);
+            if still {
+                tracing::info!(peer = %node, incarnation = suspect.incarnation(), "suspicion not refuted in time: declaring the member down");
+                let down = foca::Member::new(suspect.id().clone(), suspect.incarnation(), foca::State::Down);
+                if let Err(error) = swim.foca.apply_many(std::iter::once(down), true, fx) {
+                    tracing::debug!(%error, "declaring a suspect down");
+                }
             }
         });
     }
@@ -350,7 +529,7 @@ impl Inner {
     /// Asks one live member for its membership state and name table (after joining or
     /// rejoining), preferring one this node already has a data connection to (the seed,
     /// usually), so the sync opens no new connection.
-    fn request_sync(self: &Arc<Self>, swim: &Swim) {
+    fn request_sync(self: &Arc<Self>, swim: &mut Swim) {
         let candidates: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
         let node = {
             let conns = self.conns.lock();
@@ -361,6 +540,7 @@ impl Inner {
                 .copied()
         };
         if let Some(node) = node {
+            swim.guards.sync_asked.insert(node);
             self.send_sync_request(node);
         }
     }
@@ -380,18 +560,19 @@ impl Inner {
         let every = self.config.failure_timeout * 2;
         loop {
             self.handle.sleep(every).await;
+            let mut swim = self.swim.lock();
+            if swim.closed {
+                return;
+            }
+            let live: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
             let candidates: Vec<NodeId> = {
-                let swim = self.swim.lock();
-                if swim.closed {
-                    return;
-                }
-                let live: Vec<NodeId> = swim.foca.iter_members().map(|m| m.id().node).collect();
-                drop(swim);
                 let conns = self.conns.lock();
                 live.into_iter().filter(|n| conns.is_up(*n)).collect()
             };
             if !candidates.is_empty() {
                 let node = candidates[rng.random_range(0..candidates.len())];
+                swim.guards.sync_asked.insert(node);
+                drop(swim);
                 self.send_sync_request(node);
             }
         }
@@ -410,6 +591,7 @@ impl Inner {
             };
             if let Err(error) = sent {
                 tracing::warn!(peer = %node, %error, "could not ask for a sync");
+                inner.swim.lock().guards.sync_asked.remove(&node);
             }
         });
     }
@@ -431,8 +613,20 @@ impl Inner {
         super::wire::Bytes(rmp_serde::to_vec(&members).unwrap_or_default())
     }
 
+    /// Whether this node asked `from` for a sync it has not answered yet (the answer is
+    /// then taken, once); an unrequested sync is counted and refused.
+    pub(super) fn take_sync_request(&self, from: NodeId) -> bool {
+        let asked = self.swim.lock().guards.sync_asked.remove(&from);
+        if !asked {
+            tracing::warn!(peer = %from, "membership sync nobody asked for; refused");
+            self.counters.bump(Count::UnrequestedSync);
+        }
+        asked
+    }
+
     /// Feeds a peer's membership state to foca (not re-broadcast: it is the peer's
-    /// knowledge, which the cluster has; only this node lacked it).
+    /// knowledge, which the cluster has; only this node lacked it), screened like
+    /// gossip from that peer and bounded in size.
     pub(super) fn apply_membership_snapshot(self: &Arc<Self>, from: NodeId, bytes: &[u8]) {
         let members: Vec<foca::Member<NodeIdentity>> = match take(bytes) {
             Ok(members) => members,
@@ -442,11 +636,92 @@ impl Inner {
             }
         };
         tracing::debug!(peer = %from, members = members.len(), "membership sync");
-        self.with_swim(|swim, fx| {
-            if let Err(error) = swim.foca.apply_many(members.into_iter(), false, fx) {
+        let suspicions = self.with_swim(|swim, fx| {
+            let Some(sender) = swim
+                .foca
+                .iter_membership_state()
+                .find(|m| m.id().node == from)
+                .map(|m| m.id().clone())
+            else {
+                tracing::debug!(peer = %from, "membership sync from a node foca does not know; ignored");
+                return Vec::new();
+            };
+            let verdict = {
+                let view = view_of(swim, members.iter().map(|m| m.id().node));
+                screen::screen_sync(sender, members, &view)
+            };
+            let verdict = match verdict {
+                Ok(verdict) => verdict,
+                Err(refusal) => {
+                    self.refused(from, &refusal);
+                    return Vec::new();
+                }
+            };
+            for refusal in &verdict.refused {
+                self.refused(from, refusal);
+            }
+            for _ in 0..verdict.downgraded {
+                self.counters.bump(Count::DowngradedDownClaim);
+            }
+            let updates = verdict.packet.updates.unwrap_or_default();
+            if let Err(error) = swim.foca.apply_many(updates.into_iter(), false, &mut *fx) {
                 tracing::debug!(%error, "applying a membership sync");
             }
+            self.untimed_suspicions(swim, verdict.suspicions)
         });
+        self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// Test hook behind `Mesh::forge_swim`: a gossip packet to `to`, claiming to come
+    /// from `from`, carrying `updates` (node, incarnation above what this node knows,
+    /// state). Returns whether every identity was known here.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_swim(
+        self: &Arc<Self>,
+        to: NodeId,
+        from: NodeId,
+        updates: &[(NodeId, Incarnation, foca::State)],
+    ) -> bool {
+        let forged = {
+            let swim = self.swim.lock();
+            let me = swim.foca.identity();
+            let lookup = |node: NodeId| {
+                if node == me.node {
+                    return Some((me.clone(), swim.guards.my_incarnation));
+                }
+                swim.foca
+                    .iter_membership_state()
+                    .find(|m| m.id().node == node)
+                    .map(|m| (m.id().clone(), m.incarnation()))
+            };
+            let (Some((src, src_incarnation)), Some((dst, _))) = (lookup(from), lookup(to)) else {
+                return false;
+            };
+            let mut members = Vec::new();
+            for (node, bump, state) in updates {
+                let Some((id, incarnation)) = lookup(*node) else {
+                    return false;
+                };
+                members.push(foca::Member::new(
+                    id,
+                    incarnation.saturating_add(*bump),
+                    *state,
+                ));
+            }
+            let packet = Packet {
+                header: foca::Header {
+                    src,
+                    src_incarnation,
+                    dst: dst.clone(),
+                    message: foca::Message::Gossip,
+                },
+                updates: Some(members),
+                tail: Vec::new(),
+            };
+            (dst, packet.encode())
+        };
+        self.send_swim(forged.0, bytes::Bytes::from(forged.1));
+        true
     }
 
     /// Test hook behind `Mesh::set_membership_frozen`.
@@ -465,5 +740,21 @@ impl Inner {
                 }
             }
         });
+    }
+}
+
+/// What foca knows about `nodes` (and this node), for the screen.
+fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
+    let wanted: HashSet<NodeId> = nodes.into_iter().collect();
+    let known = swim
+        .foca
+        .iter_membership_state()
+        .filter(|m| wanted.contains(&m.id().node))
+        .map(|m| (m.id().node, m.clone()))
+        .collect();
+    View {
+        me: swim.foca.identity(),
+        my_incarnation: swim.guards.my_incarnation,
+        known,
     }
 }

@@ -23,7 +23,8 @@
 //! - `router`: the scheduler's [`RemoteRouter`](cairn_scheduler::remote::RemoteRouter) —
 //!   what leaves: messages, signals, exported replies.
 //! - `replies`: the calls this node waits for; `events`: [`NodeEvent`] subscribers.
-//! - `membership` / `swim` / `controls`: SWIM (foca) over QUIC datagrams.
+//! - `membership` / `swim` / `controls`: SWIM (foca) over QUIC datagrams; `screen`: what
+//!   foca is allowed to hear.
 //! - `names`: the replicated cluster-wide name table.
 //! - `wire`: the frames; `registry`: tags ⇄ types.
 //!
@@ -42,7 +43,10 @@
 //!   `noconnection`). Whether the *node* is down is membership's call; QUIC's idle
 //!   timeout ([`MeshConfig::idle_timeout`]) closes silent connections.
 //! - **A member speaks for itself only.** A hello's name must be in the peer's
-//!   certificate; signals about another node's processes are ignored.
+//!   certificate; signals about another node's processes are ignored; every SWIM packet
+//!   and membership sync passes the membership screen (`screen`) first: its sender must
+//!   be the connection's peer, another node's word that X is down only makes X a suspect
+//!   (X refutes; this node's own timer decides), and syncs are taken only when asked for.
 //! - **Bounded and never panicking on bad input** (see `inbound`).
 //! - **One owner per piece of state.** Each table below is owned by one module and
 //!   changed only through its methods; locks are taken in the order `swim`, `members`,
@@ -55,11 +59,13 @@ mod dial;
 mod error;
 mod events;
 mod inbound;
+mod limits;
 mod membership;
 mod names;
 mod registry;
 mod replies;
 mod router;
+mod screen;
 mod stats;
 mod swim;
 #[cfg(feature = "testing")]
@@ -83,6 +89,9 @@ pub use config::{MeshConfig, Seed, DEFAULT_FAILURE_TIMEOUT};
 pub use conns::ConnectionInfo;
 pub use error::{DialError, MeshError};
 pub use events::{NodeEvent, NodeEvents};
+/// A SWIM member state, for [`Mesh::forge_swim`] (`testing` feature).
+#[cfg(feature = "testing")]
+pub use foca::State as SwimState;
 pub use membership::Member;
 pub use names::{NameError, LAMPORT_WINDOW, MAX_NAMES_PER_NODE, MAX_NAME_LEN};
 pub use registry::DeclareError;
@@ -204,11 +213,7 @@ impl Mesh {
         }
         let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
             .map_err(|_| MeshError::Config(format!("idle timeout {:?}", config.idle_timeout)))?;
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(Some(idle))
-            .keep_alive_interval(Some(config.keep_alive));
-        let transport = Arc::new(transport);
+        let transport = Arc::new(limits::transport(idle, config.keep_alive));
         let mut options = EndpointOptions::from_tls(&config.tls)?;
         options.max_frame = config.max_frame;
         options.client.transport_config(Arc::clone(&transport));
@@ -374,6 +379,21 @@ impl Mesh {
     #[cfg(feature = "testing")]
     pub fn set_membership_frozen(&self, frozen: bool) {
         self.inner.set_frozen(frozen);
+    }
+
+    /// Test hook for a lying member: sends `to` one SWIM gossip packet that claims to come
+    /// from `from` (this node, or another to spoof it) and carries `updates` — (node,
+    /// incarnation above the one this node knows, state) — in foca's own encoding.
+    /// Returns false if this node does not know one of the nodes. Only with the `testing`
+    /// feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_swim(
+        &self,
+        to: NodeId,
+        from: NodeId,
+        updates: &[(NodeId, u16, SwimState)],
+    ) -> bool {
+        self.inner.forge_swim(to, from, updates)
     }
 
     /// The connection to `node`, if up: which node dialed it and the peer's address.

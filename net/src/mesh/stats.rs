@@ -26,6 +26,21 @@ pub struct MeshStats {
     /// Name claims and releases from other nodes refused by the name table's bounds
     /// (length, Lamport window, names per node).
     pub refused_name_ops: u64,
+    /// SWIM packets dropped because their claimed sender was not the peer of the
+    /// connection they came on.
+    pub spoofed_swim_packets: u64,
+    /// Membership updates and packets refused by the membership screen (identity
+    /// replacements, incarnation jumps, unknown probe targets, lone "you are down"
+    /// claims, oversized syncs).
+    pub refused_membership_updates: u64,
+    /// Other nodes' claims that a third node is down, taken as suspicions only.
+    pub downgraded_down_claims: u64,
+    /// Membership syncs refused because this node had not asked that node for one.
+    pub unrequested_syncs: u64,
+    /// QUIC streams a peer opened beyond its lane, stopped unread.
+    pub refused_streams: u64,
+    /// SWIM control connections closed because the peer had the most allowed open.
+    pub refused_control_connections: u64,
 }
 
 /// The event counters (the gauge is read from the control connections).
@@ -37,6 +52,12 @@ pub(super) struct Counters {
     delivered: AtomicU64,
     duplicates_refused: AtomicU64,
     forged_replies: AtomicU64,
+    spoofed_swim_packets: AtomicU64,
+    refused_membership_updates: AtomicU64,
+    downgraded_down_claims: AtomicU64,
+    unrequested_syncs: AtomicU64,
+    refused_streams: AtomicU64,
+    refused_control_connections: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -48,6 +69,12 @@ pub(super) enum Count {
     Delivered,
     DuplicateRefused,
     ForgedReply,
+    SpoofedSwimPacket,
+    RefusedMembershipUpdate,
+    DowngradedDownClaim,
+    UnrequestedSync,
+    RefusedStream,
+    RefusedControlConnection,
 }
 
 impl Counters {
@@ -59,6 +86,12 @@ impl Counters {
             Count::Delivered => &self.delivered,
             Count::DuplicateRefused => &self.duplicates_refused,
             Count::ForgedReply => &self.forged_replies,
+            Count::SpoofedSwimPacket => &self.spoofed_swim_packets,
+            Count::RefusedMembershipUpdate => &self.refused_membership_updates,
+            Count::DowngradedDownClaim => &self.downgraded_down_claims,
+            Count::UnrequestedSync => &self.unrequested_syncs,
+            Count::RefusedStream => &self.refused_streams,
+            Count::RefusedControlConnection => &self.refused_control_connections,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -73,6 +106,12 @@ impl Counters {
             control_connections: control_connections as u64,
             forged_replies: self.forged_replies.load(Ordering::Relaxed),
             refused_name_ops,
+            spoofed_swim_packets: self.spoofed_swim_packets.load(Ordering::Relaxed),
+            refused_membership_updates: self.refused_membership_updates.load(Ordering::Relaxed),
+            downgraded_down_claims: self.downgraded_down_claims.load(Ordering::Relaxed),
+            unrequested_syncs: self.unrequested_syncs.load(Ordering::Relaxed),
+            refused_streams: self.refused_streams.load(Ordering::Relaxed),
+            refused_control_connections: self.refused_control_connections.load(Ordering::Relaxed),
         }
     }
 }

@@ -244,6 +244,8 @@ pub(crate) struct Swim {
     pub(crate) leaving: bool,
     /// Set by `Mesh::close`: foca is no longer driven.
     pub(crate) closed: bool,
+    /// What the membership screen keeps between packets (`membership`).
+    pub(crate) guards: super::membership::Guards,
 }
 
 impl Swim {
@@ -265,6 +267,7 @@ impl Swim {
             frozen: None,
             leaving: false,
             closed: false,
+            guards: Default::default(),
         }
     }
 }

@@ -569,6 +569,27 @@ fn a_larger_cluster_converges_and_sees_a_failure_everywhere() {
         .map(|a| a.mesh.stats().control_connections)
         .sum();
     eprintln!("{n} nodes: {data} data connection ends, {control} control connection ends");
+    // Nobody sent application data: each joiner holds exactly one data connection, the one
+    // to the seed it joined through (SWIM runs on control connections, which come and go).
+    for (i, a) in nodes.iter().enumerate() {
+        let connected: Vec<u64> = nodes
+            .iter()
+            .filter(|b| a.mesh.is_connected(b.mesh.node()))
+            .map(|b| b.mesh.node().0)
+            .collect();
+        let seed_of = |j: u64| ((j - 2) % 3).min(j - 2) + 1;
+        let expected: Vec<u64> = (1..=n)
+            .filter(|&j| {
+                (j >= 2 && seed_of(j) == i as u64 + 1) || (i >= 1 && j == seed_of(i as u64 + 1))
+            })
+            .collect();
+        assert_eq!(connected, expected, "data connections of node {}", i + 1);
+    }
+    assert_eq!(
+        data,
+        2 * (n - 1),
+        "one data connection per joiner, counted at both ends"
+    );
 
     let killed = nodes.pop().unwrap();
     let started = Instant::now();

@@ -26,8 +26,13 @@ enum Msg {
     },
     Text(String),
     Double(u64, Reply<u64>),
-    /// Kept, never answered.
+    /// Kept, never answered (the server reports `Held`).
     Hold(Reply<u64>),
+    /// A large message (for backpressure).
+    Padded {
+        seq: u64,
+        pad: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,6 +46,8 @@ enum Report {
         count: u64,
         in_order: bool,
     },
+    /// The server holds a call's reply: the call reached it.
+    Held,
 }
 
 struct Node {
@@ -118,7 +125,11 @@ fn spawn_server(node: &Node, name: Option<&str>) -> (Pid, mpsc::Receiver<Report>
                 Msg::Double(n, reply) => {
                     reply.send(n * 2).unwrap();
                 }
-                Msg::Hold(reply) => held.push(reply),
+                Msg::Hold(reply) => {
+                    held.push(reply);
+                    let _ = tx.send(Report::Held);
+                }
+                Msg::Padded { .. } => {}
             }
         }
     };
@@ -232,7 +243,7 @@ fn three_senders_to_one_remote_receiver_each_keep_their_order() {
         .collect();
     done.sort_by_key(|r| match r {
         Report::Done { sender, .. } => *sender,
-        Report::Text(_) => u32::MAX,
+        Report::Text(_) | Report::Held => u32::MAX,
     });
     for (sender, report) in done.into_iter().enumerate() {
         assert_eq!(
@@ -247,27 +258,37 @@ fn three_senders_to_one_remote_receiver_each_keep_their_order() {
     shutdown(vec![a, b]);
 }
 
+/// The receiver stops after its first message (waiting on a gate) with a mailbox of 8. The
+/// sender must stall: between the two there is room only for the sender's buffer
+/// (`SEND_BUFFER_HIGH_WATER`, 1 MiB), QUIC's stream window (quinn's default, 1.25 MB), one
+/// read chunk and the mailbox — about 650 of these 4 KiB messages, far below `MAX_AHEAD`.
+/// A sender that never waited would send all `N`.
 #[test]
 fn a_full_remote_mailbox_slows_the_sender_without_losing_or_reordering() {
-    const N: u64 = 20_000;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    const N: u64 = 4_000;
+    const PAD: usize = 4096;
+    const MAX_AHEAD: u64 = 1_500;
     let (_ca, a, b) = pair(Duration::from_secs(3));
     let (tx, reports) = mpsc::channel();
+    let (release, gate) = Reply::<()>::pair();
     let opts = cairn_scheduler::SpawnOptions {
         mailbox_capacity: Some(8),
         ..Default::default()
     };
     let pid =
         b.rt.spawn_opts(opts, move |mut ctx: Ctx<Msg>| async move {
+            let mut gate = Some(gate);
             let mut next = 0;
             let mut in_order = true;
             while let Some(Message::User(msg)) = ctx.recv().await {
                 match msg {
-                    Msg::Seq { seq, .. } => {
+                    Msg::Padded { seq, .. } => {
                         in_order &= seq == next;
                         next = seq + 1;
-                        if seq % 2_000 == 0 {
-                            // A slow receiver: its mailbox fills up meanwhile.
-                            ctx.handle().sleep(Duration::from_millis(20)).await;
+                        if let Some(gate) = gate.take() {
+                            let _ = gate.await;
                         }
                     }
                     Msg::Done { sender } => {
@@ -283,7 +304,39 @@ fn a_full_remote_mailbox_slows_the_sender_without_losing_or_reordering() {
         })
         .unwrap()
         .pid();
-    run_senders(&a, pid, 1, N);
+    let sent = Arc::new(AtomicU64::new(0));
+    let to = a.rt.actor_ref::<Msg>(pid).unwrap();
+    let counter = Arc::clone(&sent);
+    let sender = spawn(&a.rt, async move {
+        for seq in 0..N {
+            let pad = vec![0; PAD];
+            to.send(Msg::Padded { seq, pad }).await.unwrap();
+            counter.store(seq + 1, Ordering::SeqCst);
+        }
+        to.send(Msg::Done { sender: 0 }).await.unwrap();
+    });
+    // A bounded poll until the sender stops making progress (or finishes, which fails).
+    let deadline = Instant::now() + TIMEOUT;
+    let mut last = (0, Instant::now());
+    loop {
+        let now = sent.load(Ordering::SeqCst);
+        if now == N || (now > 0 && now == last.0 && last.1.elapsed() > Duration::from_millis(300)) {
+            break;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        assert!(Instant::now() < deadline, "the sender made no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stalled_at = sent.load(Ordering::SeqCst);
+    eprintln!("the sender stalled after {stalled_at} of {N} messages");
+    assert!(
+        stalled_at <= MAX_AHEAD,
+        "the sender ran {stalled_at} messages ahead of a stopped receiver"
+    );
+    release.send(()).unwrap();
+    sender.recv_timeout(TIMEOUT).expect("sender finished");
     assert_eq!(
         reports.recv_timeout(TIMEOUT).unwrap(),
         Report::Done {
@@ -316,7 +369,8 @@ fn a_seed_that_starts_later_is_joined() {
         MeshConfig::new(localhost(), tls).seed(port, cert_name(1)),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The joiner tried the seed's address and found nobody there.
+    wait_for_log(&["could not join through a seed", &port.to_string()]);
     let seed_rt = Runtime::builder()
         .workers(2)
         .node(NodeId(1))
@@ -336,7 +390,7 @@ fn a_seed_that_starts_later_is_joined() {
 #[test]
 fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
     let (_ca, a, b) = pair(Duration::from_secs(3));
-    let (pid, _reports) = spawn_server(&b, Some("doubler"));
+    let (pid, reports) = spawn_server(&b, Some("doubler"));
     let rt = &a.rt;
     let second = Duration::from_secs(5);
 
@@ -367,6 +421,7 @@ fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
     let started = Instant::now();
     let r: Result<u64, _> = rt.block_on(rt.call(pid, Msg::Hold, Duration::from_millis(200)));
     assert_eq!(r, Err(CallError::Timeout));
+    assert_eq!(reports.recv_timeout(TIMEOUT).unwrap(), Report::Held);
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2));
 
@@ -382,14 +437,15 @@ fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
 fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
     let idle = Duration::from_secs(1);
     let (_ca, a, b) = pair(idle);
-    let (pid, _reports) = spawn_server(&b, None);
+    let (pid, reports) = spawn_server(&b, None);
     let mut events = a.mesh.node_events();
     let handle = a.rt.handle();
     let call = spawn(&a.rt, async move {
         let r: Result<u64, _> = handle.call(pid, Msg::Hold, TIMEOUT).await;
         r
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // The call reached B (which holds its reply) before B goes.
+    assert_eq!(reports.recv_timeout(TIMEOUT).unwrap(), Report::Held);
     let started = Instant::now();
     // B's runtime stops without closing its mesh: A sees only silence.
     b.rt.shutdown();
@@ -422,14 +478,15 @@ fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
 #[test]
 fn closed_mesh_is_seen_down_at_once() {
     let (_ca, a, b) = pair(Duration::from_secs(3));
-    let (pid, _reports) = spawn_server(&b, None);
+    let (pid, reports) = spawn_server(&b, None);
     let mut events = a.mesh.node_events();
     let handle = a.rt.handle();
     let call = spawn(&a.rt, async move {
         let r: Result<u64, _> = handle.call(pid, Msg::Hold, TIMEOUT).await;
         r
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // The call reached B (which holds its reply) before B goes.
+    assert_eq!(reports.recv_timeout(TIMEOUT).unwrap(), Report::Held);
     let started = Instant::now();
     b.mesh.close();
     let r = call.recv_timeout(TIMEOUT).unwrap();
@@ -459,10 +516,6 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
     let mut x_events = x.mesh.node_events();
     x.rt.block_on(x.mesh.join(Seed::new(hub.mesh.local_addr(), cert_name(1))))
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    while let Some(event) = x_events.try_next() {
-        assert!(!matches!(event, NodeEvent::Down { .. }), "{event:?}");
-    }
     assert!(x.mesh.peers().iter().any(|p| p.node == NodeId(3)));
     assert!(y.mesh.peers().iter().any(|p| p.node == NodeId(5)));
     // A pid's node is reachable once it is a member (SWIM, on control connections): wait
@@ -520,6 +573,11 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
         NodeId(3),
         "the lower node's dial is kept"
     );
+    // Nothing along the way (the re-join, the dials, 2,000 messages) looked like a node
+    // loss to x.
+    while let Some(event) = x_events.try_next() {
+        assert!(!matches!(event, NodeEvent::Down { .. }), "{event:?}");
+    }
     let refused = x.mesh.stats().duplicates_refused + y.mesh.stats().duplicates_refused;
     eprintln!("duplicate dials refused: {refused}");
     assert!(refused <= 1);
@@ -651,7 +709,11 @@ fn a_node_without_a_cluster_ca_certificate_cannot_join() {
     let other_ca = ClusterCa::generate().unwrap();
     let intruder = start_node(&other_ca, 7, &[&a], Duration::from_secs(3));
     wait_for_log(&["refused a peer"]);
-    std::thread::sleep(Duration::from_millis(200));
+    // The intruder's own join attempt through A has ended, refused.
+    wait_for_log(&[
+        "could not join through a seed",
+        &a.mesh.local_addr().to_string(),
+    ]);
     assert!(
         intruder.mesh.peers().is_empty(),
         "{:?}",

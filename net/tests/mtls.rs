@@ -35,6 +35,16 @@ fn assert_refused_then_good_accepted(
         match intruder.connect(server_addr, "server").await {
             Err(error) => eprintln!("intruder refused at connect: {error}"),
             Ok(conn) => {
+                // Whatever it manages to queue before the refusal reaches it goes nowhere:
+                // the server never accepts this connection (checked below: the first
+                // connection it accepts is the good one), so no lane of it is ever read.
+                match conn.open_lane(0).await {
+                    Ok(mut lane) => {
+                        let sent = lane.send(&"let me in").await;
+                        eprintln!("intruder's frame: {sent:?}");
+                    }
+                    Err(error) => eprintln!("intruder could not open a lane: {error}"),
+                }
                 let reason = conn.closed().await;
                 eprintln!("intruder closed: {reason}");
                 assert!(
@@ -130,7 +140,7 @@ fn insecure_dev_logs_loudly() {
 #[test]
 fn a_node_claiming_a_name_its_certificate_lacks_is_refused() {
     let ca = ClusterCa::generate().unwrap();
-    let (_rt, seed) = common::start_mesh(&ca, 2, &[], Duration::from_secs(3));
+    let (seed_rt, seed) = common::start_mesh(&ca, 2, &[], Duration::from_secs(3));
     let rt = runtime();
     let real = ca.issue("node-9").unwrap();
     let posing = cairn_net::NodeCert::from_pem("node-1", real.cert_pem(), real.key_pem()).unwrap();
@@ -145,4 +155,18 @@ fn a_node_claiming_a_name_its_certificate_lacks_is_refused() {
         !seed.members().iter().any(|m| m.node == imposter.node()),
         "the imposter became a member"
     );
+    // Nor can it send: there is no connection to carry the message, which comes back.
+    seed.declare::<String>("test.mtls.Text").unwrap();
+    imposter.declare::<String>("test.mtls.Text").unwrap();
+    let target = seed_rt
+        .spawn(|mut ctx: cairn_scheduler::Ctx<String>| async move {
+            ctx.recv().await;
+        })
+        .pid();
+    match rt.block_on(rt.send(target, "let me in".to_owned())) {
+        Err(cairn_scheduler::SendError::NoConnection(text)) => assert_eq!(text, "let me in"),
+        other => panic!("expected NoConnection, got {other:?}"),
+    }
+    assert!(!imposter.is_connected(seed.node()));
+    assert_eq!(seed.stats().delivered, 0, "{:?}", seed.stats());
 }

@@ -53,7 +53,7 @@ pub(crate) fn status(args: &ClientArgs) -> Result<(), CliError> {
     let node = client(args, "status")?;
     let cluster = cluster_status(&node)?;
     node.shutdown();
-    let mut unreachable = Vec::new();
+    let mut unreachable = 0;
     for m in &cluster.members {
         match &m.status {
             Ok(s) => {
@@ -77,18 +77,18 @@ pub(crate) fn status(args: &ClientArgs) -> Result<(), CliError> {
                     "member node={} name={} listen={} unreachable={reason:?}",
                     m.node, m.name, m.addr
                 );
-                unreachable.push(m.node);
+                unreachable += 1;
             }
         }
     }
-    println!("members={} via={}", cluster.members.len(), cluster.via);
-    match unreachable.first() {
-        None => Ok(()),
-        Some(node) => Err(CliError::Status {
-            node: *node,
-            reason: "did not answer".to_owned(),
-        }),
-    }
+    // A member that did not answer is listed as such: still a status, not a failure.
+    println!(
+        "members={} unreachable={} via={}",
+        cluster.members.len(),
+        unreachable,
+        cluster.via
+    );
+    Ok(())
 }
 
 /// The node that owns `class`/`key` as the mesh sees it (a client computes no placement

@@ -62,6 +62,10 @@ use serde::{Deserialize, Serialize};
 extern crate self as cairn;
 
 pub mod access;
+#[cfg(feature = "mesh")]
+mod client;
+#[cfg(feature = "mesh")]
+pub mod cluster_status;
 pub mod durable;
 pub mod object;
 pub mod placement;
@@ -164,6 +168,8 @@ struct MeshOptions {
     #[cfg(feature = "mesh")]
     listen: Option<SocketAddr>,
     #[cfg(feature = "mesh")]
+    advertise: Option<SocketAddr>,
+    #[cfg(feature = "mesh")]
     seeds: Vec<Seed>,
     #[cfg(feature = "mesh")]
     credentials: Credentials,
@@ -181,6 +187,8 @@ impl Default for MeshOptions {
             name: DEFAULT_NODE_NAME.to_owned(),
             #[cfg(feature = "mesh")]
             listen: None,
+            #[cfg(feature = "mesh")]
+            advertise: None,
             #[cfg(feature = "mesh")]
             seeds: Vec::new(),
             #[cfg(feature = "mesh")]
@@ -352,6 +360,28 @@ impl NodeBuilder {
     }
 
     #[cfg(feature = "mesh")]
+    /// Seeds by address or DNS name (`db-1.internal:7400`; a name is resolved again on
+    /// every retry), dialed under [`cairn_net::ANY_NODE_NAME`] as with
+    /// [`NodeBuilder::join`].
+    pub fn join_seeds(mut self, seeds: impl IntoIterator<Item = cairn_net::SeedAddr>) -> Self {
+        self.mesh.seeds.extend(
+            seeds
+                .into_iter()
+                .map(|addr| Seed::new(addr, cairn_net::ANY_NODE_NAME)),
+        );
+        self
+    }
+
+    #[cfg(feature = "mesh")]
+    /// The address other nodes reach this one at (default: the listen address, or on
+    /// `0.0.0.0`/`[::]` the address this host routes to its seeds from); see
+    /// `cairn_net::MeshConfig::advertise`.
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.mesh.advertise = Some(addr);
+        self
+    }
+
+    #[cfg(feature = "mesh")]
     /// A seed whose certificate names `tls_name`.
     pub fn join_named(mut self, addr: SocketAddr, tls_name: &str) -> Self {
         self.mesh.seeds.push(Seed::new(addr, tls_name));
@@ -399,9 +429,12 @@ impl NodeBuilder {
     }
 
     #[cfg(feature = "mesh")]
-    /// A client node joins the mesh to send and call but never owns objects (its name gets
-    /// [`CLIENT_NAME_SUFFIX`], which placement on every node skips). `cairn-node status`
-    /// and `cairn-node send` run as clients.
+    /// A dial-only client: it sends and calls through one node of the mesh (its gateway,
+    /// the first of its seeds that answers, then the next one if that node goes away) but
+    /// is no member, takes no connections, owns no objects and needs no data dir (its
+    /// store is a scratch one, removed as soon as it is open). Its name gets
+    /// [`CLIENT_NAME_SUFFIX`]. `cairn-node status` and `cairn-node send` run as clients;
+    /// see `cairn_net::MeshConfig::dial_only`.
     pub fn client(mut self) -> Self {
         self.mesh.client = true;
         self
@@ -419,9 +452,11 @@ impl NodeBuilder {
     pub fn start(self) -> Result<Node, NodeError> {
         // Certificates first: a bad cluster directory fails before anything runs.
         #[cfg(feature = "mesh")]
-        let mesh_config = match self.mesh.listen {
-            Some(listen) => {
+        let mesh_config = match (self.mesh.listen, self.mesh.client) {
+            (_, true) => Some(client::mesh_config(&self.mesh.seeds, self.mesh.tls()?)),
+            (Some(listen), false) => {
                 let mut config = MeshConfig::new(listen, self.mesh.tls()?);
+                config.advertise = self.mesh.advertise;
                 config.seeds = self.mesh.seeds.clone();
                 config.region = self.mesh.region.clone();
                 if let Some(d) = self.mesh.failure_timeout {
@@ -429,19 +464,24 @@ impl NodeBuilder {
                 }
                 Some(config)
             }
-            None => None,
+            (None, false) => None,
         };
-        // The data dir is this node's alone (locked), and says which life this is.
-        let data_dir = DataDir::open(&self.data_dir)?;
+        // The data dir is this node's alone (locked), and says which life this is. A client
+        // keeps nothing: a scratch store, and a creation taken from the clock.
         let name = self.mesh.tls_name();
-        let identity = data_dir.claim_identity(&name, NodeId::of_name(&name).0)?;
-        tracing::info!(node = identity.node, %name, creation = identity.creation, dir = %self.data_dir.display(), "node identity");
-        let store = Store::open_in(&data_dir, self.storage)?;
+        #[cfg(feature = "mesh")]
+        let (store, creation) = if self.mesh.client {
+            client::scratch_store(self.storage)?
+        } else {
+            open_data_dir(&self.data_dir, &name, self.storage)?
+        };
+        #[cfg(not(feature = "mesh"))]
+        let (store, creation) = open_data_dir(&self.data_dir, &name, self.storage)?;
         let runtime = self
             .runtime
             .name("cairn")
-            .node(NodeId(identity.node))
-            .creation(identity.creation)
+            .node(NodeId::of_name(&name))
+            .creation(creation)
             .build()?;
         let handle = runtime.handle();
         let objects = Objects::start(handle.clone(), store, self.objects);
@@ -457,7 +497,8 @@ impl NodeBuilder {
                 let mesh = Mesh::start(&handle, config)?;
                 objects.join_cluster(Cluster { mesh: mesh.clone() });
                 start_status_process(&mesh, &objects, &info);
-                tracing::info!(node = %mesh.node(), name = %info.name, listen = %mesh.local_addr(), region = ?info.region, "node joined the mesh");
+                cluster_status::start(&mesh);
+                tracing::info!(node = %mesh.node(), name = %info.name, listen = %mesh.local_addr(), advertise = %mesh.advertised_addr(), region = ?info.region, "node joined the mesh");
                 Some(mesh)
             }
             None => None,
@@ -487,7 +528,8 @@ pub struct NodeStatus {
     pub node: NodeId,
     /// Its name.
     pub name: String,
-    /// Where it accepts mesh connections (`None` for a local node).
+    /// The address it accepts mesh connections at, as advertised to peers (`None` for a
+    /// local node).
     pub listen: Option<SocketAddr>,
     /// Its region label.
     pub region: Option<String>,
@@ -504,14 +546,26 @@ pub struct NodeStatus {
 #[cfg(feature = "mesh")]
 /// A request to [`STATUS_PROCESS`].
 #[derive(Serialize, Deserialize)]
-struct StatusRequest(Reply<NodeStatus>);
+pub(crate) struct StatusRequest(pub(crate) Reply<NodeStatus>);
+
+/// Opens (and locks) a node's data dir, claims it for `name` and counts this life in it.
+fn open_data_dir(
+    path: &std::path::Path,
+    name: &str,
+    config: cairn_storage::Config,
+) -> Result<(Store, u32), NodeError> {
+    let data_dir = DataDir::open(path)?;
+    let identity = data_dir.claim_identity(name, NodeId::of_name(name).0)?;
+    tracing::info!(node = identity.node, %name, creation = identity.creation, dir = %path.display(), "node identity");
+    Ok((Store::open_in(&data_dir, config)?, identity.creation))
+}
 
 fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInfo) -> NodeStatus {
     #[cfg(feature = "mesh")]
     let mesh = Mesh::from_handle(handle);
     #[cfg(feature = "mesh")]
     let (listen, peers) = (
-        mesh.as_ref().map(Mesh::local_addr),
+        mesh.as_ref().map(Mesh::advertised_addr),
         mesh.map(|m| {
             let me = m.node();
             m.members()
@@ -744,12 +798,13 @@ impl Node {
         self.objects.store()
     }
 
-    /// Closes the mesh (peers see this node leave at once), stops every process and joins
-    /// every thread (also done on drop).
+    /// Closes the mesh (peers see this node leave at once: the close frames are flushed,
+    /// waiting at most [`CLOSE_FLUSH`]), stops every process and joins every thread (also
+    /// done on drop).
     pub fn shutdown(&self) {
         #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
-            mesh.close();
+            mesh.close_and_flush(CLOSE_FLUSH);
         }
         self.runtime.shutdown();
     }
@@ -760,10 +815,16 @@ impl Drop for Node {
         // Before the runtime's own drop: peers learn of the close instead of timing out.
         #[cfg(feature = "mesh")]
         if let Some(mesh) = &self.mesh {
-            mesh.close();
+            mesh.close_and_flush(CLOSE_FLUSH);
         }
     }
 }
+
+#[cfg(feature = "mesh")]
+/// How long [`Node::shutdown`] waits for the mesh's close frames to leave: one round trip
+/// on a LAN is well under this, and a peer that misses them still learns of the leave by
+/// SWIM within its failure timeout.
+pub const CLOSE_FLUSH: Duration = Duration::from_millis(50);
 
 /// How [`init_logging`] writes log lines.
 #[cfg(feature = "cli")]

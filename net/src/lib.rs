@@ -55,6 +55,7 @@ pub use endpoint::{
 pub use frame::{encode_frame, Frame, FrameDecoder, FrameError, MAX_FRAME_DEFAULT};
 pub use mesh::{
     DialError, Member, Mesh, MeshConfig, MeshError, MeshStats, NameError, NodeEvent, NodeEvents,
+    Resolver, SeedAddr,
 };
 pub use runtime::CairnRuntime;
 pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError, ANY_NODE_NAME};

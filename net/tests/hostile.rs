@@ -362,7 +362,7 @@ fn a_membership_sync_nobody_asked_for_is_refused_names_and_all() {
         members: Bytes(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap()),
         names: vec![NameClaim {
             name: "stolen".into(),
-            pid: Pid::from_parts(NodeId(66), 1),
+            pid: Pid::from_parts(NodeId(66), 1, 1),
             lamport: 1,
             incarnation: 1,
         }],

@@ -19,6 +19,10 @@
 //! waits when an object's mailbox is full (backpressure reaches the sender through the mesh
 //! lane), which also holds up the class's other objects on that node.
 //!
+//! A dial-only client (see `cairn_net::MeshConfig::dial_only`) computes no owner: it
+//! sends every envelope to its gateway node's router, which forwards it once to the owner
+//! it sees (so the client's message crosses the mesh at most [`MAX_HOPS`] times too).
+//!
 //! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
 //! are never placed: each node has its own objects of that class.
 //!
@@ -228,12 +232,21 @@ impl<O: Object> ObjectRef<O> {
                 None => return Ok(Route::Local),
             }
         };
-        let owner = placement::owner(
-            O::CLASS,
-            &self.key,
-            &cluster.candidates(),
-            self.region.as_deref(),
-        )?;
+        let owner = if cluster.mesh.is_dial_only() {
+            // A dial-only client sends everything to its gateway, whose router forwards
+            // to the owner (a client is not a member and sees no membership).
+            cluster
+                .mesh
+                .gateway()
+                .ok_or(placement::PlacementError::NoNodes)?
+        } else {
+            placement::owner(
+                O::CLASS,
+                &self.key,
+                &cluster.candidates(),
+                self.region.as_deref(),
+            )?
+        };
         if owner == cluster.mesh.node() {
             return Ok(Route::Local);
         }

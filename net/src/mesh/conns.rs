@@ -31,6 +31,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use cairn_scheduler::NodeId;
 use parking_lot::Mutex;
 
+use super::advertise::shareable;
 use super::error::DialError;
 use super::wire::{Hello, PeerInfo, Wire};
 use crate::endpoint::{Connection, FramedSender, TrySendWith};
@@ -482,15 +483,19 @@ impl<C: Peer> ConnTable<C> {
         }
     }
 
-    /// Learns where to reach the node behind `hello`, and the peers it names.
-    pub(super) fn learn(&mut self, hello: &Hello) {
-        self.know(PeerInfo {
-            node: hello.node,
-            addr: hello.listen,
-            name: hello.name.clone(),
-        });
+    /// Learns where to reach the node behind `hello` (received from `remote`), and the
+    /// peers it names — only addresses usable from here (`advertise::shareable`): never a
+    /// dial-only client's non-address, never another host's loopback.
+    pub(super) fn learn(&mut self, hello: &Hello, remote: SocketAddr) {
+        if shareable(hello.listen, remote) {
+            self.know(PeerInfo {
+                node: hello.node,
+                addr: hello.listen,
+                name: hello.name.clone(),
+            });
+        }
         for p in &hello.peers {
-            if p.node != self.local {
+            if p.node != self.local && shareable(p.addr, remote) {
                 self.known.entry(p.node).or_insert_with(|| p.clone());
             }
         }
@@ -574,7 +579,7 @@ mod tests {
     /// `local`'s table with a dial to `peer` under way.
     fn dialing(local: u64, peer: u64) -> ConnTable<Fake> {
         let mut table = ConnTable::new(NodeId(local));
-        table.learn(&hello(peer, 1));
+        table.learn(&hello(peer, 1), "127.0.0.1:9".parse().unwrap());
         let cx = Context::from_waker(Waker::noop());
         let open = table.poll_open(NodeId(peer), &mut None, &cx, || 1);
         assert!(matches!(open, Open::Dial(..)));
@@ -652,7 +657,7 @@ mod tests {
             table.poll_open(NodeId(2), &mut None, &cx, || 1),
             Open::Ready(Err(DialError::UnknownNode(NodeId(2))))
         ));
-        table.learn(&hello(2, 1));
+        table.learn(&hello(2, 1), "127.0.0.1:9".parse().unwrap());
         // Two senders, each with its own waker.
         struct NoWake;
         impl Wake for NoWake {

@@ -234,7 +234,7 @@ impl Inner {
         let hello = Hello {
             node: self.node,
             incarnation: self.incarnation,
-            listen: self.listen,
+            listen: self.advertise,
             name: self.name.clone(),
             peers: Vec::new(),
         };

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use cairn_scheduler::{Ctx, NodeId};
 
+use super::advertise::shareable;
 use super::config::Seed;
 use super::conns::{on_hello, Conn, ConnTable, HelloDecision, Installed, Open, Outbox, Peer};
 use super::error::DialError;
@@ -62,31 +63,41 @@ pub(super) fn close_code(reason: &quinn::ConnectionError) -> Option<u32> {
 }
 
 impl Inner {
-    /// This node's hello, naming the peers `conns` knows.
-    fn hello(&self, conns: &ConnTable) -> Hello {
+    /// This node's hello to the peer at `remote`, naming the peers `conns` knows that
+    /// `remote` can use (`advertise::shareable`: no loopback addresses to another host).
+    fn hello(&self, conns: &ConnTable, remote: SocketAddr) -> Hello {
         Hello {
             node: self.node,
             incarnation: self.incarnation,
-            listen: self.listen,
+            listen: self.advertise,
             name: self.name.clone(),
-            peers: conns.known(),
+            peers: conns
+                .known()
+                .into_iter()
+                .filter(|p| shareable(p.addr, remote))
+                .collect(),
         }
     }
 
     /// Dials a seed until it answers once (backoff 100 ms doubling to 5 s), or the mesh
-    /// closes: seeds may start after this node. Then announces this node to it (SWIM
-    /// join), until the seed is a live member here.
+    /// closes: seeds may start after this node. A named seed is resolved again on every
+    /// try. Then announces this node to it (SWIM join), until the seed is a live member
+    /// here.
     pub(super) async fn join_seed(self: Arc<Self>, seed: Seed) {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.dial(seed.addr, &seed.name, None).await {
-                Ok(node) => {
+            match self.dial_seed(&seed).await {
+                Ok((node, addr)) => {
                     let info = PeerInfo {
                         node,
-                        addr: seed.addr,
+                        addr,
                         name: seed.name.clone(),
                     };
                     self.announce_until_joined(node, &info).await;
+                    return;
+                }
+                Err(DialError::SelfDial) => {
+                    tracing::debug!(seed = %seed.addr, "a seed is this node itself");
                     return;
                 }
                 Err(error) => {
@@ -216,7 +227,7 @@ impl Inner {
     ) -> Result<DialOutcome, DialError> {
         let quic = self.endpoint.connect(addr, name).await?;
         let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
-        let hello = self.hello(&self.conns.lock());
+        let hello = self.hello(&self.conns.lock(), addr);
         outbox.send_first(&Wire::Hello(hello))?;
         let first = async {
             let mut rx = quic.accept_lane().await?;
@@ -263,7 +274,7 @@ impl Inner {
         // The acceptor decided this connection is the one kept: install it.
         let installed = {
             let mut conns = self.conns.lock();
-            conns.learn(&peer);
+            conns.learn(&peer, addr);
             if conns.is_closed() {
                 drop(conns);
                 conn.quic().close(CLOSE_NORMAL, b"mesh closed");
@@ -332,13 +343,13 @@ impl Inner {
         // Decide and install under one lock, so no other connection to the node slips in.
         let decided = {
             let mut conns = self.conns.lock();
-            conns.learn(&hello);
+            conns.learn(&hello, remote);
             if conns.is_closed() {
                 Err(Refused::Closed)
             } else if on_hello(&conns, &hello) == HelloDecision::Refuse {
                 Err(Refused::Duplicate)
             } else {
-                let ack = Wire::HelloAck(self.hello(&conns));
+                let ack = Wire::HelloAck(self.hello(&conns, remote));
                 match conn.send_first(&ack) {
                     Ok(()) => Ok(conns.install(Arc::clone(&conn))),
                     Err(error) => {

@@ -24,6 +24,9 @@ pub enum MeshError {
     /// hands every remote pid to it).
     #[error("a mesh is already started on this runtime")]
     AlreadyStarted,
+    /// No address peers can reach this node at (see `advertise`).
+    #[error(transparent)]
+    Advertise(#[from] super::advertise::AdvertiseError),
 }
 
 /// Why a connection to a node could not be opened (dialing, the hello exchange, or waiting
@@ -68,6 +71,17 @@ pub enum DialError {
     /// time, or the node at the address has another id.
     #[error("node {0} did not come up (it kept another connection, or has another id)")]
     NotUp(NodeId),
+    /// A seed's name could not be resolved (or resolved to no address).
+    #[error("resolving seed {seed}: {reason}")]
+    Resolve {
+        /// The seed.
+        seed: String,
+        /// Why.
+        reason: String,
+    },
+    /// This mesh is a dial-only client and has no gateway (no seed answered yet).
+    #[error("no gateway: none of the seeds answered")]
+    NoGateway,
 }
 
 impl From<ConnectError> for DialError {

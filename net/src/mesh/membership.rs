@@ -417,7 +417,7 @@ impl Inner {
                     }
                 }
                 for seed in self.config.seeds.clone() {
-                    if seed.addr == self.listen {
+                    if self.is_own_seed(&seed) {
                         continue;
                     }
                     let inner = Arc::clone(self);

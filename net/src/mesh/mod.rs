@@ -27,6 +27,8 @@
 //!   foca is allowed to hear.
 //! - `names`: the replicated cluster-wide name table.
 //! - `wire`: the frames; `registry`: tags ⇄ types.
+//! - `advertise`: the address peers are told to dial; `seeds`: seeds by address or DNS
+//!   name; `gateway`: dial-only clients.
 //!
 //! # Invariants
 //!
@@ -52,12 +54,14 @@
 //!   changed only through its methods; locks are taken in the order `swim`, `members`,
 //!   `conns`, `controls`, `replies`, `names`, `events` (never the other way).
 
+pub mod advertise;
 mod config;
 mod conns;
 mod controls;
 mod dial;
 mod error;
 mod events;
+mod gateway;
 mod inbound;
 mod limits;
 mod membership;
@@ -66,6 +70,7 @@ mod registry;
 mod replies;
 mod router;
 mod screen;
+mod seeds;
 mod stats;
 mod swim;
 #[cfg(feature = "testing")]
@@ -85,7 +90,10 @@ use serde::Serialize;
 
 use crate::endpoint::{Endpoint, EndpointOptions};
 
-pub use config::{MeshConfig, Seed, DEFAULT_FAILURE_TIMEOUT};
+pub use advertise::{AdvertiseError, AdvertiseSource};
+pub use config::{
+    MeshConfig, Resolver, Seed, SeedAddr, SeedAddrError, SystemResolver, DEFAULT_FAILURE_TIMEOUT,
+};
 pub use conns::ConnectionInfo;
 pub use error::{DialError, MeshError};
 pub use events::{NodeEvent, NodeEvents};
@@ -132,7 +140,11 @@ struct MeshSlot(Weak<Inner>);
 struct Inner {
     node: NodeId,
     incarnation: u64,
+    /// The bound address.
     listen: SocketAddr,
+    /// What peers are told to dial (`advertise`).
+    advertise: SocketAddr,
+    advertise_source: Option<AdvertiseSource>,
     name: String,
     handle: Handle,
     endpoint: Endpoint,
@@ -152,6 +164,8 @@ struct Inner {
     names: Arc<Mutex<NameTable>>,
     /// Node event subscribers (`events`).
     events: Subscribers,
+    /// A dial-only client's gateway (`gateway`).
+    gateway: gateway::Gateway,
     counters: Counters,
     /// Set once by [`Mesh::close`]; each table also refuses additions once closed.
     closed: AtomicBool,
@@ -216,6 +230,10 @@ impl Mesh {
         let transport = Arc::new(limits::transport(idle, config.keep_alive));
         let mut options = EndpointOptions::from_tls(&config.tls)?;
         options.max_frame = config.max_frame;
+        if config.dial_only {
+            // Takes no connections.
+            options.server = None;
+        }
         options.client.transport_config(Arc::clone(&transport));
         if let Some(server) = options.server.as_mut() {
             server.transport_config(transport);
@@ -224,11 +242,22 @@ impl Mesh {
         let listen = endpoint
             .local_addr()
             .map_err(crate::endpoint::BindError::Io)?;
+        let (advertise, advertise_source) = if config.dial_only {
+            (advertise::nowhere(), None)
+        } else {
+            match choose_advertise(listen, &config) {
+                Ok((addr, source)) => (addr, Some(source)),
+                Err(error) => {
+                    endpoint.close();
+                    return Err(error);
+                }
+            }
+        };
         let incarnation = start_incarnation();
         let me = NodeIdentity {
             node: handle.node(),
             name: config.tls.node().name().to_owned(),
-            addr: listen,
+            addr: advertise,
             region: config.region.clone(),
             incarnation,
         };
@@ -255,6 +284,8 @@ impl Mesh {
             node: handle.node(),
             incarnation,
             listen,
+            advertise,
+            advertise_source,
             name: config.tls.node().name().to_owned(),
             handle: handle.clone(),
             endpoint: endpoint.clone(),
@@ -267,6 +298,7 @@ impl Mesh {
             replies: Replies::default(),
             names,
             events: Subscribers::default(),
+            gateway: gateway::Gateway::default(),
             counters: Counters::default(),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -287,16 +319,22 @@ impl Mesh {
         });
         let sweeper = Arc::clone(&inner);
         handle.spawn(move |_ctx: Ctx<()>| async move { sweeper.sweep_controls().await });
-        let syncer = Arc::clone(&inner);
-        handle.spawn(move |_ctx: Ctx<()>| async move { syncer.sync_periodically().await });
-        for seed in inner.config.seeds.clone() {
-            if seed.addr == listen {
-                continue;
+        if inner.config.dial_only {
+            // A client: one gateway at a time, no SWIM (see `gateway`).
+            let client = Arc::clone(&inner);
+            handle.spawn(move |_ctx: Ctx<()>| async move { client.keep_gateway().await });
+        } else {
+            let syncer = Arc::clone(&inner);
+            handle.spawn(move |_ctx: Ctx<()>| async move { syncer.sync_periodically().await });
+            for seed in inner.config.seeds.clone() {
+                if inner.is_own_seed(&seed) {
+                    continue;
+                }
+                let dialer = Arc::clone(&inner);
+                handle.spawn(move |_ctx: Ctx<()>| async move { dialer.join_seed(seed).await });
             }
-            let dialer = Arc::clone(&inner);
-            handle.spawn(move |_ctx: Ctx<()>| async move { dialer.join_seed(seed).await });
         }
-        tracing::info!(node = %inner.node, %listen, "mesh node started");
+        tracing::info!(node = %inner.node, %listen, %advertise, source = ?advertise_source, dial_only = inner.config.dial_only, "mesh node started");
         Ok(Mesh { inner })
     }
 
@@ -312,9 +350,36 @@ impl Mesh {
         self.inner.node
     }
 
-    /// The address this node accepts connections on.
+    /// The address this node accepts connections on (as bound: may be `0.0.0.0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.listen
+    }
+
+    /// The address peers are told to dial this node at (see [`MeshConfig::advertise`];
+    /// unspecified with port 0 on a dial-only client, which takes no connections).
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.inner.advertise
+    }
+
+    /// How the advertised address was chosen (`None` on a dial-only client).
+    pub fn advertise_source(&self) -> Option<AdvertiseSource> {
+        self.inner.advertise_source
+    }
+
+    /// Whether this is a dial-only client ([`MeshConfig::dial_only`]).
+    pub fn is_dial_only(&self) -> bool {
+        self.inner.config.dial_only
+    }
+
+    /// A dial-only client's gateway — the node it sends everything through — while
+    /// connected to it; `None` on a member.
+    pub fn gateway(&self) -> Option<NodeId> {
+        self.inner.gateway()
+    }
+
+    /// Waits up to `timeout` for a dial-only client to have a gateway.
+    pub async fn wait_gateway(&self, timeout: std::time::Duration) -> Result<NodeId, DialError> {
+        self.inner.wait_gateway(timeout).await
     }
 
     /// The runtime handle.
@@ -332,10 +397,10 @@ impl Mesh {
     /// Dials `seed`, exchanges hellos and announces this node to it (SWIM), as at start;
     /// returns once the seed is a live member here.
     pub async fn join(&self, seed: Seed) -> Result<(), DialError> {
-        let node = self.inner.dial(seed.addr, &seed.name, None).await?;
+        let (node, addr) = self.inner.dial_seed(&seed).await?;
         let info = PeerInfo {
             node,
-            addr: seed.addr,
+            addr,
             name: seed.name,
         };
         self.inner.announce_until_joined(node, &info).await;
@@ -454,4 +519,44 @@ impl Mesh {
         inner.replies.close();
         inner.endpoint.close();
     }
+
+    /// [`Mesh::close`], then waits up to `max` for the close frames to leave (QUIC sends
+    /// them from the endpoint's driver, which stops with the runtime): peers then see this
+    /// node leave at once instead of after their failure timeout. Blocks the calling
+    /// thread; call it from outside the runtime's processes, as `Node::shutdown` does.
+    pub fn close_and_flush(&self, max: std::time::Duration) {
+        if self.inner.is_closed() {
+            // Flushed (or abandoned) by the first close.
+            return;
+        }
+        self.close();
+        let endpoint = self.inner.endpoint.quinn().clone();
+        let handle = self.inner.handle.clone();
+        let _ = cairn_scheduler::block_on(handle.timeout(max, endpoint.wait_idle()));
+    }
+}
+
+/// The advertised address for a node bound at `listen` (see `advertise`); resolving named
+/// seeds may block briefly (start-up only).
+fn choose_advertise(
+    listen: SocketAddr,
+    config: &MeshConfig,
+) -> Result<(SocketAddr, AdvertiseSource), MeshError> {
+    let needs_seeds = config.advertise.is_none() && listen.ip().is_unspecified();
+    let seeds: Vec<SocketAddr> = if needs_seeds {
+        config
+            .seeds
+            .iter()
+            .filter_map(|s| s.addr.resolve(&*config.resolver).ok())
+            .flatten()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(advertise::choose(
+        listen,
+        config.advertise,
+        &seeds,
+        advertise::route_source,
+    )?)
 }

@@ -15,21 +15,21 @@
 //! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts
 //! connections, then `node up ...` / `node down ...` as peers come and go; logs go to
 //! stderr (`RUST_LOG`; `--log-format json` for one JSON object per line, colour only on a
-//! terminal). `status` and `send` join the mesh as short-lived *client* nodes, which never
-//! own objects.
+//! terminal). `status` and `send` are dial-only *clients* (see `client`): no members, no
+//! data dir, one outbound connection.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cairn::net::mesh::Seed;
-use cairn::net::{ClusterCa, Mesh, NodeEvent, ANY_NODE_NAME};
+use cairn::net::{ClusterCa, Mesh, NodeEvent, SeedAddr};
 use cairn::prelude::*;
 use cairn::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
+mod client;
 mod demo;
 
 /// How long `status` and `send` wait for an answer.
@@ -127,9 +127,14 @@ struct RunArgs {
     /// Where to accept mesh connections.
     #[arg(long, default_value = "127.0.0.1:7400")]
     listen: SocketAddr,
-    /// Seed nodes to join through (comma-separated or repeated).
+    /// Seed nodes to join through, HOST:PORT (IP address or DNS name, resolved again on
+    /// every retry; comma-separated or repeated).
     #[arg(long, value_delimiter = ',')]
-    join: Vec<SocketAddr>,
+    join: Vec<SeedAddr>,
+    /// The address other nodes reach this one at (default: the listen address; with
+    /// --listen 0.0.0.0 or [::], the address this host routes to its seeds from).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
     /// Where durable state lives.
     #[arg(long, default_value = cairn::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
@@ -148,9 +153,9 @@ struct RunArgs {
 
 #[derive(Args, Debug, Clone)]
 struct ClientArgs {
-    /// Any node of the mesh.
-    #[arg(long, default_value = "127.0.0.1:7400")]
-    join: SocketAddr,
+    /// Nodes of the mesh, HOST:PORT (tried in turn until one answers).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:7400")]
+    join: Vec<SeedAddr>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -168,7 +173,7 @@ enum CliError {
         source: std::io::Error,
     },
     #[error("cannot reach {seed}: {reason}")]
-    Join { seed: SocketAddr, reason: String },
+    Join { seed: String, reason: String },
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
@@ -187,7 +192,7 @@ fn main() -> ExitCode {
         Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
             cluster_issue(&dir, &name, &out)
         }
-        Some(Command::Status(args)) => status(&args),
+        Some(Command::Status(args)) => client::status(&args),
         Some(Command::Send {
             class,
             object_key,
@@ -256,8 +261,11 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     let mut builder = Node::builder()
         .name(&args.name)
         .listen(args.listen)
-        .join(args.join.iter().copied())
+        .join_seeds(args.join.iter().cloned())
         .data_dir(&args.data_dir);
+    if let Some(addr) = args.advertise {
+        builder = builder.advertise(addr);
+    }
     if let Some(region) = &args.region {
         builder = builder.region(region);
     }
@@ -274,10 +282,12 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         .expect("a node with a listen address has a mesh");
     let events = mesh.node_events();
     println!(
-        "ready node={} name={} listen={} region={}",
+        "ready node={} name={} listen={} advertise={} advertise_source={:?} region={}",
         mesh.node(),
         node.name(),
         mesh.local_addr(),
+        mesh.advertised_addr(),
+        mesh.advertise_source(),
         node.region().unwrap_or("-")
     );
     node.block_on(report_peers(mesh.clone(), events));
@@ -308,64 +318,6 @@ async fn report_peers(mesh: Mesh, mut events: cairn::net::NodeEvents) {
     }
 }
 
-/// Starts a client node and joins the mesh through `args.join`.
-fn client(args: &ClientArgs, what: &str) -> Result<(Node, tempfile_dir::TempDir), CliError> {
-    let data = tempfile_dir::TempDir::new(what)?;
-    let builder = Node::builder()
-        .name(&format!("{what}-{}", std::process::id()))
-        .client()
-        .workers(2)
-        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .data_dir(data.path());
-    let node = with_tls(builder, &args.tls).start()?;
-    demo::host_all(&node);
-    let mesh = node.mesh().expect("client nodes have a mesh").clone();
-    let seed = Seed::new(args.join, ANY_NODE_NAME);
-    node.block_on(mesh.join(seed)).map_err(|e| CliError::Join {
-        seed: args.join,
-        reason: e.to_string(),
-    })?;
-    Ok((node, data))
-}
-
-fn status(args: &ClientArgs) -> Result<(), CliError> {
-    let (node, _data) = client(args, "status")?;
-    let mesh = node.mesh().expect("client nodes have a mesh");
-    let members: Vec<NodeId> = mesh
-        .members()
-        .into_iter()
-        .filter(|m| !cairn::object::is_client(&m.name))
-        .map(|m| m.node)
-        .collect();
-    let mut lines = Vec::new();
-    for member in &members {
-        let s = node
-            .block_on(node.node_status(*member, CLIENT_TIMEOUT))
-            .map_err(|e| CliError::Status {
-                node: *member,
-                reason: e.to_string(),
-            })?;
-        let objects: usize = s.objects.values().sum();
-        let classes: Vec<String> = s.objects.iter().map(|(c, n)| format!("{c}={n}")).collect();
-        lines.push(format!(
-            "member node={} name={} region={} listen={} processes={} objects={} {}",
-            s.node,
-            s.name,
-            s.region.as_deref().unwrap_or("-"),
-            s.listen.map_or("-".to_owned(), |a| a.to_string()),
-            s.processes,
-            objects,
-            classes.join(" ")
-        ));
-    }
-    for line in &lines {
-        println!("{}", line.trim_end());
-    }
-    println!("members={}", members.len());
-    node.shutdown();
-    Ok(())
-}
-
 fn send(
     args: &ClientArgs,
     class: &str,
@@ -373,7 +325,7 @@ fn send(
     op: &[String],
     region: Option<&str>,
 ) -> Result<(), CliError> {
-    let (node, _data) = client(args, "send")?;
+    let node = client::client(args, "send")?;
     let answer = node.block_on(send_op(&node, class, key, op, region));
     node.shutdown();
     println!("{}", answer?);
@@ -412,28 +364,20 @@ async fn send_op(
         ("counter", "add") => {
             let n: u64 = number(arg(op, 1, "amount")?)?;
             let counter = object::<Counter>(node, key, region);
-            let owner = counter.owner()?;
             counter
                 .send(CounterMsg::Add(n))
                 .await
                 .map_err(ObjectError::from)?;
-            // A round trip on the same connection: the add reached the owner's node before
-            // this client leaves (closing a connection drops what it has not sent yet).
-            node.node_status(owner, t)
-                .await
-                .map_err(|e| CliError::Status {
-                    node: owner,
-                    reason: e.to_string(),
-                })?;
+            // A round trip to the gateway on the same connection (asking it for the
+            // membership): the add reached it before this client leaves.
+            let owner = client::owner(node, Counter::CLASS, key, region)?;
             Ok(format!("sent add {n} to counter/{key} owner={owner}"))
         }
         ("counter", "get") => {
             let counter = object::<Counter>(node, key, region);
             let total = counter.call(CounterMsg::Get, t).await?;
-            Ok(format!(
-                "counter/{key} = {total} owner={}",
-                counter.owner()?
-            ))
+            let owner = client::owner(node, Counter::CLASS, key, region)?;
+            Ok(format!("counter/{key} = {total} owner={owner}"))
         }
         ("chat", "join" | "leave") => {
             let who = arg(op, 1, "member")?.to_owned();
@@ -546,34 +490,9 @@ mod tests {
         };
         assert_eq!((class.as_str(), object_key.as_str()), ("chat", "lobby"));
         assert_eq!(op, ["post", "ada", "hello", "all"]);
-        assert_eq!(client.join, SocketAddr::from(([127, 0, 0, 1], 7401)));
-    }
-}
-
-/// A scratch directory for a client node's (unused) store, removed on drop.
-mod tempfile_dir {
-    use std::path::{Path, PathBuf};
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(what: &str) -> Result<TempDir, super::CliError> {
-            let path = std::env::temp_dir().join(format!("cairn-{what}-{}", std::process::id()));
-            std::fs::create_dir_all(&path).map_err(|source| super::CliError::Write {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(TempDir(path))
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+        assert_eq!(
+            client.join,
+            [SeedAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 7401)))]
+        );
     }
 }

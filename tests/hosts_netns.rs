@@ -171,6 +171,15 @@ fn assert_routable(node: &NodeProc, hosts: &[&Host]) {
             node.name
         );
     }
+    // The logs too: every member and connection a node logs is at a host address.
+    let logs = std::fs::read_to_string(&node.err).unwrap_or_default();
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("member up") || l.contains("mesh connection up"))
+    {
+        let addr = field(line, "addr");
+        assert!(allowed.contains(addr), "{}: {line}", node.name);
+    }
 }
 
 #[test]
@@ -248,6 +257,9 @@ fn a_mixed_mesh_forms_across_hosts_and_a_client_on_a_fourth_sees_it() {
             let line = &members[&m.id];
             assert_eq!(field(line, "listen"), v4(host).to_string(), "{line}");
         }
+    }
+    for n in nodes {
+        assert_routable(n, &[h0, h1, h2]);
     }
     // Every node sent each key to one owner, and each key counted three adds.
     assert_eq!(owners.len(), 4, "nodes disagree about owners: {owners:?}");

@@ -391,7 +391,13 @@ impl Inner {
             }
         }
         // `NodeEvent::Up` comes from membership (SWIM), not from connections.
-        tracing::info!(local = %self.node, peer = %conn.node(), addr = %conn.addr(), "mesh connection up");
+        if conn.addr().port() == 0 {
+            // A dial-only client: it has no address to give (`advertise::nowhere`).
+            let remote = conn.quic().remote_address();
+            tracing::info!(local = %self.node, peer = %conn.node(), %remote, "dial-only client connected");
+        } else {
+            tracing::info!(local = %self.node, peer = %conn.node(), addr = %conn.addr(), "mesh connection up");
+        }
     }
 
     /// The data connection to `node` is gone (lost, or the node was declared down):

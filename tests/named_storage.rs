@@ -122,8 +122,16 @@ fn an_unnamed_process_has_no_durable_store() {
 #[test]
 fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_message() {
     let dir = tempfile::tempdir().unwrap();
-    let node = node(dir.path());
-    let due = SystemTime::now() + Duration::from_millis(100);
+    // The alarm falls due when the test moves this clock, not after a wait.
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let clock = cairn::object::WallClock::manual(start);
+    let node = Node::builder()
+        .workers(2)
+        .data_dir(dir.path())
+        .wall_clock(clock.clone())
+        .start()
+        .unwrap();
+    let due = start + Duration::from_millis(100);
     let first = node
         .spawn_named("sleeper", move |ctx: Ctx<()>| async move {
             let storage = ctx.storage().unwrap();
@@ -138,21 +146,15 @@ fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_mes
     );
     assert_eq!(exited, Ok(ExitReason::Normal));
     // ... and then the alarm falls due, as the store itself sees it.
-    let deadline = std::time::Instant::now() + T;
-    while !node
+    clock.set(due);
+    assert!(node
         .store()
-        .due_alarms(SystemTime::now())
+        .due_alarms(clock.now())
         .unwrap()
         .iter()
-        .any(|a| a.name == "sleeper")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the alarm never fell due"
-        );
-        node.block_on(node.handle().sleep(Duration::from_millis(1))); // poll interval, not a wait
-    }
+        .any(|a| a.name == "sleeper"));
     let (tx, rx) = channel();
+    let process_clock = clock.clone();
     node.spawn_named("sleeper", move |mut ctx: Ctx<Wake>| async move {
         ctx.receive_alarms_as(Wake::Alarm).unwrap();
         while let Some(msg) = ctx.recv().await {
@@ -160,7 +162,7 @@ fn a_named_process_alarm_waits_for_a_process_under_the_name_and_arrives_as_a_mes
                 let storage = ctx.storage().unwrap();
                 storage.delete_alarm().unwrap();
                 storage.commit().await.unwrap();
-                tx.send((at, SystemTime::now())).unwrap();
+                tx.send((at, process_clock.now())).unwrap();
                 return;
             }
         }

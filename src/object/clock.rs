@@ -6,7 +6,7 @@
 //! move time forward and backward without sleeping: every move wakes the alarm processes of
 //! the nodes using the clock (their listeners), which rescan storage at once. The manual
 //! clock also counts how often it was read, so a test can wait until a scan that began after
-//! a move has finished (see [`WallClock::reads`]).
+//! a move has finished (`WallClock::reads`, with the `testing` feature).
 //!
 //! Invariant: [`WallClock::now`] of the system clock is `SystemTime::now()`; nothing else in
 //! the object layer reads the wall clock.

@@ -1,5 +1,6 @@
 //! Typed RPC across a two-node mesh on 127.0.0.1: calls to an object owned by the other
-//! node, its application error travelling back as `Failed(E)`, a one-way method, a typed
+//! node, its application error travelling back as `Failed(E)`, its `state` fields stored
+//! on the owner, a one-way method, a typed
 //! actor on the other node (its generated message type declared with the mesh), and the
 //! caller's view of a lost node.
 
@@ -16,28 +17,18 @@ enum VoteError {
     AlreadyVoted(String),
 }
 
-#[derive(Default)]
+/// Its fields are its durable state (`state`): kept on the owner, whoever calls.
+#[derive(Default, Serialize, Deserialize)]
 struct Poll {
     voters: Vec<String>,
     closed: bool,
 }
 
-#[cairn::object]
+#[cairn::object(state)]
 impl Poll {
     const CLASS: &'static str = "poll";
 
-    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
-        Ok(Poll {
-            voters: ctx.storage().get("voters")?.unwrap_or_default(),
-            closed: false,
-        })
-    }
-
-    pub async fn vote(
-        &mut self,
-        ctx: &mut ObjectCtx<Self>,
-        voter: String,
-    ) -> Result<usize, VoteError> {
+    pub async fn vote(&mut self, voter: String) -> Result<usize, VoteError> {
         if self.closed {
             return Err(VoteError::Closed);
         }
@@ -45,10 +36,11 @@ impl Poll {
             return Err(VoteError::AlreadyVoted(voter));
         }
         self.voters.push(voter);
-        ctx.storage()
-            .put("voters", &self.voters)
-            .map_err(|_| VoteError::Closed)?;
         Ok(self.voters.len())
+    }
+
+    pub async fn voters(&mut self) -> Vec<String> {
+        self.voters.clone()
     }
 
     /// One-way.
@@ -156,6 +148,19 @@ fn typed_calls_cross_the_mesh_and_application_errors_travel_back() {
         );
     });
     assert!(poll.pid().is_none(), "a activated an object b owns");
+    // The state lives in the owner's storage, committed before the answers left.
+    let stored = b.store().keyspace(&format!("poll/{key}")).unwrap();
+    assert!(
+        stored
+            .get::<serde::de::IgnoredAny>(cairn::rpc::STATE_KEY)
+            .unwrap()
+            .is_some(),
+        "the owner did not store the poll's state"
+    );
+    assert_eq!(
+        a.block_on(poll.voters().timeout(T)),
+        Ok(vec!["ann".to_owned()])
+    );
 
     // No node is in the hinted region: the message comes back with the reason.
     let nowhere = a.object_in::<Poll>(&key, "mars");

@@ -13,6 +13,7 @@
 //! - `output_queue`: the pure state machine deciding when held output leaves and when a
 //!   failed commit re-activates the object.
 //! - `alarms`: the node-wide alarm process and retries.
+//! - `stats`: per-class counters (activations, evictions, handler and gate-hold times, alarms).
 //!
 //! `Objects` is the node-wide directory they share: hosted classes, the store, live
 //! activations, the mesh. It lives as long as the node and is installed in the runtime as an
@@ -35,6 +36,7 @@ mod api;
 mod output_queue;
 mod reference;
 mod routing;
+mod stats;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
@@ -43,6 +45,7 @@ pub use reference::ObjectRef;
 #[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
+pub use stats::ObjectClassStats;
 
 use activation::Active;
 use alarms::{AlarmCmd, AlarmDispatch, NamedAlarm};
@@ -72,6 +75,8 @@ pub(crate) struct Objects {
     cluster: OnceLock<Cluster>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
+    /// Per-class counters.
+    stats: stats::ObjectStats,
 }
 
 impl Objects {
@@ -87,6 +92,7 @@ impl Objects {
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
+            stats: stats::ObjectStats::default(),
         });
         let alarms = alarms::start(&handle, Arc::downgrade(&objects));
         let _ = objects.alarm_process.set(alarms);
@@ -103,6 +109,8 @@ impl Objects {
 
     /// A class whose objects live on whichever node sends to them.
     pub(crate) fn host_local<O: Object>(&self) {
+        // Listed in metrics from the start, before its first activation.
+        self.stats.class(O::CLASS);
         #[cfg(feature = "mesh")]
         self.insert_class::<O>(None);
         #[cfg(not(feature = "mesh"))]
@@ -119,6 +127,7 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
+        self.stats.class(O::CLASS);
         #[cfg(feature = "mesh")]
         {
             self.insert_class::<O>(Some(routing::remote_route::<O>()));
@@ -136,6 +145,11 @@ impl Objects {
             *counts.entry(a.class.to_owned()).or_default() += 1;
         }
         counts
+    }
+
+    /// Per-class counters, with every hosted or seen class.
+    pub(crate) fn class_stats(&self) -> BTreeMap<String, ObjectClassStats> {
+        self.stats.snapshot(&self.counts())
     }
 
     pub(crate) fn store(&self) -> &Store {

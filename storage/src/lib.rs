@@ -62,6 +62,7 @@
 
 mod error;
 mod keyspace;
+pub mod latency;
 mod lmdb;
 mod replica;
 mod store;

@@ -1,5 +1,5 @@
-// The Cairn dashboard: polls /cairn/status.json every second and draws it. Members seen
-// before but missing now are shown as down (a node's view only lists live members).
+// The Cairn dashboard: polls /cairn/status.json every second and draws it. Members the node
+// reports down, and members this page saw before that are missing now, are shown as down.
 "use strict";
 const POLL_MS = 1000;
 const KEEP = 300; // samples in the charts (5 minutes)
@@ -64,6 +64,10 @@ function render(s, ch) {
   // Members: live ones from the node's view, earlier ones kept as down.
   const live = new Set();
   for (const m of (s.mesh ? s.mesh.members : [])) {
+    if (m.state === "down") {
+      if (!seen.has(m.node)) seen.set(m.node, Object.assign({}, m));
+      continue;
+    }
     live.add(m.node);
     seen.set(m.node, Object.assign({}, m, { state: "up" }));
   }
@@ -77,7 +81,7 @@ function render(s, ch) {
     tr.setAttribute("data-state", m.state);
     cell(tr, m.name + (m.self ? " (this node)" : ""));
     cell(tr, m.region || "-");
-    cell(tr, String(m.incarnation));
+    cell(tr, m.incarnation == null ? "-" : String(m.incarnation));
     cell(tr, m.state, m.state);
     tbody.appendChild(tr);
   }

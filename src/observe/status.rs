@@ -12,11 +12,13 @@
 //!                "alarms_fired", "alarms_retried", "alarms_given_up",
 //!                "handler_count", "handler_sum_us" } },
 //!   "mesh": null | { "members": [ { "node", "name", "addr", "region", "incarnation",
-//!                    "self": bool, "connected": bool } ], "delivered", "dead_letters" }
+//!                    "self": bool, "connected": bool, "state": "up" | "down" } ],
+//!                    "delivered", "dead_letters" }
 //! }
 //! ```
 //!
-//! Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
+//! `members` lists the live members (`up`), then nodes this node met that are no longer
+//! members (`down`: failed, or left). Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
 //! dashboard does. Fields may be added; none is removed or renamed without a note in the
 //! README.
 
@@ -95,9 +97,9 @@ fn mesh_json(handle: &Handle) -> Value {
         return Value::Null;
     };
     let me = mesh.node();
-    let members: Vec<Value> = mesh
-        .members()
-        .into_iter()
+    let live = mesh.members();
+    let mut members: Vec<Value> = live
+        .iter()
         .map(|m| {
             json!({
                 "node": m.node.to_string(),
@@ -107,9 +109,26 @@ fn mesh_json(handle: &Handle) -> Value {
                 "incarnation": m.incarnation,
                 "self": m.node == me,
                 "connected": m.node == me || mesh.is_connected(m.node),
+                "state": "up",
             })
         })
         .collect();
+    // Nodes met before that are no longer members: down (or left).
+    for peer in mesh.peers() {
+        if live.iter().any(|m| m.node == peer.node) || crate::object::is_client(&peer.name) {
+            continue;
+        }
+        members.push(json!({
+            "node": peer.node.to_string(),
+            "name": peer.name,
+            "addr": peer.addr.to_string(),
+            "region": null,
+            "incarnation": null,
+            "self": false,
+            "connected": false,
+            "state": "down",
+        }));
+    }
     let ms = mesh.stats();
     json!({
         "members": members,

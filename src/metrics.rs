@@ -34,6 +34,7 @@
 //! | `cairn_object_handler_seconds{class}` | histogram | handler time |
 //! | `cairn_object_gate_hold_seconds{class}` | histogram | output held behind its commit |
 //! | `cairn_alarms_fired_total{class}` / `_retried_total` / `_given_up_total` | counter | alarms |
+//! | `process_resident_memory_bytes` | gauge | resident memory of the OS process (Linux) |
 //! | `cairn_mesh_members` | gauge | live members, this node included |
 //! | `cairn_mesh_connected_peers` | gauge | peers with a data connection up |
 //! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total`, `cairn_mesh_refused_handshakes_total` | counter | mesh traffic and refusals |
@@ -221,6 +222,13 @@ impl Collector for NodeCollector {
             "Local try_sends answered Full",
             s.full_refusals,
         )?;
+        if let Some(rss) = resident_memory_bytes() {
+            out.gauge(
+                "process_resident_memory_bytes",
+                "Resident memory of the OS process (all its nodes)",
+                i64::try_from(rss).unwrap_or(i64::MAX),
+            )?;
+        }
         out.counter(
             "cairn_mailbox_dead_letters",
             "Messages dropped undelivered by closed mailboxes (whole OS process)",
@@ -377,6 +385,14 @@ impl Collector for NodeCollector {
         }
         Ok(())
     }
+}
+
+/// The OS process's resident set (`VmRSS` in `/proc/self/status`); `None` off Linux.
+pub(crate) fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn cairn_mailbox_dead_letters() -> u64 {

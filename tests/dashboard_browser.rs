@@ -44,7 +44,7 @@ fn chromium(profile: &std::path::Path, url: &str, args: &[&str]) -> String {
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1100,800",
+            "--window-size=1100,860",
             "--virtual-time-budget=4000",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))

@@ -183,6 +183,7 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         format!("cairn_alarms_fired_total{class}"),
         format!("cairn_alarms_retried_total{class}"),
         format!("cairn_alarms_given_up_total{class}"),
+        "process_resident_memory_bytes".to_owned(),
         "cairn_mesh_members".to_owned(),
         "cairn_mesh_connected_peers".to_owned(),
         "cairn_mesh_delivered_total".to_owned(),
@@ -290,6 +291,7 @@ fn status_json_describes_the_node() {
     assert!(s["scheduler"]["exits"]["normal"].is_u64());
     assert!(s["storage"]["commits"].as_u64().unwrap() >= 1);
     assert!(s["storage"]["map_size"].as_u64().unwrap() > 0);
+    assert!(s["rss_bytes"].as_u64().unwrap() > 0);
     let counter = &s["objects"]["test-counter"];
     assert_eq!(counter["active"], 1);
     assert_eq!(counter["activations"], 1);

@@ -5,11 +5,11 @@ const POLL_MS = 1000;
 const KEEP = 300; // samples in the charts (5 minutes)
 const seen = new Map(); // node id -> last member record
 let prev = null;
-const series = { t: [], polls: [], handled: [], commits: [], commitMs: [] };
+const series = { t: [], polls: [], handled: [], commits: [], commitMs: [], rssMb: [] };
 
 function charts() {
   const opts = (title, labels) => ({
-    title, width: 420, height: 200,
+    title, width: 330, height: 200,
     series: [{}].concat(labels.map((l, i) => ({ label: l, stroke: ["#0969da", "#bf3989"][i] }))),
   });
   return {
@@ -17,6 +17,8 @@ function charts() {
       document.getElementById("chart-rate")),
     commit: new uPlot(opts("storage", ["commits/s", "avg commit ms"]), [[], [], []],
       document.getElementById("chart-commit")),
+    memory: new uPlot(opts("memory", ["resident MB"]), [[], []],
+      document.getElementById("chart-memory")),
   };
 }
 
@@ -116,10 +118,12 @@ function render(s, ch) {
     series.polls.push(rate(s.scheduler.polls, prev.scheduler.polls));
     series.handled.push(rate(handled(s), handled(prev)));
     series.commits.push(commits / dt);
+    series.rssMb.push(s.rss_bytes == null ? null : s.rss_bytes / 1048576);
     series.commitMs.push(commits > 0 ? (s.storage.commit_sum_us - prev.storage.commit_sum_us) / commits / 1000 : null);
     for (const k in series) if (series[k].length > KEEP) series[k].shift();
     ch.rate.setData([series.t, series.polls, series.handled]);
     ch.commit.setData([series.t, series.commits, series.commitMs]);
+    ch.memory.setData([series.t, series.rssMb]);
   }
   prev = s;
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! {
 //!   "node": "0x…", "name": "n1", "region": "eu" | null, "listen": "127.0.0.1:7400" | null,
-//!   "client": false, "time_ms": 1733450000000,
+//!   "client": false, "time_ms": 1733450000000, "rss_bytes": 12345678 | null,
 //!   "scheduler": { "workers", "processes", "run_queue", "polls", "steals", "parks",
 //!                  "spawns", "full_refusals", "exits": { "normal": n, … } },
 //!   "storage": { "commits", "write_sets", "failed_write_sets", "map_used", "map_size",
@@ -86,6 +86,7 @@ pub(crate) fn status_json(handle: &Handle, objects: &Objects, info: &NodeInfo) -
             "commit_count": st.commit_latency.count(),
             "commit_sum_us": st.commit_latency.sum_us,
         },
+        "rss_bytes": crate::metrics::resident_memory_bytes(),
         "objects": classes,
         "mesh": mesh_json(handle),
     })

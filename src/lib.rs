@@ -67,7 +67,10 @@ mod client;
 #[cfg(feature = "mesh")]
 pub mod cluster_status;
 pub mod durable;
+pub mod metrics;
 pub mod object;
+#[cfg(feature = "http")]
+pub mod observe;
 pub mod placement;
 pub mod rpc;
 
@@ -486,6 +489,7 @@ impl NodeBuilder {
         let handle = runtime.handle();
         let objects = Objects::start(handle.clone(), store, self.objects);
         handle.set_extension(objects.clone());
+        let metrics = metrics::Metrics::new(handle.clone(), &objects);
         let info = Arc::new(NodeInfo {
             name: self.mesh.tls_name(),
             region: self.mesh.region.clone(),
@@ -506,6 +510,7 @@ impl NodeBuilder {
         Ok(Node {
             runtime,
             objects,
+            metrics,
             #[cfg(feature = "mesh")]
             mesh,
             info,
@@ -641,6 +646,7 @@ fn start_status_process(mesh: &Mesh, objects: &Arc<Objects>, info: &Arc<NodeInfo
 pub struct Node {
     runtime: cairn_scheduler::Runtime,
     objects: Arc<Objects>,
+    metrics: Arc<metrics::Metrics>,
     #[cfg(feature = "mesh")]
     mesh: Option<Mesh>,
     info: Arc<NodeInfo>,
@@ -763,6 +769,17 @@ impl Node {
     /// The node's region label.
     pub fn region(&self) -> Option<&str> {
         self.info.region.as_deref()
+    }
+
+    /// The node's metrics registry ([`metrics`]): what `/cairn/metrics` serves; other
+    /// layers and applications register into it.
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
+        &self.metrics
+    }
+
+    /// Counters of every object class hosted or seen on this node.
+    pub fn object_stats(&self) -> BTreeMap<String, object::ObjectClassStats> {
+        self.objects.class_stats()
     }
 
     /// This node's status.

@@ -202,7 +202,10 @@ impl<M: Send + 'static> ActorRef<M> {
     pub fn try_send_ungated(&self, msg: M) -> Result<(), SendError<M>> {
         match &self.target {
             Target::Local(p) => p.mailbox.try_send(msg).map_err(|e| match e {
-                TrySendError::Full(m) => SendError::Full(m),
+                TrySendError::Full(m) => {
+                    crate::stats::bump_shared(&p.core.shared().full_refusals);
+                    SendError::Full(m)
+                }
                 TrySendError::Closed(m) => SendError::NoProc(m),
             }),
             Target::Remote { pid, handle } => remote_try_send(*pid, handle, msg),

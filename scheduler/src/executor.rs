@@ -30,12 +30,14 @@
 //! queues (the process table still owns every process, and the runtime stops them).
 
 use std::cell::{Cell, OnceCell};
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use parking_lot::{Condvar, Mutex};
+
+use crate::stats::{bump_owned, bump_shared, Counters};
 
 /// A unit of work: a process (or anything else that can be run once per wake).
 pub(crate) trait Runnable: Send + Sync + 'static {
@@ -99,6 +101,10 @@ pub(crate) struct Executor {
     num_searching: AtomicUsize,
     shutdown: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// One block per worker, written only by that worker (see `stats`).
+    counters: Box<[Counters]>,
+    /// Work counted on threads that are not workers.
+    outside: Counters,
 }
 
 /// The state a worker thread keeps for itself. Only its own thread touches `local`,
@@ -141,6 +147,8 @@ impl Executor {
             num_searching: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
+            counters: (0..workers).map(|_| Counters::default()).collect(),
+            outside: Counters::default(),
         });
         let mut threads = Vec::with_capacity(workers);
         for (index, (local, spawned)) in locals.into_iter().zip(spawn_stacks).enumerate() {
@@ -257,6 +265,30 @@ impl Executor {
         }
     }
 
+    /// Adds one to the counter `pick` selects: in the calling worker's own block, or in the
+    /// shared block off the workers.
+    #[inline]
+    pub(crate) fn count(self: &Arc<Self>, pick: impl FnOnce(&Counters) -> &AtomicU64) {
+        CURRENT.with(|cell| match cell.get() {
+            Some(ctx) if Arc::ptr_eq(&ctx.exec, self) => {
+                bump_owned(pick(&self.counters[ctx.index]))
+            }
+            _ => bump_shared(pick(&self.outside)),
+        })
+    }
+
+    /// Every block of counters (for a snapshot).
+    pub(crate) fn counter_blocks(&self) -> impl Iterator<Item = &Counters> {
+        self.counters.iter().chain(std::iter::once(&self.outside))
+    }
+
+    /// Processes queued to run: the injector and every worker's queue and spawn stack.
+    pub(crate) fn queued(&self) -> usize {
+        self.injector.len()
+            + self.stealers.iter().map(Stealer::len).sum::<usize>()
+            + self.spawn_stealers.iter().map(Stealer::len).sum::<usize>()
+    }
+
     /// True when the calling thread is one of this executor's workers.
     pub(crate) fn on_worker(self: &Arc<Self>) -> bool {
         CURRENT.with(|cell| cell.get().is_some_and(|ctx| Arc::ptr_eq(&ctx.exec, self)))
@@ -303,14 +335,18 @@ impl WorkerCtx {
 
     fn run_loop(&self) {
         let exec = &*self.exec;
+        let counters = &exec.counters[self.index];
         while !exec.is_shutdown() {
             if let Some(task) = self.next_task() {
                 self.stop_searching();
+                bump_owned(&counters.polls);
                 task.run();
                 continue;
             }
             if let Some(task) = self.search() {
                 self.stop_searching();
+                bump_owned(&counters.steals);
+                bump_owned(&counters.polls);
                 task.run();
                 continue;
             }
@@ -467,6 +503,7 @@ impl WorkerCtx {
             }
             // A producer already popped us and counted us as searching: take its wake-up.
         }
+        bump_owned(&exec.counters[self.index].parks);
         let sleeper = &exec.sleepers[self.index];
         let mut notified = sleeper.notified.lock();
         while !*notified {

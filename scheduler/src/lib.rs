@@ -39,6 +39,7 @@
 //! - `budget`: the per-turn message budget ([`MESSAGE_BUDGET`]).
 //! - `blocking`: the blocking-work pool.
 //! - `outside`: monitors and links made by code that is not a process.
+//! - `stats`: per-worker counters of polls, steals, parks, spawns and exits ([`SchedulerStats`]).
 
 #![deny(unsafe_code)]
 
@@ -58,6 +59,7 @@ pub mod remote;
 mod reply;
 mod runtime;
 pub mod stable_hash;
+mod stats;
 mod sync;
 mod table;
 mod task_state;
@@ -68,6 +70,7 @@ pub mod wheel;
 pub use actor_ref::{ActorRef, SendError, SendFut};
 pub use blocking::{BlockingJoin, BLOCKING_KEEP_ALIVE, MAX_BLOCKING_THREADS};
 pub use budget::MESSAGE_BUDGET;
+pub use cairn_mailbox::dead_letters;
 pub use context::{Ctx, Message, Recv};
 pub use executor::{
     FIFO_BEFORE_SPAWNS_INTERVAL, GLOBAL_QUEUE_INTERVAL, MAX_LIFO_POLLS_PER_TICK,
@@ -82,5 +85,6 @@ pub use runtime::{
     block_on, Builder, ExitWatch, Handle, RegisterError, Runtime, SpawnError, SpawnOptions,
     DEFAULT_SHUTDOWN_GRACE,
 };
+pub use stats::{ExitKind, SchedulerStats};
 pub use time::{Elapsed, TimerRef, FULL_MAILBOX_RETRY};
 pub use unwind::{catch_unwind_future, panic_message, CatchUnwind};

@@ -146,6 +146,9 @@ impl ProcessCore {
             _ => tracing::debug!(pid = %self.pid, %reason, "process exited"),
         }
         shared.table.remove(self.pid);
+        shared
+            .exec
+            .count(|c| &c.exits[crate::stats::ExitKind::of(&reason).index()]);
         // The reason is cloned for every recipient but the last, which takes it (a reason
         // with a message is a `String`: one allocation less per exit in the common case of
         // one link, a supervised worker's).

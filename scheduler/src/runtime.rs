@@ -31,6 +31,7 @@ use crate::pid::{NodeId, Pid};
 use crate::process::{deliver_exit, AnyProcess, BodySlot, Process, Watcher};
 use crate::remote::{RemotePeers, RemoteRouter};
 use crate::reply::OneShot;
+use crate::stats::SchedulerStats;
 use crate::table::ProcessTable;
 
 /// How long [`Runtime::shutdown`] waits for processes to stop after `Shutdown` before it
@@ -150,6 +151,7 @@ impl Builder {
             shutdown_grace: self.shutdown_grace,
             router: std::sync::OnceLock::new(),
             remote_peers: RemotePeers::default(),
+            full_refusals: AtomicU64::new(0),
         });
         Ok(Runtime {
             handle: Handle { shared },
@@ -176,6 +178,8 @@ pub(crate) struct Shared {
     pub(crate) router: std::sync::OnceLock<Arc<dyn RemoteRouter>>,
     /// Links and monitors of local processes that point at other nodes.
     pub(crate) remote_peers: RemotePeers,
+    /// Local `try_send`s answered `Full` (rare: one shared counter; see `stats`).
+    pub(crate) full_refusals: AtomicU64,
 }
 
 /// A per-runtime random starting point (std's hasher keys are random per process).
@@ -410,6 +414,17 @@ impl Handle {
         self.shared.table.len()
     }
 
+    /// A snapshot of the scheduler's counters (see [`SchedulerStats`]).
+    pub fn stats(&self) -> SchedulerStats {
+        let exec = &self.shared.exec;
+        let mut stats = crate::stats::sum(exec.counter_blocks());
+        stats.workers = exec.num_workers();
+        stats.processes = self.shared.table.len();
+        stats.run_queue = exec.queued();
+        stats.full_refusals = self.shared.full_refusals.load(Ordering::Relaxed);
+        stats
+    }
+
     /// Spawns a process running `body`, which receives from its own mailbox through `Ctx`.
     pub fn spawn<M, F, Fut>(&self, body: F) -> ActorRef<M>
     where
@@ -461,6 +476,7 @@ impl Handle {
             ))
         });
         let pid = process.core.pid();
+        shared.exec.count(|c| &c.spawns);
         if let Some(name) = opts.name {
             let cluster_wide = !opts.local_name && shared.router().is_some();
             let mut reg = shared.registry.lock();

@@ -35,17 +35,19 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use cairn_scheduler::gate::{Gate, HeldOutput};
 use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, SendError, SpawnOptions};
 use cairn_storage::{CommitTicket, Keyspace, StorageError};
 use cairn_supervisor::actor::guarded;
 use cairn_supervisor::ActorError;
+use tracing::Instrument;
 
 use super::alarms::schedule_alarm_retry;
 use super::output_queue::{CommitId, OutputQueue, Step};
 use super::routing::BoxFuture;
+use super::stats::{bump, ClassStats};
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects};
 
 /// The address of one activation of an object.
@@ -99,7 +101,16 @@ impl<O: Object> ObjectRef<O> {
                     local_name: true,
                     ..SpawnOptions::default()
                 },
-                move |ctx| run_object::<O>(ctx, objects, key, region),
+                move |ctx| {
+                    // One span per activation (not per message): its logs carry the class and
+                    // a hash of the key (keys may be personal data; the hash still joins lines).
+                    let span = tracing::debug_span!(
+                        "object",
+                        class = O::CLASS,
+                        key_hash = %format_args!("{:016x}", key_hash(&key))
+                    );
+                    run_object::<O>(ctx, objects, key, region).instrument(span)
+                },
             );
             if let Ok(a) = spawned {
                 *self.cached.lock() = Some(a.clone());
@@ -147,13 +158,20 @@ impl<O: Object> ObjectRef<O> {
     }
 }
 
+/// The stable hash of an object key, as logs show it.
+pub(crate) fn key_hash(key: &str) -> u64 {
+    use cairn_scheduler::stable_hash::{fmix64, fnv1a, FNV_OFFSET};
+    fmix64(fnv1a(FNV_OFFSET, key.as_bytes()))
+}
+
 /// The activation's commits in flight: the [`OutputQueue`] deciding what leaves, and the
 /// tickets of the write sets it waits for, oldest first (the committer completes one
 /// keyspace's sets in order, so only the oldest needs polling).
 #[derive(Default)]
 struct Pipeline {
     queue: OutputQueue<HeldOutput>,
-    tickets: VecDeque<(CommitId, CommitTicket)>,
+    /// With when each set was handed over, for the gate-hold histogram.
+    tickets: VecDeque<(CommitId, CommitTicket, Instant)>,
 }
 
 impl Pipeline {
@@ -162,7 +180,8 @@ impl Pipeline {
     fn commit_behind(&mut self, storage: &Keyspace, held: HeldOutput) -> bool {
         let wrote = storage.has_pending();
         if let Some(id) = self.queue.handler_finished(wrote, held) {
-            self.tickets.push_back((id, storage.commit()));
+            self.tickets
+                .push_back((id, storage.commit(), Instant::now()));
         }
         wrote
     }
@@ -171,11 +190,12 @@ impl Pipeline {
     fn poll_commit(
         &mut self,
         cx: &mut std::task::Context<'_>,
+        stats: &ClassStats,
     ) -> Poll<(CommitId, Result<(), StorageError>)> {
         let Some(awaited) = self.queue.awaited() else {
             return Poll::Pending;
         };
-        let (id, ticket) = self
+        let (id, ticket, _) = self
             .tickets
             .front_mut()
             .expect("an awaited commit has a ticket");
@@ -184,7 +204,8 @@ impl Pipeline {
             "write sets complete in the order they were handed over"
         );
         let result = std::task::ready!(Pin::new(ticket).poll(cx));
-        let (id, _) = self.tickets.pop_front().expect("polled just now");
+        let (id, _, handed_over) = self.tickets.pop_front().expect("polled just now");
+        stats.gate_hold.record(handed_over.elapsed());
         Poll::Ready((id, result))
     }
 }
@@ -259,6 +280,7 @@ async fn run_object<O: Object>(
         Err(e) => return storage_failure(&e),
     };
     storage.discard_pending();
+    let stats = objects.stats.class(O::CLASS);
     let mut octx = ObjectCtx {
         ctx,
         storage,
@@ -266,6 +288,7 @@ async fn run_object<O: Object>(
         region,
         objects: objects.clone(),
         alarm_retries: 0,
+        stats,
     };
     let mut object = match activate::<O>(&mut octx).await {
         Ok(o) => o,
@@ -309,6 +332,8 @@ async fn run_object<O: Object>(
                 if !octx.ctx.close_if_idle() {
                     continue;
                 }
+                bump(&octx.stats.evictions);
+                tracing::debug!(object = %name, "evicting");
                 return deactivate(&mut object, &mut octx, &name).await;
             }
             Event::Msg(Message::Signal(_)) => continue,
@@ -321,6 +346,7 @@ async fn run_object<O: Object>(
             Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
         };
         if let Err(reason) = handle_one(&mut object, &mut octx, &mut pipeline, call).await {
+            bump(&octx.stats.handler_failures);
             tracing::warn!(object = %name, %reason, "handler failed; its writes and output are discarded");
             // Restart in place from what is durable, keeping the mailbox.
             object = match activate::<O>(&mut octx).await {
@@ -361,11 +387,17 @@ async fn handle_one<O: Object>(
         let _ = octx.storage.delete_alarm();
     }
     let mut gate = Gate::new();
+    let stats = Arc::clone(&octx.stats);
     let fut = match call {
         HandlerCall::Message(m) => Box::pin(object.handle(m, octx)) as HandlerFuture<'_>,
-        HandlerCall::Alarm(_) => Box::pin(object.alarm(octx)),
+        HandlerCall::Alarm(_) => {
+            bump(&stats.alarms_fired);
+            Box::pin(object.alarm(octx))
+        }
     };
+    let started = Instant::now();
     let result = gated(&mut gate, fut).await;
+    stats.handler_time.record(started.elapsed());
     let objects = octx.objects.clone();
     if let Err(reason) = result {
         octx.storage.discard_pending();
@@ -421,6 +453,8 @@ async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &s
 }
 
 async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
+    bump(&octx.stats.activations);
+    tracing::debug!(class = O::CLASS, key = %octx.key, "activating");
     let mut fut = pin!(guarded(O::activate(octx)));
     match fut.as_mut().await {
         Ok(o) => Ok(o),
@@ -443,7 +477,7 @@ async fn next_event<O: Object>(
     let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
     let take_messages = !pipeline.queue.is_recovering();
     std::future::poll_fn(|cx| {
-        if let Poll::Ready((id, result)) = pipeline.poll_commit(cx) {
+        if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));
         }
         if take_messages {

@@ -143,6 +143,7 @@ pub(super) fn schedule_alarm_retry<O: Object>(
 ) {
     octx.alarm_retries += 1;
     if octx.alarm_retries > config.alarm_max_retries {
+        super::stats::bump(&octx.stats.alarms_given_up);
         tracing::error!(
             object = %octx.storage.name(),
             retries = config.alarm_max_retries,
@@ -152,6 +153,7 @@ pub(super) fn schedule_alarm_retry<O: Object>(
         let _ = octx.storage.delete_alarm();
         return;
     }
+    super::stats::bump(&octx.stats.alarms_retried);
     let delay = config.alarm_retry_base * 2u32.saturating_pow(octx.alarm_retries - 1);
     let next = config.clock.now().max(at) + delay;
     let _ = octx.storage.set_alarm(next);

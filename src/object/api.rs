@@ -193,6 +193,8 @@ pub struct ObjectCtx<O: Object> {
     pub(super) objects: Arc<Objects>,
     /// Failures of the alarm being delivered, counted per activation.
     pub(super) alarm_retries: u32,
+    /// The class's counters (see `stats`).
+    pub(super) stats: Arc<super::stats::ClassStats>,
 }
 
 impl<O: Object> ObjectCtx<O> {

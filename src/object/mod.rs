@@ -14,6 +14,7 @@
 //!   failed commit re-activates the object.
 //! - `alarms`: the node-wide alarm process and retries.
 //! - `clock`: the wall clock alarms are read against ([`WallClock`]; a manual one in tests).
+//! - `stats`: per-class counters (activations, evictions, handler and gate-hold times, alarms).
 //!
 //! `Objects` is the node-wide directory they share: hosted classes, the store, live
 //! activations, the mesh. It lives as long as the node and is installed in the runtime as an
@@ -37,6 +38,7 @@ mod clock;
 mod output_queue;
 mod reference;
 mod routing;
+mod stats;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
@@ -46,6 +48,7 @@ pub use reference::ObjectRef;
 #[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
+pub use stats::ObjectClassStats;
 
 use activation::Active;
 use alarms::{AlarmCmd, AlarmDispatch, NamedAlarm};
@@ -75,6 +78,8 @@ pub(crate) struct Objects {
     cluster: OnceLock<Cluster>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
+    /// Per-class counters.
+    stats: stats::ObjectStats,
 }
 
 impl Objects {
@@ -90,6 +95,7 @@ impl Objects {
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
+            stats: stats::ObjectStats::default(),
         });
         // A manual clock (tests) wakes the alarm process whenever it is moved.
         let weak = Arc::downgrade(&objects);
@@ -113,6 +119,8 @@ impl Objects {
 
     /// A class whose objects live on whichever node sends to them.
     pub(crate) fn host_local<O: Object>(&self) {
+        // Listed in metrics from the start, before its first activation.
+        self.stats.class(O::CLASS);
         #[cfg(feature = "mesh")]
         self.insert_class::<O>(None);
         #[cfg(not(feature = "mesh"))]
@@ -129,6 +137,7 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
+        self.stats.class(O::CLASS);
         #[cfg(feature = "mesh")]
         {
             self.insert_class::<O>(Some(routing::remote_route::<O>()));
@@ -146,6 +155,11 @@ impl Objects {
             *counts.entry(a.class.to_owned()).or_default() += 1;
         }
         counts
+    }
+
+    /// Per-class counters, with every hosted or seen class.
+    pub(crate) fn class_stats(&self) -> BTreeMap<String, ObjectClassStats> {
+        self.stats.snapshot(&self.counts())
     }
 
     pub(crate) fn store(&self) -> &Store {

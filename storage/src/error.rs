@@ -60,6 +60,9 @@ pub enum StorageError {
     /// The store's writer thread is gone (it panicked); nothing more can be committed.
     #[error("the storage writer thread has stopped")]
     WriterStopped,
+    /// A restore would overwrite an existing store: restores go into empty data directories.
+    #[error("{0} already holds a store; restore into an empty data directory")]
+    Exists(std::path::PathBuf),
     /// Any other LMDB error, with LMDB's code and message (e.g. `MDB_READERS_FULL`: more
     /// concurrent readers than [`Config::max_readers`](crate::Config::max_readers)).
     #[error("LMDB error {code}: {message}")]

@@ -67,6 +67,7 @@
 mod data_dir;
 mod error;
 mod keyspace;
+pub mod latency;
 mod lmdb;
 mod replica;
 mod store;

@@ -20,6 +20,7 @@ use std::path::Path;
 use lmdb::{Cursor, Transaction};
 
 use crate::error::StorageError;
+use crate::latency::Histogram;
 
 /// LMDB's compile-time maximum key size (`MDB_MAXKEYSIZE`, 511 in the bundled liblmdb).
 pub(crate) const LMDB_MAX_KEY_SIZE: usize = 511;
@@ -69,6 +70,8 @@ const TABLES: [(Table, &str); 8] = [
 pub(crate) struct Env {
     env: lmdb::Environment,
     dbs: [lmdb::Database; TABLES.len()],
+    /// How long each `mdb_txn_commit` took (the flushes happen there).
+    pub(crate) commit_latency: Histogram,
 }
 
 impl std::fmt::Debug for Env {
@@ -106,7 +109,44 @@ impl Env {
             );
         }
         let dbs: [lmdb::Database; TABLES.len()] = dbs.try_into().expect("one handle per table");
-        Ok(Env { env, dbs })
+        Ok(Env {
+            env,
+            dbs,
+            commit_latency: Histogram::default(),
+        })
+    }
+
+    /// `(used, size)` in bytes: the pages the data file has grown to (LMDB reuses freed
+    /// pages below that mark, so it is what runs into the map) and the map size.
+    pub(crate) fn map_use(&self) -> Result<(u64, u64), StorageError> {
+        let info = self.env.info().map_err(map_err)?;
+        let page = u64::from(self.env.stat().map_err(map_err)?.page_size());
+        Ok(((info.last_pgno() as u64 + 1) * page, info.map_size() as u64))
+    }
+
+    /// Opens the environment in `dir` read-only (beside a node that may be running on it, in
+    /// this or another OS process: LMDB's lock file coordinates readers) and writes a
+    /// compacted copy of it to `out`, as [`Env::copy_compacted`] does.
+    pub(crate) fn copy_dir_compacted(dir: &Path, out: &std::fs::File) -> Result<(), StorageError> {
+        if !dir.join("data.mdb").is_file() {
+            return Err(StorageError::Io(std::sync::Arc::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no store in {}", dir.display()),
+            ))));
+        }
+        let env = lmdb::Environment::new()
+            .set_flags(lmdb::EnvironmentFlags::NO_TLS | lmdb::EnvironmentFlags::READ_ONLY)
+            .set_max_dbs(TABLES.len() as u32)
+            .open(dir)
+            .map_err(map_err)?;
+        copy_fd(&env, out)
+    }
+
+    /// Writes a consistent, compacted copy of the environment (LMDB's `mdb_env_copyfd2` with
+    /// `MDB_CP_COMPACT`: one read snapshot, free pages left out) to `out`, which must be a
+    /// fresh file opened for writing. Writers go on meanwhile; the copy is the snapshot.
+    pub(crate) fn copy_compacted(&self, out: &std::fs::File) -> Result<(), StorageError> {
+        copy_fd(&self.env, out)
     }
 
     /// The environment's flags as LMDB itself reports them (`mdb_env_get_flags`): what the
@@ -143,6 +183,21 @@ impl Env {
             txn: self.env.begin_rw_txn().map_err(map_err)?,
         })
     }
+}
+
+/// `mdb_env_copyfd2(env, out, MDB_CP_COMPACT)`.
+fn copy_fd(env: &lmdb::Environment, out: &std::fs::File) -> Result<(), StorageError> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `env.env()` is the live `MDB_env` owned by `env` (closed only when it drops,
+    // which the borrow rules out during the call); `out` is an open descriptor borrowed for
+    // the whole call, which LMDB only writes to and does not close. Exercised by
+    // `store::tests::a_backup_taken_under_load_restores_every_acknowledged_write`.
+    let rc =
+        unsafe { lmdb_sys::mdb_env_copyfd2(env.env(), out.as_raw_fd(), lmdb_sys::MDB_CP_COMPACT) };
+    if rc != 0 {
+        return Err(map_err(lmdb::Error::from_err_code(rc)));
+    }
+    Ok(())
 }
 
 /// Shared read operations of both transaction kinds.
@@ -342,7 +397,10 @@ impl WriteTxn<'_> {
 
     /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).
     pub(crate) fn commit(self) -> Result<(), StorageError> {
-        self.txn.commit().map_err(map_err)
+        let start = std::time::Instant::now();
+        let committed = self.txn.commit().map_err(map_err);
+        self.env.commit_latency.record(start.elapsed());
+        committed
     }
 }
 

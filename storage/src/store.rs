@@ -44,6 +44,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::data_dir::DataDir;
 use crate::error::{Result, StorageError};
 use crate::keyspace::Keyspace;
+use crate::latency::HistogramSnapshot;
 use crate::lmdb::{Env, ReadTxn, Table, WriteTxn};
 use crate::ticket::{CommitTicket, TicketInner};
 use crate::writeset::{decode_u64, full_key, WriteSet};
@@ -112,6 +113,13 @@ pub struct Stats {
     pub batch_retries: u64,
     /// The most write sets ever committed in one LMDB transaction.
     pub largest_batch: u64,
+    /// How long each LMDB commit took (each is one `fdatasync` of the data pages and one
+    /// synchronous meta-page write, so its count is the number of flushes).
+    pub commit_latency: HistogramSnapshot,
+    /// Bytes of the map the data file has grown to (LMDB reuses freed pages below this mark).
+    pub map_used: u64,
+    /// The map size: the most the data file may grow to (`StorageError::Full` past it).
+    pub map_size: u64,
 }
 
 #[derive(Default)]
@@ -561,13 +569,49 @@ impl Store {
     /// A snapshot of the writer's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.core.counters;
+        let (map_used, map_size) = self.inner.core.env.map_use().unwrap_or_else(|error| {
+            tracing::warn!(%error, "cannot read the LMDB map use");
+            (0, 0)
+        });
         Stats {
+            commit_latency: self.inner.core.env.commit_latency.snapshot(),
+            map_used,
+            map_size,
             commits: c.commits.load(Ordering::Relaxed),
             write_sets: c.write_sets.load(Ordering::Relaxed),
             failed_write_sets: c.failed_write_sets.load(Ordering::Relaxed),
             batch_retries: c.batch_retries.load(Ordering::Relaxed),
             largest_batch: c.largest_batch.load(Ordering::Relaxed),
         }
+    }
+
+    /// Writes a consistent online copy of the whole store to `out` (a new, empty file),
+    /// compacted (LMDB's copy with `MDB_CP_COMPACT`). Commits go on meanwhile; the copy holds
+    /// exactly what was committed when it began. [`Store::restore`] brings it back.
+    pub fn backup(&self, out: &std::fs::File) -> Result<()> {
+        self.inner.core.env.copy_compacted(out)
+    }
+
+    /// Writes a consistent copy of the store in `data_dir` to `out`, as [`Store::backup`]
+    /// does, without opening it as a [`Store`]: for `cairn-node backup` beside a running
+    /// node (LMDB lets another OS process read while the node writes).
+    pub fn backup_dir(data_dir: &Path, out: &std::fs::File) -> Result<()> {
+        Env::copy_dir_compacted(&data_dir.join("storage"), out)
+    }
+
+    /// Puts the backup `file` (made by [`Store::backup`]) in place as the store of
+    /// `data_dir`, which must not hold a store yet (the backup is never merged into live
+    /// data). The node then opens it as usual.
+    pub fn restore(file: &Path, data_dir: &Path) -> Result<()> {
+        let dir = data_dir.join("storage");
+        let target = dir.join("data.mdb");
+        if target.exists() {
+            return Err(StorageError::Exists(target));
+        }
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(file, &target)?;
+        // Opening checks it is a store (LMDB's meta pages, our format version).
+        Store::open(data_dir, Config::default()).map(drop)
     }
 
     /// The failure-injection seam (for tests of the failed-commit path).

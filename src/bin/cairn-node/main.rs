@@ -31,6 +31,7 @@ use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
 mod client;
 mod demo;
+mod observe;
 
 /// How long `status` and `send` wait for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +55,11 @@ enum Command {
     #[command(subcommand)]
     Cluster(ClusterCommand),
     /// Prints every member of a mesh: name, region, processes and objects.
-    Status(ClientArgs),
+    Status(observe::StatusArgs),
+    /// Copies a node's store (consistent, compacted) while the node runs.
+    Backup(observe::BackupArgs),
+    /// Puts a backup in place as the store of an empty data directory.
+    Restore(observe::RestoreArgs),
     /// Sends to an object from the command line, through any node of the mesh.
     ///
     /// Operations (N defaults to 20, SECONDS to 60):
@@ -149,6 +154,8 @@ struct RunArgs {
     failure_timeout: f64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    observe: observe::MetricsArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +187,8 @@ enum CliError {
     Object(#[from] ObjectError),
     #[error("asking {node} for its status: {reason}")]
     Status { node: NodeId, reason: String },
+    #[error(transparent)]
+    Observe(#[from] observe::ObserveError),
 }
 
 fn main() -> ExitCode {
@@ -192,7 +201,10 @@ fn main() -> ExitCode {
         Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
             cluster_issue(&dir, &name, &out)
         }
-        Some(Command::Status(args)) => client::status(&args),
+        Some(Command::Status(args)) if args.json => observe::status_json(&args.client),
+        Some(Command::Status(args)) => client::status(&args.client),
+        Some(Command::Backup(args)) => observe::backup(&args),
+        Some(Command::Restore(args)) => observe::restore(&args),
         Some(Command::Send {
             class,
             object_key,
@@ -277,6 +289,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     builder = builder.failure_timeout(failure_timeout);
     let node = with_tls(builder, &args.tls).start()?;
     demo::host_all(&node);
+    observe::serve_metrics(&node, &args.observe)?;
     let mesh = node
         .mesh()
         .expect("a node with a listen address has a mesh");

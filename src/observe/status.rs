@@ -1,0 +1,144 @@
+//! `GET /cairn/status.json`: one node's state for scripts and the dashboard.
+//!
+//! ```text
+//! {
+//!   "node": "0x…", "name": "n1", "region": "eu" | null, "listen": "127.0.0.1:7400" | null,
+//!   "client": false, "time_ms": 1733450000000, "rss_bytes": 12345678 | null,
+//!   "scheduler": { "workers", "processes", "run_queue", "polls", "steals", "parks",
+//!                  "spawns", "full_refusals", "exits": { "normal": n, … } },
+//!   "storage": { "commits", "write_sets", "failed_write_sets", "map_used", "map_size",
+//!                "commit_count", "commit_sum_us" },
+//!   "objects": { "<class>": { "active", "activations", "evictions", "handler_failures",
+//!                "alarms_fired", "alarms_retried", "alarms_given_up",
+//!                "handler_count", "handler_sum_us" } },
+//!   "mesh": null | { "members": [ { "node", "name", "addr", "region", "incarnation",
+//!                    "self": bool, "connected": bool, "state": "up" | "down" } ],
+//!                    "delivered", "dead_letters" }
+//! }
+//! ```
+//!
+//! `members` lists the live members (`up`), then nodes this node met that are no longer
+//! members (`down`: failed, or left). Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
+//! dashboard does. Fields may be added; none is removed or renamed without a note in the
+//! README.
+
+use serde_json::{json, Map, Value};
+
+use cairn_scheduler::{ExitKind, Handle};
+
+use crate::object::Objects;
+use crate::NodeInfo;
+
+/// The status document of the node of `handle`.
+pub(crate) fn status_json(handle: &Handle, objects: &Objects, info: &NodeInfo) -> Value {
+    let node = crate::status_of(handle, objects, info);
+    let s = handle.stats();
+    let exits: Map<String, Value> = ExitKind::ALL
+        .iter()
+        .map(|k| (k.as_str().to_owned(), json!(s.exits_of(*k))))
+        .collect();
+    let st = objects.store().stats();
+    let classes: Map<String, Value> = objects
+        .class_stats()
+        .into_iter()
+        .map(|(class, c)| {
+            let v = json!({
+                "active": c.active,
+                "activations": c.activations,
+                "evictions": c.evictions,
+                "handler_failures": c.handler_failures,
+                "alarms_fired": c.alarms_fired,
+                "alarms_retried": c.alarms_retried,
+                "alarms_given_up": c.alarms_given_up,
+                "handler_count": c.handler_time.count(),
+                "handler_sum_us": c.handler_time.sum_us,
+            });
+            (class, v)
+        })
+        .collect();
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "node": node.node.to_string(),
+        "name": node.name,
+        "region": node.region,
+        "listen": node.listen.map(|a| a.to_string()),
+        "client": node.client,
+        "time_ms": time_ms,
+        "scheduler": {
+            "workers": s.workers,
+            "processes": s.processes,
+            "run_queue": s.run_queue,
+            "polls": s.polls,
+            "steals": s.steals,
+            "parks": s.parks,
+            "spawns": s.spawns,
+            "full_refusals": s.full_refusals,
+            "exits": exits,
+        },
+        "storage": {
+            "commits": st.commits,
+            "write_sets": st.write_sets,
+            "failed_write_sets": st.failed_write_sets,
+            "map_used": st.map_used,
+            "map_size": st.map_size,
+            "commit_count": st.commit_latency.count(),
+            "commit_sum_us": st.commit_latency.sum_us,
+        },
+        "rss_bytes": crate::metrics::resident_memory_bytes(),
+        "objects": classes,
+        "mesh": mesh_json(handle),
+    })
+}
+
+#[cfg(feature = "mesh")]
+fn mesh_json(handle: &Handle) -> Value {
+    let Some(mesh) = cairn_net::Mesh::from_handle(handle) else {
+        return Value::Null;
+    };
+    let me = mesh.node();
+    let live = mesh.members();
+    let mut members: Vec<Value> = live
+        .iter()
+        .map(|m| {
+            json!({
+                "node": m.node.to_string(),
+                "name": m.name,
+                "addr": m.addr.to_string(),
+                "region": m.region,
+                "incarnation": m.incarnation,
+                "self": m.node == me,
+                "connected": m.node == me || mesh.is_connected(m.node),
+                "state": "up",
+            })
+        })
+        .collect();
+    // Nodes met before that are no longer members: down (or left).
+    for peer in mesh.peers() {
+        if live.iter().any(|m| m.node == peer.node) || crate::object::is_client(&peer.name) {
+            continue;
+        }
+        members.push(json!({
+            "node": peer.node.to_string(),
+            "name": peer.name,
+            "addr": peer.addr.to_string(),
+            "region": null,
+            "incarnation": null,
+            "self": false,
+            "connected": false,
+            "state": "down",
+        }));
+    }
+    let ms = mesh.stats();
+    json!({
+        "members": members,
+        "delivered": ms.delivered,
+        "dead_letters": ms.dead_letters,
+    })
+}
+
+#[cfg(not(feature = "mesh"))]
+fn mesh_json(_handle: &Handle) -> Value {
+    Value::Null
+}

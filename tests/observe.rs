@@ -1,0 +1,332 @@
+//! The observability pages of a real node over HTTP (`cairn::observe`): `/cairn/metrics`
+//! parsed by a real OpenMetrics parser (the `prometheus_client` Python package), counters
+//! that move with the workload that should move them, `/cairn/status.json`, the dashboard.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use cairn::prelude::*;
+use common::{Counter, CounterMsg};
+
+const T: Duration = Duration::from_secs(10);
+
+/// A one-node mesh (so the mesh families are there) serving its pages on a free port.
+fn node_with_pages(dir: &std::path::Path, idle: Duration) -> (Node, cairn_gateway_addr::Addr) {
+    let node = Node::builder()
+        .workers(2)
+        .name("obs1")
+        .data_dir(dir)
+        .object_idle_timeout(idle)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .insecure_dev()
+        .start()
+        .unwrap();
+    node.host::<Counter>();
+    let gateway = cairn::observe::serve(&node, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = gateway.local_addr().unwrap();
+    (node, cairn_gateway_addr::Addr(addr))
+}
+
+mod cairn_gateway_addr {
+    /// Where a node's pages are served.
+    pub struct Addr(pub std::net::SocketAddr);
+}
+
+/// `GET path` (or another method) with `connection: close`: status, headers (lowercase
+/// names), body.
+fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, HashMap<String, String>, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(T)).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8(raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, headers, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = s.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        s = &rest[size + 2..];
+    }
+}
+
+/// Parses OpenMetrics text with the `prometheus_client` Python package's parser (Debian's
+/// python3-prometheus-client); returns `sample name{labels}` -> value. Panics if it does not
+/// parse.
+fn parse_openmetrics(text: &str) -> HashMap<String, f64> {
+    const SCRIPT: &str = r#"
+import sys, json
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        out[s.name + ("{" + labels + "}" if labels else "")] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (with python3-prometheus-client) is needed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the OpenMetrics parser rejected /cairn/metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn scrape(addr: SocketAddr) -> HashMap<String, f64> {
+    let (status, headers, body) = request(addr, "GET", "/cairn/metrics");
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].starts_with("application/openmetrics-text"));
+    parse_openmetrics(&body)
+}
+
+fn value(samples: &HashMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("no sample {name} in {:?}", samples.keys()))
+}
+
+/// Polls `scrape` until `ok` holds (counters are read at scrape time; an eviction happens
+/// on the node's own schedule).
+fn scrape_until(
+    addr: SocketAddr,
+    ok: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let deadline = Instant::now() + T;
+    loop {
+        let samples = scrape(addr);
+        if ok(&samples) || Instant::now() > deadline {
+            return samples;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every documented family is there and the text parses as OpenMetrics.
+#[test]
+fn metrics_parse_as_openmetrics_with_every_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let samples = scrape(addr.0);
+    let class = r#"{class="test-counter"}"#;
+    for name in [
+        "cairn_processes".to_owned(),
+        "cairn_run_queue_depth".to_owned(),
+        "cairn_scheduler_workers".to_owned(),
+        "cairn_scheduler_polls_total".to_owned(),
+        "cairn_scheduler_steals_total".to_owned(),
+        "cairn_scheduler_parks_total".to_owned(),
+        "cairn_process_spawns_total".to_owned(),
+        r#"cairn_process_exits_total{reason="normal"}"#.to_owned(),
+        r#"cairn_process_exits_total{reason="panic"}"#.to_owned(),
+        "cairn_mailbox_full_refusals_total".to_owned(),
+        "cairn_mailbox_dead_letters_total".to_owned(),
+        "cairn_storage_commits_total".to_owned(),
+        "cairn_storage_write_sets_total".to_owned(),
+        "cairn_storage_commit_seconds_count".to_owned(),
+        r#"cairn_storage_commit_seconds_bucket{le="+Inf"}"#.to_owned(),
+        "cairn_storage_map_used_bytes".to_owned(),
+        "cairn_storage_map_size_bytes".to_owned(),
+        format!("cairn_objects_active{class}"),
+        format!("cairn_object_activations_total{class}"),
+        format!("cairn_object_evictions_total{class}"),
+        format!("cairn_object_handler_failures_total{class}"),
+        format!("cairn_object_handler_seconds_count{class}"),
+        format!("cairn_object_gate_hold_seconds_count{class}"),
+        format!("cairn_alarms_fired_total{class}"),
+        format!("cairn_alarms_retried_total{class}"),
+        format!("cairn_alarms_given_up_total{class}"),
+        "process_resident_memory_bytes".to_owned(),
+        "cairn_mesh_members".to_owned(),
+        "cairn_mesh_connected_peers".to_owned(),
+        "cairn_mesh_delivered_total".to_owned(),
+        "cairn_mesh_dead_letters_total".to_owned(),
+        "cairn_mesh_refused_handshakes_total".to_owned(),
+    ] {
+        value(&samples, &name);
+    }
+    assert_eq!(value(&samples, "cairn_scheduler_workers"), 2.0);
+    assert_eq!(value(&samples, "cairn_mesh_members"), 1.0);
+    assert!(value(&samples, "cairn_processes") >= 1.0);
+    assert!(
+        value(&samples, "cairn_storage_map_used_bytes")
+            <= value(&samples, "cairn_storage_map_size_bytes")
+    );
+    node.shutdown();
+}
+
+/// An activation, its messages and their commits, an eviction, and a `Full` answer each
+/// move their counter.
+#[test]
+fn counters_move_with_the_workload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_millis(200));
+    let class = r#"{class="test-counter"}"#;
+    let before = scrape(addr.0);
+    let activations = format!("cairn_object_activations_total{class}");
+    let evictions = format!("cairn_object_evictions_total{class}");
+    let handled = format!("cairn_object_handler_seconds_count{class}");
+    let held = format!("cairn_object_gate_hold_seconds_count{class}");
+
+    let counter = node.object::<Counter>("a");
+    for n in 1..=3 {
+        let total = node
+            .block_on(counter.call(|r| CounterMsg::AddAndGet(1, r), T))
+            .unwrap();
+        assert_eq!(total, n);
+    }
+    let after = scrape(addr.0);
+    assert_eq!(
+        value(&after, &activations) - value(&before, &activations),
+        1.0
+    );
+    assert_eq!(value(&after, &handled) - value(&before, &handled), 3.0);
+    // Each answer waited for its write set.
+    assert_eq!(value(&after, &held) - value(&before, &held), 3.0);
+    assert!(
+        value(&after, "cairn_storage_commits_total")
+            >= value(&before, "cairn_storage_commits_total") + 1.0
+    );
+    assert_eq!(value(&after, &format!("cairn_objects_active{class}")), 1.0);
+
+    // Idle for longer than the idle timeout: evicted.
+    let evicted = scrape_until(addr.0, |s| {
+        value(s, &evictions) > value(&before, &evictions)
+    });
+    assert_eq!(
+        value(&evicted, &evictions) - value(&before, &evictions),
+        1.0
+    );
+
+    // A process that never receives, with room for one message.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let stuck = node
+        .handle()
+        .spawn_opts(
+            SpawnOptions {
+                mailbox_capacity: Some(1),
+                ..SpawnOptions::default()
+            },
+            move |_ctx: Ctx<u32>| async move {
+                let _ = cairn::scheduler::block_on(async { wait.recv() });
+            },
+        )
+        .unwrap();
+    let refused_before = value(&scrape(addr.0), "cairn_mailbox_full_refusals_total");
+    stuck.try_send(1).unwrap();
+    assert!(stuck.try_send(2).is_err());
+    let refused = value(&scrape(addr.0), "cairn_mailbox_full_refusals_total");
+    assert_eq!(refused - refused_before, 1.0);
+    drop(release);
+    node.shutdown();
+}
+
+/// `status.json` has the documented fields with the node's live figures.
+#[test]
+fn status_json_describes_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    node.block_on(
+        node.object::<Counter>("x")
+            .call(|r| CounterMsg::AddAndGet(5, r), T),
+    )
+    .unwrap();
+    let (status, headers, body) = request(addr.0, "GET", "/cairn/status.json");
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/json");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(s["name"], "obs1");
+    assert_eq!(s["node"], node.id().to_string());
+    assert!(s["time_ms"].as_u64().unwrap() > 0);
+    assert_eq!(s["scheduler"]["workers"], 2);
+    assert!(s["scheduler"]["processes"].as_u64().unwrap() >= 1);
+    assert!(s["scheduler"]["spawns"].as_u64().unwrap() >= 1);
+    assert!(s["scheduler"]["exits"]["normal"].is_u64());
+    assert!(s["storage"]["commits"].as_u64().unwrap() >= 1);
+    assert!(s["storage"]["map_size"].as_u64().unwrap() > 0);
+    assert!(s["rss_bytes"].as_u64().unwrap() > 0);
+    let counter = &s["objects"]["test-counter"];
+    assert_eq!(counter["active"], 1);
+    assert_eq!(counter["activations"], 1);
+    assert_eq!(counter["handler_count"], 1);
+    let members = s["mesh"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["name"], "obs1");
+    assert_eq!(members[0]["self"], true);
+    node.shutdown();
+}
+
+/// The dashboard and its vendored assets are served; other pages are 404, other methods 405.
+#[test]
+fn the_dashboard_and_its_assets_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let (status, headers, page) = request(addr.0, "GET", "/cairn/dashboard");
+    assert_eq!(status, 200);
+    assert!(headers["content-type"].starts_with("text/html"));
+    for asset in [
+        "/cairn/assets/dashboard.js",
+        "/cairn/assets/uPlot.iife.min.js",
+        "/cairn/assets/uPlot.min.css",
+    ] {
+        let file = asset.rsplit('/').next().unwrap();
+        assert!(page.contains(file), "the page does not load {file}");
+        let (status, _, body) = request(addr.0, "GET", asset);
+        assert_eq!(status, 200, "{asset}");
+        assert!(!body.is_empty());
+    }
+    let (status, _, licence) = request(addr.0, "GET", "/cairn/assets/uPlot.LICENSE");
+    assert_eq!(status, 200);
+    assert!(licence.contains("MIT License"));
+    assert_eq!(request(addr.0, "GET", "/cairn/nothing").0, 404);
+    assert_eq!(request(addr.0, "GET", "/other/metrics").0, 404);
+    assert_eq!(request(addr.0, "POST", "/cairn/metrics").0, 405);
+    node.shutdown();
+}

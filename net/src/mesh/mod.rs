@@ -58,6 +58,8 @@ mod controls;
 mod dial;
 mod error;
 mod events;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 mod inbound;
 mod limits;
 mod membership;

@@ -61,6 +61,8 @@ mod controls;
 mod dial;
 mod error;
 mod events;
+#[cfg(feature = "testing")]
+pub mod fuzzing;
 mod gateway;
 mod inbound;
 mod limits;

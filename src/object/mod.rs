@@ -32,6 +32,8 @@ use serde::Serialize;
 mod activation;
 mod alarms;
 mod api;
+#[cfg(feature = "http")]
+pub mod http;
 mod output_queue;
 mod reference;
 mod routing;
@@ -88,6 +90,8 @@ impl Objects {
             cluster: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
         });
+        #[cfg(feature = "http")]
+        handle.set_extension(Arc::new(http::HttpState::default()));
         let alarms = alarms::start(&handle, Arc::downgrade(&objects));
         let _ = objects.alarm_process.set(alarms);
         objects
@@ -103,6 +107,8 @@ impl Objects {
 
     /// A class whose objects live on whichever node sends to them.
     pub(crate) fn host_local<O: Object>(&self) {
+        #[cfg(feature = "http")]
+        http::register::<O>(&self.handle);
         #[cfg(feature = "mesh")]
         self.insert_class::<O>(None);
         #[cfg(not(feature = "mesh"))]
@@ -119,6 +125,8 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
+        #[cfg(feature = "http")]
+        http::register::<O>(&self.handle);
         #[cfg(feature = "mesh")]
         {
             self.insert_class::<O>(Some(routing::remote_route::<O>()));

@@ -31,6 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
 mod demo;
+mod http;
 
 /// How long `status` and `send` wait for an answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -144,6 +145,8 @@ struct RunArgs {
     failure_timeout: f64,
     #[command(flatten)]
     tls: TlsArgs,
+    #[command(flatten)]
+    http: http::HttpArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -267,7 +270,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     let failure_timeout = Duration::try_from_secs_f64(args.failure_timeout)
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
     builder = builder.failure_timeout(failure_timeout);
-    let node = with_tls(builder, &args.tls).start()?;
+    let node = with_tls(args.http.apply(builder), &args.tls).start()?;
     demo::host_all(&node);
     let mesh = node
         .mesh()
@@ -280,6 +283,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         mesh.local_addr(),
         node.region().unwrap_or("-")
     );
+    http::announce(&node);
     node.block_on(report_peers(mesh.clone(), events));
     Ok(())
 }

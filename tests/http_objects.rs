@@ -84,7 +84,7 @@ impl Object for Room {
             }
             (_, "panic") => panic!("the room panics"),
             (_, "slow") => {
-                ctx.handle().sleep(Duration::from_secs(5)).await;
+                ctx.handle().sleep(Duration::from_secs(30)).await;
                 Ok(text(ok, "late".to_owned()))
             }
             (_, "ws") => {
@@ -146,7 +146,8 @@ fn start(dir: &Path, name: &str, join: Option<SocketAddr>, http: bool) -> Node {
     }
     if http {
         let config = GatewayConfig {
-            handler_timeout: Duration::from_secs(1),
+            // Long enough for a panic's backtrace on a loaded machine; short for `/slow`.
+            handler_timeout: Duration::from_secs(3),
             ..GatewayConfig::default()
         };
         b = b.http("127.0.0.1:0".parse().unwrap()).http_config(config);
@@ -388,4 +389,55 @@ fn websockets_on_two_nodes_share_a_room_that_hibernates() {
     assert_eq!(read_text(&mut alice), "bob: still here #2");
     assert_eq!(read_text(&mut bob), "bob: still here #2");
     assert_eq!(a.status().objects.get("room"), None, "never active on a");
+}
+
+/// Kills the child on drop (also when the test fails).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn cairn_node_run_http_serves_the_demo_counter() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_cairn-node"))
+            .args(["run", "--name", "n1", "--listen", "127.0.0.1:0"])
+            .args(["--http", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--cluster")
+            .arg(dir.path().join("cluster"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let addr = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("http listen=").map(str::to_owned))
+        .expect("the node announces its HTTP address");
+    let base = format!("http://{addr}/counter/visits/");
+    let a = curl("POST", &base, Some("5"));
+    assert_eq!((a.status, a.body.as_str()), (200, "5\n"));
+    let a = curl("POST", &base, None);
+    assert_eq!((a.status, a.body.as_str()), (200, "6\n"));
+    let a = curl("GET", &base, None);
+    assert_eq!((a.status, a.body.as_str()), (200, "6\n"));
+    let a = curl("POST", &base, Some("lots"));
+    assert_eq!(a.status, 400, "{}", a.body);
+}
+
+#[test]
+fn http_is_off_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let node = start(dir.path(), "a", None, false);
+    assert_eq!(node.http_addr(), None);
 }

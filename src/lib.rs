@@ -76,6 +76,9 @@ pub mod rpc;
 
 pub use cairn_macros::{actor, object};
 
+#[cfg(feature = "http")]
+pub use cairn_gateway as gateway;
+// The request and response types of `Object::fetch`, for applications.
 #[cfg(feature = "mesh")]
 pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
@@ -84,11 +87,15 @@ pub use cairn_supervisor as supervisor;
 #[cfg(feature = "mesh")]
 use object::Cluster;
 use object::{Object, ObjectRef, Objects, ObjectsConfig, CLIENT_NAME_SUFFIX};
+#[cfg(feature = "http")]
+pub use {bytes, http};
 
 /// What applications import: `use cairn::prelude::*;`.
 pub mod prelude {
     pub use crate::access::ObjectAccess;
     pub use crate::durable::{Durable, DurableError};
+    #[cfg(feature = "http")]
+    pub use crate::object::http::{SocketId, WebSockets, WsMessage};
     pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError};
     pub use crate::placement::PlacementError;
     pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
@@ -143,6 +150,10 @@ pub enum NodeError {
     #[cfg(feature = "mesh")]
     #[error("starting the mesh: {0}")]
     Mesh(#[from] cairn_net::MeshError),
+    /// The HTTP gateway could not start (e.g. its address is taken).
+    #[cfg(feature = "http")]
+    #[error("starting the HTTP gateway: {0}")]
+    Http(#[from] cairn_gateway::GatewayError),
     /// The options do not make a node.
     #[error("bad node configuration: {0}")]
     Config(String),
@@ -264,6 +275,8 @@ pub struct NodeBuilder {
     storage: cairn_storage::Config,
     objects: ObjectsConfig,
     mesh: MeshOptions,
+    #[cfg(feature = "http")]
+    http: object::http::HttpOptions,
 }
 
 impl Default for NodeBuilder {
@@ -274,6 +287,8 @@ impl Default for NodeBuilder {
             storage: cairn_storage::Config::default(),
             objects: ObjectsConfig::default(),
             mesh: MeshOptions::default(),
+            #[cfg(feature = "http")]
+            http: object::http::HttpOptions::default(),
         }
     }
 }
@@ -451,6 +466,22 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "http")]
+    /// Serves HTTP and WebSockets into objects on `addr` (port 0 picks a free port; off
+    /// unless set): `/{class}/{key}/...` reaches [`Object::fetch`] on the object's owner.
+    /// See [`Node::http_addr`].
+    pub fn http(mut self, addr: SocketAddr) -> Self {
+        self.http.addr = Some(addr);
+        self
+    }
+
+    #[cfg(feature = "http")]
+    /// The HTTP gateway's limits (header and body sizes, timeouts, connections, sockets).
+    pub fn http_config(mut self, config: cairn_gateway::GatewayConfig) -> Self {
+        self.http.config = config;
+        self
+    }
+
     /// Opens the store and starts the node's threads (and its mesh, with a listen address).
     pub fn start(self) -> Result<Node, NodeError> {
         // Certificates first: a bad cluster directory fails before anything runs.
@@ -502,11 +533,22 @@ impl NodeBuilder {
                 objects.join_cluster(Cluster { mesh: mesh.clone() });
                 start_status_process(&mesh, &objects, &info);
                 cluster_status::start(&mesh);
+                #[cfg(feature = "http")]
+                object::http::start_forwarding(&mesh, &objects);
                 tracing::info!(node = %mesh.node(), name = %info.name, listen = %mesh.local_addr(), advertise = %mesh.advertised_addr(), region = ?info.region, "node joined the mesh");
                 Some(mesh)
             }
             None => None,
         };
+        #[cfg(feature = "http")]
+        object::http::serve(
+            &objects,
+            self.http,
+            (
+                observe::CLASS,
+                observe::Observer::of_parts(&handle, &objects, &info, &metrics),
+            ),
+        )?;
         Ok(Node {
             runtime,
             objects,
@@ -813,6 +855,12 @@ impl Node {
     /// The node's store.
     pub fn store(&self) -> &Store {
         self.objects.store()
+    }
+
+    #[cfg(feature = "http")]
+    /// Where the node serves HTTP ([`NodeBuilder::http`]), if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        object::http::HttpState::of(self.handle()).local_addr()
     }
 
     /// Closes the mesh (peers see this node leave at once: the close frames are flushed,

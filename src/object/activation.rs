@@ -344,6 +344,8 @@ async fn run_object<O: Object>(
             }
             Event::Msg(Message::User(ObjectMsg::User(msg))) => HandlerCall::Message(msg),
             Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
+            #[cfg(feature = "http")]
+            Event::Msg(Message::User(ObjectMsg::Http(call))) => HandlerCall::Http(call),
         };
         if let Err(reason) = handle_one(&mut object, &mut octx, &mut pipeline, call).await {
             bump(&octx.stats.handler_failures);
@@ -362,6 +364,9 @@ enum HandlerCall<M> {
     Message(M),
     /// The alarm set for this time is due.
     Alarm(SystemTime),
+    /// `fetch` or a WebSocket handler.
+    #[cfg(feature = "http")]
+    Http(super::http::HttpCall),
 }
 
 /// Runs one handler behind an output gate and queues its output behind its write set. On
@@ -375,7 +380,7 @@ async fn handle_one<O: Object>(
 ) -> Result<(), ExitReason> {
     let alarm_at = match &call {
         HandlerCall::Alarm(at) => Some(*at),
-        HandlerCall::Message(_) => None,
+        _ => None,
     };
     if let Some(at) = alarm_at {
         // Stale delivery: the alarm was deleted or moved since it was scanned.
@@ -394,6 +399,8 @@ async fn handle_one<O: Object>(
             bump(&stats.alarms_fired);
             Box::pin(object.alarm(octx))
         }
+        #[cfg(feature = "http")]
+        HandlerCall::Http(call) => super::http::handler(object, octx, call),
     };
     let started = Instant::now();
     let result = gated(&mut gate, fut).await;
@@ -419,7 +426,8 @@ async fn handle_one<O: Object>(
     Ok(())
 }
 
-type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + 'a>>;
+pub(super) type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), ActorError>> + Send + 'a>>;
 
 /// Runs a handler with `gate` active for each of its polls, catching panics.
 async fn gated(gate: &mut Gate, fut: HandlerFuture<'_>) -> Result<(), ExitReason> {

@@ -50,6 +50,60 @@ pub trait Object: Send + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// Answers an HTTP request for `/{CLASS}/{key}/...` (routed to the object's owner; see
+    /// [`crate::object::http`]). A handler like [`Object::handle`]: its writes commit
+    /// atomically and the response leaves once they are durable. An error or panic answers
+    /// 500. To accept a WebSocket, return [`ObjectCtx::accept_websocket`]'s response. The
+    /// default answers 404.
+    #[cfg(feature = "http")]
+    fn fetch(
+        &mut self,
+        request: ::http::Request<bytes::Bytes>,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<::http::Response<bytes::Bytes>, ActorError>> + Send {
+        let _ = (request, ctx);
+        async { Ok(super::http::not_found()) }
+    }
+
+    /// A message arrived on one of this object's WebSockets (re-activating it if it was
+    /// evicted). The socket reads its next message once this handler finished.
+    #[cfg(feature = "http")]
+    fn websocket_message(
+        &mut self,
+        socket: super::http::SocketId,
+        message: super::http::WsMessage,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = (socket, message, ctx);
+        async { Ok(()) }
+    }
+
+    /// A client closed one of this object's WebSockets (it is gone already).
+    #[cfg(feature = "http")]
+    fn websocket_close(
+        &mut self,
+        socket: super::http::SocketId,
+        code: u16,
+        reason: String,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = (socket, code, reason, ctx);
+        async { Ok(()) }
+    }
+
+    /// One of this object's WebSockets failed (protocol error, oversized message); it is
+    /// gone.
+    #[cfg(feature = "http")]
+    fn websocket_error(
+        &mut self,
+        socket: super::http::SocketId,
+        error: String,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> impl Future<Output = Result<(), ActorError>> + Send {
+        let _ = (socket, error, ctx);
+        async { Ok(()) }
+    }
+
     /// Runs when the object's alarm fires. The alarm is already cleared in this handler's
     /// write set (so `get_alarm()` is `None` unless the handler sets a new one); an error
     /// restores it and retries later with backoff ([`ObjectCtx::alarm_retry_count`]).
@@ -182,6 +236,9 @@ pub enum ObjectMsg<M> {
     Alarm(SystemTime),
     /// This node no longer owns the object: finish what is queued, then deactivate.
     Handoff,
+    /// An HTTP request or a WebSocket event for the object's handlers.
+    #[cfg(feature = "http")]
+    Http(super::http::HttpCall),
 }
 
 /// What an object's callbacks get: its storage, key, and process context.

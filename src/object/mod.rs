@@ -35,6 +35,8 @@ mod activation;
 mod alarms;
 mod api;
 mod clock;
+#[cfg(feature = "http")]
+pub mod http;
 mod output_queue;
 mod reference;
 mod routing;
@@ -104,6 +106,8 @@ impl Objects {
                 objects.wake_alarms();
             }
         });
+        #[cfg(feature = "http")]
+        handle.set_extension(Arc::new(http::HttpState::default()));
         let alarms = alarms::start(&handle, Arc::downgrade(&objects));
         let _ = objects.alarm_process.set(alarms);
         objects
@@ -121,6 +125,8 @@ impl Objects {
     pub(crate) fn host_local<O: Object>(&self) {
         // Listed in metrics from the start, before its first activation.
         self.stats.class(O::CLASS);
+        #[cfg(feature = "http")]
+        http::register::<O>(&self.handle);
         #[cfg(feature = "mesh")]
         self.insert_class::<O>(None);
         #[cfg(not(feature = "mesh"))]
@@ -138,6 +144,8 @@ impl Objects {
         O::Msg: Serialize + DeserializeOwned,
     {
         self.stats.class(O::CLASS);
+        #[cfg(feature = "http")]
+        http::register::<O>(&self.handle);
         #[cfg(feature = "mesh")]
         {
             self.insert_class::<O>(Some(routing::remote_route::<O>()));

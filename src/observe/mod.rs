@@ -62,11 +62,21 @@ impl std::fmt::Debug for Observer {
 impl Observer {
     /// The pages of `node`.
     pub fn new(node: &Node) -> Arc<Observer> {
+        Observer::of_parts(node.handle(), &node.objects, &node.info, &node.metrics)
+    }
+
+    /// The pages of a node still being started (`--http` mounts them beside its objects).
+    pub(crate) fn of_parts(
+        handle: &Handle,
+        objects: &Arc<Objects>,
+        info: &Arc<NodeInfo>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<Observer> {
         Arc::new(Observer {
-            handle: node.handle().clone(),
-            objects: Arc::downgrade(&node.objects),
-            info: Arc::clone(&node.info),
-            metrics: Arc::clone(&node.metrics),
+            handle: handle.clone(),
+            objects: Arc::downgrade(objects),
+            info: Arc::clone(info),
+            metrics: Arc::clone(metrics),
         })
     }
 

@@ -31,6 +31,7 @@ use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
 mod client;
 mod demo;
+mod http;
 mod observe;
 
 /// How long `status` and `send` wait for an answer.
@@ -156,6 +157,8 @@ struct RunArgs {
     tls: TlsArgs,
     #[command(flatten)]
     observe: observe::MetricsArgs,
+    #[command(flatten)]
+    http: http::HttpArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -287,7 +290,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     let failure_timeout = Duration::try_from_secs_f64(args.failure_timeout)
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
     builder = builder.failure_timeout(failure_timeout);
-    let node = with_tls(builder, &args.tls).start()?;
+    let node = with_tls(args.http.apply(builder), &args.tls).start()?;
     demo::host_all(&node);
     observe::serve_metrics(&node, &args.observe)?;
     let mesh = node
@@ -303,6 +306,7 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         mesh.advertise_source(),
         node.region().unwrap_or("-")
     );
+    http::announce(&node);
     node.block_on(report_peers(mesh.clone(), events));
     Ok(())
 }

@@ -98,6 +98,16 @@ pub enum ObjectError {
         /// `class/key`.
         name: String,
     },
+    /// The object's shard had no reachable leader within
+    /// `SHARD_WAIT` (election, failover, or no majority of its replicas
+    /// alive). Retryable: nothing was delivered.
+    #[error("object {name}: shard {shard} has no reachable leader")]
+    ShardUnavailable {
+        /// `class/key`.
+        name: String,
+        /// The shard.
+        shard: u32,
+    },
 }
 
 /// Why [`ObjectRef::send`](super::ObjectRef::send) did not deliver a message, with the
@@ -158,6 +168,9 @@ pub(crate) struct ObjectsConfig {
     pub(crate) alarm_retry_base: Duration,
     /// Retries of a failing alarm before it is dropped.
     pub(crate) alarm_max_retries: u32,
+    /// The replicated shards' settings (mesh nodes; see `replication`).
+    #[cfg(feature = "mesh")]
+    pub(crate) shards: cairn_shard::ShardConfig,
 }
 
 impl Default for ObjectsConfig {
@@ -166,6 +179,8 @@ impl Default for ObjectsConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             alarm_retry_base: ALARM_RETRY_BASE,
             alarm_max_retries: ALARM_MAX_RETRIES,
+            #[cfg(feature = "mesh")]
+            shards: cairn_shard::ShardConfig::default(),
         }
     }
 }

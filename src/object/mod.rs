@@ -34,12 +34,18 @@ mod alarms;
 mod api;
 mod output_queue;
 mod reference;
+#[cfg(feature = "mesh")]
+mod replication;
 mod routing;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
 pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
 pub use reference::ObjectRef;
+#[cfg(feature = "mesh")]
+pub use replication::{
+    CommitFailure, MAX_REPLICATED_HOPS, PROPOSE_TIMEOUT, SHARDS_TAG, SHARD_WAIT,
+};
 #[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
@@ -70,6 +76,9 @@ pub(crate) struct Objects {
     /// Set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     cluster: OnceLock<Cluster>,
+    /// The shard layer, set once at node start when the node has a mesh.
+    #[cfg(feature = "mesh")]
+    replication: OnceLock<Arc<replication::Replication>>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
 }
@@ -86,6 +95,8 @@ impl Objects {
             alarm_process: OnceLock::new(),
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
+            #[cfg(feature = "mesh")]
+            replication: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
         });
         let alarms = alarms::start(&handle, Arc::downgrade(&objects));
@@ -140,5 +151,27 @@ impl Objects {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    #[cfg(feature = "mesh")]
+    fn replication(&self) -> Option<&Arc<replication::Replication>> {
+        self.replication.get()
+    }
+
+    /// The shard layer and the shard of `class/key` when the class is placed on a node with
+    /// replicated shards (its writes then go through the shard, see `replication`).
+    #[cfg(feature = "mesh")]
+    fn shard_for(
+        &self,
+        class: &'static str,
+        key: &str,
+    ) -> Option<(Arc<replication::Replication>, cairn_shard::ShardId)> {
+        let replication = self.replication.get()?;
+        let placed = self
+            .classes
+            .read()
+            .get(class)
+            .is_some_and(|c| c.remote.is_some());
+        placed.then(|| (Arc::clone(replication), replication.shard_of(class, key)))
     }
 }

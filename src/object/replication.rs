@@ -116,8 +116,11 @@ pub(crate) struct Replication {
     node: Option<ShardNode>,
     /// Every non-client member ever seen, with the time it was last seen down (driver
     /// clock), for [`Liveness::Down`].
-    seen: Mutex<HashMap<NodeId, (Option<String>, Option<Duration>)>>,
+    seen: Mutex<HashMap<NodeId, Seen>>,
 }
+
+/// A member as last seen: its region, and since when it has been missing (driver clock).
+type Seen = (Option<String>, Option<Duration>);
 
 impl std::fmt::Debug for Replication {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -13,8 +13,9 @@
 //! ([`NodeBuilder::cluster`], [`NodeBuilder::tls_files`], or [`NodeBuilder::insecure_dev`]
 //! for experiments), contacts its seeds ([`NodeBuilder::join`]), runs the `cairn.status`
 //! process ([`STATUS_PROCESS`]) and routes objects of classes hosted with
-//! [`Node::host`] to their owner node. A meshed node gets a random [`NodeId`] on each
-//! start, so a restarted node is a new incarnation and pids of the old one stay dead.
+//! [`Node::host`] to their owner node. A node's [`NodeId`] is [`NodeId::of_name`] of its name,
+//! so a restarted node is the same node; its data dir (locked while it runs) counts its
+//! starts, and pids carry that `creation`, so pids of an earlier life stay dead.
 //!
 //! ```
 //! use std::time::Duration;
@@ -52,7 +53,7 @@ use cairn_scheduler::{
 };
 #[cfg(feature = "mesh")]
 use cairn_scheduler::{Message, SpawnOptions};
-use cairn_storage::{Keyspace, Store};
+use cairn_storage::{DataDir, Keyspace, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -315,8 +316,10 @@ impl NodeBuilder {
     }
 
     /// The node's name (default [`DEFAULT_NODE_NAME`]): the name in its TLS certificate and
-    /// what peers and `cairn-node status` show. Names need not be unique (nodes are told
-    /// apart by their random id), but must be valid DNS names (letters, digits, `-`, `.`).
+    /// what peers and `cairn-node status` show. The node's id is [`NodeId::of_name`] of it,
+    /// so names must be unique in a mesh and the same across restarts (the data dir
+    /// refuses a node of another name). Names must be valid DNS names (letters, digits,
+    /// `-`, `.`).
     pub fn name(mut self, name: &str) -> Self {
         self.mesh.name = name.to_owned();
         self
@@ -432,15 +435,18 @@ impl NodeBuilder {
             }
             None => None,
         };
-        std::fs::create_dir_all(&self.data_dir)?;
-        let store = Store::open(&self.data_dir, self.storage)?;
-        #[cfg_attr(not(feature = "mesh"), allow(unused_mut))]
-        let mut runtime = self.runtime.name("cairn");
-        #[cfg(feature = "mesh")]
-        if mesh_config.is_some() {
-            runtime = runtime.node(random_node_id());
-        }
-        let runtime = runtime.build()?;
+        // The data dir is this node's alone (locked), and says which life this is.
+        let data_dir = DataDir::open(&self.data_dir)?;
+        let name = self.mesh.tls_name();
+        let identity = data_dir.claim_identity(&name, NodeId::of_name(&name).0)?;
+        tracing::info!(node = identity.node, %name, creation = identity.creation, dir = %self.data_dir.display(), "node identity");
+        let store = Store::open_in(&data_dir, self.storage)?;
+        let runtime = self
+            .runtime
+            .name("cairn")
+            .node(NodeId(identity.node))
+            .creation(identity.creation)
+            .build()?;
         let handle = runtime.handle();
         let objects = Objects::start(handle.clone(), store, self.objects);
         handle.set_extension(objects.clone());
@@ -472,22 +478,6 @@ impl NodeBuilder {
             info,
         })
     }
-}
-
-#[cfg(feature = "mesh")]
-/// A fresh random node id (never 0, which local nodes use): `RandomState`'s per-process
-/// random keys hashed with the clock and the process id, so two nodes started at once on
-/// one machine still differ.
-fn random_node_id() -> NodeId {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.write_u32(std::process::id());
-    NodeId(h.finish().max(1))
 }
 
 /// What a node says about itself.

@@ -376,11 +376,42 @@ fn a_killed_node_is_declared_down_and_a_restart_is_a_new_incarnation() {
     let took = wait_down(&n1, &n2.id, killed);
     assert!(took <= DOWN_WITHIN, "declared down after {took:?}");
 
-    // Same name and data, new process: a new node id, seen as a new node.
+    // Same name and data, new process: the same node id (its identity is its name, kept
+    // in its data dir), back up as a new incarnation of the same node.
     let old_id = n2.id.clone();
     let n2b = NodeProc::start("n2", dir.path(), &cluster, &[n1.addr]);
-    assert_ne!(n2b.id, old_id);
-    n1.stdout.wait_for(&format!("node up node={} ", n2b.id));
+    assert_eq!(n2b.id, old_id);
+    let up = format!("node up node={} ", n2b.id);
+    n1.stdout.wait_until("n2 up again", |lines| {
+        lines.iter().filter(|l| l.starts_with(&up)).count() >= 2
+    });
+}
+
+#[test]
+fn a_second_node_on_a_data_dir_in_use_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    cluster_init(&cluster);
+    let n1 = NodeProc::start("n1", dir.path(), &cluster, &[]);
+    let data = dir.path().join("n1");
+    let (ok, out, err) = cli(&[
+        "run",
+        "--name",
+        "n1",
+        "--listen",
+        &free_addr().to_string(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--cluster",
+        cluster.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok,
+        "a second node started on a data dir in use: {out}{err}"
+    );
+    assert!(err.contains("is in use by another node"), "{err}");
+    assert!(!out.contains("ready "), "{out}");
+    drop(n1);
 }
 
 #[test]

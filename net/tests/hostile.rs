@@ -124,7 +124,7 @@ fn a_reply_from_a_node_the_call_was_not_sent_to_completes_nothing() {
     let mut forger = Rogue::connect(&ca, "rogue-forger", 67, &mesh);
 
     // A call to a process of node 66.
-    let target = Pid::from_parts(NodeId(66), 5);
+    let target = Pid::from_parts(NodeId(66), 0, 5);
     let handle = rt.handle();
     let answer = spawn(&rt, async move {
         handle.call(target, |r| Msg::Double(21, r), TIMEOUT).await
@@ -166,7 +166,7 @@ fn reply_ids_on_the_wire_are_not_sequential() {
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     mesh.declare::<Msg>(TAG).unwrap();
     let mut callee = Rogue::connect(&ca, "rogue-callee", 66, &mesh);
-    let target = Pid::from_parts(NodeId(66), 5);
+    let target = Pid::from_parts(NodeId(66), 0, 5);
     let mut ids = Vec::new();
     for n in 0..8 {
         let handle = rt.handle();
@@ -215,7 +215,7 @@ fn a_reply_passed_on_to_a_third_node_is_answered_through_the_node_that_passed_it
         .unwrap();
     assert_eq!(v, 42);
     // A pid on node 3 that does not exist: node 3's failure report travels back.
-    let nobody = Pid::from_parts(NodeId(3), u64::MAX - 1);
+    let nobody = Pid::from_parts(NodeId(3), 0, u64::MAX - 1);
     let r: Result<u64, _> =
         rt1.block_on(rt1.call(forwarder, |r| Msg::Forward(nobody, 1, r), TIMEOUT));
     assert_eq!(r, Err(CallError::NoProc));

@@ -77,6 +77,7 @@ pub enum RegisterError {
 pub struct Builder {
     workers: usize,
     node: NodeId,
+    creation: u32,
     name: String,
     mailbox_capacity: usize,
     shutdown_grace: Duration,
@@ -87,6 +88,7 @@ impl Default for Builder {
         Builder {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             node: NodeId(0),
+            creation: 0,
             name: "cairn".to_owned(),
             mailbox_capacity: cairn_mailbox::Mailbox::<(), ()>::DEFAULT_CAPACITY,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -103,6 +105,13 @@ impl Builder {
     /// This node's id (default 0, a single local node).
     pub fn node(mut self, node: NodeId) -> Self {
         self.node = node;
+        self
+    }
+    /// This life of the node (default 0): its start counter, carried in every pid it
+    /// spawns. A pid of another creation of this node names no process here, so pids kept
+    /// from an earlier life (by other nodes, or in storage) stay dead after a restart.
+    pub fn creation(mut self, creation: u32) -> Self {
+        self.creation = creation;
         self
     }
     /// Thread name prefix.
@@ -126,8 +135,9 @@ impl Builder {
         let driver = Driver::start(&self.name)?;
         let shared = Arc::new(Shared {
             node: self.node,
+            creation: self.creation,
             exec,
-            table: ProcessTable::new(self.node),
+            table: ProcessTable::new(self.node, self.creation),
             registry: Mutex::new(HashMap::new()),
             driver,
             blocking: BlockingPool::new(&self.name),
@@ -149,6 +159,7 @@ impl Builder {
 
 pub(crate) struct Shared {
     pub(crate) node: NodeId,
+    creation: u32,
     pub(crate) exec: Arc<Executor>,
     pub(crate) table: ProcessTable,
     registry: Mutex<HashMap<String, Pid>>,
@@ -379,9 +390,14 @@ impl Handle {
         self.shared.node
     }
 
+    /// This life of the node (see [`Builder::creation`]).
+    pub fn creation(&self) -> u32 {
+        self.shared.creation
+    }
+
     /// The pseudo-pid used as the sender of signals from outside any process.
     pub fn system_pid(&self) -> Pid {
-        Pid::new(self.shared.node, u32::MAX, u32::MAX)
+        Pid::new(self.shared.node, self.shared.creation, u32::MAX, u32::MAX)
     }
 
     /// Number of worker threads.

@@ -8,7 +8,8 @@
 //! round-robin counter, a global length and unpadded shards, insert and remove took 38% of
 //! a two-worker skynet run in lock and cache-line contention). Each slot has a generation, bumped when
 //! its process is removed; a pid carries the generation it was born with, so a stale pid
-//! never matches a newer process in a reused slot.
+//! never matches a newer process in a reused slot. A pid of another life of this node (its
+//! `creation`) never matches any process.
 //!
 //! Invariant: a process is in the table from spawn until its name and links are released in
 //! its exit; `len` counts exactly those.
@@ -57,14 +58,17 @@ fn home_shard() -> usize {
 
 pub(crate) struct ProcessTable {
     node: NodeId,
+    /// This life of the node: a pid of another life is never in the table.
+    creation: u32,
     /// Padded to a cache line each: neighbouring shards are locked by different threads.
     shards: Box<[CachePadded<Mutex<Shard>>]>,
 }
 
 impl ProcessTable {
-    pub(crate) fn new(node: NodeId) -> Self {
+    pub(crate) fn new(node: NodeId, creation: u32) -> Self {
         ProcessTable {
             node,
+            creation,
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(Shard::default())))
                 .collect(),
@@ -80,7 +84,7 @@ impl ProcessTable {
             shard.generations.resize(key + 1, 0);
         }
         let index = u32::try_from(key * SHARDS + s).expect("process table exceeds 2^32 slots");
-        let pid = Pid::new(self.node, index, shard.generations[key]);
+        let pid = Pid::new(self.node, self.creation, index, shard.generations[key]);
         let process = make(pid);
         let inserted = shard.slab.insert(process.clone());
         debug_assert_eq!(inserted, key);
@@ -88,7 +92,7 @@ impl ProcessTable {
     }
 
     fn locate(&self, pid: Pid) -> Option<(usize, usize)> {
-        if pid.node() != self.node {
+        if pid.node() != self.node || pid.creation() != self.creation {
             return None;
         }
         let index = pid.index() as usize;

@@ -314,7 +314,10 @@ fn a_crash_kills_every_process_in_a_chain_of_1000_outside_links() {
 fn linking_two_remote_pids_is_refused() {
     let rt = runtime(1);
     let elsewhere = NodeId(rt.node().0 + 7);
-    let (a, b) = (Pid::from_parts(elsewhere, 1), Pid::from_parts(elsewhere, 2));
+    let (a, b) = (
+        Pid::from_parts(elsewhere, 0, 1),
+        Pid::from_parts(elsewhere, 0, 2),
+    );
     assert_eq!(rt.link(a, b), Err(NotLocal(a, b)));
     assert_eq!(rt.unlink(a, b), Err(NotLocal(a, b)));
 }

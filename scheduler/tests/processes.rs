@@ -329,6 +329,39 @@ fn a_stale_pid_never_reaches_the_process_that_reuses_its_slot() {
     assert_eq!(within(&rt, reused.call(Counted::Hits, HANG)), Ok(0));
 }
 
+/// A pid of an earlier life of this node (same node id and slot, older creation) names no
+/// process of this life: sends, calls, signals and `is_alive` all see `NoProc`.
+#[test]
+fn a_pid_from_an_earlier_creation_of_the_node_names_no_process() {
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(cairn_scheduler::NodeId::of_name("n1"))
+        .creation(5)
+        .build()
+        .unwrap();
+    let live = spawn_counter(&rt);
+    assert_eq!(live.pid().creation(), 5);
+    assert_eq!(rt.creation(), 5);
+    let earlier = Pid::from_parts(live.pid().node(), 4, live.pid().id());
+    assert_ne!(earlier, live.pid());
+    match rt.try_send(earlier, Counted::Hit(1)) {
+        Err(SendError::NoProc(Counted::Hit(1))) => {}
+        other => panic!("expected NoProc, got {other:?}"),
+    }
+    assert!(rt.actor_ref::<Counted>(earlier).is_none());
+    assert_eq!(
+        within(&rt, rt.call(earlier, Counted::Hits, HANG)),
+        Err(CallError::NoProc)
+    );
+    assert!(!rt.is_alive(earlier));
+    rt.kill(earlier);
+    assert_eq!(wait_exit(&rt, earlier), ExitReason::NoProc);
+    // The live process saw none of it.
+    assert!(rt.is_alive(live.pid()));
+    assert_eq!(within(&rt, live.call(Counted::Hits, HANG)), Ok(0));
+    rt.shutdown();
+}
+
 #[test]
 fn sending_a_message_of_another_type_returns_wrong_type_with_the_message() {
     let rt = runtime(2);

@@ -69,6 +69,36 @@ pub enum StorageError {
         /// LMDB's description of it.
         message: String,
     },
+    /// Another process (or another open in this one) holds the data dir's lock: one data dir
+    /// serves one node at a time. Stop the other node, or give this one its own data dir.
+    #[error("data dir {} is in use by another node (its lock is held); stop that node or use another --data-dir", path.display())]
+    Locked {
+        /// The data dir.
+        path: std::path::PathBuf,
+    },
+    /// The data dir belongs to another node: its identity file names another node. Nothing
+    /// was changed.
+    #[error("data dir {} belongs to node {found_name:?} (id {found_node}), not {name:?} (id {node}); start that node on it, or use another --data-dir", path.display())]
+    WrongIdentity {
+        /// The data dir.
+        path: std::path::PathBuf,
+        /// The name recorded there.
+        found_name: String,
+        /// The node id recorded there.
+        found_node: u64,
+        /// The name of the node that tried to open it.
+        name: String,
+        /// Its id.
+        node: u64,
+    },
+    /// The data dir's identity file cannot be read as one.
+    #[error("bad node identity file {}: {reason}", path.display())]
+    BadIdentity {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An I/O error outside LMDB (creating the storage directory).
     #[error("I/O error: {0}")]
     Io(#[source] Arc<std::io::Error>),

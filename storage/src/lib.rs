@@ -42,6 +42,10 @@
 //! * **Alarms.** One alarm per keyspace, in the same write set as the data; [`Store::due_alarms`]
 //!   scans a time-ordered index.
 //!
+//! * **One node per data dir.** [`Store::open`] locks the data dir ([`DataDir`]); a second
+//!   open, in this process or another, is refused with [`StorageError::Locked`]. The data
+//!   dir also keeps the node's identity and start counter ([`DataDir::claim_identity`]).
+//!
 //! # Batching policy
 //!
 //! The writer takes everything queued, up to [`Config::max_batch_sets`] (default 1,024) sets
@@ -60,6 +64,7 @@
 //! Every call into `lmdb-rkv` is in the private `lmdb` module, so the binding can be replaced
 //! (e.g. by `heed`) without touching the rest.
 
+mod data_dir;
 mod error;
 mod keyspace;
 mod lmdb;
@@ -68,6 +73,7 @@ mod store;
 mod ticket;
 mod writeset;
 
+pub use data_dir::{DataDir, Identity, IDENTITY_FILE, LOCK_FILE};
 pub use error::{Result, StorageError};
 pub use keyspace::{Keyspace, ListOptions, Transaction};
 pub use replica::{KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};

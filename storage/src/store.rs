@@ -41,6 +41,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::data_dir::DataDir;
 use crate::error::{Result, StorageError};
 use crate::keyspace::Keyspace;
 use crate::lmdb::{Env, ReadTxn, Table, WriteTxn};
@@ -293,6 +294,8 @@ struct Queue {
 /// What the writer thread shares with the store handles.
 pub(crate) struct Core {
     pub(crate) env: Env,
+    /// Holds the data dir's lock while the environment is open (dropped after `env`).
+    _dir: DataDir,
     config: Config,
     queue: Mutex<Queue>,
     wake: Condvar,
@@ -414,8 +417,15 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens (creating if needed) the store in `<data_dir>/storage` and starts its writer thread.
+    /// Locks `data_dir` first ([`DataDir::open`]; [`StorageError::Locked`] if in use).
     pub fn open(data_dir: impl AsRef<Path>, config: Config) -> Result<Store> {
-        let dir = data_dir.as_ref().join("storage");
+        Store::open_in(&DataDir::open(data_dir)?, config)
+    }
+
+    /// Opens the store in a data dir already opened (and locked) by the caller, which may
+    /// have claimed its identity first; the store holds the lock for as long as it lives.
+    pub fn open_in(data_dir: &DataDir, config: Config) -> Result<Store> {
+        let dir = data_dir.path().join("storage");
         std::fs::create_dir_all(&dir)?;
         let env = Env::open(&dir, config.map_size, config.max_readers)?;
         let next_prefix = {
@@ -441,6 +451,7 @@ impl Store {
         }
         let core = Arc::new(Core {
             env,
+            _dir: data_dir.clone(),
             config,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),

@@ -34,9 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{expect_eq, rate, wait, Better, Config, Row};
 
-/// Node ids of the two nodes (any two distinct ids do).
-const N1: NodeId = NodeId(1);
-const N2: NodeId = NodeId(2);
+/// Names of the two nodes (their ids are `NodeId::of_name` of these).
+const N1: &str = "node-1";
+const N2: &str = "node-2";
 /// The mesh tag of [`Remote`]; an application-like name, as every frame carries it.
 const TAG: &str = "bench.Remote";
 /// The name of n2's directory process.
@@ -86,13 +86,13 @@ fn mesh_config(ca: &ClusterCa, name: &str) -> Result<MeshConfig, String> {
     Ok(MeshConfig::new(listen, tls))
 }
 
-fn start_node(cfg: &Config, node: NodeId, ca: &ClusterCa) -> Result<(Runtime, Mesh), String> {
+fn start_node(cfg: &Config, name: &str, ca: &ClusterCa) -> Result<(Runtime, Mesh), String> {
     let rt = Runtime::builder()
         .workers(cfg.workers)
-        .node(node)
+        .node(NodeId::of_name(name))
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let mesh = Mesh::start(&rt.handle(), mesh_config(ca, &format!("node-{}", node.0))?)
+    let mesh = Mesh::start(&rt.handle(), mesh_config(ca, name)?)
         .map_err(|e| format!("cannot start the mesh: {e}"))?;
     mesh.declare::<Remote>(TAG)
         .map_err(|e| format!("cannot declare the message type: {e}"))?;
@@ -254,7 +254,7 @@ impl Pair {
         };
         let mesh = pair.mesh.clone();
         let joined = run_in(&pair.rt.handle(), "joining n2", async move {
-            mesh.join(Seed::new(addr, "node-2"))
+            mesh.join(Seed::new(addr, N2))
                 .await
                 .map_err(|e| format!("cannot join n2: {e}"))
         });
@@ -267,7 +267,7 @@ impl Pair {
 
     /// Asks n2 for `sinks` sinks of `per_sink` numbers each, reporting to `report`.
     fn sinks(&self, sinks: u32, per_sink: u64, report: Pid) -> Result<Vec<Pid>, String> {
-        let directory = self.rt.named_ref::<Remote>(DIRECTORY, N2);
+        let directory = self.rt.named_ref::<Remote>(DIRECTORY, NodeId::of_name(N2));
         let pids = run_in(&self.rt.handle(), "setup call", async move {
             directory
                 .call(

@@ -632,7 +632,7 @@ mod tests {
     use super::*;
 
     fn pid(node: u64, id: u64) -> Pid {
-        Pid::from_parts(NodeId(node), id)
+        Pid::from_parts(NodeId(node), 0, id)
     }
 
     #[test]

@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn wire_frames_round_trip() {
         let frame = Wire::Send {
-            from: Some(Pid::from_parts(NodeId(1), 42)),
+            from: Some(Pid::from_parts(NodeId(1), 3, 42)),
             to: Target::Name("inbox".into()),
             tag: "t".into(),
             call: Some(7),
@@ -346,7 +346,7 @@ mod tests {
         };
         let valid = encode_payload(&Wire::Send {
             from: None,
-            to: Target::Pid(Pid::from_parts(NodeId(2), 9)),
+            to: Target::Pid(Pid::from_parts(NodeId(2), 3, 9)),
             tag: "test.Msg".into(),
             call: None,
             payload: Bytes(vec![0x92, 0x01, 0x02]),

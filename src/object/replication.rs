@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use super::routing::{is_client, BoxFuture};
 use super::Objects;
 
-/// The mesh tag of [`ShardFrame`]s, and the node-local name of the process receiving them.
+/// The mesh tag of Raft frames between nodes, and the node-local name of the process receiving them.
 pub const SHARDS_TAG: &str = "cairn.shards";
 /// How long a message to an object waits for its shard to have a reachable leader (election,
 /// failover, hand-over) before it fails with `ObjectError::ShardUnavailable`: two election

@@ -22,15 +22,20 @@
 //! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
 //! are never placed: each node has its own objects of that class.
 //!
-//! ## Membership change
+//! ## Replicated shards (every mesh node with a placed class)
+//! With the shard layer running (`replication`), the owner is not the rendezvous winner
+//! but the node serving the key's shard (its Raft leader holding the lease); a node that does
+//! not serve it sends to the leader it knows (or, on a first hop without one, to the node
+//! most likely to know). A message whose shard has no reachable leader is routed again with
+//! backoff for up to `SHARD_WAIT`, crossing the mesh at most [`MAX_REPLICATED_HOPS`] times
+//! in all; then it fails with `ShardUnavailable`. Membership changes move no activation by
+//! themselves: leadership does (see `replication`, "Leadership events").
+//!
+//! ## Membership change (without replicated shards)
 //! When a node joins or leaves, some keys change owner (about 1/n of them). The old owner
 //! hands off: each activation it no longer owns finishes what is already in its mailbox and
 //! in flight, then deactivates as on eviction; new messages go to the new owner, which
-//! activates the object from *its own* store. **Storage does not move yet**: the object's
-//! durable state stays on the old owner's disk, so until storage migrates with its key a
-//! key that changes owner starts from what the new owner has (usually nothing). In a stable
-//! mesh there is one activation per key; while views of the membership differ (during a join
-//! or a failure) the old and new owner may briefly both run one — there is no fencing yet.
+//! activates the object from *its own* store: storage does not move on this path.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -170,6 +170,8 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let Some(objs) = objects.upgrade() else {
             return;
         };
+        objs.alarm_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = SystemTime::now();
         match objs.store.due_alarms(now) {
             Ok(due) => {
@@ -212,5 +214,41 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         delivered.retain(|_, (_, when)| when.elapsed() < Duration::from_secs(60));
         let _ = ctx.recv_timeout(wait).await;
         while ctx.try_recv().is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, SystemTime};
+
+    use cairn_scheduler::Runtime;
+    use cairn_storage::{Config, Store};
+
+    use super::super::{Objects, ObjectsConfig};
+    use super::ALARM_DUE_POLL;
+
+    /// A due alarm nobody can take (its named process is not running; likewise an object
+    /// whose shard another node serves) must not wake the alarm process every millisecond.
+    #[test]
+    fn an_undeliverable_due_alarm_does_not_spin_the_alarm_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let ks = store.keyspace("nobody-runs-this").unwrap();
+        ks.set_alarm(SystemTime::now() - Duration::from_secs(1))
+            .unwrap();
+        ks.sync().unwrap();
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let objects = Objects::start(rt.handle(), store, ObjectsConfig::default());
+        let window = Duration::from_millis(400);
+        std::thread::sleep(window);
+        let scans = objects.alarm_scans.load(Ordering::Relaxed);
+        // One scan per ALARM_DUE_POLL (plus the first); a 1 ms spin would make ~400.
+        let bound = (window.as_millis() / ALARM_DUE_POLL.as_millis()) as u64 + 3;
+        assert!(scans >= 1, "the alarm process never scanned");
+        assert!(
+            scans <= bound,
+            "{scans} scans in {window:?} (bound {bound})"
+        );
     }
 }

@@ -73,6 +73,8 @@ pub(crate) struct Objects {
     /// How each named process that asked takes its alarm, by name.
     named_alarms: Mutex<HashMap<String, NamedAlarm>>,
     alarm_process: OnceLock<ActorRef<AlarmCmd>>,
+    /// Scans the alarm process made (each wake-up is one): see `alarms`.
+    alarm_scans: std::sync::atomic::AtomicU64,
     /// Set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     cluster: OnceLock<Cluster>,
@@ -93,6 +95,7 @@ impl Objects {
             owners: Mutex::new(HashMap::new()),
             named_alarms: Mutex::new(HashMap::new()),
             alarm_process: OnceLock::new(),
+            alarm_scans: std::sync::atomic::AtomicU64::new(0),
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             #[cfg(feature = "mesh")]

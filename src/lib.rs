@@ -82,6 +82,10 @@ pub use cairn_gateway as gateway;
 #[cfg(feature = "mesh")]
 pub use cairn_net as net;
 pub use cairn_scheduler as scheduler;
+#[cfg(feature = "mesh")]
+pub use cairn_shard as shard;
+#[cfg(feature = "mesh")]
+pub use cairn_shard::ShardConfig;
 pub use cairn_storage as storage;
 pub use cairn_supervisor as supervisor;
 #[cfg(feature = "mesh")]
@@ -482,6 +486,14 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
+    /// The replicated shards' settings (shard count, replication factor, Raft timing); the
+    /// same on every node of a cluster. Default: [`ShardConfig::default`].
+    pub fn shards(mut self, config: ShardConfig) -> Self {
+        self.objects.shards = config;
+        self
+    }
+
     /// Opens the store and starts the node's threads (and its mesh, with a listen address).
     pub fn start(self) -> Result<Node, NodeError> {
         // Certificates first: a bad cluster directory fails before anything runs.
@@ -530,7 +542,11 @@ impl NodeBuilder {
         let mesh = match mesh_config {
             Some(config) => {
                 let mesh = Mesh::start(&handle, config)?;
-                objects.join_cluster(Cluster { mesh: mesh.clone() });
+                objects.join_cluster(Cluster {
+                    mesh: mesh.clone(),
+                    creates: self.mesh.seeds.is_empty(),
+                    client: self.mesh.client,
+                });
                 start_status_process(&mesh, &objects, &info);
                 cluster_status::start(&mesh);
                 #[cfg(feature = "http")]
@@ -827,6 +843,13 @@ impl Node {
     /// This node's status.
     pub fn status(&self) -> NodeStatus {
         status_of(&self.runtime.handle(), &self.objects, &self.info)
+    }
+
+    #[cfg(feature = "mesh")]
+    /// How many shards this node's replicas see with the full replication factor of voters
+    /// (0 without a mesh or on a client): what a test waits for before it kills a node.
+    pub async fn shards_fully_replicated(&self) -> u32 {
+        self.objects.shards_fully_replicated().await
     }
 
     #[cfg(feature = "mesh")]

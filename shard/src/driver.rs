@@ -38,6 +38,9 @@ pub struct LeaseBoard {
     epoch: Instant,
     /// Nanoseconds since `epoch` until which this node may acknowledge; 0 = not serving.
     until: Vec<AtomicU64>,
+    /// The leader this node's replica knows per shard (`NodeId.0`; 0 = none known or not
+    /// hosted here): a routing hint for senders, never a permission to acknowledge.
+    leader: Vec<AtomicU64>,
 }
 
 impl LeaseBoard {
@@ -45,6 +48,7 @@ impl LeaseBoard {
         LeaseBoard {
             epoch,
             until: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            leader: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -57,12 +61,26 @@ impl LeaseBoard {
             .is_some_and(|u| now < u.load(Ordering::Acquire))
     }
 
+    /// The leader this node last knew for `shard` (a hint: it may be stale).
+    pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
+        let id = self.leader.get(shard.0 as usize)?.load(Ordering::Acquire);
+        (id != 0).then_some(NodeId(id))
+    }
+
+    /// Time on the board's clock (the driver's `now`).
+    pub fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
     fn publish(&self, core: &MultiRaft, now: Duration) {
         for (i, slot) in self.until.iter().enumerate() {
+            let shard = ShardId(i as u32);
             let until = core
-                .lease_until(ShardId(i as u32), now)
+                .lease_until(shard, now)
                 .map_or(0, |t| t.as_nanos() as u64);
             slot.store(until, Ordering::Release);
+            let leader = core.leader(shard).map_or(0, |n| n.0);
+            self.leader[i].store(leader, Ordering::Release);
         }
     }
 }

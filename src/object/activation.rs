@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cairn_scheduler::gate::{Gate, HeldOutput};
 use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, SendError, SpawnOptions};
-use cairn_storage::{CommitTicket, Keyspace, StorageError};
+use cairn_storage::{Keyspace, StorageError};
 use cairn_supervisor::actor::guarded;
 use cairn_supervisor::ActorError;
 use tracing::Instrument;
@@ -48,7 +48,7 @@ use super::alarms::schedule_alarm_retry;
 use super::output_queue::{CommitId, OutputQueue, Step};
 use super::routing::BoxFuture;
 use super::stats::{bump, ClassStats};
-use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects};
+use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, ObjectSendError, Objects};
 
 /// The address of one activation of an object.
 pub(super) type Activation<O> = ActorRef<ObjectMsg<<O as Object>::Msg>>;
@@ -171,8 +171,21 @@ pub(crate) fn key_hash(key: &str) -> u64 {
 struct Pipeline {
     queue: OutputQueue<HeldOutput>,
     /// With when each set was handed over, for the gate-hold histogram.
-    tickets: VecDeque<(CommitId, CommitTicket, Instant)>,
+    tickets: VecDeque<(CommitId, CommitFuture, Instant)>,
+    committer: Committer,
 }
+
+/// Where an activation's write sets go.
+#[derive(Default, Clone)]
+struct Committer {
+    /// The object's shard when its writes are replicated (see `replication`): then one
+    /// write set is in flight at a time, and its commit goes through the shard.
+    #[cfg(feature = "mesh")]
+    shard: Option<(Arc<super::replication::Replication>, cairn_shard::ShardId)>,
+}
+
+/// A write set's commit: `Err` says why the output gate stays shut.
+type CommitFuture = BoxFuture<Result<(), String>>;
 
 impl Pipeline {
     /// Hands the handler's pending writes (if any) to the committer and queues `held`
@@ -180,18 +193,53 @@ impl Pipeline {
     fn commit_behind(&mut self, storage: &Keyspace, held: HeldOutput) -> bool {
         let wrote = storage.has_pending();
         if let Some(id) = self.queue.handler_finished(wrote, held) {
-            self.tickets
-                .push_back((id, storage.commit(), Instant::now()));
+            let commit = self.committer.commit(storage);
+            self.tickets.push_back((id, commit, Instant::now()));
         }
         wrote
     }
 
+    /// Whether a new message may be handled while commits are in flight (not when
+    /// replicated: the next handler must read the applied write).
+    fn takes_messages(&self) -> bool {
+        #[cfg(feature = "mesh")]
+        if self.committer.shard.is_some() {
+            return self.queue.is_empty();
+        }
+        true
+    }
+}
+
+impl Committer {
+    /// Commits the pending writes: through the object's shard when replicated, else to the
+    /// node's group-commit writer.
+    fn commit(&self, storage: &Keyspace) -> CommitFuture {
+        #[cfg(feature = "mesh")]
+        if let Some((replication, shard)) = &self.shard {
+            let proposed = replication.propose(*shard, storage.take_pending_set());
+            return Box::pin(async move { proposed.await.map_err(|e| e.to_string()) });
+        }
+        let ticket = storage.commit();
+        Box::pin(async move { ticket.await.map_err(|e| e.to_string()) })
+    }
+
+    /// Whether this node may no longer act for the object: its shard is served elsewhere.
+    fn fenced(&self) -> bool {
+        #[cfg(feature = "mesh")]
+        if let Some((replication, shard)) = &self.shard {
+            return !replication.serving(*shard);
+        }
+        false
+    }
+}
+
+impl Pipeline {
     /// Polls the write set the queue waits for.
     fn poll_commit(
         &mut self,
         cx: &mut std::task::Context<'_>,
         stats: &ClassStats,
-    ) -> Poll<(CommitId, Result<(), StorageError>)> {
+    ) -> Poll<(CommitId, Result<(), String>)> {
         let Some(awaited) = self.queue.awaited() else {
             return Poll::Pending;
         };
@@ -203,7 +251,7 @@ impl Pipeline {
             *id, awaited,
             "write sets complete in the order they were handed over"
         );
-        let result = std::task::ready!(Pin::new(ticket).poll(cx));
+        let result = std::task::ready!(ticket.as_mut().poll(cx));
         let (id, _, handed_over) = self.tickets.pop_front().expect("polled just now");
         stats.gate_hold.record(handed_over.elapsed());
         Poll::Ready((id, result))
@@ -211,7 +259,7 @@ impl Pipeline {
 }
 
 enum Event<M> {
-    Committed(CommitId, Result<(), StorageError>),
+    Committed(CommitId, Result<(), String>),
     Msg(Message<ObjectMsg<M>>),
     Idle,
 }
@@ -294,7 +342,14 @@ async fn run_object<O: Object>(
         Ok(o) => o,
         Err(reason) => return reason,
     };
-    let mut pipeline = Pipeline::default();
+    let committer = Committer {
+        #[cfg(feature = "mesh")]
+        shard: objects.shard_for(O::CLASS, &octx.key),
+    };
+    let mut pipeline = Pipeline {
+        committer: committer.clone(),
+        ..Pipeline::default()
+    };
     let mut idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
     loop {
         while let Some(step) = pipeline.queue.next_step() {
@@ -334,7 +389,7 @@ async fn run_object<O: Object>(
                 }
                 bump(&octx.stats.evictions);
                 tracing::debug!(object = %name, "evicting");
-                return deactivate(&mut object, &mut octx, &name).await;
+                return deactivate(&mut object, &mut octx, &committer, &name).await;
             }
             Event::Msg(Message::Signal(_)) => continue,
             Event::Msg(Message::User(ObjectMsg::Handoff)) => {
@@ -342,6 +397,21 @@ async fn run_object<O: Object>(
                 idle = Duration::ZERO;
                 continue;
             }
+            Event::Msg(Message::User(ObjectMsg::User(msg))) if committer.fenced() => {
+                // Deposed: this node may not act for the object any more. The message goes
+                // on to the shard's current leader; the activation ends once idle.
+                let target =
+                    ObjectRef::<O>::new_in(objects.clone(), &octx.key, octx.region.as_deref());
+                octx.ctx.handle().spawn(move |_ctx: Ctx<()>| async move {
+                    if let Err(ObjectSendError { error, .. }) = target.deliver(msg, 1).await {
+                        tracing::warn!(object = %target.name, %error, "could not route a message on from a deposed activation");
+                    }
+                });
+                idle = Duration::ZERO;
+                continue;
+            }
+            // The shard's leader fires its alarms.
+            Event::Msg(Message::User(ObjectMsg::Alarm(_))) if committer.fenced() => continue,
             Event::Msg(Message::User(ObjectMsg::User(msg))) => HandlerCall::Message(msg),
             Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
             #[cfg(feature = "http")]
@@ -443,7 +513,12 @@ fn storage_failure(e: &StorageError) -> ExitReason {
 }
 
 /// Eviction after the mailbox closed: the `deactivate` hook, its commit, its output.
-async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &str) -> ExitReason {
+async fn deactivate<O: Object>(
+    object: &mut O,
+    octx: &mut ObjectCtx<O>,
+    committer: &Committer,
+    name: &str,
+) -> ExitReason {
     let mut gate = Gate::new();
     let result = gated(&mut gate, Box::pin(object.deactivate(octx))).await;
     if let Err(reason) = result {
@@ -452,8 +527,8 @@ async fn deactivate<O: Object>(object: &mut O, octx: &mut ObjectCtx<O>, name: &s
         return ExitReason::Normal;
     }
     if octx.storage.has_pending() {
-        if let Err(e) = octx.storage.commit().await {
-            return storage_failure(&e);
+        if let Err(e) = committer.commit(&octx.storage).await {
+            return ExitReason::Error(format!("storage: {e}"));
         }
     }
     gate.take().release().await;
@@ -483,7 +558,7 @@ async fn next_event<O: Object>(
 ) -> Event<O::Msg> {
     let handle = octx.ctx.handle().clone();
     let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
-    let take_messages = !pipeline.queue.is_recovering();
+    let take_messages = !pipeline.queue.is_recovering() && pipeline.takes_messages();
     std::future::poll_fn(|cx| {
         if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));

@@ -32,6 +32,10 @@ pub const ALARM_MAX_RETRIES: u32 = 6;
 /// How often the alarm process rescans storage even without a wake-up: bounds the delay of
 /// alarms written by plain named processes, which commit on their own and do not notify it.
 pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
+/// How often the alarm process looks again while the earliest stored alarm is already due
+/// but was delivered or is not deliverable here: a commit or a leadership change wakes it
+/// sooner; this bounds its wake-ups to 20 a second instead of one per millisecond.
+pub const ALARM_DUE_POLL: Duration = Duration::from_millis(50);
 
 /// Delivers a due alarm of one class: `(objects, key, at) -> delivered`.
 pub(super) type AlarmDispatch = Arc<dyn Fn(&Arc<Objects>, &str, SystemTime) -> bool + Send + Sync>;
@@ -168,6 +172,8 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let Some(objs) = objects.upgrade() else {
             return;
         };
+        objs.alarm_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = objs.config.clock.now();
         match objs.store.due_alarms(now) {
             Ok(due) => {
@@ -196,10 +202,13 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
             Err(e) => tracing::error!(error = %e, "alarm scan failed"),
         }
         let wait = match objs.store.next_alarm() {
+            // A due alarm still stored was just delivered (its handler has not committed
+            // yet), or cannot be delivered here (its shard is served elsewhere, its named
+            // process is not running): look again soon, without spinning on it.
             Ok(Some(next)) => next
                 .at
                 .duration_since(objs.config.clock.now())
-                .unwrap_or(Duration::from_millis(1))
+                .unwrap_or(ALARM_DUE_POLL)
                 .min(ALARM_RESCAN),
             _ => ALARM_RESCAN,
         };
@@ -207,5 +216,41 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         delivered.retain(|_, (_, when)| when.elapsed() < Duration::from_secs(60));
         let _ = ctx.recv_timeout(wait).await;
         while ctx.try_recv().is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, SystemTime};
+
+    use cairn_scheduler::Runtime;
+    use cairn_storage::{Config, Store};
+
+    use super::super::{Objects, ObjectsConfig};
+    use super::ALARM_DUE_POLL;
+
+    /// A due alarm nobody can take (its named process is not running; likewise an object
+    /// whose shard another node serves) must not wake the alarm process every millisecond.
+    #[test]
+    fn an_undeliverable_due_alarm_does_not_spin_the_alarm_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let ks = store.keyspace("nobody-runs-this").unwrap();
+        ks.set_alarm(SystemTime::now() - Duration::from_secs(1))
+            .unwrap();
+        ks.sync().unwrap();
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let objects = Objects::start(rt.handle(), store, ObjectsConfig::default());
+        let window = Duration::from_millis(400);
+        std::thread::sleep(window);
+        let scans = objects.alarm_scans.load(Ordering::Relaxed);
+        // One scan per ALARM_DUE_POLL (plus the first); a 1 ms spin would make ~400.
+        let bound = (window.as_millis() / ALARM_DUE_POLL.as_millis()) as u64 + 3;
+        assert!(scans >= 1, "the alarm process never scanned");
+        assert!(
+            scans <= bound,
+            "{scans} scans in {window:?} (bound {bound})"
+        );
     }
 }

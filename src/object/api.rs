@@ -152,6 +152,16 @@ pub enum ObjectError {
         /// `class/key`.
         name: String,
     },
+    /// The object's shard had no reachable leader within
+    /// `SHARD_WAIT` (election, failover, or no majority of its replicas
+    /// alive). Retryable: nothing was delivered.
+    #[error("object {name}: shard {shard} has no reachable leader")]
+    ShardUnavailable {
+        /// `class/key`.
+        name: String,
+        /// The shard.
+        shard: u32,
+    },
 }
 
 /// Why [`ObjectRef::send`](super::ObjectRef::send) did not deliver a message, with the
@@ -214,6 +224,9 @@ pub(crate) struct ObjectsConfig {
     pub(crate) alarm_max_retries: u32,
     /// The wall clock alarms are read against.
     pub(crate) clock: super::WallClock,
+    /// The replicated shards' settings (mesh nodes; see `replication`).
+    #[cfg(feature = "mesh")]
+    pub(crate) shards: cairn_shard::ShardConfig,
 }
 
 impl Default for ObjectsConfig {
@@ -223,6 +236,8 @@ impl Default for ObjectsConfig {
             alarm_retry_base: ALARM_RETRY_BASE,
             alarm_max_retries: ALARM_MAX_RETRIES,
             clock: super::WallClock::system(),
+            #[cfg(feature = "mesh")]
+            shards: cairn_shard::ShardConfig::default(),
         }
     }
 }

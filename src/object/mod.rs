@@ -39,6 +39,8 @@ mod clock;
 pub mod http;
 mod output_queue;
 mod reference;
+#[cfg(feature = "mesh")]
+mod replication;
 mod routing;
 mod stats;
 
@@ -47,6 +49,10 @@ pub(crate) use api::ObjectsConfig;
 pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
 pub use clock::WallClock;
 pub use reference::ObjectRef;
+#[cfg(feature = "mesh")]
+pub use replication::{
+    CommitFailure, MAX_REPLICATED_HOPS, PROPOSE_TIMEOUT, SHARDS_TAG, SHARD_WAIT,
+};
 #[cfg(feature = "mesh")]
 pub(crate) use routing::Cluster;
 pub use routing::{is_client, CLIENT_NAME_SUFFIX, MAX_HOPS};
@@ -75,9 +81,14 @@ pub(crate) struct Objects {
     /// How each named process that asked takes its alarm, by name.
     named_alarms: Mutex<HashMap<String, NamedAlarm>>,
     alarm_process: OnceLock<ActorRef<AlarmCmd>>,
+    /// Scans the alarm process made (each wake-up is one): see `alarms`.
+    alarm_scans: std::sync::atomic::AtomicU64,
     /// Set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     cluster: OnceLock<Cluster>,
+    /// The shard layer, set once at node start when the node has a mesh.
+    #[cfg(feature = "mesh")]
+    replication: OnceLock<Arc<replication::Replication>>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
     /// Per-class counters.
@@ -94,8 +105,11 @@ impl Objects {
             owners: Mutex::new(HashMap::new()),
             named_alarms: Mutex::new(HashMap::new()),
             alarm_process: OnceLock::new(),
+            alarm_scans: std::sync::atomic::AtomicU64::new(0),
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
+            #[cfg(feature = "mesh")]
+            replication: OnceLock::new(),
             active: Mutex::new(HashMap::new()),
             stats: stats::ObjectStats::default(),
         });
@@ -172,5 +186,27 @@ impl Objects {
 
     pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    #[cfg(feature = "mesh")]
+    fn replication(&self) -> Option<&Arc<replication::Replication>> {
+        self.replication.get()
+    }
+
+    /// The shard layer and the shard of `class/key` when the class is placed on a node with
+    /// replicated shards (its writes then go through the shard, see `replication`).
+    #[cfg(feature = "mesh")]
+    fn shard_for(
+        &self,
+        class: &'static str,
+        key: &str,
+    ) -> Option<(Arc<replication::Replication>, cairn_shard::ShardId)> {
+        let replication = self.replication.get()?;
+        let placed = self
+            .classes
+            .read()
+            .get(class)
+            .is_some_and(|c| c.remote.is_some());
+        placed.then(|| (Arc::clone(replication), replication.shard_of(class, key)))
     }
 }

@@ -26,15 +26,20 @@
 //! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
 //! are never placed: each node has its own objects of that class.
 //!
-//! ## Membership change
+//! ## Replicated shards (every mesh node with a placed class)
+//! With the shard layer running (`replication`), the owner is not the rendezvous winner
+//! but the node serving the key's shard (its Raft leader holding the lease); a node that does
+//! not serve it sends to the leader it knows (or, on a first hop without one, to the node
+//! most likely to know). A message whose shard has no reachable leader is routed again with
+//! backoff for up to `SHARD_WAIT`, crossing the mesh at most [`MAX_REPLICATED_HOPS`] times
+//! in all; then it fails with `ShardUnavailable`. Membership changes move no activation by
+//! themselves: leadership does (see `replication`, "Leadership events").
+//!
+//! ## Membership change (without replicated shards)
 //! When a node joins or leaves, some keys change owner (about 1/n of them). The old owner
 //! hands off: each activation it no longer owns finishes what is already in its mailbox and
 //! in flight, then deactivates as on eviction; new messages go to the new owner, which
-//! activates the object from *its own* store. **Storage does not move yet**: the object's
-//! durable state stays on the old owner's disk, so until storage migrates with its key a
-//! key that changes owner starts from what the new owner has (usually nothing). In a stable
-//! mesh there is one activation per key; while views of the membership differ (during a join
-//! or a failure) the old and new owner may briefly both run one — there is no fencing yet.
+//! activates the object from *its own* store: storage does not move on this path.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +62,7 @@ mod mesh_imports {
     pub(super) use serde::de::DeserializeOwned;
     pub(super) use serde::{Deserialize, Serialize};
 
+    pub(super) use super::super::replication::{Owner, Replication, MAX_REPLICATED_HOPS};
     pub(super) use super::super::{ObjectError, Objects};
     pub(super) use crate::placement::{self, Candidate};
 }
@@ -65,6 +71,12 @@ mod mesh_imports {
 /// the sender to the owner it sees, once more if that node sees another owner. More hops
 /// only happen while views of the membership disagree, and bouncing would not settle them.
 pub const MAX_HOPS: u8 = 2;
+/// First wait before routing a message again while its shard has no reachable leader.
+#[cfg(feature = "mesh")]
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+/// Longest wait between two such attempts (the backoff doubles up to it).
+#[cfg(feature = "mesh")]
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 /// Node names ending in this are *clients* (e.g. `cairn-node status`): they join the mesh
 /// to send but never own objects, so placement skips them.
 pub const CLIENT_NAME_SUFFIX: &str = ".client";
@@ -159,6 +171,10 @@ pub(super) fn router_name(class: &'static str) -> &'static str {
 pub(crate) struct Cluster {
     /// Its members (with their names and regions) are the placement candidates.
     pub(crate) mesh: Mesh,
+    /// Started without seeds: this node creates the shard cluster (see `replication`).
+    pub(crate) creates: bool,
+    /// A client node: it routes, it holds no shard replicas.
+    pub(crate) client: bool,
 }
 
 #[cfg(feature = "mesh")]
@@ -222,6 +238,13 @@ impl<O: Object> ObjectRef<O> {
     /// Where messages to the object go now (see the module doc, "Placement").
     #[cfg(feature = "mesh")]
     pub(super) fn route(&self) -> Result<Route<O>, ObjectError> {
+        self.route_at(0)
+    }
+
+    /// Where a message that crossed the mesh `hops` times goes now: with replicated shards,
+    /// to the node serving the object's shard (see `replication`); else by rendezvous.
+    #[cfg(feature = "mesh")]
+    fn route_at(&self, hops: u8) -> Result<Route<O>, ObjectError> {
         let Some(cluster) = self.objects.cluster.get() else {
             return Ok(Route::Local);
         };
@@ -239,6 +262,23 @@ impl<O: Object> ObjectRef<O> {
                 .mesh
                 .gateway()
                 .ok_or(placement::PlacementError::NoNodes)?
+        } else if let Some(replication) = self.objects.replication.get() {
+            // A hint names the same object `class/key` (one shard, one copy); it only
+            // requires a member in that region (README, "Guarantees").
+            if let Some(region) = self.region.as_deref() {
+                placement::owner(O::CLASS, &self.key, &cluster.candidates(), Some(region))?;
+            }
+            let shard = replication.shard_of(O::CLASS, &self.key);
+            match replication.owner(shard, hops == 0) {
+                Owner::Here => return Ok(Route::Local),
+                Owner::Node(node) => node,
+                Owner::Unknown => {
+                    return Err(ObjectError::ShardUnavailable {
+                        name: self.name.to_string(),
+                        shard: shard.0,
+                    })
+                }
+            }
         } else {
             placement::owner(
                 O::CLASS,
@@ -276,26 +316,57 @@ impl<O: Object> ObjectRef<O> {
     /// Delivers `msg` to the owner: here (activating the object) or through the owner's
     /// router; `hops` is how often it crossed the mesh already. Gives the message back
     /// with the reason when it cannot be delivered.
+    ///
+    /// With replicated shards a message whose shard has no reachable leader (election,
+    /// failover, a leader that just died) is routed again, with backoff, for up to
+    /// `SHARD_WAIT`; then it fails with the retryable `ShardUnavailable` (or
+    /// `Unreachable`), never dropped silently.
+    #[cfg(not(feature = "mesh"))]
     pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Delivered<O> {
-        #[cfg(not(feature = "mesh"))]
         let _ = hops;
-        let route = match self.route() {
-            Ok(route) => route,
-            Err(error) => return Err(ObjectSendError::new(error, msg)),
-        };
-        match route {
-            Route::Local => {
-                self.send_ungated(ObjectMsg::User(msg)).await;
-                Ok(())
-            }
-            #[cfg(feature = "mesh")]
-            Route::Remote(mesh, node, send, _) => {
-                if hops >= MAX_HOPS {
-                    tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
-                    let name = self.name.to_string();
-                    return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
+        self.send_ungated(ObjectMsg::User(msg)).await;
+        Ok(())
+    }
+
+    /// Delivers `msg` to the owner (see the `mesh`-less twin above for the contract).
+    #[cfg(feature = "mesh")]
+    pub(super) async fn deliver(&self, mut msg: O::Msg, hops: u8) -> Delivered<O> {
+        let replicated = self.objects.replication.get().is_some();
+        let deadline = std::time::Instant::now() + super::SHARD_WAIT;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            let may_retry = replicated && std::time::Instant::now() < deadline;
+            let route = match self.route_at(hops) {
+                Ok(route) => route,
+                Err(ObjectError::ShardUnavailable { .. }) if may_retry => {
+                    self.objects.handle.sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    continue;
                 }
-                send(mesh, node, self.envelope(msg, hops + 1)).await
+                Err(error) => return Err(ObjectSendError::new(error, msg)),
+            };
+            let Route::Remote(mesh, node, send, _) = route else {
+                self.send_ungated(ObjectMsg::User(msg)).await;
+                return Ok(());
+            };
+            let max = if replicated {
+                MAX_REPLICATED_HOPS
+            } else {
+                MAX_HOPS
+            };
+            if hops >= max {
+                tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
+                let name = self.name.to_string();
+                return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
+            }
+            match send(mesh, node, self.envelope(msg, hops + 1)).await {
+                // The leader this node knew is gone: wait for the next one.
+                Err(e) if may_retry && matches!(e.error, ObjectError::Unreachable { .. }) => {
+                    msg = e.msg;
+                    self.objects.handle.sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                done => return done,
             }
         }
     }
@@ -358,8 +429,17 @@ impl Objects {
     /// starts the handoff process that reacts to membership changes.
     pub(crate) fn join_cluster(self: &Arc<Self>, cluster: Cluster) {
         let mut events = cluster.mesh.node_events();
+        let (mesh, creates, client) = (cluster.mesh.clone(), cluster.creates, cluster.client);
         if self.cluster.set(cluster).is_err() {
             return;
+        }
+        match Replication::start(self, &mesh, creates, client, self.config.shards.clone()) {
+            Ok(replication) => {
+                let _ = self.replication.set(replication);
+            }
+            Err(error) => {
+                tracing::error!(%error, "replicated shards could not start; placed objects fall back to rendezvous placement (one disk per object)");
+            }
         }
         let weak = Arc::downgrade(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
@@ -380,7 +460,8 @@ impl Objects {
                         .iter()
                         .any(|p| p.node == node && is_client(&p.name))
                 });
-                if client {
+                // With replicated shards, leadership decides (see `replication`).
+                if client || objects.replication.get().is_some() {
                     continue;
                 }
                 tracing::debug!(%node, ?event, "membership changed; handing off objects owned elsewhere");

@@ -105,6 +105,7 @@ pub use foca::State as SwimState;
 pub use membership::Member;
 pub use names::{NameError, LAMPORT_WINDOW, MAX_NAMES_PER_NODE, MAX_NAME_LEN};
 pub use registry::DeclareError;
+pub use router::decoding_peer;
 pub use stats::MeshStats;
 pub use wire::PeerInfo;
 

@@ -48,6 +48,15 @@ thread_local! {
     static REPORTED: Cell<Option<(NodeId, u64)>> = const { Cell::new(None) };
 }
 
+/// The authenticated node at the other end of the connection a message is being decoded
+/// from, when called on the decoding thread during `Deserialize` (e.g. from a
+/// `#[serde(skip, default = "..")]` field); `None` elsewhere. Lets a message type check a
+/// sender id it carries against the peer's authenticated identity.
+pub fn decoding_peer() -> Option<NodeId> {
+    let peer = ENCODING_FOR.with(Cell::get);
+    (peer.0 != 0).then_some(peer)
+}
+
 /// Encodes or decodes one message with this mesh handling its replies, `peer` being the
 /// node at the other end.
 pub(super) fn with_codec<R>(inner: &Inner, peer: NodeId, f: impl FnOnce() -> R) -> R {

@@ -1,0 +1,436 @@
+//! Replicated shards under the objects of a mesh node: the shard driver (`cairn-shard`) on
+//! every node, Raft frames over the mesh, placement by shard leadership, and the replicated
+//! commit behind each object's output gate.
+//!
+//! ## What it owns
+//! * **The driver.** Every non-client mesh node runs one [`ShardNode`] over its own store. A
+//!   node started without seeds creates the cluster (every shard with itself as sole voter);
+//!   a node with seeds joins and hosts nothing until shard leaders add it (learner, then
+//!   voter; the replication factor is [`ShardConfig::replication`], 3 by default).
+//! * **The transport.** Raft batches travel as [`ShardFrame`]s under the mesh tag
+//!   [`SHARDS_TAG`] to the node-local process of that name. A frame's claimed sender must be
+//!   the connection's authenticated peer ([`cairn_net::mesh::decoding_peer`]); a frame that
+//!   lies about it is dropped and logged (the core checks the rest: message types, the
+//!   destination, the shard range).
+//! * **Membership.** SWIM stays the failure detector: live mesh members (clients excluded)
+//!   are `Up`; a member that left is `Down { since }`, and keeps its replicas for
+//!   [`ShardConfig::down_grace`] (a restart moves nothing).
+//! * **Leadership events.** When this node stops serving a shard (lost leadership or lease,
+//!   hand-over) its activations of that shard hand off; when it starts serving one, the
+//!   alarm process rescans (the shard's alarms are now this node's to fire).
+//!
+//! ## Invariants
+//! * An object of a placed class is activated only on the node that *serves* its shard
+//!   (leader, lease valid, caught up); every other node routes to the leader it knows.
+//! * A handler's write set is proposed to the shard; its held output is released only if the
+//!   entry was committed by a majority and applied here **and** this node still serves the
+//!   shard. Otherwise the output is dropped (callers get `NoReply`) and the activation
+//!   reloads from what is durable. So a deposed or cut-off leader acknowledges nothing.
+//! * Commits of one activation are serial (the next message is handled after the previous
+//!   write set is applied): a handler never reads around a write still in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use cairn_net::mesh::{decoding_peer, Mesh, NodeEvent};
+use cairn_scheduler::{Ctx, Message, NodeId, SendError, SpawnOptions};
+use cairn_shard::driver::{ShardNode, ShardTransport};
+use cairn_shard::placement::{shard_of, target_replicas, Liveness, Member};
+use cairn_shard::wire::WireBatch;
+use cairn_shard::{
+    bootstrap_states, encode_write_set, ClusterRecord, LmdbLog, MultiRaft, Outcome, ShardConfig,
+    ShardEvent, ShardId,
+};
+use cairn_storage::WriteSetData;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::routing::{is_client, BoxFuture};
+use super::Objects;
+
+/// The mesh tag of Raft frames between nodes, and the node-local name of the process receiving them.
+pub const SHARDS_TAG: &str = "cairn.shards";
+/// How long a message to an object waits for its shard to have a reachable leader (election,
+/// failover, hand-over) before it fails with `ObjectError::ShardUnavailable`: two election
+/// timeouts at the default settings plus failure detection, with room to spare.
+pub const SHARD_WAIT: Duration = Duration::from_secs(10);
+/// How long one write set may wait for its commit before the activation gives up on it
+/// (output dropped, state reloaded): a leader that cannot reach a majority within this long
+/// has lost its lease long before.
+pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a message crosses the mesh at most while shards move (each crossing follows a
+/// newer leader hint).
+pub const MAX_REPLICATED_HOPS: u8 = 6;
+
+/// Raft traffic from one node to another: one round's batch.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ShardFrame {
+    /// The sender as it claims to be; must equal the authenticated peer.
+    from: NodeId,
+    batch: WireBatch,
+    /// The connection's authenticated peer, filled in while decoding (never sent).
+    #[serde(skip, default = "decoding_peer")]
+    peer: Option<NodeId>,
+}
+
+/// Why a replicated commit did not open the output gate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitFailure {
+    /// The node's storage failed the write.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The shard refused the proposal or did not commit it in time (not the leader, queue
+    /// full, timed out, another leader's entry took its place).
+    #[error("shard {shard} did not commit the write: {reason}")]
+    NotCommitted {
+        /// The shard.
+        shard: ShardId,
+        /// Why.
+        reason: String,
+    },
+    /// The entry committed, but this node no longer serves the shard: it may not
+    /// acknowledge (the new leader holds the write).
+    #[error("shard {0} moved while the write committed")]
+    Moved(ShardId),
+}
+
+/// Where messages to a shard's objects go now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// This node serves the shard.
+    Here,
+    /// The shard's leader (or, without a known leader, the node most likely to know it).
+    Node(NodeId),
+    /// No leader is known yet: wait and look again.
+    Unknown,
+}
+
+/// The node's shard layer as objects see it.
+pub(crate) struct Replication {
+    me: NodeId,
+    mesh: Mesh,
+    cfg: ShardConfig,
+    /// `None` on a client node: it routes, it holds no replicas.
+    node: Option<ShardNode>,
+    /// Every non-client member ever seen, with the time it was last seen down (driver
+    /// clock), for [`Liveness::Down`].
+    seen: Mutex<HashMap<NodeId, Seen>>,
+}
+
+/// A member as last seen: its region, and since when it has been missing (driver clock).
+type Seen = (Option<String>, Option<Duration>);
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends Raft batches over the mesh (best effort: Raft retransmits what is lost).
+struct MeshTransport {
+    mesh: Mesh,
+    dialing: Arc<Mutex<HashSet<NodeId>>>,
+}
+
+impl ShardTransport for MeshTransport {
+    fn send(&self, from: NodeId, to: NodeId, batch: WireBatch) {
+        let frame = ShardFrame {
+            from,
+            batch,
+            peer: None,
+        };
+        let target = self.mesh.handle().named_ref::<ShardFrame>(SHARDS_TAG, to);
+        if let Err(SendError::NoConnection(_)) = target.try_send_ungated(frame) {
+            // No connection yet (a peer just learned of): dial once, in the background; the
+            // next round's messages find it.
+            if self.dialing.lock().insert(to) {
+                let mesh = self.mesh.clone();
+                let dialing = Arc::clone(&self.dialing);
+                self.mesh.handle().spawn(move |_ctx: Ctx<()>| async move {
+                    let _ = mesh.connect(to).await;
+                    dialing.lock().remove(&to);
+                });
+            }
+        }
+    }
+}
+
+impl Replication {
+    /// Starts the shard layer of a mesh node: creates or joins the cluster in the node's
+    /// store (`creates`: started without seeds), starts the driver (not on a `client`), the
+    /// frame receiver and the membership feed.
+    pub(crate) fn start(
+        objects: &Arc<Objects>,
+        mesh: &Mesh,
+        creates: bool,
+        client: bool,
+        cfg: ShardConfig,
+    ) -> Result<Arc<Replication>, String> {
+        cfg.validate()?;
+        let me = mesh.node();
+        mesh.declare::<ShardFrame>(SHARDS_TAG)
+            .map_err(|e| e.to_string())?;
+        let node = if client {
+            None
+        } else {
+            let log = LmdbLog::new(objects.store.clone());
+            if log.cluster().map_err(|e| e.to_string())?.is_none() {
+                if creates {
+                    log.create_cluster(&cfg, &bootstrap_states(&cfg, me))
+                } else {
+                    log.join_cluster(ClusterRecord {
+                        shards: cfg.shards,
+                        replication: cfg.replication as u32,
+                    })
+                }
+                .map_err(|e| e.to_string())?;
+            }
+            let states = log.recover().map_err(|e| e.to_string())?;
+            let core = MultiRaft::recover(cfg.clone(), me, &states, me.0 ^ 0x5eed, Duration::ZERO)?;
+            let transport = Arc::new(MeshTransport {
+                mesh: mesh.clone(),
+                dialing: Arc::new(Mutex::new(HashSet::new())),
+            });
+            let weak = Arc::downgrade(objects);
+            let handle = objects.handle.clone();
+            let on_event = Box::new(move |event: ShardEvent| {
+                let weak = weak.clone();
+                match event {
+                    ShardEvent::Stopped { shard } => {
+                        handle.spawn(move |_ctx: Ctx<()>| async move {
+                            if let Some(objects) = weak.upgrade() {
+                                objects.hand_off_shard(shard).await;
+                            }
+                        });
+                    }
+                    ShardEvent::Serving { .. } => {
+                        if let Some(objects) = weak.upgrade() {
+                            objects.wake_alarms();
+                        }
+                    }
+                }
+            });
+            Some(ShardNode::start(
+                &objects.handle,
+                core,
+                log,
+                transport,
+                Some(on_event),
+            ))
+        };
+        let replication = Arc::new(Replication {
+            me,
+            mesh: mesh.clone(),
+            cfg,
+            node,
+            seen: Mutex::new(HashMap::new()),
+        });
+        if let Some(node) = &replication.node {
+            start_receiver(mesh, node.clone())?;
+            replication.members_changed();
+            start_membership_feed(mesh, Arc::downgrade(&replication));
+        }
+        Ok(replication)
+    }
+
+    /// The shard of `(class, key)`.
+    pub(crate) fn shard_of(&self, class: &str, key: &str) -> ShardId {
+        shard_of(class, key, self.cfg.shards)
+    }
+
+    /// Whether this node may acknowledge for `shard` now.
+    pub(crate) fn serving(&self, shard: ShardId) -> bool {
+        self.node.as_ref().is_some_and(|n| n.serving(shard))
+    }
+
+    /// Where messages to `shard`'s objects go now. `first_hop`: the message has not crossed
+    /// the mesh yet, so without a known leader it may go to the node most likely to know
+    /// one (a node that already forwarded waits instead, so guesses cannot bounce).
+    pub(crate) fn owner(&self, shard: ShardId, first_hop: bool) -> Owner {
+        if self.serving(shard) {
+            return Owner::Here;
+        }
+        let hint = self.node.as_ref().and_then(|n| n.board().leader(shard));
+        match hint {
+            Some(leader) if leader != self.me => return Owner::Node(leader),
+            // We are the leader but not serving yet (lease, catching up): wait.
+            Some(_) => return Owner::Unknown,
+            None => {}
+        }
+        if !first_hop {
+            return Owner::Unknown;
+        }
+        let members = self.live_members();
+        let target = target_replicas(
+            shard,
+            &members,
+            self.cfg.replication,
+            None,
+            Duration::ZERO,
+            self.cfg.down_grace,
+        );
+        target
+            .into_iter()
+            .find(|&n| n != self.me)
+            .map_or(Owner::Unknown, Owner::Node)
+    }
+
+    /// Proposes an object's write set to its shard; resolves `Ok` only once it is committed,
+    /// applied here, and this node still serves the shard.
+    pub(crate) fn propose(
+        &self,
+        shard: ShardId,
+        set: WriteSetData,
+    ) -> BoxFuture<Result<(), CommitFailure>> {
+        let Some(node) = self.node.clone() else {
+            return Box::pin(async move {
+                Err(CommitFailure::NotCommitted {
+                    shard,
+                    reason: "a client node holds no shards".into(),
+                })
+            });
+        };
+        let data = encode_write_set(&set);
+        Box::pin(async move {
+            let not_committed = |reason: String| CommitFailure::NotCommitted { shard, reason };
+            match node.propose(shard, data, PROPOSE_TIMEOUT).await {
+                Ok(Outcome::Committed) if node.serving(shard) => Ok(()),
+                Ok(Outcome::Committed) => Err(CommitFailure::Moved(shard)),
+                Ok(other) => Err(not_committed(format!("{other:?}"))),
+                Err(e) => Err(not_committed(e.to_string())),
+            }
+        })
+    }
+
+    /// How many shards this node's replicas know with at least the replication factor of
+    /// voters (0 on a client).
+    pub(crate) async fn fully_replicated(&self) -> u32 {
+        let Some(node) = &self.node else {
+            return 0;
+        };
+        let mut full = 0;
+        for shard in 0..self.cfg.shards {
+            if let Some(conf) = node.conf_state(ShardId(shard)).await {
+                full += u32::from(conf.voters.len() >= self.cfg.replication);
+            }
+        }
+        full
+    }
+
+    /// The live non-client members, this node included.
+    fn live_members(&self) -> Vec<Member> {
+        self.mesh
+            .members()
+            .into_iter()
+            .filter(|m| !is_client(&m.name))
+            .map(|m| Member::up(m.node, m.region.as_deref()))
+            .collect()
+    }
+
+    /// Feeds the driver the membership: live members `Up`, members seen before and gone
+    /// now `Down` since they were first missed.
+    fn members_changed(&self) {
+        let Some(node) = &self.node else {
+            return;
+        };
+        let now = node.board().now();
+        let live = self.live_members();
+        let mut seen = self.seen.lock();
+        for m in &live {
+            seen.insert(m.id, (m.region.clone(), None));
+        }
+        let mut members = live.clone();
+        for (id, (region, down)) in seen.iter_mut() {
+            if live.iter().any(|m| m.id == *id) {
+                continue;
+            }
+            let since = *down.get_or_insert(now);
+            members.push(Member {
+                id: *id,
+                region: region.clone(),
+                liveness: Liveness::Down { since },
+            });
+        }
+        node.set_members(members);
+    }
+}
+
+/// Starts the node-local process that takes [`ShardFrame`]s from the mesh.
+fn start_receiver(mesh: &Mesh, node: ShardNode) -> Result<(), String> {
+    mesh.handle()
+        .spawn_opts(
+            SpawnOptions {
+                name: Some(SHARDS_TAG.to_owned()),
+                local_name: true,
+                ..SpawnOptions::default()
+            },
+            move |mut ctx: Ctx<ShardFrame>| async move {
+                while let Some(msg) = ctx.recv().await {
+                    let Message::User(frame) = msg else {
+                        continue;
+                    };
+                    if frame.peer != Some(frame.from) {
+                        tracing::warn!(claimed = %frame.from, peer = ?frame.peer, "shard frame from a node that is not its sender; dropped");
+                        continue;
+                    }
+                    node.deliver(frame.from, frame.batch);
+                }
+            },
+        )
+        .map(drop)
+        .map_err(|e| format!("starting the shard frame receiver: {e:?}"))
+}
+
+/// Starts the process that tells the driver about membership changes.
+fn start_membership_feed(mesh: &Mesh, replication: Weak<Replication>) {
+    let mut events = mesh.node_events();
+    mesh.handle().spawn(move |_ctx: Ctx<()>| async move {
+        loop {
+            let event = events.next().await;
+            if !matches!(event, NodeEvent::Up { .. } | NodeEvent::Down { .. }) {
+                continue;
+            }
+            let Some(r) = replication.upgrade() else {
+                return;
+            };
+            r.members_changed();
+        }
+    });
+}
+
+impl Objects {
+    /// See [`Replication::fully_replicated`] (0 without replicated shards).
+    pub(crate) async fn shards_fully_replicated(&self) -> u32 {
+        match self.replication() {
+            Some(r) => r.fully_replicated().await,
+            None => 0,
+        }
+    }
+
+    /// Hands off every activation of `shard` here: this node stopped serving it.
+    async fn hand_off_shard(&self, shard: ShardId) {
+        let Some(replication) = self.replication() else {
+            return;
+        };
+        let moving: Vec<_> = {
+            let classes = self.classes.read();
+            self.active
+                .lock()
+                .values()
+                .filter(|a| classes.get(a.class).is_some_and(|c| c.remote.is_some()))
+                .filter(|a| replication.shard_of(a.class, &a.key) == shard)
+                .map(|a| a.handoff.clone())
+                .collect()
+        };
+        if !moving.is_empty() {
+            tracing::info!(%shard, objects = moving.len(), "no longer serving the shard; handing its objects off");
+        }
+        for handoff in moving {
+            handoff().await;
+        }
+    }
+}

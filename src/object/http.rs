@@ -659,9 +659,10 @@ enum Target {
     Remote(Mesh, NodeId),
 }
 
-fn target_of<O: Object>(target: &ObjectRef<O>, hops: u8) -> Result<Target, Failure> {
+async fn target_of<O: Object>(target: &ObjectRef<O>, hops: u8) -> Result<Target, Failure> {
     match target
-        .route()
+        .route_waiting(hops)
+        .await
         .map_err(|e| Failure::Unavailable(e.to_string()))?
     {
         Route::Local => Ok(Target::Here),
@@ -697,7 +698,7 @@ fn fetch_object<O: Object>(
 ) -> BoxFuture<Result<http::Response<Bytes>, Failure>> {
     Box::pin(async move {
         let target = ObjectRef::<O>::new(objects.clone(), &key);
-        match target_of(&target, hops)? {
+        match target_of(&target, hops).await? {
             Target::Here => {
                 let (reply, answer) = Reply::pair();
                 deliver_local(&target, CallKind::Fetch(request, reply)).await?;
@@ -738,7 +739,7 @@ fn event_object<O: Object>(
 ) -> BoxFuture<Result<(), Failure>> {
     Box::pin(async move {
         let target = ObjectRef::<O>::new(objects.clone(), &key);
-        match target_of(&target, hops)? {
+        match target_of(&target, hops).await? {
             Target::Here => {
                 let (reply, answer) = Reply::pair();
                 // Events wait for room (backpressure onto the socket), never refused.

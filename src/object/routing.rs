@@ -328,6 +328,26 @@ impl<O: Object> ObjectRef<O> {
         Ok(())
     }
 
+    /// Where a request for the object goes now ([`Self::route_at`]), waiting with backoff,
+    /// up to `SHARD_WAIT`, while its shard has no reachable leader (an election, a
+    /// failover): the HTTP path's counterpart of [`Self::deliver`]'s wait.
+    #[cfg(feature = "mesh")]
+    pub(super) async fn route_waiting(&self, hops: u8) -> Result<Route<O>, ObjectError> {
+        let deadline = std::time::Instant::now() + super::SHARD_WAIT;
+        let mut backoff = RETRY_FIRST;
+        loop {
+            match self.route_at(hops) {
+                Err(ObjectError::ShardUnavailable { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    self.objects.handle.sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// Delivers `msg` to the owner (see the `mesh`-less twin above for the contract).
     #[cfg(feature = "mesh")]
     pub(super) async fn deliver(&self, mut msg: O::Msg, hops: u8) -> Delivered<O> {

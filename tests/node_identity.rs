@@ -177,3 +177,17 @@ fn a_node_restarted_in_a_mesh_keeps_its_id_and_remote_sends_to_its_old_pids_fail
     );
     assert_eq!(a.mesh().unwrap().members().len(), 2, "b is one member");
 }
+
+/// Placement skips client nodes by the same suffix certificates bind to the client role.
+#[test]
+fn client_names_mean_the_same_to_placement_and_to_certificates() {
+    assert_eq!(
+        cairn::object::CLIENT_NAME_SUFFIX,
+        cairn::net::CLIENT_NAME_SUFFIX
+    );
+    assert!(cairn::object::is_client("ops.client"));
+    assert_eq!(
+        cairn::net::Role::of_name("ops.client"),
+        cairn::net::Role::Client
+    );
+}

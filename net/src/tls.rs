@@ -98,6 +98,10 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// Lifetime of issued certificates unless the issuer says otherwise: one year. Renew before
+/// it ends (peers refuse an expired certificate at the handshake).
+pub const DEFAULT_CERT_DAYS: u32 = 365;
+
 /// File name of the CA certificate in a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key in a CA directory.
@@ -229,14 +233,15 @@ impl ClusterCa {
     /// Issues a certificate for `node_name` (its common name and subject alternative name,
     /// plus [`ANY_NODE_NAME`] for nodes), valid for both server and client authentication,
     /// with the role its name implies ([`Role::of_name`]).
+    /// Valid for [`DEFAULT_CERT_DAYS`].
     pub fn issue(&self, node_name: &str) -> Result<NodeCert, TlsError> {
-        self.issue_as(node_name, Role::of_name(node_name))
+        self.issue_as(node_name, Role::of_name(node_name), DEFAULT_CERT_DAYS)
     }
 
-    /// Issues a certificate for `name` in `role` (see [`ClusterCa::issue`]). A client's name
-    /// must end with [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be
-    /// [`ANY_NODE_NAME`].
-    pub fn issue_as(&self, name: &str, role: Role) -> Result<NodeCert, TlsError> {
+    /// Issues a certificate for `name` in `role`, valid from an hour ago (clock skew) for
+    /// `days` days (see [`ClusterCa::issue`]). A client's name must end with
+    /// [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be [`ANY_NODE_NAME`].
+    pub fn issue_as(&self, name: &str, role: Role, days: u32) -> Result<NodeCert, TlsError> {
         let bad = |why| TlsError::BadName {
             name: name.to_owned(),
             role,
@@ -268,6 +273,17 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let at = |secs: u64| {
+            i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .ok_or_else(|| bad("its validity dates are out of range"))
+        };
+        params.not_before = at(now.saturating_sub(3600))?;
+        params.not_after = at(now + u64::from(days) * 86_400)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         Ok(NodeCert {
@@ -284,12 +300,15 @@ impl ClusterCa {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only to a new file: narrow an existing one too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)
 }
 
@@ -327,6 +346,21 @@ impl fmt::Debug for NodeCert {
 }
 
 impl NodeCert {
+    /// Saves the certificate and its key to `dir` (created if missing) as `<name>.pem` and
+    /// `<name>.key`, the key readable by its owner only on Unix; returns the two paths.
+    pub fn save(&self, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), TlsError> {
+        let io_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| TlsError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cert_path = dir.join(format!("{}.pem", self.name));
+        std::fs::write(&cert_path, &self.cert_pem).map_err(io_err(&cert_path))?;
+        let key_path = dir.join(format!("{}.key", self.name));
+        write_private(&key_path, self.key_pem.as_bytes()).map_err(io_err(&key_path))?;
+        Ok((cert_path, key_path))
+    }
+
     /// The node name the certificate was issued for.
     pub fn name(&self) -> &str {
         &self.name
@@ -740,7 +774,7 @@ mod tests {
             !node.allows(ANY_NODE_NAME),
             "the shared name is nobody's identity"
         );
-        let client = ca.issue_as("ops.client", Role::Client).unwrap();
+        let client = ca.issue_as("ops.client", Role::Client, 30).unwrap();
         let client = CertIdentity::of_cert(client.cert_der()).unwrap();
         assert_eq!(client.role, Role::Client);
         assert_eq!(client.names, ["ops.client"]);
@@ -753,11 +787,11 @@ mod tests {
         assert!(!forged.allows("n1"));
         // Issuing refuses names that do not fit the role.
         assert!(matches!(
-            ca.issue_as("ops", Role::Client),
+            ca.issue_as("ops", Role::Client, 30),
             Err(TlsError::BadName { .. })
         ));
         assert!(matches!(
-            ca.issue_as("n1.client", Role::Node),
+            ca.issue_as("n1.client", Role::Node, 30),
             Err(TlsError::BadName { .. })
         ));
         assert!(matches!(
@@ -770,6 +804,28 @@ mod tests {
         );
         assert_eq!("client".parse::<Role>(), Ok(Role::Client));
         assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn certificates_are_valid_for_the_days_asked() {
+        let ca = ClusterCa::generate().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (cert, days) in [
+            (ca.issue("n1").unwrap(), i64::from(DEFAULT_CERT_DAYS)),
+            (ca.issue_as("n2", Role::Node, 7).unwrap(), 7),
+        ] {
+            let (_, parsed) = x509_parser::parse_x509_certificate(cert.cert_der()).unwrap();
+            let validity = parsed.validity();
+            let until = validity.not_after.timestamp();
+            assert!(
+                (until - (now + days * 86_400)).abs() < 120,
+                "{until} for {days} days"
+            );
+            assert!(validity.not_before.timestamp() <= now);
+        }
     }
 
     #[test]

@@ -243,10 +243,19 @@ impl MeshOptions {
         let (ca_pem, cert) = match &self.credentials {
             Credentials::Cluster(dir) => {
                 let ca = ClusterCa::load(dir)?;
+                tracing::warn!(ca = %dir.display(), node = %name, "this node holds the cluster CA's private key and signs its own certificate; in production keep the CA offline (cairn-node ca init / cert issue) and start nodes with --cert/--key/--ca");
                 (ca.cert_pem().to_owned(), ca.issue(&name)?)
             }
             Credentials::Files { cert, key, ca } => {
                 let cert = NodeCert::from_pem(&name, &read(cert)?, &read(key)?)?;
+                // Peers refuse a hello under a name the certificate does not allow: say so now.
+                let certified = cairn_net::CertIdentity::of_cert(cert.cert_der());
+                if !certified.as_ref().is_some_and(|c| c.allows(&name)) {
+                    return Err(NodeError::Config(format!(
+                        "the certificate is not for node {name:?} (it names {:?})",
+                        certified.map(|c| c.names)
+                    )));
+                }
                 (read(ca)?, cert)
             }
             Credentials::None if self.insecure_dev => {

@@ -472,3 +472,107 @@ fn a_first_node_without_a_cluster_makes_one_and_stores_under_data() {
     let members = status(addr, &cwd.path().join("cluster"));
     assert_eq!(members.len(), 1, "{members:?}");
 }
+
+/// The owner-only bits of a file's mode.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca_arg = ca.to_str().unwrap();
+    let (ok, out, err) = cli(&["ca", "init", "--dir", ca_arg]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(mode(&ca.join("ca.key")), 0o600);
+    let (ok, _, err) = cli(&["ca", "init", "--dir", ca_arg]);
+    assert!(!ok && err.contains("refusing to replace it"), "{err}");
+
+    let issue = |name: &str, role: &str| {
+        let out = dir.path().join(format!("certs-{name}"));
+        let (ok, stdout, err) = cli(&[
+            "cert",
+            "issue",
+            "--ca",
+            ca_arg,
+            "--name",
+            name,
+            "--role",
+            role,
+            "--days",
+            "30",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (ok, stdout + &err, out)
+    };
+    let mut files = Vec::new();
+    for name in ["n1", "n2"] {
+        let (ok, text, out) = issue(name, "node");
+        assert!(ok, "{text}");
+        assert!(text.contains("valid 30 days"), "{text}");
+        assert_eq!(mode(&out.join(format!("{name}.key"))), 0o600);
+        assert!(out.join("ca.pem").exists() && !out.join("ca.key").exists());
+        files.push(out);
+    }
+    // A client's name gets its suffix; a node's cannot carry it.
+    let (ok, text, out) = issue("ops", "client");
+    assert!(ok && out.join("ops.client.pem").exists(), "{text}");
+    assert_eq!(mode(&out.join("ops.client.key")), 0o600);
+    let (ok, text, _) = issue("x.client", "node");
+    assert!(!ok && text.contains("for clients"), "{text}");
+
+    // Nodes given only their certificate, their key and the CA certificate (no CA key
+    // anywhere near them) form a mesh.
+    let own_files = |name: &str, certs: &Path| {
+        let (cert, key) = (
+            certs.join(format!("{name}.pem")),
+            certs.join(format!("{name}.key")),
+        );
+        let ca_pem = certs.join("ca.pem");
+        move |cmd: &mut Command| {
+            cmd.arg("--cert")
+                .arg(&cert)
+                .arg("--key")
+                .arg(&key)
+                .arg("--ca")
+                .arg(&ca_pem);
+        }
+    };
+    let no_ca = dir.path().join("no-ca");
+    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], own_files("n1", &files[0]));
+    let n2 = NodeProc::start_with(
+        "n2",
+        dir.path(),
+        &no_ca,
+        &[n1.addr],
+        own_files("n2", &files[1]),
+    );
+    n1.wait_peers(1);
+    n2.wait_peers(1);
+    assert!(!no_ca.exists(), "a node made a CA of its own");
+
+    // A node handed another node's certificate does not start.
+    let (ok, out, err) = cli(&[
+        "run",
+        "--name",
+        "n3",
+        "--listen",
+        &free_addr().to_string(),
+        "--data-dir",
+        dir.path().join("n3").to_str().unwrap(),
+        "--cert",
+        files[0].join("n1.pem").to_str().unwrap(),
+        "--key",
+        files[0].join("n1.key").to_str().unwrap(),
+        "--ca",
+        files[0].join("ca.pem").to_str().unwrap(),
+    ]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("the certificate is not for node \"n3\""),
+        "{err}"
+    );
+}

@@ -3,11 +3,14 @@
 //! life names no process of the new one (locally and across the mesh); a data dir serves
 //! one node at a time, and only the node it was made for.
 
+mod common;
+
 use std::time::Duration;
 
-use cairn::net::{ClusterCa, NodeEvent};
+use cairn::net::ClusterCa;
 use cairn::prelude::*;
 use cairn::NodeError;
+use common::wait_up;
 
 const T: Duration = Duration::from_secs(20);
 
@@ -110,35 +113,12 @@ fn two_nodes_cannot_share_a_data_dir_and_a_dir_serves_only_its_own_node() {
 }
 
 fn meshed(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) -> Node {
-    let mut b = Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
-        .listen("127.0.0.1:0".parse().unwrap());
-    if let Some(seed) = join {
-        b = b.join([seed]);
-    }
-    let node = b.start().unwrap();
+    let node = common::mesh_builder(dir, name, join).start().unwrap();
     node.mesh()
         .unwrap()
         .declare::<Probe>("test.identity.Probe")
         .unwrap();
     node
-}
-
-/// Waits for the next `Up` of `peer` on `events`.
-fn wait_up(node: &Node, events: &mut cairn::net::NodeEvents, peer: NodeId) {
-    let up = node.block_on(node.handle().timeout(T, async {
-        loop {
-            if let NodeEvent::Up { node, .. } = events.next().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    }));
-    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
 }
 
 #[test]
@@ -154,7 +134,7 @@ fn a_node_restarted_in_a_mesh_keeps_its_id_and_remote_sends_to_its_old_pids_fail
     let b = meshed(dir.path(), "b", Some(seed));
     let b_id = NodeId::of_name("b");
     assert_eq!(b.id(), b_id);
-    wait_up(&a, &mut events, b_id);
+    wait_up(&a, &mut events, b_id, T);
     let old = spawn_probe(&b);
     let old_creation = b.handle().creation();
     assert_eq!(
@@ -166,7 +146,7 @@ fn a_node_restarted_in_a_mesh_keeps_its_id_and_remote_sends_to_its_old_pids_fail
     drop(b);
     let b = meshed(dir.path(), "b", Some(seed));
     assert_eq!(b.id(), b_id, "a restart is the same node");
-    wait_up(&a, &mut events, b_id);
+    wait_up(&a, &mut events, b_id, T);
     let new = spawn_probe(&b);
     let creation = a.block_on(a.call(new, Probe::Creation, T)).unwrap();
     assert!(creation > old_creation);
@@ -176,4 +156,18 @@ fn a_node_restarted_in_a_mesh_keeps_its_id_and_remote_sends_to_its_old_pids_fail
         Err(CallError::NoProc)
     );
     assert_eq!(a.mesh().unwrap().members().len(), 2, "b is one member");
+}
+
+/// Placement skips client nodes by the same suffix certificates bind to the client role.
+#[test]
+fn client_names_mean_the_same_to_placement_and_to_certificates() {
+    assert_eq!(
+        cairn::object::CLIENT_NAME_SUFFIX,
+        cairn::net::CLIENT_NAME_SUFFIX
+    );
+    assert!(cairn::object::is_client("ops.client"));
+    assert_eq!(
+        cairn::net::Role::of_name("ops.client"),
+        cairn::net::Role::Client
+    );
 }

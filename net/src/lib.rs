@@ -58,4 +58,6 @@ pub use mesh::{
     Resolver, SeedAddr,
 };
 pub use runtime::CairnRuntime;
-pub use tls::{ClusterCa, NodeCert, TlsConfig, TlsError, ANY_NODE_NAME};
+pub use tls::{
+    CertIdentity, ClusterCa, NodeCert, Role, TlsConfig, TlsError, ANY_NODE_NAME, CLIENT_NAME_SUFFIX,
+};

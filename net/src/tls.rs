@@ -1,7 +1,11 @@
 //! Mutual TLS with a cluster CA (design item 23).
 //!
 //! Every node holds a certificate issued by the cluster's CA, whose subject alternative
-//! name is the node's name. Both directions are authenticated:
+//! name (and common name) is the node's name and whose organizational unit is its [`Role`]
+//! (`node` or `client`). The mesh binds a peer's hello to it: the name claimed must be in
+//! the certificate, the node id must be `NodeId::of_name` of that name, and a client
+//! certificate can only claim a client name ([`CLIENT_NAME_SUFFIX`]). Both directions are
+//! authenticated:
 //!
 //! * the server side ([`TlsConfig::server_config`]) *requires* a client certificate and
 //!   verifies it against the CA (rustls `WebPkiClientVerifier`); a peer without one, or
@@ -42,6 +46,62 @@ pub const ALPN: &[u8] = b"cairn/1";
 /// of the cluster, and its own name and id are learned from its hello.
 pub const ANY_NODE_NAME: &str = "cairn-node";
 
+/// Names of client nodes end with this: placement never makes a client the owner of an
+/// object, and a certificate of role [`Role::Client`] can only claim such a name.
+pub const CLIENT_NAME_SUFFIX: &str = ".client";
+
+/// What a certificate allows its holder to be, in its subject's organizational unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A member that may own objects and names.
+    Node,
+    /// A client: it sends and calls, and never owns objects (its name ends with
+    /// [`CLIENT_NAME_SUFFIX`]).
+    Client,
+}
+
+impl Role {
+    /// The role a name implies: [`Role::Client`] for names ending with
+    /// [`CLIENT_NAME_SUFFIX`].
+    pub fn of_name(name: &str) -> Role {
+        if name.ends_with(CLIENT_NAME_SUFFIX) {
+            Role::Client
+        } else {
+            Role::Node
+        }
+    }
+
+    /// Its spelling in certificates and on the command line: `node` or `client`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Node => "node",
+            Role::Client => "client",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "node" => Ok(Role::Node),
+            "client" => Ok(Role::Client),
+            other => Err(format!("unknown role {other:?} (node or client)")),
+        }
+    }
+}
+
+/// Lifetime of issued certificates unless the issuer says otherwise: one year. Renew before
+/// it ends (peers refuse an expired certificate at the handshake).
+pub const DEFAULT_CERT_DAYS: u32 = 365;
+
 /// File name of the CA certificate in a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// File name of the CA private key in a CA directory.
@@ -51,6 +111,17 @@ pub const CA_KEY_FILE: &str = "ca.key";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
+    /// A certificate of this role cannot carry this name (client names end with
+    /// [`CLIENT_NAME_SUFFIX`]; node names do not, and are not [`ANY_NODE_NAME`]).
+    #[error("a {role} certificate cannot be issued for {name:?}: {why}")]
+    BadName {
+        /// The name asked for.
+        name: String,
+        /// The role asked for.
+        role: Role,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// Certificate generation or parsing failed.
     #[error("certificate error: {0}")]
     Cert(#[from] rcgen::Error),
@@ -160,12 +231,40 @@ impl ClusterCa {
     }
 
     /// Issues a certificate for `node_name` (its common name and subject alternative name,
-    /// plus [`ANY_NODE_NAME`]), valid for both server and client authentication.
+    /// plus [`ANY_NODE_NAME`] for nodes), valid for both server and client authentication,
+    /// with the role its name implies ([`Role::of_name`]).
+    /// Valid for [`DEFAULT_CERT_DAYS`].
     pub fn issue(&self, node_name: &str) -> Result<NodeCert, TlsError> {
-        let mut params =
-            CertificateParams::new(vec![node_name.to_owned(), ANY_NODE_NAME.to_owned()])?;
+        self.issue_as(node_name, Role::of_name(node_name), DEFAULT_CERT_DAYS)
+    }
+
+    /// Issues a certificate for `name` in `role`, valid from an hour ago (clock skew) for
+    /// `days` days (see [`ClusterCa::issue`]). A client's name must end with
+    /// [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be [`ANY_NODE_NAME`].
+    pub fn issue_as(&self, name: &str, role: Role, days: u32) -> Result<NodeCert, TlsError> {
+        let bad = |why| TlsError::BadName {
+            name: name.to_owned(),
+            role,
+            why,
+        };
+        if name == ANY_NODE_NAME {
+            return Err(bad("that name is every node's second name"));
+        }
+        if Role::of_name(name) != role {
+            return Err(bad(match role {
+                Role::Client => "client names end with \".client\"",
+                Role::Node => "names ending with \".client\" are for clients",
+            }));
+        }
+        // Clients are never dialed by address, so only nodes carry the shared second name.
+        let mut names = vec![name.to_owned()];
+        if role == Role::Node {
+            names.push(ANY_NODE_NAME.to_owned());
+        }
+        let mut params = CertificateParams::new(names)?;
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, node_name);
+        dn.push(DnType::CommonName, name);
+        dn.push(DnType::OrganizationalUnitName, role.as_str());
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -174,10 +273,21 @@ impl ClusterCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let at = |secs: u64| {
+            i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .ok_or_else(|| bad("its validity dates are out of range"))
+        };
+        params.not_before = at(now.saturating_sub(3600))?;
+        params.not_after = at(now + u64::from(days) * 86_400)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer, &self.key)?;
         Ok(NodeCert {
-            name: node_name.to_owned(),
+            name: name.to_owned(),
             cert_der: cert.der().clone(),
             key_der: key.serialize_der(),
             cert_pem: cert.pem(),
@@ -190,12 +300,15 @@ impl ClusterCa {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only to a new file: narrow an existing one too.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)
 }
 
@@ -233,6 +346,21 @@ impl fmt::Debug for NodeCert {
 }
 
 impl NodeCert {
+    /// Saves the certificate and its key to `dir` (created if missing) as `<name>.pem` and
+    /// `<name>.key`, the key readable by its owner only on Unix; returns the two paths.
+    pub fn save(&self, dir: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf), TlsError> {
+        let io_err = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| TlsError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cert_path = dir.join(format!("{}.pem", self.name));
+        std::fs::write(&cert_path, &self.cert_pem).map_err(io_err(&cert_path))?;
+        let key_path = dir.join(format!("{}.key", self.name));
+        write_private(&key_path, self.key_pem.as_bytes()).map_err(io_err(&key_path))?;
+        Ok((cert_path, key_path))
+    }
+
     /// The node name the certificate was issued for.
     pub fn name(&self) -> &str {
         &self.name
@@ -547,26 +675,57 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 }
 
-/// The DNS names (subject alternative names) of the certificate the peer of `conn`
-/// presented, so a node's claimed name can be checked against what the cluster CA signed.
-/// `None` when the peer presented no certificate (only in insecure dev mode) or it does
-/// not parse (TLS has already verified it, so that does not happen in practice).
-pub fn peer_certificate_names(conn: &quinn::Connection) -> Option<Vec<String>> {
-    use x509_parser::extensions::GeneralName;
+/// Who a peer's certificate says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// Its DNS names (subject alternative names).
+    pub names: Vec<String>,
+    /// Its role (organizational unit `client`; anything else is a node).
+    pub role: Role,
+}
+
+impl CertIdentity {
+    /// Whether the holder may go by `name`: the certificate carries it, it is not the
+    /// shared [`ANY_NODE_NAME`], and a client certificate claims a client name.
+    pub fn allows(&self, name: &str) -> bool {
+        name != ANY_NODE_NAME
+            && self.names.iter().any(|n| n == name)
+            && (self.role == Role::Node || Role::of_name(name) == Role::Client)
+    }
+
+    /// Reads a certificate (DER); `None` if it does not parse.
+    pub fn of_cert(der: &[u8]) -> Option<CertIdentity> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let names = match cert.subject_alternative_name().ok()? {
+            Some(san) => san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let client = cert
+            .subject()
+            .iter_organizational_unit()
+            .any(|ou| ou.as_str().ok() == Some(Role::Client.as_str()));
+        let role = if client { Role::Client } else { Role::Node };
+        Some(CertIdentity { names, role })
+    }
+}
+
+/// The identity in the certificate the peer of `conn` presented, so a node's claimed name
+/// can be checked against what the cluster CA signed. `None` when the peer presented no
+/// certificate (only in insecure dev mode) or it does not parse (TLS has already verified
+/// it, so that does not happen in practice).
+pub fn peer_identity(conn: &quinn::Connection) -> Option<CertIdentity> {
     let identity = conn.peer_identity()?;
     let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let names = san
-        .value
-        .general_names
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::DNSName(dns) => Some((*dns).to_owned()),
-            _ => None,
-        })
-        .collect();
-    Some(names)
+    CertIdentity::of_cert(certs.first()?.as_ref())
 }
 
 #[cfg(test)]
@@ -601,6 +760,72 @@ mod tests {
         TlsConfig::new(ca.cert_der().clone(), node)
             .client_config()
             .unwrap();
+    }
+
+    #[test]
+    fn certificates_carry_the_name_and_role_and_allow_only_that_name() {
+        let ca = ClusterCa::generate().unwrap();
+        let node = CertIdentity::of_cert(ca.issue("n1").unwrap().cert_der()).unwrap();
+        assert_eq!(node.role, Role::Node);
+        assert_eq!(node.names, ["n1", ANY_NODE_NAME]);
+        assert!(node.allows("n1"));
+        assert!(!node.allows("n2"));
+        assert!(
+            !node.allows(ANY_NODE_NAME),
+            "the shared name is nobody's identity"
+        );
+        let client = ca.issue_as("ops.client", Role::Client, 30).unwrap();
+        let client = CertIdentity::of_cert(client.cert_der()).unwrap();
+        assert_eq!(client.role, Role::Client);
+        assert_eq!(client.names, ["ops.client"]);
+        assert!(client.allows("ops.client"));
+        // A client certificate never passes for a node, whatever names it carries.
+        let forged = CertIdentity {
+            names: vec!["n1".into(), "ops.client".into()],
+            role: Role::Client,
+        };
+        assert!(!forged.allows("n1"));
+        // Issuing refuses names that do not fit the role.
+        assert!(matches!(
+            ca.issue_as("ops", Role::Client, 30),
+            Err(TlsError::BadName { .. })
+        ));
+        assert!(matches!(
+            ca.issue_as("n1.client", Role::Node, 30),
+            Err(TlsError::BadName { .. })
+        ));
+        assert!(matches!(
+            ca.issue(ANY_NODE_NAME),
+            Err(TlsError::BadName { .. })
+        ));
+        assert_eq!(
+            ca.issue("x.client").map(|c| c.name().to_owned()).unwrap(),
+            "x.client"
+        );
+        assert_eq!("client".parse::<Role>(), Ok(Role::Client));
+        assert!("admin".parse::<Role>().is_err());
+    }
+
+    #[test]
+    fn certificates_are_valid_for_the_days_asked() {
+        let ca = ClusterCa::generate().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for (cert, days) in [
+            (ca.issue("n1").unwrap(), i64::from(DEFAULT_CERT_DAYS)),
+            (ca.issue_as("n2", Role::Node, 7).unwrap(), 7),
+        ] {
+            let (_, parsed) = x509_parser::parse_x509_certificate(cert.cert_der()).unwrap();
+            let validity = parsed.validity();
+            let until = validity.not_after.timestamp();
+            assert!(
+                (until - (now + days * 86_400)).abs() < 120,
+                "{until} for {days} days"
+            );
+            assert!(validity.not_before.timestamp() <= now);
+        }
     }
 
     #[test]

@@ -24,8 +24,11 @@ enum Msg {
 
 const TAG: &str = "hostile.Msg";
 
-/// A peer speaking the wire protocol by hand under node id `node`.
+/// A peer speaking the wire protocol by hand, under its certificate's name and that
+/// name's node id (a mesh refuses any other).
 struct Rogue {
+    /// `NodeId::of_name` of its name.
+    node: NodeId,
     rt: Runtime,
     tx: FramedSender,
     rx: FramedReceiver,
@@ -34,21 +37,22 @@ struct Rogue {
 }
 
 impl Rogue {
-    /// Connects to `mesh` with a valid certificate named `name`, introducing itself as
-    /// `node`.
-    fn connect(ca: &ClusterCa, name: &str, node: u64, mesh: &Mesh) -> Rogue {
+    /// Connects to `mesh` with a valid certificate named `name`, introducing itself under
+    /// that name.
+    fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
+        let node = NodeId::of_name(name);
         let rt = Runtime::builder().workers(1).build().unwrap();
         let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(name).unwrap());
         let endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
         let listen = endpoint.local_addr().unwrap();
-        let (addr, server) = (mesh.local_addr(), format!("node-{}", mesh.node().0));
+        let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
         let name = name.to_owned();
         let dialer = endpoint.clone();
         let lanes = rt.block_on(rt.timeout(TIMEOUT, async move {
             let conn = dialer.connect(addr, &server).await.unwrap();
             let mut tx = conn.open_lane(MESH_LANE).await.unwrap();
             tx.send(&Wire::Hello(Hello {
-                node: NodeId(node),
+                node,
                 incarnation: 1,
                 listen,
                 name,
@@ -63,6 +67,7 @@ impl Rogue {
         }));
         let (tx, rx, conn) = lanes.expect("rogue connected");
         Rogue {
+            node,
             rt,
             tx,
             rx,
@@ -127,11 +132,11 @@ fn a_reply_from_a_node_the_call_was_not_sent_to_completes_nothing() {
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     mesh.declare::<Msg>(TAG).unwrap();
-    let mut callee = Rogue::connect(&ca, "rogue-callee", 66, &mesh);
-    let mut forger = Rogue::connect(&ca, "rogue-forger", 67, &mesh);
+    let mut callee = Rogue::connect(&ca, "rogue-callee", &mesh);
+    let mut forger = Rogue::connect(&ca, "rogue-forger", &mesh);
 
-    // A call to a process of node 66.
-    let target = Pid::from_parts(NodeId(66), 0, 5);
+    // A call to a process of the callee's node.
+    let target = Pid::from_parts(callee.node, 0, 5);
     let handle = rt.handle();
     let answer = spawn(&rt, async move {
         handle.call(target, |r| Msg::Double(21, r), TIMEOUT).await
@@ -140,7 +145,7 @@ fn a_reply_from_a_node_the_call_was_not_sent_to_completes_nothing() {
         panic!("the call carries its reply id");
     };
 
-    // Node 67 learned the id somehow and answers first: refused, the call keeps waiting.
+    // The forger learned the id somehow and answers first: refused, the call keeps waiting.
     forger.send(Wire::Reply {
         id,
         result: Ok(encoded(666)),
@@ -172,8 +177,8 @@ fn reply_ids_on_the_wire_are_not_sequential() {
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     mesh.declare::<Msg>(TAG).unwrap();
-    let mut callee = Rogue::connect(&ca, "rogue-callee", 66, &mesh);
-    let target = Pid::from_parts(NodeId(66), 0, 5);
+    let mut callee = Rogue::connect(&ca, "rogue-callee", &mesh);
+    let target = Pid::from_parts(callee.node, 0, 5);
     let mut ids = Vec::new();
     for n in 0..8 {
         let handle = rt.handle();
@@ -212,7 +217,7 @@ fn a_reply_passed_on_to_a_third_node_is_answered_through_the_node_that_passed_it
     }
     // Node 2 dials node 3 when it first passes something on; it has to know it first.
     wait_until("node 2 to learn of node 3", || {
-        m2.members().iter().any(|m| m.node == NodeId(3))
+        m2.members().iter().any(|m| m.node == common::id(3))
     });
     let forwarder = doubler(&rt2);
     let answerer = doubler(&rt3);
@@ -222,7 +227,7 @@ fn a_reply_passed_on_to_a_third_node_is_answered_through_the_node_that_passed_it
         .unwrap();
     assert_eq!(v, 42);
     // A pid on node 3 that does not exist: node 3's failure report travels back.
-    let nobody = Pid::from_parts(NodeId(3), 0, u64::MAX - 1);
+    let nobody = Pid::from_parts(common::id(3), 0, u64::MAX - 1);
     let r: Result<u64, _> =
         rt1.block_on(rt1.call(forwarder, |r| Msg::Forward(nobody, 1, r), TIMEOUT));
     assert_eq!(r, Err(CallError::NoProc));
@@ -243,7 +248,7 @@ fn start_fast(ca: &ClusterCa, n: u64, seeds: &[&Mesh]) -> (Runtime, Mesh) {
     common::init_logs();
     let rt = Runtime::builder()
         .workers(2)
-        .node(NodeId(n))
+        .node(common::id(n))
         .build()
         .unwrap();
     let tls = TlsConfig::new(
@@ -254,7 +259,7 @@ fn start_fast(ca: &ClusterCa, n: u64, seeds: &[&Mesh]) -> (Runtime, Mesh) {
         .idle_timeout(IDLE)
         .failure_timeout(Duration::from_secs(1));
     for seed in seeds {
-        config = config.seed(seed.local_addr(), format!("node-{}", seed.node().0));
+        config = config.seed(seed.local_addr(), seed.name());
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
     (rt, mesh)
@@ -357,12 +362,12 @@ fn a_membership_sync_nobody_asked_for_is_refused_names_and_all() {
     use cairn_net::mesh::wire::NameClaim;
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
-    let mut rogue = Rogue::connect(&ca, "rogue-syncer", 66, &mesh);
+    let mut rogue = Rogue::connect(&ca, "rogue-syncer", &mesh);
     rogue.send(Wire::Sync {
         members: Bytes(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap()),
         names: vec![NameClaim {
             name: "stolen".into(),
-            pid: Pid::from_parts(NodeId(66), 1, 1),
+            pid: Pid::from_parts(rogue.node, 0, 1),
             lamport: 1,
             incarnation: 1,
         }],
@@ -380,7 +385,7 @@ fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     mesh.declare::<Msg>(TAG).unwrap();
-    let mut rogue = Rogue::connect(&ca, "rogue-streams", 66, &mesh);
+    let mut rogue = Rogue::connect(&ca, "rogue-streams", &mesh);
     // Ten streams of 4 MiB each, never read by the mesh: each is stopped, so writing it
     // fails instead of parking 40 MiB (or quinn's default windows' worth) at the node.
     let conn = rogue.conn.clone();
@@ -414,7 +419,7 @@ fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
         let s = mesh.stats();
         s.delivered + s.bad_messages == 1
     });
-    assert!(mesh.is_connected(NodeId(66)));
+    assert!(mesh.is_connected(rogue.node));
     mesh.close();
     rt.shutdown();
 }
@@ -424,8 +429,8 @@ fn a_peer_gets_at_most_two_control_connections() {
     use cairn_net::mesh::wire::CONTROL_LANE;
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
-    let rogue = Rogue::connect(&ca, "rogue-controls", 66, &mesh);
-    let (endpoint, addr) = (rogue.endpoint.clone(), mesh.local_addr());
+    let rogue = Rogue::connect(&ca, "rogue-controls", &mesh);
+    let (endpoint, addr, node) = (rogue.endpoint.clone(), mesh.local_addr(), rogue.node);
     let listen = endpoint.local_addr().unwrap();
     let controls = rogue
         .rt
@@ -435,7 +440,7 @@ fn a_peer_gets_at_most_two_control_connections() {
                 let conn = endpoint.connect(addr, "node-1").await.unwrap();
                 let mut lane = conn.open_lane(CONTROL_LANE).await.unwrap();
                 lane.send(&Wire::Hello(Hello {
-                    node: NodeId(66),
+                    node,
                     incarnation: 1,
                     listen,
                     name: "rogue-controls".into(),

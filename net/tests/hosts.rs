@@ -15,7 +15,7 @@ use cairn_net::mesh::advertise::{self, AdvertiseError, AdvertiseSource};
 use cairn_net::mesh::{Resolver, SeedAddr};
 use cairn_net::{ClusterCa, Mesh, MeshConfig, MeshError, NodeEvent, TlsConfig};
 use cairn_scheduler::{NodeId, Runtime};
-use common::init_logs;
+use common::{id, init_logs};
 
 fn a(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -23,11 +23,7 @@ fn a(s: &str) -> SocketAddr {
 
 fn runtime(n: u64) -> Runtime {
     init_logs();
-    Runtime::builder()
-        .workers(2)
-        .node(NodeId(n))
-        .build()
-        .unwrap()
+    Runtime::builder().workers(2).node(id(n)).build().unwrap()
 }
 
 fn tls(ca: &ClusterCa, n: u64) -> TlsConfig {
@@ -171,14 +167,10 @@ fn a_node_on_every_interface_is_known_by_a_dialable_address() {
         SocketAddr::new(seed.local_addr().ip(), wide.local_addr().port())
     );
     wait_until("the seed to see node 2", || {
-        member_addr(&seed, NodeId(2)).is_some()
+        member_addr(&seed, id(2)).is_some()
     });
-    assert_eq!(member_addr(&seed, NodeId(2)), Some(advertised));
-    let peer = seed
-        .peers()
-        .into_iter()
-        .find(|p| p.node == NodeId(2))
-        .unwrap();
+    assert_eq!(member_addr(&seed, id(2)), Some(advertised));
+    let peer = seed.peers().into_iter().find(|p| p.node == id(2)).unwrap();
     assert_eq!(peer.addr, advertised);
 }
 
@@ -226,11 +218,11 @@ fn a_named_seed_is_resolved_again_on_every_retry() {
     wait_until("two resolutions", || {
         resolver.calls.load(Ordering::SeqCst) >= 2
     });
-    assert!(member_addr(&joiner, NodeId(1)).is_none());
+    assert!(member_addr(&joiner, id(1)).is_none());
     // The record changes: the next retry finds the seed.
     *resolver.answer.lock().unwrap() = vec![seed.local_addr()];
     wait_until("joining through the renamed seed", || {
-        member_addr(&joiner, NodeId(1)) == Some(seed.local_addr())
+        member_addr(&joiner, id(1)) == Some(seed.local_addr())
     });
 }
 
@@ -255,8 +247,8 @@ fn a_mesh_runs_on_ipv6_loopback() {
     )
     .unwrap();
     wait_until("both to see each other over IPv6", || {
-        member_addr(&one, NodeId(2)) == Some(two.local_addr())
-            && member_addr(&two, NodeId(1)) == Some(one.local_addr())
+        member_addr(&one, id(2)) == Some(two.local_addr())
+            && member_addr(&two, id(1)) == Some(one.local_addr())
     });
     assert!(one.local_addr().is_ipv6());
 }
@@ -266,7 +258,7 @@ fn client(ca: &ClusterCa, n: u64, seeds: &[&Mesh]) -> (Runtime, Mesh) {
     let mut config = MeshConfig::dial_only(tls(ca, n));
     config.connect_timeout = Duration::from_millis(500);
     for s in seeds {
-        config = config.seed(s.local_addr(), format!("node-{}", s.node().0));
+        config = config.seed(s.local_addr(), s.name());
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
     (rt, mesh)
@@ -297,20 +289,20 @@ fn a_dial_only_client_is_no_member_and_moves_to_another_seed() {
     let gateway = rt9
         .block_on(c.wait_gateway(Duration::from_secs(10)))
         .unwrap();
-    assert_eq!(gateway, NodeId(1), "the first seed that answers");
-    assert!(one.is_connected(NodeId(9)));
+    assert_eq!(gateway, id(1), "the first seed that answers");
+    assert!(one.is_connected(id(9)));
     // Not a member, not learned as dialable, not gossiped: nobody will probe or dial it.
     std::thread::sleep(Duration::from_millis(300));
     for m in [&one, &two] {
-        assert!(m.members().iter().all(|x| x.node != NodeId(9)));
-        assert!(m.peers().iter().all(|p| p.node != NodeId(9)));
+        assert!(m.members().iter().all(|x| x.node != id(9)));
+        assert!(m.peers().iter().all(|p| p.node != id(9)));
     }
     assert_eq!(c.members().len(), 1, "a client sees no membership");
     // Its node goes away: the client carries on through the next seed.
     one.close_and_flush(Duration::from_millis(50));
     drop(rt1);
     wait_until("the client to move to node 2", || {
-        c.gateway() == Some(NodeId(2))
+        c.gateway() == Some(id(2))
     });
 }
 
@@ -331,7 +323,7 @@ fn a_closed_node_is_seen_leaving_at_once_even_as_its_runtime_stops() {
     config.idle_timeout = Duration::from_secs(60);
     let two = Mesh::start(&rt2.handle(), config).unwrap();
     wait_until("a two-node mesh", || {
-        one.members().len() == 2 && two.members().len() == 2 && two.is_connected(NodeId(1))
+        one.members().len() == 2 && two.members().len() == 2 && two.is_connected(id(1))
     });
     let mut events = two.node_events();
     one.close_and_flush(Duration::from_millis(50));
@@ -344,5 +336,5 @@ fn a_closed_node_is_seen_leaving_at_once_even_as_its_runtime_stops() {
             }
         }
     }));
-    assert_eq!(down.ok(), Some(NodeId(1)), "the leave was not seen");
+    assert_eq!(down.ok(), Some(id(1)), "the leave was not seen");
 }

@@ -32,6 +32,11 @@ fn cert_name(n: u64) -> String {
     format!("node-{n}")
 }
 
+/// The id of the node named `cert_name(n)`.
+fn id(n: u64) -> NodeId {
+    NodeId::of_name(&cert_name(n))
+}
+
 fn start(ca: &ClusterCa, n: u64, seeds: &[&Node], region: Option<&str>) -> Node {
     start_with(ca, n, seeds, region, 2, FAILURE_TIMEOUT)
 }
@@ -47,7 +52,7 @@ fn start_with(
     init_logs();
     let rt = Runtime::builder()
         .workers(workers)
-        .node(NodeId(n))
+        .node(id(n))
         .build()
         .unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(n)).unwrap());
@@ -58,7 +63,7 @@ fn start_with(
         config = config.region(region);
     }
     for seed in seeds {
-        config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
+        config = config.seed(seed.mesh.local_addr(), seed.mesh.name());
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
     mesh.declare::<Msg>("test.membership.Msg").unwrap();
@@ -66,8 +71,19 @@ fn start_with(
     Node { rt, mesh, events }
 }
 
+/// The `n`s of `members` (named `cert_name(n)`), in order.
 fn node_ids(members: &[Member]) -> Vec<u64> {
-    members.iter().map(|m| m.node.0).collect()
+    let mut ns: Vec<u64> = members
+        .iter()
+        .map(|m| m.name.strip_prefix("node-").unwrap().parse().unwrap())
+        .collect();
+    ns.sort_unstable();
+    ns
+}
+
+/// The member `cert_name(n)` in `members`.
+fn member(members: &[Member], n: u64) -> &Member {
+    members.iter().find(|m| m.node == id(n)).unwrap()
 }
 
 /// Waits, on `node`'s membership events, until `cond(members)` holds; panics after
@@ -102,7 +118,7 @@ fn wait_down(node: &mut Node, down: u64, within: Duration) -> u64 {
                 node, incarnation, ..
             } = events.next().await
             {
-                if node == NodeId(down) {
+                if node == id(down) {
                     return incarnation;
                 }
             }
@@ -208,18 +224,19 @@ fn nodes_joining_through_one_seed_learn_everyone_and_later_joiners_too() {
     for node in &nodes {
         assert_eq!(node.mesh.members(), view);
     }
-    assert_eq!(view[0].region.as_deref(), Some("eu"));
-    assert_eq!(view[1].region.as_deref(), Some("us-west"));
-    assert_eq!(view[2].region, None);
-    for (member, node) in view.iter().zip(&nodes) {
+    assert_eq!(member(&view, 1).region.as_deref(), Some("eu"));
+    assert_eq!(member(&view, 2).region.as_deref(), Some("us-west"));
+    assert_eq!(member(&view, 3).region, None);
+    for (n, node) in (1..).zip(&nodes) {
+        let member = member(&view, n);
         assert_eq!(member.addr, node.mesh.local_addr());
-        assert_eq!(member.name, cert_name(member.node.0));
+        assert_eq!(member.name, cert_name(n));
     }
     // Membership is not a full mesh of data connections: n2 and n3 only dialed the
     // seed and never sent each other data; SWIM reaches between them on control
     // connections.
-    assert!(!nodes[1].mesh.is_connected(NodeId(3)));
-    assert!(!nodes[2].mesh.is_connected(NodeId(2)));
+    assert!(!nodes[1].mesh.is_connected(id(3)));
+    assert!(!nodes[2].mesh.is_connected(id(2)));
 
     // A 4th node joins through n3 (not the first seed): everyone learns of it, and it of
     // everyone.
@@ -229,7 +246,7 @@ fn nodes_joining_through_one_seed_learn_everyone_and_later_joiners_too() {
         wait_members(node, SETTLE, |m| node_ids(m) == [1, 2, 3, 4]);
     }
     let view = nodes[3].mesh.members();
-    assert_eq!(view[3].region.as_deref(), Some("eu"));
+    assert_eq!(member(&view, 4).region.as_deref(), Some("eu"));
     for node in &nodes {
         assert_eq!(node.mesh.members(), view);
     }
@@ -283,7 +300,7 @@ fn a_closed_node_and_a_killed_node_are_declared_down_everywhere() {
 fn a_hung_node_is_declared_down_within_5s_and_rejoins_as_a_new_incarnation() {
     let ca = ClusterCa::generate().unwrap();
     let mut nodes = cluster(&ca, 3);
-    let old_incarnation = nodes[0].mesh.members()[2].incarnation;
+    let old_incarnation = member(&nodes[0].mesh.members(), 3).incarnation;
 
     // A call from n1 to a process on n3 is pending when n3 hangs.
     let (target, arrived) = holder(&nodes[2]);
@@ -312,7 +329,7 @@ fn a_hung_node_is_declared_down_within_5s_and_rejoins_as_a_new_incarnation() {
     nodes[2].mesh.set_membership_frozen(false);
     for node in &mut nodes {
         wait_members(node, SETTLE, |m| {
-            node_ids(m) == [1, 2, 3] && m[2].incarnation > old_incarnation
+            node_ids(m) == [1, 2, 3] && member(m, 3).incarnation > old_incarnation
         });
     }
     let view = nodes[0].mesh.members();
@@ -467,7 +484,7 @@ fn concurrent_registrations_end_with_one_winner_everywhere_and_the_loser_exits()
 fn a_restarted_node_is_a_new_member_and_its_old_incarnation_goes_down() {
     let ca = ClusterCa::generate().unwrap();
     let mut nodes = cluster(&ca, 3);
-    let old = nodes[0].mesh.members()[1].clone();
+    let old = member(&nodes[0].mesh.members(), 2).clone();
     let on_old = idle_process(&nodes[1]);
     nodes[1].mesh.register_name("old", on_old).unwrap();
     wait_until("n1 learns the name", SETTLE, || {
@@ -485,10 +502,10 @@ fn a_restarted_node_is_a_new_member_and_its_old_incarnation_goes_down() {
     }
     for node in &mut nodes {
         wait_members(node, SETTLE, |m| {
-            node_ids(m) == [1, 2, 3] && m[1].incarnation > old.incarnation
+            node_ids(m) == [1, 2, 3] && member(m, 2).incarnation > old.incarnation
         });
     }
-    let new = nodes[2].mesh.members()[1].clone();
+    let new = member(&nodes[2].mesh.members(), 2).clone();
     assert_ne!(new.addr, old.addr);
     assert_eq!(new.region.as_deref(), Some("eu"));
     // The old incarnation's names went with it.
@@ -516,10 +533,7 @@ fn an_unused_control_connection_is_closed_when_idle() {
     });
     // Once they talk directly, SWIM uses the data connection and the control one
     // goes quiet and is closed.
-    nodes[1]
-        .rt
-        .block_on(nodes[1].mesh.connect(NodeId(3)))
-        .unwrap();
+    nodes[1].rt.block_on(nodes[1].mesh.connect(id(3))).unwrap();
     wait_until("idle control connections closed", SETTLE, || {
         nodes[1].mesh.stats().control_connections == 0
             && nodes[2].mesh.stats().control_connections == 0
@@ -572,10 +586,10 @@ fn a_larger_cluster_converges_and_sees_a_failure_everywhere() {
     // Nobody sent application data: each joiner holds exactly one data connection, the one
     // to the seed it joined through (SWIM runs on control connections, which come and go).
     for (i, a) in nodes.iter().enumerate() {
-        let connected: Vec<u64> = nodes
-            .iter()
-            .filter(|b| a.mesh.is_connected(b.mesh.node()))
-            .map(|b| b.mesh.node().0)
+        let connected: Vec<u64> = (1..)
+            .zip(&nodes)
+            .filter(|(_, b)| a.mesh.is_connected(b.mesh.node()))
+            .map(|(j, _)| j)
             .collect();
         let seed_of = |j: u64| ((j - 2) % 3).min(j - 2) + 1;
         let expected: Vec<u64> = (1..=n)
@@ -613,10 +627,15 @@ fn a_larger_cluster_converges_and_sees_a_failure_everywhere() {
 #[test]
 fn a_failure_timeout_below_the_minimum_is_refused() {
     init_logs();
-    let rt = Runtime::builder().workers(1).build().unwrap();
+    let rt = Runtime::builder()
+        .workers(1)
+        .node(NodeId::of_name("n"))
+        .build()
+        .unwrap();
     let ca = ClusterCa::generate().unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("n").unwrap());
     let config = MeshConfig::new(localhost(), tls).failure_timeout(Duration::from_millis(10));
-    assert!(Mesh::start(&rt.handle(), config).is_err());
+    let refused = Mesh::start(&rt.handle(), config).unwrap_err();
+    assert!(refused.to_string().contains("failure timeout"), "{refused}");
     rt.shutdown();
 }

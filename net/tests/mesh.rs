@@ -65,6 +65,11 @@ fn cert_name(n: u64) -> String {
 /// tested with the default (`lost_node_...` here, `membership.rs`, `tests/mesh_node.rs`).
 const QUIET_FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The id of the node named `cert_name(n)`.
+fn id(n: u64) -> NodeId {
+    NodeId::of_name(&cert_name(n))
+}
+
 fn start_node(ca: &ClusterCa, n: u64, seeds: &[&Node], idle: Duration) -> Node {
     start_node_with(ca, n, seeds, idle, QUIET_FAILURE_TIMEOUT)
 }
@@ -77,17 +82,13 @@ fn start_node_with(
     failure_timeout: Duration,
 ) -> Node {
     init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(NodeId(n))
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().workers(2).node(id(n)).build().unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(n)).unwrap());
     let mut config = MeshConfig::new(localhost(), tls)
         .idle_timeout(idle)
         .failure_timeout(failure_timeout);
     for seed in seeds {
-        config = config.seed(seed.mesh.local_addr(), cert_name(seed.mesh.node().0));
+        config = config.seed(seed.mesh.local_addr(), seed.mesh.name());
     }
     let mesh = Mesh::start(&rt.handle(), config).unwrap();
     mesh.declare::<Msg>("test.Msg").unwrap();
@@ -175,14 +176,14 @@ fn shutdown(nodes: Vec<Node>) {
 fn send_by_pid_and_by_name_across_nodes() {
     let (_ca, a, b) = pair(Duration::from_secs(3));
     let (pid, reports) = spawn_server(&b, Some("inbox"));
-    assert!(a.mesh.peers().iter().any(|p| p.node == NodeId(2)));
-    assert!(b.mesh.peers().iter().any(|p| p.node == NodeId(1)));
+    assert!(a.mesh.peers().iter().any(|p| p.node == id(2)));
+    assert!(b.mesh.peers().iter().any(|p| p.node == id(1)));
 
     let handle = a.rt.handle();
     a.rt.block_on(async {
         handle.send(pid, Msg::Text("by pid".into())).await.unwrap();
         handle
-            .named_ref("inbox", NodeId(2))
+            .named_ref("inbox", id(2))
             .send(Msg::Text("by name".into()))
             .await
             .unwrap();
@@ -196,7 +197,7 @@ fn send_by_pid_and_by_name_across_nodes() {
     a.rt.block_on(async {
         handle.send(local, Msg::Text("local".into())).await.unwrap();
         handle
-            .named_ref("local-inbox", NodeId(1))
+            .named_ref("local-inbox", id(1))
             .send(Msg::Text("local name".into()))
             .await
             .unwrap();
@@ -380,11 +381,7 @@ fn a_seed_that_starts_later_is_joined() {
         .local_addr()
         .unwrap();
     init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(NodeId(2))
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().workers(2).node(id(2)).build().unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(2)).unwrap());
     let joiner = Mesh::start(
         &rt.handle(),
@@ -393,11 +390,7 @@ fn a_seed_that_starts_later_is_joined() {
     .unwrap();
     // The joiner tried the seed's address and found nobody there.
     wait_for_log(&["could not join through a seed", &port.to_string()]);
-    let seed_rt = Runtime::builder()
-        .workers(2)
-        .node(NodeId(1))
-        .build()
-        .unwrap();
+    let seed_rt = Runtime::builder().workers(2).node(id(1)).build().unwrap();
     let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(&cert_name(1)).unwrap());
     let seed = Mesh::start(&seed_rt.handle(), MeshConfig::new(port, tls)).unwrap();
     let a = Node {
@@ -420,7 +413,7 @@ fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
         .block_on(rt.call(pid, |r| Msg::Double(21, r), second))
         .unwrap();
     assert_eq!(v, 42);
-    let doubler = rt.named_ref::<Msg>("doubler", NodeId(2));
+    let doubler = rt.named_ref::<Msg>("doubler", id(2));
     let v: u64 = rt
         .block_on(doubler.call(|r| Msg::Double(4, r), second))
         .unwrap();
@@ -434,7 +427,7 @@ fn remote_call_returns_the_value_and_fails_fast_or_times_out() {
     assert_eq!(r, Err(CallError::NoProc));
     assert!(started.elapsed() < Duration::from_secs(2));
     // Unknown name: the same.
-    let nobody = rt.named_ref::<Msg>("nobody", NodeId(2));
+    let nobody = rt.named_ref::<Msg>("nobody", id(2));
     let r: Result<u64, _> = rt.block_on(nobody.call(|r| Msg::Double(1, r), second));
     assert_eq!(r, Err(CallError::NoProc));
     assert!(b.mesh.stats().dead_letters >= 2);
@@ -482,7 +475,7 @@ fn lost_node_fails_pending_calls_and_reports_down_within_the_idle_timeout() {
             }
         }
     }));
-    assert_eq!(down, Ok(NodeId(2)));
+    assert_eq!(down, Ok(id(2)));
     assert!(
         detected < idle + Duration::from_secs(2),
         "detected after {detected:?}"
@@ -521,7 +514,7 @@ fn closed_mesh_is_seen_down_at_once() {
             }
         }
     }));
-    assert_eq!(down, Ok(NodeId(2)));
+    assert_eq!(down, Ok(id(2)));
     shutdown(vec![a, b]);
 }
 
@@ -538,12 +531,12 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
     let mut x_events = x.mesh.node_events();
     x.rt.block_on(x.mesh.join(Seed::new(hub.mesh.local_addr(), cert_name(1))))
         .unwrap();
-    assert!(x.mesh.peers().iter().any(|p| p.node == NodeId(3)));
-    assert!(y.mesh.peers().iter().any(|p| p.node == NodeId(5)));
+    assert!(x.mesh.peers().iter().any(|p| p.node == id(3)));
+    assert!(y.mesh.peers().iter().any(|p| p.node == id(5)));
     // A pid's node is reachable once it is a member (SWIM, on control connections): wait
     // for that, with no data connection between x and y yet.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let is_member = |of: &Node, node: u64| of.mesh.members().iter().any(|m| m.node.0 == node);
+    let is_member = |of: &Node, n: u64| of.mesh.members().iter().any(|m| m.node == id(n));
     while !(is_member(&x, 3) && is_member(&y, 5)) {
         assert!(
             Instant::now() < deadline,
@@ -551,7 +544,7 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(!x.mesh.is_connected(NodeId(3)) && !y.mesh.is_connected(NodeId(5)));
+    assert!(!x.mesh.is_connected(id(3)) && !y.mesh.is_connected(id(5)));
     let (on_x, x_reports) = spawn_server(&x, None);
     let (on_y, y_reports) = spawn_server(&y, None);
     // Both send first at once: both dial.
@@ -587,12 +580,12 @@ fn simultaneous_dials_keep_one_connection_dialed_by_the_lower_node() {
             }
         );
     }
-    let on_x_side = x.mesh.connection_info(NodeId(3)).unwrap();
-    let on_y_side = y.mesh.connection_info(NodeId(5)).unwrap();
+    let on_x_side = x.mesh.connection_info(id(3)).unwrap();
+    let on_y_side = y.mesh.connection_info(id(5)).unwrap();
     assert_eq!(on_x_side.dialed_by, on_y_side.dialed_by);
     assert_eq!(
         on_x_side.dialed_by,
-        NodeId(3),
+        id(3).min(id(5)),
         "the lower node's dial is kept"
     );
     // Nothing along the way (the re-join, the dials, 2,000 messages) looked like a node
@@ -621,7 +614,7 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
         let conn = rogue.connect(b_addr, &cert_name(2)).await.unwrap();
         let mut lane = conn.open_lane(MESH_LANE).await.unwrap();
         lane.send(&Wire::Hello(Hello {
-            node: NodeId(66),
+            node: NodeId::of_name("rogue"),
             incarnation: 1,
             listen: rogue_addr,
             name: "rogue".into(),
@@ -631,7 +624,7 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
         .unwrap();
         let mut rx = conn.accept_lane().await.unwrap();
         let ack = rx.recv::<Wire>().await.unwrap().unwrap();
-        assert!(matches!(ack, Wire::HelloAck(h) if h.node == NodeId(2)));
+        assert!(matches!(ack, Wire::HelloAck(h) if h.node == id(2)));
         let send = |to: Target, tag: &str, call: Option<u64>, payload: Vec<u8>| Wire::Send {
             from: None,
             to,
@@ -741,7 +734,7 @@ fn a_node_without_a_cluster_ca_certificate_cannot_join() {
         "{:?}",
         intruder.mesh.peers()
     );
-    assert!(!a.mesh.peers().iter().any(|p| p.node == NodeId(7)));
+    assert!(!a.mesh.peers().iter().any(|p| p.node == id(7)));
     // It cannot send either: the message comes back.
     match intruder
         .rt
@@ -757,7 +750,7 @@ fn a_node_without_a_cluster_ca_certificate_cannot_join() {
             .join(Seed::new(b.mesh.local_addr(), cert_name(2))),
     );
     assert!(joined.is_err());
-    assert!(!b.mesh.peers().iter().any(|p| p.node == NodeId(7)));
+    assert!(!b.mesh.peers().iter().any(|p| p.node == id(7)));
     shutdown(vec![a, b, intruder]);
 }
 
@@ -840,7 +833,7 @@ fn a_second_mesh_on_one_runtime_is_refused() {
     // The first one carries on.
     assert_eq!(
         cairn_net::Mesh::from_handle(&a.rt.handle()).unwrap().node(),
-        NodeId(1)
+        id(1)
     );
     shutdown(vec![a]);
 }

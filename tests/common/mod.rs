@@ -70,3 +70,33 @@ pub fn node(dir: impl AsRef<Path>, workers: usize, idle: Duration) -> Node {
         .start()
         .unwrap()
 }
+
+/// A node of a test mesh under `dir`: named `name`, data in `dir/name`, the cluster CA in
+/// `dir/cluster`, on a free port of 127.0.0.1, joined through `join`. Add options, then
+/// `start()`.
+pub fn mesh_builder(dir: &Path, name: &str, join: Option<std::net::SocketAddr>) -> NodeBuilder {
+    let builder = Node::builder()
+        .name(name)
+        .workers(2)
+        .data_dir(dir.join(name))
+        .cluster(dir.join("cluster"))
+        .listen("127.0.0.1:0".parse().unwrap());
+    match join {
+        Some(seed) => builder.join([seed]),
+        None => builder,
+    }
+}
+
+/// Waits (up to `within`) for an `Up` of `peer` on `events`, a subscription of `node`'s.
+pub fn wait_up(node: &Node, events: &mut cairn::net::NodeEvents, peer: NodeId, within: Duration) {
+    let up = node.block_on(node.handle().timeout(within, async {
+        loop {
+            if let cairn::net::NodeEvent::Up { node, .. } = events.next().await {
+                if node == peer {
+                    return;
+                }
+            }
+        }
+    }));
+    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
+}

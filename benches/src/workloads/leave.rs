@@ -24,7 +24,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 fn node(ca: &ClusterCa, n: u64, seed: Option<SocketAddr>) -> Result<(Runtime, Mesh), String> {
     let rt = Runtime::builder()
         .workers(1)
-        .node(NodeId(n))
+        .node(NodeId::of_name(&format!("node-{n}")))
         .build()
         .map_err(|e| e.to_string())?;
     let cert = ca.issue(&format!("node-{n}")).map_err(|e| e.to_string())?;
@@ -57,7 +57,7 @@ fn one_leave(flush: bool) -> Result<Duration, String> {
     rt2.spawn(move |_ctx: Ctx<()>| async move {
         loop {
             if let NodeEvent::Down { node, .. } = events.next().await {
-                if node == NodeId(1) {
+                if node == NodeId::of_name("node-1") {
                     let _ = tx.send(Instant::now());
                     return;
                 }

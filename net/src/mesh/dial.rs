@@ -5,10 +5,14 @@
 //!
 //! The dialer opens lane [`MESH_LANE`] and sends [`Wire::Hello`] (its node id, incarnation,
 //! listen address, certificate name and the peers it knows). The acceptor checks that the
-//! name is in the peer's certificate, applies the connection rule ([`on_hello`]) and
+//! hello is who the peer's certificate says ([`proves_identity`]: the name is in the
+//! certificate, a client certificate claims a client name, and the node id is
+//! [`NodeId::of_name`] of the name), applies the connection rule ([`on_hello`]) and
 //! either answers [`Wire::HelloAck`] on its own lane and installs the connection, or
 //! closes it with [`CLOSE_DUPLICATE`] (its reason: the acceptor's node id). The dialer
-//! installs the connection once the ack arrives; a refused dialer waits (up to the connect
+//! checks the ack the same way, and that it reached the node it meant to (a node is dialed
+//! by the id and name it was introduced under), and installs the connection once the ack
+//! arrives; a refused dialer waits (up to the connect
 //! timeout) for the connection the acceptor kept. A hello on [`CONTROL_LANE`] opens a
 //! SWIM-only connection instead (see `controls`).
 //!
@@ -200,7 +204,7 @@ impl Inner {
         let timeout = self.config.connect_timeout;
         match self
             .handle
-            .timeout(timeout, self.dial_inner(addr, name))
+            .timeout(timeout, self.dial_inner(addr, name, expect))
             .await
         {
             Err(_) => Err(DialError::Timeout),
@@ -209,14 +213,7 @@ impl Inner {
                 tracing::debug!(%node, "peer kept its own connection");
                 Ok(node)
             }
-            Ok(Ok(DialOutcome::Up(conn))) => {
-                if let Some(expected) = expect {
-                    if expected != conn.node() {
-                        tracing::warn!(%expected, found = %conn.node(), %addr, "dialed node has another id");
-                    }
-                }
-                Ok(conn.node())
-            }
+            Ok(Ok(DialOutcome::Up(conn))) => Ok(conn.node()),
         }
     }
 
@@ -224,6 +221,7 @@ impl Inner {
         self: &Arc<Self>,
         addr: SocketAddr,
         name: &str,
+        expect: Option<NodeId>,
     ) -> Result<DialOutcome, DialError> {
         let quic = self.endpoint.connect(addr, name).await?;
         let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
@@ -262,9 +260,19 @@ impl Inner {
                 });
             }
         };
-        if !claims_certified_name(&quic, &peer.name) {
-            quic.close(CLOSE_PROTOCOL, b"hello name not in certificate");
-            return Err(DialError::NameNotCertified(peer.name));
+        if let Err(error) = proves_identity(&quic, &peer) {
+            self.counters.bump(Count::ProtocolError);
+            quic.close(CLOSE_PROTOCOL, b"hello does not match the certificate");
+            return Err(error);
+        }
+        if let Some(expected) = expect.filter(|&e| e != peer.node) {
+            // Introduced under another id (a stale or forged peer list): not the node meant.
+            tracing::warn!(%expected, found = %peer.node, %addr, "dialed node has another id; closing");
+            quic.close(CLOSE_PROTOCOL, b"not the node dialed");
+            return Err(DialError::NotTheNode {
+                expected,
+                found: peer.node,
+            });
         }
         if peer.node == self.node {
             quic.close(CLOSE_NORMAL, b"dialed myself");
@@ -322,9 +330,9 @@ impl Inner {
             tracing::warn!(%remote, node = %hello.node, "refused a peer with this node's own id");
             return;
         }
-        if !claims_certified_name(&quic, &hello.name) {
+        if proves_identity(&quic, &hello).is_err() {
             self.counters.bump(Count::ProtocolError);
-            quic.close(CLOSE_PROTOCOL, b"hello name not in certificate");
+            quic.close(CLOSE_PROTOCOL, b"hello does not match the certificate");
             return;
         }
         if rx.lane() == CONTROL_LANE {
@@ -446,16 +454,27 @@ impl Inner {
     }
 }
 
-/// Whether the name a peer claims in its hello is one the cluster CA signed into its
-/// certificate: a member cannot pose as another (names are how nodes dial each other and
-/// how clients are told apart). Without a certificate (insecure dev mode) anything goes.
-fn claims_certified_name(conn: &Connection, claimed: &str) -> bool {
-    match crate::tls::peer_certificate_names(conn.quinn()) {
-        None => true,
-        Some(names) if names.iter().any(|n| n == claimed) => true,
-        Some(names) => {
-            tracing::warn!(remote = %conn.remote_address(), %claimed, certified = ?names, "refused a peer whose hello name is not in its certificate");
-            false
+/// Whether `hello` is who the peer's certificate says it is: the node id is
+/// [`NodeId::of_name`] of the name (always, even without certificates), and the name is one
+/// the certificate allows ([`CertIdentity::allows`](crate::tls::CertIdentity::allows): in it,
+/// not the shared seed name, a client name for a client certificate). So a member can pose
+/// neither as another node nor under another node's id, and cannot replace its link. Without
+/// a certificate (insecure dev mode) only the id is checked.
+fn proves_identity(conn: &Connection, hello: &Hello) -> Result<(), DialError> {
+    let remote = conn.remote_address();
+    if hello.node != NodeId::of_name(&hello.name) {
+        tracing::warn!(%remote, name = %hello.name, node = %hello.node, "refused a peer whose hello id is not its name's");
+        return Err(DialError::WrongNodeId {
+            name: hello.name.clone(),
+            node: hello.node,
+        });
+    }
+    match crate::tls::peer_identity(conn.quinn()) {
+        None => Ok(()),
+        Some(cert) if cert.allows(&hello.name) => Ok(()),
+        Some(cert) => {
+            tracing::warn!(%remote, claimed = %hello.name, certified = ?cert.names, role = %cert.role, "refused a peer whose hello name its certificate does not allow");
+            Err(DialError::NameNotCertified(hello.name.clone()))
         }
     }
 }

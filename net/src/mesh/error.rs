@@ -61,9 +61,26 @@ pub enum DialError {
     /// The peer's first frame was not a hello acknowledgement.
     #[error("the peer did not answer with a hello")]
     NotAHello,
-    /// The peer's hello names a node its certificate does not carry.
-    #[error("the peer claims name {0:?}, which its certificate does not carry")]
+    /// The peer's hello names a node its certificate does not carry (or a node name on a
+    /// client certificate).
+    #[error("the peer claims name {0:?}, which its certificate does not allow")]
     NameNotCertified(String),
+    /// The peer's hello carries a node id that is not its name's (`NodeId::of_name`).
+    #[error("the peer named {name:?} claims node id {node}, which is not its name's")]
+    WrongNodeId {
+        /// The name it claims.
+        name: String,
+        /// The id it claims.
+        node: NodeId,
+    },
+    /// The node at the address is not the node dialed (introduced under another id).
+    #[error("expected node {expected} there, found node {found}")]
+    NotTheNode {
+        /// The node meant.
+        expected: NodeId,
+        /// The node that answered.
+        found: NodeId,
+    },
     /// The address dialed is this node's own.
     #[error("dialed this node itself")]
     SelfDial,

@@ -219,8 +219,19 @@ fn random_u64() -> u64 {
 impl Mesh {
     /// Starts a node on `handle`'s runtime: binds the endpoint, accepts connections and
     /// dials the seeds in the background. A runtime has one mesh: a second `start` on it
-    /// fails with [`MeshError::AlreadyStarted`].
+    /// fails with [`MeshError::AlreadyStarted`]. The runtime's node id must be
+    /// [`NodeId::of_name`] of the certificate's name (else [`MeshError::Config`]).
     pub fn start(handle: &Handle, config: MeshConfig) -> Result<Mesh, MeshError> {
+        let name = config.tls.node().name();
+        if handle.node() != NodeId::of_name(name) {
+            // Peers derive a node's id from the name in its certificate and refuse any
+            // other: fail here, clearly, rather than be refused by every peer.
+            return Err(MeshError::Config(format!(
+                "the runtime's node id {} is not NodeId::of_name({name:?}) = {}",
+                handle.node(),
+                NodeId::of_name(name)
+            )));
+        }
         if config.failure_timeout < swim::MIN_FAILURE_TIMEOUT {
             return Err(MeshError::Config(format!(
                 "failure timeout {:?} is below {:?}",
@@ -351,6 +362,11 @@ impl Mesh {
     /// This node's id.
     pub fn node(&self) -> NodeId {
         self.inner.node
+    }
+
+    /// This node's name (its certificate's; [`NodeId::of_name`] of it is [`Mesh::node`]).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The address this node accepts connections on (as bound: may be `0.0.0.0`).

@@ -124,8 +124,13 @@ impl Rng {
     }
 }
 
-/// A runtime (node id `n`) with a mesh on 127.0.0.1:0 whose certificate is `node-{n}`,
-/// joined through `seeds` (other meshes of the same CA).
+/// The id of the node named `node-{n}` (what [`start_mesh`] names node `n`).
+pub fn id(n: u64) -> cairn_scheduler::NodeId {
+    cairn_scheduler::NodeId::of_name(&format!("node-{n}"))
+}
+
+/// A runtime (node id [`id`]`(n)`) with a mesh on 127.0.0.1:0 whose certificate is
+/// `node-{n}`, joined through `seeds` (other meshes of the same CA).
 pub fn start_mesh(
     ca: &ClusterCa,
     n: u64,
@@ -133,18 +138,14 @@ pub fn start_mesh(
     idle: Duration,
 ) -> (Runtime, cairn_net::Mesh) {
     init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(cairn_scheduler::NodeId(n))
-        .build()
-        .unwrap();
+    let rt = Runtime::builder().workers(2).node(id(n)).build().unwrap();
     let tls = TlsConfig::new(
         ca.cert_der().clone(),
         ca.issue(&format!("node-{n}")).unwrap(),
     );
     let mut config = cairn_net::MeshConfig::new(localhost(), tls).idle_timeout(idle);
     for seed in seeds {
-        config = config.seed(seed.local_addr(), format!("node-{}", seed.node().0));
+        config = config.seed(seed.local_addr(), seed.name());
     }
     let mesh = cairn_net::Mesh::start(&rt.handle(), config).unwrap();
     (rt, mesh)

@@ -19,7 +19,7 @@
 //! data dir, one outbound connection.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use cairn::LogFormat;
 use clap::{Args, Parser, Subcommand};
 use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 
+mod ca;
 mod client;
 mod demo;
 mod http;
@@ -55,6 +56,12 @@ enum Command {
     /// Manages cluster certificate authorities.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The offline cluster CA (its key stays on the operator's machine).
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Issues node and client certificates from an offline CA.
+    #[command(subcommand)]
+    Cert(ca::CertCommand),
     /// Prints every member of a mesh: name, region, processes and objects.
     Status(observe::StatusArgs),
     /// Copies a node's store (consistent, compacted) while the node runs.
@@ -200,10 +207,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         None => run(RunArgs::parse_from(["cairn-node"])),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Cluster(ClusterCommand::Init { dir })) => cluster_init(&dir),
+        Some(Command::Cluster(ClusterCommand::Init { dir })) => ca::init(&dir),
         Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
-            cluster_issue(&dir, &name, &out)
+            let role = cairn::net::Role::of_name(&name);
+            ca::issue(&dir, &name, role, cairn::net::tls::DEFAULT_CERT_DAYS, &out)
         }
+        Some(Command::Ca(command)) => ca::ca(&command),
+        Some(Command::Cert(command)) => ca::cert(&command),
         Some(Command::Status(args)) if args.json => observe::status_json(&args.client),
         Some(Command::Status(args)) => client::status(&args.client),
         Some(Command::Backup(args)) => observe::backup(&args),
@@ -223,34 +233,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn cluster_init(dir: &Path) -> Result<(), CliError> {
-    if dir.join(cairn::net::tls::CA_KEY_FILE).exists() {
-        return Err(CliError::Usage(format!(
-            "{} already holds a cluster CA; refusing to replace it",
-            dir.display()
-        )));
-    }
-    ClusterCa::generate()?.save(dir)?;
-    println!("cluster CA written to {}", dir.display());
-    Ok(())
-}
-
-fn cluster_issue(dir: &Path, name: &str, out: &Path) -> Result<(), CliError> {
-    let ca = ClusterCa::load(dir)?;
-    let cert = ca.issue(name)?;
-    let write = |file: String, text: &str| {
-        let path = out.join(file);
-        std::fs::create_dir_all(out)
-            .and_then(|()| std::fs::write(&path, text))
-            .map_err(|source| CliError::Write { path, source })
-    };
-    write(format!("{name}.pem"), cert.cert_pem())?;
-    write(format!("{name}.key"), cert.key_pem())?;
-    write("ca.pem".to_owned(), ca.cert_pem())?;
-    println!("certificate for {name} written to {}", out.display());
-    Ok(())
 }
 
 /// Applies the TLS options to a builder.

@@ -548,9 +548,14 @@ async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
     }
 }
 
+/// Finished handlers an activation may have waiting on commits (their held output and
+/// write sets). As many as a default mailbox holds: a full pipeline is as deep as a full
+/// mailbox, and the group commit (up to 1,024 sets a batch) still sees whole batches.
+pub(crate) const MAX_HELD_HANDLERS: usize = 1024;
+
 /// Waits for whichever comes first: the awaited in-flight commit completing, a message
-/// (unless recovering from a failed commit), or the idle timeout (only when nothing is in
-/// flight).
+/// (unless recovering from a failed commit, or [`MAX_HELD_HANDLERS`] are waiting), or the
+/// idle timeout (only when nothing is in flight).
 async fn next_event<O: Object>(
     octx: &mut ObjectCtx<O>,
     pipeline: &mut Pipeline,
@@ -558,7 +563,12 @@ async fn next_event<O: Object>(
 ) -> Event<O::Msg> {
     let handle = octx.ctx.handle().clone();
     let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
-    let take_messages = !pipeline.queue.is_recovering() && pipeline.takes_messages();
+    // At most MAX_HELD_HANDLERS handlers' output and commits in flight: beyond that the
+    // mailbox fills and senders wait, so durable work pushes back instead of queueing
+    // write sets and held output without bound.
+    let take_messages = !pipeline.queue.is_recovering()
+        && pipeline.takes_messages()
+        && pipeline.queue.len() < MAX_HELD_HANDLERS;
     std::future::poll_fn(|cx| {
         if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));

@@ -165,6 +165,11 @@ impl<H> OutputQueue<H> {
         self.recovering
     }
 
+    /// Finished handlers whose output is still held (or whose commit is in flight).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Nothing held and nothing in flight (eviction may proceed).
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()

@@ -441,3 +441,48 @@ fn http_is_off_unless_asked() {
     let node = start(dir.path(), "a", None, false);
     assert_eq!(node.http_addr(), None);
 }
+
+#[test]
+fn a_full_mailbox_is_answered_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GatewayConfig {
+        handler_timeout: Duration::from_secs(3),
+        ..GatewayConfig::default()
+    };
+    // A local node whose objects' mailboxes hold two messages.
+    let node = Node::builder()
+        .workers(2)
+        .mailbox_capacity(2)
+        .data_dir(dir.path())
+        .http("127.0.0.1:0".parse().unwrap())
+        .http_config(config)
+        .start()
+        .unwrap();
+    node.host::<Room>();
+    let slow = url(&node, "/room/busy/slow");
+    let busy = std::thread::spawn(move || curl("GET", &slow, None).status);
+    // The room is busy once it is active (the slow request is being handled).
+    wait_until("the room to be busy", || {
+        node.status().objects.contains_key("room")
+    });
+    let page = url(&node, "/room/busy/");
+    let answers: Vec<Answer> = (0..6)
+        .map(|_| {
+            let page = page.clone();
+            std::thread::spawn(move || curl("GET", &page, None))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    assert!(
+        refused.len() >= 3,
+        "six requests behind a busy object with room for two: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for a in refused {
+        assert!(a.header("retry-after").is_some(), "503 without Retry-After");
+    }
+    assert_eq!(busy.join().unwrap(), 504);
+}

@@ -39,6 +39,7 @@ const HARNESS: Harness = Harness {
         "remote-throughput",
         "remote-call",
         "remote-fan",
+        "ws-broadcast",
     ],
     value_flags: &["--remote-peer"],
 };
@@ -92,6 +93,7 @@ fn runner(workload: &str) -> Option<Workload> {
         "remote-throughput" => workloads::remote::remote_throughput,
         "remote-call" => workloads::remote::remote_call,
         "remote-fan" => workloads::remote::remote_fan,
+        "ws-broadcast" => workloads::ws::ws_broadcast,
         _ => return None,
     })
 }

@@ -486,3 +486,33 @@ fn a_full_mailbox_is_answered_503_with_retry_after() {
     }
     assert_eq!(busy.join().unwrap(), 504);
 }
+
+#[test]
+fn sockets_are_closed_1012_when_their_objects_owner_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let a = start(dir.path(), "a", None, true);
+    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()), false);
+    wait_knows(&a, b.id());
+    wait_knows(&b, a.id());
+    let key = key_owned_by(&[&a, &b], b.id());
+    let other = key_owned_by(&[&a, &b], a.id());
+    let mut moved = ws(&a, &format!("/room/{key}/ws?name=m"));
+    let mut stays = ws(&a, &format!("/room/{other}/ws?name=s"));
+    moved.send(Frame::text("hi")).unwrap();
+    assert_eq!(read_text(&mut moved), "m: hi #1");
+
+    // `b` goes: its objects now belong to `a`, and their sockets are told to reconnect.
+    drop(b);
+    let code = loop {
+        match moved.read() {
+            Ok(Frame::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(1012));
+    // A socket whose object stayed where it was is not touched.
+    stays.send(Frame::text("still")).unwrap();
+    assert_eq!(read_text(&mut stays), "s: still #1");
+}

@@ -465,3 +465,78 @@ fn http_is_off_unless_asked() {
     let node = start(dir.path(), "a", None, false);
     assert_eq!(node.http_addr(), None);
 }
+
+#[test]
+fn a_full_mailbox_is_answered_503_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GatewayConfig {
+        handler_timeout: Duration::from_secs(3),
+        ..GatewayConfig::default()
+    };
+    // A local node whose objects' mailboxes hold two messages.
+    let node = Node::builder()
+        .workers(2)
+        .mailbox_capacity(2)
+        .data_dir(dir.path())
+        .http("127.0.0.1:0".parse().unwrap())
+        .http_config(config)
+        .start()
+        .unwrap();
+    node.host::<Room>();
+    let slow = url(&node, "/room/busy/slow");
+    let busy = std::thread::spawn(move || curl("GET", &slow, None).status);
+    // The room is busy once it is active (the slow request is being handled).
+    wait_until("the room to be busy", || {
+        node.status().objects.contains_key("room")
+    });
+    let page = url(&node, "/room/busy/");
+    let answers: Vec<Answer> = (0..6)
+        .map(|_| {
+            let page = page.clone();
+            std::thread::spawn(move || curl("GET", &page, None))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    assert!(
+        refused.len() >= 3,
+        "six requests behind a busy object with room for two: {:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    for a in refused {
+        assert!(a.header("retry-after").is_some(), "503 without Retry-After");
+    }
+    assert_eq!(busy.join().unwrap(), 504);
+}
+
+#[test]
+fn sockets_are_closed_1012_when_their_objects_owner_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    cluster(dir.path());
+    let a = start(dir.path(), "a", None, true);
+    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()), false);
+    wait_knows(&a, b.id());
+    wait_knows(&b, a.id());
+    let key = key_owned_by(&[&a, &b], b.id());
+    let other = key_owned_by(&[&a, &b], a.id());
+    let mut moved = ws(&a, &format!("/room/{key}/ws?name=m"));
+    let mut stays = ws(&a, &format!("/room/{other}/ws?name=s"));
+    moved.send(Frame::text("hi")).unwrap();
+    assert_eq!(read_text(&mut moved), "m: hi #1");
+
+    // `b` goes: its objects now belong to `a`, and their sockets are told to reconnect.
+    drop(b);
+    let code = loop {
+        match moved.read() {
+            Ok(Frame::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, Some(1012));
+    // A socket whose object stayed where it was is not touched.
+    stays.send(Frame::text("still")).unwrap();
+    assert_eq!(read_text(&mut stays), "s: still #1");
+}

@@ -40,6 +40,7 @@ const HARNESS: Harness = Harness {
         "remote-call",
         "remote-fan",
         "leave-detect",
+        "ws-broadcast",
     ],
     value_flags: &["--remote-peer"],
 };
@@ -94,6 +95,7 @@ fn runner(workload: &str) -> Option<Workload> {
         "remote-call" => workloads::remote::remote_call,
         "remote-fan" => workloads::remote::remote_fan,
         "leave-detect" => workloads::leave::leave_detect,
+        "ws-broadcast" => workloads::ws::ws_broadcast,
         _ => return None,
     })
 }

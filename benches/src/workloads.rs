@@ -9,6 +9,7 @@
 pub mod durable;
 pub mod leave;
 pub mod remote;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +22,7 @@ use cairn_supervisor::{
 };
 
 /// How long the main thread waits for a workload's answer before declaring it hung.
-const RESULT_DEADLINE: Duration = Duration::from_secs(600);
+pub(crate) const RESULT_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Timeout of each request in the `call` workload: generous, a timeout is a failure here.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

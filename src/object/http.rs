@@ -52,7 +52,7 @@ use cairn_gateway::{
     EventFuture, Gateway, GatewayConfig, GatewayError, ObjectKey, SocketEvent, SocketEventKind,
     SocketHandler, Sockets,
 };
-use cairn_net::Mesh;
+use cairn_net::{Mesh, NodeEvent};
 use cairn_scheduler::{CallError, Ctx, Handle, Message, NodeId, Reply, SendError, SpawnOptions};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,7 @@ use serde::{Deserialize, Serialize};
 use super::activation::{HandlerFuture, Lookup};
 use super::routing::{is_client, BoxFuture, Route, MAX_HOPS};
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects};
+use crate::placement::{self, Candidate};
 
 pub use cairn_gateway::{
     AutoResponse, SocketError, SocketId, SocketInfo, UpgradeError, WebSocketConfig, WsMessage,
@@ -71,6 +72,9 @@ pub const HTTP_PROCESS: &str = "cairn.http";
 /// Forwarded requests and socket events a node runs at once; more are answered 503 (a
 /// guess: enough for every connection of a busy edge, small enough to bound memory).
 pub const MAX_FORWARDED: usize = 1024;
+/// The close code sockets get when their object's owner changed (moved or failed): 1012,
+/// Service Restart — the client should reconnect, reaching the new owner.
+pub const CLOSE_OWNER_CHANGED: u16 = 1012;
 /// How long listing or reading another node's sockets waits for it.
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -155,6 +159,10 @@ fn call_failure(node: NodeId, e: CallError) -> Failure {
         other => Failure::Unavailable(format!("node {node}: {other}")),
     }
 }
+
+/// The node whose object accepted a WebSocket (a response extension, set at the edge).
+#[derive(Clone, Copy, Debug)]
+struct AcceptedBy(NodeId);
 
 /// Marks a fetch response as accepting the request's WebSocket (a response extension).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -388,6 +396,10 @@ pub(crate) struct HttpState {
     gateway: OnceLock<Gateway>,
     /// Forwarded requests and events running now (at most [`MAX_FORWARDED`]).
     forwarded: Arc<AtomicUsize>,
+    /// Objects of placed classes with sockets held here, and the owner that accepted them:
+    /// when membership changes and an owner is no longer theirs, their sockets are closed
+    /// with [`CLOSE_OWNER_CHANGED`]. Bounded by the gateway's socket limit.
+    owners: parking_lot::Mutex<HashMap<ObjectKey, NodeId>>,
 }
 
 impl HttpState {
@@ -491,6 +503,52 @@ pub(crate) fn start_forwarding(mesh: &Mesh, objects: &Arc<Objects>) {
     if let Err(error) = spawned {
         tracing::error!(?error, "cannot start the HTTP forwarding process");
     }
+    let mut events = mesh.node_events();
+    let weak = Arc::downgrade(objects);
+    let state = HttpState::of(&objects.handle);
+    let mesh = mesh.clone();
+    objects.handle.spawn(move |_: Ctx<()>| async move {
+        loop {
+            if let NodeEvent::Up { .. } | NodeEvent::Down { .. } = events.next().await {
+                if weak.upgrade().is_none() {
+                    return;
+                }
+                close_moved_sockets(&mesh, &state);
+            }
+        }
+    });
+}
+
+/// Closes the sockets held here of every object whose owner changed since they were
+/// accepted ([`CLOSE_OWNER_CHANGED`]), and forgets objects with no socket left.
+fn close_moved_sockets(mesh: &Mesh, state: &HttpState) {
+    let Some(sockets) = state.sockets.get() else {
+        return;
+    };
+    let candidates: Vec<Candidate> = mesh
+        .members()
+        .into_iter()
+        .filter(|m| !is_client(&m.name))
+        .map(|m| Candidate {
+            node: m.node,
+            region: m.region,
+        })
+        .collect();
+    let mut owners = state.owners.lock();
+    owners.retain(|object, owner| {
+        if sockets.count(object) == 0 {
+            return false;
+        }
+        let now = placement::owner(&object.class, &object.key, &candidates, None);
+        if now == Ok(*owner) {
+            return true;
+        }
+        tracing::info!(%object, was = %owner, now = ?now, "object's owner changed; closing its sockets here");
+        for socket in sockets.list(object, None) {
+            let _ = sockets.close(socket.id, CLOSE_OWNER_CHANGED, "the object moved; reconnect");
+        }
+        false
+    });
 }
 
 async fn run_forwarding(mut ctx: Ctx<HttpMsg>, objects: Weak<Objects>, state: Arc<HttpState>) {
@@ -702,9 +760,13 @@ fn fetch_object<O: Object>(
             Target::Here => {
                 let (reply, answer) = Reply::pair();
                 deliver_local(&target, CallKind::Fetch(request, reply)).await?;
-                answer.await.map_err(|e| {
+                let mut response = answer.await.map_err(|e| {
                     Failure::Failed(format!("the object's handler gave no response ({e})"))
-                })
+                })?;
+                response
+                    .extensions_mut()
+                    .insert(AcceptedBy(objects.handle.node()));
+                Ok(response)
             }
             Target::Remote(mesh, node) => {
                 let timeout = forward_timeout(&objects);
@@ -724,7 +786,9 @@ fn fetch_object<O: Object>(
                     )
                     .await
                     .map_err(|e| call_failure(node, e))?;
-                answer?.into_response()
+                let mut response = answer?.into_response()?;
+                response.extensions_mut().insert(AcceptedBy(node));
+                Ok(response)
             }
         }
     })
@@ -795,9 +859,12 @@ impl Dispatcher for ObjectDispatcher {
         }
         let class = self.state.class(&route.object.class);
         let objects = self.objects.upgrade();
+        let state = self.state.clone();
         Box::pin(async move {
             let ObjectKey { class: name, key } = route.object;
-            let class = class.ok_or(DispatchError::UnknownClass(name))?;
+            let Some(class) = class else {
+                return Err(DispatchError::UnknownClass(name));
+            };
             let objects = objects
                 .ok_or_else(|| DispatchError::Unavailable("the node is stopping".to_owned()))?;
             let (parts, body) = request.into_parts();
@@ -808,8 +875,18 @@ impl Dispatcher for ObjectDispatcher {
                 .map_err(|e| DispatchError::Failed(format!("reading the body: {e}")))?;
             let upgrade = upgrade_head(&parts);
             let request = http::Request::from_parts(parts, body);
-            let response = (class.fetch)(objects, key, request, 0).await?;
-            Ok(into_gateway_response(response, upgrade))
+            let response = (class.fetch)(objects.clone(), key.clone(), request, 0).await?;
+            let owner = response.extensions().get::<AcceptedBy>().copied();
+            let response = into_gateway_response(response, upgrade);
+            if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(AcceptedBy(owner))) =
+                (response.status(), owner)
+            {
+                if objects.is_placed(&name) {
+                    let object = ObjectKey::new(name, key);
+                    state.owners.lock().insert(object, owner);
+                }
+            }
+            Ok(response)
         })
     }
 }

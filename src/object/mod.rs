@@ -184,6 +184,15 @@ impl Objects {
         self.stats.snapshot(&self.counts())
     }
 
+    /// Whether `class` is hosted here and placed across the mesh.
+    #[cfg(feature = "http")]
+    fn is_placed(&self, class: &str) -> bool {
+        self.classes
+            .read()
+            .get(class)
+            .is_some_and(|c| c.remote.is_some())
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.store
     }

@@ -12,7 +12,6 @@ use cairn::bytes::Bytes;
 use cairn::gateway::GatewayConfig;
 use cairn::http;
 use cairn::net::NodeEvent;
-use cairn::placement::{owner, Candidate};
 use cairn::prelude::*;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message as Frame, WebSocket};
@@ -231,19 +230,23 @@ fn url(node: &Node, path: &str) -> String {
     format!("http://{}{path}", node.http_addr().expect("serves HTTP"))
 }
 
-/// A key of `room` whose owner is `want`, among `nodes`.
+/// A key of `room` whose owner is `want`, as `nodes[0]` routes it now (the leader of the
+/// key's shard; waits for the first elections).
 fn key_owned_by(nodes: &[&Node], want: NodeId) -> String {
-    let candidates: Vec<Candidate> = nodes
-        .iter()
-        .map(|n| Candidate {
-            node: n.id(),
-            region: None,
-        })
-        .collect();
-    (0..1000)
-        .map(|i| format!("r{i}"))
-        .find(|k| owner("room", k, &candidates, None) == Ok(want))
-        .expect("some key is owned by each node")
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = (0..1000)
+            .map(|i| format!("r{i}"))
+            .find(|k| nodes[0].object::<Room>(k).owner().ok() == Some(want));
+        if let Some(key) = found {
+            return key;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no key is owned by {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -325,9 +328,15 @@ fn errors_are_answered_404_500_and_504() {
 fn a_request_to_a_non_owner_is_forwarded_to_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     cluster(dir.path());
-    // Only `a` serves HTTP; `b` owns the key.
-    let a = start(dir.path(), "a", None, true);
-    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()), false);
+    // Only `b` serves HTTP; `a` (which created the shards and leads them) owns the key.
+    let b_seed = start(dir.path(), "a", None, false);
+    let a = start(
+        dir.path(),
+        "b",
+        Some(b_seed.mesh().unwrap().local_addr()),
+        true,
+    );
+    let b = b_seed;
     wait_knows(&a, b.id());
     wait_knows(&b, a.id());
     let key = key_owned_by(&[&a, &b], b.id());
@@ -384,11 +393,12 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 fn websockets_on_two_nodes_share_a_room_that_hibernates() {
     let dir = tempfile::tempdir().unwrap();
     cluster(dir.path());
-    let a = start(dir.path(), "a", None, true);
-    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()), true);
+    // `b` is the node named "a": it created the shards and leads them, so the room lives
+    // there; alice connects through the other node, bob through `b`.
+    let b = start(dir.path(), "a", None, true);
+    let a = start(dir.path(), "b", Some(b.mesh().unwrap().local_addr()), true);
     wait_knows(&a, b.id());
     wait_knows(&b, a.id());
-    // The room lives on `b`; alice connects through `a`, bob through `b`.
     let key = key_owned_by(&[&a, &b], b.id());
     let mut alice = ws(&a, &format!("/room/{key}/ws?name=alice"));
     let mut bob = ws(&b, &format!("/room/{key}/ws?name=bob"));

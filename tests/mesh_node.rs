@@ -281,7 +281,30 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
         "owner {owner} is not a node"
     );
 
-    // A call from every node reads the one total (the Reply crosses the mesh and back).
+    // The adds are one-way: each reached its node (the client's round trip after it says
+    // so), which forwards it to the key's shard leader. Once all three are applied...
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out, _) = cli(&[
+            "send",
+            "counter",
+            "alice",
+            "get",
+            "--join",
+            &n1.addr.to_string(),
+            "--cluster",
+            cluster.to_str().unwrap(),
+        ]);
+        if ok && out.contains("counter/alice = 15 ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the three adds never all landed: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ... a call from every node reads the one total (the Reply crosses the mesh and back).
     for n in nodes {
         let (ok, out, err) = cli(&[
             "send",

@@ -1,11 +1,11 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
-//! acknowledged; the remote ones start a second node process), twenty-five JSON rows out. Proves the harness works, not the speed.
+//! acknowledged; the remote ones start a second node process), twenty-nine JSON rows (leave-detect and ws-broadcast print two each) out. Proves the harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_twenty_five_json_rows() {
+fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -18,7 +18,7 @@ fn all_workloads_at_tiny_scale_print_twenty_five_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 25, "expected 25 rows, got:\n{stdout}");
+    assert_eq!(rows.len(), 29, "expected 29 rows, got:\n{stdout}");
     let mut seen = Vec::new();
     for row in &rows {
         assert!(

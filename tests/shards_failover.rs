@@ -170,8 +170,9 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
             break;
         }
     }
+    // The caller is a member that holds no counters' shards at first (a dial-only client
+    // times out here on the merged main: see the stop note of 2026-12-06).
     let client = builder(tmp.path(), "parent")
-        .client()
         .join([seed.parse().unwrap()])
         .start()
         .unwrap();

@@ -34,6 +34,10 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 << 20;
 /// compacted and a follower that far behind catches up by snapshot.
 pub const DEFAULT_LOG_KEEP: u64 = 1024;
 
+/// Default shards of each region with shards of its own ([`ShardConfig::regions`]): 8, enough
+/// to spread a region's objects over a few members, few enough to leave most shards global.
+pub const DEFAULT_REGION_SHARDS: u32 = 8;
+
 /// Settings of a node's shard layer. `shards` and `replication` must be the same on every
 /// node of a cluster (they are stored at creation).
 #[derive(Clone, Debug, PartialEq)]
@@ -60,6 +64,14 @@ pub struct ShardConfig {
     pub log_keep: u64,
     /// Ticks between two rebalancing checks of a led shard.
     pub rebalance_ticks: u64,
+    /// Regions with shards of their own: objects hinted to one of them live in its shards,
+    /// whose replicas stay on that region's members (see
+    /// [`placement::object_shard`](crate::placement::object_shard)). Each gets
+    /// [`region_shards`](Self::region_shards) of the `shards`, the last ones, in list order.
+    /// Like `shards`: the same on every node, fixed when the cluster is created.
+    pub regions: Vec<String>,
+    /// Shards of each region in [`regions`](Self::regions).
+    pub region_shards: u32,
 }
 
 impl Default for ShardConfig {
@@ -76,6 +88,8 @@ impl Default for ShardConfig {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             log_keep: DEFAULT_LOG_KEEP,
             rebalance_ticks: 10,
+            regions: Vec::new(),
+            region_shards: DEFAULT_REGION_SHARDS,
         }
     }
 }
@@ -118,7 +132,30 @@ impl ShardConfig {
         if self.max_entry_bytes == 0 || self.max_pending_bytes < self.max_entry_bytes {
             return Err("max_pending_bytes must be ≥ max_entry_bytes > 0".into());
         }
+        let regional = u64::from(self.region_shards) * self.regions.len() as u64;
+        if !self.regions.is_empty()
+            && (self.region_shards == 0 || regional >= u64::from(self.shards))
+        {
+            return Err(format!(
+                "{} regions × {} region_shards must be ≥ 1 and leave a global shard of {}",
+                self.regions.len(),
+                self.region_shards,
+                self.shards
+            ));
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.is_empty() || self.regions[..i].contains(r) {
+                return Err(format!("region {r:?} is empty or listed twice"));
+            }
+        }
         Ok(())
+    }
+
+    /// Shards that hold objects without a location hint (or hinted to a region without
+    /// shards of its own): `0..global_shards()`.
+    pub fn global_shards(&self) -> u32 {
+        self.shards
+            .saturating_sub(self.region_shards.saturating_mul(self.regions.len() as u32))
     }
 }
 
@@ -152,5 +189,19 @@ mod tests {
         }
         .validate()
         .is_err());
+        let regions = |names: &[&str], region_shards| ShardConfig {
+            shards: 16,
+            regions: names.iter().map(|r| (*r).to_owned()).collect(),
+            region_shards,
+            ..ShardConfig::default()
+        };
+        assert!(regions(&["eu", "us"], 4).validate().is_ok());
+        assert_eq!(regions(&["eu", "us"], 4).global_shards(), 8);
+        assert!(regions(&["eu", "eu"], 4).validate().is_err());
+        assert!(
+            regions(&["eu", "us"], 8).validate().is_err(),
+            "no global shard left"
+        );
+        assert!(regions(&["eu"], 0).validate().is_err());
     }
 }

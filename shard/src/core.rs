@@ -778,7 +778,12 @@ impl MultiRaft {
             tracing::debug!(shard = %sid, members = self.members.len(), serving = Self::replica_serving(r, now), pending = r.raw.raft.has_pending_conf(), "no rebalancing now");
             return;
         }
-        let region = self.regions.get(&sid).map(String::as_str);
+        // A region's own shards (`ShardConfig::regions`) stay inside it.
+        let region = self
+            .regions
+            .get(&sid)
+            .map(String::as_str)
+            .or_else(|| crate::placement::shard_region(sid, &self.cfg));
         let target = target_replicas(
             sid,
             &self.members,

@@ -221,12 +221,45 @@ impl ShardNode {
         data: Vec<u8>,
         timeout: Duration,
     ) -> Result<Outcome, DriverError> {
-        let r = self
+        self.submit(shard, data, timeout).await
+    }
+
+    /// [`propose`](Self::propose), with the proposal queued to the driver *now*, before the
+    /// returned future is first polled: proposals submitted one after another from one
+    /// thread reach the shard in that order (unless the driver's mailbox is full: then the
+    /// future waits for room when polled).
+    pub fn submit(
+        &self,
+        shard: ShardId,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Outcome, DriverError>> + Send + 'static {
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = Reply::pair();
+        let queued = self
             .actor
-            .call(|reply| DriverMsg::Propose { shard, data, reply }, timeout)
-            .await
-            .map_err(DriverError::Call)?;
-        Ok(r?)
+            .try_send_ungated(DriverMsg::Propose { shard, data, reply });
+        let actor = self.actor.clone();
+        async move {
+            let handle = actor.handle();
+            let left = || deadline.saturating_duration_since(Instant::now());
+            match queued {
+                Ok(()) => {}
+                Err(cairn_scheduler::SendError::Full(msg)) => {
+                    match handle.timeout(left(), actor.send_ungated(msg)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(DriverError::Call(CallError::NoProc)),
+                        Err(_) => return Err(DriverError::Call(CallError::Timeout)),
+                    }
+                }
+                Err(_) => return Err(DriverError::Call(CallError::NoProc)),
+            }
+            match handle.timeout(left(), rx).await {
+                Ok(Ok(r)) => Ok(r?),
+                Ok(Err(e)) => Err(DriverError::Call(e)),
+                Err(_) => Err(DriverError::Call(CallError::Timeout)),
+            }
+        }
     }
 
     /// Diagnostics of `shard` on this node.

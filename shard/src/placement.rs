@@ -15,6 +15,7 @@ use std::time::Duration;
 use cairn_scheduler::stable_hash::{fmix64, fnv1a, FNV_OFFSET};
 use cairn_scheduler::NodeId;
 
+use crate::config::ShardConfig;
 use crate::types::{ShardId, Time};
 
 /// The stable hash of an object's address `(class, key)`.
@@ -27,6 +28,33 @@ pub fn key_hash(class: &str, key: &str) -> u64 {
 /// The shard of `(class, key)` in a cluster of `shards` shards (> 0).
 pub fn shard_of(class: &str, key: &str, shards: u32) -> ShardId {
     ShardId((key_hash(class, key) % u64::from(shards.max(1))) as u32)
+}
+
+/// The shard of the object `(class, key)` placed with location hint `region`.
+///
+/// Without a hint, or with a region that has no shards of its own
+/// ([`ShardConfig::regions`]), one of the global shards `0..global_shards()`. With a region
+/// that has shards, one of that region's: their replicas stay inside the region
+/// ([`shard_region`], [`target_replicas`]). The hint is part of the object's identity (the
+/// object layer names it `class@region/key`), so a hinted and an unhinted object of one key
+/// are two objects, each in exactly one shard.
+pub fn object_shard(class: &str, key: &str, region: Option<&str>, cfg: &ShardConfig) -> ShardId {
+    let global = cfg.global_shards();
+    let own = region.and_then(|r| cfg.regions.iter().position(|x| x == r));
+    match own {
+        Some(i) if cfg.region_shards > 0 => {
+            let within = key_hash(class, key) % u64::from(cfg.region_shards);
+            ShardId(global + i as u32 * cfg.region_shards + within as u32)
+        }
+        _ => shard_of(class, key, global),
+    }
+}
+
+/// The region `shard` is confined to, if it is one of a region's own shards.
+pub fn shard_region(shard: ShardId, cfg: &ShardConfig) -> Option<&str> {
+    let offset = shard.0.checked_sub(cfg.global_shards())?;
+    let i = (offset / cfg.region_shards.max(1)) as usize;
+    cfg.regions.get(i).map(String::as_str)
 }
 
 /// Whether a member is reachable, as the failure detector (SWIM) reports it.
@@ -157,6 +185,28 @@ mod tests {
             assert_eq!(t, before[s as usize]);
             let t = target_replicas(ShardId(s), &ms, 3, None, Duration::from_secs(70), g);
             assert!(!t.contains(&NodeId(1)));
+        }
+    }
+
+    #[test]
+    fn a_hinted_object_of_a_region_with_shards_lives_in_that_regions_shards() {
+        let cfg = ShardConfig {
+            shards: 16,
+            regions: vec!["eu".into(), "us".into()],
+            region_shards: 4,
+            ..ShardConfig::default()
+        };
+        for i in 0..200 {
+            let key = format!("k{i}");
+            let plain = object_shard("c", &key, None, &cfg);
+            assert!(plain.0 < 8 && shard_region(plain, &cfg).is_none());
+            let eu = object_shard("c", &key, Some("eu"), &cfg);
+            assert!((8..12).contains(&eu.0), "{eu}");
+            assert_eq!(shard_region(eu, &cfg), Some("eu"));
+            let us = object_shard("c", &key, Some("us"), &cfg);
+            assert_eq!(shard_region(us, &cfg), Some("us"));
+            // A region without shards of its own: the global shards.
+            assert_eq!(object_shard("c", &key, Some("mars"), &cfg), plain);
         }
     }
 

@@ -57,6 +57,12 @@ pub enum StorageError {
     /// at the time of the failure were discarded.
     #[error("an earlier commit of this keyspace failed; this write set was not committed")]
     EarlierCommitFailed,
+    /// A routed commit (a replicated object's write set, see
+    /// [`CommitRoute`](crate::CommitRoute)) was not committed by its shard: not its leader
+    /// any more, no majority in time, or its entry lost to another leader's. It may or may
+    /// not have been applied; nothing may be acknowledged on it.
+    #[error("not replicated: {0}")]
+    NotReplicated(String),
     /// The store's writer thread is gone (it panicked); nothing more can be committed.
     #[error("the storage writer thread has stopped")]
     WriterStopped,

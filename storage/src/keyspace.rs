@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::{Result, StorageError};
 use crate::lmdb::ReadTxn;
+use crate::replica::WriteSetData;
 use crate::store::{from_ms, snapshot, to_ms, InFlight, KsShared, StoreInner};
 use crate::ticket::{CommitTicket, TicketInner};
 use crate::writeset::{get_alarm_raw, get_raw, list_raw, prefix_successor, Range, WriteSet};
@@ -420,7 +421,9 @@ impl Keyspace {
     }
 
     /// Hands the pending write set to the group-commit writer and returns a ticket that
-    /// resolves once it is durable (or failed). Sets of one keyspace commit in order.
+    /// resolves once it is durable (or failed). Sets of one keyspace commit in order. A
+    /// keyspace with a [`CommitRoute`](crate::CommitRoute) (a replicated object's) hands it to
+    /// the route instead: see [`route_commits`](Self::route_commits).
     ///
     /// With nothing pending, the ticket is that of the latest in-flight set (an output gate
     /// must still wait for writes it may have read), or already `Ok` if none is in flight.
@@ -451,6 +454,11 @@ impl Keyspace {
             set: Arc::clone(&set),
             ticket: Arc::clone(&ticket),
         });
+        if let Some(route) = st.route.clone() {
+            drop(st);
+            let data = WriteSetData::of(&self.ks.name, &set);
+            return self.hand_to_route(&route, data, seq, ticket);
+        }
         if !self
             .store
             .core

@@ -84,8 +84,15 @@ impl Keyspace {
     /// leave the keyspace's read view until the shard applies them.
     pub fn take_pending_set(&self) -> WriteSetData {
         let set = std::mem::take(&mut self.ks.state.lock().pending);
+        WriteSetData::of(&self.ks.name, &set)
+    }
+}
+
+impl WriteSetData {
+    /// `set`, a write set of keyspace `name`, as it travels.
+    pub(crate) fn of(name: &str, set: &WriteSet) -> WriteSetData {
         WriteSetData {
-            keyspace: self.ks.name.clone(),
+            keyspace: name.to_owned(),
             clear: set.clear,
             entries: set
                 .entries

@@ -266,6 +266,8 @@ pub(crate) struct KsState {
     pub(crate) poisoned_below: u64,
     /// Set when a commit failed; the next `commit()` fails at once and clears it.
     pub(crate) poisoned: bool,
+    /// Where commits go instead of the writer (a replicated object's shard): see `route`.
+    pub(crate) route: Option<Arc<dyn crate::route::CommitRoute>>,
 }
 
 /// What every handle on one keyspace shares.
@@ -889,8 +891,24 @@ fn succeed(core: &Core, l: &Live) {
     l.ticket.resolve(Ok(()));
 }
 
+/// A routed set (see `route`) is durable and applied: it leaves the in-flight list and its
+/// ticket resolves, unless an earlier set failed meanwhile (then it fails too).
+pub(crate) fn finish_set(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner) {
+    {
+        let mut st = ks.state.lock();
+        if seq >= st.poisoned_below {
+            st.inflight.retain(|f| f.seq != seq);
+        } else {
+            drop(st);
+            return fail(core, ks, seq, ticket, StorageError::EarlierCommitFailed);
+        }
+    }
+    core.counters.write_sets.fetch_add(1, Ordering::Relaxed);
+    ticket.resolve(Ok(()));
+}
+
 /// Fails set `seq` of `ks` and poisons the keyspace (see the module docs).
-fn fail(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner, err: StorageError) {
+pub(crate) fn fail(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner, err: StorageError) {
     {
         let mut st = ks.state.lock();
         if seq >= st.poisoned_below {

@@ -1,4 +1,6 @@
-//! Test helpers for Cairn. [`seed`]: seeded, replayable randomness; [`child`]: tests that run
+//! Test helpers for Cairn. [`seed`]: seeded, replayable randomness; [`history`]: a checker of
+//! counter histories under faults; [`ports`]: partitions between loopback ports; [`child`]:
+//! tests that run
 //! (and crash or kill) a child copy of their own test binary. The rest of this file: test
 //! hosts — several "machines" on one Linux box, each a network namespace with its
 //! own addresses, joined by a private bridge, so multi-host behaviour (advertised addresses,
@@ -35,9 +37,12 @@
 //! failure so CI can never pass by skipping.
 
 pub mod child;
+pub mod history;
+pub mod ports;
 pub mod seed;
 
 pub use child::{abort_on_panic, tell_parent, ChildRun, CHILD_LINE};
+pub use ports::{require_port_partition, PortPartition};
 pub use seed::seeded_rng;
 
 use std::collections::BTreeSet;

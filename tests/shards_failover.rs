@@ -4,9 +4,8 @@
 //!
 //! The parent re-executes this test binary three times as `shards_node_child` (one mesh
 //! node each, on 127.0.0.1 with random ports; the first creates the shard cluster, the other
-//! two join it) and runs an in-process *client* node that owns nothing and only calls.
-//! Children report over stdout: `UP <id> <addr>` once started, then `REPLICATED <n>` (shards
-//! whose replica set here has three voters) every few hundred milliseconds.
+//! two join it: see `common::shard_mesh`) and runs an in-process *client* node that only
+//! calls.
 //!
 //! Then the killed node restarts on its data dir with its old id, and every counter goes
 //! on from its value.
@@ -17,121 +16,23 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cairn::net::ClusterCa;
 use cairn::prelude::*;
-use cairn::ShardConfig;
-use cairn_testkit::{ChildRun, CHILD_LINE};
+use common::shard_mesh::{self, Children, WAIT};
 use common::{Counter, CounterMsg};
 
-const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
-const SHARDS: u32 = 8;
 const COUNTERS: usize = 24;
 /// One call's answer timeout: a call that went to the killed node is retried after it.
 const CALL: Duration = Duration::from_secs(2);
-/// Bound on every wait of the test (startup, replication, failover).
-const WAIT: Duration = Duration::from_secs(60);
-/// How long an orphaned child lives at most.
-const CHILD_LIFETIME: Duration = Duration::from_secs(180);
-
-fn shards() -> ShardConfig {
-    ShardConfig {
-        shards: SHARDS,
-        ..ShardConfig::default()
-    }
-}
-
-fn builder(dir: &std::path::Path, name: &str) -> NodeBuilder {
-    Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
-        .shards(shards())
-        .failure_timeout(Duration::from_secs(1))
-        .listen("127.0.0.1:0".parse().unwrap())
-}
 
 /// The child's body: one mesh node; does nothing unless run by the test below.
 #[test]
 fn shards_node_child() {
-    let Ok(spec) = std::env::var(CHILD_VAR) else {
-        return;
-    };
-    cairn_testkit::abort_on_panic();
-    let mut parts = spec.split('|');
-    let (dir, name, seed) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap_or(""),
-    );
-    let mut b = builder(std::path::Path::new(dir), name);
-    if !seed.is_empty() {
-        b = b.join([seed.parse().unwrap()]);
-    }
-    let node = b.start().unwrap();
-    node.host::<Counter>();
-    let addr = node.mesh().unwrap().local_addr();
-    cairn_testkit::tell_parent(&format!("UP {} {addr}", node.id().0));
-    let deadline = Instant::now() + CHILD_LIFETIME;
-    while Instant::now() < deadline {
-        let full = node.block_on(node.shards_fully_replicated());
-        cairn_testkit::tell_parent(&format!("REPLICATED {full}"));
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    std::process::exit(0);
-}
-
-/// A running child node and what it reported.
-struct Child {
-    run: ChildRun,
-    id: NodeId,
-    addr: String,
-}
-
-/// Starts child `name` (joining `seed` if given); its report lines arrive on `tx` as
-/// `(index, line)`. Returns once it reported `UP`.
-fn start_child(
-    dir: &str,
-    index: usize,
-    seed: &str,
-    tx: &mpsc::Sender<(usize, String)>,
-    rx: &mpsc::Receiver<(usize, String)>,
-) -> Child {
-    let spec = format!("{dir}|n{index}|{seed}");
-    let mut run = ChildRun::start("shards_node_child", &[(CHILD_VAR, &spec)], |_| {});
-    let out = run.child.stdout.take().unwrap();
-    let tx = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some((_, rest)) = line.split_once(CHILD_LINE) {
-                if tx.send((index, rest.to_owned())).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (i, line) = rx.recv_timeout(left).expect("child never came up");
-        if i != index {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("UP ") {
-            let (id, addr) = rest.split_once(' ').unwrap();
-            return Child {
-                run,
-                id: NodeId(id.parse().unwrap()),
-                addr: addr.to_owned(),
-            };
-        }
-    }
+    shard_mesh::child_main();
 }
 
 /// What the client knows of one counter.
@@ -147,38 +48,17 @@ struct Model {
 #[test]
 fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_str().unwrap().to_owned();
-    ClusterCa::generate()
-        .unwrap()
-        .save(&tmp.path().join("cluster"))
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let first = start_child(&dir, 0, "", &tx, &rx);
-    let seed = first.addr.clone();
-    let mut children = vec![first];
-    for i in 1..3 {
-        children.push(start_child(&dir, i, &seed, &tx, &rx));
-    }
+    shard_mesh::make_cluster(tmp.path());
+    let mut children = Children::start(tmp.path(), 3);
     // The creator leads every shard at first; wait until each has three voters.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let (i, line) = rx
-            .recv_timeout(left)
-            .expect("shards never reached three voters");
-        if i == 0 && line == format!("REPLICATED {SHARDS}") {
-            break;
-        }
-    }
+    children.wait_replicated(0);
     // The caller is a member that holds no counters' shards at first (a dial-only client
     // times out here on the merged main: see the stop note of 2026-12-06).
-    let client = builder(tmp.path(), "parent")
-        .join([seed.parse().unwrap()])
+    let client = shard_mesh::builder(tmp.path(), "parent")
+        .join([children.addr(0)])
         .start()
         .unwrap();
     client.host::<Counter>();
-    // Keep draining the children's reports so their pipes never fill.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
 
     let model = Arc::new(Mutex::new(vec![Model::default(); COUNTERS]));
     let stop = Arc::new(AtomicBool::new(false));
@@ -229,9 +109,9 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
             .and_then(|s| s.objects.get(Counter::CLASS).copied())
             .unwrap_or(0)
     };
-    let victim = (0..3).max_by_key(|&i| running(children[i].id)).unwrap();
-    assert!(running(children[victim].id) > 0, "no node runs a counter");
-    children[victim].run.child.kill().unwrap(); // SIGKILL
+    let victim = (0..3).max_by_key(|&i| running(children.id(i))).unwrap();
+    assert!(running(children.id(victim)) > 0, "no node runs a counter");
+    children.kill(victim); // SIGKILL
     let kill = Instant::now();
     *killed_at.lock().unwrap() = Some(kill);
     wait_for("every counter to answer after the kill", &|m| {
@@ -279,22 +159,14 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
     // One activation per counter, on the survivors.
     let survivors: Vec<NodeId> = (0..3)
         .filter(|&i| i != victim)
-        .map(|i| children[i].id)
+        .map(|i| children.id(i))
         .collect();
     let total: usize = survivors.iter().map(|&id| running(id)).sum();
     assert_eq!(total, COUNTERS, "activations on the survivors");
 
     // The victim restarts on its data dir: same identity, and the counters go on from
     // their values (the restart moves no shard: it was down for less than the grace).
-    let survivor = (0..3).find(|&i| i != victim).unwrap();
-    let seed = children[survivor].addr.clone();
-    let (tx, rx) = mpsc::channel();
-    let old_id = children[victim].id;
-    let restarted = start_child(&dir, victim, &seed, &tx, &rx);
-    assert_eq!(restarted.id, old_id, "a restarted node keeps its id");
-    let dead = std::mem::replace(&mut children[victim], restarted);
-    let _ = dead.run.finish();
-    std::thread::spawn(move || while rx.recv().is_ok() {});
+    children.restart(victim);
     for (k, m) in model.iter().enumerate() {
         let counter = client.object::<Counter>(&format!("c{k}"));
         let before = client
@@ -307,12 +179,5 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
             before >= m.acked && after == before + 1,
             "c{k}: {before} then {after}"
         );
-    }
-
-    for c in &mut children {
-        let _ = c.run.child.kill();
-    }
-    for c in children {
-        let _ = c.run.finish();
     }
 }

@@ -1,9 +1,11 @@
 //! Shared by the root integration tests: each `tests/*.rs` is its own crate and pulls this
 //! in with `mod common;`. Holds the plain durable counter object the tests drive, and the
-//! node they run it on.
+//! node they run it on; [`shard_mesh`]: meshes of replicated-shard nodes in child processes.
 
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
+
+pub mod shard_mesh;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,0 +1,345 @@
+//! Meshes of replicated-shard nodes in child processes, for the tests that kill, stop and
+//! cut off whole nodes (`tests/shards_failover.rs`, `tests/shards_chaos.rs`).
+//!
+//! The parent re-executes its own test binary as [`CHILD_TEST`] (one mesh node per child,
+//! on 127.0.0.1 with a random port; the first creates the shard cluster, the others join
+//! it). Every test binary that uses this module declares that test as a one-line call of
+//! [`child_main`], which does nothing unless [`CHILD_VAR`] is set.
+//!
+//! # The protocol between parent and child
+//! - The child writes marked stdout lines ([`cairn_testkit::tell_parent`]): `UP <id> <addr>`
+//!   once its node runs, then `STATE <members> <replicated>` every [`REPORT_EVERY`]: the
+//!   live mesh members it sees (itself included) and the shards whose replica set here has
+//!   the full replication factor of voters.
+//! - The parent writes to the child's stdin: `STOP` asks for a graceful stop (the node
+//!   shuts down, closing its mesh, and the child exits 0). End of file (the parent died or
+//!   dropped its [`Children`]) makes the child exit at once, so no child outlives its test.
+//!
+//! # Invariants
+//! [`Children`] keeps the latest report of each child *life*: a report of a killed life
+//! never overwrites the state of the life that replaced it. Dropping [`Children`] kills
+//! (SIGKILL) and reaps every child still running.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStdin, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn::net::ClusterCa;
+use cairn::prelude::*;
+use cairn::ShardConfig;
+use cairn_testkit::{ChildRun, CHILD_LINE};
+
+use super::Counter;
+
+/// The environment variable carrying a child's spec, `dir|name|seed`.
+pub const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
+/// The name of the child's `#[test]` function in every binary using this module.
+pub const CHILD_TEST: &str = "shards_node_child";
+/// Shards of the test clusters: few, so every node leads some and elections are quick.
+pub const SHARDS: u32 = 8;
+/// Bound on every wait for the mesh (startup, replication, rejoin, failover).
+pub const WAIT: Duration = Duration::from_secs(60);
+/// How often a child reports its state.
+pub const REPORT_EVERY: Duration = Duration::from_millis(200);
+/// How long a silent peer stays a member: short, so kills are detected quickly.
+pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The shard settings of every node of a test cluster.
+pub fn shard_config() -> ShardConfig {
+    ShardConfig {
+        shards: SHARDS,
+        ..ShardConfig::default()
+    }
+}
+
+/// A node of a test cluster under `dir`: named `name`, data in `dir/name`, the cluster CA
+/// in `dir/cluster`, replicated shards, on a free port of 127.0.0.1. Add seeds, `start()`.
+pub fn builder(dir: &Path, name: &str) -> NodeBuilder {
+    Node::builder()
+        .name(name)
+        .workers(2)
+        .data_dir(dir.join(name))
+        .cluster(dir.join("cluster"))
+        .shards(shard_config())
+        .failure_timeout(FAILURE_TIMEOUT)
+        .listen("127.0.0.1:0".parse().unwrap())
+}
+
+/// What the child's stdin said.
+const RUNNING: u8 = 0;
+const STOP: u8 = 1;
+const PARENT_GONE: u8 = 2;
+
+/// The child's body (see the module doc); returns at once unless run by [`Children`].
+pub fn child_main() {
+    let Ok(spec) = std::env::var(CHILD_VAR) else {
+        return;
+    };
+    cairn_testkit::abort_on_panic();
+    let mut parts = spec.split('|');
+    let (dir, name, seed) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap_or(""),
+    );
+    let mut b = builder(Path::new(dir), name);
+    if !seed.is_empty() {
+        b = b.join([seed.parse().unwrap()]);
+    }
+    let node = b.start().unwrap();
+    node.host::<Counter>();
+    let mesh = node.mesh().unwrap();
+    cairn_testkit::tell_parent(&format!("UP {} {}", node.id().0, mesh.local_addr()));
+    let command = Arc::new(AtomicU8::new(RUNNING));
+    let seen = command.clone();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            match line.as_deref() {
+                Ok("STOP") => {
+                    seen.store(STOP, Ordering::Release);
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        seen.store(PARENT_GONE, Ordering::Release);
+    });
+    loop {
+        match command.load(Ordering::Acquire) {
+            STOP => {
+                node.shutdown();
+                std::process::exit(0);
+            }
+            PARENT_GONE => std::process::exit(0),
+            _ => {}
+        }
+        let full = node.block_on(node.shards_fully_replicated());
+        let members = mesh.members().len();
+        cairn_testkit::tell_parent(&format!("STATE {members} {full}"));
+        std::thread::sleep(REPORT_EVERY);
+    }
+}
+
+/// Writes a fresh cluster CA into `dir/cluster`.
+pub fn make_cluster(dir: &Path) {
+    ClusterCa::generate()
+        .unwrap()
+        .save(&dir.join("cluster"))
+        .unwrap();
+}
+
+/// The latest report of one child.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Which life of the child this is (0 for the first start).
+    pub life: u32,
+    /// Its node id and mesh address, once it reported `UP`.
+    pub up: Option<(NodeId, SocketAddr)>,
+    /// Live members it sees, itself included.
+    pub members: usize,
+    /// Shards fully replicated as it sees them.
+    pub replicated: u32,
+    /// Whether this life's stdout closed (the process ended).
+    pub gone: bool,
+}
+
+/// One running child.
+struct Child {
+    run: ChildRun,
+    stdin: ChildStdin,
+}
+
+/// Child nodes of one test cluster (see the module doc).
+pub struct Children {
+    dir: PathBuf,
+    children: Vec<Option<Child>>,
+    reports: Arc<(Mutex<Vec<Report>>, Condvar)>,
+}
+
+impl Children {
+    /// Starts `n` children under `dir` (which holds the cluster CA): the first creates the
+    /// cluster, the others join it through the first; returns once each reported `UP`.
+    pub fn start(dir: &Path, n: usize) -> Children {
+        let mut children = Children {
+            dir: dir.to_owned(),
+            children: (0..n).map(|_| None).collect(),
+            reports: Arc::new((Mutex::new(vec![Report::default(); n]), Condvar::new())),
+        };
+        children.spawn(0, None);
+        let seed = children.addr(0);
+        for i in 1..n {
+            children.spawn(i, Some(seed));
+        }
+        children
+    }
+
+    /// Starts child `i` (named `n<i>`, data in `dir/n<i>`), joining through `seed` if given;
+    /// returns once it reported `UP`.
+    fn spawn(&mut self, i: usize, seed: Option<SocketAddr>) {
+        assert!(self.children[i].is_none(), "child {i} still runs");
+        let life = {
+            let mut reports = self.reports.0.lock().unwrap();
+            let r = &mut reports[i];
+            let life = if r.up.is_some() || r.gone {
+                r.life + 1
+            } else {
+                0
+            };
+            *r = Report {
+                life,
+                ..Report::default()
+            };
+            life
+        };
+        let seed = seed.map(|s| s.to_string()).unwrap_or_default();
+        let spec = format!("{}|n{i}|{seed}", self.dir.display());
+        let mut run = ChildRun::start(CHILD_TEST, &[(CHILD_VAR, &spec)], |cmd| {
+            cmd.stdin(Stdio::piped());
+        });
+        let stdin = run.child.stdin.take().unwrap();
+        let out = run.child.stdout.take().unwrap();
+        let reports = self.reports.clone();
+        std::thread::spawn(move || {
+            let update = |f: &dyn Fn(&mut Report)| {
+                let (lock, changed) = &*reports;
+                let mut all = lock.lock().unwrap();
+                if all[i].life == life {
+                    f(&mut all[i]);
+                    changed.notify_all();
+                }
+            };
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let Some((_, rest)) = line.split_once(CHILD_LINE) else {
+                    continue;
+                };
+                let words: Vec<&str> = rest.split(' ').collect();
+                match words.as_slice() {
+                    ["UP", id, addr] => {
+                        let up = (NodeId(id.parse().unwrap()), addr.parse().unwrap());
+                        update(&|r| r.up = Some(up));
+                    }
+                    ["STATE", members, full] => {
+                        let (m, f) = (members.parse().unwrap(), full.parse().unwrap());
+                        update(&|r| {
+                            r.members = m;
+                            r.replicated = f;
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            update(&|r| r.gone = true);
+        });
+        self.children[i] = Some(Child { run, stdin });
+        self.wait_for(&format!("child {i} to come up"), |r| {
+            assert!(!r[i].gone, "child {i} ended before it came up");
+            r[i].up.is_some()
+        });
+    }
+
+    /// Waits (up to [`WAIT`]) until `done` holds for the children's reports.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[Report]) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        let (lock, changed) = &*self.reports;
+        let mut reports = lock.lock().unwrap();
+        while !done(&reports) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}");
+            reports = changed.wait_timeout(reports, left).unwrap().0;
+        }
+    }
+
+    /// Waits until child `i` sees every shard with its full replication factor of voters.
+    pub fn wait_replicated(&self, i: usize) {
+        self.wait_for(
+            &format!("child {i} to see {SHARDS} replicated shards"),
+            |r| r[i].replicated == SHARDS,
+        );
+    }
+
+    /// How many children there are.
+    pub fn len(&self) -> usize {
+        self.children.len()
+    }
+
+    /// Child `i`'s node id (it keeps it across restarts).
+    pub fn id(&self, i: usize) -> NodeId {
+        self.report(i).up.expect("the child came up").0
+    }
+
+    /// Child `i`'s mesh address (its one UDP port).
+    pub fn addr(&self, i: usize) -> SocketAddr {
+        self.report(i).up.expect("the child came up").1
+    }
+
+    /// Child `i`'s latest report.
+    pub fn report(&self, i: usize) -> Report {
+        self.reports.0.lock().unwrap()[i].clone()
+    }
+
+    /// Kills child `i` with SIGKILL and reaps it; returns when it is dead.
+    pub fn kill(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("the child runs");
+        child.run.child.kill().unwrap();
+        let _ = child.run.finish();
+    }
+
+    /// Asks child `i` to stop gracefully (its node shuts down) and waits until it exited.
+    pub fn stop(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("the child runs");
+        child.stdin.write_all(b"STOP\n").unwrap();
+        child.stdin.flush().unwrap();
+        let deadline = Instant::now() + WAIT;
+        while child.run.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "child {i} did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (status, stderr) = child.run.finish();
+        assert!(
+            status.success(),
+            "child {i} stopped with {status}: {stderr}"
+        );
+    }
+
+    /// Starts child `i` again on its data dir, joining through another running child, and
+    /// checks that it kept its id.
+    pub fn restart(&mut self, i: usize) {
+        let old = self.id(i);
+        let seed = (0..self.len())
+            .find(|&j| j != i && self.children[j].is_some())
+            .map(|j| self.addr(j))
+            .expect("another child runs");
+        self.spawn(i, Some(seed));
+        assert_eq!(self.id(i), old, "a restarted node keeps its id");
+    }
+
+    /// Waits until child `i` sees `members` live members (itself included) and `node`
+    /// sees child `i` as a live member.
+    pub fn wait_rejoined(&self, i: usize, node: &Node, members: usize) {
+        let id = self.id(i);
+        self.wait_for(&format!("child {i} to see {members} members"), |r| {
+            r[i].members >= members
+        });
+        let deadline = Instant::now() + WAIT;
+        let mesh = node.mesh().unwrap();
+        while !mesh.members().iter().any(|m| m.node == id) {
+            assert!(Instant::now() < deadline, "{id} never rejoined");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut run = child.run;
+            let _ = run.child.kill();
+            let _ = run.finish();
+        }
+    }
+}

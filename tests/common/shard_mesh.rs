@@ -8,9 +8,12 @@
 //!
 //! # The protocol between parent and child
 //! - The child writes marked stdout lines ([`cairn_testkit::tell_parent`]): `UP <id> <addr>`
-//!   once its node runs, then `STATE <members> <replicated>` every [`REPORT_EVERY`]: the
-//!   live mesh members it sees (itself included) and the shards whose replica set here has
-//!   the full replication factor of voters.
+//!   once its node runs, then `STATE <members> <replicated> <active>` every
+//!   [`REPORT_EVERY`]: the live mesh members it sees (itself included), the shards whose
+//!   replica set here has the full replication factor of voters, and which counters
+//!   ([`counter_key`] `k` for `k <` [`SCANNED_KEYS`]) have their activation here (`-` for
+//!   none, else indices joined by `,`). A counter runs only on its shard's leader, so this
+//!   tells the parent who leads which shard.
 //! - The parent writes to the child's stdin: `STOP` asks for a graceful stop (the node
 //!   shuts down, closing its mesh, and the child exits 0). End of file (the parent died or
 //!   dropped its [`Children`]) makes the child exit at once, so no child outlives its test.
@@ -47,6 +50,13 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub const REPORT_EVERY: Duration = Duration::from_millis(200);
 /// How long a silent peer stays a member: short, so kills are detected quickly.
 pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Counters `0..SCANNED_KEYS` are the ones whose activations children report.
+pub const SCANNED_KEYS: usize = 64;
+
+/// The key of test counter `k`.
+pub fn counter_key(k: usize) -> String {
+    format!("c{k}")
+}
 
 /// The shard settings of every node of a test cluster.
 pub fn shard_config() -> ShardConfig {
@@ -120,7 +130,16 @@ pub fn child_main() {
         }
         let full = node.block_on(node.shards_fully_replicated());
         let members = mesh.members().len();
-        cairn_testkit::tell_parent(&format!("STATE {members} {full}"));
+        let active: Vec<String> = (0..SCANNED_KEYS)
+            .filter(|&k| node.object::<Counter>(&counter_key(k)).pid().is_some())
+            .map(|k| k.to_string())
+            .collect();
+        let active = if active.is_empty() {
+            "-".to_owned()
+        } else {
+            active.join(",")
+        };
+        cairn_testkit::tell_parent(&format!("STATE {members} {full} {active}"));
         std::thread::sleep(REPORT_EVERY);
     }
 }
@@ -144,6 +163,8 @@ pub struct Report {
     pub members: usize,
     /// Shards fully replicated as it sees them.
     pub replicated: u32,
+    /// The counters (by index, see [`counter_key`]) whose activation runs there.
+    pub active: Vec<usize>,
     /// Whether this life's stdout closed (the process ended).
     pub gone: bool,
 }
@@ -223,11 +244,16 @@ impl Children {
                         let up = (NodeId(id.parse().unwrap()), addr.parse().unwrap());
                         update(&|r| r.up = Some(up));
                     }
-                    ["STATE", members, full] => {
+                    ["STATE", members, full, active] => {
                         let (m, f) = (members.parse().unwrap(), full.parse().unwrap());
+                        let a: Vec<usize> = match *active {
+                            "-" => Vec::new(),
+                            list => list.split(',').map(|k| k.parse().unwrap()).collect(),
+                        };
                         update(&|r| {
                             r.members = m;
                             r.replicated = f;
+                            r.active = a.clone();
                         });
                     }
                     _ => {}

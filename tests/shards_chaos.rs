@@ -452,9 +452,10 @@ fn a_cut_off_node_acknowledges_nothing_and_the_histories_check_out_after_healing
 
 /// The same partition, then the healed node must rejoin and serve its callers again.
 #[test]
-#[ignore = "fails on main: a node cut off long enough to be declared down stays alone after the \
-            partition heals (it sees 1 member, the others 3), so calls through it never \
-            succeed again; un-ignore once the mesh merges a healed partition"]
+#[ignore = "fails on main: after the partition heals, membership does not settle (the nodes keep \
+            declaring each other down and rejoining as new incarnations for over a minute; \
+            CAIRN_CHILD_LOG=cairn_net=info shows it), so calls through the healed node never \
+            succeed; un-ignore once a healed partition merges"]
 fn a_healed_node_rejoins_and_serves_again() {
     partition(true);
 }

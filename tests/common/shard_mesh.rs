@@ -18,6 +18,9 @@
 //!   shuts down, closing its mesh, and the child exits 0). End of file (the parent died or
 //!   dropped its [`Children`]) makes the child exit at once, so no child outlives its test.
 //!
+//! Set `CAIRN_CHILD_LOG` to a `RUST_LOG` filter (e.g. `cairn_net=debug`) to have children
+//! log to their stderr, which [`Children`] prints when it drops them.
+//!
 //! # Invariants
 //! [`Children`] keeps the latest report of each child *life*: a report of a killed life
 //! never overwrites the state of the life that replaced it. Dropping [`Children`] kills
@@ -40,6 +43,8 @@ use super::Counter;
 
 /// The environment variable carrying a child's spec, `dir|name|seed`.
 pub const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
+/// A `RUST_LOG` filter for the children's logs (see the module doc).
+pub const LOG_VAR: &str = "CAIRN_CHILD_LOG";
 /// The name of the child's `#[test]` function in every binary using this module.
 pub const CHILD_TEST: &str = "shards_node_child";
 /// Shards of the test clusters: few, so every node leads some and elections are quick.
@@ -90,6 +95,13 @@ pub fn child_main() {
         return;
     };
     cairn_testkit::abort_on_panic();
+    if let Ok(filter) = std::env::var(LOG_VAR) {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
+    }
     let mut parts = spec.split('|');
     let (dir, name, seed) = (
         parts.next().unwrap(),
@@ -362,10 +374,15 @@ impl Children {
 
 impl Drop for Children {
     fn drop(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
+        let show = std::env::var_os(LOG_VAR).is_some();
+        for (i, child) in self.children.iter_mut().enumerate() {
+            let Some(child) = child.take() else { continue };
             let mut run = child.run;
             let _ = run.child.kill();
-            let _ = run.finish();
+            let (_, stderr) = run.finish();
+            if show {
+                eprintln!("---- n{i}'s stderr ----\n{stderr}");
+            }
         }
     }
 }

@@ -216,14 +216,7 @@ impl Chaos {
     fn start() -> Chaos {
         let (seed, rng) = cairn_testkit::seeded_rng();
         let tmp = tempfile::tempdir().unwrap();
-        shard_mesh::make_cluster(tmp.path());
-        let children = Children::start(tmp.path(), 3);
-        children.wait_replicated(0);
-        let parent = shard_mesh::builder(tmp.path(), "parent")
-            .join([children.addr(0)])
-            .start()
-            .unwrap();
-        parent.host::<Counter>();
+        let (children, parent) = shard_mesh::three_children_and_a_caller(tmp.path());
         for i in 0..children.len() {
             children.wait_rejoined(i, &parent, MEMBERS);
         }

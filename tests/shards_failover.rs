@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn::prelude::*;
-use common::shard_mesh::{self, Children, WAIT};
+use common::shard_mesh::{self, WAIT};
 use common::{Counter, CounterMsg};
 
 const COUNTERS: usize = 24;
@@ -48,17 +48,9 @@ struct Model {
 #[test]
 fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
-    shard_mesh::make_cluster(tmp.path());
-    let mut children = Children::start(tmp.path(), 3);
-    // The creator leads every shard at first; wait until each has three voters.
-    children.wait_replicated(0);
     // The caller is a member that holds no counters' shards at first (a dial-only client
     // times out here on the merged main: see the stop note of 2026-12-06).
-    let client = shard_mesh::builder(tmp.path(), "parent")
-        .join([children.addr(0)])
-        .start()
-        .unwrap();
-    client.host::<Counter>();
+    let (mut children, client) = shard_mesh::three_children_and_a_caller(tmp.path());
 
     let model = Arc::new(Mutex::new(vec![Model::default(); COUNTERS]));
     let stop = Arc::new(AtomicBool::new(false));

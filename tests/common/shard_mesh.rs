@@ -164,6 +164,21 @@ pub fn make_cluster(dir: &Path) {
         .unwrap();
 }
 
+/// Makes a cluster under `dir`: its CA, three children (the creator leads every shard at
+/// first; returns once each shard has three voters) and an in-process member named
+/// `parent`, joined and hosting [`Counter`], which the tests call from.
+pub fn three_children_and_a_caller(dir: &Path) -> (Children, Node) {
+    make_cluster(dir);
+    let children = Children::start(dir, 3);
+    children.wait_replicated(0);
+    let parent = builder(dir, "parent")
+        .join([children.addr(0)])
+        .start()
+        .unwrap();
+    parent.host::<Counter>();
+    (children, parent)
+}
+
 /// The latest report of one child.
 #[derive(Clone, Debug, Default)]
 pub struct Report {

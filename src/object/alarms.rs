@@ -22,6 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cairn_scheduler::{ActorRef, Ctx, Handle, Pid, SendError, SpawnOptions};
 
 use super::activation::Lookup;
+use super::reference::parse_name;
 use super::routing::Route;
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects, ObjectsConfig};
 
@@ -37,8 +38,9 @@ pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
 /// sooner; this bounds its wake-ups to 20 a second instead of one per millisecond.
 pub const ALARM_DUE_POLL: Duration = Duration::from_millis(50);
 
-/// Delivers a due alarm of one class: `(objects, key, at) -> delivered`.
-pub(super) type AlarmDispatch = Arc<dyn Fn(&Arc<Objects>, &str, SystemTime) -> bool + Send + Sync>;
+/// Delivers a due alarm of one class: `(objects, key, region, at) -> delivered`.
+pub(super) type AlarmDispatch =
+    Arc<dyn Fn(&Arc<Objects>, &str, Option<&str>, SystemTime) -> bool + Send + Sync>;
 
 /// Commands for the alarm process.
 pub(crate) enum AlarmCmd {
@@ -54,7 +56,9 @@ pub(crate) struct NamedAlarm {
 
 /// The alarm dispatch of class `O`.
 pub(super) fn dispatch<O: Object>() -> AlarmDispatch {
-    Arc::new(|objects, key, at| ObjectRef::<O>::new(objects.clone(), key).deliver_alarm(at))
+    Arc::new(|objects, key, region, at| {
+        ObjectRef::<O>::new_in(objects.clone(), key, region).deliver_alarm(at)
+    })
 }
 
 /// Starts the node's alarm process (`cairn.alarms`, node-local).
@@ -184,12 +188,14 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
                     if !fresh {
                         continue;
                     }
-                    let class = alarm.name.split_once('/').map(|(class, key)| {
+                    let class = parse_name(&alarm.name).map(|(class, region, key)| {
                         let dispatch = objs.classes.read().get(class).map(|c| c.alarm.clone());
-                        (dispatch, key)
+                        (dispatch, region, key)
                     });
                     let was_delivered = match class {
-                        Some((Some(dispatch), key)) => dispatch(&objs, key, alarm.at),
+                        Some((Some(dispatch), region, key)) => {
+                            dispatch(&objs, key, region, alarm.at)
+                        }
                         // A named process's alarm: delivered if the process under the name
                         // asked for it, else on a later scan.
                         _ => objs.deliver_named_alarm(&alarm.name, alarm.at),

@@ -9,6 +9,13 @@
 //! activation: an object evicted between retries starts counting again. Alarms are delivered
 //! only to objects this node owns (an alarm of an object owned elsewhere waits in storage).
 //!
+//! With replicated shards the alarm row is part of the object's replicated state: it is
+//! proposed with the handler's write set and applied on every replica (and carried by
+//! snapshots), so every replica's alarm process sees it, but only the node *serving* the
+//! object's shard delivers it; the others look again every [`ALARM_DUE_POLL`]. When a node
+//! starts serving a shard (failover, move) its alarm process rescans at once. An alarm's row
+//! name is the object's name, `class/key` or `class@region/key` (see `reference`).
+//!
 //! A named process's alarm (its name's keyspace, see [`crate::durable`]) arrives as an
 //! ordinary message, built by the function the process gave
 //! [`Durable::receive_alarms_as`](crate::durable::Durable::receive_alarms_as). Until the

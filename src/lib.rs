@@ -810,9 +810,13 @@ impl Node {
         ObjectRef::new(self.objects.clone(), key)
     }
 
-    /// A reference to the object `(O::CLASS, key)` placed on a node of `region` (a location
-    /// hint; sends fail with [`placement::PlacementError::NoNodeInRegion`] if no live node
-    /// is in it).
+    /// A reference to the object `(O::CLASS, key)` placed on a node of `region`. The hint is
+    /// part of the object's identity: this is the object `class@region/key`, another object
+    /// than [`object`](Self::object)`(key)`, with its own storage. With replicated shards and
+    /// `region` in [`ShardConfig::regions`], all its replicas stay on members of that region
+    /// (`docs/location_hints.md`). Sends fail with
+    /// [`placement::PlacementError::NoNodeInRegion`] if no live node is in it, and with
+    /// [`ObjectError::BadName`](object::ObjectError::BadName) if `region` is empty or contains `/`.
     pub fn object_in<O: Object>(&self, key: &str, region: &str) -> ObjectRef<O> {
         ObjectRef::new_in(self.objects.clone(), key, Some(region))
     }

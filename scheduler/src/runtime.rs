@@ -894,6 +894,12 @@ impl Handle {
         &self.shared.driver
     }
 
+    /// Whether the calling thread is one of this runtime's workers (inside a process): code
+    /// that would block until other processes of the runtime make progress checks it.
+    pub fn on_worker(&self) -> bool {
+        self.shared.exec.on_worker()
+    }
+
     /// Runs `future` to completion on the calling thread, which it parks while waiting. For
     /// `main` and tests; never call it from inside a process (it would block a worker).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {

@@ -2,16 +2,17 @@
 //! gate, the in-flight commits, failures, hand-off and eviction.
 //!
 //! ## Activation
-//! An object's process is registered under the node-local name `class/key`. [`ObjectRef`]
+//! An object's process is registered under the node-local name `class/key` (`class@region/key`
+//! with a location hint, see `reference`). [`ObjectRef`]
 //! looks the name up; if nobody holds it, it spawns the object under that name — the registry
 //! admits one winner, so there is at most one activation per `(class, key)` on a node. The
-//! process opens the keyspace `class/key` and calls [`Object::activate`], which loads state
+//! process opens the keyspace of that name and calls [`Object::activate`], which loads state
 //! from storage.
 //!
 //! ## Handling: implicit transactions and the output gate
 //! Each message is handled with an output gate active: every message and reply the handler
 //! sends is held. When the handler returns, its writes are handed to the group-commit writer
-//! as one write set, and the held output waits in a queue behind that commit. The object
+//! (a replicated object's: to its shard, see `replication`) as one write set, and the held output waits in a queue behind that commit. The object
 //! handles its next message meanwhile; when commits complete (in order), their held output is
 //! released in order. A handler that wrote nothing releases its output as soon as everything
 //! before it has committed.
@@ -46,6 +47,7 @@ use tracing::Instrument;
 
 use super::alarms::schedule_alarm_retry;
 use super::output_queue::{CommitId, OutputQueue, Step};
+use super::reference::object_name;
 use super::routing::BoxFuture;
 use super::stats::{bump, ClassStats};
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, ObjectSendError, Objects};
@@ -211,16 +213,22 @@ impl Pipeline {
 }
 
 impl Committer {
-    /// Commits the pending writes: through the object's shard when replicated, else to the
-    /// node's group-commit writer.
+    /// Commits the pending writes: to the node's group-commit writer, or through the
+    /// object's shard when replicated (the keyspace's commit route, see [`Self::install`]).
     fn commit(&self, storage: &Keyspace) -> CommitFuture {
-        #[cfg(feature = "mesh")]
-        if let Some((replication, shard)) = &self.shard {
-            let proposed = replication.propose(*shard, storage.take_pending_set());
-            return Box::pin(async move { proposed.await.map_err(|e| e.to_string()) });
-        }
         let ticket = storage.commit();
         Box::pin(async move { ticket.await.map_err(|e| e.to_string()) })
+    }
+
+    /// Routes every commit of `storage` (implicit, or the handler's own `commit()`) through
+    /// the object's shard when replicated: nothing is written around it.
+    fn install(&self, storage: &Keyspace) {
+        #[cfg(feature = "mesh")]
+        if let Some((replication, shard)) = &self.shard {
+            storage.route_commits(Some(replication.route(*shard)));
+        }
+        #[cfg(not(feature = "mesh"))]
+        let _ = storage;
     }
 
     /// Whether this node may no longer act for the object: its shard is served elsewhere.
@@ -278,7 +286,7 @@ impl ActiveGuard {
         key: &Arc<str>,
         region: &Option<Arc<str>>,
     ) -> ActiveGuard {
-        let name: Arc<str> = format!("{}/{key}", O::CLASS).into();
+        let name: Arc<str> = object_name(O::CLASS, region.as_deref(), key).into();
         let me = ctx.me();
         let handoff: Arc<dyn Fn() -> BoxFuture<()> + Send + Sync> = Arc::new(move || {
             let me = me.clone();
@@ -321,13 +329,19 @@ async fn run_object<O: Object>(
     key: Arc<str>,
     region: Option<Arc<str>>,
 ) -> ExitReason {
-    let name = format!("{}/{key}", O::CLASS);
+    let name = object_name(O::CLASS, region.as_deref(), &key);
     let _active = ActiveGuard::new::<O>(&ctx, &objects, &key, &region);
     let storage = match objects.store.keyspace(&name) {
         Ok(ks) => ks,
         Err(e) => return storage_failure(&e),
     };
     storage.discard_pending();
+    let committer = Committer {
+        #[cfg(feature = "mesh")]
+        shard: objects.shard_for(O::CLASS, &key, region.as_deref()),
+    };
+    // Before `activate`, whose writes commit with the first handler's.
+    committer.install(&storage);
     let stats = objects.stats.class(O::CLASS);
     let mut octx = ObjectCtx {
         ctx,
@@ -341,10 +355,6 @@ async fn run_object<O: Object>(
     let mut object = match activate::<O>(&mut octx).await {
         Ok(o) => o,
         Err(reason) => return reason,
-    };
-    let committer = Committer {
-        #[cfg(feature = "mesh")]
-        shard: objects.shard_for(O::CLASS, &octx.key),
     };
     let mut pipeline = Pipeline {
         committer: committer.clone(),

@@ -9,6 +9,13 @@
 //! activation: an object evicted between retries starts counting again. Alarms are delivered
 //! only to objects this node owns (an alarm of an object owned elsewhere waits in storage).
 //!
+//! With replicated shards the alarm row is part of the object's replicated state: it is
+//! proposed with the handler's write set and applied on every replica (and carried by
+//! snapshots), so every replica's alarm process sees it, but only the node *serving* the
+//! object's shard delivers it; the others look again every [`ALARM_DUE_POLL`]. When a node
+//! starts serving a shard (failover, move) its alarm process rescans at once. An alarm's row
+//! name is the object's name, `class/key` or `class@region/key` (see `reference`).
+//!
 //! A named process's alarm (its name's keyspace, see [`crate::durable`]) arrives as an
 //! ordinary message, built by the function the process gave
 //! [`Durable::receive_alarms_as`](crate::durable::Durable::receive_alarms_as). Until the
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cairn_scheduler::{ActorRef, Ctx, Handle, Pid, SendError, SpawnOptions};
 
 use super::activation::Lookup;
+use super::reference::parse_name;
 use super::routing::Route;
 use super::{Object, ObjectCtx, ObjectMsg, ObjectRef, Objects, ObjectsConfig};
 
@@ -37,8 +45,9 @@ pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
 /// sooner; this bounds its wake-ups to 20 a second instead of one per millisecond.
 pub const ALARM_DUE_POLL: Duration = Duration::from_millis(50);
 
-/// Delivers a due alarm of one class: `(objects, key, at) -> delivered`.
-pub(super) type AlarmDispatch = Arc<dyn Fn(&Arc<Objects>, &str, SystemTime) -> bool + Send + Sync>;
+/// Delivers a due alarm of one class: `(objects, key, region, at) -> delivered`.
+pub(super) type AlarmDispatch =
+    Arc<dyn Fn(&Arc<Objects>, &str, Option<&str>, SystemTime) -> bool + Send + Sync>;
 
 /// Commands for the alarm process.
 pub(crate) enum AlarmCmd {
@@ -54,7 +63,9 @@ pub(crate) struct NamedAlarm {
 
 /// The alarm dispatch of class `O`.
 pub(super) fn dispatch<O: Object>() -> AlarmDispatch {
-    Arc::new(|objects, key, at| ObjectRef::<O>::new(objects.clone(), key).deliver_alarm(at))
+    Arc::new(|objects, key, region, at| {
+        ObjectRef::<O>::new_in(objects.clone(), key, region).deliver_alarm(at)
+    })
 }
 
 /// Starts the node's alarm process (`cairn.alarms`, node-local).
@@ -184,12 +195,14 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
                     if !fresh {
                         continue;
                     }
-                    let class = alarm.name.split_once('/').map(|(class, key)| {
+                    let class = parse_name(&alarm.name).map(|(class, region, key)| {
                         let dispatch = objs.classes.read().get(class).map(|c| c.alarm.clone());
-                        (dispatch, key)
+                        (dispatch, region, key)
                     });
                     let was_delivered = match class {
-                        Some((Some(dispatch), key)) => dispatch(&objs, key, alarm.at),
+                        Some((Some(dispatch), region, key)) => {
+                            dispatch(&objs, key, region, alarm.at)
+                        }
                         // A named process's alarm: delivered if the process under the name
                         // asked for it, else on a later scan.
                         _ => objs.deliver_named_alarm(&alarm.name, alarm.at),

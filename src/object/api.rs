@@ -123,6 +123,16 @@ pub enum ObjectError {
     /// The class is not hosted on this node ([`crate::Node::host`]).
     #[error("object class {0:?} is not hosted on this node")]
     NotHosted(&'static str),
+    /// The object's name `class[@region]/key` would not parse back into its parts: the
+    /// class name is empty or contains `@` or `/`, or the location hint is empty or
+    /// contains `/` (see `docs/location_hints.md`). Nothing was sent.
+    #[error("object {name:?}: {reason}")]
+    BadName {
+        /// The name as it would be.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// `class/key` is longer than a storage name may be.
     #[error("object name {len} bytes long; at most {max}")]
     KeyTooLong {
@@ -270,7 +280,7 @@ pub struct ObjectCtx<O: Object> {
 }
 
 impl<O: Object> ObjectCtx<O> {
-    /// The object's durable keyspace (`class/key`).
+    /// The object's durable keyspace (its name: `class/key`, or `class@region/key`).
     pub fn storage(&self) -> &Keyspace {
         &self.storage
     }

@@ -70,6 +70,16 @@ struct Class {
     remote: Option<Arc<dyn Any + Send + Sync>>,
 }
 
+/// Whether class `O` must not be hosted: its name cannot name objects (it holds `@` or `/`,
+/// see `reference`). Logged; sends to it fail with [`ObjectError::BadName`].
+fn refuses<O: Object>() -> bool {
+    let Some(reason) = reference::name_error(O::CLASS, None) else {
+        return false;
+    };
+    tracing::error!(class = O::CLASS, reason, "object class refused");
+    true
+}
+
 /// The node's object directory: classes, store, alarm process.
 pub(crate) struct Objects {
     handle: Handle,
@@ -137,6 +147,9 @@ impl Objects {
 
     /// A class whose objects live on whichever node sends to them.
     pub(crate) fn host_local<O: Object>(&self) {
+        if refuses::<O>() {
+            return;
+        }
         // Listed in metrics from the start, before its first activation.
         self.stats.class(O::CLASS);
         #[cfg(feature = "http")]
@@ -157,6 +170,9 @@ impl Objects {
         O: Object,
         O::Msg: Serialize + DeserializeOwned,
     {
+        if refuses::<O>() {
+            return;
+        }
         self.stats.class(O::CLASS);
         #[cfg(feature = "http")]
         http::register::<O>(&self.handle);
@@ -209,6 +225,7 @@ impl Objects {
         &self,
         class: &'static str,
         key: &str,
+        region: Option<&str>,
     ) -> Option<(Arc<replication::Replication>, cairn_shard::ShardId)> {
         let replication = self.replication.get()?;
         let placed = self
@@ -216,6 +233,9 @@ impl Objects {
             .read()
             .get(class)
             .is_some_and(|c| c.remote.is_some());
-        placed.then(|| (Arc::clone(replication), replication.shard_of(class, key)))
+        placed.then(|| {
+            let shard = replication.shard_of(class, key, region);
+            (Arc::clone(replication), shard)
+        })
     }
 }

@@ -1,4 +1,9 @@
 //! [`ObjectRef`]: the address of an object, and what sending through it guarantees.
+//!
+//! An object's name — its registered name, its keyspace and its alarm's row — is
+//! `class/key`, or `class@region/key` with a location hint: the hint is part of the
+//! object's identity (`docs/location_hints.md`). A class name holds neither `@` nor `/` and
+//! a region no `/`, so [`parse_name`] gets the parts back.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -41,6 +46,36 @@ impl<O: Object> std::fmt::Debug for ObjectRef<O> {
     }
 }
 
+/// The name of the object `(class, key)` with location hint `region`: `class/key` or
+/// `class@region/key`.
+pub(super) fn object_name(class: &str, region: Option<&str>, key: &str) -> String {
+    match region {
+        Some(region) => format!("{class}@{region}/{key}"),
+        None => format!("{class}/{key}"),
+    }
+}
+
+/// `(class, region, key)` of an object's name (see [`object_name`]); `None` for a name with
+/// no `/` (a named process's).
+pub(super) fn parse_name(name: &str) -> Option<(&str, Option<&str>, &str)> {
+    let (head, key) = name.split_once('/')?;
+    Some(match head.split_once('@') {
+        Some((class, region)) => (class, Some(region), key),
+        None => (head, None, key),
+    })
+}
+
+/// Why `class` (with `region`) cannot name objects, if it cannot (see [`object_name`]).
+pub(super) fn name_error(class: &str, region: Option<&str>) -> Option<&'static str> {
+    if class.is_empty() || class.contains(['@', '/']) {
+        return Some("an object class name must be non-empty and contain neither '@' nor '/'");
+    }
+    if region.is_some_and(|r| r.is_empty() || r.contains('/')) {
+        return Some("a location hint must be non-empty and contain no '/'");
+    }
+    None
+}
+
 impl<O: Object> ObjectRef<O> {
     pub(crate) fn new(objects: Arc<Objects>, key: &str) -> Self {
         Self::new_in(objects, key, None)
@@ -48,7 +83,7 @@ impl<O: Object> ObjectRef<O> {
 
     pub(crate) fn new_in(objects: Arc<Objects>, key: &str, region: Option<&str>) -> Self {
         ObjectRef {
-            name: format!("{}/{key}", O::CLASS).into(),
+            name: object_name(O::CLASS, region, key).into(),
             key: key.into(),
             region: region.map(Into::into),
             objects,
@@ -77,7 +112,8 @@ impl<O: Object> ObjectRef<O> {
         &self.key
     }
 
-    /// The object's name (`class/key`), which is also its keyspace and registered name.
+    /// The object's name (`class/key`, or `class@region/key` with a location hint), which is
+    /// also its keyspace and registered name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -89,6 +125,10 @@ impl<O: Object> ObjectRef<O> {
     }
 
     fn check(&self) -> Result<(), ObjectError> {
+        if let Some(reason) = name_error(O::CLASS, self.region.as_deref()) {
+            let name = self.name.to_string();
+            return Err(ObjectError::BadName { name, reason });
+        }
         if !self.objects.classes.read().contains_key(O::CLASS) {
             return Err(ObjectError::NotHosted(O::CLASS));
         }

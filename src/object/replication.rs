@@ -28,21 +28,34 @@
 //!   reloads from what is durable. So a deposed or cut-off leader acknowledges nothing.
 //! * Commits of one activation are serial (the next message is handled after the previous
 //!   write set is applied): a handler never reads around a write still in flight.
+//! * Every commit of a replicated object's keyspace goes through its shard: the activation
+//!   installs a [`ShardRoute`] on the keyspace (`cairn_storage::CommitRoute`), so the
+//!   implicit commit after each handler and an explicit `storage().commit()` take the same
+//!   path, in order (each set is queued to the driver inside `commit()`). `storage().sync()`
+//!   would block a worker of the scheduler that drives the shard: on a worker it fails with
+//!   `StorageError::NotReplicated` and commits nothing (`commit().await` instead).
+//! * An object's alarm is a row of its keyspace, so it is replicated and applied with the
+//!   write sets (and moved by snapshots); every replica's alarm process sees it, but only
+//!   the node serving the shard delivers it (`alarms`).
+//! * A location hint is part of the object's identity (`class@region/key`, see
+//!   `docs/location_hints.md`): a hinted object maps to its region's own shards when the
+//!   region is listed in [`ShardConfig::regions`] (replicas confined to that region), else
+//!   to a global shard.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use cairn_net::mesh::{decoding_peer, Mesh, NodeEvent};
-use cairn_scheduler::{Ctx, Message, NodeId, SendError, SpawnOptions};
+use cairn_scheduler::{Ctx, Handle, Message, NodeId, SendError, SpawnOptions};
 use cairn_shard::driver::{ShardNode, ShardTransport};
-use cairn_shard::placement::{shard_of, target_replicas, Liveness, Member};
+use cairn_shard::placement::{object_shard, shard_region, target_replicas, Liveness, Member};
 use cairn_shard::wire::WireBatch;
 use cairn_shard::{
     bootstrap_states, encode_write_set, ClusterRecord, LmdbLog, MultiRaft, Outcome, ShardConfig,
     ShardEvent, ShardId,
 };
-use cairn_storage::WriteSetData;
+use cairn_storage::{CommitRoute, RoutedCommit, StorageError, WriteSetData};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
@@ -237,9 +250,19 @@ impl Replication {
         Ok(replication)
     }
 
-    /// The shard of `(class, key)`.
-    pub(crate) fn shard_of(&self, class: &str, key: &str) -> ShardId {
-        shard_of(class, key, self.cfg.shards)
+    /// The shard of the object `(class, key)` with location hint `region` (see
+    /// [`object_shard`]).
+    pub(crate) fn shard_of(&self, class: &str, key: &str, region: Option<&str>) -> ShardId {
+        object_shard(class, key, region, &self.cfg)
+    }
+
+    /// The commit route of an object of `shard`, to install on its keyspace.
+    pub(crate) fn route(self: &Arc<Self>, shard: ShardId) -> Arc<dyn CommitRoute> {
+        Arc::new(ShardRoute {
+            replication: Arc::downgrade(self),
+            handle: self.mesh.handle().clone(),
+            shard,
+        })
     }
 
     /// Whether this node may acknowledge for `shard` now.
@@ -269,7 +292,7 @@ impl Replication {
             shard,
             &members,
             self.cfg.replication,
-            None,
+            shard_region(shard, &self.cfg),
             Duration::ZERO,
             self.cfg.down_grace,
         );
@@ -280,7 +303,8 @@ impl Replication {
     }
 
     /// Proposes an object's write set to its shard; resolves `Ok` only once it is committed,
-    /// applied here, and this node still serves the shard.
+    /// applied here, and this node still serves the shard. The proposal is queued to the
+    /// driver before this returns: sets proposed one after another stay in order.
     pub(crate) fn propose(
         &self,
         shard: ShardId,
@@ -294,10 +318,10 @@ impl Replication {
                 })
             });
         };
-        let data = encode_write_set(&set);
+        let submitted = node.submit(shard, encode_write_set(&set), PROPOSE_TIMEOUT);
         Box::pin(async move {
             let not_committed = |reason: String| CommitFailure::NotCommitted { shard, reason };
-            match node.propose(shard, data, PROPOSE_TIMEOUT).await {
+            match submitted.await {
                 Ok(Outcome::Committed) if node.serving(shard) => Ok(()),
                 Ok(Outcome::Committed) => Err(CommitFailure::Moved(shard)),
                 Ok(other) => Err(not_committed(format!("{other:?}"))),
@@ -356,6 +380,42 @@ impl Replication {
             });
         }
         node.set_members(members);
+    }
+}
+
+/// Where the commits of a replicated object's keyspace go: its shard (see the module doc).
+pub(crate) struct ShardRoute {
+    /// Weak: the store keeps its keyspaces' routes, and the shard layer keeps the store.
+    replication: Weak<Replication>,
+    handle: Handle,
+    shard: ShardId,
+}
+
+impl CommitRoute for ShardRoute {
+    fn commit(&self, set: WriteSetData, done: RoutedCommit) {
+        let Some(replication) = self.replication.upgrade() else {
+            done.finish(Err(StorageError::NotReplicated(
+                "the node's shard layer has stopped".into(),
+            )));
+            return;
+        };
+        // Queued to the driver now (in commit order); its outcome is awaited apart.
+        let proposed = replication.propose(self.shard, set);
+        // (A process that never runs drops `done`, which fails the set: nothing hangs.)
+        self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let outcome = proposed.await;
+            done.finish(outcome.map_err(|e| StorageError::NotReplicated(e.to_string())));
+        });
+    }
+
+    fn blocking_allowed(&self) -> Result<(), StorageError> {
+        if self.handle.on_worker() {
+            return Err(StorageError::NotReplicated(format!(
+                "sync() of a replicated object's storage would block a worker of the runtime that commits it (shard {}); use `storage().commit().await`",
+                self.shard
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -422,7 +482,7 @@ impl Objects {
                 .lock()
                 .values()
                 .filter(|a| classes.get(a.class).is_some_and(|c| c.remote.is_some()))
-                .filter(|a| replication.shard_of(a.class, &a.key) == shard)
+                .filter(|a| replication.shard_of(a.class, &a.key, a.region.as_deref()) == shard)
                 .map(|a| a.handoff.clone())
                 .collect()
         };

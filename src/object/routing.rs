@@ -263,12 +263,14 @@ impl<O: Object> ObjectRef<O> {
                 .gateway()
                 .ok_or(placement::PlacementError::NoNodes)?
         } else if let Some(replication) = self.objects.replication.get() {
-            // A hint names the same object `class/key` (one shard, one copy); it only
-            // requires a member in that region (README, "Guarantees").
+            // A hint is part of the object's identity (`class@region/key`, one shard, one
+            // copy): the region's own shards if it has some (replicas confined there), else
+            // a global shard. Either way it requires a live member in that region
+            // (`docs/location_hints.md`).
             if let Some(region) = self.region.as_deref() {
                 placement::owner(O::CLASS, &self.key, &cluster.candidates(), Some(region))?;
             }
-            let shard = replication.shard_of(O::CLASS, &self.key);
+            let shard = replication.shard_of(O::CLASS, &self.key, self.region.as_deref());
             match replication.owner(shard, hops == 0) {
                 Owner::Here => return Ok(Route::Local),
                 Owner::Node(node) => node,
@@ -506,7 +508,10 @@ impl Objects {
                 .filter(|a| {
                     placement::owner(a.class, &a.key, &nodes, a.region.as_deref()) != Ok(me)
                 })
-                .map(|a| (format!("{}/{}", a.class, a.key), a.handoff.clone()))
+                .map(|a| {
+                    let name = super::reference::object_name(a.class, a.region.as_deref(), &a.key);
+                    (name, a.handoff.clone())
+                })
                 .collect()
         };
         for (name, handoff) in moving {

@@ -471,7 +471,13 @@ impl Keyspace {
     }
 
     /// Commits the pending writes and blocks until they (and all earlier ones) are durable.
+    ///
+    /// On a routed keyspace whose route forbids blocking the caller (a replicated object's,
+    /// inside its handler: the shard that must commit the set runs on the same scheduler),
+    /// fails with [`StorageError::NotReplicated`] and commits nothing: await
+    /// [`commit`](Self::commit) there instead.
     pub fn sync(&self) -> Result<()> {
+        self.may_block()?;
         self.commit().wait()
     }
 }

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
-use crate::keyspace::Keyspace;
 use crate::lmdb::{ReadTxn, Table, WriteTxn};
 use crate::store::{alarm_index_key, apply, register, KsShared, Store};
 use crate::writeset::{decode_u64, WriteSet};
@@ -75,16 +74,6 @@ impl WriteSetData {
         }
         set.alarm = self.alarm;
         Ok(set)
-    }
-}
-
-impl Keyspace {
-    /// Takes the pending write set out of this keyspace for replication (instead of
-    /// [`commit`](Keyspace::commit)): the object layer proposes it to its shard. The writes
-    /// leave the keyspace's read view until the shard applies them.
-    pub fn take_pending_set(&self) -> WriteSetData {
-        let set = std::mem::take(&mut self.ks.state.lock().pending);
-        WriteSetData::of(&self.ks.name, &set)
     }
 }
 

@@ -17,6 +17,10 @@
 //!   pending writes are discarded, and the next `commit` fails at once.
 //! * Sets of one keyspace are handed to the route in commit order, synchronously inside
 //!   `commit`: a route that queues them in that order keeps them ordered.
+//! * [`Keyspace::sync`] on a routed keyspace first asks [`CommitRoute::blocking_allowed`]: a
+//!   route whose commits need the caller's own thread to make progress (a shard driven by the
+//!   scheduler the caller runs on) refuses with [`StorageError::NotReplicated`] instead of
+//!   blocking that thread on itself; `commit().await` is the way there.
 
 use std::sync::Arc;
 
@@ -31,6 +35,13 @@ pub trait CommitRoute: Send + Sync + 'static {
     /// Commits `set` (e.g. proposes it to the keyspace's shard) and reports the outcome
     /// through `done`: `Ok` only once the set is durable *and* applied to this store.
     fn commit(&self, set: WriteSetData, done: RoutedCommit);
+
+    /// Whether the calling thread may block until a routed set finishes
+    /// ([`Keyspace::sync`]); `Err` says why not (e.g. "inside an object's handler: await
+    /// `commit()` instead"). Blocking is allowed unless a route says otherwise.
+    fn blocking_allowed(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The outcome slot of one routed set: see [`RoutedCommit::finish`].
@@ -86,6 +97,13 @@ impl Keyspace {
     /// Whether commits of this keyspace go to a [`CommitRoute`].
     pub fn is_routed(&self) -> bool {
         self.ks.state.lock().route.is_some()
+    }
+
+    /// `Err` if this keyspace's route forbids blocking the calling thread on a commit
+    /// (see [`CommitRoute::blocking_allowed`]).
+    pub(crate) fn may_block(&self) -> Result<()> {
+        let route = self.ks.state.lock().route.clone();
+        route.map_or(Ok(()), |r| r.blocking_allowed())
     }
 
     /// Whether sets of this keyspace were handed over and have not finished yet.
@@ -160,6 +178,31 @@ mod tests {
         ks.put("total", &6u64).unwrap();
         ks.sync().unwrap();
         assert!(held.0.lock().unwrap().is_empty());
+    }
+
+    /// A route that forbids blocking the caller.
+    struct NoBlocking;
+
+    impl CommitRoute for NoBlocking {
+        fn commit(&self, _set: WriteSetData, done: RoutedCommit) {
+            done.finish(Ok(()));
+        }
+        fn blocking_allowed(&self) -> Result<()> {
+            Err(StorageError::NotReplicated("await commit() here".into()))
+        }
+    }
+
+    #[test]
+    fn sync_on_a_route_that_forbids_blocking_fails_clearly_and_keeps_the_writes_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let ks = store.keyspace("counter/b").unwrap();
+        ks.route_commits(Some(Arc::new(NoBlocking)));
+        ks.put("total", &1u64).unwrap();
+        assert!(matches!(ks.sync(), Err(StorageError::NotReplicated(_))));
+        assert!(ks.has_pending(), "a refused sync hands nothing over");
+        // `commit()` still goes through the route.
+        assert!(matches!(ks.commit().try_result(), Some(Ok(()))));
     }
 
     #[test]

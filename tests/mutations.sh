@@ -89,7 +89,8 @@ for which in nosync gate activation alarm; do
     mutant alarm src/object/activation.rs \
       '/^        let _ = octx.storage.delete_alarm();$/d' \
       "-p cairn --test objects an_alarm_fires_after_its_time_even_after_eviction" \
-      "-p cairn --test alarm_clock an_alarm_fires_when_the_clock_reaches_it"
+      "-p cairn --test alarm_clock an_alarm_fires_when_the_clock_reaches_it" \
+      "-p cairn --test alarm_clock an_alarm_set_before_a_restart"
     ;;
   esac
 done

@@ -309,6 +309,7 @@ fn a_member_that_keeps_declaring_others_down_brings_no_one_down() {
             "node 2 went down at node 1 (or was replaced): {:?}",
             m1.stats()
         );
+        // Pacing of the attack (a forged round every 20 ms for 2 s), not a wait for an event.
         std::thread::sleep(Duration::from_millis(20));
     }
     // The victim refuted every suspicion and never had to rejoin; node 1 never saw it go.

@@ -844,6 +844,7 @@ fn spawn_blocking_returns_the_value_and_a_panic_as_err() {
         let h = ctx.handle();
         let v = h
             .spawn_blocking(|| {
+                // Stands for blocking work (the job itself), not a wait for an event.
                 std::thread::sleep(Duration::from_millis(5));
                 "done".to_owned()
             })

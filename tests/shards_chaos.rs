@@ -8,7 +8,9 @@
 //! - **Kill rounds**: [`ROUNDS`] times, one child is killed with SIGKILL (in even rounds the
 //!   leader of the busiest shard, in odd rounds a seeded choice) and restarted on its data
 //!   dir and address; every round measures the time until every counter answers again (an operation
-//!   invoked after the kill answered), and the run prints its median and maximum.
+//!   invoked after the kill answered; one caller per counter, so this includes the [`CALL`]
+//!   timeout of a call in flight to the killed node), and the run prints its median and
+//!   maximum.
 //!   [`soak_kill_rounds`] (ignored) runs [`SOAK_ROUNDS`] of them.
 //! - **Rolling restart**: each child in turn stops gracefully and restarts on its data dir.
 //! - **Partition**: nftables drops the packets between one child's port and the ports of the

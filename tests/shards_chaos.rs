@@ -1,11 +1,16 @@
 //! Chaos against replicated shards: three node processes (`shards_node_child`, see
-//! `common::shard_mesh`) and an in-process member (the *parent*) whose callers increment
-//! and read counters without pause while nodes are killed, restarted, stopped and cut off.
+//! `common::shard_mesh`) and an in-process caller node (the *parent*) whose callers
+//! increment and read counters without pause while nodes are killed, restarted, stopped and
+//! cut off. In the kill rounds and the rolling restart the parent is a dial-only client of
+//! the three (it holds no replicas, so every shard is led by a child that may be killed);
+//! in the partition it is a member, on the majority side.
 //!
 //! - **Kill rounds**: [`ROUNDS`] times, one child is killed with SIGKILL (in even rounds the
 //!   leader of the busiest shard, in odd rounds a seeded choice) and restarted on its data
-//!   dir; every round measures the time until every counter answers again (an operation
-//!   invoked after the kill answered), and the run prints its median and maximum.
+//!   dir and address; every round measures the time until every counter answers again (an operation
+//!   invoked after the kill answered; one caller per counter, so this includes the [`CALL`]
+//!   timeout of a call in flight to the killed node), and the run prints its median and
+//!   maximum.
 //!   [`soak_kill_rounds`] (ignored) runs [`SOAK_ROUNDS`] of them.
 //! - **Rolling restart**: each child in turn stops gracefully and restarts on its data dir.
 //! - **Partition**: nftables drops the packets between one child's port and the ports of the
@@ -53,7 +58,7 @@ const SOAK_ROUNDS: usize = 100;
 const READ_SHARE: f64 = 0.25;
 /// A caller whose call failed waits this long before the next (errors can be immediate).
 const FAIL_PAUSE: Duration = Duration::from_millis(20);
-/// Every member of a test cluster: three children and the parent.
+/// Every member of a test cluster with a member caller: three children and the parent.
 const MEMBERS: usize = 4;
 /// How long a partition lasts at least: well beyond a lease (0.9 s by default), so a
 /// cut-off node that still acknowledged would be seen.
@@ -200,11 +205,15 @@ impl Load {
     }
 }
 
-/// Three children, the parent member calling, and the seed of the run's choices.
+/// Three children, the node calling them, and the seed of the run's choices.
 struct Chaos {
     // Fields drop in order: the children die first, the data dirs (`tmp`) go last.
     children: Children,
+    /// The calling node: a member (it then holds replicas and may lead shards too) or a
+    /// dial-only client (it holds nothing: every shard is led by a child).
     parent: Node,
+    /// Whether `parent` is a member.
+    member: bool,
     history: Arc<History<usize>>,
     seed: u64,
     rng: StdRng,
@@ -212,21 +221,43 @@ struct Chaos {
 }
 
 impl Chaos {
-    /// Starts the cluster, waits until every shard has three voters and the parent joined.
-    fn start() -> Chaos {
+    /// Starts the cluster and waits until every shard has three voters; the caller is a
+    /// member joined to it, or (`member` false) a dial-only client of all three children.
+    fn start(member: bool) -> Chaos {
         let (seed, rng) = cairn_testkit::seeded_rng();
         let tmp = tempfile::tempdir().unwrap();
-        let (children, parent) = shard_mesh::three_children_and_a_caller(tmp.path());
-        for i in 0..children.len() {
-            children.wait_rejoined(i, &parent, MEMBERS);
-        }
-        Chaos {
+        let (children, parent) = if member {
+            shard_mesh::three_children_and_a_caller(tmp.path())
+        } else {
+            shard_mesh::make_cluster(tmp.path());
+            let children = Children::start(tmp.path(), 3);
+            children.wait_replicated(0);
+            let seeds: Vec<_> = (0..3).map(|i| children.addr(i)).collect();
+            let client = shard_mesh::dial_only_client(tmp.path(), "caller", &seeds);
+            (children, client)
+        };
+        let chaos = Chaos {
             children,
             parent,
+            member,
             history: Arc::new(History::new()),
             seed,
             rng,
             tmp,
+        };
+        for i in 0..chaos.children.len() {
+            chaos.wait_member(i);
+        }
+        chaos
+    }
+
+    /// Waits until child `i` is a member again, as every member sees it.
+    fn wait_member(&self, i: usize) {
+        if self.member {
+            self.children.wait_rejoined(i, &self.parent, MEMBERS);
+            self.children.wait_all_see(MEMBERS);
+        } else {
+            self.children.wait_all_see(MEMBERS - 1);
         }
     }
 
@@ -313,7 +344,7 @@ impl Chaos {
 
     /// Waits until restarted child `i` is a member again and every counter answers.
     fn rejoin(&self, i: usize, load: &Load) {
-        self.children.wait_rejoined(i, &self.parent, MEMBERS);
+        self.wait_member(i);
         load.mark();
         load.wait_all_answered("after the restart");
     }
@@ -358,7 +389,7 @@ fn median_max(times: &[Duration]) -> (Duration, Duration) {
 /// `rounds` of kill -9 and restart under load (see the module doc).
 fn kill_rounds(rounds: usize) {
     let _serial = serial();
-    let mut chaos = Chaos::start();
+    let mut chaos = Chaos::start(false);
     let load = chaos.load();
     load.mark();
     load.wait_all_answered("at the start");
@@ -416,7 +447,7 @@ fn soak_kill_rounds() {
 #[test]
 fn a_rolling_restart_loses_no_acknowledged_increment() {
     let _serial = serial();
-    let mut chaos = Chaos::start();
+    let mut chaos = Chaos::start(false);
     let load = chaos.load();
     load.mark();
     load.wait_all_answered("at the start");
@@ -463,7 +494,7 @@ fn partition(rejoin: bool) {
         Some(probe) => probe.heal().unwrap(),
         None => return,
     }
-    let chaos = Chaos::start();
+    let chaos = Chaos::start(true);
     let load = chaos.load();
     load.mark();
     load.wait_all_answered("at the start");
@@ -523,7 +554,7 @@ fn partition(rejoin: bool) {
         chaos.check();
         return;
     }
-    chaos.children.wait_rejoined(victim, &chaos.parent, MEMBERS);
+    chaos.wait_member(victim);
     let probe_took = probe.wait_all_answered("through the healed node");
     load.mark();
     load.wait_all_answered("after healing");

@@ -41,7 +41,8 @@ use cairn_testkit::{ChildRun, CHILD_LINE};
 
 use super::Counter;
 
-/// The environment variable carrying a child's spec, `dir|name|seed`.
+/// The environment variable carrying a child's spec, `dir|name|seed|listen` (seed and
+/// listen may be empty: no seed, a free port).
 pub const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
 /// A `RUST_LOG` filter for the children's logs (see the module doc).
 pub const LOG_VAR: &str = "CAIRN_CHILD_LOG";
@@ -103,14 +104,18 @@ pub fn child_main() {
             .try_init();
     }
     let mut parts = spec.split('|');
-    let (dir, name, seed) = (
+    let (dir, name, seed, listen) = (
         parts.next().unwrap(),
         parts.next().unwrap(),
+        parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
     );
     let mut b = builder(Path::new(dir), name);
     if !seed.is_empty() {
         b = b.join([seed.parse().unwrap()]);
+    }
+    if !listen.is_empty() {
+        b = b.listen(listen.parse().unwrap());
     }
     let node = b.start().unwrap();
     node.host::<Counter>();
@@ -179,6 +184,22 @@ pub fn three_children_and_a_caller(dir: &Path) -> (Children, Node) {
     (children, parent)
 }
 
+/// A dial-only client of the cluster under `dir` (no member, no replicas: it calls through
+/// the first of `seeds` that answers, then the next), hosting [`Counter`].
+pub fn dial_only_client(dir: &Path, name: &str, seeds: &[SocketAddr]) -> Node {
+    let node = Node::builder()
+        .name(name)
+        .workers(2)
+        .client()
+        .data_dir(dir.join(format!("{name}-data")))
+        .cluster(dir.join("cluster"))
+        .join(seeds.iter().copied())
+        .start()
+        .unwrap();
+    node.host::<Counter>();
+    node
+}
+
 /// The latest report of one child.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -218,17 +239,17 @@ impl Children {
             children: (0..n).map(|_| None).collect(),
             reports: Arc::new((Mutex::new(vec![Report::default(); n]), Condvar::new())),
         };
-        children.spawn(0, None);
+        children.spawn(0, None, None);
         let seed = children.addr(0);
         for i in 1..n {
-            children.spawn(i, Some(seed));
+            children.spawn(i, Some(seed), None);
         }
         children
     }
 
-    /// Starts child `i` (named `n<i>`, data in `dir/n<i>`), joining through `seed` if given;
-    /// returns once it reported `UP`.
-    fn spawn(&mut self, i: usize, seed: Option<SocketAddr>) {
+    /// Starts child `i` (named `n<i>`, data in `dir/n<i>`), joining through `seed` if given,
+    /// listening on `listen` if given (else a free port); returns once it reported `UP`.
+    fn spawn(&mut self, i: usize, seed: Option<SocketAddr>, listen: Option<SocketAddr>) {
         assert!(self.children[i].is_none(), "child {i} still runs");
         let life = {
             let mut reports = self.reports.0.lock().unwrap();
@@ -244,8 +265,13 @@ impl Children {
             };
             life
         };
-        let seed = seed.map(|s| s.to_string()).unwrap_or_default();
-        let spec = format!("{}|n{i}|{seed}", self.dir.display());
+        let text = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        let spec = format!(
+            "{}|n{i}|{}|{}",
+            self.dir.display(),
+            text(seed),
+            text(listen)
+        );
         let mut run = ChildRun::start(CHILD_TEST, &[(CHILD_VAR, &spec)], |cmd| {
             cmd.stdin(Stdio::piped());
         });
@@ -359,16 +385,27 @@ impl Children {
         );
     }
 
-    /// Starts child `i` again on its data dir, joining through another running child, and
-    /// checks that it kept its id.
+    /// Starts child `i` again on its data dir and at its address (as a restarted server
+    /// comes back), joining through another running child, and checks that it kept its id.
     pub fn restart(&mut self, i: usize) {
-        let old = self.id(i);
+        let (old, addr) = (self.id(i), self.addr(i));
         let seed = (0..self.len())
             .find(|&j| j != i && self.children[j].is_some())
             .map(|j| self.addr(j))
             .expect("another child runs");
-        self.spawn(i, Some(seed));
+        self.spawn(i, Some(seed), Some(addr));
         assert_eq!(self.id(i), old, "a restarted node keeps its id");
+    }
+
+    /// Waits until every running child sees at least `members` live members (itself
+    /// included).
+    pub fn wait_all_see(&self, members: usize) {
+        let running: Vec<usize> = (0..self.len())
+            .filter(|&i| self.children[i].is_some())
+            .collect();
+        self.wait_for(&format!("every child to see {members} members"), |r| {
+            running.iter().all(|&i| r[i].members >= members)
+        });
     }
 
     /// Waits until child `i` sees `members` live members (itself included) and `node`

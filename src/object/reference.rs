@@ -222,3 +222,33 @@ impl<O: Object> ObjectRef<O> {
         Ok(answer.map_err(|_| CallError::Timeout)??)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{name_error, object_name, parse_name};
+
+    #[test]
+    fn an_objects_name_parses_back_into_class_region_and_key() {
+        for (region, key) in [
+            (None, "k"),
+            (Some("eu"), "k"),
+            (Some("eu"), "a/b@c"),
+            (Some("eu@x"), "@"),
+            (None, ""),
+        ] {
+            let name = object_name("counter", region, key);
+            assert_eq!(parse_name(&name), Some(("counter", region, key)), "{name}");
+        }
+        assert_ne!(
+            object_name("c", Some("eu"), "k"),
+            object_name("c", None, "k")
+        );
+        assert_eq!(parse_name("a-named-process"), None);
+        assert!(name_error("counter", Some("eu")).is_none());
+        assert!(name_error("count@er", None).is_some());
+        assert!(name_error("count/er", None).is_some());
+        assert!(name_error("", None).is_some());
+        assert!(name_error("counter", Some("eu/west")).is_some());
+        assert!(name_error("counter", Some("")).is_some());
+    }
+}

@@ -3,7 +3,7 @@
 # runs the tests that must catch it, prints each test's verdict and the assertion that failed,
 # and restores the file. Nothing is committed; an interrupted run restores the file too.
 #
-# Usage: tests/mutations.sh [nosync|gate|activation|alarm]...   (no argument: all four)
+# Usage: tests/mutations.sh [nosync|gate|gate-handler|activation|alarm]...   (no argument: all)
 # Exit status: 0 if every mutation was caught by at least one of its tests, 1 otherwise.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +54,7 @@ mutant() {
 
 wanted() { [ $# -eq 0 ] || [[ " $* " == *" $which "* ]]; }
 
-for which in nosync gate activation alarm; do
+for which in nosync gate gate-handler activation alarm; do
   wanted "$@" || continue
   case $which in
   nosync)
@@ -72,6 +72,15 @@ for which in nosync gate activation alarm; do
     mutant gate src/object/output_queue.rs \
       '/self.entries.push_back(Entry {/,/});/s/^            commit,$/            commit: None,/' \
       "-p cairn --lib object::output_queue" \
+      "-p cairn --test objects output_gate_holds_replies_until_the_write_is_durable" \
+      "-p cairn --test objects a_failed_commit_drops_the_held_reply" \
+      "-p cairn --test object_races a_shutdown_racing_a_commit"
+    ;;
+  gate-handler)
+    # The same break one layer up: the activation sends a handler's held output as soon as
+    # the handler returns and queues an empty one behind its write set.
+    mutant gate-handler src/object/activation.rs \
+      's/if pipeline.commit_behind(&octx.storage, gate.take()) {/if pipeline.commit_behind(\&octx.storage, { gate.take().release().await; Gate::new().take() }) {/' \
       "-p cairn --test objects output_gate_holds_replies_until_the_write_is_durable" \
       "-p cairn --test objects a_failed_commit_drops_the_held_reply" \
       "-p cairn --test object_races a_shutdown_racing_a_commit"

@@ -45,11 +45,53 @@ pub(crate) enum Watcher {
     External(Arc<OneShot<ExitReason>>),
 }
 
+/// A process's links: a set, in the order they were made. The first is inline (most
+/// processes have at most one, their supervisor or spawner), so a linked spawn allocates
+/// nothing for it; a `Vec` holds them from the second on.
+#[derive(Default, Debug)]
+pub(crate) enum Links {
+    #[default]
+    None,
+    One(Pid),
+    Many(Vec<Pid>),
+}
+
+impl Links {
+    /// The links, in the order they were made.
+    pub(crate) fn as_slice(&self) -> &[Pid] {
+        match self {
+            Links::None => &[],
+            Links::One(pid) => std::slice::from_ref(pid),
+            Links::Many(pids) => pids,
+        }
+    }
+
+    /// Links `pid` (nothing if it is linked already).
+    pub(crate) fn insert(&mut self, pid: Pid) {
+        match self {
+            Links::None => *self = Links::One(pid),
+            Links::One(first) if *first == pid => {}
+            Links::One(first) => *self = Links::Many(vec![*first, pid]),
+            Links::Many(pids) if pids.contains(&pid) => {}
+            Links::Many(pids) => pids.push(pid),
+        }
+    }
+
+    /// Unlinks `pid` (nothing if it is not linked).
+    pub(crate) fn remove(&mut self, pid: Pid) {
+        match self {
+            Links::One(first) if *first == pid => *self = Links::None,
+            Links::Many(pids) => pids.retain(|&p| p != pid),
+            Links::None | Links::One(_) => {}
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Control {
     pub(crate) dead: bool,
     pub(crate) pending_exit: Option<ExitReason>,
-    pub(crate) links: Vec<Pid>,
+    pub(crate) links: Links,
     /// The process this one was spawned linked to (its supervisor or spawner), if any.
     pub(crate) parent: Option<Pid>,
     pub(crate) monitors: Vec<(MonitorRef, Watcher)>,
@@ -106,7 +148,7 @@ impl ProcessCore {
             return ExitDecision::Ignore;
         }
         if via_link {
-            control.links.retain(|&p| p != from);
+            control.links.remove(from);
         }
         if reason == ExitReason::Kill && !via_link {
             control.pending_exit.get_or_insert(ExitReason::Killed);
@@ -153,8 +195,9 @@ impl ProcessCore {
         // with a message is a `String`: one allocation less per exit in the common case of
         // one link, a supervised worker's).
         let mut reason = Some(reason);
+        let links = links.as_slice();
         let last_link = links.len().checked_sub(1).filter(|_| monitors.is_empty());
-        for (i, linked) in links.into_iter().enumerate() {
+        for (i, &linked) in links.iter().enumerate() {
             let r = if Some(i) == last_link {
                 reason.take()
             } else {
@@ -430,5 +473,36 @@ impl<M, B: ?Sized> std::fmt::Debug for Process<M, B> {
         f.debug_struct("Process")
             .field("pid", &self.core.pid)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pid::NodeId;
+
+    fn pid(index: u32) -> Pid {
+        Pid::new(NodeId(0), 0, index, 0)
+    }
+
+    #[test]
+    fn links_are_a_set_in_link_order_with_the_first_inline() {
+        let mut links = Links::default();
+        links.insert(pid(1));
+        links.insert(pid(1));
+        assert!(matches!(links, Links::One(p) if p == pid(1)));
+        links.insert(pid(2));
+        links.insert(pid(3));
+        links.insert(pid(2));
+        assert_eq!(links.as_slice(), [pid(1), pid(2), pid(3)]);
+        links.remove(pid(2));
+        links.remove(pid(9));
+        assert_eq!(links.as_slice(), [pid(1), pid(3)]);
+        let mut one = Links::default();
+        one.insert(pid(4));
+        one.remove(pid(5));
+        assert_eq!(one.as_slice(), [pid(4)]);
+        one.remove(pid(4));
+        assert!(one.as_slice().is_empty());
     }
 }

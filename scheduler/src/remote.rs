@@ -283,9 +283,7 @@ impl Inbound {
             if control.dead {
                 return false;
             }
-            if !control.links.contains(&remote) {
-                control.links.push(remote);
-            }
+            control.links.insert(remote);
             true
         });
         match process {
@@ -302,7 +300,7 @@ impl Inbound {
     pub fn unlink(&self, local: Pid, remote: Pid) {
         let shared = &self.handle.shared;
         if let Some(p) = shared.table.get(local) {
-            p.core().control.lock().links.retain(|&q| q != remote);
+            p.core().control.lock().links.remove(remote);
         }
         shared.remote_peers.remove_link(local, remote);
     }

@@ -493,14 +493,14 @@ impl Handle {
             }
             reg.insert(name.clone(), pid);
             drop(reg);
-            {
-                let mut control = process.core.control.lock();
-                control.name = Some(name.clone());
-                control.cluster_name = cluster_wide;
-            }
+            // The process has not run yet, so nothing releases the name before it is in
+            // `control`: the mesh hears of it first and `control` takes the string itself.
             if let (true, Some(router)) = (cluster_wide, shared.router()) {
                 router.name_registered(&name, pid);
             }
+            let mut control = process.core.control.lock();
+            control.name = Some(name);
+            control.cluster_name = cluster_wide;
         }
         if opts.trap_exit {
             process.core.trap_exit.store(true, Ordering::Release);
@@ -712,22 +712,18 @@ impl Handle {
                 shared.exit_signal(b, a, ExitReason::NoProc, false);
                 return;
             }
-            if !ca.links.contains(&b) {
-                ca.links.push(b);
-            }
+            ca.links.insert(b);
         }
         let linked = pb.is_some_and(|pb| {
             let mut cb = pb.core().control.lock();
             if cb.dead {
                 return false;
             }
-            if !cb.links.contains(&a) {
-                cb.links.push(a);
-            }
+            cb.links.insert(a);
             true
         });
         if !linked {
-            pa.core().control.lock().links.retain(|&p| p != b);
+            pa.core().control.lock().links.remove(b);
             deliver_exit(pa, b, ExitReason::NoProc, false);
         }
     }
@@ -740,7 +736,7 @@ impl Handle {
             let mut control = process.core().control.lock();
             control.parent = Some(peer);
             if pid != peer {
-                control.links.push(peer);
+                control.links.insert(peer);
             }
         }
         if pid == peer {
@@ -754,13 +750,11 @@ impl Handle {
             if control.dead {
                 return false;
             }
-            if !control.links.contains(&pid) {
-                control.links.push(pid);
-            }
+            control.links.insert(pid);
             true
         });
         if !linked {
-            process.core().control.lock().links.retain(|&p| p != peer);
+            process.core().control.lock().links.remove(peer);
             deliver_exit(process.clone(), peer, ExitReason::NoProc, false);
         }
     }
@@ -782,9 +776,7 @@ impl Handle {
             if ca.dead {
                 return;
             }
-            if !ca.links.contains(&b) {
-                ca.links.push(b);
-            }
+            ca.links.insert(b);
         }
         shared.remote_peers.add_link(a, b);
         router.link(b, a);
@@ -794,7 +786,7 @@ impl Handle {
     pub(crate) fn unlink_pair(&self, a: Pid, b: Pid) {
         if b.node() != self.shared.node {
             if let Some(p) = self.shared.table.get(a) {
-                p.core().control.lock().links.retain(|&q| q != b);
+                p.core().control.lock().links.remove(b);
             }
             if self.shared.remote_peers.remove_link(a, b) {
                 if let Some(router) = self.shared.router() {
@@ -805,7 +797,7 @@ impl Handle {
         }
         for (x, y) in [(a, b), (b, a)] {
             if let Some(p) = self.shared.table.get(x) {
-                p.core().control.lock().links.retain(|&q| q != y);
+                p.core().control.lock().links.remove(y);
             }
         }
     }

@@ -13,8 +13,8 @@ use std::future::Future;
 use std::pin::pin;
 
 use cairn_scheduler::{
-    catch_unwind_future, ActorRef, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal,
-    SpawnOptions,
+    catch_unwind_future, ActorRef, Ctx, ExitReason, Handle, IntoExitReason, Message, Pid, Reply,
+    ReplyReceiver, Signal, SpawnError, SpawnOptions,
 };
 
 /// The error type of actor callbacks: any error converts with `?`.
@@ -141,8 +141,38 @@ pub async fn start<A: Actor>(
     actor: A,
     opts: StartOptions,
 ) -> Result<Addr<A>, StartError> {
+    let (addr, ack) = spawn(handle, actor, opts)?;
+    acknowledged(ack).await.map(|()| addr)
+}
+
+/// The acknowledgement a starting process sends once its `init` has finished.
+pub(crate) type StartAck = ReplyReceiver<Result<(), StartError>>;
+
+/// Spawns `actor` without waiting for its `init`: its address, and the acknowledgement to
+/// await with [`acknowledged`] (a supervisor awaits it in place, with no boxed future).
+pub(crate) fn spawn<A: Actor>(
+    handle: &Handle,
+    actor: A,
+    opts: StartOptions,
+) -> Result<(Addr<A>, StartAck), StartError> {
+    spawn_acked(handle, opts, move |ctx, ack| run(actor, ctx, ack))
+}
+
+/// Spawns a process that traps exits and acknowledges its start through the `Reply` its
+/// body gets (an actor after `init`, a supervisor after its children): its address and
+/// the acknowledgement.
+pub(crate) fn spawn_acked<M, F, Fut>(
+    handle: &Handle,
+    opts: StartOptions,
+    body: F,
+) -> Result<(ActorRef<M>, StartAck), StartError>
+where
+    M: Send + 'static,
+    F: FnOnce(Ctx<M>, Reply<Result<(), StartError>>) -> Fut,
+    Fut: Future + Send + 'static,
+    Fut::Output: IntoExitReason,
+{
     let (ack, started) = Reply::pair();
-    let name = opts.name.clone();
     let spawned = handle.spawn_opts(
         SpawnOptions {
             name: opts.name,
@@ -151,14 +181,19 @@ pub async fn start<A: Actor>(
             trap_exit: true,
             ..SpawnOptions::default()
         },
-        move |ctx| run(actor, ctx, ack),
+        move |ctx| body(ctx, ack),
     );
-    let addr = spawned.map_err(|_| StartError::NameTaken(name.unwrap_or_default()))?;
-    match started.await {
-        Ok(Ok(())) => Ok(addr),
-        Ok(Err(e)) => Err(StartError::InitFailed(e)),
-        Err(_) => Err(StartError::Exited),
+    match spawned {
+        Ok(addr) => Ok((addr, started)),
+        Err(SpawnError::NameTaken { name, .. }) => Err(StartError::NameTaken(name)),
+        Err(other) => Err(StartError::InitFailed(other.to_string())),
     }
+}
+
+/// Waits for a start acknowledgement: `init`'s outcome, or `Exited` if the process ended
+/// without sending one.
+pub(crate) async fn acknowledged(ack: StartAck) -> Result<(), StartError> {
+    ack.await.unwrap_or(Err(StartError::Exited))
 }
 
 /// Runs a callback, turning an error into `ExitReason::Error` and a panic into
@@ -176,7 +211,7 @@ pub async fn guarded<T, F: Future<Output = Result<T, ActorError>>>(
 async fn run<A: Actor>(
     mut actor: A,
     ctx: Ctx<A::Msg>,
-    ack: Reply<Result<(), String>>,
+    ack: Reply<Result<(), StartError>>,
 ) -> ExitReason {
     let mut actx = ActorCtx { ctx, stop: None };
     if let Err(reason) = guarded(actor.init(&mut actx)).await {
@@ -184,7 +219,7 @@ async fn run<A: Actor>(
             ExitReason::Error(m) | ExitReason::Panic(m) => m.clone(),
             other => other.to_string(),
         };
-        let _ = ack.send(Err(text));
+        let _ = ack.send(Err(StartError::InitFailed(text)));
         return reason;
     }
     let _ = ack.send(Ok(()));

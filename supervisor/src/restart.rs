@@ -203,21 +203,19 @@ impl Supervision {
         if !self.intensity.record(now) {
             return Directive::Escalate;
         }
-        let affected: Vec<usize> = match self.strategy {
-            Strategy::OneForOne => vec![index],
-            Strategy::OneForAll => (0..self.children.len()).collect(),
-            Strategy::RestForOne => (index..self.children.len()).collect(),
+        // A range, not a list: a one-for-one restart allocates only its `start`.
+        let affected = match self.strategy {
+            Strategy::OneForOne => index..index + 1,
+            Strategy::OneForAll => 0..self.children.len(),
+            Strategy::RestForOne => index..self.children.len(),
         };
         let stop: Vec<usize> = affected
-            .iter()
+            .clone()
             .rev()
-            .copied()
             .filter(|&i| i != index && self.children[i].running)
             .collect();
-        let (remove, start): (Vec<usize>, Vec<usize>) = affected
-            .iter()
-            .copied()
-            .partition(|&i| i != index && self.children[i].restart == Restart::Temporary);
+        let (remove, start): (Vec<usize>, Vec<usize>) =
+            affected.partition(|&i| i != index && self.children[i].restart == Restart::Temporary);
         for &i in &stop {
             self.children[i].running = false;
         }

@@ -31,16 +31,12 @@
 //! bounded by `Backoff::max`.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_scheduler::{
-    ActorRef, CallError, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal, SpawnOptions,
-};
+use cairn_scheduler::{ActorRef, CallError, Ctx, ExitReason, Handle, Message, Pid, Reply, Signal};
 
-use crate::actor::{self, Actor, StartError, StartOptions};
+use crate::actor::{self, Actor, StartAck, StartError, StartOptions};
 use crate::restart::{
     Directive, Intensity, Restart, Strategy, Supervision, DEFAULT_MAX_RESTARTS, DEFAULT_PERIOD,
 };
@@ -68,8 +64,15 @@ pub enum ChildKind {
     Supervisor,
 }
 
-type StartFuture = Pin<Box<dyn Future<Output = Result<Pid, StartError>> + Send>>;
-type StartFn = Arc<dyn Fn(Handle, StartOptions) -> StartFuture + Send + Sync>;
+/// A child spawned and still running its `init`: its pid and the acknowledgement to await.
+struct Spawned {
+    pid: Pid,
+    ack: StartAck,
+}
+
+/// Spawns a child; the supervisor then awaits its acknowledgement in place (a restart
+/// allocates no future of its own).
+type StartFn = Arc<dyn Fn(&Handle, StartOptions) -> Result<Spawned, StartError> + Send + Sync>;
 
 /// How to start (and restart) one child.
 #[derive(Clone)]
@@ -100,12 +103,14 @@ impl ChildSpec {
         id: impl Into<String>,
         factory: impl Fn() -> A + Send + Sync + 'static,
     ) -> Self {
-        let factory = Arc::new(factory);
         ChildSpec {
             id: id.into(),
-            start: Arc::new(move |handle: Handle, opts: StartOptions| {
-                let actor = factory();
-                Box::pin(async move { actor::start(&handle, actor, opts).await.map(|a| a.pid()) })
+            start: Arc::new(move |handle: &Handle, opts: StartOptions| {
+                let (addr, ack) = actor::spawn(handle, factory(), opts)?;
+                Ok(Spawned {
+                    pid: addr.pid(),
+                    ack,
+                })
             }),
             restart: Restart::Permanent,
             shutdown: Shutdown::Timeout(DEFAULT_SHUTDOWN_TIMEOUT),
@@ -118,12 +123,11 @@ impl ChildSpec {
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
         ChildSpec {
             id: id.into(),
-            start: Arc::new(move |handle: Handle, opts: StartOptions| {
-                let spec = spec.clone();
-                Box::pin(async move {
-                    Supervisor::start_with(&handle, spec, opts)
-                        .await
-                        .map(|s| s.pid())
+            start: Arc::new(move |handle: &Handle, opts: StartOptions| {
+                let (addr, ack) = Supervisor::spawn(handle, spec.clone(), opts)?;
+                Ok(Spawned {
+                    pid: addr.pid(),
+                    ack,
                 })
             }),
             restart: Restart::Permanent,
@@ -441,26 +445,19 @@ impl Supervisor {
         spec: SupervisorSpec,
         opts: StartOptions,
     ) -> Result<SupervisorRef, StartError> {
-        let (ack, started) = Reply::pair();
+        let (addr, ack) = Self::spawn(handle, spec, opts)?;
+        actor::acknowledged(ack).await?;
+        Ok(SupervisorRef { addr })
+    }
+
+    /// Spawns a supervisor without waiting for its children to start.
+    fn spawn(
+        handle: &Handle,
+        spec: SupervisorSpec,
+        opts: StartOptions,
+    ) -> Result<(ActorRef<SupervisorMsg>, StartAck), StartError> {
         let parent = opts.link;
-        let name = opts.name.clone();
-        let addr = handle
-            .spawn_opts(
-                SpawnOptions {
-                    name: opts.name,
-                    mailbox_capacity: opts.mailbox_capacity,
-                    link: opts.link,
-                    trap_exit: true,
-                    ..SpawnOptions::default()
-                },
-                move |ctx| run(spec, ctx, ack, parent),
-            )
-            .map_err(|_| StartError::NameTaken(name.unwrap_or_default()))?;
-        match started.await {
-            Ok(Ok(())) => Ok(SupervisorRef { addr }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StartError::Exited),
-        }
+        actor::spawn_acked(handle, opts, move |ctx, ack| run(spec, ctx, ack, parent))
     }
 }
 
@@ -554,6 +551,19 @@ async fn run(
     ExitReason::Normal
 }
 
+/// A child's pid in a report, formatted only if the report is logged: empty for a child
+/// that failed to restart (it never ran).
+struct ReportPid(Option<Pid>);
+
+impl std::fmt::Display for ReportPid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pid) => pid.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The error of a supervisor whose child `id` failed to start with `cause`: flat, with the
 /// path to the failing child (a sub-supervisor's failure names its own failing child).
 fn child_failed(id: String, cause: StartError) -> StartError {
@@ -588,7 +598,8 @@ impl State {
             link: Some(self.ctx.pid()),
             mailbox_capacity: None,
         };
-        (spec.start)(self.ctx.handle().clone(), opts).await
+        let Spawned { pid, ack } = (spec.start)(self.ctx.handle(), opts)?;
+        actor::acknowledged(ack).await.map(|()| pid)
     }
 
     async fn add_and_start(&mut self, spec: ChildSpec) -> Result<Pid, StartError> {
@@ -639,16 +650,14 @@ impl State {
 
     /// Handles a child's exit. `Err(reason)` means the supervisor must exit.
     async fn child_exited(&mut self, index: usize, reason: ExitReason) -> Result<(), ExitReason> {
-        let mut pending = VecDeque::from([(self.children[index].key, reason)]);
-        while let Some((key, reason)) = pending.pop_front() {
+        // Children whose restart failed, each handled as another exit (allocated only then).
+        let mut failed = VecDeque::new();
+        let mut next = Some((self.children[index].key, reason));
+        while let Some((key, reason)) = next.take().or_else(|| failed.pop_front()) {
             let Some(index) = self.index_of_key(key) else {
                 continue;
             };
-            // Empty for a child that failed to restart (it never ran).
-            let pid = self.children[index]
-                .pid
-                .take()
-                .map_or_else(String::new, |p| p.to_string());
+            let pid = ReportPid(self.children[index].pid.take());
             let child = &self.children[index].spec.id;
             if reason.is_orderly() {
                 tracing::debug!(supervisor = %self.ctx.pid(), %child, %pid, %reason, "child exited");
@@ -693,7 +702,7 @@ impl State {
                             }
                             Err(e) => {
                                 tracing::warn!(supervisor = %self.ctx.pid(), child = %self.children[i].spec.id, error = %e, "restart failed");
-                                pending.push_back((
+                                failed.push_back((
                                     self.children[i].key,
                                     ExitReason::Error(e.to_string()),
                                 ));

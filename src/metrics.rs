@@ -37,6 +37,11 @@
 //! | `process_resident_memory_bytes` | gauge | resident memory of the OS process (Linux) |
 //! | `cairn_mesh_members` | gauge | live members, this node included |
 //! | `cairn_mesh_connected_peers` | gauge | peers with a data connection up |
+//! | `cairn_shard_led` / `cairn_shard_followed` | gauge | shards this node leads / hosts without leading |
+//! | `cairn_shard_commits_total` / `cairn_shard_failed_proposals_total` | counter | write sets committed through shards led here / not committed |
+//! | `cairn_shard_commit_seconds` | histogram | shard commit latency (proposal to majority commit, applied here) |
+//! | `cairn_shard_follower_lag_entries` | gauge | entries the furthest-behind follower of a led shard lacks |
+//! | `cairn_shard_leader_changes_total` | counter | leader changes seen on hosted shards |
 //! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total`, `cairn_mesh_refused_handshakes_total` | counter | mesh traffic and refusals |
 
 use std::sync::{Arc, Weak};
@@ -383,8 +388,52 @@ impl Collector for NodeCollector {
                 ms.duplicates_refused,
             )?;
         }
+        #[cfg(feature = "mesh")]
+        if let Some((sh, _)) = objects.shard_stats() {
+            encode_shards(&mut out, &sh)?;
+        }
         Ok(())
     }
+}
+
+/// The `cairn_shard_*` families of a node running a shard driver.
+#[cfg(feature = "mesh")]
+fn encode_shards(out: &mut Out<'_>, sh: &cairn_shard::stats::ShardStatsSnapshot) -> Fmt {
+    out.gauge(
+        "cairn_shard_led",
+        "Shards this node leads",
+        gauge_of(sh.led),
+    )?;
+    out.gauge(
+        "cairn_shard_followed",
+        "Shards this node hosts without leading them",
+        gauge_of(sh.followed),
+    )?;
+    out.counter(
+        "cairn_shard_commits",
+        "Write sets committed through shards this node leads",
+        sh.commits,
+    )?;
+    out.counter(
+        "cairn_shard_failed_proposals",
+        "Write sets refused, not committed, or of unknown fate",
+        sh.failed_proposals,
+    )?;
+    out.histogram(
+        "cairn_shard_commit_seconds",
+        "Shard commit latency: proposal to committed on a majority and applied here",
+        &sh.commit_latency,
+    )?;
+    out.gauge(
+        "cairn_shard_follower_lag_entries",
+        "Entries the furthest-behind follower of a shard led here lacks",
+        i64::try_from(sh.follower_lag).unwrap_or(i64::MAX),
+    )?;
+    out.counter(
+        "cairn_shard_leader_changes",
+        "Times this node saw a hosted shard's leader change",
+        sh.leader_changes,
+    )
 }
 
 /// The OS process's resident set (`VmRSS` in `/proc/self/status`); `None` off Linux.

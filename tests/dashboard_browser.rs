@@ -1,6 +1,7 @@
 //! The dashboard in a real browser: headless Chromium opens `/cairn/dashboard` of a node in a
-//! 3-node mesh under load, sees 3 members up, then sees a stopped member shown down. A
-//! screenshot is left at `target/dashboard.png` (the README's picture).
+//! 3-node mesh under load, sees 3 members up and a shard map (every shard led by one of them
+//! and followed by the other two), then sees a stopped member shown down and no shard led
+//! by it. A screenshot is left at `target/dashboard.png` (the README's picture).
 //!
 //! Needs `chromium` (Debian's package; `.ci/run` installs it).
 
@@ -18,6 +19,11 @@ const T: Duration = Duration::from_secs(20);
 /// How long a silent member may stay silent (this test stops one politely, so it leaves at
 /// once; the bound is for a node that misses the leave).
 const FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shards of a cluster (the default).
+const SHARDS: usize = cairn::shard::DEFAULT_SHARDS as usize;
+/// How long rebalancing may take to give all three nodes a replica of every shard (it adds
+/// a learner, catches it up and promotes it, shard by shard) on a loaded machine.
+const REPLICATION_BOUND: Duration = Duration::from_secs(120);
 
 fn start(dir: &std::path::Path, name: &str, join: Option<SocketAddr>) -> Node {
     let mut b = Node::builder()
@@ -44,7 +50,7 @@ fn chromium(profile: &std::path::Path, url: &str, args: &[&str]) -> String {
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1100,860",
+            "--window-size=1100,1100",
             "--virtual-time-budget=4000",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
@@ -79,6 +85,58 @@ fn member_state<'a>(dom: &'a str, name: &str) -> Option<&'a str> {
     dom[at..].split('"').next()
 }
 
+/// Loads `url` in Chromium until its DOM satisfies `ok` (at most [`T`]); returns that DOM.
+fn dom_until(
+    profile: &std::path::Path,
+    url: &str,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + T;
+    loop {
+        let dom = chromium(profile, url, &["--dump-dom"]);
+        if ok(&dom) {
+            return dom;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page never showed {what}: {dom}"
+        );
+    }
+}
+
+/// The shard map's columns in `dom`: (shard, leader name, follower names space-separated).
+fn shard_map(dom: &str) -> Vec<(u32, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find("<g data-shard=\"") {
+        rest = &rest[at..];
+        let attr = |name: &str| {
+            let needle = format!(r#"{name}=""#);
+            let at = rest.find(&needle).unwrap() + needle.len();
+            rest[at..].split('"').next().unwrap().to_owned()
+        };
+        out.push((
+            attr("data-shard").parse().unwrap(),
+            attr("data-leader"),
+            attr("data-followers"),
+        ));
+        rest = &rest[1..];
+    }
+    out
+}
+
+/// Attribute `attr` of member `name`'s row in the shard table.
+fn member_attr(dom: &str, name: &str, attr: &str) -> String {
+    let table = &dom[dom.find(r#"id="shard-members""#).expect("no shard table")..];
+    let row = &table[table
+        .find(&format!(r#"<tr data-member="{name}""#))
+        .unwrap_or_else(|| panic!("no shard row of {name}"))..];
+    let needle = format!(r#"{attr}=""#);
+    let at = row.find(&needle).unwrap() + needle.len();
+    row[at..].split('"').next().unwrap().to_owned()
+}
+
 #[test]
 fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
     let dir = tempfile::tempdir().unwrap();
@@ -106,15 +164,64 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
         .unwrap();
     }
 
+    // Every shard replicated on all three (n1 created them; rebalancing adds the others).
+    let deadline = Instant::now() + REPLICATION_BOUND;
+    loop {
+        let s = get_json(pages, "/cairn/status.json");
+        let map = s["shards"]["map"].as_array().unwrap().clone();
+        let full = map.len() == SHARDS
+            && map
+                .iter()
+                .all(|v| v["voters"].as_array().unwrap().len() == 3 && v["leader"].is_string());
+        if full {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shards never fully replicated: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let url = format!("http://{pages}/cairn/dashboard");
     let profile = dir.path().join("chromium");
-    let dom = chromium(&profile, &url, &["--dump-dom"]);
+    // Leaders move while rebalancing settles (hand-overs): load the page until it shows a
+    // leader for every shard.
+    let dom = dom_until(&profile, &url, "a leader for every shard", |dom| {
+        let map = shard_map(dom);
+        map.len() == SHARDS && map.iter().all(|(_, leader, _)| !leader.is_empty())
+    });
     assert!(dom.contains(r#"data-up="3""#), "{dom}");
     for name in ["n1", "n2", "n3"] {
         assert_eq!(member_state(&dom, name), Some("up"), "{name}: {dom}");
     }
     assert!(dom.contains(r#"<td>test-counter</td>"#), "{dom}");
+    // The shard map: every shard has a leader among the three, and the other two follow.
+    let map = shard_map(&dom);
+    assert_eq!(map.len(), SHARDS, "{dom}");
+    for (shard, leader, followers) in &map {
+        assert!(
+            ["n1", "n2", "n3"].contains(&leader.as_str()),
+            "s{shard}: {leader}"
+        );
+        let mut all: Vec<&str> = followers.split(' ').chain([leader.as_str()]).collect();
+        all.sort_unstable();
+        assert_eq!(all, ["n1", "n2", "n3"], "s{shard}");
+    }
+    let led: usize = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| member_attr(&dom, n, "data-led").parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(led, SHARDS);
+    for n in ["n1", "n2", "n3"] {
+        let both = member_attr(&dom, n, "data-led").parse::<usize>().unwrap()
+            + member_attr(&dom, n, "data-followed")
+                .parse::<usize>()
+                .unwrap();
+        assert_eq!(both, SHARDS, "{n} hosts every shard");
+    }
 
+    let n3_id = n3.id();
     n3.shutdown();
     // n1 learns it within the failure-detection bound.
     let deadline = Instant::now() + FAILURE_TIMEOUT * 3;
@@ -131,7 +238,26 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
         assert!(Instant::now() < deadline, "n3 never shown down: {s}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let dom = chromium(&profile, &url, &["--dump-dom"]);
+    // n3's shards get new leaders (an election timeout or two).
+    let n3_id = n3_id.to_string();
+    let deadline = Instant::now() + T;
+    loop {
+        let s = get_json(pages, "/cairn/status.json");
+        let map = s["shards"]["map"].as_array().unwrap().clone();
+        if map
+            .iter()
+            .all(|v| v["leader"].is_string() && v["leader"] != n3_id.as_str())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3's shards never moved: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dom = dom_until(&profile, &url, "every shard led by n1 or n2", |dom| {
+        let map = shard_map(dom);
+        map.len() == SHARDS && map.iter().all(|(_, l, _)| l == "n1" || l == "n2")
+    });
+    assert_eq!(member_attr(&dom, "n3", "data-led"), "0");
     assert!(dom.contains(r#"data-up="2""#), "{dom}");
     assert_eq!(member_state(&dom, "n3"), Some("down"), "{dom}");
     assert_eq!(member_state(&dom, "n2"), Some("up"), "{dom}");

@@ -189,6 +189,14 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         "cairn_mesh_delivered_total".to_owned(),
         "cairn_mesh_dead_letters_total".to_owned(),
         "cairn_mesh_refused_handshakes_total".to_owned(),
+        "cairn_shard_led".to_owned(),
+        "cairn_shard_followed".to_owned(),
+        "cairn_shard_commits_total".to_owned(),
+        "cairn_shard_failed_proposals_total".to_owned(),
+        "cairn_shard_commit_seconds_count".to_owned(),
+        r#"cairn_shard_commit_seconds_bucket{le="+Inf"}"#.to_owned(),
+        "cairn_shard_follower_lag_entries".to_owned(),
+        "cairn_shard_leader_changes_total".to_owned(),
     ] {
         value(&samples, &name);
     }
@@ -265,6 +273,57 @@ fn counters_move_with_the_workload() {
     let refused = value(&scrape(addr.0), "cairn_mailbox_full_refusals_total");
     assert_eq!(refused - refused_before, 1.0);
     drop(release);
+    node.shutdown();
+}
+
+/// A one-node cluster leads every shard; its writes move the shard commit counter and
+/// histogram, and `status.json` maps every shard to this node.
+#[test]
+fn shard_metrics_move_with_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    // The first write waits for its shard's election; after it, every shard elects itself.
+    node.block_on(
+        node.object::<Counter>("warm")
+            .call(|r| CounterMsg::AddAndGet(1, r), T),
+    )
+    .unwrap();
+    let shards = 128.0;
+    let before = scrape_until(addr.0, |s| value(s, "cairn_shard_led") == shards);
+    assert_eq!(value(&before, "cairn_shard_led"), shards);
+    assert_eq!(value(&before, "cairn_shard_followed"), 0.0);
+    assert!(value(&before, "cairn_shard_leader_changes_total") >= shards);
+    assert_eq!(value(&before, "cairn_shard_follower_lag_entries"), 0.0);
+
+    for i in 0..5 {
+        node.block_on(
+            node.object::<Counter>(&format!("w{i}"))
+                .call(|r| CounterMsg::AddAndGet(1, r), T),
+        )
+        .unwrap();
+    }
+    let after = scrape(addr.0);
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    assert!(moved("cairn_shard_commits_total") >= 5.0);
+    assert!(moved("cairn_shard_commit_seconds_count") >= 5.0);
+    assert!(moved("cairn_shard_commit_seconds_sum") > 0.0);
+    assert_eq!(moved("cairn_shard_failed_proposals_total"), 0.0);
+
+    let (_, _, body) = request(addr.0, "GET", "/cairn/status.json");
+    let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sh = &s["shards"];
+    assert_eq!(sh["count"], 128);
+    assert_eq!(sh["led"], 128);
+    assert!(sh["commits"].as_u64().unwrap() >= 6);
+    let map = sh["map"].as_array().unwrap();
+    assert_eq!(map.len(), 128);
+    let me = node.id().to_string();
+    for (i, shard) in map.iter().enumerate() {
+        assert_eq!(shard["shard"], i as u64);
+        assert_eq!(shard["role"], "leader");
+        assert_eq!(shard["leader"], me.as_str());
+        assert_eq!(shard["voters"], serde_json::json!([me.as_str()]));
+    }
     node.shutdown();
 }
 

@@ -1163,6 +1163,44 @@ impl MultiRaft {
         })
     }
 
+    /// Every hosted shard as this node's replica sees it (for [`crate::stats`]).
+    pub fn views(&self) -> Vec<crate::stats::ShardView> {
+        use crate::stats::{ShardRole, ShardView};
+        self.replicas
+            .iter()
+            .map(|(&shard, r)| {
+                let raft = &r.raw.raft;
+                let conf = raft.prs().conf().to_conf_state();
+                let role = match raft.state {
+                    StateRole::Leader => ShardRole::Leader,
+                    _ if conf.learners.contains(&self.me.0) => ShardRole::Learner,
+                    StateRole::Follower => ShardRole::Follower,
+                    StateRole::Candidate | StateRole::PreCandidate => ShardRole::Candidate,
+                };
+                let lag = if role == ShardRole::Leader {
+                    let last = raft.raft_log.last_index();
+                    raft.prs()
+                        .iter()
+                        .filter(|(&id, _)| id != self.me.0)
+                        .map(|(_, p)| last.saturating_sub(p.matched))
+                        .max()
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                ShardView {
+                    shard,
+                    role,
+                    term: raft.term,
+                    leader: (raft.leader_id != raft::INVALID_ID).then_some(NodeId(raft.leader_id)),
+                    voters: conf.voters.iter().map(|&n| NodeId(n)).collect(),
+                    learners: conf.learners.iter().map(|&n| NodeId(n)).collect(),
+                    lag,
+                }
+            })
+            .collect()
+    }
+
     /// Raft's state of `shard` for diagnostics: (role, term, commit, applied).
     pub fn status(&self, shard: ShardId) -> Option<(StateRole, u64, u64, u64)> {
         let r = self.replicas.get(&shard)?;

@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use crate::core::{MultiRaft, Outcome, Output, ProposeError, ShardEvent};
 use crate::lmdb_log::LmdbLog;
 use crate::placement::Member;
+use crate::stats::{ShardStats, MAP_REFRESH};
 use crate::types::ShardId;
 use crate::wire::{WireBatch, WireConfState};
 
@@ -72,7 +73,7 @@ impl LeaseBoard {
         self.epoch.elapsed()
     }
 
-    fn publish(&self, core: &MultiRaft, now: Duration) {
+    fn publish(&self, core: &MultiRaft, now: Duration, stats: &ShardStats) {
         for (i, slot) in self.until.iter().enumerate() {
             let shard = ShardId(i as u32);
             let until = core
@@ -80,7 +81,10 @@ impl LeaseBoard {
                 .map_or(0, |t| t.as_nanos() as u64);
             slot.store(until, Ordering::Release);
             let leader = core.leader(shard).map_or(0, |n| n.0);
-            self.leader[i].store(leader, Ordering::Release);
+            let before = self.leader[i].swap(leader, Ordering::AcqRel);
+            if leader != 0 && leader != before {
+                stats.leader_changed();
+            }
         }
     }
 }
@@ -129,6 +133,7 @@ pub struct ShardNode {
     me: NodeId,
     actor: ActorRef<DriverMsg>,
     board: Arc<LeaseBoard>,
+    stats: Arc<ShardStats>,
 }
 
 impl std::fmt::Debug for ShardNode {
@@ -153,6 +158,8 @@ impl ShardNode {
         let epoch = Instant::now();
         let board = Arc::new(LeaseBoard::new(epoch, core.config().shards));
         let board2 = Arc::clone(&board);
+        let stats = Arc::new(ShardStats::default());
+        let stats2 = Arc::clone(&stats);
         let h = handle.clone();
         let actor = handle.spawn(move |mut ctx| async move {
             let mut d = Driver {
@@ -160,6 +167,8 @@ impl ShardNode {
                 log,
                 transport,
                 board: board2,
+                stats: stats2,
+                map_refreshed: None,
                 epoch,
                 waiting: HashMap::new(),
                 on_event,
@@ -182,13 +191,19 @@ impl ShardNode {
                 }
                 let now = d.now();
                 d.core.tick(now);
-                d.board.publish(&d.core, now);
+                d.board.publish(&d.core, now, &d.stats);
                 if d.run_rounds().await.is_err() {
                     return;
                 }
+                d.refresh_map();
             }
         });
-        ShardNode { me, actor, board }
+        ShardNode {
+            me,
+            actor,
+            board,
+            stats,
+        }
     }
 
     /// This node's id.
@@ -204,6 +219,11 @@ impl ShardNode {
     /// Whether this node may acknowledge for `shard` now.
     pub fn serving(&self, shard: ShardId) -> bool {
         self.board.serving(shard)
+    }
+
+    /// The driver's counters and shard map (see [`crate::stats`]).
+    pub fn stats(&self) -> &Arc<ShardStats> {
+        &self.stats
     }
 
     /// Hands Raft messages received from `from` to the driver (the transport calls it). A
@@ -303,8 +323,12 @@ struct Driver {
     log: LmdbLog,
     transport: Arc<dyn ShardTransport>,
     board: Arc<LeaseBoard>,
+    stats: Arc<ShardStats>,
+    /// When the shard map was last refreshed (`None`: never, or a serving change since).
+    map_refreshed: Option<Duration>,
     epoch: Instant,
-    waiting: HashMap<crate::types::ProposalId, Reply<Result<Outcome, ProposeError>>>,
+    /// Proposals waiting for their fate, with when they were proposed (driver clock).
+    waiting: HashMap<crate::types::ProposalId, (Reply<Result<Outcome, ProposeError>>, Duration)>,
     on_event: Option<EventSink>,
     handle: Handle,
 }
@@ -323,9 +347,10 @@ impl Driver {
             }
             DriverMsg::Propose { shard, data, reply } => match self.core.propose(shard, data) {
                 Ok(id) => {
-                    self.waiting.insert(id, reply);
+                    self.waiting.insert(id, (reply, self.now()));
                 }
                 Err(e) => {
+                    self.stats.failed();
                     let _ = reply.send(Err(e));
                 }
             },
@@ -339,6 +364,20 @@ impl Driver {
         }
     }
 
+    /// Refreshes the shard map in [`ShardStats`] if it is older than [`MAP_REFRESH`] or a
+    /// serving change happened since.
+    fn refresh_map(&mut self) {
+        let now = self.now();
+        if self
+            .map_refreshed
+            .is_some_and(|at| now.saturating_sub(at) < MAP_REFRESH)
+        {
+            return;
+        }
+        self.map_refreshed = Some(now);
+        self.stats.set_map(self.core.views());
+    }
+
     fn send_all(&self, msgs: Vec<(NodeId, WireBatch)>) {
         let me = self.core.node();
         for (to, b) in msgs {
@@ -350,7 +389,7 @@ impl Driver {
         while self.core.has_ready() {
             let now = self.now();
             let mut round = self.core.ready(now);
-            self.board.publish(&self.core, now);
+            self.board.publish(&self.core, now, &self.stats);
             self.send_all(std::mem::take(&mut round.messages_now));
             let log = self.log.clone();
             let joined = self
@@ -371,7 +410,8 @@ impl Driver {
                 // The round is not durable and raft-rs cannot take it back: stop, as a
                 // crash would; a restart recovers from what is on disk.
                 tracing::error!(error = %e, "shard round failed to persist; stopping the shard driver");
-                for (_, r) in self.waiting.drain() {
+                for (_, (r, _)) in self.waiting.drain() {
+                    self.stats.failed();
                     let _ = r.send(Ok(Outcome::Unknown));
                 }
                 self.board
@@ -380,13 +420,21 @@ impl Driver {
                     .for_each(|u| u.store(0, Ordering::Release));
                 return Err(());
             }
-            let out: Output = self.core.persisted(round, self.now());
-            self.board.publish(&self.core, self.now());
+            let now = self.now();
+            let out: Output = self.core.persisted(round, now);
+            self.board.publish(&self.core, now, &self.stats);
             self.send_all(out.messages);
             for (_, id, outcome) in out.outcomes {
-                if let Some(r) = self.waiting.remove(&id) {
+                if let Some((r, at)) = self.waiting.remove(&id) {
+                    match outcome {
+                        Outcome::Committed => self.stats.committed(now.saturating_sub(at)),
+                        _ => self.stats.failed(),
+                    }
                     let _ = r.send(Ok(outcome));
                 }
+            }
+            if !out.events.is_empty() {
+                self.map_refreshed = None;
             }
             if let Some(f) = &self.on_event {
                 out.events.into_iter().for_each(f);

@@ -13,6 +13,7 @@
 //! - `wire`: the serde forms that cross the network and the disk (never protobuf bytes).
 //! - `placement`, `rebalance`: pure target replica sets and the next conf change.
 //! - [`driver`]: a scheduler process per node that runs the core over a [`driver::ShardTransport`].
+//! - [`stats`]: the driver's counters and shard map, read by the node's metrics and status page.
 //!
 //! See `shard/DESIGN.md` for the reasons and the safety argument.
 
@@ -25,6 +26,7 @@ mod log;
 pub mod placement;
 pub mod rebalance;
 mod slog_bridge;
+pub mod stats;
 mod types;
 pub mod wire;
 

@@ -330,6 +330,16 @@ impl Replication {
         })
     }
 
+    /// The shard driver's counters and map (`None` on a client).
+    pub(crate) fn stats(&self) -> Option<cairn_shard::stats::ShardStatsSnapshot> {
+        self.node.as_ref().map(|n| n.stats().snapshot())
+    }
+
+    /// The configured shard count and replication factor.
+    pub(crate) fn config(&self) -> &ShardConfig {
+        &self.cfg
+    }
+
     /// How many shards this node's replicas know with at least the replication factor of
     /// voters (0 on a client).
     pub(crate) async fn fully_replicated(&self) -> u32 {
@@ -463,6 +473,15 @@ fn start_membership_feed(mesh: &Mesh, replication: Weak<Replication>) {
 }
 
 impl Objects {
+    /// The shard layer's counters and map, with its configuration (`None` without a shard
+    /// driver on this node).
+    pub(crate) fn shard_stats(
+        &self,
+    ) -> Option<(cairn_shard::stats::ShardStatsSnapshot, &ShardConfig)> {
+        let r = self.replication()?;
+        Some((r.stats()?, r.config()))
+    }
+
     /// See [`Replication::fully_replicated`] (0 without replicated shards).
     pub(crate) async fn shards_fully_replicated(&self) -> u32 {
         match self.replication() {

@@ -1,5 +1,7 @@
 // The Cairn dashboard: polls /cairn/status.json every second and draws it. Members the node
 // reports down, and members this page saw before that are missing now, are shown as down.
+// The shard map shows which member leads and which follow each shard this node hosts, and
+// the leader moves seen between polls.
 "use strict";
 const POLL_MS = 1000;
 const KEEP = 300; // samples in the charts (5 minutes)
@@ -59,6 +61,96 @@ function drawMesh(members) {
   });
 }
 
+// The shard map: one column per shard hosted here, one row per member; a member's cell is
+// filled in its colour where it leads, faint where it follows, outlined where it learns.
+const PALETTE = ["#0969da", "#2da44e", "#bf3989", "#bc4c00", "#8250df", "#1b7c83", "#9a6700", "#cf222e"];
+let prevLeaders = new Map(); // shard -> leader id at the previous poll
+const moves = []; // latest leader moves, newest last
+const MOVES_KEPT = 12;
+
+function drawShards(sh, members) {
+  const svg = document.getElementById("shardmap");
+  const summary = document.getElementById("shard-summary");
+  while (svg.firstChild) svg.removeChild(svg.firstChild);
+  const mtable = document.querySelector("#shard-members tbody");
+  mtable.textContent = "";
+  if (!sh) { summary.textContent = "(no shard driver on this node)"; return; }
+  summary.textContent = sh.map.length + " of " + sh.count + " shards hosted here · replication " +
+    sh.replication + " · leads " + sh.led + " · leader changes seen " + sh.leader_changes;
+  const name = (id) => { const m = seen.get(id); return m ? m.name : id; };
+  const rows = [...new Set(members.map((m) => m.node).concat(
+    sh.map.flatMap((v) => v.voters.concat(v.learners))))]
+    .sort((a, b) => name(a).localeCompare(name(b)));
+  const colour = new Map(rows.map((id, i) => [id, PALETTE[i % PALETTE.length]]));
+  const ns = "http://www.w3.org/2000/svg";
+  const cw = 6, rh = 18, left = 60, top = 4;
+  svg.setAttribute("width", left + Math.max(sh.map.length, 1) * cw + 4);
+  svg.setAttribute("height", top + rows.length * rh + 4);
+  rows.forEach((id, r) => {
+    const t = document.createElementNS(ns, "text");
+    t.setAttribute("x", 0); t.setAttribute("y", top + r * rh + 13);
+    t.textContent = name(id);
+    svg.appendChild(t);
+  });
+  const led = new Map(), followed = new Map();
+  const now = new Map();
+  sh.map.forEach((v, c) => {
+    now.set(v.shard, v.leader);
+    const before = prevLeaders.get(v.shard);
+    const moved = before !== undefined && before !== v.leader && v.leader != null;
+    if (moved) {
+      moves.push(new Date().toLocaleTimeString() + " s" + v.shard + ": " +
+        (before == null ? "none" : name(before)) + " \u2192 " + name(v.leader));
+      if (moves.length > MOVES_KEPT) moves.shift();
+    }
+    const g = document.createElementNS(ns, "g");
+    g.setAttribute("data-shard", v.shard);
+    g.setAttribute("data-leader", v.leader == null ? "" : name(v.leader));
+    g.setAttribute("data-followers", v.voters.concat(v.learners).filter((n) => n !== v.leader).map(name).sort().join(" "));
+    const title = document.createElementNS(ns, "title");
+    title.textContent = "shard " + v.shard + " (term " + v.term + "): leader " +
+      (v.leader == null ? "unknown" : name(v.leader)) + "; voters " + v.voters.map(name).join(", ") +
+      (v.learners.length ? "; learners " + v.learners.map(name).join(", ") : "") +
+      (v.lag ? "; follower lag " + v.lag : "");
+    g.appendChild(title);
+    rows.forEach((id, r) => {
+      const voter = v.voters.includes(id), learner = v.learners.includes(id);
+      if (!voter && !learner) return;
+      const rect = document.createElementNS(ns, "rect");
+      rect.setAttribute("x", left + c * cw); rect.setAttribute("y", top + r * rh);
+      rect.setAttribute("width", cw - 1); rect.setAttribute("height", rh - 2);
+      const leads = id === v.leader;
+      rect.setAttribute("fill", learner ? "none" : colour.get(id));
+      rect.setAttribute("fill-opacity", leads ? 1 : 0.35);
+      rect.setAttribute("stroke", leads && moved ? "#000" : (learner ? colour.get(id) : "none"));
+      g.appendChild(rect);
+      if (leads) led.set(id, (led.get(id) || 0) + 1);
+      else followed.set(id, (followed.get(id) || 0) + 1);
+    });
+    svg.appendChild(g);
+  });
+  prevLeaders = now;
+  for (const id of rows) {
+    const tr = document.createElement("tr");
+    tr.setAttribute("data-member", name(id));
+    tr.setAttribute("data-led", String(led.get(id) || 0));
+    tr.setAttribute("data-followed", String(followed.get(id) || 0));
+    const swatch = document.createElement("td");
+    swatch.textContent = "\u25a0 " + name(id);
+    swatch.style.color = colour.get(id);
+    tr.appendChild(swatch);
+    cell(tr, String(led.get(id) || 0)); cell(tr, String(followed.get(id) || 0));
+    mtable.appendChild(tr);
+  }
+  const ol = document.getElementById("shard-moves");
+  ol.textContent = "";
+  for (const m of moves.slice().reverse()) {
+    const li = document.createElement("li");
+    li.textContent = m;
+    ol.appendChild(li);
+  }
+}
+
 function render(s, ch) {
   document.getElementById("title").textContent = "Cairn node " + s.name;
   document.getElementById("subtitle").textContent =
@@ -89,6 +181,7 @@ function render(s, ch) {
   }
   document.getElementById("members").setAttribute("data-up", members.filter((m) => m.state === "up").length);
   drawMesh(members);
+  drawShards(s.shards, members);
 
   const dt = prev ? Math.max((s.time_ms - prev.time_ms) / 1000, 0.001) : null;
   const rate = (now, before) => (dt ? (now - before) / dt : 0);

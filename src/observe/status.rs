@@ -13,12 +13,20 @@
 //!                "handler_count", "handler_sum_us" } },
 //!   "mesh": null | { "members": [ { "node", "name", "addr", "region", "incarnation",
 //!                    "self": bool, "connected": bool, "state": "up" | "down" } ],
-//!                    "delivered", "dead_letters" }
+//!                    "delivered", "dead_letters" },
+//!   "shards": null | { "count", "replication", "led", "followed", "commits",
+//!                      "failed_proposals", "commit_count", "commit_sum_us",
+//!                      "leader_changes", "follower_lag",
+//!                      "map": [ { "shard": 0, "role": "leader" | "follower" | "candidate"
+//!                                 | "learner", "term", "leader": "0x…" | null,
+//!                                 "voters": ["0x…"], "learners": ["0x…"], "lag" } ] }
 //! }
 //! ```
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
-//! members (`down`: failed, or left). Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
+//! members (`down`: failed, or left). `shards` is `null` without a shard driver (a node
+//! without a mesh, or a client); its `map` lists the shards this node hosts, as its replica
+//! sees them (refreshed at least every 250 ms), by shard id; `lag` is in entries, on leaders. Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
 //! dashboard does. Fields may be added; none is removed or renamed without a note in the
 //! README.
 
@@ -89,7 +97,51 @@ pub(crate) fn status_json(handle: &Handle, objects: &Objects, info: &NodeInfo) -
         "rss_bytes": crate::metrics::resident_memory_bytes(),
         "objects": classes,
         "mesh": mesh_json(handle),
+        "shards": shards_json(objects),
     })
+}
+
+#[cfg(feature = "mesh")]
+fn shards_json(objects: &Objects) -> Value {
+    let Some((sh, cfg)) = objects.shard_stats() else {
+        return Value::Null;
+    };
+    let ids = |nodes: &[cairn_scheduler::NodeId]| -> Vec<String> {
+        nodes.iter().map(ToString::to_string).collect()
+    };
+    let map: Vec<Value> = sh
+        .shards
+        .iter()
+        .map(|v| {
+            json!({
+                "shard": v.shard.0,
+                "role": v.role.as_str(),
+                "term": v.term,
+                "leader": v.leader.map(|n| n.to_string()),
+                "voters": ids(&v.voters),
+                "learners": ids(&v.learners),
+                "lag": v.lag,
+            })
+        })
+        .collect();
+    json!({
+        "count": cfg.shards,
+        "replication": cfg.replication,
+        "led": sh.led,
+        "followed": sh.followed,
+        "commits": sh.commits,
+        "failed_proposals": sh.failed_proposals,
+        "commit_count": sh.commit_latency.count(),
+        "commit_sum_us": sh.commit_latency.sum_us,
+        "leader_changes": sh.leader_changes,
+        "follower_lag": sh.follower_lag,
+        "map": map,
+    })
+}
+
+#[cfg(not(feature = "mesh"))]
+fn shards_json(_objects: &Objects) -> Value {
+    Value::Null
 }
 
 #[cfg(feature = "mesh")]

@@ -118,11 +118,11 @@ impl Reporter {
 
 /// A client's request to shorten `url` as `code`, if its bucket allows. A `CallError`
 /// displays an application error (`Failed`) and a transport one alike.
-async fn shorten(node: &Node, client: &str, code: &str, url: &str) {
-    if let Err(e) = node.object::<RateLimiter>(client).take().await {
+fn shorten(node: &Node, client: &str, code: &str, url: &str) {
+    if let Err(e) = node.block_on(node.object::<RateLimiter>(client).take()) {
         return println!("{client}: slow down: {e}");
     }
-    match node.object::<Link>(code).shorten(url.into()).await {
+    match node.block_on(node.object::<Link>(code).shorten(url.into())) {
         Ok(()) => println!("{client}: /{code} created"),
         Err(e) => println!("{client}: /{code} refused: {e}"),
     }
@@ -130,11 +130,8 @@ async fn shorten(node: &Node, client: &str, code: &str, url: &str) {
 
 pub fn main() {
     cairn::init_logging(cairn::LogFormat::Text);
-    let dir = std::env::temp_dir().join(format!("cairn-shortener-rpc-{}", std::process::id()));
-    let node = Node::builder()
-        .data_dir(&dir)
-        .start()
-        .expect("start the node");
+    // Data in a fresh temporary directory, removed when `node` is dropped.
+    let node = Node::builder().temporary().start().expect("start the node");
     node.host::<Link>();
     node.host::<RateLimiter>();
     let reporter = ChildSpec::worker("reporter", || Reporter {
@@ -143,25 +140,18 @@ pub fn main() {
         last: Vec::new(),
     });
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(reporter.named("reporter"));
-    let tree = node
-        .block_on(Supervisor::start(node.handle(), spec))
-        .expect("start the tree");
-    node.block_on(async {
-        shorten(&node, "ada", "rust", "https://www.rust-lang.org").await;
-        shorten(&node, "ada", "erl", "https://www.erlang.org").await;
-        shorten(&node, "ada", "rust", "https://example.com").await;
-        shorten(&node, "ada", "lmdb", "https://www.symas.com/lmdb").await;
-        for code in ["rust", "rust", "erl", "nope"] {
-            match node.object::<Link>(code).resolve().await {
-                Ok(url) => println!("/{code} -> {url}"),
-                Err(e) => println!("/{code}: {e}"),
-            }
+    let tree = node.supervise(spec).expect("start the tree");
+    shorten(&node, "ada", "rust", "https://www.rust-lang.org");
+    shorten(&node, "ada", "erl", "https://www.erlang.org");
+    shorten(&node, "ada", "rust", "https://example.com");
+    shorten(&node, "ada", "lmdb", "https://www.symas.com/lmdb");
+    for code in ["rust", "rust", "erl", "nope"] {
+        match node.block_on(node.object::<Link>(code).resolve()) {
+            Ok(url) => println!("/{code} -> {url}"),
+            Err(e) => println!("/{code}: {e}"),
         }
-    });
-    let reporter: Addr<Reporter> = node
-        .handle()
-        .actor_ref(node.whereis("reporter").unwrap())
-        .unwrap();
+    }
+    let reporter = node.actor_named::<Reporter>("reporter").unwrap();
     let expected = vec![
         ("https://www.rust-lang.org".to_owned(), 2),
         ("https://www.erlang.org".to_owned(), 1),
@@ -174,7 +164,6 @@ pub fn main() {
     node.block_on(node.handle().sleep(IDLE + Duration::from_millis(1_500)));
     let left = node.block_on(node.object::<RateLimiter>("ada").take());
     println!("ada after idling: {left:?} tokens left");
+    // Dropping `node` shuts it down (every process stopped) and removes its data.
     node.block_on(tree.stop());
-    node.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -68,6 +68,7 @@ mod client;
 pub mod cluster_status;
 pub mod durable;
 pub mod metrics;
+mod node_ext;
 pub mod object;
 #[cfg(feature = "http")]
 pub mod observe;
@@ -134,6 +135,9 @@ pub enum NodeError {
     /// Threads could not be started.
     #[error("starting the runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    /// [`NodeBuilder::temporary`]'s directory could not be created.
+    #[error("creating a temporary data dir: {0}")]
+    TempDir(std::io::Error),
     /// The store could not be opened.
     #[error("opening the store: {0}")]
     Storage(#[from] cairn_storage::StorageError),
@@ -290,6 +294,8 @@ pub struct NodeBuilder {
     mesh: MeshOptions,
     #[cfg(feature = "http")]
     http: object::http::HttpOptions,
+    /// [`NodeBuilder::temporary`]: a fresh data dir, removed with the node.
+    temporary: bool,
 }
 
 impl Default for NodeBuilder {
@@ -302,6 +308,7 @@ impl Default for NodeBuilder {
             mesh: MeshOptions::default(),
             #[cfg(feature = "http")]
             http: object::http::HttpOptions::default(),
+            temporary: false,
         }
     }
 }
@@ -328,6 +335,7 @@ impl NodeBuilder {
     /// Where durable state lives (default `./data`).
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = dir.into();
+        self.temporary = false;
         self
     }
 
@@ -504,7 +512,14 @@ impl NodeBuilder {
     }
 
     /// Opens the store and starts the node's threads (and its mesh, with a listen address).
-    pub fn start(self) -> Result<Node, NodeError> {
+    pub fn start(mut self) -> Result<Node, NodeError> {
+        let temp_dir = self
+            .temporary
+            .then(node_ext::TempDataDir::create)
+            .transpose()?;
+        if let Some(dir) = &temp_dir {
+            self.data_dir = dir.path().to_owned();
+        }
         // Certificates first: a bad cluster directory fails before anything runs.
         #[cfg(feature = "mesh")]
         let mesh_config = match (self.mesh.listen, self.mesh.client) {
@@ -581,6 +596,7 @@ impl NodeBuilder {
             #[cfg(feature = "mesh")]
             mesh,
             info,
+            _temp_dir: temp_dir,
         })
     }
 }
@@ -717,6 +733,8 @@ pub struct Node {
     #[cfg(feature = "mesh")]
     mesh: Option<Mesh>,
     info: Arc<NodeInfo>,
+    /// Dropped last, once the runtime and the store are closed.
+    _temp_dir: Option<node_ext::TempDataDir>,
 }
 
 impl Node {

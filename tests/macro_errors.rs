@@ -9,4 +9,5 @@ fn common_mistakes_fail_with_clear_messages() {
     t.compile_fail("tests/ui/method_without_mut_self.rs");
     t.compile_fail("tests/ui/missing_class.rs");
     t.compile_fail("tests/ui/state_without_serde.rs");
+    t.compile_fail("tests/ui/state_fetch_short_form.rs");
 }

@@ -59,14 +59,17 @@ fn the_typed_shortener_is_a_fraction_of_the_enum_one() {
         pct(rpc_defs, enum_defs),
         pct(rpc_client, enum_client)
     );
-    // Regression guards at the measured figures (145/220 = 66 %, 87/155 = 56 %): a change
-    // that makes typed objects wordier again fails here.
+    // Regression guards at the measured figures (132/220 = 60 %, 87/155 = 56 %): a change
+    // that makes typed objects wordier again fails here. The typed `main` also uses the
+    // node's conveniences (`NodeBuilder::temporary`, `Node::supervise`,
+    // `Node::actor_named`) that the enum version, kept as it was written, does not: they
+    // account for 10 of the 13 client lines saved.
     assert!(
         pct(rpc_defs, enum_defs) <= 60.0,
         "the typed objects and actor grew past 60 % of the enum ones"
     );
     assert!(
-        pct(rpc_all, enum_all) <= 66.0,
-        "the typed shortener grew past 66 % of the enum one"
+        pct(rpc_all, enum_all) <= 60.0,
+        "the typed shortener grew past 60 % of the enum one"
     );
 }

@@ -45,10 +45,92 @@ impl Kind {
     /// Trait methods the user writes in the block; they move into the trait impl.
     fn hooks(self) -> &'static [&'static str] {
         match self {
-            Kind::Object => &["activate", "alarm", "deactivate", "idle_timeout"],
+            Kind::Object => &[
+                "activate",
+                "alarm",
+                "deactivate",
+                "idle_timeout",
+                "fetch",
+                "websocket_message",
+                "websocket_close",
+                "websocket_error",
+            ],
             Kind::Actor => &["init", "handle_signal", "terminate"],
         }
     }
+}
+
+/// The object hooks of the HTTP front door (`Object::fetch` and the WebSocket handlers):
+/// written in the trait's own form; with `state`, wrapped so their changes are saved.
+const HTTP_HOOKS: &[&str] = &[
+    "fetch",
+    "websocket_message",
+    "websocket_close",
+    "websocket_error",
+];
+
+/// With `state`, an HTTP hook (`fetch`, `websocket_*`) runs inside a wrapper of the same
+/// signature that snapshots the fields before and saves them after, as methods do. The
+/// user's body moves to the inherent impl under a hidden name.
+fn http_hook_wrapper(hook: &ImplItemFn) -> syn::Result<(ImplItemFn, TokenStream)> {
+    let sig = &hook.sig;
+    let name = &sig.ident;
+    let form = || {
+        syn::Error::new(
+            sig.span(),
+            format!(
+                "with `state`, the `{name}` hook is written as `Object` declares it: `async fn \
+                 {name}(&mut self, .., ctx: &mut ObjectCtx<Self>) -> Result<_, ActorError>`"
+            ),
+        )
+    };
+    let receiver_ok = sig
+        .receiver()
+        .is_some_and(|r| r.reference.is_some() && r.mutability.is_some());
+    let takes_ctx = matches!(
+        sig.inputs.last(),
+        Some(FnArg::Typed(arg)) if is_context(Kind::Object, &arg.ty)
+    );
+    if !receiver_ok || !takes_ctx || sig.asyncness.is_none() {
+        return Err(form());
+    }
+    if !matches!(
+        Returns::parse(&sig.output),
+        Ok(Returns::Crash(_) | Returns::CrashCast)
+    ) {
+        return Err(form());
+    }
+    let inner_name = format_ident!("__cairn_hook_{}", name, span = name.span());
+    let mut inner = hook.clone();
+    inner.sig.ident = inner_name.clone();
+    inner.attrs.push(syn::parse_quote!(#[doc(hidden)]));
+    // The wrapper takes the same arguments under fresh names; the last one is `ctx`.
+    let count = sig.inputs.len() - 1;
+    let mut params = Vec::new();
+    let mut args = Vec::new();
+    for (i, input) in sig.inputs.iter().skip(1).enumerate() {
+        let FnArg::Typed(arg) = input else {
+            return Err(form());
+        };
+        let ty = &arg.ty;
+        let ident = if i + 1 == count {
+            format_ident!("ctx")
+        } else {
+            format_ident!("__cairn_arg{}", i)
+        };
+        params.push(quote!(#ident: #ty));
+        args.push(ident);
+    }
+    let output = &sig.output;
+    let wrapper = quote_spanned! {name.span()=>
+        async fn #name(&mut self, #(#params),*) #output {
+            let before = ::cairn::rpc::__private::snapshot(self)?;
+            let out = Self::#inner_name(self, #(#args),*).await?;
+            ::cairn::rpc::__private::save_state(self, &before, ctx)?;
+            ::core::result::Result::Ok(out)
+        }
+    };
+    Ok((inner, wrapper))
 }
 
 /// Options in the attribute's parentheses.
@@ -794,6 +876,12 @@ fn try_expand(kind: Kind, args: TokenStream, item: TokenStream) -> syn::Result<T
     let timers = timers(&methods, &msg);
     let has_init = hooks.iter().any(|h| h.sig.ident == "init");
     for hook in hooks {
+        if options.state.is_some() && HTTP_HOOKS.contains(&hook.sig.ident.to_string().as_str()) {
+            let (inner, wrapper) = http_hook_wrapper(&hook)?;
+            kept.push(ImplItem::Fn(inner));
+            wrappers.push(wrapper);
+            continue;
+        }
         match Hook::parse(kind, &hook)? {
             Some(h) if h.needs_wrapper(options.state.is_some()) || h.starts(&timers) => {
                 let mut inner = hook.clone();
@@ -1222,6 +1310,82 @@ mod tests {
             "{body}"
         );
         assert!(!body.contains("CLASS"), "{body}");
+    }
+
+    #[test]
+    fn fetch_and_websocket_hooks_go_into_the_trait_impl() {
+        let out = text(&expand(
+            Kind::Object,
+            TokenStream::new(),
+            quote! {
+                impl Room {
+                    const CLASS: &'static str = "room";
+                    async fn fetch(&mut self, req: Request<Bytes>, ctx: &mut ObjectCtx<Self>) -> Result<Response<Bytes>, ActorError> { todo!() }
+                    async fn websocket_message(&mut self, s: SocketId, m: WsMessage, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> { Ok(()) }
+                    pub async fn count(&mut self) -> u64 { 0 }
+                }
+            },
+        ));
+        let (inherent, rest) = out
+            .split_once("impl :: cairn :: rpc :: __private :: Object for Room")
+            .unwrap();
+        assert!(
+            rest.contains("async fn fetch (& mut self , req : Request < Bytes >"),
+            "{out}"
+        );
+        assert!(
+            rest.contains("async fn websocket_message (& mut self"),
+            "{out}"
+        );
+        // Not methods: no message variants for them, and not kept in the inherent impl.
+        assert!(!out.contains("Fetch"), "{out}");
+        assert!(!inherent.contains("fn fetch"), "{out}");
+    }
+
+    #[test]
+    fn with_state_http_hooks_save_the_fields_they_change() {
+        let out = text(&expand(
+            Kind::Object,
+            quote!(state),
+            quote! {
+                impl Room {
+                    const CLASS: &'static str = "room";
+                    async fn websocket_close(&mut self, s: SocketId, code: u16, why: String, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> { Ok(()) }
+                }
+            },
+        ));
+        has(
+            &out,
+            "async fn __cairn_hook_websocket_close (& mut self , s : SocketId",
+        );
+        has(
+            &out,
+            "async fn websocket_close (& mut self , __cairn_arg0 : SocketId , __cairn_arg1 : u16 , \
+             __cairn_arg2 : String , ctx : & mut ObjectCtx < Self >)",
+        );
+        has(
+            &out,
+            "Self :: __cairn_hook_websocket_close (self , __cairn_arg0 , __cairn_arg1 , __cairn_arg2 , ctx) . await ?",
+        );
+        has(&out, "save_state (self , & before , ctx) ?");
+    }
+
+    #[test]
+    fn with_state_an_http_hook_in_a_short_form_is_refused() {
+        let err = text(&expand(
+            Kind::Object,
+            quote!(state),
+            quote! {
+                impl Room {
+                    const CLASS: &'static str = "room";
+                    async fn fetch(&mut self, req: Request<Bytes>) -> Response<Bytes> { todo!() }
+                }
+            },
+        ));
+        assert!(
+            err.contains("with `state`, the `fetch` hook is written as `Object` declares it"),
+            "{err}"
+        );
     }
 
     #[test]

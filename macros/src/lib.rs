@@ -37,6 +37,9 @@
 //!   as `Default::default()`), `init`, `handle_signal`, `terminate` (actors). `handle` is
 //!   generated. `alarm`, `deactivate` and `init` may take the short forms methods do:
 //!   without `ctx`, and returning nothing when they cannot fail.
+//! - An object's HTTP front door moves into the trait impl too: `fetch`,
+//!   `websocket_message`, `websocket_close`, `websocket_error`, written as `Object`
+//!   declares them (with `state`, the fields they change are saved, as for methods).
 //! - `#[every(period)]` on an actor's one-way method without arguments: a timer started
 //!   before `init` sends it every `period` (an expression with `self` in scope) for as
 //!   long as the actor lives.

@@ -107,6 +107,11 @@ impl Controls {
         self.all.len()
     }
 
+    /// The open control connections.
+    pub(super) fn connections(&self) -> Vec<Connection> {
+        self.all.values().map(|c| c.conn.clone()).collect()
+    }
+
     /// Closes the table; returns the open connections, to be closed.
     pub(super) fn close(&mut self) -> Vec<Arc<Control>> {
         self.closed = true;

@@ -54,6 +54,7 @@ use foca::{Incarnation, OwnedNotification, Timer};
 use serde::{Deserialize, Serialize};
 
 use super::events::NodeEvent;
+use super::refute;
 use super::screen::{self, Packet, PacketVerdict, Refusal, UndeadVotes, View};
 use super::stats::Count;
 use super::swim::{take, Effects, NodeIdentity, Swim, IDLE_ANNOUNCES};
@@ -119,6 +120,10 @@ pub(crate) struct Guards {
     undead: UndeadVotes,
     /// Nodes asked for a sync whose answer has not come (at most one entry per node).
     sync_asked: HashSet<NodeId>,
+    /// Fresh suspicions each sender may still hand this node (`refute`).
+    budget: super::refute::Budget,
+    /// Set only by a test hook, to measure an attack without the budget.
+    budget_off: bool,
 }
 
 impl Inner {
@@ -199,10 +204,22 @@ impl Inner {
             };
             let verdict = {
                 let view = view_of(swim, packet.nodes());
-                screen::screen_packet(peer, packet, &view)
+                screen::screen_packet(peer, packet, &view).map(|verdict| {
+                    let fresh: Vec<_> = verdict
+                        .packet
+                        .updates
+                        .iter()
+                        .flatten()
+                        .filter_map(|m| Some((m.clone(), refute::fresh(peer, m, &view)?)))
+                        .collect();
+                    (verdict, fresh)
+                })
             };
             let verdict = match verdict {
-                Ok(verdict) => verdict,
+                Ok((mut verdict, fresh)) => {
+                    self.spend_budget(swim, peer, &mut verdict, fresh);
+                    verdict
+                }
                 Err(refusal) => {
                     self.refused(peer, &refusal);
                     return Vec::new();
@@ -223,6 +240,44 @@ impl Inner {
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// This node's SWIM incarnation (how often it refuted a suspicion or rejoined).
+    #[cfg(feature = "testing")]
+    pub(super) fn swim_incarnation(&self) -> Incarnation {
+        self.swim.lock().guards.my_incarnation
+    }
+
+    /// Turns the refutation budget off or on (to measure what it prevents).
+    #[cfg(feature = "testing")]
+    pub(super) fn set_refutation_budget(&self, on: bool) {
+        self.swim.lock().guards.budget_off = !on;
+    }
+
+    /// Leaves out of `verdict` the fresh suspicions (`refute`) over `peer`'s budget.
+    fn spend_budget(
+        &self,
+        swim: &mut Swim,
+        peer: NodeId,
+        verdict: &mut PacketVerdict,
+        fresh: Vec<(foca::Member<NodeIdentity>, bool)>,
+    ) {
+        if swim.guards.budget_off {
+            return;
+        }
+        let now = Instant::now();
+        for (member, about_me) in fresh {
+            if swim.guards.budget.take(peer, about_me, now) {
+                continue;
+            }
+            if let Some(updates) = verdict.packet.updates.as_mut() {
+                updates.retain(|m| *m != member);
+            }
+            verdict.suspicions.retain(|m| *m != member);
+            verdict.refused.push(Refusal::SuspicionBudget {
+                node: member.id().node,
+            });
+        }
     }
 
     /// Counts and logs a refused packet or update.

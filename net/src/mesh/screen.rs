@@ -65,6 +65,8 @@ pub(crate) enum Refusal {
     LoneUndead,
     #[error("a sync of {0} members is over the bound")]
     SyncTooLarge(usize),
+    #[error("a suspicion of {node} over the sender's refutation budget")]
+    SuspicionBudget { node: NodeId },
 }
 
 /// What foca knows, as the screen needs it.

@@ -777,6 +777,11 @@ impl CertIdentity {
             && (self.role == Role::Node || Role::of_name(name) == Role::Client)
     }
 
+    /// Reads the first certificate in `pem`; `None` if there is none or it does not parse.
+    pub fn of_pem(pem: &str) -> Option<CertIdentity> {
+        CertIdentity::of_cert(&pem_to_der(pem).ok()?)
+    }
+
     /// Reads a certificate (DER); `None` if it does not parse.
     pub fn of_cert(der: &[u8]) -> Option<CertIdentity> {
         use x509_parser::extensions::GeneralName;

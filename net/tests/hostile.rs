@@ -667,3 +667,68 @@ fn a_revoked_serial_is_refused_after_a_reload() {
     mesh.close();
     rt.shutdown();
 }
+
+/// A node of region `region` whose certificate names `certified`.
+fn start_in(
+    ca: &ClusterCa,
+    n: u64,
+    seeds: &[&Mesh],
+    certified: Option<&str>,
+    region: &str,
+) -> (Runtime, Result<Mesh, cairn_net::MeshError>) {
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(common::id(n))
+        .build()
+        .unwrap();
+    let name = format!("node-{n}");
+    let cert = ca
+        .issue_in(&name, cairn_net::Role::Node, 30, certified)
+        .unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), cert);
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .region(region);
+    for seed in seeds {
+        config = config.seed(seed.local_addr(), seed.name());
+    }
+    let mesh = Mesh::start(&rt.handle(), config);
+    (rt, mesh)
+}
+
+#[test]
+fn a_node_cannot_claim_a_region_other_than_its_certificates() {
+    let ca = ClusterCa::generate().unwrap();
+    // At start: refused, clearly.
+    let (rt0, refused) = start_in(&ca, 9, &[], Some("eu"), "us");
+    let error = refused.expect_err("a node started in another region than its certificate's");
+    assert!(error.to_string().contains("region"), "{error}");
+    rt0.shutdown();
+
+    let (rt1, m1) = start_in(&ca, 1, &[], Some("eu"), "eu");
+    let m1 = m1.unwrap();
+    let (rt2, m2) = start_in(&ca, 2, &[&m1], Some("eu"), "eu");
+    let m2 = m2.unwrap();
+    for mesh in [&m1, &m2] {
+        wait_until("two members", || mesh.members().len() == 2);
+    }
+    // Node 2 tells node 1 it is in "us": refused and counted; node 1 still sees it in "eu".
+    let refused_before = m1.stats().refused_membership_updates;
+    assert!(m2.forge_region(m1.node(), "us"));
+    wait_until("the lie to be refused", || {
+        m1.stats().refused_membership_updates > refused_before
+    });
+    let seen = m1
+        .members()
+        .into_iter()
+        .find(|m| m.node == m2.node())
+        .unwrap();
+    assert_eq!(seen.region.as_deref(), Some("eu"));
+    for mesh in [&m1, &m2] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2] {
+        rt.shutdown();
+    }
+}

@@ -22,6 +22,10 @@
 //! * **A member claims names for its own processes only.** The name claims a joining node
 //!   sends with its sync request are taken for its own pids only (`inbound`).
 //!
+//! * **A region in the certificate is the only one a node may claim.** Its SWIM identity
+//!   must carry it ([`region_allowed`]; checked in `membership`, refused packets counted as
+//!   refused membership updates), and `Mesh::start` refuses another `region`.
+//!
 //! A refused message that was a call is answered with
 //! [`RemoteFailure::Unauthorized`](super::wire::RemoteFailure::Unauthorized) (the caller
 //! sees `CallError::Unroutable`); every refusal is logged and counted in
@@ -117,6 +121,15 @@ pub(crate) fn check_signal(
     match name_of(to) {
         Some(name) if is_system_name(&name) => Err(Denied::SystemProcess(name)),
         _ => Ok(()),
+    }
+}
+
+/// Whether a peer whose certificate names `certified` (if any) may go by the region
+/// `claimed` in membership: a certified region is the only one it may claim.
+pub(crate) fn region_allowed(certified: Option<&str>, claimed: Option<&str>) -> bool {
+    match certified {
+        None => true,
+        Some(region) => claimed == Some(region),
     }
 }
 
@@ -241,6 +254,16 @@ mod tests {
             Err(Denied::ClientMembership)
         );
         assert!(is_system_name("cairn.objects.Counter"));
+    }
+
+    #[test]
+    fn a_certified_region_is_the_only_one_a_peer_may_claim() {
+        assert!(region_allowed(Some("eu"), Some("eu")));
+        assert!(!region_allowed(Some("eu"), Some("us")));
+        assert!(!region_allowed(Some("eu"), None));
+        // A certificate without a region leaves the label to the node.
+        assert!(region_allowed(None, Some("us")));
+        assert!(region_allowed(None, None));
         assert!(!is_system_name("cairnish"));
     }
 }

@@ -300,9 +300,10 @@ impl Inner {
         let inner = Arc::clone(self);
         let reader = Arc::clone(&control);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let region = crate::tls::peer_identity(reader.conn.quinn()).and_then(|c| c.region);
             while let Ok(packet) = reader.conn.quinn().read_datagram().await {
                 reader.touch();
-                inner.swim_packet(reader.node, &packet);
+                inner.swim_packet(reader.node, region.as_deref(), &packet);
             }
         });
         let inner = Arc::clone(self);

@@ -442,7 +442,11 @@ impl Inner {
             let member = super::authz::check_membership(datagrams.cert().role);
             while let Ok(packet) = datagrams.quic().quinn().read_datagram().await {
                 match &member {
-                    Ok(()) => inner.swim_packet(datagrams.node(), &packet),
+                    Ok(()) => inner.swim_packet(
+                        datagrams.node(),
+                        datagrams.cert().region.as_deref(),
+                        &packet,
+                    ),
                     Err(denied) => drop(inner.unauthorized(datagrams.node(), denied)),
                 }
             }

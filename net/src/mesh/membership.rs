@@ -190,18 +190,43 @@ impl Inner {
 
     /// A SWIM packet from `peer` (a datagram on a mesh or control connection to it),
     /// screened (`screen`) before foca sees it.
-    pub(super) fn swim_packet(self: &Arc<Self>, peer: NodeId, data: &[u8]) {
+    /// A SWIM packet from `peer`, whose certificate names `region` (if any: then the
+    /// packet's identity of `peer` must be in it).
+    pub(super) fn swim_packet(self: &Arc<Self>, peer: NodeId, region: Option<&str>, data: &[u8]) {
         let suspicions = self.with_swim(|swim, fx| {
             if swim.frozen.is_some() || data.len() > super::swim::MAX_PACKET {
                 return Vec::new();
             }
-            let packet = match Packet::decode(data) {
+            let mut packet = match Packet::decode(data) {
                 Ok(packet) => packet,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "SWIM packet ignored");
                     return Vec::new();
                 }
             };
+            let claimed = packet.header.src.region.as_deref();
+            if !super::authz::region_allowed(region, claimed) {
+                let refusal = Refusal::WrongRegion {
+                    node: peer,
+                    claimed: claimed.map(str::to_owned),
+                };
+                self.refused(peer, &refusal);
+                return Vec::new();
+            }
+            if let Some(updates) = packet.updates.as_mut() {
+                updates.retain(|m| {
+                    let own = m.id().node == peer;
+                    let ok = !own || super::authz::region_allowed(region, m.id().region.as_deref());
+                    if !ok {
+                        let refusal = Refusal::WrongRegion {
+                            node: peer,
+                            claimed: m.id().region.clone(),
+                        };
+                        self.refused(peer, &refusal);
+                    }
+                    ok
+                });
+            }
             let verdict = {
                 let view = view_of(swim, packet.nodes());
                 screen::screen_packet(peer, packet, &view).map(|verdict| {
@@ -771,6 +796,38 @@ impl Inner {
                     message: foca::Message::Gossip,
                 },
                 updates: Some(members),
+                tail: Vec::new(),
+            };
+            (dst, packet.encode())
+        };
+        self.send_swim(forged.0, bytes::Bytes::from(forged.1));
+        true
+    }
+
+    /// Test hook behind `Mesh::forge_region`.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_region(self: &Arc<Self>, to: NodeId, region: &str) -> bool {
+        let forged = {
+            let swim = self.swim.lock();
+            let Some(dst) = swim
+                .foca
+                .iter_membership_state()
+                .find(|m| m.id().node == to)
+                .map(|m| m.id().clone())
+            else {
+                return false;
+            };
+            let mut me = swim.foca.identity().clone();
+            me.region = Some(region.to_owned());
+            let incarnation = swim.guards.my_incarnation;
+            let packet = Packet {
+                header: foca::Header {
+                    src: me.clone(),
+                    src_incarnation: incarnation,
+                    dst: dst.clone(),
+                    message: foca::Message::Gossip,
+                },
+                updates: Some(vec![foca::Member::new(me, incarnation, foca::State::Alive)]),
                 tail: Vec::new(),
             };
             (dst, packet.encode())

@@ -238,6 +238,15 @@ impl Mesh {
                 NodeId::of_name(name)
             )));
         }
+        if let Some(certified) = config.tls.node().identity().and_then(|c| c.region) {
+            if config.region.as_deref() != Some(certified.as_str()) {
+                // Peers refuse any other region from this certificate.
+                return Err(MeshError::Config(format!(
+                    "the certificate of {name:?} is for region {certified:?}, but the node was given region {:?}",
+                    config.region
+                )));
+            }
+        }
         if config.failure_timeout < swim::MIN_FAILURE_TIMEOUT {
             return Err(MeshError::Config(format!(
                 "failure timeout {:?} is below {:?}",
@@ -507,6 +516,14 @@ impl Mesh {
     #[cfg(feature = "testing")]
     pub fn swim_incarnation(&self) -> u16 {
         self.inner.swim_incarnation()
+    }
+
+    /// Test hook for a member lying about its region: sends `to` one SWIM gossip packet
+    /// from this node's identity with `region` in place of its own. Returns false if this
+    /// node does not know `to`. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_region(&self, to: NodeId, region: &str) -> bool {
+        self.inner.forge_region(to, region)
     }
 
     /// Turns the refutation budget (see `refute`) off or on, to measure an attack with and

@@ -201,6 +201,8 @@ struct MeshOptions {
     client: bool,
     #[cfg(feature = "mesh")]
     failure_timeout: Option<Duration>,
+    #[cfg(feature = "mesh")]
+    revoked: Option<PathBuf>,
 }
 
 impl Default for MeshOptions {
@@ -221,6 +223,8 @@ impl Default for MeshOptions {
             client: false,
             #[cfg(feature = "mesh")]
             failure_timeout: None,
+            #[cfg(feature = "mesh")]
+            revoked: None,
         }
     }
 }
@@ -487,6 +491,15 @@ impl NodeBuilder {
         self
     }
 
+    #[cfg(feature = "mesh")]
+    /// Honours the operator's revocation list at `path` (revoked certificate serials, one
+    /// a line): read at start, checked at every hello, re-read every 10 s (see
+    /// `cairn_net::MeshConfig::revoked`).
+    pub fn revoked(mut self, path: impl Into<PathBuf>) -> Self {
+        self.mesh.revoked = Some(path.into());
+        self
+    }
+
     #[cfg(feature = "http")]
     /// Serves HTTP and WebSockets into objects on `addr` (port 0 picks a free port; off
     /// unless set): `/{class}/{key}/...` reaches [`Object::fetch`] on the object's owner.
@@ -522,7 +535,7 @@ impl NodeBuilder {
         }
         // Certificates first: a bad cluster directory fails before anything runs.
         #[cfg(feature = "mesh")]
-        let mesh_config = match (self.mesh.listen, self.mesh.client) {
+        let mut mesh_config = match (self.mesh.listen, self.mesh.client) {
             (_, true) => Some(client::mesh_config(&self.mesh.seeds, self.mesh.tls()?)),
             (Some(listen), false) => {
                 let mut config = MeshConfig::new(listen, self.mesh.tls()?);
@@ -536,6 +549,10 @@ impl NodeBuilder {
             }
             (None, false) => None,
         };
+        #[cfg(feature = "mesh")]
+        if let Some(config) = mesh_config.as_mut() {
+            config.revoked = self.mesh.revoked.clone();
+        }
         // The data dir is this node's alone (locked), and says which life this is. A client
         // keeps nothing: a scratch store, and a creation taken from the clock.
         let name = self.mesh.tls_name();

@@ -597,3 +597,118 @@ fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() 
         "{err}"
     );
 }
+
+/// Issues a node certificate for `name` from the CA in `ca` into `dir/certs-NAME`
+/// (`extra`: more `cert issue` flags); returns that directory.
+fn issue_node(dir: &Path, ca: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(format!("certs-{name}"));
+    let mut args = vec![
+        "cert",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        name,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, err) = cli(&args);
+    assert!(ok, "{stdout}{err}");
+    assert!(stdout.contains("serial "), "{stdout}");
+    out
+}
+
+/// The `--cert/--key/--ca` flags for `name`'s files in `certs`.
+fn own_files(name: &str, certs: &Path) -> impl FnOnce(&mut Command) {
+    let (cert, key, ca) = (
+        certs.join(format!("{name}.pem")),
+        certs.join(format!("{name}.key")),
+        certs.join("ca.pem"),
+    );
+    move |cmd: &mut Command| {
+        cmd.arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--ca")
+            .arg(&ca);
+    }
+}
+
+#[test]
+fn a_revoked_serial_is_refused_after_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let c1 = issue_node(dir.path(), &ca, "n1", &[]);
+    let c2 = issue_node(dir.path(), &ca, "n2", &[]);
+    let revoked = dir.path().join("revoked.txt");
+    std::fs::write(&revoked, "# revoked serials\n").unwrap();
+    let no_ca = dir.path().join("no-ca");
+    let list = revoked.clone();
+    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], |cmd| {
+        own_files("n1", &c1)(cmd);
+        cmd.arg("--revoked").arg(&list);
+    });
+    let n2 = NodeProc::start_with("n2", dir.path(), &no_ca, &[n1.addr], own_files("n2", &c2));
+    n1.wait_peers(1);
+
+    // The operator revokes n2 (its serial, as `cert serial` prints it): after the next
+    // reload n1 refuses it and declares it down.
+    let (ok, serial, err) = cli(&["cert", "serial", c2.join("n2.pem").to_str().unwrap()]);
+    assert!(ok, "{serial}{err}");
+    std::fs::write(&revoked, format!("{}  # n2, compromised\n", serial.trim())).unwrap();
+    n1.stderr.wait_for("certificate is revoked");
+    let down = format!("node down node={}", n2.id);
+    n1.stdout.wait_for(&down);
+    // It stays out: every new hello of it is refused.
+    let refusals = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("certificate is revoked"))
+            .count()
+    };
+    n1.stderr
+        .wait_until("n2's next attempt refused", |l| refusals(l) >= 2);
+    let ups = n1.stdout.wait_until("lines", |_| true);
+    let after_down = ups.iter().skip_while(|l| !l.contains(&down)).skip(1);
+    assert!(
+        !after_down
+            .clone()
+            .any(|l| l.contains(&format!("node up node={}", n2.id))),
+        "a revoked node came back: {ups:?}"
+    );
+}
+
+#[test]
+fn a_node_cannot_run_in_a_region_its_certificate_does_not_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let certs = issue_node(dir.path(), &ca, "n1", &["--region", "eu"]);
+    let run = |region: &str| {
+        cli(&[
+            "run",
+            "--name",
+            "n1",
+            "--listen",
+            &free_addr().to_string(),
+            "--data-dir",
+            dir.path().join(format!("n1-{region}")).to_str().unwrap(),
+            "--region",
+            region,
+            "--cert",
+            certs.join("n1.pem").to_str().unwrap(),
+            "--key",
+            certs.join("n1.key").to_str().unwrap(),
+            "--ca",
+            certs.join("ca.pem").to_str().unwrap(),
+        ])
+    };
+    let (ok, out, err) = run("us");
+    assert!(!ok, "{out}");
+    assert!(err.contains("is for region \"eu\""), "{err}");
+}

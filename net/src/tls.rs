@@ -242,6 +242,18 @@ impl ClusterCa {
     /// `days` days (see [`ClusterCa::issue`]). A client's name must end with
     /// [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be [`ANY_NODE_NAME`].
     pub fn issue_as(&self, name: &str, role: Role, days: u32) -> Result<NodeCert, TlsError> {
+        self.issue_in(name, role, days, None)
+    }
+
+    /// [`ClusterCa::issue_as`] with the holder's region in the certificate (the subject's
+    /// locality): a node whose certificate names a region can claim no other.
+    pub fn issue_in(
+        &self,
+        name: &str,
+        role: Role,
+        days: u32,
+        region: Option<&str>,
+    ) -> Result<NodeCert, TlsError> {
         let bad = |why| TlsError::BadName {
             name: name.to_owned(),
             role,
@@ -265,6 +277,12 @@ impl ClusterCa {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         dn.push(DnType::OrganizationalUnitName, role.as_str());
+        if let Some(region) = region {
+            if region.is_empty() || region.len() > 64 {
+                return Err(bad("a region has 1 to 64 bytes"));
+            }
+            dn.push(DnType::LocalityName, region);
+        }
         params.distinguished_name = dn;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -369,6 +387,12 @@ impl NodeCert {
     /// The certificate (DER).
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
+    }
+
+    /// What the certificate says of its holder (name, role, serial, region); `None` if it
+    /// does not parse.
+    pub fn identity(&self) -> Option<CertIdentity> {
+        CertIdentity::of_cert(self.cert_der.as_ref())
     }
 
     /// Builds a node certificate from PEM text (certificate and PKCS#8 private key), e.g.
@@ -682,6 +706,66 @@ pub struct CertIdentity {
     pub names: Vec<String>,
     /// Its role (organizational unit `client`; anything else is a node).
     pub role: Role,
+    /// Its serial number (what a revocation list names).
+    pub serial: Serial,
+    /// Its region (the subject's locality), when issued with one.
+    pub region: Option<String>,
+}
+
+/// A certificate serial number: big-endian bytes without leading zeros, written as
+/// lowercase hex (`cairn-node cert issue` prints it; a revocation list holds one a line).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Serial(Vec<u8>);
+
+impl Serial {
+    /// From the DER integer's bytes (leading zero bytes dropped).
+    pub fn from_bytes(bytes: &[u8]) -> Serial {
+        let start = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len());
+        Serial(bytes[start..].to_vec())
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("00");
+        }
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Serial {
+    type Err = String;
+
+    /// Hex, either case, with optional `:` between bytes (as `openssl x509 -serial`
+    /// and browsers print it) and an optional `0x`.
+    fn from_str(s: &str) -> Result<Serial, String> {
+        let s = s.trim();
+        let hex: String = s
+            .strip_prefix("0x")
+            .unwrap_or(s)
+            .chars()
+            .filter(|&c| c != ':')
+            .collect();
+        if hex.is_empty() || hex.len() > 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(format!(
+                "{s:?} is not a certificate serial (hex, at most 32 bytes)"
+            ));
+        }
+        let padded = if hex.len() % 2 == 1 {
+            format!("0{hex}")
+        } else {
+            hex
+        };
+        let bytes = (0..padded.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&padded[i..i + 2], 16).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<u8>, String>>()?;
+        Ok(Serial::from_bytes(&bytes))
+    }
 }
 
 impl CertIdentity {
@@ -691,6 +775,11 @@ impl CertIdentity {
         name != ANY_NODE_NAME
             && self.names.iter().any(|n| n == name)
             && (self.role == Role::Node || Role::of_name(name) == Role::Client)
+    }
+
+    /// Reads the first certificate in `pem`; `None` if there is none or it does not parse.
+    pub fn of_pem(pem: &str) -> Option<CertIdentity> {
+        CertIdentity::of_cert(&pem_to_der(pem).ok()?)
     }
 
     /// Reads a certificate (DER); `None` if it does not parse.
@@ -714,7 +803,16 @@ impl CertIdentity {
             .iter_organizational_unit()
             .any(|ou| ou.as_str().ok() == Some(Role::Client.as_str()));
         let role = if client { Role::Client } else { Role::Node };
-        Some(CertIdentity { names, role })
+        let region = cert
+            .subject()
+            .iter_locality()
+            .find_map(|l| l.as_str().ok().map(str::to_owned));
+        Some(CertIdentity {
+            names,
+            role,
+            serial: Serial::from_bytes(cert.raw_serial()),
+            region,
+        })
     }
 }
 
@@ -783,6 +881,8 @@ mod tests {
         let forged = CertIdentity {
             names: vec!["n1".into(), "ops.client".into()],
             role: Role::Client,
+            serial: Serial::from_bytes(&[1]),
+            region: None,
         };
         assert!(!forged.allows("n1"));
         // Issuing refuses names that do not fit the role.

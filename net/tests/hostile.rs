@@ -34,6 +34,8 @@ struct Rogue {
     rx: FramedReceiver,
     endpoint: Endpoint,
     conn: Connection,
+    /// Its certificate's serial.
+    serial: cairn_net::tls::Serial,
 }
 
 impl Rogue {
@@ -42,7 +44,9 @@ impl Rogue {
     fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
         let node = NodeId::of_name(name);
         let rt = Runtime::builder().workers(1).build().unwrap();
-        let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(name).unwrap());
+        let cert = ca.issue(name).unwrap();
+        let serial = cert.identity().unwrap().serial;
+        let tls = TlsConfig::new(ca.cert_der().clone(), cert);
         let endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
         let listen = endpoint.local_addr().unwrap();
         let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
@@ -73,6 +77,7 @@ impl Rogue {
             rx,
             endpoint,
             conn,
+            serial,
         }
     }
 
@@ -86,17 +91,22 @@ impl Rogue {
 
     /// The next frame that is not membership chatter.
     fn recv_send(&mut self) -> Wire {
+        self.recv_where(|frame| matches!(frame, Wire::Send { .. }))
+    }
+
+    /// The next frame `wanted` picks.
+    fn recv_where(&mut self, wanted: impl Fn(&Wire) -> bool) -> Wire {
         let rx = &mut self.rx;
         self.rt
             .block_on(self.rt.timeout(TIMEOUT, async move {
                 loop {
-                    match rx.recv::<Wire>().await.unwrap().unwrap() {
-                        frame @ Wire::Send { .. } => return frame,
-                        _ => continue,
+                    let frame = rx.recv::<Wire>().await.unwrap().unwrap();
+                    if wanted(&frame) {
+                        return frame;
                     }
                 }
             }))
-            .expect("a message in time")
+            .expect("a frame in time")
     }
 }
 
@@ -274,6 +284,20 @@ fn incarnation_of(mesh: &Mesh, node: NodeId) -> Option<u64> {
 
 #[test]
 fn a_member_that_keeps_declaring_others_down_brings_no_one_down() {
+    // The same attack without and with the refutation budget: how far the victim's SWIM
+    // incarnation (a u16: at the top, a suspicion can no longer be refuted) climbs.
+    let without = declare_down_attack(false);
+    let with = declare_down_attack(true);
+    println!("victim's SWIM incarnation climb in a 2 s attack: {without} without the refutation budget, {with} with it");
+    // At most the burst plus one token per 500 ms (and a little slack for the attack's
+    // tail), each worth the screen's cap on a jump plus one.
+    assert!(with <= (4 + 6) * 9, "climbed {with}");
+    assert!(with < without, "{with} with the budget, {without} without");
+}
+
+/// Node 3 keeps telling node 1 that node 2 is down; returns how far node 2's SWIM
+/// incarnation climbed (refuting).
+fn declare_down_attack(budget: bool) -> u16 {
     use cairn_net::mesh::SwimState;
     let ca = ClusterCa::generate().unwrap();
     let (rt1, m1) = start_fast(&ca, 1, &[]);
@@ -282,8 +306,10 @@ fn a_member_that_keeps_declaring_others_down_brings_no_one_down() {
     let (n1, n2, n3) = (m1.node(), m2.node(), liar.node());
     for mesh in [&m1, &m2, &liar] {
         wait_until("three members everywhere", || mesh.members().len() == 3);
+        mesh.set_refutation_budget(budget);
     }
     let victim = incarnation_of(&m1, n2).unwrap();
+    let start = m2.swim_incarnation();
     let mut events = m1.node_events();
 
     // For 2 s (about seven suspicion periods), node 3 — a member in good standing that
@@ -325,12 +351,14 @@ fn a_member_that_keeps_declaring_others_down_brings_no_one_down() {
     assert!(stats.downgraded_down_claims > 0, "{stats:?}");
     assert!(stats.refused_membership_updates > 0, "{stats:?}");
     assert!(stats.spoofed_swim_packets > 0, "{stats:?}");
+    let climb = m2.swim_incarnation() - start;
     for mesh in [&m1, &m2, &liar] {
         mesh.close();
     }
     for rt in [rt1, rt2, rt3] {
         rt.shutdown();
     }
+    climb
 }
 
 #[test]
@@ -462,4 +490,246 @@ fn a_peer_gets_at_most_two_control_connections() {
     drop(controls);
     mesh.close();
     rt.shutdown();
+}
+
+/// A process that waits forever (a kill is the only way out).
+fn sleeper(rt: &Runtime) -> Pid {
+    rt.spawn(|mut ctx: Ctx<()>| async move { while ctx.recv().await.is_some() {} })
+        .pid()
+}
+
+fn kill(to: Pid, from: Pid, link: bool) -> Wire {
+    Wire::Exit {
+        to,
+        from,
+        reason: cairn_scheduler::ExitReason::Kill,
+        link,
+    }
+}
+
+#[test]
+fn system_processes_refuse_remote_exit_signals_and_links() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let mut rogue = Rogue::connect(&ca, "rogue-killer", &mesh);
+    let handle = rt.handle();
+    let system = sleeper(&rt);
+    handle.register("cairn.alarms", system).unwrap();
+    let plain = sleeper(&rt);
+    let from = Pid::from_parts(rogue.node, 0, 1);
+    rogue.send(kill(system, from, false));
+    rogue.send(kill(system, from, true));
+    rogue.send(Wire::Link { to: system, from });
+    // The same signal to an ordinary process works: once it has died, the lane (one
+    // reader, in order) has handled the three frames before it.
+    rogue.send(kill(plain, from, false));
+    wait_until("the plain process to be killed", || {
+        handle.name_of(plain).is_none() && !handle.is_alive(plain)
+    });
+    assert_eq!(mesh.stats().unauthorized, 3, "{:?}", mesh.stats());
+    assert!(handle.is_alive(system), "a member killed a system process");
+    assert_eq!(handle.whereis("cairn.alarms"), Some(system));
+    mesh.close();
+    rt.shutdown();
+}
+
+#[test]
+fn a_client_reaches_published_processes_only_and_signals_nothing() {
+    use cairn_net::mesh::wire::{NameClaim, RemoteFailure, Target};
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    mesh.declare::<Msg>(TAG).unwrap();
+    let mut client = Rogue::connect(&ca, "rogue.client", &mesh);
+    let handle = rt.handle();
+    let published = doubler(&rt);
+    handle.register("doubler", published).unwrap();
+    let hidden = sleeper(&rt);
+    let from = Pid::from_parts(client.node, 0, 1);
+
+    // A call to an unpublished pid is answered "not authorized".
+    client.send(Wire::Send {
+        from: Some(from),
+        to: Target::Pid(hidden),
+        tag: TAG.into(),
+        call: Some(77),
+        payload: Bytes(vec![]),
+    });
+    let answer = client.recv_where(|f| matches!(f, Wire::Reply { id: 77, .. }));
+    assert!(
+        matches!(
+            &answer,
+            Wire::Reply {
+                result: Err(RemoteFailure::Unauthorized(_)),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+    // Signals, links, membership syncs, name claims and SWIM packets: all refused.
+    client.send(kill(hidden, from, false));
+    client.send(Wire::Link { to: hidden, from });
+    client.send(Wire::SyncRequest {
+        names: vec![NameClaim {
+            name: "client-owned".into(),
+            pid: from,
+            lamport: 1,
+            incarnation: 1,
+        }],
+    });
+    client
+        .conn
+        .quinn()
+        .send_datagram(vec![0x94, 0, 0, 0, 0].into())
+        .unwrap();
+    // A published process by name and by pid is reached (the empty payload then fails to
+    // decode: that is past authorization).
+    for to in [Target::Name("doubler".into()), Target::Pid(published)] {
+        client.send(Wire::Send {
+            from: None,
+            to,
+            tag: TAG.into(),
+            call: None,
+            payload: Bytes(vec![]),
+        });
+    }
+    wait_until("both published sends to be handled", || {
+        let s = mesh.stats();
+        s.delivered + s.bad_messages == 2
+    });
+    wait_until("the datagram to be refused", || {
+        mesh.stats().unauthorized == 5
+    });
+    assert!(handle.is_alive(hidden), "a client killed a process");
+    assert_eq!(mesh.whereis("client-owned"), None);
+    assert_eq!(mesh.members().len(), 1, "a client became a member");
+    mesh.close();
+    rt.shutdown();
+}
+
+#[test]
+fn a_revoked_serial_is_refused_after_a_reload() {
+    let ca = ClusterCa::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("revoked");
+    std::fs::write(&list, "# nobody yet\n").unwrap();
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(common::id(1))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("node-1").unwrap());
+    let config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .revoked(&list, Duration::from_millis(100));
+    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let rogue = Rogue::connect(&ca, "rogue-revoked", &mesh);
+    let bystander = Rogue::connect(&ca, "rogue-bystander", &mesh);
+    assert!(mesh.is_connected(rogue.node));
+
+    // The operator revokes the rogue's certificate: the next reload closes its
+    // connection, and leaves the bystander's alone.
+    std::fs::write(&list, format!("# node compromised\n{}\n", rogue.serial)).unwrap();
+    wait_until("the revoked peer to be cut off", || {
+        mesh.stats().revoked_peers == 1 && !mesh.is_connected(rogue.node)
+    });
+    assert!(mesh.is_connected(bystander.node));
+
+    // It comes back with the same certificate: refused at its hello.
+    let (endpoint, addr, node) = (rogue.endpoint.clone(), mesh.local_addr(), rogue.node);
+    let listen = endpoint.local_addr().unwrap();
+    let acked = rogue.rt.block_on(rogue.rt.timeout(TIMEOUT, async move {
+        let conn = endpoint.connect(addr, "node-1").await.ok()?;
+        let mut tx = conn.open_lane(MESH_LANE).await.ok()?;
+        tx.send(&Wire::Hello(Hello {
+            node,
+            incarnation: 2,
+            listen,
+            name: "rogue-revoked".into(),
+            peers: vec![],
+        }))
+        .await
+        .ok()?;
+        let mut rx = conn.accept_lane().await.ok()?;
+        rx.recv::<Wire>().await.ok()?
+    }));
+    assert!(
+        matches!(acked, Ok(None)),
+        "a revoked peer got an answer: {acked:?}"
+    );
+    wait_until("the second refusal to be counted", || {
+        mesh.stats().revoked_peers == 2
+    });
+    assert!(!mesh.is_connected(rogue.node));
+    // A list that no longer parses leaves the revocation in force.
+    std::fs::write(&list, "not a serial\n").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!mesh.is_connected(rogue.node));
+    mesh.close();
+    rt.shutdown();
+}
+
+/// A node of region `region` whose certificate names `certified`.
+fn start_in(
+    ca: &ClusterCa,
+    n: u64,
+    seeds: &[&Mesh],
+    certified: Option<&str>,
+    region: &str,
+) -> (Runtime, Result<Mesh, cairn_net::MeshError>) {
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(common::id(n))
+        .build()
+        .unwrap();
+    let name = format!("node-{n}");
+    let cert = ca
+        .issue_in(&name, cairn_net::Role::Node, 30, certified)
+        .unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), cert);
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .region(region);
+    for seed in seeds {
+        config = config.seed(seed.local_addr(), seed.name());
+    }
+    let mesh = Mesh::start(&rt.handle(), config);
+    (rt, mesh)
+}
+
+#[test]
+fn a_node_cannot_claim_a_region_other_than_its_certificates() {
+    let ca = ClusterCa::generate().unwrap();
+    // At start: refused, clearly.
+    let (rt0, refused) = start_in(&ca, 9, &[], Some("eu"), "us");
+    let error = refused.expect_err("a node started in another region than its certificate's");
+    assert!(error.to_string().contains("region"), "{error}");
+    rt0.shutdown();
+
+    let (rt1, m1) = start_in(&ca, 1, &[], Some("eu"), "eu");
+    let m1 = m1.unwrap();
+    let (rt2, m2) = start_in(&ca, 2, &[&m1], Some("eu"), "eu");
+    let m2 = m2.unwrap();
+    for mesh in [&m1, &m2] {
+        wait_until("two members", || mesh.members().len() == 2);
+    }
+    // Node 2 tells node 1 it is in "us": refused and counted; node 1 still sees it in "eu".
+    let refused_before = m1.stats().refused_membership_updates;
+    assert!(m2.forge_region(m1.node(), "us"));
+    wait_until("the lie to be refused", || {
+        m1.stats().refused_membership_updates > refused_before
+    });
+    let seen = m1
+        .members()
+        .into_iter()
+        .find(|m| m.node == m2.node())
+        .unwrap();
+    assert_eq!(seen.region.as_deref(), Some("eu"));
+    for mesh in [&m1, &m2] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2] {
+        rt.shutdown();
+    }
 }

@@ -157,6 +157,12 @@ pub struct MeshConfig {
     /// (default 5 s; at least 250 ms). Probe period, probe RTT and suspicion time derive
     /// from it (see `MESH.md`, *Failure detection*).
     pub failure_timeout: Duration,
+    /// The operator's revocation list: a file of revoked certificate serials, one a line
+    /// (see `revoke`). Read at start (an error then fails the start), checked at every
+    /// hello, re-read every [`MeshConfig::revocation_reload`].
+    pub revoked: Option<std::path::PathBuf>,
+    /// How often the revocation list is re-read (default 10 s).
+    pub revocation_reload: Duration,
 }
 
 impl MeshConfig {
@@ -175,6 +181,8 @@ impl MeshConfig {
             max_frame: MAX_FRAME_DEFAULT,
             region: None,
             failure_timeout: DEFAULT_FAILURE_TIMEOUT,
+            revoked: None,
+            revocation_reload: Duration::from_secs(10),
         }
     }
 
@@ -207,6 +215,14 @@ impl MeshConfig {
     /// Sets the failure timeout (see [`MeshConfig::failure_timeout`]).
     pub fn failure_timeout(mut self, timeout: Duration) -> MeshConfig {
         self.failure_timeout = timeout;
+        self
+    }
+
+    /// Honours the revocation list at `path`, re-read every `reload` (see
+    /// [`MeshConfig::revoked`]).
+    pub fn revoked(mut self, path: impl Into<std::path::PathBuf>, reload: Duration) -> MeshConfig {
+        self.revoked = Some(path.into());
+        self.revocation_reload = reload;
         self
     }
 

@@ -57,6 +57,8 @@ pub(super) struct Conn {
     dialed_by_local: bool,
     quic: Connection,
     outbox: Outbox,
+    /// What the peer's certificate says of it (`authz`, `revoke`).
+    cert: super::authz::PeerCert,
 }
 
 /// What the connection rule needs to know of a kept connection (so the rule and the
@@ -96,6 +98,7 @@ impl Conn {
         quic: Connection,
         outbox: Outbox,
     ) -> Conn {
+        let cert = super::authz::PeerCert::of(&quic, &peer.name);
         Conn {
             id,
             node: peer.node,
@@ -104,7 +107,13 @@ impl Conn {
             dialed_by_local,
             quic,
             outbox,
+            cert,
         }
+    }
+
+    /// What the peer's certificate says of it.
+    pub(super) fn cert(&self) -> &super::authz::PeerCert {
+        &self.cert
     }
 
     /// The peer's listen address.

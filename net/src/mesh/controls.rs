@@ -107,6 +107,11 @@ impl Controls {
         self.all.len()
     }
 
+    /// The open control connections.
+    pub(super) fn connections(&self) -> Vec<Connection> {
+        self.all.values().map(|c| c.conn.clone()).collect()
+    }
+
     /// Closes the table; returns the open connections, to be closed.
     pub(super) fn close(&mut self) -> Vec<Arc<Control>> {
         self.closed = true;
@@ -295,9 +300,10 @@ impl Inner {
         let inner = Arc::clone(self);
         let reader = Arc::clone(&control);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let region = crate::tls::peer_identity(reader.conn.quinn()).and_then(|c| c.region);
             while let Ok(packet) = reader.conn.quinn().read_datagram().await {
                 reader.touch();
-                inner.swim_packet(reader.node, &packet);
+                inner.swim_packet(reader.node, region.as_deref(), &packet);
             }
         });
         let inner = Arc::clone(self);

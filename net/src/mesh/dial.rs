@@ -265,6 +265,9 @@ impl Inner {
             quic.close(CLOSE_PROTOCOL, b"hello does not match the certificate");
             return Err(error);
         }
+        if self.refuse_revoked(&quic) {
+            return Err(DialError::Revoked(peer.name));
+        }
         if let Some(expected) = expect.filter(|&e| e != peer.node) {
             // Introduced under another id (a stale or forged peer list): not the node meant.
             tracing::warn!(%expected, found = %peer.node, %addr, "dialed node has another id; closing");
@@ -335,8 +338,17 @@ impl Inner {
             quic.close(CLOSE_PROTOCOL, b"hello does not match the certificate");
             return;
         }
+        if self.refuse_revoked(&quic) {
+            return;
+        }
         if rx.lane() == CONTROL_LANE {
             // A SWIM-only connection (see `controls`): no lanes, no connection rule.
+            let role = super::authz::PeerCert::of(&quic, &hello.name).role;
+            if let Err(denied) = super::authz::check_membership(role) {
+                self.unauthorized(hello.node, &denied);
+                quic.close(CLOSE_PROTOCOL, b"clients take no part in membership");
+                return;
+            }
             self.accept_control(quic, hello.node);
             return;
         }
@@ -427,8 +439,16 @@ impl Inner {
         let inner = Arc::clone(self);
         let datagrams = Arc::clone(conn);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
+            let member = super::authz::check_membership(datagrams.cert().role);
             while let Ok(packet) = datagrams.quic().quinn().read_datagram().await {
-                inner.swim_packet(datagrams.node(), &packet);
+                match &member {
+                    Ok(()) => inner.swim_packet(
+                        datagrams.node(),
+                        datagrams.cert().region.as_deref(),
+                        &packet,
+                    ),
+                    Err(denied) => drop(inner.unauthorized(datagrams.node(), denied)),
+                }
             }
         });
         let inner = Arc::clone(self);

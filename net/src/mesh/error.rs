@@ -55,6 +55,9 @@ pub enum DialError {
     /// The peer's first frame could not be read.
     #[error("reading the peer's hello: {0}")]
     Recv(Arc<RecvError>),
+    /// The peer's certificate is on the revocation list.
+    #[error("the certificate of {0:?} is revoked")]
+    Revoked(String),
     /// The peer's lane ended before it sent a hello.
     #[error("the peer closed its lane before its hello")]
     NoHello,

@@ -9,8 +9,11 @@
 //! payload that does not decode as its registered type is logged and counted
 //! (`bad_messages`) and the connection carries on. A message for a dead pid or an unknown
 //! name is a dead letter (logged, `dead_letters`); if it carried a reply (a call), the
-//! caller is told why at once (the frame's `call`, see `router`). A node may only speak for its own processes: a signal about another node's
-//! process is ignored and counted. Nothing on this path panics.
+//! caller is told why at once (the frame's `call`, see `router`). A node may only speak
+//! for its own processes: a signal about another node's process is ignored and counted.
+//! What a peer may do at all (its role, system processes) is `authz`'s call, made here
+//! before anything is delivered or applied; a refused call is answered
+//! `RemoteFailure::Unauthorized`. Nothing on this path panics.
 //!
 //! # Ordering
 //!
@@ -23,6 +26,7 @@ use std::sync::Arc;
 
 use cairn_scheduler::{MonitorRef, NodeId, Pid};
 
+use super::authz;
 use super::conns::{Conn, Peer};
 use super::registry::Delivery;
 use super::replies::Answered;
@@ -65,8 +69,14 @@ impl Inner {
                     peer: conn.node(),
                     call,
                 };
-                let result = self.deliver(report, &to, &tag, &payload.0).await;
+                let allowed = authz::check_send(conn.cert().role, &to, |pid| self.local_name(pid))
+                    .map_err(|denied| self.unauthorized(conn.node(), &denied));
+                let result = match allowed {
+                    Ok(()) => self.deliver(report, &to, &tag, &payload.0).await,
+                    Err(failure) => Err(failure),
+                };
                 match &result {
+                    Err(RemoteFailure::Unauthorized(_)) => {}
                     Ok(()) => {
                         self.counters.bump(Count::Delivered);
                     }
@@ -95,14 +105,31 @@ impl Inner {
             | Wire::Unlink { .. }
             | Wire::Monitor { .. }
             | Wire::Demonitor { .. }
-            | Wire::Down { .. }) => self.apply_signal(conn.node(), signal),
-            Wire::SyncRequest { names } => {
+            | Wire::Down { .. }) => {
+                let role = conn.cert().role;
+                match authz::check_signal(role, &signal, |pid| self.local_name(pid)) {
+                    Ok(()) => self.apply_signal(conn.node(), signal),
+                    Err(denied) => drop(self.unauthorized(conn.node(), &denied)),
+                }
+            }
+            Wire::SyncRequest { .. } | Wire::Sync { .. }
+                if authz::check_membership(conn.cert().role).is_err() =>
+            {
+                drop(self.unauthorized(conn.node(), &authz::Denied::ClientMembership));
+            }
+            Wire::SyncRequest { mut names } => {
                 let answer = Wire::Sync {
                     members: self.membership_snapshot(),
                     names: self.name_claims(),
                 };
                 if let Err(error) = conn.send(&answer).await {
                     tracing::debug!(peer = %conn.node(), %error, "could not answer a sync request");
+                }
+                // The asker speaks for its own processes only.
+                let asked = names.len();
+                names.retain(|claim| claim.pid.node() == conn.node());
+                if names.len() < asked {
+                    drop(self.unauthorized(conn.node(), &authz::Denied::OthersNames));
                 }
                 self.apply_name_sync(names);
             }
@@ -165,6 +192,22 @@ impl Inner {
                 self.counters.bump(Count::ForgedReply);
             }
         }
+    }
+
+    /// The name the local process `pid` is registered under (`None` for another node's).
+    fn local_name(&self, pid: Pid) -> Option<String> {
+        if pid.node() == self.node {
+            self.handle.name_of(pid)
+        } else {
+            None
+        }
+    }
+
+    /// Logs and counts a refusal by `authz`; the failure to answer a call with.
+    pub(super) fn unauthorized(&self, peer: NodeId, denied: &authz::Denied) -> RemoteFailure {
+        tracing::warn!(%peer, %denied, "refused: not authorized");
+        self.counters.bump(Count::Unauthorized);
+        RemoteFailure::Unauthorized(denied.to_string())
     }
 
     /// Applies a signal frame from `peer` to local processes.

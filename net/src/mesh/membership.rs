@@ -54,6 +54,7 @@ use foca::{Incarnation, OwnedNotification, Timer};
 use serde::{Deserialize, Serialize};
 
 use super::events::NodeEvent;
+use super::refute;
 use super::screen::{self, Packet, PacketVerdict, Refusal, UndeadVotes, View};
 use super::stats::Count;
 use super::swim::{take, Effects, NodeIdentity, Swim, IDLE_ANNOUNCES};
@@ -119,6 +120,10 @@ pub(crate) struct Guards {
     undead: UndeadVotes,
     /// Nodes asked for a sync whose answer has not come (at most one entry per node).
     sync_asked: HashSet<NodeId>,
+    /// Fresh suspicions each sender may still hand this node (`refute`).
+    budget: super::refute::Budget,
+    /// Set only by a test hook, to measure an attack without the budget.
+    budget_off: bool,
 }
 
 impl Inner {
@@ -185,24 +190,61 @@ impl Inner {
 
     /// A SWIM packet from `peer` (a datagram on a mesh or control connection to it),
     /// screened (`screen`) before foca sees it.
-    pub(super) fn swim_packet(self: &Arc<Self>, peer: NodeId, data: &[u8]) {
+    /// A SWIM packet from `peer`, whose certificate names `region` (if any: then the
+    /// packet's identity of `peer` must be in it).
+    pub(super) fn swim_packet(self: &Arc<Self>, peer: NodeId, region: Option<&str>, data: &[u8]) {
         let suspicions = self.with_swim(|swim, fx| {
             if swim.frozen.is_some() || data.len() > super::swim::MAX_PACKET {
                 return Vec::new();
             }
-            let packet = match Packet::decode(data) {
+            let mut packet = match Packet::decode(data) {
                 Ok(packet) => packet,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "SWIM packet ignored");
                     return Vec::new();
                 }
             };
+            let claimed = packet.header.src.region.as_deref();
+            if !super::authz::region_allowed(region, claimed) {
+                let refusal = Refusal::WrongRegion {
+                    node: peer,
+                    claimed: claimed.map(str::to_owned),
+                };
+                self.refused(peer, &refusal);
+                return Vec::new();
+            }
+            if let Some(updates) = packet.updates.as_mut() {
+                updates.retain(|m| {
+                    let own = m.id().node == peer;
+                    let ok = !own || super::authz::region_allowed(region, m.id().region.as_deref());
+                    if !ok {
+                        let refusal = Refusal::WrongRegion {
+                            node: peer,
+                            claimed: m.id().region.clone(),
+                        };
+                        self.refused(peer, &refusal);
+                    }
+                    ok
+                });
+            }
             let verdict = {
                 let view = view_of(swim, packet.nodes());
-                screen::screen_packet(peer, packet, &view)
+                screen::screen_packet(peer, packet, &view).map(|verdict| {
+                    let fresh: Vec<_> = verdict
+                        .packet
+                        .updates
+                        .iter()
+                        .flatten()
+                        .filter_map(|m| Some((m.clone(), refute::fresh(peer, m, &view)?)))
+                        .collect();
+                    (verdict, fresh)
+                })
             };
             let verdict = match verdict {
-                Ok(verdict) => verdict,
+                Ok((mut verdict, fresh)) => {
+                    self.spend_budget(swim, peer, &mut verdict, fresh);
+                    verdict
+                }
                 Err(refusal) => {
                     self.refused(peer, &refusal);
                     return Vec::new();
@@ -223,6 +265,44 @@ impl Inner {
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// This node's SWIM incarnation (how often it refuted a suspicion or rejoined).
+    #[cfg(feature = "testing")]
+    pub(super) fn swim_incarnation(&self) -> Incarnation {
+        self.swim.lock().guards.my_incarnation
+    }
+
+    /// Turns the refutation budget off or on (to measure what it prevents).
+    #[cfg(feature = "testing")]
+    pub(super) fn set_refutation_budget(&self, on: bool) {
+        self.swim.lock().guards.budget_off = !on;
+    }
+
+    /// Leaves out of `verdict` the fresh suspicions (`refute`) over `peer`'s budget.
+    fn spend_budget(
+        &self,
+        swim: &mut Swim,
+        peer: NodeId,
+        verdict: &mut PacketVerdict,
+        fresh: Vec<(foca::Member<NodeIdentity>, bool)>,
+    ) {
+        if swim.guards.budget_off {
+            return;
+        }
+        let now = Instant::now();
+        for (member, about_me) in fresh {
+            if swim.guards.budget.take(peer, about_me, now) {
+                continue;
+            }
+            if let Some(updates) = verdict.packet.updates.as_mut() {
+                updates.retain(|m| *m != member);
+            }
+            verdict.suspicions.retain(|m| *m != member);
+            verdict.refused.push(Refusal::SuspicionBudget {
+                node: member.id().node,
+            });
+        }
     }
 
     /// Counts and logs a refused packet or update.
@@ -716,6 +796,38 @@ impl Inner {
                     message: foca::Message::Gossip,
                 },
                 updates: Some(members),
+                tail: Vec::new(),
+            };
+            (dst, packet.encode())
+        };
+        self.send_swim(forged.0, bytes::Bytes::from(forged.1));
+        true
+    }
+
+    /// Test hook behind `Mesh::forge_region`.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_region(self: &Arc<Self>, to: NodeId, region: &str) -> bool {
+        let forged = {
+            let swim = self.swim.lock();
+            let Some(dst) = swim
+                .foca
+                .iter_membership_state()
+                .find(|m| m.id().node == to)
+                .map(|m| m.id().clone())
+            else {
+                return false;
+            };
+            let mut me = swim.foca.identity().clone();
+            me.region = Some(region.to_owned());
+            let incarnation = swim.guards.my_incarnation;
+            let packet = Packet {
+                header: foca::Header {
+                    src: me.clone(),
+                    src_incarnation: incarnation,
+                    dst: dst.clone(),
+                    message: foca::Message::Gossip,
+                },
+                updates: Some(vec![foca::Member::new(me, incarnation, foca::State::Alive)]),
                 tail: Vec::new(),
             };
             (dst, packet.encode())

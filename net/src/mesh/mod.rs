@@ -55,6 +55,7 @@
 //!   `conns`, `controls`, `replies`, `names`, `events` (never the other way).
 
 pub mod advertise;
+mod authz;
 mod config;
 mod conns;
 mod controls;
@@ -68,8 +69,10 @@ mod inbound;
 mod limits;
 mod membership;
 mod names;
+mod refute;
 mod registry;
 mod replies;
+mod revoke;
 mod router;
 mod screen;
 mod seeds;
@@ -105,6 +108,7 @@ pub use foca::State as SwimState;
 pub use membership::Member;
 pub use names::{NameError, LAMPORT_WINDOW, MAX_NAMES_PER_NODE, MAX_NAME_LEN};
 pub use registry::DeclareError;
+pub use revoke::{read_revocation_list, RevocationError, MAX_REVOKED};
 pub use router::decoding_peer;
 pub use stats::MeshStats;
 pub use wire::PeerInfo;
@@ -170,6 +174,8 @@ struct Inner {
     /// A dial-only client's gateway (`gateway`).
     gateway: gateway::Gateway,
     counters: Counters,
+    /// Revoked certificate serials (`revoke`; a leaf lock).
+    revoked: parking_lot::RwLock<std::collections::HashSet<crate::tls::Serial>>,
     /// Set once by [`Mesh::close`]; each table also refuses additions once closed.
     closed: AtomicBool,
     next_id: AtomicU64,
@@ -232,6 +238,15 @@ impl Mesh {
                 NodeId::of_name(name)
             )));
         }
+        if let Some(certified) = config.tls.node().identity().and_then(|c| c.region) {
+            if config.region.as_deref() != Some(certified.as_str()) {
+                // Peers refuse any other region from this certificate.
+                return Err(MeshError::Config(format!(
+                    "the certificate of {name:?} is for region {certified:?}, but the node was given region {:?}",
+                    config.region
+                )));
+            }
+        }
         if config.failure_timeout < swim::MIN_FAILURE_TIMEOUT {
             return Err(MeshError::Config(format!(
                 "failure timeout {:?} is below {:?}",
@@ -266,6 +281,16 @@ impl Mesh {
                     return Err(error);
                 }
             }
+        };
+        let revoked = match &config.revoked {
+            Some(path) => match revoke::read_revocation_list(path) {
+                Ok(serials) => serials,
+                Err(error) => {
+                    endpoint.close();
+                    return Err(MeshError::Config(error.to_string()));
+                }
+            },
+            None => Default::default(),
         };
         let incarnation = start_incarnation();
         let me = NodeIdentity {
@@ -314,6 +339,7 @@ impl Mesh {
             events: Subscribers::default(),
             gateway: gateway::Gateway::default(),
             counters: Counters::default(),
+            revoked: parking_lot::RwLock::new(revoked),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
@@ -331,6 +357,11 @@ impl Mesh {
                     .spawn(move |_ctx: Ctx<()>| async move { inner.serve_incoming(conn).await });
             }
         });
+        if let Some(path) = inner.config.revoked.clone() {
+            let reloader = Arc::clone(&inner);
+            handle
+                .spawn(move |_ctx: Ctx<()>| async move { reloader.reload_revocations(path).await });
+        }
         let sweeper = Arc::clone(&inner);
         handle.spawn(move |_ctx: Ctx<()>| async move { sweeper.sweep_controls().await });
         if inner.config.dial_only {
@@ -478,6 +509,28 @@ impl Mesh {
         updates: &[(NodeId, u16, SwimState)],
     ) -> bool {
         self.inner.forge_swim(to, from, updates)
+    }
+
+    /// This node's SWIM incarnation: it rises by one (or more) each time this node refutes
+    /// a suspicion of itself. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn swim_incarnation(&self) -> u16 {
+        self.inner.swim_incarnation()
+    }
+
+    /// Test hook for a member lying about its region: sends `to` one SWIM gossip packet
+    /// from this node's identity with `region` in place of its own. Returns false if this
+    /// node does not know `to`. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_region(&self, to: NodeId, region: &str) -> bool {
+        self.inner.forge_region(to, region)
+    }
+
+    /// Turns the refutation budget (see `refute`) off or on, to measure an attack with and
+    /// without it. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn set_refutation_budget(&self, on: bool) {
+        self.inner.set_refutation_budget(on);
     }
 
     /// The connection to `node`, if up: which node dialed it and the peer's address.

@@ -33,6 +33,7 @@ fn call_error(failure: RemoteFailure) -> CallError {
         RemoteFailure::NoProc => CallError::NoProc,
         RemoteFailure::WrongType => CallError::WrongType,
         RemoteFailure::Dropped => CallError::NoReply,
+        RemoteFailure::Unauthorized(why) => CallError::Unroutable(format!("not authorized: {why}")),
         other => CallError::BadReply(other.to_string()),
     }
 }
@@ -204,6 +205,7 @@ mod tests {
             RemoteFailure::NoProc,
             RemoteFailure::WrongType,
             RemoteFailure::Dropped,
+            RemoteFailure::Unauthorized("a client may not".into()),
         ] {
             let id = replies.export(NodeId(2), export(&seen)).unwrap();
             replies.complete(NodeId(2), id, Err(failure));
@@ -213,7 +215,10 @@ mod tests {
             vec![
                 Err(CallError::NoProc),
                 Err(CallError::WrongType),
-                Err(CallError::NoReply)
+                Err(CallError::NoReply),
+                Err(CallError::Unroutable(
+                    "not authorized: a client may not".into()
+                )),
             ]
         );
     }

@@ -65,6 +65,13 @@ pub(crate) enum Refusal {
     LoneUndead,
     #[error("a sync of {0} members is over the bound")]
     SyncTooLarge(usize),
+    #[error("a suspicion of {node} over the sender's refutation budget")]
+    SuspicionBudget { node: NodeId },
+    #[error("{node} claims region {claimed:?}, not the one in its certificate")]
+    WrongRegion {
+        node: NodeId,
+        claimed: Option<String>,
+    },
 }
 
 /// What foca knows, as the screen needs it.

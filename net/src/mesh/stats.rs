@@ -41,6 +41,12 @@ pub struct MeshStats {
     pub refused_streams: u64,
     /// SWIM control connections closed because the peer had the most allowed open.
     pub refused_control_connections: u64,
+    /// Requests refused by authorization (`authz`): exit signals and links to system
+    /// processes, and what a client may not do (signal, reach unpublished processes, take
+    /// part in membership or names).
+    pub unauthorized: u64,
+    /// Connections refused or closed because the peer's certificate serial is revoked.
+    pub revoked_peers: u64,
 }
 
 /// The event counters (the gauge is read from the control connections).
@@ -58,6 +64,8 @@ pub(super) struct Counters {
     unrequested_syncs: AtomicU64,
     refused_streams: AtomicU64,
     refused_control_connections: AtomicU64,
+    unauthorized: AtomicU64,
+    revoked_peers: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -75,6 +83,8 @@ pub(super) enum Count {
     UnrequestedSync,
     RefusedStream,
     RefusedControlConnection,
+    Unauthorized,
+    RevokedPeer,
 }
 
 impl Counters {
@@ -92,6 +102,8 @@ impl Counters {
             Count::UnrequestedSync => &self.unrequested_syncs,
             Count::RefusedStream => &self.refused_streams,
             Count::RefusedControlConnection => &self.refused_control_connections,
+            Count::Unauthorized => &self.unauthorized,
+            Count::RevokedPeer => &self.revoked_peers,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -112,6 +124,8 @@ impl Counters {
             unrequested_syncs: self.unrequested_syncs.load(Ordering::Relaxed),
             refused_streams: self.refused_streams.load(Ordering::Relaxed),
             refused_control_connections: self.refused_control_connections.load(Ordering::Relaxed),
+            unauthorized: self.unauthorized.load(Ordering::Relaxed),
+            revoked_peers: self.revoked_peers.load(Ordering::Relaxed),
         }
     }
 }

@@ -88,6 +88,10 @@ pub enum RemoteFailure {
     /// The callee dropped the request's `Reply` without answering.
     #[error("the callee dropped the request without replying")]
     Dropped,
+    /// The callee's node refused the request: the sender may not do that there (see the
+    /// README's "Security model").
+    #[error("not authorized: {0}")]
+    Unauthorized(String),
 }
 
 /// One frame on a mesh lane.

@@ -1,4 +1,5 @@
-//! The offline cluster CA: `cairn-node ca init` and `cairn-node cert issue`.
+//! The offline cluster CA: `cairn-node ca init`, `cairn-node cert issue` and
+//! `cairn-node cert serial` (for the revocation list, `run --revoked`).
 //!
 //! The CA's private key stays in the operator's CA directory. Nodes and clients are given
 //! their own certificate and key plus the CA certificate (`--cert/--key/--ca`), never the
@@ -44,9 +45,19 @@ pub enum CertCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = DEFAULT_CERT_DAYS)]
         days: u32,
+        /// The holder's region, in the certificate: the node must run with this --region
+        /// and can claim no other.
+        #[arg(long)]
+        region: Option<String>,
         /// The directory to write the files to.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Prints the serial of a certificate (PEM), as a revocation list (`run --revoked`)
+    /// takes it.
+    Serial {
+        /// The certificate file.
+        cert: PathBuf,
     },
 }
 
@@ -74,26 +85,51 @@ pub fn init(dir: &Path) -> Result<(), CliError> {
 
 /// Runs `cert issue`.
 pub fn cert(command: &CertCommand) -> Result<(), CliError> {
-    let CertCommand::Issue {
-        ca,
-        name,
-        role,
-        days,
-        out,
-    } = command;
+    let (ca, name, role, days, region, out) = match command {
+        CertCommand::Issue {
+            ca,
+            name,
+            role,
+            days,
+            region,
+            out,
+        } => (ca, name, role, days, region, out),
+        CertCommand::Serial { cert } => return serial(cert),
+    };
     let name = match role {
         Role::Client if !name.ends_with(CLIENT_NAME_SUFFIX) => {
             format!("{name}{CLIENT_NAME_SUFFIX}")
         }
         _ => name.clone(),
     };
-    issue(ca, &name, *role, *days, out)
+    issue(ca, &name, *role, *days, region.as_deref(), out)
 }
 
-/// Issues a certificate for `name` from the CA in `ca_dir` into `out`.
-pub fn issue(ca_dir: &Path, name: &str, role: Role, days: u32, out: &Path) -> Result<(), CliError> {
+/// Prints the serial of the certificate in `path`.
+fn serial(path: &Path) -> Result<(), CliError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("reading {}: {e}", path.display())))?;
+    let identity = cairn::net::tls::CertIdentity::of_pem(&pem)
+        .ok_or_else(|| CliError::Usage(format!("{} holds no certificate", path.display())))?;
+    println!("{}", identity.serial);
+    Ok(())
+}
+
+/// Issues a certificate for `name` (in `region`, if given) from the CA in `ca_dir` into
+/// `out`.
+pub fn issue(
+    ca_dir: &Path,
+    name: &str,
+    role: Role,
+    days: u32,
+    region: Option<&str>,
+    out: &Path,
+) -> Result<(), CliError> {
     let ca = ClusterCa::load(ca_dir)?;
-    let cert = ca.issue_as(name, role, days)?;
+    let cert = ca.issue_in(name, role, days, region)?;
+    let serial = cert
+        .identity()
+        .map_or_else(|| "?".to_owned(), |c| c.serial.to_string());
     let (cert_path, key_path) = cert.save(out)?;
     let ca_path = out.join(CA_CERT_FILE);
     std::fs::write(&ca_path, ca.cert_pem()).map_err(|source| CliError::Write {
@@ -101,7 +137,8 @@ pub fn issue(ca_dir: &Path, name: &str, role: Role, days: u32, out: &Path) -> Re
         source,
     })?;
     println!(
-        "{role} certificate for {name} valid {days} days: --cert {} --key {} --ca {}",
+        "{role} certificate for {name} (serial {serial}, region {}) valid {days} days: --cert {} --key {} --ca {}",
+        region.unwrap_or("-"),
         cert_path.display(),
         key_path.display(),
         ca_path.display()

@@ -160,6 +160,10 @@ struct RunArgs {
     /// Seconds after which a silent (killed, hung, cut-off) member is declared down.
     #[arg(long, default_value_t = 5.0)]
     failure_timeout: f64,
+    /// The operator's revocation list: revoked certificate serials, one a line (from
+    /// `cert serial`); peers holding one are refused, and the file is re-read every 10 s.
+    #[arg(long)]
+    revoked: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
     #[command(flatten)]
@@ -210,7 +214,14 @@ fn main() -> ExitCode {
         Some(Command::Cluster(ClusterCommand::Init { dir })) => ca::init(&dir),
         Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
             let role = cairn::net::Role::of_name(&name);
-            ca::issue(&dir, &name, role, cairn::net::tls::DEFAULT_CERT_DAYS, &out)
+            ca::issue(
+                &dir,
+                &name,
+                role,
+                cairn::net::tls::DEFAULT_CERT_DAYS,
+                None,
+                &out,
+            )
         }
         Some(Command::Ca(command)) => ca::ca(&command),
         Some(Command::Cert(command)) => ca::cert(&command),
@@ -268,6 +279,9 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     }
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some(path) = &args.revoked {
+        builder = builder.revoked(path);
     }
     let failure_timeout = Duration::try_from_secs_f64(args.failure_timeout)
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;

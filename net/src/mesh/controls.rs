@@ -291,6 +291,13 @@ impl Inner {
                 return;
             }
         };
+        // Both directions are checked here, once installed: a dialed control connection
+        // carries no hello back, and a reload that revoked the peer while this one was
+        // being set up enumerated the connections before it was among them.
+        if self.refuse_revoked(&control.conn) {
+            self.controls.lock().remove(&control);
+            return;
+        }
         // Its hello lane is read: any further stream is refused (`limits`).
         self.refuse_extra_streams(&control.conn);
         tracing::debug!(peer = %node, queued = queued.len(), "SWIM control connection up");

@@ -410,6 +410,9 @@ impl Inner {
                 self.connection_lost(conn.node(), "replaced by a new incarnation");
             }
         }
+        // Checked again once installed: a reload that revoked the peer while this hello
+        // was in flight enumerated the connections before this one was among them.
+        self.refuse_revoked(conn.quic());
         // `NodeEvent::Up` comes from membership (SWIM), not from connections.
         if conn.addr().port() == 0 {
             // A dial-only client: it has no address to give (`advertise::nowhere`).

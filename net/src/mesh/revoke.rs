@@ -8,7 +8,10 @@
 //!
 //! * **Checked at every hello**, on the accepting and the dialing side: a peer whose
 //!   certificate serial is listed is closed before any frame of it is handled (counted in
-//!   [`MeshStats::revoked_peers`](super::MeshStats::revoked_peers)).
+//!   [`MeshStats::revoked_peers`](super::MeshStats::revoked_peers)). SWIM control
+//!   connections are checked in both directions too (a dialed one carries no hello back),
+//!   and every connection is checked again once installed, so a reload racing a hello
+//!   cannot miss a connection that was not yet in the tables it closes.
 //! * **Re-read while running**, every
 //!   [`MeshConfig::revocation_reload`](super::MeshConfig::revocation_reload): after a reload
 //!   that revokes a connected peer, its data and control connections are closed. A list that

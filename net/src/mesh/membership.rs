@@ -32,6 +32,11 @@
 //!   new). A node the cluster declared down while it was alive takes incarnation + 1 when
 //!   it hears so and rejoins as a new member; its processes' links and monitors elsewhere
 //!   have fired `NoConnection`, as in Erlang.
+//! * **Healing.** A node with no live member left (cut off, or starved) does not hold to
+//!   its own `Down` verdicts: when a member it holds down talks to it, it forgets them all
+//!   and takes the cluster's view (`revive_if_alone`). The majority keeps its verdict on the
+//!   cut-off node, which therefore rejoins as a new incarnation: a healed partition merges
+//!   within a gossip round or two of the first packet across (`net/tests/partition.rs`).
 //!
 //! # What this module owns, and its invariants
 //!
@@ -262,9 +267,48 @@ impl Inner {
                     return Vec::new();
                 }
             }
+            self.revive_if_alone(swim, &verdict.packet.header.src, fx);
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// A node with no live member left cannot tell its own isolation (a partition, a
+    /// starved process) from the failure of everyone else, so it does not hold to the
+    /// `Down` verdicts it reached: once a member it holds down talks to it (the screen
+    /// checked that the packet comes from that very node), it forgets every member it
+    /// holds down before foca sees the packet. foca then takes the sender as a live member
+    /// again, and the others as the sender's gossip and sync (live members only) show them.
+    ///
+    /// Without this a healed partition does not merge. Both sides declared each other
+    /// down, and `Down` is terminal in foca (for `REMOVE_DOWN_AFTER`) unless the downed
+    /// node renews its identity. The cut-off node renews on the first "you are down"
+    /// (`TurnUndead`), being alone; but each majority member hears that only from the one
+    /// node holding it down, and one voice is not enough (`UndeadVotes`). So the cut-off
+    /// node went on ignoring every packet of the majority, acks to their probes included,
+    /// and was declared down again each time it rejoined, for as long as its verdicts
+    /// lasted. Only the isolated side forgets: the majority still holds the cut-off node
+    /// down and makes it rejoin as a new incarnation. A member that was really down comes
+    /// back only if someone gossips it alive, and is then probed and declared down again.
+    fn revive_if_alone(&self, swim: &mut Swim, sender: &NodeIdentity, fx: &mut Effects) {
+        if swim.leaving || swim.foca.num_members() > 0 {
+            return;
+        }
+        let held_down: Vec<NodeIdentity> = swim
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| m.id().clone())
+            .collect();
+        if !held_down.contains(sender) {
+            return;
+        }
+        tracing::info!(node = %self.node, peer = %sender.node, forgotten = held_down.len(), "no live member left, and a member held down talks to this node: forgetting every down verdict");
+        for id in held_down {
+            if let Err(error) = swim.foca.handle_timer(Timer::RemoveDown(id), &mut *fx) {
+                tracing::debug!(%error, "forgetting a down member");
+            }
+        }
     }
 
     /// This node's SWIM incarnation (how often it refuted a suspicion or rejoined).

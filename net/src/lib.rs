@@ -38,10 +38,14 @@
 //! - [`endpoint`]: endpoints, connections, framed lanes (ordering and coalescing).
 //! - [`mesh`]: nodes joined over QUIC with SWIM membership (foca) and cluster-wide names;
 //!   it makes the scheduler's pids, names and replies work across nodes.
+//! - `faults` (`testing` feature only): network partitions between sets of ports, by
+//!   dropping datagrams in this process's QUIC sockets.
 
 #![deny(unsafe_code)]
 
 pub mod endpoint;
+#[cfg(feature = "testing")]
+pub mod faults;
 pub mod frame;
 pub mod mesh;
 pub mod runtime;

@@ -170,6 +170,9 @@ struct CairnUdpSocket {
     sched: Arc<ScheduledIo>,
     state: UdpSocketState,
     driver: DriverHandle,
+    /// The bound port, for fault injection (`crate::faults`, `testing` feature).
+    #[cfg(feature = "testing")]
+    port: u16,
 }
 
 impl fmt::Debug for CairnUdpSocket {
@@ -185,6 +188,8 @@ impl CairnUdpSocket {
         socket.set_nonblocking(true)?;
         // Configures the socket (GRO, ECN, don't-fragment, packet info) before handing it over.
         let state = UdpSocketState::new((&socket).into())?;
+        #[cfg(feature = "testing")]
+        let port = socket.local_addr()?.port();
         let mut io = mio::net::UdpSocket::from_std(socket);
         let sched = driver.register(
             &mut io,
@@ -195,6 +200,8 @@ impl CairnUdpSocket {
             sched,
             state,
             driver: driver.clone(),
+            #[cfg(feature = "testing")]
+            port,
         })
     }
 
@@ -223,6 +230,11 @@ impl AsyncUdpSocket for CairnUdpSocket {
     }
 
     fn try_send(&self, transmit: &Transmit<'_>) -> io::Result<()> {
+        #[cfg(feature = "testing")]
+        if crate::faults::cut(self.port, transmit.destination.port()) {
+            // Lost on the way, as over a cut network.
+            return Ok(());
+        }
         let Some(event) = self.peek_writable()? else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -249,7 +261,17 @@ impl AsyncUdpSocket for CairnUdpSocket {
                 Poll::Pending => return Poll::Pending,
             };
             match self.state.recv((&self.io).into(), bufs, meta) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    // Datagrams from across a partition are dropped: quinn skips a
+                    // buffer whose length is zero.
+                    #[cfg(feature = "testing")]
+                    for m in meta.iter_mut().take(n) {
+                        if crate::faults::cut(self.port, m.addr.port()) {
+                            m.len = 0;
+                        }
+                    }
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.sched.clear_readiness(event);
                 }

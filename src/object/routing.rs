@@ -20,8 +20,11 @@
 //! lane), which also holds up the class's other objects on that node.
 //!
 //! A dial-only client (see `cairn_net::MeshConfig::dial_only`) computes no owner: it
-//! sends every envelope to its gateway node's router, which forwards it once to the owner
-//! it sees (so the client's message crosses the mesh at most [`MAX_HOPS`] times too).
+//! sends every envelope to its gateway node's router, which routes it as if it had started
+//! there (the crossing to the gateway is not counted: no owner was chosen for it). So a
+//! gateway that knows no leader for the shard guesses one as a first hop does, rather than
+//! waiting: a gateway cut off by a partition may have been removed from the shard's
+//! replicas meanwhile, and then never learns a leader.
 //!
 //! Classes hosted with [`crate::Node::host_local`] (messages that cannot be serialized)
 //! are never placed: each node has its own objects of that class.
@@ -381,7 +384,9 @@ impl<O: Object> ObjectRef<O> {
                 let name = self.name.to_string();
                 return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
             }
-            match send(mesh, node, self.envelope(msg, hops + 1)).await {
+            // A dial-only client's crossing to its gateway is not counted (module doc).
+            let crossed = if mesh.is_dial_only() { hops } else { hops + 1 };
+            match send(mesh, node, self.envelope(msg, crossed)).await {
                 // The leader this node knew is gone: wait for the next one.
                 Err(e) if may_retry && matches!(e.error, ObjectError::Unreachable { .. }) => {
                     msg = e.msg;

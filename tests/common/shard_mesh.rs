@@ -15,8 +15,12 @@
 //!   none, else indices joined by `,`). A counter runs only on its shard's leader, so this
 //!   tells the parent who leads which shard.
 //! - The parent writes to the child's stdin: `STOP` asks for a graceful stop (the node
-//!   shuts down, closing its mesh, and the child exits 0). End of file (the parent died or
-//!   dropped its [`Children`]) makes the child exit at once, so no child outlives its test.
+//!   shuts down, closing its mesh, and the child exits 0). `CUT <ports> <ports>` (ports
+//!   joined by `,`) installs an in-mesh partition between the two sets of ports in the child
+//!   ([`cairn::net::faults`]: its QUIC sockets drop the datagrams between them) and `HEAL`
+//!   removes it; the child answers each with `FAULTS <n>`, the count of such commands it
+//!   applied. End of file (the parent died or dropped its [`Children`]) makes the child exit
+//!   at once, so no child outlives its test.
 //!
 //! Set `CAIRN_CHILD_LOG` to a `RUST_LOG` filter (e.g. `cairn_net=debug`) to have children
 //! log to their stderr, which [`Children`] prints when it drops them.
@@ -34,6 +38,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use cairn::net::faults::Partition;
 use cairn::net::ClusterCa;
 use cairn::prelude::*;
 use cairn::ShardConfig;
@@ -124,16 +129,24 @@ pub fn child_main() {
     let command = Arc::new(AtomicU8::new(RUNNING));
     let seen = command.clone();
     std::thread::spawn(move || {
+        let mut cut: Option<Partition> = None;
+        let mut applied = 0;
         for line in std::io::stdin().lock().lines() {
-            match line.as_deref() {
-                Ok("STOP") => {
+            let Ok(line) = line else { break };
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["STOP"] => {
                     seen.store(STOP, Ordering::Release);
                     return;
                 }
-                Ok(_) => {}
-                Err(_) => break,
+                ["CUT", a, b] => cut = Some(Partition::new(&ports(a), &ports(b))),
+                ["HEAL"] => cut = None,
+                _ => continue,
             }
+            applied += 1;
+            cairn_testkit::tell_parent(&format!("FAULTS {applied}"));
         }
+        drop(cut);
         seen.store(PARENT_GONE, Ordering::Release);
     });
     loop {
@@ -159,6 +172,17 @@ pub fn child_main() {
         cairn_testkit::tell_parent(&format!("STATE {members} {full} {active}"));
         std::thread::sleep(REPORT_EVERY);
     }
+}
+
+/// Ports joined by `,`.
+fn ports(list: &str) -> Vec<u16> {
+    list.split(',').map(|p| p.parse().unwrap()).collect()
+}
+
+/// Ports `ports` joined by `,`.
+fn port_list(ports: &[u16]) -> String {
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    list.join(",")
 }
 
 /// Writes a fresh cluster CA into `dir/cluster`.
@@ -215,6 +239,8 @@ pub struct Report {
     pub active: Vec<usize>,
     /// Whether this life's stdout closed (the process ended).
     pub gone: bool,
+    /// How many fault commands (`CUT`, `HEAL`) this life applied.
+    pub faults: u32,
 }
 
 /// One running child.
@@ -296,6 +322,10 @@ impl Children {
                     ["UP", id, addr] => {
                         let up = (NodeId(id.parse().unwrap()), addr.parse().unwrap());
                         update(&|r| r.up = Some(up));
+                    }
+                    ["FAULTS", n] => {
+                        let n = n.parse().unwrap();
+                        update(&|r| r.faults = n);
                     }
                     ["STATE", members, full, active] => {
                         let (m, f) = (members.parse().unwrap(), full.parse().unwrap());
@@ -397,6 +427,34 @@ impl Children {
         assert_eq!(self.id(i), old, "a restarted node keeps its id");
     }
 
+    /// Cuts ports `a` off from ports `b` by fault injection in the mesh: in every running
+    /// child and in this process (for the nodes it runs), until the returned cut is healed.
+    /// Returns once every child applied it.
+    pub fn cut(&self, a: &[u16], b: &[u16]) -> InMeshCut<'_> {
+        let local = Partition::new(a, b);
+        self.tell_all(&format!("CUT {} {}", port_list(a), port_list(b)));
+        InMeshCut {
+            children: self,
+            local,
+        }
+    }
+
+    /// Sends `command` to every running child and waits until each applied it.
+    fn tell_all(&self, command: &str) {
+        let mut expected = Vec::new();
+        for (i, child) in self.children.iter().enumerate() {
+            let Some(child) = child else { continue };
+            let applied = self.reports.0.lock().unwrap()[i].faults;
+            let mut stdin = &child.stdin;
+            writeln!(stdin, "{command}").unwrap();
+            stdin.flush().unwrap();
+            expected.push((i, applied + 1));
+        }
+        self.wait_for(&format!("every child to apply {command}"), |r| {
+            expected.iter().all(|&(i, n)| r[i].faults >= n)
+        });
+    }
+
     /// Waits until every running child sees at least `members` live members (itself
     /// included).
     pub fn wait_all_see(&self, members: usize) {
@@ -421,6 +479,20 @@ impl Children {
             assert!(Instant::now() < deadline, "{id} never rejoined");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A partition by fault injection ([`Children::cut`]), in force until healed.
+pub struct InMeshCut<'a> {
+    children: &'a Children,
+    local: Partition,
+}
+
+impl InMeshCut<'_> {
+    /// Heals the partition in every running child and in this process.
+    pub fn heal(self) {
+        self.children.tell_all("HEAL");
+        self.local.heal();
     }
 }
 

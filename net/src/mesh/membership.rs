@@ -32,6 +32,11 @@
 //!   new). A node the cluster declared down while it was alive takes incarnation + 1 when
 //!   it hears so and rejoins as a new member; its processes' links and monitors elsewhere
 //!   have fired `NoConnection`, as in Erlang.
+//! * **Healing.** A node with no live member left (cut off, or starved) does not hold to
+//!   its own `Down` verdicts: when a member it holds down talks to it, it takes them all
+//!   back as alive and probes them again (`revive_if_alone`). The majority keeps its verdict on the
+//!   cut-off node, which therefore rejoins as a new incarnation: a healed partition merges
+//!   within a gossip round or two of the first packet across (`net/tests/partition.rs`).
 //!
 //! # What this module owns, and its invariants
 //!
@@ -262,9 +267,62 @@ impl Inner {
                     return Vec::new();
                 }
             }
+            self.revive_if_alone(swim, &verdict.packet.header.src, fx);
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
+    }
+
+    /// A node with no live member left cannot tell its own isolation (a partition, a
+    /// starved process) from the failure of everyone else, so it does not hold to the
+    /// `Down` verdicts it reached: once a member it holds down talks to it (the screen
+    /// checked that the packet comes from that very node), it takes every member it holds
+    /// down back as alive, at the incarnation it knew, before foca sees the packet. foca
+    /// then probes them as usual: one that is really down is suspected and declared down
+    /// again within a suspicion time.
+    ///
+    /// Without this a healed partition does not merge. Both sides declared each other
+    /// down, and `Down` is terminal in foca (for `REMOVE_DOWN_AFTER`) unless the downed
+    /// node renews its identity. The cut-off node renews on the first "you are down"
+    /// (`TurnUndead`), being alone; but each majority member hears that only from the one
+    /// node holding it down, and one voice is not enough (`UndeadVotes`). So the cut-off
+    /// node went on ignoring every packet of the majority, acks to their probes included,
+    /// and was declared down again each time it rejoined, for as long as its verdicts
+    /// lasted. Only the isolated side takes its verdicts back: the majority still holds the
+    /// cut-off node down and makes it rejoin as a new incarnation.
+    ///
+    /// The members come back *broadcast* as alive: that replaces the `Down` updates this
+    /// node queued for gossip while alone (foca keeps one update per member), which would
+    /// otherwise reach the majority now as suspicions of live members, make them refute, and
+    /// under load get some of them declared down.
+    fn revive_if_alone(&self, swim: &mut Swim, sender: &NodeIdentity, fx: &mut Effects) {
+        if swim.leaving || swim.foca.num_members() > 0 {
+            return;
+        }
+        let held_down: Vec<(NodeIdentity, Incarnation)> = swim
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| (m.id().clone(), m.incarnation()))
+            .collect();
+        if !held_down.iter().any(|(id, _)| id == sender) {
+            return;
+        }
+        tracing::info!(node = %self.node, peer = %sender.node, members = held_down.len(), "no live member left, and a member held down talks to this node: taking back every down verdict");
+        for (id, _) in &held_down {
+            if let Err(error) = swim
+                .foca
+                .handle_timer(Timer::RemoveDown(id.clone()), &mut *fx)
+            {
+                tracing::debug!(%error, "forgetting a down member");
+            }
+        }
+        let alive = held_down
+            .into_iter()
+            .map(|(id, incarnation)| foca::Member::new(id, incarnation, foca::State::Alive));
+        if let Err(error) = swim.foca.apply_many(alive, true, &mut *fx) {
+            tracing::debug!(%error, "taking members back");
+        }
     }
 
     /// This node's SWIM incarnation (how often it refuted a suspicion or rejoined).

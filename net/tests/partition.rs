@@ -1,0 +1,147 @@
+//! A network partition inside one process (`cairn_net::faults`, `testing` feature): four
+//! meshes on 127.0.0.1, one cut off from the other three until both sides have declared
+//! the other down, then healed. The membership must merge back: every node sees all four,
+//! and the view then holds still (no node declared down again, no new incarnation).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn_net::faults::Partition;
+use cairn_net::{ClusterCa, Mesh, MeshConfig, TlsConfig};
+use cairn_scheduler::{NodeId, Runtime};
+use common::localhost;
+
+/// Failure timeout of these meshes: probe period 100 ms, suspicion 300 ms.
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Nodes in the cluster; the last one is cut off.
+const NODES: u64 = 4;
+/// How long the merged view must hold still to count as stable: several probe periods
+/// and suspicion times, and longer than one flap (suspect, down, rejoin) takes.
+const STABLE_FOR: Duration = Duration::from_secs(3);
+/// Bound from the heal until the view is stable (the stable window included): the cut-off
+/// node hears a member within a periodic announce to down members (`2t`), rejoins as a
+/// new incarnation and is gossiped within a few rounds; the rest is the window.
+const MERGED_WITHIN: Duration = Duration::from_secs(4).saturating_add(STABLE_FOR);
+/// Bound on anything that needs no failure detection, and on the detection itself.
+const SETTLE: Duration = Duration::from_secs(20);
+
+struct Node {
+    rt: Runtime,
+    mesh: Mesh,
+}
+
+fn start(ca: &ClusterCa, n: u64, seed: Option<&Node>) -> Node {
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(1)
+        .node(common::id(n))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(
+        ca.cert_der().clone(),
+        ca.issue(&format!("node-{n}")).unwrap(),
+    );
+    let mut config = MeshConfig::new(localhost(), tls).failure_timeout(FAILURE_TIMEOUT);
+    if let Some(seed) = seed {
+        config = config.seed(seed.mesh.local_addr(), seed.mesh.name());
+    }
+    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    Node { rt, mesh }
+}
+
+/// Each node's view: the members it sees, with their incarnations.
+fn views(nodes: &[Node]) -> Vec<Vec<(NodeId, u64)>> {
+    nodes
+        .iter()
+        .map(|n| {
+            n.mesh
+                .members()
+                .into_iter()
+                .map(|m| (m.node, m.incarnation))
+                .collect()
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until every node sees all [`NODES`] and no view changed for [`STABLE_FOR`];
+/// returns the time from `since` until the views last changed (the merge), or panics
+/// after `within` (with what changed how often).
+fn wait_stable(nodes: &[Node], since: Instant, within: Duration) -> Duration {
+    let deadline = since + within;
+    let mut last = views(nodes);
+    let mut changed_at = Instant::now();
+    let mut changes = 0;
+    loop {
+        let now = Instant::now();
+        let current = views(nodes);
+        let whole = current.iter().all(|v| v.len() == NODES as usize);
+        if current != last || !whole {
+            if current != last {
+                changes += 1;
+            }
+            changed_at = now;
+            last = current;
+        } else if now - changed_at >= STABLE_FOR {
+            return changed_at - since;
+        }
+        assert!(
+            now < deadline,
+            "membership not stable {within:?} after the heal ({changes} changes since; \
+             now {last:?})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_healed_partition_merges_back_into_one_stable_membership() {
+    let ca = ClusterCa::generate().unwrap();
+    let first = start(&ca, 1, None);
+    let mut nodes = vec![];
+    for n in 2..=NODES {
+        nodes.push(start(&ca, n, Some(&first)));
+    }
+    nodes.insert(0, first);
+    wait_until("all joined", SETTLE, || {
+        views(&nodes).iter().all(|v| v.len() == NODES as usize)
+    });
+    let port = |n: &Node| n.mesh.local_addr().port();
+    let (victim, majority) = nodes.split_last().unwrap();
+    let majority_ports: Vec<u16> = majority.iter().map(port).collect();
+    let cut = Partition::new(&[port(victim)], &majority_ports);
+    let cut_at = Instant::now();
+    wait_until("both sides declared the other down", SETTLE, || {
+        victim.mesh.members().len() == 1 && majority.iter().all(|n| n.mesh.members().len() == 3)
+    });
+    eprintln!(
+        "partition: both sides saw the other down within {:?}",
+        cut_at.elapsed()
+    );
+    // Past every suspicion timer and a periodic announce to down members, so the heal
+    // meets the steady state of a longer partition.
+    std::thread::sleep(FAILURE_TIMEOUT * 3);
+    let before = victim.mesh.members()[0].incarnation;
+    cut.heal();
+    let healed = Instant::now();
+    let merged = wait_stable(&nodes, healed, MERGED_WITHIN);
+    eprintln!("partition healed: membership merged within {merged:?} and then held still for {STABLE_FOR:?}");
+    // The cut-off node was declared down, so it came back as a new incarnation; the
+    // majority kept theirs.
+    let after = views(&nodes);
+    assert!(after[0]
+        .iter()
+        .any(|&(n, inc)| n == victim.mesh.node() && inc > before));
+    for node in nodes {
+        node.mesh.close();
+        node.rt.shutdown();
+    }
+}

@@ -1,5 +1,6 @@
 //! `cairn-node` processes joined into a mesh on 127.0.0.1: objects placed on one owner,
-//! reached from every node; a node holding another CA's certificate refused.
+//! reached from every node; a node holding another CA's certificate refused; a node whose
+//! disk fails (EIO, through `storage/tests/common/fault_shim.c`) exits non-zero.
 //!
 //! Each node is a child process on free ports with its own temp data dir, killed when the
 //! test ends (also on failure). Tests wait on the children's output with deadlines; none
@@ -711,4 +712,63 @@ fn a_node_cannot_run_in_a_region_its_certificate_does_not_name() {
     let (ok, out, err) = run("us");
     assert!(!ok, "{out}");
     assert!(err.contains("is for region \"eu\""), "{err}");
+}
+
+/// `send counter KEY ARGS...` through `via`: (success, stdout + stderr).
+fn send_counter(via: SocketAddr, cluster: &Path, key: &str, op: &[&str]) -> (bool, String) {
+    let via = via.to_string();
+    let mut args = vec!["send", "counter", key];
+    args.extend_from_slice(op);
+    args.extend_from_slice(&["--join", &via, "--cluster", cluster.to_str().unwrap()]);
+    let (ok, out, err) = cli(&args);
+    (ok, out + &err)
+}
+
+#[test]
+fn a_node_whose_disk_fails_exits_non_zero_and_restarts_on_what_it_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    cluster_init(&cluster);
+    let shim = cairn_testkit::shim::build_c_shim(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("storage/tests/common/fault_shim.c"),
+        Path::new(env!("CARGO_TARGET_TMPDIR")),
+    );
+    let armed = dir.path().join("armed");
+    let storage = dir.path().join("n1").join("storage");
+    let gate = armed.clone();
+    // Every flush of the store's data file fails with EIO once `armed` exists.
+    let mut n1 = NodeProc::start_with("n1", dir.path(), &cluster, &[], |cmd| {
+        cmd.args(["--map-size", "64M"])
+            .env("LD_PRELOAD", &shim)
+            .env("CAIRN_FAULT_DIR", &storage)
+            .env("CAIRN_FAULT_OP", "sync")
+            .env("CAIRN_FAULT_ERRNO", "EIO")
+            .env("CAIRN_FAULT_GATE", &gate);
+    });
+    let (ok, out) = send_counter(n1.addr, &cluster, "alice", &["add", "3"]);
+    assert!(ok, "{out}");
+    // A call's answer leaves only after the writes before it are durable: 3 is acknowledged.
+    let (ok, out) = send_counter(n1.addr, &cluster, "alice", &["get"]);
+    assert!(ok && out.contains("counter/alice = 3"), "{out}");
+
+    std::fs::write(&armed, b"").unwrap();
+    // The next commit's flush fails: the node stops with a clear message and a non-zero status.
+    let _ = send_counter(n1.addr, &cluster, "alice", &["add", "4"]);
+    let last = n1.stderr.wait_for("exiting with status 74");
+    assert!(
+        last.contains("storage failed") && last.contains("Input/output error"),
+        "{last}"
+    );
+    // It exits right after that line.
+    let status = n1.child.wait().unwrap();
+    assert_eq!(status.code(), Some(74), "{status}");
+
+    // Restarted by its "supervisor" on a working disk, it serves what it acknowledged.
+    std::fs::remove_file(&armed).unwrap();
+    let n1 = NodeProc::start("n1", dir.path(), &cluster, &[]);
+    let (ok, out) = send_counter(n1.addr, &cluster, "alice", &["get"]);
+    assert!(
+        ok && (out.contains("counter/alice = 3 ") || out.contains("counter/alice = 7 ")),
+        "{out}"
+    );
 }

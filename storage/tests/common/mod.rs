@@ -24,25 +24,10 @@ pub fn fault_shim() -> &'static Path {
     SHIM.get_or_init(|| build_shim("fault_shim"))
 }
 
-/// Builds `tests/common/<name>.c` into a shared library with the system C compiler.
+/// Builds `tests/common/<name>.c` into a shared library.
 fn build_shim(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/common/{name}.c"));
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let out = dir.join(format!("cairn-{name}.so"));
-    // Build under a unique name, then rename: test binaries may build it concurrently.
-    let tmp = dir.join(format!("cairn-{name}.{}.so", std::process::id()));
-    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args([
-            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
-        ])
-        .arg(&tmp)
-        .arg(&src)
-        .args(["-ldl", "-lpthread"])
-        .status()
-        .expect("a C compiler (cc) builds the shim");
-    assert!(status.success(), "building {} failed", src.display());
-    std::fs::rename(&tmp, &out).unwrap();
-    out
+    cairn_testkit::shim::build_c_shim(&src, Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Runs a child under the shim, tracking the files under `root` (see the shim's header).

@@ -292,6 +292,18 @@ fn with_tls(mut builder: NodeBuilder, tls: &TlsArgs) -> NodeBuilder {
 }
 
 fn run(args: RunArgs) -> Result<(), CliError> {
+    // A client's certificate names a `.client` holder, and a node runs under its
+    // certificate's name: so this is a client certificate, which may not host objects.
+    if matches!(
+        cairn::net::Role::of_name(&args.name),
+        cairn::net::Role::Client
+    ) {
+        return Err(CliError::Usage(format!(
+            "{:?} is a client: a client certificate sends to objects and reads status \
+             (`cairn-node send`, `cairn-node status`) but cannot host objects or be a member",
+            args.name
+        )));
+    }
     // A first node (no seeds) with no CA yet makes one, so that `cairn-node` alone starts
     // a one-node mesh. A node that joins others must be given their CA.
     let ca_missing = !args.tls.cluster.join(cairn::net::tls::CA_KEY_FILE).exists();
@@ -557,11 +569,6 @@ mod tests {
             [SeedAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 7401)))]
         );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
 
     #[test]
     fn sizes_parse_with_binary_suffixes() {

@@ -8,10 +8,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
-    /// The LMDB map is full (`MDB_MAP_FULL`): the store holds as much as
-    /// [`Config::map_size`](crate::Config::map_size) allows. Nothing of the failed operation was
-    /// written. Reopen the store with a larger map size, or delete data.
-    #[error("storage is full (LMDB map size reached)")]
+    /// No room: the LMDB map is full (`MDB_MAP_FULL`: the store holds as much as
+    /// [`Config::map_size`](crate::Config::map_size) allows), or the file system is
+    /// (`ENOSPC`, `EDQUOT`, or a short write while the file system has no space left).
+    /// Nothing of the failed commit was written, and everything committed before it stays.
+    /// The store keeps working: commits succeed again once there is room (a larger map
+    /// size, deleted data, or disk space freed).
+    #[error("storage is full (LMDB map size reached, or no space left on the device)")]
     Full,
     /// A user key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN). Nothing was written.
     #[error("key of {len} bytes exceeds the maximum of {max} bytes")]
@@ -63,6 +66,19 @@ pub enum StorageError {
     /// not have been applied; nothing may be acknowledged on it.
     #[error("not replicated: {0}")]
     NotReplicated(String),
+    /// The store hit an error it cannot go on from: an I/O error (`EIO`) while committing,
+    /// or LMDB's fatal error (`MDB_PANIC`, after a failed meta-page write). The failed commit
+    /// was not acknowledged; from then on every commit of this store fails with this error
+    /// (the store takes no more durable work). The process should exit and be restarted by
+    /// its supervisor: reopening the store recovers the last committed state. See
+    /// [`Store::on_fatal`](crate::Store::on_fatal).
+    #[error("storage failed and takes no more writes: {message} (LMDB/OS code {code}); restart the node")]
+    Fatal {
+        /// The OS errno or LMDB code that made it fatal.
+        code: i32,
+        /// Its description.
+        message: String,
+    },
     /// The store's writer thread is gone (it panicked); nothing more can be committed.
     #[error("the storage writer thread has stopped")]
     WriterStopped,

@@ -465,7 +465,8 @@ impl Keyspace {
             .enqueue_commit(Arc::clone(&self.ks), seq, set, Arc::clone(&ticket))
         {
             st.inflight.pop_back();
-            ticket.resolve(Err(StorageError::WriterStopped));
+            let error = self.store.core.env.fatal();
+            ticket.resolve(Err(error.unwrap_or(StorageError::WriterStopped)));
         }
         CommitTicket { inner: ticket }
     }

@@ -14,10 +14,22 @@
 //! then be written with no flush between it and the data pages, so a power loss could keep
 //! the new meta page and lose pages it points to (the power-loss test in `tests/crash.rs`
 //! loses acknowledged sets that way). A unit test below reads the flags back from LMDB.
+//!
+//! # Full and fatal
+//!
+//! A commit that fails for want of room ([`StorageError::Full`]: `MDB_MAP_FULL`, `ENOSPC`,
+//! `EDQUOT`, or LMDB's `EIO` for a short write while the file system has no space left) is
+//! aborted and nothing else changes: LMDB wrote no meta page, so the pages it wrote are free
+//! pages, and the next commit may succeed. Any other `EIO`, and `MDB_PANIC` (LMDB's fatal
+//! state after a failed meta-page write), is *fatal*: the environment latches the error
+//! ([`Env::fatal`]), every later write transaction fails with [`StorageError::Fatal`] before
+//! touching LMDB, and the hooks registered with [`Env::on_fatal`] run once (the node exits
+//! so its supervisor restarts it; reopening recovers the last committed state).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lmdb::{Cursor, Transaction};
+use parking_lot::Mutex;
 
 use crate::error::StorageError;
 use crate::latency::Histogram;
@@ -72,7 +84,24 @@ pub(crate) struct Env {
     dbs: [lmdb::Database; TABLES.len()],
     /// How long each `mdb_txn_commit` took (the flushes happen there).
     pub(crate) commit_latency: Histogram,
+    /// The environment's directory (for the free space of its file system).
+    dir: PathBuf,
+    /// The fatal error, once there was one, and the hooks still to run on it.
+    fatal: Mutex<FatalState>,
 }
+
+/// Hook run once when the environment turns fatal.
+pub(crate) type FatalHook = Box<dyn FnOnce(&StorageError) + Send>;
+
+#[derive(Default)]
+struct FatalState {
+    error: Option<StorageError>,
+    hooks: Vec<FatalHook>,
+}
+
+/// Below this much space left for unprivileged writers, LMDB's `EIO` for a short write is
+/// taken as a full file system (LMDB reports a short write as `EIO`).
+const LOW_SPACE: u64 = 1 << 20;
 
 impl std::fmt::Debug for Env {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,10 +110,16 @@ impl std::fmt::Debug for Env {
 }
 
 fn map_err(e: lmdb::Error) -> StorageError {
+    let code = e.to_err_code();
     match e {
         lmdb::Error::MapFull => StorageError::Full,
+        _ if code == rustix::io::Errno::NOSPC.raw_os_error()
+            || code == rustix::io::Errno::DQUOT.raw_os_error() =>
+        {
+            StorageError::Full
+        }
         other => StorageError::Lmdb {
-            code: other.to_err_code(),
+            code,
             message: other.to_string(),
         },
     }
@@ -113,7 +148,67 @@ impl Env {
             env,
             dbs,
             commit_latency: Histogram::default(),
+            dir: dir.to_owned(),
+            fatal: Mutex::default(),
         })
+    }
+
+    /// The fatal error, if the environment has had one (see the module docs).
+    pub(crate) fn fatal(&self) -> Option<StorageError> {
+        self.fatal.lock().error.clone()
+    }
+
+    /// Runs `hook` once the environment turns fatal (at once if it already has), on the
+    /// thread that saw the error.
+    pub(crate) fn on_fatal(&self, hook: FatalHook) {
+        let mut st = self.fatal.lock();
+        match st.error.clone() {
+            Some(error) => {
+                drop(st);
+                hook(&error);
+            }
+            None => st.hooks.push(hook),
+        }
+    }
+
+    /// Latches a fatal error (the first one stays) and runs the hooks; returns it.
+    fn turn_fatal(&self, code: i32, message: String) -> StorageError {
+        let (error, hooks) = {
+            let mut st = self.fatal.lock();
+            if let Some(error) = &st.error {
+                return error.clone();
+            }
+            let error = StorageError::Fatal { code, message };
+            st.error = Some(error.clone());
+            (error, std::mem::take(&mut st.hooks))
+        };
+        tracing::error!(%error, dir = %self.dir.display(), "storage failed; it takes no more writes");
+        for hook in hooks {
+            hook(&error);
+        }
+        error
+    }
+
+    /// Translates an error of a write transaction (its begin or commit): no room is
+    /// [`StorageError::Full`], an I/O error or LMDB's panic turns the environment fatal.
+    fn write_err(&self, e: lmdb::Error) -> StorageError {
+        let code = e.to_err_code();
+        let eio = rustix::io::Errno::IO.raw_os_error();
+        match e {
+            lmdb::Error::Panic => self.turn_fatal(code, e.to_string()),
+            _ if code == eio && self.space_left().is_some_and(|left| left < LOW_SPACE) => {
+                tracing::warn!(dir = %self.dir.display(), "short write on a full file system (LMDB says EIO)");
+                StorageError::Full
+            }
+            _ if code == eio => self.turn_fatal(code, e.to_string()),
+            other => map_err(other),
+        }
+    }
+
+    /// Bytes an unprivileged writer may still use on the environment's file system.
+    fn space_left(&self) -> Option<u64> {
+        let st = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
     /// `(used, size)` in bytes: the pages the data file has grown to (LMDB reuses freed
@@ -176,11 +271,15 @@ impl Env {
         })
     }
 
-    /// Begins the (single, LMDB-serialized) write transaction.
+    /// Begins the (single, LMDB-serialized) write transaction; fails with the fatal error
+    /// once there was one.
     pub(crate) fn begin_write(&self) -> Result<WriteTxn<'_>, StorageError> {
+        if let Some(error) = self.fatal() {
+            return Err(error);
+        }
         Ok(WriteTxn {
             env: self,
-            txn: self.env.begin_rw_txn().map_err(map_err)?,
+            txn: self.env.begin_rw_txn().map_err(|e| self.write_err(e))?,
         })
     }
 }
@@ -398,8 +497,9 @@ impl WriteTxn<'_> {
     /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).
     pub(crate) fn commit(self) -> Result<(), StorageError> {
         let start = std::time::Instant::now();
-        let committed = self.txn.commit().map_err(map_err);
-        self.env.commit_latency.record(start.elapsed());
+        let env = self.env;
+        let committed = self.txn.commit().map_err(|e| env.write_err(e));
+        env.commit_latency.record(start.elapsed());
         committed
     }
 }

@@ -568,6 +568,20 @@ impl Store {
             .collect()
     }
 
+    /// The fatal error this store has had, if any ([`StorageError::Fatal`]: an I/O error
+    /// while committing, or LMDB's fatal state). After one, every commit fails with it.
+    pub fn fatal_error(&self) -> Option<StorageError> {
+        self.inner.core.env.fatal()
+    }
+
+    /// Runs `hook` once when the store turns fatal (at once if it already has), on the thread
+    /// that saw the error (the writer, or a replicated shard's). A node exits from it, so
+    /// that its supervisor restarts it: a fatal store takes no more durable work, and
+    /// reopening it recovers the last committed state.
+    pub fn on_fatal(&self, hook: impl FnOnce(&StorageError) + Send + 'static) {
+        self.inner.core.env.on_fatal(Box::new(hook));
+    }
+
     /// A snapshot of the writer's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.core.counters;
@@ -648,17 +662,20 @@ fn writer_main(core: Arc<Core>) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer_loop(&core)));
     if result.is_err() {
         tracing::error!("cairn-storage writer thread panicked; failing all queued commits");
-        let jobs = {
-            let mut q = core.queue.lock();
-            q.dead = true;
-            std::mem::take(&mut q.jobs)
-        };
-        for j in jobs {
-            match j {
-                Job::Commit { ticket, .. } | Job::Barrier(ticket) => {
-                    ticket.resolve(Err(StorageError::WriterStopped))
-                }
-            }
+        stop_writer(&core, &StorageError::WriterStopped);
+    }
+}
+
+/// Marks the queue dead (new commits fail at once) and fails every queued job with `error`.
+fn stop_writer(core: &Core, error: &StorageError) {
+    let jobs = {
+        let mut q = core.queue.lock();
+        q.dead = true;
+        std::mem::take(&mut q.jobs)
+    };
+    for j in jobs {
+        match j {
+            Job::Commit { ticket, .. } | Job::Barrier(ticket) => ticket.resolve(Err(error.clone())),
         }
     }
 }
@@ -679,6 +696,11 @@ fn writer_loop(core: &Core) {
         core.faults.wait_while_held();
         let batch = take_batch(&mut core.queue.lock().jobs, &core.config);
         process_batch(core, batch);
+        if let Some(error) = core.env.fatal() {
+            // Nothing more can commit: fail what waits and refuse what comes.
+            stop_writer(core, &error);
+            return;
+        }
     }
 }
 

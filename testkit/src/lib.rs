@@ -1,7 +1,8 @@
 //! Test helpers for Cairn. [`seed`]: seeded, replayable randomness; [`history`]: a checker of
 //! counter histories under faults; [`ports`]: partitions between loopback ports; [`child`]:
 //! tests that run
-//! (and crash or kill) a child copy of their own test binary. The rest of this file: test
+//! (and crash or kill) a child copy of their own test binary; [`shim`]: `LD_PRELOAD` shims built
+//! from C. The rest of this file: test
 //! hosts — several "machines" on one Linux box, each a network namespace with its
 //! own addresses, joined by a private bridge, so multi-host behaviour (advertised addresses,
 //! partitions, cut links, IPv6, DNS names) is tested with the real kernel network stack.
@@ -40,6 +41,7 @@ pub mod child;
 pub mod history;
 pub mod ports;
 pub mod seed;
+pub mod shim;
 
 pub use child::{abort_on_panic, tell_parent, ChildRun, CHILD_LINE};
 pub use ports::{require_port_partition, PortPartition};

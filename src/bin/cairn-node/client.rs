@@ -16,8 +16,14 @@ const PER_MEMBER: Duration = Duration::from_secs(3);
 
 /// Starts a client node and waits for it to reach one of `args.join`.
 pub(crate) fn client(args: &ClientArgs, what: &str) -> Result<Node, CliError> {
+    // With its own certificate (`--cert`, from `cert issue --role client`) a client goes by
+    // the name in it; with the CA (`--cluster`) it makes one up.
+    let name = match &args.tls.cert {
+        Some(path) => cert_name(path)?,
+        None => format!("{what}-{}", std::process::id()),
+    };
     let builder = Node::builder()
-        .name(&format!("{what}-{}", std::process::id()))
+        .name(&name)
         .client()
         .workers(2)
         .join_seeds(args.join.iter().cloned());
@@ -30,6 +36,15 @@ pub(crate) fn client(args: &ClientArgs, what: &str) -> Result<Node, CliError> {
             reason: e.to_string(),
         })?;
     Ok(node)
+}
+
+/// The holder's name in the certificate at `path`.
+fn cert_name(path: &std::path::Path) -> Result<String, CliError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("reading {}: {e}", path.display())))?;
+    cairn::net::tls::CertIdentity::of_pem(&pem)
+        .and_then(|id| id.names.into_iter().next())
+        .ok_or_else(|| CliError::Usage(format!("{} holds no named certificate", path.display())))
 }
 
 fn seeds(join: &[SeedAddr]) -> String {

@@ -151,6 +151,11 @@ struct RunArgs {
     /// Where durable state lives.
     #[arg(long, default_value = cairn::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The most the store may hold (LMDB's map size): bytes, or with a K, M, G or T
+    /// suffix (powers of 1024). Address space, not disk: the data file grows as data is
+    /// written. A full map or a full disk refuses writes with "storage is full".
+    #[arg(long, default_value = "1G", value_parser = parse_size)]
+    map_size: usize,
     /// This node's region label (for location hints).
     #[arg(long)]
     region: Option<String>,
@@ -179,6 +184,34 @@ struct ClientArgs {
     join: Vec<SeedAddr>,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+/// Exit status after a fatal storage error (`EX_IOERR`): the node stops so that its
+/// supervisor (systemd, Kubernetes) restarts it on its last committed state.
+const EXIT_STORAGE_FAILED: i32 = 74;
+
+/// A size in bytes, with an optional K/M/G/T suffix (powers of 1024; `KiB`, `MB` … read
+/// the same).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(digits);
+    let n: usize = n.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches(['B', 'I'])
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("unknown unit in {s:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(1 << shift)
+        .filter(|&bytes| bytes > 0)
+        .ok_or_else(|| format!("size out of range: {s:?}"))
 }
 
 /// Why a command failed.
@@ -259,6 +292,18 @@ fn with_tls(mut builder: NodeBuilder, tls: &TlsArgs) -> NodeBuilder {
 }
 
 fn run(args: RunArgs) -> Result<(), CliError> {
+    // A client's certificate names a `.client` holder, and a node runs under its
+    // certificate's name: so this is a client certificate, which may not host objects.
+    if matches!(
+        cairn::net::Role::of_name(&args.name),
+        cairn::net::Role::Client
+    ) {
+        return Err(CliError::Usage(format!(
+            "{:?} is a client: a client certificate sends to objects and reads status \
+             (`cairn-node send`, `cairn-node status`) but cannot host objects or be a member",
+            args.name
+        )));
+    }
     // A first node (no seeds) with no CA yet makes one, so that `cairn-node` alone starts
     // a one-node mesh. A node that joins others must be given their CA.
     let ca_missing = !args.tls.cluster.join(cairn::net::tls::CA_KEY_FILE).exists();
@@ -270,7 +315,8 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         .name(&args.name)
         .listen(args.listen)
         .join_seeds(args.join.iter().cloned())
-        .data_dir(&args.data_dir);
+        .data_dir(&args.data_dir)
+        .storage(cairn_storage_config(args.map_size));
     if let Some(addr) = args.advertise {
         builder = builder.advertise(addr);
     }
@@ -287,6 +333,13 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("--failure-timeout {}: {e}", args.failure_timeout)))?;
     builder = builder.failure_timeout(failure_timeout);
     let node = with_tls(args.http.apply(builder), &args.tls).start()?;
+    // A store that failed (EIO, LMDB's fatal error) takes no more writes; the node would
+    // only keep failing its objects. Stop, and let the supervisor restart it.
+    node.store().on_fatal(|error| {
+        tracing::error!(%error, "storage failed; exiting so that a supervisor restarts this node");
+        eprintln!("cairn-node: {error}; exiting with status {EXIT_STORAGE_FAILED}");
+        std::process::exit(EXIT_STORAGE_FAILED);
+    });
     demo::host_all(&node);
     observe::serve_metrics(&node, &args.observe)?;
     let mesh = node
@@ -305,6 +358,14 @@ fn run(args: RunArgs) -> Result<(), CliError> {
     http::announce(&node);
     node.block_on(report_peers(mesh.clone(), events));
     Ok(())
+}
+
+/// The store's settings with `map_size`.
+fn cairn_storage_config(map_size: usize) -> cairn::storage::Config {
+    cairn::storage::Config {
+        map_size,
+        ..Default::default()
+    }
 }
 
 /// Prints `node up` / `node down` lines for ever (peers connected before the subscription
@@ -507,5 +568,16 @@ mod tests {
             client.join,
             [SeedAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 7401)))]
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1t"), Ok(1 << 40));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("G").is_err());
     }
 }

@@ -14,25 +14,20 @@ use rand::Rng;
 /// The power-loss shim, built once per test binary with the system C compiler.
 pub fn shim() -> &'static Path {
     static SHIM: OnceLock<PathBuf> = OnceLock::new();
-    SHIM.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/powerloss_shim.c");
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let out = dir.join("cairn-powerloss-shim.so");
-        // Build under a unique name, then rename: test binaries may build it concurrently.
-        let tmp = dir.join(format!("cairn-powerloss-shim.{}.so", std::process::id()));
-        let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-            .args([
-                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
-            ])
-            .arg(&tmp)
-            .arg(&src)
-            .args(["-ldl", "-lpthread"])
-            .status()
-            .expect("a C compiler (cc) builds the power-loss shim");
-        assert!(status.success(), "building {} failed", src.display());
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
+    SHIM.get_or_init(|| build_shim("powerloss_shim"))
+}
+
+/// The storage-fault shim (`fault_shim.c`: ENOSPC or EIO from the Nth write or flush of
+/// `data.mdb`), built once per test binary.
+pub fn fault_shim() -> &'static Path {
+    static SHIM: OnceLock<PathBuf> = OnceLock::new();
+    SHIM.get_or_init(|| build_shim("fault_shim"))
+}
+
+/// Builds `tests/common/<name>.c` into a shared library.
+fn build_shim(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/common/{name}.c"));
+    cairn_testkit::shim::build_c_shim(&src, Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Runs a child under the shim, tracking the files under `root` (see the shim's header).

@@ -10,6 +10,11 @@ of 127.0.0.1:
 
   cairn-inline   gateway, dispatcher answers `hello` itself (the gateway's own cost)
   cairn-object   gateway, a counter object per key: a Cairn process call per request
+  cairn-node     a Cairn node (`cairn-bench --http-serve node`): an in-memory object's
+                 `Object::fetch`, routed as in an application
+  cairn-forward  two meshed Cairn nodes in one process (`--http-serve forward`, each with
+                 the given workers); wrk talks to the non-owner, which forwards every
+                 request over the mesh (QUIC, mutual TLS, loopback) to the owner
   hyper-tokio    benches/peers' peer-hyper: hyper's HTTP/1 server on tokio (the ceiling)
 
 Prints one JSON line per run: req_per_s, p50_us, p99_us (wrk --latency), the server's CPU
@@ -32,7 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 CONNECTIONS = 64
-PATH = "/counter/bench/"
+PATH = "/counter/bench/"  # unless the server's `listening ADDR PATH` line names one
 
 
 def say(*args):
@@ -99,7 +104,9 @@ def run_one(system, command, duration, threads):
         line = server.stdout.readline()
         if not line.startswith("listening"):
             raise RuntimeError(f"{system} did not start: {line!r}")
-        url = f"http://127.0.0.1:{port}{PATH}"
+        words = line.split()
+        path = words[2] if len(words) > 2 else PATH
+        url = f"http://127.0.0.1:{port}{path}"
         # Warm up (connections, caches, the object's process).
         subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True, check=True)
         busy0, total0 = cpu_times()
@@ -145,24 +152,28 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", default="2", help="scheduler/runtime worker threads (comma list)")
     ap.add_argument("--wrk-threads", type=int, default=1)
-    ap.add_argument("--systems", default="cairn-inline,cairn-object,hyper-tokio")
+    ap.add_argument("--systems", default="cairn-inline,cairn-object,cairn-node,cairn-forward,hyper-tokio")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
 
     ensure_wrk()
     if not args.no_build:
-        say("building the gateway's http_server example and peer-hyper (release)")
+        say("building the gateway's http_server example, cairn-bench and peer-hyper (release)")
         subprocess.run(
             ["cargo", "build", "--release", "-p", "cairn-gateway", "--example", "http_server"],
             cwd=ROOT,
             check=True,
         )
+        subprocess.run(["cargo", "build", "--release", "-p", "cairn-bench"], cwd=ROOT, check=True)
         subprocess.run(["cargo", "build", "--release", "--bin", "peer-hyper"], cwd=os.path.join(HERE, "peers"), check=True)
     cairn = os.path.join(target_dir(ROOT), "release", "examples", "http_server")
+    bench = os.path.join(target_dir(ROOT), "release", "cairn-bench")
     peer = os.path.join(target_dir(os.path.join(HERE, "peers")), "release", "peer-hyper")
     commands = {
         "cairn-inline": [cairn, "--handler", "inline"],
         "cairn-object": [cairn, "--handler", "object"],
+        "cairn-node": [bench, "--http-serve", "node"],
+        "cairn-forward": [bench, "--http-serve", "forward"],
         "hyper-tokio": [peer],
     }
     systems = args.systems.split(",")

@@ -19,7 +19,9 @@ use cairn_bench_harness::Harness;
 use workloads::Config;
 
 /// Every workload, in the order `all` runs them; `--remote-peer CA_DIR` starts the second
-/// node of a remote workload instead (the parent of that workload spawns it).
+/// node of a remote workload instead (the parent of that workload spawns it), and
+/// `--ws-client SOCKETS,MESSAGES,URL` one of ws-broadcast's client processes, and
+/// `--http-serve node|forward --addr ADDR` a node serving an object for `http_get.py`.
 const HARNESS: Harness = Harness {
     program: "cairn-bench",
     system: "cairn",
@@ -42,7 +44,7 @@ const HARNESS: Harness = Harness {
         "leave-detect",
         "ws-broadcast",
     ],
-    value_flags: &["--remote-peer"],
+    value_flags: &["--remote-peer", "--ws-client", "--http-serve", "--addr"],
 };
 
 fn main() -> ExitCode {
@@ -62,6 +64,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(spec) = opts.value("--ws-client") {
+        return match workloads::ws::client(spec) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn-bench: ws-broadcast client: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(mode) = opts.value("--http-serve") {
+        let addr = opts.value("--addr").unwrap_or("127.0.0.1:8080");
+        if let Err(e) = workloads::http_serve::serve(mode, addr, &cfg) {
+            eprintln!("cairn-bench: --http-serve: FAILED: {e}");
+        }
+        return ExitCode::FAILURE;
     }
     match opts.child {
         Some(w) => {

@@ -7,6 +7,7 @@
 //! (so the main thread's park/unpark latency is not measured).
 
 pub mod durable;
+pub mod http_serve;
 pub mod leave;
 pub mod remote;
 pub mod ws;

@@ -1,11 +1,11 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
-//! acknowledged; the remote ones start a second node process), twenty-nine JSON rows (leave-detect and ws-broadcast print two each) out. Proves the harness works, not the speed.
+//! acknowledged; the remote ones start a second node process), thirty-two JSON rows (leave-detect prints two, ws-broadcast five) out. Proves the harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
+fn all_workloads_at_tiny_scale_print_thirty_two_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -18,7 +18,7 @@ fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 29, "expected 29 rows, got:\n{stdout}");
+    assert_eq!(rows.len(), 32, "expected 32 rows, got:\n{stdout}");
     let mut seen = Vec::new();
     for row in &rows {
         assert!(
@@ -69,6 +69,11 @@ fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
         // calls/s, us_p50, us_p99
         ("remote-call", 3),
         ("remote-fan", 1),
+        ("ws-broadcast", 1),
+        ("ws-idle-socket-mem", 1),
+        ("ws-client-socket-mem", 1),
+        ("ws-broadcast-busy", 1),
+        ("ws-broadcast-others-busy", 1),
     ] {
         assert_eq!(seen.iter().filter(|b| *b == bench).count(), rows, "{bench}");
     }

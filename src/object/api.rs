@@ -17,6 +17,65 @@ use crate::placement::PlacementError;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A durable object class.
+///
+/// The message-enum form (what `#[cairn::object]` generates, see [`crate::rpc`]): the state
+/// is loaded in `activate`, each message's writes commit together and a `Reply` leaves once
+/// they are durable; `alarm` runs when the time set with `set_alarm` comes.
+///
+/// ```
+/// use cairn::prelude::*;
+///
+/// struct Counter { total: u64 }
+///
+/// enum CounterMsg {
+///     Add(u64, Reply<u64>),
+///     Reset,
+/// }
+///
+/// impl Object for Counter {
+///     const CLASS: &'static str = "counter";
+///     type Msg = CounterMsg;
+///
+///     async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+///         Ok(Counter { total: ctx.storage().get("total")?.unwrap_or(0) })
+///     }
+///
+///     async fn handle(&mut self, msg: CounterMsg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+///         match msg {
+///             CounterMsg::Add(n, reply) => {
+///                 self.total += n;
+///                 ctx.storage().put("total", &self.total)?;
+///                 // Reset in an hour, even if the node restarts meanwhile.
+///                 ctx.storage().set_alarm(SystemTime::now() + Duration::from_secs(3600))?;
+///                 let _ = reply.send(self.total); // leaves once the writes are durable
+///             }
+///             CounterMsg::Reset => self.alarm(ctx).await?,
+///         }
+///         Ok(())
+///     }
+///
+///     async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+///         self.total = 0;
+///         ctx.storage().delete("total")?;
+///         Ok(())
+///     }
+/// }
+///
+/// let node = Node::builder().temporary().start().unwrap();
+/// node.host_local::<Counter>(); // `host` on a mesh: its messages must then serialize
+/// let visits = node.object::<Counter>("visits");
+/// let add = |n| visits.call(move |r| CounterMsg::Add(n, r), Duration::from_secs(5));
+/// assert_eq!(node.block_on(add(2)).unwrap(), 2);
+/// assert_eq!(node.block_on(add(3)).unwrap(), 5);
+/// node.block_on(visits.send(CounterMsg::Reset)).unwrap();
+/// assert_eq!(node.block_on(add(1)).unwrap(), 1);
+///
+/// // A send that fails gives the message back.
+/// let too_long = node.object::<Counter>(&"k".repeat(100_000)); // ObjectError::KeyTooLong
+/// let failed = node.block_on(too_long.send(CounterMsg::Reset)).unwrap_err();
+/// assert!(matches!(failed.into_inner(), CounterMsg::Reset));
+/// node.shutdown();
+/// ```
 pub trait Object: Send + Sized + 'static {
     /// The class name; objects are addressed by `(CLASS, key)`.
     const CLASS: &'static str;

@@ -3,6 +3,49 @@
 //! over the mesh, and what an object's handlers use ([`ObjectCtx::accept_websocket`],
 //! [`ObjectCtx::websockets`]).
 //!
+//! ```
+//! use std::io::{Read, Write};
+//! use cairn::bytes::Bytes;
+//! use cairn::http;
+//! use cairn::prelude::*;
+//!
+//! struct Hits { n: u64 }
+//!
+//! impl Object for Hits {
+//!     const CLASS: &'static str = "hits";
+//!     type Msg = ();
+//!     async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+//!         Ok(Hits { n: ctx.storage().get("n")?.unwrap_or(0) })
+//!     }
+//!     async fn handle(&mut self, (): (), _: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+//!         Ok(())
+//!     }
+//!     // GET /hits/{key}/...: counts, durably, and answers the count (once it is stored).
+//!     async fn fetch(&mut self, req: http::Request<Bytes>, ctx: &mut ObjectCtx<Self>)
+//!         -> Result<http::Response<Bytes>, ActorError> {
+//!         self.n += 1;
+//!         ctx.storage().put("n", &self.n)?;
+//!         Ok(http::Response::new(Bytes::from(format!("{} {}", req.uri().path(), self.n))))
+//!     }
+//! }
+//!
+//! let node = Node::builder().temporary().http("127.0.0.1:0".parse().unwrap()).start().unwrap();
+//! node.host_local::<Hits>();
+//! let get = |path: &str| {
+//!     let mut tcp = std::net::TcpStream::connect(node.http_addr().unwrap()).unwrap();
+//!     write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+//!     let mut answer = String::new();
+//!     tcp.read_to_string(&mut answer).unwrap();
+//!     answer
+//! };
+//! get("/hits/home/");
+//! let answer = get("/hits/home/again");
+//! assert!(answer.starts_with("HTTP/1.1 200"));
+//! assert!(answer.ends_with("/hits/home/again 2"));
+//! assert!(get("/nonesuch/home/").starts_with("HTTP/1.1 404")); // class not hosted
+//! node.shutdown();
+//! ```
+//!
 //! ## A request's path
 //! The gateway parses `/{class}/{key}/{rest...}` and hands the request here. The class's
 //! entry in the node's table (filled by `Node::host`/`host_local`) knows the object type:

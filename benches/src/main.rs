@@ -19,7 +19,8 @@ use cairn_bench_harness::Harness;
 use workloads::Config;
 
 /// Every workload, in the order `all` runs them; `--remote-peer CA_DIR` starts the second
-/// node of a remote workload instead (the parent of that workload spawns it).
+/// node of a remote workload instead (the parent of that workload spawns it), and
+/// `--shard-peer DIR|NAME|SEED` one node of a replicated-shard workload.
 const HARNESS: Harness = Harness {
     program: "cairn-bench",
     system: "cairn",
@@ -41,8 +42,11 @@ const HARNESS: Harness = Harness {
         "remote-fan",
         "leave-detect",
         "ws-broadcast",
+        "durable-writes-replicated",
+        "failover",
+        "rebalance",
     ],
-    value_flags: &["--remote-peer"],
+    value_flags: &["--remote-peer", "--shard-peer"],
 };
 
 fn main() -> ExitCode {
@@ -59,6 +63,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cairn-bench: remote peer node: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(spec) = opts.value("--shard-peer") {
+        return match workloads::replicated::shard_peer(spec, &cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn-bench: shard peer node: FAILED: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -96,6 +109,9 @@ fn runner(workload: &str) -> Option<Workload> {
         "remote-fan" => workloads::remote::remote_fan,
         "leave-detect" => workloads::leave::leave_detect,
         "ws-broadcast" => workloads::ws::ws_broadcast,
+        "durable-writes-replicated" => workloads::replicated::durable_writes_replicated,
+        "failover" => workloads::replicated::failover,
+        "rebalance" => workloads::replicated::rebalance,
         _ => return None,
     })
 }

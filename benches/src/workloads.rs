@@ -9,6 +9,7 @@
 pub mod durable;
 pub mod leave;
 pub mod remote;
+pub mod replicated;
 pub mod ws;
 
 use std::future::Future;

@@ -1,11 +1,12 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
-//! acknowledged; the remote ones start a second node process), twenty-nine JSON rows (leave-detect and ws-broadcast print two each) out. Proves the harness works, not the speed.
+//! acknowledged; the remote ones start a second node process, the replicated-shard ones three
+//! or four), forty-two JSON rows (leave-detect and ws-broadcast print two each) out. Proves the harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
+fn all_workloads_at_tiny_scale_print_forty_two_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -18,7 +19,7 @@ fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 29, "expected 29 rows, got:\n{stdout}");
+    assert_eq!(rows.len(), 42, "expected 42 rows, got:\n{stdout}");
     let mut seen = Vec::new();
     for row in &rows {
         assert!(
@@ -69,6 +70,14 @@ fn all_workloads_at_tiny_scale_print_twenty_nine_json_rows() {
         // calls/s, us_p50, us_p99
         ("remote-call", 3),
         ("remote-fan", 1),
+        // writes/s, us_p50, us_p99, busy_cores, own_cores
+        ("durable-writes-replicated", 5),
+        ("failover-detect", 1),
+        ("failover-recover", 1),
+        // busy_cores, own_cores
+        ("failover", 2),
+        // ms, MB/s, busy_cores, own_cores
+        ("rebalance", 4),
     ] {
         assert_eq!(seen.iter().filter(|b| *b == bench).count(), rows, "{bench}");
     }

@@ -1074,7 +1074,9 @@ pub fn rebalance(cfg: &Config) -> Result<Vec<Row>, String> {
         })
         .collect();
     let balanced = loop {
-        let mut done = true;
+        // Per node, the shards it hosts beyond its target and those of its target it lacks
+        // (or hosts only as a learner).
+        let mut off = Vec::new();
         for i in cluster.running() {
             let voting: BTreeSet<u32> = cluster
                 .shards(i)?
@@ -1082,13 +1084,17 @@ pub fn rebalance(cfg: &Config) -> Result<Vec<Row>, String> {
                 .filter(|(_, r)| *r != 'l')
                 .map(|(s, _)| s)
                 .collect();
-            done &= voting == target[i];
+            if voting != target[i] {
+                let extra: Vec<_> = voting.difference(&target[i]).collect();
+                let missing: Vec<_> = target[i].difference(&voting).collect();
+                off.push(format!("n{i}: extra {extra:?}, missing {missing:?}"));
+            }
         }
-        if done {
+        if off.is_empty() {
             break joined.elapsed();
         }
         if joined.elapsed() > WAIT {
-            return Err(format!("not balanced within {WAIT:?}"));
+            return Err(format!("not balanced within {WAIT:?}: {}", off.join("; ")));
         }
         std::thread::sleep(POLL);
     };

@@ -901,6 +901,14 @@ impl Node {
     }
 
     #[cfg(feature = "mesh")]
+    /// The shard layer's counters and this node's map of the shards it hosts (role, voters,
+    /// learners, leader), as the status page shows them; `None` without a shard driver
+    /// (no mesh, or a client). The map is at most `cairn_shard::stats::MAP_REFRESH` stale.
+    pub fn shard_stats(&self) -> Option<cairn_shard::stats::ShardStatsSnapshot> {
+        self.objects.shard_stats().map(|(stats, _)| stats)
+    }
+
+    #[cfg(feature = "mesh")]
     /// Asks `node` (any node of the mesh, or this one) for its status. On a node without a
     /// mesh this fails with [`CallError::NoConnection`].
     pub async fn node_status(

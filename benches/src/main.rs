@@ -20,8 +20,9 @@ use workloads::Config;
 
 /// Every workload, in the order `all` runs them; `--remote-peer CA_DIR` starts the second
 /// node of a remote workload instead (the parent of that workload spawns it), and
-/// `--ws-client SOCKETS,MESSAGES,URL` one of ws-broadcast's client processes, and
-/// `--http-serve node|forward --addr ADDR` a node serving an object for `http_get.py`.
+/// `--ws-client SOCKETS,MESSAGES,URL` one of ws-broadcast's client processes,
+/// `--http-serve node|forward --addr ADDR` a node serving an object for `http_get.py`, and
+/// `--shard-peer DIR|NAME|SEED` one node of a replicated-shard workload.
 const HARNESS: Harness = Harness {
     program: "cairn-bench",
     system: "cairn",
@@ -43,8 +44,17 @@ const HARNESS: Harness = Harness {
         "remote-fan",
         "leave-detect",
         "ws-broadcast",
+        "durable-writes-replicated",
+        "failover",
+        "rebalance",
     ],
-    value_flags: &["--remote-peer", "--ws-client", "--http-serve", "--addr"],
+    value_flags: &[
+        "--remote-peer",
+        "--ws-client",
+        "--http-serve",
+        "--addr",
+        "--shard-peer",
+    ],
 };
 
 fn main() -> ExitCode {
@@ -70,6 +80,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cairn-bench: ws-broadcast client: FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(spec) = opts.value("--shard-peer") {
+        return match workloads::replicated::shard_peer(spec, &cfg) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cairn-bench: shard peer node: FAILED: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -114,6 +133,9 @@ fn runner(workload: &str) -> Option<Workload> {
         "remote-fan" => workloads::remote::remote_fan,
         "leave-detect" => workloads::leave::leave_detect,
         "ws-broadcast" => workloads::ws::ws_broadcast,
+        "durable-writes-replicated" => workloads::replicated::durable_writes_replicated,
+        "failover" => workloads::replicated::failover,
+        "rebalance" => workloads::replicated::rebalance,
         _ => return None,
     })
 }

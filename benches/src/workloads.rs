@@ -10,6 +10,7 @@ pub mod durable;
 pub mod http_serve;
 pub mod leave;
 pub mod remote;
+pub mod replicated;
 pub mod ws;
 
 use std::future::Future;

@@ -1,11 +1,13 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
-//! acknowledged; the remote ones start a second node process), thirty-two JSON rows (leave-detect prints two, ws-broadcast five) out. Proves the harness works, not the speed.
+//! acknowledged; the remote ones start a second node process, the replicated-shard ones three
+//! or four), forty-five JSON rows (leave-detect prints two, ws-broadcast five) out. Proves the
+//! harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_thirty_two_json_rows() {
+fn all_workloads_at_tiny_scale_print_forty_five_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -18,7 +20,12 @@ fn all_workloads_at_tiny_scale_print_thirty_two_json_rows() {
         out.status
     );
     let rows: Vec<&str> = stdout.lines().collect();
-    assert_eq!(rows.len(), 32, "expected 32 rows, got:\n{stdout}");
+    assert_eq!(
+        rows.len(),
+        45,
+        "expected 45 rows, got:
+{stdout}"
+    );
     let mut seen = Vec::new();
     for row in &rows {
         assert!(
@@ -74,6 +81,14 @@ fn all_workloads_at_tiny_scale_print_thirty_two_json_rows() {
         ("ws-client-socket-mem", 1),
         ("ws-broadcast-busy", 1),
         ("ws-broadcast-others-busy", 1),
+        // writes/s, us_p50, us_p99, busy_cores, own_cores
+        ("durable-writes-replicated", 5),
+        ("failover-detect", 1),
+        ("failover-recover", 1),
+        // busy_cores, own_cores
+        ("failover", 2),
+        // ms, MB/s, busy_cores, own_cores
+        ("rebalance", 4),
     ] {
         assert_eq!(seen.iter().filter(|b| *b == bench).count(), rows, "{bench}");
     }

@@ -45,11 +45,11 @@ fn stop_node(node: Node) -> Result<(), String> {
 /// The value of the `n`-th write: `n` in decimal, zero-padded to [`VALUE_LEN`] bytes.
 /// (Not `format!("{n:0100}")`, which pads one `write_char` at a time: that showed up in
 /// profiles of the write workloads as the harness's own cost.)
-fn value_of(n: u64) -> String {
+pub(crate) fn value_of(n: u64) -> String {
     padded(n, VALUE_LEN)
 }
 
-fn padded(n: u64, len: usize) -> String {
+pub(crate) fn padded(n: u64, len: usize) -> String {
     let digits = n.to_string();
     let mut s = String::with_capacity(len.max(digits.len()));
     s.extend(std::iter::repeat_n('0', len.saturating_sub(digits.len())));
@@ -58,7 +58,7 @@ fn padded(n: u64, len: usize) -> String {
 }
 
 /// The `q`-quantile of sorted nanoseconds, in microseconds.
-fn quantile_us(sorted_ns: &[u64], q: f64) -> f64 {
+pub(crate) fn quantile_us(sorted_ns: &[u64], q: f64) -> f64 {
     if sorted_ns.is_empty() {
         return f64::NAN;
     }

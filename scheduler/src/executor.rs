@@ -124,6 +124,40 @@ struct WorkerCtx {
 
 thread_local! {
     static CURRENT: OnceCell<WorkerCtx> = const { OnceCell::new() };
+    /// The address of this thread's `CURRENT` worker while its loop runs, else null. A raw
+    /// pointer has no destructor, so reading it is one thread-local load; `CURRENT` (a type
+    /// with a destructor) costs a call and a lazy-registration check on every access, and
+    /// every wake and spawn asks which worker it is on.
+    static WORKER: Cell<*const WorkerCtx> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Publishes a worker in `WORKER` for as long as it lives, unwinding included.
+struct Published;
+
+impl Published {
+    fn new(ctx: &WorkerCtx) -> Self {
+        WORKER.with(|w| w.set(ctx));
+        Published
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        WORKER.with(|w| w.set(std::ptr::null()));
+    }
+}
+
+/// Calls `f` with this thread's worker, if the thread is one and its loop is running.
+#[inline]
+#[allow(unsafe_code)] // Reading the worker through its thread-local address; see SAFETY.
+fn with_worker<R>(f: impl FnOnce(Option<&WorkerCtx>) -> R) -> R {
+    let ptr = WORKER.with(Cell::get);
+    // SAFETY: `WORKER` is non-null only while a `Published` guard lives: `Executor::start`'s
+    // worker closure creates it pointing at the `WorkerCtx` inside this thread's `CURRENT` (a
+    // `OnceCell` that is set once, never moved and dropped only at thread exit) and drops it,
+    // resetting the pointer to null, before that closure returns or unwinds. Only this thread reads its own `WORKER`, and the reference does not outlive
+    // `f`, which runs within that window.
+    f(unsafe { ptr.as_ref() })
 }
 
 impl Executor {
@@ -172,6 +206,7 @@ impl Executor {
                             panic!("a thread can only be one worker");
                         }
                         let ctx = cell.get().expect("just set");
+                        let _published = Published::new(ctx);
                         ctx.run_loop();
                         ctx.drain();
                     })
@@ -189,7 +224,7 @@ impl Executor {
     /// Queues a task. On one of this executor's workers it stays local; elsewhere it goes to
     /// the injector and an idle worker is woken.
     pub(crate) fn schedule(self: &Arc<Self>, task: Task, how: Schedule) {
-        let task = CURRENT.with(|cell| match cell.get() {
+        let task = with_worker(|worker| match worker {
             Some(ctx) if Arc::ptr_eq(&ctx.exec, self) => {
                 ctx.push_local(task, how);
                 None
@@ -269,7 +304,7 @@ impl Executor {
     /// shared block off the workers.
     #[inline]
     pub(crate) fn count(self: &Arc<Self>, pick: impl FnOnce(&Counters) -> &AtomicU64) {
-        CURRENT.with(|cell| match cell.get() {
+        with_worker(|worker| match worker {
             Some(ctx) if Arc::ptr_eq(&ctx.exec, self) => {
                 bump_owned(pick(&self.counters[ctx.index]))
             }
@@ -291,7 +326,7 @@ impl Executor {
 
     /// True when the calling thread is one of this executor's workers.
     pub(crate) fn on_worker(self: &Arc<Self>) -> bool {
-        CURRENT.with(|cell| cell.get().is_some_and(|ctx| Arc::ptr_eq(&ctx.exec, self)))
+        with_worker(|worker| worker.is_some_and(|ctx| Arc::ptr_eq(&ctx.exec, self)))
     }
 }
 
@@ -306,7 +341,7 @@ pub(crate) fn schedule_on_current<T: Runnable>(
     task: Arc<T>,
     how: Schedule,
 ) -> Result<(), Arc<T>> {
-    CURRENT.with(|cell| match cell.get() {
+    with_worker(|worker| match worker {
         Some(ctx) if std::ptr::eq(Arc::as_ptr(&ctx.exec), exec) => {
             ctx.push_local(task, how);
             Ok(())

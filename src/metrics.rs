@@ -33,10 +33,15 @@
 //! | `cairn_object_handler_failures_total{class}` | counter | failed handler calls |
 //! | `cairn_object_handler_seconds{class}` | histogram | handler time |
 //! | `cairn_object_gate_hold_seconds{class}` | histogram | output held behind its commit |
+//! | `cairn_alarms_due` | gauge | stored alarms found due by the alarm process's last scan |
 //! | `cairn_alarms_fired_total{class}` / `_retried_total` / `_given_up_total` | counter | alarms |
 //! | `process_resident_memory_bytes` | gauge | resident memory of the OS process (Linux) |
 //! | `cairn_mesh_members` | gauge | live members, this node included |
 //! | `cairn_mesh_connected_peers` | gauge | peers with a data connection up |
+//! | `cairn_mesh_members_by_state{state}` | gauge | other members as SWIM sees them: alive, suspect, down |
+//! | `cairn_mesh_rtt_seconds{peer}` | gauge | QUIC's smoothed RTT to each connected peer (label: its node name) |
+//! | `cairn_mesh_sent_bytes_total{peer}` / `cairn_mesh_received_bytes_total{peer}` | counter | UDP bytes of each peer's connection |
+//! | `cairn_mesh_sent_frames_total{peer}` / `cairn_mesh_received_frames_total{peer}` | counter | mesh frames of each peer's connection |
 //! | `cairn_shard_led` / `cairn_shard_followed` | gauge | shards this node leads / hosts without leading |
 //! | `cairn_shard_commits_total` / `cairn_shard_failed_proposals_total` | counter | write sets committed through shards led here / not committed |
 //! | `cairn_shard_commit_seconds` | histogram | shard commit latency (proposal to majority commit, applied here) |
@@ -243,6 +248,16 @@ impl Collector for NodeCollector {
         let Some(objects) = self.objects.upgrade() else {
             return Ok(());
         };
+        out.gauge(
+            "cairn_alarms_due",
+            "Stored alarms found due by the alarm process's last scan",
+            i64::try_from(
+                objects
+                    .alarms_due
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            )
+            .unwrap_or(i64::MAX),
+        )?;
         let st = objects.store().stats();
         out.counter(
             "cairn_storage_commits",
@@ -362,6 +377,7 @@ impl Collector for NodeCollector {
                 "Members with a data connection up",
                 gauge_of(connected),
             )?;
+            encode_links(&mut out, &mesh, &members)?;
             out.counter(
                 "cairn_mesh_delivered",
                 "Messages received and delivered",
@@ -394,6 +410,85 @@ impl Collector for NodeCollector {
         }
         Ok(())
     }
+}
+
+/// Members by state and the per-peer link families (labelled by the peer's node name:
+/// members are bounded, so the label is too).
+#[cfg(feature = "mesh")]
+fn encode_links(out: &mut Out<'_>, mesh: &cairn_net::Mesh, members: &[cairn_net::Member]) -> Fmt {
+    let states = mesh.member_states();
+    out.labelled(
+        (
+            "cairn_mesh_members_by_state",
+            "Other members by SWIM state",
+            MetricType::Gauge,
+        ),
+        "state",
+        [
+            ("alive", states.alive),
+            ("suspect", states.suspect),
+            ("down", states.down),
+        ],
+        |mut e, v| e.encode_gauge(&(i64::try_from(v).unwrap_or(i64::MAX))),
+    )?;
+    let links = mesh.links();
+    let names: Vec<(String, cairn_net::mesh::LinkStats)> = links
+        .into_iter()
+        .map(|l| {
+            let name = members
+                .iter()
+                .find(|m| m.node == l.node)
+                .map_or_else(|| l.node.to_string(), |m| m.name.clone());
+            (name, l)
+        })
+        .collect();
+    let per_peer = |f: fn(&cairn_net::mesh::LinkStats) -> u64| {
+        names.iter().map(move |(n, l)| (n.as_str(), f(l)))
+    };
+    out.labelled(
+        (
+            "cairn_mesh_rtt_seconds",
+            "QUIC smoothed round-trip time to each connected peer",
+            MetricType::Gauge,
+        ),
+        "peer",
+        names.iter().map(|(n, l)| (n.as_str(), l.rtt.as_secs_f64())),
+        |mut e, v| e.encode_gauge(&v),
+    )?;
+    type Field = fn(&cairn_net::mesh::LinkStats) -> u64;
+    let fields: [(&str, &str, Field); 4] = [
+        (
+            "cairn_mesh_sent_bytes",
+            "UDP bytes sent to each peer on its connection",
+            |l| l.bytes_sent,
+        ),
+        (
+            "cairn_mesh_received_bytes",
+            "UDP bytes received from each peer on its connection",
+            |l| l.bytes_received,
+        ),
+        (
+            "cairn_mesh_sent_frames",
+            "Mesh frames queued to each peer on its connection",
+            |l| l.frames_sent,
+        ),
+        (
+            "cairn_mesh_received_frames",
+            "Mesh frames read from each peer on its connection",
+            |l| l.frames_received,
+        ),
+    ];
+    for (name, help, f) in fields {
+        out.labelled(
+            (name, help, MetricType::Counter),
+            "peer",
+            per_peer(f),
+            |mut e, v| {
+                e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The `cairn_shard_*` families of a node running a shard driver.

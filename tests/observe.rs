@@ -189,6 +189,10 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         "cairn_mesh_delivered_total".to_owned(),
         "cairn_mesh_dead_letters_total".to_owned(),
         "cairn_mesh_refused_handshakes_total".to_owned(),
+        r#"cairn_mesh_members_by_state{state="alive"}"#.to_owned(),
+        r#"cairn_mesh_members_by_state{state="suspect"}"#.to_owned(),
+        r#"cairn_mesh_members_by_state{state="down"}"#.to_owned(),
+        "cairn_alarms_due".to_owned(),
         "cairn_shard_led".to_owned(),
         "cairn_shard_followed".to_owned(),
         "cairn_shard_commits_total".to_owned(),
@@ -273,6 +277,90 @@ fn counters_move_with_the_workload() {
     let refused = value(&scrape(addr.0), "cairn_mailbox_full_refusals_total");
     assert_eq!(refused - refused_before, 1.0);
     drop(release);
+    node.shutdown();
+}
+
+/// A second node joins: the first sees it alive, its link's RTT, bytes and frames move
+/// with calls it makes, and it is seen down after it leaves.
+#[test]
+fn mesh_metrics_move_with_a_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(&dir.path().join("obs1"), Duration::from_secs(30));
+    let before = scrape(addr.0);
+    assert_eq!(
+        value(&before, r#"cairn_mesh_members_by_state{state="alive"}"#),
+        0.0
+    );
+    let seed = node.mesh().unwrap().local_addr();
+    let other = Node::builder()
+        .workers(2)
+        .name("obs2")
+        .data_dir(dir.path().join("obs2"))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .insecure_dev()
+        .join([seed])
+        .start()
+        .unwrap();
+    other.host::<Counter>();
+    let peer = r#"{peer="obs2"}"#;
+    let frames_in = format!("cairn_mesh_received_frames_total{peer}");
+    let frames_out = format!("cairn_mesh_sent_frames_total{peer}");
+    let bytes_in = format!("cairn_mesh_received_bytes_total{peer}");
+    let bytes_out = format!("cairn_mesh_sent_bytes_total{peer}");
+    let joined = scrape_until(addr.0, |s| {
+        s.get(r#"cairn_mesh_members_by_state{state="alive"}"#) == Some(&1.0)
+            && s.contains_key(&frames_in)
+    });
+    assert_eq!(value(&joined, "cairn_mesh_members"), 2.0);
+    assert_eq!(
+        value(&joined, r#"cairn_mesh_members_by_state{state="alive"}"#),
+        1.0
+    );
+
+    // Calls from the new node to objects the first one owns cross the mesh: a request
+    // frame in and an answer frame out each.
+    let keys: Vec<String> = (0..200)
+        .map(|k| format!("k{k}"))
+        .filter(|k| other.object::<Counter>(k).owner().ok() == Some(node.id()))
+        .take(10)
+        .collect();
+    assert!(!keys.is_empty(), "no key owned by the first node");
+    let before = scrape(addr.0);
+    for key in &keys {
+        other
+            .block_on(
+                other
+                    .object::<Counter>(key)
+                    .call(|r| CounterMsg::AddAndGet(1, r), T),
+            )
+            .unwrap();
+    }
+    let after = scrape(addr.0);
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    let calls = keys.len() as f64;
+    assert!(
+        moved(&frames_in) >= calls,
+        "{} frames in",
+        moved(&frames_in)
+    );
+    assert!(
+        moved(&frames_out) >= calls,
+        "{} frames out",
+        moved(&frames_out)
+    );
+    assert!(moved(&bytes_in) > 0.0 && moved(&bytes_out) > 0.0);
+    assert!(value(&after, &format!("cairn_mesh_rtt_seconds{peer}")) > 0.0);
+
+    // It leaves: seen down (or forgotten), no longer alive.
+    other.shutdown();
+    let left = scrape_until(addr.0, |s| {
+        s.get(r#"cairn_mesh_members_by_state{state="alive"}"#) == Some(&0.0)
+    });
+    assert_eq!(
+        value(&left, r#"cairn_mesh_members_by_state{state="alive"}"#),
+        0.0
+    );
+    assert_eq!(value(&left, "cairn_mesh_members"), 1.0);
     node.shutdown();
 }
 

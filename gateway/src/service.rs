@@ -35,11 +35,13 @@ impl Shared {
         websockets: Option<(Sockets, Arc<dyn SocketHandler>)>,
     ) -> Self {
         let limiter = Arc::new(Limiter::new(config.max_connections, config.max_refusing));
-        // Ids differ across restarts: the high bits come from the start time.
-        let seed = std::time::SystemTime::now()
+        // Ids differ across restarts (the high bits come from the start time) and across
+        // nodes (mixed with the node id), so one id names one request in a cluster's logs.
+        let seed = (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
-            << 32;
+            << 32)
+            ^ cairn_scheduler::stable_hash::fmix64(handle.node().0);
         Shared {
             config,
             handle,

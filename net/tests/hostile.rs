@@ -443,6 +443,7 @@ fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
         tag: TAG.into(),
         call: None,
         payload: Bytes(vec![]),
+        request: None,
     });
     wait_until("the frame to be handled", || {
         let s = mesh.stats();
@@ -553,6 +554,7 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
         tag: TAG.into(),
         call: Some(77),
         payload: Bytes(vec![]),
+        request: None,
     });
     let answer = client.recv_where(|f| matches!(f, Wire::Reply { id: 77, .. }));
     assert!(
@@ -590,6 +592,7 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
             tag: TAG.into(),
             call: None,
             payload: Bytes(vec![]),
+            request: None,
         });
     }
     wait_until("both published sends to be handled", || {

@@ -631,6 +631,7 @@ fn unknown_tags_and_garbage_payloads_are_counted_and_the_mesh_carries_on() {
             tag: tag.to_owned().into(),
             call,
             payload: Bytes(payload),
+            request: None,
         };
         let to = Target::Pid(pid);
         // Unknown tag, as a call: answered with a failure.

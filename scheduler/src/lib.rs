@@ -64,6 +64,7 @@ mod sync;
 mod table;
 mod task_state;
 mod time;
+pub mod trace;
 mod unwind;
 pub mod wheel;
 

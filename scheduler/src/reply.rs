@@ -219,6 +219,8 @@ impl<T> OneShot<T> {
 pub struct Reply<T> {
     // A mutex only because `Serialize` takes `&self` and must move the port out.
     port: Mutex<Option<Port<T>>>,
+    /// The request current where this end was made (`crate::trace`; 0: none).
+    request: u64,
 }
 
 enum Port<T> {
@@ -235,7 +237,14 @@ impl<T> Reply<T> {
     fn with(port: Port<T>) -> Reply<T> {
         Reply {
             port: Mutex::new(Some(port)),
+            request: crate::trace::current_request().unwrap_or(0),
         }
+    }
+
+    /// The request this call belongs to (see [`crate::trace`]): the one current where the
+    /// call was made, also on the callee's node when the call crossed the mesh.
+    pub fn request_id(&self) -> Option<u64> {
+        (self.request != 0).then_some(self.request)
     }
 
     /// A reply port and the future that receives its answer.
@@ -261,7 +270,8 @@ impl<T> Reply<T> {
         };
         if crate::gate::is_active() {
             // Re-wrap so that discarding the held output drops a `Reply` (caller: NoReply).
-            let reply = Reply::with(port);
+            let mut reply = Reply::with(port);
+            reply.request = self.request;
             let deliver: crate::gate::Held = Box::new(move || {
                 let _ = reply.send_now(value);
                 crate::gate::HeldSend::Done

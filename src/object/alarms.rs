@@ -188,6 +188,8 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let now = objs.config.clock.now();
         match objs.store.due_alarms(now) {
             Ok(due) => {
+                objs.alarms_due
+                    .store(due.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for alarm in due {
                     let fresh = delivered.get(&alarm.name).is_none_or(|&(at, when)| {
                         at != alarm.at || when.elapsed() > Duration::from_secs(30)

@@ -177,6 +177,7 @@ function render(s, ch) {
     cell(tr, m.region || "-");
     cell(tr, m.incarnation == null ? "-" : String(m.incarnation));
     cell(tr, m.state, m.state);
+    cell(tr, m.state === "up" && m.rtt_ms != null ? m.rtt_ms.toFixed(2) : "-");
     tbody.appendChild(tr);
   }
   document.getElementById("members").setAttribute("data-up", members.filter((m) => m.state === "up").length);

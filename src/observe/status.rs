@@ -12,7 +12,9 @@
 //!                "alarms_fired", "alarms_retried", "alarms_given_up",
 //!                "handler_count", "handler_sum_us" } },
 //!   "mesh": null | { "members": [ { "node", "name", "addr", "region", "incarnation",
-//!                    "self": bool, "connected": bool, "state": "up" | "down" } ],
+//!                    "self": bool, "connected": bool, "state": "up" | "down",
+//!                    "rtt_ms", "bytes_sent", "bytes_received", "frames_sent",
+//!                    "frames_received" (each null without a data connection) } ],
 //!                    "delivered", "dead_letters" },
 //!   "shards": null | { "count", "replication", "led", "followed", "commits",
 //!                      "failed_proposals", "commit_count", "commit_sum_us",
@@ -151,10 +153,17 @@ fn mesh_json(handle: &Handle) -> Value {
     };
     let me = mesh.node();
     let live = mesh.members();
+    let links = mesh.links();
     let mut members: Vec<Value> = live
         .iter()
         .map(|m| {
+            let link = links.iter().find(|l| l.node == m.node);
             json!({
+                "rtt_ms": link.map(|l| l.rtt.as_secs_f64() * 1e3),
+                "bytes_sent": link.map(|l| l.bytes_sent),
+                "bytes_received": link.map(|l| l.bytes_received),
+                "frames_sent": link.map(|l| l.frames_sent),
+                "frames_received": link.map(|l| l.frames_received),
                 "node": m.node.to_string(),
                 "name": m.name,
                 "addr": m.addr.to_string(),
@@ -180,6 +189,11 @@ fn mesh_json(handle: &Handle) -> Value {
             "self": false,
             "connected": false,
             "state": "down",
+            "rtt_ms": null,
+            "bytes_sent": null,
+            "bytes_received": null,
+            "frames_sent": null,
+            "frames_received": null,
         }));
     }
     let ms = mesh.stats();

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -33,6 +34,7 @@ use parking_lot::Mutex;
 
 use super::advertise::shareable;
 use super::error::DialError;
+use super::stats::LinkStats;
 use super::wire::{Hello, PeerInfo, Wire};
 use crate::endpoint::{Connection, FramedSender, TrySendWith};
 
@@ -59,6 +61,10 @@ pub(super) struct Conn {
     outbox: Outbox,
     /// What the peer's certificate says of it (`authz`, `revoke`).
     cert: super::authz::PeerCert,
+    /// Mesh frames queued towards the peer (hello ack included).
+    frames_sent: AtomicU64,
+    /// Mesh frames read from the peer's lane.
+    frames_received: AtomicU64,
 }
 
 /// What the connection rule needs to know of a kept connection (so the rule and the
@@ -108,6 +114,8 @@ impl Conn {
             quic,
             outbox,
             cert,
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
         }
     }
 
@@ -128,12 +136,36 @@ impl Conn {
 
     /// Queues the first frame (the hello ack) into the fresh lane (never waits).
     pub(super) fn send_first(&self, frame: &Wire) -> Result<(), crate::SendError> {
-        self.outbox.send_first(frame)
+        self.outbox.send_first(frame)?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Queues `frame`, waiting for room on the lane.
     pub(super) async fn send(&self, frame: &Wire) -> Result<(), crate::SendError> {
-        self.outbox.send(frame).await
+        self.outbox.send(frame).await?;
+        self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Counts one frame read from the peer's lane.
+    pub(super) fn received_frame(&self) {
+        self.frames_received.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This connection's traffic and round-trip time (QUIC's own figures for bytes and
+    /// RTT; frames as counted here). Counters start at zero with each connection.
+    pub(super) fn link_stats(&self) -> LinkStats {
+        let quinn = self.quic.quinn();
+        let stats = quinn.stats();
+        LinkStats {
+            node: self.node,
+            rtt: quinn.rtt(),
+            bytes_sent: stats.udp_tx.bytes,
+            bytes_received: stats.udp_rx.bytes,
+            frames_sent: self.frames_sent.load(Ordering::Relaxed),
+            frames_received: self.frames_received.load(Ordering::Relaxed),
+        }
     }
 
     /// Ready once the lane has room (or has failed); registers `cx` otherwise.
@@ -143,7 +175,11 @@ impl Conn {
 
     /// Builds and queues a frame if the lane has room now (see [`Outbox::try_queue`]).
     pub(super) fn try_queue(&self, make: impl FnOnce() -> Result<Wire, String>) -> Queue {
-        self.outbox.try_queue(make)
+        let queued = self.outbox.try_queue(make);
+        if matches!(queued, Queue::Queued) {
+            self.frames_sent.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
     }
 
     /// Sends one SWIM packet as a QUIC datagram (unreliable, like SWIM's UDP).
@@ -366,6 +402,17 @@ impl<C: Peer> ConnTable<C> {
             Some(Slot::Up(conn)) => Some(Arc::clone(conn)),
             _ => None,
         }
+    }
+
+    /// Every connection kept now.
+    pub(super) fn all_up(&self) -> Vec<Arc<C>> {
+        self.slots
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Up(conn) => Some(Arc::clone(conn)),
+                Slot::Dialing { .. } => None,
+            })
+            .collect()
     }
 
     /// Whether a connection to `node` is up.

@@ -40,7 +40,10 @@ impl Inner {
     pub(super) async fn read_conn(self: &Arc<Self>, conn: &Conn, mut rx: FramedReceiver) {
         loop {
             match rx.recv::<Wire>().await {
-                Ok(Some(frame)) => self.handle_frame(conn, frame).await,
+                Ok(Some(frame)) => {
+                    conn.received_frame();
+                    self.handle_frame(conn, frame).await
+                }
                 Ok(None) => return,
                 Err(RecvError::Frame(error)) => {
                     // The receiver has logged it and closed the connection.
@@ -64,11 +67,22 @@ impl Inner {
                 tag,
                 call,
                 payload,
+                request,
             } => {
                 let report = Reported {
                     peer: conn.node(),
                     call,
+                    request,
                 };
+                if let Some(request) = request {
+                    tracing::debug!(
+                        target: "cairn::request",
+                        request_id = %format_args!("{request:016x}"),
+                        peer = %conn.node(),
+                        %tag,
+                        "mesh frame received for a request"
+                    );
+                }
                 let allowed = authz::check_send(conn.cert().role, &to, |pid| self.local_name(pid))
                     .map_err(|denied| self.unauthorized(conn.node(), &denied));
                 let result = match allowed {

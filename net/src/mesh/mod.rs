@@ -110,7 +110,7 @@ pub use names::{NameError, LAMPORT_WINDOW, MAX_NAMES_PER_NODE, MAX_NAME_LEN};
 pub use registry::DeclareError;
 pub use revoke::{read_revocation_list, RevocationError, MAX_REVOKED};
 pub use router::decoding_peer;
-pub use stats::MeshStats;
+pub use stats::{LinkStats, MemberStates, MeshStats};
 pub use wire::PeerInfo;
 
 use conns::ConnTable;
@@ -549,6 +549,28 @@ impl Mesh {
         let controls = self.inner.controls.lock().len();
         let refused_names = self.inner.names.lock().refused();
         self.inner.counters.snapshot(controls, refused_names)
+    }
+
+    /// Traffic and round-trip time of each data connection up now.
+    pub fn links(&self) -> Vec<LinkStats> {
+        let conns = self.inner.conns.lock().all_up();
+        let mut links: Vec<LinkStats> = conns.iter().map(|c| c.link_stats()).collect();
+        links.sort_by_key(|l| l.node);
+        links
+    }
+
+    /// Other members by SWIM state (alive, suspect, down).
+    pub fn member_states(&self) -> MemberStates {
+        let swim = self.inner.swim.lock();
+        let mut states = MemberStates::default();
+        for member in swim.foca.iter_membership_state() {
+            match member.state() {
+                foca::State::Alive => states.alive += 1,
+                foca::State::Suspect => states.suspect += 1,
+                foca::State::Down => states.down += 1,
+            }
+        }
+        states
     }
 
     /// Subscribes to node up/down events from now on.

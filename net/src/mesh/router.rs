@@ -80,13 +80,15 @@ fn encode_for<R>(inner: &Inner, peer: NodeId, encode: impl FnOnce() -> R) -> (R,
 pub(super) struct Reported {
     pub(super) peer: NodeId,
     pub(super) call: Option<u64>,
+    /// The request the message was sent for (made current while it is decoded).
+    pub(super) request: Option<u64>,
 }
 
 impl Reported {
     /// Runs `f` (a delivery that may drop its message) with the reply's port silent.
     pub(super) fn run<R>(self, f: impl FnOnce() -> R) -> R {
         let previous = REPORTED.with(|c| c.replace(self.call.map(|id| (self.peer, id))));
-        let result = f();
+        let result = cairn_scheduler::trace::with_request(self.request, f);
         REPORTED.with(|c| c.set(previous));
         result
     }
@@ -305,6 +307,7 @@ impl Inner {
             tag: Cow::Borrowed(tag),
             call,
             payload: Bytes(payload?),
+            request: cairn_scheduler::trace::current_request(),
         })
     }
 

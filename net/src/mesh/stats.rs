@@ -1,6 +1,9 @@
 //! A mesh's counters: bumped where things happen, read as one [`MeshStats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cairn_scheduler::NodeId;
 
 /// Counters of a mesh.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,6 +50,40 @@ pub struct MeshStats {
     pub unauthorized: u64,
     /// Connections refused or closed because the peer's certificate serial is revoked.
     pub revoked_peers: u64,
+}
+
+/// One data connection's traffic, as listed by [`Mesh::links`](super::Mesh::links).
+///
+/// Counters belong to the connection: a reconnect starts them at zero again (Prometheus
+/// takes a decrease as a counter reset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// The peer.
+    pub node: NodeId,
+    /// QUIC's smoothed round-trip time estimate.
+    pub rtt: Duration,
+    /// UDP payload bytes sent on the connection (SWIM datagrams included).
+    pub bytes_sent: u64,
+    /// UDP payload bytes received on the connection.
+    pub bytes_received: u64,
+    /// Mesh frames queued towards the peer.
+    pub frames_sent: u64,
+    /// Mesh frames read from the peer.
+    pub frames_received: u64,
+}
+
+/// Other members by SWIM state, as listed by [`Mesh::member_states`](super::Mesh::member_states)
+/// (this node is not counted; SWIM keeps down members for a while to refute stale news).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberStates {
+    /// Members answering probes.
+    pub alive: u64,
+    /// Members that missed a probe and have not refuted yet.
+    pub suspect: u64,
+    /// Members declared down (still remembered by SWIM).
+    pub down: u64,
 }
 
 /// The event counters (the gauge is read from the control connections).

@@ -115,6 +115,12 @@ pub enum Wire {
         call: Option<u64>,
         /// The message, MessagePack.
         payload: Bytes,
+        /// The request the message was sent for (`cairn_scheduler::trace`), made current on
+        /// the receiving node while the payload is decoded. Absent (not even a key) when
+        /// there is none, so untraced frames are byte-for-byte what they were before, and
+        /// nodes that do not know the field ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<u64>,
     },
     /// The answer to a call.
     Reply {
@@ -328,6 +334,7 @@ mod tests {
             tag: "t".into(),
             call: Some(7),
             payload: Bytes(vec![1, 2, 3]),
+            request: Some(0xfeed),
         };
         let bytes = encode_payload(&frame).unwrap();
         assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), frame);
@@ -337,6 +344,53 @@ mod tests {
         };
         let bytes = encode_payload(&reply).unwrap();
         assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), reply);
+    }
+
+    /// An untraced frame is encoded exactly as before the `request` field existed, and a
+    /// traced one decodes on a node that does not know the field.
+    #[test]
+    fn the_request_field_is_absent_when_unset_and_ignored_by_older_decoders() {
+        #[derive(Serialize, Deserialize, Debug, PartialEq)]
+        enum OldWire {
+            Send {
+                from: Option<Pid>,
+                to: Target,
+                tag: String,
+                call: Option<u64>,
+                payload: Bytes,
+            },
+        }
+        let old = OldWire::Send {
+            from: None,
+            to: Target::Name("n".into()),
+            tag: "t".into(),
+            call: Some(1),
+            payload: Bytes(vec![1]),
+        };
+        let untraced = Wire::Send {
+            from: None,
+            to: Target::Name("n".into()),
+            tag: "t".into(),
+            call: Some(1),
+            payload: Bytes(vec![1]),
+            request: None,
+        };
+        assert_eq!(
+            encode_payload(&untraced).unwrap(),
+            encode_payload(&old).unwrap()
+        );
+        let traced = Wire::Send {
+            from: None,
+            to: Target::Name("n".into()),
+            tag: "t".into(),
+            call: Some(1),
+            payload: Bytes(vec![1]),
+            request: Some(42),
+        };
+        assert_ne!(encode_payload(&traced).unwrap(), encode_payload(&untraced).unwrap());
+        let bytes = encode_payload(&traced).unwrap();
+        assert_eq!(decode_payload::<OldWire>(&bytes).unwrap(), old);
+        assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), traced);
     }
 
     #[test]
@@ -354,6 +408,7 @@ mod tests {
             tag: "test.Msg".into(),
             call: None,
             payload: Bytes(vec![0x92, 0x01, 0x02]),
+            request: None,
         })
         .unwrap();
         for len in 0..valid.len() {

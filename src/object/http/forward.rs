@@ -344,20 +344,36 @@ pub(super) fn serve_forwarded(
                 let _ = reply.send(Err(Failure::Overloaded));
                 return;
             };
-            handle.spawn(move |_: Ctx<()>| async move {
-                let _permit = permit;
-                let timeout = forward_timeout(&objects);
-                let handle = objects.handle.clone();
-                let answer = match request.into_request() {
-                    Ok(request) => {
-                        within(&handle, timeout, (entry.fetch)(objects, key, request, hops))
-                            .await
-                            .unwrap_or_else(|| Err(Failure::Unavailable("timed out".to_owned())))
-                            .map(WireResponse::new)
-                    }
-                    Err(e) => Err(e),
+            // The request id came in the mesh frame and is kept by the reply.
+            let request_id = reply.request_id();
+            let span = request_span(request_id, "forwarded", &class, &key);
+            span.in_scope(|| {
+                tracing::debug!(
+                    target: "cairn::request",
+                    request_id = %RequestHex(request_id),
+                    hops,
+                    "serving a request forwarded by another node"
+                );
+            });
+            handle.spawn(move |_: Ctx<()>| {
+                let work = async move {
+                    let _permit = permit;
+                    let timeout = forward_timeout(&objects);
+                    let handle = objects.handle.clone();
+                    let answer = match request.into_request() {
+                        Ok(request) => {
+                            within(&handle, timeout, (entry.fetch)(objects, key, request, hops))
+                                .await
+                                .unwrap_or_else(|| {
+                                    Err(Failure::Unavailable("timed out".to_owned()))
+                                })
+                                .map(WireResponse::new)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(answer);
                 };
-                let _ = reply.send(answer);
+                in_request(request_id, work.instrument(span))
             });
         }
         HttpMsg::Event {

@@ -102,9 +102,11 @@ use cairn_gateway::{
     SocketHandler, Sockets,
 };
 use cairn_net::{Mesh, NodeEvent};
+use cairn_scheduler::trace::{current_request, in_request};
 use cairn_scheduler::{CallError, Ctx, Handle, Message, NodeId, Reply, SendError, SpawnOptions};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use super::activation::{HandlerFuture, Lookup};
 use super::routing::{is_client, BoxFuture, Route, MAX_HOPS};
@@ -153,7 +155,16 @@ pub(super) fn handler<'a, O: Object>(
     Box::pin(async move {
         match *call.0 {
             CallKind::Fetch(request, reply) => {
-                let response = object.fetch(request, octx).await?;
+                // The reply was made where the request is current (here or, forwarded,
+                // on the node that received it): the handler's logs and calls carry its id.
+                let request_id = reply.request_id();
+                let span = request_span(request_id, "fetch", O::CLASS, octx.key());
+                span.in_scope(|| {
+                    tracing::debug!(target: "cairn::request", "calling the object's fetch handler");
+                });
+                let response = in_request(request_id, object.fetch(request, octx))
+                    .instrument(span)
+                    .await?;
                 let _ = reply.send(response);
             }
             CallKind::Socket(socket, kind, reply) => {
@@ -173,6 +184,37 @@ pub(super) fn handler<'a, O: Object>(
         }
         Ok(())
     })
+}
+
+/// The span of one request's work for an object (`what`: where it is), with the request id
+/// as the gateway shows it in `x-request-id` (16 hex digits), the class and the key's hash
+/// (keys may be personal data). Fields are only formatted when the span is enabled.
+pub(super) fn request_span(
+    request: Option<u64>,
+    what: &str,
+    class: &str,
+    key: &str,
+) -> tracing::Span {
+    tracing::debug_span!(
+        target: "cairn::request",
+        "request",
+        request_id = %RequestHex(request),
+        what,
+        class,
+        key_hash = %format_args!("{:016x}", super::activation::key_hash(key)),
+    )
+}
+
+/// A request id as `x-request-id` shows it (`-` for none).
+pub(super) struct RequestHex(pub(super) Option<u64>);
+
+impl std::fmt::Display for RequestHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id:016x}"),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// The answer of [`Object::fetch`]'s default: 404.
@@ -397,6 +439,13 @@ fn fetch_object<O: Object>(
                 Ok(response)
             }
             Target::Remote(mesh, node) => {
+                tracing::debug!(
+                    target: "cairn::request",
+                    request_id = %RequestHex(current_request()),
+                    owner = %node,
+                    hops,
+                    "forwarding the request to the object's owner"
+                );
                 let timeout = forward_timeout(&objects);
                 let request = WireRequest::new(request);
                 let answer = mesh
@@ -488,7 +537,19 @@ impl Dispatcher for ObjectDispatcher {
         let class = self.state.class(&route.object.class);
         let objects = self.objects.upgrade();
         let state = self.state.clone();
-        Box::pin(async move {
+        // The gateway's request id becomes the current request: the calls made for it
+        // (also across the mesh) carry it.
+        let request_id = request
+            .extensions()
+            .get::<cairn_gateway::RequestId>()
+            .map(|id| id.0);
+        let span = request_span(
+            request_id,
+            "gateway",
+            &route.object.class,
+            &route.object.key,
+        );
+        let work = async move {
             let ObjectKey { class: name, key } = route.object;
             let Some(class) = class else {
                 return Err(DispatchError::UnknownClass(name));
@@ -515,7 +576,8 @@ impl Dispatcher for ObjectDispatcher {
                 }
             }
             Ok(response)
-        })
+        };
+        Box::pin(in_request(request_id, work).instrument(span))
     }
 }
 

@@ -387,7 +387,10 @@ mod tests {
             payload: Bytes(vec![1]),
             request: Some(42),
         };
-        assert_ne!(encode_payload(&traced).unwrap(), encode_payload(&untraced).unwrap());
+        assert_ne!(
+            encode_payload(&traced).unwrap(),
+            encode_payload(&untraced).unwrap()
+        );
         let bytes = encode_payload(&traced).unwrap();
         assert_eq!(decode_payload::<OldWire>(&bytes).unwrap(), old);
         assert_eq!(decode_payload::<Wire>(&bytes).unwrap(), traced);

@@ -6,173 +6,16 @@
 //! sleeps to observe.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
-/// Generous: debug builds on a shared two-core machine.
-const DEADLINE: Duration = Duration::from_secs(60);
+#[path = "common/node_proc.rs"]
+mod node_proc;
 
-/// Lines a child wrote to one stream, with a condvar to wait for more.
-#[derive(Default)]
-struct Lines {
-    lines: Mutex<Vec<String>>,
-    more: Condvar,
-}
-
-impl Lines {
-    fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
-        let lines = Arc::new(Lines::default());
-        let sink = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().push(line);
-                sink.more.notify_all();
-            }
-        });
-        lines
-    }
-
-    /// Waits until `done` holds for the lines so far; panics with them at the deadline.
-    fn wait_until(&self, what: &str, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
-        let deadline = Instant::now() + DEADLINE;
-        let mut lines = self.lines.lock().unwrap();
-        loop {
-            if done(&lines) {
-                return lines.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}; got:\n{}",
-                lines.join("\n")
-            );
-            lines = self.more.wait_timeout(lines, left).unwrap().0;
-        }
-    }
-
-    fn wait_for(&self, needle: &str) -> String {
-        let lines = self.wait_until(needle, |l| l.iter().any(|l| l.contains(needle)));
-        lines.into_iter().find(|l| l.contains(needle)).unwrap()
-    }
-}
-
-/// A running `cairn-node run`, killed on drop.
-struct NodeProc {
-    child: Child,
-    stdout: Arc<Lines>,
-    stderr: Arc<Lines>,
-    addr: SocketAddr,
-    id: String,
-}
-
-impl NodeProc {
-    fn start(name: &str, dir: &Path, cluster: &Path, join: &[SocketAddr]) -> NodeProc {
-        NodeProc::start_with(name, dir, cluster, join, |_| {})
-    }
-
-    /// [`NodeProc::start`], with `configure` applied to the command last (extra flags,
-    /// environment).
-    fn start_with(
-        name: &str,
-        dir: &Path,
-        cluster: &Path,
-        join: &[SocketAddr],
-        configure: impl FnOnce(&mut Command),
-    ) -> NodeProc {
-        let addr = free_addr();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--name", name, "--workers", "2", "--listen"])
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(dir.join(name))
-            .arg("--cluster")
-            .arg(cluster);
-        if !join.is_empty() {
-            let seeds: Vec<String> = join.iter().map(SocketAddr::to_string).collect();
-            cmd.arg("--join").arg(seeds.join(","));
-        }
-        cmd.env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        configure(&mut cmd);
-        let mut child = cmd.spawn().expect("start cairn-node");
-        let stdout = Lines::collect(child.stdout.take().unwrap());
-        let stderr = Lines::collect(child.stderr.take().unwrap());
-        let mut node = NodeProc {
-            child,
-            stdout,
-            stderr,
-            addr,
-            id: String::new(),
-        };
-        let ready = node.stdout.wait_for("ready ");
-        assert!(ready.contains(&format!("listen={addr}")), "{ready}");
-        node.id = field(&ready, "node").to_owned();
-        node
-    }
-
-    /// Waits until this node has seen `n` distinct peers come up.
-    fn wait_peers(&self, n: usize) {
-        self.stdout.wait_until(&format!("{n} peers up"), |lines| {
-            let up: BTreeSet<&str> = lines
-                .iter()
-                .filter(|l| l.starts_with("node up "))
-                .map(|l| field(l, "node"))
-                .collect();
-            up.len() >= n
-        });
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free UDP port on 127.0.0.1 (QUIC is UDP), released for the node to take.
-fn free_addr() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// The value of `key=value` in a line of `cairn-node` output.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
-}
-
-/// Runs a short-lived `cairn-node` command to completion: (success, stdout, stderr).
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run cairn-node");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn cluster_init(dir: &Path) {
-    let (ok, out, err) = cli(&["cluster", "init", dir.to_str().unwrap()]);
-    assert!(ok, "cluster init failed: {out}{err}");
-}
+use node_proc::{cli, cluster_init, field, free_addr, issue_node, own_files, Lines, NodeProc, BIN};
 
 /// `status` through `via`: member lines by node id.
 fn status(via: SocketAddr, cluster: &Path) -> HashMap<String, String> {
@@ -547,21 +390,6 @@ fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() 
 
     // Nodes given only their certificate, their key and the CA certificate (no CA key
     // anywhere near them) form a mesh.
-    let own_files = |name: &str, certs: &Path| {
-        let (cert, key) = (
-            certs.join(format!("{name}.pem")),
-            certs.join(format!("{name}.key")),
-        );
-        let ca_pem = certs.join("ca.pem");
-        move |cmd: &mut Command| {
-            cmd.arg("--cert")
-                .arg(&cert)
-                .arg("--key")
-                .arg(&key)
-                .arg("--ca")
-                .arg(&ca_pem);
-        }
-    };
     let no_ca = dir.path().join("no-ca");
     let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], own_files("n1", &files[0]));
     let n2 = NodeProc::start_with(
@@ -597,45 +425,6 @@ fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() 
         "{err}"
     );
 }
-
-/// Issues a node certificate for `name` from the CA in `ca` into `dir/certs-NAME`
-/// (`extra`: more `cert issue` flags); returns that directory.
-fn issue_node(dir: &Path, ca: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
-    let out = dir.join(format!("certs-{name}"));
-    let mut args = vec![
-        "cert",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--name",
-        name,
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let (ok, stdout, err) = cli(&args);
-    assert!(ok, "{stdout}{err}");
-    assert!(stdout.contains("serial "), "{stdout}");
-    out
-}
-
-/// The `--cert/--key/--ca` flags for `name`'s files in `certs`.
-fn own_files(name: &str, certs: &Path) -> impl FnOnce(&mut Command) {
-    let (cert, key, ca) = (
-        certs.join(format!("{name}.pem")),
-        certs.join(format!("{name}.key")),
-        certs.join("ca.pem"),
-    );
-    move |cmd: &mut Command| {
-        cmd.arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .arg("--ca")
-            .arg(&ca);
-    }
-}
-
 #[test]
 fn a_revoked_serial_is_refused_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();

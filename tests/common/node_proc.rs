@@ -1,0 +1,215 @@
+//! `cairn-node` child processes for the root integration tests that run the binary as a
+//! black box (`#[path = "common/node_proc.rs"] mod node_proc;`): [`NodeProc`] starts a
+//! `cairn-node run` on a free 127.0.0.1 port and kills it on drop, [`Lines`] collects a
+//! child's output and waits on it with a deadline (none sleeps to observe), [`cli`] runs a
+//! short-lived command, and [`issue_node`]/[`own_files`] make and pass node certificates.
+
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
+/// Generous: debug builds on a shared two-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Lines a child wrote to one stream, with a condvar to wait for more.
+#[derive(Default)]
+pub struct Lines {
+    pub lines: Mutex<Vec<String>>,
+    more: Condvar,
+}
+
+impl Lines {
+    pub fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
+        let lines = Arc::new(Lines::default());
+        let sink = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().push(line);
+                sink.more.notify_all();
+            }
+        });
+        lines
+    }
+
+    /// Waits until `done` holds for the lines so far; panics with them at the deadline.
+    pub fn wait_until(&self, what: &str, mut done: impl FnMut(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            if done(&lines) {
+                return lines.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "timed out waiting for {what}; got:\n{}",
+                lines.join("\n")
+            );
+            lines = self.more.wait_timeout(lines, left).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str) -> String {
+        let lines = self.wait_until(needle, |l| l.iter().any(|l| l.contains(needle)));
+        lines.into_iter().find(|l| l.contains(needle)).unwrap()
+    }
+}
+
+/// A running `cairn-node run`, killed on drop.
+pub struct NodeProc {
+    pub child: Child,
+    pub stdout: Arc<Lines>,
+    pub stderr: Arc<Lines>,
+    pub addr: SocketAddr,
+    pub id: String,
+}
+
+impl NodeProc {
+    pub fn start(name: &str, dir: &Path, cluster: &Path, join: &[SocketAddr]) -> NodeProc {
+        NodeProc::start_with(name, dir, cluster, join, |_| {})
+    }
+
+    /// [`NodeProc::start`], with `configure` applied to the command last (extra flags,
+    /// environment).
+    pub fn start_with(
+        name: &str,
+        dir: &Path,
+        cluster: &Path,
+        join: &[SocketAddr],
+        configure: impl FnOnce(&mut Command),
+    ) -> NodeProc {
+        let addr = free_addr();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--name", name, "--workers", "2", "--listen"])
+            .arg(addr.to_string())
+            .arg("--data-dir")
+            .arg(dir.join(name))
+            .arg("--cluster")
+            .arg(cluster);
+        if !join.is_empty() {
+            let seeds: Vec<String> = join.iter().map(SocketAddr::to_string).collect();
+            cmd.arg("--join").arg(seeds.join(","));
+        }
+        cmd.env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        configure(&mut cmd);
+        let mut child = cmd.spawn().expect("start cairn-node");
+        let stdout = Lines::collect(child.stdout.take().unwrap());
+        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let mut node = NodeProc {
+            child,
+            stdout,
+            stderr,
+            addr,
+            id: String::new(),
+        };
+        let ready = node.stdout.wait_for("ready ");
+        assert!(ready.contains(&format!("listen={addr}")), "{ready}");
+        node.id = field(&ready, "node").to_owned();
+        node
+    }
+
+    /// Waits until this node has seen `n` distinct peers come up.
+    pub fn wait_peers(&self, n: usize) {
+        self.stdout.wait_until(&format!("{n} peers up"), |lines| {
+            let up: BTreeSet<&str> = lines
+                .iter()
+                .filter(|l| l.starts_with("node up "))
+                .map(|l| field(l, "node"))
+                .collect();
+            up.len() >= n
+        });
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free UDP port on 127.0.0.1 (QUIC is UDP), released for the node to take.
+pub fn free_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The value of `key=value` in a line of `cairn-node` output.
+pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// Runs a short-lived `cairn-node` command to completion: (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run cairn-node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn cluster_init(dir: &Path) {
+    let (ok, out, err) = cli(&["cluster", "init", dir.to_str().unwrap()]);
+    assert!(ok, "cluster init failed: {out}{err}");
+}
+
+/// Issues a node certificate for `name` from the CA in `ca` into `dir/certs-NAME`
+/// (`extra`: more `cert issue` flags); returns that directory.
+pub fn issue_node(dir: &Path, ca: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(format!("certs-{name}"));
+    let mut args = vec![
+        "cert",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        name,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, err) = cli(&args);
+    assert!(ok, "{stdout}{err}");
+    assert!(stdout.contains("serial "), "{stdout}");
+    out
+}
+
+/// The `--cert/--key/--ca` flags for `name`'s files in `certs`.
+pub fn own_files(name: &str, certs: &Path) -> impl FnOnce(&mut Command) {
+    let (cert, key, ca) = (
+        certs.join(format!("{name}.pem")),
+        certs.join(format!("{name}.key")),
+        certs.join("ca.pem"),
+    );
+    move |cmd: &mut Command| {
+        cmd.arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--ca")
+            .arg(&ca);
+    }
+}

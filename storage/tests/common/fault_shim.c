@@ -24,21 +24,7 @@
  * could be written.
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
-
-#define MAX_FDS 65536
+#include "shim_common.h"
 
 enum op { OP_WRITE = 1, OP_SYNC = 2 };
 
@@ -55,28 +41,9 @@ static off_t below = -1;
 static const char *log_path;
 static unsigned long n_calls, n_injected;
 
-static int (*real_open)(const char *, int, ...);
-static int (*real_openat)(int, const char *, int, ...);
-static int (*real_close)(int);
-static ssize_t (*real_write)(int, const void *, size_t);
-static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
-static ssize_t (*real_writev)(int, const struct iovec *, int);
-static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
-static int (*real_fsync)(int);
-static int (*real_fdatasync)(int);
-static int (*real_msync)(void *, size_t, int);
 
 __attribute__((constructor)) static void init(void) {
-    real_open = dlsym(RTLD_NEXT, "open");
-    real_openat = dlsym(RTLD_NEXT, "openat");
-    real_close = dlsym(RTLD_NEXT, "close");
-    real_write = dlsym(RTLD_NEXT, "write");
-    real_pwrite = dlsym(RTLD_NEXT, "pwrite");
-    real_writev = dlsym(RTLD_NEXT, "writev");
-    real_pwritev = dlsym(RTLD_NEXT, "pwritev");
-    real_fsync = dlsym(RTLD_NEXT, "fsync");
-    real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
-    real_msync = dlsym(RTLD_NEXT, "msync");
+    resolve_real();
     root = getenv("CAIRN_FAULT_DIR");
     root_len = root ? strlen(root) : 0;
     const char *v = getenv("CAIRN_FAULT_OP");
@@ -95,7 +62,8 @@ __attribute__((constructor)) static void init(void) {
     if (v) below = (off_t)strtoull(v, NULL, 10);
 }
 
-static void track(int fd, const char *path) {
+static void shim_opened(int fd, const char *path, int flags) {
+    (void)flags;
     if (fd < 0 || fd >= MAX_FDS || !root || !path) return;
     if (strncmp(path, root, root_len) != 0 || path[root_len] != '/') return;
     const char *base = strrchr(path, '/') + 1;
@@ -148,36 +116,6 @@ static size_t iov_len(const struct iovec *iov, int cnt) {
     for (int i = 0; i < cnt; i++) len += iov[i].iov_len;
     return len;
 }
-
-int open(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_open(path, flags, mode);
-    track(fd, path);
-    return fd;
-}
-
-int open64(const char *path, int flags, ...) __attribute__((alias("open")));
-
-int openat(int dirfd, const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_openat(dirfd, path, flags, mode);
-    if (path[0] == '/') track(fd, path);
-    return fd;
-}
-
-int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
 
 int close(int fd) {
     if (is_tracked(fd)) __atomic_store_n(&tracked[fd], 0, __ATOMIC_RELEASE);

@@ -28,23 +28,9 @@
  * (msync is counted for any descriptor-less call, tracked or not.)
  */
 #define _GNU_SOURCE
-#include <dlfcn.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdarg.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-#include <unistd.h>
+#include "shim_common.h"
 
 #define MAX_FILES 16
-#define MAX_FDS 65536
 #define PATH_CAP 4096
 
 struct file {
@@ -64,18 +50,6 @@ static size_t root_len;
 static int counts_fd = -1;
 static unsigned long n_fsync, n_fdatasync, n_dsync_writes, n_writes, n_msync;
 
-static int (*real_open)(const char *, int, ...);
-static int (*real_openat)(int, const char *, int, ...);
-static int (*real_close)(int);
-static ssize_t (*real_write)(int, const void *, size_t);
-static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
-static ssize_t (*real_writev)(int, const struct iovec *, int);
-static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
-static int (*real_fsync)(int);
-static int (*real_fdatasync)(int);
-static int (*real_msync)(void *, size_t, int);
-static void (*real_sync)(void);
-static int (*real_syncfs)(int);
 
 static void die(const char *what) {
     char buf[256];
@@ -88,18 +62,7 @@ static void die(const char *what) {
 }
 
 __attribute__((constructor)) static void init(void) {
-    real_open = dlsym(RTLD_NEXT, "open");
-    real_openat = dlsym(RTLD_NEXT, "openat");
-    real_close = dlsym(RTLD_NEXT, "close");
-    real_write = dlsym(RTLD_NEXT, "write");
-    real_pwrite = dlsym(RTLD_NEXT, "pwrite");
-    real_writev = dlsym(RTLD_NEXT, "writev");
-    real_pwritev = dlsym(RTLD_NEXT, "pwritev");
-    real_fsync = dlsym(RTLD_NEXT, "fsync");
-    real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
-    real_msync = dlsym(RTLD_NEXT, "msync");
-    real_sync = dlsym(RTLD_NEXT, "sync");
-    real_syncfs = dlsym(RTLD_NEXT, "syncfs");
+    resolve_real();
     root = getenv("CAIRN_POWERLOSS_DIR");
     root_len = root ? strlen(root) : 0;
     const char *counts = getenv("CAIRN_POWERLOSS_COUNTS");
@@ -165,7 +128,7 @@ static int file_index(const char *path) {
     return nfiles++;
 }
 
-static void track(int fd, const char *path, int flags) {
+static void shim_opened(int fd, const char *path, int flags) {
     if (fd < 0 || fd >= MAX_FDS || !tracked_path(path)) return;
     pthread_mutex_lock(&lock);
     int dsync = (flags & (O_DSYNC | O_SYNC)) ? DSYNC_BIT : 0;
@@ -222,37 +185,6 @@ static void make_durable(int i) {
 static int is_tracked(int fd) {
     return fd >= 0 && fd < MAX_FDS && __atomic_load_n(&fd_file[fd], __ATOMIC_ACQUIRE) != 0;
 }
-
-int open(const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_open(path, flags, mode);
-    track(fd, path, flags);
-    return fd;
-}
-
-int open64(const char *path, int flags, ...) __attribute__((alias("open")));
-
-int openat(int dirfd, const char *path, int flags, ...) {
-    mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
-    int fd = real_openat(dirfd, path, flags, mode);
-    /* Only absolute paths can be matched against the root. */
-    if (path[0] == '/') track(fd, path, flags);
-    return fd;
-}
-
-int openat64(int dirfd, const char *path, int flags, ...) __attribute__((alias("openat")));
 
 int close(int fd) {
     if (is_tracked(fd)) {

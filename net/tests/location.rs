@@ -13,7 +13,7 @@ use cairn_net::{ClusterCa, Mesh};
 use cairn_scheduler::{
     CallError, Ctx, ExitReason, Message, Pid, Reply, Runtime, SendError, Signal, SpawnOptions,
 };
-use common::{spawn, start_mesh};
+use common::{spawn, start_mesh, start_mesh_with};
 use serde::{Deserialize, Serialize};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -359,10 +359,18 @@ fn remote_try_send_reports_full_end_to_end_and_loses_nothing() {
 #[test]
 fn four_senders_to_four_receivers_across_nodes_keep_pairwise_order() {
     const PER_PAIR: u64 = 100_000;
+    // This test is about order, not failure detection. Flooded at full speed, a debug
+    // build's receiving node can fall more than the default probe RTT (200 ms) behind on
+    // its SWIM datagrams and declare the senders' node down (seen 2 runs in 11 under a
+    // busy machine, once at load 2.9): the senders then rejoin as a new incarnation and
+    // their sends fail with `NoConnection`. A 15 s failure timeout gives a 600 ms probe
+    // RTT and 4.5 s to refute a suspicion; the QUIC idle timeout is long for the same
+    // reason (a connection silent for `IDLE` is lost).
+    const FAILURE_TIMEOUT: Duration = Duration::from_secs(15);
     let ca = ClusterCa::generate().unwrap();
-    let (n2, m2) = start_mesh(&ca, 2, &[], IDLE);
-    let (n1, m1) = start_mesh(&ca, 1, &[&m2], IDLE);
-    let (n3, m3) = start_mesh(&ca, 3, &[&m2, &m1], IDLE);
+    let (n2, m2) = start_mesh_with(&ca, 2, &[], TIMEOUT, FAILURE_TIMEOUT);
+    let (n1, m1) = start_mesh_with(&ca, 1, &[&m2], TIMEOUT, FAILURE_TIMEOUT);
+    let (n3, m3) = start_mesh_with(&ca, 3, &[&m2, &m1], TIMEOUT, FAILURE_TIMEOUT);
     for mesh in [&m1, &m2, &m3] {
         mesh.declare::<Pairwise>("test.Pairwise").unwrap();
     }

@@ -137,13 +137,26 @@ pub fn start_mesh(
     seeds: &[&cairn_net::Mesh],
     idle: Duration,
 ) -> (Runtime, cairn_net::Mesh) {
+    start_mesh_with(ca, n, seeds, idle, cairn_net::mesh::DEFAULT_FAILURE_TIMEOUT)
+}
+
+/// [`start_mesh`] with a failure timeout of its own (SWIM's probe RTT is a 25th of it).
+pub fn start_mesh_with(
+    ca: &ClusterCa,
+    n: u64,
+    seeds: &[&cairn_net::Mesh],
+    idle: Duration,
+    failure_timeout: Duration,
+) -> (Runtime, cairn_net::Mesh) {
     init_logs();
     let rt = Runtime::builder().workers(2).node(id(n)).build().unwrap();
     let tls = TlsConfig::new(
         ca.cert_der().clone(),
         ca.issue(&format!("node-{n}")).unwrap(),
     );
-    let mut config = cairn_net::MeshConfig::new(localhost(), tls).idle_timeout(idle);
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(idle)
+        .failure_timeout(failure_timeout);
     for seed in seeds {
         config = config.seed(seed.local_addr(), seed.name());
     }

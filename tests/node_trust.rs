@@ -117,6 +117,25 @@ fn a_client_certificate_cannot_host_objects() {
     );
 }
 
+/// Issues `name` a new certificate (same name, new serial) into `dir/certs-NAME-rotated`:
+/// that directory and the new serial.
+fn reissue(dir: &Path, ca: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let rotated = dir.join(format!("certs-{name}-rotated"));
+    let (ok, text, err) = cli(&[
+        "cert",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        name,
+        "--out",
+        rotated.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}{err}");
+    let serial = serial_of(&rotated.join(format!("{name}.pem")));
+    (rotated, serial)
+}
+
 /// Waits for the wall clock to pass the end of a certificate issued `--days 0` at `issued`
 /// (whole seconds). What is tested is time itself, so this waits on the clock, not on
 /// another thread.
@@ -198,19 +217,7 @@ fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revok
     // Rotation: a new certificate for n2 (same name, new serial) into a new directory; the
     // old serial goes on the revocation list; n2 restarts on its data dir with the new files.
     let old_serial = serial_of(&certs[1].join("n2.pem"));
-    let rotated = dir.path().join("certs-n2-rotated");
-    let (ok, text, err) = cli(&[
-        "cert",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--name",
-        "n2",
-        "--out",
-        rotated.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}{err}");
-    let new_serial = serial_of(&rotated.join("n2.pem"));
+    let (rotated, new_serial) = reissue(dir.path(), &ca, "n2");
     assert_ne!(old_serial, new_serial);
     let id = n2.id.clone();
     drop(n2);
@@ -367,19 +374,7 @@ fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart()
 
     // A new certificate for n1 (same name, new serial) replaces its files in place, and the
     // operator tells n1 with SIGHUP.
-    let rotated = dir.path().join("certs-n1-rotated");
-    let (ok, text, err) = cli(&[
-        "cert",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--name",
-        "n1",
-        "--out",
-        rotated.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}{err}");
-    let new_serial = serial_of(&rotated.join("n1.pem"));
+    let (rotated, new_serial) = reissue(dir.path(), &ca, "n1");
     assert_ne!(old_serial, new_serial);
     for file in ["n1.key", "n1.pem"] {
         std::fs::copy(rotated.join(file), certs[0].join(file)).unwrap();

@@ -892,6 +892,29 @@ impl Inner {
     /// Test hook behind `Mesh::forge_region`.
     #[cfg(feature = "testing")]
     pub(super) fn forge_region(self: &Arc<Self>, to: NodeId, region: &str) -> bool {
+        self.gossip_as_self(to, Vec::new(), |me| me.region = Some(region.to_owned()))
+    }
+
+    /// Test hook behind `Mesh::forge_name_op`.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_name_op(self: &Arc<Self>, to: NodeId, op: &super::wire::NameOp) -> bool {
+        // foca's custom broadcasts: each item with its length (u16) in front.
+        let item = super::names::encode_op(op);
+        let mut tail = Vec::with_capacity(2 + item.len());
+        tail.extend_from_slice(&u16::try_from(item.len()).unwrap_or(u16::MAX).to_be_bytes());
+        tail.extend_from_slice(&item);
+        self.gossip_as_self(to, tail, |_| {})
+    }
+
+    /// Sends `to` one SWIM gossip packet from this node (its identity as `edit` leaves it,
+    /// announced alive) followed by `tail`; false if `to` is not known here.
+    #[cfg(feature = "testing")]
+    fn gossip_as_self(
+        self: &Arc<Self>,
+        to: NodeId,
+        tail: Vec<u8>,
+        edit: impl FnOnce(&mut NodeIdentity),
+    ) -> bool {
         let forged = {
             let swim = self.swim.lock();
             let Some(dst) = swim
@@ -903,43 +926,8 @@ impl Inner {
                 return false;
             };
             let mut me = swim.foca.identity().clone();
-            me.region = Some(region.to_owned());
+            edit(&mut me);
             let incarnation = swim.guards.my_incarnation;
-            let packet = Packet {
-                header: foca::Header {
-                    src: me.clone(),
-                    src_incarnation: incarnation,
-                    dst: dst.clone(),
-                    message: foca::Message::Gossip,
-                },
-                updates: Some(vec![foca::Member::new(me, incarnation, foca::State::Alive)]),
-                tail: Vec::new(),
-            };
-            (dst, packet.encode())
-        };
-        self.send_swim(forged.0, bytes::Bytes::from(forged.1));
-        true
-    }
-
-    /// Test hook behind `Mesh::forge_name_op`.
-    #[cfg(feature = "testing")]
-    pub(super) fn forge_name_op(self: &Arc<Self>, to: NodeId, op: &super::wire::NameOp) -> bool {
-        let forged = {
-            let swim = self.swim.lock();
-            let Some(dst) = swim
-                .foca
-                .iter_membership_state()
-                .find(|m| m.id().node == to)
-                .map(|m| m.id().clone())
-            else {
-                return false;
-            };
-            let me = swim.foca.identity().clone();
-            let incarnation = swim.guards.my_incarnation;
-            let item = super::names::encode_op(op);
-            let mut tail = Vec::with_capacity(2 + item.len());
-            tail.extend_from_slice(&u16::try_from(item.len()).unwrap_or(u16::MAX).to_be_bytes());
-            tail.extend_from_slice(&item);
             let packet = Packet {
                 header: foca::Header {
                     src: me.clone(),

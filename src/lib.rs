@@ -38,8 +38,6 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-#[cfg(feature = "mesh")]
-use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +45,7 @@ use std::time::Duration;
 #[cfg(feature = "mesh")]
 use cairn_net::mesh::Seed;
 #[cfg(feature = "mesh")]
-use cairn_net::{ClusterCa, Mesh, MeshConfig, NodeCert, TlsConfig};
+use cairn_net::{ClusterCa, Mesh, MeshConfig, TlsConfig};
 use cairn_scheduler::{
     ActorRef, CallError, Ctx, Handle, IntoExitReason, NodeId, Pid, Reply, SendError, SpawnError,
 };
@@ -74,6 +72,8 @@ pub mod object;
 pub mod observe;
 pub mod placement;
 pub mod rpc;
+#[cfg(feature = "mesh")]
+pub mod tls_reload;
 
 pub use cairn_macros::{actor, object};
 
@@ -239,33 +239,30 @@ impl MeshOptions {
         }
     }
 
+    /// The certificate files, when the node was given files ([`NodeBuilder::tls_files`]).
+    #[cfg(feature = "mesh")]
+    fn tls_files(&self) -> Option<tls_reload::TlsFiles> {
+        match &self.credentials {
+            Credentials::Files { cert, key, ca } => Some(tls_reload::TlsFiles {
+                name: self.tls_name(),
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            }),
+            _ => None,
+        }
+    }
+
     #[cfg(feature = "mesh")]
     fn tls(&self) -> Result<TlsConfig, NodeError> {
         let name = self.tls_name();
-        let read = |path: &Path| {
-            std::fs::read_to_string(path).map_err(|source| NodeError::TlsFile {
-                path: path.to_owned(),
-                source,
-            })
-        };
         let (ca_pem, cert) = match &self.credentials {
             Credentials::Cluster(dir) => {
                 let ca = ClusterCa::load(dir)?;
                 tracing::warn!(ca = %dir.display(), node = %name, "this node holds the cluster CA's private key and signs its own certificate; in production keep the CA offline (cairn-node ca init / cert issue) and start nodes with --cert/--key/--ca");
                 (ca.cert_pem().to_owned(), ca.issue(&name)?)
             }
-            Credentials::Files { cert, key, ca } => {
-                let cert = NodeCert::from_pem(&name, &read(cert)?, &read(key)?)?;
-                // Peers refuse a hello under a name the certificate does not allow: say so now.
-                let certified = cairn_net::CertIdentity::of_cert(cert.cert_der());
-                if !certified.as_ref().is_some_and(|c| c.allows(&name)) {
-                    return Err(NodeError::Config(format!(
-                        "the certificate is not for node {name:?} (it names {:?})",
-                        certified.map(|c| c.names)
-                    )));
-                }
-                (read(ca)?, cert)
-            }
+            Credentials::Files { .. } => self.tls_files().expect("credentials are files").load()?,
             Credentials::None if self.insecure_dev => {
                 // Nobody checks it: a throwaway CA only gives the handshake a certificate.
                 let ca = ClusterCa::generate()?;
@@ -433,7 +430,10 @@ impl NodeBuilder {
 
     #[cfg(feature = "mesh")]
     /// Authenticates with the cluster CA in `dir` (made by `cairn-node cluster init`):
-    /// the node issues itself a certificate signed by it at start.
+    /// the node issues itself a certificate signed by it at start. **Development and
+    /// tests only**: the node then holds the CA's private key, so any one node could
+    /// issue certificates for all (`cairn-node run` refuses it without `--dev-ca`). In
+    /// production use [`NodeBuilder::tls_files`].
     pub fn cluster(mut self, dir: impl Into<PathBuf>) -> Self {
         self.mesh.credentials = Credentials::Cluster(dir.into());
         self
@@ -441,7 +441,8 @@ impl NodeBuilder {
 
     #[cfg(feature = "mesh")]
     /// Authenticates with PEM files: this node's certificate and PKCS#8 key, and the CA
-    /// certificate it trusts.
+    /// certificate it trusts. The certificate must be valid now and the key its own; the
+    /// node re-reads the files when they change ([`Node::reload_tls`], [`tls_reload`]).
     pub fn tls_files(
         mut self,
         cert: impl Into<PathBuf>,
@@ -606,12 +607,23 @@ impl NodeBuilder {
                 observe::Observer::of_parts(&handle, &objects, &info, &metrics),
             ),
         )?;
+        // A member started from certificate files picks up rotated files while it runs.
+        #[cfg(feature = "mesh")]
+        let tls_reloader =
+            match (&mesh, self.mesh.tls_files()) {
+                (Some(mesh), Some(files)) if !self.mesh.client => Some(
+                    tls_reload::Reloader::start(files, self.mesh.insecure_dev, mesh),
+                ),
+                _ => None,
+            };
         Ok(Node {
             runtime,
             objects,
             metrics,
             #[cfg(feature = "mesh")]
             mesh,
+            #[cfg(feature = "mesh")]
+            tls_reloader,
             info,
             _temp_dir: temp_dir,
         })
@@ -749,6 +761,9 @@ pub struct Node {
     metrics: Arc<metrics::Metrics>,
     #[cfg(feature = "mesh")]
     mesh: Option<Mesh>,
+    /// Reloads the node's certificate files (`tls_reload`), when it was given files.
+    #[cfg(feature = "mesh")]
+    tls_reloader: Option<Arc<tls_reload::Reloader>>,
     info: Arc<NodeInfo>,
     /// Dropped last, once the runtime and the store are closed.
     _temp_dir: Option<node_ext::TempDataDir>,
@@ -854,6 +869,18 @@ impl Node {
     /// [`ObjectError::BadName`](object::ObjectError::BadName) if `region` is empty or contains `/`.
     pub fn object_in<O: Object>(&self, key: &str, region: &str) -> ObjectRef<O> {
         ObjectRef::new_in(self.objects.clone(), key, Some(region))
+    }
+
+    /// Re-reads this node's certificate, key and CA certificate (the files of
+    /// [`NodeBuilder::tls_files`]) and uses them for every new connection, without a
+    /// restart (see [`tls_reload`]); the new certificate's serial. `Ok(None)` for a node
+    /// that was not started from files. A refused certificate changes nothing.
+    #[cfg(feature = "mesh")]
+    pub fn reload_tls(&self) -> Result<Option<cairn_net::tls::Serial>, NodeError> {
+        self.tls_reloader
+            .as_ref()
+            .map(|reloader| reloader.reload())
+            .transpose()
     }
 
     #[cfg(feature = "mesh")]

@@ -49,6 +49,7 @@ impl NodeProc {
         .arg(dir.join(name))
         .arg("--cluster")
         .arg(dir.join("cluster"))
+        .arg("--dev-ca")
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -388,6 +389,7 @@ fn a_node_on_every_interface_with_no_route_and_no_advertise_fails_clearly() {
         .arg(dir.join("n1"))
         .arg("--cluster")
         .arg(dir.join("cluster"))
+        .arg("--dev-ca")
         .stdin(Stdio::null())
         .output()
         .unwrap();

@@ -380,6 +380,7 @@ fn cairn_node_run_http_serves_the_demo_counter() {
             .arg(dir.path().join("data"))
             .arg("--cluster")
             .arg(dir.path().join("cluster"))
+            .arg("--dev-ca")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()

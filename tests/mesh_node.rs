@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 #[path = "common/node_proc.rs"]
 mod node_proc;
 
-use node_proc::{cli, cluster_init, field, free_addr, issue_node, own_files, Lines, NodeProc, BIN};
+use node_proc::{
+    cli, cluster_init, field, free_addr, issue_node, own_files, serial_of,
+    two_nodes_with_own_certs, Lines, NodeProc, TwoNodes, BIN,
+};
 
 /// `status` through `via`: member lines by node id.
 fn status(via: SocketAddr, cluster: &Path) -> HashMap<String, String> {
@@ -269,6 +272,7 @@ fn a_second_node_on_a_data_dir_in_use_exits_with_a_clear_error() {
         data.to_str().unwrap(),
         "--cluster",
         cluster.to_str().unwrap(),
+        "--dev-ca",
     ]);
     assert!(
         !ok,
@@ -428,27 +432,18 @@ fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() 
 #[test]
 fn a_revoked_serial_is_refused_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca");
-    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let c1 = issue_node(dir.path(), &ca, "n1", &[]);
-    let c2 = issue_node(dir.path(), &ca, "n2", &[]);
-    let revoked = dir.path().join("revoked.txt");
-    std::fs::write(&revoked, "# revoked serials\n").unwrap();
-    let no_ca = dir.path().join("no-ca");
-    let list = revoked.clone();
-    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], |cmd| {
-        own_files("n1", &c1)(cmd);
-        cmd.arg("--revoked").arg(&list);
-    });
-    let n2 = NodeProc::start_with("n2", dir.path(), &no_ca, &[n1.addr], own_files("n2", &c2));
-    n1.wait_peers(1);
+    let TwoNodes {
+        certs,
+        revoked,
+        n1,
+        n2,
+        ..
+    } = two_nodes_with_own_certs(dir.path());
 
     // The operator revokes n2 (its serial, as `cert serial` prints it): after the next
     // reload n1 refuses it and declares it down.
-    let (ok, serial, err) = cli(&["cert", "serial", c2.join("n2.pem").to_str().unwrap()]);
-    assert!(ok, "{serial}{err}");
-    std::fs::write(&revoked, format!("{}  # n2, compromised\n", serial.trim())).unwrap();
+    let serial = serial_of(&certs[1].join("n2.pem"));
+    std::fs::write(&revoked, format!("{serial}  # n2, compromised\n")).unwrap();
     n1.stderr.wait_for("certificate is revoked");
     let down = format!("node down node={}", n2.id);
     n1.stdout.wait_for(&down);

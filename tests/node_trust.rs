@@ -1,8 +1,10 @@
-//! `cairn-node` black box, trust and storage faults: a client certificate cannot host
-//! objects, an expired certificate is refused at the handshake, a rotated certificate (same
-//! name, new serial, the old serial revoked) rejoins, and a node whose disk fails (EIO,
-//! through `storage/tests/common/fault_shim.c`) exits with status 74 and restarts on what
-//! it acknowledged.
+//! `cairn-node` black box, trust and storage faults: a node handed the CA's key refuses to
+//! start (unless `--dev-ca`), a client certificate cannot host objects, an expired
+//! certificate is refused at start and at the handshake (and one about to expire is
+//! warned of), a certificate rotated on disk is used without a restart, a rotated
+//! certificate (same name, new serial, the old serial revoked) rejoins, and a node whose
+//! disk fails (EIO, through `storage/tests/common/fault_shim.c`) exits with status 74 and
+//! restarts on what it acknowledged.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +13,10 @@ use std::time::Duration;
 #[path = "common/node_proc.rs"]
 mod node_proc;
 
-use node_proc::{cli, cluster_init, free_addr, issue_node, own_files, NodeProc};
+use node_proc::{
+    cli, cluster_init, free_addr, issue_node, own_files, serial_of, two_nodes_with_own_certs,
+    Lines, NodeProc, TwoNodes, BIN,
+};
 
 /// `send counter KEY ARGS...` through `via`: (success, stdout + stderr).
 fn send_counter(via: SocketAddr, cluster: &Path, key: &str, op: &[&str]) -> (bool, String) {
@@ -112,79 +117,108 @@ fn a_client_certificate_cannot_host_objects() {
     );
 }
 
-#[test]
-fn an_expired_certificate_is_refused_at_the_handshake() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca");
-    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let c1 = issue_node(dir.path(), &ca, "n1", &[]);
-    // Valid for 0 days: it ends the second it is issued.
-    let c2 = issue_node(dir.path(), &ca, "n2", &["--days", "0"]);
-    let issued = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    // Wait for the wall clock to pass its end (certificate times are whole seconds); what
-    // is tested here is time itself, so this waits on the clock, not on another thread.
-    while std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        <= issued + 1
-    {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let no_ca = dir.path().join("no-ca");
-    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], own_files("n1", &c1));
-    let n2 = NodeProc::start_with("n2", dir.path(), &no_ca, &[n1.addr], own_files("n2", &c2));
-    let refused = n1.stderr.wait_for("certificate expired");
-    assert!(refused.contains("refused a peer"), "{refused}");
-    let lines = n1.stdout.wait_until("lines", |_| true);
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.contains(&format!("node up node={}", n2.id))),
-        "a node with an expired certificate joined: {lines:?}"
-    );
-}
-
-#[test]
-fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revoked() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca");
-    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let c1 = issue_node(dir.path(), &ca, "n1", &[]);
-    let c2 = issue_node(dir.path(), &ca, "n2", &[]);
-    let revoked = dir.path().join("revoked.txt");
-    std::fs::write(&revoked, "").unwrap();
-    let no_ca = dir.path().join("no-ca");
-    let list = revoked.clone();
-    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], |cmd| {
-        own_files("n1", &c1)(cmd);
-        cmd.arg("--revoked").arg(&list);
-    });
-    let n2 = NodeProc::start_with("n2", dir.path(), &no_ca, &[n1.addr], own_files("n2", &c2));
-    n1.wait_peers(1);
-
-    // Rotation: a new certificate for n2 (same name, new serial) into a new directory; the
-    // old serial goes on the revocation list; n2 restarts on its data dir with the new files.
-    let old_serial = cli(&["cert", "serial", c2.join("n2.pem").to_str().unwrap()]).1;
-    let rotated = dir.path().join("certs-n2-rotated");
+/// Issues `name` a new certificate (same name, new serial) into `dir/certs-NAME-rotated`:
+/// that directory and the new serial.
+fn reissue(dir: &Path, ca: &Path, name: &str) -> (std::path::PathBuf, String) {
+    let rotated = dir.join(format!("certs-{name}-rotated"));
     let (ok, text, err) = cli(&[
         "cert",
         "issue",
         "--ca",
         ca.to_str().unwrap(),
         "--name",
-        "n2",
+        name,
         "--out",
         rotated.to_str().unwrap(),
     ]);
     assert!(ok, "{text}{err}");
-    let new_serial = cli(&["cert", "serial", rotated.join("n2.pem").to_str().unwrap()]).1;
-    assert_ne!(old_serial.trim(), new_serial.trim());
+    let serial = serial_of(&rotated.join(format!("{name}.pem")));
+    (rotated, serial)
+}
+
+/// Waits for the wall clock to pass the end of a certificate issued `--days 0` at `issued`
+/// (whole seconds). What is tested is time itself, so this waits on the clock, not on
+/// another thread.
+fn wait_past(issued: u64) {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    while now() <= issued + 1 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn an_expired_certificate_is_refused_at_start_and_at_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (ok, out, err) = cli(&["ca", "init", "--dir", ca.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    // n1's certificate ends in three days: it runs, and warns.
+    let c1 = issue_node(dir.path(), &ca, "n1", &["--days", "3"]);
+    // Valid for 0 days: it ends the second it is issued.
+    let c2 = issue_node(dir.path(), &ca, "n2", &["--days", "0"]);
+    let issued = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let no_ca = dir.path().join("no-ca");
+    let n1 = NodeProc::start_with("n1", dir.path(), &no_ca, &[], own_files("n1", &c1));
+    let warning = n1.stderr.wait_for("certificate expires soon");
+    assert!(warning.contains("days_left=2"), "{warning}");
+    wait_past(issued);
+
+    // A node refuses to start on its own expired certificate...
+    let (ok, out, err) = run_refused(dir.path(), "n2", "n2", &c2);
+    assert!(!ok && !out.contains("ready "), "started expired: {out}");
+    assert!(
+        err.contains("the certificate of \"n2\" is expired (valid from"),
+        "{err}"
+    );
+    // ...and a peer that shows it anyway (here a bare endpoint) is refused at the handshake.
+    let read = |file: &str| std::fs::read_to_string(c2.join(file)).unwrap();
+    let cert = cairn::net::NodeCert::from_pem("n2", &read("n2.pem"), &read("n2.key")).unwrap();
+    let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem"), cert).unwrap();
+    let rt = cairn::scheduler::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
+    let endpoint =
+        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    let dialer = endpoint.clone();
+    let addr = n1.addr;
+    let _ = rt.block_on(rt.timeout(Duration::from_secs(20), async move {
+        dialer
+            .connect(addr, cairn::net::ANY_NODE_NAME)
+            .await
+            .map(drop)
+    }));
+    let refused = n1.stderr.wait_for("certificate expired");
+    assert!(refused.contains("refused a peer"), "{refused}");
+    drop(endpoint);
+    rt.shutdown();
+}
+
+#[test]
+fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let TwoNodes {
+        ca,
+        certs,
+        revoked,
+        n1,
+        n2,
+    } = two_nodes_with_own_certs(dir.path());
+    let no_ca = dir.path().join("no-ca");
+
+    // Rotation: a new certificate for n2 (same name, new serial) into a new directory; the
+    // old serial goes on the revocation list; n2 restarts on its data dir with the new files.
+    let old_serial = serial_of(&certs[1].join("n2.pem"));
+    let (rotated, new_serial) = reissue(dir.path(), &ca, "n2");
+    assert_ne!(old_serial, new_serial);
     let id = n2.id.clone();
     drop(n2);
     std::fs::write(&revoked, &old_serial).unwrap();
@@ -229,4 +263,156 @@ fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revok
         let out = send(via, &["get"]);
         assert!(out.contains("counter/bob = 5 "), "{out}");
     }
+}
+
+/// `cairn-node run --name NAME` on a free port with `args`, to completion (it must fail):
+/// (success, stdout, stderr).
+fn run_with(dir: &Path, name: &str, args: &[&str]) -> (bool, String, String) {
+    let listen = free_addr().to_string();
+    let data = dir.join(name);
+    let mut all = vec![
+        "run",
+        "--name",
+        name,
+        "--listen",
+        &listen,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    cli(&all)
+}
+
+#[test]
+fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = dir.path().join("cluster");
+    cluster_init(&cluster);
+    let cluster_arg = cluster.to_str().unwrap();
+    // With a seed, and alone: a CA directory means the CA's key, refused either way.
+    let seed = free_addr().to_string();
+    for args in [
+        vec!["--cluster", cluster_arg],
+        vec!["--cluster", cluster_arg, "--join", &seed],
+    ] {
+        let (ok, out, err) = run_with(dir.path(), "n1", &args);
+        assert!(
+            !ok && !out.contains("ready "),
+            "started with the CA key: {out}"
+        );
+        assert!(
+            err.contains("holds the cluster CA's private key")
+                && err.contains("cert issue")
+                && err.contains("--dev-ca"),
+            "{err}"
+        );
+    }
+    // The CA's key given as the node's own key does not pass either.
+    let certs = issue_node(dir.path(), &cluster, "n1", &[]);
+    let ca_key = cluster.join("ca.key");
+    let (ok, out, err) = run_with(
+        dir.path(),
+        "n1",
+        &[
+            "--cert",
+            certs.join("n1.pem").to_str().unwrap(),
+            "--key",
+            ca_key.to_str().unwrap(),
+            "--ca",
+            certs.join("ca.pem").to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && !out.contains("ready "), "{out}");
+    assert!(err.contains("is not the key of the certificate"), "{err}");
+
+    // Told so (--dev-ca, what NodeProc passes with a CA directory), it starts and says so.
+    let n1 = NodeProc::start("n1", dir.path(), &cluster, &[]);
+    n1.stderr
+        .wait_for("DEVELOPMENT: this node holds the cluster CA's private key");
+
+    // The one-node default on a fresh machine (no --cluster, no --join) still starts: it
+    // makes a local CA and says so.
+    let cwd = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--workers",
+            "2",
+            "--listen",
+            &free_addr().to_string(),
+        ])
+        .current_dir(cwd.path())
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Lines::collect(child.stdout.take().unwrap());
+    let stderr = Lines::collect(child.stderr.take().unwrap());
+    let default = NodeProc {
+        child,
+        stdout,
+        stderr,
+        addr: free_addr(),
+        id: String::new(),
+    };
+    default.stdout.wait_for("ready ");
+    default
+        .stderr
+        .wait_for("created a local cluster CA for this one-node development mesh");
+    assert!(cwd.path().join("cluster/ca.key").exists());
+}
+
+#[test]
+fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let TwoNodes {
+        ca, certs, n1, n2, ..
+    } = two_nodes_with_own_certs(dir.path());
+    let old_serial = serial_of(&certs[0].join("n1.pem"));
+
+    // A new certificate for n1 (same name, new serial) replaces its files in place, and the
+    // operator tells n1 with SIGHUP.
+    let (rotated, new_serial) = reissue(dir.path(), &ca, "n1");
+    assert_ne!(old_serial, new_serial);
+    for file in ["n1.key", "n1.pem"] {
+        std::fs::copy(rotated.join(file), certs[0].join(file)).unwrap();
+    }
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(n1.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let reloaded = format!("serial={new_serial}");
+    n1.stderr.wait_until("n1 on its new certificate", |lines| {
+        lines
+            .iter()
+            .any(|l| l.contains("new connections use it") && l.contains(&reloaded))
+    });
+
+    // A node started now that has n1's old serial on its revocation list gets in through
+    // n1 only if n1 shows it the new certificate; it then sees both members.
+    let list = dir.path().join("revoked-n3.txt");
+    std::fs::write(&list, format!("{old_serial}  # n1's old certificate\n")).unwrap();
+    let c3 = issue_node(dir.path(), &ca, "n3", &[]);
+    let no_ca = dir.path().join("no-ca");
+    let n3 = NodeProc::start_with("n3", dir.path(), &no_ca, &[n1.addr], |cmd| {
+        own_files("n3", &c3)(cmd);
+        cmd.arg("--revoked").arg(&list);
+    });
+    n3.wait_peers(2);
+
+    // n1 never restarted, and its connection to n2 (made on the old certificate) carried on.
+    let mut n1 = n1;
+    assert!(n1.child.try_wait().unwrap().is_none(), "n1 exited");
+    let lines = n1.stdout.wait_until("lines", |_| true);
+    assert_eq!(lines.iter().filter(|l| l.starts_with("ready ")).count(), 1);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&format!("node down node={}", n2.id))),
+        "n1 lost n2 while rotating: {lines:?}"
+    );
 }

@@ -27,6 +27,7 @@ impl Running {
             .arg(data_dir)
             .arg("--cluster")
             .arg(cluster)
+            .arg("--dev-ca")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

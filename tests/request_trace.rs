@@ -44,6 +44,7 @@ impl Running {
         .arg(dir.join(name))
         .arg("--cluster")
         .arg(dir.join("cluster"))
+        .arg("--dev-ca")
         .env("RUST_LOG", "warn,cairn::request=debug")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());

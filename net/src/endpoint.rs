@@ -197,7 +197,8 @@ struct EndpointInner {
     quinn: quinn::Endpoint,
     handle: Handle,
     queue: Arc<AcceptQueue>,
-    client: quinn::ClientConfig,
+    /// For outgoing connections; replaced by [`Endpoint::set_configs`].
+    client: Mutex<quinn::ClientConfig>,
     max_frame: usize,
 }
 
@@ -252,7 +253,7 @@ impl Endpoint {
                 quinn,
                 handle: handle.clone(),
                 queue,
-                client: options.client,
+                client: Mutex::new(options.client),
                 max_frame: options.max_frame,
             }),
         })
@@ -269,16 +270,25 @@ impl Endpoint {
         addr: SocketAddr,
         server_name: &str,
     ) -> Result<Connection, ConnectError> {
-        let connecting =
-            self.inner
-                .quinn
-                .connect_with(self.inner.client.clone(), addr, server_name)?;
+        let client = self.inner.client.lock().clone();
+        let connecting = self.inner.quinn.connect_with(client, addr, server_name)?;
         let conn = connecting.await?;
         Ok(Connection::new(
             conn,
             self.inner.handle.clone(),
             self.inner.max_frame,
         ))
+    }
+
+    /// Replaces the TLS configurations (a rotated certificate, a new CA bundle): new
+    /// incoming connections are accepted with `server` (left as is when `None`; a
+    /// client-only endpoint stays one), new outgoing ones made with `client`. Connections
+    /// already made keep the configuration they were made with.
+    pub fn set_configs(&self, server: Option<quinn::ServerConfig>, client: quinn::ClientConfig) {
+        if let Some(server) = server {
+            self.inner.quinn.set_server_config(Some(server));
+        }
+        *self.inner.client.lock() = client;
     }
 
     /// The next handshaken incoming connection; `None` once the endpoint is closed (or for

@@ -24,6 +24,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{
@@ -134,6 +135,24 @@ pub enum TlsError {
     /// quinn refused the rustls configuration (e.g. no TLS 1.3 cipher suite).
     #[error("QUIC crypto configuration error: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// A node's own certificate is not valid now: expired, or not valid yet (a clock
+    /// behind, or a certificate issued for later). Peers would refuse it at the handshake.
+    #[error("the certificate of {name:?} is {why} (valid from {not_before} until {not_after}, now {now}); issue a new one (`cairn-node cert issue`)")]
+    NotValidNow {
+        /// The holder's name.
+        name: String,
+        /// `expired` or `not valid yet`.
+        why: &'static str,
+        /// Its validity, as RFC 3339 times (UTC).
+        not_before: String,
+        /// See `not_before`.
+        not_after: String,
+        /// The local clock.
+        now: String,
+    },
+    /// A private key that is not the certificate's (e.g. the CA's key given as a node's).
+    #[error("the private key is not the key of the certificate for {0:?}")]
+    KeyMismatch(String),
     /// Reading or writing a CA directory failed.
     #[error("CA file {path}: {source}")]
     Io {
@@ -335,6 +354,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
 
+/// `t` as an RFC 3339 time in UTC (seconds).
+fn rfc3339(t: SystemTime) -> String {
+    let secs = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    };
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{secs} s after the epoch"),
+    }
+}
+
 /// The DER bytes of the first certificate in `pem`.
 fn pem_to_der(pem: &str) -> Result<Vec<u8>, TlsError> {
     use rustls::pki_types::pem::PemObject;
@@ -397,6 +436,7 @@ impl NodeCert {
 
     /// Builds a node certificate from PEM text (certificate and PKCS#8 private key), e.g.
     /// files made by [`NodeCert::cert_pem`] / [`NodeCert::key_pem`] or by another tool.
+    /// Fails with [`TlsError::KeyMismatch`] when the key is not the certificate's.
     pub fn from_pem(name: &str, cert_pem: &str, key_pem: &str) -> Result<NodeCert, TlsError> {
         use rustls::pki_types::pem::PemObject;
         let cert_der = CertificateDer::from(pem_to_der(cert_pem)?);
@@ -404,12 +444,61 @@ impl NodeCert {
             .map_err(|e| TlsError::Rustls(rustls::Error::General(format!("bad key PEM: {e}"))))?
             .secret_pkcs8_der()
             .to_vec();
+        // A certificate and a key written one after the other (a rotation in progress), or
+        // the wrong key file, would only fail every handshake: refuse them here.
+        let public = KeyPair::try_from(key_der.as_slice())?;
+        let matches =
+            x509_parser::parse_x509_certificate(cert_der.as_ref()).is_ok_and(|(_, cert)| {
+                *cert.public_key().subject_public_key.data == *public.public_key_raw()
+            });
+        if !matches {
+            return Err(TlsError::KeyMismatch(name.to_owned()));
+        }
         Ok(NodeCert {
             name: name.to_owned(),
             cert_der,
             key_der,
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.to_owned(),
+        })
+    }
+
+    /// The certificate's validity: (not before, not after); `None` if it does not parse.
+    pub fn validity(&self) -> Option<(SystemTime, SystemTime)> {
+        let (_, cert) = x509_parser::parse_x509_certificate(self.cert_der.as_ref()).ok()?;
+        let at = |t: x509_parser::time::ASN1Time| {
+            let secs = t.timestamp();
+            match u64::try_from(secs) {
+                Ok(s) => UNIX_EPOCH + Duration::from_secs(s),
+                Err(_) => UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs()),
+            }
+        };
+        let validity = cert.validity();
+        Some((at(validity.not_before), at(validity.not_after)))
+    }
+
+    /// Whether the certificate is valid at `now`: how long it stays valid, or
+    /// [`TlsError::NotValidNow`] (expired, or not valid yet).
+    pub fn valid_at(&self, now: SystemTime) -> Result<Duration, TlsError> {
+        let Some((not_before, not_after)) = self.validity() else {
+            return Err(TlsError::Rustls(rustls::Error::General(format!(
+                "the certificate of {:?} does not parse",
+                self.name
+            ))));
+        };
+        let why = if now < not_before {
+            "not valid yet"
+        } else if now > not_after {
+            "expired"
+        } else {
+            return Ok(not_after.duration_since(now).unwrap_or_default());
+        };
+        Err(TlsError::NotValidNow {
+            name: self.name.clone(),
+            why,
+            not_before: rfc3339(not_before),
+            not_after: rfc3339(not_after),
+            now: rfc3339(now),
         })
     }
 
@@ -926,6 +1015,49 @@ mod tests {
             );
             assert!(validity.not_before.timestamp() <= now);
         }
+    }
+
+    #[test]
+    fn a_certificate_is_valid_between_its_dates_only_and_its_key_must_match() {
+        let ca = ClusterCa::generate().unwrap();
+        let cert = ca.issue_as("n1", Role::Node, 2).unwrap();
+        let now = SystemTime::now();
+        let left = cert.valid_at(now).unwrap();
+        assert!(left > Duration::from_secs(86_400) && left <= Duration::from_secs(2 * 86_400));
+        // Issued valid from an hour ago (clock skew): two hours back it is not valid yet.
+        let early = cert.valid_at(now - Duration::from_secs(7200)).unwrap_err();
+        assert!(
+            matches!(
+                early,
+                TlsError::NotValidNow {
+                    why: "not valid yet",
+                    ..
+                }
+            ),
+            "{early}"
+        );
+        let late = cert
+            .valid_at(now + Duration::from_secs(3 * 86_400))
+            .unwrap_err();
+        assert!(
+            matches!(late, TlsError::NotValidNow { why: "expired", .. }),
+            "{late}"
+        );
+        assert!(
+            late.to_string().contains("is expired (valid from 20"),
+            "{late}"
+        );
+        // Another key with this certificate (a CA key handed over by mistake, or a rotation
+        // half written) is refused.
+        let other = ca.issue("n2").unwrap();
+        assert!(matches!(
+            NodeCert::from_pem("n1", cert.cert_pem(), other.key_pem()),
+            Err(TlsError::KeyMismatch(_))
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        ca.save(dir.path()).unwrap();
+        let ca_key = std::fs::read_to_string(dir.path().join(CA_KEY_FILE)).unwrap();
+        assert!(NodeCert::from_pem("n1", cert.cert_pem(), &ca_key).is_err());
     }
 
     #[test]

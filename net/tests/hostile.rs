@@ -255,24 +255,11 @@ fn a_reply_passed_on_to_a_third_node_is_answered_through_the_node_that_passed_it
 /// A node with a short failure timeout (suspicion 300 ms), so the attack below outlasts
 /// many suspicion periods in a couple of seconds.
 fn start_fast(ca: &ClusterCa, n: u64, seeds: &[&Mesh]) -> (Runtime, Mesh) {
-    common::init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(common::id(n))
-        .build()
-        .unwrap();
-    let tls = TlsConfig::new(
-        ca.cert_der().clone(),
-        ca.issue(&format!("node-{n}")).unwrap(),
-    );
-    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
-        .idle_timeout(IDLE)
-        .failure_timeout(Duration::from_secs(1));
-    for seed in seeds {
-        config = config.seed(seed.local_addr(), seed.name());
-    }
-    let mesh = Mesh::start(&rt.handle(), config).unwrap();
-    (rt, mesh)
+    common::start_node(ca, n, seeds, 2, |config| {
+        config
+            .idle_timeout(IDLE)
+            .failure_timeout(Duration::from_secs(1))
+    })
 }
 
 fn incarnation_of(mesh: &Mesh, node: NodeId) -> Option<u64> {
@@ -379,6 +366,92 @@ fn a_member_that_really_dies_is_still_declared_down_everywhere() {
         });
     }
     for mesh in [&m1, &m2, &m3] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2, rt3] {
+        rt.shutdown();
+    }
+}
+
+#[test]
+fn name_ops_relayed_about_another_nodes_pids_are_refused_unless_that_node_confirms_them() {
+    use cairn_net::mesh::wire::{NameClaim, NameOp};
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, m2) = start_fast(&ca, 2, &[&m1]);
+    let (rt3, liar) = start_fast(&ca, 3, &[&m1]);
+    let (n1, n2) = (m1.node(), m2.node());
+    for mesh in [&m1, &m2, &liar] {
+        wait_until("three members everywhere", || mesh.members().len() == 3);
+    }
+    // Node 2 really holds "victim" (at Lamport time 4, after three other names); every
+    // node learns it.
+    for pad in ["pad-1", "pad-2", "pad-3"] {
+        m2.register_name(pad, sleeper(&rt2)).unwrap();
+    }
+    let holder = sleeper(&rt2);
+    m2.register_name("victim", holder).unwrap();
+    for mesh in [&m1, &liar] {
+        wait_until("the name everywhere", || {
+            mesh.whereis("victim") == Some(holder)
+        });
+    }
+    let incarnation = incarnation_of(&m1, n2).unwrap();
+    let refused = m1.stats().refused_name_ops;
+
+    // Node 3, a member in good standing, passes on ops about node 2's pids that node 2
+    // never made: a claim of a free name, a claim that would win "victim" (Lamport 1
+    // ranks first), and a release of "victim".
+    let fake = Pid::from_parts(n2, 0, 999_999);
+    let forged = [
+        NameOp::Claim(NameClaim {
+            name: "forged".into(),
+            pid: fake,
+            lamport: 1,
+            incarnation,
+        }),
+        NameOp::Claim(NameClaim {
+            name: "victim".into(),
+            pid: fake,
+            lamport: 1,
+            incarnation,
+        }),
+        NameOp::Release {
+            name: "victim".into(),
+            pid: holder,
+            lamport: 1_000,
+        },
+    ];
+    for op in &forged {
+        assert!(liar.forge_name_op(n1, op));
+    }
+    // Node 1 asks node 2, which confirms none of them: all three refused and counted.
+    wait_until("the relayed ops refused", || {
+        m1.stats().refused_name_ops >= refused + 3
+    });
+    assert_eq!(m1.whereis("forged"), None);
+    assert_eq!(
+        m1.whereis("victim"),
+        Some(holder),
+        "a relayed op moved a name"
+    );
+    assert_eq!(m2.whereis("victim"), Some(holder));
+
+    // What node 2 did say, node 1 takes even when it only hears it relayed: a name node 2
+    // registers reaches node 1 (directly or through node 3 and node 2's confirmation).
+    let second = sleeper(&rt2);
+    m2.register_name("genuine", second).unwrap();
+    wait_until("node 2's own name at node 1", || {
+        m1.whereis("genuine") == Some(second)
+    });
+    // And a member speaks for its own pids: node 3's claim of a name for its own process.
+    let own = sleeper(&rt3);
+    liar.register_name("liar-own", own).unwrap();
+    wait_until("node 3's own name at node 1", || {
+        m1.whereis("liar-own") == Some(own)
+    });
+    assert_eq!(m1.whereis("forged"), None);
+    for mesh in [&m1, &m2, &liar] {
         mesh.close();
     }
     for rt in [rt1, rt2, rt3] {

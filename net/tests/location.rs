@@ -13,7 +13,7 @@ use cairn_net::{ClusterCa, Mesh};
 use cairn_scheduler::{
     CallError, Ctx, ExitReason, Message, Pid, Reply, Runtime, SendError, Signal, SpawnOptions,
 };
-use common::{spawn, start_mesh, start_mesh_with};
+use common::{spawn, start_mesh, start_node};
 use serde::{Deserialize, Serialize};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -366,11 +366,15 @@ fn four_senders_to_four_receivers_across_nodes_keep_pairwise_order() {
     // their sends fail with `NoConnection`. A 15 s failure timeout gives a 600 ms probe
     // RTT and 4.5 s to refute a suspicion; the QUIC idle timeout is long for the same
     // reason (a connection silent for `IDLE` is lost).
-    const FAILURE_TIMEOUT: Duration = Duration::from_secs(15);
+    let tolerant = |config: cairn_net::MeshConfig| {
+        config
+            .idle_timeout(TIMEOUT)
+            .failure_timeout(Duration::from_secs(15))
+    };
     let ca = ClusterCa::generate().unwrap();
-    let (n2, m2) = start_mesh_with(&ca, 2, &[], TIMEOUT, FAILURE_TIMEOUT);
-    let (n1, m1) = start_mesh_with(&ca, 1, &[&m2], TIMEOUT, FAILURE_TIMEOUT);
-    let (n3, m3) = start_mesh_with(&ca, 3, &[&m2, &m1], TIMEOUT, FAILURE_TIMEOUT);
+    let (n2, m2) = start_node(&ca, 2, &[], 2, tolerant);
+    let (n1, m1) = start_node(&ca, 1, &[&m2], 2, tolerant);
+    let (n3, m3) = start_node(&ca, 3, &[&m2, &m1], 2, tolerant);
     for mesh in [&m1, &m2, &m3] {
         mesh.declare::<Pairwise>("test.Pairwise").unwrap();
     }

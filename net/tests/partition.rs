@@ -8,9 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn_net::faults::Partition;
-use cairn_net::{ClusterCa, Mesh, MeshConfig, TlsConfig};
+use cairn_net::{ClusterCa, Mesh};
 use cairn_scheduler::{NodeId, Runtime};
-use common::localhost;
 
 /// Failure timeout of these meshes: probe period 100 ms, suspicion 300 ms.
 const FAILURE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -32,21 +31,10 @@ struct Node {
 }
 
 fn start(ca: &ClusterCa, n: u64, seed: Option<&Node>) -> Node {
-    common::init_logs();
-    let rt = Runtime::builder()
-        .workers(1)
-        .node(common::id(n))
-        .build()
-        .unwrap();
-    let tls = TlsConfig::new(
-        ca.cert_der().clone(),
-        ca.issue(&format!("node-{n}")).unwrap(),
-    );
-    let mut config = MeshConfig::new(localhost(), tls).failure_timeout(FAILURE_TIMEOUT);
-    if let Some(seed) = seed {
-        config = config.seed(seed.mesh.local_addr(), seed.mesh.name());
-    }
-    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let seeds: Vec<&Mesh> = seed.map(|s| &s.mesh).into_iter().collect();
+    let (rt, mesh) = common::start_node(ca, n, &seeds, 1, |config| {
+        config.failure_timeout(FAILURE_TIMEOUT)
+    });
     Node { rt, mesh }
 }
 

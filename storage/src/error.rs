@@ -79,6 +79,15 @@ pub enum StorageError {
         /// Its description.
         message: String,
     },
+    /// The writer queue stayed full for [`Config::queue_wait`](crate::Config::queue_wait):
+    /// the disk does not keep up with the durable work offered. Nothing of this commit was
+    /// handed over; its writes stay pending (the keyspace's next `commit()` carries them),
+    /// and nothing acknowledged before is affected. Retry later, or shed load.
+    #[error("storage is overloaded: the commit queue stayed full for {waited:?}; nothing of this commit was written")]
+    Overloaded {
+        /// How long the commit waited for room.
+        waited: std::time::Duration,
+    },
     /// The store's writer thread is gone (it panicked); nothing more can be committed.
     #[error("the storage writer thread has stopped")]
     WriterStopped,

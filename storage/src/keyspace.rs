@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::error::{Result, StorageError};
 use crate::lmdb::ReadTxn;
 use crate::replica::WriteSetData;
-use crate::store::{from_ms, snapshot, to_ms, InFlight, KsShared, StoreInner};
+use crate::store::{from_ms, snapshot, to_ms, InFlight, KsShared, NoRoom, StoreInner};
 use crate::ticket::{CommitTicket, TicketInner};
 use crate::writeset::{get_alarm_raw, get_raw, list_raw, prefix_successor, Range, WriteSet};
 use crate::{MAX_KEY_LEN, MAX_VALUE_LEN};
@@ -429,21 +429,65 @@ impl Keyspace {
     /// must still wait for writes it may have read), or already `Ok` if none is in flight.
     /// After a failed commit (see [`StorageError::EarlierCommitFailed`]) the next call returns
     /// that error at once and discards what is pending.
+    ///
+    /// When the writer queue is full this waits for room (see the store's module doc),
+    /// holding no lock; past [`Config::queue_wait`](crate::Config::queue_wait) the ticket
+    /// fails with [`StorageError::Overloaded`] and the writes stay pending.
     pub fn commit(&self) -> CommitTicket {
+        loop {
+            // A place in the writer queue first, holding no keyspace lock (the writer takes
+            // them to finish sets); given back below if this commit does not need it.
+            let (reserved, dead) = if self.needs_writer() {
+                match self.store.core.reserve() {
+                    Ok(()) => (true, false),
+                    Err(NoRoom::Overloaded) => {
+                        return CommitTicket {
+                            inner: TicketInner::resolved(Err(StorageError::Overloaded {
+                                waited: self.store.core.queue_wait(),
+                            })),
+                        }
+                    }
+                    Err(NoRoom::Dead) => (false, true),
+                }
+            } else {
+                (false, false)
+            };
+            if let Some(ticket) = self.commit_locked(reserved, dead) {
+                return ticket;
+            }
+            // Writes arrived between the check and the lock: reserve for them first.
+        }
+    }
+
+    /// `commit` once a place is reserved (or none is needed, or the writer is `dead`):
+    /// `None` if the set needs a place after all and none was reserved.
+    fn commit_locked(&self, reserved: bool, dead: bool) -> Option<CommitTicket> {
+        let unreserve = || {
+            if reserved {
+                self.store.core.unreserve();
+            }
+        };
         let mut st = self.ks.state.lock();
         if st.poisoned {
             st.poisoned = false;
             st.pending = Arc::default();
-            return CommitTicket {
+            drop(st);
+            unreserve();
+            return Some(CommitTicket {
                 inner: TicketInner::resolved(Err(StorageError::EarlierCommitFailed)),
-            };
+            });
         }
         if st.pending.is_empty() {
             let inner = match st.inflight.back() {
                 Some(f) => Arc::clone(&f.ticket),
                 None => TicketInner::resolved(Ok(())),
             };
-            return CommitTicket { inner };
+            drop(st);
+            unreserve();
+            return Some(CommitTicket { inner });
+        }
+        if st.route.is_none() && !reserved && !dead {
+            return None;
         }
         let set = std::mem::take(&mut st.pending);
         let seq = st.next_seq;
@@ -456,19 +500,28 @@ impl Keyspace {
         });
         if let Some(route) = st.route.clone() {
             drop(st);
+            unreserve();
             let data = WriteSetData::of(&self.ks.name, &set);
-            return self.hand_to_route(&route, data, seq, ticket);
+            return Some(self.hand_to_route(&route, data, seq, ticket));
         }
-        if !self
-            .store
-            .core
-            .enqueue_commit(Arc::clone(&self.ks), seq, set, Arc::clone(&ticket))
+        if dead
+            || !self
+                .store
+                .core
+                .enqueue_commit(Arc::clone(&self.ks), seq, set, Arc::clone(&ticket))
         {
             st.inflight.pop_back();
             let error = self.store.core.env.fatal();
             ticket.resolve(Err(error.unwrap_or(StorageError::WriterStopped)));
         }
-        CommitTicket { inner: ticket }
+        Some(CommitTicket { inner: ticket })
+    }
+
+    /// Whether a `commit()` now would hand a set to the writer (something pending, no
+    /// route, not poisoned). Checked before reserving a place; rechecked under the lock.
+    fn needs_writer(&self) -> bool {
+        let st = self.ks.state.lock();
+        !st.poisoned && !st.pending.is_empty() && st.route.is_none()
     }
 
     /// Commits the pending writes and blocks until they (and all earlier ones) are durable.

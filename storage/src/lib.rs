@@ -39,6 +39,10 @@
 //!   keyspace's later sets fail with [`StorageError::EarlierCommitFailed`].
 //! * **Limits.** [`MAX_KEY_LEN`], [`MAX_VALUE_LEN`], [`MAX_NAME_LEN`]; over-limit input is
 //!   an error and writes nothing.
+//! * **Back-pressure.** The writer queue is bounded ([`Config::max_queued_sets`],
+//!   [`Config::max_queued_bytes`]): a commit into a full queue waits for room, at most
+//!   [`Config::queue_wait`], then fails with [`StorageError::Overloaded`] and keeps its
+//!   writes pending.
 //! * **Alarms.** One alarm per keyspace, in the same write set as the data; [`Store::due_alarms`]
 //!   scans a time-ordered index.
 //!
@@ -82,7 +86,7 @@ pub use replica::{KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};
 pub use route::{CommitRoute, RoutedCommit};
 pub use store::{
     Alarm, Config, Stats, Store, DEFAULT_MAP_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS,
-    DEFAULT_MAX_READERS,
+    DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_SETS, DEFAULT_MAX_READERS, DEFAULT_QUEUE_WAIT,
 };
 #[cfg(feature = "testing")]
 pub use store::{CommitHold, FaultInjection};

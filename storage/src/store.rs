@@ -5,9 +5,10 @@
 //! * Caller threads (actors) read LMDB directly and append write sets to the writer's queue.
 //! * ONE writer thread ([`writer_loop`]) owns all group commits.
 //! * Lock order: a keyspace's `state` mutex, then the writer `queue` mutex. The writer never
-//!   holds `queue` while taking a keyspace lock. `Store::keyspace` holds the registry mutex
-//!   while it allocates a prefix (an LMDB write transaction, serialized with the writer's by
-//!   LMDB itself).
+//!   holds `queue` while taking a keyspace lock. A caller waiting for room in the queue
+//!   (below) holds no keyspace lock, so the writer can always finish what it took.
+//!   `Store::keyspace` holds the registry mutex while it allocates a prefix (an LMDB write
+//!   transaction, serialized with the writer's by LMDB itself).
 //!
 //! # Group commit: many keyspaces' write sets, one LMDB transaction, one sync
 //!
@@ -22,6 +23,20 @@
 //! transaction is aborted and — when the batch had more than one set — every set is retried
 //! alone, in order, in its own transaction, so one bad set cannot sink the others and nothing
 //! fails silently: each ticket gets its own set's outcome.
+//!
+//! # A bounded queue: durable work pushes back
+//!
+//! The queue holds at most [`Config::max_queued_sets`] write sets, and takes a new one only
+//! while the bytes queued are below [`Config::max_queued_bytes`] (so it holds at most that
+//! plus one set per concurrent committer). [`Keyspace::commit`](crate::Keyspace::commit)
+//! reserves its place *before* it takes its keyspace's lock: when the queue is full the
+//! committing thread waits (this is the push-back: a scheduler worker that waits here
+//! stops taking messages, mailboxes fill, and senders wait) until the writer takes a batch,
+//! for at most [`Config::queue_wait`]. Past that the commit fails with
+//! [`StorageError::Overloaded`]: nothing of it was handed over, its writes stay pending
+//! (the next `commit()` carries them), and the keyspace is *not* poisoned. Barriers
+//! ([`Store::sync`]) are not counted. [`Stats::queued_sets`] and
+//! [`Stats::queue_high_water`] show the queue (`tests/backpressure.rs` floods it).
 //!
 //! # Failure of a set
 //!
@@ -62,6 +77,14 @@ pub const DEFAULT_MAX_BATCH_SETS: usize = 1024;
 /// Default bound on the bytes (keys + encoded values) of one group commit: 64 MiB, well under
 /// LMDB's per-transaction dirty-page limit (~512 MiB with 4 KiB pages).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
+/// Default bound on write sets waiting for the writer: 16 full batches. Each object has at
+/// most 1,024 commits in flight; this bounds all of them together.
+pub const DEFAULT_MAX_QUEUED_SETS: usize = 16 * DEFAULT_MAX_BATCH_SETS;
+/// Default bound on the bytes waiting for the writer: 4 full batches (256 MiB).
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 4 * DEFAULT_MAX_BATCH_BYTES;
+/// Default longest wait for room in a full writer queue before a commit fails with
+/// [`StorageError::Overloaded`].
+pub const DEFAULT_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// Meta table key of the next prefix to allocate (u64 BE).
 const META_NEXT_PREFIX: &[u8] = b"next_prefix";
@@ -83,6 +106,15 @@ pub struct Config {
     pub max_batch_sets: usize,
     /// Group commit bound in bytes. Default [`DEFAULT_MAX_BATCH_BYTES`].
     pub max_batch_bytes: usize,
+    /// Most write sets waiting for the writer (see the module doc). Default
+    /// [`DEFAULT_MAX_QUEUED_SETS`].
+    pub max_queued_sets: usize,
+    /// The writer queue takes a new set only while it holds fewer bytes than this. Default
+    /// [`DEFAULT_MAX_QUEUED_BYTES`].
+    pub max_queued_bytes: usize,
+    /// Longest wait for room in a full queue; then [`StorageError::Overloaded`]. Default
+    /// [`DEFAULT_QUEUE_WAIT`].
+    pub queue_wait: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +124,9 @@ impl Default for Config {
             max_readers: DEFAULT_MAX_READERS,
             max_batch_sets: DEFAULT_MAX_BATCH_SETS,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_queued_sets: DEFAULT_MAX_QUEUED_SETS,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            queue_wait: DEFAULT_QUEUE_WAIT,
         }
     }
 }
@@ -120,6 +155,13 @@ pub struct Stats {
     pub map_used: u64,
     /// The map size: the most the data file may grow to (`StorageError::Full` past it).
     pub map_size: u64,
+    /// Write sets waiting for the writer now (at most [`Config::max_queued_sets`]).
+    pub queued_sets: u64,
+    /// The most write sets ever waiting for the writer at once.
+    pub queue_high_water: u64,
+    /// Commits refused with [`StorageError::Overloaded`] (the queue stayed full for
+    /// [`Config::queue_wait`]).
+    pub overloaded_commits: u64,
 }
 
 #[derive(Default)]
@@ -129,6 +171,7 @@ struct Counters {
     failed_write_sets: AtomicU64,
     batch_retries: AtomicU64,
     largest_batch: AtomicU64,
+    overloaded_commits: AtomicU64,
 }
 
 /// A test seam that makes commits fail on purpose, so callers can exercise their failed-commit
@@ -299,6 +342,22 @@ struct Queue {
     shutdown: bool,
     /// Set if the writer thread died; new jobs fail at once.
     dead: bool,
+    /// Write sets in `jobs`.
+    sets: usize,
+    /// Their bytes.
+    bytes: usize,
+    /// Places reserved by committers that have not enqueued yet (see [`Core::reserve`]).
+    reserved: usize,
+    /// The most `sets + reserved` ever.
+    high_water: usize,
+}
+
+/// Why [`Core::reserve`] gave no place.
+pub(crate) enum NoRoom {
+    /// The writer is gone.
+    Dead,
+    /// The queue stayed full for `queue_wait`.
+    Overloaded,
 }
 
 /// What the writer thread shares with the store handles.
@@ -309,6 +368,8 @@ pub(crate) struct Core {
     config: Config,
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Signalled when the writer takes a batch (room in the queue).
+    room: Condvar,
     counters: Counters,
     #[cfg(feature = "testing")]
     faults: FaultInjection,
@@ -320,8 +381,51 @@ impl Core {
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Hands a write set to the writer; `false` if the writer is gone. Called with the keyspace's state lock held, so sets of
-    /// one keyspace enter the queue in `seq` order.
+    /// Reserves a place for one write set in the writer queue, waiting up to
+    /// [`Config::queue_wait`] for room (see the module doc). Must be called holding no
+    /// keyspace lock. Each `Ok` is used by [`Core::enqueue_commit`] or given back with
+    /// [`Core::unreserve`].
+    pub(crate) fn reserve(&self) -> std::result::Result<(), NoRoom> {
+        let deadline = std::time::Instant::now() + self.config.queue_wait;
+        let mut q = self.queue.lock();
+        loop {
+            if q.dead {
+                return Err(NoRoom::Dead);
+            }
+            let busy = q.sets + q.reserved;
+            let full = busy >= self.config.max_queued_sets.max(1)
+                || (busy > 0 && q.bytes >= self.config.max_queued_bytes);
+            if !full {
+                q.reserved += 1;
+                q.high_water = q.high_water.max(q.sets + q.reserved);
+                return Ok(());
+            }
+            if self.room.wait_until(&mut q, deadline).timed_out() {
+                drop(q);
+                self.counters
+                    .overloaded_commits
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(NoRoom::Overloaded);
+            }
+        }
+    }
+
+    /// How long [`Core::reserve`] waits at most.
+    pub(crate) fn queue_wait(&self) -> Duration {
+        self.config.queue_wait
+    }
+
+    /// Gives back a place [`Core::reserve`] gave that is not needed after all.
+    pub(crate) fn unreserve(&self) {
+        let mut q = self.queue.lock();
+        q.reserved -= 1;
+        drop(q);
+        self.room.notify_one();
+    }
+
+    /// Hands a write set to the writer, in the place reserved for it ([`Core::reserve`]);
+    /// `false` if the writer is gone. Called with the keyspace's state lock held, so sets
+    /// of one keyspace enter the queue in `seq` order.
     pub(crate) fn enqueue_commit(
         &self,
         ks: Arc<KsShared>,
@@ -330,9 +434,12 @@ impl Core {
         ticket: Arc<TicketInner>,
     ) -> bool {
         let mut q = self.queue.lock();
+        q.reserved -= 1;
         if q.dead {
             return false;
         }
+        q.sets += 1;
+        q.bytes += set.bytes;
         q.jobs.push_back(Job::Commit {
             ks,
             seq,
@@ -465,6 +572,7 @@ impl Store {
             config,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            room: Condvar::new(),
             counters: Counters::default(),
             #[cfg(feature = "testing")]
             faults: FaultInjection::default(),
@@ -589,7 +697,14 @@ impl Store {
             tracing::warn!(%error, "cannot read the LMDB map use");
             (0, 0)
         });
+        let (queued_sets, queue_high_water) = {
+            let q = self.inner.core.queue.lock();
+            (q.sets as u64, q.high_water as u64)
+        };
         Stats {
+            queued_sets,
+            queue_high_water,
+            overloaded_commits: c.overloaded_commits.load(Ordering::Relaxed),
             commit_latency: self.inner.core.env.commit_latency.snapshot(),
             map_used,
             map_size,
@@ -671,8 +786,11 @@ fn stop_writer(core: &Core, error: &StorageError) {
     let jobs = {
         let mut q = core.queue.lock();
         q.dead = true;
+        (q.sets, q.bytes) = (0, 0);
         std::mem::take(&mut q.jobs)
     };
+    // Committers waiting for room find the writer gone.
+    core.room.notify_all();
     for j in jobs {
         match j {
             Job::Commit { ticket, .. } | Job::Barrier(ticket) => ticket.resolve(Err(error.clone())),
@@ -694,7 +812,19 @@ fn writer_loop(core: &Core) {
         // Test seam; then take what is queued *now*, so held sets commit as one batch.
         #[cfg(feature = "testing")]
         core.faults.wait_while_held();
-        let batch = take_batch(&mut core.queue.lock().jobs, &core.config);
+        let batch = {
+            let mut q = core.queue.lock();
+            let batch = take_batch(&mut q.jobs, &core.config);
+            for job in &batch {
+                if let Job::Commit { set, .. } = job {
+                    q.sets -= 1;
+                    q.bytes -= set.bytes;
+                }
+            }
+            batch
+        };
+        // The batch left the queue: committers waiting for room may go on.
+        core.room.notify_all();
         process_batch(core, batch);
         if let Some(error) = core.env.fatal() {
             // Nothing more can commit: fail what waits and refuse what comes.

@@ -28,14 +28,23 @@ pub fn wire_frame(data: &[u8]) {
 }
 
 /// Applies the name ops in `data` (MessagePack values separated by `0xc1`, a byte that
-/// starts no MessagePack value) to node 1's table as if gossiped by others: no op about
-/// node 1's own pids takes hold, and the table's bounds hold.
+/// starts no MessagePack value) to node 1's table as if gossiped by others (in turn: from
+/// their own node, and relayed by node 2, settled by node 3's word): no op about node 1's
+/// own pids takes hold, and the table's bounds hold.
 pub fn name_ops(data: &[u8]) {
     let local = NodeId(1);
     let mut table = NameTable::new(local, 1);
-    for chunk in data.split(|b| *b == 0xc1) {
+    table.node_up(NodeId(3), 1);
+    for (i, chunk) in data.split(|b| *b == 0xc1).enumerate() {
         if let Ok(op) = decode_payload::<NameOp>(chunk) {
-            table.apply(&op);
+            if i % 2 == 0 {
+                table.apply(&op);
+            } else {
+                table.hear(&op, NodeId(2));
+                table.mark_asked(NodeId(3), true);
+                let word: Vec<_> = table.all_claims();
+                table.confirm(NodeId(3), &word, i % 4 == 1);
+            }
         }
     }
     let claims = table.all_claims();

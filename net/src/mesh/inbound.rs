@@ -145,13 +145,14 @@ impl Inner {
                 if names.len() < asked {
                     drop(self.unauthorized(conn.node(), &authz::Denied::OthersNames));
                 }
-                self.apply_name_sync(names);
+                // All of the asker's names: its word on every rumour about it.
+                self.apply_name_sync(conn.node(), names, true);
             }
             Wire::Sync { members, names } => {
                 // Only an answer this node asked for (`membership`).
                 if self.take_sync_request(conn.node()) {
                     self.apply_membership_snapshot(conn.node(), &members.0);
-                    self.apply_name_sync(names);
+                    self.apply_name_sync(conn.node(), names, false);
                 }
             }
             Wire::Hello(_) | Wire::HelloAck(_) => {

@@ -178,6 +178,7 @@ impl Inner {
             });
         }
         self.exit_name_losers();
+        self.ask_name_origins();
         Some(result)
     }
 
@@ -716,6 +717,30 @@ impl Inner {
         }
     }
 
+    /// Asks every node with unconfirmed rumours about its pids for a sync (one request
+    /// in flight per node; rumours heard meanwhile wait for the next one).
+    pub(super) fn ask_name_origins(self: &Arc<Self>) {
+        let asked: Vec<NodeId> = {
+            let mut swim = self.swim.lock();
+            if swim.closed {
+                return;
+            }
+            let mut names = self.names.lock();
+            let mut asked = Vec::new();
+            for node in names.origins_to_ask() {
+                if swim.guards.sync_asked.insert(node) {
+                    names.mark_asked(node, true);
+                    asked.push(node);
+                }
+            }
+            asked
+        };
+        for node in asked {
+            tracing::debug!(%node, "asking a node to confirm name ops relayed about it");
+            self.send_sync_request(node);
+        }
+    }
+
     fn send_sync_request(self: &Arc<Self>, node: NodeId) {
         let inner = Arc::clone(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
@@ -730,6 +755,8 @@ impl Inner {
             if let Err(error) = sent {
                 tracing::warn!(peer = %node, %error, "could not ask for a sync");
                 inner.swim.lock().guards.sync_asked.remove(&node);
+                // Its rumours wait for the next request.
+                inner.names.lock().mark_asked(node, false);
             }
         });
     }
@@ -865,6 +892,29 @@ impl Inner {
     /// Test hook behind `Mesh::forge_region`.
     #[cfg(feature = "testing")]
     pub(super) fn forge_region(self: &Arc<Self>, to: NodeId, region: &str) -> bool {
+        self.gossip_as_self(to, Vec::new(), |me| me.region = Some(region.to_owned()))
+    }
+
+    /// Test hook behind `Mesh::forge_name_op`.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_name_op(self: &Arc<Self>, to: NodeId, op: &super::wire::NameOp) -> bool {
+        // foca's custom broadcasts: each item with its length (u16) in front.
+        let item = super::names::encode_op(op);
+        let mut tail = Vec::with_capacity(2 + item.len());
+        tail.extend_from_slice(&u16::try_from(item.len()).unwrap_or(u16::MAX).to_be_bytes());
+        tail.extend_from_slice(&item);
+        self.gossip_as_self(to, tail, |_| {})
+    }
+
+    /// Sends `to` one SWIM gossip packet from this node (its identity as `edit` leaves it,
+    /// announced alive) followed by `tail`; false if `to` is not known here.
+    #[cfg(feature = "testing")]
+    fn gossip_as_self(
+        self: &Arc<Self>,
+        to: NodeId,
+        tail: Vec<u8>,
+        edit: impl FnOnce(&mut NodeIdentity),
+    ) -> bool {
         let forged = {
             let swim = self.swim.lock();
             let Some(dst) = swim
@@ -876,7 +926,7 @@ impl Inner {
                 return false;
             };
             let mut me = swim.foca.identity().clone();
-            me.region = Some(region.to_owned());
+            edit(&mut me);
             let incarnation = swim.guards.my_incarnation;
             let packet = Packet {
                 header: foca::Header {
@@ -886,7 +936,7 @@ impl Inner {
                     message: foca::Message::Gossip,
                 },
                 updates: Some(vec![foca::Member::new(me, incarnation, foca::State::Alive)]),
-                tail: Vec::new(),
+                tail,
             };
             (dst, packet.encode())
         };

@@ -26,6 +26,8 @@
 //! - `membership` / `swim` / `controls`: SWIM (foca) over QUIC datagrams; `screen`: what
 //!   foca is allowed to hear.
 //! - `names`: the replicated cluster-wide name table.
+//! - `revoke` / `rotate`: the revocation list, and swapping this node's certificate while
+//!   it runs ([`Mesh::reload_tls`]).
 //! - `wire`: the frames; `registry`: tags ⇄ types.
 //! - `advertise`: the address peers are told to dial; `seeds`: seeds by address or DNS
 //!   name; `gateway`: dial-only clients.
@@ -49,6 +51,8 @@
 //!   and membership sync passes the membership screen (`screen`) first: its sender must
 //!   be the connection's peer, another node's word that X is down only makes X a suspect
 //!   (X refutes; this node's own timer decides), and syncs are taken only when asked for.
+//!   A name op about X's processes is taken only from X; relayed by another member it
+//!   waits for X's confirmation (`names`).
 //! - **Bounded and never panicking on bad input** (see `inbound`).
 //! - **One owner per piece of state.** Each table below is owned by one module and
 //!   changed only through its methods; locks are taken in the order `swim`, `members`,
@@ -73,6 +77,7 @@ mod refute;
 mod registry;
 mod replies;
 mod revoke;
+mod rotate;
 mod router;
 mod screen;
 mod seeds;
@@ -176,6 +181,8 @@ struct Inner {
     counters: Counters,
     /// Revoked certificate serials (`revoke`; a leaf lock).
     revoked: parking_lot::RwLock<std::collections::HashSet<crate::tls::Serial>>,
+    /// The serial of the certificate new connections present (`rotate`; a leaf lock).
+    serial: Mutex<Option<crate::tls::Serial>>,
     /// Set once by [`Mesh::close`]; each table also refuses additions once closed.
     closed: AtomicBool,
     next_id: AtomicU64,
@@ -293,6 +300,7 @@ impl Mesh {
             None => Default::default(),
         };
         let incarnation = start_incarnation();
+        let serial = config.tls.node().identity().map(|c| c.serial);
         let me = NodeIdentity {
             node: handle.node(),
             name: config.tls.node().name().to_owned(),
@@ -340,6 +348,7 @@ impl Mesh {
             gateway: gateway::Gateway::default(),
             counters: Counters::default(),
             revoked: parking_lot::RwLock::new(revoked),
+            serial: Mutex::new(serial),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
@@ -524,6 +533,15 @@ impl Mesh {
     #[cfg(feature = "testing")]
     pub fn forge_region(&self, to: NodeId, region: &str) -> bool {
         self.inner.forge_region(to, region)
+    }
+
+    /// Test hook for a member relaying name ops: sends `to` one SWIM gossip packet from
+    /// this node (its true identity) carrying `op` as a custom broadcast, whoever's pid it
+    /// names. Returns false if this node does not know `to`. Only with the `testing`
+    /// feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_name_op(&self, to: NodeId, op: &wire::NameOp) -> bool {
+        self.inner.forge_name_op(to, op)
     }
 
     /// Turns the refutation budget (see `refute`) off or on, to measure an attack with and

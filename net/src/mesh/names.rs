@@ -35,6 +35,20 @@
 //! previous incarnation of this node (a restarted node reuses its node id and pids) and
 //! is ignored.
 //!
+//! # Who may speak for a node's pids
+//!
+//! An op about node X's pids is taken only from X itself, over an authenticated link: a
+//! SWIM packet whose sender is X (the membership screen has checked the sender is the
+//! connection's peer), a sync request from X (its own claims), or X's answer to a sync.
+//! The same op *relayed* by another member (gossip passes ops on; a sync answer carries
+//! everyone's claims) is a *rumour*: it is not applied, but queued for X (at most
+//! [`MAX_RUMOURS_PER_NODE`]) and X is asked for a sync (`Inner::ask_name_origins`). X's
+//! answer settles each rumour it was asked about: a claim stands if X's own claims hold
+//! it, a release if they no longer hold the name for that pid; anything else was not X's
+//! word and is refused and counted. A rumour about a node that is down, unknown, or this
+//! node is refused at once. Gossip still passes a rumour on, so every node hears of it
+//! and asks X itself.
+//!
 //! # Bounds on what others may claim
 //!
 //! An op from another node is refused (dropped, counted in
@@ -55,6 +69,7 @@ use std::sync::Arc;
 use cairn_scheduler::{Ctx, ExitReason, NodeId, Pid};
 use parking_lot::Mutex;
 
+use super::swim::NodeIdentity;
 use super::wire::{decode_payload, encode_payload, NameClaim, NameOp};
 use super::Inner;
 
@@ -95,6 +110,18 @@ pub const LAMPORT_WINDOW: u64 = 1 << 32;
 /// The most names (and, separately, tombstones) one other node's pids may hold here.
 pub const MAX_NAMES_PER_NODE: usize = 65_536;
 
+/// The most relayed ops about one node's pids waiting for that node to confirm them.
+pub const MAX_RUMOURS_PER_NODE: usize = 1024;
+
+/// A relayed op waiting for its origin's word (see the module doc).
+#[derive(Debug)]
+struct Rumour {
+    op: NameOp,
+    /// Whether the origin was asked since it arrived (only asked ones are settled by an
+    /// answer; the answer may predate the others).
+    asked: bool,
+}
+
 /// The replicated table. See the module doc for the rules.
 #[derive(Debug)]
 pub(crate) struct NameTable {
@@ -114,6 +141,8 @@ pub(crate) struct NameTable {
     buried: HashMap<NodeId, usize>,
     /// Ops from other nodes refused by the bounds (see the module doc).
     refused: u64,
+    /// Relayed ops by origin node, waiting for its confirmation.
+    rumours: HashMap<NodeId, Vec<Rumour>>,
 }
 
 fn rank(c: &NameClaim) -> (u64, Pid) {
@@ -134,6 +163,7 @@ impl NameTable {
             held: HashMap::new(),
             buried: HashMap::new(),
             refused: 0,
+            rumours: HashMap::new(),
         }
     }
 
@@ -366,6 +396,7 @@ impl NameTable {
             return Vec::new();
         }
         self.down.insert(node);
+        self.rumours.remove(&node);
         self.tombstones.retain(|(_, pid), _| pid.node() != node);
         self.buried.remove(&node);
         let names: Vec<String> = self
@@ -378,6 +409,128 @@ impl NameTable {
             self.take(n);
         }
         names
+    }
+
+    /// Hears `op` from `from` (an authenticated peer): applied if `from` is the node whose
+    /// pid it is about, else kept as a rumour for that node to confirm (see the module doc).
+    /// True if it is news to pass on.
+    pub(crate) fn hear(&mut self, op: &NameOp, from: NodeId) -> bool {
+        let origin = op.pid().node();
+        if origin == from {
+            return self.apply(op);
+        }
+        if origin == self.local {
+            // About this node's own pids: only this node speaks for them (stale or forged).
+            return false;
+        }
+        if !self.admissible(op.name(), op.lamport()) || !self.would_change(op) {
+            return false;
+        }
+        let known = self.incarnations.contains_key(&origin) && !self.down.contains(&origin);
+        let waiting = self.rumours.get(&origin).map_or(0, Vec::len);
+        if !known || waiting >= MAX_RUMOURS_PER_NODE {
+            self.refused += 1;
+            // Debug only: a joining node hears of names before it knows their nodes (a sync
+            // brings them again once it does).
+            tracing::debug!(%origin, relayed_by = %from, name = %op.name().chars().take(64).collect::<String>(), "relayed name op about a node that is not a live member (or too many waiting); refused");
+            return false;
+        }
+        let queue = self.rumours.entry(origin).or_default();
+        if queue.iter().any(|r| r.op == *op) {
+            return false;
+        }
+        queue.push(Rumour {
+            op: op.clone(),
+            asked: false,
+        });
+        true
+    }
+
+    /// Whether applying `op` (from its origin) would change the table.
+    fn would_change(&self, op: &NameOp) -> bool {
+        let node = op.pid().node();
+        if node == self.local || self.down.contains(&node) {
+            return false;
+        }
+        match op {
+            NameOp::Claim(claim) => {
+                if self
+                    .incarnations
+                    .get(&node)
+                    .is_some_and(|&live| claim.incarnation < live)
+                {
+                    return false;
+                }
+                if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
+                    if released >= claim.lamport {
+                        return false;
+                    }
+                }
+                match self.entries.get(&claim.name) {
+                    None => true,
+                    Some(held) if held.pid == claim.pid => claim.lamport < held.lamport,
+                    Some(held) => rank(claim) < rank(held),
+                }
+            }
+            NameOp::Release { name, pid, lamport } => {
+                let newer = self
+                    .tombstones
+                    .get(&(name.clone(), *pid))
+                    .is_none_or(|&t| t < *lamport);
+                let holds = self
+                    .entries
+                    .get(name)
+                    .is_some_and(|c| c.pid == *pid && c.lamport <= *lamport);
+                newer || holds
+            }
+        }
+    }
+
+    /// Nodes with rumours they were not asked about yet.
+    pub(crate) fn origins_to_ask(&self) -> Vec<NodeId> {
+        self.rumours
+            .iter()
+            .filter(|(_, queue)| queue.iter().any(|r| !r.asked))
+            .map(|(&node, _)| node)
+            .collect()
+    }
+
+    /// `node` is being asked (a sync request is on its way): its rumours so far are settled
+    /// by its answer.
+    pub(crate) fn mark_asked(&mut self, node: NodeId, asked: bool) {
+        for rumour in self.rumours.get_mut(&node).into_iter().flatten() {
+            rumour.asked = asked;
+        }
+    }
+
+    /// `from`'s own word on its pids: `claims`, all the names its processes hold. Applies
+    /// them, and settles `from`'s rumours (all of them when `all`, else those it was asked
+    /// about): confirmed ones are applied, the others refused and counted.
+    pub(crate) fn confirm(&mut self, from: NodeId, claims: &[NameClaim], all: bool) {
+        let rumours = self.rumours.remove(&from).unwrap_or_default();
+        let (settle, keep): (Vec<Rumour>, Vec<Rumour>) =
+            rumours.into_iter().partition(|r| all || r.asked);
+        if !keep.is_empty() {
+            self.rumours.insert(from, keep);
+        }
+        for claim in claims.iter().filter(|c| c.pid.node() == from) {
+            self.apply_claim(claim.clone());
+        }
+        for Rumour { op, .. } in settle {
+            let confirmed = match &op {
+                NameOp::Claim(rumoured) => claims.iter().any(|c| c == rumoured),
+                // Released: the node's processes no longer hold it for that pid.
+                NameOp::Release { name, pid, .. } => {
+                    !claims.iter().any(|c| c.name == *name && c.pid == *pid)
+                }
+            };
+            if confirmed {
+                self.apply(&op);
+            } else {
+                self.refused += 1;
+                tracing::warn!(origin = %from, name = %op.name().chars().take(64).collect::<String>(), "a relayed name op its node does not confirm; refused");
+            }
+        }
     }
 
     /// `node` (a new incarnation, or back from a false suspicion) is up again.
@@ -465,23 +618,24 @@ pub(crate) struct NameBroadcasts {
     pub(crate) table: Arc<Mutex<NameTable>>,
 }
 
-impl<T> foca::BroadcastHandler<T> for NameBroadcasts {
+impl foca::BroadcastHandler<NodeIdentity> for NameBroadcasts {
     type Key = NameKey;
     type Error = BadNameOp;
 
     fn receive_item(
         &mut self,
         data: &[u8],
-        sender: Option<&T>,
+        sender: Option<&NodeIdentity>,
     ) -> Result<Option<NameKey>, BadNameOp> {
         let op: NameOp = decode_payload(data).map_err(BadNameOp)?;
         // `sender == None`: our own op, already applied by `claim_local`/`release_local`
-        // and added on purpose — always disseminate it.
-        if sender.is_none() || self.table.lock().apply(&op) {
-            Ok(Some(NameKey::of(&op)))
-        } else {
-            Ok(None)
-        }
+        // and added on purpose — always disseminate it. Otherwise the sender is the
+        // packet's, which the screen checked is the connection's authenticated peer.
+        let news = match sender {
+            None => true,
+            Some(sender) => self.table.lock().hear(&op, sender.node),
+        };
+        Ok(news.then(|| NameKey::of(&op)))
     }
 }
 
@@ -547,15 +701,25 @@ impl Inner {
         }
     }
 
-    /// Applies claims received in a name-table sync.
-    pub(super) fn apply_name_sync(&self, claims: Vec<NameClaim>) {
+    /// Applies the claims of a name-table sync from `from`: its own claims are its word
+    /// (settling its rumours: all of them when `complete`, a sync request's list of its
+    /// own; else those it was asked about); the others' claims are rumours for their
+    /// nodes (see the module doc), who are then asked.
+    pub(super) fn apply_name_sync(
+        self: &Arc<Self>,
+        from: NodeId,
+        claims: Vec<NameClaim>,
+        complete: bool,
+    ) {
         {
             let mut names = self.names.lock();
-            for claim in claims {
-                names.apply_claim(claim);
+            names.confirm(from, &claims, complete);
+            for claim in claims.into_iter().filter(|c| c.pid.node() != from) {
+                names.hear(&NameOp::Claim(claim), from);
             }
         }
         self.exit_name_losers();
+        self.ask_name_origins();
     }
 
     /// Exits local processes that lost a name race.
@@ -768,6 +932,52 @@ mod tests {
             lamport,
             incarnation: 0,
         }
+    }
+
+    #[test]
+    fn relayed_ops_wait_for_the_word_of_the_node_they_are_about() {
+        let mut n1 = NameTable::new(NodeId(1), 1);
+        n1.node_up(NodeId(2), 1);
+        let mut n2 = NameTable::new(NodeId(2), 1);
+        let real = n2.claim_local("real", pid(2, 1)).unwrap().unwrap();
+        // Relayed by node 3: none is applied, all wait for node 2 (and are passed on).
+        let forged = NameClaim {
+            incarnation: 1,
+            ..claim("forged", pid(2, 9), 1)
+        };
+        let release = NameOp::Release {
+            name: "real".into(),
+            pid: pid(2, 1),
+            lamport: 5,
+        };
+        for op in [NameOp::Claim(real.clone()), NameOp::Claim(forged), release] {
+            assert!(n1.hear(&op, NodeId(3)), "{op:?}");
+        }
+        assert_eq!(n1.whereis("real"), None);
+        assert_eq!(n1.origins_to_ask(), vec![NodeId(2)]);
+        n1.mark_asked(NodeId(2), true);
+        assert!(n1.origins_to_ask().is_empty());
+        // Node 2's word: its claims. The real claim stands; the forged claim and the
+        // release it never made are refused and counted.
+        n1.confirm(NodeId(2), &n2.local_claims(), false);
+        assert_eq!(n1.whereis("real"), Some(pid(2, 1)));
+        assert_eq!(n1.whereis("forged"), None);
+        assert_eq!(n1.refused(), 2);
+        // About a node that is not a live member: refused at once.
+        assert!(!n1.hear(&NameOp::Claim(claim("x", pid(7, 1), 1)), NodeId(3)));
+        assert_eq!(n1.refused(), 3);
+        // From the node itself: applied at once.
+        let gone = n2.release_local("real", pid(2, 1)).unwrap();
+        assert!(n1.hear(&gone, NodeId(2)));
+        assert_eq!(n1.whereis("real"), None);
+        // A relayed release that the node confirms (it no longer holds the name) is taken.
+        let again = n2.claim_local("real", pid(2, 1)).unwrap().unwrap();
+        assert!(n1.hear(&NameOp::Claim(again), NodeId(2)));
+        let release = n2.release_local("real", pid(2, 1)).unwrap();
+        assert!(n1.hear(&release, NodeId(3)));
+        n1.confirm(NodeId(2), &n2.local_claims(), true);
+        assert_eq!(n1.whereis("real"), None);
+        assert_eq!(n1.refused(), 3);
     }
 
     #[test]

@@ -107,18 +107,24 @@ impl Inner {
             if self.is_closed() {
                 return;
             }
-            match read_revocation_list(&path) {
-                Ok(serials) => {
-                    let changed = *self.revoked.read() != serials;
-                    if changed {
-                        tracing::info!(path = %path.display(), serials = serials.len(), "revocation list reloaded");
-                        *self.revoked.write() = serials;
-                        self.close_revoked();
-                    }
+            self.reload_revocation_list(&path);
+        }
+    }
+
+    /// Re-reads the revocation list at `path` once; closes the connections of peers it
+    /// revokes. A list that cannot be read leaves the previous one in force (logged).
+    pub(super) fn reload_revocation_list(&self, path: &Path) {
+        match read_revocation_list(path) {
+            Ok(serials) => {
+                let changed = *self.revoked.read() != serials;
+                if changed {
+                    tracing::info!(path = %path.display(), serials = serials.len(), "revocation list reloaded");
+                    *self.revoked.write() = serials;
+                    self.close_revoked();
                 }
-                Err(error) => {
-                    tracing::error!(%error, "revocation list not reloaded; the previous one stays in force");
-                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "revocation list not reloaded; the previous one stays in force");
             }
         }
     }
@@ -137,6 +143,17 @@ impl Inner {
         let controls = self.controls.lock().connections();
         for conn in data.iter().chain(&controls) {
             self.refuse_revoked(conn);
+        }
+    }
+}
+
+impl super::Mesh {
+    /// Re-reads the revocation list ([`MeshConfig::revoked`](super::MeshConfig::revoked))
+    /// now rather than at the next periodic reload (`cairn-node` does on SIGHUP); nothing
+    /// without one.
+    pub fn reload_revocations(&self) {
+        if let Some(path) = &self.inner.config.revoked {
+            self.inner.reload_revocation_list(path);
         }
     }
 }

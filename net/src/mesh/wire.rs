@@ -251,6 +251,32 @@ pub enum NameOp {
     },
 }
 
+impl NameOp {
+    /// The process the op is about (its node is the only one that speaks for it).
+    pub fn pid(&self) -> Pid {
+        match self {
+            NameOp::Claim(claim) => claim.pid,
+            NameOp::Release { pid, .. } => *pid,
+        }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        match self {
+            NameOp::Claim(claim) => &claim.name,
+            NameOp::Release { name, .. } => name,
+        }
+    }
+
+    /// Its Lamport time.
+    pub fn lamport(&self) -> u64 {
+        match self {
+            NameOp::Claim(claim) => claim.lamport,
+            NameOp::Release { lamport, .. } => *lamport,
+        }
+    }
+}
+
 /// A byte string that MessagePack encodes as `bin` (not as an array of integers).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct Bytes(pub Vec<u8>);

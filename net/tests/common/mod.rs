@@ -137,29 +137,33 @@ pub fn start_mesh(
     seeds: &[&cairn_net::Mesh],
     idle: Duration,
 ) -> (Runtime, cairn_net::Mesh) {
-    start_mesh_with(ca, n, seeds, idle, cairn_net::mesh::DEFAULT_FAILURE_TIMEOUT)
+    start_node(ca, n, seeds, 2, |config| config.idle_timeout(idle))
 }
 
-/// [`start_mesh`] with a failure timeout of its own (SWIM's probe RTT is a 25th of it).
-pub fn start_mesh_with(
+/// A runtime of `workers` threads (node id [`id`]`(n)`) with a mesh on 127.0.0.1:0 whose
+/// certificate is `node-{n}`, joined through `seeds` (other meshes of the same CA), its
+/// configuration passed through `configure` last (timeouts, regions).
+pub fn start_node(
     ca: &ClusterCa,
     n: u64,
     seeds: &[&cairn_net::Mesh],
-    idle: Duration,
-    failure_timeout: Duration,
+    workers: usize,
+    configure: impl FnOnce(cairn_net::MeshConfig) -> cairn_net::MeshConfig,
 ) -> (Runtime, cairn_net::Mesh) {
     init_logs();
-    let rt = Runtime::builder().workers(2).node(id(n)).build().unwrap();
+    let rt = Runtime::builder()
+        .workers(workers)
+        .node(id(n))
+        .build()
+        .unwrap();
     let tls = TlsConfig::new(
         ca.cert_der().clone(),
         ca.issue(&format!("node-{n}")).unwrap(),
     );
-    let mut config = cairn_net::MeshConfig::new(localhost(), tls)
-        .idle_timeout(idle)
-        .failure_timeout(failure_timeout);
+    let mut config = cairn_net::MeshConfig::new(localhost(), tls);
     for seed in seeds {
         config = config.seed(seed.local_addr(), seed.name());
     }
-    let mesh = cairn_net::Mesh::start(&rt.handle(), config).unwrap();
+    let mesh = cairn_net::Mesh::start(&rt.handle(), configure(config)).unwrap();
     (rt, mesh)
 }

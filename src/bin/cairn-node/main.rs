@@ -3,15 +3,21 @@
 //! pokes objects from the command line.
 //!
 //! ```text
-//! cairn-node cluster init ./cluster
-//! cairn-node run --name n1 --listen 127.0.0.1:7400 --data-dir ./data/n1 --cluster ./cluster
-//! cairn-node run --name n2 --listen 127.0.0.1:7401 --join 127.0.0.1:7400 --data-dir ./data/n2 --cluster ./cluster
-//! cairn-node send counter alice add 5 --join 127.0.0.1:7401 --cluster ./cluster
-//! cairn-node status --join 127.0.0.1:7400 --cluster ./cluster
+//! cairn-node ca init --dir ./ca
+//! cairn-node cert issue --ca ./ca --name n1 --out ./certs/n1
+//! cairn-node run --name n1 --listen 127.0.0.1:7400 --data-dir ./data/n1 \
+//!     --cert ./certs/n1/n1.pem --key ./certs/n1/n1.key --ca ./certs/n1/ca.pem
+//! cairn-node run --name n2 --listen 127.0.0.1:7401 --join 127.0.0.1:7400 --data-dir ./data/n2 \
+//!     --cluster ./ca --dev-ca             # development only: n2 holds the CA's key
+//! cairn-node send counter alice add 5 --join 127.0.0.1:7401 --cluster ./ca
+//! cairn-node status --join 127.0.0.1:7400 --cluster ./ca
 //! ```
 //!
 //! With no arguments it runs a one-node mesh on 127.0.0.1:7400 with storage under `./data`
-//! and a cluster CA under `./cluster` (created if missing). A running node prints
+//! and a cluster CA under `./cluster` (created if missing, and logged). Any other node that
+//! would hold the CA's private key refuses to start without `--dev-ca`; a node's own
+//! certificate must be valid now. SIGHUP makes `run` re-read its certificate files and
+//! revocation list (`hangup`). A running node prints
 //! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts
 //! connections, then `node up ...` / `node down ...` as peers come and go; logs go to
 //! stderr (`RUST_LOG`; `--log-format json` for one JSON object per line, colour only on a
@@ -32,6 +38,7 @@ use demo::{BookingMsg, ChatMsg, ChatRoom, Counter, CounterMsg, Restaurant};
 mod ca;
 mod client;
 mod demo;
+mod hangup;
 mod http;
 mod observe;
 
@@ -112,12 +119,21 @@ enum ClusterCommand {
     },
 }
 
+/// The CA directory used when none is given (`--cluster`).
+const DEFAULT_CLUSTER_DIR: &str = "./cluster";
+
 /// How a node authenticates.
 #[derive(Args, Debug, Clone)]
 struct TlsArgs {
-    /// Cluster CA directory (from `cluster init`); the node issues its certificate from it.
-    #[arg(long, default_value = "./cluster")]
-    cluster: PathBuf,
+    /// DEVELOPMENT ONLY: a cluster CA directory (from `cluster init`, default ./cluster)
+    /// whose private key the node uses to issue its own certificate. `run` refuses it
+    /// without --dev-ca (except a lone default node, see README "Security model").
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// DEVELOPMENT ONLY: let `run --cluster` hold the cluster CA's private key. In
+    /// production give each node its own --cert/--key/--ca (`cairn-node cert issue`).
+    #[arg(long)]
+    dev_ca: bool,
     /// This node's certificate (PEM); use with --key and --ca instead of --cluster.
     #[arg(long, requires_all = ["key", "ca"])]
     cert: Option<PathBuf>,
@@ -236,6 +252,9 @@ enum CliError {
     Status { node: NodeId, reason: String },
     #[error(transparent)]
     Observe(#[from] observe::ObserveError),
+    /// A node was to use the cluster CA's private key without the development flag.
+    #[error("refusing to start {name:?}: {} holds the cluster CA's private key, and a node must not hold it. Issue this node its own certificate on the CA's machine (`cairn-node cert issue --ca {} --name {name} --out ./certs/{name}`) and start it with --cert/--key/--ca, or pass --dev-ca on a development machine", .dir.display(), .dir.display())]
+    HoldsCaKey { dir: PathBuf, name: String },
 }
 
 fn main() -> ExitCode {
@@ -279,11 +298,20 @@ fn main() -> ExitCode {
     }
 }
 
+impl TlsArgs {
+    /// The CA directory: `--cluster`, or [`DEFAULT_CLUSTER_DIR`].
+    fn cluster_dir(&self) -> PathBuf {
+        self.cluster
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_DIR))
+    }
+}
+
 /// Applies the TLS options to a builder.
 fn with_tls(mut builder: NodeBuilder, tls: &TlsArgs) -> NodeBuilder {
     builder = match (&tls.cert, &tls.key, &tls.ca) {
         (Some(cert), Some(key), Some(ca)) => builder.tls_files(cert, key, ca),
-        _ => builder.cluster(&tls.cluster),
+        _ => builder.cluster(tls.cluster_dir()),
     };
     if tls.insecure_dev {
         builder = builder.insecure_dev();
@@ -292,6 +320,9 @@ fn with_tls(mut builder: NodeBuilder, tls: &TlsArgs) -> NodeBuilder {
 }
 
 fn run(args: RunArgs) -> Result<(), CliError> {
+    // Before the node starts a thread: every thread then leaves SIGHUP to `reload_on_hangup`.
+    let hangup = hangup::block()
+        .map_err(|e| CliError::Usage(format!("cannot take SIGHUP for reloads: {e}")))?;
     // A client's certificate names a `.client` holder, and a node runs under its
     // certificate's name: so this is a client certificate, which may not host objects.
     if matches!(
@@ -304,12 +335,8 @@ fn run(args: RunArgs) -> Result<(), CliError> {
             args.name
         )));
     }
-    // A first node (no seeds) with no CA yet makes one, so that `cairn-node` alone starts
-    // a one-node mesh. A node that joins others must be given their CA.
-    let ca_missing = !args.tls.cluster.join(cairn::net::tls::CA_KEY_FILE).exists();
-    if args.tls.cert.is_none() && !args.tls.insecure_dev && ca_missing && args.join.is_empty() {
-        tracing::warn!(dir = %args.tls.cluster.display(), "no cluster CA there; creating a new cluster");
-        ClusterCa::generate()?.save(&args.tls.cluster)?;
+    if args.tls.cert.is_none() {
+        self_issue(&args)?;
     }
     let mut builder = Node::builder()
         .name(&args.name)
@@ -356,7 +383,57 @@ fn run(args: RunArgs) -> Result<(), CliError> {
         node.region().unwrap_or("-")
     );
     http::announce(&node);
-    node.block_on(report_peers(mesh.clone(), events));
+    std::thread::scope(|scope| {
+        scope.spawn(|| reload_on_hangup(&hangup, &node));
+        node.block_on(report_peers(mesh.clone(), events));
+    });
+    Ok(())
+}
+
+/// On every SIGHUP: the node's certificate files (when it runs from --cert/--key/--ca) and
+/// its revocation list (--revoked) are read again; new connections use them.
+fn reload_on_hangup(hangup: &hangup::Hangup, node: &Node) {
+    loop {
+        if let Err(error) = hangup.wait() {
+            tracing::error!(%error, "waiting for SIGHUP failed; reload by replacing the files instead");
+            return;
+        }
+        tracing::info!("SIGHUP: reloading the certificate and the revocation list");
+        match node.reload_tls() {
+            Ok(Some(serial)) => tracing::info!(%serial, "certificate reloaded on SIGHUP"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::error!(%error, "certificate not reloaded; the current one stays in use");
+            }
+        }
+        if let Some(mesh) = node.mesh() {
+            mesh.reload_revocations();
+        }
+    }
+}
+
+/// A node without its own certificate (`--cert`) issues one from a CA directory, which
+/// means holding the cluster CA's private key: allowed only as a development setup (see
+/// [`CliError::HoldsCaKey`]). The one-node default (`cairn-node`, or `run` without
+/// `--cluster` and `--join`) is one: it makes a local CA in `./cluster` when there is none.
+fn self_issue(args: &RunArgs) -> Result<(), CliError> {
+    let dir = args.tls.cluster_dir();
+    let lone_default = args.tls.cluster.is_none() && args.join.is_empty();
+    if !(args.tls.dev_ca || args.tls.insecure_dev || lone_default) {
+        return Err(CliError::HoldsCaKey {
+            dir,
+            name: args.name.clone(),
+        });
+    }
+    let ca_missing = !dir.join(cairn::net::tls::CA_KEY_FILE).exists();
+    if ca_missing && args.join.is_empty() && !args.tls.insecure_dev {
+        // A first node with no CA yet makes one, so that `cairn-node` alone starts a
+        // one-node mesh. A node that joins others must be given their CA.
+        ClusterCa::generate()?.save(&dir)?;
+        tracing::warn!(dir = %dir.display(), node = %args.name, "created a local cluster CA for this one-node development mesh; the node issues itself a certificate from it (for a real cluster: `cairn-node ca init` on the operator's machine, `cairn-node cert issue` per node, and `run --cert/--key/--ca`)");
+    } else {
+        tracing::warn!(dir = %dir.display(), node = %args.name, "DEVELOPMENT: this node holds the cluster CA's private key and issues itself a certificate from it");
+    }
     Ok(())
 }
 

@@ -37,6 +37,10 @@
 //!   leader then counts its acknowledgements. An uninitialized replica (recreated by a
 //!   stale message after its destruction) never votes, and no snapshot older than the last
 //!   applied configuration change is handed out.
+//! * **Removed while cut off.** A replica that never applied its removal is told "not a
+//!   member as of index N" by the members it still writes to, and destroys itself once a
+//!   majority of its voters said so (`tombstone`, whose rules keep one hostile member from
+//!   stripping replicas).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +55,7 @@ use crate::config::ShardConfig;
 use crate::log::{ShardLog, ShardState, WireHardState};
 use crate::placement::{target_replicas, Liveness, Member};
 use crate::rebalance::{plan, Change, PlanInput};
+use crate::tombstone::{NotMember, Receiver, Tombstones};
 use crate::types::{ProposalId, ShardId, Time};
 use crate::wire::{
     decode_conf_change, ProposalBatch, WireBatch, WireConfState, WireEntry, WireError, WireMessage,
@@ -239,6 +244,8 @@ pub struct MultiRaft {
     pending: Option<Pending>,
     events: Vec<ShardEvent>,
     outcomes: Vec<(ShardId, ProposalId, Outcome)>,
+    /// "Not a member" replies to send and claims heard (see `tombstone`).
+    tombstones: Tombstones,
 }
 
 impl std::fmt::Debug for MultiRaft {
@@ -349,6 +356,7 @@ impl MultiRaft {
             pending: None,
             events: Vec::new(),
             outcomes: Vec::new(),
+            tombstones: Tombstones::default(),
         };
         for s in states {
             m.add_replica(s)?;
@@ -706,6 +714,16 @@ impl MultiRaft {
             if r.destroy {
                 continue;
             }
+            if r.raw.store().initialized() {
+                let conf = r.raw.raft.prs().conf().to_conf_state();
+                self.tombstones.reply_if_stranger(
+                    self.me,
+                    w.shard,
+                    from,
+                    (conf.voters.as_slice(), conf.learners.as_slice()),
+                    r.applied,
+                );
+            }
             // An uninitialized replica has no log and no memory of whom it voted for or whose
             // lease it backed: a replica removed (and destroyed) and then recreated by a stale
             // leader's message, or one that never was a voter. Its vote would let a candidate
@@ -730,7 +748,65 @@ impl MultiRaft {
             }
             redraw_election_timeout(&mut self.rng, &mut r.raw);
         }
+        for claim in batch.not_members {
+            if let Err(e) = self.on_not_member(from, &claim) {
+                tracing::warn!(peer = %from, error = %e, "refused a not-a-member claim");
+                errors.push(e);
+            }
+        }
         errors
+    }
+
+    /// A claim that this node's replica of `claim.shard` is no longer a member (see
+    /// `tombstone`): checked to come from its sender, counted, and acted on once a majority
+    /// of the replica's voters confirmed it.
+    fn on_not_member(&mut self, from: NodeId, claim: &NotMember) -> Result<(), WireError> {
+        if claim.from != from.0 || claim.to != self.me.0 {
+            return Err(WireError::Misaddressed {
+                from: claim.from,
+                to: claim.to,
+                me: self.me.0,
+                peer: from.0,
+            });
+        }
+        if claim.shard.0 >= self.cfg.shards {
+            return Err(WireError::BadShard(claim.shard));
+        }
+        let Some(r) = self.replicas.get_mut(&claim.shard) else {
+            return Ok(());
+        };
+        if r.destroy {
+            return Ok(());
+        }
+        let conf = r.raw.raft.prs().conf().to_conf_state();
+        let receiver = Receiver {
+            me: self.me.0,
+            voters: &conf.voters,
+            applied: r.applied,
+            unapplied_conf: Self::last_unapplied_conf(r),
+            leading: r.raw.raft.state == StateRole::Leader,
+            initialized: r.raw.store().initialized(),
+        };
+        if self.tombstones.on_claim(claim, receiver) {
+            tracing::info!(shard = %claim.shard, applied = r.applied, voters = ?conf.voters, "a majority of this replica's voters say it was removed; destroying it");
+            r.destroy = true;
+            self.tombstones.forget(claim.shard);
+        }
+        Ok(())
+    }
+
+    /// The index of the last configuration change in `r`'s log that is not applied yet.
+    fn last_unapplied_conf(r: &Replica) -> Option<u64> {
+        let log = &r.raw.raft.raft_log;
+        match log.entries(r.applied + 1, None, raft::GetEntriesContext::empty(false)) {
+            Ok(es) => es
+                .iter()
+                .rev()
+                .find(|e| e.get_entry_type() != EntryType::EntryNormal)
+                .map(|e| e.index),
+            // Entries we cannot read: assume the worst (a change at the end of the log).
+            Err(_) => Some(log.last_index()),
+        }
     }
 
     /// Hands raft-rs a snapshot of `shard` exported at `applied` (the durable applied index
@@ -764,6 +840,7 @@ impl MultiRaft {
             r.destroy || !r.queue.is_empty() || !r.to_apply.is_empty() || r.raw.has_ready()
         }) || !self.events.is_empty()
             || !self.outcomes.is_empty()
+            || self.tombstones.has_replies()
     }
 
     fn rebalance(&mut self, sid: ShardId) {
@@ -1007,7 +1084,8 @@ impl MultiRaft {
             pending.readies.push((sid, rd, r.applied));
             shards.push(sr);
         }
-        let messages_now = group(now_msgs);
+        let mut messages_now = group(now_msgs);
+        crate::tombstone::add_replies(&mut messages_now, self.tombstones.take_replies());
         self.pending = Some(Pending { ..pending });
         Round {
             number: self.rounds,
@@ -1084,6 +1162,7 @@ impl MultiRaft {
             ..Output::default()
         };
         for sid in pending.destroyed {
+            self.tombstones.forget(sid);
             if let Some(r) = self.replicas.remove(&sid) {
                 if r.reported.is_some() {
                     self.events.push(ShardEvent::Stopped { shard: sid });

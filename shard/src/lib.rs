@@ -14,6 +14,7 @@
 //! - `placement`, `rebalance`: pure target replica sets and the next conf change.
 //! - [`driver`]: a scheduler process per node that runs the core over a [`driver::ShardTransport`].
 //! - [`stats`]: the driver's counters and shard map, read by the node's metrics and status page.
+//! - [`tombstone`]: telling a replica removed while cut off that it is no longer a member.
 //!
 //! See `shard/DESIGN.md` for the reasons and the safety argument.
 
@@ -27,6 +28,7 @@ pub mod placement;
 pub mod rebalance;
 mod slog_bridge;
 pub mod stats;
+pub mod tombstone;
 mod types;
 pub mod wire;
 

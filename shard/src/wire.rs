@@ -366,6 +366,9 @@ impl WireMessage {
 pub struct WireBatch {
     /// In the order raft-rs produced them (per shard order matters).
     pub messages: Vec<WireMessage>,
+    /// "Not a member" replies to replicas that were removed (see `tombstone`).
+    #[serde(default)]
+    pub not_members: Vec<crate::tombstone::NotMember>,
 }
 
 impl WireBatch {
@@ -426,6 +429,7 @@ mod tests {
         let w = WireMessage::from_message(ShardId(5), &m);
         let batch = WireBatch {
             messages: vec![w.clone()],
+            ..WireBatch::default()
         };
         let back = WireBatch::decode(&batch.encode()).unwrap();
         let m2 = back.messages[0]

@@ -38,6 +38,8 @@ mod clock;
 #[cfg(feature = "http")]
 pub mod http;
 mod output_queue;
+#[cfg(feature = "mesh")]
+mod parking;
 mod reference;
 #[cfg(feature = "mesh")]
 mod replication;

@@ -17,7 +17,9 @@
 //! Ordering per sender and object holds across nodes: the mesh keeps one sender's frames in
 //! order to the router, which is one process delivering envelopes one by one. The router
 //! waits when an object's mailbox is full (backpressure reaches the sender through the mesh
-//! lane), which also holds up the class's other objects on that node.
+//! lane), which also holds up the class's other objects on that node. It never waits for a
+//! shard's leader, though: such a message is parked on its shard's lane (`parking`) and
+//! retried with backoff while the router goes on with other shards' messages.
 //!
 //! A dial-only client (see `cairn_net::MeshConfig::dial_only`) computes no owner: it
 //! sends every envelope to its gateway node's router, which routes it as if it had started
@@ -35,8 +37,10 @@
 //! not serve it sends to the leader it knows (or, on a first hop without one, to the node
 //! most likely to know). A message whose shard has no reachable leader is routed again with
 //! backoff for up to `SHARD_WAIT`, crossing the mesh at most [`MAX_REPLICATED_HOPS`] times
-//! in all; then it fails with `ShardUnavailable`. Membership changes move no activation by
-//! themselves: leadership does (see `replication`, "Leadership events").
+//! in all; then it fails with `ShardUnavailable`. A sender on this node waits in its own
+//! task; a router parks the message per shard (bounded, see `parking`) and goes on.
+//! Membership changes move no activation by themselves: leadership does (see
+//! `replication`, "Leadership events").
 //!
 //! ## Membership change (without replicated shards)
 //! When a node joins or leaves, some keys change owner (about 1/n of them). The old owner
@@ -76,10 +80,10 @@ mod mesh_imports {
 pub const MAX_HOPS: u8 = 2;
 /// First wait before routing a message again while its shard has no reachable leader.
 #[cfg(feature = "mesh")]
-const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
+pub(super) const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(5);
 /// Longest wait between two such attempts (the backoff doubles up to it).
 #[cfg(feature = "mesh")]
-const RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(200);
+pub(super) const RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(200);
 /// Node names ending in this are *clients* (e.g. `cairn-node status`): they join the mesh
 /// to send but never own objects, so placement skips them.
 pub const CLIENT_NAME_SUFFIX: &str = ".client";
@@ -94,11 +98,11 @@ pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
     deserialize = "O::Msg: DeserializeOwned"
 ))]
 pub(super) struct Envelope<O: Object> {
-    key: String,
-    region: Option<String>,
+    pub(super) key: String,
+    pub(super) region: Option<String>,
     /// Mesh crossings so far, this one included.
-    hops: u8,
-    msg: O::Msg,
+    pub(super) hops: u8,
+    pub(super) msg: O::Msg,
     #[serde(skip)]
     _class: PhantomData<fn() -> O>,
 }
@@ -356,64 +360,103 @@ impl<O: Object> ObjectRef<O> {
     /// Delivers `msg` to the owner (see the `mesh`-less twin above for the contract).
     #[cfg(feature = "mesh")]
     pub(super) async fn deliver(&self, mut msg: O::Msg, hops: u8) -> Delivered<O> {
-        let replicated = self.objects.replication.get().is_some();
         let deadline = std::time::Instant::now() + super::SHARD_WAIT;
         let mut backoff = RETRY_FIRST;
         loop {
-            let may_retry = replicated && std::time::Instant::now() < deadline;
-            let route = match self.route_at(hops) {
-                Ok(route) => route,
-                Err(ObjectError::ShardUnavailable { .. }) if may_retry => {
-                    self.objects.handle.sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                    continue;
-                }
-                Err(error) => return Err(ObjectSendError::new(error, msg)),
-            };
-            let Route::Remote(mesh, node, send, _) = route else {
-                self.send_ungated(ObjectMsg::User(msg)).await;
-                return Ok(());
-            };
-            let max = if replicated {
-                MAX_REPLICATED_HOPS
-            } else {
-                MAX_HOPS
-            };
-            if hops >= max {
-                tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
-                let name = self.name.to_string();
-                return Err(ObjectSendError::new(ObjectError::Misrouted { name }, msg));
-            }
-            // A dial-only client's crossing to its gateway is not counted (module doc).
-            let crossed = if mesh.is_dial_only() { hops } else { hops + 1 };
-            match send(mesh, node, self.envelope(msg, crossed)).await {
-                // The leader this node knew is gone: wait for the next one.
-                Err(e) if may_retry && matches!(e.error, ObjectError::Unreachable { .. }) => {
-                    msg = e.msg;
+            let may_wait = std::time::Instant::now() < deadline;
+            match self.try_deliver(msg, hops, may_wait).await {
+                Attempt::Done(done) => return done,
+                Attempt::Wait(m) => {
+                    msg = m;
                     self.objects.handle.sleep(backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
-                done => return done,
             }
+        }
+    }
+
+    /// The shard of the object, with replicated shards.
+    #[cfg(feature = "mesh")]
+    pub(super) fn shard(&self) -> Option<cairn_shard::ShardId> {
+        let replication = self.objects.replication.get()?;
+        Some(replication.shard_of(O::CLASS, &self.key, self.region.as_deref()))
+    }
+
+    /// One attempt of [`Self::deliver`]: `Wait` gives the message back when its shard has
+    /// no reachable leader now (replicated shards only, and only if `may_wait`); anything
+    /// else is final.
+    #[cfg(feature = "mesh")]
+    pub(super) async fn try_deliver(&self, msg: O::Msg, hops: u8, may_wait: bool) -> Attempt<O> {
+        let replicated = self.objects.replication.get().is_some();
+        let may_wait = may_wait && replicated;
+        let route = match self.route_at(hops) {
+            Ok(route) => route,
+            Err(ObjectError::ShardUnavailable { .. }) if may_wait => return Attempt::Wait(msg),
+            Err(error) => return Attempt::Done(Err(ObjectSendError::new(error, msg))),
+        };
+        let Route::Remote(mesh, node, send, _) = route else {
+            self.send_ungated(ObjectMsg::User(msg)).await;
+            return Attempt::Done(Ok(()));
+        };
+        let max = if replicated {
+            MAX_REPLICATED_HOPS
+        } else {
+            MAX_HOPS
+        };
+        if hops >= max {
+            tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
+            let name = self.name.to_string();
+            return Attempt::Done(Err(ObjectSendError::new(
+                ObjectError::Misrouted { name },
+                msg,
+            )));
+        }
+        // A dial-only client's crossing to its gateway is not counted (module doc).
+        let crossed = if mesh.is_dial_only() { hops } else { hops + 1 };
+        match send(mesh, node, self.envelope(msg, crossed)).await {
+            // The leader this node knew is gone: wait for the next one.
+            Err(e) if may_wait && matches!(e.error, ObjectError::Unreachable { .. }) => {
+                Attempt::Wait(e.msg)
+            }
+            done => Attempt::Done(done),
         }
     }
 }
 
 #[cfg(feature = "mesh")]
+/// What one delivery attempt ended with ([`ObjectRef::try_deliver`]).
+pub(super) enum Attempt<O: Object> {
+    /// Delivered, or failed for good.
+    Done(Delivered<O>),
+    /// The object's shard has no reachable leader now: the message, to try again later.
+    Wait(O::Msg),
+}
+
+#[cfg(feature = "mesh")]
 /// A placed class's router: takes envelopes from other nodes and delivers each to its
 /// object here (or forwards it once more if this node does not own it; see the module doc).
+/// A message whose shard has no reachable leader is parked with its shard's others
+/// (`parking`) and retried with backoff, so the class's other shards keep flowing.
 async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>) {
-    while let Some(msg) = ctx.recv().await {
-        let Message::User(env) = msg else {
-            continue;
+    let mut parked = super::parking::Parked::<O>::default();
+    loop {
+        let msg = match parked.next_retry() {
+            Some(at) => {
+                let wait = at.saturating_duration_since(std::time::Instant::now());
+                ctx.recv_timeout(wait).await
+            }
+            None => match ctx.recv().await {
+                Some(msg) => Some(msg),
+                None => return,
+            },
         };
         let Some(objects) = objects.upgrade() else {
             return;
         };
-        let target = ObjectRef::<O>::new_in(objects, &env.key, env.region.as_deref());
-        if let Err(ObjectSendError { error, .. }) = target.deliver(env.msg, env.hops).await {
-            tracing::warn!(object = %target.name, %error, "router could not deliver a message");
+        if let Some(Message::User(env)) = msg {
+            parked.route(&objects, env).await;
         }
+        parked.retry_due(&objects).await;
     }
 }
 

@@ -62,6 +62,41 @@ impl Object for Counter {
     }
 }
 
+/// What an [`Alarmed`] takes.
+#[derive(Serialize, Deserialize)]
+pub enum AlarmMsg {
+    /// Sets the alarm to this many milliseconds after the Unix epoch; answers once stored.
+    SetAt(u64, Reply<()>),
+}
+
+/// An object whose alarm, when it fires, tells the test: in a child of
+/// [`shard_mesh::Children`] it writes `FIRED <key>` to the parent (see there).
+pub struct Alarmed;
+
+impl Object for Alarmed {
+    const CLASS: &'static str = "test-alarmed-child";
+    type Msg = AlarmMsg;
+
+    async fn activate(_ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Alarmed)
+    }
+
+    async fn handle(&mut self, msg: AlarmMsg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        match msg {
+            AlarmMsg::SetAt(ms, reply) => {
+                ctx.set_alarm(std::time::UNIX_EPOCH + Duration::from_millis(ms));
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        cairn_testkit::tell_parent(&format!("FIRED {}", ctx.key()));
+        Ok(())
+    }
+}
+
 /// A standalone node on `dir` with `workers` scheduler threads that evicts objects idle for
 /// `idle`. Register object classes on it yourself.
 pub fn node(dir: impl AsRef<Path>, workers: usize, idle: Duration) -> Node {

@@ -13,7 +13,10 @@
 //!   replica set here has the full replication factor of voters, and which counters
 //!   ([`counter_key`] `k` for `k <` [`SCANNED_KEYS`]) have their activation here (`-` for
 //!   none, else indices joined by `,`). A counter runs only on its shard's leader, so this
-//!   tells the parent who leads which shard.
+//!   tells the parent who leads which shard. With it comes `HOSTS <shard:role,..>`: the
+//!   shards with a replica here (`L` leader, `F` follower, `C` candidate, `l` learner; `-`
+//!   for none). An alarm of an [`Alarmed`](super::Alarmed) object that fires here writes
+//!   `FIRED <key>` at once.
 //! - The parent writes to the child's stdin: `STOP` asks for a graceful stop (the node
 //!   shuts down, closing its mesh, and the child exits 0). `CUT <ports> <ports>` (ports
 //!   joined by `,`) installs an in-mesh partition between the two sets of ports in the child
@@ -21,6 +24,9 @@
 //!   removes it; the child answers each with `FAULTS <n>`, the count of such commands it
 //!   applied. End of file (the parent died or dropped its [`Children`]) makes the child exit
 //!   at once, so no child outlives its test.
+//!
+//! A test that needs other shard settings (shards, replication, down grace) starts its
+//! children with [`Children::start_with`]; they get them through [`CONF_VAR`].
 //!
 //! Set `CAIRN_CHILD_LOG` to a `RUST_LOG` filter (e.g. `cairn_net=debug`) to have children
 //! log to their stderr, which [`Children`] prints when it drops them.
@@ -44,13 +50,16 @@ use cairn::prelude::*;
 use cairn::ShardConfig;
 use cairn_testkit::{ChildRun, CHILD_LINE};
 
-use super::Counter;
+use super::{Alarmed, Counter};
 
 /// The environment variable carrying a child's spec, `dir|name|seed|listen` (seed and
 /// listen may be empty: no seed, a free port).
 pub const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
 /// A `RUST_LOG` filter for the children's logs (see the module doc).
 pub const LOG_VAR: &str = "CAIRN_CHILD_LOG";
+/// The environment variable carrying a child's shard settings when they are not
+/// [`shard_config`]'s: `shards|replication|down_grace_ms` (see [`TestShards`]).
+pub const CONF_VAR: &str = "CAIRN_SHARDS_CHILD_CONF";
 /// The name of the child's `#[test]` function in every binary using this module.
 pub const CHILD_TEST: &str = "shards_node_child";
 /// Shards of the test clusters: few, so every node leads some and elections are quick.
@@ -77,15 +86,62 @@ pub fn shard_config() -> ShardConfig {
     }
 }
 
+/// Shard settings of a test cluster other than [`shard_config`]'s (see
+/// [`Children::start_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TestShards {
+    /// Number of shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replication: usize,
+    /// How long a member may be down before its replicas are replaced.
+    pub down_grace: Duration,
+}
+
+impl TestShards {
+    /// The settings as a node takes them.
+    pub fn config(&self) -> ShardConfig {
+        ShardConfig {
+            shards: self.shards,
+            replication: self.replication,
+            down_grace: self.down_grace,
+            ..ShardConfig::default()
+        }
+    }
+
+    fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.shards,
+            self.replication,
+            self.down_grace.as_millis()
+        )
+    }
+
+    fn decode(text: &str) -> TestShards {
+        let v: Vec<u64> = text.split('|').map(|w| w.parse().unwrap()).collect();
+        TestShards {
+            shards: v[0] as u32,
+            replication: v[1] as usize,
+            down_grace: Duration::from_millis(v[2]),
+        }
+    }
+}
+
 /// A node of a test cluster under `dir`: named `name`, data in `dir/name`, the cluster CA
 /// in `dir/cluster`, replicated shards, on a free port of 127.0.0.1. Add seeds, `start()`.
 pub fn builder(dir: &Path, name: &str) -> NodeBuilder {
+    builder_with(dir, name, shard_config())
+}
+
+/// [`builder`] with shard settings `shards`.
+pub fn builder_with(dir: &Path, name: &str, shards: ShardConfig) -> NodeBuilder {
     Node::builder()
         .name(name)
         .workers(2)
         .data_dir(dir.join(name))
         .cluster(dir.join("cluster"))
-        .shards(shard_config())
+        .shards(shards)
         .failure_timeout(FAILURE_TIMEOUT)
         .listen("127.0.0.1:0".parse().unwrap())
 }
@@ -115,7 +171,10 @@ pub fn child_main() {
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
     );
-    let mut b = builder(Path::new(dir), name);
+    let shards = std::env::var(CONF_VAR)
+        .map(|c| TestShards::decode(&c).config())
+        .unwrap_or_else(|_| shard_config());
+    let mut b = builder_with(Path::new(dir), name, shards);
     if !seed.is_empty() {
         b = b.join([seed.parse().unwrap()]);
     }
@@ -124,6 +183,7 @@ pub fn child_main() {
     }
     let node = b.start().unwrap();
     node.host::<Counter>();
+    node.host::<Alarmed>();
     let mesh = node.mesh().unwrap();
     cairn_testkit::tell_parent(&format!("UP {} {}", node.id().0, mesh.local_addr()));
     let command = Arc::new(AtomicU8::new(RUNNING));
@@ -170,7 +230,34 @@ pub fn child_main() {
             active.join(",")
         };
         cairn_testkit::tell_parent(&format!("STATE {members} {full} {active}"));
+        cairn_testkit::tell_parent(&format!("HOSTS {}", hosts(&node)));
         std::thread::sleep(REPORT_EVERY);
+    }
+}
+
+/// The shards with a replica on `node`, as `shard:role` joined by `,` (`-` for none).
+fn hosts(node: &Node) -> String {
+    use cairn::shard::stats::ShardRole;
+    let Some(stats) = node.shard_stats() else {
+        return "-".into();
+    };
+    let list: Vec<String> = stats
+        .shards
+        .iter()
+        .map(|v| {
+            let role = match v.role {
+                ShardRole::Leader => 'L',
+                ShardRole::Follower => 'F',
+                ShardRole::Candidate => 'C',
+                ShardRole::Learner => 'l',
+            };
+            format!("{}:{role}", v.shard.0)
+        })
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
     }
 }
 
@@ -209,7 +296,8 @@ pub fn three_children_and_a_caller(dir: &Path) -> (Children, Node) {
 }
 
 /// A dial-only client of the cluster under `dir` (no member, no replicas: it calls through
-/// the first of `seeds` that answers, then the next), hosting [`Counter`].
+/// the first of `seeds` that answers, then the next), hosting [`Counter`]; returned once it
+/// reached a gateway (within [`WAIT`]).
 pub fn dial_only_client(dir: &Path, name: &str, seeds: &[SocketAddr]) -> Node {
     let node = Node::builder()
         .name(name)
@@ -221,6 +309,12 @@ pub fn dial_only_client(dir: &Path, name: &str, seeds: &[SocketAddr]) -> Node {
         .start()
         .unwrap();
     node.host::<Counter>();
+    node.host::<Alarmed>();
+    let deadline = Instant::now() + WAIT;
+    while node.mesh().unwrap().gateway().is_none() {
+        assert!(Instant::now() < deadline, "{name} never reached a gateway");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     node
 }
 
@@ -241,6 +335,26 @@ pub struct Report {
     pub gone: bool,
     /// How many fault commands (`CUT`, `HEAL`) this life applied.
     pub faults: u32,
+    /// The shards with a replica there, with its role letter (see the module doc).
+    pub hosts: Vec<(u32, char)>,
+    /// The [`Alarmed`] keys whose alarm fired there, with when the parent heard it.
+    pub fired: Vec<(String, Instant)>,
+}
+
+impl Report {
+    /// The shards this child leads.
+    pub fn leads(&self) -> std::collections::BTreeSet<u32> {
+        self.hosts
+            .iter()
+            .filter(|(_, role)| *role == 'L')
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The shards with a replica on this child.
+    pub fn hosted(&self) -> std::collections::BTreeSet<u32> {
+        self.hosts.iter().map(|(s, _)| *s).collect()
+    }
 }
 
 /// One running child.
@@ -252,6 +366,8 @@ struct Child {
 /// Child nodes of one test cluster (see the module doc).
 pub struct Children {
     dir: PathBuf,
+    /// Shard settings passed to every child ([`CONF_VAR`]), if not the default ones.
+    conf: Option<TestShards>,
     children: Vec<Option<Child>>,
     reports: Arc<(Mutex<Vec<Report>>, Condvar)>,
 }
@@ -260,8 +376,18 @@ impl Children {
     /// Starts `n` children under `dir` (which holds the cluster CA): the first creates the
     /// cluster, the others join it through the first; returns once each reported `UP`.
     pub fn start(dir: &Path, n: usize) -> Children {
+        Children::start_conf(dir, n, None)
+    }
+
+    /// [`Children::start`], every child with shard settings `conf`.
+    pub fn start_with(dir: &Path, n: usize, conf: TestShards) -> Children {
+        Children::start_conf(dir, n, Some(conf))
+    }
+
+    fn start_conf(dir: &Path, n: usize, conf: Option<TestShards>) -> Children {
         let mut children = Children {
             dir: dir.to_owned(),
+            conf,
             children: (0..n).map(|_| None).collect(),
             reports: Arc::new((Mutex::new(vec![Report::default(); n]), Condvar::new())),
         };
@@ -298,7 +424,12 @@ impl Children {
             text(seed),
             text(listen)
         );
-        let mut run = ChildRun::start(CHILD_TEST, &[(CHILD_VAR, &spec)], |cmd| {
+        let conf = self.conf.map(|c| c.encode());
+        let mut env = vec![(CHILD_VAR, spec.as_str())];
+        if let Some(c) = &conf {
+            env.push((CONF_VAR, c.as_str()));
+        }
+        let mut run = ChildRun::start(CHILD_TEST, &env, |cmd| {
             cmd.stdin(Stdio::piped());
         });
         let stdin = run.child.stdin.take().unwrap();
@@ -326,6 +457,21 @@ impl Children {
                     ["FAULTS", n] => {
                         let n = n.parse().unwrap();
                         update(&|r| r.faults = n);
+                    }
+                    ["HOSTS", list] => {
+                        let hosts: Vec<(u32, char)> = list
+                            .split(',')
+                            .filter(|e| *e != "-")
+                            .map(|e| {
+                                let (s, role) = e.split_once(':').unwrap();
+                                (s.parse().unwrap(), role.chars().next().unwrap())
+                            })
+                            .collect();
+                        update(&|r| r.hosts = hosts.clone());
+                    }
+                    ["FIRED", key] => {
+                        let at = Instant::now();
+                        update(&|r| r.fired.push(((*key).to_owned(), at)));
                     }
                     ["STATE", members, full, active] => {
                         let (m, f) = (members.parse().unwrap(), full.parse().unwrap());
@@ -415,6 +561,25 @@ impl Children {
         );
     }
 
+    /// Starts one more child, listening on `listen`, joining through the first running
+    /// child; returns its index once it is up.
+    pub fn add(&mut self, listen: SocketAddr) -> usize {
+        let i = self.children.len();
+        let seed = (0..i)
+            .find(|&j| self.children[j].is_some())
+            .map(|j| self.addr(j))
+            .expect("a child runs");
+        self.children.push(None);
+        self.reports.0.lock().unwrap().push(Report::default());
+        self.spawn(i, Some(seed), Some(listen));
+        i
+    }
+
+    /// Whether child `i` runs.
+    pub fn running(&self, i: usize) -> bool {
+        self.children[i].is_some()
+    }
+
     /// Starts child `i` again on its data dir and at its address (as a restarted server
     /// comes back), joining through another running child, and checks that it kept its id.
     pub fn restart(&mut self, i: usize) {
@@ -431,12 +596,25 @@ impl Children {
     /// child and in this process (for the nodes it runs), until the returned cut is healed.
     /// Returns once every child applied it.
     pub fn cut(&self, a: &[u16], b: &[u16]) -> InMeshCut<'_> {
-        let local = Partition::new(a, b);
-        self.tell_all(&format!("CUT {} {}", port_list(a), port_list(b)));
         InMeshCut {
             children: self,
-            local,
+            local: self.cut_unbound(a, b),
         }
+    }
+
+    /// [`Children::cut`] without holding on to the children (so more may be started while
+    /// it lasts): heal it with [`Children::heal_all`] and by dropping the returned partition
+    /// (this process's side). Children started after the cut do not know it; the cut-off
+    /// side's processes drop their traffic anyway.
+    pub fn cut_unbound(&self, a: &[u16], b: &[u16]) -> Partition {
+        let local = Partition::new(a, b);
+        self.tell_all(&format!("CUT {} {}", port_list(a), port_list(b)));
+        local
+    }
+
+    /// Heals every partition in every running child.
+    pub fn heal_all(&self) {
+        self.tell_all("HEAL");
     }
 
     /// Sends `command` to every running child and waits until each applied it.
@@ -491,7 +669,7 @@ pub struct InMeshCut<'a> {
 impl InMeshCut<'_> {
     /// Heals the partition in every running child and in this process.
     pub fn heal(self) {
-        self.children.tell_all("HEAL");
+        self.children.heal_all();
         self.local.heal();
     }
 }

@@ -22,7 +22,7 @@ use common::shard_mesh::{self, Children, SHARDS};
 use common::{AlarmMsg, Alarmed};
 
 /// How far ahead of the first set the alarms are due: room to set them all before the kill.
-const AHEAD: Duration = Duration::from_millis(1500);
+const AHEAD: Duration = Duration::from_secs(4);
 /// Alarms set (at most; only keys whose shard the victim leads).
 const ALARMS: usize = 12;
 /// One call's timeout.

@@ -31,9 +31,9 @@ use cairn::shard::ShardId;
 use common::shard_mesh::{self, counter_key, Children, TestShards};
 use common::{Counter, CounterMsg};
 
-/// A call through a healed node, or past a parked message, answers within this: far below
+/// A call through a healed node, or past a parked message, answers within this: below
 /// `SHARD_WAIT` (10 s), which a router blocked by a leaderless shard would take.
-const PROMPT: Duration = Duration::from_secs(4);
+const PROMPT: Duration = Duration::from_secs(7);
 /// One call's timeout.
 const CALL: Duration = Duration::from_secs(20);
 

@@ -41,7 +41,7 @@ pub mod restart;
 pub mod supervisor;
 
 pub use actor::{start, Actor, ActorCtx, ActorError, Addr, StartError, StartOptions};
-pub use restart::{Directive, Intensity, Restart, Strategy, Supervision};
+pub use restart::{Directive, Indices, Intensity, Restart, Strategy, Supervision, INTENSITY_GRAIN};
 pub use supervisor::{
     Backoff, ChildCounts, ChildError, ChildInfo, ChildKind, ChildRef, ChildSpec, DynamicSupervisor,
     Shutdown, Supervisor, SupervisorMsg, SupervisorRef, SupervisorSpec, DEFAULT_SHUTDOWN_TIMEOUT,

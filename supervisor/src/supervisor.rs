@@ -685,7 +685,7 @@ impl State {
                     start,
                     remove,
                 } => {
-                    for i in stop {
+                    for &i in stop.as_slice() {
                         self.stop_child(i).await;
                     }
                     if let Some(backoff) = self.backoff {
@@ -693,7 +693,7 @@ impl State {
                         let delay = backoff.delay(self.machine.recent_restarts(), seed);
                         self.ctx.handle().sleep(delay).await;
                     }
-                    for i in start {
+                    for &i in start.as_slice() {
                         match self.start_one(&self.children[i].spec).await {
                             Ok(pid) => {
                                 tracing::warn!(supervisor = %self.ctx.pid(), child = %self.children[i].spec.id, %pid, "child restarted");
@@ -709,9 +709,8 @@ impl State {
                             }
                         }
                     }
-                    let mut remove = remove;
-                    remove.sort_unstable();
-                    for i in remove.into_iter().rev() {
+                    // In start order: removing from the back keeps the others' indices.
+                    for &i in remove.as_slice().iter().rev() {
                         self.remove(i);
                     }
                 }

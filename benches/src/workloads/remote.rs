@@ -433,10 +433,15 @@ pub fn remote_fan(cfg: &Config) -> Result<Vec<Row>, String> {
 
 /// `remote-call`: one process on n1 makes sequential calls to one process on n2; call *i*
 /// must answer the running total. Latency is per call, send to answer.
+///
+/// Also reported (stderr): context switches per timed call, of both nodes' threads
+/// together (`voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of every thread in
+/// `/proc/<pid>/task`); with `CAIRN_BENCH_SWITCHES=threads`, per thread name too.
 pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
     let n = cfg.scaled(20_000, 1);
     let pair = Pair::start(cfg)?;
-    let result = (|| {
+    let mut switches = None;
+    let result: Result<(Vec<u64>, Duration), String> = (|| {
         // The server is a sink that never reports (it gets no `Seq`); the collector only
         // gives it a pid to report to, and stops with the runtime.
         let (collector, _reports) = pair.collector(1, u64::MAX);
@@ -445,11 +450,11 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
             .rt
             .actor_ref::<Remote>(server)
             .ok_or("no handle for the server")?;
-        run_in(&pair.rt.handle(), "remote calls", async move {
-            let mut total = 0u64;
-            let mut lat_ns = Vec::with_capacity(n as usize);
+        let calls = |from: u64, to: u64, server: cairn_scheduler::ActorRef<Remote>| async move {
+            let mut total = (0..from).sum::<u64>();
+            let mut lat_ns = Vec::with_capacity((to - from) as usize);
             let mut timed = Duration::ZERO;
-            for i in 0..WARMUP_CALLS + n {
+            for i in from..to {
                 let t = Instant::now();
                 let got: u64 = server
                     .call(|reply| Remote::Add(i, reply), CALL_TIMEOUT)
@@ -458,13 +463,26 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
                 let took = t.elapsed();
                 total += i;
                 expect_eq("call answer", got, total)?;
-                if i >= WARMUP_CALLS {
-                    lat_ns.push(took.as_nanos() as u64);
-                    timed += took;
-                }
+                lat_ns.push(took.as_nanos() as u64);
+                timed += took;
             }
             Ok((lat_ns, timed))
-        })
+        };
+        let handle = pair.rt.handle();
+        run_in(
+            &handle,
+            "warm-up calls",
+            calls(0, WARMUP_CALLS, server.clone()),
+        )?;
+        let pids = [std::process::id(), pair.peer.id()];
+        let before = pids.map(thread_switches);
+        let timed = run_in(
+            &handle,
+            "remote calls",
+            calls(WARMUP_CALLS, WARMUP_CALLS + n, server),
+        )?;
+        switches = Some((before, pids.map(thread_switches)));
+        Ok(timed)
     })();
     pair.finish()?;
     let (mut lat_ns, timed) = result?;
@@ -476,6 +494,9 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
         "   remote-call: {n} calls n1 -> n2 in {:.1} ms; p50 {p50:.1} us, p99 {p99:.1} us",
         timed.as_secs_f64() * 1e3
     );
+    if let Some((before, after)) = switches {
+        report_switches(n, &before, &after);
+    }
     Ok(vec![
         Row {
             bench: "remote-call",
@@ -496,4 +517,66 @@ pub fn remote_call(cfg: &Config) -> Result<Vec<Row>, String> {
             value: p99,
         },
     ])
+}
+
+/// Context switches (voluntary, involuntary) of each thread of process `pid`, by thread
+/// name (threads of one name summed); empty where `/proc` cannot be read.
+fn thread_switches(pid: u32) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let Ok(status) = std::fs::read_to_string(path.join("status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let entry = out.entry(name.trim().to_owned()).or_insert((0, 0));
+        entry.0 += field("voluntary_ctxt_switches:");
+        entry.1 += field("nonvoluntary_ctxt_switches:");
+    }
+    out
+}
+
+type Switches = std::collections::BTreeMap<String, (u64, u64)>;
+
+/// Prints the context switches per call of both nodes over the timed calls.
+fn report_switches(calls: u64, before: &[Switches; 2], after: &[Switches; 2]) {
+    let per = |x: u64| x as f64 / calls.max(1) as f64;
+    let mut total = (0, 0);
+    let mut lines = Vec::new();
+    for (node, (b, a)) in ["n1", "n2"].iter().zip(before.iter().zip(after)) {
+        for (name, &(vol, invol)) in a {
+            let (vol0, invol0) = b.get(name).copied().unwrap_or((0, 0));
+            let (dv, di) = (vol.saturating_sub(vol0), invol.saturating_sub(invol0));
+            total.0 += dv;
+            total.1 += di;
+            if dv + di > 0 {
+                lines.push(format!(
+                    "      {node} {name}: {:.2} + {:.2}",
+                    per(dv),
+                    per(di)
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "   remote-call: context switches per call, both nodes: {:.2} ({:.2} voluntary + {:.2} involuntary)",
+        per(total.0 + total.1),
+        per(total.0),
+        per(total.1)
+    );
+    if std::env::var("CAIRN_BENCH_SWITCHES").as_deref() == Ok("threads") {
+        for line in lines {
+            eprintln!("{line}");
+        }
+    }
 }

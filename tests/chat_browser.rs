@@ -1,7 +1,9 @@
 //! The chat example in a real browser: headless Chromium (Debian's `chromium`; `.ci/run`
-//! installs it), driven over the DevTools protocol, opens the room page on two nodes of a
-//! mesh. One page posts, the other must show the post; a reload shows the history; after the
-//! room object was evicted the rooms still deliver (hibernation). A screenshot is saved to
+//! installs it), driven over the DevTools protocol, opens the room page through the two
+//! nodes of a 3-node mesh that do not own the room. One page joins from the front page
+//! (`/`, a room and a name picked in its form), the other at the room's own page. One
+//! posts, the other must show the post; after the room object was evicted the room still
+//! delivers (hibernation); a reload shows the history. A screenshot is saved to
 //! `target/chat-browser.png`.
 
 #[path = "../examples/chat/room.rs"]
@@ -13,6 +15,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cairn::gateway::GatewayConfig;
 use cairn::net::NodeEvent;
 use cairn::prelude::*;
 use serde_json::{json, Value};
@@ -30,7 +33,12 @@ fn start(dir: &Path, name: &str, join: Option<SocketAddr>) -> Node {
         .listen("127.0.0.1:0".parse().unwrap())
         // Short, so the room is evicted while its pages stay connected.
         .object_idle_timeout(Duration::from_millis(300))
-        .http("127.0.0.1:0".parse().unwrap());
+        .http("127.0.0.1:0".parse().unwrap())
+        // The front page, as `cairn-node --http` serves it.
+        .http_config(GatewayConfig {
+            index: Some("/chatroom/lobby/".to_owned()),
+            ..GatewayConfig::default()
+        });
     if let Some(seed) = join {
         b = b.join([seed]);
     }
@@ -116,6 +124,18 @@ impl Browser {
 
     /// Sends a DevTools command (to a page when `session` is set) and waits for its result.
     fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
+        self.try_command(session, method, params)
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
+    /// [`Self::command`], with DevTools' error as an `Err` (e.g. an evaluation while the
+    /// page navigates).
+    fn try_command(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let mut msg = json!({ "id": id, "method": method, "params": params });
@@ -128,8 +148,10 @@ impl Browser {
             let Frame::Text(text) = frame else { continue };
             let v: Value = serde_json::from_str(&text).unwrap();
             if v["id"] == json!(id) {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
+                return match v.get("error") {
+                    Some(error) => Err(error.clone()),
+                    None => Ok(v["result"].clone()),
+                };
             }
         }
     }
@@ -155,9 +177,35 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// [`Self::eval`] for polling: `null` while the page is between documents.
+    fn poll(&mut self, session: &str, expression: &str) -> Value {
+        self.try_command(
+            Some(session),
+            "Runtime.evaluate",
+            json!({ "expression": expression, "returnByValue": true }),
+        )
+        .map_or(Value::Null, |r| r["result"]["value"].clone())
+    }
+
+    /// Waits until `expression` evaluates to `want` in the page.
+    fn wait_until(&mut self, session: &str, expression: &str, want: Value) {
+        let deadline = Instant::now() + T;
+        loop {
+            let got = self.poll(session, expression);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{expression} never became {want}; it is {got}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The page's chat lines.
     fn lines(&mut self, session: &str) -> Vec<String> {
-        let v = self.eval(
+        let v = self.poll(
             session,
             "Array.from(document.querySelectorAll('#log li')).map(li => li.textContent)",
         );
@@ -181,19 +229,17 @@ impl Browser {
     }
 
     fn wait_connected(&mut self, session: &str) {
-        let deadline = Instant::now() + T;
-        while self.eval(session, "document.getElementById('status').textContent")
-            != json!("connected")
-        {
-            assert!(Instant::now() < deadline, "the page never connected");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_until(
+            session,
+            "document.getElementById('status').textContent",
+            json!("connected"),
+        );
     }
 
     /// Types `text` into the page's box and submits it, as a user would.
     fn say(&mut self, session: &str, text: &str) {
         let js = format!(
-            "document.getElementById('text').value = {}; document.querySelector('form button').click(); true",
+            "document.getElementById('text').value = {}; document.querySelector('#form button').click(); true",
             json!(text)
         );
         assert_eq!(self.eval(session, &js), json!(true));
@@ -212,40 +258,84 @@ impl Browser {
     }
 }
 
+/// The node every node routes the room `lobby` to (once they agree).
+fn owner_of_lobby(nodes: &[&Node]) -> NodeId {
+    let deadline = Instant::now() + T;
+    loop {
+        let seen: Vec<Option<NodeId>> = nodes
+            .iter()
+            .map(|n| n.object::<room::ChatRoom>("lobby").owner().ok())
+            .collect();
+        if let Some(owner) = seen[0].filter(|o| seen.iter().all(|s| *s == Some(*o))) {
+            return owner;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes never agreed: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn activations(node: &Node) -> u64 {
+    node.object_stats()
+        .get("chatroom")
+        .map_or(0, |s| s.activations)
+}
+
 #[test]
-fn two_pages_on_two_nodes_chat_through_a_hibernating_room() {
+fn two_pages_on_two_non_owners_of_a_three_node_mesh_chat_through_a_hibernating_room() {
     let dir = tempfile::tempdir().unwrap();
     cairn::net::ClusterCa::generate()
         .unwrap()
         .save(&dir.path().join("cluster"))
         .unwrap();
     let a = start(dir.path(), "a", None);
-    let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()));
-    wait_knows(&a, b.id());
-    wait_knows(&b, a.id());
-    let page = |node: &Node, name: &str| {
-        format!(
-            "http://{}/chatroom/lobby/?name={name}",
-            node.http_addr().unwrap()
-        )
-    };
+    let seed = a.mesh().unwrap().local_addr();
+    let b = start(dir.path(), "b", Some(seed));
+    let c = start(dir.path(), "c", Some(seed));
+    let nodes = [&a, &b, &c];
+    for x in nodes {
+        for y in nodes {
+            if x.id() != y.id() {
+                wait_knows(x, y.id());
+            }
+        }
+    }
+    // Both pages reach the room through a node that does not own it.
+    let owner = owner_of_lobby(&nodes);
+    let edges: Vec<&Node> = nodes.into_iter().filter(|n| n.id() != owner).collect();
+    let (one, two) = (edges[0], edges[1]);
+    let http = |node: &Node| node.http_addr().unwrap();
 
     let mut browser = Browser::launch();
-    let alice = browser.open(&page(&a, "alice"));
+    // Alice comes to the front page of one edge and picks the room and her name there.
+    let alice = browser.open(&format!("http://{}/", http(one)));
+    browser.wait_until(
+        &alice,
+        "document.getElementById('room-name').value",
+        json!("lobby"),
+    );
+    let join = "document.getElementById('member-name').value = 'alice'; \
+                document.querySelector('#join button').click(); true";
+    assert_eq!(browser.eval(&alice, join), json!(true));
+    browser.wait_until(&alice, "location.pathname", json!("/chatroom/lobby/"));
     browser.wait_connected(&alice);
-    // Bob joins after alice, so she sees his arrival.
-    let bob = browser.open(&page(&b, "bob"));
+    // Bob opens the room's page on the other edge, after alice, so she sees him arrive.
+    let bob = browser.open(&format!("http://{}/chatroom/lobby/?name=bob", http(two)));
     browser.wait_connected(&bob);
     browser.wait_for_line(&alice, "* bob is here");
 
-    browser.say(&alice, "hello from node a");
-    browser.wait_for_line(&bob, "alice: hello from node a");
+    browser.say(&alice, "hello from one edge");
+    browser.wait_for_line(&bob, "alice: hello from one edge");
     browser.say(&bob, "hi alice");
     browser.wait_for_line(&alice, "bob: hi alice");
 
-    // The room is evicted (on whichever node owns it) while both pages stay connected...
+    // The room is evicted while both pages stay connected ...
     let deadline = Instant::now() + T;
-    while a.status().objects.contains_key("chatroom") || b.status().objects.contains_key("chatroom")
+    while nodes
+        .iter()
+        .any(|n| n.status().objects.contains_key("chatroom"))
     {
         assert!(Instant::now() < deadline, "the room was never evicted");
         std::thread::sleep(Duration::from_millis(20));
@@ -257,14 +347,15 @@ fn two_pages_on_two_nodes_chat_through_a_hibernating_room() {
     // A reload shows the history from the room's storage.
     browser.eval(&alice, "window.oldPage = true");
     browser.command(Some(&alice), "Page.reload", json!({}));
-    let deadline = Instant::now() + T;
-    while browser.eval(&alice, "window.oldPage === undefined") != json!(true) {
-        assert!(Instant::now() < deadline, "the page never reloaded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    browser.wait_until(&alice, "window.oldPage === undefined", json!(true));
     browser.wait_connected(&alice);
-    browser.wait_for_line(&alice, "alice: hello from node a");
+    browser.wait_for_line(&alice, "alice: hello from one edge");
     browser.wait_for_line(&alice, "bob: still there?");
+
+    // The room only ever ran on its owner.
+    assert_eq!((activations(one), activations(two)), (0, 0));
+    let owner = nodes.into_iter().find(|n| n.id() == owner).unwrap();
+    assert!(activations(owner) >= 2, "activated, evicted, woken");
 
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/chat-browser.png");
     browser.screenshot(&alice, &shot);

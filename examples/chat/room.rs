@@ -1,6 +1,8 @@
 //! A chat room per key, reached over HTTP and hibernating WebSockets: `GET
 //! /chatroom/{room}/` serves the page (examples/chat/index.html, shipped in the binary: no
-//! CDN), `GET /chatroom/{room}/ws?name=N` joins the room as `N`.
+//! CDN), `GET /chatroom/{room}/ws?name=N` joins the room as `N`. On the page a member picks
+//! a room by name and a member name. `cairn-node --http` hosts this class too and serves
+//! the page as its front page, `/` (`GatewayConfig::index`).
 //!
 //! Over the socket a client sends a line of text to post it, or `/history` to get the last
 //! [`HISTORY`] posts (and announce itself). Posts are durable (`post/{seq}`), broadcast to

@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub max_refusing: usize,
     /// WebSocket limits.
     pub websocket: WebSocketConfig,
+    /// The path a request for `/` is served as (e.g. `/chatroom/lobby/`; the query is
+    /// kept): a front page, served by an object like any other path. `None`: `/` is
+    /// answered 404, as every path without a class and a key.
+    pub index: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +54,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             max_refusing: 64,
             websocket: WebSocketConfig::default(),
+            index: None,
         }
     }
 }

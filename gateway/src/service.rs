@@ -78,6 +78,20 @@ pub(crate) fn overloaded(retry_after: Duration, why: &'static str) -> Response {
     response
 }
 
+/// The URI `/` is served as: `index` with the request's query (`None` if that is not a
+/// valid origin-form URI, and `/` stays unrouted).
+fn index_uri(index: &str, query: Option<&str>) -> Option<http::Uri> {
+    let path_and_query = match query {
+        Some(query) => format!("{index}?{query}"),
+        None => index.to_owned(),
+    };
+    let path_and_query = http::uri::PathAndQuery::try_from(path_and_query).ok()?;
+    http::Uri::builder()
+        .path_and_query(path_and_query)
+        .build()
+        .ok()
+}
+
 fn internal_error(id: RequestId) -> Response {
     text(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +118,13 @@ async fn answer(
     mut request: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
     let config = &shared.config;
+    if let Some(index) = config.index.as_deref() {
+        if request.uri().path() == "/" {
+            if let Some(uri) = index_uri(index, request.uri().query()) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
     let route = match route(request.uri().path(), config.max_segment_bytes) {
         Ok(route) => route,
         Err(RouteError::NoRoute) => {

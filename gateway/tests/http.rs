@@ -46,6 +46,24 @@ fn paths_that_name_no_object_and_unknown_classes_are_404() {
 }
 
 #[test]
+fn with_an_index_the_front_page_is_served_as_the_path_it_names() {
+    let config = GatewayConfig {
+        index: Some("/counter/front/".to_owned()),
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start(config, WebSocketConfig::default());
+    assert_eq!(curl(&["-d", "4", &gw.url("/")]).body, "4");
+    assert_eq!(curl(&[&gw.url("/?name=ada")]).body, "4", "with a query");
+    assert_eq!(
+        curl(&[&gw.url("/counter/front/")]).body,
+        "4",
+        "the same object"
+    );
+    // Only `/`: other paths naming no object stay 404.
+    assert_eq!(curl(&[&gw.url("/counter")]).status, 404);
+}
+
+#[test]
 fn a_failing_handler_is_500_with_the_request_id_in_body_and_header() {
     let gw = TestGateway::default();
     let got = curl(&[&gw.url("/counter/k/fail")]);

@@ -1,6 +1,7 @@
 //! `cairn-node`: runs a Cairn node that hosts the demo object classes (`counter`,
-//! `restaurant`, `chat`; see the `demo` module), makes cluster CAs, shows a mesh's status and
-//! pokes objects from the command line.
+//! `restaurant`, `chat`, and the web chat's `chatroom`, whose page `--http` serves at `/`;
+//! see the `demo` module), makes cluster CAs, shows a mesh's status and pokes objects from
+//! the command line.
 //!
 //! ```text
 //! cairn-node ca init --dir ./ca

@@ -38,6 +38,8 @@
 //!   stale message after its destruction) never votes, and no snapshot older than the last
 //!   applied configuration change is handed out.
 
+mod leader_balance;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -239,6 +241,8 @@ pub struct MultiRaft {
     pending: Option<Pending>,
     events: Vec<ShardEvent>,
     outcomes: Vec<(ShardId, ProposalId, Outcome)>,
+    /// Spreading leadership over the nodes (`core/leader_balance.rs`).
+    leader_balance: leader_balance::LeaderBalance,
 }
 
 impl std::fmt::Debug for MultiRaft {
@@ -349,6 +353,7 @@ impl MultiRaft {
             pending: None,
             events: Vec::new(),
             outcomes: Vec::new(),
+            leader_balance: leader_balance::LeaderBalance::default(),
         };
         for s in states {
             m.add_replica(s)?;
@@ -474,6 +479,7 @@ impl MultiRaft {
         let e = self.cfg.election_ticks as u64;
         let me = self.me.0;
         let mut to_rebalance = Vec::new();
+        self.leader_balance_tick();
         for (&sid, r) in self.replicas.iter_mut() {
             // An uninitialized replica nobody completes (a stale message created it) goes.
             if !r.raw.store().initialized() && r.idle_ticks > 20 * e {
@@ -533,6 +539,7 @@ impl MultiRaft {
         }
         for sid in to_rebalance {
             self.rebalance(sid);
+            self.balance_leader(sid);
         }
     }
 

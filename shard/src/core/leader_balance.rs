@@ -7,7 +7,7 @@
 //! * this node serves the shard (leader, lease, own-term entry applied), and no
 //!   configuration change is pending;
 //! * the preferred leader is another node, a *voter* (not a learner), `Up` (it is only
-//!   preferred if so), recently active, replicating, and has acknowledged everything
+//!   preferred if so), recently active, not being sent a snapshot, and has acknowledged everything
 //!   committed (raft-rs then sends it the rest and `MsgTimeoutNow` once it has all of it);
 //! * hysteresis: the shard's preferred leader has not changed for
 //!   [`STABLE_ELECTIONS`] election timeouts, and this node has led the shard for
@@ -175,7 +175,9 @@ impl MultiRaft {
         }
         let committed = raft.raft_log.committed;
         let ready = raft.prs().get(to.0).is_some_and(|p| {
-            p.state == ProgressState::Replicate && p.recent_active && p.matched >= committed
+            // Not `Replicate`: raft-rs leaves a voter of an idle shard in `Probe` (it moves
+            // only on an append answer), and transfer_leader catches it up itself.
+            p.state != ProgressState::Snapshot && p.recent_active && p.matched >= committed
         });
         if !ready {
             return;

@@ -41,7 +41,20 @@ ITEMS = {
                10),
     "spawn-idle": ("spawn", lambda s: round(1_000_000 * s), 0.01, 2),
     "restart": ("restart", lambda s: round(100_000 * s), 0.02, 2),
+    # Durable writes through objects: an LMDB commit's fsync is a system call (not counted),
+    # and how many write sets share a commit depends on thread timing, so this row is
+    # noisier than the others.
+    "durable-writes-node": ("write", lambda s: durable_writes(s), 0.01, 2),
 }
+
+
+def durable_writes(scale):
+    """Writes of durable-writes-node (benches/src/workloads/durable.rs): objects x 4 callers
+    x calls per caller."""
+    objects = max(10, round(1_000 * scale))
+    total = max(1, round(1_000_000 * scale))
+    per_caller = max(1, -(-total // (objects * 4)))
+    return objects * 4 * per_caller
 
 
 def skynet_levels(scale):

@@ -8,6 +8,9 @@
 //! a scrape costs one snapshot of each. Labels are bounded: object metrics are per class,
 //! never per key; exits are per reason kind.
 //!
+//! Each family is one row of a constant table (`Family`: name, help, and a plain `fn`
+//! reading its value from one snapshot), so adding a family is adding a row.
+//!
 //! Other layers (and applications) add their own metrics with [`Metrics::register`].
 //!
 //! | family | type | what |
@@ -49,15 +52,15 @@
 //! | `cairn_shard_leader_changes_total` | counter | leader changes seen on hosted shards |
 //! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total`, `cairn_mesh_refused_handshakes_total` | counter | mesh traffic and refusals |
 
+use std::borrow::Borrow;
 use std::sync::{Arc, Weak};
 
-use cairn_scheduler::{ExitKind, Handle};
+use cairn_scheduler::{ExitKind, Handle, SchedulerStats};
 use cairn_storage::latency::{bucket_bound_us, HistogramSnapshot, BUCKETS};
+use cairn_storage::Stats as StoreStats;
 use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
@@ -118,49 +121,68 @@ impl std::fmt::Debug for NodeCollector {
     }
 }
 
+/// How one family's single value is read from a snapshot `S` (a plain `fn`, so tables of
+/// families are constants).
+enum Read<S> {
+    Counter(fn(&S) -> u64),
+    Gauge(fn(&S) -> i64),
+    GaugeF64(fn(&S) -> f64),
+    Histogram(fn(&S) -> &HistogramSnapshot),
+}
+
+/// One metric family: name, help, and how its value is read.
+struct Family<S>(&'static str, &'static str, Read<S>);
+
+impl<S> Read<S> {
+    fn kind(&self) -> MetricType {
+        match self {
+            Read::Counter(_) => MetricType::Counter,
+            Read::Gauge(_) | Read::GaugeF64(_) => MetricType::Gauge,
+            Read::Histogram(_) => MetricType::Histogram,
+        }
+    }
+
+    fn encode(&self, mut encoder: MetricEncoder<'_>, s: &S) -> Fmt {
+        match self {
+            Read::Counter(f) => encoder
+                .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&f(s), None),
+            Read::Gauge(f) => encoder.encode_gauge(&f(s)),
+            Read::GaugeF64(f) => encoder.encode_gauge(&f(s)),
+            Read::Histogram(f) => encode_histogram(encoder, f(s)),
+        }
+    }
+}
+
 /// Writes descriptors and values through a `DescriptorEncoder`.
 struct Out<'a>(DescriptorEncoder<'a>);
 
 type Fmt = Result<(), std::fmt::Error>;
 
 impl Out<'_> {
-    fn counter(&mut self, name: &str, help: &str, value: u64) -> Fmt {
-        let metric = ConstCounter::new(value);
-        metric.encode(
-            self.0
-                .encode_descriptor(name, help, None, metric.metric_type())?,
-        )
-    }
-
-    fn gauge(&mut self, name: &str, help: &str, value: i64) -> Fmt {
-        let metric = ConstGauge::new(value);
-        metric.encode(
-            self.0
-                .encode_descriptor(name, help, None, metric.metric_type())?,
-        )
-    }
-
-    /// One family with a single label, one sample per `(label value, value)`.
-    fn labelled<'v, V: 'v>(
-        &mut self,
-        (name, help, kind): (&str, &str, MetricType),
-        label: &str,
-        samples: impl IntoIterator<Item = (&'v str, V)>,
-        mut encode: impl FnMut(MetricEncoder<'_>, V) -> Fmt,
-    ) -> Fmt {
-        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
-        for (value_of_label, value) in samples {
-            let labels = [(label, value_of_label)];
-            encode(family.encode_family(&labels)?, value)?;
+    /// Families without labels, each one value read from `s`.
+    fn families<S>(&mut self, s: &S, table: &[Family<S>]) -> Fmt {
+        for Family(name, help, read) in table {
+            let encoder = self.0.encode_descriptor(name, help, None, read.kind())?;
+            read.encode(encoder, s)?;
         }
         Ok(())
     }
 
-    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) -> Fmt {
-        let family = self
-            .0
-            .encode_descriptor(name, help, None, MetricType::Histogram)?;
-        encode_histogram(family, h)
+    /// Families with one label: each has one sample per row, `(label value, snapshot)`.
+    fn labelled<S, R: Borrow<S>>(
+        &mut self,
+        label: &str,
+        rows: &[(&str, R)],
+        table: &[Family<S>],
+    ) -> Fmt {
+        for Family(name, help, read) in table {
+            let mut family = self.0.encode_descriptor(name, help, None, read.kind())?;
+            for (value_of_label, s) in rows {
+                let s: &S = s.borrow();
+                read.encode(family.encode_family(&[(label, *value_of_label)])?, s)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -184,255 +206,310 @@ fn encode_histogram(mut encoder: MetricEncoder<'_>, h: &HistogramSnapshot) -> Fm
     )
 }
 
-fn gauge_of(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
+/// A count as a gauge value (saturating).
+fn gauge_of(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
 }
+
+const SCHEDULER: &[Family<SchedulerStats>] = &[
+    Family(
+        "cairn_processes",
+        "Live processes",
+        Read::Gauge(|s| gauge_of(s.processes)),
+    ),
+    Family(
+        "cairn_run_queue_depth",
+        "Processes queued to run",
+        Read::Gauge(|s| gauge_of(s.run_queue)),
+    ),
+    Family(
+        "cairn_scheduler_workers",
+        "Scheduler worker threads",
+        Read::Gauge(|s| gauge_of(s.workers)),
+    ),
+    Family(
+        "cairn_scheduler_polls",
+        "Process turns run",
+        Read::Counter(|s| s.polls),
+    ),
+    Family(
+        "cairn_scheduler_steals",
+        "Tasks taken by searching workers",
+        Read::Counter(|s| s.steals),
+    ),
+    Family(
+        "cairn_scheduler_parks",
+        "Times a worker found no work and slept",
+        Read::Counter(|s| s.parks),
+    ),
+    Family(
+        "cairn_process_spawns",
+        "Processes spawned",
+        Read::Counter(|s| s.spawns),
+    ),
+];
+
+const EXITS: &[Family<u64>] = &[Family(
+    "cairn_process_exits",
+    "Processes exited, by reason",
+    Read::Counter(|n| *n),
+)];
+
+const MAILBOX: &[Family<SchedulerStats>] = &[Family(
+    "cairn_mailbox_full_refusals",
+    "Local try_sends answered Full",
+    Read::Counter(|s| s.full_refusals),
+)];
+
+const RESIDENT: &[Family<u64>] = &[Family(
+    "process_resident_memory_bytes",
+    "Resident memory of the OS process (all its nodes)",
+    Read::Gauge(|rss| gauge_of(*rss)),
+)];
+
+const DEAD_LETTERS: &[Family<()>] = &[Family(
+    "cairn_mailbox_dead_letters",
+    "Messages dropped undelivered by closed mailboxes (whole OS process)",
+    Read::Counter(|_| cairn_scheduler::dead_letters()),
+)];
+
+const ALARMS_DUE: &[Family<Objects>] = &[Family(
+    "cairn_alarms_due",
+    "Stored alarms found due by the alarm process's last scan",
+    Read::Gauge(|o| gauge_of(o.alarms_due.load(std::sync::atomic::Ordering::Relaxed))),
+)];
+
+const STORAGE: &[Family<StoreStats>] = &[
+    Family(
+        "cairn_storage_commits",
+        "LMDB commits (one fdatasync each)",
+        Read::Counter(|s| s.commits),
+    ),
+    Family(
+        "cairn_storage_write_sets",
+        "Write sets committed",
+        Read::Counter(|s| s.write_sets),
+    ),
+    Family(
+        "cairn_storage_failed_write_sets",
+        "Write sets whose commit failed",
+        Read::Counter(|s| s.failed_write_sets),
+    ),
+    Family(
+        "cairn_storage_commit_seconds",
+        "LMDB commit latency, flushes included",
+        Read::Histogram(|s| &s.commit_latency),
+    ),
+    Family(
+        "cairn_storage_map_used_bytes",
+        "Bytes of the LMDB map in use (high-water mark)",
+        Read::Gauge(|s| gauge_of(s.map_used)),
+    ),
+    Family(
+        "cairn_storage_map_size_bytes",
+        "LMDB map size",
+        Read::Gauge(|s| gauge_of(s.map_size)),
+    ),
+];
+
+/// Per class (label `class`).
+const CLASSES: &[Family<ObjectClassStats>] = &[
+    Family(
+        "cairn_objects_active",
+        "Live object activations",
+        Read::Gauge(|s| gauge_of(s.active)),
+    ),
+    Family(
+        "cairn_object_activations",
+        "Object activations",
+        Read::Counter(|s| s.activations),
+    ),
+    Family(
+        "cairn_object_evictions",
+        "Object evictions",
+        Read::Counter(|s| s.evictions),
+    ),
+    Family(
+        "cairn_object_handler_failures",
+        "Failed object handler calls",
+        Read::Counter(|s| s.handler_failures),
+    ),
+    Family(
+        "cairn_alarms_fired",
+        "Alarms delivered",
+        Read::Counter(|s| s.alarms_fired),
+    ),
+    Family(
+        "cairn_alarms_retried",
+        "Failed alarms set again",
+        Read::Counter(|s| s.alarms_retried),
+    ),
+    Family(
+        "cairn_alarms_given_up",
+        "Alarms dropped after the last retry",
+        Read::Counter(|s| s.alarms_given_up),
+    ),
+    Family(
+        "cairn_object_handler_seconds",
+        "Object handler time",
+        Read::Histogram(|s| &s.handler_time),
+    ),
+    Family(
+        "cairn_object_gate_hold_seconds",
+        "Output held behind its commit",
+        Read::Histogram(|s| &s.gate_hold),
+    ),
+];
 
 impl Collector for NodeCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut out = Out(encoder);
         let s = self.handle.stats();
-        out.gauge("cairn_processes", "Live processes", gauge_of(s.processes))?;
-        out.gauge(
-            "cairn_run_queue_depth",
-            "Processes queued to run",
-            gauge_of(s.run_queue),
-        )?;
-        out.gauge(
-            "cairn_scheduler_workers",
-            "Scheduler worker threads",
-            gauge_of(s.workers),
-        )?;
-        out.counter("cairn_scheduler_polls", "Process turns run", s.polls)?;
-        out.counter(
-            "cairn_scheduler_steals",
-            "Tasks taken by searching workers",
-            s.steals,
-        )?;
-        out.counter(
-            "cairn_scheduler_parks",
-            "Times a worker found no work and slept",
-            s.parks,
-        )?;
-        out.counter("cairn_process_spawns", "Processes spawned", s.spawns)?;
-        out.labelled(
-            (
-                "cairn_process_exits",
-                "Processes exited, by reason",
-                MetricType::Counter,
-            ),
-            "reason",
-            ExitKind::ALL.iter().map(|k| (k.as_str(), s.exits_of(*k))),
-            |mut e, v| {
-                e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
-            },
-        )?;
-        out.counter(
-            "cairn_mailbox_full_refusals",
-            "Local try_sends answered Full",
-            s.full_refusals,
-        )?;
+        out.families(&s, SCHEDULER)?;
+        let exits: Vec<(&str, u64)> = ExitKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), s.exits_of(*k)))
+            .collect();
+        out.labelled("reason", &exits, EXITS)?;
+        out.families(&s, MAILBOX)?;
         if let Some(rss) = resident_memory_bytes() {
-            out.gauge(
-                "process_resident_memory_bytes",
-                "Resident memory of the OS process (all its nodes)",
-                i64::try_from(rss).unwrap_or(i64::MAX),
-            )?;
+            out.families(&rss, RESIDENT)?;
         }
-        out.counter(
-            "cairn_mailbox_dead_letters",
-            "Messages dropped undelivered by closed mailboxes (whole OS process)",
-            cairn_mailbox_dead_letters(),
-        )?;
+        out.families(&(), DEAD_LETTERS)?;
 
         let Some(objects) = self.objects.upgrade() else {
             return Ok(());
         };
-        out.gauge(
-            "cairn_alarms_due",
-            "Stored alarms found due by the alarm process's last scan",
-            i64::try_from(
-                objects
-                    .alarms_due
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            )
-            .unwrap_or(i64::MAX),
-        )?;
-        let st = objects.store().stats();
-        out.counter(
-            "cairn_storage_commits",
-            "LMDB commits (one fdatasync each)",
-            st.commits,
-        )?;
-        out.counter(
-            "cairn_storage_write_sets",
-            "Write sets committed",
-            st.write_sets,
-        )?;
-        out.counter(
-            "cairn_storage_failed_write_sets",
-            "Write sets whose commit failed",
-            st.failed_write_sets,
-        )?;
-        out.histogram(
-            "cairn_storage_commit_seconds",
-            "LMDB commit latency, flushes included",
-            &st.commit_latency,
-        )?;
-        out.gauge(
-            "cairn_storage_map_used_bytes",
-            "Bytes of the LMDB map in use (high-water mark)",
-            i64::try_from(st.map_used).unwrap_or(i64::MAX),
-        )?;
-        out.gauge(
-            "cairn_storage_map_size_bytes",
-            "LMDB map size",
-            i64::try_from(st.map_size).unwrap_or(i64::MAX),
-        )?;
-
+        out.families(&*objects, ALARMS_DUE)?;
+        out.families(&objects.store().stats(), STORAGE)?;
         let classes = objects.class_stats();
-        let per_class =
-            |f: fn(&ObjectClassStats) -> u64| classes.iter().map(move |(c, s)| (c.as_str(), f(s)));
-        let counter = |mut e: MetricEncoder<'_>, v: u64| {
-            e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
-        };
-        out.labelled(
-            (
-                "cairn_objects_active",
-                "Live object activations",
-                MetricType::Gauge,
-            ),
-            "class",
-            per_class(|s| s.active as u64),
-            |mut e, v| e.encode_gauge(&v),
-        )?;
-        type Field = fn(&ObjectClassStats) -> u64;
-        let fields: [(&str, &str, Field); 6] = [
-            ("cairn_object_activations", "Object activations", |s| {
-                s.activations
-            }),
-            ("cairn_object_evictions", "Object evictions", |s| {
-                s.evictions
-            }),
-            (
-                "cairn_object_handler_failures",
-                "Failed object handler calls",
-                |s| s.handler_failures,
-            ),
-            ("cairn_alarms_fired", "Alarms delivered", |s| s.alarms_fired),
-            ("cairn_alarms_retried", "Failed alarms set again", |s| {
-                s.alarms_retried
-            }),
-            (
-                "cairn_alarms_given_up",
-                "Alarms dropped after the last retry",
-                |s| s.alarms_given_up,
-            ),
-        ];
-        for (name, help, f) in fields {
-            out.labelled(
-                (name, help, MetricType::Counter),
-                "class",
-                per_class(f),
-                counter,
-            )?;
-        }
-        out.labelled(
-            (
-                "cairn_object_handler_seconds",
-                "Object handler time",
-                MetricType::Histogram,
-            ),
-            "class",
-            classes.iter().map(|(c, s)| (c.as_str(), &s.handler_time)),
-            encode_histogram,
-        )?;
-        out.labelled(
-            (
-                "cairn_object_gate_hold_seconds",
-                "Output held behind its commit",
-                MetricType::Histogram,
-            ),
-            "class",
-            classes.iter().map(|(c, s)| (c.as_str(), &s.gate_hold)),
-            encode_histogram,
-        )?;
+        let rows: Vec<(&str, &ObjectClassStats)> =
+            classes.iter().map(|(c, s)| (c.as_str(), s)).collect();
+        out.labelled("class", &rows, CLASSES)?;
 
         #[cfg(feature = "mesh")]
         if let Some(mesh) = cairn_net::Mesh::from_handle(&self.handle) {
-            let ms = mesh.stats();
-            let members = mesh.members();
-            let me = mesh.node();
-            let connected = members
-                .iter()
-                .filter(|m| m.node != me && mesh.is_connected(m.node))
-                .count();
-            out.gauge(
-                "cairn_mesh_members",
-                "Live members, this node included",
-                gauge_of(members.len()),
-            )?;
-            out.gauge(
-                "cairn_mesh_connected_peers",
-                "Members with a data connection up",
-                gauge_of(connected),
-            )?;
-            encode_links(&mut out, &mesh, &members)?;
-            out.counter(
-                "cairn_mesh_delivered",
-                "Messages received and delivered",
-                ms.delivered,
-            )?;
-            out.counter(
-                "cairn_mesh_dead_letters",
-                "Messages for a dead pid or unknown name",
-                ms.dead_letters,
-            )?;
-            out.counter(
-                "cairn_mesh_bad_messages",
-                "Messages with an unknown tag or undecodable payload",
-                ms.bad_messages,
-            )?;
-            out.counter(
-                "cairn_mesh_protocol_errors",
-                "Connections closed for an invalid frame",
-                ms.protocol_errors,
-            )?;
-            out.counter(
-                "cairn_mesh_refused_handshakes",
-                "Incoming connections refused as duplicates",
-                ms.duplicates_refused,
-            )?;
+            encode_mesh(&mut out, &mesh)?;
         }
         #[cfg(feature = "mesh")]
         if let Some((sh, _)) = objects.shard_stats() {
-            encode_shards(&mut out, &sh)?;
+            out.families(&sh, SHARDS)?;
         }
         Ok(())
     }
 }
 
-/// Members by state and the per-peer link families (labelled by the peer's node name:
-/// members are bounded, so the label is too).
+/// What the mesh families read, taken once per scrape.
 #[cfg(feature = "mesh")]
-fn encode_links(out: &mut Out<'_>, mesh: &cairn_net::Mesh, members: &[cairn_net::Member]) -> Fmt {
+struct MeshFigures {
+    stats: cairn_net::MeshStats,
+    members: usize,
+    connected: usize,
+}
+
+#[cfg(feature = "mesh")]
+const MESH_MEMBERS: &[Family<MeshFigures>] = &[
+    Family(
+        "cairn_mesh_members",
+        "Live members, this node included",
+        Read::Gauge(|m| gauge_of(m.members)),
+    ),
+    Family(
+        "cairn_mesh_connected_peers",
+        "Members with a data connection up",
+        Read::Gauge(|m| gauge_of(m.connected)),
+    ),
+];
+
+#[cfg(feature = "mesh")]
+const MESH_BY_STATE: &[Family<u64>] = &[Family(
+    "cairn_mesh_members_by_state",
+    "Other members by SWIM state",
+    Read::Gauge(|n| gauge_of(*n)),
+)];
+
+/// Per peer (label `peer`: the peer's node name; members are bounded, so the label is too).
+#[cfg(feature = "mesh")]
+const LINKS: &[Family<cairn_net::mesh::LinkStats>] = &[
+    Family(
+        "cairn_mesh_rtt_seconds",
+        "QUIC smoothed round-trip time to each connected peer",
+        Read::GaugeF64(|l| l.rtt.as_secs_f64()),
+    ),
+    Family(
+        "cairn_mesh_sent_bytes",
+        "UDP bytes sent to each peer on its connection",
+        Read::Counter(|l| l.bytes_sent),
+    ),
+    Family(
+        "cairn_mesh_received_bytes",
+        "UDP bytes received from each peer on its connection",
+        Read::Counter(|l| l.bytes_received),
+    ),
+    Family(
+        "cairn_mesh_sent_frames",
+        "Mesh frames queued to each peer on its connection",
+        Read::Counter(|l| l.frames_sent),
+    ),
+    Family(
+        "cairn_mesh_received_frames",
+        "Mesh frames read from each peer on its connection",
+        Read::Counter(|l| l.frames_received),
+    ),
+];
+
+#[cfg(feature = "mesh")]
+const MESH_TRAFFIC: &[Family<MeshFigures>] = &[
+    Family(
+        "cairn_mesh_delivered",
+        "Messages received and delivered",
+        Read::Counter(|m| m.stats.delivered),
+    ),
+    Family(
+        "cairn_mesh_dead_letters",
+        "Messages for a dead pid or unknown name",
+        Read::Counter(|m| m.stats.dead_letters),
+    ),
+    Family(
+        "cairn_mesh_bad_messages",
+        "Messages with an unknown tag or undecodable payload",
+        Read::Counter(|m| m.stats.bad_messages),
+    ),
+    Family(
+        "cairn_mesh_protocol_errors",
+        "Connections closed for an invalid frame",
+        Read::Counter(|m| m.stats.protocol_errors),
+    ),
+    Family(
+        "cairn_mesh_refused_handshakes",
+        "Incoming connections refused as duplicates",
+        Read::Counter(|m| m.stats.duplicates_refused),
+    ),
+];
+
+/// The mesh families: members, members by state, each peer's link, traffic.
+#[cfg(feature = "mesh")]
+fn encode_mesh(out: &mut Out<'_>, mesh: &cairn_net::Mesh) -> Fmt {
+    let members = mesh.members();
+    let me = mesh.node();
+    let figures = MeshFigures {
+        stats: mesh.stats(),
+        members: members.len(),
+        connected: members
+            .iter()
+            .filter(|m| m.node != me && mesh.is_connected(m.node))
+            .count(),
+    };
+    out.families(&figures, MESH_MEMBERS)?;
     let states = mesh.member_states();
-    out.labelled(
-        (
-            "cairn_mesh_members_by_state",
-            "Other members by SWIM state",
-            MetricType::Gauge,
-        ),
-        "state",
-        [
-            ("alive", states.alive),
-            ("suspect", states.suspect),
-            ("down", states.down),
-        ],
-        |mut e, v| e.encode_gauge(&(i64::try_from(v).unwrap_or(i64::MAX))),
-    )?;
-    let links = mesh.links();
-    let names: Vec<(String, cairn_net::mesh::LinkStats)> = links
+    let by_state = [
+        ("alive", states.alive),
+        ("suspect", states.suspect),
+        ("down", states.down),
+    ];
+    out.labelled("state", &by_state, MESH_BY_STATE)?;
+    let links: Vec<(String, cairn_net::mesh::LinkStats)> = mesh
+        .links()
         .into_iter()
         .map(|l| {
             let name = members
@@ -442,94 +519,51 @@ fn encode_links(out: &mut Out<'_>, mesh: &cairn_net::Mesh, members: &[cairn_net:
             (name, l)
         })
         .collect();
-    let per_peer = |f: fn(&cairn_net::mesh::LinkStats) -> u64| {
-        names.iter().map(move |(n, l)| (n.as_str(), f(l)))
-    };
-    out.labelled(
-        (
-            "cairn_mesh_rtt_seconds",
-            "QUIC smoothed round-trip time to each connected peer",
-            MetricType::Gauge,
-        ),
-        "peer",
-        names.iter().map(|(n, l)| (n.as_str(), l.rtt.as_secs_f64())),
-        |mut e, v| e.encode_gauge(&v),
-    )?;
-    type Field = fn(&cairn_net::mesh::LinkStats) -> u64;
-    let fields: [(&str, &str, Field); 4] = [
-        (
-            "cairn_mesh_sent_bytes",
-            "UDP bytes sent to each peer on its connection",
-            |l| l.bytes_sent,
-        ),
-        (
-            "cairn_mesh_received_bytes",
-            "UDP bytes received from each peer on its connection",
-            |l| l.bytes_received,
-        ),
-        (
-            "cairn_mesh_sent_frames",
-            "Mesh frames queued to each peer on its connection",
-            |l| l.frames_sent,
-        ),
-        (
-            "cairn_mesh_received_frames",
-            "Mesh frames read from each peer on its connection",
-            |l| l.frames_received,
-        ),
-    ];
-    for (name, help, f) in fields {
-        out.labelled(
-            (name, help, MetricType::Counter),
-            "peer",
-            per_peer(f),
-            |mut e, v| {
-                e.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&v, None)
-            },
-        )?;
-    }
-    Ok(())
+    let rows: Vec<(&str, cairn_net::mesh::LinkStats)> =
+        links.iter().map(|(n, l)| (n.as_str(), *l)).collect();
+    out.labelled("peer", &rows, LINKS)?;
+    out.families(&figures, MESH_TRAFFIC)
 }
 
 /// The `cairn_shard_*` families of a node running a shard driver.
 #[cfg(feature = "mesh")]
-fn encode_shards(out: &mut Out<'_>, sh: &cairn_shard::stats::ShardStatsSnapshot) -> Fmt {
-    out.gauge(
+const SHARDS: &[Family<cairn_shard::stats::ShardStatsSnapshot>] = &[
+    Family(
         "cairn_shard_led",
         "Shards this node leads",
-        gauge_of(sh.led),
-    )?;
-    out.gauge(
+        Read::Gauge(|s| gauge_of(s.led)),
+    ),
+    Family(
         "cairn_shard_followed",
         "Shards this node hosts without leading them",
-        gauge_of(sh.followed),
-    )?;
-    out.counter(
+        Read::Gauge(|s| gauge_of(s.followed)),
+    ),
+    Family(
         "cairn_shard_commits",
         "Write sets committed through shards this node leads",
-        sh.commits,
-    )?;
-    out.counter(
+        Read::Counter(|s| s.commits),
+    ),
+    Family(
         "cairn_shard_failed_proposals",
         "Write sets refused, not committed, or of unknown fate",
-        sh.failed_proposals,
-    )?;
-    out.histogram(
+        Read::Counter(|s| s.failed_proposals),
+    ),
+    Family(
         "cairn_shard_commit_seconds",
         "Shard commit latency: proposal to committed on a majority and applied here",
-        &sh.commit_latency,
-    )?;
-    out.gauge(
+        Read::Histogram(|s| &s.commit_latency),
+    ),
+    Family(
         "cairn_shard_follower_lag_entries",
         "Entries the furthest-behind follower of a shard led here lacks",
-        i64::try_from(sh.follower_lag).unwrap_or(i64::MAX),
-    )?;
-    out.counter(
+        Read::Gauge(|s| gauge_of(s.follower_lag)),
+    ),
+    Family(
         "cairn_shard_leader_changes",
         "Times this node saw a hosted shard's leader change",
-        sh.leader_changes,
-    )
-}
+        Read::Counter(|s| s.leader_changes),
+    ),
+];
 
 /// The OS process's resident set (`VmRSS` in `/proc/self/status`); `None` off Linux.
 pub(crate) fn resident_memory_bytes() -> Option<u64> {
@@ -537,8 +571,4 @@ pub(crate) fn resident_memory_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-fn cairn_mailbox_dead_letters() -> u64 {
-    cairn_scheduler::dead_letters()
 }

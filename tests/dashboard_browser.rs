@@ -1,7 +1,9 @@
 //! The dashboard in a real browser: headless Chromium opens `/cairn/dashboard` of a node in a
 //! 3-node mesh under load, sees 3 members up and a shard map (every shard led by one of them
 //! and followed by the other two), then sees a stopped member shown down and no shard led
-//! by it. A screenshot is left at `target/dashboard.png` (the README's picture).
+//! by it. It also shows n1's supervision tree, collapsed until clicked (expanded, with a
+//! crashed child's restart counted), and a busy object at the top of the hottest objects.
+//! A screenshot is left at `target/dashboard.png` (the README's picture).
 //!
 //! Needs `chromium` (Debian's package; `.ci/run` installs it).
 
@@ -13,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use cairn::net::ClusterCa;
 use cairn::prelude::*;
+use cairn::supervisor::{
+    Actor, ActorCtx, ChildSpec, StartOptions, Strategy, Supervisor, SupervisorRef, SupervisorSpec,
+};
 use common::{Counter, CounterMsg};
 
 const T: Duration = Duration::from_secs(20);
@@ -24,6 +29,95 @@ const SHARDS: usize = cairn::shard::DEFAULT_SHARDS as usize;
 /// How long rebalancing may take to give all three nodes a replica of every shard (it adds
 /// a learner, catches it up and promotes it, shard by shard) on a loaded machine.
 const REPLICATION_BOUND: Duration = Duration::from_secs(120);
+
+/// Calls made to the busy object (the hot table hears of every 64th).
+const BUSY_MESSAGES: u64 = 1_000;
+
+/// A worker that crashes when told to.
+struct Crashy;
+
+impl Actor for Crashy {
+    type Msg = ();
+
+    async fn handle(&mut self, (): (), _ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        Err("told to crash".into())
+    }
+}
+
+/// On n1: `dash-root` (one-for-one) over `crasher` and a `pool` supervisor (rest-for-one)
+/// of two workers; `crasher` is crashed once, so it and its root show one restart.
+fn supervision_tree(node: &Node) -> SupervisorRef {
+    let pool = SupervisorSpec::new(Strategy::RestForOne)
+        .child(ChildSpec::worker("w1", || Crashy))
+        .child(ChildSpec::worker("w2", || Crashy));
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(5, Duration::from_secs(10))
+        .child(ChildSpec::worker("crasher", || Crashy).named("dash-crasher"))
+        .child(ChildSpec::supervisor("pool", pool));
+    let opts = StartOptions {
+        name: Some("dash-root".to_owned()),
+        ..StartOptions::default()
+    };
+    let root = node
+        .block_on(Supervisor::start_with(node.handle(), spec, opts))
+        .unwrap();
+    let crasher = node.whereis("dash-crasher").unwrap();
+    node.handle().try_send(crasher, ()).unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let info = node.block_on(root.describe(T)).unwrap();
+        if info.restarts == 1 && info.children[0].restarts == 1 {
+            assert_eq!(info.children[1].restarts, 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the crash was never restarted: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    root
+}
+
+/// Makes [`BUSY_MESSAGES`] calls to an object n1 owns until one shows in n1's hottest objects
+/// (a shard's leadership may move while the messages go); returns its key.
+fn busy_object(n1: &Node, pages: SocketAddr) -> String {
+    let deadline = Instant::now() + T;
+    for i in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "no busy object was ever shown hot"
+        );
+        let key = format!("busy{i}");
+        let object = n1.object::<Counter>(&key);
+        if !matches!(object.owner(), Ok(owner) if owner == n1.id()) {
+            continue;
+        }
+        // Reads: no write to commit through the shard, so the calls are quick.
+        n1.block_on(async {
+            for _ in 0..BUSY_MESSAGES {
+                object.call(CounterMsg::Get, T).await.unwrap();
+            }
+        });
+        let s = get_json(pages, "/cairn/status.json");
+        let hot = s["hot_objects"].as_array().unwrap();
+        assert!(hot.len() <= 20, "{s}");
+        if hot.iter().any(|h| h["key"] == key.as_str()) {
+            return key;
+        }
+    }
+    unreachable!()
+}
+
+/// The `data-restarts` of the element carrying `attr="value"` in `dom`, if it is there.
+fn restarts_of(dom: &str, attr: &str, value: &str) -> Option<String> {
+    let at = dom.find(&format!(r#"{attr}="{value}""#))?;
+    let tag = &dom[dom[..at].rfind('<')?..];
+    let tag = &tag[..tag.find('>')?];
+    let needle = r#"data-restarts=""#;
+    let at = tag.find(needle)? + needle.len();
+    tag[at..].split('"').next().map(str::to_owned)
+}
 
 fn start(dir: &std::path::Path, name: &str, join: Option<SocketAddr>) -> Node {
     let mut b = Node::builder()
@@ -183,6 +277,9 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    let _tree = supervision_tree(&n1);
+    let busy = busy_object(&n1, pages);
+
     let url = format!("http://{pages}/cairn/dashboard");
     let profile = dir.path().join("chromium");
     // Leaders move while rebalancing settles (hand-overs): load the page until it shows a
@@ -196,6 +293,47 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
         assert_eq!(member_state(&dom, name), Some("up"), "{name}: {dom}");
     }
     assert!(dom.contains(r#"<td>test-counter</td>"#), "{dom}");
+    // The hottest objects: the busy one, with a rate.
+    let hot = &dom[dom
+        .find(r#"<tr data-hot="busy"#)
+        .expect("no hot objects shown")..];
+    assert!(
+        dom.contains(&format!(
+            r#"<tr data-hot="{busy}" data-class="test-counter""#
+        )),
+        "{busy} not hot: {hot}"
+    );
+    // The supervision tree, collapsed: the root with its restart, no children drawn.
+    assert_eq!(
+        restarts_of(&dom, "data-sup", "dash-root").as_deref(),
+        Some("1"),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"data-strategy="one_for_one""#), "{dom}");
+    assert!(
+        !dom.contains(r#"data-child="crasher""#),
+        "drawn while collapsed: {dom}"
+    );
+    // Expanded (the page clicks every tree open): children with their restarts, and the
+    // sub-supervisor's own children.
+    let expanded = format!("{url}#expand");
+    let dom = dom_until(&profile, &expanded, "the expanded tree", |dom| {
+        dom.contains(r#"data-child="w2""#)
+    });
+    assert!(dom.contains(r#"<details data-sup="dash-root""#), "{dom}");
+    assert!(dom.contains(r#"open="""#), "{dom}");
+    assert_eq!(
+        restarts_of(&dom, "data-child", "crasher").as_deref(),
+        Some("1"),
+        "{dom}"
+    );
+    assert_eq!(
+        restarts_of(&dom, "data-child", "pool").as_deref(),
+        Some("0"),
+        "{dom}"
+    );
+    assert!(dom.contains(r#"data-strategy="rest_for_one""#), "{dom}");
+    assert!(dom.contains(r#"data-child="w1""#), "{dom}");
     // The shard map: every shard has a leader among the three, and the other two follow.
     let map = shard_map(&dom);
     assert_eq!(map.len(), SHARDS, "{dom}");
@@ -268,7 +406,7 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
         .join("dashboard.png");
     chromium(
         &profile,
-        &url,
+        &format!("{url}#expand"),
         &[&format!("--screenshot={}", shot.display())],
     );
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);

@@ -219,32 +219,41 @@ impl<T> OneShot<T> {
 pub struct Reply<T> {
     // A mutex only because `Serialize` takes `&self` and must move the port out.
     port: Mutex<Option<Port<T>>>,
-    /// The request current where this end was made (`crate::trace`; 0: none).
-    request: u64,
 }
 
+// Both variants are one pointer, so a `Reply` (inside every request message) stays small:
+// what only a remote caller needs lives behind the box.
 enum Port<T> {
     /// The caller is on this node.
     Local(Arc<OneShot<T>>),
     /// The caller is on another node; answers are encoded and sent there.
-    Remote {
-        port: Box<dyn RemotePort>,
-        encode: fn(&T) -> Result<Vec<u8>, String>,
-    },
+    Remote(Box<RemoteEnd<T>>),
+}
+
+/// The port of a caller on another node.
+struct RemoteEnd<T> {
+    port: Box<dyn RemotePort>,
+    encode: fn(&T) -> Result<Vec<u8>, String>,
+    /// The request the call was sent for, as its frame said (0: none; see `crate::trace`).
+    request: u64,
 }
 
 impl<T> Reply<T> {
     fn with(port: Port<T>) -> Reply<T> {
         Reply {
             port: Mutex::new(Some(port)),
-            request: crate::trace::current_request().unwrap_or(0),
         }
     }
 
-    /// The request this call belongs to (see [`crate::trace`]): the one current where the
-    /// call was made, also on the callee's node when the call crossed the mesh.
+    /// The request this call belongs to (see [`crate::trace`]) when the call came from
+    /// another node: the one its frame carried, current while the mesh decoded it. A reply
+    /// made on this node answers `None` (a local call does not pay for request ids; a
+    /// local caller that wants the callee to know passes the id in its message).
     pub fn request_id(&self) -> Option<u64> {
-        (self.request != 0).then_some(self.request)
+        match self.port.lock().as_ref()? {
+            Port::Remote(end) => (end.request != 0).then_some(end.request),
+            Port::Local(_) => None,
+        }
     }
 
     /// A reply port and the future that receives its answer.
@@ -270,8 +279,7 @@ impl<T> Reply<T> {
         };
         if crate::gate::is_active() {
             // Re-wrap so that discarding the held output drops a `Reply` (caller: NoReply).
-            let mut reply = Reply::with(port);
-            reply.request = self.request;
+            let reply = Reply::with(port);
             let deliver: crate::gate::Held = Box::new(move || {
                 let _ = reply.send_now(value);
                 crate::gate::HeldSend::Done
@@ -296,11 +304,11 @@ impl<T> Port<T> {
     fn answer(self, value: T) -> Result<(), T> {
         match self {
             Port::Local(slot) => slot.complete(value),
-            Port::Remote { port, encode, .. } => match encode(&value) {
-                Ok(bytes) => port.answer(bytes).map_err(|_| value),
+            Port::Remote(end) => match (end.encode)(&value) {
+                Ok(bytes) => end.port.answer(bytes).map_err(|_| value),
                 Err(error) => {
                     tracing::error!(%error, "a reply could not be encoded for its remote caller");
-                    port.dropped();
+                    end.port.dropped();
                     Err(value)
                 }
             },
@@ -312,7 +320,7 @@ impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         match self.port.get_mut().take() {
             Some(Port::Local(slot)) => slot.sender_dropped(),
-            Some(Port::Remote { port, .. }) => port.dropped(),
+            Some(Port::Remote(end)) => end.port.dropped(),
             None => {}
         }
     }
@@ -357,13 +365,13 @@ where
             // Passing on a reply that came from elsewhere: this node exports it again and
             // relays the answer home, so a caller's node hears only from the node it
             // sent the call to (answers from anyone else are refused as forged).
-            Some(Port::Remote { port, .. }) => codec.export(Box::new(move |answer| match answer {
+            Some(Port::Remote(end)) => codec.export(Box::new(move |answer| match answer {
                 Ok(bytes) => {
-                    if port.answer(bytes).is_err() {
+                    if end.port.answer(bytes).is_err() {
                         tracing::debug!("a relayed answer could not be sent home");
                     }
                 }
-                Err(failure) => port.fail(failure),
+                Err(failure) => end.port.fail(failure),
             })),
             None => return Err(S::Error::custom("this Reply was already used")),
         };
@@ -381,10 +389,12 @@ where
         let codec = current_codec()
             .ok_or_else(|| D::Error::custom("a Reply can only be decoded by the mesh"))?;
         let node = NodeId(node);
-        Ok(Reply::with(Port::Remote {
+        // The mesh makes the frame's request current while it decodes (crate::trace).
+        Ok(Reply::with(Port::Remote(Box::new(RemoteEnd {
             port: codec.import(node, id),
             encode: encode_value::<T>,
-        }))
+            request: crate::trace::current_request().unwrap_or(0),
+        }))))
     }
 }
 
@@ -462,6 +472,13 @@ mod tests {
             "the callee answered with an error: \"sold out\""
         );
         assert_eq!(failed.failed().as_deref(), Some("sold out"));
+    }
+
+    #[test]
+    fn a_reply_is_three_words_whatever_it_answers() {
+        // It rides in every request message: what only remote callers need is boxed.
+        assert_eq!(size_of::<Reply<u32>>(), 3 * size_of::<usize>());
+        assert_eq!(size_of::<Reply<[u8; 256]>>(), 3 * size_of::<usize>());
     }
 
     #[test]

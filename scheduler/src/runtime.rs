@@ -586,6 +586,29 @@ impl Handle {
         ext.downcast().ok()
     }
 
+    /// The service of type `T`, installed by `make` if there is none yet (at most one is
+    /// ever installed, however many callers race).
+    pub fn extension_or_insert_with<T: std::any::Any + Send + Sync>(
+        &self,
+        make: impl FnOnce() -> Arc<T>,
+    ) -> Arc<T> {
+        if let Some(ext) = self.extension::<T>() {
+            return ext;
+        }
+        let ext = self
+            .shared
+            .extensions
+            .write()
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| -> Arc<dyn std::any::Any + Send + Sync> { make() })
+            .clone();
+        match ext.downcast() {
+            Ok(ext) => ext,
+            // Stored under `T`'s own TypeId, so it is a `T`.
+            Err(_) => unreachable!("an extension is stored under its own type"),
+        }
+    }
+
     /// Removes a name; returns the pid it named.
     pub fn unregister(&self, name: &str) -> Option<Pid> {
         let pid = self.shared.registry.lock().remove(name)?;

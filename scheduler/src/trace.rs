@@ -6,12 +6,13 @@
 //! by [`in_request`] is polled, or inside [`with_request`], and the previous value is always
 //! restored, so a worker thread never leaks one request's id into another's work.
 //!
-//! How the id travels: a [`crate::Reply`] made while a request is current remembers it
-//! ([`crate::Reply::request_id`]); the mesh reads [`current_request`] when it encodes a
-//! message and puts it in the frame, and the receiving node makes it current while it
-//! decodes that message, so the `Reply` inside (the callee's end of a remote call) carries
-//! the same id on the other node. A callee that wants its logs and its own calls to carry
-//! the id runs its work in `in_request(reply.request_id(), ...)`.
+//! How the id travels: the mesh reads [`current_request`] when it encodes a message and
+//! puts it in the frame, and the receiving node makes it current while it decodes that
+//! message, so a `Reply` inside (the callee's end of a remote call) keeps the same id on the
+//! other node ([`crate::Reply::request_id`]). A callee that wants its logs and its own calls
+//! to carry the id runs its work in `in_request(reply.request_id(), ...)`. On one node the
+//! id is not captured by anything implicitly (a plain local call pays nothing for it): a
+//! caller whose callee needs it passes it in its message, as the HTTP path does.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -84,12 +85,11 @@ mod tests {
             assert_eq!(current_request(), Some(7));
             with_request(None, || assert_eq!(current_request(), None));
             assert_eq!(current_request(), Some(7));
+            // A local reply captures nothing (only one decoded from a frame does).
             let (reply, _rx) = crate::Reply::<u32>::pair();
-            assert_eq!(reply.request_id(), Some(7));
+            assert_eq!(reply.request_id(), None);
         });
         assert_eq!(current_request(), None);
-        let (reply, _rx) = crate::Reply::<u32>::pair();
-        assert_eq!(reply.request_id(), None);
     }
 
     #[test]

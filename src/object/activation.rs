@@ -351,6 +351,7 @@ async fn run_object<O: Object>(
         objects: objects.clone(),
         alarm_retries: 0,
         stats,
+        handled: 0,
     };
     let mut object = match activate::<O>(&mut octx).await {
         Ok(o) => o,
@@ -485,6 +486,15 @@ async fn handle_one<O: Object>(
     let started = Instant::now();
     let result = gated(&mut gate, fut).await;
     stats.handler_time.record(started.elapsed());
+    // Sampled for the hottest objects: a plain count of this activation's, and a report
+    // to the shared table every HOT_STRIDE handler calls.
+    octx.handled += 1;
+    if octx.handled % super::stats::HOT_STRIDE == 0 {
+        octx.objects
+            .stats
+            .hot
+            .report(O::CLASS, &octx.key, &octx.region, super::stats::HOT_STRIDE);
+    }
     let objects = octx.objects.clone();
     if let Err(reason) = result {
         octx.storage.discard_pending();

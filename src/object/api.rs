@@ -336,6 +336,8 @@ pub struct ObjectCtx<O: Object> {
     pub(super) alarm_retries: u32,
     /// The class's counters (see `stats`).
     pub(super) stats: Arc<super::stats::ClassStats>,
+    /// Handler calls of this activation (sampled for the hottest objects, see `stats`).
+    pub(super) handled: u64,
 }
 
 impl<O: Object> ObjectCtx<O> {

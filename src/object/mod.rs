@@ -205,6 +205,11 @@ impl Objects {
         self.stats.snapshot(&self.counts())
     }
 
+    /// The `n` objects handling the most messages lately, hottest first (sampled).
+    pub(crate) fn hot_objects(&self, n: usize) -> Vec<stats::HotObject> {
+        self.stats.hot.top(n)
+    }
+
     /// Whether `class` is hosted here and placed across the mesh.
     #[cfg(feature = "http")]
     fn is_placed(&self, class: &str) -> bool {

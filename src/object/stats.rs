@@ -5,13 +5,19 @@
 //! taken once at activation, so a message costs no lookup); counters are relaxed atomics
 //! and the histograms are `cairn_storage::latency` histograms, so recording never locks.
 //! Labels stay bounded: metrics are per class, never per key.
+//!
+//! The one per-key figure, the hottest objects by message rate ([`HotObjects`], shown on the
+//! dashboard and in `status.json`, never in metrics), is sampled: an activation counts its
+//! messages in a plain field of its own and reports every [`HOT_STRIDE`]th to a small
+//! bounded table, so the message path pays one increment and one branch per message.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use cairn_storage::latency::{Histogram, HistogramSnapshot};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 /// One class's live counters.
 #[derive(Default)]
@@ -57,10 +63,123 @@ pub struct ObjectClassStats {
     pub gate_hold: HistogramSnapshot,
 }
 
-/// Every class's counters, by class name.
+/// Every class's counters, by class name, and the hottest objects.
 #[derive(Default)]
 pub(crate) struct ObjectStats {
     classes: RwLock<BTreeMap<&'static str, Arc<ClassStats>>>,
+    pub(crate) hot: HotObjects,
+}
+
+/// Messages an activation handles between two reports to [`HotObjects`] (a power of two).
+pub(crate) const HOT_STRIDE: u64 = 64;
+/// Objects [`HotObjects`] keeps (the hottest of them are shown): a report for an object not
+/// in the table replaces the coldest one, so the table never grows past this.
+const HOT_TRACKED: usize = 64;
+/// The time constant of the rates, in seconds: an object's rate is its messages averaged
+/// over about the last this many seconds (an exponentially decaying count).
+const HOT_TAU_SECS: f64 = 10.0;
+
+/// The objects handling the most messages lately on this node (see the module doc).
+pub(crate) struct HotObjects {
+    epoch: Instant,
+    table: Mutex<Vec<HotEntry>>,
+}
+
+impl Default for HotObjects {
+    fn default() -> Self {
+        HotObjects {
+            epoch: Instant::now(),
+            table: Mutex::new(Vec::with_capacity(HOT_TRACKED)),
+        }
+    }
+}
+
+struct HotEntry {
+    class: &'static str,
+    key: Arc<str>,
+    region: Option<Arc<str>>,
+    /// Messages, decayed with [`HOT_TAU_SECS`], as of `at`.
+    score: f64,
+    /// Seconds since the table's epoch.
+    at: f64,
+    /// Messages reported since the object entered the table.
+    messages: u64,
+}
+
+impl HotEntry {
+    fn score_at(&self, now: f64) -> f64 {
+        self.score * (-(now - self.at).max(0.0) / HOT_TAU_SECS).exp()
+    }
+}
+
+/// One of the hottest objects ([`HotObjects::top`]).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct HotObject {
+    pub(crate) class: &'static str,
+    pub(crate) key: Arc<str>,
+    pub(crate) region: Option<Arc<str>>,
+    /// Messages per second, averaged over about the last [`HOT_TAU_SECS`].
+    pub(crate) rate: f64,
+    /// Messages counted since it entered the table (a multiple of [`HOT_STRIDE`]).
+    pub(crate) messages: u64,
+}
+
+impl HotObjects {
+    /// `messages` more handled by `class`/`key` (in `region`).
+    pub(crate) fn report(
+        &self,
+        class: &'static str,
+        key: &Arc<str>,
+        region: &Option<Arc<str>>,
+        messages: u64,
+    ) {
+        let now = self.epoch.elapsed().as_secs_f64();
+        let mut table = self.table.lock();
+        let same = |e: &HotEntry| {
+            e.class == class && (Arc::ptr_eq(&e.key, key) || e.key == *key) && e.region == *region
+        };
+        if let Some(e) = table.iter_mut().find(|e| same(e)) {
+            e.score = e.score_at(now) + messages as f64;
+            e.at = now;
+            e.messages += messages;
+            return;
+        }
+        let entry = HotEntry {
+            class,
+            key: Arc::clone(key),
+            region: region.clone(),
+            score: messages as f64,
+            at: now,
+            messages,
+        };
+        if table.len() < HOT_TRACKED {
+            table.push(entry);
+        } else if let Some(coldest) = (0..table.len())
+            .min_by(|&a, &b| table[a].score_at(now).total_cmp(&table[b].score_at(now)))
+        {
+            table[coldest] = entry;
+        }
+    }
+
+    /// The `n` hottest objects, hottest first.
+    pub(crate) fn top(&self, n: usize) -> Vec<HotObject> {
+        let now = self.epoch.elapsed().as_secs_f64();
+        let mut hot: Vec<HotObject> = self
+            .table
+            .lock()
+            .iter()
+            .map(|e| HotObject {
+                class: e.class,
+                key: Arc::clone(&e.key),
+                region: e.region.clone(),
+                rate: e.score_at(now) / HOT_TAU_SECS,
+                messages: e.messages,
+            })
+            .collect();
+        hot.sort_by(|a, b| b.rate.total_cmp(&a.rate));
+        hot.truncate(n);
+        hot
+    }
 }
 
 impl ObjectStats {
@@ -101,5 +220,40 @@ impl ObjectStats {
             out.entry(class.clone()).or_default().active = *n;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hot_table_is_bounded_and_keeps_the_busiest() {
+        let hot = HotObjects::default();
+        let busy: Arc<str> = Arc::from("busy");
+        for _ in 0..50 {
+            hot.report("c", &busy, &None, HOT_STRIDE);
+        }
+        // Many more objects than the table holds, each reported once.
+        for i in 0..(3 * HOT_TRACKED) {
+            hot.report("c", &Arc::from(format!("k{i}")), &None, HOT_STRIDE);
+        }
+        assert_eq!(hot.table.lock().len(), HOT_TRACKED);
+        let top = hot.top(20);
+        assert_eq!(top.len(), 20);
+        assert_eq!(&*top[0].key, "busy");
+        assert_eq!(top[0].messages, 50 * HOT_STRIDE);
+        assert!(top[0].rate > 10.0 * top[1].rate, "{top:?}");
+        // The same key in another class or region is another object.
+        hot.report("d", &busy, &None, 2 * HOT_STRIDE);
+        hot.report("c", &busy, &Some(Arc::from("eu")), 2 * HOT_STRIDE);
+        let mut busy_ones: Vec<_> = hot
+            .top(HOT_TRACKED)
+            .into_iter()
+            .filter(|h| &*h.key == "busy")
+            .collect();
+        busy_ones.sort_by_key(|h| h.messages);
+        assert_eq!(busy_ones.len(), 3);
+        assert_eq!(busy_ones[2].messages, 50 * HOT_STRIDE);
     }
 }

@@ -1,7 +1,10 @@
 // The Cairn dashboard: polls /cairn/status.json every second and draws it. Members the node
 // reports down, and members this page saw before that are missing now, are shown as down.
 // The shard map shows which member leads and which follow each shard this node hosts, and
-// the leader moves seen between polls.
+// the leader moves seen between polls. Supervision trees are collapsible: a supervisor's
+// children are drawn only while it is expanded (a click on it), and what is expanded stays
+// so across polls; `/cairn/dashboard#expand` expands every tree. The hottest objects are the
+// node's sampled top list.
 "use strict";
 const POLL_MS = 1000;
 const KEEP = 300; // samples in the charts (5 minutes)
@@ -151,6 +154,98 @@ function drawShards(sh, members) {
   }
 }
 
+// Supervision trees. Expanded supervisors, by pid (a restarted one comes back collapsed).
+const openSups = new Set();
+
+function supNode(sv, label) {
+  const d = document.createElement("details");
+  d.setAttribute("data-sup", label);
+  d.setAttribute("data-pid", sv.pid);
+  d.setAttribute("data-strategy", sv.busy ? "" : sv.strategy);
+  d.setAttribute("data-restarts", String(sv.restarts || 0));
+  const summary = document.createElement("summary");
+  const b = document.createElement("b");
+  b.textContent = label;
+  summary.appendChild(b);
+  summary.appendChild(document.createTextNode(" " + sv.pid + (sv.busy ? " \u00b7 busy, not answering" :
+    " \u00b7 " + sv.strategy.replace(/_/g, " ") + (sv.dynamic ? " (dynamic)" : "") + " \u00b7 " +
+    sv.children_total + (sv.children_total === 1 ? " child" : " children") + " \u00b7 ")));
+  if (!sv.busy) {
+    const r = document.createElement("span");
+    r.textContent = sv.restarts + " restarts";
+    if (sv.restarts > 0) r.className = "restarted";
+    summary.appendChild(r);
+    summary.appendChild(document.createTextNode(" (at most " + sv.max_restarts + " in " + sv.period_ms / 1000 + " s)"));
+  }
+  d.appendChild(summary);
+  const fill = () => {
+    if (d.querySelector(":scope > ul")) return;
+    const ul = document.createElement("ul");
+    for (const c of sv.children || []) {
+      const li = document.createElement("li");
+      li.setAttribute("data-child", c.id);
+      li.setAttribute("data-kind", c.kind);
+      li.setAttribute("data-restarts", String(c.restarts));
+      if (c.supervisor) {
+        li.appendChild(supNode(c.supervisor, c.id));
+      } else {
+        li.textContent = "\u25cf " + c.id + (c.name ? " \u201c" + c.name + "\u201d" : "") + " " +
+          (c.pid || "(not running)") + " \u00b7 " + c.kind + ", " + c.restart + " \u00b7 ";
+        const r = document.createElement("span");
+        r.textContent = "restarted " + c.restarts + "\u00d7";
+        if (c.restarts > 0) r.className = "restarted";
+        li.appendChild(r);
+      }
+      ul.appendChild(li);
+    }
+    const more = (sv.children_total || 0) - (sv.children || []).length;
+    if (more > 0) {
+      const li = document.createElement("li");
+      li.textContent = "\u2026 and " + more + " more";
+      ul.appendChild(li);
+    }
+    d.appendChild(ul);
+  };
+  d.addEventListener("toggle", () => {
+    if (d.open) { openSups.add(sv.pid); fill(); return; }
+    openSups.delete(sv.pid);
+    const ul = d.querySelector(":scope > ul");
+    if (ul) ul.remove();
+  });
+  if (openSups.has(sv.pid)) { d.open = true; fill(); }
+  return d;
+}
+
+function drawSupervision(s) {
+  const box = document.getElementById("supervision");
+  box.textContent = "";
+  const trees = s.supervisors || [];
+  document.getElementById("sup-summary").textContent = trees.length ? "(" + s.supervisors_total +
+    " supervisors" + (s.supervisors_shown < s.supervisors_total ? ", " + s.supervisors_shown + " shown" : "") +
+    "; click one to expand it)" : "";
+  if (!trees.length) { box.textContent = "no supervisors on this node"; return; }
+  for (const sv of trees) box.appendChild(supNode(sv, sv.name || "supervisor"));
+  if (location.hash === "#expand") {
+    // Expands what is still closed; what that reveals is expanded at the next poll.
+    box.querySelectorAll("details:not([open]) > summary").forEach((el) => el.click());
+  }
+}
+
+function drawHot(hot) {
+  const tbody = document.querySelector("#hot tbody");
+  tbody.textContent = "";
+  for (const h of hot || []) {
+    const tr = document.createElement("tr");
+    tr.setAttribute("data-hot", h.key);
+    tr.setAttribute("data-class", h.class);
+    tr.setAttribute("data-rate", h.rate.toFixed(1));
+    cell(tr, h.class + (h.region ? "@" + h.region : "") + "/" + h.key);
+    cell(tr, h.rate.toFixed(1));
+    cell(tr, String(h.messages));
+    tbody.appendChild(tr);
+  }
+}
+
 function render(s, ch) {
   document.getElementById("title").textContent = "Cairn node " + s.name;
   document.getElementById("subtitle").textContent =
@@ -183,6 +278,8 @@ function render(s, ch) {
   document.getElementById("members").setAttribute("data-up", members.filter((m) => m.state === "up").length);
   drawMesh(members);
   drawShards(s.shards, members);
+  drawSupervision(s);
+  drawHot(s.hot_objects);
 
   const dt = prev ? Math.max((s.time_ms - prev.time_ms) / 1000, 0.001) : null;
   const rate = (now, before) => (dt ? (now - before) / dt : 0);

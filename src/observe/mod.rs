@@ -7,7 +7,7 @@
 //! | path | what |
 //! |---|---|
 //! | `GET /cairn/metrics` | every metric of the node's [`crate::metrics::Metrics`], OpenMetrics text |
-//! | `GET /cairn/status.json` | the node, its counters, its objects per class and its mesh (see [`status`]) |
+//! | `GET /cairn/status.json` | the node, its counters, its objects per class, its hottest objects, its mesh, shards and supervision trees (see [`status`]) |
 //! | `GET /cairn/dashboard` | a page that polls `status.json` and draws it (no CDN: its assets are here) |
 //! | `GET /cairn/assets/{file}` | the dashboard's script, stylesheet and the vendored uPlot (MIT) |
 //!
@@ -87,11 +87,6 @@ impl Observer {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 self.metrics.encode().into(),
             ),
-            ("status.json", "/") => {
-                let objects = self.objects.upgrade()?;
-                let json = status::status_json(&self.handle, &objects, &self.info);
-                ("application/json", json.to_string().into())
-            }
             ("dashboard", "/") => ("text/html; charset=utf-8", DASHBOARD_HTML.into()),
             ("assets", "/dashboard.js") => ("text/javascript; charset=utf-8", DASHBOARD_JS.into()),
             ("assets", "/uPlot.iife.min.js") => ("text/javascript; charset=utf-8", UPLOT_JS.into()),
@@ -99,12 +94,30 @@ impl Observer {
             ("assets", "/uPlot.LICENSE") => ("text/plain; charset=utf-8", UPLOT_LICENSE.into()),
             _ => return None,
         };
-        http::Response::builder()
-            .header(header::CONTENT_TYPE, content_type)
-            .header(header::CACHE_CONTROL, "no-store")
-            .body(body)
-            .ok()
+        respond(content_type, body)
     }
+
+    /// `status.json`: the node's figures, then its supervision trees (asking each
+    /// supervisor, see [`status::add_supervision`]); `None` once the node is stopping.
+    fn status(&self) -> Option<DispatchFuture> {
+        let objects = self.objects.upgrade()?;
+        let mut json = status::status_json(&self.handle, &objects, &self.info);
+        drop(objects);
+        let handle = self.handle.clone();
+        Some(Box::pin(async move {
+            status::add_supervision(&handle, &mut json).await;
+            Ok(respond("application/json", json.to_string().into())
+                .unwrap_or_else(|| plain(StatusCode::INTERNAL_SERVER_ERROR, "no response\n")))
+        }))
+    }
+}
+
+fn respond(content_type: &str, body: Body) -> Option<Response> {
+    http::Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(body)
+        .ok()
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response {
@@ -119,6 +132,11 @@ impl Dispatcher for Observer {
             Err(DispatchError::UnknownClass(route.object.class))
         } else if *request.method() != Method::GET && *request.method() != Method::HEAD {
             Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"))
+        } else if (route.object.key.as_str(), route.rest.as_str()) == ("status.json", "/") {
+            match self.status() {
+                Some(answer) => return answer,
+                None => Ok(plain(StatusCode::NOT_FOUND, "no such page\n")),
+            }
         } else {
             Ok(self
                 .page(&route.object.key, &route.rest)

@@ -21,9 +21,31 @@
 //!                      "leader_changes", "follower_lag",
 //!                      "map": [ { "shard": 0, "role": "leader" | "follower" | "candidate"
 //!                                 | "learner", "term", "leader": "0x…" | null,
-//!                                 "voters": ["0x…"], "learners": ["0x…"], "lag" } ] }
+//!                                 "voters": ["0x…"], "learners": ["0x…"], "lag" } ] },
+//!   "hot_objects": [ { "class", "key", "region": "eu" | null, "rate", "messages" } ],
+//!   "supervisors": [ <supervisor> ], "supervisors_shown", "supervisors_total"
 //! }
+//! <supervisor> = { "pid": "<0.12.0>", "name": "…" | null, "busy": bool,
+//!                  "strategy": "one_for_one" | "one_for_all" | "rest_for_one", "dynamic",
+//!                  "max_restarts", "period_ms", "restarts", "children_total",
+//!                  "children": [ { "id", "pid": "<…>" | null, "name": "…" | null,
+//!                                  "kind": "worker" | "supervisor",
+//!                                  "restart": "permanent" | "transient" | "temporary",
+//!                                  "restarts", "supervisor": <supervisor> | null } ] }
 //! ```
+//!
+//! `hot_objects` are the (at most [`HOT_SHOWN`]) objects handling the most messages on this
+//! node lately, hottest first: `rate` is messages per second averaged over about the last
+//! 10 s, `messages` those counted since the object entered the table. It is sampled (an
+//! activation reports every 64th handler call), so an object with fewer calls may be
+//! missing. Keys appear here, never in metric labels.
+//!
+//! `supervisors` are this node's supervision trees: each root (a supervisor no other
+//! supervisor started), its children in start order, and under each running supervisor
+//! child its own tree. `restarts` counts restarts since the supervisor started. A supervisor
+//! that does not answer within [`DESCRIBE_TIMEOUT`] (busy restarting) shows `"busy": true`
+//! and no children. Bounded: at most [`MAX_SUPERVISORS`] supervisors are described and
+//! [`MAX_CHILDREN`] children listed per supervisor (`children_total` says how many it has).
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
 //! members (`down`: failed, or left). `shards` is `null` without a shard driver (a node
@@ -32,9 +54,14 @@
 //! dashboard does. Fields may be added; none is removed or renamed without a note in the
 //! README.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
 use serde_json::{json, Map, Value};
 
 use cairn_scheduler::{ExitKind, Handle};
+use cairn_supervisor::{ChildKind, Restart, Strategy, SupervisorRef};
 
 use crate::object::Objects;
 use crate::NodeInfo;
@@ -100,6 +127,107 @@ pub(crate) fn status_json(handle: &Handle, objects: &Objects, info: &NodeInfo) -
         "objects": classes,
         "mesh": mesh_json(handle),
         "shards": shards_json(objects),
+        "hot_objects": hot_json(objects),
+    })
+}
+
+/// Hottest objects listed.
+pub const HOT_SHOWN: usize = 20;
+/// Supervisors described in one status document, at most.
+pub const MAX_SUPERVISORS: usize = 64;
+/// Children listed per supervisor, at most.
+pub const MAX_CHILDREN: usize = 100;
+/// How long a supervisor is given to describe itself.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn hot_json(objects: &Objects) -> Value {
+    let hot: Vec<Value> = objects
+        .hot_objects(HOT_SHOWN)
+        .into_iter()
+        .map(|h| {
+            json!({
+                "class": h.class,
+                "key": &*h.key,
+                "region": h.region.as_deref(),
+                "rate": h.rate,
+                "messages": h.messages,
+            })
+        })
+        .collect();
+    Value::Array(hot)
+}
+
+/// The `supervisors`, `supervisors_shown` and `supervisors_total` fields (see the module
+/// doc), added to `status`.
+pub(crate) async fn add_supervision(handle: &Handle, status: &mut Value) {
+    let total = cairn_supervisor::running(handle).len();
+    let mut budget = MAX_SUPERVISORS;
+    let mut trees = Vec::new();
+    for root in cairn_supervisor::roots(handle) {
+        if budget == 0 {
+            break;
+        }
+        trees.push(describe(handle, root, &mut budget).await);
+    }
+    status["supervisors"] = Value::Array(trees);
+    status["supervisors_shown"] = json!(MAX_SUPERVISORS - budget);
+    status["supervisors_total"] = json!(total);
+}
+
+/// One supervisor and, within `budget`, the trees of its supervisor children.
+fn describe<'a>(
+    handle: &'a Handle,
+    sup: SupervisorRef,
+    budget: &'a mut usize,
+) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
+    Box::pin(async move {
+        *budget = budget.saturating_sub(1);
+        let pid = sup.pid();
+        let mut out = json!({
+            "pid": pid.to_string(),
+            "name": handle.name_of(pid),
+        });
+        let Ok(info) = sup.describe(DESCRIBE_TIMEOUT).await else {
+            out["busy"] = json!(true);
+            out["children"] = json!([]);
+            return out;
+        };
+        let mut children = Vec::new();
+        for c in info.children.iter().take(MAX_CHILDREN) {
+            let sub = match &c.supervisor {
+                Some(s) if *budget > 0 => describe(handle, s.clone(), budget).await,
+                _ => Value::Null,
+            };
+            children.push(json!({
+                "id": c.id,
+                "pid": c.pid.map(|p| p.to_string()),
+                "name": c.name,
+                "kind": match c.kind {
+                    ChildKind::Worker => "worker",
+                    ChildKind::Supervisor => "supervisor",
+                },
+                "restart": match c.restart {
+                    Restart::Permanent => "permanent",
+                    Restart::Transient => "transient",
+                    Restart::Temporary => "temporary",
+                },
+                "restarts": c.restarts,
+                "supervisor": sub,
+            }));
+        }
+        out["busy"] = json!(false);
+        out["strategy"] = json!(match info.strategy {
+            Strategy::OneForOne => "one_for_one",
+            Strategy::OneForAll => "one_for_all",
+            Strategy::RestForOne => "rest_for_one",
+        });
+        out["dynamic"] = json!(info.dynamic);
+        out["max_restarts"] = json!(info.max_restarts);
+        out["period_ms"] = json!(info.period.as_millis() as u64);
+        out["restarts"] = json!(info.restarts);
+        out["children_total"] = json!(info.children.len());
+        out["children"] = Value::Array(children);
+        out
     })
 }
 

@@ -43,6 +43,7 @@ pub mod supervisor;
 pub use actor::{start, Actor, ActorCtx, ActorError, Addr, StartError, StartOptions};
 pub use restart::{Directive, Indices, Intensity, Restart, Strategy, Supervision, INTENSITY_GRAIN};
 pub use supervisor::{
-    Backoff, ChildCounts, ChildError, ChildInfo, ChildKind, ChildRef, ChildSpec, DynamicSupervisor,
-    Shutdown, Supervisor, SupervisorMsg, SupervisorRef, SupervisorSpec, DEFAULT_SHUTDOWN_TIMEOUT,
+    roots, running, Backoff, ChildCounts, ChildError, ChildInfo, ChildKind, ChildRef, ChildSpec,
+    DynamicSupervisor, Shutdown, Supervisor, SupervisorInfo, SupervisorMsg, SupervisorRef,
+    SupervisorSpec, DEFAULT_SHUTDOWN_TIMEOUT,
 };

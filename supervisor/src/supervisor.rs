@@ -9,7 +9,12 @@
 //!   reverse start order and exits with that reason; exit signals from anyone else (a child
 //!   it already stopped and replaced, a stranger) are ignored, as in OTP;
 //! - requests on its mailbox: `which_children`, `count_children`, `start_child`,
-//!   `terminate_child`.
+//!   `terminate_child`, `describe` (strategy, intensity and restart counts, for observers).
+//!
+//! Every running supervisor is listed on its runtime ([`running`], [`roots`]), so an
+//! observer can find a node's supervision trees and walk them with [`SupervisorRef::describe`]:
+//! one entry per supervisor, added when it starts and removed when it exits (nothing per
+//! child, nothing per restart beyond a counter).
 //!
 //! Reports (OTP's SASL supervisor reports): a child's abnormal exit is logged at WARN
 //! ("child crashed", with the supervisor, the child's id, pid and reason), and so is each
@@ -30,7 +35,7 @@
 //! waits it handles nothing else — a crash-looping child costs no CPU, and the delay is
 //! bounded by `Backoff::max`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -280,6 +285,29 @@ pub struct ChildInfo {
     pub restart: Restart,
     /// For a running supervisor child: a handle to it, to walk down the tree.
     pub supervisor: Option<SupervisorRef>,
+    /// The name it is registered under, if any.
+    pub name: Option<String>,
+    /// Times this supervisor restarted it.
+    pub restarts: u64,
+}
+
+/// A supervisor as [`SupervisorRef::describe`] shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SupervisorInfo {
+    /// Its strategy (a dynamic supervisor's is `OneForOne`).
+    pub strategy: Strategy,
+    /// Whether it is a dynamic supervisor.
+    pub dynamic: bool,
+    /// Restart intensity: more than `max_restarts` within `period` shuts it down.
+    pub max_restarts: u32,
+    /// The intensity's window.
+    pub period: Duration,
+    /// Children it restarted since it started (its children's `restarts` summed, counting
+    /// children since removed).
+    pub restarts: u64,
+    /// Its children, in start order (as `which_children`).
+    pub children: Vec<ChildInfo>,
 }
 
 impl ChildInfo {
@@ -346,6 +374,8 @@ pub enum SupervisorMsg {
     StartChild(ChildSpec, Reply<Result<Pid, ChildError>>),
     /// `terminate_child`: stops it and removes its spec.
     TerminateChild(ChildRef, Reply<Result<(), ChildError>>),
+    /// `describe`: strategy, intensity, restart counts and children.
+    Describe(Reply<SupervisorInfo>),
 }
 
 /// A handle to a running supervisor.
@@ -378,6 +408,13 @@ impl SupervisorRef {
         self.addr
             .call(SupervisorMsg::WhichChildren, SUPERVISOR_CALL_TIMEOUT)
             .await
+    }
+
+    /// Its strategy, intensity, restart counts and children (for observers: the dashboard
+    /// walks a node's trees with it). Waits at most `timeout`: a supervisor busy restarting
+    /// answers only after.
+    pub async fn describe(&self, timeout: Duration) -> Result<SupervisorInfo, CallError> {
+        self.addr.call(SupervisorMsg::Describe, timeout).await
     }
 
     /// Counts as OTP's `count_children`.
@@ -484,12 +521,80 @@ struct Child {
     key: u64,
     spec: ChildSpec,
     pid: Option<Pid>,
+    /// Times restarted.
+    restarts: u64,
+}
+
+/// The supervisors running on one runtime (a [`Handle`] extension): pid → the pid it is
+/// linked to as its parent, if any.
+#[derive(Default)]
+struct Running(std::sync::Mutex<HashMap<Pid, Option<Pid>>>);
+
+impl Running {
+    fn of(handle: &Handle) -> Arc<Running> {
+        handle.extension_or_insert_with(|| Arc::new(Running::default()))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Pid, Option<Pid>>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A supervisor's entry in [`Running`], removed when its process ends.
+struct Listed {
+    running: Arc<Running>,
+    pid: Pid,
+}
+
+impl Listed {
+    fn new(handle: &Handle, pid: Pid, parent: Option<Pid>) -> Listed {
+        let running = Running::of(handle);
+        running.lock().insert(pid, parent);
+        Listed { running, pid }
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.running.lock().remove(&self.pid);
+    }
+}
+
+/// The supervisors running on `handle`'s node, each with the pid it is linked to as its
+/// parent (another supervisor, for a sub-supervisor), by pid.
+pub fn running(handle: &Handle) -> Vec<(SupervisorRef, Option<Pid>)> {
+    let Some(running) = handle.extension::<Running>() else {
+        return Vec::new();
+    };
+    let mut list: Vec<(Pid, Option<Pid>)> = running.lock().iter().map(|(p, q)| (*p, *q)).collect();
+    list.sort_unstable();
+    list.into_iter()
+        .filter_map(|(pid, parent)| Some((SupervisorRef::from_pid(handle, pid)?, parent)))
+        .collect()
+}
+
+/// The roots of the supervision trees on `handle`'s node: the running supervisors not
+/// started by another supervisor, by pid. Walk each with [`SupervisorRef::describe`].
+pub fn roots(handle: &Handle) -> Vec<SupervisorRef> {
+    let all = running(handle);
+    let supervisors: std::collections::HashSet<Pid> = all.iter().map(|(s, _)| s.pid()).collect();
+    all.into_iter()
+        .filter(|(_, parent)| !parent.is_some_and(|p| supervisors.contains(&p)))
+        .map(|(s, _)| s)
+        .collect()
 }
 
 struct State {
     ctx: Ctx<SupervisorMsg>,
     children: Vec<Child>,
     machine: Supervision,
+    /// What `describe` says of the spec: strategy, max restarts, period.
+    shape: (Strategy, u32, Duration),
+    /// Restarts so far.
+    restarts: u64,
     backoff: Option<Backoff>,
     max_children: Option<usize>,
     dynamic: bool,
@@ -513,11 +618,14 @@ async fn run(
                 Intensity::new(spec.max_restarts, spec.period),
             )
         },
+        shape: (spec.strategy, spec.max_restarts, spec.period),
+        restarts: 0,
         backoff: spec.backoff,
         max_children: spec.max_children,
         dynamic: spec.dynamic,
         next_key: 0,
     };
+    let _listed = Listed::new(st.ctx.handle(), st.ctx.pid(), parent);
     for child in spec.children {
         let id = child.id.clone();
         if let Err(e) = st.add_and_start(child).await {
@@ -609,6 +717,7 @@ impl State {
             key: self.next_key,
             spec,
             pid: Some(pid),
+            restarts: 0,
         });
         self.next_key += 1;
         Ok(pid)
@@ -698,6 +807,8 @@ impl State {
                             Ok(pid) => {
                                 tracing::warn!(supervisor = %self.ctx.pid(), child = %self.children[i].spec.id, %pid, "child restarted");
                                 self.children[i].pid = Some(pid);
+                                self.children[i].restarts += 1;
+                                self.restarts += 1;
                                 self.machine.set_running(i, true);
                             }
                             Err(e) => {
@@ -719,6 +830,26 @@ impl State {
         Ok(())
     }
 
+    fn child_infos(&self) -> Vec<ChildInfo> {
+        self.children
+            .iter()
+            .map(|c| ChildInfo {
+                id: c.spec.id.clone(),
+                pid: c.pid,
+                kind: c.spec.kind,
+                restart: c.spec.restart,
+                supervisor: match (c.spec.kind, c.pid) {
+                    (ChildKind::Supervisor, Some(pid)) => {
+                        SupervisorRef::from_pid(self.ctx.handle(), pid)
+                    }
+                    _ => None,
+                },
+                name: c.spec.name.clone(),
+                restarts: c.restarts,
+            })
+            .collect()
+    }
+
     fn remove(&mut self, index: usize) {
         self.children.remove(index);
         self.machine.remove_child(index);
@@ -727,23 +858,18 @@ impl State {
     async fn request(&mut self, req: SupervisorMsg) {
         match req {
             SupervisorMsg::WhichChildren(reply) => {
-                let infos = self
-                    .children
-                    .iter()
-                    .map(|c| ChildInfo {
-                        id: c.spec.id.clone(),
-                        pid: c.pid,
-                        kind: c.spec.kind,
-                        restart: c.spec.restart,
-                        supervisor: match (c.spec.kind, c.pid) {
-                            (ChildKind::Supervisor, Some(pid)) => {
-                                SupervisorRef::from_pid(self.ctx.handle(), pid)
-                            }
-                            _ => None,
-                        },
-                    })
-                    .collect();
-                let _ = reply.send(infos);
+                let _ = reply.send(self.child_infos());
+            }
+            SupervisorMsg::Describe(reply) => {
+                let (strategy, max_restarts, period) = self.shape;
+                let _ = reply.send(SupervisorInfo {
+                    strategy,
+                    dynamic: self.dynamic,
+                    max_restarts,
+                    period,
+                    restarts: self.restarts,
+                    children: self.child_infos(),
+                });
             }
             SupervisorMsg::CountChildren(reply) => {
                 let mut counts = ChildCounts {

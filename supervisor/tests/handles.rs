@@ -1,11 +1,12 @@
-//! What code outside a tree can do with it: stop a supervisor, walk its children, and read
-//! start errors that are one level deep.
+//! What code outside a tree can do with it: stop a supervisor, walk its children, read
+//! start errors that are one level deep, and find a runtime's trees and their restart counts.
 
 mod common;
 
 use std::sync::mpsc::channel;
+use std::time::Duration;
 
-use cairn_scheduler::ExitReason;
+use cairn_scheduler::{ExitReason, Pid};
 use cairn_supervisor::{
     ChildError, ChildKind, ChildRef, ChildSpec, DynamicSupervisor, StartError, Strategy,
     Supervisor, SupervisorRef, SupervisorSpec,
@@ -132,4 +133,66 @@ fn a_failure_deep_in_a_tree_names_the_path_to_the_child_that_failed() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn roots_and_describe_show_the_trees_with_their_restart_counts() {
+    let rt = rt();
+    let (tx, rx) = channel();
+    let leaf = SupervisorSpec::new(Strategy::RestForOne).child(probe("c", &tx));
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(5, Duration::from_secs(10))
+        .child(probe("a", &tx))
+        .child(ChildSpec::supervisor("leaves", leaf).named("leaves"));
+    let root = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let other = rt
+        .block_on(Supervisor::start(
+            &rt,
+            SupervisorSpec::new(Strategy::OneForAll),
+        ))
+        .unwrap();
+    assert_eq!(take(&rx, 2), ["init:a", "init:c"]);
+    // Two roots (the sub-supervisor is not one), three supervisors running.
+    let mut roots: Vec<Pid> = cairn_supervisor::roots(&rt)
+        .iter()
+        .map(|s| s.pid())
+        .collect();
+    roots.sort_unstable();
+    let mut expected = vec![root.pid(), other.pid()];
+    expected.sort_unstable();
+    assert_eq!(roots, expected);
+    assert_eq!(cairn_supervisor::running(&rt).len(), 3);
+
+    // `a` crashes once: restarted once, counted on it and on the root.
+    let a = rt.block_on(root.which_children()).unwrap()[0].pid.unwrap();
+    rt.try_send(a, ProbeMsg::Crash).unwrap();
+    assert_eq!(take(&rx, 2)[1], "init:a");
+    let info = rt.block_on(root.describe(Duration::from_secs(5))).unwrap();
+    assert_eq!(info.strategy, Strategy::OneForOne);
+    assert!(!info.dynamic);
+    assert_eq!(
+        (info.max_restarts, info.period),
+        (5, Duration::from_secs(10))
+    );
+    assert_eq!(info.restarts, 1);
+    let counts: Vec<(&str, u64)> = info
+        .children
+        .iter()
+        .map(|c| (c.id.as_str(), c.restarts))
+        .collect();
+    assert_eq!(counts, [("a", 1), ("leaves", 0)]);
+    assert_eq!(info.children[1].name.as_deref(), Some("leaves"));
+    let sub = info.children[1].supervisor.clone().unwrap();
+    let sub = rt.block_on(sub.describe(Duration::from_secs(5))).unwrap();
+    assert_eq!((sub.strategy, sub.restarts), (Strategy::RestForOne, 0));
+    assert_eq!(sub.children[0].id, "c");
+
+    // A stopped supervisor is no longer listed, nor are the ones under it.
+    rt.block_on(root.stop());
+    let roots: Vec<Pid> = cairn_supervisor::roots(&rt)
+        .iter()
+        .map(|s| s.pid())
+        .collect();
+    assert_eq!(roots, [other.pid()]);
+    assert_eq!(cairn_supervisor::running(&rt).len(), 1);
 }

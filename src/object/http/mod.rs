@@ -140,8 +140,16 @@ const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 /// class's mailbox slots stay as small as its own messages).
 pub struct HttpCall(Box<CallKind>);
 
+// Boxed whole in `HttpCall`, so the larger `Fetch` costs no mailbox slot anything.
+#[allow(clippy::large_enum_variant)]
 enum CallKind {
-    Fetch(http::Request<Bytes>, Reply<http::Response<Bytes>>),
+    /// The request, its response's port, and the request id current where it was routed
+    /// (the gateway's, or a forwarding node's from the mesh frame).
+    Fetch(
+        http::Request<Bytes>,
+        Reply<http::Response<Bytes>>,
+        Option<u64>,
+    ),
     Socket(SocketId, SocketEventKind, Reply<()>),
 }
 
@@ -154,10 +162,9 @@ pub(super) fn handler<'a, O: Object>(
 ) -> HandlerFuture<'a> {
     Box::pin(async move {
         match *call.0 {
-            CallKind::Fetch(request, reply) => {
-                // The reply was made where the request is current (here or, forwarded,
-                // on the node that received it): the handler's logs and calls carry its id.
-                let request_id = reply.request_id();
+            CallKind::Fetch(request, reply, request_id) => {
+                // The id current where the call was routed (here or, forwarded, on the node
+                // that received it): the handler's logs and calls carry it.
                 let span = request_span(request_id, "fetch", O::CLASS, octx.key());
                 span.in_scope(|| {
                     tracing::debug!(target: "cairn::request", "calling the object's fetch handler");
@@ -429,7 +436,8 @@ fn fetch_object<O: Object>(
         match target_of(&target, hops).await? {
             Target::Here => {
                 let (reply, answer) = Reply::pair();
-                deliver_local(&target, CallKind::Fetch(request, reply)).await?;
+                let call = CallKind::Fetch(request, reply, current_request());
+                deliver_local(&target, call).await?;
                 let mut response = answer.await.map_err(|e| {
                     Failure::Failed(format!("the object's handler gave no response ({e})"))
                 })?;

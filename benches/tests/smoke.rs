@@ -1,13 +1,14 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
 //! acknowledged; the remote ones start a second node process, the replicated-shard ones three
-//! or four), forty-five JSON rows (leave-detect prints two, ws-broadcast five) out. Proves the
+//! or four), forty-six JSON rows (leave-detect prints two, ws-broadcast five, rebalance also
+//! `rebalance-settled`) out. Proves the
 //! harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_forty_five_json_rows() {
+fn all_workloads_at_tiny_scale_print_forty_six_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -22,8 +23,8 @@ fn all_workloads_at_tiny_scale_print_forty_five_json_rows() {
     let rows: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         rows.len(),
-        45,
-        "expected 45 rows, got:
+        46,
+        "expected 46 rows, got:
 {stdout}"
     );
     let mut seen = Vec::new();

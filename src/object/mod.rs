@@ -206,6 +206,7 @@ impl Objects {
     }
 
     /// The `n` objects handling the most messages lately, hottest first (sampled).
+    #[cfg(feature = "http")]
     pub(crate) fn hot_objects(&self, n: usize) -> Vec<stats::HotObject> {
         self.stats.hot.top(n)
     }

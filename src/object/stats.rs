@@ -112,7 +112,8 @@ impl HotEntry {
     }
 }
 
-/// One of the hottest objects ([`HotObjects::top`]).
+/// One of the hottest objects ([`HotObjects::top`]; read by the status page).
+#[cfg(any(feature = "http", test))]
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct HotObject {
     pub(crate) class: &'static str,
@@ -162,6 +163,7 @@ impl HotObjects {
     }
 
     /// The `n` hottest objects, hottest first.
+    #[cfg(any(feature = "http", test))]
     pub(crate) fn top(&self, n: usize) -> Vec<HotObject> {
         let now = self.epoch.elapsed().as_secs_f64();
         let mut hot: Vec<HotObject> = self

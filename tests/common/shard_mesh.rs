@@ -28,8 +28,10 @@
 //! A test that needs other shard settings (shards, replication, down grace) starts its
 //! children with [`Children::start_with`]; they get them through [`CONF_VAR`].
 //!
-//! Set `CAIRN_CHILD_LOG` to a `RUST_LOG` filter (e.g. `cairn_net=debug`) to have children
-//! log to their stderr, which [`Children`] prints when it drops them.
+//! Children log membership changes and warnings ([`DEFAULT_CHILD_LOG`]) to their stderr,
+//! which [`Children`] prints when it drops them during a failing test's unwinding, so a
+//! failed wait in CI shows who saw whom. Set `CAIRN_CHILD_LOG` to another `RUST_LOG` filter
+//! (e.g. `cairn_net=debug`) to have more, printed even when the test passes.
 //!
 //! # Invariants
 //! [`Children`] keeps the latest report of each child *life*: a report of a killed life
@@ -57,6 +59,8 @@ use super::{Alarmed, Counter};
 pub const CHILD_VAR: &str = "CAIRN_SHARDS_CHILD";
 /// A `RUST_LOG` filter for the children's logs (see the module doc).
 pub const LOG_VAR: &str = "CAIRN_CHILD_LOG";
+/// The children's log filter when [`LOG_VAR`] is not set.
+pub const DEFAULT_CHILD_LOG: &str = "warn,cairn_net::mesh::membership=info";
 /// The environment variable carrying a child's shard settings when they are not
 /// [`shard_config`]'s: `shards|replication|down_grace_ms` (see [`TestShards`]).
 pub const CONF_VAR: &str = "CAIRN_SHARDS_CHILD_CONF";
@@ -157,13 +161,12 @@ pub fn child_main() {
         return;
     };
     cairn_testkit::abort_on_panic();
-    if let Ok(filter) = std::env::var(LOG_VAR) {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .with_ansi(false)
-            .try_init();
-    }
+    let filter = std::env::var(LOG_VAR).unwrap_or_else(|_| DEFAULT_CHILD_LOG.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
     let mut parts = spec.split('|');
     let (dir, name, seed, listen) = (
         parts.next().unwrap(),
@@ -504,7 +507,26 @@ impl Children {
         let mut reports = lock.lock().unwrap();
         while !done(&reports) {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "timed out waiting for {what}");
+            if left.is_zero() {
+                let seen: Vec<String> = reports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        format!(
+                            "n{i} (life {}{}): {} members, {} replicated shards",
+                            r.life,
+                            if r.gone { ", gone" } else { "" },
+                            r.members,
+                            r.replicated
+                        )
+                    })
+                    .collect();
+                drop(reports);
+                panic!(
+                    "timed out waiting for {what}; children: {}",
+                    seen.join("; ")
+                );
+            }
             reports = changed.wait_timeout(reports, left).unwrap().0;
         }
     }
@@ -676,7 +698,7 @@ impl InMeshCut<'_> {
 
 impl Drop for Children {
     fn drop(&mut self) {
-        let show = std::env::var_os(LOG_VAR).is_some();
+        let show = std::env::var_os(LOG_VAR).is_some() || std::thread::panicking();
         for (i, child) in self.children.iter_mut().enumerate() {
             let Some(child) = child.take() else { continue };
             let mut run = child.run;

@@ -25,6 +25,14 @@ const MERGED_WITHIN: Duration = Duration::from_secs(4).saturating_add(STABLE_FOR
 /// Bound on anything that needs no failure detection, and on the detection itself.
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// The tests of this file run one at a time: each needs its failure detection to see only
+/// its own cut (a 1 s failure timeout leaves little room on a 2-core machine).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Node {
     rt: Runtime,
     mesh: Mesh,
@@ -92,6 +100,7 @@ fn wait_stable(nodes: &[Node], since: Instant, within: Duration) -> Duration {
 
 #[test]
 fn a_healed_partition_merges_back_into_one_stable_membership() {
+    let _serial = serial();
     let ca = ClusterCa::generate().unwrap();
     let first = start(&ca, 1, None);
     let mut nodes = vec![];
@@ -129,6 +138,46 @@ fn a_healed_partition_merges_back_into_one_stable_membership() {
         .iter()
         .any(|&(n, inc)| n == victim.mesh.node() && inc > before));
     for node in nodes {
+        node.mesh.close();
+        node.rt.shutdown();
+    }
+}
+
+/// Two nodes whose only other member, their seed, is gone, cut from each other until each
+/// declared the other down: both are alone, and the seed they would rejoin through never
+/// answers. Healed, they must merge: a lone node goes on announcing to the members it
+/// remembers (foca's own announce to down members stops once it has no live member), so
+/// one talks first and the other, alone too, takes it back. Before, neither sent the other
+/// anything again (seen in `tests/shards_chaos.rs`' kill-rounds soak under load: two
+/// survivors of a killed seed, each alone, for the rest of the run).
+#[test]
+fn two_lone_nodes_that_declared_each_other_down_merge() {
+    let _serial = serial();
+    let ca = ClusterCa::generate().unwrap();
+    let seed = start(&ca, 1, None);
+    let pair = [start(&ca, 2, Some(&seed)), start(&ca, 3, Some(&seed))];
+    let sees = |n: &Node, members: usize| n.mesh.members().len() == members;
+    wait_until("all joined", SETTLE, || {
+        sees(&seed, 3) && pair.iter().all(|n| sees(n, 3))
+    });
+    seed.mesh.close();
+    seed.rt.shutdown();
+    wait_until("the seed left", SETTLE, || pair.iter().all(|n| sees(n, 2)));
+    let port = |n: &Node| n.mesh.local_addr().port();
+    let cut = Partition::new(&[port(&pair[0])], &[port(&pair[1])]);
+    wait_until("each declared the other down", SETTLE, || {
+        pair.iter().all(|n| sees(n, 1))
+    });
+    cut.heal();
+    let healed = Instant::now();
+    wait_until("the two lone nodes merged", SETTLE, || {
+        pair.iter().all(|n| sees(n, 2))
+    });
+    eprintln!(
+        "two lone nodes merged {:?} after the heal",
+        healed.elapsed()
+    );
+    for node in pair {
         node.mesh.close();
         node.rt.shutdown();
     }

@@ -15,7 +15,8 @@
 //!   gossip piggybacked on probes and on a gossip round every `failure_timeout/25` to 3
 //!   members; every `2 × failure_timeout` each node syncs with one random member it has a
 //!   data connection to (anti-entropy; it opens no connection). A node that finds itself
-//!   alone announces again to remembered members and to its seeds.
+//!   alone announces again to remembered members and to its seeds, and goes on announcing
+//!   to remembered members every `2 × failure_timeout` for as long as it stays alone.
 //! * **Failure detection.** [`MeshConfig::failure_timeout`](super::MeshConfig::failure_timeout)
 //!   sets the probe period (`t/10`), probe RTT (`t/25`) and suspicion time (`3t/10`). On
 //!   `Down`: the data connection to the node is closed, calls waiting on it fail with
@@ -544,17 +545,7 @@ impl Inner {
                 // a few doors at once instead of waiting for the periodic announce to
                 // down members: members it remembers, and the configured seeds.
                 tracing::warn!(node = %self.node, "no live member left: announcing to known nodes and seeds");
-                let remembered: Vec<NodeIdentity> = swim
-                    .foca
-                    .iter_membership_state()
-                    .map(|m| m.id().clone())
-                    .take(IDLE_ANNOUNCES)
-                    .collect();
-                for target in remembered {
-                    if let Err(error) = swim.foca.announce(target, &mut *fx) {
-                        tracing::debug!(%error, "SWIM announce");
-                    }
-                }
+                announce_to_remembered(swim, fx);
                 for seed in self.config.seeds.clone() {
                     if self.is_own_seed(&seed) {
                         continue;
@@ -681,6 +672,29 @@ impl Inner {
         if let Some(node) = node {
             swim.guards.sync_asked.insert(node);
             self.send_sync_request(node);
+        }
+    }
+
+    /// Until the mesh closes: while this node has no live member, it announces to the
+    /// members it remembers (down ones included) every `2 × failure_timeout`, as foca does
+    /// for down members only while it has a live one (`periodic_announce_to_down_members`
+    /// stops when foca is idle). Without it, two nodes that declared each other down while
+    /// their only other member died, both now alone, never sent each other a packet again
+    /// (their seeds were that dead member): each waits for the other to talk, which is what
+    /// [`revive_if_alone`](Self::revive_if_alone) needs. Seen in the kill-rounds soak under
+    /// load; `net/tests/partition.rs::two_lone_nodes_that_declared_each_other_down_merge`.
+    pub(super) async fn announce_while_alone(self: &Arc<Self>) {
+        let every = self.config.failure_timeout * 2;
+        loop {
+            self.handle.sleep(every).await;
+            let running = self.with_swim(|swim, fx| {
+                if !swim.leaving && swim.foca.num_members() == 0 {
+                    announce_to_remembered(swim, fx);
+                }
+            });
+            if running.is_none() {
+                return;
+            }
         }
     }
 
@@ -976,5 +990,22 @@ fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
         me: swim.foca.identity(),
         my_incarnation: swim.guards.my_incarnation,
         known,
+    }
+}
+
+/// Announces this node to up to [`IDLE_ANNOUNCES`] members it remembers, in any state: a
+/// member it holds down that hears it takes it back (or tells it to renew), so a node with
+/// no live member finds its way back without a seed.
+fn announce_to_remembered(swim: &mut Swim, fx: &mut Effects) {
+    let remembered: Vec<NodeIdentity> = swim
+        .foca
+        .iter_membership_state()
+        .map(|m| m.id().clone())
+        .take(IDLE_ANNOUNCES)
+        .collect();
+    for target in remembered {
+        if let Err(error) = swim.foca.announce(target, &mut *fx) {
+            tracing::debug!(%error, "SWIM announce");
+        }
     }
 }

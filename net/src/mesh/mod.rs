@@ -380,6 +380,8 @@ impl Mesh {
         } else {
             let syncer = Arc::clone(&inner);
             handle.spawn(move |_ctx: Ctx<()>| async move { syncer.sync_periodically().await });
+            let lone = Arc::clone(&inner);
+            handle.spawn(move |_ctx: Ctx<()>| async move { lone.announce_while_alone().await });
             for seed in inner.config.seeds.clone() {
                 if inner.is_own_seed(&seed) {
                     continue;

@@ -237,22 +237,13 @@ pub fn child_main() {
 
 /// The shards with a replica on `node`, as `shard:role` joined by `,` (`-` for none).
 fn hosts(node: &Node) -> String {
-    use cairn::shard::stats::ShardRole;
     let Some(stats) = node.shard_stats() else {
         return "-".into();
     };
     let list: Vec<String> = stats
         .shards
         .iter()
-        .map(|v| {
-            let role = match v.role {
-                ShardRole::Leader => 'L',
-                ShardRole::Follower => 'F',
-                ShardRole::Candidate => 'C',
-                ShardRole::Learner => 'l',
-            };
-            format!("{}:{role}", v.shard.0)
-        })
+        .map(|v| format!("{}:{}", v.shard.0, v.role.letter()))
         .collect();
     if list.is_empty() {
         "-".into()

@@ -14,8 +14,8 @@ use std::time::Duration;
 mod node_proc;
 
 use node_proc::{
-    cli, cluster_init, free_addr, issue_node, own_files, serial_of, two_nodes_with_own_certs,
-    Lines, NodeProc, TwoNodes, BIN,
+    cli, cluster_init, free_addr, issue_node, issue_node_into, own_files, serial_of,
+    two_nodes_with_own_certs, Lines, NodeProc, TwoNodes, BIN,
 };
 
 /// `send counter KEY ARGS...` through `via`: (success, stdout + stderr).
@@ -121,17 +121,7 @@ fn a_client_certificate_cannot_host_objects() {
 /// that directory and the new serial.
 fn reissue(dir: &Path, ca: &Path, name: &str) -> (std::path::PathBuf, String) {
     let rotated = dir.join(format!("certs-{name}-rotated"));
-    let (ok, text, err) = cli(&[
-        "cert",
-        "issue",
-        "--ca",
-        ca.to_str().unwrap(),
-        "--name",
-        name,
-        "--out",
-        rotated.to_str().unwrap(),
-    ]);
-    assert!(ok, "{text}{err}");
+    issue_node_into(&rotated, ca, name, &[]);
     let serial = serial_of(&rotated.join(format!("{name}.pem")));
     (rotated, serial)
 }

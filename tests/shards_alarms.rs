@@ -34,8 +34,6 @@ const SHARDS: u32 = 8;
 
 /// Every alarm fired so far, as `(key, node it fired on)`; the nodes share this process.
 static FIRED: Mutex<Vec<(String, NodeId)>> = Mutex::new(Vec::new());
-/// One mesh at a time: each test runs 3–4 nodes.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 #[derive(Serialize, Deserialize)]
 enum AlarmMsg {
@@ -199,7 +197,8 @@ fn fire(keys: &[String], clock: &WallClock) -> BTreeMap<String, Vec<NodeId>> {
 
 #[test]
 fn an_alarm_fires_on_the_new_leader_after_the_leader_is_stopped() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One mesh at a time: each test runs 3–4 nodes.
+    let _serial = common::shard_mesh::serial();
     let tmp = tempfile::tempdir().unwrap();
     let clock = WallClock::manual(SystemTime::now());
     let mut nodes = mesh(tmp.path(), &["fa0", "fa1", "fa2"], &clock);
@@ -260,7 +259,8 @@ fn an_alarm_fires_on_the_new_leader_after_the_leader_is_stopped() {
 
 #[test]
 fn an_alarm_fires_on_its_new_leader_once_its_shard_moved() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // One mesh at a time: each test runs 3–4 nodes.
+    let _serial = common::shard_mesh::serial();
     let tmp = tempfile::tempdir().unwrap();
     let clock = WallClock::manual(SystemTime::now());
     let mut nodes = mesh(tmp.path(), &["ma0", "ma1", "ma2"], &clock);

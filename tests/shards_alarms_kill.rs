@@ -28,11 +28,7 @@ const ALARMS: usize = 12;
 /// One call's timeout.
 const CALL: Duration = Duration::from_secs(10);
 
-/// The child's body: one mesh node; does nothing unless run by the test below.
-#[test]
-fn shards_node_child() {
-    shard_mesh::child_main();
-}
+shards_node_child!();
 
 #[test]
 fn alarms_fire_on_the_new_leader_after_the_leader_is_killed() {

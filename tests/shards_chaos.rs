@@ -37,13 +37,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cairn::prelude::*;
 use cairn::shard::placement::object_shard;
 use cairn_testkit::history::{History, Op, Outcome};
-use common::shard_mesh::{self, counter_key, Children, WAIT};
+use common::shard_mesh::{self, counter_key, serial, Children, WAIT};
 use common::{Counter, CounterMsg};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -86,18 +86,7 @@ const MERGE_BOUND: Duration = Duration::from_secs(4 * shard_mesh::FAILURE_TIMEOU
 const REJOIN_BOUND: Duration =
     Duration::from_secs(4 * shard_mesh::FAILURE_TIMEOUT.as_secs() + 2 * CALL.as_secs() + 2);
 
-/// One scenario at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The child's body: one mesh node; does nothing unless run by a test below.
-#[test]
-fn shards_node_child() {
-    shard_mesh::child_main();
-}
+shards_node_child!();
 
 /// What a set of callers saw since the last [`Load::mark`].
 struct Progress {

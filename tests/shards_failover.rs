@@ -29,11 +29,7 @@ const COUNTERS: usize = 24;
 /// One call's answer timeout: a call that went to the killed node is retried after it.
 const CALL: Duration = Duration::from_secs(2);
 
-/// The child's body: one mesh node; does nothing unless run by the test below.
-#[test]
-fn shards_node_child() {
-    shard_mesh::child_main();
-}
+shards_node_child!();
 
 /// What the client knows of one counter.
 #[derive(Clone, Debug, Default)]

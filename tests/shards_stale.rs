@@ -22,13 +22,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cairn::prelude::*;
 use cairn::shard::placement::{object_shard, target_replicas, Member};
 use cairn::shard::ShardId;
-use common::shard_mesh::{self, counter_key, Children, TestShards};
+use common::shard_mesh::{self, counter_key, serial, Children, TestShards};
 use common::{Counter, CounterMsg};
 
 /// A call through a healed node, or past a parked message, answers within this: below
@@ -37,18 +36,7 @@ const PROMPT: Duration = Duration::from_secs(7);
 /// One call's timeout.
 const CALL: Duration = Duration::from_secs(20);
 
-/// One scenario at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The child's body: one mesh node; does nothing unless run by a test below.
-#[test]
-fn shards_node_child() {
-    shard_mesh::child_main();
-}
+shards_node_child!();
 
 /// A free port of 127.0.0.1 (released for a child to take).
 fn free_addr() -> SocketAddr {

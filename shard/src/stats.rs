@@ -47,6 +47,17 @@ impl ShardRole {
             ShardRole::Learner => "learner",
         }
     }
+
+    /// One letter for compact listings: `L` leader, `F` follower, `C` candidate, `l`
+    /// learner.
+    pub fn letter(self) -> char {
+        match self {
+            ShardRole::Leader => 'L',
+            ShardRole::Follower => 'F',
+            ShardRole::Candidate => 'C',
+            ShardRole::Learner => 'l',
+        }
+    }
 }
 
 /// One hosted shard as this node's replica sees it.

@@ -186,6 +186,13 @@ pub fn cluster_init(dir: &Path) {
 /// (`extra`: more `cert issue` flags); returns that directory.
 pub fn issue_node(dir: &Path, ca: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
     let out = dir.join(format!("certs-{name}"));
+    issue_node_into(&out, ca, name, extra);
+    out
+}
+
+/// Issues a node certificate for `name` from the CA in `ca` into the directory `out`
+/// (`extra`: more `cert issue` flags).
+pub fn issue_node_into(out: &Path, ca: &Path, name: &str, extra: &[&str]) {
     let mut args = vec![
         "cert",
         "issue",
@@ -200,7 +207,6 @@ pub fn issue_node(dir: &Path, ca: &Path, name: &str, extra: &[&str]) -> std::pat
     let (ok, stdout, err) = cli(&args);
     assert!(ok, "{stdout}{err}");
     assert!(stdout.contains("serial "), "{stdout}");
-    out
 }
 
 /// The `--cert/--key/--ca` flags for `name`'s files in `certs`.

@@ -3,8 +3,9 @@
 //!
 //! The parent re-executes its own test binary as [`CHILD_TEST`] (one mesh node per child,
 //! on 127.0.0.1 with a random port; the first creates the shard cluster, the others join
-//! it). Every test binary that uses this module declares that test as a one-line call of
-//! [`child_main`], which does nothing unless [`CHILD_VAR`] is set.
+//! it). Every test binary that uses this module declares that test with
+//! [`shards_node_child!`](crate::shards_node_child), a call of [`child_main`], which does
+//! nothing unless [`CHILD_VAR`] is set. [`serial`] runs one scenario of a binary at a time.
 //!
 //! # The protocol between parent and child
 //! - The child writes marked stdout lines ([`cairn_testkit::tell_parent`]): `UP <id> <addr>`
@@ -43,7 +44,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cairn::net::faults::Partition;
@@ -155,6 +156,29 @@ const RUNNING: u8 = 0;
 const STOP: u8 = 1;
 const PARENT_GONE: u8 = 2;
 
+/// Declares [`CHILD_TEST`], the `#[test]` function the children run, at the top level of a
+/// test binary that has `mod common;`: `shards_node_child!();`.
+#[macro_export]
+macro_rules! shards_node_child {
+    () => {
+        /// The child's body: one mesh node; does nothing unless run by a test of this binary.
+        #[test]
+        fn shards_node_child() {
+            $crate::common::shard_mesh::child_main();
+        }
+    };
+}
+
+/// One scenario at a time in a test binary: each runs several nodes, which would otherwise
+/// compete for the CPU.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the lock of [`SERIAL`] for one scenario (a scenario that panicked holding it does
+/// not stop the others).
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The child's body (see the module doc); returns at once unless run by [`Children`].
 pub fn child_main() {
     let Ok(spec) = std::env::var(CHILD_VAR) else {
@@ -240,22 +264,13 @@ pub fn child_main() {
 
 /// The shards with a replica on `node`, as `shard:role` joined by `,` (`-` for none).
 fn hosts(node: &Node) -> String {
-    use cairn::shard::stats::ShardRole;
     let Some(stats) = node.shard_stats() else {
         return "-".into();
     };
     let list: Vec<String> = stats
         .shards
         .iter()
-        .map(|v| {
-            let role = match v.role {
-                ShardRole::Leader => 'L',
-                ShardRole::Follower => 'F',
-                ShardRole::Candidate => 'C',
-                ShardRole::Learner => 'l',
-            };
-            format!("{}:{role}", v.shard.0)
-        })
+        .map(|v| format!("{}:{}", v.shard.0, v.role.letter()))
         .collect();
     if list.is_empty() {
         "-".into()

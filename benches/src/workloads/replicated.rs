@@ -35,7 +35,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cairn::net::{ClusterCa, NodeEvent};
 use cairn::prelude::*;
 use cairn::shard::placement::{object_shard, target_replicas, Member};
-use cairn::shard::stats::ShardRole;
 use cairn::shard::ShardId;
 use cairn::ShardConfig;
 use parking_lot::Mutex;
@@ -253,12 +252,10 @@ fn command(state: &Arc<PeerState>, words: &[&str]) -> Result<String, String> {
                 .shards
                 .iter()
                 .map(|v| {
-                    let role = match v.role {
-                        _ if !v.voters.contains(&me) && !v.learners.contains(&me) => 'x',
-                        ShardRole::Leader => 'L',
-                        ShardRole::Follower => 'F',
-                        ShardRole::Candidate => 'C',
-                        ShardRole::Learner => 'l',
+                    let role = if !v.voters.contains(&me) && !v.learners.contains(&me) {
+                        'x'
+                    } else {
+                        v.role.letter()
                     };
                     format!("{}:{role}", v.shard.0)
                 })

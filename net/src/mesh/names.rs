@@ -122,6 +122,29 @@ struct Rumour {
     asked: bool,
 }
 
+/// What a claim from its origin would do to the table ([`NameTable::claim_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimVerdict {
+    /// Nothing: the claim is stale (this node's own pid, a down node, an earlier
+    /// incarnation, released since) or loses to the holder.
+    Stale,
+    /// The name is free: the claim takes it.
+    Takes,
+    /// The holder claims again with an earlier time: the entry keeps the earliest.
+    Earlier,
+    /// The claim outranks the holder `loser` and replaces it.
+    Beats { loser: Pid },
+}
+
+/// What a release from its origin would do to the table ([`NameTable::release_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReleaseVerdict {
+    /// Its tombstone is newer than the one kept (or there is none).
+    newer: bool,
+    /// The released pid holds the name, claimed no later than the release.
+    holds: bool,
+}
+
 /// The replicated table. See the module doc for the rules.
 #[derive(Debug)]
 pub(crate) struct NameTable {
@@ -309,19 +332,10 @@ impl NameTable {
                     return false;
                 }
                 self.lamport = self.lamport.max(*lamport);
-                // This node is the authority on its own pids (see `apply_claim`).
-                if pid.node() == self.local || self.down.contains(&pid.node()) {
-                    return false;
-                }
-                let key = (name.clone(), *pid);
-                let newer = self.tombstones.get(&key).is_none_or(|&t| t < *lamport);
+                let ReleaseVerdict { newer, holds } = self.release_verdict(name, *pid, *lamport);
                 if newer && !self.bury(name, *pid, *lamport) {
                     return false;
                 }
-                let holds = self
-                    .entries
-                    .get(name)
-                    .is_some_and(|c| c.pid == *pid && c.lamport <= *lamport);
                 if holds {
                     self.take(name);
                 }
@@ -336,47 +350,21 @@ impl NameTable {
             return false;
         }
         self.lamport = self.lamport.max(claim.lamport);
-        let node = claim.pid.node();
-        // Claims of this node's pids are made by `claim_local` only: one coming from
-        // elsewhere is about a previous incarnation of this node (same node id, and pids
-        // are reused after a restart) and is stale.
-        if node == self.local || self.down.contains(&node) {
-            return false;
-        }
-        // A claim made by an earlier life of a node that has since restarted (still
-        // being gossiped, or in a sync from a node that had not seen the restart).
-        if self
-            .incarnations
-            .get(&node)
-            .is_some_and(|&live| claim.incarnation < live)
-        {
-            return false;
-        }
-        if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
-            if released >= claim.lamport {
-                return false;
+        match self.claim_verdict(&claim) {
+            ClaimVerdict::Stale => false,
+            ClaimVerdict::Earlier => {
+                self.put(claim);
+                true
             }
-        }
-        match self.entries.get(&claim.name) {
-            None => {
-                if !self.room_for(node) {
+            ClaimVerdict::Takes => {
+                if !self.room_for(claim.pid.node()) {
                     return false;
                 }
                 self.put(claim);
                 true
             }
-            Some(held) if held.pid == claim.pid => {
-                // The same holder: keep the earliest time (the one others rank by).
-                if claim.lamport < held.lamport {
-                    self.put(claim);
-                    true
-                } else {
-                    false
-                }
-            }
-            Some(held) if rank(&claim) < rank(held) => {
-                let loser = held.pid;
-                if !self.room_for(node) {
+            ClaimVerdict::Beats { loser } => {
+                if !self.room_for(claim.pid.node()) {
                     return false;
                 }
                 if loser.node() == self.local {
@@ -385,8 +373,69 @@ impl NameTable {
                 self.put(claim);
                 true
             }
+        }
+    }
+
+    /// What `claim`, heard from its origin, would do to the table: the one screening of
+    /// claims, for `apply_claim` and for relayed ones (`would_change`). The per-node bound
+    /// (`room_for`) is checked only when applying.
+    fn claim_verdict(&self, claim: &NameClaim) -> ClaimVerdict {
+        let node = claim.pid.node();
+        // Claims of this node's pids are made by `claim_local` only: one coming from
+        // elsewhere is about a previous incarnation of this node (same node id, and pids
+        // are reused after a restart) and is stale.
+        if node == self.local || self.down.contains(&node) {
+            return ClaimVerdict::Stale;
+        }
+        // A claim made by an earlier life of a node that has since restarted (still
+        // being gossiped, or in a sync from a node that had not seen the restart).
+        if self
+            .incarnations
+            .get(&node)
+            .is_some_and(|&live| claim.incarnation < live)
+        {
+            return ClaimVerdict::Stale;
+        }
+        if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
+            if released >= claim.lamport {
+                return ClaimVerdict::Stale;
+            }
+        }
+        match self.entries.get(&claim.name) {
+            None => ClaimVerdict::Takes,
+            // The same holder: keep the earliest time (the one others rank by).
+            Some(held) if held.pid == claim.pid => {
+                if claim.lamport < held.lamport {
+                    ClaimVerdict::Earlier
+                } else {
+                    ClaimVerdict::Stale
+                }
+            }
+            Some(held) if rank(claim) < rank(held) => ClaimVerdict::Beats { loser: held.pid },
             // The incoming claim loses: nothing changes.
-            Some(_) => false,
+            Some(_) => ClaimVerdict::Stale,
+        }
+    }
+
+    /// What a release of `name` by `pid` at `lamport`, heard from its origin, would do to
+    /// the table (for `apply` and `would_change`).
+    fn release_verdict(&self, name: &str, pid: Pid, lamport: u64) -> ReleaseVerdict {
+        // This node is the authority on its own pids (see `claim_verdict`).
+        if pid.node() == self.local || self.down.contains(&pid.node()) {
+            return ReleaseVerdict {
+                newer: false,
+                holds: false,
+            };
+        }
+        ReleaseVerdict {
+            newer: self
+                .tombstones
+                .get(&(name.to_owned(), pid))
+                .is_none_or(|&t| t < lamport),
+            holds: self
+                .entries
+                .get(name)
+                .is_some_and(|c| c.pid == pid && c.lamport <= lamport),
         }
     }
 
@@ -446,41 +495,13 @@ impl NameTable {
         true
     }
 
-    /// Whether applying `op` (from its origin) would change the table.
+    /// Whether applying `op` (from its origin) would change the table (the per-node
+    /// bound aside).
     fn would_change(&self, op: &NameOp) -> bool {
-        let node = op.pid().node();
-        if node == self.local || self.down.contains(&node) {
-            return false;
-        }
         match op {
-            NameOp::Claim(claim) => {
-                if self
-                    .incarnations
-                    .get(&node)
-                    .is_some_and(|&live| claim.incarnation < live)
-                {
-                    return false;
-                }
-                if let Some(&released) = self.tombstones.get(&(claim.name.clone(), claim.pid)) {
-                    if released >= claim.lamport {
-                        return false;
-                    }
-                }
-                match self.entries.get(&claim.name) {
-                    None => true,
-                    Some(held) if held.pid == claim.pid => claim.lamport < held.lamport,
-                    Some(held) => rank(claim) < rank(held),
-                }
-            }
+            NameOp::Claim(claim) => self.claim_verdict(claim) != ClaimVerdict::Stale,
             NameOp::Release { name, pid, lamport } => {
-                let newer = self
-                    .tombstones
-                    .get(&(name.clone(), *pid))
-                    .is_none_or(|&t| t < *lamport);
-                let holds = self
-                    .entries
-                    .get(name)
-                    .is_some_and(|c| c.pid == *pid && c.lamport <= *lamport);
+                let ReleaseVerdict { newer, holds } = self.release_verdict(name, *pid, *lamport);
                 newer || holds
             }
         }

@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cairn_net::faults::Partition;
+use cairn_net::mesh::SwimState;
 use cairn_net::{ClusterCa, Mesh};
 use cairn_scheduler::{NodeId, Runtime};
 
@@ -178,6 +179,72 @@ fn two_lone_nodes_that_declared_each_other_down_merge() {
         healed.elapsed()
     );
     for node in pair {
+        node.mesh.close();
+        node.rt.shutdown();
+    }
+}
+
+/// One member holds another down while the rest of the cluster keeps it: the verdict is
+/// false (under load a probe's ack comes late; after a heal, acks to a stale identity are
+/// ignored). Planted here by having node 2 tell node 1 that node 2 is down. Node 1 gossips
+/// it, node 3 takes it as a suspicion, node 2 refutes at a higher incarnation, and node 1,
+/// hearing node 2 itself at that incarnation, takes node 2 back. Before, node 2 ignored
+/// node 1's lone "you are down" (as it must: one member alone cannot make another rejoin)
+/// and node 1 held it down for an hour — the split the kill-rounds test stalled on.
+#[test]
+fn a_false_down_verdict_held_by_one_member_is_taken_back() {
+    let _serial = serial();
+    let ca = ClusterCa::generate().unwrap();
+    let first = start(&ca, 1, None);
+    let nodes = [
+        start(&ca, 2, Some(&first)),
+        start(&ca, 3, Some(&first)),
+        first,
+    ];
+    let [two, _three, one] = &nodes;
+    wait_until("all joined", SETTLE, || {
+        nodes.iter().all(|n| n.mesh.members().len() == 3)
+    });
+    let two_as_seen_by_one = || {
+        one.mesh
+            .members()
+            .into_iter()
+            .find(|m| m.node == two.mesh.node())
+            .map(|m| m.incarnation)
+    };
+    let sees_two = || two_as_seen_by_one().is_some();
+    let before = two_as_seen_by_one().unwrap();
+    assert!(two.mesh.forge_swim(
+        one.mesh.node(),
+        two.mesh.node(),
+        &[(two.mesh.node(), 0, SwimState::Down)],
+    ));
+    wait_until("node 1 holds node 2 down", SETTLE, || !sees_two());
+    let planted = Instant::now();
+    wait_until("node 1 took node 2 back", SETTLE, sees_two);
+    eprintln!(
+        "the false verdict was taken back {:?} after it was planted",
+        planted.elapsed()
+    );
+    // Taken back as it was: node 2 did not have to rejoin as a new incarnation (which
+    // would fire every link and monitor towards its processes cluster-wide).
+    assert_eq!(two_as_seen_by_one(), Some(before), "node 2 had to rejoin");
+    wait_until("every node sees all three", SETTLE, || {
+        nodes.iter().all(|n| n.mesh.members().len() == 3)
+    });
+    for n in &nodes {
+        let seen = n
+            .mesh
+            .members()
+            .into_iter()
+            .find(|m| m.node == two.mesh.node());
+        assert_eq!(
+            seen.map(|m| m.incarnation),
+            Some(before),
+            "node 2 had to rejoin"
+        );
+    }
+    for node in nodes {
         node.mesh.close();
         node.rt.shutdown();
     }

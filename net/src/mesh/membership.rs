@@ -38,6 +38,9 @@
 //!   back as alive and probes them again (`revive_if_alone`). The majority keeps its verdict on the
 //!   cut-off node, which therefore rejoins as a new incarnation: a healed partition merges
 //!   within a gossip round or two of the first packet across (`net/tests/partition.rs`).
+//!   A `Down` verdict one member holds while the others keep the node (its acks came late)
+//!   is taken back when that node talks to it at a higher incarnation: it refuted the
+//!   suspicion the verdict spread (`revive_if_refuted`), so it need not rejoin.
 //!
 //! # What this module owns, and its invariants
 //!
@@ -269,7 +272,9 @@ impl Inner {
                     return Vec::new();
                 }
             }
-            self.revive_if_alone(swim, &verdict.packet.header.src, fx);
+            let header = &verdict.packet.header;
+            self.revive_if_alone(swim, &header.src, fx);
+            self.revive_if_refuted(swim, &header.src, header.src_incarnation, fx);
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
@@ -324,6 +329,46 @@ impl Inner {
             .map(|(id, incarnation)| foca::Member::new(id, incarnation, foca::State::Alive));
         if let Err(error) = swim.foca.apply_many(alive, true, &mut *fx) {
             tracing::debug!(%error, "taking members back");
+        }
+    }
+
+    /// A member this node holds down talks to it at a higher SWIM incarnation than the one
+    /// it was declared down at: it has refuted the suspicion this node's verdict spread
+    /// (the others take a third party's `Down` as a suspicion, see `screen`), so the
+    /// verdict was false — a probe lost under load, or acks ignored while this node's own
+    /// identity was stale right after a heal. foca holds `Down` for `REMOVE_DOWN_AFTER`
+    /// unless the member renews its identity, and the member does not renew on this
+    /// node's word alone (`UndeadVotes`): without this, this node alone held a live member
+    /// down for an hour while the rest of the cluster kept it (seen after a healed
+    /// partition under load: one child saw 3 of 4 members for good). Only the member
+    /// itself can show the refutation (the screen checked the packet's source is the
+    /// connection's peer), so no one can revive another node this way.
+    fn revive_if_refuted(
+        &self,
+        swim: &mut Swim,
+        sender: &NodeIdentity,
+        incarnation: Incarnation,
+        fx: &mut Effects,
+    ) {
+        if swim.leaving {
+            return;
+        }
+        let refuted = swim.foca.iter_membership_state().any(|m| {
+            m.id() == sender && m.state() == foca::State::Down && m.incarnation() < incarnation
+        });
+        if !refuted {
+            return;
+        }
+        tracing::info!(node = %self.node, peer = %sender.node, incarnation, "a member held down talks at a higher incarnation (it refuted): taking the down verdict back");
+        if let Err(error) = swim
+            .foca
+            .handle_timer(Timer::RemoveDown(sender.clone()), &mut *fx)
+        {
+            tracing::debug!(%error, "forgetting a down member");
+        }
+        let alive = foca::Member::new(sender.clone(), incarnation, foca::State::Alive);
+        if let Err(error) = swim.foca.apply_many(std::iter::once(alive), true, &mut *fx) {
+            tracing::debug!(%error, "taking a member back");
         }
     }
 

@@ -883,7 +883,7 @@ impl MultiRaft {
             })
         };
         let members = &self.members;
-        let addable = |id: u64| {
+        let up = |id: u64| {
             members
                 .iter()
                 .any(|m| m.id.0 == id && m.liveness == Liveness::Up)
@@ -897,7 +897,7 @@ impl MultiRaft {
                 replication: self.cfg.replication,
             },
             caught_up,
-            addable,
+            up,
         );
         let (ty, node) = match change {
             None => return,

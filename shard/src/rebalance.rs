@@ -11,7 +11,14 @@
 //!    has more voters than the replication factor). If that voter is the leader itself, it
 //!    first hands leadership to a caught-up voter of the target; the new leader removes it.
 //!
-//! A shard never drops its last voter, and never adds a member that is down.
+//! A shard never drops its last voter, and never adds a member that is down. A voter is
+//! removed (or the leader hands over to be removed) only when **every voter that remains is
+//! up**, so the smaller set always has a live majority. The target alone does not say so: a
+//! member that left for good, or is down, stays in the target for the replacement grace, and
+//! a leader whose lease outlived its quorum can still propose. Without this rule such a
+//! leader shrank a shard onto [itself, a departed member] by removing a down voter; the down
+//! voter's acknowledgement on its return committed its own removal, and the pair could never
+//! elect again (simulator seed 244 with leadership spreading).
 
 use cairn_scheduler::NodeId;
 
@@ -44,12 +51,17 @@ pub struct PlanInput<'a> {
 }
 
 /// The next change, if any. `caught_up(id)`: the replica acknowledged entries near the commit
-/// index; `addable(id)`: the member is up (a learner on a down node would never catch up).
+/// index; `up(id)`: the failure detector reports the member up (a learner on a down node
+/// would never catch up, and a shard shrunk onto a down voter may never elect again). The
+/// planning leader counts as up.
 pub fn plan(
     input: &PlanInput<'_>,
     caught_up: impl Fn(u64) -> bool,
-    addable: impl Fn(u64) -> bool,
+    up: impl Fn(u64) -> bool,
 ) -> Option<Change> {
+    let up = |id: u64| id == input.me.0 || up(id);
+    // Removing `v` leaves only live voters (hence a live majority of the smaller set).
+    let removable = |v: u64| input.voters.iter().all(|&o| o == v || up(o));
     let in_target = |id: u64| input.target.iter().any(|t| t.0 == id);
     if input.target.is_empty() {
         return None;
@@ -68,7 +80,7 @@ pub fn plan(
     if let Some(t) = input
         .target
         .iter()
-        .find(|t| !input.voters.contains(&t.0) && addable(t.0))
+        .find(|t| !input.voters.contains(&t.0) && up(t.0))
     {
         return Some(Change::AddLearner(*t));
     }
@@ -81,9 +93,10 @@ pub fn plan(
             .filter(|&v| !in_target(v))
             .collect();
         extra.sort_unstable();
-        // Remove others before handing leadership away.
+        // Remove others before handing leadership away; a down voter is the only one whose
+        // removal can leave every other voter up.
         extra.sort_by_key(|&v| v == input.me.0);
-        if let Some(&v) = extra.first() {
+        if let Some(&v) = extra.iter().find(|&&v| removable(v)) {
             if input.voters.len() <= 1 {
                 return None;
             }
@@ -172,6 +185,71 @@ mod tests {
             Some(Change::AddLearner(NodeId(2)))
         );
         assert_eq!(step(&[1], &[], &[1], 1), None);
+    }
+
+    /// Seed 244's trajectory: node 0 left for good seconds ago but is still inside the
+    /// replacement grace, so it is in the target; node 3 (a voter, down past the grace, about
+    /// to come back) and node 1 are not. Removing node 3 would shrink the shard onto
+    /// [0, 2]: once node 3's acknowledgement committed it, that pair could never elect again.
+    #[test]
+    fn a_voter_is_not_removed_onto_a_member_that_is_down() {
+        let target = ids(&[0x1000, 0x4dde]);
+        let input = PlanInput {
+            me: NodeId(0x4dde),
+            voters: &[0x1000, 0x4dde, 0x6ccd],
+            learners: &[],
+            target: &target,
+            replication: 3,
+        };
+        let up = |id: u64| id == 0x4dde;
+        assert_eq!(plan(&input, |_| true, up), None);
+        // Once node 0 is up again the removal is safe: [0, 2] keeps both live.
+        let up = |id: u64| id != 0x6ccd;
+        assert_eq!(
+            plan(&input, |_| true, up),
+            Some(Change::Remove(NodeId(0x6ccd)))
+        );
+    }
+
+    #[test]
+    fn a_removal_keeps_a_live_majority_and_every_remaining_voter_live() {
+        let target = ids(&[1, 2, 4]);
+        let input = PlanInput {
+            me: NodeId(1),
+            voters: &[1, 2, 3, 4],
+            learners: &[],
+            target: &target,
+            replication: 3,
+        };
+        // Voter 2 of the target is down (restarting): removing 3 would leave [1, 2, 4]
+        // one failure from a stall with a member that may not return; wait.
+        assert_eq!(plan(&input, |_| true, |id| id != 2), None);
+        assert_eq!(
+            plan(&input, |_| true, |_| true),
+            Some(Change::Remove(NodeId(3)))
+        );
+        // The voter removed may itself be down: replacing a dead voter is the point.
+        assert_eq!(
+            plan(&input, |_| true, |id| id != 3),
+            Some(Change::Remove(NodeId(3)))
+        );
+    }
+
+    #[test]
+    fn the_leader_does_not_hand_over_to_be_removed_onto_a_down_member() {
+        let target = ids(&[2, 3, 4]);
+        let input = PlanInput {
+            me: NodeId(1),
+            voters: &[1, 2, 3, 4],
+            learners: &[],
+            target: &target,
+            replication: 3,
+        };
+        assert_eq!(plan(&input, |_| true, |id| id != 4), None);
+        assert_eq!(
+            plan(&input, |_| true, |_| true),
+            Some(Change::TransferLeader(NodeId(2)))
+        );
     }
 
     #[test]

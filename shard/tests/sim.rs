@@ -778,6 +778,80 @@ fn many_seeds() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A member leaves for good while the other two replicas of a shard it votes in are down past
+/// the replacement grace (and the fourth member too): the leader's lease outlives its quorum
+/// by an election timeout, and in that window the departed member is still in the target
+/// (inside the grace) while the down voter is not. The planner must not remove the down
+/// voter: its acknowledgement on return would commit the shard onto [leader, departed], a
+/// pair that can never elect again. Seed 244 reached this with leadership spreading.
+#[test]
+fn a_shard_is_never_shrunk_onto_a_departed_member() {
+    let grace = config().down_grace;
+    for seed in 0..4 {
+        let mut sim = Sim::new(seed, false);
+        sim.start(3);
+        sim.update_members();
+        let mut steps = 0;
+        while !sim.fully_replicated() {
+            sim.step(false, true);
+            steps += 1;
+            assert!(steps < 5_000, "seed {seed}: never fully replicated");
+        }
+        for _ in 0..200 {
+            sim.step(false, true);
+        }
+        // Shard 1's leader, its two other voters (a leaves, b returns) and the fourth member.
+        let shard = ShardId(1);
+        let leader = (0..4)
+            .find(|&i| {
+                let n = &sim.nodes[i];
+                n.core
+                    .as_ref()
+                    .is_some_and(|c| c.serving(shard, n.local(sim.now)))
+            })
+            .expect("shard 1 has a serving leader");
+        let voters = sim.nodes[leader]
+            .core
+            .as_ref()
+            .unwrap()
+            .conf_state(shard)
+            .unwrap()
+            .voters;
+        assert_eq!(voters.len(), 3, "seed {seed}: {voters:?}");
+        let index = |id: u64| sim.nodes.iter().position(|n| n.id.0 == id).unwrap();
+        let others: Vec<usize> = voters
+            .iter()
+            .map(|&v| index(v))
+            .filter(|&i| i != leader)
+            .collect();
+        let (a, b) = (others[0], others[1]);
+        let c = (0..4).find(|i| ![leader, a, b].contains(i)).unwrap();
+        sim.crash(b);
+        sim.crash(c);
+        sim.update_members();
+        // `a` leaves just before b and c pass the grace.
+        for _ in 0..grace.as_millis() - 5 {
+            sim.step(false, true);
+        }
+        sim.nodes[a].left = true;
+        sim.crash(a);
+        sim.update_members();
+        for _ in 0..300 {
+            sim.step(false, false);
+        }
+        sim.start(b);
+        sim.start(c);
+        sim.update_members();
+        for t in 0..3_000 {
+            sim.step(false, t < 2_000);
+        }
+        assert!(sim.failures.is_empty(), "seed {seed}: {:?}", sim.failures);
+        if let Err(e) = sim.check() {
+            panic!("seed {seed}: {e}");
+        }
+    }
+}
+
 #[test]
 fn same_seed_same_trace() {
     let a = run_seed(7, false).unwrap();

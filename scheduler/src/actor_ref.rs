@@ -260,10 +260,7 @@ impl<M: Send + 'static> ActorRef<M> {
             }
             Err(e) => return Err(call_error(&e)),
         }
-        // A local answer is often there already: no timer needed then.
-        if let Some(v) = rx.try_recv() {
-            return Ok(v);
-        }
+        // `with_deadline` looks for an answer already there before it yields or arms a timer.
         let driver = &self.shared().driver;
         crate::time::with_deadline(driver, deadline, rx)
             .await

@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -261,7 +261,10 @@ impl<T> Reply<T> {
         let slot = OneShot::new();
         (
             Reply::with(Port::Local(slot.clone())),
-            ReplyReceiver { slot },
+            ReplyReceiver {
+                slot,
+                resolved: false,
+            },
         )
     }
 
@@ -401,6 +404,10 @@ where
 /// The caller's end: resolves to the answer, or `NoReply` if the `Reply` was dropped.
 pub struct ReplyReceiver<T> {
     slot: Arc<OneShot<T>>,
+    /// A poll returned `Ready`: the sending side is done and the slot holds nothing the
+    /// receiver's drop must clear (no value, no waker, no abandon hook), so the drop skips
+    /// the slot's lock. Set only by `poll`, which has `&mut self`.
+    resolved: bool,
 }
 
 impl<T> ReplyReceiver<T> {
@@ -414,15 +421,20 @@ impl<T> Future for ReplyReceiver<T> {
     type Output = Result<T, CallError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.slot
-            .poll_take(cx)
-            .map(|v| v.ok_or_else(|| self.slot.failure()))
+        let this = self.get_mut();
+        let out = ready!(this.slot.poll_take(cx));
+        this.resolved = true;
+        Poll::Ready(out.ok_or_else(|| this.slot.failure()))
     }
 }
 
 impl<T> Drop for ReplyReceiver<T> {
     fn drop(&mut self) {
-        self.slot.receiver_dropped();
+        // Once resolved, the sender is done: `complete` and `finish_without_value` took the
+        // waker and cleared the abandon hook, and nothing sets either again.
+        if !self.resolved {
+            self.slot.receiver_dropped();
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -27,6 +27,13 @@ pub const FULL_MAILBOX_RETRY: Duration = Duration::from_millis(1);
 /// request sits in the worker's LIFO slot, so it usually answers during that yield and the
 /// common local call never touches the timing wheel (measured with callgrind on
 /// `cairn-bench --child call --workers 1 --scale 0.02`; see the commit message).
+///
+/// That first poll, the one followed by the yield, is given a no-op waker: the task is
+/// polled again after the yield whatever `fut` does, so a waker stored by `fut` then
+/// (a reply slot's, a mailbox's) would only be cloned, woken while the task is already
+/// queued, and dropped — two reference-count changes and a wake on every local call. The
+/// second poll hands `fut` the real waker, as the `Future` contract asks of the latest
+/// poll.
 pub(crate) async fn with_deadline<F: Future>(
     driver: &DriverHandle,
     deadline: Instant,
@@ -38,13 +45,17 @@ pub(crate) async fn with_deadline<F: Future>(
     let mut sleep = pin!(None);
     let mut yielded = false;
     std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(v));
-        }
         if !yielded {
+            let mut first = Context::from_waker(Waker::noop());
+            if let Poll::Ready(v) = fut.as_mut().poll(&mut first) {
+                return Poll::Ready(Some(v));
+            }
             yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
+        }
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
         }
         if sleep.is_none() {
             sleep.set(Some(driver.sleep_until(deadline)));

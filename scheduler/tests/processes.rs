@@ -773,6 +773,46 @@ fn call_returns_the_reply() {
     assert_eq!(recv(&rx), Ok(100));
 }
 
+/// A call whose answer comes only after the caller has given its worker up (its yield did
+/// not suffice) is woken by the answer, not by its timeout: the caller's later poll must
+/// leave its own waker with the reply slot (the poll before the yield leaves a no-op one).
+#[test]
+fn a_call_answered_after_the_caller_waits_is_woken_by_the_answer() {
+    let rt = runtime(1);
+    // Holds the request; answers it when told to, by a message that arrives after the
+    // caller's yield (on one worker the caller runs again right after this turn).
+    let server = rt.spawn(|mut ctx: Ctx<Option<Reply<u32>>>| async move {
+        let me = ctx.me();
+        let mut held = None;
+        while let Some(Message::User(msg)) = ctx.recv().await {
+            match msg {
+                Some(reply) => {
+                    held = Some(reply);
+                    ctx.handle()
+                        .send_after(Duration::from_millis(20), &me, None);
+                }
+                None => {
+                    if let Some(reply) = held.take() {
+                        let _ = reply.send(7);
+                    }
+                }
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    rt.spawn(move |_ctx: Ctx<()>| async move {
+        let start = Instant::now();
+        let answer = server.call(Some, HANG).await;
+        tx.send((answer, start.elapsed())).unwrap();
+    });
+    let (answer, took) = recv(&rx);
+    assert_eq!(answer, Ok(7));
+    assert!(
+        took < HANG / 2,
+        "woken by the timeout, not the answer: {took:?}"
+    );
+}
+
 #[test]
 fn call_times_out_when_the_callee_keeps_the_reply() {
     let rt = runtime(2);

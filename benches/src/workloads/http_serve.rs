@@ -56,6 +56,10 @@ const MESH_READY: Duration = Duration::from_secs(60);
 pub fn serve(mode: &str, addr: &str, cfg: &Config) -> Result<(), String> {
     let addr: SocketAddr = addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    // Logs (to stderr) only when asked, e.g. `RUST_LOG=cairn::request=debug`.
+    if std::env::var_os("RUST_LOG").is_some() {
+        cairn::init_logging(cairn::LogFormat::Text);
+    }
     // Kept alive until the process ends.
     let (_nodes, key) = match mode {
         "node" => {

@@ -44,6 +44,8 @@ mod reference;
 #[cfg(feature = "mesh")]
 mod replication;
 mod routing;
+#[cfg(feature = "mesh")]
+mod shard_wait;
 mod stats;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
@@ -103,6 +105,9 @@ pub(crate) struct Objects {
     /// The shard layer, set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     replication: OnceLock<Arc<replication::Replication>>,
+    /// Wakes messages and requests waiting for a shard when this node starts serving one.
+    #[cfg(feature = "mesh")]
+    shard_served: shard_wait::ShardServed,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
     /// Per-class counters.
@@ -125,6 +130,8 @@ impl Objects {
             cluster: OnceLock::new(),
             #[cfg(feature = "mesh")]
             replication: OnceLock::new(),
+            #[cfg(feature = "mesh")]
+            shard_served: shard_wait::ShardServed::default(),
             active: Mutex::new(HashMap::new()),
             stats: stats::ObjectStats::default(),
         });

@@ -220,8 +220,11 @@ impl Replication {
                             }
                         });
                     }
-                    ShardEvent::Serving { .. } => {
+                    ShardEvent::Serving { shard, term } => {
+                        tracing::debug!(%shard, term, "this node now serves the shard");
                         if let Some(objects) = weak.upgrade() {
+                            // The board already says so: waiters see it when they look.
+                            objects.shard_served.notify();
                             objects.wake_alarms();
                         }
                     }

@@ -38,7 +38,9 @@
 //! most likely to know). A message whose shard has no reachable leader is routed again with
 //! backoff for up to `SHARD_WAIT`, crossing the mesh at most [`MAX_REPLICATED_HOPS`] times
 //! in all; then it fails with `ShardUnavailable`. A sender on this node waits in its own
-//! task; a router parks the message per shard (bounded, see `parking`) and goes on.
+//! task, and its wait also ends the moment this node starts serving a shard (`shard_wait`:
+//! a leader whose lease lapsed picks up waiting requests at once, not at the next backoff
+//! tick); a router parks the message per shard (bounded, see `parking`) and goes on.
 //! Membership changes move no activation by themselves: leadership does (see
 //! `replication`, "Leadership events").
 //!
@@ -345,11 +347,13 @@ impl<O: Object> ObjectRef<O> {
         let deadline = std::time::Instant::now() + super::SHARD_WAIT;
         let mut backoff = RETRY_FIRST;
         loop {
+            // Read before looking: a shard served meanwhile ends the wait at once.
+            let generation = self.objects.shard_served.generation();
             match self.route_at(hops) {
                 Err(ObjectError::ShardUnavailable { .. })
                     if std::time::Instant::now() < deadline =>
                 {
-                    self.objects.handle.sleep(backoff).await;
+                    self.wait_for_shard(generation, backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 done => return done,
@@ -364,15 +368,27 @@ impl<O: Object> ObjectRef<O> {
         let mut backoff = RETRY_FIRST;
         loop {
             let may_wait = std::time::Instant::now() < deadline;
+            let generation = self.objects.shard_served.generation();
             match self.try_deliver(msg, hops, may_wait).await {
                 Attempt::Done(done) => return done,
                 Attempt::Wait(m) => {
                     msg = m;
-                    self.objects.handle.sleep(backoff).await;
+                    self.wait_for_shard(generation, backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
         }
+    }
+
+    /// Waits before routing again while the object's shard has no serving leader: until
+    /// this node starts serving a shard (after `generation`, see `shard_wait`) or
+    /// `backoff` elapsed, whichever comes first.
+    #[cfg(feature = "mesh")]
+    async fn wait_for_shard(&self, generation: u64, backoff: std::time::Duration) {
+        self.objects
+            .shard_served
+            .wait(&self.objects.handle, generation, backoff)
+            .await
     }
 
     /// The shard of the object, with replicated shards.

@@ -16,7 +16,7 @@
 //! handles its next message meanwhile (reads see the writes still in flight); when commits
 //! complete (in order), their held output is released in order. At most
 //! [`MAX_HELD_HANDLERS`] finished handlers wait (a replicated object's:
-//! [`MAX_REPLICATED_IN_FLIGHT`]); beyond that the activation takes no message and its mailbox
+//! `MAX_REPLICATED_IN_FLIGHT`); beyond that the activation takes no message and its mailbox
 //! pushes back on senders. A handler that wrote nothing releases its output as soon as everything
 //! before it has committed.
 //!
@@ -604,6 +604,7 @@ pub(crate) const MAX_HELD_HANDLERS: usize = 1024;
 /// through its shard at once. Enough to overlap a few Raft rounds of commits per object;
 /// small enough that one object cannot fill its shard's proposal queue (whose refusal fails
 /// the set and restarts the object) or hold many replies on one failure.
+#[cfg(feature = "mesh")]
 pub(crate) const MAX_REPLICATED_IN_FLIGHT: usize = 64;
 
 /// Waits for whichever comes first: the awaited in-flight commit completing, a message

@@ -56,7 +56,7 @@ use crate::log::{ShardLog, ShardState, WireHardState};
 use crate::placement::{target_replicas, Liveness, Member};
 use crate::rebalance::{plan, Change, PlanInput};
 use crate::tombstone::{NotMember, Receiver, Tombstones};
-use crate::types::{ProposalId, ShardId, Time};
+use crate::types::{Fence, ProposalId, ShardId, Time};
 use crate::wire::{
     decode_conf_change, ProposalBatch, WireBatch, WireConfState, WireEntry, WireError, WireMessage,
     WireSnapshot,
@@ -80,6 +80,11 @@ pub enum ProposeError {
     /// The shard's proposal queue is full (back-pressure); retry later.
     #[error("shard {0} has too many queued proposals")]
     Busy(ShardId),
+    /// An earlier proposal of the same [`Fence`] chain was refused or dropped, or the
+    /// chain's term is not this leader's current term: appending it could commit it
+    /// without the proposals it was built on.
+    #[error("shard {0}: fenced (an earlier proposal of the chain failed, or the term changed)")]
+    Fenced(ShardId),
     /// One proposal is larger than an entry may be.
     #[error("proposal of {len} bytes exceeds the entry limit of {max}")]
     TooLarge {
@@ -189,8 +194,12 @@ struct Lease {
 
 struct Replica {
     raw: RawNode<ShardLog>,
-    /// Proposals not yet in an entry: `(id, payload)`.
-    queue: Vec<(ProposalId, Vec<u8>)>,
+    /// Proposals not yet in an entry: `(id, payload, fence)`.
+    queue: Vec<(ProposalId, Vec<u8>, Option<Fence>)>,
+    /// Fence chains with a refused or dropped proposal in term `.0`: later proposals of
+    /// them are refused. Emptied when the term changes (a new term refuses every older
+    /// chain by its term anyway), so it holds at most the failures of one leadership.
+    broken: (u64, std::collections::HashSet<u64>),
     queued_bytes: usize,
     /// Appended, not yet resolved: index → (term, ids).
     inflight: BTreeMap<u64, (u64, Vec<ProposalId>)>,
@@ -392,6 +401,7 @@ impl MultiRaft {
             Replica {
                 raw,
                 queue: Vec::new(),
+                broken: (0, std::collections::HashSet::new()),
                 queued_bytes: 0,
                 inflight: BTreeMap::new(),
                 to_apply: Vec::new(),
@@ -604,6 +614,13 @@ impl MultiRaft {
             && r.raw.store().term_of(r.applied) == Some(raft.term)
     }
 
+    /// The leader term in which this node serves `shard` at `now` (the term a [`Fence`]
+    /// chain started now must name), if it serves it.
+    pub fn serving_term(&self, shard: ShardId, now: Time) -> Option<u64> {
+        let r = self.replicas.get(&shard)?;
+        Self::replica_serving(r, now).then_some(r.raw.raft.term)
+    }
+
     /// The end of this node's lease on `shard` (local clock), while it is serving.
     pub fn lease_until(&self, shard: ShardId, now: Time) -> Option<Time> {
         let r = self.replicas.get(&shard)?;
@@ -647,7 +664,32 @@ impl MultiRaft {
     /// Queues `data` (one write set) for `shard`; it joins the shard's next entry. The
     /// outcome comes in [`Output::outcomes`].
     pub fn propose(&mut self, shard: ShardId, data: Vec<u8>) -> Result<ProposalId, ProposeError> {
+        self.propose_fenced(shard, data, None)
+    }
+
+    /// [`propose`](Self::propose) as a member of a [`Fence`] chain: refused
+    /// ([`ProposeError::Fenced`]) if the chain's term is not this leader's term or an
+    /// earlier proposal of the chain was refused or dropped; any refusal breaks the chain.
+    pub fn propose_fenced(
+        &mut self,
+        shard: ShardId,
+        data: Vec<u8>,
+        fence: Option<Fence>,
+    ) -> Result<ProposalId, ProposeError> {
         self.assert_idle();
+        let result = self.admit(shard, data, fence);
+        if let (Err(_), Some(f), Some(r)) = (&result, fence, self.replicas.get_mut(&shard)) {
+            Self::break_chain(r, f);
+        }
+        result
+    }
+
+    fn admit(
+        &mut self,
+        shard: ShardId,
+        data: Vec<u8>,
+        fence: Option<Fence>,
+    ) -> Result<ProposalId, ProposeError> {
         let max = self.cfg.max_entry_bytes;
         if data.len() > max {
             return Err(ProposeError::TooLarge {
@@ -669,14 +711,33 @@ impl MultiRaft {
                 .then_some(NodeId(raft.leader_id));
             return Err(ProposeError::NotLeader { shard, leader });
         }
+        if fence.is_some_and(|f| !Self::chain_open(r, f)) {
+            return Err(ProposeError::Fenced(shard));
+        }
         if r.queued_bytes + data.len() > self.cfg.max_pending_bytes {
             return Err(ProposeError::Busy(shard));
         }
         let id = ProposalId(self.next_proposal);
         self.next_proposal += 1;
         r.queued_bytes += data.len();
-        r.queue.push((id, data));
+        r.queue.push((id, data, fence));
         Ok(id)
+    }
+
+    /// Whether a proposal of chain `f` may still be appended by `r` now.
+    fn chain_open(r: &Replica, f: Fence) -> bool {
+        f.term == r.raw.raft.term && !(r.broken.0 == f.term && r.broken.1.contains(&f.chain))
+    }
+
+    /// Refuses every later proposal of `f`'s chain (in its term).
+    fn break_chain(r: &mut Replica, f: Fence) {
+        if r.broken.0 != f.term {
+            if f.term < r.broken.0 {
+                return; // An older term: refused by its term already.
+            }
+            r.broken = (f.term, std::collections::HashSet::new());
+        }
+        r.broken.1.insert(f.chain);
     }
 
     /// Steps a batch of Raft messages received from `from`. Invalid messages are refused
@@ -954,7 +1015,7 @@ impl MultiRaft {
                 pending.outcomes.extend(
                     r.queue
                         .drain(..)
-                        .map(|(id, _)| (sid, id, Outcome::NotCommitted)),
+                        .map(|(id, _, _)| (sid, id, Outcome::NotCommitted)),
                 );
                 continue;
             }
@@ -1107,25 +1168,45 @@ impl MultiRaft {
         let queue = std::mem::take(&mut r.queue);
         r.queued_bytes = 0;
         let mut batch = ProposalBatch::default();
+        let mut fences = Vec::new();
         let mut bytes = 0;
         let mut chunks = Vec::new();
-        for (id, data) in queue {
+        for (id, data, fence) in queue {
+            // The term may have changed since it was queued (a new leadership of this
+            // replica): a chain's proposals are appended in its own term or not at all. (A
+            // chain broken after this one was queued refused only what came after it.)
+            if let Some(f) = fence.filter(|&f| f.term != r.raw.raft.term) {
+                Self::break_chain(r, f);
+                outcomes.push((sid, id, Outcome::NotCommitted));
+                continue;
+            }
             if bytes + data.len() > max_entry && !batch.proposals.is_empty() {
-                chunks.push(std::mem::take(&mut batch));
+                chunks.push((std::mem::take(&mut batch), std::mem::take(&mut fences)));
                 bytes = 0;
             }
             bytes += data.len();
             batch.proposals.push((me.0, id, data));
+            fences.extend(fence);
         }
-        chunks.push(batch);
-        for b in chunks {
+        chunks.push((batch, fences));
+        // Once one entry is refused, none after it is appended: a later entry must not
+        // commit without an earlier one of the same chain.
+        let mut refused = false;
+        for (b, fences) in chunks {
+            if b.proposals.is_empty() {
+                continue;
+            }
             let ids: Vec<ProposalId> = b.proposals.iter().map(|p| p.1).collect();
             let before = r.raw.raft.raft_log.last_index();
-            let ok = r.raw.propose(vec![], b.encode()).is_ok();
+            let ok = !refused && r.raw.propose(vec![], b.encode()).is_ok();
             let index = r.raw.raft.raft_log.last_index();
             if ok && index > before {
                 r.inflight.insert(index, (r.raw.raft.term, ids));
             } else {
+                refused = true;
+                for f in fences {
+                    Self::break_chain(r, f);
+                }
                 outcomes.extend(ids.into_iter().map(|id| (sid, id, Outcome::NotCommitted)));
             }
         }

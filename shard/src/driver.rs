@@ -24,6 +24,7 @@ use crate::core::{MultiRaft, Outcome, Output, ProposeError, ShardEvent};
 use crate::lmdb_log::LmdbLog;
 use crate::placement::Member;
 use crate::stats::{ShardStats, MAP_REFRESH};
+use crate::types::Fence;
 use crate::types::ShardId;
 use crate::wire::{WireBatch, WireConfState};
 
@@ -39,6 +40,8 @@ pub struct LeaseBoard {
     epoch: Instant,
     /// Nanoseconds since `epoch` until which this node may acknowledge; 0 = not serving.
     until: Vec<AtomicU64>,
+    /// The leader term of that lease (0 = not serving); stored before `until`.
+    term: Vec<AtomicU64>,
     /// The leader this node's replica knows per shard (`NodeId.0`; 0 = none known or not
     /// hosted here): a routing hint for senders, never a permission to acknowledge.
     leader: Vec<AtomicU64>,
@@ -49,6 +52,7 @@ impl LeaseBoard {
         LeaseBoard {
             epoch,
             until: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            term: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             leader: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -60,6 +64,16 @@ impl LeaseBoard {
         self.until
             .get(shard.0 as usize)
             .is_some_and(|u| now < u.load(Ordering::Acquire))
+    }
+
+    /// The leader term in which this node serves `shard` now, if it serves it: the term a
+    /// [`Fence`] chain started now names.
+    pub fn serving_term(&self, shard: ShardId) -> Option<u64> {
+        if !self.serving(shard) {
+            return None;
+        }
+        let term = self.term.get(shard.0 as usize)?.load(Ordering::Acquire);
+        (term != 0).then_some(term)
     }
 
     /// The leader this node last knew for `shard` (a hint: it may be stale).
@@ -79,6 +93,8 @@ impl LeaseBoard {
             let until = core
                 .lease_until(shard, now)
                 .map_or(0, |t| t.as_nanos() as u64);
+            let term = core.serving_term(shard, now).unwrap_or(0);
+            self.term[i].store(term, Ordering::Release);
             slot.store(until, Ordering::Release);
             let leader = core.leader(shard).map_or(0, |n| n.0);
             let before = self.leader[i].swap(leader, Ordering::AcqRel);
@@ -104,6 +120,8 @@ pub enum DriverMsg {
         shard: ShardId,
         /// The payload (an encoded `WriteSetData`).
         data: Vec<u8>,
+        /// The proposer's chain, if its proposals must commit in order (see [`Fence`]).
+        fence: Option<Fence>,
         /// Where the outcome goes.
         reply: Reply<Result<Outcome, ProposeError>>,
     },
@@ -113,6 +131,15 @@ pub enum DriverMsg {
     Debug(ShardId, Reply<String>),
     /// `shard`'s voters and learners as this node knows them.
     ConfState(ShardId, Reply<Option<WireConfState>>),
+}
+
+/// A proposal built by [`ShardNode::fenced`], not yet queued to the driver.
+pub struct Proposal(DriverMsg);
+
+impl std::fmt::Debug for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proposal").finish_non_exhaustive()
+    }
 }
 
 /// Errors of [`ShardNode::propose`].
@@ -256,9 +283,12 @@ impl ShardNode {
     ) -> impl std::future::Future<Output = Result<Outcome, DriverError>> + Send + 'static {
         let deadline = Instant::now() + timeout;
         let (reply, rx) = Reply::pair();
-        let queued = self
-            .actor
-            .try_send_ungated(DriverMsg::Propose { shard, data, reply });
+        let queued = self.actor.try_send_ungated(DriverMsg::Propose {
+            shard,
+            data,
+            fence: None,
+            reply,
+        });
         let actor = self.actor.clone();
         async move {
             let handle = actor.handle();
@@ -274,11 +304,63 @@ impl ShardNode {
                 }
                 Err(_) => return Err(DriverError::Call(CallError::NoProc)),
             }
-            match handle.timeout(left(), rx).await {
-                Ok(Ok(r)) => Ok(r?),
-                Ok(Err(e)) => Err(DriverError::Call(e)),
-                Err(_) => Err(DriverError::Call(CallError::Timeout)),
-            }
+            Self::outcome(&actor, rx, deadline).await
+        }
+    }
+
+    /// A proposal of the [`Fence`] chain `fence`, built but not yet queued, and its fate
+    /// (at most `timeout` after now). Queue it with [`try_queue`](Self::try_queue) or
+    /// [`queue`](Self::queue); the caller keeps a chain's proposals in order (a later one is
+    /// never queued while an earlier one still waits for room). A proposal dropped unqueued
+    /// fails its fate future.
+    pub fn fenced(
+        &self,
+        shard: ShardId,
+        data: Vec<u8>,
+        fence: Fence,
+        timeout: Duration,
+    ) -> (
+        Proposal,
+        impl std::future::Future<Output = Result<Outcome, DriverError>> + Send + 'static,
+    ) {
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = Reply::pair();
+        let proposal = Proposal(DriverMsg::Propose {
+            shard,
+            data,
+            fence: Some(fence),
+            reply,
+        });
+        let actor = self.actor.clone();
+        (proposal, async move {
+            Self::outcome(&actor, rx, deadline).await
+        })
+    }
+
+    /// Queues `p` to the driver now, or gives it back if the driver's mailbox is full (a
+    /// driver that is gone drops it: its fate future fails).
+    pub fn try_queue(&self, p: Proposal) -> Result<(), Proposal> {
+        match self.actor.try_send_ungated(p.0) {
+            Err(cairn_scheduler::SendError::Full(msg)) => Err(Proposal(msg)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues `p` to the driver, waiting for room in its mailbox.
+    pub async fn queue(&self, p: Proposal) {
+        let _ = self.actor.send_ungated(p.0).await;
+    }
+
+    async fn outcome(
+        actor: &ActorRef<DriverMsg>,
+        rx: cairn_scheduler::ReplyReceiver<Result<Outcome, ProposeError>>,
+        deadline: Instant,
+    ) -> Result<Outcome, DriverError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match actor.handle().timeout(left, rx).await {
+            Ok(Ok(r)) => Ok(r?),
+            Ok(Err(e)) => Err(DriverError::Call(e)),
+            Err(_) => Err(DriverError::Call(CallError::Timeout)),
         }
     }
 
@@ -345,7 +427,12 @@ impl Driver {
                 self.core.tick(now);
                 self.core.step(from, batch);
             }
-            DriverMsg::Propose { shard, data, reply } => match self.core.propose(shard, data) {
+            DriverMsg::Propose {
+                shard,
+                data,
+                fence,
+                reply,
+            } => match self.core.propose_fenced(shard, data, fence) {
                 Ok(id) => {
                     self.waiting.insert(id, (reply, self.now()));
                 }

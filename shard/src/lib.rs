@@ -41,5 +41,5 @@ pub use crate::durable::{write_round, RoundWriter};
 pub use crate::lmdb_log::{encode_write_set, ClusterRecord, LmdbLog};
 pub use crate::log::{ShardLog, ShardState, WireHardState};
 pub use crate::slog_bridge::{logger as raft_logger, TracingDrain};
-pub use crate::types::{ProposalId, ShardId, Time};
+pub use crate::types::{Fence, ProposalId, ShardId, Time};
 pub use raft::StateRole;

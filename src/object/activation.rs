@@ -13,8 +13,11 @@
 //! Each message is handled with an output gate active: every message and reply the handler
 //! sends is held. When the handler returns, its writes are handed to the group-commit writer
 //! (a replicated object's: to its shard, see `replication`) as one write set, and the held output waits in a queue behind that commit. The object
-//! handles its next message meanwhile; when commits complete (in order), their held output is
-//! released in order. A handler that wrote nothing releases its output as soon as everything
+//! handles its next message meanwhile (reads see the writes still in flight); when commits
+//! complete (in order), their held output is released in order. At most
+//! [`MAX_HELD_HANDLERS`] finished handlers wait (a replicated object's:
+//! `MAX_REPLICATED_IN_FLIGHT`); beyond that the activation takes no message and its mailbox
+//! pushes back on senders. A handler that wrote nothing releases its output as soon as everything
 //! before it has committed.
 //!
 //! ## Failures
@@ -180,10 +183,19 @@ struct Pipeline {
 /// Where an activation's write sets go.
 #[derive(Default, Clone)]
 struct Committer {
-    /// The object's shard when its writes are replicated (see `replication`): then one
-    /// write set is in flight at a time, and its commit goes through the shard.
+    /// The object's shard when its writes are replicated (see `replication`): then its
+    /// commits go through the shard, as the fence chain of this activation's route.
     #[cfg(feature = "mesh")]
-    shard: Option<(Arc<super::replication::Replication>, cairn_shard::ShardId)>,
+    shard: Option<Replicated>,
+}
+
+/// A replicated activation's shard and commit route.
+#[cfg(feature = "mesh")]
+#[derive(Clone)]
+struct Replicated {
+    replication: Arc<super::replication::Replication>,
+    shard: cairn_shard::ShardId,
+    route: Arc<super::replication::ShardRoute>,
 }
 
 /// A write set's commit: `Err` says why the output gate stays shut.
@@ -201,14 +213,13 @@ impl Pipeline {
         wrote
     }
 
-    /// Whether a new message may be handled while commits are in flight (not when
-    /// replicated: the next handler must read the applied write).
+    /// Whether a new message may be handled with this many handlers waiting on commits.
     fn takes_messages(&self) -> bool {
         #[cfg(feature = "mesh")]
         if self.committer.shard.is_some() {
-            return self.queue.is_empty();
+            return self.queue.len() < MAX_REPLICATED_IN_FLIGHT;
         }
-        true
+        self.queue.len() < MAX_HELD_HANDLERS
     }
 }
 
@@ -224,18 +235,27 @@ impl Committer {
     /// the object's shard when replicated: nothing is written around it.
     fn install(&self, storage: &Keyspace) {
         #[cfg(feature = "mesh")]
-        if let Some((replication, shard)) = &self.shard {
-            storage.route_commits(Some(replication.route(*shard)));
+        if let Some(r) = &self.shard {
+            storage.route_commits(Some(r.route.clone()));
         }
         #[cfg(not(feature = "mesh"))]
         let _ = storage;
     }
 
+    /// After a failed commit, before re-activating: the next write sets start a new fence
+    /// chain (the failed ones are not built on any more).
+    fn restart_chain(&self) {
+        #[cfg(feature = "mesh")]
+        if let Some(r) = &self.shard {
+            r.route.restart_chain();
+        }
+    }
+
     /// Whether this node may no longer act for the object: its shard is served elsewhere.
     fn fenced(&self) -> bool {
         #[cfg(feature = "mesh")]
-        if let Some((replication, shard)) = &self.shard {
-            return !replication.serving(*shard);
+        if let Some(r) = &self.shard {
+            return !r.replication.serving(r.shard);
         }
         false
     }
@@ -338,7 +358,13 @@ async fn run_object<O: Object>(
     storage.discard_pending();
     let committer = Committer {
         #[cfg(feature = "mesh")]
-        shard: objects.shard_for(O::CLASS, &key, region.as_deref()),
+        shard: objects
+            .shard_for(O::CLASS, &key, region.as_deref())
+            .map(|(replication, shard)| Replicated {
+                route: replication.route(shard),
+                replication,
+                shard,
+            }),
     };
     // Before `activate`, whose writes commit with the first handler's.
     committer.install(&storage);
@@ -371,6 +397,7 @@ async fn run_object<O: Object>(
                 Step::Drop(held) => drop(held),
                 Step::Reactivate => {
                     octx.storage.discard_pending();
+                    committer.restart_chain();
                     // Restart in place, keeping the mailbox: messages queued behind the
                     // failed commit are handled by the new incarnation, not lost.
                     object = match activate::<O>(&mut octx).await {
@@ -573,6 +600,13 @@ async fn activate<O: Object>(octx: &mut ObjectCtx<O>) -> Result<O, ExitReason> {
 /// mailbox, and the group commit (up to 1,024 sets a batch) still sees whole batches.
 pub(crate) const MAX_HELD_HANDLERS: usize = 1024;
 
+/// [`MAX_HELD_HANDLERS`] for a replicated object: write sets of one activation in flight
+/// through its shard at once. Enough to overlap a few Raft rounds of commits per object;
+/// small enough that one object cannot fill its shard's proposal queue (whose refusal fails
+/// the set and restarts the object) or hold many replies on one failure.
+#[cfg(feature = "mesh")]
+pub(crate) const MAX_REPLICATED_IN_FLIGHT: usize = 64;
+
 /// Waits for whichever comes first: the awaited in-flight commit completing, a message
 /// (unless recovering from a failed commit, or [`MAX_HELD_HANDLERS`] are waiting), or the
 /// idle timeout (only when nothing is in flight).
@@ -586,9 +620,7 @@ async fn next_event<O: Object>(
     // At most MAX_HELD_HANDLERS handlers' output and commits in flight: beyond that the
     // mailbox fills and senders wait, so durable work pushes back instead of queueing
     // write sets and held output without bound.
-    let take_messages = !pipeline.queue.is_recovering()
-        && pipeline.takes_messages()
-        && pipeline.queue.len() < MAX_HELD_HANDLERS;
+    let take_messages = !pipeline.queue.is_recovering() && pipeline.takes_messages();
     std::future::poll_fn(|cx| {
         if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));

@@ -26,8 +26,13 @@
 //!   entry was committed by a majority and applied here **and** this node still serves the
 //!   shard. Otherwise the output is dropped (callers get `NoReply`) and the activation
 //!   reloads from what is durable. So a deposed or cut-off leader acknowledges nothing.
-//! * Commits of one activation are serial (the next message is handled after the previous
-//!   write set is applied): a handler never reads around a write still in flight.
+//! * Commits of one activation are pipelined and fenced: the next message is handled while
+//!   earlier write sets are still in flight (reads see them: the keyspace keeps routed sets
+//!   in its in-flight overlay until applied), and the sets form one [`Fence`] chain — all
+//!   appended in the leader term the chain names, in commit order, none after one of them
+//!   was refused. So a write set commits only if every earlier one of its activation did;
+//!   a failed one fails every later one (the output queue drops their output and the
+//!   activation re-activates from what is durable, starting a new chain).
 //! * Every commit of a replicated object's keyspace goes through its shard: the activation
 //!   installs a [`ShardRoute`] on the keyspace (`cairn_storage::CommitRoute`), so the
 //!   implicit commit after each handler and an explicit `storage().commit()` take the same
@@ -52,8 +57,8 @@ use cairn_shard::driver::{ShardNode, ShardTransport};
 use cairn_shard::placement::{object_shard, shard_region, target_replicas, Liveness, Member};
 use cairn_shard::wire::WireBatch;
 use cairn_shard::{
-    bootstrap_states, encode_write_set, ClusterRecord, LmdbLog, MultiRaft, Outcome, ShardConfig,
-    ShardEvent, ShardId,
+    bootstrap_states, encode_write_set, ClusterRecord, Fence, LmdbLog, MultiRaft, Outcome,
+    ShardConfig, ShardEvent, ShardId,
 };
 use cairn_storage::{CommitRoute, RoutedCommit, StorageError, WriteSetData};
 use parking_lot::Mutex;
@@ -130,6 +135,8 @@ pub(crate) struct Replication {
     /// Every non-client member ever seen, with the time it was last seen down (driver
     /// clock), for [`Liveness::Down`].
     seen: Mutex<HashMap<NodeId, Seen>>,
+    /// The next [`Fence`] chain id of this node's activations.
+    next_chain: std::sync::atomic::AtomicU64,
 }
 
 /// A member as last seen: its region, and since when it has been missing (driver clock).
@@ -244,6 +251,7 @@ impl Replication {
             cfg,
             node,
             seen: Mutex::new(HashMap::new()),
+            next_chain: std::sync::atomic::AtomicU64::new(1),
         });
         if let Some(node) = &replication.node {
             start_receiver(mesh, node.clone())?;
@@ -259,18 +267,38 @@ impl Replication {
         object_shard(class, key, region, &self.cfg)
     }
 
-    /// The commit route of an object of `shard`, to install on its keyspace.
-    pub(crate) fn route(self: &Arc<Self>, shard: ShardId) -> Arc<dyn CommitRoute> {
+    /// The commit route of an activation of an object of `shard`, to install on its
+    /// keyspace: its write sets form one [`Fence`] chain (see [`ShardRoute::restart_chain`]).
+    pub(crate) fn route(self: &Arc<Self>, shard: ShardId) -> Arc<ShardRoute> {
         Arc::new(ShardRoute {
             replication: Arc::downgrade(self),
             handle: self.mesh.handle().clone(),
             shard,
+            chain: Mutex::new(self.new_chain(shard)),
         })
+    }
+
+    /// A fresh chain for an activation (re)loading its state now: it names the term this
+    /// node serves `shard` in now, or the term of its first commit if it serves none now.
+    fn new_chain(&self, shard: ShardId) -> Chain {
+        Chain {
+            id: self
+                .next_chain
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            term: self.serving_term(shard),
+            broken: false,
+            backlog: Arc::default(),
+        }
     }
 
     /// Whether this node may acknowledge for `shard` now.
     pub(crate) fn serving(&self, shard: ShardId) -> bool {
         self.node.as_ref().is_some_and(|n| n.serving(shard))
+    }
+
+    /// The leader term this node serves `shard` in now, if it serves it.
+    fn serving_term(&self, shard: ShardId) -> Option<u64> {
+        self.node.as_ref()?.board().serving_term(shard)
     }
 
     /// Where messages to `shard`'s objects go now. `first_hop`: the message has not crossed
@@ -305,32 +333,59 @@ impl Replication {
             .map_or(Owner::Unknown, Owner::Node)
     }
 
-    /// Proposes an object's write set to its shard; resolves `Ok` only once it is committed,
-    /// applied here, and this node still serves the shard. The proposal is queued to the
-    /// driver before this returns: sets proposed one after another stay in order.
-    pub(crate) fn propose(
+    /// Proposes an object's write set to its shard as a member of `fence`'s chain; resolves
+    /// `Ok` only once it is committed, applied here, and this node still serves the shard.
+    /// The proposal is queued to the driver before this returns, or behind the chain's
+    /// earlier proposals still waiting for room in `backlog`: sets proposed one after
+    /// another stay in order.
+    fn propose(
         &self,
         shard: ShardId,
         set: WriteSetData,
-    ) -> BoxFuture<Result<(), CommitFailure>> {
+        fence: Fence,
+        backlog: &Arc<Mutex<Backlog>>,
+    ) -> Result<BoxFuture<Result<(), CommitFailure>>, CommitFailure> {
+        let not_committed = move |reason: String| CommitFailure::NotCommitted { shard, reason };
         let Some(node) = self.node.clone() else {
-            return Box::pin(async move {
-                Err(CommitFailure::NotCommitted {
-                    shard,
-                    reason: "a client node holds no shards".into(),
-                })
-            });
+            return Err(not_committed("a client node holds no shards".into()));
         };
-        let submitted = node.submit(shard, encode_write_set(&set), PROPOSE_TIMEOUT);
-        Box::pin(async move {
-            let not_committed = |reason: String| CommitFailure::NotCommitted { shard, reason };
+        let (proposal, submitted) =
+            node.fenced(shard, encode_write_set(&set), fence, PROPOSE_TIMEOUT);
+        {
+            let mut b = backlog.lock();
+            if b.pumping {
+                b.waiting.push_back(proposal);
+            } else if let Err(proposal) = node.try_queue(proposal) {
+                // The driver's mailbox is full: this and every later set of the chain wait
+                // in order, sent by one process as room frees up.
+                b.waiting.push_back(proposal);
+                b.pumping = true;
+                let (node, backlog) = (node.clone(), Arc::clone(backlog));
+                self.mesh.handle().spawn(move |_ctx: Ctx<()>| async move {
+                    loop {
+                        let next = {
+                            let mut b = backlog.lock();
+                            match b.waiting.pop_front() {
+                                Some(p) => p,
+                                None => {
+                                    b.pumping = false;
+                                    return;
+                                }
+                            }
+                        };
+                        node.queue(next).await;
+                    }
+                });
+            }
+        }
+        Ok(Box::pin(async move {
             match submitted.await {
                 Ok(Outcome::Committed) if node.serving(shard) => Ok(()),
                 Ok(Outcome::Committed) => Err(CommitFailure::Moved(shard)),
                 Ok(other) => Err(not_committed(format!("{other:?}"))),
                 Err(e) => Err(not_committed(e.to_string())),
             }
-        })
+        }))
     }
 
     /// The shard driver's counters and map (`None` on a client).
@@ -396,12 +451,69 @@ impl Replication {
     }
 }
 
-/// Where the commits of a replicated object's keyspace go: its shard (see the module doc).
+/// Where the commits of a replicated object's activation go: its shard, as one [`Fence`]
+/// chain (see the module doc).
 pub(crate) struct ShardRoute {
     /// Weak: the store keeps its keyspaces' routes, and the shard layer keeps the store.
     replication: Weak<Replication>,
     handle: Handle,
     shard: ShardId,
+    chain: Mutex<Chain>,
+}
+
+/// The [`Fence`] chain of one activation's write sets.
+struct Chain {
+    id: u64,
+    /// The term its sets must be appended in (`None`: the term served at the first commit).
+    term: Option<u64>,
+    /// A set was refused at once: every later one fails until the chain restarts.
+    broken: bool,
+    /// Sets waiting for room in the driver's mailbox, in order.
+    backlog: Arc<Mutex<Backlog>>,
+}
+
+/// A chain's proposals waiting for room in the driver's mailbox (see `Replication::propose`).
+#[derive(Default)]
+pub(crate) struct Backlog {
+    waiting: std::collections::VecDeque<cairn_shard::driver::Proposal>,
+    /// A process is sending `waiting` in order; later sets queue behind it.
+    pumping: bool,
+}
+
+impl ShardRoute {
+    /// Starts a new chain: the activation re-activated from what is durable after a failed
+    /// commit, so its next write sets no longer build on the failed ones.
+    pub(crate) fn restart_chain(&self) {
+        if let Some(replication) = self.replication.upgrade() {
+            let old = std::mem::replace(&mut *self.chain.lock(), replication.new_chain(self.shard));
+            // Sets of the old chain still waiting for room are never proposed (their fates
+            // fail): they must not land after the new chain's.
+            old.backlog.lock().waiting.clear();
+        }
+    }
+
+    /// The fence of the next set and the chain's backlog, or why the chain cannot take one.
+    fn fence(&self, replication: &Replication) -> Result<(Fence, Arc<Mutex<Backlog>>), String> {
+        let mut chain = self.chain.lock();
+        if chain.broken {
+            return Err("an earlier write set of this activation was refused".into());
+        }
+        let term = match chain.term {
+            Some(t) => t,
+            None => {
+                let t = replication
+                    .serving_term(self.shard)
+                    .ok_or_else(|| "this node does not serve the shard".to_string())?;
+                chain.term = Some(t);
+                t
+            }
+        };
+        let fence = Fence {
+            chain: chain.id,
+            term,
+        };
+        Ok((fence, Arc::clone(&chain.backlog)))
+    }
 }
 
 impl CommitRoute for ShardRoute {
@@ -413,7 +525,21 @@ impl CommitRoute for ShardRoute {
             return;
         };
         // Queued to the driver now (in commit order); its outcome is awaited apart.
-        let proposed = replication.propose(self.shard, set);
+        let proposed = self
+            .fence(&replication)
+            .map_err(|reason| CommitFailure::NotCommitted {
+                shard: self.shard,
+                reason,
+            })
+            .and_then(|(fence, backlog)| replication.propose(self.shard, set, fence, &backlog));
+        let proposed = match proposed {
+            Ok(p) => p,
+            Err(e) => {
+                self.chain.lock().broken = true;
+                done.finish(Err(StorageError::NotReplicated(e.to_string())));
+                return;
+            }
+        };
         // (A process that never runs drops `done`, which fails the set: nothing hangs.)
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
             let outcome = proposed.await;

@@ -497,6 +497,7 @@ impl Keyspace {
             seq,
             set: Arc::clone(&set),
             ticket: Arc::clone(&ticket),
+            done: false,
         });
         if let Some(route) = st.route.clone() {
             drop(st);

@@ -9,8 +9,10 @@
 //!
 //! # Invariants
 //! * A routed set stays in the keyspace's in-flight list (reads see it: read-your-writes)
-//!   until the route reports its outcome through [`RoutedCommit::finish`]; then it leaves the
-//!   list and its ticket resolves. A [`RoutedCommit`] dropped unfinished fails its set (a
+//!   until the route reports its outcome through [`RoutedCommit::finish`]; then its ticket
+//!   resolves and it leaves the list together with every earlier set (a set reported
+//!   before an earlier one stays listed until that one leaves, so the earlier set's older
+//!   values never shadow it). A [`RoutedCommit`] dropped unfinished fails its set (a
 //!   route cannot lose a ticket).
 //! * Failures poison the keyspace exactly as a failed local commit does: every set handed
 //!   over before the failure and not yet finished fails too (`EarlierCommitFailed`), the
@@ -178,6 +180,34 @@ mod tests {
         ks.put("total", &6u64).unwrap();
         ks.sync().unwrap();
         assert!(held.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_set_reported_before_an_earlier_one_is_not_shadowed_by_it() {
+        let (_dir, store, ks, held) = routed();
+        ks.put("total", &1u64).unwrap();
+        let first = ks.commit();
+        ks.put("total", &2u64).unwrap();
+        let second = ks.commit();
+        let mut sets = std::mem::take(&mut *held.0.lock().unwrap());
+        let (set2, done2) = sets.pop().unwrap();
+        let (set1, done1) = sets.pop().unwrap();
+        // The shard applies both in order; the route reports the later one first.
+        store
+            .shard_write(|t| {
+                t.apply(0, &set1)?;
+                t.apply(0, &set2)
+            })
+            .unwrap();
+        done2.finish(Ok(()));
+        assert!(matches!(second.try_result(), Some(Ok(()))));
+        // The earlier set is still listed; its older value must not hide the later one.
+        assert_eq!(ks.get::<u64>("total").unwrap(), Some(2));
+        assert!(ks.has_in_flight());
+        done1.finish(Ok(()));
+        assert!(matches!(first.try_result(), Some(Ok(()))));
+        assert!(!ks.has_in_flight());
+        assert_eq!(ks.get::<u64>("total").unwrap(), Some(2));
     }
 
     /// A route that forbids blocking the caller.

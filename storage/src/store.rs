@@ -292,6 +292,9 @@ pub(crate) struct InFlight {
     pub(crate) seq: u64,
     pub(crate) set: Arc<WriteSet>,
     pub(crate) ticket: Arc<TicketInner>,
+    /// A routed set that finished while an earlier one had not: it stays in the overlay
+    /// (above the earlier one, which would otherwise shadow it) until every earlier set left.
+    pub(crate) done: bool,
 }
 
 /// Mutable state of one keyspace. Guarded by `KsShared::state`.
@@ -1049,7 +1052,14 @@ pub(crate) fn finish_set(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketIn
     {
         let mut st = ks.state.lock();
         if seq >= st.poisoned_below {
-            st.inflight.retain(|f| f.seq != seq);
+            // Routes may report out of order: a finished set leaves the overlay only with
+            // every earlier one, or an earlier set still listed would be read over it.
+            if let Some(f) = st.inflight.iter_mut().find(|f| f.seq == seq) {
+                f.done = true;
+            }
+            while st.inflight.front().is_some_and(|f| f.done) {
+                st.inflight.pop_front();
+            }
         } else {
             drop(st);
             return fail(core, ks, seq, ticket, StorageError::EarlierCommitFailed);

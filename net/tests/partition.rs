@@ -193,6 +193,29 @@ fn two_lone_nodes_that_declared_each_other_down_merge() {
 /// and node 1 held it down for an hour — the split the kill-rounds test stalled on.
 #[test]
 fn a_false_down_verdict_held_by_one_member_is_taken_back() {
+    false_down_verdict_is_taken_back(Relay::Suspicions);
+}
+
+/// As above, but node 3 relays no suspicion (as when node 1 has spent its refutation
+/// budget there, or foca stopped gossiping the update): node 2 hears of it from no one
+/// and goes on talking to node 1 at the incarnation node 1 holds down. Node 1 sees that it
+/// alone holds the verdict (node 2 does not renew within the "you are down" vote window)
+/// and asks node 2 to refute. Before, node 1 held node 2 down for good (seen in CI: after a
+/// kill -9 and restart, one child saw 2 of 3 members for a minute while the others saw 3).
+#[test]
+fn a_false_down_verdict_no_one_relays_is_taken_back() {
+    false_down_verdict_is_taken_back(Relay::Nothing);
+}
+
+/// Whether node 3 relays node 1's verdict on node 2 (as a suspicion) in
+/// [`false_down_verdict_is_taken_back`].
+#[derive(PartialEq)]
+enum Relay {
+    Suspicions,
+    Nothing,
+}
+
+fn false_down_verdict_is_taken_back(relay: Relay) {
     let _serial = serial();
     let ca = ClusterCa::generate().unwrap();
     let first = start(&ca, 1, None);
@@ -201,10 +224,13 @@ fn a_false_down_verdict_held_by_one_member_is_taken_back() {
         start(&ca, 3, Some(&first)),
         first,
     ];
-    let [two, _three, one] = &nodes;
+    let [two, three, one] = &nodes;
     wait_until("all joined", SETTLE, || {
         nodes.iter().all(|n| n.mesh.members().len() == 3)
     });
+    if relay == Relay::Nothing {
+        three.mesh.spend_refutation_budget();
+    }
     let two_as_seen_by_one = || {
         one.mesh
             .members()

@@ -40,7 +40,8 @@
 //!   within a gossip round or two of the first packet across (`net/tests/partition.rs`).
 //!   A `Down` verdict one member holds while the others keep the node (its acks came late)
 //!   is taken back when that node talks to it at a higher incarnation: it refuted the
-//!   suspicion the verdict spread (`revive_if_refuted`), so it need not rejoin.
+//!   suspicion the verdict spread (`answer_held_down`), so it need not rejoin; one that talks
+//!   at the incarnation it was declared down at is asked to refute first.
 //!
 //! # What this module owns, and its invariants
 //!
@@ -131,8 +132,21 @@ pub(crate) struct Guards {
     sync_asked: HashSet<NodeId>,
     /// Fresh suspicions each sender may still hand this node (`refute`).
     budget: super::refute::Budget,
-    /// Set only by a test hook, to measure an attack without the budget.
-    budget_off: bool,
+    /// Members held down here that talk to this node anyway: since when, at the
+    /// incarnation they are held down at (one entry per node, only while held down).
+    talking_while_down: HashMap<NodeId, (Incarnation, Instant)>,
+    /// Set only by test hooks: to measure an attack without the budget, or to refuse every
+    /// fresh suspicion (as when every sender has spent its budget).
+    budget_override: Option<BudgetOverride>,
+}
+
+/// What a test hook made of the refutation budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BudgetOverride {
+    /// No budget: every fresh suspicion passes.
+    Off,
+    /// No tokens: every fresh suspicion is refused.
+    Spent,
 }
 
 impl Inner {
@@ -237,9 +251,10 @@ impl Inner {
                     ok
                 });
             }
-            let verdict = {
+            let (verdict, sender_down_at) = {
                 let view = view_of(swim, packet.nodes());
-                screen::screen_packet(peer, packet, &view).map(|verdict| {
+                let sender_down_at = view.held_down_at(&packet.header.src);
+                let verdict = screen::screen_packet(peer, packet, &view).map(|verdict| {
                     let fresh: Vec<_> = verdict
                         .packet
                         .updates
@@ -248,7 +263,8 @@ impl Inner {
                         .filter_map(|m| Some((m.clone(), refute::fresh(peer, m, &view)?)))
                         .collect();
                     (verdict, fresh)
-                })
+                });
+                (verdict, sender_down_at)
             };
             let verdict = match verdict {
                 Ok((mut verdict, fresh)) => {
@@ -261,7 +277,7 @@ impl Inner {
                 }
             };
             if verdict.packet.header.message == foca::Message::TurnUndead {
-                let window = self.config.failure_timeout * 2;
+                let window = self.undead_window();
                 let others = swim.foca.num_members();
                 if !swim
                     .guards
@@ -272,9 +288,12 @@ impl Inner {
                     return Vec::new();
                 }
             }
-            let header = &verdict.packet.header;
-            self.revive_if_alone(swim, &header.src, fx);
-            self.revive_if_refuted(swim, &header.src, header.src_incarnation, fx);
+            if let Some(held_at) = sender_down_at {
+                let header = &verdict.packet.header;
+                if !self.revive_if_alone(swim, &header.src, fx) {
+                    self.answer_held_down(swim, &header.src, header.src_incarnation, held_at, fx);
+                }
+            }
             self.feed_screened(swim, peer, verdict, fx)
         });
         self.time_suspicions(suspicions.unwrap_or_default());
@@ -286,7 +305,7 @@ impl Inner {
     /// checked that the packet comes from that very node), it takes every member it holds
     /// down back as alive, at the incarnation it knew, before foca sees the packet. foca
     /// then probes them as usual: one that is really down is suspected and declared down
-    /// again within a suspicion time.
+    /// again within a suspicion time. Returns whether it did.
     ///
     /// Without this a healed partition does not merge. Both sides declared each other
     /// down, and `Down` is terminal in foca (for `REMOVE_DOWN_AFTER`) unless the downed
@@ -302,9 +321,9 @@ impl Inner {
     /// node queued for gossip while alone (foca keeps one update per member), which would
     /// otherwise reach the majority now as suspicions of live members, make them refute, and
     /// under load get some of them declared down.
-    fn revive_if_alone(&self, swim: &mut Swim, sender: &NodeIdentity, fx: &mut Effects) {
+    fn revive_if_alone(&self, swim: &mut Swim, sender: &NodeIdentity, fx: &mut Effects) -> bool {
         if swim.leaving || swim.foca.num_members() > 0 {
-            return;
+            return false;
         }
         let held_down: Vec<(NodeIdentity, Incarnation)> = swim
             .foca
@@ -312,64 +331,101 @@ impl Inner {
             .filter(|m| m.state() == foca::State::Down)
             .map(|m| (m.id().clone(), m.incarnation()))
             .collect();
-        if !held_down.iter().any(|(id, _)| id == sender) {
-            return;
-        }
         tracing::info!(node = %self.node, peer = %sender.node, members = held_down.len(), "no live member left, and a member held down talks to this node: taking back every down verdict");
-        for (id, _) in &held_down {
-            if let Err(error) = swim
-                .foca
-                .handle_timer(Timer::RemoveDown(id.clone()), &mut *fx)
-            {
-                tracing::debug!(%error, "forgetting a down member");
-            }
-        }
-        let alive = held_down
-            .into_iter()
-            .map(|(id, incarnation)| foca::Member::new(id, incarnation, foca::State::Alive));
-        if let Err(error) = swim.foca.apply_many(alive, true, &mut *fx) {
-            tracing::debug!(%error, "taking members back");
-        }
+        take_back(swim, held_down, fx);
+        true
     }
 
-    /// A member this node holds down talks to it at a higher SWIM incarnation than the one
-    /// it was declared down at: it has refuted the suspicion this node's verdict spread
-    /// (the others take a third party's `Down` as a suspicion, see `screen`), so the
-    /// verdict was false — a probe lost under load, or acks ignored while this node's own
-    /// identity was stale right after a heal. foca holds `Down` for `REMOVE_DOWN_AFTER`
-    /// unless the member renews its identity, and the member does not renew on this
-    /// node's word alone (`UndeadVotes`): without this, this node alone held a live member
-    /// down for an hour while the rest of the cluster kept it (seen after a healed
-    /// partition under load: one child saw 3 of 4 members for good). Only the member
-    /// itself can show the refutation (the screen checked the packet's source is the
-    /// connection's peer), so no one can revive another node this way.
-    fn revive_if_refuted(
+    /// `sender`, a member this node holds down at incarnation `held_at`, talks to it at
+    /// `incarnation` (the screen checked the packet's source is the connection's peer, so
+    /// only the member itself can get here).
+    ///
+    /// At a higher incarnation it has refuted the suspicion this node's verdict spread (the
+    /// others take a third party's `Down` as a suspicion, see `screen`), so the verdict
+    /// was false — a probe lost under load, or acks ignored while this node's own identity
+    /// was stale right after a heal — and it is taken back. foca holds `Down` for
+    /// `REMOVE_DOWN_AFTER` unless the member renews its identity, and the member does not
+    /// renew on this node's word alone (`UndeadVotes`): without this, this node alone held
+    /// a live member down for an hour while the rest of the cluster kept it (seen after a
+    /// healed partition under load: one child saw 3 of 4 members for good).
+    ///
+    /// At the incarnation it was declared down at, it has not heard of the suspicion: the
+    /// others may not have relayed it (each spends only its sender's refutation budget, and
+    /// foca gossips an update a bounded number of times). foca answers each of its packets
+    /// with "you are down"; if the cluster agrees, the member hears that from enough
+    /// members to renew within the vote window (`UndeadVotes`, `2 × failure_timeout`), as a
+    /// node cut off by a partition does. If it still talks at that incarnation after the
+    /// window, this node's verdict is alone, and it asks the member to refute — a gossip
+    /// packet suspecting it at that incarnation — so that it raises its incarnation and its
+    /// next packet takes the verdict back here. Without this, a restarted node that one
+    /// member declared down right after it came up was held down by that member alone for
+    /// good (seen in the kill-rounds test in CI: one child saw 2 of 3 members for a minute
+    /// while the other two saw 3).
+    fn answer_held_down(
         &self,
         swim: &mut Swim,
         sender: &NodeIdentity,
         incarnation: Incarnation,
+        held_at: Incarnation,
         fx: &mut Effects,
     ) {
         if swim.leaving {
             return;
         }
-        let refuted = swim.foca.iter_membership_state().any(|m| {
-            m.id() == sender && m.state() == foca::State::Down && m.incarnation() < incarnation
-        });
-        if !refuted {
+        if incarnation > held_at {
+            tracing::info!(node = %self.node, peer = %sender.node, incarnation, "a member held down talks at a higher incarnation (it refuted): taking the down verdict back");
+            swim.guards.talking_while_down.remove(&sender.node);
+            take_back(swim, vec![(sender.clone(), incarnation)], fx);
             return;
         }
-        tracing::info!(node = %self.node, peer = %sender.node, incarnation, "a member held down talks at a higher incarnation (it refuted): taking the down verdict back");
-        if let Err(error) = swim
-            .foca
-            .handle_timer(Timer::RemoveDown(sender.clone()), &mut *fx)
-        {
-            tracing::debug!(%error, "forgetting a down member");
+        let now = Instant::now();
+        if !swim.guards.talking_while_down.contains_key(&sender.node) {
+            // Forget the members no longer held down (renewed, taken back or removed).
+            let held: HashSet<NodeId> = swim
+                .foca
+                .iter_membership_state()
+                .filter(|m| m.state() == foca::State::Down)
+                .map(|m| m.id().node)
+                .collect();
+            swim.guards
+                .talking_while_down
+                .retain(|node, _| held.contains(node));
         }
-        let alive = foca::Member::new(sender.clone(), incarnation, foca::State::Alive);
-        if let Err(error) = swim.foca.apply_many(std::iter::once(alive), true, &mut *fx) {
-            tracing::debug!(%error, "taking a member back");
+        let since = match swim.guards.talking_while_down.get(&sender.node) {
+            Some(&(at, since)) if at == held_at => since,
+            _ => {
+                swim.guards
+                    .talking_while_down
+                    .insert(sender.node, (held_at, now));
+                now
+            }
+        };
+        if now.saturating_duration_since(since) < self.undead_window() {
+            return;
         }
+        tracing::debug!(node = %self.node, peer = %sender.node, incarnation, "a member held down talks at the incarnation it was declared down at: asking it to refute");
+        let me = swim.foca.identity().clone();
+        let ask = Packet {
+            header: foca::Header {
+                src: me,
+                src_incarnation: swim.guards.my_incarnation,
+                dst: sender.clone(),
+                message: foca::Message::Gossip,
+            },
+            updates: Some(vec![foca::Member::new(
+                sender.clone(),
+                held_at,
+                foca::State::Suspect,
+            )]),
+            tail: Vec::new(),
+        };
+        fx.sends.push((sender.clone(), ask.encode()));
+    }
+
+    /// How long "you are down" votes count (`UndeadVotes`): a member the cluster agrees is
+    /// down hears enough of them to renew within this window.
+    fn undead_window(&self) -> Duration {
+        self.config.failure_timeout * 2
     }
 
     /// This node's SWIM incarnation (how often it refuted a suspicion or rejoined).
@@ -381,7 +437,13 @@ impl Inner {
     /// Turns the refutation budget off or on (to measure what it prevents).
     #[cfg(feature = "testing")]
     pub(super) fn set_refutation_budget(&self, on: bool) {
-        self.swim.lock().guards.budget_off = !on;
+        self.swim.lock().guards.budget_override = (!on).then_some(BudgetOverride::Off);
+    }
+
+    /// Refuses every fresh suspicion from now on, as if every sender had spent its budget.
+    #[cfg(feature = "testing")]
+    pub(super) fn spend_refutation_budget(&self) {
+        self.swim.lock().guards.budget_override = Some(BudgetOverride::Spent);
     }
 
     /// Leaves out of `verdict` the fresh suspicions (`refute`) over `peer`'s budget.
@@ -392,12 +454,14 @@ impl Inner {
         verdict: &mut PacketVerdict,
         fresh: Vec<(foca::Member<NodeIdentity>, bool)>,
     ) {
-        if swim.guards.budget_off {
-            return;
-        }
+        let spent = match swim.guards.budget_override {
+            Some(BudgetOverride::Off) => return,
+            Some(BudgetOverride::Spent) => true,
+            None => false,
+        };
         let now = Instant::now();
         for (member, about_me) in fresh {
-            if swim.guards.budget.take(peer, about_me, now) {
+            if !spent && swim.guards.budget.take(peer, about_me, now) {
                 continue;
             }
             if let Some(updates) = verdict.packet.updates.as_mut() {
@@ -1035,6 +1099,25 @@ fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
         me: swim.foca.identity(),
         my_incarnation: swim.guards.my_incarnation,
         known,
+    }
+}
+
+/// Takes `members`, held down here, back as alive at the given incarnations: forgets the
+/// `Down` records, then applies them as alive and broadcast (foca probes them as usual).
+fn take_back(swim: &mut Swim, members: Vec<(NodeIdentity, Incarnation)>, fx: &mut Effects) {
+    for (id, _) in &members {
+        if let Err(error) = swim
+            .foca
+            .handle_timer(Timer::RemoveDown(id.clone()), &mut *fx)
+        {
+            tracing::debug!(%error, "forgetting a down member");
+        }
+    }
+    let alive = members
+        .into_iter()
+        .map(|(id, incarnation)| foca::Member::new(id, incarnation, foca::State::Alive));
+    if let Err(error) = swim.foca.apply_many(alive, true, &mut *fx) {
+        tracing::debug!(%error, "taking members back");
     }
 }
 

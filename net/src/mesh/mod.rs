@@ -553,6 +553,14 @@ impl Mesh {
         self.inner.set_refutation_budget(on);
     }
 
+    /// Refuses every fresh suspicion from now on, as if every sender had spent its
+    /// refutation budget: this node relays no suspicion of another member. Only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn spend_refutation_budget(&self) {
+        self.inner.spend_refutation_budget();
+    }
+
     /// The connection to `node`, if up: which node dialed it and the peer's address.
     pub fn connection_info(&self, node: NodeId) -> Option<ConnectionInfo> {
         let conn = self.inner.up_conn(node)?;

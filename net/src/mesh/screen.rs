@@ -86,6 +86,15 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
+    /// The incarnation `node` is held down at here, if this node holds that very identity
+    /// down.
+    pub(crate) fn held_down_at(&self, node: &NodeIdentity) -> Option<Incarnation> {
+        self.known
+            .get(&node.node)
+            .filter(|m| m.id() == node && m.state() == foca::State::Down)
+            .map(Member::incarnation)
+    }
+
     /// The identity and incarnation this node holds for `node`.
     fn current(&self, node: NodeId) -> Option<(&NodeIdentity, Incarnation)> {
         if node == self.me.node {

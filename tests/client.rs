@@ -166,3 +166,17 @@ fn a_client_whose_node_goes_away_carries_on_through_another_seed() {
     assert_eq!(mesh.gateway(), Some(b.id()));
     drop(d);
 }
+
+/// The system processes a client is served through pass the mesh's check on what a client
+/// may reach (the names are this crate's, the check is cairn-net's, which refuses clients
+/// every other system process).
+#[test]
+fn the_system_processes_that_serve_clients_take_their_messages() {
+    use cairn::net::mesh::client_may_reach;
+    assert!(client_may_reach(cairn::STATUS_PROCESS));
+    assert!(client_may_reach(
+        cairn::cluster_status::CLUSTER_STATUS_PROCESS
+    ));
+    assert!(client_may_reach(cairn::object::http::HTTP_PROCESS));
+    assert!(!client_may_reach("cairn.alarms"));
+}

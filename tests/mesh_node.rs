@@ -391,6 +391,27 @@ fn an_offline_ca_issues_certificates_and_nodes_join_with_only_their_own_files() 
     assert_eq!(mode(&out.join("ops.client.key")), 0o600);
     let (ok, text, _) = issue("x.client", "node");
     assert!(!ok && text.contains("for clients"), "{text}");
+    // `cluster issue DIR NAME` takes the same choices: role, lifetime and region.
+    let legacy = dir.path().join("certs-edge");
+    let (ok, stdout, err) = cli(&[
+        "cluster",
+        "issue",
+        ca_arg,
+        "edge",
+        "--client",
+        "--days",
+        "7",
+        "--region",
+        "eu",
+        "--out",
+        legacy.to_str().unwrap(),
+    ]);
+    assert!(ok && stdout.contains("valid 7 days"), "{stdout}{err}");
+    let pem = std::fs::read_to_string(legacy.join("edge.client.pem")).unwrap();
+    let identity = cairn::net::tls::CertIdentity::of_pem(&pem).unwrap();
+    assert_eq!(identity.role, cairn::net::Role::Client);
+    assert_eq!(identity.region.as_deref(), Some("eu"));
+    assert_eq!(mode(&legacy.join("edge.client.key")), 0o600);
 
     // Nodes given only their certificate, their key and the CA certificate (no CA key
     // anywhere near them) form a mesh.

@@ -99,9 +99,10 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// Lifetime of issued certificates unless the issuer says otherwise: one year. Renew before
-/// it ends (peers refuse an expired certificate at the handshake).
-pub const DEFAULT_CERT_DAYS: u32 = 365;
+/// Lifetime of issued certificates unless the issuer says otherwise: 90 days, so that a
+/// stolen key is good for a bounded time even if its revocation is missed. Renew before it
+/// ends (peers refuse an expired certificate at the handshake; rotation needs no restart).
+pub const DEFAULT_CERT_DAYS: u32 = 90;
 
 /// File name of the CA certificate in a CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -1003,7 +1004,8 @@ mod tests {
             .unwrap()
             .as_secs() as i64;
         for (cert, days) in [
-            (ca.issue("n1").unwrap(), i64::from(DEFAULT_CERT_DAYS)),
+            // 90 days unless asked otherwise.
+            (ca.issue("n1").unwrap(), 90),
             (ca.issue_as("n2", Role::Node, 7).unwrap(), 7),
         ] {
             let (_, parsed) = x509_parser::parse_x509_certificate(cert.cert_der()).unwrap();

@@ -640,6 +640,29 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
         ),
         "{answer:?}"
     );
+    // A system process that serves members only (shard replication: a client's frames
+    // there could raise Raft terms) is refused to a client, though registered.
+    let replication = sleeper(&rt);
+    handle.register("cairn.shards", replication).unwrap();
+    client.send(Wire::Send {
+        from: Some(from),
+        to: Target::Name("cairn.shards".into()),
+        tag: TAG.into(),
+        call: Some(78),
+        payload: Bytes(vec![]),
+        request: None,
+    });
+    let answer = client.recv_where(|f| matches!(f, Wire::Reply { id: 78, .. }));
+    assert!(
+        matches!(
+            &answer,
+            Wire::Reply {
+                result: Err(RemoteFailure::Unauthorized(_)),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
     // Signals, links, membership syncs, name claims and SWIM packets: all refused.
     client.send(kill(hidden, from, false));
     client.send(Wire::Link { to: hidden, from });
@@ -673,7 +696,7 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
         s.delivered + s.bad_messages == 2
     });
     wait_until("the datagram to be refused", || {
-        mesh.stats().unauthorized == 5
+        mesh.stats().unauthorized == 6
     });
     assert!(handle.is_alive(hidden), "a client killed a process");
     assert_eq!(mesh.whereis("client-owned"), None);

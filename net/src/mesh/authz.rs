@@ -73,11 +73,28 @@ pub fn is_system_name(name: &str) -> bool {
     name.starts_with(SYSTEM_PREFIX)
 }
 
+/// The system processes a client serves through: the object routers
+/// (`cairn.objects.{class}`), status (`cairn.status`, `cairn.cluster-status`) and HTTP
+/// forwarding (`cairn.http`). The names are the `cairn` crate's (its tests check they pass
+/// here); every other system process — shard replication, alarms — is for members only.
+const CLIENT_FACING: [&str; 3] = ["cairn.status", "cairn.cluster-status", "cairn.http"];
+
+/// Prefix of the object routers' names (see [`CLIENT_FACING`]).
+const OBJECT_ROUTERS: &str = "cairn.objects.";
+
+/// Whether a client may send to the process registered as `name`: any application name,
+/// and of the system processes only those clients are served through.
+pub fn client_may_reach(name: &str) -> bool {
+    !is_system_name(name) || name.starts_with(OBJECT_ROUTERS) || CLIENT_FACING.contains(&name)
+}
+
 /// Why a peer's request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Denied {
     #[error("a client may only send to published (registered) processes, not {0:?}")]
     Unpublished(Pid),
+    #[error("system process {0:?} takes messages from members only, not from a client")]
+    MembersOnly(String),
     #[error("system process {0:?} refuses remote exit signals and links")]
     SystemProcess(String),
     #[error("a client may not send exit signals or links")]
@@ -95,12 +112,15 @@ pub(crate) fn check_send(
     to: &Target,
     name_of: impl FnOnce(Pid) -> Option<String>,
 ) -> Result<(), Denied> {
-    match (role, to) {
-        (Role::Node, _) | (Role::Client, Target::Name(_)) => Ok(()),
-        (Role::Client, Target::Pid(pid)) => match name_of(*pid) {
-            Some(_) => Ok(()),
-            None => Err(Denied::Unpublished(*pid)),
-        },
+    let name = match (role, to) {
+        (Role::Node, _) => return Ok(()),
+        (Role::Client, Target::Name(name)) => name.clone(),
+        (Role::Client, Target::Pid(pid)) => name_of(*pid).ok_or(Denied::Unpublished(*pid))?,
+    };
+    if client_may_reach(&name) {
+        Ok(())
+    } else {
+        Err(Denied::MembersOnly(name))
     }
 }
 
@@ -244,6 +264,36 @@ mod tests {
             check_send(Role::Node, &Target::Pid(pid(3)), name_of),
             Ok(())
         );
+        assert_eq!(
+            check_send(Role::Node, &Target::Name("cairn.shards".into()), name_of),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_client_reaches_the_system_processes_that_serve_clients_only() {
+        for name in ["cairn.shards", "cairn.alarms", "cairn.anything-new"] {
+            assert_eq!(
+                check_send(Role::Client, &Target::Name(name.into()), name_of),
+                Err(Denied::MembersOnly(name.into()))
+            );
+        }
+        // By pid too: pid 1 is registered as `cairn.alarms`.
+        assert_eq!(
+            check_send(Role::Client, &Target::Pid(pid(1)), name_of),
+            Err(Denied::MembersOnly("cairn.alarms".into()))
+        );
+        for name in [
+            "cairn.objects.Counter",
+            "cairn.status",
+            "cairn.cluster-status",
+            "cairn.http",
+        ] {
+            assert_eq!(
+                check_send(Role::Client, &Target::Name(name.into()), name_of),
+                Ok(())
+            );
+        }
     }
 
     #[test]

@@ -101,6 +101,7 @@ use serde::Serialize;
 use crate::endpoint::{Endpoint, EndpointOptions};
 
 pub use advertise::{AdvertiseError, AdvertiseSource};
+pub use authz::client_may_reach;
 pub use config::{
     MeshConfig, Resolver, Seed, SeedAddr, SeedAddrError, SystemResolver, DEFAULT_FAILURE_TIMEOUT,
 };

@@ -96,13 +96,7 @@ pub fn cert(command: &CertCommand) -> Result<(), CliError> {
         } => (ca, name, role, days, region, out),
         CertCommand::Serial { cert } => return serial(cert),
     };
-    let name = match role {
-        Role::Client if !name.ends_with(CLIENT_NAME_SUFFIX) => {
-            format!("{name}{CLIENT_NAME_SUFFIX}")
-        }
-        _ => name.clone(),
-    };
-    issue(ca, &name, *role, *days, region.as_deref(), out)
+    issue(ca, name, *role, *days, region.as_deref(), out)
 }
 
 /// Prints the serial of the certificate in `path`.
@@ -115,8 +109,8 @@ fn serial(path: &Path) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Issues a certificate for `name` (in `region`, if given) from the CA in `ca_dir` into
-/// `out`.
+/// Issues a certificate for `name` (a client's with ".client" appended if missing; in
+/// `region`, if given) from the CA in `ca_dir` into `out`.
 pub fn issue(
     ca_dir: &Path,
     name: &str,
@@ -125,6 +119,12 @@ pub fn issue(
     region: Option<&str>,
     out: &Path,
 ) -> Result<(), CliError> {
+    let name = &match role {
+        Role::Client if !name.ends_with(CLIENT_NAME_SUFFIX) => {
+            format!("{name}{CLIENT_NAME_SUFFIX}")
+        }
+        _ => name.to_owned(),
+    };
     let ca = ClusterCa::load(ca_dir)?;
     let cert = ca.issue_in(name, role, days, region)?;
     let serial = cert

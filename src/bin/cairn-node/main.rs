@@ -112,8 +112,18 @@ enum ClusterCommand {
     Issue {
         /// The CA directory.
         dir: PathBuf,
-        /// The node name.
+        /// The node name (a client's gets ".client" appended if missing).
         name: String,
+        /// Issue a client certificate (sends and calls only) instead of a node's.
+        #[arg(long)]
+        client: bool,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = cairn::net::tls::DEFAULT_CERT_DAYS)]
+        days: u32,
+        /// The holder's region, in the certificate: the node must run with this --region
+        /// and can claim no other.
+        #[arg(long)]
+        region: Option<String>,
         /// Where to write the files.
         #[arg(long)]
         out: PathBuf,
@@ -265,16 +275,20 @@ fn main() -> ExitCode {
         None => run(RunArgs::parse_from(["cairn-node"])),
         Some(Command::Run(args)) => run(args),
         Some(Command::Cluster(ClusterCommand::Init { dir })) => ca::init(&dir),
-        Some(Command::Cluster(ClusterCommand::Issue { dir, name, out })) => {
-            let role = cairn::net::Role::of_name(&name);
-            ca::issue(
-                &dir,
-                &name,
-                role,
-                cairn::net::tls::DEFAULT_CERT_DAYS,
-                None,
-                &out,
-            )
+        Some(Command::Cluster(ClusterCommand::Issue {
+            dir,
+            name,
+            client,
+            days,
+            region,
+            out,
+        })) => {
+            let role = if client {
+                cairn::net::Role::Client
+            } else {
+                cairn::net::Role::of_name(&name)
+            };
+            ca::issue(&dir, &name, role, days, region.as_deref(), &out)
         }
         Some(Command::Ca(command)) => ca::ca(&command),
         Some(Command::Cert(command)) => ca::cert(&command),

@@ -38,7 +38,7 @@ struct Model {
 }
 
 #[test]
-#[ignore = "fails: leadership does not finish spreading within 60 s in the real mesh (the simulator and the bench do spread, partly); not diagnosed yet"]
+#[ignore = "not reliable on a loaded machine: at load 27-28 one run of three spread ([8, 0, 0] to [2, 3, 3] in 48 s), two timed out waiting for the spread while SWIM flapped members every few seconds"]
 fn each_node_leads_a_third_of_the_shards_and_no_increment_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
     shard_mesh::make_cluster(tmp.path());

@@ -3,9 +3,15 @@
 //! is spread over the nodes instead of resting wherever elections left it (after bootstrap,
 //! the cluster's first node leads every shard).
 //!
-//! [`preferred_leaders`] takes, per shard, its *candidates*: the live (`Up`) members of its
-//! target replica set in rendezvous order ([`candidates`], built on
-//! [`target_replicas`]). It gives each shard one candidate, balanced by a
+//! [`preferred_leaders`] takes, per shard, its *candidates*: the members of its target
+//! replica set that are up or were declared down less than a *lead grace* ago, in rendezvous
+//! order ([`candidates`], built on [`target_replicas`]). The lead grace (the core uses
+//! [`LEAD_GRACE_ELECTIONS`] election timeouts, at most the replacement grace) keeps a member
+//! that SWIM briefly declares down — a flooded or loaded node does, and rejoins as a new
+//! incarnation a second later — from reshuffling every node's preferences: each flap used to
+//! move preferences away and back, so leaders chased a moving target and on real nodes never
+//! finished spreading. A member down past the lead grace leads nothing, and its shards
+//! spread over the others. It gives each shard one candidate, balanced by a
 //! bounded-load rendezvous (as "consistent hashing with bounded loads"):
 //! 1. every node may be preferred for at most `cap = ⌈shards / nodes⌉` shards, where `nodes`
 //!    are the distinct candidates;
@@ -30,26 +36,32 @@ use std::time::Duration;
 
 use cairn_scheduler::NodeId;
 
-use crate::placement::{target_replicas, Liveness, Member};
+use crate::placement::{target_replicas, Member};
 use crate::types::{ShardId, Time};
 
-/// The leader candidates of one shard: the `Up` members of its target replica set
-/// ([`target_replicas`]), best rendezvous score first. A member down but still within the
-/// grace period stays in the target (its replicas are kept) but cannot lead.
+/// Election timeouts a member may be down and still be preferred to lead (see the module
+/// docs): longer than a SWIM flap and its rejoin, short against the replacement grace.
+pub const LEAD_GRACE_ELECTIONS: u32 = 10;
+
+/// The leader candidates of one shard: the members of its target replica set
+/// ([`target_replicas`], replacement grace `grace`) that are up or down for less than
+/// `lead_grace`, best rendezvous score first. A member down longer stays in the target until
+/// `grace` (its replicas are kept) but is not preferred to lead. Acting on a preference still
+/// needs the member up (the core checks).
 pub fn candidates(
     shard: ShardId,
     members: &[Member],
     replication: usize,
     region: Option<&str>,
     now: Time,
-    grace: Duration,
+    (grace, lead_grace): (Duration, Duration),
 ) -> Vec<NodeId> {
     target_replicas(shard, members, replication, region, now, grace)
         .into_iter()
         .filter(|id| {
             members
                 .iter()
-                .any(|m| m.id == *id && m.liveness == Liveness::Up)
+                .any(|m| m.id == *id && m.eligible(now, lead_grace))
         })
         .collect()
 }
@@ -99,18 +111,26 @@ pub fn preferred_leaders(candidates: &[Vec<NodeId>]) -> Vec<Option<NodeId>> {
 mod tests {
     use super::*;
 
+    use crate::placement::Liveness;
+
     const SHARDS: u32 = 128;
     const GRACE: Duration = Duration::from_secs(300);
+    const LEAD: Duration = Duration::from_secs(10);
+    const GRACES: (Duration, Duration) = (GRACE, LEAD);
 
     fn members(ids: &[u64]) -> Vec<Member> {
         ids.iter().map(|&i| Member::up(NodeId(i), None)).collect()
     }
 
-    fn plan(ms: &[Member], replication: usize) -> Vec<Option<NodeId>> {
+    fn plan_at(ms: &[Member], replication: usize, now: Time) -> Vec<Option<NodeId>> {
         let c: Vec<Vec<NodeId>> = (0..SHARDS)
-            .map(|s| candidates(ShardId(s), ms, replication, None, Time::ZERO, GRACE))
+            .map(|s| candidates(ShardId(s), ms, replication, None, now, GRACES))
             .collect();
         preferred_leaders(&c)
+    }
+
+    fn plan(ms: &[Member], replication: usize) -> Vec<Option<NodeId>> {
+        plan_at(ms, replication, Time::ZERO)
     }
 
     fn counts(p: &[Option<NodeId>]) -> BTreeMap<NodeId, usize> {
@@ -155,15 +175,22 @@ mod tests {
         let mut rev = ms.clone();
         rev.reverse();
         assert_eq!(plan(&ms, 3), plan(&rev, 3));
-        // A restart keeps the id; a member briefly down (within the grace) and back up
-        // leaves every preference as it was.
+        // A restart keeps the id; a member briefly down (a SWIM flap: within the lead
+        // grace) changes no preference, and back up neither.
         let mut down = ms.clone();
-        down[1].liveness = Liveness::Down {
-            since: Duration::from_secs(1),
-        };
+        let since = Duration::from_secs(1);
+        down[1].liveness = Liveness::Down { since };
         let before = plan(&ms, 3);
-        let during = plan(&down, 3);
-        assert!(during.iter().all(|p| *p != Some(NodeId(IDS[1]))));
+        assert_eq!(
+            plan_at(&down, 3, since + LEAD - Duration::from_millis(1)),
+            before
+        );
+        // Down past the lead grace (still inside the replacement grace): it leads nothing,
+        // and few shards of the live nodes move.
+        let during = plan_at(&down, 3, since + LEAD);
+        assert!(during
+            .iter()
+            .all(|p| p.is_some() && *p != Some(NodeId(IDS[1]))));
         let shifted = (0..SHARDS as usize)
             .filter(|&s| before[s] != Some(NodeId(IDS[1])) && before[s] != during[s])
             .count();
@@ -203,7 +230,7 @@ mod tests {
         ms[2].liveness = Liveness::Down {
             since: Duration::ZERO,
         };
-        let p = plan(&ms, 3);
+        let p = plan_at(&ms, 3, LEAD);
         assert!(p.iter().all(|n| n.is_some() && *n != Some(NodeId(IDS[2]))));
         let c = counts(&p);
         assert!(c.values().all(|&k| k == 64), "{c:?}");
@@ -216,7 +243,7 @@ mod tests {
         let c: Vec<Vec<NodeId>> = (0..16)
             .map(|s| {
                 let region = (s >= 8).then_some("eu");
-                candidates(ShardId(s), &ms, 3, region, Time::ZERO, GRACE)
+                candidates(ShardId(s), &ms, 3, region, Time::ZERO, GRACES)
             })
             .collect();
         let p = preferred_leaders(&c);

@@ -6,8 +6,9 @@
 //! only if all of these hold:
 //! * this node serves the shard (leader, lease, own-term entry applied), and no
 //!   configuration change is pending;
-//! * the preferred leader is another node, a *voter* (not a learner), `Up` (it is only
-//!   preferred if so), recently active, not being sent a snapshot, and has acknowledged everything
+//! * the preferred leader is another node, a *voter* (not a learner), `Up` (it stays
+//!   preferred for a short lead grace while down, see [`crate::leadership`]; it is waited
+//!   for then), recently active, not being sent a snapshot, and has acknowledged everything
 //!   committed (raft-rs then sends it the rest and `MsgTimeoutNow` once it has all of it);
 //! * hysteresis: the shard's preferred leader has not changed for
 //!   [`STABLE_ELECTIONS`] election timeouts, and this node has led the shard for
@@ -37,8 +38,9 @@ use cairn_scheduler::NodeId;
 use raft::{ProgressState, StateRole};
 
 use super::{redraw_election_timeout, MultiRaft};
-use crate::leadership::{candidates, preferred_leaders};
+use crate::leadership::{candidates, preferred_leaders, LEAD_GRACE_ELECTIONS};
 use crate::placement::shard_region;
+use crate::placement::Liveness;
 use crate::types::ShardId;
 
 /// Election timeouts a node must have led a shard before it hands it to another.
@@ -110,6 +112,8 @@ impl MultiRaft {
         if self.leader_balance.computed_at == Some(self.ticks) {
             return;
         }
+        let lead_grace = (self.cfg.tick * self.cfg.election_ticks as u32 * LEAD_GRACE_ELECTIONS)
+            .min(self.cfg.down_grace);
         let cands: Vec<Vec<NodeId>> = (0..self.cfg.shards)
             .map(|s| {
                 let sid = ShardId(s);
@@ -124,7 +128,7 @@ impl MultiRaft {
                     self.cfg.replication,
                     region,
                     self.now,
-                    self.cfg.down_grace,
+                    (self.cfg.down_grace, lead_grace),
                 )
             })
             .collect();
@@ -170,7 +174,12 @@ impl MultiRaft {
             return;
         }
         let raft = &r.raw.raft;
-        if !raft.prs().conf().voters().contains(to.0) {
+        // A preferred member SWIM calls down (a flap, within the lead grace) is waited for.
+        let up = self
+            .members
+            .iter()
+            .any(|m| m.id == to && m.liveness == Liveness::Up);
+        if !up || !raft.prs().conf().voters().contains(to.0) {
             return;
         }
         let committed = raft.raft_log.committed;

@@ -44,7 +44,10 @@ fn config() -> ShardConfig {
         max_clock_drift: 0.005,
         down_grace: Duration::from_millis(400),
         log_keep: 16,
-        rebalance_ticks: 5,
+        // As in production (10 and 10): the rebalancing turn comes once per election
+        // timeout, the period of raft-rs's check-quorum rounds, so a turn can fall on the
+        // tick of a round (leader balancing once stalled there; see `core/leader_balance.rs`).
+        rebalance_ticks: 10,
         ..ShardConfig::default()
     }
 }

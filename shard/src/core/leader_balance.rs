@@ -1,8 +1,9 @@
 //! Leader balancing: a shard's leader hands leadership to the shard's preferred leader
 //! ([`crate::leadership`]), TiKV/PD style, so that each node leads its share of the shards.
 //!
-//! When the shard's rebalancing turn comes (after [`MultiRaft::rebalance`] had nothing to
-//! do), the leader transfers leadership (raft-rs `transfer_leader`) to the preferred leader
+//! Once per election timeout of a led shard, halfway between two of raft-rs's check-quorum
+//! rounds (each resets every peer's `recent_active`, so a look right after one sees no peer
+//! active), the leader transfers leadership (raft-rs `transfer_leader`) to the preferred leader
 //! only if all of these hold:
 //! * this node serves the shard (leader, lease, own-term entry applied), and no
 //!   configuration change is pending;
@@ -26,7 +27,8 @@
 //! serving change reports `Stopped`, so the object layer deactivates the shard's objects and
 //! routes their queued mail on, as on any deposition.
 //!
-//! **Abort.** A transfer not completed within one election timeout is aborted by stepping
+//! **Abort.** A transfer not completed within one election timeout, or dropped by raft-rs
+//! (at the leader's next check-quorum round), is aborted by stepping
 //! down (follower in the same term, no leader). Staying leader and renewing the lease would
 //! not be safe: the `MsgTimeoutNow` may still be in the network, and would elect the
 //! transferee later against our new lease. Stepping down makes the next leader's term
@@ -93,8 +95,11 @@ impl MultiRaft {
                 continue;
             };
             if r.raw.raft.term != term || r.raw.raft.state != StateRole::Leader {
+                let (t, leader) = (r.raw.raft.term, r.raw.raft.leader_id);
+                tracing::debug!(shard = %sid, term = t, leader, waited = ticks - started, "leadership transfer done");
                 finished.push(sid);
-            } else if ticks - started >= e {
+            } else if ticks - started >= e || r.raw.raft.lead_transferee.is_none() {
+                // raft-rs itself drops a transfer at the leader's next check-quorum round.
                 tracing::info!(shard = %sid, term, "leadership transfer timed out; stepping down");
                 r.raw.raft.become_follower(term, raft::INVALID_ID);
                 redraw_election_timeout(&mut self.rng, &mut r.raw);
@@ -149,29 +154,51 @@ impl MultiRaft {
     /// docs holds.
     pub(super) fn balance_leader(&mut self, sid: ShardId) {
         let max = self.cfg.max_leader_transfers;
-        if max == 0 || self.leader_balance.transfers.len() >= max || self.members.is_empty() {
+        if max == 0 || self.members.is_empty() {
             return;
         }
         self.refresh_preferred();
-        let (ticks, now, me) = (self.ticks, self.now, self.me);
-        let e = self.cfg.election_ticks as u64;
-        let lb = &mut self.leader_balance;
-        let Some(to) = lb.preferred.get(sid.0 as usize).copied().flatten() else {
+        let Some(to) = self.preferred_leader(sid) else {
             return;
         };
-        if to == me || ticks - lb.stable_since[sid.0 as usize] < STABLE_ELECTIONS * e {
+        let led = self
+            .replicas
+            .get(&sid)
+            .is_some_and(|r| r.raw.raft.state == StateRole::Leader);
+        if to == self.me || !led {
             return;
         }
-        let Some(r) = self.replicas.get_mut(&sid) else {
-            return;
-        };
+        if let Err(why) = self.try_transfer(sid, to) {
+            tracing::debug!(shard = %sid, to = %to, why, "leadership not handed over now");
+        }
+    }
+
+    /// Starts the transfer of `sid` (led here) to `to`, or says which condition of the
+    /// module docs does not hold.
+    fn try_transfer(&mut self, sid: ShardId, to: NodeId) -> Result<(), &'static str> {
+        let (ticks, now) = (self.ticks, self.now);
+        let e = self.cfg.election_ticks as u64;
+        let lb = &mut self.leader_balance;
+        if lb.transfers.len() >= self.cfg.max_leader_transfers {
+            return Err("transfers in flight at the limit");
+        }
+        if ticks - lb.stable_since[sid.0 as usize] < STABLE_ELECTIONS * e {
+            return Err("preference not stable yet");
+        }
+        let r = self.replicas.get_mut(&sid).ok_or("no replica")?;
         let term = r.raw.raft.term;
         let held = lb
             .led_since
             .get(&sid)
             .is_some_and(|&(t, since)| t == term && ticks - since >= HOLD_ELECTIONS * e);
-        if !held || !Self::replica_serving(r, now) || r.raw.raft.has_pending_conf() {
-            return;
+        if !held {
+            return Err("not led long enough in this term");
+        }
+        if !Self::replica_serving(r, now) {
+            return Err("not serving");
+        }
+        if r.raw.raft.has_pending_conf() {
+            return Err("configuration change pending");
         }
         let raft = &r.raw.raft;
         // A preferred member SWIM calls down (a flap, within the lead grace) is waited for.
@@ -179,17 +206,24 @@ impl MultiRaft {
             .members
             .iter()
             .any(|m| m.id == to && m.liveness == Liveness::Up);
-        if !up || !raft.prs().conf().voters().contains(to.0) {
-            return;
+        if !up {
+            return Err("preferred leader not up");
+        }
+        if !raft.prs().conf().voters().contains(to.0) {
+            return Err("preferred leader not a voter");
         }
         let committed = raft.raft_log.committed;
-        let ready = raft.prs().get(to.0).is_some_and(|p| {
-            // Not `Replicate`: raft-rs leaves a voter of an idle shard in `Probe` (it moves
-            // only on an append answer), and transfer_leader catches it up itself.
-            p.state != ProgressState::Snapshot && p.recent_active && p.matched >= committed
-        });
-        if !ready {
-            return;
+        let p = raft.prs().get(to.0).ok_or("no progress")?;
+        // Not `Replicate`: raft-rs leaves a voter of an idle shard in `Probe` (it moves
+        // only on an append answer), and transfer_leader catches it up itself.
+        if p.state == ProgressState::Snapshot {
+            return Err("preferred leader being sent a snapshot");
+        }
+        if !p.recent_active {
+            return Err("preferred leader not recently active");
+        }
+        if p.matched < committed {
+            return Err("preferred leader behind the commit index");
         }
         tracing::debug!(shard = %sid, to = %to, term, "handing leadership to the preferred leader");
         r.handing_over = Some((term, ticks));
@@ -197,6 +231,7 @@ impl MultiRaft {
         r.raw.transfer_leader(to.0);
         lb.transfers.insert(sid, (term, ticks));
         lb.started += 1;
+        Ok(())
     }
 
     /// Leadership transfers toward preferred leaders this node started, and how many of

@@ -933,7 +933,10 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = load.rows(BENCH, &cluster);
     let after = cluster.stats(&nodes)?;
     for (k, &i) in nodes.iter().enumerate() {
-        let d: Vec<u64> = (0..7).map(|j| after[k][j] - before[k][j]).collect();
+        // Saturating: column 4 (shards led) is a gauge, and leaders may move in the phase.
+        let d: Vec<u64> = (0..7)
+            .map(|j| after[k][j].saturating_sub(before[k][j]))
+            .collect();
         if d[0] + d[1] + d[5] > 0 {
             eprintln!(
                 "   {BENCH}: n{i} (leads {} shards): {} write sets committed as leader, mean \

@@ -34,6 +34,12 @@ pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 << 20;
 /// compacted and a follower that far behind catches up by snapshot.
 pub const DEFAULT_LOG_KEEP: u64 = 1024;
 
+/// Default bound on leadership transfers a node has in flight to spread leaders
+/// ([`ShardConfig::max_leader_transfers`]): 4. A transfer leaves its shard without a serving
+/// leader for a round trip or two; a few at a time spread 128 shards in seconds without a
+/// burst of elections.
+pub const DEFAULT_MAX_LEADER_TRANSFERS: usize = 4;
+
 /// Default shards of each region with shards of its own ([`ShardConfig::regions`]): 8, enough
 /// to spread a region's objects over a few members, few enough to leave most shards global.
 pub const DEFAULT_REGION_SHARDS: u32 = 8;
@@ -64,6 +70,10 @@ pub struct ShardConfig {
     pub log_keep: u64,
     /// Ticks between two rebalancing checks of a led shard.
     pub rebalance_ticks: u64,
+    /// Leadership transfers toward each shard's preferred leader
+    /// ([`leadership`](crate::leadership)) this node may have in flight at once; 0 leaves
+    /// leadership where elections put it.
+    pub max_leader_transfers: usize,
     /// Regions with shards of their own: objects hinted to one of them live in its shards,
     /// whose replicas stay on that region's members (see
     /// [`placement::object_shard`](crate::placement::object_shard)). Each gets
@@ -88,6 +98,7 @@ impl Default for ShardConfig {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             log_keep: DEFAULT_LOG_KEEP,
             rebalance_ticks: 10,
+            max_leader_transfers: DEFAULT_MAX_LEADER_TRANSFERS,
             regions: Vec::new(),
             region_shards: DEFAULT_REGION_SHARDS,
         }

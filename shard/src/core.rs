@@ -42,6 +42,8 @@
 //!   majority of its voters said so (`tombstone`, whose rules keep one hostile member from
 //!   stripping replicas).
 
+mod leader_balance;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
@@ -255,6 +257,8 @@ pub struct MultiRaft {
     outcomes: Vec<(ShardId, ProposalId, Outcome)>,
     /// "Not a member" replies to send and claims heard (see `tombstone`).
     tombstones: Tombstones,
+    /// Spreading leadership over the nodes (`core/leader_balance.rs`).
+    leader_balance: leader_balance::LeaderBalance,
 }
 
 impl std::fmt::Debug for MultiRaft {
@@ -366,6 +370,7 @@ impl MultiRaft {
             events: Vec::new(),
             outcomes: Vec::new(),
             tombstones: Tombstones::default(),
+            leader_balance: leader_balance::LeaderBalance::default(),
         };
         for s in states {
             m.add_replica(s)?;
@@ -492,6 +497,8 @@ impl MultiRaft {
         let e = self.cfg.election_ticks as u64;
         let me = self.me.0;
         let mut to_rebalance = Vec::new();
+        let mut to_balance = Vec::new();
+        self.leader_balance_tick();
         for (&sid, r) in self.replicas.iter_mut() {
             // An uninitialized replica nobody completes (a stale message created it) goes.
             if !r.raw.store().initialized() && r.idle_ticks > 20 * e {
@@ -548,9 +555,20 @@ impl MultiRaft {
             if ticks % self.cfg.rebalance_ticks == u64::from(sid.0) % self.cfg.rebalance_ticks {
                 to_rebalance.push(sid);
             }
+            // Leader balancing reads `recent_active`, which every check-quorum round (each
+            // election timeout of the leader's own clock) resets: look halfway between two
+            // rounds, when it says whether the peer answered in the last half timeout. On the
+            // rebalancing turn above, whose period is also an election timeout, a shard whose
+            // phase matched the reset never saw its peers active and never handed over.
+            if r.raw.raft.election_elapsed == self.cfg.election_ticks / 2 {
+                to_balance.push(sid);
+            }
         }
         for sid in to_rebalance {
             self.rebalance(sid);
+        }
+        for sid in to_balance {
+            self.balance_leader(sid);
         }
     }
 

@@ -219,7 +219,7 @@ impl ShardNode {
                 let now = d.now();
                 d.core.tick(now);
                 d.board.publish(&d.core, now, &d.stats);
-                if d.run_rounds().await.is_err() {
+                if d.run_rounds(&mut ctx).await.is_err() {
                     return;
                 }
                 d.refresh_map();
@@ -451,6 +451,18 @@ impl Driver {
         }
     }
 
+    /// Steps every message already queued (no waiting), then ticks the clock.
+    fn drain(&mut self, ctx: &mut cairn_scheduler::Ctx<DriverMsg>) {
+        while let Some(m) = ctx.try_recv() {
+            if let Message::User(m) = m {
+                self.handle_msg(m);
+            }
+        }
+        let now = self.now();
+        self.core.tick(now);
+        self.refresh_map();
+    }
+
     /// Refreshes the shard map in [`ShardStats`] if it is older than [`MAP_REFRESH`] or a
     /// serving change happened since.
     fn refresh_map(&mut self) {
@@ -472,7 +484,11 @@ impl Driver {
         }
     }
 
-    async fn run_rounds(&mut self) -> Result<(), ()> {
+    /// Runs rounds while the core has work. Between two rounds it steps everything that
+    /// arrived during the last persist (followers' answers, proposals): an answer that
+    /// commits entries is then applied in the very next round, rather than after one more
+    /// fsync'd round that could not see it, and new proposals join that round's entries.
+    async fn run_rounds(&mut self, ctx: &mut cairn_scheduler::Ctx<DriverMsg>) -> Result<(), ()> {
         while self.core.has_ready() {
             let now = self.now();
             let mut round = self.core.ready(now);
@@ -540,6 +556,7 @@ impl Driver {
                     Err(e) => tracing::warn!(shard = %shard, error = %e, "snapshot export failed"),
                 }
             }
+            self.drain(ctx);
         }
         Ok(())
     }

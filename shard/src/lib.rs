@@ -11,7 +11,8 @@
 //! - [`ShardLog`] (`log`): raft-rs's `Storage` over an in-memory mirror of the durable log.
 //! - [`LmdbLog`] (`lmdb_log`): the durable state in the node's LMDB store.
 //! - `wire`: the serde forms that cross the network and the disk (never protobuf bytes).
-//! - `placement`, `rebalance`: pure target replica sets and the next conf change.
+//! - `placement`, `rebalance`, `leadership`: pure target replica sets, the next conf change,
+//!   and each shard's preferred leader (leadership is spread over the nodes).
 //! - [`driver`]: a scheduler process per node that runs the core over a [`driver::ShardTransport`].
 //! - [`stats`]: the driver's counters and shard map, read by the node's metrics and status page.
 //! - [`tombstone`]: telling a replica removed while cut off that it is no longer a member.
@@ -22,6 +23,7 @@ mod config;
 mod core;
 pub mod driver;
 mod durable;
+pub mod leadership;
 mod lmdb_log;
 mod log;
 pub mod placement;

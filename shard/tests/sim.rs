@@ -8,7 +8,9 @@
 //!    the simulated real clock, never overlap);
 //! 2. no acknowledged increment is lost, and no value contains an increment never attempted;
 //! 3. a read never misses an increment acknowledged before the read began;
-//! 4. after healing, every voter of a shard holds the same state.
+//! 4. after healing, every voter of a shard holds the same state;
+//! 5. after healing, leadership is spread: every shard is led by its preferred leader
+//!    (`cairn_shard::leadership`), reached by leadership transfers that check 1 covers too.
 //!
 //! Same seed → same run (`same_seed_same_trace`). `CAIRN_SEED=n cargo test -p cairn-shard
 //! --test sim replay -- --nocapture` replays one seed; `CAIRN_SIM_SEEDS` sets how many seeds
@@ -42,7 +44,10 @@ fn config() -> ShardConfig {
         max_clock_drift: 0.005,
         down_grace: Duration::from_millis(400),
         log_keep: 16,
-        rebalance_ticks: 5,
+        // As in production (10 and 10): the rebalancing turn comes once per election
+        // timeout, the period of raft-rs's check-quorum rounds, so a turn can fall on the
+        // tick of a round (leader balancing once stalled there; see `core/leader_balance.rs`).
+        rebalance_ticks: 10,
         ..ShardConfig::default()
     }
 }
@@ -189,6 +194,8 @@ struct Sim {
     log: bool,
     /// The shard whose events a logged run prints (`CAIRN_SIM_SHARD`, default 1).
     log_shard: u32,
+    /// Leadership transfers (started, aborted) of cores that crashed.
+    past_transfers: (u64, u64),
 }
 
 fn mix(h: u64, v: u64) -> u64 {
@@ -240,6 +247,7 @@ impl Sim {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(1),
+            past_transfers: (0, 0),
         };
         for i in 0..3 {
             sim.start(i);
@@ -261,7 +269,10 @@ impl Sim {
     fn crash(&mut self, i: usize) {
         let now = self.now;
         let n = &mut self.nodes[i];
-        if n.core.take().is_some() {
+        if let Some(core) = n.core.take() {
+            let (s, a) = core.leader_transfers();
+            self.past_transfers.0 += s;
+            self.past_transfers.1 += a;
             n.waiting.clear();
             n.down_since = Some(now);
             for claims in self.claims.values_mut() {
@@ -582,6 +593,19 @@ impl Sim {
         self.record_leases();
     }
 
+    /// Leadership transfers started and aborted by every life of every node so far.
+    fn transfers(&self) -> (u64, u64) {
+        let (mut started, mut aborted) = self.past_transfers;
+        for n in &self.nodes {
+            if let Some(c) = n.core.as_ref() {
+                let (s, a) = c.leader_transfers();
+                started += s;
+                aborted += a;
+            }
+        }
+        (started, aborted)
+    }
+
     fn run(&mut self) -> Result<u64, String> {
         let drop_p = self.rng.gen_range(0.0..0.05);
         self.drop_p = drop_p;
@@ -698,6 +722,17 @@ impl Sim {
                     conf.voters.len()
                 ));
             }
+            // Leadership is spread: the shard is led by its preferred leader.
+            if let Some(p) = core.preferred_leader(shard) {
+                if p != leader.id {
+                    return Err(format!(
+                        "{shard} is led by {:x}, not by its preferred leader {:x}: {}",
+                        leader.id.0,
+                        p.0,
+                        core.debug(shard)
+                    ));
+                }
+            }
             finals.insert(shard, state);
         }
         let value = |c: u32| -> BTreeSet<u64> {
@@ -743,7 +778,14 @@ impl Sim {
 }
 
 fn run_seed(seed: u64, log: bool) -> Result<u64, String> {
-    Sim::new(seed, log).run()
+    run_counting(seed, log).map(|(trace, _)| trace)
+}
+
+/// A run's trace and its leadership transfers (started, aborted).
+fn run_counting(seed: u64, log: bool) -> Result<(u64, (u64, u64)), String> {
+    let mut sim = Sim::new(seed, log);
+    let trace = sim.run()?;
+    Ok((trace, sim.transfers()))
 }
 
 /// Runs in CI: 1,000 seeds take ~11 s on two cores (debug build). Sweep more with
@@ -757,13 +799,23 @@ fn many_seeds() {
     let start = std::time::Instant::now();
     // Seeds are independent: split them over the machine's cores.
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get() as u64);
+    let transfers = std::sync::Mutex::new((0u64, 0u64));
     let failures: Vec<String> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
+                let transfers = &transfers;
                 s.spawn(move || {
                     (0..n)
                         .filter(|seed| seed % threads == t)
-                        .filter_map(|seed| run_seed(seed, false).err().map(|e| (seed, e)))
+                        .filter_map(|seed| match run_counting(seed, false) {
+                            Ok((_, (started, aborted))) => {
+                                let mut all = transfers.lock().unwrap();
+                                all.0 += started;
+                                all.1 += aborted;
+                                None
+                            }
+                            Err(e) => Some((seed, e)),
+                        })
                         .map(|(seed, e)| format!("seed {seed} failed: {e}\nreplay: CAIRN_SEED={seed} cargo test -p cairn-shard --test sim replay -- --nocapture"))
                         .collect::<Vec<_>>()
                 })
@@ -774,8 +826,14 @@ fn many_seeds() {
             .flat_map(|h| h.join().unwrap())
             .collect()
     });
-    eprintln!("{n} seeds in {:?}", start.elapsed());
+    let (started, aborted) = *transfers.lock().unwrap();
+    eprintln!(
+        "{n} seeds in {:?}; {started} leadership transfers started, {aborted} aborted",
+        start.elapsed()
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The safety checks above ran across real transfers, not a feature left idle.
+    assert!(started >= n, "{started} leadership transfers in {n} seeds");
 }
 
 /// A member leaves for good while the other two replicas of a shard it votes in are down past

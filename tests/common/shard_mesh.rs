@@ -9,15 +9,15 @@
 //!
 //! # The protocol between parent and child
 //! - The child writes marked stdout lines ([`cairn_testkit::tell_parent`]): `UP <id> <addr>`
-//!   once its node runs, then `STATE <members> <replicated> <active>` every
+//!   once its node runs, then `STATE <members> <replicated> <active> <led>` every
 //!   [`REPORT_EVERY`]: the live mesh members it sees (itself included), the shards whose
-//!   replica set here has the full replication factor of voters, and which counters
+//!   replica set here has the full replication factor of voters, which counters
 //!   ([`counter_key`] `k` for `k <` [`SCANNED_KEYS`]) have their activation here (`-` for
-//!   none, else indices joined by `,`). A counter runs only on its shard's leader, so this
-//!   tells the parent who leads which shard. With it comes `HOSTS <shard:role,..>`: the
-//!   shards with a replica here (`L` leader, `F` follower, `C` candidate, `l` learner; `-`
-//!   for none). An alarm of an [`Alarmed`](super::Alarmed) object that fires here writes
-//!   `FIRED <key>` at once.
+//!   none, else indices joined by `,`), and how many shards it leads. A counter runs only on
+//!   its shard's leader, so this tells the parent who leads which shard. With it comes
+//!   `HOSTS <shard:role,..>`: the shards with a replica here (`L` leader, `F` follower, `C`
+//!   candidate, `l` learner; `-` for none). An alarm of an [`Alarmed`](super::Alarmed) object
+//!   that fires here writes `FIRED <key>` at once.
 //! - The parent writes to the child's stdin: `STOP` asks for a graceful stop (the node
 //!   shuts down, closing its mesh, and the child exits 0). `CUT <ports> <ports>` (ports
 //!   joined by `,`) installs an in-mesh partition between the two sets of ports in the child
@@ -256,7 +256,8 @@ pub fn child_main() {
         } else {
             active.join(",")
         };
-        cairn_testkit::tell_parent(&format!("STATE {members} {full} {active}"));
+        let led = node.shard_stats().map_or(0, |s| s.led);
+        cairn_testkit::tell_parent(&format!("STATE {members} {full} {active} {led}"));
         cairn_testkit::tell_parent(&format!("HOSTS {}", hosts(&node)));
         std::thread::sleep(REPORT_EVERY);
     }
@@ -349,6 +350,8 @@ pub struct Report {
     pub replicated: u32,
     /// The counters (by index, see [`counter_key`]) whose activation runs there.
     pub active: Vec<usize>,
+    /// How many shards it leads.
+    pub led: usize,
     /// Whether this life's stdout closed (the process ended).
     pub gone: bool,
     /// How many fault commands (`CUT`, `HEAL`) this life applied.
@@ -491,8 +494,9 @@ impl Children {
                         let at = Instant::now();
                         update(&|r| r.fired.push(((*key).to_owned(), at)));
                     }
-                    ["STATE", members, full, active] => {
+                    ["STATE", members, full, active, led] => {
                         let (m, f) = (members.parse().unwrap(), full.parse().unwrap());
+                        let led = led.parse().unwrap();
                         let a: Vec<usize> = match *active {
                             "-" => Vec::new(),
                             list => list.split(',').map(|k| k.parse().unwrap()).collect(),
@@ -501,6 +505,7 @@ impl Children {
                             r.members = m;
                             r.replicated = f;
                             r.active = a.clone();
+                            r.led = led;
                         });
                     }
                     _ => {}

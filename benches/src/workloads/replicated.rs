@@ -73,6 +73,8 @@ const POLL: Duration = Duration::from_millis(50);
 /// Bound on every wait of the orchestrator (setup, a node's writes, recovery, balance):
 /// below the harness's 10 minutes per run.
 const WAIT: Duration = Duration::from_secs(540);
+/// Bound on the wait for leadership to spread over the nodes before a timed phase.
+const SPREAD_WAIT: Duration = Duration::from_secs(60);
 /// Acknowledgements each busy object remembers (to find the first after the kill).
 const ACK_RING: usize = 256;
 
@@ -681,6 +683,36 @@ impl Cluster {
         }
     }
 
+    /// Waits (polling, at most [`SPREAD_WAIT`]) until every running node leads its share of
+    /// the `shards` (at least ⌊shards/nodes⌋ − 1; leaders move to each shard's preferred
+    /// leader after replication). Returns how long that took and the spread, or the spread
+    /// reached when the wait ran out (the run goes on: a build without leader balancing
+    /// never spreads).
+    fn wait_leaders_spread(&mut self, shards: u32) -> Result<(Option<Duration>, String), String> {
+        let start = Instant::now();
+        loop {
+            let nodes = self.running();
+            let share = (shards as usize / nodes.len().max(1)).saturating_sub(1);
+            let mut led = Vec::new();
+            for &i in &nodes {
+                led.push(self.shards(i)?.iter().filter(|(_, r)| *r == 'L').count());
+            }
+            let spread = led
+                .iter()
+                .zip(&nodes)
+                .map(|(l, i)| format!("n{i} leads {l}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if led.iter().sum::<usize>() == shards as usize && led.iter().all(|&l| l >= share) {
+                return Ok((Some(start.elapsed()), spread));
+            }
+            if start.elapsed() > SPREAD_WAIT {
+                return Ok((None, spread));
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
     /// Each node's `STATS` numbers (see the command).
     fn stats(&mut self, nodes: &[usize]) -> Result<Vec<Vec<u64>>, String> {
         nodes
@@ -851,6 +883,14 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
         took.as_secs_f64(),
         cluster.leaders()?
     );
+    let (spread_in, spread) = cluster.wait_leaders_spread(ShardConfig::default().shards)?;
+    eprintln!(
+        "   {BENCH}: leadership {} ({spread})",
+        spread_in.map_or("not spread within the wait".into(), |d| format!(
+            "spread after {:.1} s more",
+            d.as_secs_f64()
+        ))
+    );
     let nodes = cluster.running();
     // Node i drives objects o with o % 3 == i (activation first, untimed).
     for &i in &nodes {
@@ -893,7 +933,10 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = load.rows(BENCH, &cluster);
     let after = cluster.stats(&nodes)?;
     for (k, &i) in nodes.iter().enumerate() {
-        let d: Vec<u64> = (0..7).map(|j| after[k][j] - before[k][j]).collect();
+        // Saturating: column 4 (shards led) is a gauge, and leaders may move in the phase.
+        let d: Vec<u64> = (0..7)
+            .map(|j| after[k][j].saturating_sub(before[k][j]))
+            .collect();
         if d[0] + d[1] + d[5] > 0 {
             eprintln!(
                 "   {BENCH}: n{i} (leads {} shards): {} write sets committed as leader, mean \
@@ -932,6 +975,14 @@ pub fn failover(cfg: &Config) -> Result<Vec<Row>, String> {
     let objects = cfg.scaled(OBJECTS, 10);
     let mut cluster = Cluster::start(cfg, 3)?;
     cluster.wait_replicated(ShardConfig::default().shards)?;
+    let (spread_in, spread) = cluster.wait_leaders_spread(ShardConfig::default().shards)?;
+    eprintln!(
+        "   {BENCH}: leadership {} ({spread})",
+        spread_in.map_or("not spread within the wait".into(), |d| format!(
+            "spread after {:.1} s",
+            d.as_secs_f64()
+        ))
+    );
     for i in cluster.running() {
         cluster.send(i, &format!("WARM {i} 3 {objects}"))?;
     }

@@ -89,6 +89,22 @@ impl Rogue {
             .expect("sent");
     }
 
+    /// Sends `frame(k)` for k = 0, 1, … (up to `most`) until the connection fails; returns
+    /// how many were sent, or `None` if all were.
+    fn flood(&mut self, most: u64, frame: impl Fn(u64) -> Wire) -> Option<u64> {
+        let tx = &mut self.tx;
+        self.rt
+            .block_on(self.rt.timeout(Duration::from_secs(120), async move {
+                for k in 0..most {
+                    if tx.send(&frame(k)).await.is_err() {
+                        return Some(k);
+                    }
+                }
+                None
+            }))
+            .expect("the flood ended in time")
+    }
+
     /// The next frame that is not membership chatter.
     fn recv_send(&mut self) -> Wire {
         self.recv_where(|frame| matches!(frame, Wire::Send { .. }))
@@ -830,5 +846,36 @@ fn a_node_cannot_claim_a_region_other_than_its_certificates() {
     }
     for rt in [rt1, rt2] {
         rt.shutdown();
+    }
+}
+
+/// A peer that makes this node signal it (here: monitors of a process that does not exist,
+/// each answered by a `Down`) but never reads its lane. The lane fills, then signals wait
+/// for room; past `MAX_SIGNAL_WAITERS` (1,024) waiting on one connection, the node closes
+/// it and counts it, instead of growing one waiting process per signal for as long as the
+/// peer keeps asking.
+#[test]
+fn a_peer_that_leaves_its_lane_unread_is_disconnected_instead_of_buffered_without_bound() {
+    let ca = ClusterCa::generate().unwrap();
+    let (_rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let mut rogue = Rogue::connect(&ca, "rogue", &mesh);
+    let watcher = Pid::from_parts(rogue.node, 0, 1);
+    let nobody = Pid::from_parts(mesh.node(), 0, 999_999);
+    let sent = rogue.flood(400_000, |k| Wire::Monitor {
+        target: nobody,
+        watcher,
+        monitor: k,
+    });
+    let sent = sent.expect("the node never closed the connection of a peer that reads nothing");
+    eprintln!("closed after {sent} monitors");
+    assert_eq!(mesh.stats().signal_overflows, 1);
+    match rogue.conn.quinn().close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close)) => {
+            assert_eq!(
+                close.error_code,
+                quinn::VarInt::from_u32(cairn_net::mesh::wire::CLOSE_OVERLOADED)
+            );
+        }
+        other => panic!("closed for another reason: {other:?}"),
     }
 }

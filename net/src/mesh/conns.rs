@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -65,6 +65,10 @@ pub(super) struct Conn {
     frames_sent: AtomicU64,
     /// Mesh frames read from the peer's lane.
     frames_received: AtomicU64,
+    /// Signals waiting for room on the lane (bounded: `limits::MAX_SIGNAL_WAITERS`).
+    signal_waiters: AtomicUsize,
+    /// Set once the bound was hit (the connection is being closed).
+    overloaded: AtomicBool,
 }
 
 /// What the connection rule needs to know of a kept connection (so the rule and the
@@ -116,7 +120,30 @@ impl Conn {
             cert,
             frames_sent: AtomicU64::new(0),
             frames_received: AtomicU64::new(0),
+            signal_waiters: AtomicUsize::new(0),
+            overloaded: AtomicBool::new(false),
         }
+    }
+
+    /// Marks the connection overloaded; true the first time only.
+    pub(super) fn mark_overloaded(&self) -> bool {
+        !self.overloaded.swap(true, Ordering::Relaxed)
+    }
+
+    /// Takes a place among the signals waiting for room on the lane; false when all
+    /// `limit` places are taken. Give it back with [`Conn::signal_sent`].
+    pub(super) fn wait_for_room(&self, limit: usize) -> bool {
+        let taken = self.signal_waiters.fetch_add(1, Ordering::Relaxed);
+        if taken >= limit {
+            self.signal_waiters.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a place taken by [`Conn::wait_for_room`].
+    pub(super) fn signal_sent(&self) {
+        self.signal_waiters.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// What the peer's certificate says of it.

@@ -17,7 +17,12 @@
 //!   ([`MeshStats::refused_streams`](super::MeshStats::refused_streams)), which also
 //!   gives the peer its stream credit back only for it to be refused again;
 //! * control connections: at most [`MAX_CONTROLS_PER_PEER`] per peer (one dialed by
-//!   each side); more are closed on arrival and counted.
+//!   each side); more are closed on arrival and counted;
+//! * signals (replies, exits, downs) waiting for room on a peer's full lane: at most
+//!   [`MAX_SIGNAL_WAITERS`] per connection. A peer that leaves that many unsent does not
+//!   read its lane; the connection is closed ([`CLOSE_OVERLOADED`](super::wire::CLOSE_OVERLOADED))
+//!   and counted, so its links and monitors fire `NoConnection` as for a lost connection,
+//!   instead of this node growing a waiting process per signal.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +47,8 @@ pub(crate) const SEND_WINDOW: u64 = 2 * STREAM_WINDOW as u64;
 pub(crate) const DATAGRAM_BUFFER: usize = 64 * 1024;
 /// Control connections kept per peer (both sides may dial at once).
 pub(crate) const MAX_CONTROLS_PER_PEER: usize = 2;
+/// Signals one connection may have waiting for room on its lane (see the module doc).
+pub(crate) const MAX_SIGNAL_WAITERS: usize = 1024;
 /// Stream error code for a stream the mesh did not ask for.
 pub(crate) const STOP_UNEXPECTED_STREAM: u32 = 8;
 

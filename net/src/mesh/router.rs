@@ -340,7 +340,9 @@ impl Inner {
     }
 
     /// Queues a signal frame for `node`: now if its lane has room, else from a process
-    /// that waits for the lane. An unreachable node is reported down to the scheduler.
+    /// that waits for the lane (at most `MAX_SIGNAL_WAITERS` per connection: a peer that
+    /// leaves more waiting does not read its lane, and its connection is closed). An
+    /// unreachable node is reported down to the scheduler.
     pub(super) fn send_signal(self: &Arc<Self>, node: NodeId, frame: Wire) {
         if node == self.node {
             // A reply of this node's own that came back in a message. Replies are
@@ -351,17 +353,38 @@ impl Inner {
             }
             return;
         }
-        if let Some(conn) = self.up_conn(node) {
-            if let Queue::Queued = conn.try_queue(|| Ok(frame.clone())) {
-                return;
+        let waiting_on = match self.up_conn(node) {
+            Some(conn) => {
+                if let Queue::Queued = conn.try_queue(|| Ok(frame.clone())) {
+                    return;
+                }
+                if !conn.wait_for_room(super::limits::MAX_SIGNAL_WAITERS) {
+                    if conn.mark_overloaded() {
+                        tracing::warn!(peer = %node, "the peer leaves its lane unread: closing its connection");
+                        self.counters.bump(super::stats::Count::SignalOverflow);
+                        conn.quic()
+                            .close(super::wire::CLOSE_OVERLOADED, b"lane left unread");
+                    }
+                    return;
+                }
+                Some(conn)
             }
-        }
+            None => None,
+        };
         let inner = Arc::clone(self);
         self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            let sent = match inner.conn(node).await {
-                Ok(conn) => conn.send(&frame).await.map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
+            let mut sent = Err(String::new());
+            if let Some(conn) = waiting_on {
+                sent = conn.send(&frame).await.map_err(|e| e.to_string());
+                conn.signal_sent();
+            }
+            if sent.is_err() {
+                // No connection, or the one waited on was replaced or lost meanwhile.
+                sent = match inner.conn(node).await {
+                    Ok(conn) => conn.send(&frame).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+            }
             if let Err(error) = sent {
                 tracing::debug!(peer = %node, %error, "signal not sent: the node is unreachable");
                 if let Some(inbound) = inner.inbound() {

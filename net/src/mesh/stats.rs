@@ -42,6 +42,9 @@ pub struct MeshStats {
     pub unrequested_syncs: u64,
     /// QUIC streams a peer opened beyond its lane, stopped unread.
     pub refused_streams: u64,
+    /// Connections closed because the peer left [`MAX_SIGNAL_WAITERS`](super::limits) signals
+    /// (replies, exits, downs) waiting for room on its lane: it does not read what it is sent.
+    pub signal_overflows: u64,
     /// SWIM control connections closed because the peer had the most allowed open.
     pub refused_control_connections: u64,
     /// Requests refused by authorization (`authz`): exit signals and links to system
@@ -100,6 +103,7 @@ pub(super) struct Counters {
     downgraded_down_claims: AtomicU64,
     unrequested_syncs: AtomicU64,
     refused_streams: AtomicU64,
+    signal_overflows: AtomicU64,
     refused_control_connections: AtomicU64,
     unauthorized: AtomicU64,
     revoked_peers: AtomicU64,
@@ -119,6 +123,7 @@ pub(super) enum Count {
     DowngradedDownClaim,
     UnrequestedSync,
     RefusedStream,
+    SignalOverflow,
     RefusedControlConnection,
     Unauthorized,
     RevokedPeer,
@@ -138,6 +143,7 @@ impl Counters {
             Count::DowngradedDownClaim => &self.downgraded_down_claims,
             Count::UnrequestedSync => &self.unrequested_syncs,
             Count::RefusedStream => &self.refused_streams,
+            Count::SignalOverflow => &self.signal_overflows,
             Count::RefusedControlConnection => &self.refused_control_connections,
             Count::Unauthorized => &self.unauthorized,
             Count::RevokedPeer => &self.revoked_peers,
@@ -160,6 +166,7 @@ impl Counters {
             downgraded_down_claims: self.downgraded_down_claims.load(Ordering::Relaxed),
             unrequested_syncs: self.unrequested_syncs.load(Ordering::Relaxed),
             refused_streams: self.refused_streams.load(Ordering::Relaxed),
+            signal_overflows: self.signal_overflows.load(Ordering::Relaxed),
             refused_control_connections: self.refused_control_connections.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             revoked_peers: self.revoked_peers.load(Ordering::Relaxed),

@@ -208,6 +208,9 @@ pub const CLOSE_LEAVING: u32 = 5;
 pub const CLOSE_DECLARED_DOWN: u32 = 6;
 /// Close code: a SWIM control connection carried no packet for a while.
 pub const CLOSE_IDLE: u32 = 7;
+/// Close code: the peer left too many signals waiting for room on its lane (it does not
+/// read what it is sent; see `limits::MAX_SIGNAL_WAITERS`).
+pub const CLOSE_OVERLOADED: u32 = 9;
 
 /// The lane id that marks a *control connection*: the dialer opens this lane instead of
 /// [`MESH_LANE`] and sends one [`Wire::Hello`] on it; after that the connection carries

@@ -71,13 +71,28 @@ impl Tally {
     }
 }
 
+/// Logs membership and connections into libtest's capture (shown when the test fails).
+fn log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,cairn_net::mesh=info".into()),
+        ))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) -> Node {
+    log();
     let mut b = Node::builder()
         .name(name)
         .workers(2)
         .data_dir(dir.join(name))
         .cluster(dir.join("cluster"))
-        .failure_timeout(Duration::from_secs(1))
+        // The mesh's default failure timeout (5 s), not a short one: nothing here waits on
+        // failure detection (`b` leaves gracefully, and `a` hears its close frames), while a
+        // 1 s timeout let a loaded machine declare a live node down, which fails the calls
+        // in flight to it with `NoConnection` (22 of 24 runs beside `stress --cpu 6`).
         .listen("127.0.0.1:0".parse().unwrap());
     if let Some(seed) = join {
         b = b.join([seed]);

@@ -21,13 +21,20 @@
 //! * A proposal is reported [`Outcome::Committed`] only when the entry at the index and term
 //!   it was appended with is applied here; an entry replaced by another leader's is
 //!   [`Outcome::NotCommitted`]; one whose fate a snapshot hid is [`Outcome::Unknown`].
-//! * **Leases.** A leader may acknowledge (release output) only while
-//!   [`MultiRaft::serving`] is true: it is the leader, has applied an entry of its own term
-//!   (so it has applied everything committed before), is not handing leadership over, and
-//!   holds a lease. The lease is renewed by a ReadIndex heartbeat round issued at local time
+//! * **Leases.** A leader may act for a shard (run its objects' handlers, answer reads)
+//!   only while [`MultiRaft::serving`] is true: it is the leader, has applied an entry of
+//!   its own term (so it has applied everything committed before), is not handing
+//!   leadership over, and holds a lease. (A write set it proposed while serving is
+//!   acknowledged once `Committed`, even if it stopped serving since: the entry at its
+//!   (index, term) proves nobody else wrote in between.) The lease is renewed by a ReadIndex heartbeat round issued at local time
 //!   `t`: once a quorum answered it, the lease runs until `t + ShardConfig::lease()` (see
 //!   there for why no successor can be elected before). A node that restarts refuses votes
 //!   for one election timeout, because it forgot whose lease it was backing.
+//! * **Hand-over drains.** A leader that hands leadership over (it leaves the shard's
+//!   target replicas) stops serving at once but starts raft-rs's transfer only a tick later,
+//!   with nothing queued: meanwhile it still appends the fenced write sets of its term, which
+//!   were handled while it served. So a planned move refuses no write that was already
+//!   handled; the successor commits them.
 //! * Election timeouts are drawn from the core's seeded RNG (in
 //!   `[election_ticks, 2·election_ticks)`, again each time a replica's election clock
 //!   restarts), not raft-rs's thread RNG, so a run is a function of its seed and inputs.
@@ -212,8 +219,13 @@ struct Replica {
     /// Outstanding lease renewal: (term, local send time).
     renewing: Option<(u64, Time)>,
     last_renewal: Option<Time>,
-    /// No lease renewals in this term: leadership is being handed over.
+    /// No lease renewals in this term: leadership is being handed over. `(term, tick)` of
+    /// the decision.
     handing_over: Option<(u64, u64)>,
+    /// The successor of a hand-over still *draining*: this replica serves nothing any more
+    /// but still appends the fenced write sets of its term (handled while it served, on
+    /// their way to the core); raft-rs's transfer starts once the drain ends (`on_tick`).
+    draining_to: Option<NodeId>,
     /// The term in which we reported `Serving`, if we did.
     reported: Option<u64>,
     destroy: bool,
@@ -320,6 +332,11 @@ fn creates_replica(t: raft::eraftpb::MessageType) -> bool {
 
 const LEASE_CTX: u8 = b'L';
 
+/// Ticks a leadership hand-over drains before raft-rs's transfer starts (see `rebalance`):
+/// the write sets handled while the leader still served reach the core within it (they are
+/// queued to the driver when their handler returns).
+const DRAIN_TICKS: u64 = 1;
+
 fn lease_ctx(term: u64, at: Time) -> Vec<u8> {
     let mut v = Vec::with_capacity(25);
     v.push(LEASE_CTX);
@@ -415,6 +432,7 @@ impl MultiRaft {
                 renewing: None,
                 last_renewal: None,
                 handing_over: None,
+                draining_to: None,
                 reported: None,
                 destroy: false,
                 removed_since,
@@ -511,6 +529,7 @@ impl MultiRaft {
             }
             if r.raw.raft.state != StateRole::Leader {
                 r.snapshotting.clear();
+                r.draining_to = None;
                 continue;
             }
             // A leader that applied its own removal (a change proposed in an earlier term
@@ -543,12 +562,28 @@ impl MultiRaft {
                     r.snapshotting.remove(&id);
                 }
             }
+            // A draining hand-over (see `rebalance`) starts raft-rs's transfer after a full
+            // tick with nothing left queued: every write set handled while this replica
+            // served has reached the log by then, so the successor commits it instead of
+            // this leader refusing it. A term change ends the drain.
+            if let Some(to) = r.draining_to {
+                match r.handing_over {
+                    Some((term, started)) if term == r.raw.raft.term => {
+                        if ticks > started + DRAIN_TICKS && r.queue.is_empty() {
+                            r.draining_to = None;
+                            r.raw.transfer_leader(to.0);
+                        }
+                    }
+                    _ => r.draining_to = None,
+                }
+            }
             // Leadership hand-over that did not complete: step down, so that an election
             // (with a new term) replaces this lease-less leader.
             if let Some((term, started)) = r.handing_over {
                 if term == r.raw.raft.term && ticks - started > 2 * e {
                     let t = r.raw.raft.term;
                     r.raw.raft.become_follower(t, raft::INVALID_ID);
+                    r.draining_to = None;
                     redraw_election_timeout(&mut self.rng, &mut r.raw);
                 }
             }
@@ -720,10 +755,13 @@ impl MultiRaft {
             .get_mut(&shard)
             .ok_or(ProposeError::NotHosted(shard))?;
         let raft = &r.raw.raft;
+        // While a hand-over drains, only write sets of this term's chains get in: they were
+        // handled while this replica served (nothing is handled after, see `serving`).
+        let drained = r.draining_to.is_none() || fence.is_none_or(|f| f.term != raft.term);
         if raft.state != StateRole::Leader
             || r.destroy
             || r.removed_since.is_some()
-            || r.handing_over.is_some_and(|(t, _)| t == raft.term)
+            || (r.handing_over.is_some_and(|(t, _)| t == raft.term) && drained)
         {
             let leader = (raft.leader_id != raft::INVALID_ID && raft.leader_id != self.me.0)
                 .then_some(NodeId(raft.leader_id));
@@ -981,10 +1019,15 @@ impl MultiRaft {
         let (ty, node) = match change {
             None => return,
             Some(Change::TransferLeader(to)) => {
+                // Two steps: stop serving now (no lease, no new handler runs here), then,
+                // once the write sets already handled here are in the log, transfer
+                // (`on_tick`). Transferring at once refused those sets (raft-rs drops
+                // proposals during a transfer): their callers got `NoReply` for a write that
+                // never happened, at every planned move.
                 tracing::info!(shard = %sid, to = %to, "handing shard leadership over");
                 r.handing_over = Some((r.raw.raft.term, self.ticks));
+                r.draining_to = Some(to);
                 r.lease = None;
-                r.raw.transfer_leader(to.0);
                 return;
             }
             Some(Change::AddLearner(n)) => (ConfChangeType::AddLearnerNode, n),

@@ -22,10 +22,16 @@
 //! ## Invariants
 //! * An object of a placed class is activated only on the node that *serves* its shard
 //!   (leader, lease valid, caught up); every other node routes to the leader it knows.
-//! * A handler's write set is proposed to the shard; its held output is released only if the
-//!   entry was committed by a majority and applied here **and** this node still serves the
-//!   shard. Otherwise the output is dropped (callers get `NoReply`) and the activation
-//!   reloads from what is durable. So a deposed or cut-off leader acknowledges nothing.
+//! * A handler runs only while this node serves the shard. Its write set is proposed to the
+//!   shard; its held output is released only once the entry was committed by a majority and
+//!   applied here, at the (index, term) it was appended with. Otherwise the output is
+//!   dropped (callers get `NoReply`) and the activation reloads from what is durable. A
+//!   cut-off leader acknowledges no write (it commits none). A leader that hands its shard
+//!   over still acknowledges the sets it proposed while serving once they commit under its
+//!   successor: the entry kept its term, and terms only grow along the log, so no other
+//!   node wrote the object between the handler's reads and that entry (the core's hand-over
+//!   drains them into the log first, see `cairn_shard::core`). Dropping them made every
+//!   planned move answer `NoReply` for writes that had happened.
 //! * Commits of one activation are pipelined and fenced: the next message is handled while
 //!   earlier write sets are still in flight (reads see them: the keyspace keeps routed sets
 //!   in its in-flight overlay until applied), and the sets form one [`Fence`] chain — all
@@ -108,10 +114,6 @@ pub enum CommitFailure {
         /// Why.
         reason: String,
     },
-    /// The entry committed, but this node no longer serves the shard: it may not
-    /// acknowledge (the new leader holds the write).
-    #[error("shard {0} moved while the write committed")]
-    Moved(ShardId),
 }
 
 /// Where messages to a shard's objects go now.
@@ -334,7 +336,8 @@ impl Replication {
     }
 
     /// Proposes an object's write set to its shard as a member of `fence`'s chain; resolves
-    /// `Ok` only once it is committed, applied here, and this node still serves the shard.
+    /// `Ok` only once it is committed and applied here (see the module doc: also after this
+    /// node stopped serving the shard).
     /// The proposal is queued to the driver before this returns, or behind the chain's
     /// earlier proposals still waiting for room in `backlog`: sets proposed one after
     /// another stay in order.
@@ -380,8 +383,7 @@ impl Replication {
         }
         Ok(Box::pin(async move {
             match submitted.await {
-                Ok(Outcome::Committed) if node.serving(shard) => Ok(()),
-                Ok(Outcome::Committed) => Err(CommitFailure::Moved(shard)),
+                Ok(Outcome::Committed) => Ok(()),
                 Ok(other) => Err(not_committed(format!("{other:?}"))),
                 Err(e) => Err(not_committed(e.to_string())),
             }

@@ -32,7 +32,8 @@
 //! Children log membership changes and warnings ([`DEFAULT_CHILD_LOG`]) to their stderr,
 //! which [`Children`] prints when it drops them during a failing test's unwinding, so a
 //! failed wait in CI shows who saw whom. Set `CAIRN_CHILD_LOG` to another `RUST_LOG` filter
-//! (e.g. `cairn_net=debug`) to have more, printed even when the test passes.
+//! (e.g. `cairn_net=debug`) to have more, printed even when the test passes. The parent's own
+//! nodes log with the same filter ([`parent_log`]) into libtest's capture, shown on failure.
 //!
 //! # Invariants
 //! [`Children`] keeps the latest report of each child *life*: a report of a killed life
@@ -291,6 +292,17 @@ fn port_list(ports: &[u16]) -> String {
     list.join(",")
 }
 
+/// Logs this (parent) process's nodes with the children's filter, through libtest's
+/// capture: a failing test prints them with its output, a passing one does not.
+pub fn parent_log() {
+    let filter = std::env::var(LOG_VAR).unwrap_or_else(|_| DEFAULT_CHILD_LOG.to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .with_ansi(false)
+        .try_init();
+}
+
 /// Writes a fresh cluster CA into `dir/cluster`.
 pub fn make_cluster(dir: &Path) {
     ClusterCa::generate()
@@ -303,6 +315,7 @@ pub fn make_cluster(dir: &Path) {
 /// first; returns once each shard has three voters) and an in-process member named
 /// `parent`, joined and hosting [`Counter`], which the tests call from.
 pub fn three_children_and_a_caller(dir: &Path) -> (Children, Node) {
+    parent_log();
     make_cluster(dir);
     let children = Children::start(dir, 3);
     children.wait_replicated(0);
@@ -318,6 +331,7 @@ pub fn three_children_and_a_caller(dir: &Path) -> (Children, Node) {
 /// the first of `seeds` that answers, then the next), hosting [`Counter`]; returned once it
 /// reached a gateway (within [`WAIT`]).
 pub fn dial_only_client(dir: &Path, name: &str, seeds: &[SocketAddr]) -> Node {
+    parent_log();
     let node = Node::builder()
         .name(name)
         .workers(2)

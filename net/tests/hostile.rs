@@ -879,3 +879,57 @@ fn a_peer_that_leaves_its_lane_unread_is_disconnected_instead_of_buffered_withou
         other => panic!("closed for another reason: {other:?}"),
     }
 }
+
+/// A member speaks for its own pids, but within bounds: over the wire (a SWIM gossip
+/// packet carrying name ops), its claims at Lamport time 0 (which would outrank every real
+/// claim), at `u64::MAX` (which would wrap the clock) and of an oversized name are refused
+/// and counted, the held name stays where it is, and the clock goes on working.
+#[test]
+fn name_claims_at_lamport_zero_or_max_and_oversized_names_are_refused_over_the_wire() {
+    use cairn_net::mesh::wire::{NameClaim, NameOp};
+    use cairn_net::mesh::MAX_NAME_LEN;
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, liar) = start_fast(&ca, 2, &[&m1]);
+    for mesh in [&m1, &liar] {
+        wait_until("two members everywhere", || mesh.members().len() == 2);
+    }
+    let holder = sleeper(&rt1);
+    m1.register_name("victim", holder).unwrap();
+    wait_until("the name at the liar", || {
+        liar.whereis("victim") == Some(holder)
+    });
+    let incarnation = incarnation_of(&m1, liar.node()).unwrap();
+    let refused = m1.stats().refused_name_ops;
+    let own = sleeper(&rt2);
+    let claim = |name: String, lamport: u64| {
+        NameOp::Claim(NameClaim {
+            name,
+            pid: own,
+            lamport,
+            incarnation,
+        })
+    };
+    for op in [
+        claim("victim".into(), 0),
+        claim("victim".into(), u64::MAX),
+        claim("x".repeat(MAX_NAME_LEN + 1), 5),
+    ] {
+        assert!(liar.forge_name_op(m1.node(), &op));
+    }
+    wait_until("the three claims refused", || {
+        m1.stats().refused_name_ops >= refused + 3
+    });
+    assert_eq!(m1.whereis("victim"), Some(holder), "a claim stole the name");
+    assert_eq!(m1.whereis(&"x".repeat(MAX_NAME_LEN + 1)), None);
+    // The clock did not wrap: a name registered now still wins its place everywhere.
+    let later = sleeper(&rt1);
+    m1.register_name("later", later).unwrap();
+    wait_until("a later name at the liar", || {
+        liar.whereis("later") == Some(later)
+    });
+    for (rt, mesh) in [(rt1, m1), (rt2, liar)] {
+        mesh.close();
+        rt.shutdown();
+    }
+}

@@ -323,6 +323,22 @@ fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_nod
     // The one-node default on a fresh machine (no --cluster, no --join) still starts: it
     // makes a local CA and says so.
     let cwd = tempfile::tempdir().unwrap();
+    let default = start_default(cwd.path());
+    default.stdout.wait_for("ready ");
+    default
+        .stderr
+        .wait_for("created a local cluster CA for this one-node development mesh");
+    assert!(cwd.path().join("cluster/ca.key").exists());
+    drop(default);
+    // It reuses the CA it made on its next start.
+    let again = start_default(cwd.path());
+    again.stdout.wait_for("ready ");
+    drop(again);
+
+    // But not an operator's CA found in ./cluster (made by `ca init`): that is refused like
+    // any CA key without --dev-ca.
+    let operators = tempfile::tempdir().unwrap();
+    cluster_init(&operators.path().join("cluster"));
     let mut child = std::process::Command::new(BIN)
         .args([
             "run",
@@ -331,27 +347,28 @@ fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_nod
             "--listen",
             &free_addr().to_string(),
         ])
-        .current_dir(cwd.path())
+        .current_dir(operators.path())
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = Lines::collect(child.stdout.take().unwrap());
-    let stderr = Lines::collect(child.stderr.take().unwrap());
-    let default = NodeProc {
-        child,
-        stdout,
-        stderr,
-        addr: free_addr(),
-        id: String::new(),
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the one-node default started with an operator's CA key");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     };
-    default.stdout.wait_for("ready ");
-    default
-        .stderr
-        .wait_for("created a local cluster CA for this one-node development mesh");
-    assert!(cwd.path().join("cluster/ca.key").exists());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("holds the cluster CA's private key"), "{err}");
 }
 
 #[test]
@@ -405,4 +422,32 @@ fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart()
             .any(|l| l.contains(&format!("node down node={}", n2.id))),
         "n1 lost n2 while rotating: {lines:?}"
     );
+}
+
+/// `cairn-node run` with no --cluster and no --join (the one-node default) in `cwd`.
+fn start_default(cwd: &Path) -> NodeProc {
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--workers",
+            "2",
+            "--listen",
+            &free_addr().to_string(),
+        ])
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = Lines::collect(child.stdout.take().unwrap());
+    let stderr = Lines::collect(child.stderr.take().unwrap());
+    NodeProc {
+        child,
+        stdout,
+        stderr,
+        addr: free_addr(),
+        id: String::new(),
+    }
 }

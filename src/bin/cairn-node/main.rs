@@ -130,6 +130,12 @@ enum ClusterCommand {
     },
 }
 
+/// Marks a CA directory the one-node default made for itself (see `self_issue`).
+const DEV_CA_MARKER: &str = "DEVELOPMENT-CA";
+
+/// What the marker says to whoever finds it.
+const DEV_CA_MARKER_TEXT: &str = "This CA was made by a one-node development `cairn-node` (no --cluster, no --join), which reuses it on its next start. Do not use it for a real cluster: make one with `cairn-node ca init` on the operator's machine.\n";
+
 /// The CA directory used when none is given (`--cluster`).
 const DEFAULT_CLUSTER_DIR: &str = "./cluster";
 
@@ -433,18 +439,27 @@ fn reload_on_hangup(hangup: &hangup::Hangup, node: &Node) {
 /// `--cluster` and `--join`) is one: it makes a local CA in `./cluster` when there is none.
 fn self_issue(args: &RunArgs) -> Result<(), CliError> {
     let dir = args.tls.cluster_dir();
-    let lone_default = args.tls.cluster.is_none() && args.join.is_empty();
+    let ca_missing = !dir.join(cairn::net::tls::CA_KEY_FILE).exists();
+    // The one-node default may make a CA, and reuse only a CA it made (marked so): an
+    // operator's CA in ./cluster is refused like any other without --dev-ca.
+    let lone_default = args.tls.cluster.is_none()
+        && args.join.is_empty()
+        && (ca_missing || dir.join(DEV_CA_MARKER).exists());
     if !(args.tls.dev_ca || args.tls.insecure_dev || lone_default) {
         return Err(CliError::HoldsCaKey {
             dir,
             name: args.name.clone(),
         });
     }
-    let ca_missing = !dir.join(cairn::net::tls::CA_KEY_FILE).exists();
     if ca_missing && args.join.is_empty() && !args.tls.insecure_dev {
         // A first node with no CA yet makes one, so that `cairn-node` alone starts a
         // one-node mesh. A node that joins others must be given their CA.
         ClusterCa::generate()?.save(&dir)?;
+        let marker = dir.join(DEV_CA_MARKER);
+        std::fs::write(&marker, DEV_CA_MARKER_TEXT).map_err(|source| CliError::Write {
+            path: marker,
+            source,
+        })?;
         tracing::warn!(dir = %dir.display(), node = %args.name, "created a local cluster CA for this one-node development mesh; the node issues itself a certificate from it (for a real cluster: `cairn-node ca init` on the operator's machine, `cairn-node cert issue` per node, and `run --cert/--key/--ca`)");
     } else {
         tracing::warn!(dir = %dir.display(), node = %args.name, "DEVELOPMENT: this node holds the cluster CA's private key and issues itself a certificate from it");

@@ -106,10 +106,21 @@ pub(crate) async fn serve(
 ) -> Result<hyper::Response<Body>, Infallible> {
     let id = shared.request_id();
     let mut response = answer(&shared, id, request).await;
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", value);
-    }
+    response
+        .headers_mut()
+        .insert("x-request-id", request_id_value(id));
     Ok(response)
+}
+
+/// `id` as `x-request-id` shows it: 16 lowercase hex digits, as [`RequestId`]'s `Display`
+/// (written without the formatting machinery: this runs for every request).
+fn request_id_value(id: RequestId) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[((id.0 >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
 }
 
 async fn answer(
@@ -270,4 +281,17 @@ fn content_length<B>(request: &hyper::Request<B>) -> Option<u64> {
 /// Whether hyper may hand this request's connection over (an `Upgrade` request).
 fn is_upgrade<B>(request: &hyper::Request<B>) -> bool {
     request.headers().contains_key(header::UPGRADE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_id_header_is_the_ids_display() {
+        for id in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = RequestId(id);
+            assert_eq!(request_id_value(id).to_str().unwrap(), id.to_string());
+        }
+    }
 }

@@ -388,6 +388,7 @@ async fn run_object<O: Object>(
         ..Pipeline::default()
     };
     let mut idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
+    let mut idle_timer = IdleTimer::default();
     loop {
         while let Some(step) = pipeline.queue.next_step() {
             match step {
@@ -407,7 +408,7 @@ async fn run_object<O: Object>(
                 }
             }
         }
-        let event = next_event(&mut octx, &mut pipeline, idle).await;
+        let event = next_event(&mut octx, &mut pipeline, &mut idle_timer, idle).await;
         let call = match event {
             Event::Committed(id, result) => {
                 if let Err(e) = &result {
@@ -607,16 +608,59 @@ pub(crate) const MAX_HELD_HANDLERS: usize = 1024;
 #[cfg(feature = "mesh")]
 pub(crate) const MAX_REPLICATED_IN_FLIGHT: usize = 64;
 
+/// An activation's idle timer, kept across events: a busy object re-arms it once per idle
+/// period instead of registering (and cancelling) a driver timer for every message. It
+/// fires no earlier than the deadline it is polled for, so re-arming lazily changes no
+/// eviction: a timer that fires before the current deadline (events came meanwhile) is
+/// armed again for it.
+#[derive(Default)]
+struct IdleTimer {
+    armed: Option<(Instant, cairn_scheduler::driver::Sleep)>,
+}
+
+impl IdleTimer {
+    /// Ready once `deadline` has passed.
+    fn poll(
+        &mut self,
+        handle: &cairn_scheduler::Handle,
+        deadline: Instant,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        if let Some((_, sleep)) = self.armed.as_mut().filter(|(at, _)| *at <= deadline) {
+            if pin!(sleep).poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        // Not armed, armed for later than `deadline` (the idle time was shortened), or
+        // fired for an earlier deadline.
+        let now = Instant::now();
+        if now >= deadline {
+            self.armed = None;
+            return Poll::Ready(());
+        }
+        let mut sleep = handle.sleep(deadline - now);
+        let pending = pin!(&mut sleep).poll(cx).is_pending();
+        self.armed = Some((deadline, sleep));
+        if pending {
+            Poll::Pending
+        } else {
+            self.armed = None;
+            Poll::Ready(())
+        }
+    }
+}
+
 /// Waits for whichever comes first: the awaited in-flight commit completing, a message
 /// (unless recovering from a failed commit, or [`MAX_HELD_HANDLERS`] are waiting), or the
 /// idle timeout (only when nothing is in flight).
 async fn next_event<O: Object>(
     octx: &mut ObjectCtx<O>,
     pipeline: &mut Pipeline,
+    idle_timer: &mut IdleTimer,
     idle: Duration,
 ) -> Event<O::Msg> {
     let handle = octx.ctx.handle().clone();
-    let mut idle_timer = pipeline.queue.is_empty().then(|| handle.sleep(idle));
+    let idle_at = pipeline.queue.is_empty().then(|| Instant::now() + idle);
     // At most MAX_HELD_HANDLERS handlers' output and commits in flight: beyond that the
     // mailbox fills and senders wait, so durable work pushes back instead of queueing
     // write sets and held output without bound.
@@ -630,12 +674,58 @@ async fn next_event<O: Object>(
                 return Poll::Ready(Event::Msg(m));
             }
         }
-        if let Some(t) = idle_timer.as_mut() {
-            if pin!(t).poll(cx).is_ready() {
+        if let Some(at) = idle_at {
+            if idle_timer.poll(&handle, at, cx).is_ready() {
                 return Poll::Ready(Event::Idle);
             }
         }
         Poll::Pending
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Polls `timer` for `deadline` until it is ready; when it was ready.
+    fn fired_at(
+        rt: &cairn_scheduler::Runtime,
+        timer: &mut IdleTimer,
+        deadline: Instant,
+    ) -> Instant {
+        let handle = rt.handle();
+        rt.block_on(std::future::poll_fn(|cx| timer.poll(&handle, deadline, cx)));
+        Instant::now()
+    }
+
+    /// A timer armed for an earlier deadline is kept when the deadline moves later (events
+    /// came), and never reports idle before the current deadline.
+    #[test]
+    fn the_idle_timer_fires_no_earlier_than_the_latest_deadline() {
+        let rt = cairn_scheduler::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap();
+        let mut timer = IdleTimer::default();
+        let start = Instant::now();
+        let first = start + Duration::from_millis(20);
+        let later = start + Duration::from_millis(60);
+        let handle = rt.handle();
+        // Armed for `first`...
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(timer.poll(&handle, first, &mut cx).is_pending());
+        assert_eq!(timer.armed.as_ref().map(|(at, _)| *at), Some(first));
+        // ...then polled for `later`: still armed for `first`, re-armed once that fires.
+        assert!(timer.poll(&handle, later, &mut cx).is_pending());
+        assert_eq!(timer.armed.as_ref().map(|(at, _)| *at), Some(first));
+        assert!(fired_at(&rt, &mut timer, later) >= later);
+        assert!(timer.armed.is_none());
+        // A shorter idle time (hand-off) replaces a timer armed for later.
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert!(timer.poll(&handle, far, &mut cx).is_pending());
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert!(fired_at(&rt, &mut timer, soon) >= soon);
+        rt.shutdown();
+    }
 }

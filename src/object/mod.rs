@@ -105,9 +105,10 @@ pub(crate) struct Objects {
     /// The shard layer, set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     replication: OnceLock<Arc<replication::Replication>>,
-    /// Wakes messages and requests waiting for a shard when this node starts serving one.
+    /// Wakes messages and requests waiting for a shard when this node starts serving one
+    /// (shared with each class's router, which must not keep the objects alive).
     #[cfg(feature = "mesh")]
-    shard_served: shard_wait::ShardServed,
+    shard_served: Arc<shard_wait::ShardServed>,
     /// Live activations by name (`class/key`).
     active: Mutex<HashMap<Arc<str>, Active>>,
     /// Per-class counters.
@@ -131,7 +132,7 @@ impl Objects {
             #[cfg(feature = "mesh")]
             replication: OnceLock::new(),
             #[cfg(feature = "mesh")]
-            shard_served: shard_wait::ShardServed::default(),
+            shard_served: Arc::default(),
             active: Mutex::new(HashMap::new()),
             stats: stats::ObjectStats::default(),
         });

@@ -5,7 +5,10 @@
 //! A class's router (`routing`) delivers envelopes one at a time. When an envelope's shard
 //! has no reachable leader (an election, a failover, a stale replica that knows no leader)
 //! it is *parked* on its shard's lane and the router takes the next envelope. Each lane is
-//! retried on its own backoff (`RETRY_FIRST` doubling up to `RETRY_MAX`); a message gives up
+//! retried on its own backoff (`RETRY_FIRST` doubling up to `RETRY_MAX`), and every lane is
+//! retried at once when this node starts serving a shard (the shard layer's `Serving`
+//! event, through `shard_wait`: [`next_wake`]), so a message parked for a shard this node
+//! just took over is delivered then, not at its lane's next tick. A message gives up
 //! `SHARD_WAIT` after it was first parked, failing as `deliver` does (logged; its reply port
 //! is dropped, so a caller gets `NoReply` rather than silence).
 //!
@@ -17,12 +20,17 @@
 //!   be parked fails at once (back-pressure without blocking the class).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use cairn_scheduler::{Ctx, Message};
 use cairn_shard::ShardId;
 
 use super::routing::{Attempt, Envelope, RETRY_FIRST, RETRY_MAX};
+use super::shard_wait::ShardServed;
 use super::{Object, ObjectError, ObjectRef, Objects};
 
 /// Messages one router may hold parked at once, over all shards.
@@ -68,10 +76,61 @@ fn report<O: Object>(target: &ObjectRef<O>, error: &ObjectError) {
     tracing::warn!(object = %target.name, %error, "router could not deliver a message");
 }
 
+/// What ended a router's wait ([`next_wake`]).
+pub(super) enum Wake<M> {
+    /// A message or signal arrived.
+    Msg(Message<M>),
+    /// The earliest parked lane is due.
+    Due,
+    /// This node started serving a shard: every lane may be delivered now.
+    Served,
+    /// The mailbox closed.
+    Closed,
+}
+
+/// A router's wait: for its next message; with lanes parked (`retry` is the earliest lane's
+/// next try), also for that time or for this node to start serving a shard after
+/// `generation` (read before the router last looked at a route: no wake-up is lost).
+pub(super) async fn next_wake<M: Send + 'static>(
+    ctx: &mut Ctx<M>,
+    served: &ShardServed,
+    generation: u64,
+    retry: Option<Instant>,
+) -> Wake<M> {
+    let Some(at) = retry else {
+        return ctx.recv().await.map_or(Wake::Closed, Wake::Msg);
+    };
+    let handle = ctx.handle().clone();
+    let mut timer = pin!(handle.sleep(at.saturating_duration_since(Instant::now())));
+    let mut serving = pin!(served.served(generation));
+    std::future::poll_fn(|cx| {
+        if serving.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Served);
+        }
+        if let Poll::Ready(msg) = pin!(ctx.recv()).poll(cx) {
+            return Poll::Ready(msg.map_or(Wake::Closed, Wake::Msg));
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Wake::Due);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 impl<O: Object> Parked<O> {
     /// When the earliest lane is due for another try.
     pub(super) fn next_retry(&self) -> Option<Instant> {
         self.lanes.values().map(|l| l.next_try).min()
+    }
+
+    /// Makes every lane due now (this node started serving a shard); their backoff stays,
+    /// so a lane that must wait again still backs off.
+    pub(super) fn wake_all(&mut self) {
+        let now = Instant::now();
+        for lane in self.lanes.values_mut() {
+            lane.next_try = lane.next_try.min(now);
+        }
     }
 
     /// Routes a newly arrived envelope: delivered now, or parked behind its shard's lane.
@@ -147,5 +206,112 @@ impl<O: Object> Parked<O> {
                 self.lanes.remove(&shard);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_supervisor::ActorError;
+    use std::sync::mpsc;
+
+    use super::super::ObjectCtx;
+
+    struct Nothing;
+
+    impl Object for Nothing {
+        const CLASS: &'static str = "nothing";
+        type Msg = ();
+        async fn activate(_: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+            Ok(Nothing)
+        }
+        async fn handle(&mut self, (): (), _: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+            Ok(())
+        }
+    }
+
+    fn runtime() -> cairn_scheduler::Runtime {
+        cairn_scheduler::Runtime::builder()
+            .workers(1)
+            .build()
+            .unwrap()
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const PATIENCE: Duration = Duration::from_secs(60);
+
+    /// Spawns a router-like process waiting with a lane due in an hour; its wake comes back
+    /// on the channel.
+    fn wait_parked(
+        rt: &cairn_scheduler::Runtime,
+        served: &Arc<ShardServed>,
+        generation: u64,
+    ) -> mpsc::Receiver<&'static str> {
+        let (tx, rx) = mpsc::channel();
+        let served = Arc::clone(served);
+        rt.spawn(move |mut ctx: Ctx<()>| async move {
+            let retry = Some(Instant::now() + HOUR);
+            let wake = match next_wake(&mut ctx, &served, generation, retry).await {
+                Wake::Served => "served",
+                Wake::Due => "due",
+                Wake::Msg(_) => "message",
+                Wake::Closed => "closed",
+            };
+            let _ = tx.send(wake);
+        });
+        rx
+    }
+
+    /// A router whose only lane is due in an hour wakes when this node starts serving a
+    /// shard (without the signal this waits an hour and fails).
+    #[test]
+    fn a_parked_router_wakes_when_this_node_serves_a_shard() {
+        let rt = runtime();
+        let served = Arc::new(ShardServed::default());
+        let rx = wait_parked(&rt, &served, served.generation());
+        let deadline = Instant::now() + PATIENCE;
+        while served.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the router never waited");
+            std::thread::yield_now();
+        }
+        served.notify();
+        assert_eq!(rx.recv_timeout(PATIENCE), Ok("served"));
+        assert_eq!(served.waiting(), 0);
+        rt.shutdown();
+    }
+
+    /// A shard served after the router read the generation, before it waits, is not lost.
+    #[test]
+    fn a_shard_served_before_the_router_waits_ends_its_wait_at_once() {
+        let rt = runtime();
+        let served = Arc::new(ShardServed::default());
+        let generation = served.generation();
+        served.notify();
+        let rx = wait_parked(&rt, &served, generation);
+        assert_eq!(rx.recv_timeout(PATIENCE), Ok("served"));
+        rt.shutdown();
+    }
+
+    /// On the signal every lane is due, and keeps its backoff for its next wait.
+    #[test]
+    fn waking_makes_every_lane_due_and_keeps_its_backoff() {
+        let mut parked = Parked::<Nothing>::default();
+        let later = Instant::now() + HOUR;
+        for shard in [3, 7] {
+            let lane = Lane {
+                queue: VecDeque::new(),
+                next_try: later,
+                backoff: RETRY_MAX,
+            };
+            parked.lanes.insert(ShardId(shard), lane);
+        }
+        assert!(parked.next_retry() > Some(Instant::now()));
+        parked.wake_all();
+        let now = Instant::now();
+        assert!(parked.next_retry() <= Some(now));
+        assert!(parked
+            .lanes
+            .values()
+            .all(|l| l.next_try <= now && l.backoff == RETRY_MAX));
     }
 }

@@ -49,10 +49,17 @@ impl<O: Object> std::fmt::Debug for ObjectRef<O> {
 /// The name of the object `(class, key)` with location hint `region`: `class/key` or
 /// `class@region/key`.
 pub(super) fn object_name(class: &str, region: Option<&str>, key: &str) -> String {
-    match region {
-        Some(region) => format!("{class}@{region}/{key}"),
-        None => format!("{class}/{key}"),
+    // Concatenated rather than `format!`ted: this runs for every request to an object.
+    let hint = region.map_or(0, |r| r.len() + 1);
+    let mut name = String::with_capacity(class.len() + hint + 1 + key.len());
+    name.push_str(class);
+    if let Some(region) = region {
+        name.push('@');
+        name.push_str(region);
     }
+    name.push('/');
+    name.push_str(key);
+    name
 }
 
 /// `(class, region, key)` of an object's name (see [`object_name`]); `None` for a name with

@@ -40,7 +40,8 @@
 //! in all; then it fails with `ShardUnavailable`. A sender on this node waits in its own
 //! task, and its wait also ends the moment this node starts serving a shard (`shard_wait`:
 //! a leader whose lease lapsed picks up waiting requests at once, not at the next backoff
-//! tick); a router parks the message per shard (bounded, see `parking`) and goes on.
+//! tick); a router parks the message per shard (bounded, see `parking`) and goes on, and
+//! retries its parked lanes on the same signal.
 //! Membership changes move no activation by themselves: leadership does (see
 //! `replication`, "Leadership events").
 //!
@@ -452,25 +453,27 @@ pub(super) enum Attempt<O: Object> {
 /// A placed class's router: takes envelopes from other nodes and delivers each to its
 /// object here (or forwards it once more if this node does not own it; see the module doc).
 /// A message whose shard has no reachable leader is parked with its shard's others
-/// (`parking`) and retried with backoff, so the class's other shards keep flowing.
+/// (`parking`) and retried with backoff, or at once when this node starts serving a shard,
+/// so the class's other shards keep flowing.
 async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>) {
-    let mut parked = super::parking::Parked::<O>::default();
+    use super::parking::{next_wake, Parked, Wake};
+    let Some(served) = objects.upgrade().map(|o| o.shard_served.clone()) else {
+        return;
+    };
+    let mut parked = Parked::<O>::default();
+    let mut generation = served.generation();
     loop {
-        let msg = match parked.next_retry() {
-            Some(at) => {
-                let wait = at.saturating_duration_since(std::time::Instant::now());
-                ctx.recv_timeout(wait).await
-            }
-            None => match ctx.recv().await {
-                Some(msg) => Some(msg),
-                None => return,
-            },
-        };
+        let wake = next_wake(&mut ctx, &served, generation, parked.next_retry()).await;
         let Some(objects) = objects.upgrade() else {
             return;
         };
-        if let Some(Message::User(env)) = msg {
-            parked.route(&objects, env).await;
+        // Read before looking at any route: a shard served from now on ends the next wait.
+        generation = served.generation();
+        match wake {
+            Wake::Msg(Message::User(env)) => parked.route(&objects, env).await,
+            Wake::Served => parked.wake_all(),
+            Wake::Closed => return,
+            Wake::Msg(Message::Signal(_)) | Wake::Due => {}
         }
         parked.retry_due(&objects).await;
     }

@@ -5,7 +5,8 @@
 //! A wait ends at the first of two things: the backoff timer (5 ms doubling to 200 ms,
 //! for changes this node hears of only by looking, such as another node's leadership), or
 //! [`ShardServed::notify`], which the shard driver's `Serving` event calls the moment this
-//! node starts serving any shard. Before the signal existed a request forwarded to a
+//! node starts serving any shard. A class's router waits on the same signal
+//! ([`ShardServed::served`]) beside its mailbox and its parked lanes' timer (`parking`). Before the signal existed a request forwarded to a
 //! leader whose lease had lapsed (a configuration change, a late heartbeat round) noticed
 //! the lease was back only at its next timer tick: up to 200 ms later, and the steps add
 //! up (5 + 10 + … + 200 ms), so forwarded requests stalled 0.3–1.1 s on a loaded machine.
@@ -71,17 +72,21 @@ impl ShardServed {
         }
     }
 
-    /// Waits until a notify after `generation`, or `backoff` elapsed.
-    pub(crate) async fn wait(&self, handle: &Handle, generation: u64, backoff: Duration) {
-        let mut sleep = pin!(handle.sleep(backoff));
-        let mut served = pin!(Served {
+    /// Ready once a notify after `generation` happened (counted as a wait it ended).
+    pub(crate) fn served(&self, generation: u64) -> Served<'_> {
+        Served {
             signal: self,
             generation,
             id: None,
-        });
+        }
+    }
+
+    /// Waits until a notify after `generation`, or `backoff` elapsed.
+    pub(crate) async fn wait(&self, handle: &Handle, generation: u64, backoff: Duration) {
+        let mut sleep = pin!(handle.sleep(backoff));
+        let mut served = pin!(self.served(generation));
         std::future::poll_fn(|cx| {
             if served.as_mut().poll(cx).is_ready() {
-                self.woken.fetch_add(1, Ordering::Relaxed);
                 return Poll::Ready(());
             }
             if sleep.as_mut().poll(cx).is_ready() {
@@ -101,10 +106,16 @@ impl ShardServed {
             timed_out: self.timed_out.load(Ordering::Relaxed),
         }
     }
+
+    /// Tasks waiting now (read by tests, to notify once a waiter is registered).
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.state.lock().wakers.len()
+    }
 }
 
-/// Ready once the signal's generation moved past `generation`.
-struct Served<'a> {
+/// Ready once the signal's generation moved past `generation` (see [`ShardServed::served`]).
+pub(crate) struct Served<'a> {
     signal: &'a ShardServed,
     generation: u64,
     /// This waiter's id while its waker is registered.
@@ -119,6 +130,7 @@ impl Future for Served<'_> {
         let mut state = this.signal.state.lock();
         if state.generation != this.generation {
             this.id = None; // notify took the waker with the table
+            this.signal.woken.fetch_add(1, Ordering::Relaxed);
             return Poll::Ready(());
         }
         match this.id {
@@ -175,7 +187,7 @@ mod tests {
         });
         // Notify once the waiter is registered (it is, once its waker is in the table).
         let deadline = Instant::now() + Duration::from_secs(60);
-        while signal.state.lock().wakers.is_empty() {
+        while signal.waiting() == 0 {
             assert!(Instant::now() < deadline, "the waiter never registered");
             std::thread::yield_now();
         }

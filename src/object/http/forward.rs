@@ -373,7 +373,7 @@ pub(super) fn serve_forwarded(
                     };
                     let _ = reply.send(answer);
                 };
-                in_request(request_id, work.instrument(span))
+                within_request(request_id, work.instrument(span))
             });
         }
         HttpMsg::Event {

@@ -102,7 +102,7 @@ use cairn_gateway::{
     SocketHandler, Sockets,
 };
 use cairn_net::{Mesh, NodeEvent};
-use cairn_scheduler::trace::{current_request, in_request};
+use cairn_scheduler::trace::{current_request, with_request};
 use cairn_scheduler::{CallError, Ctx, Handle, Message, NodeId, Reply, SendError, SpawnOptions};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
@@ -169,7 +169,7 @@ pub(super) fn handler<'a, O: Object>(
                 span.in_scope(|| {
                     tracing::debug!(target: "cairn::request", "calling the object's fetch handler");
                 });
-                let response = in_request(request_id, object.fetch(request, octx))
+                let response = within_request(request_id, object.fetch(request, octx))
                     .instrument(span)
                     .await?;
                 let _ = reply.send(response);
@@ -441,9 +441,13 @@ fn fetch_object<O: Object>(
                 let mut response = answer.await.map_err(|e| {
                     Failure::Failed(format!("the object's handler gave no response ({e})"))
                 })?;
-                response
-                    .extensions_mut()
-                    .insert(AcceptedBy(objects.handle.node()));
+                // Read only for an accepted WebSocket: a plain response allocates no
+                // extension map for it.
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    response
+                        .extensions_mut()
+                        .insert(AcceptedBy(objects.handle.node()));
+                }
                 Ok(response)
             }
             Target::Remote(mesh, node) => {
@@ -472,7 +476,9 @@ fn fetch_object<O: Object>(
                     .await
                     .map_err(|e| call_failure(node, e))?;
                 let mut response = answer?.into_response()?;
-                response.extensions_mut().insert(AcceptedBy(node));
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    response.extensions_mut().insert(AcceptedBy(node));
+                }
                 Ok(response)
             }
         }
@@ -585,12 +591,23 @@ impl Dispatcher for ObjectDispatcher {
             }
             Ok(response)
         };
-        Box::pin(in_request(request_id, work).instrument(span))
+        Box::pin(within_request(request_id, work).instrument(span))
     }
 }
 
-/// A copy of an upgrade request's head, to complete the handshake if the object accepts.
+/// `future` with `request` current while it is polled, as the scheduler's `in_request`,
+/// but pinned where it is awaited: no allocation (this wraps every request twice).
+async fn within_request<F: Future>(request: Option<u64>, future: F) -> F::Output {
+    let mut future = pin!(future);
+    std::future::poll_fn(|cx| with_request(request, || future.as_mut().poll(cx))).await
+}
+
+/// A copy of an upgrade request's head, to complete the handshake if the object accepts
+/// (none, and no copy of the headers, for a request without `Upgrade`).
 fn upgrade_head(parts: &http::request::Parts) -> Option<cairn_gateway::Request> {
+    if !parts.headers.contains_key(http::header::UPGRADE) {
+        return None;
+    }
     let mut head = http::Request::new(Body::empty());
     *head.method_mut() = parts.method.clone();
     *head.uri_mut() = parts.uri.clone();

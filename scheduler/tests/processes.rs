@@ -827,6 +827,54 @@ fn call_times_out_when_the_callee_keeps_the_reply() {
     assert!(server.is_alive());
 }
 
+/// A caller that timed out and calls again must get its new call's answer, never the late
+/// answer to the call it gave up on: the late `Reply::send` is refused. (A guard for any
+/// reuse of reply slots between calls: a slot still reachable from a kept `Reply` must not
+/// serve the next call.)
+#[test]
+fn a_late_answer_to_a_timed_out_call_is_never_taken_for_the_next_call() {
+    enum Late {
+        /// Kept unanswered until the next `Ask`.
+        Keep(Reply<u32>),
+        /// Answered with 2, right after the kept reply is answered with 1.
+        Ask(Reply<u32>),
+    }
+    // One worker: the caller's calls all run on one thread.
+    let rt = runtime(1);
+    let server = rt.spawn(|mut ctx: Ctx<Late>| async move {
+        let mut kept = None;
+        while let Some(Message::User(msg)) = ctx.recv().await {
+            match msg {
+                Late::Keep(reply) => kept = Some(reply),
+                Late::Ask(reply) => {
+                    if let Some(late) = kept.take() {
+                        // The caller gave up on this one: it is refused.
+                        assert_eq!(late.send(1), Err(1), "a late answer was taken");
+                    }
+                    let _ = reply.send(2);
+                }
+            }
+        }
+    });
+    let (tx, rx) = mpsc::channel();
+    let s = server.clone();
+    rt.spawn(move |_ctx: Ctx<()>| async move {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            // One answered call first, so that a spare slot is in play.
+            answers.push(s.call(Late::Ask, HANG).await);
+            answers.push(s.call(Late::Keep, Duration::from_millis(10)).await);
+            answers.push(s.call(Late::Ask, HANG).await);
+        }
+        tx.send(answers).unwrap();
+    });
+    let expected: Vec<Result<u32, CallError>> = (0..3)
+        .flat_map(|_| [Ok(2), Err(CallError::Timeout), Ok(2)])
+        .collect();
+    assert_eq!(recv(&rx), expected);
+    assert!(server.is_alive(), "the server saw a late answer taken");
+}
+
 #[test]
 fn call_gives_no_reply_when_the_callee_drops_the_reply_or_dies_handling_it() {
     let rt = runtime(2);

@@ -140,8 +140,10 @@ pub(crate) struct Guards {
     budget_override: Option<BudgetOverride>,
 }
 
-/// What a test hook made of the refutation budget.
+/// What a test hook made of the refutation budget (only test hooks, behind the `testing`
+/// feature, make one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 enum BudgetOverride {
     /// No budget: every fresh suspicion passes.
     Off,

@@ -199,6 +199,12 @@ fn dom_until(
     }
 }
 
+/// Whether `dom`'s shard map shows every shard, each with a leader.
+fn every_shard_led(dom: &str) -> bool {
+    let map = shard_map(dom);
+    map.len() == SHARDS && map.iter().all(|(_, leader, _)| !leader.is_empty())
+}
+
 /// The shard map's columns in `dom`: (shard, leader name, follower names space-separated).
 fn shard_map(dom: &str) -> Vec<(u32, String, String)> {
     let mut out = Vec::new();
@@ -284,10 +290,7 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
     let profile = dir.path().join("chromium");
     // Leaders move while rebalancing settles (hand-overs): load the page until it shows a
     // leader for every shard.
-    let dom = dom_until(&profile, &url, "a leader for every shard", |dom| {
-        let map = shard_map(dom);
-        map.len() == SHARDS && map.iter().all(|(_, leader, _)| !leader.is_empty())
-    });
+    let dom = dom_until(&profile, &url, "a leader for every shard", every_shard_led);
     assert!(dom.contains(r#"data-up="3""#), "{dom}");
     for name in ["n1", "n2", "n3"] {
         assert_eq!(member_state(&dom, name), Some("up"), "{name}: {dom}");
@@ -317,9 +320,14 @@ fn the_dashboard_shows_the_mesh_and_a_member_going_down() {
     // Expanded (the page clicks every tree open): children with their restarts, and the
     // sub-supervisor's own children.
     let expanded = format!("{url}#expand");
-    let dom = dom_until(&profile, &expanded, "the expanded tree", |dom| {
-        dom.contains(r#"data-child="w2""#)
-    });
+    // The shard map is checked on this page too, so it waits for a leader for every shard
+    // again (under load an election may be under way in any one snapshot).
+    let dom = dom_until(
+        &profile,
+        &expanded,
+        "the expanded tree and a leader for every shard",
+        |dom| dom.contains(r#"data-child="w2""#) && every_shard_led(dom),
+    );
     assert!(dom.contains(r#"<details data-sup="dash-root""#), "{dom}");
     assert!(dom.contains(r#"open="""#), "{dom}");
     assert_eq!(

@@ -477,3 +477,190 @@ fn the_dashboard_and_its_assets_are_served() {
     assert_eq!(request(addr.0, "POST", "/cairn/metrics").0, 405);
     node.shutdown();
 }
+
+/// A worker that ignores its messages.
+struct Idle;
+
+impl Actor for Idle {
+    type Msg = ();
+
+    async fn handle(&mut self, (): (), _ctx: &mut ActorCtx<Self>) -> Result<(), ActorError> {
+        Ok(())
+    }
+}
+
+fn status(addr: SocketAddr) -> serde_json::Value {
+    let (code, _, body) = request(addr, "GET", "/cairn/status.json");
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The root supervisor registered as `name` in a status document.
+fn root_named<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    s["supervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|sv| sv["name"] == name)
+        .unwrap_or_else(|| panic!("no root supervisor {name} in {s}"))
+}
+
+fn child<'a>(sv: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    sv["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no child {id} in {sv}"))
+}
+
+fn start_root(node: &Node, name: &str, spec: SupervisorSpec) -> SupervisorRef {
+    let opts = StartOptions {
+        name: Some(name.to_owned()),
+        ..StartOptions::default()
+    };
+    node.block_on(Supervisor::start_with(node.handle(), spec, opts))
+        .unwrap()
+}
+
+/// status.json lists a supervision tree (strategy, children with ids, names and pids, the
+/// sub-supervisor's own tree), and a killed child's restart shows: its count and its
+/// supervisor's move from 0 to 1 and it has a new pid.
+#[test]
+fn status_json_shows_supervision_trees_and_a_kill_moves_the_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let pool = SupervisorSpec::new(Strategy::RestForOne)
+        .child(ChildSpec::worker("w1", || Idle))
+        .child(ChildSpec::worker("w2", || Idle));
+    let spec = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(5, Duration::from_secs(10))
+        .child(ChildSpec::worker("victim", || Idle).named("obs-victim"))
+        .child(ChildSpec::supervisor("pool", pool));
+    let _root = start_root(&node, "obs-root", spec);
+    let victim_pid = node.whereis("obs-victim").unwrap();
+
+    let s = status(addr.0);
+    let root = root_named(&s, "obs-root");
+    assert_eq!(root["busy"], false, "{root}");
+    assert_eq!(root["strategy"], "one_for_one");
+    assert_eq!(root["dynamic"], false);
+    assert_eq!(root["max_restarts"], 5);
+    assert_eq!(root["period_ms"], 10_000);
+    assert_eq!(root["restarts"], 0);
+    assert_eq!(root["children_total"], 2);
+    let victim = child(root, "victim");
+    assert_eq!(victim["kind"], "worker");
+    assert_eq!(victim["restart"], "permanent");
+    assert_eq!(victim["name"], "obs-victim");
+    assert_eq!(victim["pid"], victim_pid.to_string());
+    assert_eq!(victim["restarts"], 0);
+    assert!(victim["supervisor"].is_null());
+    let pool = child(root, "pool");
+    assert_eq!(pool["kind"], "supervisor");
+    assert_eq!(pool["supervisor"]["strategy"], "rest_for_one");
+    assert_eq!(pool["supervisor"]["pid"], pool["pid"]);
+    for id in ["w1", "w2"] {
+        assert!(child(&pool["supervisor"], id)["pid"].is_string());
+    }
+
+    node.handle().kill(victim_pid);
+    let deadline = Instant::now() + T;
+    let after = loop {
+        let s = status(addr.0);
+        let root = root_named(&s, "obs-root").clone();
+        if child(&root, "victim")["restarts"] == 1 {
+            break root;
+        }
+        assert!(Instant::now() < deadline, "the kill never showed: {root}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(after["restarts"], 1, "{after}");
+    let victim = child(&after, "victim");
+    assert!(victim["pid"].is_string(), "{victim}");
+    assert_ne!(victim["pid"], victim_pid.to_string());
+    assert_eq!(child(&after, "pool")["restarts"], 0);
+    assert_eq!(child(&after, "pool")["supervisor"]["restarts"], 0);
+    node.shutdown();
+}
+
+/// A supervisor with more children than are listed shows MAX_CHILDREN of them and the
+/// total; a tree deeper than MAX_DEPTH is walked MAX_DEPTH levels, below which a
+/// supervisor child is listed without its tree.
+#[test]
+fn status_json_bounds_the_trees() {
+    use cairn::observe::status::{MAX_CHILDREN, MAX_DEPTH};
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let wide = start_root(&node, "obs-wide", DynamicSupervisor::spec());
+    for i in 0..MAX_CHILDREN + 5 {
+        node.block_on(wide.start_child(ChildSpec::worker(format!("w{i}"), || Idle)))
+            .unwrap();
+    }
+    let mut spec =
+        SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::worker("leaf", || Idle));
+    for level in (2..=MAX_DEPTH + 3).rev() {
+        spec = SupervisorSpec::new(Strategy::OneForOne)
+            .child(ChildSpec::supervisor(format!("l{level}"), spec));
+    }
+    let _deep = start_root(&node, "obs-deep", spec);
+
+    let s = status(addr.0);
+    let wide = root_named(&s, "obs-wide");
+    assert_eq!(wide["dynamic"], true);
+    assert_eq!(wide["children_total"], MAX_CHILDREN + 5);
+    assert_eq!(wide["children"].as_array().unwrap().len(), MAX_CHILDREN);
+
+    let mut sv = root_named(&s, "obs-deep");
+    let mut levels = 1;
+    while !sv["children"][0]["supervisor"].is_null() {
+        sv = &sv["children"][0]["supervisor"];
+        levels += 1;
+    }
+    assert_eq!(levels, MAX_DEPTH, "{s}");
+    let cut = &sv["children"][0];
+    assert_eq!(cut["kind"], "supervisor", "{cut}");
+    assert!(cut["pid"].is_string(), "{cut}");
+    assert!(s["supervisors_total"].as_u64().unwrap() >= (1 + MAX_DEPTH + 2) as u64);
+    node.shutdown();
+}
+
+/// One object driven ten times as hard as three others is first among the hottest objects,
+/// with its messages counted; keys never appear in the metrics.
+#[test]
+fn the_hottest_object_is_first_in_status_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let hot = node.object::<Counter>("hot");
+    let warm: Vec<_> = (0..3)
+        .map(|i| node.object::<Counter>(&format!("warm{i}")))
+        .collect();
+    // 1,280 reads of `hot` (20 reports to the table, one every 64th), and 142 or 143 of
+    // each warm object (2 reports each), interleaved.
+    node.block_on(async {
+        for i in 0..1_280usize {
+            hot.call(CounterMsg::Get, T).await.unwrap();
+            if i % 3 == 0 {
+                warm[(i / 3) % 3].call(CounterMsg::Get, T).await.unwrap();
+            }
+        }
+    });
+    let s = status(addr.0);
+    let list = s["hot_objects"].as_array().unwrap();
+    assert!(list.len() <= cairn::observe::status::HOT_SHOWN, "{s}");
+    assert_eq!(list[0]["key"], "hot", "{s}");
+    assert_eq!(list[0]["class"], "test-counter");
+    assert_eq!(list[0]["messages"], 1_280);
+    let rate = list[0]["rate"].as_f64().unwrap();
+    for i in 0..3 {
+        let w = list
+            .iter()
+            .find(|h| h["key"] == format!("warm{i}").as_str())
+            .unwrap_or_else(|| panic!("warm{i} not listed: {s}"));
+        assert_eq!(w["messages"], 128);
+        assert!(rate > 5.0 * w["rate"].as_f64().unwrap(), "{s}");
+    }
+    let (_, _, metrics) = request(addr.0, "GET", "/cairn/metrics");
+    assert!(!metrics.contains("warm0"), "a key in a metric label");
+    node.shutdown();
+}

@@ -190,7 +190,9 @@ function supNode(sv, label) {
         li.appendChild(supNode(c.supervisor, c.id));
       } else {
         li.textContent = "\u25cf " + c.id + (c.name ? " \u201c" + c.name + "\u201d" : "") + " " +
-          (c.pid || "(not running)") + " \u00b7 " + c.kind + ", " + c.restart + " \u00b7 ";
+          (c.pid || "(not running)") + " \u00b7 " + c.kind + ", " + c.restart +
+          (c.kind === "supervisor" && c.pid ? " (its tree is past the page's depth or size bound)" : "") +
+          " \u00b7 ";
         const r = document.createElement("span");
         r.textContent = "restarted " + c.restarts + "\u00d7";
         if (c.restarts > 0) r.className = "restarted";

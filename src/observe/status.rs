@@ -44,8 +44,10 @@
 //! supervisor started), its children in start order, and under each running supervisor
 //! child its own tree. `restarts` counts restarts since the supervisor started. A supervisor
 //! that does not answer within [`DESCRIBE_TIMEOUT`] (busy restarting) shows `"busy": true`
-//! and no children. Bounded: at most [`MAX_SUPERVISORS`] supervisors are described and
-//! [`MAX_CHILDREN`] children listed per supervisor (`children_total` says how many it has).
+//! and no children. Bounded: at most [`MAX_SUPERVISORS`] supervisors are described,
+//! [`MAX_CHILDREN`] children listed per supervisor (`children_total` says how many it has),
+//! and trees walked [`MAX_DEPTH`] levels deep (a root is level 1): a supervisor child below
+//! that, or past the supervisor budget, is listed with `"supervisor": null`.
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
 //! members (`down`: failed, or left). `shards` is `null` without a shard driver (a node
@@ -137,6 +139,8 @@ pub const HOT_SHOWN: usize = 20;
 pub const MAX_SUPERVISORS: usize = 64;
 /// Children listed per supervisor, at most.
 pub const MAX_CHILDREN: usize = 100;
+/// Levels of a supervision tree described, at most (a root is level 1).
+pub const MAX_DEPTH: usize = 8;
 /// How long a supervisor is given to describe itself.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(250);
 
@@ -167,18 +171,20 @@ pub(crate) async fn add_supervision(handle: &Handle, status: &mut Value) {
         if budget == 0 {
             break;
         }
-        trees.push(describe(handle, root, &mut budget).await);
+        trees.push(describe(handle, root, &mut budget, 1).await);
     }
     status["supervisors"] = Value::Array(trees);
     status["supervisors_shown"] = json!(MAX_SUPERVISORS - budget);
     status["supervisors_total"] = json!(total);
 }
 
-/// One supervisor and, within `budget`, the trees of its supervisor children.
+/// One supervisor (at level `depth`) and, within `budget` and [`MAX_DEPTH`], the trees of
+/// its supervisor children.
 fn describe<'a>(
     handle: &'a Handle,
     sup: SupervisorRef,
     budget: &'a mut usize,
+    depth: usize,
 ) -> Pin<Box<dyn Future<Output = Value> + Send + 'a>> {
     Box::pin(async move {
         *budget = budget.saturating_sub(1);
@@ -195,7 +201,9 @@ fn describe<'a>(
         let mut children = Vec::new();
         for c in info.children.iter().take(MAX_CHILDREN) {
             let sub = match &c.supervisor {
-                Some(s) if *budget > 0 => describe(handle, s.clone(), budget).await,
+                Some(s) if *budget > 0 && depth < MAX_DEPTH => {
+                    describe(handle, s.clone(), budget, depth + 1).await
+                }
                 _ => Value::Null,
             };
             children.push(json!({

@@ -387,27 +387,28 @@ impl NodeBuilder {
 
     #[cfg(feature = "mesh")]
     /// Seeds to contact at start (retried with backoff until each answers once, so seeds
-    /// may start later). A seed is dialed under [`cairn_net::ANY_NODE_NAME`], which every
-    /// certificate issued by a cluster CA carries; for certificates made elsewhere use
-    /// [`NodeBuilder::join_named`].
+    /// may start later). A seed is dialed under [`cairn_net::SEED_SERVER_NAME`]: any node
+    /// certificate of the cluster CA passes TLS, and the seed's hello must then match the
+    /// name in it. When the seed's name is known, [`NodeBuilder::join_named`] checks it at
+    /// the handshake already.
     pub fn join(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.mesh.seeds.extend(
             seeds
                 .into_iter()
-                .map(|addr| Seed::new(addr, cairn_net::ANY_NODE_NAME)),
+                .map(|addr| Seed::new(addr, cairn_net::SEED_SERVER_NAME)),
         );
         self
     }
 
     #[cfg(feature = "mesh")]
     /// Seeds by address or DNS name (`db-1.internal:7400`; a name is resolved again on
-    /// every retry), dialed under [`cairn_net::ANY_NODE_NAME`] as with
+    /// every retry), dialed under [`cairn_net::SEED_SERVER_NAME`] as with
     /// [`NodeBuilder::join`].
     pub fn join_seeds(mut self, seeds: impl IntoIterator<Item = cairn_net::SeedAddr>) -> Self {
         self.mesh.seeds.extend(
             seeds
                 .into_iter()
-                .map(|addr| Seed::new(addr, cairn_net::ANY_NODE_NAME)),
+                .map(|addr| Seed::new(addr, cairn_net::SEED_SERVER_NAME)),
         );
         self
     }

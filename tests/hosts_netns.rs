@@ -119,6 +119,7 @@ fn cli(host: &Host, dir: &Path, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .arg("--cluster")
         .arg(dir.join("cluster"))
+        .arg("--dev-ca")
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

@@ -28,6 +28,7 @@ fn status(via: SocketAddr, cluster: &Path) -> HashMap<String, String> {
         &via.to_string(),
         "--cluster",
         cluster.to_str().unwrap(),
+        "--dev-ca",
     ]);
     assert!(ok, "status failed: {out}{err}");
     out.lines()
@@ -112,6 +113,7 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
             &n.addr.to_string(),
             "--cluster",
             cluster.to_str().unwrap(),
+            "--dev-ca",
         ]);
         assert!(ok, "send through {} failed: {out}{err}", n.id);
         owners.insert(field(out.trim(), "owner").to_owned());
@@ -140,6 +142,7 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
             &n1.addr.to_string(),
             "--cluster",
             cluster.to_str().unwrap(),
+            "--dev-ca",
         ]);
         if ok && out.contains("counter/alice = 15 ") {
             break;
@@ -161,6 +164,7 @@ fn a_counter_reached_from_every_node_has_one_activation_on_its_owner() {
             &n.addr.to_string(),
             "--cluster",
             cluster.to_str().unwrap(),
+            "--dev-ca",
         ]);
         assert!(ok, "get through {} failed: {out}{err}", n.id);
         assert!(out.contains("counter/alice = 15 "), "{out}");
@@ -200,6 +204,7 @@ fn a_node_with_a_certificate_from_another_ca_is_refused() {
         &n1.addr.to_string(),
         "--cluster",
         other.to_str().unwrap(),
+        "--dev-ca",
     ]);
     assert!(!ok, "a foreign client got a status: {out}");
     assert!(err.contains("cannot reach"), "{err}");

@@ -14,7 +14,7 @@ use std::time::Duration;
 mod node_proc;
 
 use node_proc::{
-    cli, cluster_init, free_addr, issue_node, issue_node_into, own_files, serial_of,
+    cli, cli_in, cluster_init, free_addr, issue_node, issue_node_into, own_files, serial_of,
     two_nodes_with_own_certs, Lines, NodeProc, TwoNodes, BIN,
 };
 
@@ -24,6 +24,7 @@ fn send_counter(via: SocketAddr, cluster: &Path, key: &str, op: &[&str]) -> (boo
     let mut args = vec!["send", "counter", key];
     args.extend_from_slice(op);
     args.extend_from_slice(&["--join", &via, "--cluster", cluster.to_str().unwrap()]);
+    args.push("--dev-ca");
     let (ok, out, err) = cli(&args);
     (ok, out + &err)
 }
@@ -182,7 +183,7 @@ fn an_expired_certificate_is_refused_at_start_and_at_the_handshake() {
     let addr = n1.addr;
     let _ = rt.block_on(rt.timeout(Duration::from_secs(20), async move {
         dialer
-            .connect(addr, cairn::net::ANY_NODE_NAME)
+            .connect(addr, cairn::net::SEED_SERVER_NAME)
             .await
             .map(drop)
     }));
@@ -274,7 +275,7 @@ fn run_with(dir: &Path, name: &str, args: &[&str]) -> (bool, String, String) {
 }
 
 #[test]
-fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_node() {
+fn a_node_or_a_client_handed_the_ca_key_refuses_unless_told_it_is_a_development_one() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = dir.path().join("cluster");
     cluster_init(&cluster);
@@ -329,6 +330,13 @@ fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_nod
         .stderr
         .wait_for("created a local cluster CA for this one-node development mesh");
     assert!(cwd.path().join("cluster/ca.key").exists());
+    // Its `send` and `status` use that development CA without being told.
+    let via = default.addr.to_string();
+    let (ok, out, err) = cli_in(
+        cwd.path(),
+        &["send", "counter", "k", "add", "1", "--join", &via],
+    );
+    assert!(ok && out.contains("sent add 1"), "{out}{err}");
     drop(default);
     // It reuses the CA it made on its next start.
     let again = start_default(cwd.path());
@@ -369,6 +377,21 @@ fn a_node_handed_the_ca_key_refuses_to_start_unless_told_it_is_a_development_nod
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("holds the cluster CA's private key"), "{err}");
+
+    // Nor do `send` and `status` issue themselves a certificate from it: they are told to
+    // use a client certificate, before they dial anything.
+    let seed = free_addr().to_string();
+    for command in [&["send", "counter", "k", "get"][..], &["status"]] {
+        let args = [command, &["--join", &seed]].concat();
+        let (ok, out, err) = cli_in(operators.path(), &args);
+        assert!(!ok, "{command:?} used an operator's CA key: {out}");
+        assert!(
+            err.contains("holds the cluster CA's private key")
+                && err.contains("--role client")
+                && err.contains("--dev-ca"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -426,14 +449,9 @@ fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart()
 
 /// `cairn-node run` with no --cluster and no --join (the one-node default) in `cwd`.
 fn start_default(cwd: &Path) -> NodeProc {
+    let addr = free_addr();
     let mut child = std::process::Command::new(BIN)
-        .args([
-            "run",
-            "--workers",
-            "2",
-            "--listen",
-            &free_addr().to_string(),
-        ])
+        .args(["run", "--workers", "2", "--listen", &addr.to_string()])
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
@@ -447,7 +465,7 @@ fn start_default(cwd: &Path) -> NodeProc {
         child,
         stdout,
         stderr,
-        addr: free_addr(),
+        addr,
         id: String::new(),
     }
 }

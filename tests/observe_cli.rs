@@ -128,7 +128,7 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
     let mut node = Running::start(&data, cluster.as_ref(), true);
     let metrics = node.field("metrics ", "listen");
     let listen = node.field("ready ", "listen");
-    let join = ["--join", listen.as_str(), "--cluster", cluster];
+    let join = ["--join", listen.as_str(), "--cluster", cluster, "--dev-ca"];
 
     let added = ok(&[&["send", "counter", "k", "add", "5"][..], &join].concat());
     assert!(added.contains("sent add 5"), "{added}");
@@ -185,7 +185,7 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
 
     let mut node = Running::start(&restored, cluster.as_ref(), false);
     let listen = node.field("ready ", "listen");
-    let join = ["--join", listen.as_str(), "--cluster", cluster];
+    let join = ["--join", listen.as_str(), "--cluster", cluster, "--dev-ca"];
     let total = ok(&[&["send", "counter", "k", "get"][..], &join].concat());
     assert!(total.contains("counter/k = 5"), "{total}");
 }

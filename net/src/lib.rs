@@ -63,5 +63,6 @@ pub use mesh::{
 };
 pub use runtime::CairnRuntime;
 pub use tls::{
-    CertIdentity, ClusterCa, NodeCert, Role, TlsConfig, TlsError, ANY_NODE_NAME, CLIENT_NAME_SUFFIX,
+    CertIdentity, ClusterCa, NodeCert, Role, TlsConfig, TlsError, CLIENT_NAME_SUFFIX,
+    SEED_SERVER_NAME,
 };

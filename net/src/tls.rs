@@ -41,11 +41,13 @@ use rustls::{DigitallySignedStruct, DistinguishedName as TlsDn, RootCertStore, S
 /// The ALPN protocol id Cairn nodes speak.
 pub const ALPN: &[u8] = b"cairn/1";
 
-/// A second name (subject alternative name) that every certificate issued by
-/// [`ClusterCa::issue`] carries besides the node's own name. A seed given by address only
-/// (`--join 127.0.0.1:7400`) is dialed under this name: TLS then proves it is *some* member
-/// of the cluster, and its own name and id are learned from its hello.
-pub const ANY_NODE_NAME: &str = "cairn-node";
+/// The server name a seed known only by its address (`--join 127.0.0.1:7400`) is dialed
+/// under. No certificate carries it (none may be issued for it): for this name the dialing
+/// side accepts any *node* certificate the cluster CA signed, checked for its own name
+/// ([`ClusterServerVerifier`]), and the seed's name and id are then learned from its hello,
+/// which must match that certificate like every hello. Every other name is checked as TLS
+/// checks a host name, so a node dialed as `n2` must present `n2`'s certificate.
+pub const SEED_SERVER_NAME: &str = "cairn-seed";
 
 /// Names of client nodes end with this: placement never makes a client the owner of an
 /// object, and a certificate of role [`Role::Client`] can only claim such a name.
@@ -114,7 +116,7 @@ pub const CA_KEY_FILE: &str = "ca.key";
 #[non_exhaustive]
 pub enum TlsError {
     /// A certificate of this role cannot carry this name (client names end with
-    /// [`CLIENT_NAME_SUFFIX`]; node names do not, and are not [`ANY_NODE_NAME`]).
+    /// [`CLIENT_NAME_SUFFIX`]; node names do not, and are not [`SEED_SERVER_NAME`]).
     #[error("a {role} certificate cannot be issued for {name:?}: {why}")]
     BadName {
         /// The name asked for.
@@ -250,8 +252,8 @@ impl ClusterCa {
         &self.cert_pem
     }
 
-    /// Issues a certificate for `node_name` (its common name and subject alternative name,
-    /// plus [`ANY_NODE_NAME`] for nodes), valid for both server and client authentication,
+    /// Issues a certificate for `node_name` (its common name and its one subject
+    /// alternative name), valid for both server and client authentication,
     /// with the role its name implies ([`Role::of_name`]).
     /// Valid for [`DEFAULT_CERT_DAYS`].
     pub fn issue(&self, node_name: &str) -> Result<NodeCert, TlsError> {
@@ -260,7 +262,7 @@ impl ClusterCa {
 
     /// Issues a certificate for `name` in `role`, valid from an hour ago (clock skew) for
     /// `days` days (see [`ClusterCa::issue`]). A client's name must end with
-    /// [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be [`ANY_NODE_NAME`].
+    /// [`CLIENT_NAME_SUFFIX`], a node's must not; neither may be [`SEED_SERVER_NAME`].
     pub fn issue_as(&self, name: &str, role: Role, days: u32) -> Result<NodeCert, TlsError> {
         self.issue_in(name, role, days, None)
     }
@@ -279,8 +281,10 @@ impl ClusterCa {
             role,
             why,
         };
-        if name == ANY_NODE_NAME {
-            return Err(bad("that name is every node's second name"));
+        if name == SEED_SERVER_NAME {
+            return Err(bad(
+                "that name is what seeds known by address are dialed under",
+            ));
         }
         if Role::of_name(name) != role {
             return Err(bad(match role {
@@ -288,12 +292,8 @@ impl ClusterCa {
                 Role::Node => "names ending with \".client\" are for clients",
             }));
         }
-        // Clients are never dialed by address, so only nodes carry the shared second name.
-        let mut names = vec![name.to_owned()];
-        if role == Role::Node {
-            names.push(ANY_NODE_NAME.to_owned());
-        }
-        let mut params = CertificateParams::new(names)?;
+        // One name only: a certificate speaks for its holder and no one else.
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name);
         dn.push(DnType::OrganizationalUnitName, role.as_str());
@@ -607,7 +607,12 @@ impl TlsConfig {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAnyServer { provider }))
         } else {
-            builder.with_root_certificates(self.roots()?)
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ClusterServerVerifier::new(
+                    self.roots()?,
+                    provider,
+                )?))
         };
         let mut tls =
             builder.with_client_auth_cert(vec![self.node.cert_der.clone()], self.node.key())?;
@@ -736,6 +741,85 @@ impl ClientCertVerifier for AcceptAnyClient {
     }
 }
 
+/// The name every node certificate carried besides its own before certificates named their
+/// holder only: a certificate that still carries it cannot go by it.
+const LEGACY_SHARED_NAME: &str = "cairn-node";
+
+/// The dialing side's check of a node's certificate: chained to the cluster CA, valid now,
+/// for server authentication, and naming the node dialed. A seed dialed by address only
+/// ([`SEED_SERVER_NAME`]) may be any node: its certificate is checked for the name it
+/// carries (a client certificate is refused: clients host nothing), and the hello binds
+/// that name to the connection.
+#[derive(Debug)]
+struct ClusterServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl ClusterServerVerifier {
+    fn new(
+        roots: Arc<RootCertStore>,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ClusterServerVerifier, TlsError> {
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider).build()?;
+        Ok(ClusterServerVerifier { inner })
+    }
+}
+
+impl ServerCertVerifier for ClusterServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let seed = matches!(server_name, ServerName::DnsName(n) if n.as_ref() == SEED_SERVER_NAME);
+        if !seed {
+            return self.inner.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            );
+        }
+        let own_name = CertIdentity::of_cert(end_entity)
+            .filter(|id| id.role == Role::Node)
+            .and_then(|id| id.names.into_iter().find(|n| n != LEGACY_SHARED_NAME))
+            .and_then(|name| ServerName::try_from(name).ok())
+            .ok_or_else(|| {
+                tracing::warn!("refused a seed: its certificate names no node");
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &own_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// `insecure_dev` client side: accepts any server certificate.
 #[derive(Debug)]
 struct AcceptAnyServer {
@@ -860,9 +944,11 @@ impl std::str::FromStr for Serial {
 
 impl CertIdentity {
     /// Whether the holder may go by `name`: the certificate carries it, it is not the
-    /// shared [`ANY_NODE_NAME`], and a client certificate claims a client name.
+    /// seed dialing name [`SEED_SERVER_NAME`] (which older certificates carried as a shared
+    /// second name), and a client certificate claims a client name.
     pub fn allows(&self, name: &str) -> bool {
-        name != ANY_NODE_NAME
+        name != SEED_SERVER_NAME
+            && name != LEGACY_SHARED_NAME
             && self.names.iter().any(|n| n == name)
             && (self.role == Role::Node || Role::of_name(name) == Role::Client)
     }
@@ -955,13 +1041,18 @@ mod tests {
         let ca = ClusterCa::generate().unwrap();
         let node = CertIdentity::of_cert(ca.issue("n1").unwrap().cert_der()).unwrap();
         assert_eq!(node.role, Role::Node);
-        assert_eq!(node.names, ["n1", ANY_NODE_NAME]);
+        assert_eq!(node.names, ["n1"], "a certificate names its holder only");
         assert!(node.allows("n1"));
         assert!(!node.allows("n2"));
-        assert!(
-            !node.allows(ANY_NODE_NAME),
-            "the shared name is nobody's identity"
-        );
+        // An older certificate that still carries the once-shared name cannot go by it,
+        // nor by the seed dialing name.
+        let legacy = CertIdentity {
+            names: vec!["n1".into(), LEGACY_SHARED_NAME.into()],
+            ..node.clone()
+        };
+        assert!(legacy.allows("n1"));
+        assert!(!legacy.allows(LEGACY_SHARED_NAME));
+        assert!(!legacy.allows(SEED_SERVER_NAME));
         let client = ca.issue_as("ops.client", Role::Client, 30).unwrap();
         let client = CertIdentity::of_cert(client.cert_der()).unwrap();
         assert_eq!(client.role, Role::Client);
@@ -985,7 +1076,7 @@ mod tests {
             Err(TlsError::BadName { .. })
         ));
         assert!(matches!(
-            ca.issue(ANY_NODE_NAME),
+            ca.issue(SEED_SERVER_NAME),
             Err(TlsError::BadName { .. })
         ));
         assert_eq!(

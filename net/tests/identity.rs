@@ -88,11 +88,11 @@ fn a_member_posing_as_another_node_is_refused_and_cannot_replace_its_link() {
         "node-3",
         at
     )));
-    // ... claiming the name every node certificate carries for seeds.
+    // ... claiming the name seeds known by address are dialed under.
     assert!(!try_hello(&ca, "node-3", &m1, |at| {
         hello(
-            NodeId::of_name(cairn_net::ANY_NODE_NAME),
-            cairn_net::ANY_NODE_NAME,
+            NodeId::of_name(cairn_net::SEED_SERVER_NAME),
+            cairn_net::SEED_SERVER_NAME,
             at,
         )
     }));

@@ -175,3 +175,66 @@ fn a_node_claiming_a_name_its_certificate_lacks_is_refused() {
     assert!(!imposter.is_connected(seed.node()));
     assert_eq!(seed.stats().delivered, 0, "{:?}", seed.stats());
 }
+
+/// No certificate carries a name shared by every node: a dial by name must reach the node
+/// that certificate names, and a seed known only by address (dialed under
+/// `SEED_SERVER_NAME`) must show a *node* certificate of this cluster, which the hello then
+/// binds (tests/identity.rs).
+#[test]
+fn a_dial_by_name_reaches_that_node_only_and_a_seed_by_address_must_be_a_node() {
+    let rt = runtime();
+    let cluster = Cluster::new(&rt, &["dialer", "node-a"]);
+    let dialer = cluster.endpoints[0].clone();
+    let node_a = cluster.endpoints[1].local_addr().unwrap();
+    let names = cairn_net::CertIdentity::of_cert(cluster.ca.issue("node-a").unwrap().cert_der())
+        .unwrap()
+        .names;
+    assert_eq!(
+        names,
+        ["node-a"],
+        "a node certificate names its holder only"
+    );
+
+    // A client certificate (clients host nothing) and a foreign CA's node certificate.
+    let client = TlsConfig::new(
+        cluster.ca.cert_der().clone(),
+        cluster
+            .ca
+            .issue_as("ops.client", cairn_net::Role::Client, 1)
+            .unwrap(),
+    );
+    let client = Endpoint::bind(&rt.handle(), localhost(), &client).unwrap();
+    let other = ClusterCa::generate().unwrap();
+    let foreign = TlsConfig::new(other.cert_der().clone(), other.issue("node-a").unwrap());
+    let foreign = Endpoint::bind(&rt.handle(), localhost(), &foreign).unwrap();
+    let (client, foreign) = (client.local_addr().unwrap(), foreign.local_addr().unwrap());
+
+    let seed = cairn_net::SEED_SERVER_NAME;
+    let handle = rt.handle();
+    let outcomes = rt
+        .block_on(handle.timeout(TIMEOUT, async move {
+            let mut outcomes = Vec::new();
+            for (addr, name) in [
+                (node_a, "node-a"),
+                (node_a, seed),
+                (node_a, "node-b"),
+                (client, seed),
+                (foreign, seed),
+            ] {
+                let result = dialer.connect(addr, name).await;
+                if let Err(error) = &result {
+                    eprintln!("dial {name} at {addr}: {error}");
+                }
+                outcomes.push(result.is_ok());
+            }
+            outcomes
+        }))
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [true, true, false, false, false],
+        "node-a by name and as a seed; refused: node-a as node-b, a client as a seed, \
+         a foreign CA's node as a seed"
+    );
+    rt.shutdown();
+}

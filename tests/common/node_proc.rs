@@ -164,8 +164,14 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
 
 /// Runs a short-lived `cairn-node` command to completion: (success, stdout, stderr).
 pub fn cli(args: &[&str]) -> (bool, String, String) {
+    cli_in(Path::new("."), args)
+}
+
+/// [`cli`] run in the directory `cwd` (where the defaults `./cluster` and `./data` are).
+pub fn cli_in(cwd: &Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
+        .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")
         .output()

@@ -15,12 +15,21 @@ use super::{with_tls, CliError, ClientArgs, CLIENT_TIMEOUT};
 const PER_MEMBER: Duration = Duration::from_secs(3);
 
 /// Starts a client node and waits for it to reach one of `args.join`.
-pub(crate) fn client(args: &ClientArgs, what: &str) -> Result<Node, CliError> {
+pub(crate) fn client(args: &ClientArgs, what: &'static str) -> Result<Node, CliError> {
     // With its own certificate (`--cert`, from `cert issue --role client`) a client goes by
-    // the name in it; with the CA (`--cluster`) it makes one up.
+    // the name in it. Issuing itself one from a CA directory (`--cluster`) holds the CA's
+    // key: allowed with --dev-ca, or for the one-node demo's own development CA.
     let name = match &args.tls.cert {
         Some(path) => cert_name(path)?,
-        None => format!("{what}-{}", std::process::id()),
+        None if args.tls.may_use_ca_key() || args.tls.is_development_ca() => {
+            format!("{what}-{}", std::process::id())
+        }
+        None => {
+            return Err(CliError::ClientHoldsCaKey {
+                dir: args.tls.cluster_dir(),
+                what,
+            })
+        }
     };
     let builder = Node::builder()
         .name(&name)

@@ -272,6 +272,9 @@ enum CliError {
     /// A node was to use the cluster CA's private key without the development flag.
     #[error("refusing to start {name:?}: {} holds the cluster CA's private key, and a node must not hold it. Issue this node its own certificate on the CA's machine (`cairn-node cert issue --ca {} --name {name} --out ./certs/{name}`) and start it with --cert/--key/--ca, or pass --dev-ca on a development machine", .dir.display(), .dir.display())]
     HoldsCaKey { dir: PathBuf, name: String },
+    /// `send`/`status` were to issue themselves a certificate from an operator's CA.
+    #[error("refusing to {what} with {}: it holds the cluster CA's private key, which only the operator's machine may hold. Issue a client certificate there (`cairn-node cert issue --ca {} --name me --role client --out ./certs/me`) and pass --cert/--key/--ca, or pass --dev-ca on a development machine", .dir.display(), .dir.display())]
+    ClientHoldsCaKey { dir: PathBuf, what: &'static str },
 }
 
 fn main() -> ExitCode {
@@ -325,6 +328,16 @@ impl TlsArgs {
         self.cluster
             .clone()
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CLUSTER_DIR))
+    }
+
+    /// Whether holding the CA directory's private key was asked for (development only).
+    fn may_use_ca_key(&self) -> bool {
+        self.dev_ca || self.insecure_dev
+    }
+
+    /// Whether the CA directory is one a lone default node made for itself (marked so).
+    fn is_development_ca(&self) -> bool {
+        self.cluster_dir().join(DEV_CA_MARKER).exists()
     }
 }
 
@@ -444,8 +457,8 @@ fn self_issue(args: &RunArgs) -> Result<(), CliError> {
     // operator's CA in ./cluster is refused like any other without --dev-ca.
     let lone_default = args.tls.cluster.is_none()
         && args.join.is_empty()
-        && (ca_missing || dir.join(DEV_CA_MARKER).exists());
-    if !(args.tls.dev_ca || args.tls.insecure_dev || lone_default) {
+        && (ca_missing || args.tls.is_development_ca());
+    if !(args.tls.may_use_ca_key() || lone_default) {
         return Err(CliError::HoldsCaKey {
             dir,
             name: args.name.clone(),

@@ -558,18 +558,17 @@ const NOT_GRANTED: Duration = Duration::from_millis(500);
 /// peer's receive window. Generous for a loaded machine.
 const STALLED: Duration = Duration::from_secs(2);
 
-/// Writes up to `most` bytes on `stream` until it stalls (`STALLED`); returns how many
-/// the peer's flow control took, and the stream (kept open: dropping it finishes it).
+/// Writes `data` on `stream` until it stalls (`STALLED`); returns how many bytes the
+/// peer's flow control took, and the stream (kept open: dropping it finishes it).
 async fn fill(
     handle: cairn_scheduler::Handle,
     mut stream: quinn::SendStream,
-    most: usize,
+    data: Vec<u8>,
 ) -> (usize, quinn::SendStream) {
-    let chunk = vec![7u8; 64 * 1024];
     let mut taken = 0;
-    while taken < most {
-        let n = chunk.len().min(most - taken);
-        match handle.timeout(STALLED, stream.write(&chunk[..n])).await {
+    while taken < data.len() {
+        let piece = &data[taken..data.len().min(taken + 64 * 1024)];
+        match handle.timeout(STALLED, stream.write(piece)).await {
             Ok(Ok(k)) => taken += k,
             Ok(Err(error)) => panic!("write failed after {taken} bytes: {error}"),
             Err(_) => break,
@@ -617,14 +616,15 @@ fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
 
     // One stream alone takes its stream window, no more.
     let first = streams.remove(0);
-    let (alone, first) = rogue_rt.block_on(fill(rogue_rt.handle(), first, 2 * STREAM_WINDOW));
+    let (alone, first) =
+        rogue_rt.block_on(fill(rogue_rt.handle(), first, vec![7; 2 * STREAM_WINDOW]));
     // The others, written together, take what is left of the connection window.
     let writers: Vec<_> = streams
         .into_iter()
         .map(|stream| {
             spawn(
                 &rogue_rt,
-                fill(rogue_rt.handle(), stream, 2 * STREAM_WINDOW),
+                fill(rogue_rt.handle(), stream, vec![7; 2 * STREAM_WINDOW]),
             )
         })
         .collect();
@@ -648,6 +648,102 @@ fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
     // The node was never told anything, and keeps waiting for the hello.
     assert!(!mesh.is_connected(NodeId::of_name("rogue-parker")));
     drop(held);
+    mesh.close();
+    rt.shutdown();
+    rogue_rt.shutdown();
+}
+
+/// A member whose messages wait for a full mailbox: the node's lane reader stops reading
+/// (to keep order, see `inbound`), and what the member writes on meanwhile parks in its
+/// lane, at most `STREAM_WINDOW` of it (quinn's default: 1.25 MB). One stream is all a
+/// member has read after its hello (`limits`: others are stopped), so this is all it can
+/// park on an established connection.
+#[test]
+fn a_lane_held_up_by_a_full_mailbox_parks_at_most_the_stream_window() {
+    use cairn_net::mesh::wire::Target;
+    use cairn_net::{encode_frame, MAX_FRAME_DEFAULT};
+    const NUMBERS: &str = "hostile.u64";
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    mesh.declare::<u64>(NUMBERS).unwrap();
+    // A process that never reads, with room for one message.
+    let options = cairn_scheduler::SpawnOptions {
+        mailbox_capacity: Some(1),
+        ..Default::default()
+    };
+    let stuck = rt
+        .spawn_opts(options, |_ctx: Ctx<u64>| std::future::pending::<()>())
+        .unwrap()
+        .pid();
+    let frames = |numbers: std::ops::Range<u64>| {
+        let mut out = Vec::new();
+        for k in numbers {
+            let frame = Wire::Send {
+                from: None,
+                to: Target::Pid(stuck),
+                tag: NUMBERS.into(),
+                call: None,
+                payload: encoded(k),
+                request: None,
+            };
+            encode_frame(&frame, &mut out, MAX_FRAME_DEFAULT).unwrap();
+        }
+        out
+    };
+
+    // The member's lane by hand, to count the bytes quinn takes: lane id, hello.
+    let name = "rogue-lane";
+    let node = NodeId::of_name(name);
+    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(name).unwrap());
+    let endpoint = Endpoint::bind(&rogue_rt.handle(), localhost(), &tls).unwrap();
+    let listen = endpoint.local_addr().unwrap();
+    let mut head = MESH_LANE.to_be_bytes().to_vec();
+    let hello = Wire::Hello(Hello {
+        node,
+        incarnation: 1,
+        listen,
+        name: name.into(),
+        peers: vec![],
+    });
+    encode_frame(&hello, &mut head, MAX_FRAME_DEFAULT).unwrap();
+    // Then two messages: the first fills the mailbox, the second waits for room.
+    head.extend(frames(0..2));
+    let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
+    let written = head.len();
+    let dialer = endpoint.clone();
+    let (lane, _rx, _conn) = rogue_rt
+        .block_on(rogue_rt.timeout(TIMEOUT, async move {
+            let conn = dialer.connect(addr, &server).await.unwrap();
+            let mut lane = conn.quinn().open_uni().await.unwrap();
+            lane.write_all(&head).await.unwrap();
+            let mut rx = conn.accept_lane().await.unwrap();
+            let ack = rx.recv::<Wire>().await.unwrap().unwrap();
+            assert!(matches!(ack, Wire::HelloAck(_)), "{ack:?}");
+            (lane, rx, conn)
+        }))
+        .expect("connected in time");
+    // Once the node has read both messages, its reader waits, and reads nothing more.
+    wait_until("the reader to wait for room", || {
+        let read = mesh
+            .links()
+            .iter()
+            .find(|l| l.node == node)
+            .map(|l| l.frames_received);
+        read == Some(2) && mesh.stats().delivered == 1
+    });
+
+    // Everything written from now on is unread: the lane takes its window's worth.
+    let (flood, lane) = rogue_rt.block_on(fill(rogue_rt.handle(), lane, frames(2..100_000)));
+    let total = written + flood;
+    eprintln!("the lane took {written} + {flood} = {total} bytes");
+    assert!(
+        (STREAM_WINDOW..=STREAM_WINDOW + written).contains(&total),
+        "a lane nobody reads took {total} bytes (quinn's default stream window: 1,250,000)"
+    );
+    assert!(mesh.is_connected(node));
+    assert_eq!(mesh.stats().delivered, 1);
+    drop((lane, endpoint));
     mesh.close();
     rt.shutdown();
     rogue_rt.shutdown();

@@ -645,7 +645,7 @@ fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
         alone, STREAM_WINDOW,
         "one unread stream took {alone} bytes (quinn's default stream window: 1,250,000)"
     );
-    // The node was never told anything, and keeps waiting for the hello.
+    // No hello, so no member: the connection is not one of the mesh's.
     assert!(!mesh.is_connected(NodeId::of_name("rogue-parker")));
     drop(held);
     mesh.close();

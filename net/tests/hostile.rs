@@ -543,6 +543,318 @@ fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
     rt.shutdown();
 }
 
+/// The mesh's QUIC transport limits (`mesh::limits`, crate-private; copied here). quinn's
+/// defaults, which they replace, are in each test's failure message.
+const STREAM_WINDOW: usize = 1024 * 1024;
+const CONNECTION_WINDOW: usize = 2 * STREAM_WINDOW;
+const MAX_UNI_STREAMS: usize = 4;
+const DATAGRAM_BUFFER: usize = 64 * 1024;
+
+/// quinn opens a stream on the credit the peer granted, with no round trip: an open that
+/// is not done within this is waiting for credit the peer has not given.
+const NOT_GRANTED: Duration = Duration::from_millis(500);
+/// A write to a QUIC stream completes as soon as flow control lets the bytes in (no round
+/// trip while credit lasts): one that makes no progress for this long is blocked on the
+/// peer's receive window. Generous for a loaded machine.
+const STALLED: Duration = Duration::from_secs(2);
+
+/// Writes `data` on `stream` until it stalls (`STALLED`); returns how many bytes the
+/// peer's flow control took, and the stream (kept open: dropping it finishes it).
+async fn fill(
+    handle: cairn_scheduler::Handle,
+    mut stream: quinn::SendStream,
+    data: Vec<u8>,
+) -> (usize, quinn::SendStream) {
+    let mut taken = 0;
+    while taken < data.len() {
+        let piece = &data[taken..data.len().min(taken + 64 * 1024)];
+        match handle.timeout(STALLED, stream.write(piece)).await {
+            Ok(Ok(k)) => taken += k,
+            Ok(Err(error)) => panic!("write failed after {taken} bytes: {error}"),
+            Err(_) => break,
+        }
+    }
+    (taken, stream)
+}
+
+/// A peer that connected with a valid certificate but has not said hello yet: the node
+/// waits (up to its connect timeout) for the first bytes of its lane, the peer's first
+/// stream, and reads none of its others. What the peer parks there meanwhile is bounded
+/// by the receive windows: `STREAM_WINDOW` in one stream, `CONNECTION_WINDOW` in all
+/// together. (quinn's defaults: 1.25 MB a stream, 100 streams, no connection bound.)
+#[test]
+fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = common::start_node(&ca, 1, &[], 2, |mut config| {
+        // The node keeps waiting for the hello all through the test.
+        config.connect_timeout = Duration::from_secs(60);
+        config.idle_timeout(IDLE)
+    });
+    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("rogue-parker").unwrap());
+    let endpoint = Endpoint::bind(&rogue_rt.handle(), localhost(), &tls).unwrap();
+    let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
+    let conn = rogue_rt
+        .block_on(rogue_rt.timeout(TIMEOUT, endpoint.connect(addr, &server)))
+        .expect("in time")
+        .expect("connected");
+    let quic = conn.quinn().clone();
+    // The first stream is where the node expects the lane: left empty (and open), so the
+    // node waits on it. Then as many more as the node grants at once, up to 12.
+    let (lane, mut streams) = rogue_rt.block_on(async {
+        let lane = quic.open_uni().await.unwrap();
+        let mut streams = Vec::new();
+        while streams.len() < 12 {
+            match rogue_rt.timeout(NOT_GRANTED, quic.open_uni()).await {
+                Ok(stream) => streams.push(stream.unwrap()),
+                Err(_) => break,
+            }
+        }
+        (lane, streams)
+    });
+    assert!(streams.len() >= 2, "{} streams", streams.len());
+
+    // One stream alone takes its stream window, no more.
+    let first = streams.remove(0);
+    let (alone, first) =
+        rogue_rt.block_on(fill(rogue_rt.handle(), first, vec![7; 2 * STREAM_WINDOW]));
+    // The others, written together, take what is left of the connection window.
+    let writers: Vec<_> = streams
+        .into_iter()
+        .map(|stream| {
+            spawn(
+                &rogue_rt,
+                fill(rogue_rt.handle(), stream, vec![7; 2 * STREAM_WINDOW]),
+            )
+        })
+        .collect();
+    let mut held = vec![lane, first];
+    let mut together = Vec::new();
+    for writer in writers {
+        let (taken, stream) = writer.recv_timeout(TIMEOUT).expect("the writer ended");
+        together.push(taken);
+        held.push(stream);
+    }
+    let total = alone + together.iter().sum::<usize>();
+    eprintln!("unread streams took {alone} + {together:?} = {total} bytes");
+    assert_eq!(
+        total, CONNECTION_WINDOW,
+        "unread streams took {alone} + {together:?} bytes (quinn's default has no connection window)"
+    );
+    assert_eq!(
+        alone, STREAM_WINDOW,
+        "one unread stream took {alone} bytes (quinn's default stream window: 1,250,000)"
+    );
+    // No hello, so no member: the connection is not one of the mesh's.
+    assert!(!mesh.is_connected(NodeId::of_name("rogue-parker")));
+    drop(held);
+    mesh.close();
+    rt.shutdown();
+    rogue_rt.shutdown();
+}
+
+/// A member whose messages wait for a full mailbox: the node's lane reader stops reading
+/// (to keep order, see `inbound`), and what the member writes on meanwhile parks in its
+/// lane, at most `STREAM_WINDOW` of it (quinn's default: 1.25 MB). One stream is all a
+/// member has read after its hello (`limits`: others are stopped), so this is all it can
+/// park on an established connection.
+#[test]
+fn a_lane_held_up_by_a_full_mailbox_parks_at_most_the_stream_window() {
+    use cairn_net::mesh::wire::Target;
+    use cairn_net::{encode_frame, MAX_FRAME_DEFAULT};
+    const NUMBERS: &str = "hostile.u64";
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    mesh.declare::<u64>(NUMBERS).unwrap();
+    // A process that never reads, with room for one message.
+    let options = cairn_scheduler::SpawnOptions {
+        mailbox_capacity: Some(1),
+        ..Default::default()
+    };
+    let stuck = rt
+        .spawn_opts(options, |_ctx: Ctx<u64>| std::future::pending::<()>())
+        .unwrap()
+        .pid();
+    let frames = |numbers: std::ops::Range<u64>| {
+        let mut out = Vec::new();
+        for k in numbers {
+            let frame = Wire::Send {
+                from: None,
+                to: Target::Pid(stuck),
+                tag: NUMBERS.into(),
+                call: None,
+                payload: encoded(k),
+                request: None,
+            };
+            encode_frame(&frame, &mut out, MAX_FRAME_DEFAULT).unwrap();
+        }
+        out
+    };
+
+    // The member's lane by hand, to count the bytes quinn takes: lane id, hello.
+    let name = "rogue-lane";
+    let node = NodeId::of_name(name);
+    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(name).unwrap());
+    let endpoint = Endpoint::bind(&rogue_rt.handle(), localhost(), &tls).unwrap();
+    let listen = endpoint.local_addr().unwrap();
+    let mut head = MESH_LANE.to_be_bytes().to_vec();
+    let hello = Wire::Hello(Hello {
+        node,
+        incarnation: 1,
+        listen,
+        name: name.into(),
+        peers: vec![],
+    });
+    encode_frame(&hello, &mut head, MAX_FRAME_DEFAULT).unwrap();
+    // Then two messages: the first fills the mailbox, the second waits for room.
+    head.extend(frames(0..2));
+    let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
+    let written = head.len();
+    let dialer = endpoint.clone();
+    let (lane, _rx, _conn) = rogue_rt
+        .block_on(rogue_rt.timeout(TIMEOUT, async move {
+            let conn = dialer.connect(addr, &server).await.unwrap();
+            let mut lane = conn.quinn().open_uni().await.unwrap();
+            lane.write_all(&head).await.unwrap();
+            let mut rx = conn.accept_lane().await.unwrap();
+            let ack = rx.recv::<Wire>().await.unwrap().unwrap();
+            assert!(matches!(ack, Wire::HelloAck(_)), "{ack:?}");
+            (lane, rx, conn)
+        }))
+        .expect("connected in time");
+    // Once the node has read both messages, its reader waits, and reads nothing more.
+    wait_until("the reader to wait for room", || {
+        let read = mesh
+            .links()
+            .iter()
+            .find(|l| l.node == node)
+            .map(|l| l.frames_received);
+        read == Some(2) && mesh.stats().delivered == 1
+    });
+
+    // Everything written from now on is unread: the lane takes its window's worth.
+    let (flood, lane) = rogue_rt.block_on(fill(rogue_rt.handle(), lane, frames(2..100_000)));
+    let total = written + flood;
+    eprintln!("the lane took {written} + {flood} = {total} bytes");
+    assert!(
+        (STREAM_WINDOW..=STREAM_WINDOW + written).contains(&total),
+        "a lane nobody reads took {total} bytes (quinn's default stream window: 1,250,000)"
+    );
+    assert!(mesh.is_connected(node));
+    assert_eq!(mesh.stats().delivered, 1);
+    drop((lane, endpoint));
+    mesh.close();
+    rt.shutdown();
+    rogue_rt.shutdown();
+}
+
+/// A peer holds at most `MAX_UNI_STREAMS` unidirectional streams open at once (its lane
+/// among them): the next is not granted until one of them ends. (quinn's default: 100.)
+#[test]
+fn a_peer_holds_at_most_four_unidirectional_streams_at_once() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let rogue = Rogue::connect(&ca, "rogue-holder", &mesh);
+    let quic = rogue.conn.quinn().clone();
+    // Its lane is one; three more are granted at once (opened, nothing sent yet).
+    let (mut held, next) = rogue.rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 1..MAX_UNI_STREAMS {
+            let stream = rogue.rt.timeout(NOT_GRANTED, quic.open_uni()).await;
+            held.push(stream.expect("granted at once").unwrap());
+        }
+        let next = rogue.rt.timeout(NOT_GRANTED, quic.open_uni()).await;
+        (held, next)
+    });
+    assert!(
+        next.is_err(),
+        "a stream beyond {MAX_UNI_STREAMS} held at once was granted (quinn's default: 100)"
+    );
+
+    // It ends one of them (here: finishes it, empty): the node refuses the three streams
+    // it now learns of, and the finished one's credit comes back to the peer.
+    let waiting = spawn(&rogue.rt, {
+        let quic = quic.clone();
+        async move { quic.open_uni().await.map(drop) }
+    });
+    held.pop().unwrap().finish().unwrap();
+    waiting
+        .recv_timeout(TIMEOUT)
+        .expect("a stream granted once another ended")
+        .expect("opened");
+    wait_until("the three streams to be refused", || {
+        mesh.stats().refused_streams == 3
+    });
+    assert!(mesh.is_connected(rogue.node));
+    drop(held);
+    mesh.close();
+    rt.shutdown();
+}
+
+/// The mesh uses no bidirectional streams and grants none: a peer's `open_bi` waits
+/// forever. (quinn's default: 100, accepted by quinn and then never read, each buffering
+/// up to a stream window.) quinn gives the node no way to count such an attempt: a
+/// well-behaved peer never sends on a stream it was not granted, and one that does has its
+/// connection closed by quinn itself (STREAM_LIMIT_ERROR) before the mesh sees a stream.
+#[test]
+fn a_peer_is_granted_no_bidirectional_stream() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    mesh.declare::<Msg>(TAG).unwrap();
+    let mut rogue = Rogue::connect(&ca, "rogue-bidi", &mesh);
+    let quic = rogue.conn.quinn().clone();
+    let opened = rogue
+        .rt
+        .block_on(rogue.rt.timeout(NOT_GRANTED, quic.open_bi()));
+    assert!(
+        opened.is_err(),
+        "a bidirectional stream was granted (quinn's default: 100)"
+    );
+    // The connection carries on: a frame on its lane is handled.
+    let echo = doubler(&rt);
+    rogue.send(Wire::Send {
+        from: None,
+        to: cairn_net::mesh::wire::Target::Pid(echo),
+        tag: TAG.into(),
+        call: None,
+        payload: Bytes(vec![]),
+        request: None,
+    });
+    wait_until("the frame to be handled", || {
+        let s = mesh.stats();
+        s.delivered + s.bad_messages == 1
+    });
+    assert!(mesh.is_connected(rogue.node));
+    drop(opened);
+    mesh.close();
+    rt.shutdown();
+}
+
+/// SWIM's datagrams: the node's datagram send buffer on a peer's connection is
+/// `DATAGRAM_BUFFER` (quinn's default: 1 MiB). Its receive buffer (64 KiB too) cannot be
+/// observed from outside: quinn tells the peer only the largest datagram frame it takes,
+/// min(buffer, 65,535), which is 65,535 for 64 KiB and for quinn's default 1.25 MB alike.
+#[test]
+fn the_datagram_send_buffer_towards_a_peer_is_64_kib() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let rogue = Rogue::connect(&ca, "rogue-datagrams", &mesh);
+    let node_side = mesh.quic_connection(rogue.node).expect("connected");
+    // Free space: the buffer less what is queued (a SWIM packet or two at most).
+    let space = node_side.quinn().datagram_send_buffer_space();
+    assert!(
+        (DATAGRAM_BUFFER - 8 * 1024..=DATAGRAM_BUFFER).contains(&space),
+        "datagram send buffer space {space} (quinn's default buffer: 1 MiB)"
+    );
+    // Datagrams are on both ways, and a SWIM packet (at most 1,100 bytes) fits one.
+    let largest = rogue.conn.quinn().max_datagram_size();
+    assert!(largest.is_some_and(|n| n >= 1100), "{largest:?}");
+    assert!(node_side.quinn().max_datagram_size().is_some());
+    mesh.close();
+    rt.shutdown();
+}
+
 #[test]
 fn a_peer_gets_at_most_two_control_connections() {
     use cairn_net::mesh::wire::CONTROL_LANE;

@@ -562,6 +562,13 @@ impl Mesh {
         self.inner.spend_refutation_budget();
     }
 
+    /// The QUIC connection to `node`, if up, to observe the transport limits in force on
+    /// it (`limits`). Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn quic_connection(&self, node: NodeId) -> Option<crate::endpoint::Connection> {
+        Some(self.inner.up_conn(node)?.quic().clone())
+    }
+
     /// The connection to `node`, if up: which node dialed it and the peer's address.
     pub fn connection_info(&self, node: NodeId) -> Option<ConnectionInfo> {
         let conn = self.inner.up_conn(node)?;

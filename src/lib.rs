@@ -101,7 +101,7 @@ pub mod prelude {
     pub use crate::durable::{Durable, DurableError};
     #[cfg(feature = "http")]
     pub use crate::object::http::{SocketId, WebSockets, WsMessage};
-    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError};
+    pub use crate::object::{Object, ObjectCtx, ObjectError, ObjectRef, ObjectSendError, Retry};
     pub use crate::placement::PlacementError;
     pub use crate::rpc::{Call, Cast, DEFAULT_CALL_TIMEOUT};
     pub use crate::{Node, NodeBuilder, NodeStatus};

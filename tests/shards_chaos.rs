@@ -141,6 +141,9 @@ impl Load {
                     let outcome = match answer {
                         Ok(v) => Outcome::Ok(v),
                         Err(ObjectError::Call(CallError::Timeout)) => Outcome::Timeout,
+                        // An error that says the object never got the message: the
+                        // checker holds it to that (the increment must not have happened).
+                        Err(e) if e.retry() == Retry::Safe => Outcome::Refused,
                         Err(_) => Outcome::Fail,
                     };
                     history.complete(id, outcome);
@@ -381,8 +384,8 @@ impl Chaos {
         }
         match self.history.check(&finals) {
             Ok(s) => eprintln!(
-                "history of {} counters checks out: {} operations, {} answered, {} failed, {} timed out (seed {})",
-                s.keys, s.ops, s.ok, s.failed, s.timed_out, self.seed
+                "history of {} counters checks out: {} operations, {} answered, {} failed, {} refused before delivery, {} timed out (seed {})",
+                s.keys, s.ops, s.ok, s.failed, s.refused, s.timed_out, self.seed
             ),
             Err(v) => panic!(
                 "seed {}: {v}\nall violations: {:#?}",

@@ -233,6 +233,52 @@ pub enum ObjectError {
     },
 }
 
+/// Whether an operation that failed with an [`ObjectError`] may be tried again, and what
+/// the failed attempt may have done: Durable Objects' `retryable`, with the at-most-once
+/// question answered ([`ObjectError::retry`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The object never got the message (no reachable leader of its shard, no owner, a
+    /// lost route, an unreachable owner at send time): trying again cannot apply it twice.
+    Safe,
+    /// The message may have been handled, and its writes committed, before the failure (no
+    /// answer within the timeout, a dropped reply after a failed commit or a crash, a lost
+    /// connection): try again only if the operation is idempotent, or ask the object first.
+    IfIdempotent,
+    /// Trying again fails the same way: a bad or too long name, a class not hosted here,
+    /// the handler's own error, an answer of another type.
+    Never,
+}
+
+impl ObjectError {
+    /// Whether this failure may be retried, and whether the object may have handled the
+    /// message (see [`Retry`]). Routing already retries what it safely can within the
+    /// message's time (a shard without a leader, a stale owner), so a `Safe` error means
+    /// that time ran out.
+    pub fn retry(&self) -> Retry {
+        match self {
+            ObjectError::ShardUnavailable { .. }
+            | ObjectError::Misrouted { .. }
+            | ObjectError::Unreachable { .. }
+            | ObjectError::Placement(_) => Retry::Safe,
+            ObjectError::NotHosted(_)
+            | ObjectError::BadName { .. }
+            | ObjectError::KeyTooLong { .. } => Retry::Never,
+            ObjectError::Call(call) => match call {
+                // Not taken: the process was gone, or the request found no route.
+                CallError::NoProc | CallError::Unroutable(_) => Retry::Safe,
+                CallError::Timeout | CallError::NoReply | CallError::NoConnection => {
+                    Retry::IfIdempotent
+                }
+                CallError::Failed(never) => match *never {},
+                CallError::WrongType | CallError::BadReply(_) => Retry::Never,
+                // A kind added later: assume the worst about what the attempt did.
+                _ => Retry::IfIdempotent,
+            },
+        }
+    }
+}
+
 /// Why [`ObjectRef::send`](super::ObjectRef::send) did not deliver a message, with the
 /// message: nothing is dropped silently.
 ///

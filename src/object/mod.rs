@@ -50,7 +50,9 @@ mod stats;
 
 pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
-pub use api::{Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, DEFAULT_IDLE_TIMEOUT};
+pub use api::{
+    Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, Retry, DEFAULT_IDLE_TIMEOUT,
+};
 pub use clock::WallClock;
 pub use reference::ObjectRef;
 #[cfg(feature = "mesh")]

@@ -8,7 +8,8 @@
 //!   operation was answered with, and at least the sum of the acknowledged increments.
 //! - **No value exceeds the attempts**: every answered value is at most the sum of the
 //!   increments invoked before that answer arrived, and the final value at most the sum of
-//!   all increments invoked (a failed or timed-out increment may have happened, never twice).
+//!   all increments invoked (a failed or timed-out increment may have happened, never twice;
+//!   a refused one — failed with an error saying it was never delivered — did not happen).
 //! - **No stale answer**: an operation that began after another one was answered with `v`
 //!   answers at least `v` (a read) or at least `v + n` (an increment of `n`) — the
 //!   real-time order a single activation per key gives.
@@ -44,6 +45,9 @@ pub enum Outcome {
     Fail,
     /// No answer within its timeout (it may or may not have happened).
     Timeout,
+    /// Failed with an error that says the operation was never delivered (such as
+    /// `cairn::Retry::Safe`): it did not happen, so it counts as no attempt at all.
+    Refused,
 }
 
 /// One recorded operation.
@@ -64,10 +68,11 @@ impl<K> Record<K> {
         }
     }
 
+    /// What the operation may have added: nothing for a read or a refused increment.
     fn added(&self) -> u64 {
-        match self.op {
-            Op::Add(n) => n,
-            Op::Read => 0,
+        match (self.op, self.done) {
+            (_, Some((_, Outcome::Refused))) | (Op::Read, _) => 0,
+            (Op::Add(n), _) => n,
         }
     }
 }
@@ -120,6 +125,8 @@ pub struct Summary {
     pub ok: usize,
     pub failed: usize,
     pub timed_out: usize,
+    /// Refused before delivery (they did not happen).
+    pub refused: usize,
     /// Never ended.
     pub pending: usize,
 }
@@ -205,6 +212,7 @@ impl<K: Ord + Clone + Debug> History<K> {
                 Some((_, Outcome::Ok(_))) => summary.ok += 1,
                 Some((_, Outcome::Fail)) => summary.failed += 1,
                 Some((_, Outcome::Timeout)) => summary.timed_out += 1,
+                Some((_, Outcome::Refused)) => summary.refused += 1,
                 None => summary.pending += 1,
             }
         }
@@ -364,7 +372,7 @@ mod tests {
     }
 
     use Op::{Add, Read};
-    use Outcome::{Fail, Ok as Answer, Timeout};
+    use Outcome::{Fail, Ok as Answer, Refused, Timeout};
 
     #[test]
     fn a_sequential_history_with_indeterminate_increments_passes() {
@@ -446,6 +454,32 @@ mod tests {
                 attempted: 2
             }]
         );
+    }
+
+    /// An increment refused before delivery did not happen: a final value that counts it
+    /// is above the attempts, where the same increment timed out would be allowed.
+    #[test]
+    fn a_refused_increment_that_happened_anyway_fails() {
+        let h = history(&[
+            (Add(1), 0, Some((1, Refused))),
+            (Add(1), 2, Some((3, Answer(1)))),
+        ]);
+        assert_eq!(check(&h, 1).unwrap().refused, 1);
+        let v = check(&h, 2).unwrap_err();
+        assert_eq!(
+            v,
+            vec![Violation::AboveAttempts {
+                key: "\"c\"".into(),
+                what: "the final value",
+                value: 2,
+                attempted: 1
+            }]
+        );
+        let h = history(&[
+            (Add(1), 0, Some((1, Timeout))),
+            (Add(1), 2, Some((3, Answer(2)))),
+        ]);
+        check(&h, 2).unwrap();
     }
 
     #[test]

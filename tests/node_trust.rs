@@ -347,36 +347,10 @@ fn a_node_or_a_client_handed_the_ca_key_refuses_unless_told_it_is_a_development_
     // any CA key without --dev-ca.
     let operators = tempfile::tempdir().unwrap();
     cluster_init(&operators.path().join("cluster"));
-    let mut child = std::process::Command::new(BIN)
-        .args([
-            "run",
-            "--workers",
-            "2",
-            "--listen",
-            &free_addr().to_string(),
-        ])
-        .current_dir(operators.path())
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("the one-node default started with an operator's CA key");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let mut refused = start_default(operators.path());
+    let err = refused.stderr.wait_for("holds the cluster CA's private key");
+    let status = refused.child.wait().unwrap();
     assert!(!status.success(), "{err}");
-    assert!(err.contains("holds the cluster CA's private key"), "{err}");
 
     // Nor do `send` and `status` issue themselves a certificate from it: they are told to
     // use a client certificate, before they dial anything.

@@ -396,11 +396,15 @@ const MEMBERS_JS: &str = "Object.fromEntries(Array.from(document.querySelectorAl
 /// The page's shard map: [shard, leader name, follower names space-separated] per column.
 const SHARD_MAP_JS: &str = "Array.from(document.querySelectorAll('#shardmap g[data-shard]'))\
     .map(g => [Number(g.dataset.shard), g.dataset.leader, g.dataset.followers])";
+/// The shard table: name → [shards it leads, shards it follows].
+const SHARD_COUNTS_JS: &str =
+    "Object.fromEntries(Array.from(document.querySelectorAll('#shard-members tbody tr'))\
+    .map(tr => [tr.dataset.member, [Number(tr.dataset.led), Number(tr.dataset.followed)]]))";
 /// The pairs of nodes the mesh picture links, each as "a b" (sorted names).
 const LINKS_JS: &str = "Array.from(document.querySelectorAll('#mesh line[data-link]')).map(l => l.dataset.link).sort()";
-/// The page's leader moves: [shard, from, to].
+/// The page's latest leader moves: [sequence number, shard, from, to].
 const MOVES_JS: &str = "Array.from(document.querySelectorAll('#shard-moves li'))\
-    .map(li => [Number(li.dataset.shard), li.dataset.from, li.dataset.to])";
+    .map(li => [Number(li.dataset.seq), Number(li.dataset.shard), li.dataset.from, li.dataset.to])";
 /// Per chart, how many of its points have a positive value in its first data series (the
 /// rate chart: in its object messages series).
 const CHART_POINTS_JS: &str = "(() => { const c = window.dashboardCharts; \
@@ -511,7 +515,7 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
         scope.spawn(|| load(&n2, &stop));
         let mut browser = Browser::launch();
         let page = browser.open(&format!("http://{pages}/cairn/dashboard"));
-        let map = {
+        {
             // Members: their regions and exact incarnations, as n1 knows them.
             let members = browser.wait_for(
                 &page,
@@ -565,8 +569,18 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
                 all.sort_unstable();
                 assert_eq!(all, ["n1", "n2", "n3"], "s{shard}");
             }
-            map
-        };
+            // The table beside it: who leads and follows how many (read with the map in one
+            // evaluation, so both are of the same poll).
+            let both = browser.eval(&page, &format!("[{SHARD_MAP_JS}, {SHARD_COUNTS_JS}]"));
+            let (map, counts) = (shard_map(&both[0]), &both[1]);
+            let led = |n: &str| counts[n][0].as_u64().unwrap();
+            let followed = |n: &str| counts[n][1].as_u64().unwrap();
+            for (n, _) in NODES {
+                let shown = map.iter().filter(|(_, l, _)| l == n).count() as u64;
+                assert_eq!(led(n), shown, "{n}: {counts}");
+                assert_eq!(led(n) + followed(n), SHARDS as u64, "{n} hosts every shard");
+            }
+        }
         assert!(
             browser
                 .eval(
@@ -642,11 +656,15 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
         eprintln!("chart points: {points}");
 
         // Kill n3: the page shows it down within the failure-detection bound.
-        let led_by_n3: Vec<u64> = map
+        // Leaders still move while leadership spreads: the moves that count come after this.
+        let moves = browser.eval(&page, MOVES_JS);
+        let moves_before = moves
+            .as_array()
+            .unwrap()
             .iter()
-            .filter(|(_, l, _)| l == "n3")
-            .map(|(s, _, _)| *s)
-            .collect();
+            .filter_map(|m| m[0].as_u64())
+            .max()
+            .unwrap_or(0);
         let killed = Instant::now();
         n3.kill();
         browser.wait_for(&page, "n3 down", MEMBERS_JS, killed + T, |v| {
@@ -688,15 +706,17 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
             ),
             "0"
         );
+        let after_kill = |m: &Value| m[0].as_u64() > Some(moves_before);
         let moves = browser.wait_for(&page, "a leader move from n3", MOVES_JS, killed + T, |v| {
-            v.as_array().unwrap().iter().any(|m| m[1] == "n3")
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|m| after_kill(m) && m[2] == "n3")
         });
-        for m in moves.as_array().unwrap().iter().filter(|m| m[1] == "n3") {
-            assert!(m[2] == "n1" || m[2] == "n2", "{moves}");
+        for m in moves.as_array().unwrap().iter().filter(|m| after_kill(m)) {
             assert!(
-                led_by_n3.contains(&m[0].as_u64().unwrap()),
-                "s{} did not have n3 as its leader: {moves}",
-                m[0]
+                m[3] == "n1" || m[3] == "n2",
+                "a move to a dead node: {moves}"
             );
         }
         // No link to a dead node.

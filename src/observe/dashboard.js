@@ -80,6 +80,7 @@ function drawMesh(members) {
 const PALETTE = ["#0969da", "#2da44e", "#bf3989", "#bc4c00", "#8250df", "#1b7c83", "#9a6700", "#cf222e"];
 let prevLeaders = new Map(); // shard -> the last leader seen (a shard between leaders keeps it)
 const moves = []; // latest leader moves, newest last
+let movesSeen = 0; // leader moves seen since the page was loaded
 const MOVES_KEPT = 12;
 
 function drawShards(sh, members) {
@@ -112,7 +113,7 @@ function drawShards(sh, members) {
     const moved = before !== undefined && v.leader != null && before !== v.leader;
     if (v.leader != null) prevLeaders.set(v.shard, v.leader);
     if (moved) {
-      moves.push({ shard: v.shard, from: name(before), to: name(v.leader),
+      moves.push({ seq: ++movesSeen, shard: v.shard, from: name(before), to: name(v.leader),
         text: new Date().toLocaleTimeString() + " s" + v.shard + ": " + name(before) +
           " \u2192 " + name(v.leader) });
       if (moves.length > MOVES_KEPT) moves.shift();
@@ -159,6 +160,7 @@ function drawShards(sh, members) {
   ol.textContent = "";
   for (const m of moves.slice().reverse()) {
     const li = document.createElement("li");
+    li.setAttribute("data-seq", m.seq);
     li.setAttribute("data-shard", m.shard);
     li.setAttribute("data-from", m.from);
     li.setAttribute("data-to", m.to);

@@ -259,10 +259,11 @@ pub(crate) async fn add_links(handle: &Handle, status: &mut Value) {
         return;
     };
     let me = mesh.node();
-    let ids = |nodes: &[NodeId]| -> Value {
+    fn ids(nodes: &[NodeId]) -> Value {
         Value::Array(nodes.iter().map(|n| json!(n.to_string())).collect())
-    };
-    let asks: Vec<Pin<Box<dyn Future<Output = (NodeId, Option<Vec<NodeId>>)> + Send>>> = mesh
+    }
+    // (node, its links or null), from each live member but this node.
+    let asks: Vec<BoxedFuture<(String, Value)>> = mesh
         .members()
         .into_iter()
         .map(|m| m.node)
@@ -270,18 +271,17 @@ pub(crate) async fn add_links(handle: &Handle, status: &mut Value) {
         .take(MAX_LINKED_MEMBERS)
         .map(|node| {
             let to = handle.named_ref::<crate::StatusRequest>(crate::STATUS_PROCESS, node);
-            let ask: Pin<Box<dyn Future<Output = _> + Send>> = Box::pin(async move {
+            let ask: BoxedFuture<_> = Box::pin(async move {
                 let answer = to.call(crate::StatusRequest, LINKS_TIMEOUT).await;
-                (node, answer.ok().map(|s| s.links))
+                (
+                    node.to_string(),
+                    answer.map_or(Value::Null, |s| ids(&s.links)),
+                )
             });
             ask
         })
         .collect();
-    let mut links: Vec<(String, Value)> = join_all(asks)
-        .await
-        .into_iter()
-        .map(|(node, links)| (node.to_string(), links.map_or(Value::Null, |l| ids(&l))))
-        .collect();
+    let mut links = join_all(asks).await;
     let own: Vec<NodeId> = mesh.links().into_iter().map(|l| l.node).collect();
     links.push((me.to_string(), ids(&own)));
     let Some(members) = status["mesh"]["members"].as_array_mut() else {
@@ -299,8 +299,10 @@ pub(crate) async fn add_links(handle: &Handle, status: &mut Value) {
 #[cfg(not(feature = "mesh"))]
 pub(crate) async fn add_links(_handle: &Handle, _status: &mut Value) {}
 
+type BoxedFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// Runs `futures` together; their outputs in completion order.
-async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send>>>) -> Vec<T> {
+async fn join_all<T>(mut futures: Vec<BoxedFuture<T>>) -> Vec<T> {
     let mut done = Vec::with_capacity(futures.len());
     std::future::poll_fn(|cx| {
         let mut i = 0;

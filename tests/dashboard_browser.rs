@@ -503,6 +503,43 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
         "replicated on all three {:?} after the start",
         started.elapsed()
     );
+    // For scripts, status.json has each member's links as the member says (n2 comes to talk
+    // to n3 once leadership spreads: Raft between their replicas) and the exact
+    // incarnation, which a JSON number read as a double would round.
+    let deadline = Instant::now() + T;
+    let members = loop {
+        let s = get_json(pages, "/cairn/status.json");
+        let members = s["mesh"]["members"].clone();
+        let n2 = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "n2");
+        if n2.is_some_and(|m| {
+            m["links"]
+                .as_array()
+                .is_some_and(|l| l.contains(&json!(n3.id)))
+        }) {
+            break members;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status.json never had n2 linked to n3: {members}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for m in n1.mesh().unwrap().members() {
+        let shown = members
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == m.name.as_str())
+            .unwrap();
+        assert_eq!(
+            shown["incarnation_exact"],
+            m.incarnation.to_string().as_str()
+        );
+    }
 
     let _tree = supervision_tree(&n1);
     let busy = busy_object(&n1, pages);

@@ -391,8 +391,9 @@ fn get_json(addr: SocketAddr, path: &str) -> Value {
 }
 
 /// The page's members table: name → (state, its cells' text).
-const MEMBERS_JS: &str = "Object.fromEntries(Array.from(document.querySelectorAll('#members tbody tr'))\
-    .map(tr => [tr.dataset.member, [tr.dataset.state, Array.from(tr.cells).map(td => td.textContent)]]))";
+const MEMBERS_JS: &str = "Object.fromEntries(\
+    Array.from(document.querySelectorAll('#members tbody tr')).map(tr => [tr.dataset.member, \
+    [tr.dataset.state, Array.from(tr.cells).map(td => td.textContent)]]))";
 /// The page's shard map: [shard, leader name, follower names space-separated] per column.
 const SHARD_MAP_JS: &str = "Array.from(document.querySelectorAll('#shardmap g[data-shard]'))\
     .map(g => [Number(g.dataset.shard), g.dataset.leader, g.dataset.followers])";
@@ -401,10 +402,20 @@ const SHARD_COUNTS_JS: &str =
     "Object.fromEntries(Array.from(document.querySelectorAll('#shard-members tbody tr'))\
     .map(tr => [tr.dataset.member, [Number(tr.dataset.led), Number(tr.dataset.followed)]]))";
 /// The pairs of nodes the mesh picture links, each as "a b" (sorted names).
-const LINKS_JS: &str = "Array.from(document.querySelectorAll('#mesh line[data-link]')).map(l => l.dataset.link).sort()";
+const LINKS_JS: &str = "Array.from(document.querySelectorAll('#mesh line[data-link]'))\
+    .map(l => l.dataset.link).sort()";
 /// The page's latest leader moves: [sequence number, shard, from, to].
-const MOVES_JS: &str = "Array.from(document.querySelectorAll('#shard-moves li'))\
-    .map(li => [Number(li.dataset.seq), Number(li.dataset.shard), li.dataset.from, li.dataset.to])";
+const MOVES_JS: &str = "Array.from(document.querySelectorAll('#shard-moves li')).map(li => \
+    [Number(li.dataset.seq), Number(li.dataset.shard), li.dataset.from, li.dataset.to])";
+/// Whether the object classes table lists `counter`.
+const COUNTER_CLASS_JS: &str = "Array.from(document.querySelectorAll('#classes td'))\
+    .some(td => td.textContent === 'counter')";
+/// The hottest objects: [key, class] each.
+const HOT_JS: &str = "Array.from(document.querySelectorAll('#hot tr[data-hot]'))\
+    .map(tr => [tr.dataset.hot, tr.dataset.class])";
+/// Where the last chart ends, from the top of the page.
+const CHARTS_BOTTOM_JS: &str =
+    "document.getElementById('chart-memory').getBoundingClientRect().bottom + window.scrollY";
 /// Per chart, how many of its points have a positive value in its first data series (the
 /// rate chart: in its object messages series).
 const CHART_POINTS_JS: &str = "(() => { const c = window.dashboardCharts; \
@@ -618,23 +629,12 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
                 assert_eq!(led(n) + followed(n), SHARDS as u64, "{n} hosts every shard");
             }
         }
-        assert!(
-            browser
-                .eval(
-                    &page,
-                    "Array.from(document.querySelectorAll('#classes td')).some(td => td.textContent === 'counter')"
-                )
-                == json!(true),
-            "the counter class is not listed"
-        );
+        assert_eq!(browser.eval(&page, COUNTER_CLASS_JS), true);
         // The hottest objects: the busy one.
-        let hot = browser.wait_for(
-            &page,
-            "the busy object",
-            "Array.from(document.querySelectorAll('#hot tr[data-hot]')).map(tr => [tr.dataset.hot, tr.dataset.class])",
-            Instant::now() + T,
-            |v| v.as_array().is_some_and(|a| a.contains(&json!([busy, "counter"]))),
-        );
+        let hot = browser.wait_for(&page, "the busy object", HOT_JS, Instant::now() + T, |v| {
+            v.as_array()
+                .is_some_and(|a| a.contains(&json!([busy, "counter"])))
+        });
         assert!(hot.as_array().unwrap().len() <= 20);
         // The supervision tree, collapsed: the root with its restart, no children drawn.
         let root = "document.querySelector('details[data-sup=\"dash-root\"]')";
@@ -768,10 +768,7 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
             .join("dashboard.png");
         let (w, h) = browser.full_page_screenshot(&page, &shot);
         assert_eq!(png_size(&shot), (w, h));
-        let charts_bottom = browser.eval(
-            &page,
-            "document.getElementById('chart-memory').getBoundingClientRect().bottom + window.scrollY",
-        );
+        let charts_bottom = browser.eval(&page, CHARTS_BOTTOM_JS);
         assert!(
             charts_bottom.as_f64().unwrap() <= h as f64 && h > 800,
             "the screenshot ({w}x{h}) ends above the charts (at {charts_bottom})"

@@ -56,11 +56,14 @@
 //! same number as a decimal string. `links` are the nodes a member has a data connection to
 //! (the nodes it talks to), sorted, as the member itself says: this node asks each live
 //! member (at most [`MAX_LINKED_MEMBERS`], all at once, each given [`LINKS_TIMEOUT`]);
-//! `null` for a member that did not answer in time, and for a down one. `shards` is `null` without a shard driver (a node
-//! without a mesh, or a client); its `map` lists the shards this node hosts, as its replica
-//! sees them (refreshed at least every 250 ms), by shard id; `lag` is in entries, on leaders. Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
-//! dashboard does. Fields may be added; none is removed or renamed without a note in the
-//! README.
+//! `null` for a member that did not answer in time, and for a down one. Data connections
+//! open on demand, so two members that never exchanged a message are not linked.
+//!
+//! `shards` is `null` without a shard driver (a node without a mesh, or a client); its `map`
+//! lists the shards this node hosts, as its replica sees them (refreshed at least every
+//! 250 ms), by shard id; `lag` is in entries, on leaders. Counters only grow; a reader
+//! derives rates from two snapshots (`time_ms` apart), as the dashboard does. Fields may be
+//! added; none is removed or renamed without a note in the README.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -659,6 +659,10 @@ pub struct NodeStatus {
     pub objects: BTreeMap<String, usize>,
     /// The nodes it knows, sorted.
     pub peers: Vec<NodeId>,
+    /// The nodes it has a data connection to now (the nodes it talks to), sorted. Empty
+    /// from a node that predates this field.
+    #[serde(default)]
+    pub links: Vec<NodeId>,
 }
 
 #[cfg(feature = "mesh")]
@@ -682,20 +686,24 @@ fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInf
     #[cfg(feature = "mesh")]
     let mesh = Mesh::from_handle(handle);
     #[cfg(feature = "mesh")]
-    let (listen, peers) = (
+    let (listen, peers, links) = (
         mesh.as_ref().map(Mesh::advertised_addr),
-        mesh.map(|m| {
-            let me = m.node();
-            m.members()
-                .into_iter()
-                .map(|member| member.node)
-                .filter(|&node| node != me)
-                .collect()
-        })
-        .unwrap_or_default(),
+        mesh.as_ref()
+            .map(|m| {
+                let me = m.node();
+                m.members()
+                    .into_iter()
+                    .map(|member| member.node)
+                    .filter(|&node| node != me)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        // `links()` is sorted by node.
+        mesh.map(|m| m.links().into_iter().map(|l| l.node).collect())
+            .unwrap_or_default(),
     );
     #[cfg(not(feature = "mesh"))]
-    let (listen, peers) = (None, Vec::new());
+    let (listen, peers, links) = (None, Vec::new(), Vec::new());
     NodeStatus {
         node: handle.node(),
         name: info.name.clone(),
@@ -705,6 +713,7 @@ fn status_of(handle: &cairn_scheduler::Handle, objects: &Objects, info: &NodeInf
         processes: handle.process_count(),
         objects: objects.counts(),
         peers,
+        links,
     }
 }
 

@@ -1,5 +1,7 @@
 // The Cairn dashboard: polls /cairn/status.json every second and draws it. Members the node
 // reports down, and members this page saw before that are missing now, are shown as down.
+// The mesh picture joins every two live members that talk (either lists the other in its
+// `links`; a member that did not say this time keeps its last answer).
 // The shard map shows which member leads and which follow each shard this node hosts, and
 // the leader moves seen between polls. Supervision trees are collapsible: a supervisor's
 // children are drawn only while it is expanded (a click on it), and what is expanded stays
@@ -41,14 +43,23 @@ function drawMesh(members) {
   const n = members.length, cx = 180, cy = 150, r = n > 1 ? 100 : 0;
   const pos = members.map((m, i) => [cx + r * Math.cos(2 * Math.PI * i / n - Math.PI / 2),
                                      cy + r * Math.sin(2 * Math.PI * i / n - Math.PI / 2)]);
-  const me = members.findIndex((m) => m.self);
+  const at = new Map(members.map((m, i) => [m.node, i]));
+  const drawn = new Set();
   members.forEach((m, i) => {
-    if (i === me || me < 0 || m.state !== "up" || !m.connected) return;
-    const line = document.createElementNS(ns, "line");
-    line.setAttribute("x1", pos[me][0]); line.setAttribute("y1", pos[me][1]);
-    line.setAttribute("x2", pos[i][0]); line.setAttribute("y2", pos[i][1]);
-    line.setAttribute("stroke", "#8c959f");
-    svg.appendChild(line);
+    if (m.state !== "up") return;
+    for (const peer of m.links || []) {
+      const j = at.get(peer);
+      if (j === undefined || j === i || members[j].state !== "up") continue;
+      const pair = [m.name, members[j].name].sort().join(" ");
+      if (drawn.has(pair)) continue;
+      drawn.add(pair);
+      const line = document.createElementNS(ns, "line");
+      line.setAttribute("x1", pos[i][0]); line.setAttribute("y1", pos[i][1]);
+      line.setAttribute("x2", pos[j][0]); line.setAttribute("y2", pos[j][1]);
+      line.setAttribute("stroke", m.self || members[j].self ? "#57606a" : "#afb8c1");
+      line.setAttribute("data-link", pair);
+      svg.appendChild(line);
+    }
   });
   members.forEach((m, i) => {
     const c = document.createElementNS(ns, "circle");
@@ -67,8 +78,9 @@ function drawMesh(members) {
 // The shard map: one column per shard hosted here, one row per member; a member's cell is
 // filled in its colour where it leads, faint where it follows, outlined where it learns.
 const PALETTE = ["#0969da", "#2da44e", "#bf3989", "#bc4c00", "#8250df", "#1b7c83", "#9a6700", "#cf222e"];
-let prevLeaders = new Map(); // shard -> leader id at the previous poll
+let prevLeaders = new Map(); // shard -> the last leader seen (a shard between leaders keeps it)
 const moves = []; // latest leader moves, newest last
+let movesSeen = 0; // leader moves seen since the page was loaded
 const MOVES_KEPT = 12;
 
 function drawShards(sh, members) {
@@ -96,14 +108,14 @@ function drawShards(sh, members) {
     svg.appendChild(t);
   });
   const led = new Map(), followed = new Map();
-  const now = new Map();
   sh.map.forEach((v, c) => {
-    now.set(v.shard, v.leader);
     const before = prevLeaders.get(v.shard);
-    const moved = before !== undefined && before !== v.leader && v.leader != null;
+    const moved = before !== undefined && v.leader != null && before !== v.leader;
+    if (v.leader != null) prevLeaders.set(v.shard, v.leader);
     if (moved) {
-      moves.push(new Date().toLocaleTimeString() + " s" + v.shard + ": " +
-        (before == null ? "none" : name(before)) + " \u2192 " + name(v.leader));
+      moves.push({ seq: ++movesSeen, shard: v.shard, from: name(before), to: name(v.leader),
+        text: new Date().toLocaleTimeString() + " s" + v.shard + ": " + name(before) +
+          " \u2192 " + name(v.leader) });
       if (moves.length > MOVES_KEPT) moves.shift();
     }
     const g = document.createElementNS(ns, "g");
@@ -132,7 +144,6 @@ function drawShards(sh, members) {
     });
     svg.appendChild(g);
   });
-  prevLeaders = now;
   for (const id of rows) {
     const tr = document.createElement("tr");
     tr.setAttribute("data-member", name(id));
@@ -149,7 +160,11 @@ function drawShards(sh, members) {
   ol.textContent = "";
   for (const m of moves.slice().reverse()) {
     const li = document.createElement("li");
-    li.textContent = m;
+    li.setAttribute("data-seq", m.seq);
+    li.setAttribute("data-shard", m.shard);
+    li.setAttribute("data-from", m.from);
+    li.setAttribute("data-to", m.to);
+    li.textContent = m.text;
     ol.appendChild(li);
   }
 }
@@ -260,7 +275,9 @@ function render(s, ch) {
       continue;
     }
     live.add(m.node);
-    seen.set(m.node, Object.assign({}, m, { state: "up" }));
+    const before = seen.get(m.node);
+    const links = m.links != null ? m.links : (before && before.state === "up" ? before.links : null);
+    seen.set(m.node, Object.assign({}, m, { state: "up", links }));
   }
   for (const [id, m] of seen) if (!live.has(id)) m.state = "down";
   const members = [...seen.values()].sort((a, b) => a.name.localeCompare(b.name));
@@ -272,7 +289,8 @@ function render(s, ch) {
     tr.setAttribute("data-state", m.state);
     cell(tr, m.name + (m.self ? " (this node)" : ""));
     cell(tr, m.region || "-");
-    cell(tr, m.incarnation == null ? "-" : String(m.incarnation));
+    // The exact decimal: an incarnation (nanoseconds) is beyond a double's exact integers.
+    cell(tr, m.incarnation_exact || (m.incarnation == null ? "-" : String(m.incarnation)));
     cell(tr, m.state, m.state);
     cell(tr, m.state === "up" && m.rtt_ms != null ? m.rtt_ms.toFixed(2) : "-");
     tbody.appendChild(tr);
@@ -332,4 +350,6 @@ async function poll(ch) {
   setTimeout(() => poll(ch), POLL_MS);
 }
 
-poll(charts());
+// The charts, for whoever inspects the page (its test reads their data).
+window.dashboardCharts = charts();
+poll(window.dashboardCharts);

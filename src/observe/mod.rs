@@ -98,7 +98,8 @@ impl Observer {
     }
 
     /// `status.json`: the node's figures, then its supervision trees (asking each
-    /// supervisor, see [`status::add_supervision`]); `None` once the node is stopping.
+    /// supervisor, see [`status::add_supervision`]) and its members' links (asking each
+    /// member, see [`status::add_links`]); `None` once the node is stopping.
     fn status(&self) -> Option<DispatchFuture> {
         let objects = self.objects.upgrade()?;
         let mut json = status::status_json(&self.handle, &objects, &self.info);
@@ -106,6 +107,7 @@ impl Observer {
         let handle = self.handle.clone();
         Some(Box::pin(async move {
             status::add_supervision(&handle, &mut json).await;
+            status::add_links(&handle, &mut json).await;
             Ok(respond("application/json", json.to_string().into())
                 .unwrap_or_else(|| plain(StatusCode::INTERNAL_SERVER_ERROR, "no response\n")))
         }))

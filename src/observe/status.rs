@@ -12,7 +12,8 @@
 //!                "alarms_fired", "alarms_retried", "alarms_given_up",
 //!                "handler_count", "handler_sum_us" } },
 //!   "mesh": null | { "members": [ { "node", "name", "addr", "region", "incarnation",
-//!                    "self": bool, "connected": bool, "state": "up" | "down",
+//!                    "incarnation_exact": "…", "self": bool, "connected": bool,
+//!                    "state": "up" | "down", "links": ["0x…"] | null,
 //!                    "rtt_ms", "bytes_sent", "bytes_received", "frames_sent",
 //!                    "frames_received" (each null without a data connection) } ],
 //!                    "delivered", "dead_letters" },
@@ -50,11 +51,19 @@
 //! that, or past the supervisor budget, is listed with `"supervisor": null`.
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
-//! members (`down`: failed, or left). `shards` is `null` without a shard driver (a node
-//! without a mesh, or a client); its `map` lists the shards this node hosts, as its replica
-//! sees them (refreshed at least every 250 ms), by shard id; `lag` is in entries, on leaders. Counters only grow; a reader derives rates from two snapshots (`time_ms` apart), as the
-//! dashboard does. Fields may be added; none is removed or renamed without a note in the
-//! README.
+//! members (`down`: failed, or left). `incarnation` is a number of wall-clock nanoseconds,
+//! beyond the integers a JavaScript number holds exactly (2^53): `incarnation_exact` is the
+//! same number as a decimal string. `links` are the nodes a member has a data connection to
+//! (the nodes it talks to), sorted, as the member itself says: this node asks each live
+//! member (at most [`MAX_LINKED_MEMBERS`], all at once, each given [`LINKS_TIMEOUT`]);
+//! `null` for a member that did not answer in time, and for a down one. Data connections
+//! open on demand, so two members that never exchanged a message are not linked.
+//!
+//! `shards` is `null` without a shard driver (a node without a mesh, or a client); its `map`
+//! lists the shards this node hosts, as its replica sees them (refreshed at least every
+//! 250 ms), by shard id; `lag` is in entries, on leaders. Counters only grow; a reader
+//! derives rates from two snapshots (`time_ms` apart), as the dashboard does. Fields may be
+//! added; none is removed or renamed without a note in the README.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -143,6 +152,10 @@ pub const MAX_CHILDREN: usize = 100;
 pub const MAX_DEPTH: usize = 8;
 /// How long a supervisor is given to describe itself.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long each member is given to list its links (the page polls every second).
+pub const LINKS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Members asked for their links in one status document, at most (the first by node id).
+pub const MAX_LINKED_MEMBERS: usize = 64;
 
 fn hot_json(objects: &Objects) -> Value {
     let hot: Vec<Value> = objects
@@ -239,6 +252,81 @@ fn describe<'a>(
     })
 }
 
+/// The `links` of each member in `status["mesh"]["members"]` (see the module doc): this
+/// node's own, and those of the live members that answer within [`LINKS_TIMEOUT`].
+#[cfg(feature = "mesh")]
+pub(crate) async fn add_links(handle: &Handle, status: &mut Value) {
+    use cairn_scheduler::NodeId;
+
+    let Some(mesh) = cairn_net::Mesh::from_handle(handle) else {
+        return;
+    };
+    let me = mesh.node();
+    fn ids(nodes: &[NodeId]) -> Value {
+        Value::Array(nodes.iter().map(|n| json!(n.to_string())).collect())
+    }
+    // (node, its links or null), from each live member but this node.
+    let asks: Vec<BoxedFuture<(String, Value)>> = mesh
+        .members()
+        .into_iter()
+        .map(|m| m.node)
+        .filter(|&node| node != me)
+        .take(MAX_LINKED_MEMBERS)
+        .map(|node| {
+            let to = handle.named_ref::<crate::StatusRequest>(crate::STATUS_PROCESS, node);
+            let ask: BoxedFuture<_> = Box::pin(async move {
+                let answer = to.call(crate::StatusRequest, LINKS_TIMEOUT).await;
+                (
+                    node.to_string(),
+                    answer.map_or(Value::Null, |s| ids(&s.links)),
+                )
+            });
+            ask
+        })
+        .collect();
+    let mut links = join_all(asks).await;
+    let own: Vec<NodeId> = mesh.links().into_iter().map(|l| l.node).collect();
+    links.push((me.to_string(), ids(&own)));
+    let Some(members) = status["mesh"]["members"].as_array_mut() else {
+        return;
+    };
+    for member in members {
+        let of = links
+            .iter()
+            .find(|(node, _)| member["node"] == node.as_str())
+            .map_or(Value::Null, |(_, l)| l.clone());
+        member["links"] = of;
+    }
+}
+
+#[cfg(not(feature = "mesh"))]
+pub(crate) async fn add_links(_handle: &Handle, _status: &mut Value) {}
+
+type BoxedFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs `futures` together; their outputs in completion order.
+async fn join_all<T>(mut futures: Vec<BoxedFuture<T>>) -> Vec<T> {
+    let mut done = Vec::with_capacity(futures.len());
+    std::future::poll_fn(|cx| {
+        let mut i = 0;
+        while i < futures.len() {
+            if let std::task::Poll::Ready(out) = futures[i].as_mut().poll(cx) {
+                done.push(out);
+                drop(futures.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if futures.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    done
+}
+
 #[cfg(feature = "mesh")]
 fn shards_json(objects: &Objects) -> Value {
     let Some((sh, cfg)) = objects.shard_stats() else {
@@ -305,6 +393,7 @@ fn mesh_json(handle: &Handle) -> Value {
                 "addr": m.addr.to_string(),
                 "region": m.region,
                 "incarnation": m.incarnation,
+                "incarnation_exact": m.incarnation.to_string(),
                 "self": m.node == me,
                 "connected": m.node == me || mesh.is_connected(m.node),
                 "state": "up",
@@ -322,9 +411,11 @@ fn mesh_json(handle: &Handle) -> Value {
             "addr": peer.addr.to_string(),
             "region": null,
             "incarnation": null,
+            "incarnation_exact": null,
             "self": false,
             "connected": false,
             "state": "down",
+            "links": null,
             "rtt_ms": null,
             "bytes_sent": null,
             "bytes_received": null,

@@ -348,7 +348,9 @@ fn a_node_or_a_client_handed_the_ca_key_refuses_unless_told_it_is_a_development_
     let operators = tempfile::tempdir().unwrap();
     cluster_init(&operators.path().join("cluster"));
     let mut refused = start_default(operators.path());
-    let err = refused.stderr.wait_for("holds the cluster CA's private key");
+    let err = refused
+        .stderr
+        .wait_for("holds the cluster CA's private key");
     let status = refused.child.wait().unwrap();
     assert!(!status.success(), "{err}");
 

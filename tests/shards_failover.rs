@@ -53,7 +53,7 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
     let killed_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     for k in 0..COUNTERS {
-        let counter = client.object::<Counter>(&format!("c{k}"));
+        let counter = client.object::<Counter>(&shard_mesh::counter_key(k));
         let (model, stop, killed_at, done_tx) = (
             model.clone(),
             stop.clone(),
@@ -128,22 +128,7 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
 
     // The oracle.
     let model = model.lock().unwrap().clone();
-    for (k, m) in model.iter().enumerate() {
-        let counter = client.object::<Counter>(&format!("c{k}"));
-        let value = client
-            .block_on(counter.call(CounterMsg::Get, Duration::from_secs(10)))
-            .unwrap_or_else(|e| panic!("c{k}: {e}"));
-        assert!(
-            value >= m.acked,
-            "c{k} holds {value}, but {} was acknowledged",
-            m.acked
-        );
-        assert!(
-            value <= m.attempts,
-            "c{k} holds {value}, but only {} increments were attempted",
-            m.attempts
-        );
-    }
+    shard_mesh::check_counters(&client, model.iter().map(|m| (m.acked, m.attempts)));
     // One activation per counter, on the survivors.
     let survivors: Vec<NodeId> = (0..3)
         .filter(|&i| i != victim)
@@ -159,7 +144,7 @@ fn killing_the_node_running_the_counters_loses_no_acknowledged_write() {
     // (`shard/tests/handover.rs`).
     children.restart(victim);
     for (k, m) in model.iter().enumerate() {
-        let counter = client.object::<Counter>(&format!("c{k}"));
+        let counter = client.object::<Counter>(&shard_mesh::counter_key(k));
         let before = client
             .block_on(counter.call(CounterMsg::Get, Duration::from_secs(10)))
             .unwrap_or_else(|e| panic!("c{k}: {e}"));

@@ -84,6 +84,26 @@ pub fn counter_key(k: usize) -> String {
     format!("c{k}")
 }
 
+/// The oracle once the callers have stopped: counter `k` ([`counter_key`]), read through
+/// `client`, holds at least the highest total acknowledged to its caller and at most the
+/// increments it attempted; `bounds` gives `(acknowledged, attempted)` per counter, in order.
+pub fn check_counters(client: &Node, bounds: impl IntoIterator<Item = (u64, u64)>) {
+    for (k, (acked, attempts)) in bounds.into_iter().enumerate() {
+        let counter = client.object::<Counter>(&counter_key(k));
+        let value = client
+            .block_on(counter.call(super::CounterMsg::Get, Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("c{k}: {e}"));
+        assert!(
+            value >= acked,
+            "c{k} holds {value}, but {acked} was acknowledged"
+        );
+        assert!(
+            value <= attempts,
+            "c{k} holds {value}, but only {attempts} increments were attempted"
+        );
+    }
+}
+
 /// The shard settings of every node of a test cluster.
 pub fn shard_config() -> ShardConfig {
     ShardConfig {

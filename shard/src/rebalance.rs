@@ -121,19 +121,25 @@ mod tests {
         v.iter().map(|&i| NodeId(i)).collect()
     }
 
+    /// `me`'s view of a shard of factor 3 with `voters` and `learners`, moving to `target`.
+    fn shard<'a>(
+        me: u64,
+        voters: &'a [u64],
+        learners: &'a [u64],
+        target: &'a [NodeId],
+    ) -> PlanInput<'a> {
+        PlanInput {
+            me: NodeId(me),
+            voters,
+            learners,
+            target,
+            replication: 3,
+        }
+    }
+
     fn step(voters: &[u64], learners: &[u64], target: &[u64], me: u64) -> Option<Change> {
         let target = ids(target);
-        plan(
-            &PlanInput {
-                me: NodeId(me),
-                voters,
-                learners,
-                target: &target,
-                replication: 3,
-            },
-            |_| true,
-            |_| true,
-        )
+        plan(&shard(me, voters, learners, &target), |_| true, |_| true)
     }
 
     #[test]
@@ -194,13 +200,7 @@ mod tests {
     #[test]
     fn a_voter_is_not_removed_onto_a_member_that_is_down() {
         let target = ids(&[0x1000, 0x4dde]);
-        let input = PlanInput {
-            me: NodeId(0x4dde),
-            voters: &[0x1000, 0x4dde, 0x6ccd],
-            learners: &[],
-            target: &target,
-            replication: 3,
-        };
+        let input = shard(0x4dde, &[0x1000, 0x4dde, 0x6ccd], &[], &target);
         let up = |id: u64| id == 0x4dde;
         assert_eq!(plan(&input, |_| true, up), None);
         // Once node 0 is up again the removal is safe: [0, 2] keeps both live.
@@ -214,13 +214,7 @@ mod tests {
     #[test]
     fn a_removal_keeps_a_live_majority_and_every_remaining_voter_live() {
         let target = ids(&[1, 2, 4]);
-        let input = PlanInput {
-            me: NodeId(1),
-            voters: &[1, 2, 3, 4],
-            learners: &[],
-            target: &target,
-            replication: 3,
-        };
+        let input = shard(1, &[1, 2, 3, 4], &[], &target);
         // Voter 2 of the target is down (restarting): removing 3 would leave [1, 2, 4]
         // one failure from a stall with a member that may not return; wait.
         assert_eq!(plan(&input, |_| true, |id| id != 2), None);
@@ -238,13 +232,7 @@ mod tests {
     #[test]
     fn the_leader_does_not_hand_over_to_be_removed_onto_a_down_member() {
         let target = ids(&[2, 3, 4]);
-        let input = PlanInput {
-            me: NodeId(1),
-            voters: &[1, 2, 3, 4],
-            learners: &[],
-            target: &target,
-            replication: 3,
-        };
+        let input = shard(1, &[1, 2, 3, 4], &[], &target);
         assert_eq!(plan(&input, |_| true, |id| id != 4), None);
         assert_eq!(
             plan(&input, |_| true, |_| true),
@@ -255,17 +243,7 @@ mod tests {
     #[test]
     fn a_down_member_is_not_added_and_the_last_voter_stays() {
         let target = ids(&[1, 2]);
-        let p = plan(
-            &PlanInput {
-                me: NodeId(1),
-                voters: &[1],
-                learners: &[],
-                target: &target,
-                replication: 3,
-            },
-            |_| true,
-            |id| id != 2,
-        );
+        let p = plan(&shard(1, &[1], &[], &target), |_| true, |id| id != 2);
         assert_eq!(p, None);
         assert_eq!(
             step(&[5], &[], &[1], 5),

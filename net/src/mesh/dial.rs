@@ -229,15 +229,17 @@ impl Inner {
         expect: Option<NodeId>,
     ) -> Result<DialOutcome, DialError> {
         let quic = self.endpoint.connect(addr, name).await?;
-        let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
-        let hello = self.hello(&self.conns.lock(), addr);
-        outbox.send_first(&Wire::Hello(hello))?;
+        // Any step may fail because the acceptor closed the connection (busy: at once,
+        // before the hello; duplicate: after it): its close code says why.
         let first = async {
+            let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
+            let hello = self.hello(&self.conns.lock(), addr);
+            outbox.send_first(&Wire::Hello(hello))?;
             let mut rx = quic.accept_lane().await?;
             let frame = rx.recv::<Wire>().await?;
-            Ok::<_, DialError>((rx, frame))
+            Ok::<_, DialError>((outbox, rx, frame))
         };
-        let (rx, frame) = match first.await {
+        let (outbox, rx, frame) = match first.await {
             Ok(v) => v,
             Err(e) => {
                 if let Some(quinn::ConnectionError::ApplicationClosed(close)) =

@@ -231,7 +231,11 @@ mod tests {
         assert_eq!(table.admit(None).err(), Some(TooManyPending::All));
         assert_eq!(table.admit(serial(200)).err(), Some(TooManyPending::All));
         // A refusal leaves nothing behind.
-        assert!(!table.state.lock().by_cert.contains_key(&Serial::from_bytes(&[200])));
+        assert!(!table
+            .state
+            .lock()
+            .by_cert
+            .contains_key(&Serial::from_bytes(&[200])));
         held.pop();
         table.admit(serial(200)).expect("a place given back");
     }

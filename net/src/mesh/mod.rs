@@ -590,7 +590,9 @@ impl Mesh {
         let controls = self.inner.controls.lock().len();
         let pending = self.inner.pending_hellos.len();
         let refused_names = self.inner.names.lock().refused();
-        self.inner.counters.snapshot(controls, pending, refused_names)
+        self.inner
+            .counters
+            .snapshot(controls, pending, refused_names)
     }
 
     /// Traffic and round-trip time of each data connection up now.

@@ -1,5 +1,6 @@
 //! What one peer may cost this node: explicit QUIC transport limits for mesh
-//! connections, and the refusal of streams the mesh never asked for.
+//! connections, the refusal of streams the mesh never asked for, and a bound on
+//! connections that have not said hello yet.
 //!
 //! quinn's defaults suit a general server, not a mesh that uses exactly one
 //! unidirectional stream per direction (its lane) and datagrams: 100 concurrent streams
@@ -31,16 +32,19 @@
 //!   ([`MeshStats::refused_pending_hellos`](super::MeshStats::refused_pending_hellos)); its
 //!   dialer sees [`DialError::Busy`](super::DialError::Busy). So one certificate holder
 //!   makes this node hold at most 8 MiB of unread data before hellos, all peers together
-//!   128 MiB (instead of the accept backlog's 1,024 connections: 2 GiB). A peer without a
-//!   certificate (insecure development mode) counts against the global bound only. A
-//!   revoked certificate is closed before it takes a slot.
+//!   128 MiB. (Without these bounds nothing limited them: the mesh takes every accepted
+//!   connection off the endpoint's accept queue at once, and the queue's 1,024 alone
+//!   would be 2 GiB.) A peer without a certificate counts against the global bound only;
+//!   in insecure development mode (`TlsConfig::insecure_dev`) anyone can make
+//!   certificates, so there only the global bound means anything. A revoked certificate
+//!   is closed on arrival, before it takes a place.
 //!
 //! The per-certificate bound is 4, not 2: a node may have three dials of its own to one
 //! peer waiting for their hellos at once (a seed join, a data dial, a SWIM control dial),
-//! and a well-behaved node must never be refused. The global bound refuses well-behaved
-//! peers too while it is full (a holder of many certificates can fill it for a connect
-//! timeout at a time); their dials fail with `Busy` and are retried (a seed join backs
-//! off, a sender's next message dials again), and established connections are untouched.
+//! and its own dials should not be refused. The global bound refuses well-behaved peers
+//! too while it is full (a holder of many certificates can fill it for a connect timeout
+//! at a time); their dials fail with `Busy` and are retried (a seed join backs off, a
+//! sender's next message dials again), and established connections are untouched.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -42,7 +42,7 @@ pub struct MeshStats {
     pub unrequested_syncs: u64,
     /// QUIC streams a peer opened beyond its lane, stopped unread.
     pub refused_streams: u64,
-    /// Connections closed because the peer left [`MAX_SIGNAL_WAITERS`](super::limits) signals
+    /// Connections closed because the peer left `limits::MAX_SIGNAL_WAITERS` signals
     /// (replies, exits, downs) waiting for room on its lane: it does not read what it is sent.
     pub signal_overflows: u64,
     /// SWIM control connections closed because the peer had the most allowed open.

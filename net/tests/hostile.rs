@@ -42,12 +42,24 @@ impl Rogue {
     /// Connects to `mesh` with a valid certificate named `name`, introducing itself under
     /// that name.
     fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
-        let node = NodeId::of_name(name);
         let rt = Runtime::builder().workers(1).build().unwrap();
         let cert = ca.issue(name).unwrap();
         let serial = cert.identity().unwrap().serial;
         let tls = TlsConfig::new(ca.cert_der().clone(), cert);
         let endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
+        Rogue::connect_from(rt, endpoint, serial, name, mesh)
+    }
+
+    /// Connects to `mesh` from `endpoint` (on `rt`, its certificate named `name`, serial
+    /// `serial`), introducing itself under that name.
+    fn connect_from(
+        rt: Runtime,
+        endpoint: Endpoint,
+        serial: cairn_net::tls::Serial,
+        name: &str,
+        mesh: &Mesh,
+    ) -> Rogue {
+        let node = NodeId::of_name(name);
         let listen = endpoint.local_addr().unwrap();
         let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
         let name = name.to_owned();
@@ -651,6 +663,225 @@ fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
     mesh.close();
     rt.shutdown();
     rogue_rt.shutdown();
+}
+
+/// Connections waiting for their hello (`mesh::limits`, crate-private; copied here): per
+/// certificate, and from all peers together.
+const MAX_PENDING_HELLOS_PER_PEER: usize = 4;
+const MAX_PENDING_HELLOS: usize = 64;
+
+/// A node that waits a long time for hellos (so nothing here is freed by its connect
+/// timeout), on 127.0.0.1.
+fn start_patient(ca: &ClusterCa) -> (Runtime, Mesh) {
+    common::start_node(ca, 1, &[], 2, |mut config| {
+        config.connect_timeout = Duration::from_secs(60);
+        config.idle_timeout(IDLE)
+    })
+}
+
+/// An endpoint on `rt` with a fresh certificate named `name`, and its serial.
+fn endpoint_of(ca: &ClusterCa, rt: &Runtime, name: &str) -> (Endpoint, cairn_net::tls::Serial) {
+    let cert = ca.issue(name).unwrap();
+    let serial = cert.identity().unwrap().serial;
+    let tls = TlsConfig::new(ca.cert_der().clone(), cert);
+    (
+        Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap(),
+        serial,
+    )
+}
+
+/// Opens a connection to `mesh` from `endpoint` and says nothing on it: no lane, no hello.
+fn silent(rt: &Runtime, endpoint: &Endpoint, mesh: &Mesh) -> Connection {
+    let (endpoint, addr, server) = (endpoint.clone(), mesh.local_addr(), mesh.name().to_owned());
+    rt.block_on(rt.timeout(
+        TIMEOUT,
+        async move { endpoint.connect(addr, &server).await },
+    ))
+    .expect("in time")
+    .expect("TLS handshake done")
+}
+
+/// Whether the node closed `conn` as busy (too many connections waiting for a hello).
+fn closed_busy(conn: &Connection) -> bool {
+    use cairn_net::mesh::wire::CLOSE_BUSY;
+    matches!(
+        conn.quinn().close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(CLOSE_BUSY)
+    )
+}
+
+/// Waits until the node has decided on `opened` connections so far: each is waiting for
+/// its hello or was refused.
+fn wait_decided(mesh: &Mesh, opened: usize) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let s = mesh.stats();
+        if (s.pending_hellos + s.refused_pending_hellos) as usize == opened {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{opened} connections opened, the node waits for {} hellos and refused {}",
+            s.pending_hellos,
+            s.refused_pending_hellos
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A certificate holder opens ten connections and never says hello on any. Each could park
+/// a connection window for the connect timeout (see the test above); the node keeps
+/// `MAX_PENDING_HELLOS_PER_PEER` of them waiting and closes the other six on arrival
+/// (`CLOSE_BUSY`, counted). Meanwhile a well-behaved node joins. When the silent ones go,
+/// their places come back: the same certificate then connects and says hello.
+#[test]
+fn a_peer_gets_at_most_four_connections_waiting_for_their_hello() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_patient(&ca);
+    let name = "rogue-silent";
+    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
+    let (endpoint, serial) = endpoint_of(&ca, &rogue_rt, name);
+    let mut conns = Vec::new();
+    for k in 1..=10 {
+        conns.push(silent(&rogue_rt, &endpoint, &mesh));
+        wait_decided(&mesh, k);
+    }
+    let stats = mesh.stats();
+    assert_eq!(
+        (stats.pending_hellos, stats.refused_pending_hellos),
+        (MAX_PENDING_HELLOS_PER_PEER as u64, 6),
+        "connections waiting for their hello, refused ones: {stats:?}"
+    );
+    // The refused ones are closed with `CLOSE_BUSY`, the first four are still open.
+    wait_until("the refused connections to see CLOSE_BUSY", || {
+        conns.iter().filter(|c| closed_busy(c)).count() == 6
+    });
+    assert!(conns[..MAX_PENDING_HELLOS_PER_PEER]
+        .iter()
+        .all(|c| c.quinn().close_reason().is_none()));
+
+    // A well-behaved node joins through this one, and connects to it, meanwhile.
+    let (rt2, mesh2) = start_mesh(&ca, 2, &[&mesh], IDLE);
+    wait_until("node-2 to join", || {
+        mesh.members().len() == 2 && mesh2.members().len() == 2
+    });
+    rt2.block_on(rt2.timeout(TIMEOUT, mesh2.connect(mesh.node())))
+        .expect("in time")
+        .expect("node-2 connects");
+    // Nothing of node-2's was refused, and the silent four are still held.
+    assert_eq!(mesh.stats().refused_pending_hellos, 6);
+    assert!(conns[..MAX_PENDING_HELLOS_PER_PEER]
+        .iter()
+        .all(|c| c.quinn().close_reason().is_none()));
+
+    // The silent connections go: their places come back, and the same certificate is
+    // taken again.
+    for conn in &conns {
+        conn.close(0, b"done");
+    }
+    wait_until("the places to come back", || {
+        mesh.stats().pending_hellos == 0
+    });
+    let rogue = Rogue::connect_from(rogue_rt, endpoint, serial, name, &mesh);
+    assert!(mesh.is_connected(rogue.node));
+    assert_eq!(mesh.stats().refused_pending_hellos, 6);
+    drop(conns);
+    mesh2.close();
+    rt2.shutdown();
+    mesh.close();
+    rt.shutdown();
+}
+
+/// Sixteen certificates hold four silent connections each: `MAX_PENDING_HELLOS` in all.
+/// A seventeenth certificate's connection is closed on arrival (`CLOSE_BUSY`, counted), a
+/// node joining meanwhile is refused as busy (`DialError::Busy`), while an established
+/// member's lane carries on. Once one certificate's connections go,
+/// the seventeenth connects and says hello.
+#[test]
+fn all_peers_together_get_at_most_sixty_four_connections_waiting_for_their_hello() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt, mesh) = start_patient(&ca);
+    mesh.declare::<Msg>(TAG).unwrap();
+    let mut member = Rogue::connect(&ca, "rogue-member", &mesh);
+    let silent_rt = Runtime::builder().workers(1).build().unwrap();
+    let holders = MAX_PENDING_HELLOS / MAX_PENDING_HELLOS_PER_PEER;
+    // Each endpoint with its connections (dropping an endpoint closes them).
+    let mut held: Vec<(Endpoint, Vec<Connection>)> = Vec::new();
+    for h in 0..holders {
+        let (endpoint, _) = endpoint_of(&ca, &silent_rt, &format!("rogue-silent-{h}"));
+        let conns: Vec<_> = (0..MAX_PENDING_HELLOS_PER_PEER)
+            .map(|_| silent(&silent_rt, &endpoint, &mesh))
+            .collect();
+        held.push((endpoint, conns));
+        wait_decided(&mesh, (h + 1) * MAX_PENDING_HELLOS_PER_PEER);
+    }
+    let stats = mesh.stats();
+    assert_eq!(
+        (stats.pending_hellos, stats.refused_pending_hellos),
+        (MAX_PENDING_HELLOS as u64, 0),
+        "{stats:?}"
+    );
+
+    // One more certificate, one connection: refused at once.
+    let late_name = "rogue-late";
+    let late_rt = Runtime::builder().workers(1).build().unwrap();
+    let (late, late_serial) = endpoint_of(&ca, &late_rt, late_name);
+    let refused = silent(&late_rt, &late, &mesh);
+    wait_decided(&mesh, MAX_PENDING_HELLOS + 1);
+    let stats = mesh.stats();
+    assert_eq!(
+        (stats.pending_hellos, stats.refused_pending_hellos),
+        (MAX_PENDING_HELLOS as u64, 1),
+        "{stats:?}"
+    );
+    wait_until("the refused connection to see CLOSE_BUSY", || {
+        closed_busy(&refused)
+    });
+    // A node that joins now is refused too, and its dial says why.
+    let (rt2, mesh2) = start_mesh(&ca, 2, &[], IDLE);
+    let seed = cairn_net::mesh::Seed::new(mesh.local_addr(), mesh.name());
+    let joined = rt2
+        .block_on(rt2.timeout(TIMEOUT, mesh2.join(seed)))
+        .expect("in time");
+    assert!(
+        matches!(joined, Err(cairn_net::DialError::Busy)),
+        "{joined:?}"
+    );
+    assert_eq!(mesh.stats().refused_pending_hellos, 2);
+    mesh2.close();
+    rt2.shutdown();
+
+    // An established member is not affected: a frame on its lane is handled.
+    let echo = doubler(&rt);
+    member.send(Wire::Send {
+        from: None,
+        to: cairn_net::mesh::wire::Target::Pid(echo),
+        tag: TAG.into(),
+        call: None,
+        payload: Bytes(vec![]),
+        request: None,
+    });
+    wait_until("the frame to be handled", || {
+        let s = mesh.stats();
+        s.delivered + s.bad_messages == 1
+    });
+    assert!(mesh.is_connected(member.node));
+
+    // One certificate's silent connections go: the late one gets in.
+    let (_, gone) = held.pop().unwrap();
+    for conn in gone {
+        conn.close(0, b"done");
+    }
+    wait_until("four places to come back", || {
+        mesh.stats().pending_hellos == (MAX_PENDING_HELLOS - MAX_PENDING_HELLOS_PER_PEER) as u64
+    });
+    let late = Rogue::connect_from(late_rt, late, late_serial, late_name, &mesh);
+    assert!(mesh.is_connected(late.node));
+    drop(held);
+    mesh.close();
+    rt.shutdown();
+    silent_rt.shutdown();
 }
 
 /// A member whose messages wait for a full mailbox: the node's lane reader stops reading

@@ -16,6 +16,11 @@
 //! timeout) for the connection the acceptor kept. A hello on [`CONTROL_LANE`] opens a
 //! SWIM-only connection instead (see `controls`).
 //!
+//! Before it waits for a hello, the acceptor closes a revoked certificate's connection and
+//! takes a place among the connections waiting for their hello (`limits`: per certificate
+//! and in all); with none left it closes the connection at once with [`CLOSE_BUSY`], and
+//! the dialer fails with [`DialError::Busy`].
+//!
 //! Senders wait for a dial for at most [`MeshConfig::connect_timeout`]; one dial per node
 //! runs at a time and its failure reaches every sender that waited for it ([`ConnTable`]).
 
@@ -33,8 +38,8 @@ use super::conns::{on_hello, Conn, ConnTable, HelloDecision, Installed, Open, Ou
 use super::error::DialError;
 use super::stats::Count;
 use super::wire::{
-    Hello, PeerInfo, Wire, CLOSE_DUPLICATE, CLOSE_LEAVING, CLOSE_PROTOCOL, CLOSE_REPLACED,
-    CONTROL_LANE, MESH_LANE,
+    Hello, PeerInfo, Wire, CLOSE_BUSY, CLOSE_DUPLICATE, CLOSE_LEAVING, CLOSE_PROTOCOL,
+    CLOSE_REPLACED, CONTROL_LANE, MESH_LANE,
 };
 use super::Inner;
 #[cfg(doc)]
@@ -224,20 +229,25 @@ impl Inner {
         expect: Option<NodeId>,
     ) -> Result<DialOutcome, DialError> {
         let quic = self.endpoint.connect(addr, name).await?;
-        let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
-        let hello = self.hello(&self.conns.lock(), addr);
-        outbox.send_first(&Wire::Hello(hello))?;
+        // Any step may fail because the acceptor closed the connection (busy: at once,
+        // before the hello; duplicate: after it): its close code says why.
         let first = async {
+            let outbox = Outbox::new(quic.open_lane(MESH_LANE).await?);
+            let hello = self.hello(&self.conns.lock(), addr);
+            outbox.send_first(&Wire::Hello(hello))?;
             let mut rx = quic.accept_lane().await?;
             let frame = rx.recv::<Wire>().await?;
-            Ok::<_, DialError>((rx, frame))
+            Ok::<_, DialError>((outbox, rx, frame))
         };
-        let (rx, frame) = match first.await {
+        let (outbox, rx, frame) = match first.await {
             Ok(v) => v,
             Err(e) => {
                 if let Some(quinn::ConnectionError::ApplicationClosed(close)) =
                     quic.quinn().close_reason()
                 {
+                    if close.error_code == quinn::VarInt::from_u32(CLOSE_BUSY) {
+                        return Err(DialError::Busy);
+                    }
                     if close.error_code == quinn::VarInt::from_u32(CLOSE_DUPLICATE) {
                         let node = std::str::from_utf8(&close.reason)
                             .ok()
@@ -298,9 +308,25 @@ impl Inner {
         Ok(DialOutcome::Up(conn))
     }
 
-    /// Takes an incoming connection: hello, keep-or-refuse, hello ack.
+    /// Takes an incoming connection: a place among those waiting for their hello
+    /// (`limits`), hello, keep-or-refuse, hello ack.
     pub(super) async fn serve_incoming(self: Arc<Self>, quic: Connection) {
         let remote = quic.remote_address();
+        // A revoked certificate takes no place among those waiting for a hello.
+        if self.refuse_revoked(&quic) {
+            return;
+        }
+        let cert = crate::tls::peer_identity(quic.quinn()).map(|c| c.serial);
+        let waiting = match self.pending_hellos.admit(cert.clone()) {
+            Ok(waiting) => waiting,
+            Err(full) => {
+                self.counters.bump(Count::RefusedPendingHello);
+                let serial = cert.map(|s| s.to_string()).unwrap_or_default();
+                tracing::warn!(%remote, %serial, reason = %full, "refused a connection before its hello: too many waiting");
+                quic.close(CLOSE_BUSY, b"too many connections waiting for their hello");
+                return;
+            }
+        };
         let first = async {
             let mut rx = quic.accept_lane().await?;
             let frame = rx.recv::<Wire>().await?;
@@ -328,6 +354,8 @@ impl Inner {
                 return;
             }
         };
+        // Said hello: from here the connection's cost is bounded by the connection rules.
+        drop(waiting);
         if hello.node == self.node {
             quic.close(CLOSE_NORMAL, b"same node id");
             tracing::warn!(%remote, node = %hello.node, "refused a peer with this node's own id");

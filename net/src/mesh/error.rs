@@ -99,6 +99,11 @@ pub enum DialError {
         /// Why.
         reason: String,
     },
+    /// The node had as many connections waiting for their hello as it allows (from this
+    /// node's certificate, or from all peers) and closed this one at once; a later dial
+    /// may pass.
+    #[error("the node is busy: too many connections waiting for their hello")]
+    Busy,
     /// This mesh is a dial-only client and has no gateway (no seed answered yet).
     #[error("no gateway: none of the seeds answered")]
     NoGateway,

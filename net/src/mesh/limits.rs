@@ -1,5 +1,6 @@
 //! What one peer may cost this node: explicit QUIC transport limits for mesh
-//! connections, and the refusal of streams the mesh never asked for.
+//! connections, the refusal of streams the mesh never asked for, and a bound on
+//! connections that have not said hello yet.
 //!
 //! quinn's defaults suit a general server, not a mesh that uses exactly one
 //! unidirectional stream per direction (its lane) and datagrams: 100 concurrent streams
@@ -22,17 +23,41 @@
 //!   [`MAX_SIGNAL_WAITERS`] per connection. A peer that leaves that many unsent does not
 //!   read its lane; the connection is closed ([`CLOSE_OVERLOADED`](super::wire::CLOSE_OVERLOADED))
 //!   and counted, so its links and monitors fire `NoConnection` as for a lost connection,
-//!   instead of this node growing a waiting process per signal.
+//!   instead of this node growing a waiting process per signal;
+//! * connections waiting for their hello (accepted, TLS done, no hello read yet: each may
+//!   park up to [`CONNECTION_WINDOW`] for up to the connect timeout): at most
+//!   [`MAX_PENDING_HELLOS_PER_PEER`] per certificate (by serial) and
+//!   [`MAX_PENDING_HELLOS`] from all peers together ([`PendingHellos`]). One more is closed
+//!   on arrival with [`CLOSE_BUSY`](super::wire::CLOSE_BUSY) and counted
+//!   ([`MeshStats::refused_pending_hellos`](super::MeshStats::refused_pending_hellos)); its
+//!   dialer sees [`DialError::Busy`](super::DialError::Busy). So one certificate holder
+//!   makes this node hold at most 8 MiB of unread data before hellos, all peers together
+//!   128 MiB. (Without these bounds nothing limited them: the mesh takes every accepted
+//!   connection off the endpoint's accept queue at once, and the queue's 1,024 alone
+//!   would be 2 GiB.) A peer without a certificate counts against the global bound only;
+//!   in insecure development mode (`TlsConfig::insecure_dev`) anyone can make
+//!   certificates, so there only the global bound means anything. A revoked certificate
+//!   is closed on arrival, before it takes a place.
+//!
+//! The per-certificate bound is 4, not 2: a node may have three dials of its own to one
+//! peer waiting for their hellos at once (a seed join, a data dial, a SWIM control dial),
+//! and its own dials should not be refused. The global bound refuses well-behaved peers
+//! too while it is full (a holder of many certificates can fill it for a connect timeout
+//! at a time); their dials fail with `Busy` and are retried (a seed join backs off, a
+//! sender's next message dials again), and established connections are untouched.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_scheduler::Ctx;
+use parking_lot::Mutex;
 use quinn::VarInt;
 
 use super::stats::Count;
 use super::Inner;
 use crate::endpoint::Connection;
+use crate::tls::Serial;
 
 /// Concurrent unidirectional streams a peer may open on one mesh connection.
 pub(crate) const MAX_UNI_STREAMS: u32 = 4;
@@ -51,6 +76,95 @@ pub(crate) const MAX_CONTROLS_PER_PEER: usize = 2;
 pub(crate) const MAX_SIGNAL_WAITERS: usize = 1024;
 /// Stream error code for a stream the mesh did not ask for.
 pub(crate) const STOP_UNEXPECTED_STREAM: u32 = 8;
+/// Accepted connections one certificate may have waiting for their hello at once (see the
+/// module doc).
+pub(crate) const MAX_PENDING_HELLOS_PER_PEER: usize = 4;
+/// Accepted connections all peers together may have waiting for their hello at once.
+pub(crate) const MAX_PENDING_HELLOS: usize = 64;
+
+/// Incoming connections waiting for their hello, counted per certificate serial and in
+/// all (a leaf lock).
+#[derive(Default)]
+pub(super) struct PendingHellos {
+    state: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    total: usize,
+    /// Only serials with a connection waiting (so at most [`MAX_PENDING_HELLOS`] entries).
+    by_cert: HashMap<Serial, usize>,
+}
+
+/// Why [`PendingHellos::admit`] refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TooManyPending {
+    /// Its certificate has [`MAX_PENDING_HELLOS_PER_PEER`] waiting already.
+    Peer,
+    /// All peers together have [`MAX_PENDING_HELLOS`] waiting already.
+    All,
+}
+
+impl std::fmt::Display for TooManyPending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TooManyPending::Peer => write!(
+                f,
+                "its certificate has {MAX_PENDING_HELLOS_PER_PEER} connections waiting for their hello"
+            ),
+            TooManyPending::All => write!(
+                f,
+                "{MAX_PENDING_HELLOS} connections are waiting for their hello"
+            ),
+        }
+    }
+}
+
+/// A connection's place among those waiting for their hello; given back when dropped.
+pub(super) struct PendingHello<'a> {
+    table: &'a PendingHellos,
+    cert: Option<Serial>,
+}
+
+impl PendingHellos {
+    /// Takes a place for a connection from the holder of `cert` (`None`: no certificate),
+    /// if both bounds allow one more.
+    pub(super) fn admit(&self, cert: Option<Serial>) -> Result<PendingHello<'_>, TooManyPending> {
+        let mut state = self.state.lock();
+        if state.total >= MAX_PENDING_HELLOS {
+            return Err(TooManyPending::All);
+        }
+        if let Some(serial) = &cert {
+            let waiting = state.by_cert.entry(serial.clone()).or_default();
+            if *waiting >= MAX_PENDING_HELLOS_PER_PEER {
+                return Err(TooManyPending::Peer);
+            }
+            *waiting += 1;
+        }
+        state.total += 1;
+        Ok(PendingHello { table: self, cert })
+    }
+
+    /// Connections waiting for their hello now.
+    pub(super) fn len(&self) -> usize {
+        self.state.lock().total
+    }
+}
+
+impl Drop for PendingHello<'_> {
+    fn drop(&mut self) {
+        let mut state = self.table.state.lock();
+        state.total -= 1;
+        if let Some(serial) = &self.cert {
+            if let Some(waiting) = state.by_cert.get_mut(serial) {
+                *waiting -= 1;
+                if *waiting == 0 {
+                    state.by_cert.remove(serial);
+                }
+            }
+        }
+    }
+}
 
 /// The transport configuration of every mesh connection, both directions.
 pub(crate) fn transport(idle: quinn::IdleTimeout, keep_alive: Duration) -> quinn::TransportConfig {
@@ -81,5 +195,52 @@ impl Inner {
                 let _ = stream.stop(VarInt::from_u32(STOP_UNEXPECTED_STREAM));
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serial(n: u8) -> Option<Serial> {
+        Some(Serial::from_bytes(&[n]))
+    }
+
+    #[test]
+    fn a_certificate_waits_with_at_most_its_share_and_gets_it_back() {
+        let table = PendingHellos::default();
+        let held: Vec<_> = (0..MAX_PENDING_HELLOS_PER_PEER)
+            .map(|_| table.admit(serial(1)).expect("within the bound"))
+            .collect();
+        assert_eq!(table.admit(serial(1)).err(), Some(TooManyPending::Peer));
+        // Another certificate is not held up by this one.
+        let other = table.admit(serial(2)).expect("another certificate");
+        assert_eq!(table.len(), MAX_PENDING_HELLOS_PER_PEER + 1);
+        drop(held);
+        drop(other);
+        assert_eq!(table.len(), 0);
+        assert!(table.state.lock().by_cert.is_empty());
+        table.admit(serial(1)).expect("places given back");
+    }
+
+    #[test]
+    fn all_peers_together_wait_with_at_most_the_global_bound() {
+        let table = PendingHellos::default();
+        let mut held = Vec::new();
+        for k in 0..MAX_PENDING_HELLOS {
+            // Without a certificate, or one place per certificate: only the global bound.
+            let cert = if k % 2 == 0 { None } else { serial(k as u8) };
+            held.push(table.admit(cert).expect("within the bound"));
+        }
+        assert_eq!(table.admit(None).err(), Some(TooManyPending::All));
+        assert_eq!(table.admit(serial(200)).err(), Some(TooManyPending::All));
+        // A refusal leaves nothing behind.
+        assert!(!table
+            .state
+            .lock()
+            .by_cert
+            .contains_key(&Serial::from_bytes(&[200])));
+        held.pop();
+        table.admit(serial(200)).expect("a place given back");
     }
 }

@@ -56,7 +56,9 @@
 //! - **Bounded and never panicking on bad input** (see `inbound`).
 //! - **One owner per piece of state.** Each table below is owned by one module and
 //!   changed only through its methods; locks are taken in the order `swim`, `members`,
-//!   `conns`, `controls`, `replies`, `names`, `events` (never the other way).
+//!   `conns`, `controls`, `replies`, `names`, `events` (never the other way); the
+//!   revocation list, the certificate serial and the connections waiting for their hello
+//!   (`limits`) are leaf locks.
 
 pub mod advertise;
 mod authz;
@@ -180,6 +182,8 @@ struct Inner {
     /// A dial-only client's gateway (`gateway`).
     gateway: gateway::Gateway,
     counters: Counters,
+    /// Incoming connections waiting for their hello (`limits`; a leaf lock).
+    pending_hellos: limits::PendingHellos,
     /// Revoked certificate serials (`revoke`; a leaf lock).
     revoked: parking_lot::RwLock<std::collections::HashSet<crate::tls::Serial>>,
     /// The serial of the certificate new connections present (`rotate`; a leaf lock).
@@ -348,6 +352,7 @@ impl Mesh {
             events: Subscribers::default(),
             gateway: gateway::Gateway::default(),
             counters: Counters::default(),
+            pending_hellos: limits::PendingHellos::default(),
             revoked: parking_lot::RwLock::new(revoked),
             serial: Mutex::new(serial),
             closed: AtomicBool::new(false),
@@ -583,8 +588,11 @@ impl Mesh {
     /// Counters.
     pub fn stats(&self) -> MeshStats {
         let controls = self.inner.controls.lock().len();
+        let pending = self.inner.pending_hellos.len();
         let refused_names = self.inner.names.lock().refused();
-        self.inner.counters.snapshot(controls, refused_names)
+        self.inner
+            .counters
+            .snapshot(controls, pending, refused_names)
     }
 
     /// Traffic and round-trip time of each data connection up now.

@@ -6,8 +6,10 @@
 //! lines and `#` comments. This module owns the set of revoked serials (`Inner::revoked`, a
 //! leaf lock) and keeps these invariants:
 //!
-//! * **Checked at every hello**, on the accepting and the dialing side: a peer whose
-//!   certificate serial is listed is closed before any frame of it is handled (counted in
+//! * **Checked on arrival and at every hello**, on the accepting and the dialing side: a
+//!   peer whose certificate serial is listed is closed before any frame of it is handled
+//!   (an incoming connection before it takes a place among those waiting for a hello;
+//!   counted in
 //!   [`MeshStats::revoked_peers`](super::MeshStats::revoked_peers)). SWIM control
 //!   connections are checked in both directions too (a dialed one carries no hello back),
 //!   and every connection is checked again once installed, so a reload racing a hello

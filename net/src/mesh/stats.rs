@@ -42,7 +42,7 @@ pub struct MeshStats {
     pub unrequested_syncs: u64,
     /// QUIC streams a peer opened beyond its lane, stopped unread.
     pub refused_streams: u64,
-    /// Connections closed because the peer left [`MAX_SIGNAL_WAITERS`](super::limits) signals
+    /// Connections closed because the peer left `limits::MAX_SIGNAL_WAITERS` signals
     /// (replies, exits, downs) waiting for room on its lane: it does not read what it is sent.
     pub signal_overflows: u64,
     /// SWIM control connections closed because the peer had the most allowed open.
@@ -53,6 +53,11 @@ pub struct MeshStats {
     pub unauthorized: u64,
     /// Connections refused or closed because the peer's certificate serial is revoked.
     pub revoked_peers: u64,
+    /// Incoming connections closed on arrival because too many were waiting for their
+    /// hello already, from that certificate or from all peers (`limits`).
+    pub refused_pending_hellos: u64,
+    /// Incoming connections waiting for their hello now (a gauge).
+    pub pending_hellos: u64,
 }
 
 /// One data connection's traffic, as listed by [`Mesh::links`](super::Mesh::links).
@@ -89,7 +94,7 @@ pub struct MemberStates {
     pub down: u64,
 }
 
-/// The event counters (the gauge is read from the control connections).
+/// The event counters (the gauges are read from the tables they count).
 #[derive(Default)]
 pub(super) struct Counters {
     dead_letters: AtomicU64,
@@ -107,6 +112,7 @@ pub(super) struct Counters {
     refused_control_connections: AtomicU64,
     unauthorized: AtomicU64,
     revoked_peers: AtomicU64,
+    refused_pending_hellos: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -127,6 +133,7 @@ pub(super) enum Count {
     RefusedControlConnection,
     Unauthorized,
     RevokedPeer,
+    RefusedPendingHello,
 }
 
 impl Counters {
@@ -147,11 +154,17 @@ impl Counters {
             Count::RefusedControlConnection => &self.refused_control_connections,
             Count::Unauthorized => &self.unauthorized,
             Count::RevokedPeer => &self.revoked_peers,
+            Count::RefusedPendingHello => &self.refused_pending_hellos,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn snapshot(&self, control_connections: usize, refused_name_ops: u64) -> MeshStats {
+    pub(super) fn snapshot(
+        &self,
+        control_connections: usize,
+        pending_hellos: usize,
+        refused_name_ops: u64,
+    ) -> MeshStats {
         MeshStats {
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             bad_messages: self.bad_messages.load(Ordering::Relaxed),
@@ -170,6 +183,8 @@ impl Counters {
             refused_control_connections: self.refused_control_connections.load(Ordering::Relaxed),
             unauthorized: self.unauthorized.load(Ordering::Relaxed),
             revoked_peers: self.revoked_peers.load(Ordering::Relaxed),
+            refused_pending_hellos: self.refused_pending_hellos.load(Ordering::Relaxed),
+            pending_hellos: pending_hellos as u64,
         }
     }
 }

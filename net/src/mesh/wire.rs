@@ -211,6 +211,9 @@ pub const CLOSE_IDLE: u32 = 7;
 /// Close code: the peer left too many signals waiting for room on its lane (it does not
 /// read what it is sent; see `limits::MAX_SIGNAL_WAITERS`).
 pub const CLOSE_OVERLOADED: u32 = 9;
+/// Close code: the acceptor already has as many connections waiting for their hello as it
+/// allows, from the peer's certificate or from all peers (see `limits`); dial again later.
+pub const CLOSE_BUSY: u32 = 10;
 
 /// The lane id that marks a *control connection*: the dialer opens this lane instead of
 /// [`MESH_LANE`] and sends one [`Wire::Hello`] on it; after that the connection carries

@@ -407,20 +407,14 @@ impl Inner {
         }
         tracing::debug!(node = %self.node, peer = %sender.node, incarnation, "a member held down talks at the incarnation it was declared down at: asking it to refute");
         let me = swim.foca.identity().clone();
-        let ask = Packet {
-            header: foca::Header {
-                src: me,
-                src_incarnation: swim.guards.my_incarnation,
-                dst: sender.clone(),
-                message: foca::Message::Gossip,
-            },
-            updates: Some(vec![foca::Member::new(
-                sender.clone(),
-                held_at,
-                foca::State::Suspect,
-            )]),
-            tail: Vec::new(),
-        };
+        let suspect = foca::Member::new(sender.clone(), held_at, foca::State::Suspect);
+        let ask = Packet::gossip(
+            me,
+            swim.guards.my_incarnation,
+            sender.clone(),
+            vec![suspect],
+            Vec::new(),
+        );
         fx.sends.push((sender.clone(), ask.encode()));
     }
 
@@ -998,16 +992,7 @@ impl Inner {
                     *state,
                 ));
             }
-            let packet = Packet {
-                header: foca::Header {
-                    src,
-                    src_incarnation,
-                    dst: dst.clone(),
-                    message: foca::Message::Gossip,
-                },
-                updates: Some(members),
-                tail: Vec::new(),
-            };
+            let packet = Packet::gossip(src, src_incarnation, dst.clone(), members, Vec::new());
             (dst, packet.encode())
         };
         self.send_swim(forged.0, bytes::Bytes::from(forged.1));
@@ -1053,16 +1038,8 @@ impl Inner {
             let mut me = swim.foca.identity().clone();
             edit(&mut me);
             let incarnation = swim.guards.my_incarnation;
-            let packet = Packet {
-                header: foca::Header {
-                    src: me.clone(),
-                    src_incarnation: incarnation,
-                    dst: dst.clone(),
-                    message: foca::Message::Gossip,
-                },
-                updates: Some(vec![foca::Member::new(me, incarnation, foca::State::Alive)]),
-                tail,
-            };
+            let alive = foca::Member::new(me.clone(), incarnation, foca::State::Alive);
+            let packet = Packet::gossip(me, incarnation, dst.clone(), vec![alive], tail);
             (dst, packet.encode())
         };
         self.send_swim(forged.0, bytes::Bytes::from(forged.1));

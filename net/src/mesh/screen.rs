@@ -162,6 +162,27 @@ pub(crate) struct Packet {
 }
 
 impl Packet {
+    /// A gossip packet from `src` (at `src_incarnation`) to `dst` carrying `updates`, then
+    /// `tail` (foca's custom broadcasts).
+    pub(crate) fn gossip(
+        src: NodeIdentity,
+        src_incarnation: Incarnation,
+        dst: NodeIdentity,
+        updates: Vec<Member<NodeIdentity>>,
+        tail: Vec<u8>,
+    ) -> Packet {
+        Packet {
+            header: Header {
+                src,
+                src_incarnation,
+                dst,
+                message: Message::Gossip,
+            },
+            updates: Some(updates),
+            tail,
+        }
+    }
+
     /// Decodes a packet; never panics on any input.
     pub(crate) fn decode(mut data: &[u8]) -> Result<Packet, Refusal> {
         let malformed = |e: CodecError| Refusal::Malformed(e.to_string());

@@ -12,6 +12,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
 /// Generous: debug builds on a shared machine.
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The store size every node here runs with (not the 1 GiB default, so that a flag that
+/// never reaches the store shows).
+const MAP_SIZE: &str = "64M";
+
 /// A `cairn-node run` child (a free port, the test's cluster CA), killed on drop.
 struct Running {
     child: Child,
@@ -28,6 +32,7 @@ impl Running {
             .arg("--cluster")
             .arg(cluster)
             .arg("--dev-ca")
+            .args(["--map-size", MAP_SIZE])
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -139,6 +144,12 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
     let page = get(&metrics, "/cairn/metrics");
     assert!(
         page.contains(r#"cairn_object_activations_total{class="counter"} 1"#),
+        "{page}"
+    );
+    // `--map-size` reached the store.
+    assert!(
+        page.lines()
+            .any(|l| l == format!("cairn_storage_map_size_bytes {}", 64 << 20)),
         "{page}"
     );
 

@@ -10,13 +10,16 @@
 //!     --cert ./certs/n1/n1.pem --key ./certs/n1/n1.key --ca ./certs/n1/ca.pem
 //! cairn-node run --name n2 --listen 127.0.0.1:7401 --join 127.0.0.1:7400 --data-dir ./data/n2 \
 //!     --cluster ./ca --dev-ca             # development only: n2 holds the CA's key
-//! cairn-node send counter alice add 5 --join 127.0.0.1:7401 --cluster ./ca
-//! cairn-node status --join 127.0.0.1:7400 --cluster ./ca
+//! cairn-node cert issue --ca ./ca --name ops --role client --out ./certs/ops
+//! cairn-node send counter alice add 5 --join 127.0.0.1:7401 \
+//!     --cert ./certs/ops/ops.client.pem --key ./certs/ops/ops.client.key --ca ./certs/ops/ca.pem
+//! cairn-node status --join 127.0.0.1:7400 --cluster ./ca --dev-ca   # development only
 //! ```
 //!
 //! With no arguments it runs a one-node mesh on 127.0.0.1:7400 with storage under `./data`
-//! and a cluster CA under `./cluster` (created if missing, and logged). Any other node that
-//! would hold the CA's private key refuses to start without `--dev-ca`; a node's own
+//! and a cluster CA under `./cluster` (created if missing, marked `DEVELOPMENT-CA`, and
+//! logged; `send` and `status` use such a marked CA without flags). Any other node, `send`
+//! or `status` that would hold the CA's private key refuses without `--dev-ca`; a node's own
 //! certificate must be valid now. SIGHUP makes `run` re-read its certificate files and
 //! revocation list (`hangup`). A running node prints
 //! `ready node=<id> name=<name> listen=<addr> region=<region>` on stdout once it accepts

@@ -330,6 +330,9 @@ impl Store {
     /// writer by LMDB's writer lock. Call it from a thread that may block.
     pub fn shard_write<R>(&self, f: impl FnOnce(&mut ShardTxn<'_>) -> Result<R>) -> Result<R> {
         let core = &self.inner.core;
+        // Test seam: a commit hold stops shard rounds too (their log appends and applies).
+        #[cfg(feature = "testing")]
+        core.faults.wait_while_held();
         let mut txn = ShardTxn {
             store: self,
             w: core.env.begin_write()?,

@@ -235,13 +235,14 @@ impl FaultInjection {
 
     /// Holds every commit until the returned guard is dropped: write sets handed over meanwhile
     /// stay *in flight* (their tickets pending, their writes visible only to their keyspace),
-    /// and then commit together. For tests of in-flight reads, output gates and batching.
+    /// and then commit together. Replicated shards' rounds (`Store::shard_write`: Raft log
+    /// appends, hard state, applies) wait too, so a replicated object's commits stall alike. For tests of in-flight reads, output gates and batching.
     pub fn hold_commits(&self) -> CommitHold<'_> {
         *self.holds.lock() += 1;
         CommitHold { faults: self }
     }
 
-    fn wait_while_held(&self) {
+    pub(crate) fn wait_while_held(&self) {
         let mut holds = self.holds.lock();
         while *holds > 0 {
             self.released.wait(&mut holds);
@@ -375,7 +376,7 @@ pub(crate) struct Core {
     room: Condvar,
     counters: Counters,
     #[cfg(feature = "testing")]
-    faults: FaultInjection,
+    pub(crate) faults: FaultInjection,
 }
 
 impl Core {

@@ -577,7 +577,10 @@ impl Mesh {
     pub fn stats(&self) -> MeshStats {
         let controls = self.inner.controls.lock().len();
         let refused_names = self.inner.names.lock().refused();
-        self.inner.counters.snapshot(controls, refused_names)
+        let failed_handshakes = self.inner.endpoint.failed_handshakes();
+        self.inner
+            .counters
+            .snapshot(controls, refused_names, failed_handshakes)
     }
 
     /// Traffic and round-trip time of each data connection up now.

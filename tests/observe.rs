@@ -949,12 +949,11 @@ fn alarm_metrics_move_with_a_failing_alarm() {
     node.shutdown();
 }
 
-/// The same with a replicated object (a one-node mesh): today the give-up's deletion of
-/// the alarm is lost there (the object still sees its alarm after `alarms_given_up` moved,
-/// so it is found due again and redelivered 30 s later); a local node deletes it.
+/// The same with a replicated object (a one-node mesh): its alarm changes travel in Raft
+/// entries, where the give-up's deletion of the alarm was once lost (the object still saw
+/// its alarm after `alarms_given_up` moved, and it was delivered again 30 s later).
 #[test]
-#[ignore = "bug: a replicated object's given-up alarm is not deleted (see the test's doc)"]
-fn a_replicated_objects_given_up_alarm_is_deleted() {
+fn alarm_metrics_move_with_a_replicated_objects_failing_alarm() {
     let dir = tempfile::tempdir().unwrap();
     let (node, addr) = node_with_pages_of(dir.path(), Duration::from_secs(30), |b| {
         b.insecure_dev().alarm_retries(Duration::from_millis(20), 2)

@@ -28,7 +28,8 @@
 //! | `cairn_storage_commits_total` | counter | LMDB commits (one `fdatasync` each) |
 //! | `cairn_storage_write_sets_total` | counter | write sets committed |
 //! | `cairn_storage_failed_write_sets_total` | counter | write sets whose commit failed |
-//! | `cairn_storage_commit_seconds` | histogram | LMDB commit latency (flushes included) |
+//! | `cairn_storage_commit_seconds` | histogram | LMDB write transaction latency: its write sets applied, then flushed |
+//! | `cairn_storage_fsync_seconds` | histogram | LMDB flush latency: each commit's page writes, `fdatasync` and meta-page write |
 //! | `cairn_storage_map_used_bytes` / `cairn_storage_map_size_bytes` | gauge | map use against map size |
 //! | `cairn_objects_active{class}` | gauge | live activations |
 //! | `cairn_object_activations_total{class}` | counter | activations |
@@ -50,7 +51,8 @@
 //! | `cairn_shard_commit_seconds` | histogram | shard commit latency (proposal to majority commit, applied here) |
 //! | `cairn_shard_follower_lag_entries` | gauge | entries the furthest-behind follower of a led shard lacks |
 //! | `cairn_shard_leader_changes_total` | counter | leader changes seen on hosted shards |
-//! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total`, `cairn_mesh_refused_handshakes_total` | counter | mesh traffic and refusals |
+//! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total` | counter | mesh traffic and bad input |
+//! | `cairn_mesh_refused_handshakes_total{reason}` | counter | incoming connections refused: `handshake` (QUIC/TLS handshake failed: another CA, no certificate), `duplicate` (another connection to that node is kept), `revoked` (revoked certificate), `busy` (too many connections waiting for their hello: 4 per certificate, 64 in all) |
 
 use std::borrow::Borrow;
 use std::sync::{Arc, Weak};
@@ -299,8 +301,13 @@ const STORAGE: &[Family<StoreStats>] = &[
     ),
     Family(
         "cairn_storage_commit_seconds",
-        "LMDB commit latency, flushes included",
+        "LMDB write transaction latency: its write sets applied, then flushed",
         Read::Histogram(|s| &s.commit_latency),
+    ),
+    Family(
+        "cairn_storage_fsync_seconds",
+        "LMDB flush latency: a commit's page writes, fdatasync and synchronous meta-page write",
+        Read::Histogram(|s| &s.fsync_latency),
     ),
     Family(
         "cairn_storage_map_used_bytes",
@@ -482,12 +489,15 @@ const MESH_TRAFFIC: &[Family<MeshFigures>] = &[
         "Connections closed for an invalid frame",
         Read::Counter(|m| m.stats.protocol_errors),
     ),
-    Family(
-        "cairn_mesh_refused_handshakes",
-        "Incoming connections refused as duplicates",
-        Read::Counter(|m| m.stats.duplicates_refused),
-    ),
 ];
+
+/// Refusals of incoming connections, by reason (label `reason`).
+#[cfg(feature = "mesh")]
+const MESH_REFUSED: &[Family<u64>] = &[Family(
+    "cairn_mesh_refused_handshakes",
+    "Incoming connections refused: QUIC/TLS handshake failed, duplicate, revoked certificate, too many waiting for their hello",
+    Read::Counter(|n| *n),
+)];
 
 /// The mesh families: members, members by state, each peer's link, traffic.
 #[cfg(feature = "mesh")]
@@ -524,7 +534,14 @@ fn encode_mesh(out: &mut Out<'_>, mesh: &cairn_net::Mesh) -> Fmt {
     let rows: Vec<(&str, cairn_net::mesh::LinkStats)> =
         links.iter().map(|(n, l)| (n.as_str(), *l)).collect();
     out.labelled("peer", &rows, LINKS)?;
-    out.families(&figures, MESH_TRAFFIC)
+    out.families(&figures, MESH_TRAFFIC)?;
+    let refused = [
+        ("handshake", figures.stats.failed_handshakes),
+        ("duplicate", figures.stats.duplicates_refused),
+        ("revoked", figures.stats.revoked_peers),
+        ("busy", figures.stats.refused_pending_hellos),
+    ];
+    out.labelled("reason", &refused, MESH_REFUSED)
 }
 
 /// The `cairn_shard_*` families of a node running a shard driver.

@@ -16,15 +16,22 @@ const T: Duration = Duration::from_secs(10);
 
 /// A one-node mesh (so the mesh families are there) serving its pages on a free port.
 fn node_with_pages(dir: &std::path::Path, idle: Duration) -> (Node, cairn_gateway_addr::Addr) {
-    let node = Node::builder()
+    node_with_pages_of(dir, idle, NodeBuilder::insecure_dev)
+}
+
+/// As [`node_with_pages`], with `configure` applied to the builder last.
+fn node_with_pages_of(
+    dir: &std::path::Path,
+    idle: Duration,
+    configure: impl FnOnce(NodeBuilder) -> NodeBuilder,
+) -> (Node, cairn_gateway_addr::Addr) {
+    let builder = Node::builder()
         .workers(2)
         .name("obs1")
         .data_dir(dir)
         .object_idle_timeout(idle)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .insecure_dev()
-        .start()
-        .unwrap();
+        .listen("127.0.0.1:0".parse().unwrap());
+    let node = configure(builder).start().unwrap();
     node.host::<Counter>();
     let gateway = cairn::observe::serve(&node, "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = gateway.local_addr().unwrap();
@@ -172,6 +179,9 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         "cairn_storage_write_sets_total".to_owned(),
         "cairn_storage_commit_seconds_count".to_owned(),
         r#"cairn_storage_commit_seconds_bucket{le="+Inf"}"#.to_owned(),
+        "cairn_storage_fsync_seconds_count".to_owned(),
+        "cairn_storage_fsync_seconds_sum".to_owned(),
+        r#"cairn_storage_fsync_seconds_bucket{le="+Inf"}"#.to_owned(),
         "cairn_storage_map_used_bytes".to_owned(),
         "cairn_storage_map_size_bytes".to_owned(),
         format!("cairn_objects_active{class}"),
@@ -188,7 +198,10 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         "cairn_mesh_connected_peers".to_owned(),
         "cairn_mesh_delivered_total".to_owned(),
         "cairn_mesh_dead_letters_total".to_owned(),
-        "cairn_mesh_refused_handshakes_total".to_owned(),
+        r#"cairn_mesh_refused_handshakes_total{reason="handshake"}"#.to_owned(),
+        r#"cairn_mesh_refused_handshakes_total{reason="duplicate"}"#.to_owned(),
+        r#"cairn_mesh_refused_handshakes_total{reason="revoked"}"#.to_owned(),
+        r#"cairn_mesh_refused_handshakes_total{reason="busy"}"#.to_owned(),
         r#"cairn_mesh_members_by_state{state="alive"}"#.to_owned(),
         r#"cairn_mesh_members_by_state{state="suspect"}"#.to_owned(),
         r#"cairn_mesh_members_by_state{state="down"}"#.to_owned(),
@@ -663,4 +676,445 @@ fn the_hottest_object_is_first_in_status_json() {
     let (_, _, metrics) = request(addr.0, "GET", "/cairn/metrics");
     assert!(!metrics.contains("warm0"), "a key in a metric label");
     node.shutdown();
+}
+
+/// `GET /metrics` (Prometheus' default path) is the same page as `/cairn/metrics`, on the
+/// pages' own port (`cairn-node run --metrics`) and on the node's HTTP port beside its
+/// objects; the alias is that exact path only.
+#[test]
+fn slash_metrics_is_served_on_the_pages_port_and_the_http_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, pages) = node_with_pages_of(dir.path(), Duration::from_secs(30), |b| {
+        b.insecure_dev().http("127.0.0.1:0".parse().unwrap())
+    });
+    let http = node.http_addr().expect("the node's HTTP port");
+    for at in [pages.0, http] {
+        for path in ["/metrics", "/metrics?name[]=cairn_processes"] {
+            let (status, headers, body) = request(at, "GET", path);
+            assert_eq!(status, 200, "{path} on {at}: {body}");
+            assert!(
+                headers["content-type"].starts_with("application/openmetrics-text"),
+                "{path} on {at}: {headers:?}"
+            );
+            let samples = parse_openmetrics(&body);
+            assert_eq!(value(&samples, "cairn_scheduler_workers"), 2.0);
+            value(&samples, "cairn_storage_fsync_seconds_count");
+        }
+        assert_eq!(request(at, "GET", "/cairn/metrics").0, 200, "{at}");
+        assert_eq!(request(at, "POST", "/metrics").0, 405, "{at}");
+        for other in ["/metricsx", "/metrics/", "/metrics/more", "/other"] {
+            assert_eq!(request(at, "GET", other).0, 404, "{other} on {at}");
+        }
+    }
+    node.shutdown();
+}
+
+/// The fsync histogram takes one observation per LMDB commit (as many as the commit
+/// histogram), each within its commit (so its sum is at most the commit sum), and moves
+/// with acknowledged writes: each waited for at least one flush of its own.
+#[test]
+fn the_fsync_histogram_moves_with_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let fsyncs = "cairn_storage_fsync_seconds_count";
+    let commits = "cairn_storage_commit_seconds_count";
+    // Both are read from one snapshot, but a commit records its flush first: wait for the
+    // two to agree (no commit half-recorded) before comparing.
+    let settled = |s: &HashMap<String, f64>| value(s, fsyncs) == value(s, commits);
+    let before = scrape_until(addr.0, settled);
+    const WRITES: u64 = 5;
+    for i in 0..WRITES {
+        let total = node
+            .block_on(
+                node.object::<Counter>(&format!("f{i}"))
+                    .call(|r| CounterMsg::AddAndGet(1, r), T),
+            )
+            .unwrap();
+        assert_eq!(total, 1);
+    }
+    let after = scrape_until(addr.0, settled);
+    let moved = |name: &str| value(&after, name) - value(&before, name);
+    assert!(moved(fsyncs) >= WRITES as f64, "{} flushes", moved(fsyncs));
+    assert_eq!(moved(fsyncs), moved(commits));
+    assert_eq!(
+        value(&after, r#"cairn_storage_fsync_seconds_bucket{le="+Inf"}"#),
+        value(&after, fsyncs)
+    );
+    assert!(
+        value(&after, "cairn_storage_fsync_seconds_sum")
+            <= value(&after, "cairn_storage_commit_seconds_sum")
+    );
+    let s = status(addr.0);
+    assert_eq!(
+        s["storage"]["fsync_count"].as_f64().unwrap(),
+        s["storage"]["commit_count"].as_f64().unwrap(),
+        "{s}"
+    );
+    node.shutdown();
+}
+
+/// Parks, steals and the run-queue depth move: idle workers park after each scrape wakes
+/// them; children spawned by one busy process are stolen by the other worker; with both
+/// workers blocked, processes spawned meanwhile wait in the run queue (read through
+/// `Node::metrics`, since serving the page needs a worker).
+#[test]
+fn scheduler_counters_move_with_work() {
+    use std::sync::mpsc::channel;
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages(dir.path(), Duration::from_secs(30));
+    let parks = "cairn_scheduler_parks_total";
+    let steals = "cairn_scheduler_steals_total";
+    let before = scrape(addr.0);
+    let parked = scrape_until(addr.0, |s| value(s, parks) > value(&before, parks));
+    assert!(value(&parked, parks) > value(&before, parks));
+
+    // One process spawns busy children onto its worker's spawn stack; the other worker,
+    // woken for them, steals from it.
+    const CHILDREN: usize = 64;
+    let (done, finished) = channel::<()>();
+    node.handle().spawn(move |ctx: Ctx<()>| async move {
+        for _ in 0..CHILDREN {
+            let done = done.clone();
+            ctx.handle().spawn(move |_ctx: Ctx<()>| async move {
+                // Work that holds its worker, as a computation would.
+                std::thread::sleep(Duration::from_millis(2));
+                let _ = done.send(());
+            });
+        }
+    });
+    for _ in 0..CHILDREN {
+        finished.recv_timeout(T).unwrap();
+    }
+    let after = scrape(addr.0);
+    assert!(
+        value(&after, steals) > value(&before, steals),
+        "no steal: {} before, {} after",
+        value(&before, steals),
+        value(&after, steals)
+    );
+
+    // Both workers blocked: the first blocker spawns the second onto its own spawn stack
+    // (the other worker, woken for it, steals it) before it blocks.
+    let (blocked, all_blocked) = channel::<()>();
+    let (release_first, wait_first) = channel::<()>();
+    let (release_second, wait_second) = channel::<()>();
+    node.handle().spawn(move |ctx: Ctx<()>| async move {
+        let second = blocked.clone();
+        ctx.handle().spawn(move |_ctx: Ctx<()>| async move {
+            let _ = second.send(());
+            let _ = wait_second.recv();
+        });
+        let _ = blocked.send(());
+        let _ = wait_first.recv();
+    });
+    for _ in 0..2 {
+        all_blocked.recv_timeout(T).unwrap();
+    }
+    const QUEUED: usize = 20;
+    for _ in 0..QUEUED {
+        node.handle().spawn(|_ctx: Ctx<()>| async {});
+    }
+    let queued = parse_openmetrics(&node.metrics().encode());
+    let depth = value(&queued, "cairn_run_queue_depth");
+    drop((release_first, release_second));
+    assert!(depth >= QUEUED as f64, "run queue depth {depth}");
+    let drained = scrape_until(addr.0, |s| {
+        value(s, "cairn_run_queue_depth") < QUEUED as f64
+    });
+    assert!(value(&drained, "cairn_run_queue_depth") < QUEUED as f64);
+    node.shutdown();
+}
+
+/// What a [`FailingAlarm`] takes.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum FailingMsg {
+    /// Sets the alarm to now; answers once it is stored.
+    SetNow(Reply<()>),
+    /// Answers the alarm as the object sees it.
+    GetAlarm(Reply<Option<SystemTime>>),
+}
+
+/// Per key: deliveries of [`FailingAlarm`]'s alarm so far, and whether the first may end.
+fn alarm_probes() -> &'static std::sync::Mutex<HashMap<String, (u32, bool)>> {
+    static PROBES: std::sync::OnceLock<std::sync::Mutex<HashMap<String, (u32, bool)>>> =
+        std::sync::OnceLock::new();
+    PROBES.get_or_init(Default::default)
+}
+
+/// An object whose alarm always fails; the first delivery waits until the test lets it go
+/// on ([`alarm_probes`]).
+struct FailingAlarm;
+
+impl Object for FailingAlarm {
+    const CLASS: &'static str = "obs-failing-alarm";
+    type Msg = FailingMsg;
+
+    async fn activate(_ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(FailingAlarm)
+    }
+
+    async fn handle(
+        &mut self,
+        msg: FailingMsg,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> Result<(), ActorError> {
+        match msg {
+            FailingMsg::SetNow(reply) => {
+                ctx.storage().set_alarm(SystemTime::now())?;
+                let _ = reply.send(());
+            }
+            FailingMsg::GetAlarm(reply) => {
+                let _ = reply.send(ctx.storage().get_alarm()?);
+            }
+        }
+        Ok(())
+    }
+
+    async fn alarm(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        let first = {
+            let mut probes = alarm_probes().lock().unwrap();
+            let probe = probes.entry(ctx.key().to_owned()).or_default();
+            probe.0 += 1;
+            probe.0 == 1
+        };
+        while first && !alarm_probes().lock().unwrap()[ctx.key()].1 {
+            ctx.handle().sleep(Duration::from_millis(5)).await;
+        }
+        Err("this alarm always fails".into())
+    }
+}
+
+/// Deliveries of `key`'s alarm so far.
+fn alarm_deliveries(key: &str) -> u32 {
+    alarm_probes().lock().unwrap().get(key).map_or(0, |p| p.0)
+}
+
+/// Sets `key`'s alarm on `node` and checks the alarm families: the alarm is due while its
+/// first delivery runs (fired 1); let go, it fails, is retried twice and given up: fired
+/// 3, retried 2, given up 1, and nothing due after.
+fn check_a_failing_alarm(node: &Node, addr: SocketAddr, key: &str) {
+    let class = r#"{class="obs-failing-alarm"}"#;
+    let fired = format!("cairn_alarms_fired_total{class}");
+    let retried = format!("cairn_alarms_retried_total{class}");
+    let given_up = format!("cairn_alarms_given_up_total{class}");
+    node.block_on(node.object::<FailingAlarm>(key).call(FailingMsg::SetNow, T))
+        .unwrap();
+    let deadline = Instant::now() + T;
+    while alarm_deliveries(key) == 0 {
+        assert!(Instant::now() < deadline, "the alarm was never delivered");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The scan that delivered it found it due, and so does every scan while it runs (its
+    // deletion is not committed before the handler ends).
+    let running = scrape(addr);
+    assert_eq!(value(&running, "cairn_alarms_due"), 1.0);
+    assert_eq!(value(&running, &fired), 1.0);
+    assert_eq!(value(&running, &retried), 0.0);
+    assert_eq!(value(&running, &given_up), 0.0);
+
+    alarm_probes().lock().unwrap().get_mut(key).unwrap().1 = true;
+    let gave_up = scrape_until(addr, |s| value(s, &given_up) == 1.0);
+    assert_eq!(value(&gave_up, &given_up), 1.0);
+    assert_eq!(value(&gave_up, &fired), 3.0);
+    assert_eq!(value(&gave_up, &retried), 2.0);
+    assert_eq!(alarm_deliveries(key), 3);
+    let done = scrape_until(addr, |s| value(s, "cairn_alarms_due") == 0.0);
+    assert_eq!(
+        value(&done, "cairn_alarms_due"),
+        0.0,
+        "the given-up alarm is still stored"
+    );
+    let left = node
+        .block_on(
+            node.object::<FailingAlarm>(key)
+                .call(FailingMsg::GetAlarm, T),
+        )
+        .unwrap();
+    assert_eq!(left, None, "the given-up alarm is still set");
+}
+
+/// The alarm families move with a failing alarm of a local node's object.
+#[test]
+fn alarm_metrics_move_with_a_failing_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::builder()
+        .workers(2)
+        .name("obs1")
+        .data_dir(dir.path())
+        .alarm_retries(Duration::from_millis(20), 2)
+        .start()
+        .unwrap();
+    node.host::<FailingAlarm>();
+    let pages = cairn::observe::serve(&node, "127.0.0.1:0".parse().unwrap()).unwrap();
+    check_a_failing_alarm(&node, pages.local_addr().unwrap(), "local");
+    node.shutdown();
+}
+
+/// The same with a replicated object (a one-node mesh): its alarm changes travel in Raft
+/// entries, where the give-up's deletion of the alarm was once lost (the object still saw
+/// its alarm after `alarms_given_up` moved, and it was delivered again 30 s later).
+#[test]
+fn alarm_metrics_move_with_a_replicated_objects_failing_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (node, addr) = node_with_pages_of(dir.path(), Duration::from_secs(30), |b| {
+        b.insecure_dev().alarm_retries(Duration::from_millis(20), 2)
+    });
+    node.host::<FailingAlarm>();
+    check_a_failing_alarm(&node, addr.0, "replicated");
+    node.shutdown();
+}
+
+/// A peer holding another CA's certificate is refused at the TLS handshake, and that
+/// refusal is counted (`reason="handshake"`), not only duplicate connections.
+#[test]
+fn a_peer_of_another_ca_is_a_refused_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    for ca in ["ca1", "ca2"] {
+        cairn::net::ClusterCa::generate()
+            .unwrap()
+            .save(&dir.path().join(ca))
+            .unwrap();
+    }
+    let ca1 = dir.path().join("ca1");
+    let (node, addr) = node_with_pages_of(&dir.path().join("obs1"), Duration::from_secs(30), |b| {
+        b.cluster(ca1)
+    });
+    let refused = r#"cairn_mesh_refused_handshakes_total{reason="handshake"}"#;
+    assert_eq!(value(&scrape(addr.0), refused), 0.0);
+    let seed = node.mesh().unwrap().local_addr();
+    let stranger = Node::builder()
+        .workers(1)
+        .name("stranger")
+        .data_dir(dir.path().join("stranger"))
+        .cluster(dir.path().join("ca2"))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .join([seed])
+        .start();
+    let after = scrape_until(addr.0, |s| value(s, refused) >= 1.0);
+    assert!(value(&after, refused) >= 1.0, "{after:?}");
+    assert_eq!(value(&after, "cairn_mesh_members"), 1.0);
+    assert_eq!(
+        value(&after, r#"cairn_mesh_members_by_state{state="alive"}"#),
+        0.0
+    );
+    if let Ok(stranger) = stranger {
+        stranger.shutdown();
+    }
+    node.shutdown();
+}
+
+/// A three-node cluster (4 shards, 3 replicas each) with one node cut off: writes still
+/// commit on the other two, and the leader of a shard they write to reports the cut-off
+/// follower's lag (`cairn_shard_follower_lag_entries` > 0); 0 before the cut.
+#[test]
+fn follower_lag_shows_a_cut_off_follower() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    cairn::net::ClusterCa::generate()
+        .unwrap()
+        .save(&dir.path().join("cluster"))
+        .unwrap();
+    const SHARDS: u32 = 4;
+    let start = |name: &str, join: Option<SocketAddr>| {
+        let mut b = Node::builder()
+            .name(name)
+            .workers(2)
+            .data_dir(dir.path().join(name))
+            .cluster(dir.path().join("cluster"))
+            .shards(cairn::ShardConfig {
+                shards: SHARDS,
+                replication: 3,
+                ..cairn::ShardConfig::default()
+            })
+            .listen("127.0.0.1:0".parse().unwrap());
+        if let Some(seed) = join {
+            b = b.join([seed]);
+        }
+        let node = b.start().unwrap();
+        node.host::<Counter>();
+        node
+    };
+    let a = start("lag-a", None);
+    let seed = a.mesh().unwrap().local_addr();
+    let b = start("lag-b", Some(seed));
+    let c = start("lag-c", Some(seed));
+    let nodes = [&a, &b, &c];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while nodes
+        .iter()
+        .any(|n| n.block_on(n.shards_fully_replicated()) < SHARDS)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shards never got 3 replicas each"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lag = |n: &Node| {
+        value(
+            &parse_openmetrics(&n.metrics().encode()),
+            "cairn_shard_follower_lag_entries",
+        )
+    };
+    // Caught up: a write through every shard, then no lag anywhere.
+    for i in 0..16 {
+        a.block_on(
+            a.object::<Counter>(&format!("l{i}"))
+                .call(|r| CounterMsg::AddAndGet(1, r), T),
+        )
+        .unwrap();
+    }
+    let deadline = Instant::now() + T;
+    while nodes.iter().any(|n| lag(n) != 0.0) {
+        assert!(Instant::now() < deadline, "followers never caught up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let port = |n: &Node| n.mesh().unwrap().local_addr().port();
+    let cut = cairn::net::faults::Partition::new(&[port(&c)], &[port(&a), port(&b)]);
+    // Keep writing through `a` (shards led by `c` stall until `a` and `b` elect a leader
+    // of their own; their calls time out and are not counted).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        let refs: Vec<_> = (0..16)
+            .map(|i| a.object::<Counter>(&format!("l{i}")))
+            .collect();
+        let handle = a.handle().clone();
+        std::thread::spawn(move || {
+            let mut acked = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for r in &refs {
+                    let call = r.call(
+                        |reply| CounterMsg::AddAndGet(1, reply),
+                        Duration::from_secs(2),
+                    );
+                    if cairn::scheduler::block_on(handle.timeout(Duration::from_secs(3), call))
+                        .is_ok_and(|answer| answer.is_ok())
+                    {
+                        acked += 1;
+                    }
+                }
+            }
+            acked
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lagging = loop {
+        let seen = [lag(&a), lag(&b)];
+        if seen.iter().any(|&l| l > 0.0) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "no follower lag seen");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    stop.store(true, Ordering::SeqCst);
+    let acked = writer.join().unwrap();
+    assert!(acked > 0, "no write committed without the cut-off node");
+    assert!(lagging.iter().any(|&l| l > 0.0), "{lagging:?}");
+    drop(cut);
+    for n in nodes {
+        n.shutdown();
+    }
 }

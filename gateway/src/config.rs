@@ -39,6 +39,11 @@ pub struct GatewayConfig {
     /// kept): a front page, served by an object like any other path. `None`: `/` is
     /// answered 404, as every path without a class and a key.
     pub index: Option<String>,
+    /// Paths served as other paths, `(path, served as)`: a request whose path is exactly
+    /// `path` is routed as `served as` (the query is kept). For pages outside the
+    /// `/{class}/{key}` space, e.g. `/metrics` served as a node's `/cairn/metrics`; a path
+    /// of one segment cannot clash with an object's. Empty by default.
+    pub aliases: Vec<(String, String)>,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +60,7 @@ impl Default for GatewayConfig {
             max_refusing: 64,
             websocket: WebSocketConfig::default(),
             index: None,
+            aliases: Vec::new(),
         }
     }
 }

@@ -47,7 +47,7 @@
 //! ## Answers
 //! | situation | answer |
 //! |---|---|
-//! | path not `/{class}/{key}/...` (`/` too, unless `index` names a path to serve it as) | 404 |
+//! | path not `/{class}/{key}/...` (`/` too, unless `index` names a path to serve it as; a path `aliases` lists is served as its target) | 404 |
 //! | dispatcher: [`DispatchError::UnknownClass`] | 404 |
 //! | class or key not UTF-8, or longer than `max_segment_bytes` | 400 |
 //! | malformed request (bad request line, header, chunk, length) | 400 (hyper) |

@@ -78,8 +78,9 @@ pub(crate) fn overloaded(retry_after: Duration, why: &'static str) -> Response {
     response
 }
 
-/// The URI `/` is served as: `index` with the request's query (`None` if that is not a
-/// valid origin-form URI, and `/` stays unrouted).
+/// The URI `/` (or an alias) is served as: `index` (the alias's target) with the
+/// request's query (`None` if that is not a valid origin-form URI, and the path stays as
+/// it was).
 fn index_uri(index: &str, query: Option<&str>) -> Option<http::Uri> {
     let path_and_query = match query {
         Some(query) => format!("{index}?{query}"),
@@ -129,11 +130,19 @@ async fn answer(
     mut request: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
     let config = &shared.config;
-    if let Some(index) = config.index.as_deref() {
-        if request.uri().path() == "/" {
-            if let Some(uri) = index_uri(index, request.uri().query()) {
-                *request.uri_mut() = uri;
-            }
+    let path = request.uri().path();
+    let served_as = if path == "/" {
+        config.index.as_deref()
+    } else {
+        config
+            .aliases
+            .iter()
+            .find(|(alias, _)| alias == path)
+            .map(|(_, target)| target.as_str())
+    };
+    if let Some(target) = served_as {
+        if let Some(uri) = index_uri(target, request.uri().query()) {
+            *request.uri_mut() = uri;
         }
     }
     let route = match route(request.uri().path(), config.max_segment_bytes) {

@@ -64,6 +64,25 @@ fn with_an_index_the_front_page_is_served_as_the_path_it_names() {
 }
 
 #[test]
+fn an_alias_is_served_as_the_path_it_names_and_only_that_exact_path() {
+    let config = GatewayConfig {
+        aliases: vec![("/total".to_owned(), "/counter/front/".to_owned())],
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start(config, WebSocketConfig::default());
+    assert_eq!(curl(&["-d", "3", &gw.url("/total")]).body, "3");
+    assert_eq!(curl(&[&gw.url("/total?x=1")]).body, "3", "with a query");
+    assert_eq!(
+        curl(&[&gw.url("/counter/front/")]).body,
+        "3",
+        "the same object"
+    );
+    for other in ["/", "/total/", "/totals", "/total/more"] {
+        assert_eq!(curl(&[&gw.url(other)]).status, 404, "{other}");
+    }
+}
+
+#[test]
 fn a_failing_handler_is_500_with_the_request_id_in_body_and_header() {
     let gw = TestGateway::default();
     let got = curl(&[&gw.url("/counter/k/fail")]);

@@ -51,6 +51,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -197,6 +198,8 @@ struct EndpointInner {
     quinn: quinn::Endpoint,
     handle: Handle,
     queue: Arc<AcceptQueue>,
+    /// Incoming connections whose QUIC/TLS handshake failed (shared with the acceptor).
+    failed_handshakes: Arc<AtomicU64>,
     /// For outgoing connections; replaced by [`Endpoint::set_configs`].
     client: Mutex<quinn::ClientConfig>,
     max_frame: usize,
@@ -241,18 +244,23 @@ impl Endpoint {
             runtime,
         )?;
         let queue = Arc::new(AcceptQueue::default());
+        let failed_handshakes = Arc::new(AtomicU64::new(0));
         if accepting {
-            let quinn = quinn.clone();
-            let queue = Arc::clone(&queue);
-            let conn_handle = handle.clone();
-            let max_frame = options.max_frame;
-            handle.spawn(move |_ctx: Ctx<()>| run_acceptor(quinn, queue, conn_handle, max_frame));
+            let acceptor = Acceptor {
+                quinn: quinn.clone(),
+                queue: Arc::clone(&queue),
+                handle: handle.clone(),
+                max_frame: options.max_frame,
+                failed_handshakes: Arc::clone(&failed_handshakes),
+            };
+            handle.spawn(move |_ctx: Ctx<()>| acceptor.run());
         }
         Ok(Endpoint {
             inner: Arc::new(EndpointInner {
                 quinn,
                 handle: handle.clone(),
                 queue,
+                failed_handshakes,
                 client: Mutex::new(options.client),
                 max_frame: options.max_frame,
             }),
@@ -310,32 +318,46 @@ impl Endpoint {
     pub fn quinn(&self) -> &quinn::Endpoint {
         &self.inner.quinn
     }
+
+    /// Incoming connections whose QUIC/TLS handshake failed so far: a certificate from
+    /// another CA or none, a peer that gave up or timed out mid-handshake.
+    pub fn failed_handshakes(&self) -> u64 {
+        self.inner.failed_handshakes.load(Ordering::Relaxed)
+    }
 }
 
-/// The acceptor process: one handshake process per incoming connection.
-async fn run_acceptor(
+/// The acceptor process's state: it runs one handshake process per incoming connection.
+struct Acceptor {
     quinn: quinn::Endpoint,
     queue: Arc<AcceptQueue>,
     handle: Handle,
     max_frame: usize,
-) {
-    while let Some(incoming) = quinn.accept().await {
-        let queue = Arc::clone(&queue);
-        let conn_handle = handle.clone();
-        handle.spawn(move |_ctx: Ctx<()>| async move {
-            let remote = incoming.remote_address();
-            match incoming.await {
-                Ok(conn) => {
-                    tracing::debug!(%remote, "accepted a QUIC connection");
-                    queue.push(Connection::new(conn, conn_handle, max_frame));
+    failed_handshakes: Arc<AtomicU64>,
+}
+
+impl Acceptor {
+    async fn run(self) {
+        while let Some(incoming) = self.quinn.accept().await {
+            let queue = Arc::clone(&self.queue);
+            let failed = Arc::clone(&self.failed_handshakes);
+            let conn_handle = self.handle.clone();
+            let max_frame = self.max_frame;
+            self.handle.spawn(move |_ctx: Ctx<()>| async move {
+                let remote = incoming.remote_address();
+                match incoming.await {
+                    Ok(conn) => {
+                        tracing::debug!(%remote, "accepted a QUIC connection");
+                        queue.push(Connection::new(conn, conn_handle, max_frame));
+                    }
+                    Err(error) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%remote, %error, "refused a peer: QUIC/TLS handshake failed");
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%remote, %error, "refused a peer: QUIC/TLS handshake failed");
-                }
-            }
-        });
+            });
+        }
+        self.queue.close();
     }
-    queue.close();
 }
 
 /// Completed handshakes waiting for [`Endpoint::accept`].

@@ -187,6 +187,9 @@ struct Committer {
     /// commits go through the shard, as the fence chain of this activation's route.
     #[cfg(feature = "mesh")]
     shard: Option<Replicated>,
+    /// The object's class and [`key_hash`], for each commit's span.
+    class: &'static str,
+    key_hash: u64,
 }
 
 /// A replicated activation's shard and commit route.
@@ -226,9 +229,44 @@ impl Pipeline {
 impl Committer {
     /// Commits the pending writes: to the node's group-commit writer, or through the
     /// object's shard when replicated (the keyspace's commit route, see [`Self::install`]).
+    ///
+    /// Each commit runs in a `commit` span (target `cairn::commit`, debug) with the
+    /// object's class and key hash, as requests' spans have: `RUST_LOG=cairn::commit=debug`
+    /// logs every write set's hand-over and outcome with them. Disabled (the default), the
+    /// span and events cost a check of their callsites' interest.
     fn commit(&self, storage: &Keyspace) -> CommitFuture {
-        let ticket = storage.commit();
-        Box::pin(async move { ticket.await.map_err(|e| e.to_string()) })
+        let span = tracing::debug_span!(
+            target: "cairn::commit",
+            "commit",
+            class = self.class,
+            key_hash = %format_args!("{:016x}", self.key_hash),
+            replicated = self.replicated(),
+        );
+        let ticket = span.in_scope(|| {
+            tracing::debug!(target: "cairn::commit", "committing");
+            storage.commit()
+        });
+        Box::pin(
+            async move {
+                let result = ticket.await.map_err(|e| e.to_string());
+                match &result {
+                    Ok(()) => tracing::debug!(target: "cairn::commit", "write set committed"),
+                    Err(error) => {
+                        tracing::debug!(target: "cairn::commit", %error, "write set failed")
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+
+    /// Whether the writes go through a shard.
+    fn replicated(&self) -> bool {
+        #[cfg(feature = "mesh")]
+        return self.shard.is_some();
+        #[cfg(not(feature = "mesh"))]
+        false
     }
 
     /// Routes every commit of `storage` (implicit, or the handler's own `commit()`) through
@@ -365,6 +403,8 @@ async fn run_object<O: Object>(
                 replication,
                 shard,
             }),
+        class: O::CLASS,
+        key_hash: key_hash(&key),
     };
     // Before `activate`, whose writes commit with the first handler's.
     committer.install(&storage);

@@ -10,6 +10,7 @@
 //! | `GET /cairn/status.json` | the node, its counters, its objects per class, its hottest objects, its mesh, shards and supervision trees (see [`status`]) |
 //! | `GET /cairn/dashboard` | a page that polls `status.json` and draws it (no CDN: its assets are here) |
 //! | `GET /cairn/assets/{file}` | the dashboard's script, stylesheet and the vendored uPlot (MIT) |
+//! | `GET /metrics` | the same as `/cairn/metrics`, where Prometheus looks by default (one segment: no object's path) |
 //!
 //! [`serve`] binds a separate gateway for these pages (`cairn-node run --metrics ADDR`);
 //! the node's object gateway can mount the same [`Observer`] for its `cairn` class.
@@ -151,5 +152,17 @@ impl Dispatcher for Observer {
 /// Binds a gateway serving only `node`'s pages on `addr` (port 0 picks one). It runs on the
 /// node's scheduler; [`Gateway::shutdown`] (or the node's shutdown) stops it.
 pub fn serve(node: &Node, addr: SocketAddr) -> Result<Gateway, GatewayError> {
-    Gateway::builder(node.handle().clone(), Observer::new(node)).bind(addr)
+    let config = cairn_gateway::GatewayConfig {
+        aliases: aliases(),
+        ..cairn_gateway::GatewayConfig::default()
+    };
+    Gateway::builder(node.handle().clone(), Observer::new(node))
+        .config(config)
+        .bind(addr)
+}
+
+/// The pages also served outside the `cairn` class: `/metrics` (Prometheus' default
+/// path), as `/cairn/metrics`. Both the node's object gateway and [`serve`] take them.
+pub(crate) fn aliases() -> Vec<(String, String)> {
+    vec![("/metrics".to_owned(), format!("/{CLASS}/metrics"))]
 }

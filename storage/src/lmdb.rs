@@ -82,8 +82,13 @@ const TABLES: [(Table, &str); 8] = [
 pub(crate) struct Env {
     env: lmdb::Environment,
     dbs: [lmdb::Database; TABLES.len()],
-    /// How long each `mdb_txn_commit` took (the flushes happen there).
+    /// How long each committed write transaction took, from its begin to the end of its
+    /// commit: applying its writes and the flushes.
     pub(crate) commit_latency: Histogram,
+    /// How long each `mdb_txn_commit` took: the durable flush at the end of a write
+    /// transaction (dirty pages written and `fdatasync`'d, then the meta page written
+    /// through an `O_DSYNC` descriptor).
+    pub(crate) fsync_latency: Histogram,
     /// The environment's directory (for the free space of its file system).
     dir: PathBuf,
     /// The fatal error, once there was one, and the hooks still to run on it.
@@ -148,6 +153,7 @@ impl Env {
             env,
             dbs,
             commit_latency: Histogram::default(),
+            fsync_latency: Histogram::default(),
             dir: dir.to_owned(),
             fatal: Mutex::default(),
         })
@@ -280,6 +286,7 @@ impl Env {
         Ok(WriteTxn {
             env: self,
             txn: self.env.begin_rw_txn().map_err(|e| self.write_err(e))?,
+            began: std::time::Instant::now(),
         })
     }
 }
@@ -420,6 +427,8 @@ impl ReadTxn<'_> {
 pub(crate) struct WriteTxn<'e> {
     env: &'e Env,
     txn: lmdb::RwTransaction<'e>,
+    /// When it began (for [`Env::commit_latency`]).
+    began: std::time::Instant,
 }
 
 impl WriteTxn<'_> {
@@ -495,11 +504,15 @@ impl WriteTxn<'_> {
     }
 
     /// Commits durably (LMDB's synchronous commit: data pages flushed before the meta page).
+    /// Times the flush ([`Env::fsync_latency`]) and the whole transaction
+    /// ([`Env::commit_latency`]), failed commits included: both count every attempt.
     pub(crate) fn commit(self) -> Result<(), StorageError> {
-        let start = std::time::Instant::now();
-        let env = self.env;
-        let committed = self.txn.commit().map_err(|e| env.write_err(e));
-        env.commit_latency.record(start.elapsed());
+        let WriteTxn { env, txn, began } = self;
+        let flush = std::time::Instant::now();
+        let committed = txn.commit().map_err(|e| env.write_err(e));
+        let done = std::time::Instant::now();
+        env.fsync_latency.record(done - flush);
+        env.commit_latency.record(done - began);
         committed
     }
 }

@@ -45,7 +45,76 @@ pub struct WriteSetData {
     /// User key → encoded value, or `None` for a deletion.
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Alarm change: `Some(None)` deletes it, `Some(Some(ms))` sets it (unix ms).
+    /// Encoded as nil, the time, or `false` for a deletion (see [`alarm_op`]).
+    #[serde(with = "alarm_op")]
     pub alarm: Option<Option<u64>>,
+}
+
+/// The encoding of [`WriteSetData::alarm`]: nil (no change), the time (set), `false`
+/// (delete). serde's own `Option<Option<_>>` encodes a deletion as nil in MessagePack, so
+/// a replicated object's alarm deletions were read back as "no change" and never applied
+/// (a fired or given-up alarm stayed stored and was delivered again). Entries written
+/// before still decode (nil, a time); their lost deletions cannot be told apart.
+mod alarm_op {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub(super) fn serialize<S: Serializer>(
+        op: &Option<Option<u64>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match op {
+            None => s.serialize_none(),
+            Some(Some(ms)) => s.serialize_u64(*ms),
+            Some(None) => s.serialize_bool(false),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<u64>>, D::Error> {
+        d.deserialize_any(Op)
+    }
+
+    struct Op;
+
+    impl<'de> Visitor<'de> for Op {
+        type Value = Option<Option<u64>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("nil, an alarm time, or false")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Op)
+        }
+
+        fn visit_u64<E>(self, ms: u64) -> Result<Self::Value, E> {
+            Ok(Some(Some(ms)))
+        }
+
+        fn visit_i64<E: de::Error>(self, ms: i64) -> Result<Self::Value, E> {
+            u64::try_from(ms)
+                .map(|ms| Some(Some(ms)))
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(ms), &self))
+        }
+
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<Self::Value, E> {
+            if b {
+                Err(E::invalid_value(de::Unexpected::Bool(b), &self))
+            } else {
+                Ok(Some(None))
+            }
+        }
+    }
 }
 
 impl WriteSetData {
@@ -368,6 +437,38 @@ mod tests {
             clear: false,
             entries: vec![(k.as_bytes().to_vec(), Some(rmp_serde::to_vec(&v).unwrap()))],
             alarm: None,
+        }
+    }
+
+    /// A write set travels in Raft entries as MessagePack: each alarm change (none, set,
+    /// delete) must come back as it went.
+    #[test]
+    fn alarm_changes_survive_the_encoding() {
+        for alarm in [None, Some(Some(1_000)), Some(None)] {
+            let mut s = set("counter/a", "total", 5);
+            s.alarm = alarm;
+            let back: WriteSetData =
+                rmp_serde::from_slice(&rmp_serde::to_vec(&s).unwrap()).unwrap();
+            assert_eq!(back, s, "{alarm:?}");
+        }
+        // Entries written before: a plain `Option<Option<u64>>` (nil, or the time).
+        #[derive(Serialize)]
+        struct Before {
+            keyspace: String,
+            clear: bool,
+            entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+            alarm: Option<Option<u64>>,
+        }
+        for alarm in [None, Some(Some(1_000))] {
+            let old = Before {
+                keyspace: "counter/a".into(),
+                clear: false,
+                entries: vec![],
+                alarm,
+            };
+            let back: WriteSetData =
+                rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
+            assert_eq!(back.alarm, alarm);
         }
     }
 

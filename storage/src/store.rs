@@ -148,9 +148,15 @@ pub struct Stats {
     pub batch_retries: u64,
     /// The most write sets ever committed in one LMDB transaction.
     pub largest_batch: u64,
-    /// How long each LMDB commit took (each is one `fdatasync` of the data pages and one
-    /// synchronous meta-page write, so its count is the number of flushes).
+    /// How long each LMDB write transaction took, from its begin to its durable commit:
+    /// applying its write sets, then the flush ([`Stats::fsync_latency`]). One observation
+    /// per LMDB commit.
     pub commit_latency: HistogramSnapshot,
+    /// How long the flush of each LMDB commit took (`mdb_txn_commit`: the dirty pages written
+    /// and `fdatasync`'d, then the meta page written through an `O_DSYNC` descriptor). Its
+    /// count is the number of flushes, and each flush lies within its commit, so its sum is
+    /// at most [`Stats::commit_latency`]'s.
+    pub fsync_latency: HistogramSnapshot,
     /// Bytes of the map the data file has grown to (LMDB reuses freed pages below this mark).
     pub map_used: u64,
     /// The map size: the most the data file may grow to (`StorageError::Full` past it).
@@ -710,6 +716,7 @@ impl Store {
             queue_high_water,
             overloaded_commits: c.overloaded_commits.load(Ordering::Relaxed),
             commit_latency: self.inner.core.env.commit_latency.snapshot(),
+            fsync_latency: self.inner.core.env.fsync_latency.snapshot(),
             map_used,
             map_size,
             commits: c.commits.load(Ordering::Relaxed),

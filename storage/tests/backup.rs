@@ -96,8 +96,8 @@ fn a_restore_into_a_data_dir_with_a_store_is_refused() {
     );
 }
 
-/// Every commit is timed (one histogram observation per LMDB commit) and the map use grows
-/// with the data.
+/// Every commit is timed (one histogram observation per LMDB commit), and so is its flush
+/// (one per commit too, each within its commit); the map use grows with the data.
 #[test]
 fn commits_are_timed_and_map_use_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,6 +114,11 @@ fn commits_are_timed_and_map_use_is_reported() {
         after.commits - before.commits
     );
     assert!(after.commits - before.commits >= 20);
+    assert_eq!(
+        after.fsync_latency.count() - before.fsync_latency.count(),
+        after.commits - before.commits
+    );
+    assert!(after.fsync_latency.sum_us <= after.commit_latency.sum_us);
     assert!(after.map_used > before.map_used);
     assert_eq!(after.map_size, Config::default().map_size as u64);
 }

@@ -590,9 +590,10 @@ impl Mesh {
         let controls = self.inner.controls.lock().len();
         let pending = self.inner.pending_hellos.len();
         let refused_names = self.inner.names.lock().refused();
+        let failed_handshakes = self.inner.endpoint.failed_handshakes();
         self.inner
             .counters
-            .snapshot(controls, pending, refused_names)
+            .snapshot(controls, pending, refused_names, failed_handshakes)
     }
 
     /// Traffic and round-trip time of each data connection up now.

@@ -20,6 +20,9 @@ pub struct MeshStats {
     pub delivered: u64,
     /// Incoming connections refused because another one to that node is kept.
     pub duplicates_refused: u64,
+    /// Incoming connections whose QUIC/TLS handshake failed (a certificate from another
+    /// CA or none, a peer that gave up mid-handshake): refused before any hello.
+    pub failed_handshakes: u64,
     /// SWIM control connections open now (a gauge: SWIM-only connections to members
     /// without a data connection).
     pub control_connections: u64,
@@ -164,8 +167,10 @@ impl Counters {
         control_connections: usize,
         pending_hellos: usize,
         refused_name_ops: u64,
+        failed_handshakes: u64,
     ) -> MeshStats {
         MeshStats {
+            failed_handshakes,
             dead_letters: self.dead_letters.load(Ordering::Relaxed),
             bad_messages: self.bad_messages.load(Ordering::Relaxed),
             protocol_errors: self.protocol_errors.load(Ordering::Relaxed),

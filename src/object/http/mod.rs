@@ -360,8 +360,10 @@ pub(crate) fn serve(
         objects: Arc::downgrade(objects),
         state: state.clone(),
     });
+    let mut config = options.config;
+    config.aliases.extend(crate::observe::aliases());
     let gateway = Gateway::builder(handle.clone(), dispatcher)
-        .config(options.config)
+        .config(config)
         .websockets(sockets, events)
         .bind(addr)?;
     let _ = state.gateway.set(gateway);

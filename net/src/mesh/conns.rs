@@ -602,9 +602,9 @@ impl<C: Peer> ConnTable<C> {
         }
     }
 
-    /// Learns where to reach the node behind `hello` (received at `now` from `remote`,
-    /// whose certificate gives it `role`: the sender's own entry is confirmed), and, from
-    /// a member, the peers it names as hearsay (see the module doc) — only addresses
+    /// Learns, from a member's `hello` (received at `now` from `remote`; `role`: what the
+    /// sender's certificate makes it), where to reach the member (confirmed) and the peers
+    /// it names (hearsay, see the module doc) — only addresses
     /// usable from here (`advertise::shareable`): never a dial-only client's non-address,
     /// never another host's loopback. Returns how many named peers were refused (a
     /// client's whole list; past [`MAX_HELLO_PEERS`]; not [`names_its_id`]; no room).
@@ -615,16 +615,17 @@ impl<C: Peer> ConnTable<C> {
         role: Role,
         now: Instant,
     ) -> usize {
+        if role == Role::Client {
+            // A client takes no part in membership (`authz`): its word on nodes is not
+            // taken, and it is not dialed (an honest one gives no address anyway).
+            return hello.peers.len();
+        }
         if shareable(hello.listen, remote) {
             self.know(PeerInfo {
                 node: hello.node,
                 addr: hello.listen,
                 name: hello.name.clone(),
             });
-        }
-        if role == Role::Client {
-            // A client takes no part in membership (`authz`): its word on nodes is not taken.
-            return hello.peers.len();
         }
         let mut refused = hello.peers.len().saturating_sub(MAX_HELLO_PEERS);
         for p in hello.peers.iter().take(MAX_HELLO_PEERS) {
@@ -974,7 +975,10 @@ mod tests {
         let hello = hello_naming(vec![named("a"), named("b")]);
         let refused = table.learn(&hello, localhost(), Role::Client, Instant::now());
         assert_eq!(refused, 2);
-        assert!(!knows(&table, named("a").node) && !knows(&table, named("b").node));
+        assert!(
+            table.known().is_empty(),
+            "not even the client's own address"
+        );
     }
 
     #[test]

@@ -1602,3 +1602,32 @@ fn a_clients_hello_names_no_peers_the_node_takes() {
     assert_eq!(mesh.stats().refused_hello_peers, 10);
     drop(member);
 }
+
+#[test]
+fn a_reload_that_revokes_a_connected_client_closes_its_connection() {
+    // A client is not among the nodes a mesh knows how to dial (it is never dialed):
+    // the reload must find its connection all the same.
+    let ca = ClusterCa::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("revoked");
+    std::fs::write(&list, "# nobody yet\n").unwrap();
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(common::id(1))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("node-1").unwrap());
+    let config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .revoked(&list, Duration::from_millis(100));
+    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let client = Rogue::connect(&ca, "rogue-revoked.client", &mesh);
+    assert!(mesh.is_connected(client.node));
+    std::fs::write(&list, format!("# laptop lost\n{}\n", client.serial)).unwrap();
+    wait_until("the revoked client to be cut off", || {
+        mesh.stats().revoked_peers == 1 && !mesh.is_connected(client.node)
+    });
+    mesh.close();
+    rt.shutdown();
+}

@@ -38,7 +38,6 @@
 //!   in insecure development mode (`TlsConfig::insecure_dev`) anyone can make
 //!   certificates, so there only the global bound means anything. A revoked certificate
 //!   is closed on arrival, before it takes a place.
-//!
 //! * peers named in hellos (`Hello::peers`: where to dial other nodes), kept in the
 //!   connection table (`conns`): taken from members only (a client's list is ignored
 //!   and counted); at most [`MAX_HELLO_PEERS`] entries of one hello are looked at, and an
@@ -47,7 +46,10 @@
 //!   only while the table holds fewer than [`MAX_KNOWN_PEERS`] nodes. Everything else is
 //!   dropped and counted ([`MeshStats::refused_hello_peers`](super::MeshStats::refused_hello_peers)).
 //!   Hearsay never costs more than [`MAX_KNOWN_PEERS`] entries of at most
-//!   [`MAX_PEER_NAME_LEN`] bytes of name (about 5 MiB), however many hellos a member sends.
+//!   [`MAX_PEER_NAME_LEN`] bytes of name (under 10 MiB with the table's own overhead),
+//!   however many hellos a member sends; a hello is looked at in one pass over at most
+//!   [`MAX_HELLO_PEERS`] entries, and a full table is scanned for expired hearsay only
+//!   once something in it can have expired.
 //!   Hearsay is confirmed when the node says hello itself, becomes a member, or is a SWIM
 //!   target; what is still unconfirmed after [`UNCONFIRMED_PEER_TTL`] is dropped when
 //!   room is needed (an honest node is a member within seconds, so only the stale and the

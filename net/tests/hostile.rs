@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cairn_net::mesh::wire::{Bytes, Hello, Wire, MESH_LANE};
+use cairn_net::mesh::wire::{Bytes, Hello, PeerInfo, Wire, MESH_LANE};
 use cairn_net::{ClusterCa, Connection, Endpoint, FramedReceiver, FramedSender, Mesh, TlsConfig};
 use cairn_scheduler::{CallError, Ctx, Message, NodeId, Pid, Reply, Runtime};
 use common::{localhost, spawn, start_mesh};
@@ -36,18 +36,25 @@ struct Rogue {
     conn: Connection,
     /// Its certificate's serial.
     serial: cairn_net::tls::Serial,
+    /// The mesh's answer to its hello.
+    ack: Hello,
 }
 
 impl Rogue {
     /// Connects to `mesh` with a valid certificate named `name`, introducing itself under
     /// that name.
     fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
+        Rogue::connect_naming(ca, name, mesh, Vec::new())
+    }
+
+    /// [`Rogue::connect`], its hello naming `peers`.
+    fn connect_naming(ca: &ClusterCa, name: &str, mesh: &Mesh, peers: Vec<PeerInfo>) -> Rogue {
         let rt = Runtime::builder().workers(1).build().unwrap();
         let cert = ca.issue(name).unwrap();
         let serial = cert.identity().unwrap().serial;
         let tls = TlsConfig::new(ca.cert_der().clone(), cert);
         let endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
-        Rogue::connect_from(rt, endpoint, serial, name, mesh)
+        Rogue::connect_with(rt, endpoint, serial, name, mesh, peers)
     }
 
     /// Connects to `mesh` from `endpoint` (on `rt`, its certificate named `name`, serial
@@ -58,6 +65,18 @@ impl Rogue {
         serial: cairn_net::tls::Serial,
         name: &str,
         mesh: &Mesh,
+    ) -> Rogue {
+        Rogue::connect_with(rt, endpoint, serial, name, mesh, Vec::new())
+    }
+
+    /// [`Rogue::connect_from`], its hello naming `peers`.
+    fn connect_with(
+        rt: Runtime,
+        endpoint: Endpoint,
+        serial: cairn_net::tls::Serial,
+        name: &str,
+        mesh: &Mesh,
+        peers: Vec<PeerInfo>,
     ) -> Rogue {
         let node = NodeId::of_name(name);
         let listen = endpoint.local_addr().unwrap();
@@ -72,16 +91,18 @@ impl Rogue {
                 incarnation: 1,
                 listen,
                 name,
-                peers: vec![],
+                peers,
             }))
             .await
             .unwrap();
             let mut rx = conn.accept_lane().await.unwrap();
-            let ack = rx.recv::<Wire>().await.unwrap().unwrap();
-            assert!(matches!(ack, Wire::HelloAck(_)), "{ack:?}");
-            (tx, rx, conn)
+            let ack = match rx.recv::<Wire>().await.unwrap().unwrap() {
+                Wire::HelloAck(ack) => ack,
+                other => panic!("expected a hello ack, got {other:?}"),
+            };
+            (tx, rx, conn, ack)
         }));
-        let (tx, rx, conn) = lanes.expect("rogue connected");
+        let (tx, rx, conn, ack) = lanes.expect("rogue connected");
         Rogue {
             node,
             rt,
@@ -90,6 +111,7 @@ impl Rogue {
             endpoint,
             conn,
             serial,
+            ack,
         }
     }
 
@@ -1475,4 +1497,137 @@ fn name_claims_at_lamport_zero_or_max_and_oversized_names_are_refused_over_the_w
         mesh.close();
         rt.shutdown();
     }
+}
+
+/// `count` peer entries named `{prefix}-{k}`, each under its name's node id (so only the
+/// bounds stop them), at made-up loopback addresses.
+fn made_up_peers(prefix: &str, count: usize) -> Vec<PeerInfo> {
+    (0..count)
+        .map(|k| {
+            let name = format!("{prefix}-{k}");
+            PeerInfo {
+                node: NodeId::of_name(&name),
+                addr: std::net::SocketAddr::from(([127, 0, 0, 1], 1 + (k % 60_000) as u16)),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// What `limits::MAX_HELLO_PEERS` and `limits::MAX_KNOWN_PEERS` are.
+const HELLO_PEERS: usize = 1024;
+const KNOWN_PEERS: usize = 16_384;
+
+#[test]
+fn a_members_hello_naming_a_hundred_thousand_made_up_peers_is_cut_short_and_not_passed_on() {
+    let ca = ClusterCa::generate().unwrap();
+    let (_rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    // 16 entries under another node's id, then 100,000 true to their names: a 5 MB hello.
+    let mut peers: Vec<PeerInfo> = (0..16u64)
+        .map(|k| PeerInfo {
+            node: NodeId(1_000 + k),
+            ..made_up_peers(&format!("forged{k}"), 1).remove(0)
+        })
+        .collect();
+    peers.extend(made_up_peers("fake", 100_000));
+    let named = peers.len();
+    let flooder = Rogue::connect_naming(&ca, "rogue-flooder", &mesh, peers);
+    // The hello was taken before it was answered: counted already. Of the first 1,024
+    // entries the 16 forged ones are refused, and everything after them.
+    let taken = HELLO_PEERS - 16;
+    assert_eq!(mesh.stats().refused_hello_peers, (named - taken) as u64);
+    let known = mesh.peers();
+    assert_eq!(known.len(), 1 + taken, "the flooder and what was taken");
+    assert!(
+        known.iter().all(|p| !p.name.starts_with("forged")),
+        "{known:?}"
+    );
+
+    // The node's hello to the next peer names the nodes that said hello themselves, not
+    // the made-up ones.
+    let reader = Rogue::connect(&ca, "rogue-reader", &mesh);
+    let mut vouched: Vec<NodeId> = reader.ack.peers.iter().map(|p| p.node).collect();
+    vouched.sort();
+    let mut expected = vec![flooder.node, reader.node];
+    expected.sort();
+    assert_eq!(vouched.len(), 2, "the node named {} peers", vouched.len());
+    assert_eq!(vouched, expected);
+    drop(flooder);
+
+    // Hello after hello (a member may reconnect at will), the table stops at 16,384 nodes.
+    let mut round = 0;
+    let mut refused = mesh.stats().refused_hello_peers;
+    loop {
+        round += 1;
+        assert!(
+            round <= KNOWN_PEERS / HELLO_PEERS + 2,
+            "the table kept growing"
+        );
+        let batch = made_up_peers(&format!("fake{round}"), HELLO_PEERS);
+        drop(Rogue::connect_naming(&ca, "rogue-flooder", &mesh, batch));
+        let now = mesh.stats().refused_hello_peers;
+        let known = mesh.peers().len();
+        assert!(known <= KNOWN_PEERS, "{known} nodes known");
+        if now - refused == HELLO_PEERS as u64 {
+            // A whole hello refused: the table was full.
+            assert_eq!(known, KNOWN_PEERS);
+            break;
+        }
+        refused = now;
+    }
+    // Still the next peer hears of the nodes that said hello only (the flooder, the two
+    // readers).
+    let late = Rogue::connect(&ca, "rogue-late-reader", &mesh);
+    assert_eq!(
+        late.ack.peers.len(),
+        3,
+        "the node named more than who said hello"
+    );
+    // That node's hello was not refused for a full table: the node itself is confirmed.
+    assert!(mesh.peers().iter().any(|p| p.node == late.node));
+}
+
+#[test]
+fn a_clients_hello_names_no_peers_the_node_takes() {
+    let ca = ClusterCa::generate().unwrap();
+    let (_rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
+    let client = Rogue::connect_naming(&ca, "rogue.client", &mesh, made_up_peers("fake", 10));
+    assert_eq!(mesh.stats().refused_hello_peers, 10);
+    // Nor is the client's own (made-up) address learned: the node knows no one.
+    assert!(mesh.peers().is_empty(), "{:?}", mesh.peers());
+    assert!(mesh.is_connected(client.node));
+    // A member's hello naming the same peers is taken.
+    let member = Rogue::connect_naming(&ca, "rogue-member", &mesh, made_up_peers("fake", 10));
+    assert_eq!(mesh.peers().len(), 11);
+    assert_eq!(mesh.stats().refused_hello_peers, 10);
+    drop(member);
+}
+
+#[test]
+fn a_reload_that_revokes_a_connected_client_closes_its_connection() {
+    // A client is not among the nodes a mesh knows how to dial (it is never dialed):
+    // the reload must find its connection all the same.
+    let ca = ClusterCa::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("revoked");
+    std::fs::write(&list, "# nobody yet\n").unwrap();
+    common::init_logs();
+    let rt = Runtime::builder()
+        .workers(2)
+        .node(common::id(1))
+        .build()
+        .unwrap();
+    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("node-1").unwrap());
+    let config = cairn_net::MeshConfig::new(localhost(), tls)
+        .idle_timeout(IDLE)
+        .revoked(&list, Duration::from_millis(100));
+    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let client = Rogue::connect(&ca, "rogue-revoked.client", &mesh);
+    assert!(mesh.is_connected(client.node));
+    std::fs::write(&list, format!("# laptop lost\n{}\n", client.serial)).unwrap();
+    wait_until("the revoked client to be cut off", || {
+        mesh.stats().revoked_peers == 1 && !mesh.is_connected(client.node)
+    });
+    mesh.close();
+    rt.shutdown();
 }

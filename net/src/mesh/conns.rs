@@ -14,8 +14,16 @@
 //! [`ConnTable`] (behind `Inner::conns`): per node at most one slot, `Dialing` (one dial
 //! under way, identified by its attempt id, with the senders waiting for it) or `Up` (the
 //! connection kept). A failed dial is remembered with its attempt id, so a sender waiting
-//! for attempt *a* learns its failure and a later sender dials afresh. The table also
-//! keeps where to dial each known node. Once closed, nothing is installed or dialed.
+//! for attempt *a* learns its failure and a later sender dials afresh. Once closed,
+//! nothing is installed or dialed.
+//!
+//! The table also keeps where to dial each known node, *confirmed* (the node said hello
+//! itself, is a member, a seed or a SWIM target) or *hearsay* (only named in another
+//! member's hello). Hearsay is bounded (`limits`: entries looked at per hello, their
+//! id checked against their name, at most `MAX_KNOWN_PEERS` nodes before no more is
+//! taken, unconfirmed hearsay dropped after `UNCONFIRMED_PEER_TTL` when room is needed),
+//! never overrides what is known, is not taken from clients, and is not passed on: a
+//! node's hello names confirmed nodes only ([`ConnTable::vouched_for`]).
 //!
 //! [`Conn`] is an established connection: the peer's identity as its hello told it, the
 //! QUIC connection and its [`Outbox`] — the lane towards the peer, shared by every sender
@@ -28,15 +36,18 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
 
 use cairn_scheduler::NodeId;
 use parking_lot::Mutex;
 
 use super::advertise::shareable;
 use super::error::DialError;
+use super::limits::{MAX_HELLO_PEERS, MAX_KNOWN_PEERS, MAX_PEER_NAME_LEN, UNCONFIRMED_PEER_TTL};
 use super::stats::LinkStats;
 use super::wire::{Hello, PeerInfo, Wire};
 use crate::endpoint::{Connection, FramedSender, TrySendWith};
+use crate::tls::Role;
 
 /// An established connection, as reported by [`Mesh::connection_info`](super::Mesh::connection_info).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,6 +412,27 @@ pub(super) struct Installed<C> {
     pub(super) replaced: Option<Arc<C>>,
 }
 
+/// Where to dial a node, and whether this node confirmed it (see the module doc).
+struct Known {
+    info: PeerInfo,
+    /// `None`: confirmed. `Some(when)`: hearsay, first heard `when`.
+    heard: Option<Instant>,
+}
+
+impl Known {
+    fn confirmed(info: PeerInfo) -> Known {
+        Known { info, heard: None }
+    }
+}
+
+/// Whether a hello's peer entry may be true: its node id is its name's (as for the
+/// hello's own sender, `dial::proves_identity`) and the name could be dialed.
+fn names_its_id(peer: &PeerInfo) -> bool {
+    !peer.name.is_empty()
+        && peer.name.len() <= MAX_PEER_NAME_LEN
+        && peer.node == NodeId::of_name(&peer.name)
+}
+
 /// The connections of a mesh, by node (see the module doc).
 pub(super) struct ConnTable<C = Conn> {
     local: NodeId,
@@ -408,7 +440,10 @@ pub(super) struct ConnTable<C = Conn> {
     /// Last failed dial per node: (attempt, error).
     failures: HashMap<NodeId, (u64, DialError)>,
     /// Where to dial nodes (members, seeds, peers named in hellos).
-    known: HashMap<NodeId, PeerInfo>,
+    known: HashMap<NodeId, Known>,
+    /// No hearsay in `known` expires before this (so a full table is not scanned for
+    /// each refused entry); `None`: not computed yet.
+    no_expiry_before: Option<Instant>,
     closed: bool,
 }
 
@@ -419,6 +454,7 @@ impl<C: Peer> ConnTable<C> {
             slots: HashMap::new(),
             failures: HashMap::new(),
             known: HashMap::new(),
+            no_expiry_before: None,
             closed: false,
         }
     }
@@ -485,7 +521,7 @@ impl<C: Peer> ConnTable<C> {
                 return Open::Ready(Err(error.clone()));
             }
         }
-        let Some(info) = self.known.get(&node).cloned() else {
+        let Some(info) = self.known.get(&node).map(|k| k.info.clone()) else {
             return Open::Ready(Err(DialError::UnknownNode(node)));
         };
         let attempt = new_attempt();
@@ -566,10 +602,24 @@ impl<C: Peer> ConnTable<C> {
         }
     }
 
-    /// Learns where to reach the node behind `hello` (received from `remote`), and the
-    /// peers it names — only addresses usable from here (`advertise::shareable`): never a
-    /// dial-only client's non-address, never another host's loopback.
-    pub(super) fn learn(&mut self, hello: &Hello, remote: SocketAddr) {
+    /// Learns, from a member's `hello` (received at `now` from `remote`; `role`: what the
+    /// sender's certificate makes it), where to reach the member (confirmed) and the peers
+    /// it names (hearsay, see the module doc) — only addresses
+    /// usable from here (`advertise::shareable`): never a dial-only client's non-address,
+    /// never another host's loopback. Returns how many named peers were refused (a
+    /// client's whole list; past [`MAX_HELLO_PEERS`]; not [`names_its_id`]; no room).
+    pub(super) fn learn(
+        &mut self,
+        hello: &Hello,
+        remote: SocketAddr,
+        role: Role,
+        now: Instant,
+    ) -> usize {
+        if role == Role::Client {
+            // A client takes no part in membership (`authz`): its word on nodes is not
+            // taken, and it is not dialed (an honest one gives no address anyway).
+            return hello.peers.len();
+        }
         if shareable(hello.listen, remote) {
             self.know(PeerInfo {
                 node: hello.node,
@@ -577,26 +627,80 @@ impl<C: Peer> ConnTable<C> {
                 name: hello.name.clone(),
             });
         }
-        for p in &hello.peers {
-            if p.node != self.local && shareable(p.addr, remote) {
-                self.known.entry(p.node).or_insert_with(|| p.clone());
+        let mut refused = hello.peers.len().saturating_sub(MAX_HELLO_PEERS);
+        for p in hello.peers.iter().take(MAX_HELLO_PEERS) {
+            if p.node == self.local || !shareable(p.addr, remote) {
+                continue;
             }
+            if !names_its_id(p) {
+                refused += 1;
+                continue;
+            }
+            if self.known.contains_key(&p.node) {
+                continue;
+            }
+            if !self.room_for_hearsay(now) {
+                refused += 1;
+                continue;
+            }
+            self.known.insert(
+                p.node,
+                Known {
+                    info: p.clone(),
+                    heard: Some(now),
+                },
+            );
+        }
+        refused
+    }
+
+    /// Whether hearsay may be added: the table holds fewer than [`MAX_KNOWN_PEERS`] nodes,
+    /// after dropping hearsay older than [`UNCONFIRMED_PEER_TTL`] if it was full.
+    fn room_for_hearsay(&mut self, now: Instant) -> bool {
+        if self.known.len() < MAX_KNOWN_PEERS {
+            return true;
+        }
+        if self.no_expiry_before.is_some_and(|t| now < t) {
+            return false;
+        }
+        self.known.retain(|_, k| {
+            k.heard
+                .is_none_or(|t| now.duration_since(t) < UNCONFIRMED_PEER_TTL)
+        });
+        // Hearsay added from now on is heard at `now` or later: it expires after this too.
+        let oldest = self.known.values().filter_map(|k| k.heard).min();
+        self.no_expiry_before = Some(oldest.unwrap_or(now) + UNCONFIRMED_PEER_TTL);
+        self.known.len() < MAX_KNOWN_PEERS
+    }
+
+    /// Records where to reach `peer` (its latest address), confirmed.
+    pub(super) fn know(&mut self, peer: PeerInfo) {
+        self.known.insert(peer.node, Known::confirmed(peer));
+    }
+
+    /// Records where to reach `peer`, confirmed, unless it is confirmed already (hearsay
+    /// gives way).
+    pub(super) fn know_if_new(&mut self, peer: PeerInfo) {
+        match self.known.get(&peer.node) {
+            Some(k) if k.heard.is_none() => {}
+            _ => self.know(peer),
         }
     }
 
-    /// Records where to reach `peer` (its latest address).
-    pub(super) fn know(&mut self, peer: PeerInfo) {
-        self.known.insert(peer.node, peer);
-    }
-
-    /// Records where to reach `peer` unless already known.
-    pub(super) fn know_if_new(&mut self, peer: PeerInfo) {
-        self.known.entry(peer.node).or_insert(peer);
-    }
-
-    /// Every node this node knows of.
+    /// Every node this node knows of, hearsay included.
     pub(super) fn known(&self) -> Vec<PeerInfo> {
-        self.known.values().cloned().collect()
+        self.known.values().map(|k| k.info.clone()).collect()
+    }
+
+    /// The nodes this node names in its hello to the peer at `remote`: confirmed ones
+    /// only (hearsay is not passed on), usable from there, at most [`MAX_HELLO_PEERS`].
+    pub(super) fn vouched_for(&self, remote: SocketAddr) -> Vec<PeerInfo> {
+        self.known
+            .values()
+            .filter(|k| k.heard.is_none() && shareable(k.info.addr, remote))
+            .take(MAX_HELLO_PEERS)
+            .map(|k| k.info.clone())
+            .collect()
     }
 
     /// Closes the table: nothing is installed or dialed from now on. Returns the
@@ -659,10 +763,40 @@ mod tests {
         })
     }
 
+    /// Learns from a member's `hello`, now, received over loopback.
+    fn learn<C: Peer>(table: &mut ConnTable<C>, hello: &Hello) -> usize {
+        table.learn(hello, localhost(), Role::Node, Instant::now())
+    }
+
+    fn localhost() -> SocketAddr {
+        "127.0.0.1:9".parse().unwrap()
+    }
+
+    /// A true peer entry for the node named `name`.
+    fn named(name: &str) -> PeerInfo {
+        PeerInfo {
+            node: NodeId::of_name(name),
+            addr: "127.0.0.1:7401".parse().unwrap(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Node 2's hello naming `peers`.
+    fn hello_naming(peers: Vec<PeerInfo>) -> Hello {
+        Hello {
+            peers,
+            ..hello(2, 1)
+        }
+    }
+
+    fn knows(table: &ConnTable<Fake>, node: NodeId) -> bool {
+        table.known().iter().any(|p| p.node == node)
+    }
+
     /// `local`'s table with a dial to `peer` under way.
     fn dialing(local: u64, peer: u64) -> ConnTable<Fake> {
         let mut table = ConnTable::new(NodeId(local));
-        table.learn(&hello(peer, 1), "127.0.0.1:9".parse().unwrap());
+        learn(&mut table, &hello(peer, 1));
         let cx = Context::from_waker(Waker::noop());
         let open = table.poll_open(NodeId(peer), &mut None, &cx, || 1);
         assert!(matches!(open, Open::Dial(..)));
@@ -740,7 +874,7 @@ mod tests {
             table.poll_open(NodeId(2), &mut None, &cx, || 1),
             Open::Ready(Err(DialError::UnknownNode(NodeId(2))))
         ));
-        table.learn(&hello(2, 1), "127.0.0.1:9".parse().unwrap());
+        learn(&mut table, &hello(2, 1));
         // Two senders, each with its own waker.
         struct NoWake;
         impl Wake for NoWake {
@@ -795,5 +929,145 @@ mod tests {
             table.poll_open(NodeId(2), &mut None, &cx, || 2),
             Open::Ready(Err(DialError::Closed))
         ));
+    }
+
+    #[test]
+    fn a_hello_gives_at_most_a_hellos_worth_of_peers_whose_id_is_their_names() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let forged = PeerInfo {
+            node: NodeId(77),
+            ..named("forged")
+        };
+        let long = named(&"x".repeat(MAX_PEER_NAME_LEN + 1));
+        let mut peers = vec![forged.clone(), long.clone()];
+        peers.extend((0..MAX_HELLO_PEERS + 10).map(|k| named(&format!("fake-{k}"))));
+        let refused = learn(&mut table, &hello_naming(peers));
+        // The two bad entries, and the 12 past the bound.
+        assert_eq!(refused, 14);
+        // Node 2 itself, and the good entries among the first MAX_HELLO_PEERS.
+        assert_eq!(table.known().len(), 1 + MAX_HELLO_PEERS - 2);
+        assert!(!knows(&table, forged.node) && !knows(&table, long.node));
+        assert!(knows(&table, named("fake-0").node));
+        assert!(!knows(
+            &table,
+            named(&format!("fake-{}", MAX_HELLO_PEERS - 2)).node
+        ));
+        // Hearsay never overrides what is known: node 2's own address stays.
+        let liar = PeerInfo {
+            addr: "127.0.0.1:666".parse().unwrap(),
+            ..named("node-2")
+        };
+        let node2 = NodeId::of_name("node-2");
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let mut hello2 = hello_naming(vec![]);
+        hello2.node = node2;
+        hello2.name = "node-2".into();
+        learn(&mut table, &hello2);
+        learn(&mut table, &hello_naming(vec![liar]));
+        let known = table.known();
+        let entry = known.iter().find(|p| p.node == node2).unwrap();
+        assert_eq!(entry.addr, hello2.listen);
+    }
+
+    #[test]
+    fn a_clients_peer_list_is_not_taken() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let hello = hello_naming(vec![named("a"), named("b")]);
+        let refused = table.learn(&hello, localhost(), Role::Client, Instant::now());
+        assert_eq!(refused, 2);
+        assert!(
+            table.known().is_empty(),
+            "not even the client's own address"
+        );
+    }
+
+    #[test]
+    fn a_full_table_takes_no_hearsay_until_unconfirmed_hearsay_expires() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let t0 = Instant::now();
+        let mut k = 0;
+        let mut batch = || {
+            let peers = (k..k + MAX_HELLO_PEERS)
+                .map(|k| named(&format!("fake-{k}")))
+                .collect();
+            k += MAX_HELLO_PEERS;
+            hello_naming(peers)
+        };
+        let mut refused = 0;
+        while table.known().len() < MAX_KNOWN_PEERS {
+            refused += table.learn(&batch(), localhost(), Role::Node, t0);
+        }
+        // Node 2 took one place: the last batch had one entry too many.
+        assert_eq!(refused, 1);
+        assert_eq!(table.known().len(), MAX_KNOWN_PEERS);
+        let later = t0 + UNCONFIRMED_PEER_TTL / 2;
+        assert_eq!(
+            table.learn(&batch(), localhost(), Role::Node, later),
+            MAX_HELLO_PEERS
+        );
+        // Confirmed nodes (members, nodes that said hello) are always recorded.
+        table.know(named("member"));
+        assert_eq!(table.known().len(), MAX_KNOWN_PEERS + 1);
+        // A hearsay entry confirmed meanwhile (a SWIM target) is kept when hearsay expires.
+        table.know_if_new(named("fake-0"));
+        let expired = t0 + UNCONFIRMED_PEER_TTL;
+        assert_eq!(table.learn(&batch(), localhost(), Role::Node, expired), 0);
+        // Node 2, the member, fake-0 and the new batch.
+        assert_eq!(table.known().len(), 3 + MAX_HELLO_PEERS);
+        assert!(knows(&table, named("fake-0").node));
+        assert!(!knows(&table, named("fake-1").node));
+    }
+
+    #[test]
+    fn a_hello_names_confirmed_nodes_only_and_at_most_a_hellos_worth() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        learn(
+            &mut table,
+            &hello_naming(vec![named("hearsay"), named("later")]),
+        );
+        let vouched = table.vouched_for(localhost());
+        assert_eq!(vouched.len(), 1, "{vouched:?}");
+        assert_eq!(vouched[0].node, NodeId(2), "only the node that said hello");
+        // Once confirmed (a SWIM target, a member), it is passed on.
+        table.know_if_new(named("later"));
+        assert!(table.vouched_for(localhost()).contains(&named("later")));
+        for k in 0..MAX_HELLO_PEERS + 5 {
+            table.know(named(&format!("member-{k}")));
+        }
+        assert_eq!(table.vouched_for(localhost()).len(), MAX_HELLO_PEERS);
+        // Another host is told no loopback address.
+        assert!(table
+            .vouched_for("10.0.0.9:7400".parse().unwrap())
+            .is_empty());
+    }
+
+    #[test]
+    fn the_largest_hello_a_node_sends_encodes_far_below_the_frame_limit() {
+        let addr: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+            .parse()
+            .unwrap();
+        let peers = (0..MAX_HELLO_PEERS)
+            .map(|k| {
+                let name = format!("{k:0>width$}", width = MAX_PEER_NAME_LEN);
+                PeerInfo {
+                    node: NodeId(u64::MAX),
+                    addr,
+                    name,
+                }
+            })
+            .collect();
+        let hello = Hello {
+            listen: addr,
+            name: "n".repeat(MAX_PEER_NAME_LEN),
+            ..hello_naming(peers)
+        };
+        let mut out = Vec::new();
+        crate::frame::encode_frame(
+            &Wire::Hello(hello),
+            &mut out,
+            crate::frame::MAX_FRAME_DEFAULT,
+        )
+        .expect("encodes");
+        assert!(out.len() < 512 * 1024, "{} bytes", out.len());
     }
 }

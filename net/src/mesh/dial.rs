@@ -4,7 +4,8 @@
 //! # The hello exchange
 //!
 //! The dialer opens lane [`MESH_LANE`] and sends [`Wire::Hello`] (its node id, incarnation,
-//! listen address, certificate name and the peers it knows). The acceptor checks that the
+//! listen address, certificate name and the peers it has confirmed; bounded, see
+//! `limits`). The acceptor checks that the
 //! hello is who the peer's certificate says ([`proves_identity`]: the name is in the
 //! certificate, a client certificate claims a client name, and the node id is
 //! [`NodeId::of_name`] of the name), applies the connection rule ([`on_hello`]) and
@@ -32,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use cairn_scheduler::{Ctx, NodeId};
 
-use super::advertise::shareable;
 use super::config::Seed;
 use super::conns::{on_hello, Conn, ConnTable, HelloDecision, Installed, Open, Outbox, Peer};
 use super::error::DialError;
@@ -72,19 +72,32 @@ pub(super) fn close_code(reason: &quinn::ConnectionError) -> Option<u32> {
 }
 
 impl Inner {
-    /// This node's hello to the peer at `remote`, naming the peers `conns` knows that
-    /// `remote` can use (`advertise::shareable`: no loopback addresses to another host).
+    /// This node's hello to the peer at `remote`, naming the peers `conns` has confirmed
+    /// that `remote` can use (`advertise::shareable`: no loopback addresses to another
+    /// host), at most `limits::MAX_HELLO_PEERS` ([`ConnTable::vouched_for`]). A dial-only
+    /// client names none: nodes do not take a client's list.
     fn hello(&self, conns: &ConnTable, remote: SocketAddr) -> Hello {
         Hello {
             node: self.node,
             incarnation: self.incarnation,
             listen: self.advertise,
             name: self.name.clone(),
-            peers: conns
-                .known()
-                .into_iter()
-                .filter(|p| shareable(p.addr, remote))
-                .collect(),
+            peers: if self.config.dial_only {
+                Vec::new()
+            } else {
+                conns.vouched_for(remote)
+            },
+        }
+    }
+
+    /// Learns from the hello of `conn`'s peer (see [`ConnTable::learn`]), counting and
+    /// logging the peers it names that were refused.
+    fn learn(&self, conns: &mut ConnTable, conn: &Conn, hello: &Hello, remote: SocketAddr) {
+        let role = conn.cert().role;
+        let refused = conns.learn(hello, remote, role, Instant::now());
+        if refused > 0 {
+            self.counters.add(Count::RefusedHelloPeer, refused as u64);
+            tracing::warn!(peer = %hello.node, %remote, %role, named = hello.peers.len(), refused, "refused peers named in a hello (a client's, forged ids, or over the bounds)");
         }
     }
 
@@ -295,7 +308,7 @@ impl Inner {
         // The acceptor decided this connection is the one kept: install it.
         let installed = {
             let mut conns = self.conns.lock();
-            conns.learn(&peer, addr);
+            self.learn(&mut conns, &conn, &peer, addr);
             if conns.is_closed() {
                 drop(conns);
                 conn.quic().close(CLOSE_NORMAL, b"mesh closed");
@@ -391,7 +404,7 @@ impl Inner {
         // Decide and install under one lock, so no other connection to the node slips in.
         let decided = {
             let mut conns = self.conns.lock();
-            conns.learn(&hello, remote);
+            self.learn(&mut conns, &conn, &hello, remote);
             if conns.is_closed() {
                 Err(Refused::Closed)
             } else if on_hello(&conns, &hello) == HelloDecision::Refuse {

@@ -1,6 +1,6 @@
 //! What one peer may cost this node: explicit QUIC transport limits for mesh
-//! connections, the refusal of streams the mesh never asked for, and a bound on
-//! connections that have not said hello yet.
+//! connections, the refusal of streams the mesh never asked for, a bound on
+//! connections that have not said hello yet, and bounds on the peers hellos name.
 //!
 //! quinn's defaults suit a general server, not a mesh that uses exactly one
 //! unidirectional stream per direction (its lane) and datagrams: 100 concurrent streams
@@ -38,6 +38,26 @@
 //!   in insecure development mode (`TlsConfig::insecure_dev`) anyone can make
 //!   certificates, so there only the global bound means anything. A revoked certificate
 //!   is closed on arrival, before it takes a place.
+//! * peers named in hellos (`Hello::peers`: where to dial other nodes), kept in the
+//!   connection table (`conns`): taken from members only (a client's list is ignored
+//!   and counted); at most [`MAX_HELLO_PEERS`] entries of one hello are looked at, and an
+//!   entry is taken only if its node id is [`NodeId::of_name`](cairn_scheduler::NodeId::of_name)
+//!   of its name and the name has 1 to [`MAX_PEER_NAME_LEN`] bytes; such hearsay is added
+//!   only while the table holds fewer than [`MAX_KNOWN_PEERS`] nodes. Everything else is
+//!   dropped and counted ([`MeshStats::refused_hello_peers`](super::MeshStats::refused_hello_peers)).
+//!   Hearsay never costs more than [`MAX_KNOWN_PEERS`] entries of at most
+//!   [`MAX_PEER_NAME_LEN`] bytes of name (under 10 MiB with the table's own overhead),
+//!   however many hellos a member sends; a hello is looked at in one pass over at most
+//!   [`MAX_HELLO_PEERS`] entries, and a full table is scanned for expired hearsay only
+//!   once something in it can have expired.
+//!   Hearsay is confirmed when the node says hello itself, becomes a member, or is a SWIM
+//!   target; what is still unconfirmed after [`UNCONFIRMED_PEER_TTL`] is dropped when
+//!   room is needed (an honest node is a member within seconds, so only the stale and the
+//!   made-up stay unconfirmed that long; pruning only under pressure keeps a small
+//!   cluster's or a client's entries however old). A node's own hello names only nodes it
+//!   has confirmed, at most [`MAX_HELLO_PEERS`] of them (so it always encodes, in about
+//!   300 KiB at most, far below the 16 MiB frame limit), and never hearsay: made-up peers
+//!   are not passed on.
 //!
 //! The per-certificate bound is 4, not 2: a node may have three dials of its own to one
 //! peer waiting for their hellos at once (a seed join, a data dial, a SWIM control dial),
@@ -81,6 +101,19 @@ pub(crate) const STOP_UNEXPECTED_STREAM: u32 = 8;
 pub(crate) const MAX_PENDING_HELLOS_PER_PEER: usize = 4;
 /// Accepted connections all peers together may have waiting for their hello at once.
 pub(crate) const MAX_PENDING_HELLOS: usize = 64;
+
+/// Entries of one hello's peer list looked at; the rest are refused (see the module
+/// doc). Also the most a node names in its own hello.
+pub(crate) const MAX_HELLO_PEERS: usize = 1024;
+/// Nodes the connection table holds before it takes no more hearsay from hellos (like
+/// the membership sync bound, `screen::MAX_SYNC_MEMBERS`).
+pub(crate) const MAX_KNOWN_PEERS: usize = 16_384;
+/// Longest node name taken from a hello's peer list: a DNS name's 253 bytes (a node is
+/// dialed by its name, as the TLS server name).
+pub(crate) const MAX_PEER_NAME_LEN: usize = 253;
+/// How long a peer named in another node's hello may stay unconfirmed before it may be
+/// dropped to make room (see the module doc).
+pub(crate) const UNCONFIRMED_PEER_TTL: Duration = Duration::from_secs(600);
 
 /// Incoming connections waiting for their hello, counted per certificate serial and in
 /// all (a leaf lock).

@@ -133,15 +133,15 @@ impl Inner {
 
     /// Closes every data and control connection whose peer is revoked now.
     fn close_revoked(&self) {
-        let data: Vec<Connection> = {
-            let conns = self.conns.lock();
-            conns
-                .known()
-                .into_iter()
-                .filter_map(|peer| conns.up(peer.node))
-                .map(|conn| conn.quic().clone())
-                .collect()
-        };
+        // Every connection up, not only those to nodes this one can dial: a client is
+        // never dialed, so it is not among them.
+        let data: Vec<Connection> = self
+            .conns
+            .lock()
+            .all_up()
+            .iter()
+            .map(|conn| conn.quic().clone())
+            .collect();
         let controls = self.controls.lock().connections();
         for conn in data.iter().chain(&controls) {
             self.refuse_revoked(conn);

@@ -61,6 +61,10 @@ pub struct MeshStats {
     pub refused_pending_hellos: u64,
     /// Incoming connections waiting for their hello now (a gauge).
     pub pending_hellos: u64,
+    /// Entries of hellos' peer lists not taken (`limits`): a client's whole list, entries
+    /// past the per-hello bound, entries whose node id is not their name's or whose name
+    /// is too long, and hearsay that found the table of known nodes full.
+    pub refused_hello_peers: u64,
 }
 
 /// One data connection's traffic, as listed by [`Mesh::links`](super::Mesh::links).
@@ -116,6 +120,7 @@ pub(super) struct Counters {
     unauthorized: AtomicU64,
     revoked_peers: AtomicU64,
     refused_pending_hellos: AtomicU64,
+    refused_hello_peers: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -137,10 +142,16 @@ pub(super) enum Count {
     Unauthorized,
     RevokedPeer,
     RefusedPendingHello,
+    RefusedHelloPeer,
 }
 
 impl Counters {
     pub(super) fn bump(&self, count: Count) {
+        self.add(count, 1);
+    }
+
+    /// Counts `n` events at once.
+    pub(super) fn add(&self, count: Count, n: u64) {
         let counter = match count {
             Count::DeadLetter => &self.dead_letters,
             Count::BadMessage => &self.bad_messages,
@@ -158,8 +169,9 @@ impl Counters {
             Count::Unauthorized => &self.unauthorized,
             Count::RevokedPeer => &self.revoked_peers,
             Count::RefusedPendingHello => &self.refused_pending_hellos,
+            Count::RefusedHelloPeer => &self.refused_hello_peers,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn snapshot(
@@ -190,6 +202,7 @@ impl Counters {
             revoked_peers: self.revoked_peers.load(Ordering::Relaxed),
             refused_pending_hellos: self.refused_pending_hellos.load(Ordering::Relaxed),
             pending_hellos: pending_hellos as u64,
+            refused_hello_peers: self.refused_hello_peers.load(Ordering::Relaxed),
         }
     }
 }

@@ -45,7 +45,10 @@ pub struct Hello {
     pub listen: SocketAddr,
     /// The sender's TLS name (the node name in its certificate), used to dial it.
     pub name: String,
-    /// Other nodes the sender knows (static membership: how nodes learn of each other).
+    /// Other nodes the sender has confirmed (said hello to it, members), at most 1,024:
+    /// how nodes learn of each other before membership tells them. A receiver takes them
+    /// from members only, each under its name's node id, and bounded (module doc of
+    /// `limits`); a client sends none.
     pub peers: Vec<PeerInfo>,
 }
 

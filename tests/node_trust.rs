@@ -1,10 +1,13 @@
 //! `cairn-node` black box, trust and storage faults: a node handed the CA's key refuses to
 //! start (unless `--dev-ca`), a client certificate cannot host objects, an expired
 //! certificate is refused at start and at the handshake (and one about to expire is
-//! warned of), a certificate rotated on disk is used without a restart, a rotated
-//! certificate (same name, new serial, the old serial revoked) rejoins, and a node whose
-//! disk fails (EIO, through `storage/tests/common/fault_shim.c`) exits with status 74 and
-//! restarts on what it acknowledged.
+//! warned of), a certificate rotated on disk is used without a restart (on SIGHUP, and
+//! by the file watcher within its interval with no signal), a certificate for another name
+//! or region is refused on reload and the old one stays in use, SIGHUP re-reads the
+//! revocation list at once, a rotated certificate (same name, new serial, the old serial
+//! revoked) rejoins, and a node whose disk fails (EIO, through
+//! `storage/tests/common/fault_shim.c`) exits with status 74 and restarts on what it
+//! acknowledged.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,21 +1,24 @@
 //! `cairn-node` black box, trust and storage faults: a node handed the CA's key refuses to
 //! start (unless `--dev-ca`), a client certificate cannot host objects, an expired
 //! certificate is refused at start and at the handshake (and one about to expire is
-//! warned of), a certificate rotated on disk is used without a restart, a rotated
-//! certificate (same name, new serial, the old serial revoked) rejoins, and a node whose
-//! disk fails (EIO, through `storage/tests/common/fault_shim.c`) exits with status 74 and
-//! restarts on what it acknowledged.
+//! warned of), a certificate rotated on disk is used without a restart (on SIGHUP, and
+//! by the file watcher within its interval with no signal), a certificate for another name
+//! or region is refused on reload and the old one stays in use, SIGHUP re-reads the
+//! revocation list at once, a rotated certificate (same name, new serial, the old serial
+//! revoked) rejoins, and a node whose disk fails (EIO, through
+//! `storage/tests/common/fault_shim.c`) exits with status 74 and restarts on what it
+//! acknowledged.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[path = "common/node_proc.rs"]
 mod node_proc;
 
 use node_proc::{
     cli, cli_in, cluster_init, free_addr, issue_node, issue_node_into, own_files, serial_of,
-    two_nodes_with_own_certs, Lines, NodeProc, TwoNodes, BIN,
+    two_nodes_with_own_certs, Lines, NodeProc, TwoNodes, BIN, DEADLINE,
 };
 
 /// `send counter KEY ARGS...` through `via`: (success, stdout + stderr).
@@ -385,12 +388,7 @@ fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart()
     for file in ["n1.key", "n1.pem"] {
         std::fs::copy(rotated.join(file), certs[0].join(file)).unwrap();
     }
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(n1.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    hangup(&n1);
     let reloaded = format!("serial={new_serial}");
     n1.stderr.wait_until("n1 on its new certificate", |lines| {
         lines
@@ -444,4 +442,221 @@ fn start_default(cwd: &Path) -> NodeProc {
         addr,
         id: String::new(),
     }
+}
+
+/// Sends `node` SIGHUP (`systemctl reload`): it re-reads its certificate files and its
+/// revocation list.
+fn hangup(node: &NodeProc) {
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(node.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Copies `name`'s certificate and key from the directory `from` over `name`'s files in
+/// `to` (the key first, as `cp KEY PEM` does).
+fn replace_files(from: &Path, from_name: &str, to: &Path, name: &str) {
+    for ext in ["key", "pem"] {
+        std::fs::copy(
+            from.join(format!("{from_name}.{ext}")),
+            to.join(format!("{name}.{ext}")),
+        )
+        .unwrap();
+    }
+}
+
+/// The serial of the certificate `node` shows a new connection dialed to it by its name
+/// `name`, from a bare endpoint holding the certificate of node `probe` (issued into
+/// `certs`).
+fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> String {
+    let read = |file: String| std::fs::read_to_string(certs.join(file)).unwrap();
+    let cert = cairn::net::NodeCert::from_pem(
+        probe,
+        &read(format!("{probe}.pem")),
+        &read(format!("{probe}.key")),
+    )
+    .unwrap();
+    let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem".into()), cert).unwrap();
+    let rt = cairn::scheduler::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
+    let endpoint =
+        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    let (dialer, addr, name) = (endpoint.clone(), node.addr, name.to_owned());
+    let conn = rt
+        .block_on(rt.timeout(DEADLINE, async move { dialer.connect(addr, &name).await }))
+        .expect("connected in time")
+        .expect("connected");
+    let serial = cairn::net::tls::peer_identity(conn.quinn())
+        .expect("a certificate of the CA")
+        .serial
+        .to_string();
+    drop(conn);
+    drop(endpoint);
+    rt.shutdown();
+    serial
+}
+
+/// How late past the README's "sees the files change within 5 s" (the watcher's
+/// interval) a reload may be seen here: a loaded two-core machine, a debug build, and the
+/// node's log line travelling through a pipe.
+const WATCH_MARGIN: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_certificate_replaced_on_disk_is_used_within_the_watch_interval_without_a_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let TwoNodes {
+        ca, certs, n1, n2, ..
+    } = two_nodes_with_own_certs(dir.path());
+    let probe = issue_node(dir.path(), &ca, "probe", &[]);
+    let old_serial = serial_of(&certs[0].join("n1.pem"));
+    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), old_serial);
+
+    // A new certificate for n1 over its files, and no signal: n1 looks at them every
+    // TLS_WATCH_INTERVAL.
+    let (rotated, new_serial) = reissue(dir.path(), &ca, "n1");
+    assert_ne!(old_serial, new_serial);
+    replace_files(&rotated, "n1", &certs[0], "n1");
+    let written = Instant::now();
+    let reloaded = format!("serial={new_serial}");
+    n1.stderr.wait_until("n1 to see its files change", |lines| {
+        lines
+            .iter()
+            .any(|l| l.contains("certificate files changed; reloaded") && l.contains(&reloaded))
+    });
+    let took = written.elapsed();
+    let bound = cairn::tls_reload::TLS_WATCH_INTERVAL + WATCH_MARGIN;
+    assert!(
+        took <= bound,
+        "reloaded {took:?} after the files changed (bound {bound:?})"
+    );
+
+    // A connection made now is shown the new certificate; the one to n2 carried on.
+    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), new_serial);
+    let lines = n1.stdout.wait_until("lines", |_| true);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&format!("node down node={}", n2.id))),
+        "n1 lost n2 while rotating: {lines:?}"
+    );
+    let stderr = n1.stderr.wait_until("lines", |_| true);
+    assert!(
+        !stderr.iter().any(|l| l.contains("SIGHUP")),
+        "n1 was signalled: {stderr:?}"
+    );
+}
+
+#[test]
+fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let TwoNodes {
+        ca, certs, n1, n2, ..
+    } = two_nodes_with_own_certs(dir.path());
+    let probe = issue_node(dir.path(), &ca, "probe", &[]);
+    let old_serial = serial_of(&certs[0].join("n1.pem"));
+    let refusals = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.contains("certificate not reloaded; the current one stays in use"))
+            .cloned()
+            .collect()
+    };
+
+    // Another node's certificate (and key) over n1's files, then SIGHUP: refused.
+    let other = issue_node(dir.path(), &ca, "n9", &[]);
+    replace_files(&other, "n9", &certs[0], "n1");
+    hangup(&n1);
+    let lines = n1
+        .stderr
+        .wait_until("the other name refused", |l| !refusals(l).is_empty());
+    let refused = refusals(&lines);
+    assert!(refused[0].contains("is not for node \"n1\""), "{refused:?}");
+
+    // n1's own name, but in a region n1 does not run in (it runs in none): refused too.
+    let elsewhere = dir.path().join("certs-n1-eu");
+    issue_node_into(&elsewhere, &ca, "n1", &["--region", "eu"]);
+    replace_files(&elsewhere, "n1", &certs[0], "n1");
+    hangup(&n1);
+    let lines = n1
+        .stderr
+        .wait_until("the other region refused", |l| refusals(l).len() >= 2);
+    let refused = refusals(&lines);
+    assert!(refused[1].contains("is for region \"eu\""), "{refused:?}");
+
+    // Nothing changed: a new connection is shown the old certificate, no reload took, and
+    // the node works: a node started now joins through it and sees both members.
+    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), old_serial);
+    let stderr = n1.stderr.wait_until("lines", |_| true);
+    assert!(
+        !stderr
+            .iter()
+            .any(|l| l.contains("new connections use it") || l.contains("reloaded on SIGHUP")),
+        "a refused certificate was taken: {stderr:?}"
+    );
+    let c3 = issue_node(dir.path(), &ca, "n3", &[]);
+    let no_ca = dir.path().join("no-ca");
+    let n3 = NodeProc::start_with("n3", dir.path(), &no_ca, &[n1.addr], own_files("n3", &c3));
+    n3.wait_peers(2);
+    let mut n1 = n1;
+    assert!(n1.child.try_wait().unwrap().is_none(), "n1 exited");
+    let lines = n1.stdout.wait_until("lines", |_| true);
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&format!("node down node={}", n2.id))),
+        "n1 lost n2: {lines:?}"
+    );
+}
+
+/// How often `cairn-node run` re-reads `--revoked` by itself (README: every 10 s).
+const REREAD: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_serial_added_to_the_revocation_list_is_refused_at_once_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    // n2 kept running (its process is killed on drop).
+    let TwoNodes {
+        certs,
+        revoked,
+        n1,
+        n2: _n2,
+        ..
+    } = two_nodes_with_own_certs(dir.path());
+    let n2_serial = serial_of(&certs[1].join("n2.pem"));
+    let reloads = |lines: &[String]| {
+        lines
+            .iter()
+            .filter(|l| l.contains("revocation list reloaded"))
+            .count()
+    };
+
+    // First the periodic re-read's phase: a serial nobody holds goes on the list, and n1
+    // is seen to take it by itself. Its next periodic re-read is REREAD after that one.
+    std::fs::write(&revoked, "0badc0de  # nobody\n").unwrap();
+    n1.stderr
+        .wait_until("a periodic re-read", |l| reloads(l) == 1);
+    let periodic = Instant::now();
+
+    // n2's serial goes on the list, and SIGHUP: n1 re-reads it at once and closes n2's
+    // connection, long before its next periodic re-read could.
+    std::fs::write(&revoked, format!("0badc0de\n{n2_serial}  # n2\n")).unwrap();
+    hangup(&n1);
+    let refused = format!("serial={n2_serial}");
+    n1.stderr.wait_until("n2 refused", |lines| {
+        lines.iter().any(|l| {
+            l.contains("refused a peer whose certificate is revoked") && l.contains(&refused)
+        })
+    });
+    let took = periodic.elapsed();
+    assert!(
+        took < REREAD / 2,
+        "n2 refused {took:?} after the last periodic re-read: not on SIGHUP"
+    );
+    let lines = n1.stderr.wait_until("lines", |_| true);
+    assert_eq!(reloads(&lines), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("SIGHUP: reloading")));
 }

@@ -28,6 +28,7 @@ fn ten_times_overload_is_refused_with_backpressure_and_memory_stays_bounded() {
         taken: BOUND,
         rss: RSS_BOUND,
         exact: true,
+        read_back: true,
     };
     overload(&node, &blob, &[&store], bounds);
 }

@@ -52,6 +52,7 @@
 //! | `cairn_shard_follower_lag_entries` | gauge | entries the furthest-behind follower of a led shard lacks |
 //! | `cairn_shard_leader_changes_total` | counter | leader changes seen on hosted shards |
 //! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total` | counter | mesh traffic and bad input |
+//! | `cairn_mesh_refusals_total{what}` | counter | what peers tried that the mesh refused: `spoofed_swim_packet`, `membership_update`, `down_claim_downgraded`, `unrequested_sync`, `forged_reply`, `stream`, `control_connection`, `name_op`, `hello_peer`, `signal_overflow`, `unauthorized` |
 //! | `cairn_mesh_refused_handshakes_total{reason}` | counter | incoming connections refused: `handshake` (QUIC/TLS handshake failed: another CA, no certificate), `duplicate` (another connection to that node is kept), `revoked` (revoked certificate), `busy` (too many connections waiting for their hello: 4 per certificate, 64 in all) |
 
 use std::borrow::Borrow;
@@ -499,7 +500,15 @@ const MESH_REFUSED: &[Family<u64>] = &[Family(
     Read::Counter(|n| *n),
 )];
 
-/// The mesh families: members, members by state, each peer's link, traffic.
+/// What one member tried that the mesh refused (label `what`; README "Security model").
+#[cfg(feature = "mesh")]
+const MESH_REFUSALS: &[Family<u64>] = &[Family(
+    "cairn_mesh_refusals",
+    "What peers tried that the mesh refused, by kind (see the README's security model)",
+    Read::Counter(|n| *n),
+)];
+
+/// The mesh families: members, members by state, each peer's link, traffic, refusals.
 #[cfg(feature = "mesh")]
 fn encode_mesh(out: &mut Out<'_>, mesh: &cairn_net::Mesh) -> Fmt {
     let members = mesh.members();
@@ -541,7 +550,22 @@ fn encode_mesh(out: &mut Out<'_>, mesh: &cairn_net::Mesh) -> Fmt {
         ("revoked", figures.stats.revoked_peers),
         ("busy", figures.stats.refused_pending_hellos),
     ];
-    out.labelled("reason", &refused, MESH_REFUSED)
+    out.labelled("reason", &refused, MESH_REFUSED)?;
+    let s = &figures.stats;
+    let refusals = [
+        ("spoofed_swim_packet", s.spoofed_swim_packets),
+        ("membership_update", s.refused_membership_updates),
+        ("down_claim_downgraded", s.downgraded_down_claims),
+        ("unrequested_sync", s.unrequested_syncs),
+        ("forged_reply", s.forged_replies),
+        ("stream", s.refused_streams),
+        ("control_connection", s.refused_control_connections),
+        ("name_op", s.refused_name_ops),
+        ("hello_peer", s.refused_hello_peers),
+        ("signal_overflow", s.signal_overflows),
+        ("unauthorized", s.unauthorized),
+    ];
+    out.labelled("what", &refusals, MESH_REFUSALS)
 }
 
 /// The `cairn_shard_*` families of a node running a shard driver.

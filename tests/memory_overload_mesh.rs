@@ -37,10 +37,18 @@ fn ten_times_overload_from_a_peer_is_pushed_back_and_memory_stays_bounded() {
 }
 
 /// The same, then the stall released and the object's total read back. Found while writing
-/// the test above: after the ~7 s stall the replicated object does not answer a read within
-/// 240 s, one worker spinning (100 % CPU, mostly system time) in the activation's event
-/// loop (`activation::next_event`), on every one of 4 runs. Kept as the reproducer until
-/// that is fixed: `cargo test --test memory_overload_mesh -- --ignored --nocapture`.
+/// the test above, two defects:
+/// * The stall blocks the shard driver's round, its leader lease lapses, and the owner's
+///   router parks the messages of a shard without a serving leader; past `PARK_MAX` (1,024)
+///   it failed them with only a warning, so one-way sends the client was told were sent were
+///   lost (1,182 of 2,376 taken stored in one run). Changed: a full router now takes no
+///   more envelopes until a lane drains or gives up (`parking`), so senders wait instead.
+/// * In most runs, after the release the object does not answer a read within 240 s, one
+///   worker spinning at 100 % CPU in `activation::next_event` (seen again after the parking
+///   change, so that change is not yet verified here). Not diagnosed.
+///
+/// Kept as the reproducer until the second is fixed:
+/// `cargo test --test memory_overload_mesh -- --ignored --nocapture after_ten`.
 #[test]
 #[ignore = "reproduces a stall: a replicated object does not recover from a long commit stall under overload (see the doc comment)"]
 fn after_ten_times_overload_from_a_peer_every_taken_message_is_stored() {

@@ -16,8 +16,11 @@
 //! * Order per sender and object holds: while a shard has a lane, every new envelope of that
 //!   shard joins the back of it, even if it could be routed now, and a lane is drained front
 //!   first, stopping at the first message that must wait again.
-//! * The lot is bounded ([`PARK_MAX`] messages per router): beyond it a message that would
-//!   be parked fails at once (back-pressure without blocking the class).
+//! * The lot is bounded ([`PARK_MAX`] messages per router). While it is full the router
+//!   takes no more envelopes ([`next_wake`] waits only for a lane to be due or a shard to be
+//!   served): its mailbox fills and senders wait, so a message is never dropped because
+//!   others wait. Only then is the class held up on this node (`PARK_MAX` messages waiting
+//!   means a long outage); a parked message still gives up after `SHARD_WAIT`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -88,14 +91,16 @@ pub(super) enum Wake<M> {
     Closed,
 }
 
-/// A router's wait: for its next message; with lanes parked (`retry` is the earliest lane's
-/// next try), also for that time or for this node to start serving a shard after
-/// `generation` (read before the router last looked at a route: no wake-up is lost).
+/// A router's wait: for its next message (unless `full`: the lot has no room); with lanes
+/// parked (`retry` is the earliest lane's next try), also for that time or for this node to
+/// start serving a shard after `generation` (read before the router last looked at a
+/// route: no wake-up is lost).
 pub(super) async fn next_wake<M: Send + 'static>(
     ctx: &mut Ctx<M>,
     served: &ShardServed,
     generation: u64,
     retry: Option<Instant>,
+    full: bool,
 ) -> Wake<M> {
     let Some(at) = retry else {
         return ctx.recv().await.map_or(Wake::Closed, Wake::Msg);
@@ -107,8 +112,10 @@ pub(super) async fn next_wake<M: Send + 'static>(
         if serving.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Wake::Served);
         }
-        if let Poll::Ready(msg) = pin!(ctx.recv()).poll(cx) {
-            return Poll::Ready(msg.map_or(Wake::Closed, Wake::Msg));
+        if !full {
+            if let Poll::Ready(msg) = pin!(ctx.recv()).poll(cx) {
+                return Poll::Ready(msg.map_or(Wake::Closed, Wake::Msg));
+            }
         }
         if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Wake::Due);
@@ -119,6 +126,11 @@ pub(super) async fn next_wake<M: Send + 'static>(
 }
 
 impl<O: Object> Parked<O> {
+    /// Whether the lot is full: the router takes no envelope until it has room.
+    pub(super) fn is_full(&self) -> bool {
+        self.len >= PARK_MAX
+    }
+
     /// When the earliest lane is due for another try.
     pub(super) fn next_retry(&self) -> Option<Instant> {
         self.lanes.values().map(|l| l.next_try).min()
@@ -148,7 +160,8 @@ impl<O: Object> Parked<O> {
         let Some(shard) = shard else {
             return; // `Wait` comes only with replicated shards
         };
-        if self.len >= PARK_MAX {
+        // Not reached from the router, which stops taking envelopes while the lot is full.
+        if self.is_full() {
             let shard = shard.0;
             let error = ObjectError::ShardUnavailable {
                 name: target.name.to_string(),
@@ -251,7 +264,7 @@ mod tests {
         let served = Arc::clone(served);
         rt.spawn(move |mut ctx: Ctx<()>| async move {
             let retry = Some(Instant::now() + HOUR);
-            let wake = match next_wake(&mut ctx, &served, generation, retry).await {
+            let wake = match next_wake(&mut ctx, &served, generation, retry, false).await {
                 Wake::Served => "served",
                 Wake::Due => "due",
                 Wake::Msg(_) => "message",
@@ -289,6 +302,40 @@ mod tests {
         served.notify();
         let rx = wait_parked(&rt, &served, generation);
         assert_eq!(rx.recv_timeout(PATIENCE), Ok("served"));
+        rt.shutdown();
+    }
+
+    /// A router whose lot is full takes no message however long one waits in its mailbox: it
+    /// wakes for a due lane (or a served shard) only, so senders wait instead of the router
+    /// failing what it cannot park.
+    #[test]
+    fn a_full_router_takes_no_message_until_a_lane_is_due() {
+        let rt = runtime();
+        let served = Arc::new(ShardServed::default());
+        let generation = served.generation();
+        let (tx, rx) = mpsc::channel();
+        let router = rt.spawn({
+            let served = Arc::clone(&served);
+            move |mut ctx: Ctx<()>| async move {
+                let due = Instant::now() + Duration::from_millis(300);
+                let full = next_wake(&mut ctx, &served, generation, Some(due), true).await;
+                let _ = tx.send((matches!(full, Wake::Due), Instant::now() >= due));
+                // With room again the waiting message is taken.
+                let room = next_wake(&mut ctx, &served, generation, Some(due + HOUR), false).await;
+                let _ = tx.send((matches!(room, Wake::Msg(Message::User(()))), true));
+            }
+        });
+        rt.block_on(router.send(())).unwrap();
+        assert_eq!(
+            rx.recv_timeout(PATIENCE),
+            Ok((true, true)),
+            "woke for the lane, not the message"
+        );
+        assert_eq!(
+            rx.recv_timeout(PATIENCE),
+            Ok((true, true)),
+            "took the message once it had room"
+        );
         rt.shutdown();
     }
 

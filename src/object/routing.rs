@@ -463,7 +463,14 @@ async fn run_router<O: Object>(mut ctx: Ctx<Envelope<O>>, objects: Weak<Objects>
     let mut parked = Parked::<O>::default();
     let mut generation = served.generation();
     loop {
-        let wake = next_wake(&mut ctx, &served, generation, parked.next_retry()).await;
+        let wake = next_wake(
+            &mut ctx,
+            &served,
+            generation,
+            parked.next_retry(),
+            parked.is_full(),
+        )
+        .await;
         let Some(objects) = objects.upgrade() else {
             return;
         };

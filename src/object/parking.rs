@@ -160,16 +160,9 @@ impl<O: Object> Parked<O> {
         let Some(shard) = shard else {
             return; // `Wait` comes only with replicated shards
         };
-        // Not reached from the router, which stops taking envelopes while the lot is full.
-        if self.is_full() {
-            let shard = shard.0;
-            let error = ObjectError::ShardUnavailable {
-                name: target.name.to_string(),
-                shard,
-            };
-            tracing::warn!(object = %target.name, shard, parked = self.len, "too many messages wait for their shards' leaders; failing one");
-            return report(&target, &error);
-        }
+        // The router takes an envelope only while the lot has room (`next_wake`), and one
+        // envelope parks at most one message.
+        debug_assert!(!self.is_full(), "a full router took an envelope");
         let now = Instant::now();
         let lane = self.lanes.entry(shard).or_insert_with(|| Lane {
             queue: VecDeque::new(),

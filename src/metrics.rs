@@ -35,6 +35,8 @@
 //! | `cairn_object_activations_total{class}` | counter | activations |
 //! | `cairn_object_evictions_total{class}` | counter | evictions |
 //! | `cairn_object_handler_failures_total{class}` | counter | failed handler calls |
+//! | `cairn_object_write_sets_failed_total{class}` | counter | write sets whose commit failed or timed out (their handlers' output discarded) |
+//! | `cairn_object_undeliverable_total{class}` | counter | messages this node took (a router, a deposed activation) and dropped: no owner reachable within `SHARD_WAIT` |
 //! | `cairn_object_handler_seconds{class}` | histogram | handler time |
 //! | `cairn_object_gate_hold_seconds{class}` | histogram | output held behind its commit |
 //! | `cairn_alarms_due` | gauge | stored alarms found due by the alarm process's last scan |
@@ -343,6 +345,16 @@ const CLASSES: &[Family<ObjectClassStats>] = &[
         "cairn_object_handler_failures",
         "Failed object handler calls",
         Read::Counter(|s| s.handler_failures),
+    ),
+    Family(
+        "cairn_object_write_sets_failed",
+        "Object write sets whose commit failed or timed out (their held output discarded)",
+        Read::Counter(|s| s.write_sets_failed),
+    ),
+    Family(
+        "cairn_object_undeliverable",
+        "Messages this node took for an object and dropped: no owner reachable in time",
+        Read::Counter(|s| s.undeliverable),
     ),
     Family(
         "cairn_alarms_fired",

@@ -22,13 +22,13 @@ fn ten_times_overload_is_refused_with_backpressure_and_memory_stays_bounded() {
     let blob = node.object::<Blob>("slow");
     node.block_on(blob.send(BlobMsg::Put(vec![0; PAYLOAD])))
         .unwrap();
-    let store = node.store().clone();
     let bounds = Bounds {
         capacity: BOUND,
         taken: BOUND,
         rss: RSS_BOUND,
         exact: true,
         read_back: true,
+        may_lose: 0,
     };
-    overload(&node, &blob, &[&store], bounds);
+    overload(&node, &blob, &[&node], bounds);
 }

@@ -188,6 +188,8 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         format!("cairn_object_activations_total{class}"),
         format!("cairn_object_evictions_total{class}"),
         format!("cairn_object_handler_failures_total{class}"),
+        format!("cairn_object_write_sets_failed_total{class}"),
+        format!("cairn_object_undeliverable_total{class}"),
         format!("cairn_object_handler_seconds_count{class}"),
         format!("cairn_object_gate_hold_seconds_count{class}"),
         format!("cairn_alarms_fired_total{class}"),

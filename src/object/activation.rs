@@ -429,6 +429,11 @@ async fn run_object<O: Object>(
     };
     let mut idle = O::idle_timeout().unwrap_or(objects.config.idle_timeout);
     let mut idle_timer = IdleTimer::default();
+    // The last idle check could not close the mailbox (messages queued, or senders granted
+    // room that have not pushed yet): the next check waits at least IDLE_RECHECK, so the
+    // activation parks instead of looping on an idle check that is always due.
+    let mut close_refused = false;
+    let mut forwards = Forwards::default();
     loop {
         while let Some(step) = pipeline.queue.next_step() {
             match step {
@@ -448,10 +453,24 @@ async fn run_object<O: Object>(
                 }
             }
         }
-        let event = next_event(&mut octx, &mut pipeline, &mut idle_timer, idle).await;
+        let idle_for = if close_refused {
+            idle.max(IDLE_RECHECK)
+        } else {
+            idle
+        };
+        let event = next_event(
+            &mut octx,
+            &mut pipeline,
+            &mut forwards,
+            &mut idle_timer,
+            idle_for,
+        )
+        .await;
+        close_refused = false;
         let call = match event {
             Event::Committed(id, result) => {
                 if let Err(e) = &result {
+                    bump(&octx.stats.write_sets_failed);
                     if !pipeline.queue.is_recovering() {
                         // Every later in-flight set of this keyspace fails too
                         // (EarlierCommitFailed); the queue waits for them so the
@@ -464,6 +483,7 @@ async fn run_object<O: Object>(
             }
             Event::Idle => {
                 if !octx.ctx.close_if_idle() {
+                    close_refused = true;
                     continue;
                 }
                 bump(&octx.stats.evictions);
@@ -481,11 +501,7 @@ async fn run_object<O: Object>(
                 // on to the shard's current leader; the activation ends once idle.
                 let target =
                     ObjectRef::<O>::new_in(objects.clone(), &octx.key, octx.region.as_deref());
-                octx.ctx.handle().spawn(move |_ctx: Ctx<()>| async move {
-                    if let Err(ObjectSendError { error, .. }) = target.deliver(msg, 1).await {
-                        tracing::warn!(object = %target.name, %error, "could not route a message on from a deposed activation");
-                    }
-                });
+                forwards.push(target, msg);
                 idle = Duration::ZERO;
                 continue;
             }
@@ -493,6 +509,12 @@ async fn run_object<O: Object>(
             Event::Msg(Message::User(ObjectMsg::Alarm(_))) if committer.fenced() => continue,
             Event::Msg(Message::User(ObjectMsg::User(msg))) => HandlerCall::Message(msg),
             Event::Msg(Message::User(ObjectMsg::Alarm(at))) => HandlerCall::Alarm(at),
+            #[cfg(feature = "http")]
+            Event::Msg(Message::User(ObjectMsg::Http(call))) if committer.fenced() => {
+                super::http::reroute::<O>(&objects, &octx.key, call);
+                idle = Duration::ZERO;
+                continue;
+            }
             #[cfg(feature = "http")]
             Event::Msg(Message::User(ObjectMsg::Http(call))) => HandlerCall::Http(call),
         };
@@ -616,6 +638,7 @@ async fn deactivate<O: Object>(
     }
     if octx.storage.has_pending() {
         if let Err(e) = committer.commit(&octx.storage).await {
+            bump(&octx.stats.write_sets_failed);
             return ExitReason::Error(format!("storage: {e}"));
         }
     }
@@ -647,6 +670,74 @@ pub(crate) const MAX_HELD_HANDLERS: usize = 1024;
 /// the set and restarts the object) or hold many replies on one failure.
 #[cfg(feature = "mesh")]
 pub(crate) const MAX_REPLICATED_IN_FLIGHT: usize = 64;
+
+/// A deposed activation's messages on their way to its shard's current leader
+/// ([`ObjectRef::deliver_elsewhere`], each waiting up to `SHARD_WAIT` for one). At most
+/// [`MAX_FORWARDS`] at once: beyond that the activation takes no message, so its mailbox
+/// pushes back on senders instead of the node holding every message that reaches a deposed
+/// replica in a task of its own. A message that comes back (this node serves the shard
+/// again) is handled here; a message that cannot be delivered is logged and dropped, as a
+/// send to an unreachable owner fails (a call's caller gets `NoReply`).
+struct Forwards<O: Object> {
+    pending: Vec<BoxFuture<Option<O::Msg>>>,
+}
+
+impl<O: Object> Default for Forwards<O> {
+    fn default() -> Self {
+        Forwards {
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl<O: Object> Forwards<O> {
+    fn push(&mut self, target: ObjectRef<O>, msg: O::Msg) {
+        self.pending.push(Box::pin(async move {
+            match target.deliver_elsewhere(msg, 1).await {
+                Ok(back) => back,
+                Err(ObjectSendError { error, .. }) => {
+                    target.undeliverable(&error);
+                    None
+                }
+            }
+        }));
+    }
+
+    fn has_room(&self) -> bool {
+        self.pending.len() < MAX_FORWARDS
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Polls every forward; ready with a message that came back.
+    fn poll_back(&mut self, cx: &mut std::task::Context<'_>) -> Poll<O::Msg> {
+        let mut i = 0;
+        while i < self.pending.len() {
+            match self.pending[i].as_mut().poll(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(back) => {
+                    drop(self.pending.swap_remove(i));
+                    if let Some(msg) = back {
+                        return Poll::Ready(msg);
+                    }
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Messages a deposed activation passes on at once ([`Forwards`]).
+const MAX_FORWARDS: usize = 64;
+
+/// How soon an idle check runs again after it could not close the mailbox, when the idle
+/// time is shorter (zero: a hand-off, a deposed replica). Without it the check is due at
+/// once, again and again: `recv` returns `Pending` when the turn's message budget is spent
+/// (or while granted senders have not pushed yet), the activation never returns to its
+/// worker, the budget never resets and the senders never run.
+const IDLE_RECHECK: Duration = Duration::from_millis(1);
 
 /// An activation's idle timer, kept across events: a busy object re-arms it once per idle
 /// period instead of registering (and cancelling) a driver timer for every message. It
@@ -696,18 +787,24 @@ impl IdleTimer {
 async fn next_event<O: Object>(
     octx: &mut ObjectCtx<O>,
     pipeline: &mut Pipeline,
+    forwards: &mut Forwards<O>,
     idle_timer: &mut IdleTimer,
     idle: Duration,
 ) -> Event<O::Msg> {
     let handle = octx.ctx.handle().clone();
-    let idle_at = pipeline.queue.is_empty().then(|| Instant::now() + idle);
-    // At most MAX_HELD_HANDLERS handlers' output and commits in flight: beyond that the
-    // mailbox fills and senders wait, so durable work pushes back instead of queueing
-    // write sets and held output without bound.
-    let take_messages = !pipeline.queue.is_recovering() && pipeline.takes_messages();
+    let idle_at = (pipeline.queue.is_empty() && forwards.is_empty()).then(|| Instant::now() + idle);
+    // At most MAX_HELD_HANDLERS handlers' output and commits in flight (and MAX_FORWARDS
+    // messages on their way elsewhere): beyond that the mailbox fills and senders wait, so
+    // durable work pushes back instead of queueing write sets and held output without bound.
+    let take_messages =
+        !pipeline.queue.is_recovering() && pipeline.takes_messages() && forwards.has_room();
     std::future::poll_fn(|cx| {
         if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));
+        }
+        // A forwarded message that came back: this node serves the object's shard again.
+        if let Poll::Ready(msg) = forwards.poll_back(cx) {
+            return Poll::Ready(Event::Msg(Message::User(ObjectMsg::User(msg))));
         }
         if take_messages {
             if let Poll::Ready(Some(m)) = pin!(octx.ctx.recv()).poll(cx) {

@@ -34,7 +34,7 @@ use cairn_shard::ShardId;
 
 use super::routing::{Attempt, Envelope, RETRY_FIRST, RETRY_MAX};
 use super::shard_wait::ShardServed;
-use super::{Object, ObjectError, ObjectRef, Objects};
+use super::{Object, ObjectRef, Objects};
 
 /// Messages one router may hold parked at once, over all shards.
 pub const PARK_MAX: usize = 1024;
@@ -73,10 +73,6 @@ impl<O: Object> Default for Parked<O> {
 
 fn target<O: Object>(objects: &Arc<Objects>, key: &str, region: Option<&str>) -> ObjectRef<O> {
     ObjectRef::<O>::new_in(Arc::clone(objects), key, region)
-}
-
-fn report<O: Object>(target: &ObjectRef<O>, error: &ObjectError) {
-    tracing::warn!(object = %target.name, %error, "router could not deliver a message");
 }
 
 /// What ended a router's wait ([`next_wake`]).
@@ -153,7 +149,7 @@ impl<O: Object> Parked<O> {
             Some(s) if self.lanes.contains_key(&s) => env.msg,
             _ => match target.try_deliver(env.msg, env.hops, true).await {
                 Attempt::Done(Ok(())) => return,
-                Attempt::Done(Err(e)) => return report(&target, &e.error),
+                Attempt::Done(Err(e)) => return target.undeliverable(&e.error),
                 Attempt::Wait(msg) => msg,
             },
         };
@@ -198,7 +194,7 @@ impl<O: Object> Parked<O> {
                 let may_wait = Instant::now() < w.give_up;
                 match target.try_deliver(w.msg, w.hops, may_wait).await {
                     Attempt::Done(Ok(())) => {}
-                    Attempt::Done(Err(e)) => report(&target, &e.error),
+                    Attempt::Done(Err(e)) => target.undeliverable(&e.error),
                     Attempt::Wait(msg) => {
                         lane.queue.push_front(Waiting { msg, ..w });
                         self.len += 1;

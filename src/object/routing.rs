@@ -340,6 +340,24 @@ impl<O: Object> ObjectRef<O> {
         Ok(())
     }
 
+    /// Without the mesh this node owns every object: the message comes back (see the
+    /// `mesh` twin).
+    #[cfg(not(feature = "mesh"))]
+    pub(super) async fn deliver_elsewhere(
+        &self,
+        msg: O::Msg,
+        _hops: u8,
+    ) -> Result<Option<O::Msg>, ObjectSendError<O::Msg>> {
+        Ok(Some(msg))
+    }
+
+    /// A message this node took for the object could not be delivered: logged and counted
+    /// (`ObjectClassStats::undeliverable`), never dropped silently.
+    pub(super) fn undeliverable(&self, error: &super::ObjectError) {
+        super::stats::bump(&self.objects.stats.class(O::CLASS).undeliverable);
+        tracing::warn!(object = %self.name, %error, "could not deliver a message this node took; dropped");
+    }
+
     /// Where a request for the object goes now ([`Self::route_at`]), waiting with backoff,
     /// up to `SHARD_WAIT`, while its shard has no reachable leader (an election, a
     /// failover): the HTTP path's counterpart of [`Self::deliver`]'s wait.
@@ -364,15 +382,32 @@ impl<O: Object> ObjectRef<O> {
 
     /// Delivers `msg` to the owner (see the `mesh`-less twin above for the contract).
     #[cfg(feature = "mesh")]
-    pub(super) async fn deliver(&self, mut msg: O::Msg, hops: u8) -> Delivered<O> {
+    pub(super) async fn deliver(&self, msg: O::Msg, hops: u8) -> Delivered<O> {
+        if let Some(msg) = self.deliver_elsewhere(msg, hops).await? {
+            self.send_ungated(ObjectMsg::User(msg)).await;
+        }
+        Ok(())
+    }
+
+    /// [`Self::deliver`], except that a message this node owns (now, or once its shard has a
+    /// leader again) is given back instead of sent to the activation here. A deposed
+    /// activation passes its messages on with it and handles what comes back itself:
+    /// sending to its own mailbox could wait forever for room only it can make.
+    #[cfg(feature = "mesh")]
+    pub(super) async fn deliver_elsewhere(
+        &self,
+        mut msg: O::Msg,
+        hops: u8,
+    ) -> Result<Option<O::Msg>, ObjectSendError<O::Msg>> {
         let deadline = std::time::Instant::now() + super::SHARD_WAIT;
         let mut backoff = RETRY_FIRST;
         loop {
             let may_wait = std::time::Instant::now() < deadline;
             let generation = self.objects.shard_served.generation();
-            match self.try_deliver(msg, hops, may_wait).await {
-                Attempt::Done(done) => return done,
-                Attempt::Wait(m) => {
+            match self.try_deliver_elsewhere(msg, hops, may_wait).await {
+                Away::Here(m) => return Ok(Some(m)),
+                Away::Tried(Attempt::Done(done)) => return done.map(|()| None),
+                Away::Tried(Attempt::Wait(m)) => {
                     msg = m;
                     self.wait_for_shard(generation, backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
@@ -404,16 +439,29 @@ impl<O: Object> ObjectRef<O> {
     /// else is final.
     #[cfg(feature = "mesh")]
     pub(super) async fn try_deliver(&self, msg: O::Msg, hops: u8, may_wait: bool) -> Attempt<O> {
+        match self.try_deliver_elsewhere(msg, hops, may_wait).await {
+            Away::Here(msg) => {
+                self.send_ungated(ObjectMsg::User(msg)).await;
+                Attempt::Done(Ok(()))
+            }
+            Away::Tried(attempt) => attempt,
+        }
+    }
+
+    /// [`Self::try_deliver`], giving back a message this node owns.
+    #[cfg(feature = "mesh")]
+    async fn try_deliver_elsewhere(&self, msg: O::Msg, hops: u8, may_wait: bool) -> Away<O> {
         let replicated = self.objects.replication.get().is_some();
         let may_wait = may_wait && replicated;
         let route = match self.route_at(hops) {
             Ok(route) => route,
-            Err(ObjectError::ShardUnavailable { .. }) if may_wait => return Attempt::Wait(msg),
-            Err(error) => return Attempt::Done(Err(ObjectSendError::new(error, msg))),
+            Err(ObjectError::ShardUnavailable { .. }) if may_wait => {
+                return Away::Tried(Attempt::Wait(msg))
+            }
+            Err(error) => return Away::Tried(Attempt::Done(Err(ObjectSendError::new(error, msg)))),
         };
         let Route::Remote(mesh, node, send, _) = route else {
-            self.send_ungated(ObjectMsg::User(msg)).await;
-            return Attempt::Done(Ok(()));
+            return Away::Here(msg);
         };
         let max = if replicated {
             MAX_REPLICATED_HOPS
@@ -423,21 +471,30 @@ impl<O: Object> ObjectRef<O> {
         if hops >= max {
             tracing::warn!(object = %self.name, owner = %node, hops, "dropping a message: nodes disagree about its owner");
             let name = self.name.to_string();
-            return Attempt::Done(Err(ObjectSendError::new(
+            return Away::Tried(Attempt::Done(Err(ObjectSendError::new(
                 ObjectError::Misrouted { name },
                 msg,
-            )));
+            ))));
         }
         // A dial-only client's crossing to its gateway is not counted (module doc).
         let crossed = if mesh.is_dial_only() { hops } else { hops + 1 };
-        match send(mesh, node, self.envelope(msg, crossed)).await {
+        Away::Tried(match send(mesh, node, self.envelope(msg, crossed)).await {
             // The leader this node knew is gone: wait for the next one.
             Err(e) if may_wait && matches!(e.error, ObjectError::Unreachable { .. }) => {
                 Attempt::Wait(e.msg)
             }
             done => Attempt::Done(done),
-        }
+        })
     }
+}
+
+#[cfg(feature = "mesh")]
+/// One attempt to deliver a message away from this node ([`ObjectRef::try_deliver_elsewhere`]).
+enum Away<O: Object> {
+    /// This node owns the object: the message, for the activation here.
+    Here(O::Msg),
+    /// Sent elsewhere, failed, or to wait for a leader.
+    Tried(Attempt<O>),
 }
 
 #[cfg(feature = "mesh")]

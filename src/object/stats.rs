@@ -25,6 +25,8 @@ pub(crate) struct ClassStats {
     pub(crate) activations: AtomicU64,
     pub(crate) evictions: AtomicU64,
     pub(crate) handler_failures: AtomicU64,
+    pub(crate) write_sets_failed: AtomicU64,
+    pub(crate) undeliverable: AtomicU64,
     pub(crate) alarms_fired: AtomicU64,
     pub(crate) alarms_retried: AtomicU64,
     pub(crate) alarms_given_up: AtomicU64,
@@ -51,6 +53,17 @@ pub struct ObjectClassStats {
     pub evictions: u64,
     /// Handler calls that failed (error or panic; the object restarted from storage).
     pub handler_failures: u64,
+    /// Write sets whose commit failed or timed out: each one handler's writes, whose held
+    /// output was discarded (its caller got `NoReply`). A storage error discards the writes;
+    /// through a shard that lost its leader they may still have been applied (the outcome is
+    /// unknown), so a one-way send's effect is lost or kept, never doubled.
+    pub write_sets_failed: u64,
+    /// Messages this node took for the class's objects (a router, from another node; a
+    /// deposed activation, to pass on) and then dropped because no owner could be reached
+    /// within `SHARD_WAIT` (or the nodes disagreed about it): a one-way send's effect is
+    /// lost, as a send is at-most-once; a call's caller gets `NoReply`. Never silent: each is
+    /// logged and counted here.
+    pub undeliverable: u64,
     /// Alarms delivered to a handler.
     pub alarms_fired: u64,
     /// Failed alarm handlers set again for a retry.
@@ -209,6 +222,8 @@ impl ObjectStats {
                     activations: get(&s.activations),
                     evictions: get(&s.evictions),
                     handler_failures: get(&s.handler_failures),
+                    write_sets_failed: get(&s.write_sets_failed),
+                    undeliverable: get(&s.undeliverable),
                     alarms_fired: get(&s.alarms_fired),
                     alarms_retried: get(&s.alarms_retried),
                     alarms_given_up: get(&s.alarms_given_up),

@@ -147,10 +147,10 @@ enum CallKind {
     /// (the gateway's, or a forwarding node's from the mesh frame).
     Fetch(
         http::Request<Bytes>,
-        Reply<http::Response<Bytes>>,
+        Reply<Result<http::Response<Bytes>, Failure>>,
         Option<u64>,
     ),
-    Socket(SocketId, SocketEventKind, Reply<()>),
+    Socket(SocketId, SocketEventKind, Reply<Result<(), Failure>>),
 }
 
 /// Runs the handler an [`HttpCall`] is for (inside the activation's gate): the response
@@ -172,7 +172,7 @@ pub(super) fn handler<'a, O: Object>(
                 let response = within_request(request_id, object.fetch(request, octx))
                     .instrument(span)
                     .await?;
-                let _ = reply.send(response);
+                let _ = reply.send(Ok(response));
             }
             CallKind::Socket(socket, kind, reply) => {
                 match kind {
@@ -186,11 +186,33 @@ pub(super) fn handler<'a, O: Object>(
                         object.websocket_error(socket, error, octx).await?
                     }
                 }
-                let _ = reply.send(());
+                let _ = reply.send(Ok(()));
             }
         }
         Ok(())
     })
+}
+
+/// A call that reached an activation deposed since it was routed (its shard is served
+/// elsewhere now): routed again, as one more hop, and answered from wherever it lands, so
+/// the deposed activation never runs a handler for it. Runs as a process of its own: each
+/// call holds a gateway request or a socket event, which the gateway bounds.
+pub(super) fn reroute<O: Object>(objects: &Arc<Objects>, key: &str, call: HttpCall) {
+    let (objects, key) = (Arc::clone(objects), key.to_owned());
+    objects
+        .handle
+        .clone()
+        .spawn(move |_ctx: Ctx<()>| async move {
+            match *call.0 {
+                CallKind::Fetch(request, reply, request_id) => {
+                    let routed = fetch_object::<O>(objects, key, request, 1);
+                    let _ = reply.send(within_request(request_id, routed).await);
+                }
+                CallKind::Socket(socket, kind, reply) => {
+                    let _ = reply.send(event_object::<O>(objects, key, socket, kind, 1).await);
+                }
+            }
+        });
 }
 
 /// The span of one request's work for an object (`what`: where it is), with the request id
@@ -442,7 +464,7 @@ fn fetch_object<O: Object>(
                 deliver_local(&target, call).await?;
                 let mut response = answer.await.map_err(|e| {
                     Failure::Failed(format!("the object's handler gave no response ({e})"))
-                })?;
+                })??;
                 // Read only for an accepted WebSocket: a plain response allocates no
                 // extension map for it.
                 if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -507,7 +529,7 @@ fn event_object<O: Object>(
                     .await;
                 answer
                     .await
-                    .map_err(|e| Failure::Failed(format!("the socket handler failed ({e})")))
+                    .map_err(|e| Failure::Failed(format!("the socket handler failed ({e})")))?
             }
             Target::Remote(mesh, node) => {
                 let timeout = forward_timeout(&objects);

@@ -1,0 +1,144 @@
+//! A deposed activation (three in-process nodes, every shard on all three): the leader of an
+//! object's shard stalls — its store holds every commit, so its shard driver stops and its
+//! lease lapses — and the other voters elect a new leader while the old activation still has
+//! messages queued behind its in-flight write sets. Once the stall ends, the old activation
+//! must pass what it had queued on to the new leader: not handle it (its writes would be
+//! fenced), not hold it without bound, not spin. Every message sent is then stored on the
+//! new leader, or counted by a node as lost (`write_sets_failed`: the write sets in flight
+//! when the leader stalled; `undeliverable`), and none is applied twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cairn::net::ClusterCa;
+use cairn::prelude::*;
+use cairn::ShardConfig;
+use common::{Counter, CounterMsg};
+
+/// Bound on every wait (first elections, the new leader's election, the drain).
+const WAIT: Duration = Duration::from_secs(60);
+/// One call's timeout.
+const CALL: Duration = Duration::from_secs(20);
+/// Messages sent while the leader stalls: more than the write sets one activation may have
+/// in flight (64), so most wait in its mailbox when it is deposed.
+const SENT: u64 = 300;
+/// The write sets one replicated activation may have in flight (`MAX_REPLICATED_IN_FLIGHT`):
+/// the most the stall may fail.
+const IN_FLIGHT: u64 = 64;
+const SHARDS: u32 = 4;
+
+/// Polls `f` (every 20 ms) until it returns `Some`, for at most [`WAIT`].
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The one node of `nodes` serving `key`'s shard now (it routes the object to itself).
+fn leader(nodes: &[Node], key: &str) -> Option<usize> {
+    let mut serving = (0..nodes.len())
+        .filter(|&i| nodes[i].object::<Counter>(key).owner().ok() == Some(nodes[i].id()));
+    let one = serving.next()?;
+    serving.next().is_none().then_some(one)
+}
+
+/// Taken messages each node counted as lost: `(write sets failed, undeliverable)`.
+fn lost(nodes: &[Node]) -> (u64, u64) {
+    nodes
+        .iter()
+        .filter_map(|n| n.object_stats().get(Counter::CLASS).cloned())
+        .fold((0, 0), |(f, u), s| {
+            (f + s.write_sets_failed, u + s.undeliverable)
+        })
+}
+
+#[test]
+fn a_deposed_activation_passes_its_queued_messages_to_the_new_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    ClusterCa::generate()
+        .unwrap()
+        .save(&dir.path().join("cluster"))
+        .unwrap();
+    let start = |name: &str, join: Option<std::net::SocketAddr>| {
+        let node = common::mesh_builder(dir.path(), name, join)
+            .shards(ShardConfig {
+                shards: SHARDS,
+                ..ShardConfig::default()
+            })
+            .failure_timeout(Duration::from_secs(1))
+            .start()
+            .unwrap();
+        node.host::<Counter>();
+        node
+    };
+    let first = start("deposed-a", None);
+    let seed = first.mesh().unwrap().local_addr();
+    let nodes = vec![
+        first,
+        start("deposed-b", Some(seed)),
+        start("deposed-c", Some(seed)),
+    ];
+    wait_for("every shard to have three voters", || {
+        let full = nodes[0].block_on(nodes[0].shards_fully_replicated());
+        (full == SHARDS).then_some(())
+    });
+    let key = "deposed";
+    let old = wait_for("a leader", || leader(&nodes, key));
+    let stalled = &nodes[old];
+    let counter = stalled.object::<Counter>(key);
+    assert_eq!(
+        stalled
+            .block_on(counter.call(CounterMsg::Get, CALL))
+            .unwrap(),
+        0
+    );
+
+    let hold = stalled.store().fault_injection().hold_commits();
+    // Sent through the leader's own node while it still serves: they reach its activation,
+    // which takes IN_FLIGHT of them (their write sets stall) and queues the rest.
+    stalled.block_on(async {
+        for _ in 0..SENT {
+            counter.send(CounterMsg::Add(1)).await.unwrap();
+        }
+    });
+    let new = wait_for("another node to lead the shard", || {
+        leader(&nodes, key).filter(|&i| i != old)
+    });
+    drop(hold);
+
+    // The stalled leader's write sets fail (or commit, if they reached the others first);
+    // its activation re-activates, finds itself deposed and passes its mailbox on.
+    let leading = &nodes[new];
+    let leading_counter = leading.object::<Counter>(key);
+    let (total, failed, undeliverable) = wait_for("every message stored or counted lost", || {
+        let total = leading
+            .block_on(leading_counter.call(CounterMsg::Get, CALL))
+            .ok()?;
+        let (failed, undeliverable) = lost(&nodes);
+        (total + failed + undeliverable >= SENT).then_some((total, failed, undeliverable))
+    });
+    eprintln!(
+        "leader {old} -> {new}: stored {total} of {SENT}; {failed} write sets failed, \
+         {undeliverable} undeliverable"
+    );
+    assert!(
+        total <= SENT,
+        "{total} stored of {SENT} sent: one applied twice"
+    );
+    assert!(
+        failed <= IN_FLIGHT,
+        "{failed} write sets failed: the deposed activation handled queued messages itself \
+         (only the {IN_FLIGHT} in flight when it stalled may fail)"
+    );
+    assert_eq!(undeliverable, 0, "a queued message was dropped");
+    assert!(
+        total >= SENT - IN_FLIGHT,
+        "{total} stored: the queued messages did not reach the new leader"
+    );
+}

@@ -402,8 +402,10 @@ fn mesh_json(handle: &Handle) -> Value {
             })
         })
         .collect();
-    // Nodes met before that are no longer members: down (or left).
-    for peer in mesh.peers() {
+    // Nodes this node met before that are no longer members: down (or left). Only those it
+    // confirmed itself: a node speaks for itself, not for the nodes other nodes name in
+    // their hellos (any member may name made-up ones, up to `cairn_net`'s bound of 16,384).
+    for peer in mesh.confirmed_peers() {
         if live.iter().any(|m| m.node == peer.node) || crate::object::is_client(&peer.name) {
             continue;
         }

@@ -657,7 +657,7 @@ pub struct NodeStatus {
     pub processes: usize,
     /// Live object activations on it, per class.
     pub objects: BTreeMap<String, usize>,
-    /// The nodes it knows, sorted.
+    /// The other live members it sees, sorted (never nodes only named by another node).
     pub peers: Vec<NodeId>,
     /// The nodes it has a data connection to now (the nodes it talks to), sorted. Empty
     /// from a node that predates this field.

@@ -51,7 +51,8 @@
 //! that, or past the supervisor budget, is listed with `"supervisor": null`.
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
-//! members (`down`: failed, or left). `incarnation` is a number of wall-clock nanoseconds,
+//! members (`down`: failed, or left) — met itself (`Mesh::confirmed_peers`), never nodes
+//! only named in another node's hello. `incarnation` is a number of wall-clock nanoseconds,
 //! beyond the integers a JavaScript number holds exactly (2^53): `incarnation_exact` is the
 //! same number as a decimal string. `links` are the nodes a member has a data connection to
 //! (the nodes it talks to), sorted, as the member itself says: this node asks each live
@@ -402,8 +403,10 @@ fn mesh_json(handle: &Handle) -> Value {
             })
         })
         .collect();
-    // Nodes met before that are no longer members: down (or left).
-    for peer in mesh.peers() {
+    // Nodes this node met before that are no longer members: down (or left). Only those it
+    // confirmed itself: a node speaks for itself, not for the nodes other nodes name in
+    // their hellos (any member may name made-up ones, up to `cairn_net`'s bound of 16,384).
+    for peer in mesh.confirmed_peers() {
         if live.iter().any(|m| m.node == peer.node) || crate::object::is_client(&peer.name) {
             continue;
         }

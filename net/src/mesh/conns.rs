@@ -445,6 +445,9 @@ pub(super) struct ConnTable<C = Conn> {
     /// each refused entry); `None`: not computed yet.
     no_expiry_before: Option<Instant>,
     closed: bool,
+    /// Named in this node's hellos besides what it vouches for (`Mesh::forge_hello_peers`).
+    #[cfg(feature = "testing")]
+    forged_hello_peers: Vec<PeerInfo>,
 }
 
 impl<C: Peer> ConnTable<C> {
@@ -456,6 +459,8 @@ impl<C: Peer> ConnTable<C> {
             known: HashMap::new(),
             no_expiry_before: None,
             closed: false,
+            #[cfg(feature = "testing")]
+            forged_hello_peers: Vec::new(),
         }
     }
 
@@ -692,6 +697,16 @@ impl<C: Peer> ConnTable<C> {
         self.known.values().map(|k| k.info.clone()).collect()
     }
 
+    /// The nodes this node confirmed itself (see the module doc): what it may tell an
+    /// operator about, where [`ConnTable::known`] also holds what others said.
+    pub(super) fn confirmed(&self) -> Vec<PeerInfo> {
+        self.known
+            .values()
+            .filter(|k| k.heard.is_none())
+            .map(|k| k.info.clone())
+            .collect()
+    }
+
     /// The nodes this node names in its hello to the peer at `remote`: confirmed ones
     /// only (hearsay is not passed on), usable from there, at most [`MAX_HELLO_PEERS`].
     pub(super) fn vouched_for(&self, remote: SocketAddr) -> Vec<PeerInfo> {
@@ -701,6 +716,19 @@ impl<C: Peer> ConnTable<C> {
             .take(MAX_HELLO_PEERS)
             .map(|k| k.info.clone())
             .collect()
+    }
+
+    /// Test hook behind `Mesh::forge_hello_peers`: this node's hellos from now on also
+    /// name `peers`.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_hello_peers(&mut self, peers: Vec<PeerInfo>) {
+        self.forged_hello_peers = peers;
+    }
+
+    /// What [`ConnTable::forge_hello_peers`] set.
+    #[cfg(feature = "testing")]
+    pub(super) fn forged_hello_peers(&self) -> &[PeerInfo] {
+        &self.forged_hello_peers
     }
 
     /// Closes the table: nothing is installed or dialed from now on. Returns the
@@ -1039,6 +1067,28 @@ mod tests {
         assert!(table
             .vouched_for("10.0.0.9:7400".parse().unwrap())
             .is_empty());
+    }
+
+    #[test]
+    fn hearsay_is_known_but_not_confirmed_until_this_node_meets_the_node() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        learn(
+            &mut table,
+            &hello_naming(vec![named("hearsay"), named("later")]),
+        );
+        let confirmed = |table: &ConnTable<Fake>| {
+            let mut nodes: Vec<NodeId> = table.confirmed().iter().map(|p| p.node).collect();
+            nodes.sort();
+            nodes
+        };
+        // Both named nodes may be dialed, but only the node that said hello is confirmed.
+        assert!(knows(&table, named("hearsay").node) && knows(&table, named("later").node));
+        assert_eq!(confirmed(&table), vec![NodeId(2)]);
+        // A SWIM target or a member is confirmed; the other stays hearsay.
+        table.know_if_new(named("later"));
+        let mut expected = vec![NodeId(2), named("later").node];
+        expected.sort();
+        assert_eq!(confirmed(&table), expected);
     }
 
     #[test]

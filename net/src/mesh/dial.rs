@@ -77,16 +77,20 @@ impl Inner {
     /// host), at most `limits::MAX_HELLO_PEERS` ([`ConnTable::vouched_for`]). A dial-only
     /// client names none: nodes do not take a client's list.
     fn hello(&self, conns: &ConnTable, remote: SocketAddr) -> Hello {
+        #[cfg_attr(not(feature = "testing"), allow(unused_mut))]
+        let mut peers = if self.config.dial_only {
+            Vec::new()
+        } else {
+            conns.vouched_for(remote)
+        };
+        #[cfg(feature = "testing")]
+        peers.extend_from_slice(conns.forged_hello_peers());
         Hello {
             node: self.node,
             incarnation: self.incarnation,
             listen: self.advertise,
             name: self.name.clone(),
-            peers: if self.config.dial_only {
-                Vec::new()
-            } else {
-                conns.vouched_for(remote)
-            },
+            peers,
         }
     }
 

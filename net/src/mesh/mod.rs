@@ -454,9 +454,24 @@ impl Mesh {
         &self.inner.handle
     }
 
-    /// Every node this node knows of (not only connected ones), sorted by id.
+    /// Every node this node knows where to dial (not only connected ones), sorted by id:
+    /// the nodes it confirmed and *hearsay*, nodes only named in another member's hello
+    /// (bounded, see `limits`). Any member may name made-up nodes, so this is for dialing
+    /// and lookups; what is shown to an operator as this node's view is
+    /// [`Mesh::confirmed_peers`].
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut peers = self.inner.conns.lock().known();
+        peers.sort_by_key(|p| p.node);
+        peers
+    }
+
+    /// The nodes this node confirmed itself, sorted by id: each said hello to it (dialed,
+    /// accepted, a seed), is or was a live member, or was a SWIM target — not nodes it
+    /// only heard of from another node's hello. A node speaks only for itself:
+    /// status pages list these, never hearsay, so a chatty or lying peer cannot make every
+    /// node list invented nodes. A node stays here after it leaves (it was met).
+    pub fn confirmed_peers(&self) -> Vec<PeerInfo> {
+        let mut peers = self.inner.conns.lock().confirmed();
         peers.sort_by_key(|p| p.node);
         peers
     }
@@ -550,6 +565,15 @@ impl Mesh {
     #[cfg(feature = "testing")]
     pub fn forge_name_op(&self, to: NodeId, op: &wire::NameOp) -> bool {
         self.inner.forge_name_op(to, op)
+    }
+
+    /// Test hook for a chatty or lying member: this node's hellos from now on (to nodes
+    /// it dials or that dial it) also name `peers`, after the nodes it vouches for, known
+    /// or not — as another node's software might. Receivers take them as hearsay (see
+    /// [`Mesh::peers`]). Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_hello_peers(&self, peers: Vec<PeerInfo>) {
+        self.inner.conns.lock().forge_hello_peers(peers);
     }
 
     /// Turns the refutation budget (see `refute`) off or on, to measure an attack with and

@@ -238,15 +238,7 @@ fn an_expired_certificate_is_refused_at_start_and_at_the_handshake() {
         "{err}"
     );
     // ...and a peer that shows it anyway (here a bare endpoint) is refused at the handshake.
-    let read = |file: &str| std::fs::read_to_string(c2.join(file)).unwrap();
-    let cert = cairn::net::NodeCert::from_pem("n2", &read("n2.pem"), &read("n2.key")).unwrap();
-    let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem"), cert).unwrap();
-    let rt = cairn::scheduler::Runtime::builder()
-        .workers(1)
-        .build()
-        .unwrap();
-    let endpoint =
-        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    let (rt, endpoint) = bare_endpoint(&c2, "n2");
     let dialer = endpoint.clone();
     let addr = n1.addr;
     let _ = rt.block_on(rt.timeout(Duration::from_secs(20), async move {
@@ -510,15 +502,14 @@ fn replace_files(from: &Path, from_name: &str, to: &Path, name: &str) {
     }
 }
 
-/// The serial of the certificate `node` shows a new connection dialed to it by its name
-/// `name`, from a bare endpoint holding the certificate of node `probe` (issued into
-/// `certs`).
-fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> String {
+/// A bare mesh endpoint (no node behind it) on 127.0.0.1, on a runtime of its own, holding
+/// the certificate of node `name` issued into `certs`.
+fn bare_endpoint(certs: &Path, name: &str) -> (cairn::scheduler::Runtime, cairn::net::Endpoint) {
     let read = |file: String| std::fs::read_to_string(certs.join(file)).unwrap();
     let cert = cairn::net::NodeCert::from_pem(
-        probe,
-        &read(format!("{probe}.pem")),
-        &read(format!("{probe}.key")),
+        name,
+        &read(format!("{name}.pem")),
+        &read(format!("{name}.key")),
     )
     .unwrap();
     let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem".into()), cert).unwrap();
@@ -528,6 +519,14 @@ fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> S
         .unwrap();
     let endpoint =
         cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    (rt, endpoint)
+}
+
+/// The serial of the certificate `node` shows a new connection dialed to it by its name
+/// `name`, from a bare endpoint holding the certificate of node `probe` (issued into
+/// `certs`).
+fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> String {
+    let (rt, endpoint) = bare_endpoint(certs, probe);
     let (dialer, addr, name) = (endpoint.clone(), node.addr, name.to_owned());
     let conn = rt
         .block_on(rt.timeout(DEADLINE, async move { dialer.connect(addr, &name).await }))

@@ -8,6 +8,7 @@
 
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 #[path = "../examples/chat/room.rs"]
 mod room;
 
@@ -17,19 +18,13 @@ use std::time::{Duration, Instant};
 
 use browser::Browser;
 use cairn::gateway::GatewayConfig;
-use cairn::net::NodeEvent;
 use cairn::prelude::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 
 fn start(dir: &Path, name: &str, join: Option<SocketAddr>) -> Node {
-    let mut b = Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
-        .listen("127.0.0.1:0".parse().unwrap())
+    let node = common::mesh_builder(dir, name, join)
         // Short, so the room is evicted while its pages stay connected.
         .object_idle_timeout(Duration::from_millis(300))
         .http("127.0.0.1:0".parse().unwrap())
@@ -37,31 +32,11 @@ fn start(dir: &Path, name: &str, join: Option<SocketAddr>) -> Node {
         .http_config(GatewayConfig {
             index: Some("/chatroom/lobby/".to_owned()),
             ..GatewayConfig::default()
-        });
-    if let Some(seed) = join {
-        b = b.join([seed]);
-    }
-    let node = b.start().unwrap();
+        })
+        .start()
+        .unwrap();
     node.host::<room::ChatRoom>();
     node
-}
-
-fn wait_knows(node: &Node, peer: NodeId) {
-    let mesh = node.mesh().unwrap();
-    let mut events = mesh.node_events();
-    if mesh.members().iter().any(|m| m.node == peer) {
-        return;
-    }
-    let up = node.block_on(node.handle().timeout(T, async {
-        loop {
-            if let NodeEvent::Up { node, .. } = events.next().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    }));
-    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
 }
 
 /// What a test does on the chat page, as a user would.
@@ -145,7 +120,7 @@ fn two_pages_on_two_non_owners_of_a_three_node_mesh_chat_through_a_hibernating_r
     for x in nodes {
         for y in nodes {
             if x.id() != y.id() {
-                wait_knows(x, y.id());
+                common::wait_knows(x, y.id(), T);
             }
         }
     }

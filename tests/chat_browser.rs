@@ -6,31 +6,25 @@
 //! delivers (hibernation); a reload shows the history. A screenshot is saved to
 //! `target/chat-browser.png`.
 
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
 #[path = "../examples/chat/room.rs"]
 mod room;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use browser::Browser;
 use cairn::gateway::GatewayConfig;
-use cairn::net::NodeEvent;
 use cairn::prelude::*;
-use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message as Frame, WebSocket};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(30);
 
 fn start(dir: &Path, name: &str, join: Option<SocketAddr>) -> Node {
-    let mut b = Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
-        .listen("127.0.0.1:0".parse().unwrap())
+    let node = common::mesh_builder(dir, name, join)
         // Short, so the room is evicted while its pages stay connected.
         .object_idle_timeout(Duration::from_millis(300))
         .http("127.0.0.1:0".parse().unwrap())
@@ -38,194 +32,35 @@ fn start(dir: &Path, name: &str, join: Option<SocketAddr>) -> Node {
         .http_config(GatewayConfig {
             index: Some("/chatroom/lobby/".to_owned()),
             ..GatewayConfig::default()
-        });
-    if let Some(seed) = join {
-        b = b.join([seed]);
-    }
-    let node = b.start().unwrap();
+        })
+        .start()
+        .unwrap();
     node.host::<room::ChatRoom>();
     node
 }
 
-fn wait_knows(node: &Node, peer: NodeId) {
-    let mesh = node.mesh().unwrap();
-    let mut events = mesh.node_events();
-    if mesh.members().iter().any(|m| m.node == peer) {
-        return;
-    }
-    let up = node.block_on(node.handle().timeout(T, async {
-        loop {
-            if let NodeEvent::Up { node, .. } = events.next().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    }));
-    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
-}
-
-/// A headless Chromium, killed on drop.
-struct Browser {
-    child: std::process::Child,
-    devtools: WebSocket<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn launch() -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=900,700",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium is installed (.ci/run installs Debian's `chromium`)");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split_once("DevTools listening on ")
-                    .map(|(_, u)| u.to_owned())
-            })
-            .expect("chromium prints its DevTools address");
-        // Keep draining its stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let (devtools, _) = tungstenite::connect(url).expect("DevTools accepts");
-        if let MaybeTlsStream::Plain(s) = devtools.get_ref() {
-            s.set_read_timeout(Some(T)).unwrap();
-        }
-        Browser {
-            child,
-            devtools,
-            next_id: 1,
-            _profile: profile,
-        }
-    }
-
-    /// Sends a DevTools command (to a page when `session` is set) and waits for its result.
-    fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        self.try_command(session, method, params)
-            .unwrap_or_else(|error| panic!("{method}: {error}"))
-    }
-
-    /// [`Self::command`], with DevTools' error as an `Err` (e.g. an evaluation while the
-    /// page navigates).
-    fn try_command(
-        &mut self,
-        session: Option<&str>,
-        method: &str,
-        params: Value,
-    ) -> Result<Value, Value> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        self.devtools.send(Frame::text(msg.to_string())).unwrap();
-        loop {
-            let frame = self.devtools.read().expect("DevTools answers");
-            let Frame::Text(text) = frame else { continue };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["id"] == json!(id) {
-                return match v.get("error") {
-                    Some(error) => Err(error.clone()),
-                    None => Ok(v["result"].clone()),
-                };
-            }
-        }
-    }
-
-    /// Opens `url` in a new tab; answers the tab's session.
-    fn open(&mut self, url: &str) -> String {
-        let target = self.command(None, "Target.createTarget", json!({ "url": url }));
-        let id = target["targetId"].as_str().unwrap().to_owned();
-        let attached = self.command(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": id, "flatten": true }),
-        );
-        attached["sessionId"].as_str().unwrap().to_owned()
-    }
-
-    fn eval(&mut self, session: &str, expression: &str) -> Value {
-        let r = self.command(
-            Some(session),
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true }),
-        );
-        r["result"]["value"].clone()
-    }
-
-    /// [`Self::eval`] for polling: `null` while the page is between documents.
-    fn poll(&mut self, session: &str, expression: &str) -> Value {
-        self.try_command(
-            Some(session),
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true }),
-        )
-        .map_or(Value::Null, |r| r["result"]["value"].clone())
-    }
-
-    /// Waits until `expression` evaluates to `want` in the page.
-    fn wait_until(&mut self, session: &str, expression: &str, want: Value) {
-        let deadline = Instant::now() + T;
-        loop {
-            let got = self.poll(session, expression);
-            if got == want {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{expression} never became {want}; it is {got}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The page's chat lines.
-    fn lines(&mut self, session: &str) -> Vec<String> {
-        let v = self.poll(
-            session,
-            "Array.from(document.querySelectorAll('#log li')).map(li => li.textContent)",
-        );
-        serde_json::from_value(v).unwrap_or_default()
-    }
-
+/// What a test does on the chat page, as a user would.
+trait ChatPage {
     /// Waits until the page shows `line` (polling the DOM; fails at the deadline).
+    fn wait_for_line(&mut self, session: &str, line: &str);
+    fn wait_connected(&mut self, session: &str);
+    /// Types `text` into the page's box and submits it.
+    fn say(&mut self, session: &str, text: &str);
+}
+
+/// The page's chat lines, as text.
+const LINES_JS: &str = "Array.from(document.querySelectorAll('#log li')).map(li => li.textContent)";
+
+impl ChatPage for Browser {
     fn wait_for_line(&mut self, session: &str, line: &str) {
-        let deadline = Instant::now() + T;
-        loop {
-            let lines = self.lines(session);
-            if lines.iter().any(|l| l == line) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never showed {line:?}; it shows {lines:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let want = json!(line);
+        self.poll_until(
+            session,
+            &format!("the line {line:?}"),
+            LINES_JS,
+            Instant::now() + T,
+            |lines| lines.as_array().is_some_and(|l| l.contains(&want)),
+        );
     }
 
     fn wait_connected(&mut self, session: &str) {
@@ -236,25 +71,12 @@ impl Browser {
         );
     }
 
-    /// Types `text` into the page's box and submits it, as a user would.
     fn say(&mut self, session: &str, text: &str) {
         let js = format!(
             "document.getElementById('text').value = {}; document.querySelector('#form button').click(); true",
             json!(text)
         );
         assert_eq!(self.eval(session, &js), json!(true));
-    }
-
-    fn screenshot(&mut self, session: &str, path: &Path) {
-        let shot = self.command(
-            Some(session),
-            "Page.captureScreenshot",
-            json!({ "format": "png" }),
-        );
-        let png = data_encoding::BASE64
-            .decode(shot["data"].as_str().unwrap().as_bytes())
-            .unwrap();
-        std::fs::write(path, png).unwrap();
     }
 }
 
@@ -298,7 +120,7 @@ fn two_pages_on_two_non_owners_of_a_three_node_mesh_chat_through_a_hibernating_r
     for x in nodes {
         for y in nodes {
             if x.id() != y.id() {
-                wait_knows(x, y.id());
+                common::wait_knows(x, y.id(), T);
             }
         }
     }
@@ -308,7 +130,7 @@ fn two_pages_on_two_non_owners_of_a_three_node_mesh_chat_through_a_hibernating_r
     let (one, two) = (edges[0], edges[1]);
     let http = |node: &Node| node.http_addr().unwrap();
 
-    let mut browser = Browser::launch();
+    let mut browser = Browser::launch(&["--window-size=900,700"]);
     // Alice comes to the front page of one edge and picks the room and her name there.
     let alice = browser.open(&format!("http://{}/", http(one)));
     browser.wait_until(

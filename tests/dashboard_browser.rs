@@ -12,6 +12,8 @@
 //!
 //! Needs `chromium` (Debian's package; `.ci/run` installs it).
 
+#[path = "common/browser.rs"]
+mod browser;
 #[path = "../src/bin/cairn-node/demo/counter.rs"]
 mod counter;
 
@@ -22,6 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use browser::Browser;
 use cairn::net::ClusterCa;
 use cairn::prelude::*;
 use cairn::supervisor::{
@@ -29,8 +32,6 @@ use cairn::supervisor::{
 };
 use counter::{Counter, CounterMsg};
 use serde_json::{json, Value};
-use tungstenite::stream::MaybeTlsStream;
-use tungstenite::{Message as Frame, WebSocket};
 
 /// Bound on every wait but the two below.
 const T: Duration = Duration::from_secs(30);
@@ -214,159 +215,6 @@ impl Drop for ChildNode {
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
         }
-    }
-}
-
-/// A headless Chromium driven over the DevTools protocol, killed on drop.
-struct Browser {
-    child: std::process::Child,
-    devtools: WebSocket<MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn launch() -> Browser {
-        let profile = tempfile::tempdir().unwrap();
-        let mut child = Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                // Smaller than the page: the screenshot must be of the full page.
-                "--window-size=1100,800",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("about:blank")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("chromium is installed (.ci/run installs Debian's `chromium`)");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = BufReader::new(stderr).lines();
-        let url = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split_once("DevTools listening on ")
-                    .map(|(_, u)| u.to_owned())
-            })
-            .expect("chromium prints its DevTools address");
-        // Keep draining its stderr so it never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let (devtools, _) = tungstenite::connect(url).expect("DevTools accepts");
-        if let MaybeTlsStream::Plain(s) = devtools.get_ref() {
-            s.set_read_timeout(Some(T)).unwrap();
-        }
-        Browser {
-            child,
-            devtools,
-            next_id: 1,
-            _profile: profile,
-        }
-    }
-
-    /// Sends a DevTools command to the page of `session` (or the browser) and waits for its
-    /// result; DevTools' error as an `Err`.
-    fn command(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut msg = json!({ "id": id, "method": method, "params": params });
-        if let Some(s) = session {
-            msg["sessionId"] = json!(s);
-        }
-        self.devtools.send(Frame::text(msg.to_string())).unwrap();
-        loop {
-            let frame = self.devtools.read().expect("DevTools answers");
-            let Frame::Text(text) = frame else { continue };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            if v["id"] == json!(id) {
-                if let Some(error) = v.get("error") {
-                    panic!("{method}: {error}");
-                }
-                return v["result"].clone();
-            }
-        }
-    }
-
-    /// Opens `url` in a new tab; answers the tab's session.
-    fn open(&mut self, url: &str) -> String {
-        let target = self.command(None, "Target.createTarget", json!({ "url": url }));
-        let id = target["targetId"].as_str().unwrap().to_owned();
-        let attached = self.command(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": id, "flatten": true }),
-        );
-        attached["sessionId"].as_str().unwrap().to_owned()
-    }
-
-    /// The value of `expression` in the page (`null` if it throws).
-    fn eval(&mut self, session: &str, expression: &str) -> Value {
-        let r = self.command(
-            Some(session),
-            "Runtime.evaluate",
-            json!({ "expression": expression, "returnByValue": true }),
-        );
-        r["result"]["value"].clone()
-    }
-
-    /// Evaluates `expression` (every 50 ms) until `ok` takes its value, at most until
-    /// `deadline`; returns that value.
-    fn wait_for(
-        &mut self,
-        session: &str,
-        what: &str,
-        expression: &str,
-        deadline: Instant,
-        ok: impl Fn(&Value) -> bool,
-    ) -> Value {
-        loop {
-            let v = self.eval(session, expression);
-            if ok(&v) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the page never showed {what}: {expression} is {v}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// A screenshot of the whole page (beyond the window), as PNG; returns the page's size
-    /// in CSS pixels.
-    fn full_page_screenshot(&mut self, session: &str, path: &Path) -> (u64, u64) {
-        let metrics = self.command(Some(session), "Page.getLayoutMetrics", json!({}));
-        let size = &metrics["cssContentSize"];
-        let (w, h) = (
-            size["width"].as_f64().unwrap().ceil(),
-            size["height"].as_f64().unwrap().ceil(),
-        );
-        let shot = self.command(
-            Some(session),
-            "Page.captureScreenshot",
-            json!({
-                "format": "png",
-                "captureBeyondViewport": true,
-                "clip": { "x": 0, "y": 0, "width": w, "height": h, "scale": 1 },
-            }),
-        );
-        let png = data_encoding::BASE64
-            .decode(shot["data"].as_str().unwrap().as_bytes())
-            .unwrap();
-        std::fs::write(path, png).unwrap();
-        (w as u64, h as u64)
     }
 }
 
@@ -563,7 +411,11 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
         // this scope ends, so that a failing test does not wait for it for ever).
         let _stop = StopOnDrop(&stop);
         scope.spawn(|| load(&n2, &stop));
-        let mut browser = Browser::launch();
+        let mut browser = Browser::launch(&[
+            "--hide-scrollbars",
+            // Smaller than the page: the screenshot must be of the full page.
+            "--window-size=1100,800",
+        ]);
         let page = browser.open(&format!("http://{pages}/cairn/dashboard"));
         {
             // Members: their regions and exact incarnations, as n1 knows them.

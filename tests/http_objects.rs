@@ -17,12 +17,12 @@ use std::time::Duration;
 use cairn::bytes::Bytes;
 use cairn::gateway::{GatewayConfig, WebSocketConfig};
 use cairn::http;
-use cairn::net::NodeEvent;
 use cairn::object::http::AutoResponse;
 use cairn::prelude::*;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::Message as Frame;
 
+mod common;
 #[path = "common/http.rs"]
 mod http_client;
 
@@ -183,15 +183,7 @@ impl Object for Room {
 
 /// A class hosted nowhere over HTTP routes is answered 404; this one exists to have two.
 fn start(dir: &Path, name: &str, join: Option<SocketAddr>, http: bool) -> Node {
-    let mut b = Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
-        .listen("127.0.0.1:0".parse().unwrap());
-    if let Some(seed) = join {
-        b = b.join([seed]);
-    }
+    let mut b = common::mesh_builder(dir, name, join);
     if http {
         let config = GatewayConfig {
             // Long enough for a panic's backtrace on a loaded machine; short for `/slow`.
@@ -210,25 +202,6 @@ fn cluster(dir: &Path) {
         .unwrap()
         .save(&dir.join("cluster"))
         .unwrap();
-}
-
-/// Waits until `node` knows `peer` (subscribing first, so an `Up` cannot slip by).
-fn wait_knows(node: &Node, peer: NodeId) {
-    let mesh = node.mesh().unwrap();
-    let mut events = mesh.node_events();
-    if mesh.members().iter().any(|m| m.node == peer) {
-        return;
-    }
-    let up = node.block_on(node.handle().timeout(T, async {
-        loop {
-            if let NodeEvent::Up { node, .. } = events.next().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    }));
-    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
 }
 
 fn url(node: &Node, path: &str) -> String {
@@ -339,7 +312,7 @@ fn three_nodes(dir: &Path) -> [Node; 3] {
     for x in [&a, &b, &c] {
         for y in [&a, &b, &c] {
             if x.id() != y.id() {
-                wait_knows(x, y.id());
+                common::wait_knows(x, y.id(), T);
             }
         }
     }
@@ -403,8 +376,8 @@ fn websockets_on_two_nodes_share_a_room_that_hibernates() {
     // there; alice connects through the other node, bob through `b`.
     let b = start(dir.path(), "a", None, true);
     let a = start(dir.path(), "b", Some(b.mesh().unwrap().local_addr()), true);
-    wait_knows(&a, b.id());
-    wait_knows(&b, a.id());
+    common::wait_knows(&a, b.id(), T);
+    common::wait_knows(&b, a.id(), T);
     let key = key_owned_by(&[&a, &b], b.id());
     let mut alice = ws(
         a.http_addr().unwrap(),
@@ -553,8 +526,8 @@ fn sockets_are_closed_1012_when_their_objects_owner_fails() {
     cluster(dir.path());
     let a = start(dir.path(), "a", None, true);
     let b = start(dir.path(), "b", Some(a.mesh().unwrap().local_addr()), false);
-    wait_knows(&a, b.id());
-    wait_knows(&b, a.id());
+    common::wait_knows(&a, b.id(), T);
+    common::wait_knows(&b, a.id(), T);
     let key = key_owned_by(&[&a, &b], b.id());
     let other = key_owned_by(&[&a, &b], a.id());
     let mut moved = ws(a.http_addr().unwrap(), &format!("/room/{key}/ws?name=m"));
@@ -823,8 +796,8 @@ fn an_auto_response_is_answered_by_the_edge_while_the_object_stays_evicted() {
         Some(owner.mesh().unwrap().local_addr()),
         true,
     );
-    wait_knows(&owner, edge.id());
-    wait_knows(&edge, owner.id());
+    common::wait_knows(&owner, edge.id(), T);
+    common::wait_knows(&edge, owner.id(), T);
     let key = key_owned_by(&[&edge, &owner], owner.id());
     let mut socket = ws(edge.http_addr().unwrap(), &format!("/room/{key}/ws?name=p"));
     socket.send(Frame::text("auto")).unwrap();

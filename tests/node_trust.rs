@@ -10,7 +10,8 @@
 //! acknowledged.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "common/node_proc.rs"]
@@ -121,13 +122,77 @@ fn a_client_certificate_cannot_host_objects() {
     );
 }
 
-/// Issues `name` a new certificate (same name, new serial) into `dir/certs-NAME-rotated`:
-/// that directory and the new serial.
-fn reissue(dir: &Path, ca: &Path, name: &str) -> (std::path::PathBuf, String) {
-    let rotated = dir.join(format!("certs-{name}-rotated"));
-    issue_node_into(&rotated, ca, name, &[]);
-    let serial = serial_of(&rotated.join(format!("{name}.pem")));
-    (rotated, serial)
+/// What the rotation tests start from: n1 and n2 on their own certificates
+/// ([`two_nodes_with_own_certs`]) in a fresh directory, and the serials they started on.
+struct Rotation {
+    nodes: TwoNodes,
+    /// The serials of n1's and n2's first certificates.
+    serials: [String; 2],
+    /// Last, so that it is removed after the nodes are killed.
+    dir: tempfile::TempDir,
+}
+
+impl Rotation {
+    fn start() -> Rotation {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes = two_nodes_with_own_certs(dir.path());
+        let serials = [
+            serial_of(&nodes.certs[0].join("n1.pem")),
+            serial_of(&nodes.certs[1].join("n2.pem")),
+        ];
+        Rotation {
+            nodes,
+            serials,
+            dir,
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Issues `name` a certificate from the set-up's CA into `dir/certs-NAME` (`extra`: more
+    /// `cert issue` flags); returns that directory.
+    fn issue(&self, name: &str, extra: &[&str]) -> PathBuf {
+        issue_node(self.dir(), &self.nodes.ca, name, extra)
+    }
+
+    /// Issues `name` (n1 or n2) a new certificate (same name, new serial) into
+    /// `dir/certs-NAME-rotated`: that directory and the new serial.
+    fn reissue(&self, name: &str) -> (PathBuf, String) {
+        let rotated = self.dir().join(format!("certs-{name}-rotated"));
+        issue_node_into(&rotated, &self.nodes.ca, name, &[]);
+        let serial = serial_of(&rotated.join(format!("{name}.pem")));
+        assert!(
+            !self.serials.contains(&serial),
+            "{name} reissued its serial {serial}"
+        );
+        (rotated, serial)
+    }
+
+    /// Starts n3 on a certificate of its own, joined through n1 (`configure`: more flags),
+    /// and waits until it sees both others.
+    fn start_n3(&self, configure: impl FnOnce(&mut Command)) -> NodeProc {
+        let c3 = self.issue("n3", &[]);
+        let no_ca = self.dir().join("no-ca");
+        let n3 = NodeProc::start_with("n3", self.dir(), &no_ca, &[self.nodes.n1.addr], |cmd| {
+            own_files("n3", &c3)(cmd);
+            configure(cmd);
+        });
+        n3.wait_peers(2);
+        n3
+    }
+
+    /// n1's output so far, which must not say that n2 went down.
+    fn n1_kept_n2(&self) -> Vec<String> {
+        let lines = self.nodes.n1.stdout.wait_until("lines", |_| true);
+        let down = format!("node down node={}", self.nodes.n2.id);
+        assert!(
+            !lines.iter().any(|l| l.contains(&down)),
+            "n1 lost n2: {lines:?}"
+        );
+        lines
+    }
 }
 
 /// Waits for the wall clock to pass the end of a certificate issued `--days 0` at `issued`
@@ -173,15 +238,7 @@ fn an_expired_certificate_is_refused_at_start_and_at_the_handshake() {
         "{err}"
     );
     // ...and a peer that shows it anyway (here a bare endpoint) is refused at the handshake.
-    let read = |file: &str| std::fs::read_to_string(c2.join(file)).unwrap();
-    let cert = cairn::net::NodeCert::from_pem("n2", &read("n2.pem"), &read("n2.key")).unwrap();
-    let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem"), cert).unwrap();
-    let rt = cairn::scheduler::Runtime::builder()
-        .workers(1)
-        .build()
-        .unwrap();
-    let endpoint =
-        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    let (rt, endpoint) = bare_endpoint(&c2, "n2");
     let dialer = endpoint.clone();
     let addr = n1.addr;
     let _ = rt.block_on(rt.timeout(Duration::from_secs(20), async move {
@@ -198,32 +255,24 @@ fn an_expired_certificate_is_refused_at_start_and_at_the_handshake() {
 
 #[test]
 fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revoked() {
-    let dir = tempfile::tempdir().unwrap();
-    let TwoNodes {
-        ca,
-        certs,
-        revoked,
-        n1,
-        n2,
-    } = two_nodes_with_own_certs(dir.path());
-    let no_ca = dir.path().join("no-ca");
+    let mut fx = Rotation::start();
 
     // Rotation: a new certificate for n2 (same name, new serial) into a new directory; the
     // old serial goes on the revocation list; n2 restarts on its data dir with the new files.
-    let old_serial = serial_of(&certs[1].join("n2.pem"));
-    let (rotated, new_serial) = reissue(dir.path(), &ca, "n2");
-    assert_ne!(old_serial, new_serial);
-    let id = n2.id.clone();
-    drop(n2);
-    std::fs::write(&revoked, &old_serial).unwrap();
-    n1.stderr.wait_for("revocation list reloaded");
-    let n2 = NodeProc::start_with(
+    let (rotated, _) = fx.reissue("n2");
+    let id = fx.nodes.n2.id.clone();
+    drop(fx.nodes.n2);
+    std::fs::write(&fx.nodes.revoked, &fx.serials[1]).unwrap();
+    fx.nodes.n1.stderr.wait_for("revocation list reloaded");
+    let no_ca = fx.dir.path().join("no-ca");
+    fx.nodes.n2 = NodeProc::start_with(
         "n2",
-        dir.path(),
+        fx.dir.path(),
         &no_ca,
-        &[n1.addr],
+        &[fx.nodes.n1.addr],
         own_files("n2", &rotated),
     );
+    let TwoNodes { n1, n2, .. } = &fx.nodes;
     assert_eq!(
         n2.id, id,
         "the node id comes from the name, not the certificate"
@@ -231,7 +280,7 @@ fn a_rotated_certificate_rejoins_under_the_same_name_and_the_old_serial_is_revok
     n2.wait_peers(1);
     // The mesh works through the rotated node: a client (with a client certificate of its
     // own) adds through n2 and reads the same total through either node.
-    let ops = issue_node(dir.path(), &ca, "ops", &["--role", "client"]);
+    let ops = fx.issue("ops", &["--role", "client"]);
     let (cert, key, ca_pem) = (
         ops.join("ops.client.pem"),
         ops.join("ops.client.key"),
@@ -375,50 +424,36 @@ fn a_node_or_a_client_handed_the_ca_key_refuses_unless_told_it_is_a_development_
 
 #[test]
 fn a_certificate_rotated_on_disk_is_used_for_new_connections_without_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let TwoNodes {
-        ca, certs, n1, n2, ..
-    } = two_nodes_with_own_certs(dir.path());
-    let old_serial = serial_of(&certs[0].join("n1.pem"));
+    let mut fx = Rotation::start();
 
     // A new certificate for n1 (same name, new serial) replaces its files in place, and the
     // operator tells n1 with SIGHUP.
-    let (rotated, new_serial) = reissue(dir.path(), &ca, "n1");
-    assert_ne!(old_serial, new_serial);
-    for file in ["n1.key", "n1.pem"] {
-        std::fs::copy(rotated.join(file), certs[0].join(file)).unwrap();
-    }
-    hangup(&n1);
+    let (rotated, new_serial) = fx.reissue("n1");
+    replace_files(&rotated, "n1", &fx.nodes.certs[0], "n1");
+    hangup(&fx.nodes.n1);
     let reloaded = format!("serial={new_serial}");
-    n1.stderr.wait_until("n1 on its new certificate", |lines| {
-        lines
-            .iter()
-            .any(|l| l.contains("new connections use it") && l.contains(&reloaded))
-    });
+    fx.nodes
+        .n1
+        .stderr
+        .wait_until("n1 on its new certificate", |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("new connections use it") && l.contains(&reloaded))
+        });
 
     // A node started now that has n1's old serial on its revocation list gets in through
     // n1 only if n1 shows it the new certificate; it then sees both members.
-    let list = dir.path().join("revoked-n3.txt");
+    let list = fx.dir().join("revoked-n3.txt");
+    let old_serial = &fx.serials[0];
     std::fs::write(&list, format!("{old_serial}  # n1's old certificate\n")).unwrap();
-    let c3 = issue_node(dir.path(), &ca, "n3", &[]);
-    let no_ca = dir.path().join("no-ca");
-    let n3 = NodeProc::start_with("n3", dir.path(), &no_ca, &[n1.addr], |cmd| {
-        own_files("n3", &c3)(cmd);
+    let _n3 = fx.start_n3(|cmd| {
         cmd.arg("--revoked").arg(&list);
     });
-    n3.wait_peers(2);
 
     // n1 never restarted, and its connection to n2 (made on the old certificate) carried on.
-    let mut n1 = n1;
-    assert!(n1.child.try_wait().unwrap().is_none(), "n1 exited");
-    let lines = n1.stdout.wait_until("lines", |_| true);
+    assert!(fx.nodes.n1.child.try_wait().unwrap().is_none(), "n1 exited");
+    let lines = fx.n1_kept_n2();
     assert_eq!(lines.iter().filter(|l| l.starts_with("ready ")).count(), 1);
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.contains(&format!("node down node={}", n2.id))),
-        "n1 lost n2 while rotating: {lines:?}"
-    );
 }
 
 /// `cairn-node run` with no --cluster and no --join (the one-node default) in `cwd`.
@@ -467,15 +502,14 @@ fn replace_files(from: &Path, from_name: &str, to: &Path, name: &str) {
     }
 }
 
-/// The serial of the certificate `node` shows a new connection dialed to it by its name
-/// `name`, from a bare endpoint holding the certificate of node `probe` (issued into
-/// `certs`).
-fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> String {
+/// A bare mesh endpoint (no node behind it) on 127.0.0.1, on a runtime of its own, holding
+/// the certificate of node `name` issued into `certs`.
+fn bare_endpoint(certs: &Path, name: &str) -> (cairn::scheduler::Runtime, cairn::net::Endpoint) {
     let read = |file: String| std::fs::read_to_string(certs.join(file)).unwrap();
     let cert = cairn::net::NodeCert::from_pem(
-        probe,
-        &read(format!("{probe}.pem")),
-        &read(format!("{probe}.key")),
+        name,
+        &read(format!("{name}.pem")),
+        &read(format!("{name}.key")),
     )
     .unwrap();
     let tls = cairn::net::TlsConfig::from_pem(&read("ca.pem".into()), cert).unwrap();
@@ -485,6 +519,14 @@ fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> S
         .unwrap();
     let endpoint =
         cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap();
+    (rt, endpoint)
+}
+
+/// The serial of the certificate `node` shows a new connection dialed to it by its name
+/// `name`, from a bare endpoint holding the certificate of node `probe` (issued into
+/// `certs`).
+fn presented_serial(node: &NodeProc, name: &str, certs: &Path, probe: &str) -> String {
+    let (rt, endpoint) = bare_endpoint(certs, probe);
     let (dialer, addr, name) = (endpoint.clone(), node.addr, name.to_owned());
     let conn = rt
         .block_on(rt.timeout(DEADLINE, async move { dialer.connect(addr, &name).await }))
@@ -507,19 +549,15 @@ const WATCH_MARGIN: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_certificate_replaced_on_disk_is_used_within_the_watch_interval_without_a_signal() {
-    let dir = tempfile::tempdir().unwrap();
-    let TwoNodes {
-        ca, certs, n1, n2, ..
-    } = two_nodes_with_own_certs(dir.path());
-    let probe = issue_node(dir.path(), &ca, "probe", &[]);
-    let old_serial = serial_of(&certs[0].join("n1.pem"));
-    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), old_serial);
+    let fx = Rotation::start();
+    let n1 = &fx.nodes.n1;
+    let probe = fx.issue("probe", &[]);
+    assert_eq!(presented_serial(n1, "n1", &probe, "probe"), fx.serials[0]);
 
     // A new certificate for n1 over its files, and no signal: n1 looks at them every
     // TLS_WATCH_INTERVAL.
-    let (rotated, new_serial) = reissue(dir.path(), &ca, "n1");
-    assert_ne!(old_serial, new_serial);
-    replace_files(&rotated, "n1", &certs[0], "n1");
+    let (rotated, new_serial) = fx.reissue("n1");
+    replace_files(&rotated, "n1", &fx.nodes.certs[0], "n1");
     let written = Instant::now();
     let reloaded = format!("serial={new_serial}");
     n1.stderr.wait_until("n1 to see its files change", |lines| {
@@ -535,14 +573,8 @@ fn a_certificate_replaced_on_disk_is_used_within_the_watch_interval_without_a_si
     );
 
     // A connection made now is shown the new certificate; the one to n2 carried on.
-    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), new_serial);
-    let lines = n1.stdout.wait_until("lines", |_| true);
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.contains(&format!("node down node={}", n2.id))),
-        "n1 lost n2 while rotating: {lines:?}"
-    );
+    assert_eq!(presented_serial(n1, "n1", &probe, "probe"), new_serial);
+    fx.n1_kept_n2();
     let stderr = n1.stderr.wait_until("lines", |_| true);
     assert!(
         !stderr.iter().any(|l| l.contains("SIGHUP")),
@@ -552,12 +584,9 @@ fn a_certificate_replaced_on_disk_is_used_within_the_watch_interval_without_a_si
 
 #[test]
 fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let TwoNodes {
-        ca, certs, n1, n2, ..
-    } = two_nodes_with_own_certs(dir.path());
-    let probe = issue_node(dir.path(), &ca, "probe", &[]);
-    let old_serial = serial_of(&certs[0].join("n1.pem"));
+    let mut fx = Rotation::start();
+    let (n1, certs) = (&fx.nodes.n1, &fx.nodes.certs);
+    let probe = fx.issue("probe", &[]);
     let refusals = |lines: &[String]| -> Vec<String> {
         lines
             .iter()
@@ -567,9 +596,9 @@ fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one
     };
 
     // Another node's certificate (and key) over n1's files, then SIGHUP: refused.
-    let other = issue_node(dir.path(), &ca, "n9", &[]);
+    let other = fx.issue("n9", &[]);
     replace_files(&other, "n9", &certs[0], "n1");
-    hangup(&n1);
+    hangup(n1);
     let lines = n1
         .stderr
         .wait_until("the other name refused", |l| !refusals(l).is_empty());
@@ -577,10 +606,10 @@ fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one
     assert!(refused[0].contains("is not for node \"n1\""), "{refused:?}");
 
     // n1's own name, but in a region n1 does not run in (it runs in none): refused too.
-    let elsewhere = dir.path().join("certs-n1-eu");
-    issue_node_into(&elsewhere, &ca, "n1", &["--region", "eu"]);
+    let elsewhere = fx.dir().join("certs-n1-eu");
+    issue_node_into(&elsewhere, &fx.nodes.ca, "n1", &["--region", "eu"]);
     replace_files(&elsewhere, "n1", &certs[0], "n1");
-    hangup(&n1);
+    hangup(n1);
     let lines = n1
         .stderr
         .wait_until("the other region refused", |l| refusals(l).len() >= 2);
@@ -589,7 +618,7 @@ fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one
 
     // Nothing changed: a new connection is shown the old certificate, no reload took, and
     // the node works: a node started now joins through it and sees both members.
-    assert_eq!(presented_serial(&n1, "n1", &probe, "probe"), old_serial);
+    assert_eq!(presented_serial(n1, "n1", &probe, "probe"), fx.serials[0]);
     let stderr = n1.stderr.wait_until("lines", |_| true);
     assert!(
         !stderr
@@ -597,19 +626,9 @@ fn a_certificate_for_another_name_or_region_is_refused_on_reload_and_the_old_one
             .any(|l| l.contains("new connections use it") || l.contains("reloaded on SIGHUP")),
         "a refused certificate was taken: {stderr:?}"
     );
-    let c3 = issue_node(dir.path(), &ca, "n3", &[]);
-    let no_ca = dir.path().join("no-ca");
-    let n3 = NodeProc::start_with("n3", dir.path(), &no_ca, &[n1.addr], own_files("n3", &c3));
-    n3.wait_peers(2);
-    let mut n1 = n1;
-    assert!(n1.child.try_wait().unwrap().is_none(), "n1 exited");
-    let lines = n1.stdout.wait_until("lines", |_| true);
-    assert!(
-        !lines
-            .iter()
-            .any(|l| l.contains(&format!("node down node={}", n2.id))),
-        "n1 lost n2: {lines:?}"
-    );
+    let _n3 = fx.start_n3(|_| {});
+    assert!(fx.nodes.n1.child.try_wait().unwrap().is_none(), "n1 exited");
+    fx.n1_kept_n2();
 }
 
 /// How often `cairn-node run` re-reads `--revoked` by itself (README: every 10 s).
@@ -617,16 +636,10 @@ const REREAD: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_serial_added_to_the_revocation_list_is_refused_at_once_on_sighup() {
-    let dir = tempfile::tempdir().unwrap();
     // n2 kept running (its process is killed on drop).
-    let TwoNodes {
-        certs,
-        revoked,
-        n1,
-        n2: _n2,
-        ..
-    } = two_nodes_with_own_certs(dir.path());
-    let n2_serial = serial_of(&certs[1].join("n2.pem"));
+    let fx = Rotation::start();
+    let TwoNodes { revoked, n1, .. } = &fx.nodes;
+    let n2_serial = &fx.serials[1];
     let reloads = |lines: &[String]| {
         lines
             .iter()
@@ -636,15 +649,15 @@ fn a_serial_added_to_the_revocation_list_is_refused_at_once_on_sighup() {
 
     // First the periodic re-read's phase: a serial nobody holds goes on the list, and n1
     // is seen to take it by itself. Its next periodic re-read is REREAD after that one.
-    std::fs::write(&revoked, "0badc0de  # nobody\n").unwrap();
+    std::fs::write(revoked, "0badc0de  # nobody\n").unwrap();
     n1.stderr
         .wait_until("a periodic re-read", |l| reloads(l) == 1);
     let periodic = Instant::now();
 
     // n2's serial goes on the list, and SIGHUP: n1 re-reads it at once and closes n2's
     // connection, long before its next periodic re-read could.
-    std::fs::write(&revoked, format!("0badc0de\n{n2_serial}  # n2\n")).unwrap();
-    hangup(&n1);
+    std::fs::write(revoked, format!("0badc0de\n{n2_serial}  # n2\n")).unwrap();
+    hangup(n1);
     let refused = format!("serial={n2_serial}");
     n1.stderr.wait_until("n2 refused", |lines| {
         lines.iter().any(|l| {

@@ -1,104 +1,34 @@
 //! `cairn-node`'s observability commands against real node processes: `run --metrics`,
 //! `status --json`, and `backup` of a running node's data dir, `restore` into a new one.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn-node");
-/// Generous: debug builds on a shared machine.
-const DEADLINE: Duration = Duration::from_secs(60);
+#[path = "common/node_proc.rs"]
+mod node_proc;
+
+use node_proc::{cli, cluster_init, NodeProc, DEADLINE};
 
 /// The store size every node here runs with (not the 1 GiB default, so that a flag that
 /// never reaches the store shows).
 const MAP_SIZE: &str = "64M";
 
-/// A `cairn-node run` child (a free port, the test's cluster CA), killed on drop.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(data_dir: &Path, cluster: &Path, metrics: bool) -> Running {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--name", "n1", "--workers", "2"])
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .arg("--cluster")
-            .arg(cluster)
-            .arg("--dev-ca")
-            .args(["--map-size", MAP_SIZE])
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+/// `n1` on `data_dir` (with `--metrics` on a free port if `metrics`).
+fn start(data_dir: &Path, cluster: &Path, metrics: bool) -> NodeProc {
+    NodeProc::start_on("n1", data_dir, cluster, &[], |cmd| {
+        cmd.args(["--map-size", MAP_SIZE]);
         if metrics {
             cmd.args(["--metrics", "127.0.0.1:0"]);
         }
-        let mut child = cmd.spawn().expect("start cairn-node");
-        let (tx, lines) = channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The value of `key=` on the first stdout line starting with `prefix`.
-    fn field(&mut self, prefix: &str, key: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-                return line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                    .unwrap_or_else(|| panic!("no {key}= in {line}"))
-                    .to_owned();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line {prefix:?}; got {:?}", self.seen),
-            }
-        }
-    }
+    })
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run cairn-node")
-}
-
+/// `cairn-node args`, which must succeed: its stdout.
 fn ok(args: &[&str]) -> String {
-    let out = cli(args);
-    assert!(
-        out.status.success(),
-        "cairn-node {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let (ok, out, err) = cli(args);
+    assert!(ok, "cairn-node {args:?} failed: {err}");
+    out
 }
 
 fn get(addr: &str, path: &str) -> String {
@@ -129,10 +59,10 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
     );
     let cluster = dir.path().join("cluster");
     let cluster = cluster.to_str().unwrap();
-    ok(&["cluster", "init", cluster]);
-    let mut node = Running::start(&data, cluster.as_ref(), true);
-    let metrics = node.field("metrics ", "listen");
-    let listen = node.field("ready ", "listen");
+    cluster_init(cluster.as_ref());
+    let node = start(&data, cluster.as_ref(), true);
+    let metrics = node.printed("metrics ", "listen");
+    let listen = node.addr.to_string();
     let join = ["--join", listen.as_str(), "--cluster", cluster, "--dev-ca"];
 
     let added = ok(&[&["send", "counter", "k", "add", "5"][..], &join].concat());
@@ -169,14 +99,14 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
     ]);
     assert!(backup.contains("written to"), "{backup}");
     // Never over an existing file.
-    let again = cli(&[
+    let (again, _, _) = cli(&[
         "backup",
         "--data-dir",
         data.to_str().unwrap(),
         "--out",
         file.to_str().unwrap(),
     ]);
-    assert!(!again.status.success());
+    assert!(!again);
     drop(node);
 
     ok(&[
@@ -185,17 +115,17 @@ fn metrics_status_json_backup_and_restore_of_a_running_node() {
         "--data-dir",
         restored.to_str().unwrap(),
     ]);
-    let refused = cli(&[
+    let (refused, _, err) = cli(&[
         "restore",
         file.to_str().unwrap(),
         "--data-dir",
         restored.to_str().unwrap(),
     ]);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("already holds a store"));
+    assert!(!refused);
+    assert!(err.contains("already holds a store"), "{err}");
 
-    let mut node = Running::start(&restored, cluster.as_ref(), false);
-    let listen = node.field("ready ", "listen");
+    let node = start(&restored, cluster.as_ref(), false);
+    let listen = node.addr.to_string();
     let join = ["--join", listen.as_str(), "--cluster", cluster, "--dev-ca"];
     let total = ok(&[&["send", "counter", "k", "get"][..], &join].concat());
     assert!(total.contains("counter/k = 5"), "{total}");

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use cairn::net::{ClusterCa, NodeEvent};
+use cairn::net::ClusterCa;
 use cairn::prelude::*;
 use cairn::ShardConfig;
 use common::{Counter, CounterMsg};
@@ -27,38 +27,12 @@ fn shards() -> ShardConfig {
 }
 
 fn start(dir: &std::path::Path, name: &str, join: Option<std::net::SocketAddr>) -> Node {
-    let mut b = Node::builder()
-        .name(name)
-        .workers(2)
-        .data_dir(dir.join(name))
-        .cluster(dir.join("cluster"))
+    let node = common::mesh_builder(dir, name, join)
         .shards(shards())
-        .listen("127.0.0.1:0".parse().unwrap());
-    if let Some(seed) = join {
-        b = b.join([seed]);
-    }
-    let node = b.start().unwrap();
+        .start()
+        .unwrap();
     node.host::<Counter>();
     node
-}
-
-/// Waits until `node` knows `peer` (subscribing first, so an `Up` cannot slip by).
-fn wait_knows(node: &Node, peer: NodeId) {
-    let mesh = node.mesh().unwrap();
-    let mut events = mesh.node_events();
-    if mesh.members().iter().any(|m| m.node == peer) {
-        return;
-    }
-    let up = node.block_on(node.handle().timeout(T, async {
-        loop {
-            if let NodeEvent::Up { node, .. } = events.next().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    }));
-    assert!(up.is_ok(), "{peer} never came up on {}", node.name());
 }
 
 fn add(node: &Node, key: &str) -> u64 {
@@ -85,8 +59,8 @@ fn counters_keep_their_values_when_a_node_joins_and_calls_from_either_node_reach
 
     let b = start(dir.path(), "b", Some(a_mesh.local_addr()));
     let b_id = b.mesh().unwrap().node();
-    wait_knows(&a, b_id);
-    wait_knows(&b, a_mesh.node());
+    common::wait_knows(&a, b_id, T);
+    common::wait_knows(&b, a_mesh.node(), T);
 
     // The join moves no counter's state away from it: each continues from 1, whichever
     // node the call comes from, and both nodes route to the same owner.

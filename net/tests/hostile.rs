@@ -40,61 +40,47 @@ struct Rogue {
     ack: Hello,
 }
 
-impl Rogue {
-    /// Connects to `mesh` with a valid certificate named `name`, introducing itself under
-    /// that name.
-    fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
-        Rogue::connect_naming(ca, name, mesh, Vec::new())
+/// A rogue peer before it says anything: a valid certificate named `name` and an endpoint
+/// holding it, on a runtime of its own. [`RogueBuilder::connect`] makes it a [`Rogue`];
+/// tests that misbehave before the hello use its `rt` and `endpoint` themselves.
+struct RogueBuilder {
+    name: String,
+    rt: Runtime,
+    endpoint: Endpoint,
+    serial: cairn_net::tls::Serial,
+    /// The peers its hello names.
+    peers: Vec<PeerInfo>,
+}
+
+impl RogueBuilder {
+    /// Its hello names `peers`.
+    fn naming(mut self, peers: Vec<PeerInfo>) -> RogueBuilder {
+        self.peers = peers;
+        self
     }
 
-    /// [`Rogue::connect`], its hello naming `peers`.
-    fn connect_naming(ca: &ClusterCa, name: &str, mesh: &Mesh, peers: Vec<PeerInfo>) -> Rogue {
-        let rt = Runtime::builder().workers(1).build().unwrap();
-        let cert = ca.issue(name).unwrap();
-        let serial = cert.identity().unwrap().serial;
-        let tls = TlsConfig::new(ca.cert_der().clone(), cert);
-        let endpoint = Endpoint::bind(&rt.handle(), localhost(), &tls).unwrap();
-        Rogue::connect_with(rt, endpoint, serial, name, mesh, peers)
+    /// Opens a connection to `mesh` and says nothing on it: no lane, no hello.
+    fn silent(&self, mesh: &Mesh) -> Connection {
+        silent(&self.rt, &self.endpoint, mesh)
     }
 
-    /// Connects to `mesh` from `endpoint` (on `rt`, its certificate named `name`, serial
-    /// `serial`), introducing itself under that name.
-    fn connect_from(
-        rt: Runtime,
-        endpoint: Endpoint,
-        serial: cairn_net::tls::Serial,
-        name: &str,
-        mesh: &Mesh,
-    ) -> Rogue {
-        Rogue::connect_with(rt, endpoint, serial, name, mesh, Vec::new())
-    }
-
-    /// [`Rogue::connect_from`], its hello naming `peers`.
-    fn connect_with(
-        rt: Runtime,
-        endpoint: Endpoint,
-        serial: cairn_net::tls::Serial,
-        name: &str,
-        mesh: &Mesh,
-        peers: Vec<PeerInfo>,
-    ) -> Rogue {
-        let node = NodeId::of_name(name);
-        let listen = endpoint.local_addr().unwrap();
+    /// Connects to `mesh` and introduces itself under its certificate's name.
+    fn connect(self, mesh: &Mesh) -> Rogue {
+        let RogueBuilder {
+            name,
+            rt,
+            endpoint,
+            serial,
+            peers,
+        } = self;
+        let node = NodeId::of_name(&name);
+        let hello = hello(&name, 1, endpoint.local_addr().unwrap(), peers);
         let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
-        let name = name.to_owned();
         let dialer = endpoint.clone();
         let lanes = rt.block_on(rt.timeout(TIMEOUT, async move {
             let conn = dialer.connect(addr, &server).await.unwrap();
             let mut tx = conn.open_lane(MESH_LANE).await.unwrap();
-            tx.send(&Wire::Hello(Hello {
-                node,
-                incarnation: 1,
-                listen,
-                name,
-                peers,
-            }))
-            .await
-            .unwrap();
+            tx.send(&hello).await.unwrap();
             let mut rx = conn.accept_lane().await.unwrap();
             let ack = match rx.recv::<Wire>().await.unwrap().unwrap() {
                 Wire::HelloAck(ack) => ack,
@@ -113,6 +99,38 @@ impl Rogue {
             serial,
             ack,
         }
+    }
+}
+
+/// The hello of the node named `name` (under that name's node id, as a mesh requires).
+fn hello(name: &str, incarnation: u64, listen: std::net::SocketAddr, peers: Vec<PeerInfo>) -> Wire {
+    Wire::Hello(Hello {
+        node: NodeId::of_name(name),
+        incarnation,
+        listen,
+        name: name.to_owned(),
+        peers,
+    })
+}
+
+impl Rogue {
+    /// A rogue with a fresh certificate named `name`, on a runtime of its own.
+    fn builder(ca: &ClusterCa, name: &str) -> RogueBuilder {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let (endpoint, serial) = endpoint_of(ca, &rt, name);
+        RogueBuilder {
+            name: name.to_owned(),
+            rt,
+            endpoint,
+            serial,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Connects to `mesh` with a valid certificate named `name`, introducing itself under
+    /// that name.
+    fn connect(ca: &ClusterCa, name: &str, mesh: &Mesh) -> Rogue {
+        Rogue::builder(ca, name).connect(mesh)
     }
 
     fn send(&mut self, frame: Wire) {
@@ -158,6 +176,40 @@ impl Rogue {
             }))
             .expect("a frame in time")
     }
+
+    /// Calls `to` from `from` (reply id `id`, an empty payload) and asserts that the node
+    /// answers "not authorized".
+    fn call_refused(&mut self, from: Pid, to: cairn_net::mesh::wire::Target, id: u64) {
+        use cairn_net::mesh::wire::RemoteFailure;
+        self.send(empty_send(Some(from), to, Some(id)));
+        let answer = self.recv_where(|f| matches!(f, Wire::Reply { id: got, .. } if *got == id));
+        assert!(
+            matches!(
+                &answer,
+                Wire::Reply {
+                    result: Err(RemoteFailure::Unauthorized(_)),
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+    }
+
+    /// Asserts that its lane still works: a frame on it to a process of the node's (on
+    /// `rt`) is handled, the first frame `mesh` handles.
+    fn assert_lane_works(&mut self, rt: &Runtime, mesh: &Mesh) {
+        let echo = doubler(rt);
+        self.send(empty_send(
+            None,
+            cairn_net::mesh::wire::Target::Pid(echo),
+            None,
+        ));
+        wait_until("the frame to be handled", || {
+            let s = mesh.stats();
+            s.delivered + s.bad_messages == 1
+        });
+        assert!(mesh.is_connected(self.node));
+    }
 }
 
 fn doubler(rt: &Runtime) -> Pid {
@@ -185,6 +237,19 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn encoded(value: u64) -> Bytes {
     Bytes(rmp_serde::to_vec_named(&value).unwrap())
+}
+
+/// A `Send` of a [`TAG`] message with an empty payload (which fails to decode: that is past
+/// authorization).
+fn empty_send(from: Option<Pid>, to: cairn_net::mesh::wire::Target, call: Option<u64>) -> Wire {
+    Wire::Send {
+        from,
+        to,
+        tag: TAG.into(),
+        call,
+        payload: Bytes(vec![]),
+        request: None,
+    }
 }
 
 #[test]
@@ -559,20 +624,7 @@ fn streams_beyond_the_lane_are_stopped_and_counted_and_the_lane_carries_on() {
         mesh.stats().refused_streams == 10
     });
     // The mesh connection itself is fine: a call over its lane is answered.
-    let echo = doubler(&rt);
-    rogue.send(Wire::Send {
-        from: None,
-        to: cairn_net::mesh::wire::Target::Pid(echo),
-        tag: TAG.into(),
-        call: None,
-        payload: Bytes(vec![]),
-        request: None,
-    });
-    wait_until("the frame to be handled", || {
-        let s = mesh.stats();
-        s.delivered + s.bad_messages == 1
-    });
-    assert!(mesh.is_connected(rogue.node));
+    rogue.assert_lane_works(&rt, &mesh);
     mesh.close();
     rt.shutdown();
 }
@@ -624,15 +676,9 @@ fn a_peer_parks_at_most_the_connection_window_in_streams_nobody_reads() {
         config.connect_timeout = Duration::from_secs(60);
         config.idle_timeout(IDLE)
     });
-    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
-    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("rogue-parker").unwrap());
-    let endpoint = Endpoint::bind(&rogue_rt.handle(), localhost(), &tls).unwrap();
-    let (addr, server) = (mesh.local_addr(), mesh.name().to_owned());
-    let conn = rogue_rt
-        .block_on(rogue_rt.timeout(TIMEOUT, endpoint.connect(addr, &server)))
-        .expect("in time")
-        .expect("connected");
-    let quic = conn.quinn().clone();
+    let parker = Rogue::builder(&ca, "rogue-parker");
+    let conn = parker.silent(&mesh);
+    let (rogue_rt, quic) = (parker.rt, conn.quinn().clone());
     // The first stream is where the node expects the lane: left empty (and open), so the
     // node waits on it. Then as many more as the node grants at once, up to 12.
     let (lane, mut streams) = rogue_rt.block_on(async {
@@ -761,12 +807,10 @@ fn wait_decided(mesh: &Mesh, opened: usize) {
 fn a_peer_gets_at_most_four_connections_waiting_for_their_hello() {
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_patient(&ca);
-    let name = "rogue-silent";
-    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
-    let (endpoint, serial) = endpoint_of(&ca, &rogue_rt, name);
+    let rogue = Rogue::builder(&ca, "rogue-silent");
     let mut conns = Vec::new();
     for k in 1..=10 {
-        conns.push(silent(&rogue_rt, &endpoint, &mesh));
+        conns.push(rogue.silent(&mesh));
         wait_decided(&mesh, k);
     }
     let stats = mesh.stats();
@@ -805,7 +849,7 @@ fn a_peer_gets_at_most_four_connections_waiting_for_their_hello() {
     wait_until("the places to come back", || {
         mesh.stats().pending_hellos == 0
     });
-    let rogue = Rogue::connect_from(rogue_rt, endpoint, serial, name, &mesh);
+    let rogue = rogue.connect(&mesh);
     assert!(mesh.is_connected(rogue.node));
     assert_eq!(mesh.stats().refused_pending_hellos, 6);
     drop(conns);
@@ -846,10 +890,8 @@ fn all_peers_together_get_at_most_sixty_four_connections_waiting_for_their_hello
     );
 
     // One more certificate, one connection: refused at once.
-    let late_name = "rogue-late";
-    let late_rt = Runtime::builder().workers(1).build().unwrap();
-    let (late, late_serial) = endpoint_of(&ca, &late_rt, late_name);
-    let refused = silent(&late_rt, &late, &mesh);
+    let late = Rogue::builder(&ca, "rogue-late");
+    let refused = late.silent(&mesh);
     wait_decided(&mesh, MAX_PENDING_HELLOS + 1);
     let stats = mesh.stats();
     assert_eq!(
@@ -875,20 +917,7 @@ fn all_peers_together_get_at_most_sixty_four_connections_waiting_for_their_hello
     rt2.shutdown();
 
     // An established member is not affected: a frame on its lane is handled.
-    let echo = doubler(&rt);
-    member.send(Wire::Send {
-        from: None,
-        to: cairn_net::mesh::wire::Target::Pid(echo),
-        tag: TAG.into(),
-        call: None,
-        payload: Bytes(vec![]),
-        request: None,
-    });
-    wait_until("the frame to be handled", || {
-        let s = mesh.stats();
-        s.delivered + s.bad_messages == 1
-    });
-    assert!(mesh.is_connected(member.node));
+    member.assert_lane_works(&rt, &mesh);
 
     // One certificate's silent connections go: the late one gets in.
     let (_, gone) = held.pop().unwrap();
@@ -898,7 +927,7 @@ fn all_peers_together_get_at_most_sixty_four_connections_waiting_for_their_hello
     wait_until("four places to come back", || {
         mesh.stats().pending_hellos == (MAX_PENDING_HELLOS - MAX_PENDING_HELLOS_PER_PEER) as u64
     });
-    let late = Rogue::connect_from(late_rt, late, late_serial, late_name, &mesh);
+    let late = late.connect(&mesh);
     assert!(mesh.is_connected(late.node));
     drop(held);
     mesh.close();
@@ -947,18 +976,13 @@ fn a_lane_held_up_by_a_full_mailbox_parks_at_most_the_stream_window() {
     // The member's lane by hand, to count the bytes quinn takes: lane id, hello.
     let name = "rogue-lane";
     let node = NodeId::of_name(name);
-    let rogue_rt = Runtime::builder().workers(1).build().unwrap();
-    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue(name).unwrap());
-    let endpoint = Endpoint::bind(&rogue_rt.handle(), localhost(), &tls).unwrap();
-    let listen = endpoint.local_addr().unwrap();
+    let RogueBuilder {
+        rt: rogue_rt,
+        endpoint,
+        ..
+    } = Rogue::builder(&ca, name);
     let mut head = MESH_LANE.to_be_bytes().to_vec();
-    let hello = Wire::Hello(Hello {
-        node,
-        incarnation: 1,
-        listen,
-        name: name.into(),
-        peers: vec![],
-    });
+    let hello = hello(name, 1, endpoint.local_addr().unwrap(), vec![]);
     encode_frame(&hello, &mut head, MAX_FRAME_DEFAULT).unwrap();
     // Then two messages: the first fills the mailbox, the second waits for room.
     head.extend(frames(0..2));
@@ -1065,20 +1089,7 @@ fn a_peer_is_granted_no_bidirectional_stream() {
         "a bidirectional stream was granted (quinn's default: 100)"
     );
     // The connection carries on: a frame on its lane is handled.
-    let echo = doubler(&rt);
-    rogue.send(Wire::Send {
-        from: None,
-        to: cairn_net::mesh::wire::Target::Pid(echo),
-        tag: TAG.into(),
-        call: None,
-        payload: Bytes(vec![]),
-        request: None,
-    });
-    wait_until("the frame to be handled", || {
-        let s = mesh.stats();
-        s.delivered + s.bad_messages == 1
-    });
-    assert!(mesh.is_connected(rogue.node));
+    rogue.assert_lane_works(&rt, &mesh);
     drop(opened);
     mesh.close();
     rt.shutdown();
@@ -1114,7 +1125,7 @@ fn a_peer_gets_at_most_two_control_connections() {
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     let rogue = Rogue::connect(&ca, "rogue-controls", &mesh);
-    let (endpoint, addr, node) = (rogue.endpoint.clone(), mesh.local_addr(), rogue.node);
+    let (endpoint, addr) = (rogue.endpoint.clone(), mesh.local_addr());
     let listen = endpoint.local_addr().unwrap();
     let controls = rogue
         .rt
@@ -1123,15 +1134,9 @@ fn a_peer_gets_at_most_two_control_connections() {
             for _ in 0..4 {
                 let conn = endpoint.connect(addr, "node-1").await.unwrap();
                 let mut lane = conn.open_lane(CONTROL_LANE).await.unwrap();
-                lane.send(&Wire::Hello(Hello {
-                    node,
-                    incarnation: 1,
-                    listen,
-                    name: "rogue-controls".into(),
-                    peers: vec![],
-                }))
-                .await
-                .unwrap();
+                lane.send(&hello("rogue-controls", 1, listen, vec![]))
+                    .await
+                    .unwrap();
                 let _ = lane.finish().await;
                 open.push(conn);
             }
@@ -1190,7 +1195,7 @@ fn system_processes_refuse_remote_exit_signals_and_links() {
 
 #[test]
 fn a_client_reaches_published_processes_only_and_signals_nothing() {
-    use cairn_net::mesh::wire::{NameClaim, RemoteFailure, Target};
+    use cairn_net::mesh::wire::{NameClaim, Target};
     let ca = ClusterCa::generate().unwrap();
     let (rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
     mesh.declare::<Msg>(TAG).unwrap();
@@ -1202,48 +1207,12 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
     let from = Pid::from_parts(client.node, 0, 1);
 
     // A call to an unpublished pid is answered "not authorized".
-    client.send(Wire::Send {
-        from: Some(from),
-        to: Target::Pid(hidden),
-        tag: TAG.into(),
-        call: Some(77),
-        payload: Bytes(vec![]),
-        request: None,
-    });
-    let answer = client.recv_where(|f| matches!(f, Wire::Reply { id: 77, .. }));
-    assert!(
-        matches!(
-            &answer,
-            Wire::Reply {
-                result: Err(RemoteFailure::Unauthorized(_)),
-                ..
-            }
-        ),
-        "{answer:?}"
-    );
+    client.call_refused(from, Target::Pid(hidden), 77);
     // A system process that serves members only (shard replication: a client's frames
     // there could raise Raft terms) is refused to a client, though registered.
     let replication = sleeper(&rt);
     handle.register("cairn.shards", replication).unwrap();
-    client.send(Wire::Send {
-        from: Some(from),
-        to: Target::Name("cairn.shards".into()),
-        tag: TAG.into(),
-        call: Some(78),
-        payload: Bytes(vec![]),
-        request: None,
-    });
-    let answer = client.recv_where(|f| matches!(f, Wire::Reply { id: 78, .. }));
-    assert!(
-        matches!(
-            &answer,
-            Wire::Reply {
-                result: Err(RemoteFailure::Unauthorized(_)),
-                ..
-            }
-        ),
-        "{answer:?}"
-    );
+    client.call_refused(from, Target::Name("cairn.shards".into()), 78);
     // Signals, links, membership syncs, name claims and SWIM packets: all refused.
     client.send(kill(hidden, from, false));
     client.send(Wire::Link { to: hidden, from });
@@ -1263,14 +1232,7 @@ fn a_client_reaches_published_processes_only_and_signals_nothing() {
     // A published process by name and by pid is reached (the empty payload then fails to
     // decode: that is past authorization).
     for to in [Target::Name("doubler".into()), Target::Pid(published)] {
-        client.send(Wire::Send {
-            from: None,
-            to,
-            tag: TAG.into(),
-            call: None,
-            payload: Bytes(vec![]),
-            request: None,
-        });
+        client.send(empty_send(None, to, None));
     }
     wait_until("both published sends to be handled", || {
         let s = mesh.stats();
@@ -1292,17 +1254,7 @@ fn a_revoked_serial_is_refused_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("revoked");
     std::fs::write(&list, "# nobody yet\n").unwrap();
-    common::init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(common::id(1))
-        .build()
-        .unwrap();
-    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("node-1").unwrap());
-    let config = cairn_net::MeshConfig::new(localhost(), tls)
-        .idle_timeout(IDLE)
-        .revoked(&list, Duration::from_millis(100));
-    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let (rt, mesh) = start_revoking(&ca, &list);
     let rogue = Rogue::connect(&ca, "rogue-revoked", &mesh);
     let bystander = Rogue::connect(&ca, "rogue-bystander", &mesh);
     assert!(mesh.is_connected(rogue.node));
@@ -1316,20 +1268,14 @@ fn a_revoked_serial_is_refused_after_a_reload() {
     assert!(mesh.is_connected(bystander.node));
 
     // It comes back with the same certificate: refused at its hello.
-    let (endpoint, addr, node) = (rogue.endpoint.clone(), mesh.local_addr(), rogue.node);
+    let (endpoint, addr) = (rogue.endpoint.clone(), mesh.local_addr());
     let listen = endpoint.local_addr().unwrap();
     let acked = rogue.rt.block_on(rogue.rt.timeout(TIMEOUT, async move {
         let conn = endpoint.connect(addr, "node-1").await.ok()?;
         let mut tx = conn.open_lane(MESH_LANE).await.ok()?;
-        tx.send(&Wire::Hello(Hello {
-            node,
-            incarnation: 2,
-            listen,
-            name: "rogue-revoked".into(),
-            peers: vec![],
-        }))
-        .await
-        .ok()?;
+        tx.send(&hello("rogue-revoked", 2, listen, vec![]))
+            .await
+            .ok()?;
         let mut rx = conn.accept_lane().await.ok()?;
         rx.recv::<Wire>().await.ok()?
     }));
@@ -1347,6 +1293,15 @@ fn a_revoked_serial_is_refused_after_a_reload() {
     assert!(!mesh.is_connected(rogue.node));
     mesh.close();
     rt.shutdown();
+}
+
+/// Node 1, re-reading the revocation list `list` every 100 ms.
+fn start_revoking(ca: &ClusterCa, list: &std::path::Path) -> (Runtime, Mesh) {
+    common::start_node(ca, 1, &[], 2, |config| {
+        config
+            .idle_timeout(IDLE)
+            .revoked(list, Duration::from_millis(100))
+    })
 }
 
 /// A node of region `region` whose certificate names `certified`.
@@ -1531,7 +1486,9 @@ fn a_members_hello_naming_a_hundred_thousand_made_up_peers_is_cut_short_and_not_
         .collect();
     peers.extend(made_up_peers("fake", 100_000));
     let named = peers.len();
-    let flooder = Rogue::connect_naming(&ca, "rogue-flooder", &mesh, peers);
+    let flooder = Rogue::builder(&ca, "rogue-flooder")
+        .naming(peers)
+        .connect(&mesh);
     // The hello was taken before it was answered: counted already. Of the first 1,024
     // entries the 16 forged ones are refused, and everything after them.
     let taken = HELLO_PEERS - 16;
@@ -1564,7 +1521,11 @@ fn a_members_hello_naming_a_hundred_thousand_made_up_peers_is_cut_short_and_not_
             "the table kept growing"
         );
         let batch = made_up_peers(&format!("fake{round}"), HELLO_PEERS);
-        drop(Rogue::connect_naming(&ca, "rogue-flooder", &mesh, batch));
+        drop(
+            Rogue::builder(&ca, "rogue-flooder")
+                .naming(batch)
+                .connect(&mesh),
+        );
         let now = mesh.stats().refused_hello_peers;
         let known = mesh.peers().len();
         assert!(known <= KNOWN_PEERS, "{known} nodes known");
@@ -1591,13 +1552,17 @@ fn a_members_hello_naming_a_hundred_thousand_made_up_peers_is_cut_short_and_not_
 fn a_clients_hello_names_no_peers_the_node_takes() {
     let ca = ClusterCa::generate().unwrap();
     let (_rt, mesh) = start_mesh(&ca, 1, &[], IDLE);
-    let client = Rogue::connect_naming(&ca, "rogue.client", &mesh, made_up_peers("fake", 10));
+    let client = Rogue::builder(&ca, "rogue.client")
+        .naming(made_up_peers("fake", 10))
+        .connect(&mesh);
     assert_eq!(mesh.stats().refused_hello_peers, 10);
     // Nor is the client's own (made-up) address learned: the node knows no one.
     assert!(mesh.peers().is_empty(), "{:?}", mesh.peers());
     assert!(mesh.is_connected(client.node));
     // A member's hello naming the same peers is taken.
-    let member = Rogue::connect_naming(&ca, "rogue-member", &mesh, made_up_peers("fake", 10));
+    let member = Rogue::builder(&ca, "rogue-member")
+        .naming(made_up_peers("fake", 10))
+        .connect(&mesh);
     assert_eq!(mesh.peers().len(), 11);
     assert_eq!(mesh.stats().refused_hello_peers, 10);
     drop(member);
@@ -1611,17 +1576,7 @@ fn a_reload_that_revokes_a_connected_client_closes_its_connection() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("revoked");
     std::fs::write(&list, "# nobody yet\n").unwrap();
-    common::init_logs();
-    let rt = Runtime::builder()
-        .workers(2)
-        .node(common::id(1))
-        .build()
-        .unwrap();
-    let tls = TlsConfig::new(ca.cert_der().clone(), ca.issue("node-1").unwrap());
-    let config = cairn_net::MeshConfig::new(localhost(), tls)
-        .idle_timeout(IDLE)
-        .revoked(&list, Duration::from_millis(100));
-    let mesh = Mesh::start(&rt.handle(), config).unwrap();
+    let (rt, mesh) = start_revoking(&ca, &list);
     let client = Rogue::connect(&ca, "rogue-revoked.client", &mesh);
     assert!(mesh.is_connected(client.node));
     std::fs::write(&list, format!("# laptop lost\n{}\n", client.serial)).unwrap();

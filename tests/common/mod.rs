@@ -138,3 +138,13 @@ pub fn wait_up(node: &Node, events: &mut cairn::net::NodeEvents, peer: NodeId, w
     }));
     assert!(up.is_ok(), "{peer} never came up on {}", node.name());
 }
+
+/// Waits (up to `within`) until `node` knows `peer`, subscribing first so that an `Up`
+/// cannot slip by.
+pub fn wait_knows(node: &Node, peer: NodeId, within: Duration) {
+    let mesh = node.mesh().unwrap();
+    let mut events = mesh.node_events();
+    if !mesh.members().iter().any(|m| m.node == peer) {
+        wait_up(node, &mut events, peer, within);
+    }
+}

@@ -1,7 +1,8 @@
 //! `cairn-node` child processes for the root integration tests that run the binary as a
 //! black box (`#[path = "common/node_proc.rs"] mod node_proc;`): [`NodeProc`] starts a
 //! `cairn-node run` on a free 127.0.0.1 port and kills it on drop, [`Lines`] collects a
-//! child's output and waits on it with a deadline (none sleeps to observe), [`cli`] runs a
+//! child's output and waits on it with a deadline (none sleeps to observe), [`JsonLogged`]
+//! is a node with an HTTP port logging JSON to a file, [`cli`] runs a
 //! short-lived command, [`issue_node`]/[`own_files`] make and pass node certificates, and
 //! [`two_nodes_with_own_certs`] starts the two-node set-up of the certificate tests.
 
@@ -11,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -59,9 +60,19 @@ impl Lines {
         }
     }
 
+    /// Waits for a line containing `needle`; returns the first.
     pub fn wait_for(&self, needle: &str) -> String {
-        let lines = self.wait_until(needle, |l| l.iter().any(|l| l.contains(needle)));
-        lines.into_iter().find(|l| l.contains(needle)).unwrap()
+        self.wait_for_line(needle, |l| l.contains(needle))
+    }
+
+    /// Waits for a line starting with `prefix`; returns the first.
+    pub fn wait_for_start(&self, prefix: &str) -> String {
+        self.wait_for_line(prefix, |l| l.starts_with(prefix))
+    }
+
+    fn wait_for_line(&self, what: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let lines = self.wait_until(what, |l| l.iter().any(|l| wanted(l)));
+        lines.into_iter().find(|l| wanted(l)).unwrap()
     }
 }
 
@@ -80,10 +91,22 @@ impl NodeProc {
     }
 
     /// [`NodeProc::start`], with `configure` applied to the command last (extra flags,
-    /// environment).
+    /// environment; a `configure` that sends stderr elsewhere, as [`JsonLogged`] does,
+    /// leaves [`NodeProc::stderr`] empty).
     pub fn start_with(
         name: &str,
         dir: &Path,
+        cluster: &Path,
+        join: &[SocketAddr],
+        configure: impl FnOnce(&mut Command),
+    ) -> NodeProc {
+        NodeProc::start_on(name, &dir.join(name), cluster, join, configure)
+    }
+
+    /// [`NodeProc::start_with`] on the data dir `data_dir` (not `dir/name`).
+    pub fn start_on(
+        name: &str,
+        data_dir: &Path,
         cluster: &Path,
         join: &[SocketAddr],
         configure: impl FnOnce(&mut Command),
@@ -93,7 +116,7 @@ impl NodeProc {
         cmd.args(["run", "--name", name, "--workers", "2", "--listen"])
             .arg(addr.to_string())
             .arg("--data-dir")
-            .arg(dir.join(name))
+            .arg(data_dir)
             .arg("--cluster")
             .arg(cluster);
         // A node issuing itself a certificate from the CA's key is a development set-up,
@@ -112,7 +135,10 @@ impl NodeProc {
         configure(&mut cmd);
         let mut child = cmd.spawn().expect("start cairn-node");
         let stdout = Lines::collect(child.stdout.take().unwrap());
-        let stderr = Lines::collect(child.stderr.take().unwrap());
+        let stderr = child
+            .stderr
+            .take()
+            .map_or_else(Default::default, Lines::collect);
         let mut node = NodeProc {
             child,
             stdout,
@@ -124,6 +150,12 @@ impl NodeProc {
         assert!(ready.contains(&format!("listen={addr}")), "{ready}");
         node.id = field(&ready, "node").to_owned();
         node
+    }
+
+    /// The value of `key=` on the first stdout line starting with `prefix` (waiting for it),
+    /// e.g. `printed("http ", "listen")`.
+    pub fn printed(&self, prefix: &str, key: &str) -> String {
+        field(&self.stdout.wait_for_start(prefix), key).to_owned()
     }
 
     /// Waits until this node has seen `n` distinct peers come up.
@@ -160,6 +192,50 @@ pub fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(prefix.as_str()))
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// A `cairn-node run` child with an HTTP port that logs JSON (`--log-format json`) into
+/// a file: a file, not a pipe, so that what the node wrote before it answered a request is
+/// there to read when the answer arrives.
+pub struct JsonLogged {
+    pub node: NodeProc,
+    /// The log file, `dir/NAME.log`.
+    pub log: PathBuf,
+    /// Its HTTP address (`--http` on a free port).
+    pub http: String,
+}
+
+impl JsonLogged {
+    /// [`NodeProc::start`], logging at `rust_log` (`RUST_LOG`) into `dir/NAME.log` instead
+    /// of [`NodeProc::stderr`].
+    pub fn start(
+        name: &str,
+        dir: &Path,
+        cluster: &Path,
+        join: &[SocketAddr],
+        rust_log: &str,
+    ) -> JsonLogged {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let node = NodeProc::start_with(name, dir, cluster, join, |cmd| {
+            cmd.args(["--log-format", "json", "--http", "127.0.0.1:0"])
+                .env("RUST_LOG", rust_log)
+                .stderr(file);
+        });
+        let http = node.printed("http ", "listen");
+        JsonLogged { node, log, http }
+    }
+
+    /// The log's lines that `keep` picks, each parsed (a picked line that is not JSON fails
+    /// the test).
+    pub fn lines(&self, keep: impl Fn(&str) -> bool) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter(|l| keep(l))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
 }
 
 /// Runs a short-lived `cairn-node` command to completion: (success, stdout, stderr).

@@ -967,6 +967,74 @@ fn alarm_metrics_move_with_a_replicated_objects_failing_alarm() {
     node.shutdown();
 }
 
+/// `cairn_alarms_due` is counted at scrape time. The alarm process is held inside a
+/// delivery (the named process's `wrap` blocks until the test lets it go), so it scans no
+/// more; meanwhile an alarm committed due by a plain keyspace (no wake-up), one falling due
+/// by the clock alone, and deletions each show at the very next scrape. A figure kept by
+/// the alarm process's last scan stays at 1 throughout.
+#[test]
+fn alarms_due_is_counted_at_scrape_time_not_at_the_alarm_processs_last_scan() {
+    use std::sync::mpsc::channel;
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let start = SystemTime::now();
+    let clock = cairn::object::WallClock::manual(start);
+    let node = Node::builder()
+        .workers(2)
+        .name("obs1")
+        .data_dir(dir.path())
+        .wall_clock(clock.clone())
+        .start()
+        .unwrap();
+    let pages = cairn::observe::serve(&node, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = pages.local_addr().unwrap();
+    let due = || value(&scrape(addr), "cairn_alarms_due");
+    assert_eq!(due(), 0.0);
+
+    let held = node.keyspace("obs-held").unwrap();
+    held.set_alarm(start - Duration::from_secs(1)).unwrap();
+    held.sync().unwrap();
+    let (entered_tx, entered_rx) = channel();
+    let (release_tx, release_rx) = channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    node.spawn_named("obs-held", move |mut ctx: Ctx<SystemTime>| async move {
+        ctx.receive_alarms_as(move |at| {
+            let _ = entered_tx.send(());
+            // Holds the alarm process (on its worker) until the test lets go or is gone.
+            let _ = release_rx.lock().unwrap().recv();
+            at
+        })
+        .unwrap();
+        while ctx.recv().await.is_some() {}
+    })
+    .unwrap();
+    entered_rx
+        .recv_timeout(T)
+        .expect("the alarm process delivers the held alarm");
+    assert_eq!(due(), 1.0);
+
+    // Committed due by a keyspace's own commit, which wakes no one.
+    let plain = node.keyspace("obs-plain").unwrap();
+    plain.set_alarm(start - Duration::from_secs(1)).unwrap();
+    plain.sync().unwrap();
+    assert_eq!(due(), 2.0, "an alarm committed due is not counted");
+    // Set for later, then due by the clock alone.
+    let later = node.keyspace("obs-later").unwrap();
+    later.set_alarm(start + Duration::from_secs(3600)).unwrap();
+    later.sync().unwrap();
+    assert_eq!(due(), 2.0, "an alarm not yet due is counted");
+    clock.advance(Duration::from_secs(7200));
+    assert_eq!(due(), 3.0, "an alarm due by the clock is not counted");
+    // Deleted, all three.
+    for ks in [&held, &plain, &later] {
+        ks.delete_alarm().unwrap();
+        ks.sync().unwrap();
+    }
+    assert_eq!(due(), 0.0, "deleted alarms are still counted");
+    drop(release_tx);
+    node.shutdown();
+}
+
 /// A peer holding another CA's certificate is refused at the TLS handshake, and that
 /// refusal is counted (`reason="handshake"`), not only duplicate connections.
 #[test]

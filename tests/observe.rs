@@ -1074,6 +1074,139 @@ fn a_peer_of_another_ca_is_a_refused_handshake() {
     node.shutdown();
 }
 
+/// The samples of the mesh's two refusal families (`cairn_mesh_refusals_total{what}`,
+/// `cairn_mesh_refused_handshakes_total{reason}`) in `samples`, sorted.
+fn refusal_samples(samples: &HashMap<String, f64>) -> std::collections::BTreeMap<String, f64> {
+    samples
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("cairn_mesh_refusals_total{")
+                || name.starts_with("cairn_mesh_refused_handshakes_total{")
+        })
+        .map(|(name, v)| (name.clone(), *v))
+        .collect()
+}
+
+/// An endpoint on `rt` dialing with a certificate named `name` issued by `issuer`, trusting
+/// `root`'s nodes.
+fn raw_endpoint(
+    rt: &cairn::scheduler::Runtime,
+    root: &cairn::net::ClusterCa,
+    issuer: &cairn::net::ClusterCa,
+    name: &str,
+) -> cairn::net::Endpoint {
+    let tls = cairn::net::TlsConfig::new(root.cert_der().clone(), issuer.issue(name).unwrap());
+    cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap()
+}
+
+/// Refusals provoked over the wire show in `/cairn/metrics` by exactly what was provoked,
+/// and no other refusal moves: a certificate of another CA dials twice (`reason=
+/// "handshake"` +2), a revoked certificate of the cluster's CA dials once (`reason=
+/// "revoked"` +1), and a member speaking the wire protocol by hand (valid certificate,
+/// proper hello) sends three membership syncs nobody asked for (`what="unrequested_sync"`
+/// +3).
+#[test]
+fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
+    use cairn::net::mesh::wire::{Bytes, Hello, Wire, MESH_LANE};
+    use cairn::net::ClusterCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    ca.save(&dir.path().join("ca")).unwrap();
+    let other_ca = ClusterCa::generate().unwrap();
+    let revoked = ca.issue("rogue-revoked").unwrap();
+    let list = dir.path().join("revoked.txt");
+    std::fs::write(&list, format!("{}\n", revoked.identity().unwrap().serial)).unwrap();
+    let ca_dir = dir.path().join("ca");
+    let (node, addr) = node_with_pages_of(&dir.path().join("obs1"), Duration::from_secs(30), |b| {
+        b.cluster(ca_dir).revoked(list)
+    });
+    let mesh = node.mesh().unwrap();
+    let (seed, server) = (mesh.local_addr(), mesh.name().to_owned());
+    let before = refusal_samples(&scrape(addr.0));
+    assert!(before.len() >= 15, "{before:?}");
+
+    let rt = cairn::scheduler::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
+    let dial = |endpoint: &cairn::net::Endpoint| {
+        let (endpoint, server) = (endpoint.clone(), server.clone());
+        rt.block_on(rt.timeout(T, async move { endpoint.connect(seed, &server).await }))
+            .expect("the dial ends in time")
+    };
+    // Another CA's certificate: refused in the handshake, once per dial.
+    let stranger = raw_endpoint(&rt, &ca, &other_ca, "stranger");
+    for _ in 0..2 {
+        let _refused = dial(&stranger);
+    }
+    // A revoked certificate: handshaken, then closed before its hello.
+    let revoked = {
+        let tls = cairn::net::TlsConfig::new(ca.cert_der().clone(), revoked);
+        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap()
+    };
+    let _closed = dial(&revoked).expect("the TLS handshake of a revoked certificate succeeds");
+    // A member that says its hello, then sends syncs nobody asked for.
+    let name = "rogue-syncer";
+    let rogue = raw_endpoint(&rt, &ca, &ca, name);
+    let listen = rogue.local_addr().unwrap();
+    let conn = dial(&rogue).expect("the rogue member connects");
+    let lanes = {
+        let conn = conn.clone();
+        rt.block_on(rt.timeout(T, async move {
+            let mut tx = conn.open_lane(MESH_LANE).await.unwrap();
+            tx.send(&Wire::Hello(Hello {
+                node: NodeId::of_name(name),
+                incarnation: 1,
+                listen,
+                name: name.to_owned(),
+                peers: Vec::new(),
+            }))
+            .await
+            .unwrap();
+            let mut rx = conn.accept_lane().await.unwrap();
+            match rx.recv::<Wire>().await.unwrap() {
+                Some(Wire::HelloAck(_)) => {}
+                other => panic!("expected a hello ack, got {other:?}"),
+            }
+            for _ in 0..3 {
+                tx.send(&Wire::Sync {
+                    members: Bytes(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap()),
+                    names: Vec::new(),
+                })
+                .await
+                .unwrap();
+            }
+            (tx, rx)
+        }))
+        .expect("the rogue member's hello and syncs in time")
+    };
+
+    let mut expected = before.clone();
+    for (sample, by) in [
+        (
+            r#"cairn_mesh_refused_handshakes_total{reason="handshake"}"#,
+            2.0,
+        ),
+        (
+            r#"cairn_mesh_refused_handshakes_total{reason="revoked"}"#,
+            1.0,
+        ),
+        (r#"cairn_mesh_refusals_total{what="unrequested_sync"}"#, 3.0),
+    ] {
+        *expected
+            .get_mut(sample)
+            .unwrap_or_else(|| panic!("no {sample}")) += by;
+    }
+    let after = scrape_until(addr.0, |s| refusal_samples(s) == expected);
+    assert_eq!(refusal_samples(&after), expected);
+    // Nothing more arrives late.
+    let again = refusal_samples(&scrape(addr.0));
+    assert_eq!(again, expected);
+    drop((lanes, conn));
+    rt.shutdown();
+    node.shutdown();
+}
+
 /// A three-node cluster (4 shards, 3 replicas each) with one node cut off: writes still
 /// commit on the other two, and the leader of a shard they write to reports the cut-off
 /// follower's lag (`cairn_shard_follower_lag_entries` > 0); 0 before the cut.

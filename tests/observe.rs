@@ -907,8 +907,8 @@ fn check_a_failing_alarm(node: &Node, addr: SocketAddr, key: &str) {
         assert!(Instant::now() < deadline, "the alarm was never delivered");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The scan that delivered it found it due, and so does every scan while it runs (its
-    // deletion is not committed before the handler ends).
+    // Still stored, so still due, while it runs (its deletion is not committed before the
+    // handler ends).
     let running = scrape(addr);
     assert_eq!(value(&running, "cairn_alarms_due"), 1.0);
     assert_eq!(value(&running, &fired), 1.0);

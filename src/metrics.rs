@@ -37,7 +37,7 @@
 //! | `cairn_object_handler_failures_total{class}` | counter | failed handler calls |
 //! | `cairn_object_handler_seconds{class}` | histogram | handler time |
 //! | `cairn_object_gate_hold_seconds{class}` | histogram | output held behind its commit |
-//! | `cairn_alarms_due` | gauge | committed alarms due now, counted in storage at scrape time (one LMDB read over the alarm index, capped at `ALARMS_DUE_COUNT_LIMIT` = 100,000); not kept by the alarm process, whose figure lagged by up to a rescan (`ALARM_RESCAN`, 1 s): alarms fall due by the clock alone and plain named processes' commits do not wake it |
+//! | `cairn_alarms_due` | gauge | committed alarms due now, counted in storage at scrape time (one LMDB read over the alarm index, capped at `ALARMS_DUE_COUNT_LIMIT` = 100,000); not kept by the alarm process, whose figure lagged by up to a rescan (`ALARM_RESCAN`, 1 s), nor at each alarm commit, which alarms falling due by the clock alone would miss |
 //! | `cairn_alarms_fired_total{class}` / `_retried_total` / `_given_up_total` | counter | alarms |
 //! | `process_resident_memory_bytes` | gauge | resident memory of the OS process (Linux) |
 //! | `cairn_mesh_members` | gauge | live members, this node included |

@@ -130,9 +130,10 @@ impl Objects {
     ///
     /// Counted at the call, not remembered from the alarm process's last scan: an alarm
     /// falls due by the clock alone, with no commit to announce it, and a plain named
-    /// process's commits do not wake the alarm process, so a figure kept at each scan (or at
-    /// each alarm commit) lagged by up to [`ALARM_RESCAN`]. Like that scan, this counts
-    /// every stored alarm, also those of shards another node serves.
+    /// process's commits do not wake the alarm process, so a figure kept at each scan lagged
+    /// by up to [`ALARM_RESCAN`], and one kept at each alarm commit would miss alarms falling
+    /// due. Like the scan, this counts every stored alarm, also those of shards another node
+    /// serves. It reads the alarm clock (a manual clock counts the read).
     pub(crate) fn alarms_due_now(&self) -> u64 {
         let now = self.config.clock.now();
         self.store

@@ -39,7 +39,7 @@
 //! | `cairn_object_undeliverable_total{class}` | counter | messages this node took (a router, a deposed activation) and dropped: no owner reachable within `SHARD_WAIT` |
 //! | `cairn_object_handler_seconds{class}` | histogram | handler time |
 //! | `cairn_object_gate_hold_seconds{class}` | histogram | output held behind its commit |
-//! | `cairn_alarms_due` | gauge | stored alarms found due by the alarm process's last scan |
+//! | `cairn_alarms_due` | gauge | committed alarms due now, counted in storage at scrape time (one LMDB read over the alarm index, capped at `ALARMS_DUE_COUNT_LIMIT` = 100,000); not kept by the alarm process, whose figure lagged by up to a rescan (`ALARM_RESCAN`, 1 s), nor at each alarm commit, which alarms falling due by the clock alone would miss |
 //! | `cairn_alarms_fired_total{class}` / `_retried_total` / `_given_up_total` | counter | alarms |
 //! | `process_resident_memory_bytes` | gauge | resident memory of the OS process (Linux) |
 //! | `cairn_mesh_members` | gauge | live members, this node included |
@@ -282,8 +282,8 @@ const DEAD_LETTERS: &[Family<()>] = &[Family(
 
 const ALARMS_DUE: &[Family<Objects>] = &[Family(
     "cairn_alarms_due",
-    "Stored alarms found due by the alarm process's last scan",
-    Read::Gauge(|o| gauge_of(o.alarms_due.load(std::sync::atomic::Ordering::Relaxed))),
+    "Committed alarms due now, counted in storage at scrape time (capped at ALARMS_DUE_COUNT_LIMIT)",
+    Read::Gauge(|o| gauge_of(o.alarms_due_now())),
 )];
 
 const STORAGE: &[Family<StoreStats>] = &[

@@ -909,8 +909,8 @@ fn check_a_failing_alarm(node: &Node, addr: SocketAddr, key: &str) {
         assert!(Instant::now() < deadline, "the alarm was never delivered");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // The scan that delivered it found it due, and so does every scan while it runs (its
-    // deletion is not committed before the handler ends).
+    // Still stored, so still due, while it runs (its deletion is not committed before the
+    // handler ends).
     let running = scrape(addr);
     assert_eq!(value(&running, "cairn_alarms_due"), 1.0);
     assert_eq!(value(&running, &fired), 1.0);
@@ -969,6 +969,74 @@ fn alarm_metrics_move_with_a_replicated_objects_failing_alarm() {
     node.shutdown();
 }
 
+/// `cairn_alarms_due` is counted at scrape time. The alarm process is held inside a
+/// delivery (the named process's `wrap` blocks until the test lets it go), so it scans no
+/// more; meanwhile an alarm committed due by a plain keyspace (no wake-up), one falling due
+/// by the clock alone, and deletions each show at the very next scrape. A figure kept by
+/// the alarm process's last scan stays at 1 throughout.
+#[test]
+fn alarms_due_is_counted_at_scrape_time_not_at_the_alarm_processs_last_scan() {
+    use std::sync::mpsc::channel;
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir().unwrap();
+    let start = SystemTime::now();
+    let clock = cairn::object::WallClock::manual(start);
+    let node = Node::builder()
+        .workers(2)
+        .name("obs1")
+        .data_dir(dir.path())
+        .wall_clock(clock.clone())
+        .start()
+        .unwrap();
+    let pages = cairn::observe::serve(&node, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = pages.local_addr().unwrap();
+    let due = || value(&scrape(addr), "cairn_alarms_due");
+    assert_eq!(due(), 0.0);
+
+    let held = node.keyspace("obs-held").unwrap();
+    held.set_alarm(start - Duration::from_secs(1)).unwrap();
+    held.sync().unwrap();
+    let (entered_tx, entered_rx) = channel();
+    let (release_tx, release_rx) = channel::<()>();
+    let release_rx = Mutex::new(release_rx);
+    node.spawn_named("obs-held", move |mut ctx: Ctx<SystemTime>| async move {
+        ctx.receive_alarms_as(move |at| {
+            let _ = entered_tx.send(());
+            // Holds the alarm process (on its worker) until the test lets go or is gone.
+            let _ = release_rx.lock().unwrap().recv();
+            at
+        })
+        .unwrap();
+        while ctx.recv().await.is_some() {}
+    })
+    .unwrap();
+    entered_rx
+        .recv_timeout(T)
+        .expect("the alarm process delivers the held alarm");
+    assert_eq!(due(), 1.0);
+
+    // Committed due by a keyspace's own commit, which wakes no one.
+    let plain = node.keyspace("obs-plain").unwrap();
+    plain.set_alarm(start - Duration::from_secs(1)).unwrap();
+    plain.sync().unwrap();
+    assert_eq!(due(), 2.0, "an alarm committed due is not counted");
+    // Set for later, then due by the clock alone.
+    let later = node.keyspace("obs-later").unwrap();
+    later.set_alarm(start + Duration::from_secs(3600)).unwrap();
+    later.sync().unwrap();
+    assert_eq!(due(), 2.0, "an alarm not yet due is counted");
+    clock.advance(Duration::from_secs(7200));
+    assert_eq!(due(), 3.0, "an alarm due by the clock is not counted");
+    // Deleted, all three.
+    for ks in [&held, &plain, &later] {
+        ks.delete_alarm().unwrap();
+        ks.sync().unwrap();
+    }
+    assert_eq!(due(), 0.0, "deleted alarms are still counted");
+    drop(release_tx);
+    node.shutdown();
+}
+
 /// A peer holding another CA's certificate is refused at the TLS handshake, and that
 /// refusal is counted (`reason="handshake"`), not only duplicate connections.
 #[test]
@@ -1005,6 +1073,139 @@ fn a_peer_of_another_ca_is_a_refused_handshake() {
     if let Ok(stranger) = stranger {
         stranger.shutdown();
     }
+    node.shutdown();
+}
+
+/// The samples of the mesh's two refusal families (`cairn_mesh_refusals_total{what}`,
+/// `cairn_mesh_refused_handshakes_total{reason}`) in `samples`, sorted.
+fn refusal_samples(samples: &HashMap<String, f64>) -> std::collections::BTreeMap<String, f64> {
+    samples
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("cairn_mesh_refusals_total{")
+                || name.starts_with("cairn_mesh_refused_handshakes_total{")
+        })
+        .map(|(name, v)| (name.clone(), *v))
+        .collect()
+}
+
+/// An endpoint on `rt` dialing with a certificate named `name` issued by `issuer`, trusting
+/// `root`'s nodes.
+fn raw_endpoint(
+    rt: &cairn::scheduler::Runtime,
+    root: &cairn::net::ClusterCa,
+    issuer: &cairn::net::ClusterCa,
+    name: &str,
+) -> cairn::net::Endpoint {
+    let tls = cairn::net::TlsConfig::new(root.cert_der().clone(), issuer.issue(name).unwrap());
+    cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap()
+}
+
+/// Refusals provoked over the wire show in `/cairn/metrics` by exactly what was provoked,
+/// and no other refusal moves: a certificate of another CA dials twice (`reason=
+/// "handshake"` +2), a revoked certificate of the cluster's CA dials once (`reason=
+/// "revoked"` +1), and a member speaking the wire protocol by hand (valid certificate,
+/// proper hello) sends three membership syncs nobody asked for (`what="unrequested_sync"`
+/// +3).
+#[test]
+fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
+    use cairn::net::mesh::wire::{Bytes, Hello, Wire, MESH_LANE};
+    use cairn::net::ClusterCa;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ClusterCa::generate().unwrap();
+    ca.save(&dir.path().join("ca")).unwrap();
+    let other_ca = ClusterCa::generate().unwrap();
+    let revoked = ca.issue("rogue-revoked").unwrap();
+    let list = dir.path().join("revoked.txt");
+    std::fs::write(&list, format!("{}\n", revoked.identity().unwrap().serial)).unwrap();
+    let ca_dir = dir.path().join("ca");
+    let (node, addr) = node_with_pages_of(&dir.path().join("obs1"), Duration::from_secs(30), |b| {
+        b.cluster(ca_dir).revoked(list)
+    });
+    let mesh = node.mesh().unwrap();
+    let (seed, server) = (mesh.local_addr(), mesh.name().to_owned());
+    let before = refusal_samples(&scrape(addr.0));
+    assert!(before.len() >= 15, "{before:?}");
+
+    let rt = cairn::scheduler::Runtime::builder()
+        .workers(1)
+        .build()
+        .unwrap();
+    let dial = |endpoint: &cairn::net::Endpoint| {
+        let (endpoint, server) = (endpoint.clone(), server.clone());
+        rt.block_on(rt.timeout(T, async move { endpoint.connect(seed, &server).await }))
+            .expect("the dial ends in time")
+    };
+    // Another CA's certificate: refused in the handshake, once per dial.
+    let stranger = raw_endpoint(&rt, &ca, &other_ca, "stranger");
+    for _ in 0..2 {
+        let _refused = dial(&stranger);
+    }
+    // A revoked certificate: handshaken, then closed before its hello.
+    let revoked = {
+        let tls = cairn::net::TlsConfig::new(ca.cert_der().clone(), revoked);
+        cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap()
+    };
+    let _closed = dial(&revoked).expect("the TLS handshake of a revoked certificate succeeds");
+    // A member that says its hello, then sends syncs nobody asked for.
+    let name = "rogue-syncer";
+    let rogue = raw_endpoint(&rt, &ca, &ca, name);
+    let listen = rogue.local_addr().unwrap();
+    let conn = dial(&rogue).expect("the rogue member connects");
+    let lanes = {
+        let conn = conn.clone();
+        rt.block_on(rt.timeout(T, async move {
+            let mut tx = conn.open_lane(MESH_LANE).await.unwrap();
+            tx.send(&Wire::Hello(Hello {
+                node: NodeId::of_name(name),
+                incarnation: 1,
+                listen,
+                name: name.to_owned(),
+                peers: Vec::new(),
+            }))
+            .await
+            .unwrap();
+            let mut rx = conn.accept_lane().await.unwrap();
+            match rx.recv::<Wire>().await.unwrap() {
+                Some(Wire::HelloAck(_)) => {}
+                other => panic!("expected a hello ack, got {other:?}"),
+            }
+            for _ in 0..3 {
+                tx.send(&Wire::Sync {
+                    members: Bytes(rmp_serde::to_vec(&Vec::<u8>::new()).unwrap()),
+                    names: Vec::new(),
+                })
+                .await
+                .unwrap();
+            }
+            (tx, rx)
+        }))
+        .expect("the rogue member's hello and syncs in time")
+    };
+
+    let mut expected = before.clone();
+    for (sample, by) in [
+        (
+            r#"cairn_mesh_refused_handshakes_total{reason="handshake"}"#,
+            2.0,
+        ),
+        (
+            r#"cairn_mesh_refused_handshakes_total{reason="revoked"}"#,
+            1.0,
+        ),
+        (r#"cairn_mesh_refusals_total{what="unrequested_sync"}"#, 3.0),
+    ] {
+        *expected
+            .get_mut(sample)
+            .unwrap_or_else(|| panic!("no {sample}")) += by;
+    }
+    let after = scrape_until(addr.0, |s| refusal_samples(s) == expected);
+    assert_eq!(refusal_samples(&after), expected);
+    // Nothing more arrives late.
+    let again = refusal_samples(&scrape(addr.0));
+    assert_eq!(again, expected);
+    drop((lanes, conn));
+    rt.shutdown();
     node.shutdown();
 }
 

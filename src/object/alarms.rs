@@ -45,6 +45,12 @@ pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
 /// sooner; this bounds its wake-ups to 20 a second instead of one per millisecond.
 pub const ALARM_DUE_POLL: Duration = Duration::from_millis(50);
 
+/// The most due alarms [`Objects::alarms_due_now`] counts (one index step each, in one LMDB
+/// read transaction): a metrics scrape stays cheap even when far more are due. More than
+/// this many due at once means the alarm process is far behind, which the capped figure
+/// already shows.
+pub const ALARMS_DUE_COUNT_LIMIT: u64 = 100_000;
+
 /// Delivers a due alarm of one class: `(objects, key, region, at) -> delivered`.
 pub(super) type AlarmDispatch =
     Arc<dyn Fn(&Arc<Objects>, &str, Option<&str>, SystemTime) -> bool + Send + Sync>;
@@ -118,6 +124,26 @@ impl Objects {
         }
     }
 
+    /// Committed alarms due now by this node's alarm clock, counted in storage at the call
+    /// (`cairn_alarms_due`), at most [`ALARMS_DUE_COUNT_LIMIT`]; 0 (logged) if storage
+    /// cannot be read.
+    ///
+    /// Counted at the call, not remembered from the alarm process's last scan: an alarm
+    /// falls due by the clock alone, with no commit to announce it, and a plain named
+    /// process's commits do not wake the alarm process, so a figure kept at each scan lagged
+    /// by up to [`ALARM_RESCAN`], and one kept at each alarm commit would miss alarms falling
+    /// due. Like the scan, this counts every stored alarm, also those of shards another node
+    /// serves. It reads the alarm clock (a manual clock counts the read).
+    pub(crate) fn alarms_due_now(&self) -> u64 {
+        let now = self.config.clock.now();
+        self.store
+            .count_due_alarms(now, ALARMS_DUE_COUNT_LIMIT)
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot count the due alarms");
+                0
+            })
+    }
+
     /// Asks the alarm process to rescan storage (a handler may have set or moved an alarm).
     pub(super) fn wake_alarms(&self) {
         if let Some(p) = self.alarm_process.get() {
@@ -188,8 +214,6 @@ async fn run_alarms(mut ctx: Ctx<AlarmCmd>, objects: Weak<Objects>) {
         let now = objs.config.clock.now();
         match objs.store.due_alarms(now) {
             Ok(due) => {
-                objs.alarms_due
-                    .store(due.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for alarm in due {
                     let fresh = delivered.get(&alarm.name).is_none_or(|&(at, when)| {
                         at != alarm.at || when.elapsed() > Duration::from_secs(30)

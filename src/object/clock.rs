@@ -74,7 +74,8 @@ impl WallClock {
 
     /// How often a manual clock was read so far (0 for the system clock). The alarm process
     /// reads it once before delivering due alarms and once after, so three reads after a
-    /// move mean a whole scan ran at the new time.
+    /// move mean a whole scan ran at the new time, unless a metrics scrape (which reads it
+    /// once for `cairn_alarms_due`) ran meanwhile.
     #[cfg(feature = "testing")]
     pub fn reads(&self) -> u64 {
         self.manual

@@ -48,7 +48,7 @@ mod routing;
 mod shard_wait;
 mod stats;
 
-pub use alarms::{ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
+pub use alarms::{ALARMS_DUE_COUNT_LIMIT, ALARM_MAX_RETRIES, ALARM_RESCAN, ALARM_RETRY_BASE};
 pub(crate) use api::ObjectsConfig;
 pub use api::{
     Object, ObjectCtx, ObjectError, ObjectMsg, ObjectSendError, Retry, DEFAULT_IDLE_TIMEOUT,
@@ -99,8 +99,6 @@ pub(crate) struct Objects {
     alarm_process: OnceLock<ActorRef<AlarmCmd>>,
     /// Scans the alarm process made (each wake-up is one): see `alarms`.
     alarm_scans: std::sync::atomic::AtomicU64,
-    /// Stored alarms found due by the alarm process's last scan (`cairn_alarms_due`).
-    pub(crate) alarms_due: std::sync::atomic::AtomicU64,
     /// Set once at node start when the node has a mesh.
     #[cfg(feature = "mesh")]
     cluster: OnceLock<Cluster>,
@@ -128,7 +126,6 @@ impl Objects {
             named_alarms: Mutex::new(HashMap::new()),
             alarm_process: OnceLock::new(),
             alarm_scans: std::sync::atomic::AtomicU64::new(0),
-            alarms_due: std::sync::atomic::AtomicU64::new(0),
             #[cfg(feature = "mesh")]
             cluster: OnceLock::new(),
             #[cfg(feature = "mesh")]

@@ -659,6 +659,29 @@ impl Store {
         self.scan_alarms(hi.as_ref().map(|h| &h[..]), usize::MAX)
     }
 
+    /// How many committed alarms are due at or before `now`, counting at most `limit`: the
+    /// number [`Store::due_alarms`] would return, capped at `limit`. One read transaction
+    /// over the time-ordered alarm index, one cursor step per due alarm and no name lookups,
+    /// so a caller that must stay cheap (a metrics scrape) bounds its cost with `limit`.
+    pub fn count_due_alarms(&self, now: SystemTime, limit: u64) -> Result<u64> {
+        let hi = to_ms(now).checked_add(1).map(u64::to_be_bytes);
+        let r = self.inner.core.env.begin_read()?;
+        let mut due = 0u64;
+        if limit > 0 {
+            r.scan(
+                Table::AlarmIndex,
+                &[],
+                hi.as_ref().map(|h| &h[..]),
+                false,
+                |_, _| {
+                    due += 1;
+                    due < limit
+                },
+            )?;
+        }
+        Ok(due)
+    }
+
     /// The earliest committed alarm, if any (the scheduler's next wake-up).
     pub fn next_alarm(&self) -> Result<Option<Alarm>> {
         Ok(self.scan_alarms(None, 1)?.pop())

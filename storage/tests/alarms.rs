@@ -39,6 +39,40 @@ fn due_alarms_come_in_time_order_up_to_now_inclusive() {
     );
 }
 
+/// The count agrees with `due_alarms` at every instant (up to `now` inclusive, committed
+/// alarms only) and stops at its limit.
+#[test]
+fn count_due_alarms_counts_what_due_alarms_returns_up_to_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Config::default()).unwrap();
+    for (name, at) in [("c", 3_000), ("a", 1_000), ("d", 4_000), ("b", 2_000)] {
+        let ks = store.keyspace(name).unwrap();
+        ks.set_alarm(t(at)).unwrap();
+        ks.commit();
+    }
+    store.sync().unwrap();
+    for now in [0, 999, 1_000, 2_500, 4_000, 10_000] {
+        let listed = store.due_alarms(t(now)).unwrap().len() as u64;
+        assert_eq!(
+            store.count_due_alarms(t(now), u64::MAX).unwrap(),
+            listed,
+            "at {now} ms"
+        );
+    }
+    assert_eq!(store.count_due_alarms(t(10_000), 3).unwrap(), 3);
+    assert_eq!(store.count_due_alarms(t(10_000), 0).unwrap(), 0);
+    // A pending alarm is not counted until it commits; a deleted one no longer is.
+    let e = store.keyspace("e").unwrap();
+    e.set_alarm(t(500)).unwrap();
+    assert_eq!(store.count_due_alarms(t(1_000), u64::MAX).unwrap(), 1);
+    e.sync().unwrap();
+    assert_eq!(store.count_due_alarms(t(1_000), u64::MAX).unwrap(), 2);
+    let a = store.keyspace("a").unwrap();
+    a.delete_alarm().unwrap();
+    a.sync().unwrap();
+    assert_eq!(store.count_due_alarms(t(1_000), u64::MAX).unwrap(), 1);
+}
+
 #[test]
 fn one_alarm_per_keyspace_replace_and_delete() {
     let dir = tempfile::tempdir().unwrap();

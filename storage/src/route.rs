@@ -14,9 +14,12 @@
 //!   before an earlier one stays listed until that one leaves, so the earlier set's older
 //!   values never shadow it). A [`RoutedCommit`] dropped unfinished fails its set (a
 //!   route cannot lose a ticket).
-//! * Failures poison the keyspace exactly as a failed local commit does: every set handed
-//!   over before the failure and not yet finished fails too (`EarlierCommitFailed`), the
-//!   pending writes are discarded, and the next `commit` fails at once.
+//! * Failures poison the keyspace as a failed local commit does: every set handed over after
+//!   the failed one (built on its writes) and not yet finished fails too
+//!   (`EarlierCommitFailed`), the pending writes are discarded, and the next `commit` fails
+//!   at once. A set handed over *before* the failed one still stands on its own outcome,
+//!   even when the route reports it after the failure (a shard refuses an oversized set at
+//!   once while earlier ones are still being replicated).
 //! * Sets of one keyspace are handed to the route in commit order, synchronously inside
 //!   `commit`: a route that queues them in that order keeps them ordered.
 //! * [`Keyspace::sync`] on a routed keyspace first asks [`CommitRoute::blocking_allowed`]: a
@@ -208,6 +211,50 @@ mod tests {
         assert!(matches!(first.try_result(), Some(Ok(()))));
         assert!(!ks.has_in_flight());
         assert_eq!(ks.get::<u64>("total").unwrap(), Some(2));
+    }
+
+    /// A route that reports a later set's failure before an earlier set's success: the
+    /// earlier set stands (it never read the failed writes), the later one fails, and so
+    /// does the next commit (the keyspace is poisoned).
+    #[test]
+    fn an_earlier_set_reported_after_a_later_ones_failure_still_commits() {
+        let (_dir, store, ks, held) = routed();
+        ks.put("a", &1u64).unwrap();
+        let first = ks.commit();
+        ks.put("b", &2u64).unwrap();
+        let second = ks.commit();
+        ks.put("c", &3u64).unwrap();
+        let third = ks.commit();
+        let mut sets = std::mem::take(&mut *held.0.lock().unwrap());
+        let (_, third_done) = sets.pop().unwrap();
+        let (_, second_done) = sets.pop().unwrap();
+        let (first_set, first_done) = sets.pop().unwrap();
+        second_done.finish(Err(StorageError::NotReplicated("too large".into())));
+        assert!(matches!(
+            second.try_result(),
+            Some(Err(StorageError::NotReplicated(_)))
+        ));
+        // The route applied the first set (as a shard applies it to this store), then
+        // reports it.
+        store.shard_write(|t| t.apply(0, &first_set)).unwrap();
+        first_done.finish(Ok(()));
+        assert!(
+            matches!(first.try_result(), Some(Ok(()))),
+            "a set handed over before the failed one was failed with it: {:?}",
+            first.try_result()
+        );
+        assert_eq!(ks.get::<u64>("a").unwrap(), Some(1));
+        third_done.finish(Ok(()));
+        assert!(matches!(
+            third.try_result(),
+            Some(Err(StorageError::EarlierCommitFailed))
+        ));
+        assert_eq!(ks.get::<u64>("b").unwrap(), None);
+        assert_eq!(ks.get::<u64>("c").unwrap(), None);
+        assert!(matches!(
+            ks.commit().try_result(),
+            Some(Err(StorageError::EarlierCommitFailed))
+        ));
     }
 
     /// A route that forbids blocking the caller.

@@ -315,7 +315,9 @@ pub(crate) struct KsState {
     pub(crate) inflight: VecDeque<InFlight>,
     /// Sequence number of the next handed-over set.
     pub(crate) next_seq: u64,
-    /// Sets with `seq < poisoned_below` that have not committed yet must fail.
+    /// The writer fails sets with `seq < poisoned_below` it has not committed yet (handed
+    /// over before a failure, so at or after the failed set in the writer's order). A routed
+    /// set is judged by whether it is still in `inflight` (see [`finish_set`]).
     pub(crate) poisoned_below: u64,
     /// Set when a commit failed; the next `commit()` fails at once and clears it.
     pub(crate) poisoned: bool,
@@ -1082,18 +1084,19 @@ fn succeed(core: &Core, l: &Live) {
 pub(crate) fn finish_set(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner) {
     {
         let mut st = ks.state.lock();
-        if seq >= st.poisoned_below {
-            // Routes may report out of order: a finished set leaves the overlay only with
-            // every earlier one, or an earlier set still listed would be read over it.
-            if let Some(f) = st.inflight.iter_mut().find(|f| f.seq == seq) {
-                f.done = true;
-            }
-            while st.inflight.front().is_some_and(|f| f.done) {
-                st.inflight.pop_front();
-            }
-        } else {
+        // A set no longer listed was unlisted by the failure of a set handed over at or before
+        // it (`fail`): it was built on writes that did not commit. A set handed over *before* a failed one is still listed and stands:
+        // it never read the failed set's writes (a route may report a later set's failure
+        // first, e.g. a shard refusing an oversized set while earlier ones are in flight).
+        let Some(f) = st.inflight.iter_mut().find(|f| f.seq == seq) else {
             drop(st);
             return fail(core, ks, seq, ticket, StorageError::EarlierCommitFailed);
+        };
+        // Routes may report out of order: a finished set leaves the overlay only with every
+        // earlier one, or an earlier set still listed would be read over it.
+        f.done = true;
+        while st.inflight.front().is_some_and(|f| f.done) {
+            st.inflight.pop_front();
         }
     }
     core.counters.write_sets.fetch_add(1, Ordering::Relaxed);
@@ -1105,7 +1108,8 @@ pub(crate) fn fail(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner, e
     {
         let mut st = ks.state.lock();
         if seq >= st.poisoned_below {
-            // First failure of this run: every set handed over so far is suspect.
+            // First failure of this run: every set handed over since this one (built on its
+            // writes) fails too, and so does the next commit.
             tracing::warn!(keyspace = %ks.name, error = %err, "commit failed");
             st.poisoned_below = st.next_seq;
             st.poisoned = true;

@@ -111,16 +111,9 @@ fn seed(node: &Node) -> std::net::SocketAddr {
     node.mesh().unwrap().local_addr()
 }
 
-/// Polls `f` (every 50 ms) until it returns `Some`, for at most [`WAIT`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_for(what, WAIT, f)
 }
 
 /// A mesh of `names.len()` nodes: the first creates the shard cluster, the others join it;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn::net::ClusterCa;
 use cairn::prelude::*;
@@ -28,16 +28,9 @@ const SENT: u64 = 300;
 const IN_FLIGHT: u64 = 64;
 const SHARDS: u32 = 4;
 
-/// Polls `f` (every 20 ms) until it returns `Some`, for at most [`WAIT`].
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Polls `f` until it returns `Some`, for at most [`WAIT`].
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    common::poll_for(what, WAIT, f)
 }
 
 /// The one node of `nodes` serving `key`'s shard now (it routes the object to itself).
@@ -58,8 +51,34 @@ fn lost(nodes: &[Node]) -> (u64, u64) {
         })
 }
 
+/// The stall ends once another node leads: the deposed activation finds the new leader at
+/// once.
 #[test]
 fn a_deposed_activation_passes_its_queued_messages_to_the_new_leader() {
+    depose(Release::OnceAnotherLeads);
+}
+
+/// The stalled leader is also cut off from the others (mesh fault injection) until its
+/// write sets have failed: the deposed activation's forwards find no leader and wait (its
+/// 64 at once, taking no more mail); after healing they all finish together, and the
+/// activation must take mail again (it once waited forever there: finished forwards did
+/// not wake it).
+#[test]
+fn a_deposed_activation_whose_forwards_wait_for_a_leader_takes_mail_again() {
+    depose(Release::CutOff);
+}
+
+/// How the stalled leader is deposed.
+#[derive(Clone, Copy, PartialEq)]
+enum Release {
+    /// Its store lets go once another node leads.
+    OnceAnotherLeads,
+    /// It is also cut off from the others; its store lets go once another node leads, and
+    /// the cut heals once its write sets in flight have failed.
+    CutOff,
+}
+
+fn depose(release: Release) {
     let dir = tempfile::tempdir().unwrap();
     ClusterCa::generate()
         .unwrap()
@@ -107,10 +126,29 @@ fn a_deposed_activation_passes_its_queued_messages_to_the_new_leader() {
             counter.send(CounterMsg::Add(1)).await.unwrap();
         }
     });
+    let port = |n: &Node| n.mesh().unwrap().local_addr().port();
+    let others: Vec<u16> = (0..nodes.len())
+        .filter(|&i| i != old)
+        .map(|i| port(&nodes[i]))
+        .collect();
+    let cut = (release == Release::CutOff)
+        .then(|| cairn::net::faults::Partition::new(&[port(stalled)], &others));
     let new = wait_for("another node to lead the shard", || {
         leader(&nodes, key).filter(|&i| i != old)
     });
     drop(hold);
+    if let Some(cut) = cut {
+        // Healed once the stalled leader's write sets in flight have failed (it stepped
+        // down): its activation is then passing its mailbox on, to no leader it can reach.
+        wait_for("the cut-off leader's write sets to fail", || {
+            let failed = stalled
+                .object_stats()
+                .get(Counter::CLASS)
+                .map_or(0, |s| s.write_sets_failed);
+            (failed >= IN_FLIGHT).then_some(())
+        });
+        cut.heal();
+    }
 
     // The stalled leader's write sets fail (or commit, if they reached the others first);
     // its activation re-activates, finds itself deposed and passes its mailbox on.

@@ -126,13 +126,9 @@ fn start(dir: &std::path::Path, key: &str) -> Node {
     node
 }
 
-/// Polls `done` every 10 ms for at most [`WAIT`].
+/// Polls `done` until it holds, for at most [`WAIT`].
 fn wait_for(what: &str, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    common::poll_for(what, WAIT, || done().then_some(()))
 }
 
 /// Queues `msgs` to `key` in order (without waiting for any to be handled), then answers

@@ -326,6 +326,8 @@ impl Pipeline {
 
 enum Event<M> {
     Committed(CommitId, Result<(), String>),
+    /// Messages passed on by a deposed activation were delivered (see [`Forwards`]).
+    Forwarded,
     Msg(Message<ObjectMsg<M>>),
     Idle,
 }
@@ -481,6 +483,7 @@ async fn run_object<O: Object>(
                 pipeline.queue.commit_completed(id, result.is_ok());
                 continue;
             }
+            Event::Forwarded => continue,
             Event::Idle => {
                 if !octx.ctx.close_if_idle() {
                     close_refused = true;
@@ -711,21 +714,28 @@ impl<O: Object> Forwards<O> {
         self.pending.is_empty()
     }
 
-    /// Polls every forward; ready with a message that came back.
-    fn poll_back(&mut self, cx: &mut std::task::Context<'_>) -> Poll<O::Msg> {
+    /// Polls every forward; ready once one or more finished (the activation then looks
+    /// again at whether it may take messages), with a message that came back if one did.
+    fn poll_finished(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<O::Msg>> {
+        let mut finished = false;
         let mut i = 0;
         while i < self.pending.len() {
             match self.pending[i].as_mut().poll(cx) {
                 Poll::Pending => i += 1,
                 Poll::Ready(back) => {
                     drop(self.pending.swap_remove(i));
-                    if let Some(msg) = back {
-                        return Poll::Ready(msg);
+                    finished = true;
+                    if back.is_some() {
+                        return Poll::Ready(back);
                     }
                 }
             }
         }
-        Poll::Pending
+        if finished {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -802,9 +812,13 @@ async fn next_event<O: Object>(
         if let Poll::Ready((id, result)) = pipeline.poll_commit(cx, &octx.stats) {
             return Poll::Ready(Event::Committed(id, result));
         }
-        // A forwarded message that came back: this node serves the object's shard again.
-        if let Poll::Ready(msg) = forwards.poll_back(cx) {
-            return Poll::Ready(Event::Msg(Message::User(ObjectMsg::User(msg))));
+        // Forwards that finished: room to take messages again, and a message that came back
+        // (this node serves the object's shard again) to handle.
+        if let Poll::Ready(back) = forwards.poll_finished(cx) {
+            return Poll::Ready(match back {
+                Some(msg) => Event::Msg(Message::User(ObjectMsg::User(msg))),
+                None => Event::Forwarded,
+            });
         }
         if take_messages {
             if let Poll::Ready(Some(m)) = pin!(octx.ctx.recv()).poll(cx) {

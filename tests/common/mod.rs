@@ -125,6 +125,22 @@ pub fn mesh_builder(dir: &Path, name: &str, join: Option<std::net::SocketAddr>) 
     }
 }
 
+/// Polls `f` (every 20 ms) until it returns `Some`, for at most `within`; fails the test
+/// naming `what` if it never does.
+pub fn poll_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (up to `within`) for an `Up` of `peer` on `events`, a subscription of `node`'s.
 pub fn wait_up(node: &Node, events: &mut cairn::net::NodeEvents, peer: NodeId, within: Duration) {
     let up = node.block_on(node.handle().timeout(within, async {

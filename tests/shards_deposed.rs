@@ -5,16 +5,21 @@
 //! must pass what it had queued on to the new leader: not handle it (its writes would be
 //! fenced), not hold it without bound, not spin. Every message sent is then stored on the
 //! new leader, or counted by a node as lost (`write_sets_failed`: the write sets in flight
-//! when the leader stalled; `undeliverable`), and none is applied twice.
+//! when the leader stalled; `undeliverable`), and none is applied twice. An HTTP request
+//! queued behind them is routed again and answered by the new leader, not by the deposed
+//! activation.
 
 mod common;
+#[path = "common/http.rs"]
+mod http_client;
 
 use std::time::Duration;
 
+use cairn::bytes::Bytes;
 use cairn::net::ClusterCa;
 use cairn::prelude::*;
 use cairn::ShardConfig;
-use common::{Counter, CounterMsg};
+use serde::{Deserialize, Serialize};
 
 /// Bound on every wait (first elections, the new leader's election, the drain).
 const WAIT: Duration = Duration::from_secs(60);
@@ -28,6 +33,52 @@ const SENT: u64 = 300;
 const IN_FLIGHT: u64 = 64;
 const SHARDS: u32 = 4;
 
+#[derive(Serialize, Deserialize)]
+enum TallyMsg {
+    /// Adds `n`; no answer.
+    Add(u64),
+    Get(Reply<u64>),
+}
+
+/// A durable counter whose `fetch` answers with the id of the node that ran it.
+struct Tally {
+    total: u64,
+}
+
+impl Object for Tally {
+    const CLASS: &'static str = "test-tally";
+    type Msg = TallyMsg;
+
+    async fn activate(ctx: &mut ObjectCtx<Self>) -> Result<Self, ActorError> {
+        Ok(Tally {
+            total: ctx.storage().get("total")?.unwrap_or(0),
+        })
+    }
+
+    async fn handle(&mut self, msg: TallyMsg, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        match msg {
+            TallyMsg::Add(n) => {
+                self.total += n;
+                ctx.storage().put("total", &self.total)?;
+            }
+            TallyMsg::Get(reply) => {
+                let _ = reply.send(self.total);
+            }
+        }
+        Ok(())
+    }
+
+    async fn fetch(
+        &mut self,
+        _request: http::Request<Bytes>,
+        ctx: &mut ObjectCtx<Self>,
+    ) -> Result<http::Response<Bytes>, ActorError> {
+        Ok(http::Response::new(Bytes::from(
+            ctx.handle().node().to_string(),
+        )))
+    }
+}
+
 /// Polls `f` until it returns `Some`, for at most [`WAIT`].
 fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
     common::poll_for(what, WAIT, f)
@@ -36,7 +87,7 @@ fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 /// The one node of `nodes` serving `key`'s shard now (it routes the object to itself).
 fn leader(nodes: &[Node], key: &str) -> Option<usize> {
     let mut serving = (0..nodes.len())
-        .filter(|&i| nodes[i].object::<Counter>(key).owner().ok() == Some(nodes[i].id()));
+        .filter(|&i| nodes[i].object::<Tally>(key).owner().ok() == Some(nodes[i].id()));
     let one = serving.next()?;
     serving.next().is_none().then_some(one)
 }
@@ -45,7 +96,7 @@ fn leader(nodes: &[Node], key: &str) -> Option<usize> {
 fn lost(nodes: &[Node]) -> (u64, u64) {
     nodes
         .iter()
-        .filter_map(|n| n.object_stats().get(Counter::CLASS).cloned())
+        .filter_map(|n| n.object_stats().get(Tally::CLASS).cloned())
         .fold((0, 0), |(f, u), s| {
             (f + s.write_sets_failed, u + s.undeliverable)
         })
@@ -91,9 +142,10 @@ fn depose(release: Release) {
                 ..ShardConfig::default()
             })
             .failure_timeout(Duration::from_secs(1))
+            .http("127.0.0.1:0".parse().unwrap())
             .start()
             .unwrap();
-        node.host::<Counter>();
+        node.host::<Tally>();
         node
     };
     let first = start("deposed-a", None);
@@ -110,11 +162,9 @@ fn depose(release: Release) {
     let key = "deposed";
     let old = wait_for("a leader", || leader(&nodes, key));
     let stalled = &nodes[old];
-    let counter = stalled.object::<Counter>(key);
+    let counter = stalled.object::<Tally>(key);
     assert_eq!(
-        stalled
-            .block_on(counter.call(CounterMsg::Get, CALL))
-            .unwrap(),
+        stalled.block_on(counter.call(TallyMsg::Get, CALL)).unwrap(),
         0
     );
 
@@ -123,9 +173,13 @@ fn depose(release: Release) {
     // which takes IN_FLIGHT of them (their write sets stall) and queues the rest.
     stalled.block_on(async {
         for _ in 0..SENT {
-            counter.send(CounterMsg::Add(1)).await.unwrap();
+            counter.send(TallyMsg::Add(1)).await.unwrap();
         }
     });
+    // Queued behind them the same way (the stalled node still serves: its lease outlives
+    // these few milliseconds), answered once the activation gets to it.
+    let url = format!("http://{}/test-tally/{key}/", stalled.http_addr().unwrap());
+    let fetched = std::thread::spawn(move || http_client::curl("GET", &url, None));
     let port = |n: &Node| n.mesh().unwrap().local_addr().port();
     let others: Vec<u16> = (0..nodes.len())
         .filter(|&i| i != old)
@@ -143,7 +197,7 @@ fn depose(release: Release) {
         wait_for("the cut-off leader's write sets to fail", || {
             let failed = stalled
                 .object_stats()
-                .get(Counter::CLASS)
+                .get(Tally::CLASS)
                 .map_or(0, |s| s.write_sets_failed);
             (failed >= IN_FLIGHT).then_some(())
         });
@@ -153,10 +207,10 @@ fn depose(release: Release) {
     // The stalled leader's write sets fail (or commit, if they reached the others first);
     // its activation re-activates, finds itself deposed and passes its mailbox on.
     let leading = &nodes[new];
-    let leading_counter = leading.object::<Counter>(key);
+    let leading_counter = leading.object::<Tally>(key);
     let (total, failed, undeliverable) = wait_for("every message stored or counted lost", || {
         let total = leading
-            .block_on(leading_counter.call(CounterMsg::Get, CALL))
+            .block_on(leading_counter.call(TallyMsg::Get, CALL))
             .ok()?;
         let (failed, undeliverable) = lost(&nodes);
         (total + failed + undeliverable >= SENT).then_some((total, failed, undeliverable))
@@ -178,5 +232,12 @@ fn depose(release: Release) {
     assert!(
         total >= SENT - IN_FLIGHT,
         "{total} stored: the queued messages did not reach the new leader"
+    );
+    let fetched = fetched.join().unwrap();
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert_ne!(
+        fetched.body,
+        stalled.id().to_string(),
+        "the deposed activation ran the request itself"
     );
 }

@@ -44,7 +44,7 @@ pub const ALPN: &[u8] = b"cairn/1";
 /// The server name a seed known only by its address (`--join 127.0.0.1:7400`) is dialed
 /// under. No certificate carries it (none may be issued for it): for this name the dialing
 /// side accepts any *node* certificate the cluster CA signed, checked for its own name
-/// ([`ClusterServerVerifier`]), and the seed's name and id are then learned from its hello,
+/// (`ClusterServerVerifier`), and the seed's name and id are then learned from its hello,
 /// which must match that certificate like every hello. Every other name is checked as TLS
 /// checks a host name, so a node dialed as `n2` must present `n2`'s certificate.
 pub const SEED_SERVER_NAME: &str = "cairn-seed";

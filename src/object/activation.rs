@@ -32,7 +32,18 @@
 //! ## Eviction
 //! After the idle timeout without messages and with nothing in flight, the object closes its
 //! mailbox *only if it is empty* and exits; a sender that still held its address gets its
-//! message back (`NoProc`) and re-activates the object, so nothing is lost.
+//! message back (`NoProc`) and re-activates the object, so nothing is lost. A close refused
+//! (mail queued, or senders granted room that have not pushed yet) is tried again no sooner
+//! than [`IDLE_RECHECK`], so an activation leaving at once never loops without yielding.
+//!
+//! ## Deposed (replicated objects)
+//! When this node stops serving the object's shard, the activation runs no handler: each
+//! message it takes goes on to the shard's current leader ([`Forwards`], at most
+//! [`MAX_FORWARDS`] at once, beyond which it takes no mail so its mailbox pushes back), an
+//! HTTP request or socket event is routed again from the start, alarms are left to the
+//! leader, and the activation evicts as soon as it is idle. A forwarded message that comes
+//! back (this node leads again) is handled here. What cannot be delivered within
+//! `SHARD_WAIT` is dropped, logged and counted (`undeliverable`).
 
 use std::collections::VecDeque;
 use std::future::Future;

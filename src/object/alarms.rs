@@ -45,7 +45,7 @@ pub const ALARM_RESCAN: Duration = Duration::from_secs(1);
 /// sooner; this bounds its wake-ups to 20 a second instead of one per millisecond.
 pub const ALARM_DUE_POLL: Duration = Duration::from_millis(50);
 
-/// The most due alarms [`Objects::alarms_due_now`] counts (one index step each, in one LMDB
+/// The most due alarms `Objects::alarms_due_now` counts (one index step each, in one LMDB
 /// read transaction): a metrics scrape stays cheap even when far more are due. More than
 /// this many due at once means the alarm process is far behind, which the capped figure
 /// already shows.

@@ -181,7 +181,7 @@ struct RunArgs {
     #[arg(long, value_delimiter = ',')]
     join: Vec<SeedAddr>,
     /// The address other nodes reach this one at (default: the listen address; with
-    /// --listen 0.0.0.0 or [::], the address this host routes to its seeds from).
+    /// --listen 0.0.0.0 or `[::]`, the address this host routes to its seeds from).
     #[arg(long)]
     advertise: Option<SocketAddr>,
     /// Where durable state lives.

@@ -40,7 +40,11 @@ enum TallyMsg {
     Get(Reply<u64>),
 }
 
-/// A durable counter whose `fetch` answers with the id of the node that ran it.
+/// Nodes whose [`Tally`] ran its `deactivate` hook.
+static DEACTIVATED: std::sync::Mutex<Vec<NodeId>> = std::sync::Mutex::new(Vec::new());
+
+/// A durable counter whose `fetch` answers with the id of the node that ran it, and whose
+/// `deactivate` records where it ran.
 struct Tally {
     total: u64,
 }
@@ -65,6 +69,11 @@ impl Object for Tally {
                 let _ = reply.send(self.total);
             }
         }
+        Ok(())
+    }
+
+    async fn deactivate(&mut self, ctx: &mut ObjectCtx<Self>) -> Result<(), ActorError> {
+        DEACTIVATED.lock().unwrap().push(ctx.handle().node());
         Ok(())
     }
 
@@ -148,12 +157,17 @@ fn depose(release: Release) {
         node.host::<Tally>();
         node
     };
-    let first = start("deposed-a", None);
+    // Names (and so node ids) apart from the other test's, which runs in this process.
+    let tag = match release {
+        Release::OnceAnotherLeads => "deposed",
+        Release::CutOff => "cut",
+    };
+    let first = start(&format!("{tag}-a"), None);
     let seed = first.mesh().unwrap().local_addr();
     let nodes = vec![
         first,
-        start("deposed-b", Some(seed)),
-        start("deposed-c", Some(seed)),
+        start(&format!("{tag}-b"), Some(seed)),
+        start(&format!("{tag}-c"), Some(seed)),
     ];
     wait_for("every shard to have three voters", || {
         let full = nodes[0].block_on(nodes[0].shards_fully_replicated());
@@ -232,6 +246,19 @@ fn depose(release: Release) {
     assert!(
         total >= SENT - IN_FLIGHT,
         "{total} stored: the queued messages did not reach the new leader"
+    );
+    // The deposed activation evicts once it passed everything on, without running the
+    // `deactivate` hook (the object lives on at the leader).
+    wait_for("the deposed activation to evict", || {
+        let active = stalled
+            .object_stats()
+            .get(Tally::CLASS)
+            .map_or(0, |s| s.active);
+        (active == 0).then_some(())
+    });
+    assert!(
+        !DEACTIVATED.lock().unwrap().contains(&stalled.id()),
+        "the deposed activation ran its deactivate hook"
     );
     let fetched = fetched.join().unwrap();
     assert_eq!(fetched.status, 200, "{}", fetched.body);

@@ -41,7 +41,8 @@
 //! message it takes goes on to the shard's current leader ([`Forwards`], at most
 //! [`MAX_FORWARDS`] at once, beyond which it takes no mail so its mailbox pushes back), an
 //! HTTP request or socket event is routed again from the start, alarms are left to the
-//! leader, and the activation evicts as soon as it is idle. A forwarded message that comes
+//! leader, and the activation evicts as soon as it is idle, without running
+//! [`Object::deactivate`] (the object lives on at the leader; writes here could not commit). A forwarded message that comes
 //! back (this node leads again) is handled here. What cannot be delivered within
 //! `SHARD_WAIT` is dropped, logged and counted (`undeliverable`).
 
@@ -501,6 +502,12 @@ async fn run_object<O: Object>(
                     continue;
                 }
                 bump(&octx.stats.evictions);
+                if committer.fenced() {
+                    // Deposed: the object lives on at its shard's leader; this copy's state
+                    // is not the object's any more, and its writes could not commit.
+                    tracing::debug!(object = %name, "evicting a deposed activation without its deactivate hook");
+                    return ExitReason::Normal;
+                }
                 tracing::debug!(object = %name, "evicting");
                 return deactivate(&mut object, &mut octx, &committer, &name).await;
             }

@@ -260,9 +260,10 @@ impl<M: Send + 'static> ActorRef<M> {
             }
             Err(e) => return Err(call_error(&e)),
         }
-        // `with_deadline` looks for an answer already there before it yields or arms a timer.
+        // `until` (`with_deadline`'s loop) looks for an answer already there before it yields
+        // or arms a timer.
         let driver = &self.shared().driver;
-        crate::time::with_deadline(driver, deadline, rx)
+        crate::time::until(driver, deadline, std::pin::pin!(rx))
             .await
             .unwrap_or(Err(CallError::Timeout))
     }

@@ -189,7 +189,7 @@ impl<M: Send + 'static> NamedRef<M> {
             }
             Err(e) => return Err(request_failed(&e)),
         }
-        crate::time::with_deadline(driver, deadline, rx)
+        crate::time::until(driver, deadline, std::pin::pin!(rx))
             .await
             .unwrap_or(Err(CallError::Timeout))
     }

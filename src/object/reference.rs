@@ -77,6 +77,12 @@ pub(super) fn name_error(class: &str, region: Option<&str>) -> Option<&'static s
     if class.is_empty() || class.contains(['@', '/']) {
         return Some("an object class name must be non-empty and contain neither '@' nor '/'");
     }
+    region_error(region)
+}
+
+/// Why `region` cannot be a location hint, if it cannot: [`name_error`]'s half that depends
+/// on the reference, not on its class.
+fn region_error(region: Option<&str>) -> Option<&'static str> {
     if region.is_some_and(|r| r.is_empty() || r.contains('/')) {
         return Some("a location hint must be non-empty and contain no '/'");
     }
@@ -132,11 +138,21 @@ impl<O: Object> ObjectRef<O> {
     }
 
     fn check(&self) -> Result<(), ObjectError> {
-        if let Some(reason) = name_error(O::CLASS, self.region.as_deref()) {
+        // A hosted class's name is valid (hosting refuses others, see `refuses`), so on
+        // this path, run by every send and call, only the hint is left to check; the scan
+        // of the class name is paid only by an unhosted class, to say BadName first.
+        let hosted = self.objects.classes.read().contains_key(O::CLASS);
+        let region = self.region.as_deref();
+        let bad = if hosted {
+            region_error(region)
+        } else {
+            name_error(O::CLASS, region)
+        };
+        if let Some(reason) = bad {
             let name = self.name.to_string();
             return Err(ObjectError::BadName { name, reason });
         }
-        if !self.objects.classes.read().contains_key(O::CLASS) {
+        if !hosted {
             return Err(ObjectError::NotHosted(O::CLASS));
         }
         if self.name.len() > cairn_storage::MAX_NAME_LEN {

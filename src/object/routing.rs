@@ -399,11 +399,23 @@ impl<O: Object> ObjectRef<O> {
         mut msg: O::Msg,
         hops: u8,
     ) -> Result<Option<O::Msg>, ObjectSendError<O::Msg>> {
-        let deadline = std::time::Instant::now() + super::SHARD_WAIT;
+        // Only a message to a replicated object may wait for its shard (see `try_deliver`),
+        // so only such a send reads the clock and the served-shard generation; any other
+        // makes its one attempt without them. (`replication` is set once at node start,
+        // before any class is hosted, so `try_deliver` sees the same.)
+        let replicated = self.objects.replication.get().is_some();
+        let deadline = replicated.then(|| std::time::Instant::now() + super::SHARD_WAIT);
         let mut backoff = RETRY_FIRST;
+        // The first attempt is within the deadline just set: no second clock read.
+        let mut may_wait = replicated;
         loop {
-            let may_wait = std::time::Instant::now() < deadline;
-            let generation = self.objects.shard_served.generation();
+            // Read before looking at the route: a shard served meanwhile ends the wait at
+            // once (unread without replication: no attempt waits then).
+            let generation = if replicated {
+                self.objects.shard_served.generation()
+            } else {
+                0
+            };
             match self.try_deliver_elsewhere(msg, hops, may_wait).await {
                 Away::Here(m) => return Ok(Some(m)),
                 Away::Tried(Attempt::Done(done)) => return done.map(|()| None),
@@ -411,6 +423,7 @@ impl<O: Object> ObjectRef<O> {
                     msg = m;
                     self.wait_for_shard(generation, backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
+                    may_wait = deadline.is_some_and(|d| std::time::Instant::now() < d);
                 }
             }
         }

@@ -45,10 +45,7 @@ fn a_trapping_process_receives_an_exit_signal_instead_of_dying() {
     let rt = runtime(2);
     let (trapper, rx) = forwarding_trapper(&rt);
     let crasher = spawn_probe(&rt, linked_to(trapper.pid()), None);
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert_eq!(recv(&rx), exit_signal(crasher.pid(), err("boom")));
     assert!(answers(&rt, &trapper));
 
@@ -80,10 +77,7 @@ fn a_normal_exit_does_not_kill_linked_processes() {
     let (trapper, rx) = forwarding_trapper(&rt);
     let leaver = spawn_probe(&rt, linked_to(plain.pid()), None);
     ask(&rt, &leaver, |r| Probe::Link(trapper.pid(), r));
-    assert_eq!(
-        exit_after(&rt, leaver.pid(), || stop(&leaver, ExitReason::Normal)),
-        ExitReason::Normal
-    );
+    stop_and_wait(&rt, &leaver, ExitReason::Normal);
     // Exit signals to links are sent before the exit is reported, so a non-trapping peer
     // that was going to die is already marked by now.
     assert!(answers(&rt, &plain));
@@ -143,10 +137,7 @@ fn a_monitor_fires_exactly_once_with_the_exit_reason() {
     let m2 = ask(&rt, &watcher, |r| Probe::Monitor(target.pid(), r));
     assert_ne!(m1, m2);
     // Process monitors added before this watch are notified before it resolves.
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     let signals = signals_of(&rt, &watcher);
     let expected = |monitor| Signal::Down {
         monitor,
@@ -193,10 +184,7 @@ fn demonitor_prevents_the_down_signal() {
         m,
         r
     )));
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     assert_eq!(signals_of(&rt, &watcher), []);
 }
 
@@ -248,10 +236,7 @@ fn unlink_prevents_exit_propagation() {
         ask(&rt, p, |r| Probe::Link(crasher.pid(), r));
         ask(&rt, p, |r| Probe::Unlink(crasher.pid(), r));
     }
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert!(answers(&rt, &plain));
     assert_eq!(signals_of(&rt, &trapper), []);
 
@@ -259,10 +244,7 @@ fn unlink_prevents_exit_propagation() {
     let crasher = probe(&rt);
     let peer = spawn_probe(&rt, linked_to(crasher.pid()), None);
     ask(&rt, &crasher, |r| Probe::Unlink(peer.pid(), r));
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || stop(&crasher, err("boom"))),
-        err("boom")
-    );
+    stop_and_wait(&rt, &crasher, err("boom"));
     assert!(answers(&rt, &peer));
 }
 

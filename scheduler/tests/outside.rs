@@ -47,10 +47,7 @@ fn a_trapping_process_linked_from_outside_receives_the_exit_signal() {
     let (trapper, rx) = forwarding_trapper(&rt);
     let crasher = probe(&rt);
     link(&rt, trapper.pid(), crasher.pid());
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert_eq!(recv(&rx), exit_signal(crasher.pid(), err("boom")));
     assert!(answers(&rt, &trapper));
 }
@@ -63,10 +60,7 @@ fn a_normal_exit_does_not_kill_processes_linked_from_outside() {
     let leaver = probe(&rt);
     link(&rt, leaver.pid(), plain.pid());
     link(&rt, trapper.pid(), leaver.pid());
-    assert_eq!(
-        exit_after(&rt, leaver.pid(), || stop(&leaver, ExitReason::Normal)),
-        ExitReason::Normal
-    );
+    stop_and_wait(&rt, &leaver, ExitReason::Normal);
     assert!(answers(&rt, &plain));
     assert_eq!(recv(&rx), exit_signal(leaver.pid(), ExitReason::Normal));
 }
@@ -128,10 +122,7 @@ fn demonitor_from_outside_prevents_the_down_and_flushes_a_fired_one() {
     // is gone with the monitor (flushed).
     let target = probe(&rt);
     let fired = rt.monitor(target.pid());
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     assert!(!rt.demonitor(fired));
 }
 
@@ -192,10 +183,7 @@ fn unlink_from_outside_prevents_exit_propagation() {
         link(&rt, p.pid(), crasher.pid());
         rt.unlink(crasher.pid(), p.pid()).unwrap();
     }
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert!(answers(&rt, &plain));
     assert_eq!(signals_of(&rt, &trapper), []);
 
@@ -204,10 +192,7 @@ fn unlink_from_outside_prevents_exit_propagation() {
     let peer = probe(&rt);
     ask(&rt, &peer, |r| Probe::Link(crasher.pid(), r));
     rt.unlink(peer.pid(), crasher.pid()).unwrap();
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || stop(&crasher, err("boom"))),
-        err("boom")
-    );
+    stop_and_wait(&rt, &crasher, err("boom"));
     assert!(answers(&rt, &peer));
 }
 

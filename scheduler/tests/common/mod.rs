@@ -217,6 +217,20 @@ pub fn kill_and_wait(h: &Handle, pid: Pid) {
     assert_eq!(exit_after(h, pid, || h.kill(pid)), ExitReason::Killed);
 }
 
+/// Sends `pid` an exit signal with `reason` and waits for it to exit, asserting that it
+/// exits with that reason.
+#[track_caller]
+pub fn exit_and_wait(h: &Handle, pid: Pid, reason: ExitReason) {
+    assert_eq!(exit_after(h, pid, || h.exit(pid, reason.clone())), reason);
+}
+
+/// Asks a probe to stop with `reason` and waits for it to exit, asserting that it exits with
+/// that reason.
+#[track_caller]
+pub fn stop_and_wait(h: &Handle, p: &ActorRef<Probe>, reason: ExitReason) {
+    assert_eq!(exit_after(h, p.pid(), || stop(p, reason.clone())), reason);
+}
+
 /// The pid of a probe that has been killed (and whose exit has been observed).
 #[track_caller]
 pub fn exited_pid(h: &Handle) -> Pid {

@@ -67,7 +67,9 @@ fn failing_init_fails_the_start_and_stops_started_children_in_reverse() {
     no_more(&rx);
 }
 
-fn three_children(
+/// Three children a, b, c under `strategy` (10 restarts allowed), all started, and b
+/// asked to crash.
+fn three_children_with_b_crashed(
     strategy: Strategy,
 ) -> (
     cairn_scheduler::Runtime,
@@ -86,30 +88,26 @@ fn three_children(
     let pids = ["a", "b", "c"]
         .iter()
         .map(|id| pid_of(&rt, &rx, id))
-        .collect();
+        .collect::<Vec<_>>();
+    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
     (rt, rx, pids)
 }
 
 #[test]
 fn one_for_one_restarts_only_the_failed_child() {
-    let (rt, rx, pids) = three_children(Strategy::OneForOne);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
-    assert_eq!(
-        take(&rx, 2),
-        [format!("terminate:b:{}", crash_reason()), "init:b".into()]
-    );
+    let (rt, rx, pids) = three_children_with_b_crashed(Strategy::OneForOne);
+    assert_eq!(take(&rx, 2), [crashed("b"), "init:b".into()]);
     no_more(&rx);
     assert!(rt.is_alive(pids[0]) && rt.is_alive(pids[2]));
 }
 
 #[test]
 fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
-    let (rt, rx, pids) = three_children(Strategy::OneForAll);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
+    let (_rt, rx, _pids) = three_children_with_b_crashed(Strategy::OneForAll);
     assert_eq!(
         take(&rx, 6),
         [
-            format!("terminate:b:{}", crash_reason()),
+            crashed("b"),
             "terminate:c:shutdown".into(),
             "terminate:a:shutdown".into(),
             "init:a".into(),
@@ -121,12 +119,11 @@ fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
 
 #[test]
 fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
-    let (rt, rx, pids) = three_children(Strategy::RestForOne);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
+    let (rt, rx, pids) = three_children_with_b_crashed(Strategy::RestForOne);
     assert_eq!(
         take(&rx, 4),
         [
-            format!("terminate:b:{}", crash_reason()),
+            crashed("b"),
             "terminate:c:shutdown".into(),
             "init:b".into(),
             "init:c".into(),
@@ -166,7 +163,7 @@ fn restart_types_permanent_transient_temporary() {
     );
     // temporary: never restarted, and its spec goes away
     rt.try_send(temp, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:temp:{}", crash_reason())]);
+    assert_eq!(take(&rx, 1), [crashed("temp")]);
     no_more(&rx);
     assert_eq!(child_ids(&rt, &sup), ["perm", "trans"]);
 }
@@ -202,7 +199,7 @@ fn temporary_child_is_not_restarted_when_a_sibling_crash_stops_it_under_one_for_
     assert_eq!(
         take(&rx, 3),
         [
-            format!("terminate:a:{}", crash_reason()),
+            crashed("a"),
             "terminate:temp:shutdown".into(),
             "init:a".into()
         ]

@@ -161,9 +161,10 @@ pub fn child_ids(rt: &Runtime, sup: &SupervisorRef) -> Vec<String> {
         .collect()
 }
 
-/// How a probe's `terminate` shows the reason of a requested crash.
-pub fn crash_reason() -> String {
-    ExitReason::Error("crash requested".into()).to_string()
+/// The event (as [`take`] shows it) of probe `id` terminating after a requested crash.
+pub fn crashed(id: &str) -> String {
+    let reason = ExitReason::Error("crash requested".into());
+    format!("terminate:{id}:{reason}")
 }
 
 /// Crashes the probe `id` running as `pid`, checks that it terminated with the crash, and
@@ -171,10 +172,7 @@ pub fn crash_reason() -> String {
 #[track_caller]
 pub fn crash_and_restart(rt: &Runtime, events: &Receiver<Event>, pid: Pid, id: &str) -> Pid {
     rt.try_send(pid, ProbeMsg::Crash).unwrap();
-    assert_eq!(
-        take(events, 1),
-        [format!("terminate:{id}:{}", crash_reason())]
-    );
+    assert_eq!(take(events, 1), [crashed(id)]);
     pid_of(rt, events, id)
 }
 

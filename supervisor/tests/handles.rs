@@ -94,9 +94,7 @@ fn which_children_carries_refs_that_walk_the_whole_tree() {
 fn start_child_fails_with_the_childs_own_error() {
     let rt = rt();
     let (tx, _rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(&rt, DynamicSupervisor::spec()))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec());
     let err = rt
         .block_on(sup.start_child(failing_probe("w", &tx)))
         .unwrap_err();

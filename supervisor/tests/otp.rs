@@ -302,7 +302,7 @@ fn dynamic_supervisor_keeps_exact_counts_through_ten_thousand_children_and_rando
     let rt = rt();
     let (tx, rx) = channel();
     let spec = DynamicSupervisor::spec().intensity(100_000, Duration::from_secs(5));
-    let sup = rt.block_on(DynamicSupervisor::start(&rt, spec)).unwrap();
+    let sup = start_dynamic(&rt, spec);
     const N: usize = 10_000;
     let mut pids = Vec::with_capacity(N);
     for i in 0..N {
@@ -357,12 +357,7 @@ fn dynamic_supervisor_keeps_exact_counts_through_ten_thousand_children_and_rando
 fn dynamic_supervisor_enforces_max_children_and_terminates_by_pid() {
     let rt = rt();
     let (tx, rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(
-            &rt,
-            DynamicSupervisor::spec().max_children(2),
-        ))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec().max_children(2));
     let a = rt.block_on(sup.start_child(probe("a", &tx))).unwrap();
     rt.block_on(sup.start_child(probe("b", &tx))).unwrap();
     let err = rt.block_on(sup.start_child(probe("c", &tx))).unwrap_err();
@@ -383,12 +378,7 @@ fn dynamic_supervisor_enforces_max_children_and_terminates_by_pid() {
 fn dynamic_supervisor_deletes_a_transient_child_that_ended_normally_and_frees_its_slot() {
     let rt = rt();
     let (tx, rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(
-            &rt,
-            DynamicSupervisor::spec().max_children(1),
-        ))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec().max_children(1));
     for (id, reason) in [("a", ExitReason::Normal), ("b", ExitReason::Shutdown)] {
         let pid = rt
             .block_on(sup.start_child(probe(id, &tx).restart(Restart::Transient)))
@@ -529,9 +519,7 @@ fn a_static_supervisor_refuses_a_duplicate_child_id_and_a_dynamic_one_does_not_c
         matches!(err, cairn_supervisor::ChildError::DuplicateId(ref id) if id == "a"),
         "{err:?}"
     );
-    let pool = rt
-        .block_on(DynamicSupervisor::start(&rt, DynamicSupervisor::spec()))
-        .unwrap();
+    let pool = start_dynamic(&rt, DynamicSupervisor::spec());
     rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
     rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
     assert_eq!(rt.block_on(pool.count_children()).unwrap().active, 2);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use cairn_scheduler::{ExitReason, Pid, Reply, Runtime, Signal};
 use cairn_supervisor::{
-    Actor, ActorCtx, ActorError, ChildSpec, StartError, Supervisor, SupervisorRef, SupervisorSpec,
+    Actor, ActorCtx, ActorError, ChildSpec, DynamicSupervisor, StartError, Supervisor,
+    SupervisorRef, SupervisorSpec,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,11 @@ pub fn rt() -> Runtime {
 /// Starts a static supervisor, which must succeed.
 pub fn start(rt: &Runtime, spec: SupervisorSpec) -> SupervisorRef {
     rt.block_on(Supervisor::start(rt, spec)).unwrap()
+}
+
+/// Starts a dynamic supervisor, which must succeed.
+pub fn start_dynamic(rt: &Runtime, spec: SupervisorSpec) -> SupervisorRef {
+    rt.block_on(DynamicSupervisor::start(rt, spec)).unwrap()
 }
 
 /// Starts a static supervisor that must fail because the child at `path` failed its `init`

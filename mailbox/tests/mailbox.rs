@@ -5,10 +5,10 @@
 mod util;
 
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 
-use cairn_mailbox::{Mailbox, Received, SendError, TrySendError};
+use cairn_mailbox::{Mailbox, Received, RecvFut, SendError, SendFut, TrySendError};
 use util::{block_on, poll_with, CountingWaker};
 
 type Mb = Mailbox<u32, &'static str>;
@@ -18,6 +18,31 @@ fn full_mailbox_of_one() -> Mb {
     let mb = Mb::new(1);
     mb.try_send(0).unwrap();
     mb
+}
+
+/// A send of `msg` polled once with a fresh counting waker, which it must wait on (the
+/// mailbox is full); with that waker's counter and the waker.
+#[track_caller]
+fn waiting_send(mb: &Mb, msg: u32) -> (SendFut<'_, u32, &'static str>, Arc<CountingWaker>, Waker) {
+    let (counter, waker) = CountingWaker::new();
+    let mut fut = mb.send(msg);
+    assert!(poll_with(&mut fut, &waker).is_pending());
+    (fut, counter, waker)
+}
+
+/// A receive polled once with a fresh counting waker, which it must wait on (the mailbox is
+/// empty); with that waker's counter and the waker.
+#[track_caller]
+fn waiting_recv(mb: &Mb) -> (RecvFut<'_, u32, &'static str>, Arc<CountingWaker>, Waker) {
+    let (counter, waker) = CountingWaker::new();
+    let mut recv = mb.recv();
+    assert!(poll_with(&mut recv, &waker).is_pending());
+    (recv, counter, waker)
+}
+
+/// One `poll_recv_deferring` by a receiver whose own waker nobody looks at.
+fn poll_deferring(mb: &Mb) -> Poll<Received<u32, &'static str>> {
+    mb.poll_recv_deferring(&mut Context::from_waker(Waker::noop()))
 }
 
 #[test]
@@ -88,9 +113,7 @@ fn send_completes_at_once_when_there_is_room() {
 #[test]
 fn send_waits_for_room_and_resumes_when_the_receiver_frees_a_slot() {
     let mb = full_mailbox_of_one();
-    let (counter, waker) = CountingWaker::new();
-    let mut fut = mb.send(1);
-    assert!(poll_with(&mut fut, &waker).is_pending());
+    let (mut fut, counter, waker) = waiting_send(&mb, 1);
     assert_eq!(mb.waiting_senders(), 1);
     assert_eq!(counter.wakes(), 0);
 
@@ -152,12 +175,8 @@ fn waiting_senders_are_granted_room_in_fifo_order() {
 #[test]
 fn only_the_oldest_waiter_is_woken_when_one_slot_frees() {
     let mb = full_mailbox_of_one();
-    let (c1, w1) = CountingWaker::new();
-    let (c2, w2) = CountingWaker::new();
-    let mut f1 = mb.send(1);
-    let mut f2 = mb.send(2);
-    assert!(poll_with(&mut f1, &w1).is_pending());
-    assert!(poll_with(&mut f2, &w2).is_pending());
+    let (mut f1, c1, w1) = waiting_send(&mb, 1);
+    let (mut f2, c2, w2) = waiting_send(&mb, 2);
     mb.try_recv().unwrap();
     assert_eq!((c1.wakes(), c2.wakes()), (1, 0));
     assert!(poll_with(&mut f2, &w2).is_pending());
@@ -167,15 +186,13 @@ fn only_the_oldest_waiter_is_woken_when_one_slot_frees() {
 #[test]
 fn try_send_does_not_overtake_a_waiting_sender() {
     let mb = full_mailbox_of_one();
-    let mut fut = mb.send(1);
-    assert!(poll_with(&mut fut, Waker::noop()).is_pending());
+    let (mut fut, _, _) = waiting_send(&mb, 1);
     // The slot freed here is owed to the waiting sender, not to the newcomer.
     assert_eq!(mb.try_recv(), Some(Received::Message(0)));
     assert_eq!(mb.len(), 0);
     assert_eq!(mb.try_send(9), Err(TrySendError::Full(9)));
     // A fresh `send` queues behind too.
-    let mut late = mb.send(8);
-    assert!(poll_with(&mut late, Waker::noop()).is_pending());
+    let (mut late, _, _) = waiting_send(&mb, 8);
     assert_eq!(poll_with(&mut fut, Waker::noop()), Poll::Ready(Ok(())));
     assert_eq!(mb.try_recv(), Some(Received::Message(1)));
     assert_eq!(poll_with(&mut late, Waker::noop()), Poll::Ready(Ok(())));
@@ -185,12 +202,8 @@ fn try_send_does_not_overtake_a_waiting_sender() {
 #[test]
 fn dropping_a_granted_sender_passes_the_grant_to_the_next_waiter() {
     let mb = full_mailbox_of_one();
-    let (c1, w1) = CountingWaker::new();
-    let (c2, w2) = CountingWaker::new();
-    let mut f1 = mb.send(1);
-    let mut f2 = mb.send(2);
-    assert!(poll_with(&mut f1, &w1).is_pending());
-    assert!(poll_with(&mut f2, &w2).is_pending());
+    let (f1, c1, _w1) = waiting_send(&mb, 1);
+    let (mut f2, c2, w2) = waiting_send(&mb, 2);
 
     mb.try_recv().unwrap(); // grants f1
     assert_eq!((c1.wakes(), c2.wakes()), (1, 0));
@@ -212,8 +225,7 @@ fn dropping_a_granted_sender_passes_the_grant_to_the_next_waiter() {
 #[test]
 fn dropping_the_only_granted_sender_frees_its_slot() {
     let mb = full_mailbox_of_one();
-    let mut f1 = mb.send(1);
-    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
+    let (f1, _, _) = waiting_send(&mb, 1);
     mb.try_recv().unwrap(); // grants f1
     assert!(mb.try_send(9).is_err());
     drop(f1);
@@ -224,11 +236,8 @@ fn dropping_the_only_granted_sender_frees_its_slot() {
 #[test]
 fn dropping_an_ungranted_sender_removes_its_waiter() {
     let mb = full_mailbox_of_one();
-    let (c2, w2) = CountingWaker::new();
-    let mut f1 = mb.send(1);
-    let mut f2 = mb.send(2);
-    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
-    assert!(poll_with(&mut f2, &w2).is_pending());
+    let (f1, _, _) = waiting_send(&mb, 1);
+    let (mut f2, c2, w2) = waiting_send(&mb, 2);
     drop(f1);
     assert_eq!(mb.waiting_senders(), 1);
     mb.try_recv().unwrap();
@@ -256,9 +265,7 @@ fn system_lane_is_not_blocked_by_a_full_user_lane_and_is_drained_first() {
 #[test]
 fn signal_wakes_a_receiver_blocked_on_an_empty_mailbox() {
     let mb = Mb::new(4);
-    let (counter, waker) = CountingWaker::new();
-    let mut recv = mb.recv();
-    assert!(poll_with(&mut recv, &waker).is_pending());
+    let (mut recv, counter, waker) = waiting_recv(&mb);
     mb.send_signal("exit").unwrap();
     assert_eq!(counter.wakes(), 1);
     assert_eq!(
@@ -270,9 +277,7 @@ fn signal_wakes_a_receiver_blocked_on_an_empty_mailbox() {
 #[test]
 fn message_wakes_a_receiver_blocked_on_an_empty_mailbox() {
     let mb = Mb::new(4);
-    let (counter, waker) = CountingWaker::new();
-    let mut recv = mb.recv();
-    assert!(poll_with(&mut recv, &waker).is_pending());
+    let (mut recv, counter, waker) = waiting_recv(&mb);
     mb.try_send(1).unwrap();
     assert_eq!(counter.wakes(), 1);
     assert_eq!(
@@ -307,12 +312,8 @@ fn close_returns_the_number_of_dropped_messages_and_is_idempotent() {
 #[test]
 fn close_gives_waiting_senders_their_messages_back() {
     let mb = full_mailbox_of_one();
-    let (c1, w1) = CountingWaker::new();
-    let (c2, w2) = CountingWaker::new();
-    let mut f1 = mb.send(1);
-    let mut f2 = mb.send(2);
-    assert!(poll_with(&mut f1, &w1).is_pending());
-    assert!(poll_with(&mut f2, &w2).is_pending());
+    let (mut f1, c1, w1) = waiting_send(&mb, 1);
+    let (mut f2, c2, w2) = waiting_send(&mb, 2);
     assert_eq!(mb.close(), 1);
     assert_eq!(
         (c1.wakes(), c2.wakes()),
@@ -333,8 +334,7 @@ fn close_gives_waiting_senders_their_messages_back() {
 #[test]
 fn close_gives_a_granted_but_unpolled_sender_its_message_back() {
     let mb = full_mailbox_of_one();
-    let mut f1 = mb.send(1);
-    assert!(poll_with(&mut f1, Waker::noop()).is_pending());
+    let (mut f1, _, _) = waiting_send(&mb, 1);
     mb.try_recv().unwrap(); // grants f1
     assert_eq!(mb.close(), 0);
     assert_eq!(
@@ -354,9 +354,7 @@ fn send_on_a_closed_mailbox_returns_the_message() {
 #[test]
 fn recv_returns_closed_after_close_and_close_wakes_the_receiver() {
     let mb = Mb::new(4);
-    let (counter, waker) = CountingWaker::new();
-    let mut recv = mb.recv();
-    assert!(poll_with(&mut recv, &waker).is_pending());
+    let (mut recv, counter, waker) = waiting_recv(&mb);
     mb.close();
     assert_eq!(counter.wakes(), 1);
     assert_eq!(poll_with(&mut recv, &waker), Poll::Ready(Received::Closed));
@@ -390,15 +388,8 @@ fn a_deferring_receiver_grants_at_once_and_wakes_the_sender_at_the_end_of_its_tu
     let mb = Mb::new(2);
     mb.try_send(0).unwrap();
     mb.try_send(1).unwrap();
-    let (counter, waker) = CountingWaker::new();
-    let mut fut = mb.send(2);
-    assert!(poll_with(&mut fut, &waker).is_pending());
-    let (_, rx_waker) = CountingWaker::new();
-    let mut cx = std::task::Context::from_waker(&rx_waker);
-    assert_eq!(
-        mb.poll_recv_deferring(&mut cx),
-        Poll::Ready(Received::Message(0))
-    );
+    let (mut fut, counter, waker) = waiting_send(&mb, 2);
+    assert_eq!(poll_deferring(&mb), Poll::Ready(Received::Message(0)));
     assert_eq!(
         counter.wakes(),
         0,
@@ -419,21 +410,12 @@ fn a_deferring_receiver_grants_at_once_and_wakes_the_sender_at_the_end_of_its_tu
 #[test]
 fn a_deferring_receiver_that_parks_wakes_its_grantees_first() {
     let mb = full_mailbox_of_one();
-    let (c1, w1) = CountingWaker::new();
-    let (c2, w2) = CountingWaker::new();
-    let mut f1 = mb.send(1);
-    let mut f2 = mb.send(2);
-    assert!(poll_with(&mut f1, &w1).is_pending());
-    assert!(poll_with(&mut f2, &w2).is_pending());
-    let (_, rx_waker) = CountingWaker::new();
-    let mut cx = std::task::Context::from_waker(&rx_waker);
-    assert_eq!(
-        mb.poll_recv_deferring(&mut cx),
-        Poll::Ready(Received::Message(0))
-    );
+    let (mut f1, c1, w1) = waiting_send(&mb, 1);
+    let (mut f2, c2, w2) = waiting_send(&mb, 2);
+    assert_eq!(poll_deferring(&mb), Poll::Ready(Received::Message(0)));
     assert_eq!((c1.wakes(), c2.wakes()), (0, 0));
     // Nothing queued (the grantee has not pushed yet): the receiver parks, waking it.
-    assert!(mb.poll_recv_deferring(&mut cx).is_pending());
+    assert!(poll_deferring(&mb).is_pending());
     assert_eq!(
         (c1.wakes(), c2.wakes()),
         (1, 0),
@@ -446,12 +428,8 @@ fn a_deferring_receiver_that_parks_wakes_its_grantees_first() {
 #[test]
 fn close_wakes_a_sender_whose_grant_wake_up_was_deferred() {
     let mb = full_mailbox_of_one();
-    let (counter, waker) = CountingWaker::new();
-    let mut fut = mb.send(1);
-    assert!(poll_with(&mut fut, &waker).is_pending());
-    let (_, rx_waker) = CountingWaker::new();
-    let mut cx = std::task::Context::from_waker(&rx_waker);
-    assert!(mb.poll_recv_deferring(&mut cx).is_ready());
+    let (mut fut, counter, waker) = waiting_send(&mb, 1);
+    assert!(poll_deferring(&mb).is_ready());
     assert_eq!(mb.close(), 0);
     assert_eq!(counter.wakes(), 1);
     assert_eq!(

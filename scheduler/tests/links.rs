@@ -9,17 +9,6 @@ use std::sync::mpsc;
 use cairn_scheduler::{Ctx, ExitReason, Message, Pid, Signal, SpawnOptions};
 use common::*;
 
-fn linked_to(pid: Pid) -> SpawnOptions {
-    SpawnOptions {
-        link: Some(pid),
-        ..SpawnOptions::default()
-    }
-}
-
-fn err(s: &str) -> ExitReason {
-    ExitReason::Error(s.to_owned())
-}
-
 #[test]
 fn an_abnormal_exit_kills_linked_processes_with_the_same_reason_both_ways() {
     let rt = runtime(2);
@@ -38,9 +27,7 @@ fn an_abnormal_exit_kills_linked_processes_with_the_same_reason_both_ways() {
     let b = probe(&rt);
     ask(&rt, &b, |r| Probe::Link(a.pid(), r));
     assert_eq!(
-        exits_after(&rt, &[a.pid(), b.pid()], || a
-            .try_send(Probe::Stop(err("crashed")))
-            .unwrap()),
+        exits_after(&rt, &[a.pid(), b.pid()], || stop(&a, err("crashed"))),
         [err("crashed"), err("crashed")]
     );
 }
@@ -49,55 +36,22 @@ fn an_abnormal_exit_kills_linked_processes_with_the_same_reason_both_ways() {
 fn a_panic_propagates_to_linked_processes_as_the_panic_reason() {
     let rt = runtime(2);
     let peer = probe(&rt);
-    let crasher = rt
-        .spawn_opts(linked_to(peer.pid()), |mut ctx: Ctx<()>| async move {
-            if ctx.recv().await.is_some() {
-                panic!("linked crash");
-            }
-        })
-        .unwrap();
-    let reasons = exits_after(&rt, &[crasher.pid(), peer.pid()], || {
-        crasher.try_send(()).unwrap()
-    });
-    assert!(matches!(&reasons[0], ExitReason::Panic(m) if m.contains("linked crash")));
-    assert_eq!(reasons[1], reasons[0]);
+    let crasher = spawn_panicker(&rt, linked_to(peer.pid()));
+    panic_takes_along(&rt, &crasher, peer.pid());
 }
 
 #[test]
 fn a_trapping_process_receives_an_exit_signal_instead_of_dying() {
     let rt = runtime(2);
-    let (tx, rx) = mpsc::channel();
-    let trapper = spawn_probe(
-        &rt,
-        SpawnOptions {
-            trap_exit: true,
-            ..SpawnOptions::default()
-        },
-        Some(tx),
-    );
+    let (trapper, rx) = forwarding_trapper(&rt);
     let crasher = spawn_probe(&rt, linked_to(trapper.pid()), None);
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: crasher.pid(),
-            reason: err("boom")
-        }
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
+    assert_eq!(recv(&rx), exit_signal(crasher.pid(), err("boom")));
     assert!(answers(&rt, &trapper));
 
     // An exit signal sent directly (not through a link) is trapped too.
     rt.exit(trapper.pid(), err("direct"));
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: rt.system_pid(),
-            reason: err("direct")
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(rt.system_pid(), err("direct")));
     assert!(answers(&rt, &trapper));
 
     // Trapping can be switched on from inside the body.
@@ -120,34 +74,15 @@ fn a_trapping_process_receives_an_exit_signal_instead_of_dying() {
 fn a_normal_exit_does_not_kill_linked_processes() {
     let rt = runtime(2);
     let plain = probe(&rt);
-    let (tx, rx) = mpsc::channel();
-    let trapper = spawn_probe(
-        &rt,
-        SpawnOptions {
-            trap_exit: true,
-            ..SpawnOptions::default()
-        },
-        Some(tx),
-    );
+    let (trapper, rx) = forwarding_trapper(&rt);
     let leaver = spawn_probe(&rt, linked_to(plain.pid()), None);
     ask(&rt, &leaver, |r| Probe::Link(trapper.pid(), r));
-    assert_eq!(
-        exit_after(&rt, leaver.pid(), || leaver
-            .try_send(Probe::Stop(ExitReason::Normal))
-            .unwrap()),
-        ExitReason::Normal
-    );
+    stop_and_wait(&rt, &leaver, ExitReason::Normal);
     // Exit signals to links are sent before the exit is reported, so a non-trapping peer
     // that was going to die is already marked by now.
     assert!(answers(&rt, &plain));
     assert!(rt.is_alive(plain.pid()));
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: leaver.pid(),
-            reason: ExitReason::Normal
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(leaver.pid(), ExitReason::Normal));
 
     // `exit(pid, Normal)` from outside is ignored by a process that does not trap.
     rt.exit(plain.pid(), ExitReason::Normal);
@@ -174,13 +109,7 @@ fn kill_is_untrappable_and_linked_peers_see_killed() {
             .kill(victim.pid())),
         [ExitReason::Killed, ExitReason::Killed]
     );
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: victim.pid(),
-            reason: ExitReason::Killed
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(victim.pid(), ExitReason::Killed));
     assert!(answers(&rt, &trapping_peer));
 
     // A process can kill another (trapping) one with `Ctx::exit`.
@@ -208,10 +137,7 @@ fn a_monitor_fires_exactly_once_with_the_exit_reason() {
     let m2 = ask(&rt, &watcher, |r| Probe::Monitor(target.pid(), r));
     assert_ne!(m1, m2);
     // Process monitors added before this watch are notified before it resolves.
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     let signals = signals_of(&rt, &watcher);
     let expected = |monitor| Signal::Down {
         monitor,
@@ -232,22 +158,18 @@ fn a_monitor_fires_exactly_once_with_the_exit_reason() {
 #[test]
 fn monitoring_an_exited_pid_fires_at_once_with_no_proc() {
     let rt = runtime(2);
-    let gone = probe(&rt);
-    assert_eq!(
-        exit_after(&rt, gone.pid(), || rt.kill(gone.pid())),
-        ExitReason::Killed
-    );
+    let gone = exited_pid(&rt);
     let watcher = probe(&rt);
-    let m = ask(&rt, &watcher, |r| Probe::Monitor(gone.pid(), r));
+    let m = ask(&rt, &watcher, |r| Probe::Monitor(gone, r));
     assert_eq!(
         signals_of(&rt, &watcher),
         [Signal::Down {
             monitor: m,
-            pid: gone.pid(),
+            pid: gone,
             reason: ExitReason::NoProc
         }]
     );
-    assert_eq!(wait_exit(&rt, gone.pid()), ExitReason::NoProc);
+    assert_eq!(wait_exit(&rt, gone), ExitReason::NoProc);
 }
 
 #[test]
@@ -262,36 +184,26 @@ fn demonitor_prevents_the_down_signal() {
         m,
         r
     )));
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     assert_eq!(signals_of(&rt, &watcher), []);
 }
 
 #[test]
 fn linking_to_an_exited_pid_gives_a_no_proc_exit_signal() {
     let rt = runtime(2);
-    let gone = probe(&rt);
-    assert_eq!(
-        exit_after(&rt, gone.pid(), || rt.kill(gone.pid())),
-        ExitReason::Killed
-    );
+    let gone = exited_pid(&rt);
 
     let trapper = trapping_probe(&rt);
-    ask(&rt, &trapper, |r| Probe::Link(gone.pid(), r));
+    ask(&rt, &trapper, |r| Probe::Link(gone, r));
     assert_eq!(
         signals_of(&rt, &trapper),
-        [Signal::Exit {
-            from: gone.pid(),
-            reason: ExitReason::NoProc
-        }]
+        [exit_signal(gone, ExitReason::NoProc)]
     );
 
     let plain = probe(&rt);
     assert_eq!(
         exit_after(&rt, plain.pid(), || plain
-            .try_send(Probe::Link(gone.pid(), cairn_scheduler::Reply::pair().0))
+            .try_send(Probe::Link(gone, cairn_scheduler::Reply::pair().0))
             .unwrap()),
         ExitReason::NoProc
     );
@@ -301,21 +213,15 @@ fn linking_to_an_exited_pid_gives_a_no_proc_exit_signal() {
     let spawned = spawn_probe(
         &rt,
         SpawnOptions {
-            link: Some(gone.pid()),
+            link: Some(gone),
             trap_exit: true,
             ..SpawnOptions::default()
         },
         Some(tx),
     );
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: gone.pid(),
-            reason: ExitReason::NoProc
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(gone, ExitReason::NoProc));
     assert!(answers(&rt, &spawned));
-    let spawned = spawn_probe(&rt, linked_to(gone.pid()), None);
+    let spawned = spawn_probe(&rt, linked_to(gone), None);
     assert!(!answers(&rt, &spawned));
     assert!(!spawned.is_alive());
 }
@@ -330,10 +236,7 @@ fn unlink_prevents_exit_propagation() {
         ask(&rt, p, |r| Probe::Link(crasher.pid(), r));
         ask(&rt, p, |r| Probe::Unlink(crasher.pid(), r));
     }
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert!(answers(&rt, &plain));
     assert_eq!(signals_of(&rt, &trapper), []);
 
@@ -341,12 +244,7 @@ fn unlink_prevents_exit_propagation() {
     let crasher = probe(&rt);
     let peer = spawn_probe(&rt, linked_to(crasher.pid()), None);
     ask(&rt, &crasher, |r| Probe::Unlink(peer.pid(), r));
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || crasher
-            .try_send(Probe::Stop(err("boom")))
-            .unwrap()),
-        err("boom")
-    );
+    stop_and_wait(&rt, &crasher, err("boom"));
     assert!(answers(&rt, &peer));
 }
 
@@ -362,7 +260,7 @@ fn a_crash_kills_every_process_in_a_chain_of_1000_links() {
     let pids: Vec<Pid> = chain.iter().map(|p| p.pid()).collect();
     let watches: Vec<_> = pids.iter().map(|&p| rt.wait_exit(p)).collect();
     // Crash one in the middle: the signal travels both ways.
-    chain[N / 3].try_send(Probe::Stop(err("chain"))).unwrap();
+    stop(&chain[N / 3], err("chain"));
     for w in watches {
         assert_eq!(within(&rt, w), err("chain"));
     }

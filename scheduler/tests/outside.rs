@@ -4,15 +4,10 @@
 
 mod common;
 
-use std::sync::mpsc;
 use std::sync::Arc;
 
-use cairn_scheduler::{Ctx, ExitReason, Handle, NodeId, NotLocal, Pid, Signal, SpawnOptions};
+use cairn_scheduler::{ExitReason, Handle, NodeId, NotLocal, Pid, SpawnOptions};
 use common::*;
-
-fn err(s: &str) -> ExitReason {
-    ExitReason::Error(s.to_owned())
-}
 
 fn link(rt: &Handle, a: Pid, b: Pid) {
     rt.link(a, b).expect("both pids are local");
@@ -32,9 +27,7 @@ fn an_abnormal_exit_kills_processes_linked_from_outside_both_ways() {
     let (a, b) = (probe(&rt), probe(&rt));
     link(&rt, a.pid(), b.pid());
     assert_eq!(
-        exits_after(&rt, &[a.pid(), b.pid()], || b
-            .try_send(Probe::Stop(err("crashed")))
-            .unwrap()),
+        exits_after(&rt, &[a.pid(), b.pid()], || stop(&b, err("crashed"))),
         [err("crashed"), err("crashed")]
     );
 }
@@ -43,44 +36,19 @@ fn an_abnormal_exit_kills_processes_linked_from_outside_both_ways() {
 fn a_panic_propagates_through_a_link_made_from_outside() {
     let rt = runtime(2);
     let peer = probe(&rt);
-    let crasher = rt.spawn(|mut ctx: Ctx<()>| async move {
-        if ctx.recv().await.is_some() {
-            panic!("linked crash");
-        }
-    });
+    let crasher = spawn_panicker(&rt, SpawnOptions::default());
     link(&rt, crasher.pid(), peer.pid());
-    let reasons = exits_after(&rt, &[crasher.pid(), peer.pid()], || {
-        crasher.try_send(()).unwrap()
-    });
-    assert!(matches!(&reasons[0], ExitReason::Panic(m) if m.contains("linked crash")));
-    assert_eq!(reasons[1], reasons[0]);
+    panic_takes_along(&rt, &crasher, peer.pid());
 }
 
 #[test]
 fn a_trapping_process_linked_from_outside_receives_the_exit_signal() {
     let rt = runtime(2);
-    let (tx, rx) = mpsc::channel();
-    let trapper = spawn_probe(
-        &rt,
-        SpawnOptions {
-            trap_exit: true,
-            ..SpawnOptions::default()
-        },
-        Some(tx),
-    );
+    let (trapper, rx) = forwarding_trapper(&rt);
     let crasher = probe(&rt);
     link(&rt, trapper.pid(), crasher.pid());
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: crasher.pid(),
-            reason: err("boom")
-        }
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
+    assert_eq!(recv(&rx), exit_signal(crasher.pid(), err("boom")));
     assert!(answers(&rt, &trapper));
 }
 
@@ -88,47 +56,20 @@ fn a_trapping_process_linked_from_outside_receives_the_exit_signal() {
 fn a_normal_exit_does_not_kill_processes_linked_from_outside() {
     let rt = runtime(2);
     let plain = probe(&rt);
-    let (tx, rx) = mpsc::channel();
-    let trapper = spawn_probe(
-        &rt,
-        SpawnOptions {
-            trap_exit: true,
-            ..SpawnOptions::default()
-        },
-        Some(tx),
-    );
+    let (trapper, rx) = forwarding_trapper(&rt);
     let leaver = probe(&rt);
     link(&rt, leaver.pid(), plain.pid());
     link(&rt, trapper.pid(), leaver.pid());
-    assert_eq!(
-        exit_after(&rt, leaver.pid(), || leaver
-            .try_send(Probe::Stop(ExitReason::Normal))
-            .unwrap()),
-        ExitReason::Normal
-    );
+    stop_and_wait(&rt, &leaver, ExitReason::Normal);
     assert!(answers(&rt, &plain));
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: leaver.pid(),
-            reason: ExitReason::Normal
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(leaver.pid(), ExitReason::Normal));
 }
 
 #[test]
 fn kill_reaches_processes_linked_from_outside_as_killed() {
     let rt = runtime(2);
     let victim = trapping_probe(&rt);
-    let (tx, rx) = mpsc::channel();
-    let trapping_peer = spawn_probe(
-        &rt,
-        SpawnOptions {
-            trap_exit: true,
-            ..SpawnOptions::default()
-        },
-        Some(tx),
-    );
+    let (trapping_peer, rx) = forwarding_trapper(&rt);
     let plain_peer = probe(&rt);
     link(&rt, victim.pid(), trapping_peer.pid());
     link(&rt, plain_peer.pid(), victim.pid());
@@ -137,13 +78,7 @@ fn kill_reaches_processes_linked_from_outside_as_killed() {
             .kill(victim.pid())),
         [ExitReason::Killed, ExitReason::Killed]
     );
-    assert_eq!(
-        recv(&rx),
-        Signal::Exit {
-            from: victim.pid(),
-            reason: ExitReason::Killed
-        }
-    );
+    assert_eq!(recv(&rx), exit_signal(victim.pid(), ExitReason::Killed));
     assert!(answers(&rt, &trapping_peer));
 }
 
@@ -167,12 +102,8 @@ fn an_outside_monitor_fires_exactly_once_with_the_exit_reason() {
 #[test]
 fn monitoring_an_exited_pid_from_outside_fires_at_once_with_no_proc() {
     let rt = runtime(2);
-    let gone = probe(&rt);
-    assert_eq!(
-        exit_after(&rt, gone.pid(), || rt.kill(gone.pid())),
-        ExitReason::Killed
-    );
-    let mut m = rt.monitor(gone.pid());
+    let gone = exited_pid(&rt);
+    let mut m = rt.monitor(gone);
     // At once: no waiting needed.
     assert_eq!(m.try_down(), Some(ExitReason::NoProc));
 }
@@ -191,10 +122,7 @@ fn demonitor_from_outside_prevents_the_down_and_flushes_a_fired_one() {
     // is gone with the monitor (flushed).
     let target = probe(&rt);
     let fired = rt.monitor(target.pid());
-    assert_eq!(
-        exit_after(&rt, target.pid(), || rt.exit(target.pid(), err("down"))),
-        err("down")
-    );
+    exit_and_wait(&rt, target.pid(), err("down"));
     assert!(!rt.demonitor(fired));
 }
 
@@ -221,42 +149,24 @@ fn dropping_an_outside_monitor_removes_it() {
 #[test]
 fn linking_from_outside_to_an_exited_pid_gives_a_no_proc_exit_signal() {
     let rt = runtime(2);
-    let gone = probe(&rt);
-    assert_eq!(
-        exit_after(&rt, gone.pid(), || rt.kill(gone.pid())),
-        ExitReason::Killed
-    );
+    let gone = exited_pid(&rt);
     // Whichever side the exited pid is given on.
     for gone_first in [false, true] {
-        let (tx, rx) = mpsc::channel();
-        let trapper = spawn_probe(
-            &rt,
-            SpawnOptions {
-                trap_exit: true,
-                ..SpawnOptions::default()
-            },
-            Some(tx),
-        );
+        let (trapper, rx) = forwarding_trapper(&rt);
         if gone_first {
-            link(&rt, gone.pid(), trapper.pid());
+            link(&rt, gone, trapper.pid());
         } else {
-            link(&rt, trapper.pid(), gone.pid());
+            link(&rt, trapper.pid(), gone);
         }
-        assert_eq!(
-            recv(&rx),
-            Signal::Exit {
-                from: gone.pid(),
-                reason: ExitReason::NoProc
-            }
-        );
+        assert_eq!(recv(&rx), exit_signal(gone, ExitReason::NoProc));
         assert!(answers(&rt, &trapper));
 
         let plain = probe(&rt);
         assert_eq!(
             exit_after(&rt, plain.pid(), || if gone_first {
-                link(&rt, gone.pid(), plain.pid())
+                link(&rt, gone, plain.pid())
             } else {
-                link(&rt, plain.pid(), gone.pid())
+                link(&rt, plain.pid(), gone)
             }),
             ExitReason::NoProc
         );
@@ -273,10 +183,7 @@ fn unlink_from_outside_prevents_exit_propagation() {
         link(&rt, p.pid(), crasher.pid());
         rt.unlink(crasher.pid(), p.pid()).unwrap();
     }
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || rt.exit(crasher.pid(), err("boom"))),
-        err("boom")
-    );
+    exit_and_wait(&rt, crasher.pid(), err("boom"));
     assert!(answers(&rt, &plain));
     assert_eq!(signals_of(&rt, &trapper), []);
 
@@ -285,12 +192,7 @@ fn unlink_from_outside_prevents_exit_propagation() {
     let peer = probe(&rt);
     ask(&rt, &peer, |r| Probe::Link(crasher.pid(), r));
     rt.unlink(peer.pid(), crasher.pid()).unwrap();
-    assert_eq!(
-        exit_after(&rt, crasher.pid(), || crasher
-            .try_send(Probe::Stop(err("boom")))
-            .unwrap()),
-        err("boom")
-    );
+    stop_and_wait(&rt, &crasher, err("boom"));
     assert!(answers(&rt, &peer));
 }
 
@@ -303,7 +205,7 @@ fn a_crash_kills_every_process_in_a_chain_of_1000_outside_links() {
         link(&rt, pair[0].pid(), pair[1].pid());
     }
     let watches: Vec<_> = chain.iter().map(|p| rt.monitor(p.pid())).collect();
-    chain[N / 3].try_send(Probe::Stop(err("chain"))).unwrap();
+    stop(&chain[N / 3], err("chain"));
     for w in watches {
         assert_eq!(within(&rt, w), err("chain"));
     }

@@ -61,11 +61,7 @@ fn a_process_handles_one_message_at_a_time_under_many_concurrent_senders() {
     const THREADS: usize = 4;
     const SENDER_PROCS: usize = 4;
     const PER_SENDER: usize = 2_000;
-    let rt = Runtime::builder()
-        .workers(4)
-        .mailbox_capacity(16)
-        .build()
-        .unwrap();
+    let rt = runtime_with_mailboxes(4, 16);
     let overlaps = Arc::new(AtomicUsize::new(0));
     let polls = Arc::new(AtomicUsize::new(0));
     let (seen, counted) = (overlaps.clone(), polls.clone());
@@ -211,10 +207,7 @@ fn a_sender_waiting_for_room_gets_its_message_back_when_the_receiver_dies() {
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
         .is_pending());
-    assert_eq!(
-        exit_after(&rt, actor.pid(), || rt.kill(actor.pid())),
-        ExitReason::Killed
-    );
+    kill_and_wait(&rt, actor.pid());
     match within(&rt, waiting) {
         Err(SendError::NoProc(2)) => {}
         other => panic!("expected NoProc(2), got {other:?}"),
@@ -418,10 +411,7 @@ fn signals_reach_a_process_whose_user_lane_is_full_and_come_first() {
     assert!(matches!(p.try_send(3), Err(SendError::Full(3))));
 
     rt.exit(p.pid(), ExitReason::Error("stop".into()));
-    assert_eq!(
-        exit_after(&rt, watched.pid(), || rt.kill(watched.pid())),
-        ExitReason::Killed
-    );
+    kill_and_wait(&rt, watched.pid());
     assert!(p.is_alive());
     gate.send(()).unwrap();
 
@@ -470,10 +460,7 @@ fn an_exit_signal_ends_a_process_with_a_full_mailbox_that_never_receives() {
         tx,
     );
     killed.try_send(1).unwrap();
-    assert_eq!(
-        exit_after(&rt, killed.pid(), || rt.kill(killed.pid())),
-        ExitReason::Killed
-    );
+    kill_and_wait(&rt, killed.pid());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -591,10 +578,7 @@ fn a_self_flooding_process_cannot_starve_timers_messages_or_spawns_on_one_worker
 
     assert!(handled.load(Ordering::Relaxed) > 0);
     assert!(flooder.is_alive());
-    assert_eq!(
-        exit_after(&rt, flooder.pid(), || rt.kill(flooder.pid())),
-        ExitReason::Killed
-    );
+    kill_and_wait(&rt, flooder.pid());
     drop(std::mem::ManuallyDrop::into_inner(rt));
 }
 
@@ -898,10 +882,7 @@ fn call_gives_no_reply_when_the_callee_drops_the_reply_or_dies_handling_it() {
 fn call_to_an_exited_process_gives_no_proc() {
     let rt = runtime(2);
     let server = spawn_server(&rt);
-    assert_eq!(
-        exit_after(&rt, server.pid(), || rt.kill(server.pid())),
-        ExitReason::Killed
-    );
+    kill_and_wait(&rt, server.pid());
     assert_eq!(
         within(&rt, server.call(|r| Req::Double(1, r), HANG)),
         Err(CallError::NoProc)

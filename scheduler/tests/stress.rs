@@ -4,16 +4,12 @@
 
 mod common;
 
-use cairn_scheduler::{Ctx, ExitReason, Message, Pid, Runtime, Signal};
+use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, Runtime, Signal};
 use common::*;
 
 /// A receiver of `(sender, seq)` that checks each sender's sequence is 0, 1, 2, … and exits
 /// `Normal` after `total` messages, or with an error naming the first gap.
-fn spawn_fifo_checker(
-    rt: &Runtime,
-    senders: usize,
-    total: u64,
-) -> cairn_scheduler::ActorRef<(usize, u64)> {
+fn spawn_fifo_checker(rt: &Runtime, senders: usize, total: u64) -> ActorRef<(usize, u64)> {
     rt.spawn(move |mut ctx: Ctx<(usize, u64)>| async move {
         let mut next = vec![0u64; senders];
         for _ in 0..total {
@@ -34,23 +30,34 @@ fn spawn_fifo_checker(
     })
 }
 
+/// Spawns `receivers` FIFO checkers, each expecting `per_pair` messages from each of
+/// `senders` senders; runs `send` with them, and asserts that every checker saw each sender's
+/// messages in order (it exited `Normal`).
+fn assert_fifo(
+    rt: &Runtime,
+    receivers: usize,
+    senders: usize,
+    per_pair: u64,
+    send: impl FnOnce(&[ActorRef<(usize, u64)>]),
+) {
+    let receivers: Vec<_> = (0..receivers)
+        .map(|_| spawn_fifo_checker(rt, senders, senders as u64 * per_pair))
+        .collect();
+    let pids: Vec<Pid> = receivers.iter().map(|r| r.pid()).collect();
+    for reason in exits_after(rt, &pids, || send(&receivers)) {
+        assert_eq!(reason, ExitReason::Normal);
+    }
+}
+
 #[test]
 fn messages_from_8_sender_processes_to_4_receivers_arrive_in_send_order() {
     const SENDERS: usize = 8;
     const RECEIVERS: usize = 4;
     const PER_PAIR: u64 = 20_000;
-    let rt = Runtime::builder()
-        .workers(4)
-        .mailbox_capacity(64)
-        .build()
-        .unwrap();
-    let receivers: Vec<_> = (0..RECEIVERS)
-        .map(|_| spawn_fifo_checker(&rt, SENDERS, SENDERS as u64 * PER_PAIR))
-        .collect();
-    let pids: Vec<Pid> = receivers.iter().map(|r| r.pid()).collect();
-    let reasons = exits_after(&rt, &pids, || {
+    let rt = runtime_with_mailboxes(4, 64);
+    assert_fifo(&rt, RECEIVERS, SENDERS, PER_PAIR, |receivers| {
         for s in 0..SENDERS {
-            let to = receivers.clone();
+            let to = receivers.to_vec();
             rt.spawn(move |ctx: Ctx<()>| async move {
                 for seq in 0..PER_PAIR {
                     for (i, r) in to.iter().enumerate() {
@@ -66,9 +73,6 @@ fn messages_from_8_sender_processes_to_4_receivers_arrive_in_send_order() {
             });
         }
     });
-    for reason in reasons {
-        assert_eq!(reason, ExitReason::Normal);
-    }
 }
 
 #[test]
@@ -76,19 +80,11 @@ fn messages_from_outside_threads_arrive_in_send_order() {
     const THREADS: usize = 4;
     const RECEIVERS: usize = 2;
     const PER_PAIR: u64 = 10_000;
-    let rt = Runtime::builder()
-        .workers(2)
-        .mailbox_capacity(32)
-        .build()
-        .unwrap();
-    let receivers: Vec<_> = (0..RECEIVERS)
-        .map(|_| spawn_fifo_checker(&rt, THREADS, THREADS as u64 * PER_PAIR))
-        .collect();
-    let pids: Vec<Pid> = receivers.iter().map(|r| r.pid()).collect();
-    let reasons = exits_after(&rt, &pids, || {
+    let rt = runtime_with_mailboxes(2, 32);
+    assert_fifo(&rt, RECEIVERS, THREADS, PER_PAIR, |receivers| {
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {
-                let (to, h) = (receivers.clone(), rt.handle());
+                let (to, h) = (receivers.to_vec(), rt.handle());
                 std::thread::spawn(move || {
                     for seq in 0..PER_PAIR {
                         for r in &to {
@@ -117,9 +113,6 @@ fn messages_from_outside_threads_arrive_in_send_order() {
             t.join().unwrap();
         }
     });
-    for reason in reasons {
-        assert_eq!(reason, ExitReason::Normal);
-    }
 }
 
 #[test]

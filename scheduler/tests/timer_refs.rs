@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use cairn_scheduler::{Ctx, Message, Reply};
+use cairn_scheduler::{ActorRef, Ctx, Handle, Message, Reply};
 use common::*;
 
 /// Not `Clone`: a `Reply` is one-shot.
@@ -31,11 +31,10 @@ impl Drop for DropSignal {
     }
 }
 
-#[test]
-fn send_interval_with_builds_every_tick_with_its_factory() {
-    let rt = runtime(2);
+/// A process that forwards the number of every `Tick` it receives to the returned channel.
+fn spawn_ticker(h: &Handle) -> (ActorRef<Msg>, mpsc::Receiver<u32>) {
     let (tx, rx) = mpsc::channel();
-    let ticker = rt.spawn(move |mut ctx: Ctx<Msg>| async move {
+    let ticker = h.spawn(move |mut ctx: Ctx<Msg>| async move {
         while let Some(Message::User(msg)) = ctx.recv().await {
             match msg {
                 Msg::Tick(n) => tx.send(n).unwrap(),
@@ -43,6 +42,13 @@ fn send_interval_with_builds_every_tick_with_its_factory() {
             }
         }
     });
+    (ticker, rx)
+}
+
+#[test]
+fn send_interval_with_builds_every_tick_with_its_factory() {
+    let rt = runtime(2);
+    let (ticker, rx) = spawn_ticker(&rt);
     let made = Arc::new(AtomicU32::new(0));
     let counter = made.clone();
     let every = Duration::from_millis(1);
@@ -75,15 +81,7 @@ fn send_interval_with_builds_every_tick_with_its_factory() {
 #[test]
 fn dropping_a_timer_ref_does_not_cancel_the_timer() {
     let rt = runtime(2);
-    let (tx, rx) = mpsc::channel();
-    let ticker = rt.spawn(move |mut ctx: Ctx<Msg>| async move {
-        while let Some(Message::User(msg)) = ctx.recv().await {
-            match msg {
-                Msg::Tick(n) => tx.send(n).unwrap(),
-                Msg::Seen(reply) => drop(reply),
-            }
-        }
-    });
+    let (ticker, rx) = spawn_ticker(&rt);
 
     // send_after with its ref dropped at once still delivers.
     drop(rt.send_after(Duration::from_millis(1), &ticker, Msg::Tick(100)));

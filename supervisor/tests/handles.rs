@@ -9,7 +9,7 @@ use std::time::Duration;
 use cairn_scheduler::{ExitReason, Pid};
 use cairn_supervisor::{
     ChildError, ChildKind, ChildRef, ChildSpec, DynamicSupervisor, StartError, Strategy,
-    Supervisor, SupervisorRef, SupervisorSpec,
+    SupervisorRef, SupervisorSpec,
 };
 use common::*;
 
@@ -20,7 +20,7 @@ fn stop_shuts_the_children_down_in_reverse_order_and_resolves_once_the_superviso
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(probe("a", &tx))
         .child(probe("b", &tx));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     assert_eq!(take(&rx, 2), ["init:a", "init:b"]);
     assert_eq!(rt.block_on(sup.stop()), ExitReason::Shutdown);
     // Resolved after the exit: every child has terminated by now, in reverse order.
@@ -62,7 +62,7 @@ fn which_children_carries_refs_that_walk_the_whole_tree() {
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(probe("a", &tx))
         .child(ChildSpec::supervisor("mid", mid_sup));
-    let root = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let root = start(&rt, spec);
     assert_eq!(take(&rx, 3), ["init:a", "init:b", "init:c"]);
 
     let mut tree = Vec::new();
@@ -87,22 +87,14 @@ fn which_children_carries_refs_that_walk_the_whole_tree() {
     assert!(matches!(b.child_ref(), ChildRef::Pid(p) if Some(p) == b.pid));
     rt.block_on(mid.terminate_child(b.child_ref())).unwrap();
     assert_eq!(take(&rx, 1), ["terminate:b:shutdown"]);
-    let ids: Vec<_> = rt
-        .block_on(mid.which_children())
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(ids, ["leaves"]);
+    assert_eq!(child_ids(&rt, &mid), ["leaves"]);
 }
 
 #[test]
 fn start_child_fails_with_the_childs_own_error() {
     let rt = rt();
     let (tx, _rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(&rt, DynamicSupervisor::spec()))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec());
     let err = rt
         .block_on(sup.start_child(failing_probe("w", &tx)))
         .unwrap_err();
@@ -122,17 +114,7 @@ fn a_failure_deep_in_a_tree_names_the_path_to_the_child_that_failed() {
     let mid =
         SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::supervisor("leaves", leaves));
     let spec = SupervisorSpec::new(Strategy::OneForOne).child(ChildSpec::supervisor("mid", mid));
-    let err = rt.block_on(Supervisor::start(&rt, spec)).unwrap_err();
-    match err {
-        StartError::Child { id, cause } => {
-            assert_eq!(id, "mid/leaves/bad");
-            assert!(
-                matches!(*cause, StartError::InitFailed(ref m) if m.contains("bad refuses")),
-                "{cause:?}"
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_start_fails_at(&rt, spec, "mid/leaves/bad", "bad refuses");
 }
 
 #[test]
@@ -144,13 +126,8 @@ fn roots_and_describe_show_the_trees_with_their_restart_counts() {
         .intensity(5, Duration::from_secs(10))
         .child(probe("a", &tx))
         .child(ChildSpec::supervisor("leaves", leaf).named("leaves"));
-    let root = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
-    let other = rt
-        .block_on(Supervisor::start(
-            &rt,
-            SupervisorSpec::new(Strategy::OneForAll),
-        ))
-        .unwrap();
+    let root = start(&rt, spec);
+    let other = start(&rt, SupervisorSpec::new(Strategy::OneForAll));
     assert_eq!(take(&rx, 2), ["init:a", "init:c"]);
     // Two roots (the sub-supervisor is not one), three supervisors running.
     let mut roots: Vec<Pid> = cairn_supervisor::roots(&rt)

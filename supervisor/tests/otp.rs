@@ -8,14 +8,9 @@ use std::time::Duration;
 
 use cairn_scheduler::ExitReason;
 use cairn_supervisor::{
-    ChildRef, ChildSpec, DynamicSupervisor, Restart, Shutdown, StartError, Strategy, Supervisor,
-    SupervisorSpec,
+    ChildRef, ChildSpec, DynamicSupervisor, Restart, Shutdown, Strategy, SupervisorSpec,
 };
 use common::*;
-
-fn crash_reason() -> String {
-    ExitReason::Error("crash requested".into()).to_string()
-}
 
 #[test]
 fn children_start_in_list_order_and_stop_in_reverse() {
@@ -25,7 +20,7 @@ fn children_start_in_list_order_and_stop_in_reverse() {
         .child(probe("a", &tx))
         .child(probe("b", &tx))
         .child(probe("c", &tx));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     // start returned: every child has started already, in order.
     let started: Vec<_> = rx.try_iter().collect();
     assert_eq!(started.len(), 3, "start returns after all children started");
@@ -59,17 +54,7 @@ fn failing_init_fails_the_start_and_stops_started_children_in_reverse() {
         .child(probe("b", &tx))
         .child(failing_probe("c", &tx))
         .child(probe("d", &tx));
-    let err = rt.block_on(Supervisor::start(&rt, spec)).unwrap_err();
-    match err {
-        StartError::Child { id, cause } => {
-            assert_eq!(id, "c");
-            assert!(
-                matches!(*cause, StartError::InitFailed(ref m) if m.contains("refuses")),
-                "{cause:?}"
-            );
-        }
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_start_fails_at(&rt, spec, "c", "refuses");
     assert_eq!(
         take(&rx, 4),
         [
@@ -82,7 +67,9 @@ fn failing_init_fails_the_start_and_stops_started_children_in_reverse() {
     no_more(&rx);
 }
 
-fn three_children(
+/// Three children a, b, c under `strategy` (10 restarts allowed), all started, and b
+/// asked to crash.
+fn three_children_with_b_crashed(
     strategy: Strategy,
 ) -> (
     cairn_scheduler::Runtime,
@@ -96,35 +83,31 @@ fn three_children(
         .child(probe("a", &tx))
         .child(probe("b", &tx))
         .child(probe("c", &tx));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     std::mem::forget(sup);
     let pids = ["a", "b", "c"]
         .iter()
         .map(|id| pid_of(&rt, &rx, id))
-        .collect();
+        .collect::<Vec<_>>();
+    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
     (rt, rx, pids)
 }
 
 #[test]
 fn one_for_one_restarts_only_the_failed_child() {
-    let (rt, rx, pids) = three_children(Strategy::OneForOne);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
-    assert_eq!(
-        take(&rx, 2),
-        [format!("terminate:b:{}", crash_reason()), "init:b".into()]
-    );
+    let (rt, rx, pids) = three_children_with_b_crashed(Strategy::OneForOne);
+    assert_eq!(take(&rx, 2), [crashed("b"), "init:b".into()]);
     no_more(&rx);
     assert!(rt.is_alive(pids[0]) && rt.is_alive(pids[2]));
 }
 
 #[test]
 fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
-    let (rt, rx, pids) = three_children(Strategy::OneForAll);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
+    let (_rt, rx, _pids) = three_children_with_b_crashed(Strategy::OneForAll);
     assert_eq!(
         take(&rx, 6),
         [
-            format!("terminate:b:{}", crash_reason()),
+            crashed("b"),
             "terminate:c:shutdown".into(),
             "terminate:a:shutdown".into(),
             "init:a".into(),
@@ -136,12 +119,11 @@ fn one_for_all_stops_the_others_in_reverse_then_restarts_all_in_order() {
 
 #[test]
 fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
-    let (rt, rx, pids) = three_children(Strategy::RestForOne);
-    rt.try_send(pids[1], ProbeMsg::Crash).unwrap();
+    let (rt, rx, pids) = three_children_with_b_crashed(Strategy::RestForOne);
     assert_eq!(
         take(&rx, 4),
         [
-            format!("terminate:b:{}", crash_reason()),
+            crashed("b"),
             "terminate:c:shutdown".into(),
             "init:b".into(),
             "init:c".into(),
@@ -159,7 +141,7 @@ fn restart_types_permanent_transient_temporary() {
         .child(probe("perm", &tx))
         .child(probe("trans", &tx).restart(Restart::Transient))
         .child(probe("temp", &tx).restart(Restart::Temporary));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     let perm = pid_of(&rt, &rx, "perm");
     let trans = pid_of(&rt, &rx, "trans");
     let temp = pid_of(&rt, &rx, "temp");
@@ -181,15 +163,9 @@ fn restart_types_permanent_transient_temporary() {
     );
     // temporary: never restarted, and its spec goes away
     rt.try_send(temp, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:temp:{}", crash_reason())]);
+    assert_eq!(take(&rx, 1), [crashed("temp")]);
     no_more(&rx);
-    let ids: Vec<_> = rt
-        .block_on(sup.which_children())
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(ids, ["perm", "trans"]);
+    assert_eq!(child_ids(&rt, &sup), ["perm", "trans"]);
 }
 
 #[test]
@@ -199,11 +175,9 @@ fn transient_child_is_restarted_after_a_crash_and_after_a_panic() {
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(10, Duration::from_secs(5))
         .child(probe("t", &tx).restart(Restart::Transient));
-    let _sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let _sup = start(&rt, spec);
     let first = pid_of(&rt, &rx, "t");
-    rt.try_send(first, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:t:{}", crash_reason())]);
-    let second = pid_of(&rt, &rx, "t");
+    let second = crash_and_restart(&rt, &rx, first, "t");
     rt.try_send(second, ProbeMsg::Panic).unwrap();
     assert_eq!(take(&rx, 1), ["terminate:t:panic: panic requested"]);
     let third = pid_of(&rt, &rx, "t");
@@ -218,26 +192,20 @@ fn temporary_child_is_not_restarted_when_a_sibling_crash_stops_it_under_one_for_
         .intensity(10, Duration::from_secs(5))
         .child(probe("a", &tx))
         .child(probe("temp", &tx).restart(Restart::Temporary));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     let a = pid_of(&rt, &rx, "a");
     let _temp = pid_of(&rt, &rx, "temp");
     rt.try_send(a, ProbeMsg::Crash).unwrap();
     assert_eq!(
         take(&rx, 3),
         [
-            format!("terminate:a:{}", crash_reason()),
+            crashed("a"),
             "terminate:temp:shutdown".into(),
             "init:a".into()
         ]
     );
     no_more(&rx);
-    let ids: Vec<_> = rt
-        .block_on(sup.which_children())
-        .unwrap()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    assert_eq!(ids, ["a"]);
+    assert_eq!(child_ids(&rt, &sup), ["a"]);
 }
 
 #[test]
@@ -250,15 +218,13 @@ fn intensity_exceeded_shuts_the_supervisor_down_and_its_parent_sees_it() {
     let top = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(0, Duration::from_secs(5))
         .child(ChildSpec::supervisor("inner", inner));
-    let top = rt.block_on(Supervisor::start(&rt, top)).unwrap();
+    let top = start(&rt, top);
     let inner_pid = rt.block_on(top.which_children()).unwrap()[0].pid.unwrap();
     let inner_exit = rt.wait_exit(inner_pid);
     let top_exit = rt.wait_exit(top.pid());
     let mut pid = pid_of(&rt, &rx, "w");
     for _ in 0..3 {
-        rt.try_send(pid, ProbeMsg::Crash).unwrap();
-        assert_eq!(take(&rx, 1), [format!("terminate:w:{}", crash_reason())]);
-        pid = pid_of(&rt, &rx, "w");
+        pid = crash_and_restart(&rt, &rx, pid, "w");
     }
     rt.try_send(pid, ProbeMsg::Crash).unwrap();
     assert_eq!(
@@ -276,7 +242,7 @@ fn shutdown_timeout_kills_a_child_that_ignores_shutdown() {
     let (tx, rx) = channel();
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(stubborn_probe("s", &tx).shutdown(Shutdown::Timeout(Duration::from_millis(50))));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     let pid = pid_of(&rt, &rx, "s");
     let exited = rt.wait_exit(pid);
     let started = std::time::Instant::now();
@@ -297,7 +263,7 @@ fn brutal_kill_is_immediate_and_skips_terminate_while_timeout_runs_terminate() {
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(probe("brutal", &tx).shutdown(Shutdown::Brutal))
         .child(probe("polite", &tx).shutdown(Shutdown::Timeout(Duration::from_secs(5))));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     let brutal = pid_of(&rt, &rx, "brutal");
     let _polite = pid_of(&rt, &rx, "polite");
     let exited = rt.wait_exit(brutal);
@@ -317,7 +283,7 @@ fn named_child_name_moves_to_the_restarted_pid() {
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(10, Duration::from_secs(5))
         .child(probe("n", &tx).named("the-probe"));
-    let _sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let _sup = start(&rt, spec);
     let first = pid_of(&rt, &rx, "n");
     assert_eq!(rt.whereis("the-probe"), Some(first));
     rt.try_send(first, ProbeMsg::Panic).unwrap();
@@ -336,7 +302,7 @@ fn dynamic_supervisor_keeps_exact_counts_through_ten_thousand_children_and_rando
     let rt = rt();
     let (tx, rx) = channel();
     let spec = DynamicSupervisor::spec().intensity(100_000, Duration::from_secs(5));
-    let sup = rt.block_on(DynamicSupervisor::start(&rt, spec)).unwrap();
+    let sup = start_dynamic(&rt, spec);
     const N: usize = 10_000;
     let mut pids = Vec::with_capacity(N);
     for i in 0..N {
@@ -391,12 +357,7 @@ fn dynamic_supervisor_keeps_exact_counts_through_ten_thousand_children_and_rando
 fn dynamic_supervisor_enforces_max_children_and_terminates_by_pid() {
     let rt = rt();
     let (tx, rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(
-            &rt,
-            DynamicSupervisor::spec().max_children(2),
-        ))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec().max_children(2));
     let a = rt.block_on(sup.start_child(probe("a", &tx))).unwrap();
     rt.block_on(sup.start_child(probe("b", &tx))).unwrap();
     let err = rt.block_on(sup.start_child(probe("c", &tx))).unwrap_err();
@@ -417,12 +378,7 @@ fn dynamic_supervisor_enforces_max_children_and_terminates_by_pid() {
 fn dynamic_supervisor_deletes_a_transient_child_that_ended_normally_and_frees_its_slot() {
     let rt = rt();
     let (tx, rx) = channel();
-    let sup = rt
-        .block_on(DynamicSupervisor::start(
-            &rt,
-            DynamicSupervisor::spec().max_children(1),
-        ))
-        .unwrap();
+    let sup = start_dynamic(&rt, DynamicSupervisor::spec().max_children(1));
     for (id, reason) in [("a", ExitReason::Normal), ("b", ExitReason::Shutdown)] {
         let pid = rt
             .block_on(sup.start_child(probe(id, &tx).restart(Restart::Transient)))
@@ -448,7 +404,7 @@ fn dynamic_children_are_not_restarted_when_the_dynamic_supervisor_restarts() {
     let top = SupervisorSpec::new(Strategy::OneForOne)
         .intensity(5, Duration::from_secs(5))
         .child(ChildSpec::supervisor("pool", DynamicSupervisor::spec()).named("pool"));
-    let _top = rt.block_on(Supervisor::start(&rt, top)).unwrap();
+    let _top = start(&rt, top);
     let pool = rt.whereis("pool").unwrap();
     let pool_ref = cairn_supervisor::SupervisorRef::from_pid(&rt, pool).unwrap();
     for i in 0..5 {
@@ -491,7 +447,7 @@ fn deep_tree_escalation_goes_only_as_far_as_intensity_allows() {
             .intensity(1, Duration::from_secs(5))
             .child(ChildSpec::supervisor(format!("l{level}"), spec));
     }
-    let l1 = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let l1 = start(&rt, spec);
     let chain = |rt: &cairn_scheduler::Runtime| {
         // pids of l2..l5 following first children
         let mut pids = Vec::new();
@@ -506,26 +462,18 @@ fn deep_tree_escalation_goes_only_as_far_as_intensity_allows() {
     let before = chain(&rt);
     let mut leaf = pid_of(&rt, &rx, "leaf");
     // 1st crash: l5 restarts the leaf.
-    rt.try_send(leaf, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:leaf:{}", crash_reason())]);
-    leaf = pid_of(&rt, &rx, "leaf");
+    leaf = crash_and_restart(&rt, &rx, leaf, "leaf");
     assert_eq!(chain(&rt), before);
     // 2nd crash: l5 exceeds 1 in 5 s and exits; l4 restarts l5 (and a new leaf).
-    rt.try_send(leaf, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:leaf:{}", crash_reason())]);
-    leaf = pid_of(&rt, &rx, "leaf");
+    leaf = crash_and_restart(&rt, &rx, leaf, "leaf");
     let after2 = chain(&rt);
     assert_eq!(after2[..3], before[..3], "l2..l4 unchanged");
     assert_ne!(after2[3], before[3], "l5 restarted");
     // 3rd crash: the new l5 restarts the leaf itself (its own window is fresh).
-    rt.try_send(leaf, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:leaf:{}", crash_reason())]);
-    leaf = pid_of(&rt, &rx, "leaf");
+    leaf = crash_and_restart(&rt, &rx, leaf, "leaf");
     assert_eq!(chain(&rt), after2);
     // 4th crash: l5 gives up again; l4 has now restarted twice in 5 s: it gives up; l3 restarts l4.
-    rt.try_send(leaf, ProbeMsg::Crash).unwrap();
-    assert_eq!(take(&rx, 1), [format!("terminate:leaf:{}", crash_reason())]);
-    let _leaf = pid_of(&rt, &rx, "leaf");
+    let _leaf = crash_and_restart(&rt, &rx, leaf, "leaf");
     let after4 = chain(&rt);
     assert_eq!(after4[..2], before[..2], "l2, l3 unchanged");
     assert_ne!(after4[2], after2[2], "l4 restarted");
@@ -543,7 +491,7 @@ fn runtime_shutdown_stops_trees_in_order_and_runs_terminate() {
         .child(probe("a", &tx))
         .child(ChildSpec::supervisor("inner", inner))
         .child(probe("c", &tx));
-    let _sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let _sup = start(&rt, spec);
     assert_eq!(take(&rx, 4), ["init:a", "init:x", "init:y", "init:c"]);
     rt.shutdown();
     assert_eq!(
@@ -562,20 +510,16 @@ fn runtime_shutdown_stops_trees_in_order_and_runs_terminate() {
 fn a_static_supervisor_refuses_a_duplicate_child_id_and_a_dynamic_one_does_not_check() {
     let rt = rt();
     let (tx, _rx) = channel();
-    let sup = rt
-        .block_on(Supervisor::start(
-            &rt,
-            SupervisorSpec::new(Strategy::OneForOne).child(probe("a", &tx)),
-        ))
-        .unwrap();
+    let sup = start(
+        &rt,
+        SupervisorSpec::new(Strategy::OneForOne).child(probe("a", &tx)),
+    );
     let err = rt.block_on(sup.start_child(probe("a", &tx))).unwrap_err();
     assert!(
         matches!(err, cairn_supervisor::ChildError::DuplicateId(ref id) if id == "a"),
         "{err:?}"
     );
-    let pool = rt
-        .block_on(DynamicSupervisor::start(&rt, DynamicSupervisor::spec()))
-        .unwrap();
+    let pool = start_dynamic(&rt, DynamicSupervisor::spec());
     rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
     rt.block_on(pool.start_child(probe("w", &tx))).unwrap();
     assert_eq!(rt.block_on(pool.count_children()).unwrap().active, 2);

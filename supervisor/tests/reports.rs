@@ -9,7 +9,7 @@ mod common;
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 
-use cairn_supervisor::{Restart, Strategy, Supervisor, SupervisorSpec};
+use cairn_supervisor::{Restart, Strategy, SupervisorSpec};
 use common::*;
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
@@ -65,7 +65,7 @@ fn a_crash_and_its_restart_are_reported_at_warn_and_an_orderly_exit_is_not() {
     let spec = SupervisorSpec::new(Strategy::OneForOne)
         .child(probe("crashy", &tx))
         .child(probe("calm", &tx).restart(Restart::Transient));
-    let sup = rt.block_on(Supervisor::start(&rt, spec)).unwrap();
+    let sup = start(&rt, spec);
     let crashy = pid_of(&rt, &rx, "crashy");
     let calm = pid_of(&rt, &rx, "calm");
 

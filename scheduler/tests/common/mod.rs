@@ -19,6 +19,15 @@ pub fn runtime(workers: usize) -> Runtime {
     Runtime::builder().workers(workers).build().unwrap()
 }
 
+/// A runtime with `workers` workers and mailboxes bounded at `mailbox_capacity`.
+pub fn runtime_with_mailboxes(workers: usize, mailbox_capacity: usize) -> Runtime {
+    Runtime::builder()
+        .workers(workers)
+        .mailbox_capacity(mailbox_capacity)
+        .build()
+        .unwrap()
+}
+
 /// Runs `fut` on the calling thread, failing the test if it takes longer than [`HANG`].
 pub fn within<F: Future>(h: &Handle, fut: F) -> F::Output {
     h.block_on(h.timeout(HANG, fut))
@@ -168,6 +177,92 @@ pub fn trapping_probe(h: &Handle) -> ActorRef<Probe> {
         },
         None,
     )
+}
+
+/// A probe that traps exits and forwards every signal it receives to the returned channel.
+pub fn forwarding_trapper(h: &Handle) -> (ActorRef<Probe>, mpsc::Receiver<Signal>) {
+    let (tx, rx) = mpsc::channel();
+    let p = spawn_probe(
+        h,
+        SpawnOptions {
+            trap_exit: true,
+            ..SpawnOptions::default()
+        },
+        Some(tx),
+    );
+    (p, rx)
+}
+
+/// Spawn options that link the new process to `pid`.
+pub fn linked_to(pid: Pid) -> SpawnOptions {
+    SpawnOptions {
+        link: Some(pid),
+        ..SpawnOptions::default()
+    }
+}
+
+/// An error exit reason.
+pub fn err(s: &str) -> ExitReason {
+    ExitReason::Error(s.to_owned())
+}
+
+/// The exit signal `from` sends its links (or `exit` sends) with `reason`.
+pub fn exit_signal(from: Pid, reason: ExitReason) -> Signal {
+    Signal::Exit { from, reason }
+}
+
+/// Kills `pid` and waits for it to exit, asserting that it exits as `Killed`.
+#[track_caller]
+pub fn kill_and_wait(h: &Handle, pid: Pid) {
+    assert_eq!(exit_after(h, pid, || h.kill(pid)), ExitReason::Killed);
+}
+
+/// Sends `pid` an exit signal with `reason` and waits for it to exit, asserting that it
+/// exits with that reason.
+#[track_caller]
+pub fn exit_and_wait(h: &Handle, pid: Pid, reason: ExitReason) {
+    assert_eq!(exit_after(h, pid, || h.exit(pid, reason.clone())), reason);
+}
+
+/// Asks a probe to stop with `reason` and waits for it to exit, asserting that it exits with
+/// that reason.
+#[track_caller]
+pub fn stop_and_wait(h: &Handle, p: &ActorRef<Probe>, reason: ExitReason) {
+    assert_eq!(exit_after(h, p.pid(), || stop(p, reason.clone())), reason);
+}
+
+/// The pid of a probe that has been killed (and whose exit has been observed).
+#[track_caller]
+pub fn exited_pid(h: &Handle) -> Pid {
+    let gone = probe(h).pid();
+    kill_and_wait(h, gone);
+    gone
+}
+
+/// Asks a probe to stop with `reason` (without waiting for it).
+pub fn stop(p: &ActorRef<Probe>, reason: ExitReason) {
+    p.try_send(Probe::Stop(reason)).unwrap();
+}
+
+/// A process that panics with "linked crash" on its first message.
+pub fn spawn_panicker(h: &Handle, opts: SpawnOptions) -> ActorRef<()> {
+    h.spawn_opts(opts, |mut ctx: Ctx<()>| async move {
+        if ctx.recv().await.is_some() {
+            panic!("linked crash");
+        }
+    })
+    .unwrap()
+}
+
+/// Makes a [`spawn_panicker`] process panic, and checks that it exits with the panic as its
+/// reason and that `peer` exits with the same reason.
+#[track_caller]
+pub fn panic_takes_along(h: &Handle, panicker: &ActorRef<()>, peer: Pid) {
+    let reasons = exits_after(h, &[panicker.pid(), peer], || {
+        panicker.try_send(()).unwrap()
+    });
+    assert!(matches!(&reasons[0], ExitReason::Panic(m) if m.contains("linked crash")));
+    assert_eq!(reasons[1], reasons[0]);
 }
 
 /// Whether the probe answers a ping.

@@ -5,7 +5,10 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
 use cairn_scheduler::{ExitReason, Pid, Reply, Runtime, Signal};
-use cairn_supervisor::{Actor, ActorCtx, ActorError, ChildSpec};
+use cairn_supervisor::{
+    Actor, ActorCtx, ActorError, ChildSpec, DynamicSupervisor, StartError, Supervisor,
+    SupervisorRef, SupervisorSpec,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -70,34 +73,31 @@ impl Actor for Probe {
     }
 }
 
-pub fn probe(id: &str, events: &Sender<Event>) -> ChildSpec {
+fn probe_spec(
+    id: &str,
+    events: &Sender<Event>,
+    fail_init: bool,
+    ignore_shutdown: bool,
+) -> ChildSpec {
     let (id2, events) = (id.to_owned(), events.clone());
     ChildSpec::worker(id, move || Probe {
         id: id2.clone(),
         events: events.clone(),
-        fail_init: false,
-        ignore_shutdown: false,
+        fail_init,
+        ignore_shutdown,
     })
+}
+
+pub fn probe(id: &str, events: &Sender<Event>) -> ChildSpec {
+    probe_spec(id, events, false, false)
 }
 
 pub fn failing_probe(id: &str, events: &Sender<Event>) -> ChildSpec {
-    let (id2, events) = (id.to_owned(), events.clone());
-    ChildSpec::worker(id, move || Probe {
-        id: id2.clone(),
-        events: events.clone(),
-        fail_init: true,
-        ignore_shutdown: false,
-    })
+    probe_spec(id, events, true, false)
 }
 
 pub fn stubborn_probe(id: &str, events: &Sender<Event>) -> ChildSpec {
-    let (id2, events) = (id.to_owned(), events.clone());
-    ChildSpec::worker(id, move || Probe {
-        id: id2.clone(),
-        events: events.clone(),
-        fail_init: false,
-        ignore_shutdown: true,
-    })
+    probe_spec(id, events, false, true)
 }
 
 /// A hang guard, not a pacing sleep: events are expected long before it.
@@ -130,6 +130,56 @@ pub fn rt() -> Runtime {
         .shutdown_grace(Duration::from_secs(2))
         .build()
         .unwrap()
+}
+
+/// Starts a static supervisor, which must succeed.
+pub fn start(rt: &Runtime, spec: SupervisorSpec) -> SupervisorRef {
+    rt.block_on(Supervisor::start(rt, spec)).unwrap()
+}
+
+/// Starts a dynamic supervisor, which must succeed.
+pub fn start_dynamic(rt: &Runtime, spec: SupervisorSpec) -> SupervisorRef {
+    rt.block_on(DynamicSupervisor::start(rt, spec)).unwrap()
+}
+
+/// Starts a static supervisor that must fail because the child at `path` failed its `init`
+/// with an error that contains `says`.
+#[track_caller]
+pub fn assert_start_fails_at(rt: &Runtime, spec: SupervisorSpec, path: &str, says: &str) {
+    match rt.block_on(Supervisor::start(rt, spec)).unwrap_err() {
+        StartError::Child { id, cause } => {
+            assert_eq!(id, path);
+            assert!(
+                matches!(*cause, StartError::InitFailed(ref m) if m.contains(says)),
+                "{cause:?}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The ids of the supervisor's children, in its order.
+pub fn child_ids(rt: &Runtime, sup: &SupervisorRef) -> Vec<String> {
+    rt.block_on(sup.which_children())
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// The event (as [`take`] shows it) of probe `id` terminating after a requested crash.
+pub fn crashed(id: &str) -> String {
+    let reason = ExitReason::Error("crash requested".into());
+    format!("terminate:{id}:{reason}")
+}
+
+/// Crashes the probe `id` running as `pid`, checks that it terminated with the crash, and
+/// returns the pid of its restarted successor.
+#[track_caller]
+pub fn crash_and_restart(rt: &Runtime, events: &Receiver<Event>, pid: Pid, id: &str) -> Pid {
+    rt.try_send(pid, ProbeMsg::Crash).unwrap();
+    assert_eq!(take(events, 1), [crashed(id)]);
+    pid_of(rt, events, id)
 }
 
 pub fn pid_of(rt: &Runtime, events: &Receiver<Event>, id: &str) -> Pid {

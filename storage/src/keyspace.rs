@@ -411,6 +411,11 @@ impl Keyspace {
         !self.ks.state.lock().pending.is_empty()
     }
 
+    /// Whether the writes not yet handed to the writer set or delete the alarm.
+    pub fn has_pending_alarm_change(&self) -> bool {
+        self.ks.state.lock().pending.alarm.is_some()
+    }
+
     /// Drops the pending writes (not those already committed or in flight) and clears the
     /// poison left by a failed commit. A restarted incarnation calls this before its first
     /// message.

@@ -621,9 +621,32 @@ impl Dispatcher for ObjectDispatcher {
 
 /// `future` with `request` current while it is polled, as the scheduler's `in_request`,
 /// but pinned where it is awaited: no allocation (this wraps every request twice).
-async fn within_request<F: Future>(request: Option<u64>, future: F) -> F::Output {
-    let mut future = pin!(future);
-    std::future::poll_fn(|cx| with_request(request, || future.as_mut().poll(cx))).await
+///
+/// A struct, not an `async fn`: an `async fn` keeps its argument and the pinned local it is
+/// moved into as two slots of its state, so it was twice the size of `future`. The
+/// dispatcher's boxed future then outgrew the allocator's small-size caches, and every
+/// request paid a slow-path `malloc` and `free` (and the copies) for it.
+fn within_request<F: Future>(request: Option<u64>, future: F) -> WithinRequest<F> {
+    WithinRequest { request, future }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`within_request`].
+    struct WithinRequest<F> {
+        request: Option<u64>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for WithinRequest<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        with_request(*this.request, || future.poll(cx))
+    }
 }
 
 /// A copy of an upgrade request's head, to complete the handshake if the object accepts
@@ -679,5 +702,54 @@ impl SocketHandler for ObjectEvents {
                 tracing::warn!(%object, socket = %event.socket, %error, "socket event not handled");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Waker};
+
+    #[test]
+    fn within_request_is_no_larger_than_its_future_and_an_id() {
+        // A future with a large state, as the dispatcher's is.
+        let inner = async {
+            let state = [7u8; 512];
+            std::future::ready(()).await;
+            state[0]
+        };
+        let inner_size = std::mem::size_of_val(&inner);
+        let wrapped = within_request(Some(1), inner);
+        assert!(
+            // The id (16 bytes) and padding to its alignment.
+            std::mem::size_of_val(&wrapped) <= inner_size + 16 + 8,
+            "within_request keeps a second copy of its future: {} bytes for a {inner_size}-byte future",
+            std::mem::size_of_val(&wrapped)
+        );
+    }
+
+    #[test]
+    fn within_request_makes_its_id_current_while_polled_and_restores_the_previous() {
+        let mut seen = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        with_request(Some(5), || {
+            let mut polls = 0;
+            let probe = std::future::poll_fn(|cx| {
+                seen.push(current_request());
+                polls += 1;
+                if polls < 2 {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            let mut wrapped = pin!(within_request(Some(0xabc), probe));
+            assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(current_request(), Some(5), "restored between polls");
+            assert!(wrapped.as_mut().poll(&mut cx).is_ready());
+            assert_eq!(current_request(), Some(5), "restored after the last poll");
+        });
+        assert_eq!(seen, [Some(0xabc), Some(0xabc)]);
     }
 }

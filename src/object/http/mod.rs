@@ -474,38 +474,56 @@ fn fetch_object<O: Object>(
                 }
                 Ok(response)
             }
+            // Boxed on its own: the mesh call's state is larger than the whole local path,
+            // and inlined it made every request's future (local ones too) too large for
+            // the allocator's small-size caches, each paying a slow-path malloc and free.
             Target::Remote(mesh, node) => {
-                tracing::debug!(
-                    target: "cairn::request",
-                    request_id = %RequestHex(current_request()),
-                    owner = %node,
-                    hops,
-                    "forwarding the request to the object's owner"
-                );
-                let timeout = forward_timeout(&objects);
-                let request = WireRequest::new(request);
-                let answer = mesh
-                    .handle()
-                    .named_ref::<HttpMsg>(HTTP_PROCESS, node)
-                    .call(
-                        |reply| HttpMsg::Fetch {
-                            class: O::CLASS.to_owned(),
-                            key,
-                            hops: hops + 1,
-                            request,
-                            reply,
-                        },
-                        timeout,
-                    )
-                    .await
-                    .map_err(|e| call_failure(node, e))?;
-                let mut response = answer?.into_response()?;
-                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    response.extensions_mut().insert(AcceptedBy(node));
-                }
-                Ok(response)
+                forward_fetch::<O>(&objects, key, request, hops, mesh, node).await
             }
         }
+    })
+}
+
+/// [`fetch_object`]'s remote path: the request crosses the mesh to `node`'s
+/// [`HTTP_PROCESS`] and its answer comes back.
+fn forward_fetch<O: Object>(
+    objects: &Objects,
+    key: String,
+    request: http::Request<Bytes>,
+    hops: u8,
+    mesh: Mesh,
+    node: NodeId,
+) -> BoxFuture<Result<http::Response<Bytes>, Failure>> {
+    tracing::debug!(
+        target: "cairn::request",
+        request_id = %RequestHex(current_request()),
+        owner = %node,
+        hops,
+        "forwarding the request to the object's owner"
+    );
+    let timeout = forward_timeout(objects);
+    Box::pin(async move {
+        let request = WireRequest::new(request);
+        let answer = mesh
+            .handle()
+            .named_ref::<HttpMsg>(HTTP_PROCESS, node)
+            .call(
+                |reply| HttpMsg::Fetch {
+                    class: O::CLASS.to_owned(),
+                    key,
+                    hops: hops + 1,
+                    request,
+                    reply,
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| call_failure(node, e))?;
+        let mut response = answer?.into_response()?;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            response.extensions_mut().insert(AcceptedBy(node));
+        }
+        Ok(response)
     })
 }
 

@@ -218,12 +218,21 @@ pub(super) fn reroute<O: Object>(objects: &Arc<Objects>, key: &str, call: HttpCa
 /// The span of one request's work for an object (`what`: where it is), with the request id
 /// as the gateway shows it in `x-request-id` (16 hex digits), the class and the key's hash
 /// (keys may be personal data). Fields are only formatted when the span is enabled.
+///
+/// No span at all ([`tracing::Span::none`]) when no subscriber takes debug spans, the
+/// check `debug_span!` itself makes first: a disabled span still hashes the key and
+/// builds its fields, and reports every enter and exit (each poll) to the `log` crate,
+/// since tracing's `log` feature is on in the tree (through quinn).
 pub(super) fn request_span(
     request: Option<u64>,
     what: &str,
     class: &str,
     key: &str,
 ) -> tracing::Span {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::DEBUG > STATIC_MAX_LEVEL || tracing::Level::DEBUG > LevelFilter::current() {
+        return tracing::Span::none();
+    }
     tracing::debug_span!(
         target: "cairn::request",
         "request",
@@ -744,6 +753,22 @@ mod tests {
             "within_request keeps a second copy of its future: {} bytes for a {inner_size}-byte future",
             std::mem::size_of_val(&wrapped)
         );
+    }
+
+    #[test]
+    #[cfg(feature = "cli")] // tracing-subscriber
+    fn a_request_span_is_none_without_a_debug_subscriber_and_recorded_with_one() {
+        // No subscriber anywhere in this test binary: nothing to build, enter or log.
+        assert!(request_span(Some(1), "gateway", "hits", "home").is_none());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(Some(1), "gateway", "hits", "home");
+            assert!(!span.is_disabled(), "a debug subscriber gets the span");
+            assert_eq!(span.metadata().map(|m| m.name()), Some("request"));
+        });
     }
 
     #[test]

@@ -218,12 +218,21 @@ pub(super) fn reroute<O: Object>(objects: &Arc<Objects>, key: &str, call: HttpCa
 /// The span of one request's work for an object (`what`: where it is), with the request id
 /// as the gateway shows it in `x-request-id` (16 hex digits), the class and the key's hash
 /// (keys may be personal data). Fields are only formatted when the span is enabled.
+///
+/// No span at all ([`tracing::Span::none`]) when no subscriber takes debug spans, the
+/// check `debug_span!` itself makes first: a disabled span still hashes the key and
+/// builds its fields, and reports every enter and exit (each poll) to the `log` crate,
+/// since tracing's `log` feature is on in the tree (through quinn).
 pub(super) fn request_span(
     request: Option<u64>,
     what: &str,
     class: &str,
     key: &str,
 ) -> tracing::Span {
+    use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+    if tracing::Level::DEBUG > STATIC_MAX_LEVEL || tracing::Level::DEBUG > LevelFilter::current() {
+        return tracing::Span::none();
+    }
     tracing::debug_span!(
         target: "cairn::request",
         "request",
@@ -474,38 +483,56 @@ fn fetch_object<O: Object>(
                 }
                 Ok(response)
             }
+            // Boxed on its own: the mesh call's state is larger than the whole local path,
+            // and inlined it made every request's future (local ones too) too large for
+            // the allocator's small-size caches, each paying a slow-path malloc and free.
             Target::Remote(mesh, node) => {
-                tracing::debug!(
-                    target: "cairn::request",
-                    request_id = %RequestHex(current_request()),
-                    owner = %node,
-                    hops,
-                    "forwarding the request to the object's owner"
-                );
-                let timeout = forward_timeout(&objects);
-                let request = WireRequest::new(request);
-                let answer = mesh
-                    .handle()
-                    .named_ref::<HttpMsg>(HTTP_PROCESS, node)
-                    .call(
-                        |reply| HttpMsg::Fetch {
-                            class: O::CLASS.to_owned(),
-                            key,
-                            hops: hops + 1,
-                            request,
-                            reply,
-                        },
-                        timeout,
-                    )
-                    .await
-                    .map_err(|e| call_failure(node, e))?;
-                let mut response = answer?.into_response()?;
-                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    response.extensions_mut().insert(AcceptedBy(node));
-                }
-                Ok(response)
+                forward_fetch::<O>(&objects, key, request, hops, mesh, node).await
             }
         }
+    })
+}
+
+/// [`fetch_object`]'s remote path: the request crosses the mesh to `node`'s
+/// [`HTTP_PROCESS`] and its answer comes back.
+fn forward_fetch<O: Object>(
+    objects: &Objects,
+    key: String,
+    request: http::Request<Bytes>,
+    hops: u8,
+    mesh: Mesh,
+    node: NodeId,
+) -> BoxFuture<Result<http::Response<Bytes>, Failure>> {
+    tracing::debug!(
+        target: "cairn::request",
+        request_id = %RequestHex(current_request()),
+        owner = %node,
+        hops,
+        "forwarding the request to the object's owner"
+    );
+    let timeout = forward_timeout(objects);
+    Box::pin(async move {
+        let request = WireRequest::new(request);
+        let answer = mesh
+            .handle()
+            .named_ref::<HttpMsg>(HTTP_PROCESS, node)
+            .call(
+                |reply| HttpMsg::Fetch {
+                    class: O::CLASS.to_owned(),
+                    key,
+                    hops: hops + 1,
+                    request,
+                    reply,
+                },
+                timeout,
+            )
+            .await
+            .map_err(|e| call_failure(node, e))?;
+        let mut response = answer?.into_response()?;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            response.extensions_mut().insert(AcceptedBy(node));
+        }
+        Ok(response)
     })
 }
 
@@ -621,9 +648,32 @@ impl Dispatcher for ObjectDispatcher {
 
 /// `future` with `request` current while it is polled, as the scheduler's `in_request`,
 /// but pinned where it is awaited: no allocation (this wraps every request twice).
-async fn within_request<F: Future>(request: Option<u64>, future: F) -> F::Output {
-    let mut future = pin!(future);
-    std::future::poll_fn(|cx| with_request(request, || future.as_mut().poll(cx))).await
+///
+/// A struct, not an `async fn`: an `async fn` keeps its argument and the pinned local it is
+/// moved into as two slots of its state, so it was twice the size of `future`. The
+/// dispatcher's boxed future then outgrew the allocator's small-size caches, and every
+/// request paid a slow-path `malloc` and `free` (and the copies) for it.
+fn within_request<F: Future>(request: Option<u64>, future: F) -> WithinRequest<F> {
+    WithinRequest { request, future }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`within_request`].
+    struct WithinRequest<F> {
+        request: Option<u64>,
+        #[pin]
+        future: F,
+    }
+}
+
+impl<F: Future> Future for WithinRequest<F> {
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let future = this.future;
+        with_request(*this.request, || future.poll(cx))
+    }
 }
 
 /// A copy of an upgrade request's head, to complete the handshake if the object accepts
@@ -679,5 +729,70 @@ impl SocketHandler for ObjectEvents {
                 tracing::warn!(%object, socket = %event.socket, %error, "socket event not handled");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Waker};
+
+    #[test]
+    fn within_request_is_no_larger_than_its_future_and_an_id() {
+        // A future with a large state, as the dispatcher's is.
+        let inner = async {
+            let state = [7u8; 512];
+            std::future::ready(()).await;
+            state[0]
+        };
+        let inner_size = std::mem::size_of_val(&inner);
+        let wrapped = within_request(Some(1), inner);
+        assert!(
+            // The id (16 bytes) and padding to its alignment.
+            std::mem::size_of_val(&wrapped) <= inner_size + 16 + 8,
+            "within_request keeps a second copy of its future: {} bytes for a {inner_size}-byte future",
+            std::mem::size_of_val(&wrapped)
+        );
+    }
+
+    #[test]
+    #[cfg(feature = "cli")] // tracing-subscriber
+    fn a_request_span_is_none_without_a_debug_subscriber_and_recorded_with_one() {
+        // No subscriber anywhere in this test binary: nothing to build, enter or log.
+        assert!(request_span(Some(1), "gateway", "hits", "home").is_none());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = request_span(Some(1), "gateway", "hits", "home");
+            assert!(!span.is_disabled(), "a debug subscriber gets the span");
+            assert_eq!(span.metadata().map(|m| m.name()), Some("request"));
+        });
+    }
+
+    #[test]
+    fn within_request_makes_its_id_current_while_polled_and_restores_the_previous() {
+        let mut seen = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        with_request(Some(5), || {
+            let mut polls = 0;
+            let probe = std::future::poll_fn(|cx| {
+                seen.push(current_request());
+                polls += 1;
+                if polls < 2 {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            let mut wrapped = pin!(within_request(Some(0xabc), probe));
+            assert!(wrapped.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(current_request(), Some(5), "restored between polls");
+            assert!(wrapped.as_mut().poll(&mut cx).is_ready());
+            assert_eq!(current_request(), Some(5), "restored after the last poll");
+        });
+        assert_eq!(seen, [Some(0xabc), Some(0xabc)]);
     }
 }

@@ -42,7 +42,8 @@ pub struct WriteSetData {
     pub keyspace: String,
     /// `delete_all` before the entries.
     pub clear: bool,
-    /// User key → encoded value, or `None` for a deletion.
+    /// User key → encoded value, or `None` for a deletion (as MessagePack `bin`).
+    #[serde(with = "crate::serde_bin::entries")]
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Alarm change: `Some(None)` deletes it, `Some(Some(ms))` sets it (unix ms).
     /// Encoded as nil, the time, or `false` for a deletion (see [`alarm_op`]).
@@ -167,7 +168,8 @@ impl WriteSetData {
 pub struct KeyspaceData {
     /// Its name.
     pub name: String,
-    /// `(user key, encoded value)` in key order.
+    /// `(user key, encoded value)` in key order (as MessagePack `bin`).
+    #[serde(with = "crate::serde_bin::rows")]
     pub rows: Vec<(Vec<u8>, Vec<u8>)>,
     /// Its alarm (unix ms), if set.
     pub alarm: Option<u64>,

@@ -315,12 +315,26 @@ pub(crate) struct KsState {
     pub(crate) inflight: VecDeque<InFlight>,
     /// Sequence number of the next handed-over set.
     pub(crate) next_seq: u64,
-    /// Sets with `seq < poisoned_below` that have not committed yet must fail.
+    /// Sets with `poisoned_from <= seq < poisoned_below` that have not committed yet must
+    /// fail: the failed set and every set handed over after it (built on it). Sets handed
+    /// over *before* it are not poisoned: a route may still commit them (a replicated
+    /// object's earlier write sets), and then their output is released (`OutputQueue`'s
+    /// invariant 3). The group-commit writer finishes a keyspace's sets in order, so there
+    /// no earlier set is unresolved when a later one fails.
+    pub(crate) poisoned_from: u64,
+    /// See `poisoned_from`.
     pub(crate) poisoned_below: u64,
     /// Set when a commit failed; the next `commit()` fails at once and clears it.
     pub(crate) poisoned: bool,
     /// Where commits go instead of the writer (a replicated object's shard): see `route`.
     pub(crate) route: Option<Arc<dyn crate::route::CommitRoute>>,
+}
+
+impl KsState {
+    /// Whether the set `seq` must fail because it, or a set handed over before it, failed.
+    pub(crate) fn is_poisoned(&self, seq: u64) -> bool {
+        (self.poisoned_from..self.poisoned_below).contains(&seq)
+    }
 }
 
 /// What every handle on one keyspace shares.
@@ -906,7 +920,7 @@ fn process_batch(core: &Core, batch: Vec<Job>) {
                 set,
                 ticket,
             } => {
-                let poisoned = seq < ks.state.lock().poisoned_below;
+                let poisoned = ks.state.lock().is_poisoned(seq);
                 if poisoned {
                     fail(core, &ks, seq, &ticket, StorageError::EarlierCommitFailed);
                 } else if let Some(e) = injected_set_failure(core, &ks.name) {
@@ -944,7 +958,7 @@ fn process_batch(core: &Core, batch: Vec<Job>) {
                 );
                 core.counters.batch_retries.fetch_add(1, Ordering::Relaxed);
                 for l in &live {
-                    if l.seq < l.ks.state.lock().poisoned_below {
+                    if l.ks.state.lock().is_poisoned(l.seq) {
                         fail(
                             core,
                             &l.ks,
@@ -1082,7 +1096,7 @@ fn succeed(core: &Core, l: &Live) {
 pub(crate) fn finish_set(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner) {
     {
         let mut st = ks.state.lock();
-        if seq >= st.poisoned_below {
+        if !st.is_poisoned(seq) {
             // Routes may report out of order: a finished set leaves the overlay only with
             // every earlier one, or an earlier set still listed would be read over it.
             if let Some(f) = st.inflight.iter_mut().find(|f| f.seq == seq) {
@@ -1104,9 +1118,11 @@ pub(crate) fn finish_set(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketIn
 pub(crate) fn fail(core: &Core, ks: &KsShared, seq: u64, ticket: &TicketInner, err: StorageError) {
     {
         let mut st = ks.state.lock();
-        if seq >= st.poisoned_below {
-            // First failure of this run: every set handed over so far is suspect.
+        if !st.is_poisoned(seq) {
+            // First failure of this run: it and every set handed over after it are suspect
+            // (an earlier set still in flight may yet commit).
             tracing::warn!(keyspace = %ks.name, error = %err, "commit failed");
+            st.poisoned_from = seq;
             st.poisoned_below = st.next_seq;
             st.poisoned = true;
             st.pending = Arc::default();

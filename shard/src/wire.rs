@@ -550,7 +550,11 @@ mod tests {
             context: vec![],
         };
         let row = rmp_serde::to_vec(&entry).unwrap();
-        assert!(row.len() < data.len() + 20, "a log row of {} bytes", row.len());
+        assert!(
+            row.len() < data.len() + 20,
+            "a log row of {} bytes",
+            row.len()
+        );
         assert_eq!(rmp_serde::from_slice::<WireEntry>(&row).unwrap(), entry);
 
         let old_data = rmp_serde::to_vec(&OldBatch {

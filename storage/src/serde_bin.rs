@@ -155,7 +155,10 @@ mod tests {
             keyspace: "bench/o1".into(),
             clear: false,
             // Bytes ≥ 0x80 cost two bytes each as an array of integers.
-            entries: vec![(b"v".to_vec(), Some(vec![0xC4; 100])), (b"gone".to_vec(), None)],
+            entries: vec![
+                (b"v".to_vec(), Some(vec![0xC4; 100])),
+                (b"gone".to_vec(), None),
+            ],
             alarm: Some(Some(7)),
         }
     }

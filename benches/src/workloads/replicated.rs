@@ -872,8 +872,8 @@ impl Load {
             .into_iter()
             .filter_map(|(i, pid)| {
                 let out = dir.join(format!("n{i}.data"));
-                let args = std::env::var("CAIRN_BENCH_PERF_ARGS")
-                    .unwrap_or_else(|_| "-F 499 -g".into());
+                let args =
+                    std::env::var("CAIRN_BENCH_PERF_ARGS").unwrap_or_else(|_| "-F 499 -g".into());
                 Command::new("perf")
                     .arg("record")
                     .args(args.split_whitespace())

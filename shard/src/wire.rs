@@ -414,6 +414,9 @@ mod proposals {
 
     use crate::types::ProposalId;
 
+    /// `(proposer node, proposal id, payload)`.
+    type Proposals = Vec<(u64, ProposalId, Vec<u8>)>;
+
     pub(super) fn serialize<S: Serializer>(
         v: &[(u64, ProposalId, Vec<u8>)],
         s: S,
@@ -421,9 +424,7 @@ mod proposals {
         s.collect_seq(v.iter().map(|(node, id, p)| (node, id, Bin(p))))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(u64, ProposalId, Vec<u8>)>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Proposals, D::Error> {
         let v = Vec::<(u64, ProposalId, BinBuf)>::deserialize(d)?;
         Ok(v.into_iter().map(|(node, id, p)| (node, id, p.0)).collect())
     }

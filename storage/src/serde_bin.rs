@@ -90,6 +90,9 @@ pub mod bytes {
 pub mod entries {
     use super::*;
 
+    /// A write set's entries: user key → encoded value, or `None` for a deletion.
+    pub type Entries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
     /// Writes each pair as a 2-array of `bin` and `bin` or nil.
     pub fn serialize<S: Serializer>(
         v: &[(Vec<u8>, Option<Vec<u8>>)],
@@ -99,9 +102,7 @@ pub mod entries {
     }
 
     /// Reads pairs of byte strings (`bin` or arrays of integers).
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(Vec<u8>, Option<Vec<u8>>)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Entries, D::Error> {
         let pairs = Vec::<(BinBuf, Option<BinBuf>)>::deserialize(d)?;
         Ok(pairs
             .into_iter()
@@ -114,15 +115,16 @@ pub mod entries {
 pub mod rows {
     use super::*;
 
+    /// A snapshot keyspace's rows: `(user key, encoded value)`.
+    pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
     /// Writes each pair as a 2-array of `bin`.
     pub fn serialize<S: Serializer>(v: &[(Vec<u8>, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(v.iter().map(|(k, v)| (Bin(k), Bin(v))))
     }
 
     /// Reads pairs of byte strings (`bin` or arrays of integers).
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
         let pairs = Vec::<(BinBuf, BinBuf)>::deserialize(d)?;
         Ok(pairs.into_iter().map(|(k, v)| (k.0, v.0)).collect())
     }

@@ -45,10 +45,12 @@ pub struct WireEntry {
     /// Raft index.
     pub index: u64,
     /// Normal data (a proposal batch) or empty.
+    #[serde(with = "cairn_storage::serde_bin::bytes")]
     pub data: Vec<u8>,
     /// Set for a conf-change entry (then `data` is empty).
     pub conf_change: Option<WireConfChange>,
     /// raft-rs's entry context (unused by us, carried for fidelity).
+    #[serde(with = "cairn_storage::serde_bin::bytes")]
     pub context: Vec<u8>,
 }
 
@@ -71,6 +73,7 @@ pub struct WireSnapshot {
     /// The configuration at `index`.
     pub conf_state: WireConfState,
     /// The state machine's data at `index`.
+    #[serde(with = "cairn_storage::serde_bin::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -106,6 +109,7 @@ pub struct WireMessage {
     #[allow(missing_docs)]
     pub reject_hint: u64,
     #[allow(missing_docs)]
+    #[serde(with = "cairn_storage::serde_bin::bytes")]
     pub context: Vec<u8>,
     #[allow(missing_docs)]
     pub priority: i64,
@@ -386,7 +390,8 @@ impl WireBatch {
 /// The payload of a normal entry: many proposals (write sets) batched into one entry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProposalBatch {
-    /// `(proposer node, proposal id, payload)`.
+    /// `(proposer node, proposal id, payload)`; payloads as MessagePack `bin`.
+    #[serde(with = "proposals")]
     pub proposals: Vec<(u64, ProposalId, Vec<u8>)>,
 }
 
@@ -399,6 +404,29 @@ impl ProposalBatch {
     /// an error the caller logs and skips.
     pub(crate) fn decode(bytes: &[u8]) -> Result<ProposalBatch, WireError> {
         rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    }
+}
+
+/// [`ProposalBatch::proposals`] with payloads as `bin` (see `cairn_storage::serde_bin`).
+mod proposals {
+    use cairn_storage::serde_bin::{Bin, BinBuf};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::types::ProposalId;
+
+    /// `(proposer node, proposal id, payload)`.
+    type Proposals = Vec<(u64, ProposalId, Vec<u8>)>;
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &[(u64, ProposalId, Vec<u8>)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(node, id, p)| (node, id, Bin(p))))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Proposals, D::Error> {
+        let v = Vec::<(u64, ProposalId, BinBuf)>::deserialize(d)?;
+        Ok(v.into_iter().map(|(node, id, p)| (node, id, p.0)).collect())
     }
 }
 
@@ -487,5 +515,65 @@ mod tests {
         );
         // Garbage bytes decode to an error, not a panic.
         assert!(WireBatch::decode(&[0xc1, 0xff, 0x00]).is_err());
+    }
+
+    /// [`WireEntry`] and [`ProposalBatch`] as they were encoded before `bin` (log rows on
+    /// disk): plain `Vec<u8>`, arrays of integers.
+    #[derive(Serialize)]
+    struct OldEntry {
+        term: u64,
+        index: u64,
+        data: Vec<u8>,
+        conf_change: Option<WireConfChange>,
+        context: Vec<u8>,
+    }
+
+    #[derive(Serialize)]
+    struct OldBatch {
+        proposals: Vec<(u64, ProposalId, Vec<u8>)>,
+    }
+
+    #[test]
+    fn entry_payloads_are_bin_and_entries_stored_before_still_decode() {
+        // A write set's encoding is full of MessagePack markers ≥ 0x80.
+        let payload = vec![0x93; 200];
+        let batch = ProposalBatch {
+            proposals: vec![(1, ProposalId(4), payload.clone())],
+        };
+        let data = batch.encode();
+        assert!(data.len() < 215, "a proposal batch of {} bytes", data.len());
+        assert_eq!(ProposalBatch::decode(&data).unwrap(), batch);
+        let entry = WireEntry {
+            term: 2,
+            index: 9,
+            data: data.clone(),
+            conf_change: None,
+            context: vec![],
+        };
+        let row = rmp_serde::to_vec(&entry).unwrap();
+        assert!(
+            row.len() < data.len() + 20,
+            "a log row of {} bytes",
+            row.len()
+        );
+        assert_eq!(rmp_serde::from_slice::<WireEntry>(&row).unwrap(), entry);
+
+        let old_data = rmp_serde::to_vec(&OldBatch {
+            proposals: vec![(1, ProposalId(4), payload)],
+        })
+        .unwrap();
+        assert!(old_data.len() > 400);
+        assert_eq!(ProposalBatch::decode(&old_data).unwrap(), batch);
+        let old_row = rmp_serde::to_vec(&OldEntry {
+            term: 2,
+            index: 9,
+            data: old_data.clone(),
+            conf_change: None,
+            context: vec![],
+        })
+        .unwrap();
+        let back: WireEntry = rmp_serde::from_slice(&old_row).unwrap();
+        assert_eq!(back.data, old_data);
+        assert_eq!(ProposalBatch::decode(&back.data).unwrap(), batch);
     }
 }

@@ -88,11 +88,18 @@ pub const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_REPLICATED_HOPS: u8 = 6;
 
 /// Raft traffic from one node to another: one round's batch.
+///
+/// The batch travels as its own positional encoding ([`WireBatch::encode`], MessagePack
+/// `bin`), not as a nested value: the mesh encodes payloads with field names, which for a
+/// batch meant every field name of every Raft message and entry written and matched again
+/// per message, about as many bytes as the write sets the messages carry.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct ShardFrame {
     /// The sender as it claims to be; must equal the authenticated peer.
     from: NodeId,
-    batch: WireBatch,
+    /// A [`WireBatch`], encoded (decoded by the receiving process; undecodable: dropped).
+    #[serde(with = "cairn_storage::serde_bin::bytes")]
+    batch: Vec<u8>,
     /// The connection's authenticated peer, filled in while decoding (never sent).
     #[serde(skip, default = "decoding_peer")]
     peer: Option<NodeId>,
@@ -162,7 +169,7 @@ impl ShardTransport for MeshTransport {
     fn send(&self, from: NodeId, to: NodeId, batch: WireBatch) {
         let frame = ShardFrame {
             from,
-            batch,
+            batch: batch.encode(),
             peer: None,
         };
         let target = self.mesh.handle().named_ref::<ShardFrame>(SHARDS_TAG, to);
@@ -578,7 +585,12 @@ fn start_receiver(mesh: &Mesh, node: ShardNode) -> Result<(), String> {
                         tracing::warn!(claimed = %frame.from, peer = ?frame.peer, "shard frame from a node that is not its sender; dropped");
                         continue;
                     }
-                    node.deliver(frame.from, frame.batch);
+                    match WireBatch::decode(&frame.batch) {
+                        Ok(batch) => node.deliver(frame.from, batch),
+                        Err(e) => {
+                            tracing::warn!(from = %frame.from, error = %e, "undecodable shard frame; dropped");
+                        }
+                    }
                 }
             },
         )

@@ -75,6 +75,7 @@ pub mod latency;
 mod lmdb;
 mod replica;
 mod route;
+pub mod serde_bin;
 mod store;
 mod ticket;
 mod writeset;

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
 use crate::lmdb::{ReadTxn, Table, WriteTxn};
-use crate::store::{alarm_index_key, apply, register, KsShared, Store};
+use crate::store::{alarm_index_key, apply_parts, register, KsShared, Store};
 use crate::writeset::{decode_u64, WriteSet};
 use crate::{MAX_KEY_LEN, MAX_NAME_LEN};
 
@@ -42,7 +42,8 @@ pub struct WriteSetData {
     pub keyspace: String,
     /// `delete_all` before the entries.
     pub clear: bool,
-    /// User key → encoded value, or `None` for a deletion.
+    /// User key → encoded value, or `None` for a deletion (as MessagePack `bin`).
+    #[serde(with = "crate::serde_bin::entries")]
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Alarm change: `Some(None)` deletes it, `Some(Some(ms))` sets it (unix ms).
     /// Encoded as nil, the time, or `false` for a deletion (see [`alarm_op`]).
@@ -118,31 +119,21 @@ mod alarm_op {
 }
 
 impl WriteSetData {
-    fn to_write_set(&self) -> Result<WriteSet> {
+    /// Refuses a set no replica could apply (the same way on every replica).
+    fn check(&self) -> Result<()> {
         if self.keyspace.is_empty() || self.keyspace.len() > MAX_NAME_LEN {
             return Err(StorageError::BadName {
                 len: self.keyspace.len(),
                 max: MAX_NAME_LEN,
             });
         }
-        let mut set = WriteSet::default();
-        if self.clear {
-            set.clear();
+        if let Some(k) = self.entries.iter().find(|(k, _)| k.len() > MAX_KEY_LEN) {
+            return Err(StorageError::KeyTooLarge {
+                len: k.0.len(),
+                max: MAX_KEY_LEN,
+            });
         }
-        for (k, v) in &self.entries {
-            if k.len() > MAX_KEY_LEN {
-                return Err(StorageError::KeyTooLarge {
-                    len: k.len(),
-                    max: MAX_KEY_LEN,
-                });
-            }
-            match v {
-                Some(v) => set.put(k.clone(), v.clone()),
-                None => set.delete(k.clone()),
-            }
-        }
-        set.alarm = self.alarm;
-        Ok(set)
+        Ok(())
     }
 }
 
@@ -167,7 +158,8 @@ impl WriteSetData {
 pub struct KeyspaceData {
     /// Its name.
     pub name: String,
-    /// `(user key, encoded value)` in key order.
+    /// `(user key, encoded value)` in key order (as MessagePack `bin`).
+    #[serde(with = "crate::serde_bin::rows")]
     pub rows: Vec<(Vec<u8>, Vec<u8>)>,
     /// Its alarm (unix ms), if set.
     pub alarm: Option<u64>,
@@ -306,6 +298,13 @@ pub struct ShardTxn<'s> {
     w: WriteTxn<'s>,
     /// Keyspaces whose `names` rows this transaction writes; marked registered on commit.
     registered: Vec<Arc<KsShared>>,
+    /// Keyspaces this transaction already resolved and wrote a `shard_index` row for: by
+    /// name, `(shard, prefix)`. A round applies many sets of few keyspaces; each paid a
+    /// registry lookup (on a follower, which holds no activation: an LMDB read and a new
+    /// registry entry) and a `shard_index` write per set.
+    indexed: std::collections::HashMap<String, (u32, [u8; 8])>,
+    /// The keyspaces of `indexed`, alive for the transaction.
+    keep: Vec<Arc<KsShared>>,
 }
 
 impl std::fmt::Debug for ShardTxn<'_> {
@@ -346,9 +345,26 @@ impl ShardTxn<'_> {
 
     /// Applies a replicated write set to its keyspace, as a member of `shard`.
     pub fn apply(&mut self, shard: u32, set: &WriteSetData) -> Result<()> {
-        let ws = set.to_write_set()?;
-        let ks = self.shard_keyspace(shard, &set.keyspace)?;
-        apply(&mut self.w, &ks.prefix, &ws)
+        set.check()?;
+        let prefix = match self.indexed.get(set.keyspace.as_str()) {
+            Some(&(s, prefix)) if s == shard => prefix,
+            _ => {
+                let ks = self.shard_keyspace(shard, &set.keyspace)?;
+                self.indexed
+                    .insert(set.keyspace.clone(), (shard, ks.prefix));
+                // Kept for the transaction: its `registered` flag is set on commit.
+                self.keep.push(ks);
+                self.keep.last().expect("just pushed").prefix
+            }
+        };
+        // Straight from the decoded set: no copy of its keys and values into a `WriteSet`.
+        apply_parts(
+            &mut self.w,
+            &prefix,
+            set.clear,
+            set.entries.iter().map(|(k, v)| (&k[..], v.as_deref())),
+            set.alarm,
+        )
     }
 
     /// Deletes every keyspace of `shard` (rows and alarms) and its `shard_index` rows. The
@@ -370,6 +386,8 @@ impl ShardTxn<'_> {
         }
         let (lo, hi) = shard_bounds(shard);
         self.w.delete_range(Table::ShardIndex, &lo, &hi)?;
+        // Their `shard_index` rows are gone: a later apply writes them again.
+        self.indexed.retain(|_, (s, _)| *s != shard);
         Ok(())
     }
 
@@ -406,6 +424,8 @@ impl Store {
             store: self,
             w: core.env.begin_write()?,
             registered: Vec::new(),
+            indexed: std::collections::HashMap::new(),
+            keep: Vec::new(),
         };
         let out = f(&mut txn)?;
         let ShardTxn { w, registered, .. } = txn;
@@ -470,6 +490,30 @@ mod tests {
                 rmp_serde::from_slice(&rmp_serde::to_vec(&old).unwrap()).unwrap();
             assert_eq!(back.alarm, alarm);
         }
+    }
+
+    #[test]
+    fn a_keyspace_cleared_and_written_again_in_one_round_stays_in_its_shard() {
+        // One round: many sets of one keyspace (its `shard_index` row written once), its
+        // shard destroyed, then written again (a re-added replica): the row must be back.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        store
+            .shard_write(|t| {
+                for v in 0..3 {
+                    t.apply(2, &set("counter/c", "total", v))?;
+                }
+                t.clear_shard(2)?;
+                t.apply(2, &set("counter/c", "total", 11))?;
+                t.apply(2, &set("counter/c", "more", 12))
+            })
+            .unwrap();
+        let data = store.shard_read(|r| r.export_shard(2)).unwrap();
+        assert_eq!(data.keyspaces.len(), 1, "{data:?}");
+        assert_eq!(data.keyspaces[0].name, "counter/c");
+        assert_eq!(data.keyspaces[0].rows.len(), 2);
+        let c = store.keyspace("counter/c").unwrap();
+        assert_eq!(c.get::<u64>("total").unwrap(), Some(11));
     }
 
     #[test]

@@ -62,7 +62,7 @@ use crate::keyspace::Keyspace;
 use crate::latency::HistogramSnapshot;
 use crate::lmdb::{Env, ReadTxn, Table, WriteTxn};
 use crate::ticket::{CommitTicket, TicketInner};
-use crate::writeset::{decode_u64, full_key, WriteSet};
+use crate::writeset::{decode_u64, WriteSet};
 use crate::MAX_NAME_LEN;
 
 /// Default LMDB map size: 1 GiB. The map is address space, not disk: the data file grows as
@@ -1031,11 +1031,32 @@ pub(crate) fn register(w: &mut WriteTxn<'_>, ks: &KsShared) -> Result<()> {
 
 /// Writes one set into the transaction (layout: see `DESIGN.md`).
 pub(crate) fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> Result<()> {
-    if set.clear {
+    apply_parts(
+        w,
+        prefix,
+        set.clear,
+        set.entries.iter().map(|(k, v)| (&k[..], v.as_deref())),
+        set.alarm,
+    )
+}
+
+/// [`apply`] from its parts: `clear`, then `entries` in order (a later entry of a key wins),
+/// then the alarm change.
+pub(crate) fn apply_parts<'a>(
+    w: &mut WriteTxn<'_>,
+    prefix: &[u8; 8],
+    clear: bool,
+    entries: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    alarm: Option<crate::writeset::AlarmOp>,
+) -> Result<()> {
+    if clear {
         w.delete_prefix(Table::Data, prefix)?;
     }
-    for (k, v) in &set.entries {
-        let fk = full_key(prefix, k);
+    let mut fk = Vec::with_capacity(64);
+    for (k, v) in entries {
+        fk.clear();
+        fk.extend_from_slice(prefix);
+        fk.extend_from_slice(k);
         match v {
             Some(v) => w.put(Table::Data, &fk, v)?,
             None => {
@@ -1043,7 +1064,7 @@ pub(crate) fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> R
             }
         }
     }
-    if let Some(op) = set.alarm {
+    if let Some(op) = alarm {
         if let Some(old) = w.get(Table::Alarms, prefix)?.map(decode_u64) {
             w.delete(Table::AlarmIndex, &alarm_index_key(old, prefix))?;
         }

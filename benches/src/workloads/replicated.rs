@@ -766,6 +766,15 @@ impl Cluster {
         self.peers.iter().flatten().map(|p| p.child.id()).collect()
     }
 
+    /// `(node index, pid)` of every running node.
+    fn node_pids(&self) -> Vec<(usize, u32)> {
+        self.peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, p.as_ref()?.child.id())))
+            .collect()
+    }
+
     fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("n{i}"))
     }
@@ -800,33 +809,120 @@ fn machine_jiffies() -> Option<(u64, u64)> {
 
 /// utime + stime of a process, in jiffies.
 fn process_jiffies(pid: u32) -> u64 {
+    let (user, sys) = process_user_sys(pid);
+    user + sys
+}
+
+/// (utime, stime) of a process (all its threads), in jiffies.
+fn process_user_sys(pid: u32) -> (u64, u64) {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return (0, 0);
     };
     // Fields after the command (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the ')'.
     let at = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    at(11) + at(12)
+    (at(11), at(12))
 }
+
+/// Microseconds per jiffy (`CLK_TCK`, 100 on Linux).
+const US_PER_JIFFY: f64 = 10_000.0;
 
 /// The load over a timed phase: the machine's busy cores and those of this run's processes.
 struct Load {
     machine: Option<(u64, u64)>,
     /// CPU time so far of this process and of each node process, by pid.
     own: HashMap<u32, u64>,
+    /// (user, system) jiffies so far of each node process, by node index.
+    nodes: Vec<(usize, u32, (u64, u64))>,
     cpus: f64,
+    /// `perf record` attached to each node over the timed phase (`CAIRN_BENCH_PERF=DIR`).
+    perf: Vec<Child>,
 }
 
 impl Load {
     fn start(cluster: &Cluster) -> Load {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let nodes = cluster
+            .node_pids()
+            .into_iter()
+            .map(|(i, pid)| (i, pid, process_user_sys(pid)))
+            .collect();
         Load {
             machine: machine_jiffies(),
             own: Self::own(cluster),
+            nodes,
             cpus,
+            perf: Self::start_perf(cluster),
         }
+    }
+
+    /// With `CAIRN_BENCH_PERF=DIR`: one `perf record` per node process into `DIR/n<i>.data`
+    /// (options from `CAIRN_BENCH_PERF_ARGS`, default `-F 499 -g`; frame pointers are not
+    /// kept, so `--call-graph dwarf` gives whole stacks), stopped (SIGINT) when the timed
+    /// phase ends. For profiles, not for rates: sampling costs the nodes CPU.
+    fn start_perf(cluster: &Cluster) -> Vec<Child> {
+        let Some(dir) = std::env::var_os("CAIRN_BENCH_PERF") else {
+            return Vec::new();
+        };
+        let dir = PathBuf::from(dir);
+        cluster
+            .node_pids()
+            .into_iter()
+            .filter_map(|(i, pid)| {
+                let out = dir.join(format!("n{i}.data"));
+                let args =
+                    std::env::var("CAIRN_BENCH_PERF_ARGS").unwrap_or_else(|_| "-F 499 -g".into());
+                Command::new("perf")
+                    .arg("record")
+                    .args(args.split_whitespace())
+                    .args(["-q", "-o"])
+                    .arg(&out)
+                    .args(["-p", &pid.to_string()])
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .map_err(|e| eprintln!("   perf record of n{i}: {e}"))
+                    .ok()
+            })
+            .collect()
+    }
+
+    fn stop_perf(&mut self) {
+        for mut p in self.perf.drain(..) {
+            let _ = Command::new("kill")
+                .args(["-INT", &p.id().to_string()])
+                .status();
+            let _ = p.wait();
+        }
+    }
+
+    /// Rows `cpu_us_per_write` (all nodes together) of `bench`: the node processes' CPU
+    /// time (user + system) since the start, per acknowledged write; each node's share is
+    /// printed, user and system apart. The timed phase has no start-up work, so this is the
+    /// CPU cost of a replicated write (plus the background ticks, small beside it).
+    fn cpu_per_write(&mut self, bench: &'static str, writes: u64) -> Vec<Row> {
+        self.stop_perf();
+        let per = |j: u64| j as f64 * US_PER_JIFFY / writes.max(1) as f64;
+        let mut total = 0u64;
+        let mut parts = Vec::new();
+        for &(i, pid, (u0, s0)) in &self.nodes {
+            let (u1, s1) = process_user_sys(pid);
+            let (u, s) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+            total += u + s;
+            parts.push(format!(
+                "n{i} {:.1} (user {:.1}, sys {:.1})",
+                per(u + s),
+                per(u),
+                per(s)
+            ));
+        }
+        eprintln!(
+            "   {bench}: node CPU per acknowledged write: {:.1} us over {writes} writes; {}",
+            per(total),
+            parts.join("; ")
+        );
+        vec![Row::lower(bench, "cpu_us_per_write", per(total).max(0.001))]
     }
 
     fn own(cluster: &Cluster) -> HashMap<u32, u64> {
@@ -863,6 +959,12 @@ impl Load {
             Row::lower(bench, "busy_cores", busy.max(0.001)),
             Row::lower(bench, "own_cores", own.max(0.001)),
         ]
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop_perf();
     }
 }
 
@@ -906,7 +1008,7 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     }
     eprintln!("   {BENCH}: activations per node {active:?}");
     let before = cluster.stats(&nodes)?;
-    let load = Load::start(&cluster);
+    let mut load = Load::start(&cluster);
     for &i in &nodes {
         cluster.send(
             i,
@@ -931,6 +1033,7 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
         }
     }
     let mut rows = load.rows(BENCH, &cluster);
+    rows.extend(load.cpu_per_write(BENCH, writes));
     let after = cluster.stats(&nodes)?;
     for (k, &i) in nodes.iter().enumerate() {
         // Saturating: column 4 (shards led) is a gauge, and leaders may move in the phase.

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn::bytes::Bytes;
 use cairn::gateway::{GatewayConfig, WebSocketConfig};
@@ -659,6 +659,19 @@ fn websockets_close_1009_on_an_oversized_message_and_1013_past_the_objects_limit
     let addr = node.http_addr().unwrap();
     let mut a = ws(addr, "/room/full/ws?name=a");
     let _b = ws(addr, "/room/full/ws?name=b");
+    // A socket counts once its process registered it, just after the client saw the
+    // handshake: wait for both, or the third could take the second's place.
+    let deadline = Instant::now() + T;
+    loop {
+        a.send(Frame::text("who")).unwrap();
+        if read_text(&mut a) == "sockets=2" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second socket never registered"
+        );
+    }
     // A third socket on the same object is accepted, then closed: Try Again Later.
     let (mut third, _) = tungstenite::connect(format!("ws://{addr}/room/full/ws?name=c")).unwrap();
     assert_eq!(close_code(&mut third), Some(1013));

@@ -1,14 +1,14 @@
 //! Runs the harness end to end at a tiny scale: every workload in its own child process,
 //! every answer checked (the durable ones reopen their store and read back what was
 //! acknowledged; the remote ones start a second node process, the replicated-shard ones three
-//! or four), forty-six JSON rows (leave-detect prints two, ws-broadcast five, rebalance also
+//! or four), forty-seven JSON rows (leave-detect prints two, ws-broadcast five, rebalance also
 //! `rebalance-settled`) out. Proves the
 //! harness works, not the speed.
 
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_forty_six_json_rows() {
+fn all_workloads_at_tiny_scale_print_forty_seven_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -23,8 +23,8 @@ fn all_workloads_at_tiny_scale_print_forty_six_json_rows() {
     let rows: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         rows.len(),
-        46,
-        "expected 46 rows, got:
+        47,
+        "expected 47 rows, got:
 {stdout}"
     );
     let mut seen = Vec::new();
@@ -87,8 +87,8 @@ fn all_workloads_at_tiny_scale_print_forty_six_json_rows() {
         ("ws-client-socket-mem", 1),
         ("ws-broadcast-busy", 1),
         ("ws-broadcast-others-busy", 1),
-        // writes/s, us_p50, us_p99, busy_cores, own_cores
-        ("durable-writes-replicated", 5),
+        // writes/s, us_p50, us_p99, busy_cores, own_cores, cpu_us_per_write
+        ("durable-writes-replicated", 6),
         ("failover-detect", 1),
         ("failover-recover", 1),
         // busy_cores, own_cores

@@ -1060,9 +1060,16 @@ fn a_peer_holds_at_most_four_unidirectional_streams_at_once() {
         .recv_timeout(TIMEOUT)
         .expect("a stream granted once another ended")
         .expect("opened");
+    // At least those three: the stream just granted may reach the node and be refused too
+    // (a count polled for equality with 3 could step over it under load and never match).
     wait_until("the three streams to be refused", || {
-        mesh.stats().refused_streams == 3
+        mesh.stats().refused_streams >= 3
     });
+    let refused = mesh.stats().refused_streams;
+    assert!(
+        refused <= 4,
+        "{refused} streams refused: more than the peer opened"
+    );
     assert!(mesh.is_connected(rogue.node));
     drop(held);
     mesh.close();

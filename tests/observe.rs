@@ -1089,6 +1089,11 @@ fn refusal_samples(samples: &HashMap<String, f64>) -> std::collections::BTreeMap
         .collect()
 }
 
+/// Whether the node closed `conn` as busy (too many connections waiting for a hello).
+fn closed_busy(conn: &cairn::net::Connection) -> bool {
+    conn.peer_close_code() == Some(cairn::net::mesh::wire::CLOSE_BUSY)
+}
+
 /// An endpoint on `rt` dialing with a certificate named `name` issued by `issuer`, trusting
 /// `root`'s nodes.
 fn raw_endpoint(
@@ -1104,9 +1109,10 @@ fn raw_endpoint(
 /// Refusals provoked over the wire show in `/cairn/metrics` by exactly what was provoked,
 /// and no other refusal moves: a certificate of another CA dials twice (`reason=
 /// "handshake"` +2), a revoked certificate of the cluster's CA dials once (`reason=
-/// "revoked"` +1), and a member speaking the wire protocol by hand (valid certificate,
-/// proper hello) sends three membership syncs nobody asked for (`what="unrequested_sync"`
-/// +3).
+/// "revoked"` +1), a member's certificate opens a fifth connection while four wait for
+/// their hello (`reason="busy"` +1), and a member speaking the wire protocol by hand
+/// (valid certificate, proper hello) sends three membership syncs nobody asked for
+/// (`what="unrequested_sync"` +3).
 #[test]
 fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
     use cairn::net::mesh::wire::{Bytes, Hello, Wire, MESH_LANE};
@@ -1147,6 +1153,30 @@ fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
         cairn::net::Endpoint::bind(&rt.handle(), "127.0.0.1:0".parse().unwrap(), &tls).unwrap()
     };
     let _closed = dial(&revoked).expect("the TLS handshake of a revoked certificate succeeds");
+    // A member's certificate dials silent connections (no lane, no hello) until one is
+    // refused as busy: at most four of one certificate wait for their hello at once.
+    let silent = raw_endpoint(&rt, &ca, &ca, "rogue-silent");
+    let mut held: Vec<cairn::net::Connection> = Vec::new();
+    loop {
+        let conn = dial(&silent).expect("a member's certificate is handshaken");
+        let refused = common::poll_for("the node to take or refuse the connection", T, || {
+            if closed_busy(&conn) {
+                return Some(true);
+            }
+            // (One that waited past the connect timeout was closed, uncounted: still open
+            // are the ones the node holds.)
+            let open = 1 + held
+                .iter()
+                .filter(|c| c.quinn().close_reason().is_none())
+                .count();
+            (mesh.stats().pending_hellos as usize == open).then_some(false)
+        });
+        if refused {
+            break;
+        }
+        held.push(conn);
+        assert!(held.len() < 20, "20 silent connections and none refused");
+    }
     // A member that says its hello, then sends syncs nobody asked for.
     let name = "rogue-syncer";
     let rogue = raw_endpoint(&rt, &ca, &ca, name);
@@ -1193,6 +1223,7 @@ fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
             r#"cairn_mesh_refused_handshakes_total{reason="revoked"}"#,
             1.0,
         ),
+        (r#"cairn_mesh_refused_handshakes_total{reason="busy"}"#, 1.0),
         (r#"cairn_mesh_refusals_total{what="unrequested_sync"}"#, 3.0),
     ] {
         *expected
@@ -1204,7 +1235,7 @@ fn refusals_provoked_by_rogue_peers_are_scraped_by_exactly_their_count() {
     // Nothing more arrives late.
     let again = refusal_samples(&scrape(addr.0));
     assert_eq!(again, expected);
-    drop((lanes, conn));
+    drop((lanes, conn, held));
     rt.shutdown();
     node.shutdown();
 }

@@ -503,6 +503,17 @@ impl Connection {
         self.quinn.closed().await
     }
 
+    /// The application code the peer closed the connection with (`None` while it is open,
+    /// or when it ended otherwise: timed out, reset, closed here).
+    pub fn peer_close_code(&self) -> Option<u32> {
+        match self.quinn.close_reason()? {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                u32::try_from(close.error_code.into_inner()).ok()
+            }
+            _ => None,
+        }
+    }
+
     /// The underlying quinn connection (raw streams, statistics).
     pub fn quinn(&self) -> &quinn::Connection {
         &self.quinn

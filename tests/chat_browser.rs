@@ -54,7 +54,7 @@ const LINES_JS: &str = "Array.from(document.querySelectorAll('#log li')).map(li 
 impl ChatPage for Browser {
     fn wait_for_line(&mut self, session: &str, line: &str) {
         let want = json!(line);
-        self.poll_until(
+        self.wait_for(
             session,
             &format!("the line {line:?}"),
             LINES_JS,

@@ -48,13 +48,9 @@ fn start(
     node
 }
 
-/// Polls `f` (every 50 ms) until it holds, for at most [`WAIT`].
+/// Polls `f` until it holds, for at most [`WAIT`].
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::poll_for(what, WAIT, || f().then_some(()))
 }
 
 fn add(node: &Node, counter: &ObjectRef<Counter>, n: u64) -> u64 {

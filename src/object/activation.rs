@@ -216,6 +216,11 @@ struct Replicated {
 /// A write set's commit: `Err` says why the output gate stays shut.
 type CommitFuture = BoxFuture<Result<(), String>>;
 
+/// A write set's outcome once its commit settles, with the storage error as text.
+async fn settled(ticket: cairn_storage::CommitTicket) -> Result<(), String> {
+    ticket.await.map_err(|e| e.to_string())
+}
+
 impl Pipeline {
     /// Hands the handler's pending writes (if any) to the committer and queues `held`
     /// behind them; true if there was a write set.
@@ -250,8 +255,7 @@ impl Committer {
         // Without a subscriber for these spans, no span: with tracing's `log` feature on
         // (quinn turns it on) even a disabled span costs hundreds of instructions per commit.
         if !tracing::enabled!(target: "cairn::commit", tracing::Level::DEBUG) {
-            let ticket = storage.commit();
-            return Box::pin(async move { ticket.await.map_err(|e| e.to_string()) });
+            return Box::pin(settled(storage.commit()));
         }
         let span = tracing::debug_span!(
             target: "cairn::commit",
@@ -266,7 +270,7 @@ impl Committer {
         });
         Box::pin(
             async move {
-                let result = ticket.await.map_err(|e| e.to_string());
+                let result = settled(ticket).await;
                 match &result {
                     Ok(()) => tracing::debug!(target: "cairn::commit", "write set committed"),
                     Err(error) => {

@@ -12,16 +12,23 @@ fn names(v: Vec<Alarm>) -> Vec<String> {
     v.into_iter().map(|a| a.name).collect()
 }
 
-#[test]
-fn due_alarms_come_in_time_order_up_to_now_inclusive() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
+/// A store in `dir` whose keyspaces `a`..`d` hold committed alarms at 1..4 s, set out of
+/// order.
+fn store_with_four_alarms(dir: &std::path::Path) -> Store {
+    let store = Store::open(dir, Config::default()).unwrap();
     for (name, at) in [("c", 3_000), ("a", 1_000), ("d", 4_000), ("b", 2_000)] {
         let ks = store.keyspace(name).unwrap();
         ks.set_alarm(t(at)).unwrap();
         ks.commit();
     }
     store.sync().unwrap();
+    store
+}
+
+#[test]
+fn due_alarms_come_in_time_order_up_to_now_inclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_four_alarms(dir.path());
     assert_eq!(
         names(store.due_alarms(t(999)).unwrap()),
         Vec::<String>::new()
@@ -44,13 +51,7 @@ fn due_alarms_come_in_time_order_up_to_now_inclusive() {
 #[test]
 fn count_due_alarms_counts_what_due_alarms_returns_up_to_a_limit() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), Config::default()).unwrap();
-    for (name, at) in [("c", 3_000), ("a", 1_000), ("d", 4_000), ("b", 2_000)] {
-        let ks = store.keyspace(name).unwrap();
-        ks.set_alarm(t(at)).unwrap();
-        ks.commit();
-    }
-    store.sync().unwrap();
+    let store = store_with_four_alarms(dir.path());
     for now in [0, 999, 1_000, 2_500, 4_000, 10_000] {
         let listed = store.due_alarms(t(now)).unwrap().len() as u64;
         assert_eq!(

@@ -139,8 +139,8 @@ impl Browser {
             .map_or(Value::Null, |r| r["result"]["value"].clone())
     }
 
-    /// Evaluates `expression` (every 50 ms, with [`Self::eval`]) until `ok` takes its
-    /// value, at most until `deadline`; returns that value.
+    /// Evaluates `expression` (every 50 ms, with [`Self::poll`]: the page may navigate
+    /// meanwhile) until `ok` takes its value, at most until `deadline`; returns that value.
     pub fn wait_for(
         &mut self,
         session: &str,
@@ -149,40 +149,8 @@ impl Browser {
         deadline: Instant,
         ok: impl Fn(&Value) -> bool,
     ) -> Value {
-        self.wait(Self::eval, session, what, expression, deadline, ok)
-    }
-
-    /// [`Self::wait_for`] with [`Self::poll`]: the page may navigate meanwhile.
-    pub fn poll_until(
-        &mut self,
-        session: &str,
-        what: &str,
-        expression: &str,
-        deadline: Instant,
-        ok: impl Fn(&Value) -> bool,
-    ) -> Value {
-        self.wait(Self::poll, session, what, expression, deadline, ok)
-    }
-
-    /// Waits (up to [`WAIT`], polling) until `expression` evaluates to `want` in the page.
-    pub fn wait_until(&mut self, session: &str, expression: &str, want: Value) {
-        let what = want.to_string();
-        self.poll_until(session, &what, expression, Instant::now() + WAIT, |v| {
-            *v == want
-        });
-    }
-
-    fn wait(
-        &mut self,
-        read: fn(&mut Browser, &str, &str) -> Value,
-        session: &str,
-        what: &str,
-        expression: &str,
-        deadline: Instant,
-        ok: impl Fn(&Value) -> bool,
-    ) -> Value {
         loop {
-            let v = read(self, session, expression);
+            let v = self.poll(session, expression);
             if ok(&v) {
                 return v;
             }
@@ -192,6 +160,14 @@ impl Browser {
             );
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Waits (up to [`WAIT`], polling) until `expression` evaluates to `want` in the page.
+    pub fn wait_until(&mut self, session: &str, expression: &str, want: Value) {
+        let what = want.to_string();
+        self.wait_for(session, &what, expression, Instant::now() + WAIT, |v| {
+            *v == want
+        });
     }
 
     /// A screenshot of the window, as PNG.

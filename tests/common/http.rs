@@ -85,11 +85,7 @@ pub fn read_text(socket: &mut Ws) -> String {
 /// Polls `cond` until it holds (the state observed is another node's, reached by
 /// status requests; no fixed sleep).
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::poll_for(what, T, || cond().then_some(()))
 }
 
 /// The code of the close frame `socket` receives next (skipping other frames).

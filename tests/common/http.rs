@@ -85,7 +85,11 @@ pub fn read_text(socket: &mut Ws) -> String {
 /// Polls `cond` until it holds (the state observed is another node's, reached by
 /// status requests; no fixed sleep).
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    super::poll_for(what, T, || cond().then_some(()))
+    let deadline = Instant::now() + T;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The code of the close frame `socket` receives next (skipping other frames).

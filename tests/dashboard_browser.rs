@@ -246,6 +246,9 @@ const MEMBERS_JS: &str = "Object.fromEntries(\
 /// The page's shard map: [shard, leader name, follower names space-separated] per column.
 const SHARD_MAP_JS: &str = "Array.from(document.querySelectorAll('#shardmap g[data-shard]'))\
     .map(g => [Number(g.dataset.shard), g.dataset.leader, g.dataset.followers])";
+/// Every shard's title: its leader, voters and learners as the page names them.
+const SHARD_TITLES_JS: &str =
+    "Array.from(document.querySelectorAll('#shardmap g[data-shard] title')).map(t => t.textContent)";
 /// The shard table: name → [shards it leads, shards it follows].
 const SHARD_COUNTS_JS: &str =
     "Object.fromEntries(Array.from(document.querySelectorAll('#shard-members tbody tr'))\
@@ -469,7 +472,13 @@ fn the_dashboard_shows_the_mesh_and_a_killed_member_going_down() {
             for (shard, leader, followers) in &map {
                 let mut all: Vec<&str> = followers.split(' ').chain([leader.as_str()]).collect();
                 all.sort_unstable();
-                assert_eq!(all, ["n1", "n2", "n3"], "s{shard}");
+                if all != ["n1", "n2", "n3"] {
+                    // (Seen once under load: a fourth replica named ""; the titles name every
+                    // voter and learner, and status.json what the page drew from.)
+                    let titles = browser.eval(&page, SHARD_TITLES_JS);
+                    let status = get_json(pages, "/cairn/status.json");
+                    panic!("s{shard} is held by {all:?}; the map's titles: {titles}; n1's status: {status}");
+                }
             }
             // The table beside it: who leads and follows how many (read with the map in one
             // evaluation, so both are of the same poll).

@@ -46,7 +46,7 @@ pub struct WriteSetData {
     #[serde(with = "crate::serde_bin::entries")]
     pub entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Alarm change: `Some(None)` deletes it, `Some(Some(ms))` sets it (unix ms).
-    /// Encoded as nil, the time, or `false` for a deletion (see [`alarm_op`]).
+    /// Encoded as nil, the time, or `false` for a deletion (see `alarm_op`).
     #[serde(with = "alarm_op")]
     pub alarm: Option<Option<u64>>,
 }

@@ -33,6 +33,10 @@
 //!   new). A node the cluster declared down while it was alive takes incarnation + 1 when
 //!   it hears so and rejoins as a new member; its processes' links and monitors elsewhere
 //!   have fired `NoConnection`, as in Erlang.
+//! * **Epochs.** A node whose SWIM incarnation (foca's `u16`, raised by each refutation)
+//!   reaches the epoch mark takes its identity at the next SWIM epoch (`next_epoch`; see
+//!   `swim`). The others rename it in place: same member, no `Down`/`Up`, links, names
+//!   and connection kept. Only the node itself announces its new epoch (`screen`).
 //! * **Healing.** A node with no live member left (cut off, or starved) does not hold to
 //!   its own `Down` verdicts: when a member it holds down talks to it, it takes them all
 //!   back as alive and probes them again (`revive_if_alone`). The majority keeps its verdict on the

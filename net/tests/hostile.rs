@@ -567,6 +567,8 @@ fn a_victim_driven_past_the_epoch_mark_moves_to_its_next_epoch_and_stays_the_sam
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(m2.swim_epoch(), 1, "the epoch moved once");
+    assert_eq!(m2.stats().swim_epochs, 1);
+    assert_eq!(m1.stats().swim_epochs + liar.stats().swim_epochs, 0);
     assert_eq!(incarnation_of(&m2, n2), Some(victim));
     // No member went down or came up anywhere, and the link and monitor never fired.
     for events in &mut events {

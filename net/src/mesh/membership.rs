@@ -258,6 +258,7 @@ impl Inner {
             let hello = Packet::gossip(next.clone(), 0, target.clone(), Vec::new(), Vec::new());
             fx.sends.push((target, hello.encode()));
         }
+        self.counters.bump(Count::SwimEpoch);
         tracing::warn!(node = %self.node, epoch, incarnation = reached, "SWIM incarnation reached the epoch mark (this node refuted that many suspicions of itself): moved to the next epoch");
     }
 

@@ -290,13 +290,8 @@ impl Inner {
                     return Vec::new();
                 }
             };
-            let me = swim.foca.identity();
-            let dst = &packet.header.dst;
-            if dst != me && dst.same_life(me) && dst.epoch < me.epoch {
-                // Sent before the sender learned this node's new epoch (`next_epoch`): the
-                // same member, so answer it (the answer carries the new epoch).
-                packet.header.dst = me.clone();
-            }
+            // Sent before the sender learned this node's new epoch (`next_epoch`)?
+            packet.readdress_to(swim.foca.identity());
             let claimed = packet.header.src.region.as_deref();
             if !super::authz::region_allowed(region, claimed) {
                 let refusal = Refusal::WrongRegion {

@@ -207,6 +207,20 @@ impl Packet {
         })
     }
 
+    /// A packet addressed to a previous SWIM epoch of `me` (sent before its sender learned
+    /// the new one) is addressed to `me` now: the same member, so it is answered, and the
+    /// answer carries the new epoch. Not "you are down" (`TurnUndead`): that is about the
+    /// previous epoch only. Returns whether it did.
+    pub(crate) fn readdress_to(&mut self, me: &NodeIdentity) -> bool {
+        let dst = &self.header.dst;
+        let earlier_epoch = dst != me && dst.same_life(me) && dst.epoch < me.epoch;
+        if earlier_epoch && self.header.message != Message::TurnUndead {
+            self.header.dst = me.clone();
+            return true;
+        }
+        false
+    }
+
     /// Every node the packet mentions (sender, message target, updates): what the
     /// [`View`] must hold.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -573,6 +587,36 @@ mod tests {
             );
             assert_eq!(super::super::refute::fresh(NodeId(3), &stale, &view), None);
         }
+    }
+
+    #[test]
+    fn a_packet_to_an_earlier_epoch_of_this_node_is_taken_as_to_this_one() {
+        let me = NodeIdentity {
+            epoch: 2,
+            ..id(1, 100)
+        };
+        let at = |epoch| NodeIdentity {
+            epoch,
+            ..id(1, 100)
+        };
+        let mut ping = gossip(id(2, 100), at(1), vec![]);
+        ping.header.message = Message::Ping(7);
+        assert!(ping.readdress_to(&me));
+        assert_eq!(ping.header.dst, me);
+        // Already to this epoch, or to a later one (not this node's): left alone.
+        for dst in [at(2), at(3)] {
+            let mut packet = gossip(id(2, 100), dst.clone(), vec![]);
+            assert!(!packet.readdress_to(&me));
+            assert_eq!(packet.header.dst, dst);
+        }
+        // Another life of this node is another member: foca ignores what is sent to it.
+        let mut old_life = gossip(id(2, 100), id(1, 99), vec![]);
+        assert!(!old_life.readdress_to(&me));
+        // "You are down" speaks of the earlier epoch only.
+        let mut undead = gossip(id(2, 100), at(0), vec![]);
+        undead.header.message = Message::TurnUndead;
+        assert!(!undead.readdress_to(&me));
+        assert_eq!(undead.header.dst, at(0));
     }
 
     #[test]

@@ -548,11 +548,23 @@ fn a_victim_driven_past_the_epoch_mark_moves_to_its_next_epoch_and_stays_the_sam
             mesh.swim_epoch_of(n2) == Some(1)
         });
     }
-    for mesh in [&m1, &m2, &liar] {
-        wait_until("every member alive again", || {
-            let states = mesh.member_states();
-            (states.alive, states.suspect, states.down) == (2, 0, 0)
-        });
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let states: Vec<_> = [&m1, &m2, &liar]
+            .iter()
+            .map(|mesh| mesh.member_states())
+            .collect();
+        if states
+            .iter()
+            .all(|s| (s.alive, s.suspect, s.down) == (2, 0, 0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every member alive again: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
     // Then three failure timeouts of probing at the new epoch, calls going both ways: node 2
     // stays the same member everywhere, at one epoch.

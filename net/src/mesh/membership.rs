@@ -194,7 +194,9 @@ impl Inner {
             (result, swim.frozen.is_some())
         };
         if !frozen {
-            for (to, data) in fx.sends {
+            // foca may address a previous identity of this node, which it records as a down
+            // member (`others`): announcing to down members, say. Never to itself.
+            for (to, data) in fx.sends.into_iter().filter(|(to, _)| to.node != self.node) {
                 self.send_swim(to, bytes::Bytes::from(data));
             }
         }
@@ -389,9 +391,7 @@ impl Inner {
         if swim.leaving || swim.foca.num_members() > 0 {
             return false;
         }
-        let held_down: Vec<(NodeIdentity, Incarnation)> = swim
-            .foca
-            .iter_membership_state()
+        let held_down: Vec<(NodeIdentity, Incarnation)> = others(swim)
             .filter(|m| m.state() == foca::State::Down)
             .map(|m| (m.id().clone(), m.incarnation()))
             .collect();
@@ -1180,12 +1180,20 @@ impl Inner {
     }
 }
 
+/// foca's record of the other nodes, in any state. foca also records a previous identity
+/// of this node (an earlier epoch or life it hears gossip about) as a down member; that is
+/// no other member, and is left out.
+pub(super) fn others(swim: &Swim) -> impl Iterator<Item = &foca::Member<NodeIdentity>> {
+    let me = swim.foca.identity().node;
+    swim.foca
+        .iter_membership_state()
+        .filter(move |m| m.id().node != me)
+}
+
 /// What foca knows about `nodes` (and this node), for the screen.
 fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
     let wanted: HashSet<NodeId> = nodes.into_iter().collect();
-    let known = swim
-        .foca
-        .iter_membership_state()
+    let known = others(swim)
         .filter(|m| wanted.contains(&m.id().node))
         .map(|m| (m.id().node, m.clone()))
         .collect();
@@ -1219,9 +1227,7 @@ fn take_back(swim: &mut Swim, members: Vec<(NodeIdentity, Incarnation)>, fx: &mu
 /// member it holds down that hears it takes it back (or tells it to renew), so a node with
 /// no live member finds its way back without a seed.
 fn announce_to_remembered(swim: &mut Swim, fx: &mut Effects) {
-    let remembered: Vec<NodeIdentity> = swim
-        .foca
-        .iter_membership_state()
+    let remembered: Vec<NodeIdentity> = others(swim)
         .map(|m| m.id().clone())
         .take(IDLE_ANNOUNCES)
         .collect();

@@ -655,7 +655,7 @@ impl Mesh {
     pub fn member_states(&self) -> MemberStates {
         let swim = self.inner.swim.lock();
         let mut states = MemberStates::default();
-        for member in swim.foca.iter_membership_state() {
+        for member in membership::others(&swim) {
             match member.state() {
                 foca::State::Alive => states.alive += 1,
                 foca::State::Suspect => states.suspect += 1,

@@ -463,6 +463,148 @@ fn declare_down_attack(budget: bool) -> u16 {
     climb
 }
 
+/// What node 1's process linked to and monitoring a process of node 2 received: exit
+/// and down signals, sent on as they come.
+fn linked_watcher(rt: &Runtime, watched: Pid) -> std::sync::mpsc::Receiver<Option<String>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(move |mut ctx: Ctx<()>| async move {
+        ctx.trap_exit(true);
+        ctx.link(watched);
+        ctx.monitor(watched);
+        // Both signals went out before this call: once it answers, node 2 has them.
+        let answer = ctx
+            .handle()
+            .call(watched, |r| Msg::Double(1, r), TIMEOUT)
+            .await;
+        assert_eq!(answer, Ok(2));
+        let _ = tx.send(None);
+        while let Some(Message::Signal(signal)) = ctx.recv().await {
+            let _ = tx.send(Some(format!("{signal:?}")));
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_victim_driven_past_the_epoch_mark_moves_to_its_next_epoch_and_stays_the_same_member() {
+    use cairn_net::mesh::SwimState;
+    use cairn_net::NodeEvent;
+    // 60,000 refutations in production; here the victim's SWIM incarnation gets there
+    // within a second or two of the attack.
+    const MARK: u16 = 40;
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, m2) = start_fast(&ca, 2, &[&m1]);
+    let (rt3, liar) = start_fast(&ca, 3, &[&m1]);
+    let (n1, n2, n3) = (m1.node(), m2.node(), liar.node());
+    for mesh in [&m1, &m2, &liar] {
+        mesh.declare::<Msg>(TAG).unwrap();
+        wait_until("three members everywhere", || mesh.members().len() == 3);
+    }
+    wait_until("the nodes to connect", || {
+        m1.is_connected(n2) && m2.is_connected(n1)
+    });
+    m2.set_swim_epoch_mark(MARK);
+    let victim = incarnation_of(&m1, n2).unwrap();
+    let mut events = [m1.node_events(), m2.node_events(), liar.node_events()];
+    let on2 = doubler(&rt2);
+    let on1 = doubler(&rt1);
+    let signals = linked_watcher(&rt1, on2);
+    assert_eq!(
+        signals.recv_timeout(TIMEOUT).unwrap(),
+        None,
+        "link in place"
+    );
+    let calls = |round: u64| {
+        let there = rt1.block_on(rt1.call(on2, |r| Msg::Double(round, r), TIMEOUT));
+        assert_eq!(there, Ok(2 * round), "node 1 -> node 2");
+        let back = rt2.block_on(rt2.call(on1, |r| Msg::Double(round, r), TIMEOUT));
+        assert_eq!(back, Ok(2 * round), "node 2 -> node 1");
+    };
+
+    // Node 3 (a member in good standing) tells node 1 that node 2 is down, at node 2's
+    // incarnation and a few above, until node 2's SWIM incarnation passes the mark; calls
+    // go both ways between nodes 1 and 2 all along.
+    let deadline = Instant::now() + TIMEOUT;
+    let mut round = 0;
+    while m2.swim_epoch() == 0 {
+        assert!(Instant::now() < deadline, "node 2 never reached the mark");
+        assert!(liar.forge_swim(
+            n1,
+            n3,
+            &[(n2, 0, SwimState::Down), (n2, 8, SwimState::Down)],
+        ));
+        round += 1;
+        calls(round);
+        // Pacing of the attack, not a wait for an event.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m2.swim_epoch(), 1);
+    assert!(m2.swim_incarnation() < MARK, "{}", m2.swim_incarnation());
+
+    // The others learn the new epoch from node 2 itself.
+    for mesh in [&m1, &liar] {
+        wait_until("node 2's new epoch known", || {
+            mesh.swim_epoch_of(n2) == Some(1)
+        });
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let states: Vec<_> = [&m1, &m2, &liar]
+            .iter()
+            .map(|mesh| mesh.member_states())
+            .collect();
+        if states
+            .iter()
+            .all(|s| (s.alive, s.suspect, s.down) == (2, 0, 0))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for every member alive again: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Then three failure timeouts of probing at the new epoch, calls going both ways: node 2
+    // stays the same member everywhere, at one epoch.
+    let watch = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watch {
+        round += 1;
+        calls(round);
+        for mesh in [&m1, &liar] {
+            assert_eq!(incarnation_of(mesh, n2), Some(victim), "{:?}", mesh.stats());
+        }
+        assert_eq!(m2.members().len(), 3);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(m2.swim_epoch(), 1, "the epoch moved once");
+    assert_eq!(m2.stats().swim_epochs, 1);
+    assert_eq!(m1.stats().swim_epochs + liar.stats().swim_epochs, 0);
+    assert_eq!(incarnation_of(&m2, n2), Some(victim));
+    // No member went down or came up anywhere, and the link and monitor never fired.
+    for events in &mut events {
+        while let Some(event) = events.try_next() {
+            assert!(
+                !matches!(event, NodeEvent::Down { .. } | NodeEvent::Up { .. }),
+                "{event:?}"
+            );
+        }
+    }
+    assert_eq!(
+        signals.try_recv(),
+        Err(std::sync::mpsc::TryRecvError::Empty),
+        "a signal reached the linked process"
+    );
+    assert!(m1.is_connected(n2) && m2.is_connected(n1));
+    for mesh in [&m1, &m2, &liar] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2, rt3] {
+        rt.shutdown();
+    }
+}
+
 #[test]
 fn a_member_that_really_dies_is_still_declared_down_everywhere() {
     let ca = ClusterCa::generate().unwrap();

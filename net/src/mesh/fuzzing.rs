@@ -64,6 +64,7 @@ fn identity(n: u64) -> NodeIdentity {
         addr: std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + n as u16)),
         region: None,
         incarnation: 100,
+        epoch: 0,
     }
 }
 

@@ -33,6 +33,10 @@
 //!   new). A node the cluster declared down while it was alive takes incarnation + 1 when
 //!   it hears so and rejoins as a new member; its processes' links and monitors elsewhere
 //!   have fired `NoConnection`, as in Erlang.
+//! * **Epochs.** A node whose SWIM incarnation (foca's `u16`, raised by each refutation)
+//!   reaches the epoch mark takes its identity at the next SWIM epoch (`next_epoch`; see
+//!   `swim`). The others rename it in place: same member, no `Down`/`Up`, links, names
+//!   and connection kept. Only the node itself announces its new epoch (`screen`).
 //! * **Healing.** A node with no live member left (cut off, or starved) does not hold to
 //!   its own `Down` verdicts: when a member it holds down talks to it, it takes them all
 //!   back as alive and probes them again (`revive_if_alone`). The majority keeps its verdict on the
@@ -67,7 +71,7 @@ use super::events::NodeEvent;
 use super::refute;
 use super::screen::{self, Packet, PacketVerdict, Refusal, UndeadVotes, View};
 use super::stats::Count;
-use super::swim::{take, Effects, NodeIdentity, Swim, IDLE_ANNOUNCES};
+use super::swim::{take, Effects, NodeIdentity, Swim, EPOCH_MARK, IDLE_ANNOUNCES};
 use super::wire::{PeerInfo, Wire, CLOSE_DECLARED_DOWN};
 use super::Inner;
 
@@ -123,18 +127,21 @@ pub(crate) struct Guards {
     /// This node's SWIM incarnation, read from the headers of the packets it sends
     /// (foca keeps it private).
     my_incarnation: Incarnation,
-    /// Suspicions of other nodes with a local timer running, at that incarnation (one
-    /// per node: bounded by the members foca knows).
-    suspicions: HashMap<NodeId, Incarnation>,
+    /// Suspicions of other nodes with a local timer running, at that epoch and
+    /// incarnation (one per node: bounded by the members foca knows).
+    suspicions: HashMap<NodeId, (u32, Incarnation)>,
     /// "You are down" votes (`TurnUndead`).
     undead: UndeadVotes,
     /// Nodes asked for a sync whose answer has not come (at most one entry per node).
     sync_asked: HashSet<NodeId>,
     /// Fresh suspicions each sender may still hand this node (`refute`).
     budget: super::refute::Budget,
-    /// Members held down here that talk to this node anyway: since when, at the
-    /// incarnation they are held down at (one entry per node, only while held down).
-    talking_while_down: HashMap<NodeId, (Incarnation, Instant)>,
+    /// Members held down here that talk to this node anyway: since when, at the epoch
+    /// and incarnation they are held down at (one entry per node, only while held down).
+    talking_while_down: HashMap<NodeId, (u32, Incarnation, Instant)>,
+    /// Set only by a test hook: the foca incarnation at which this node moves to its
+    /// next SWIM epoch, in place of [`EPOCH_MARK`].
+    epoch_mark: Option<Incarnation>,
     /// Set only by test hooks: to measure an attack without the budget, or to refuse every
     /// fresh suspicion (as when every sender has spent its budget).
     budget_override: Option<BudgetOverride>,
@@ -173,20 +180,23 @@ impl Inner {
                 return None;
             }
             let result = f(&mut swim, &mut fx);
-            while !fx.notes.is_empty() {
-                for note in std::mem::take(&mut fx.notes) {
-                    self.on_notification(&mut swim, note, &mut fx);
-                }
-            }
+            self.apply_notifications(&mut swim, &mut fx);
             if let Some(header) = fx.sends.first().and_then(|(_, d)| screen::sent_header(d)) {
                 if &header.src == swim.foca.identity() {
                     swim.guards.my_incarnation = header.src_incarnation;
                 }
             }
+            let mark = swim.guards.epoch_mark.unwrap_or(EPOCH_MARK);
+            if swim.guards.my_incarnation >= mark && !swim.leaving && swim.frozen.is_none() {
+                self.next_epoch(&mut swim, &mut fx);
+                self.apply_notifications(&mut swim, &mut fx);
+            }
             (result, swim.frozen.is_some())
         };
         if !frozen {
-            for (to, data) in fx.sends {
+            // foca may address a previous identity of this node, which it records as a down
+            // member (`others`): announcing to down members, say. Never to itself.
+            for (to, data) in fx.sends.into_iter().filter(|(to, _)| to.node != self.node) {
                 self.send_swim(to, bytes::Bytes::from(data));
             }
         }
@@ -200,6 +210,58 @@ impl Inner {
         self.exit_name_losers();
         self.ask_name_origins();
         Some(result)
+    }
+
+    /// Applies foca's notifications, and those they cause, in order.
+    fn apply_notifications(self: &Arc<Self>, swim: &mut Swim, fx: &mut Effects) {
+        while !fx.notes.is_empty() {
+            for note in std::mem::take(&mut fx.notes) {
+                self.on_notification(swim, note, fx);
+            }
+        }
+    }
+
+    /// This node's foca incarnation reached the epoch mark (it refuted that many
+    /// suspicions of itself; see `swim`): it takes its identity at the next epoch, and foca
+    /// starts its incarnation again at 0. Same node incarnation, so its pids, links,
+    /// connections and names stay; the others rename it in place (`Rename` below).
+    ///
+    /// foca declares the previous identity down (gossiped: the others take it as stale
+    /// news once they know the new one) and leaves a changed identity disconnected until a
+    /// packet addressed to it arrives; this node has live members, so it reconnects at
+    /// once (probing and gossiping again). Only this node may announce its new epoch
+    /// (`screen`: a third party relaying it is refused), so it tells every live member
+    /// itself, with one empty gossip packet each. Packets still addressed to the previous
+    /// epoch are taken as addressed to this one (`swim_packet`).
+    fn next_epoch(&self, swim: &mut Swim, fx: &mut Effects) {
+        let current = swim.foca.identity().clone();
+        let Some(epoch) = current.epoch.checked_add(1) else {
+            // Out of epochs (never in practice): foca rejoins at `u16::MAX` instead.
+            return;
+        };
+        let next = NodeIdentity {
+            epoch,
+            ..current.clone()
+        };
+        if let Err(error) = swim.foca.change_identity(next.clone(), &mut *fx) {
+            tracing::error!(%error, "could not move to the next SWIM epoch");
+            return;
+        }
+        let reached = std::mem::take(&mut swim.guards.my_incarnation);
+        if let Err(error) = swim.foca.apply_many(std::iter::empty(), false, &mut *fx) {
+            tracing::debug!(%error, "reconnecting after an epoch change");
+        }
+        // Reconnecting notifies `Active`: this node never left the cluster.
+        fx.notes
+            .retain(|note| !matches!(note, OwnedNotification::Active));
+        self.members.lock().me = next.clone();
+        let live: Vec<NodeIdentity> = swim.foca.iter_members().map(|m| m.id().clone()).collect();
+        for target in live {
+            let hello = Packet::gossip(next.clone(), 0, target.clone(), Vec::new(), Vec::new());
+            fx.sends.push((target, hello.encode()));
+        }
+        self.counters.bump(Count::SwimEpoch);
+        tracing::warn!(node = %self.node, epoch, incarnation = reached, "SWIM incarnation reached the epoch mark (this node refuted that many suspicions of itself): moved to the next epoch");
     }
 
     fn swim_timer(self: &Arc<Self>, timer: Timer<NodeIdentity>) {
@@ -230,6 +292,8 @@ impl Inner {
                     return Vec::new();
                 }
             };
+            // Sent before the sender learned this node's new epoch (`next_epoch`)?
+            packet.readdress_to(swim.foca.identity());
             let claimed = packet.header.src.region.as_deref();
             if !super::authz::region_allowed(region, claimed) {
                 let refusal = Refusal::WrongRegion {
@@ -327,9 +391,7 @@ impl Inner {
         if swim.leaving || swim.foca.num_members() > 0 {
             return false;
         }
-        let held_down: Vec<(NodeIdentity, Incarnation)> = swim
-            .foca
-            .iter_membership_state()
+        let held_down: Vec<(NodeIdentity, Incarnation)> = others(swim)
             .filter(|m| m.state() == foca::State::Down)
             .map(|m| (m.id().clone(), m.incarnation()))
             .collect();
@@ -394,11 +456,11 @@ impl Inner {
                 .retain(|node, _| held.contains(node));
         }
         let since = match swim.guards.talking_while_down.get(&sender.node) {
-            Some(&(at, since)) if at == held_at => since,
+            Some(&(epoch, at, since)) if (epoch, at) == (sender.epoch, held_at) => since,
             _ => {
                 swim.guards
                     .talking_while_down
-                    .insert(sender.node, (held_at, now));
+                    .insert(sender.node, (sender.epoch, held_at, now));
                 now
             }
         };
@@ -428,6 +490,31 @@ impl Inner {
     #[cfg(feature = "testing")]
     pub(super) fn swim_incarnation(&self) -> Incarnation {
         self.swim.lock().guards.my_incarnation
+    }
+
+    /// This node's SWIM epoch (how often its foca incarnation reached the epoch mark).
+    #[cfg(feature = "testing")]
+    pub(super) fn swim_epoch(&self) -> u32 {
+        self.swim.lock().foca.identity().epoch
+    }
+
+    /// The SWIM epoch foca holds for `node` (any state), if it knows it.
+    #[cfg(feature = "testing")]
+    pub(super) fn swim_epoch_of(&self, node: NodeId) -> Option<u32> {
+        let swim = self.swim.lock();
+        let epoch = swim
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().node == node)
+            .map(|m| m.id().epoch);
+        epoch
+    }
+
+    /// Moves this node to its next SWIM epoch at foca incarnation `mark` (not
+    /// [`EPOCH_MARK`]), to test the move without 60,000 refutations.
+    #[cfg(feature = "testing")]
+    pub(super) fn set_epoch_mark(&self, mark: Incarnation) {
+        self.swim.lock().guards.epoch_mark = Some(mark);
     }
 
     /// Turns the refutation budget off or on (to measure what it prevents).
@@ -549,7 +636,8 @@ impl Inner {
             .collect();
         held.into_iter()
             .filter(|m| {
-                swim.guards.suspicions.insert(m.id().node, m.incarnation()) != Some(m.incarnation())
+                let at = (m.id().epoch, m.incarnation());
+                swim.guards.suspicions.insert(m.id().node, at) != Some(at)
             })
             .collect()
     }
@@ -575,7 +663,7 @@ impl Inner {
     fn suspicion_expired(self: &Arc<Self>, suspect: foca::Member<NodeIdentity>) {
         self.with_swim(|swim, fx| {
             let node = suspect.id().node;
-            if swim.guards.suspicions.get(&node) == Some(&suspect.incarnation()) {
+            if swim.guards.suspicions.get(&node) == Some(&(suspect.id().epoch, suspect.incarnation())) {
                 swim.guards.suspicions.remove(&node);
             }
             if swim.frozen.is_some() {
@@ -606,6 +694,7 @@ impl Inner {
                 region: None,
                 // foca accepts an announce addressed to any identity of its node id.
                 incarnation: 0,
+                epoch: 0,
             };
             let joined = self.with_swim(|swim, fx| {
                 if swim.foca.iter_members().any(|m| m.id().node == node) {
@@ -634,8 +723,14 @@ impl Inner {
             OwnedNotification::MemberUp(id) => self.member_up(id),
             OwnedNotification::MemberDown(id) => self.member_down(&id, "declared down by SWIM"),
             OwnedNotification::Rename(old, new) => {
+                let active = swim.foca.iter_members().any(|m| m.id() == &new);
+                if old.same_life(&new) && active {
+                    // A new SWIM epoch of the same member: nothing changes above SWIM.
+                    self.member_renamed(&old, new);
+                    return;
+                }
                 self.member_down(&old, "replaced by a new incarnation");
-                if swim.foca.iter_members().any(|m| m.id() == &new) {
+                if active {
                     self.member_up(new);
                 }
             }
@@ -688,10 +783,30 @@ impl Inner {
         }
     }
 
+    /// `old`, live here, moved to the SWIM epoch of `new` (same life): its identity is
+    /// updated in place, with no `Down` or `Up`, its connection, links and names kept.
+    fn member_renamed(&self, old: &NodeIdentity, new: NodeIdentity) {
+        let mut members = self.members.lock();
+        // Not live here (held down): foca reports it up next (`MemberUp`), a real `Up`.
+        if let Some(current) = members.live.get_mut(&new.node) {
+            if current == old || (current.same_life(&new) && current.epoch < new.epoch) {
+                tracing::info!(local = %self.node, peer = %new.node, epoch = new.epoch, "member moved to a new SWIM epoch");
+                *current = new;
+            }
+        }
+    }
+
     fn member_up(self: &Arc<Self>, id: NodeIdentity) {
         let mut members = self.members.lock();
-        match members.live.get(&id.node) {
+        match members.live.get_mut(&id.node) {
             Some(current) if *current == id => return,
+            Some(current) if current.same_life(&id) => {
+                // Another SWIM epoch of a live member (`member_renamed`).
+                if current.epoch < id.epoch {
+                    *current = id;
+                }
+                return;
+            }
             Some(current) if current.incarnation > id.incarnation => return,
             Some(current) => {
                 let old = current.clone();
@@ -1065,12 +1180,20 @@ impl Inner {
     }
 }
 
+/// foca's record of the other nodes, in any state. foca also records a previous identity
+/// of this node (an earlier epoch or life it hears gossip about) as a down member; that is
+/// no other member, and is left out.
+pub(super) fn others(swim: &Swim) -> impl Iterator<Item = &foca::Member<NodeIdentity>> {
+    let me = swim.foca.identity().node;
+    swim.foca
+        .iter_membership_state()
+        .filter(move |m| m.id().node != me)
+}
+
 /// What foca knows about `nodes` (and this node), for the screen.
 fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
     let wanted: HashSet<NodeId> = nodes.into_iter().collect();
-    let known = swim
-        .foca
-        .iter_membership_state()
+    let known = others(swim)
         .filter(|m| wanted.contains(&m.id().node))
         .map(|m| (m.id().node, m.clone()))
         .collect();
@@ -1104,9 +1227,7 @@ fn take_back(swim: &mut Swim, members: Vec<(NodeIdentity, Incarnation)>, fx: &mu
 /// member it holds down that hears it takes it back (or tells it to renew), so a node with
 /// no live member finds its way back without a seed.
 fn announce_to_remembered(swim: &mut Swim, fx: &mut Effects) {
-    let remembered: Vec<NodeIdentity> = swim
-        .foca
-        .iter_membership_state()
+    let remembered: Vec<NodeIdentity> = others(swim)
         .map(|m| m.id().clone())
         .take(IDLE_ANNOUNCES)
         .collect();

@@ -312,6 +312,7 @@ impl Mesh {
             addr: advertise,
             region: config.region.clone(),
             incarnation,
+            epoch: 0,
         };
         let names = Arc::new(Mutex::new(NameTable::new(handle.node(), incarnation)));
         let swim = Swim::new(
@@ -550,6 +551,28 @@ impl Mesh {
         self.inner.swim_incarnation()
     }
 
+    /// This node's SWIM epoch: it rises by one each time this node's SWIM incarnation
+    /// reaches the epoch mark (60,000; see [`Mesh::set_swim_epoch_mark`]), which starts the
+    /// SWIM incarnation again at 0. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn swim_epoch(&self) -> u32 {
+        self.inner.swim_epoch()
+    }
+
+    /// The SWIM epoch this node holds for `node`, if it knows it (in any SWIM state). Only
+    /// with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn swim_epoch_of(&self, node: NodeId) -> Option<u32> {
+        self.inner.swim_epoch_of(node)
+    }
+
+    /// Moves this node to its next SWIM epoch when its SWIM incarnation reaches `mark`
+    /// instead of 60,000, to drive it there in a test. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn set_swim_epoch_mark(&self, mark: u16) {
+        self.inner.set_epoch_mark(mark);
+    }
+
     /// Test hook for a member lying about its region: sends `to` one SWIM gossip packet
     /// from this node's identity with `region` in place of its own. Returns false if this
     /// node does not know `to`. Only with the `testing` feature.
@@ -632,7 +655,7 @@ impl Mesh {
     pub fn member_states(&self) -> MemberStates {
         let swim = self.inner.swim.lock();
         let mut states = MemberStates::default();
-        for member in swim.foca.iter_membership_state() {
+        for member in membership::others(&swim) {
             match member.state() {
                 foca::State::Alive => states.alive += 1,
                 foca::State::Suspect => states.suspect += 1,

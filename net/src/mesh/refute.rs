@@ -126,6 +126,7 @@ mod tests {
             addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
             region: None,
             incarnation: 100,
+            epoch: 0,
         }
     }
 

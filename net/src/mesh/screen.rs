@@ -18,7 +18,8 @@
 //!   than [`MAX_INCARNATION_BUMP`] above what this node knows is refused: it could only
 //!   serve to make a suspicion unrefutable (foca's incarnations are `u16`).
 //! * **Only a node replaces its own live identity.** An update carrying a newer identity
-//!   (higher start incarnation) of a known node is refused unless that node sent it.
+//!   (higher start incarnation, or the same one at a later SWIM epoch: `swim`) of a known
+//!   node is refused unless that node sent it.
 //! * **Third-party targets must be known.** `PingReq` and `IndirectAck` make this node
 //!   send to the identity they carry; an identity foca does not know is refused (no
 //!   dialing addresses a member made up).
@@ -206,6 +207,20 @@ impl Packet {
         })
     }
 
+    /// A packet addressed to a previous SWIM epoch of `me` (sent before its sender learned
+    /// the new one) is addressed to `me` now: the same member, so it is answered, and the
+    /// answer carries the new epoch. Not "you are down" (`TurnUndead`): that is about the
+    /// previous epoch only. Returns whether it did.
+    pub(crate) fn readdress_to(&mut self, me: &NodeIdentity) -> bool {
+        let dst = &self.header.dst;
+        let earlier_epoch = dst != me && dst.same_life(me) && dst.epoch < me.epoch;
+        if earlier_epoch && self.header.message != Message::TurnUndead {
+            self.header.dst = me.clone();
+            return true;
+        }
+        false
+    }
+
     /// Every node the packet mentions (sender, message target, updates): what the
     /// [`View`] must hold.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
@@ -378,6 +393,7 @@ mod tests {
             addr: format!("127.0.0.1:{}", 7000 + n).parse().unwrap(),
             region: None,
             incarnation: start,
+            epoch: 0,
         }
     }
 
@@ -509,6 +525,98 @@ mod tests {
             screen_update(NodeId(3), older, &view),
             Screened::Kept(_)
         ));
+    }
+
+    #[test]
+    fn only_a_node_announces_its_own_next_epoch() {
+        let me = id(1, 100);
+        let view = view(&me);
+        let next = Member::new(
+            NodeIdentity {
+                epoch: 1,
+                ..id(2, 100)
+            },
+            0,
+            State::Alive,
+        );
+        assert_eq!(
+            screen_update(NodeId(3), next.clone(), &view),
+            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
+        );
+        assert_eq!(
+            screen_update(NodeId(2), next.clone(), &view),
+            Screened::Kept(next)
+        );
+        // Nor may anyone move this node to another epoch (it could not answer there).
+        let my_next = Member::new(
+            NodeIdentity {
+                epoch: 1,
+                ..me.clone()
+            },
+            0,
+            State::Suspect,
+        );
+        assert_eq!(
+            screen_update(NodeId(3), my_next, &view),
+            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(1) })
+        );
+        // A previous epoch is stale news, whatever its incarnation: foca drops it, and it
+        // is no fresh suspicion for the budget either.
+        let me_next = NodeIdentity {
+            epoch: 2,
+            ..me.clone()
+        };
+        let known_next = Member::new(
+            NodeIdentity {
+                epoch: 2,
+                ..id(2, 100)
+            },
+            0,
+            State::Alive,
+        );
+        let view = View {
+            me: &me_next,
+            my_incarnation: 0,
+            known: [(NodeId(2), known_next)].into_iter().collect(),
+        };
+        for old in [id(1, 100), id(2, 100)] {
+            let stale = Member::new(old, 59_999, State::Suspect);
+            assert_eq!(
+                screen_update(NodeId(3), stale.clone(), &view),
+                Screened::Kept(stale.clone())
+            );
+            assert_eq!(super::super::refute::fresh(NodeId(3), &stale, &view), None);
+        }
+    }
+
+    #[test]
+    fn a_packet_to_an_earlier_epoch_of_this_node_is_taken_as_to_this_one() {
+        let me = NodeIdentity {
+            epoch: 2,
+            ..id(1, 100)
+        };
+        let at = |epoch| NodeIdentity {
+            epoch,
+            ..id(1, 100)
+        };
+        let mut ping = gossip(id(2, 100), at(1), vec![]);
+        ping.header.message = Message::Ping(7);
+        assert!(ping.readdress_to(&me));
+        assert_eq!(ping.header.dst, me);
+        // Already to this epoch, or to a later one (not this node's): left alone.
+        for dst in [at(2), at(3)] {
+            let mut packet = gossip(id(2, 100), dst.clone(), vec![]);
+            assert!(!packet.readdress_to(&me));
+            assert_eq!(packet.header.dst, dst);
+        }
+        // Another life of this node is another member: foca ignores what is sent to it.
+        let mut old_life = gossip(id(2, 100), id(1, 99), vec![]);
+        assert!(!old_life.readdress_to(&me));
+        // "You are down" speaks of the earlier epoch only.
+        let mut undead = gossip(id(2, 100), at(0), vec![]);
+        undead.header.message = Message::TurnUndead;
+        assert!(!undead.readdress_to(&me));
+        assert_eq!(undead.header.dst, at(0));
     }
 
     #[test]

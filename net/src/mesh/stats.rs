@@ -65,6 +65,11 @@ pub struct MeshStats {
     /// past the per-hello bound, entries whose node id is not their name's or whose name
     /// is too long, and hearsay that found the table of known nodes full.
     pub refused_hello_peers: u64,
+    /// Times this node moved to its next SWIM epoch: its SWIM incarnation, raised by
+    /// each suspicion of itself it refuted, reached the mark (60,000; `swim`). Anything
+    /// above zero means a long run of suspicions of this node, likely an attack (see
+    /// `refused_membership_updates` on the members relaying them).
+    pub swim_epochs: u64,
 }
 
 /// One data connection's traffic, as listed by [`Mesh::links`](super::Mesh::links).
@@ -121,6 +126,7 @@ pub(super) struct Counters {
     revoked_peers: AtomicU64,
     refused_pending_hellos: AtomicU64,
     refused_hello_peers: AtomicU64,
+    swim_epochs: AtomicU64,
 }
 
 /// One of the [`Counters`].
@@ -143,6 +149,7 @@ pub(super) enum Count {
     RevokedPeer,
     RefusedPendingHello,
     RefusedHelloPeer,
+    SwimEpoch,
 }
 
 impl Counters {
@@ -170,6 +177,7 @@ impl Counters {
             Count::RevokedPeer => &self.revoked_peers,
             Count::RefusedPendingHello => &self.refused_pending_hellos,
             Count::RefusedHelloPeer => &self.refused_hello_peers,
+            Count::SwimEpoch => &self.swim_epochs,
         };
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -203,6 +211,7 @@ impl Counters {
             refused_pending_hellos: self.refused_pending_hellos.load(Ordering::Relaxed),
             pending_hellos: pending_hellos as u64,
             refused_hello_peers: self.refused_hello_peers.load(Ordering::Relaxed),
+            swim_epochs: self.swim_epochs.load(Ordering::Relaxed),
         }
     }
 }

@@ -9,12 +9,25 @@
 //! # Identity
 //!
 //! A member is a [`NodeIdentity`]: node id, TLS name (to dial it), listen address, region
-//! label and incarnation. foca's *address* of an identity is the node id: two identities
-//! with one node id are two incarnations of one node, and the higher incarnation wins
-//! (`win_addr_conflict`). A node starts with incarnation = wall-clock nanoseconds, so a
-//! restarted node outranks its previous life; when foca learns that the cluster declared
-//! *this* node down (a hung node that wakes up), `renew` gives it incarnation + 1 and it
-//! rejoins as a new member.
+//! label, incarnation and SWIM epoch. foca's *address* of an identity is the node id: two
+//! identities with one node id are two incarnations of one node, or two epochs of one
+//! incarnation, and the higher `(incarnation, epoch)` wins (`win_addr_conflict`). A node
+//! starts with incarnation = wall-clock nanoseconds, so a restarted node outranks its
+//! previous life; when foca learns that the cluster declared *this* node down (a hung node
+//! that wakes up), `renew` gives it incarnation + 1 and it rejoins as a new member.
+//!
+//! # Epochs
+//!
+//! foca's own incarnation (a `u16`) rises each time a node refutes a suspicion of itself,
+//! and a member with a valid certificate can keep suspecting another. When this node's
+//! foca incarnation reaches [`EPOCH_MARK`], it takes its identity at `epoch + 1`
+//! (`membership::Inner::next_epoch`), and foca starts its incarnation again at 0. The epoch
+//! is SWIM's business only: the node incarnation (what pids, connections, names and
+//! [`Member`] carry) does not change, and membership treats a rename that differs only in
+//! the epoch ([`NodeIdentity::same_life`]) as the same member, updated in place.
+//!
+//! On the wire an epoch of 0 is left out, so identities at epoch 0 encode exactly as they
+//! did before epochs existed (see `docs/swim_incarnation.md` for mixed versions).
 
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
@@ -47,6 +60,12 @@ const INDIRECT_PROBES: usize = 3;
 /// back through old gossip). Renewed identities are not blocked by this.
 const REMOVE_DOWN_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// foca incarnation at which a node moves on to its next SWIM epoch. foca cannot refute a
+/// suspicion at `u16::MAX` (the node would have to rejoin as a new incarnation); a
+/// refutation raises the incarnation by at most `MAX_INCARNATION_BUMP + 1` (9), so this
+/// leaves room for hundreds of refutations in flight after the mark is passed.
+pub(crate) const EPOCH_MARK: foca::Incarnation = 60_000;
+
 /// Who a member is: what rides in foca's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct NodeIdentity {
@@ -55,9 +74,27 @@ pub(crate) struct NodeIdentity {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) region: Option<String>,
     pub(crate) incarnation: u64,
+    /// The SWIM epoch within this incarnation (module doc): last, and left out at 0, so
+    /// an epoch-0 identity encodes as one from before epochs existed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) epoch: u32,
+}
+
+fn is_zero(epoch: &u32) -> bool {
+    *epoch == 0
 }
 
 impl NodeIdentity {
+    /// Whether `other` is this identity at another SWIM epoch (or this very identity):
+    /// the same member, whose links, names and connections carry over.
+    pub(crate) fn same_life(&self, other: &NodeIdentity) -> bool {
+        self.node == other.node
+            && self.incarnation == other.incarnation
+            && self.name == other.name
+            && self.addr == other.addr
+            && self.region == other.region
+    }
+
     pub(crate) fn member(&self) -> Member {
         Member {
             node: self.node,
@@ -75,6 +112,7 @@ impl foca::Identity for NodeIdentity {
     fn renew(&self) -> Option<Self> {
         Some(NodeIdentity {
             incarnation: self.incarnation + 1,
+            epoch: 0,
             ..self.clone()
         })
     }
@@ -83,8 +121,11 @@ impl foca::Identity for NodeIdentity {
         self.node
     }
 
+    /// The later life wins, and within one life the later epoch. Identities equal in
+    /// both (only a forger makes two) do not win against each other: foca then takes the
+    /// update, as it always did for one incarnation.
     fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.incarnation > adversary.incarnation
+        (self.incarnation, self.epoch) > (adversary.incarnation, adversary.epoch)
     }
 }
 
@@ -284,6 +325,7 @@ mod tests {
             addr: "127.0.0.1:7400".parse().unwrap(),
             region: Some("eu".into()),
             incarnation: 1_700_000_000_000_000_000 + n,
+            epoch: 0,
         }
     }
 
@@ -319,6 +361,71 @@ mod tests {
         assert_eq!(new.addr(), old.addr());
         assert!(new.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&new));
+    }
+
+    #[test]
+    fn a_later_epoch_wins_within_a_life_and_a_later_life_wins_over_any_epoch() {
+        use foca::Identity;
+        let old = identity(1);
+        let next = NodeIdentity {
+            epoch: 1,
+            ..old.clone()
+        };
+        assert!(next.same_life(&old) && old.same_life(&next));
+        assert_eq!(next.addr(), old.addr());
+        assert!(next.win_addr_conflict(&old));
+        assert!(!old.win_addr_conflict(&next));
+        // A new life (rejoin) outranks every epoch of the previous one, and starts at 0.
+        let many = NodeIdentity {
+            epoch: 7,
+            ..old.clone()
+        };
+        let renewed = many.renew().unwrap();
+        assert_eq!(renewed.epoch, 0);
+        assert!(!renewed.same_life(&many));
+        assert!(renewed.win_addr_conflict(&many));
+        assert!(!many.win_addr_conflict(&renewed));
+        // A higher epoch never outranks a later life.
+        let stale = NodeIdentity {
+            epoch: u32::MAX,
+            ..old.clone()
+        };
+        assert!(renewed.win_addr_conflict(&stale));
+        // Another name or address is another member, whatever the epoch.
+        let other = NodeIdentity {
+            addr: "127.0.0.1:7401".parse().unwrap(),
+            ..next.clone()
+        };
+        assert!(!other.same_life(&next));
+    }
+
+    #[test]
+    fn an_identity_at_epoch_zero_encodes_as_before_epochs_and_old_frames_decode() {
+        /// The identity as nodes without epochs encode it.
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Before {
+            node: NodeId,
+            name: String,
+            addr: std::net::SocketAddr,
+            region: Option<String>,
+            incarnation: u64,
+        }
+        let id = identity(2);
+        let before = Before {
+            node: id.node,
+            name: id.name.clone(),
+            addr: id.addr,
+            region: id.region.clone(),
+            incarnation: id.incarnation,
+        };
+        let bytes = rmp_serde::to_vec(&id).unwrap();
+        assert_eq!(bytes, rmp_serde::to_vec(&before).unwrap());
+        assert_eq!(rmp_serde::from_slice::<NodeIdentity>(&bytes).unwrap(), id);
+        // A later epoch rides as a sixth field, which a node without epochs cannot read.
+        let next = NodeIdentity { epoch: 3, ..id };
+        let bytes = rmp_serde::to_vec(&next).unwrap();
+        assert_eq!(rmp_serde::from_slice::<NodeIdentity>(&bytes).unwrap(), next);
+        assert!(rmp_serde::from_slice::<Before>(&bytes).is_err());
     }
 
     #[test]

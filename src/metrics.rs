@@ -502,6 +502,11 @@ const MESH_TRAFFIC: &[Family<MeshFigures>] = &[
         "Connections closed for an invalid frame",
         Read::Counter(|m| m.stats.protocol_errors),
     ),
+    Family(
+        "cairn_mesh_swim_epochs",
+        "Times this node moved to its next SWIM epoch (its incarnation passed the mark: a sustained suspicion attack, docs/swim_incarnation.md)",
+        Read::Counter(|m| m.stats.swim_epochs),
+    ),
 ];
 
 /// Refusals of incoming connections, by reason (label `reason`).

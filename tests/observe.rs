@@ -200,6 +200,7 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         "cairn_mesh_connected_peers".to_owned(),
         "cairn_mesh_delivered_total".to_owned(),
         "cairn_mesh_dead_letters_total".to_owned(),
+        "cairn_mesh_swim_epochs_total".to_owned(),
         r#"cairn_mesh_refused_handshakes_total{reason="handshake"}"#.to_owned(),
         r#"cairn_mesh_refused_handshakes_total{reason="duplicate"}"#.to_owned(),
         r#"cairn_mesh_refused_handshakes_total{reason="revoked"}"#.to_owned(),

@@ -11,8 +11,23 @@
 //! [`LocalNet`]. What the object layer reads concurrently — whether this node serves a shard
 //! and until when — is published to a [`LeaseBoard`] *before* any message of a round leaves,
 //! so a hand-over never lets the board lag behind what peers were told.
+//!
+//! ## Proposal fates
+//! Every proposal carries its [`Completion`] and its deadline (driver clock) into the
+//! driver, which keeps both until the proposal's fate is known and then completes it exactly
+//! once: with the core's [`Outcome`] (`Committed` only once committed by a majority and
+//! applied here), with the core's refusal, with `Call(Timeout)` once its deadline has
+//! passed, or — if the driver stops, or the proposal is dropped before it reached the
+//! driver — with `Call(NoProc)` (a dropped [`Completion`] completes itself). Deadlines are
+//! enforced by the driver's own loop: one sorted queue of deadlines, swept every iteration,
+//! and the loop wakes for the earliest one; no proposal has a timer of its own. A proposal
+//! past its deadline before the driver saw it is still proposed (a fenced chain must not
+//! lose a member silently: a later set of it could commit without it) and then failed.
+//! (While the driver is stalled — e.g. a persist that does not return — nothing is swept:
+//! its proposals fail when it runs again.) A completion is called on the driver's process:
+//! it must be short and must not block.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +40,7 @@ use crate::lmdb_log::LmdbLog;
 use crate::placement::Member;
 use crate::stats::{ShardStats, MAP_REFRESH};
 use crate::types::Fence;
+use crate::types::ProposalId;
 use crate::types::ShardId;
 use crate::wire::{WireBatch, WireConfState};
 
@@ -114,7 +130,7 @@ pub enum DriverMsg {
         /// Its batch.
         batch: WireBatch,
     },
-    /// Propose a write set; the reply comes when its fate is known.
+    /// Propose a write set; `done` is completed when its fate is known (see the module doc).
     Propose {
         /// The shard.
         shard: ShardId,
@@ -122,8 +138,10 @@ pub enum DriverMsg {
         data: Vec<u8>,
         /// The proposer's chain, if its proposals must commit in order (see [`Fence`]).
         fence: Option<Fence>,
+        /// When the driver fails it with `Call(Timeout)` (driver clock, [`LeaseBoard::now`]).
+        deadline: Duration,
         /// Where the outcome goes.
-        reply: Reply<Result<Outcome, ProposeError>>,
+        done: Completion,
     },
     /// The members changed (from the failure detector).
     Members(Vec<Member>),
@@ -133,8 +151,48 @@ pub enum DriverMsg {
     ConfState(ShardId, Reply<Option<WireConfState>>),
 }
 
-/// A proposal built by [`ShardNode::fenced`], not yet queued to the driver.
+/// A proposal built by [`ShardNode::fenced`] or [`ShardNode::fenced_then`], not yet queued
+/// to the driver. Dropped unqueued, it completes with `Call(NoProc)`.
 pub struct Proposal(DriverMsg);
+
+/// A callback taking a proposal's fate (see [`ShardNode::fenced_then`]).
+pub type FateCallback = Box<dyn FnOnce(Result<Outcome, DriverError>) + Send + 'static>;
+
+/// Where a proposal's fate goes, completed exactly once (see the module doc): a reply (the
+/// futures of [`ShardNode::submit`] and [`ShardNode::fenced`]) or a callback
+/// ([`ShardNode::fenced_then`]). Dropped uncompleted, it completes with `Call(NoProc)`.
+pub struct Completion(Option<Fate>);
+
+enum Fate {
+    Reply(Reply<Result<Outcome, DriverError>>),
+    Call(FateCallback),
+}
+
+impl Completion {
+    fn complete(mut self, result: Result<Outcome, DriverError>) {
+        match self.0.take() {
+            Some(Fate::Reply(r)) => {
+                let _ = r.send(result);
+            }
+            Some(Fate::Call(f)) => f(result),
+            None => {}
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            Completion(self.0.take()).complete(Err(DriverError::Call(CallError::NoProc)));
+        }
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion").finish_non_exhaustive()
+    }
+}
 
 impl std::fmt::Debug for Proposal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -198,12 +256,16 @@ impl ShardNode {
                 map_refreshed: None,
                 epoch,
                 waiting: HashMap::new(),
+                deadlines: VecDeque::new(),
                 on_event,
                 handle: h,
             };
             loop {
                 let now = d.now();
-                let wait = d.core.next_deadline().saturating_sub(now);
+                let next = d
+                    .next_expiry()
+                    .map_or(d.core.next_deadline(), |e| e.min(d.core.next_deadline()));
+                let wait = next.saturating_sub(now);
                 match ctx.recv_timeout(wait).await {
                     Some(Message::User(m)) => d.handle_msg(m),
                     Some(Message::Signal(_)) => {}
@@ -222,6 +284,7 @@ impl ShardNode {
                 if d.run_rounds(&mut ctx).await.is_err() {
                     return;
                 }
+                d.sweep(d.now());
                 d.refresh_map();
             }
         });
@@ -287,7 +350,8 @@ impl ShardNode {
             shard,
             data,
             fence: None,
-            reply,
+            deadline: self.board.now() + timeout,
+            done: Completion(Some(Fate::Reply(reply))),
         });
         let actor = self.actor.clone();
         async move {
@@ -325,15 +389,56 @@ impl ShardNode {
     ) {
         let deadline = Instant::now() + timeout;
         let (reply, rx) = Reply::pair();
-        let proposal = Proposal(DriverMsg::Propose {
+        let proposal = self.proposal(
             shard,
             data,
-            fence: Some(fence),
-            reply,
-        });
+            Some(fence),
+            timeout,
+            Completion(Some(Fate::Reply(reply))),
+        );
         let actor = self.actor.clone();
         (proposal, async move {
             Self::outcome(&actor, rx, deadline).await
+        })
+    }
+
+    /// [`fenced`](Self::fenced) without a future, a reply channel or a timer: the driver calls
+    /// `done` with the proposal's fate, exactly once — the outcome, the refusal,
+    /// `Call(Timeout)` from the driver's own deadline sweep `timeout` after now, or
+    /// `Call(NoProc)` if the proposal is dropped unqueued or the driver stops first. `done`
+    /// runs on the driver's process (or where the proposal is dropped): keep it short and
+    /// non-blocking.
+    pub fn fenced_then(
+        &self,
+        shard: ShardId,
+        data: Vec<u8>,
+        fence: Fence,
+        timeout: Duration,
+        done: impl FnOnce(Result<Outcome, DriverError>) + Send + 'static,
+    ) -> Proposal {
+        self.proposal(
+            shard,
+            data,
+            Some(fence),
+            timeout,
+            Completion(Some(Fate::Call(Box::new(done)))),
+        )
+    }
+
+    fn proposal(
+        &self,
+        shard: ShardId,
+        data: Vec<u8>,
+        fence: Option<Fence>,
+        timeout: Duration,
+        done: Completion,
+    ) -> Proposal {
+        Proposal(DriverMsg::Propose {
+            shard,
+            data,
+            fence,
+            deadline: self.board.now() + timeout,
+            done,
         })
     }
 
@@ -353,12 +458,12 @@ impl ShardNode {
 
     async fn outcome(
         actor: &ActorRef<DriverMsg>,
-        rx: cairn_scheduler::ReplyReceiver<Result<Outcome, ProposeError>>,
+        rx: cairn_scheduler::ReplyReceiver<Result<Outcome, DriverError>>,
         deadline: Instant,
     ) -> Result<Outcome, DriverError> {
         let left = deadline.saturating_duration_since(Instant::now());
         match actor.handle().timeout(left, rx).await {
-            Ok(Ok(r)) => Ok(r?),
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(DriverError::Call(e)),
             Err(_) => Err(DriverError::Call(CallError::Timeout)),
         }
@@ -410,7 +515,10 @@ struct Driver {
     map_refreshed: Option<Duration>,
     epoch: Instant,
     /// Proposals waiting for their fate, with when they were proposed (driver clock).
-    waiting: HashMap<crate::types::ProposalId, (Reply<Result<Outcome, ProposeError>>, Duration)>,
+    waiting: HashMap<ProposalId, (Completion, Duration)>,
+    /// The deadlines of `waiting`, earliest first (entries of proposals resolved since are
+    /// skipped when they reach the front).
+    deadlines: VecDeque<(Duration, ProposalId)>,
     on_event: Option<EventSink>,
     handle: Handle,
 }
@@ -418,6 +526,39 @@ struct Driver {
 impl Driver {
     fn now(&self) -> Duration {
         self.epoch.elapsed()
+    }
+
+    /// Lists `id`'s deadline, keeping `deadlines` sorted (timeouts are mostly equal, so it
+    /// goes at the back).
+    fn expire_at(&mut self, deadline: Duration, id: ProposalId) {
+        let at = self
+            .deadlines
+            .iter()
+            .rposition(|&(d, _)| d <= deadline)
+            .map_or(0, |i| i + 1);
+        self.deadlines.insert(at, (deadline, id));
+    }
+
+    /// Fails every waiting proposal whose deadline is not after `now` with `Call(Timeout)`
+    /// (its entry may still commit: it is no longer reported), and forgets the deadlines of
+    /// proposals resolved since.
+    fn sweep(&mut self, now: Duration) {
+        while let Some(&(deadline, id)) = self.deadlines.front() {
+            if self.waiting.contains_key(&id) && deadline > now {
+                return;
+            }
+            self.deadlines.pop_front();
+            if let Some((done, _)) = self.waiting.remove(&id) {
+                self.stats.failed();
+                done.complete(Err(DriverError::Call(CallError::Timeout)));
+            }
+        }
+    }
+
+    /// The earliest deadline the loop must wake for (maybe a resolved proposal's: an early
+    /// wake-up at worst).
+    fn next_expiry(&self) -> Option<Duration> {
+        self.deadlines.front().map(|&(d, _)| d)
     }
 
     fn handle_msg(&mut self, m: DriverMsg) {
@@ -431,14 +572,18 @@ impl Driver {
                 shard,
                 data,
                 fence,
-                reply,
+                deadline,
+                done,
             } => match self.core.propose_fenced(shard, data, fence) {
+                // Proposed even if its deadline has passed (see the module doc); the next
+                // sweep fails it then.
                 Ok(id) => {
-                    self.waiting.insert(id, (reply, self.now()));
+                    self.waiting.insert(id, (done, self.now()));
+                    self.expire_at(deadline, id);
                 }
                 Err(e) => {
                     self.stats.failed();
-                    let _ = reply.send(Err(e));
+                    done.complete(Err(e.into()));
                 }
             },
             DriverMsg::Members(ms) => self.core.set_members(ms),
@@ -460,6 +605,7 @@ impl Driver {
         }
         let now = self.now();
         self.core.tick(now);
+        self.sweep(now);
         self.refresh_map();
     }
 
@@ -513,10 +659,11 @@ impl Driver {
                 // The round is not durable and raft-rs cannot take it back: stop, as a
                 // crash would; a restart recovers from what is on disk.
                 tracing::error!(error = %e, "shard round failed to persist; stopping the shard driver");
-                for (_, (r, _)) in self.waiting.drain() {
+                for (_, (done, _)) in self.waiting.drain() {
                     self.stats.failed();
-                    let _ = r.send(Ok(Outcome::Unknown));
+                    done.complete(Ok(Outcome::Unknown));
                 }
+                self.deadlines.clear();
                 self.board
                     .until
                     .iter()
@@ -528,12 +675,12 @@ impl Driver {
             self.board.publish(&self.core, now, &self.stats);
             self.send_all(out.messages);
             for (_, id, outcome) in out.outcomes {
-                if let Some((r, at)) = self.waiting.remove(&id) {
+                if let Some((done, at)) = self.waiting.remove(&id) {
                     match outcome {
                         Outcome::Committed => self.stats.committed(now.saturating_sub(at)),
                         _ => self.stats.failed(),
                     }
-                    let _ = r.send(Ok(outcome));
+                    done.complete(Ok(outcome));
                 }
             }
             if !out.events.is_empty() {

@@ -70,7 +70,7 @@ use cairn_storage::{CommitRoute, RoutedCommit, StorageError, WriteSetData};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::routing::{is_client, BoxFuture};
+use super::routing::is_client;
 use super::Objects;
 
 /// The mesh tag of Raft frames between nodes, and the node-local name of the process receiving them.
@@ -342,25 +342,41 @@ impl Replication {
             .map_or(Owner::Unknown, Owner::Node)
     }
 
-    /// Proposes an object's write set to its shard as a member of `fence`'s chain; resolves
-    /// `Ok` only once it is committed and applied here (see the module doc: also after this
-    /// node stopped serving the shard).
+    /// Proposes an object's write set to its shard through `node` as a member of `fence`'s
+    /// chain; finishes `done` `Ok` only once it is committed and applied here (see the module
+    /// doc: also after this node stopped serving the shard). The driver finishes `done`
+    /// itself, on its process, when the set's fate is known (or [`PROPOSE_TIMEOUT`] has
+    /// passed, or the set is dropped unqueued): no process, reply or timer per set.
     /// The proposal is queued to the driver before this returns, or behind the chain's
     /// earlier proposals still waiting for room in `backlog`: sets proposed one after
     /// another stay in order.
     fn propose(
         &self,
+        node: &ShardNode,
         shard: ShardId,
         set: WriteSetData,
         fence: Fence,
         backlog: &Arc<Mutex<Backlog>>,
-    ) -> Result<BoxFuture<Result<(), CommitFailure>>, CommitFailure> {
-        let not_committed = move |reason: String| CommitFailure::NotCommitted { shard, reason };
-        let Some(node) = self.node.clone() else {
-            return Err(not_committed("a client node holds no shards".into()));
-        };
-        let (proposal, submitted) =
-            node.fenced(shard, encode_write_set(&set), fence, PROPOSE_TIMEOUT);
+        done: RoutedCommit,
+    ) {
+        let proposal = node.fenced_then(
+            shard,
+            encode_write_set(&set),
+            fence,
+            PROPOSE_TIMEOUT,
+            move |fate| {
+                let result = match fate {
+                    Ok(Outcome::Committed) => Ok(()),
+                    Ok(other) => Err(format!("{other:?}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                done.finish(result.map_err(|reason| {
+                    StorageError::NotReplicated(
+                        CommitFailure::NotCommitted { shard, reason }.to_string(),
+                    )
+                }));
+            },
+        );
         {
             let mut b = backlog.lock();
             if b.pumping {
@@ -371,6 +387,7 @@ impl Replication {
                 b.waiting.push_back(proposal);
                 b.pumping = true;
                 let (node, backlog) = (node.clone(), Arc::clone(backlog));
+                // (A process that never runs drops the sets it holds: their fates fail.)
                 self.mesh.handle().spawn(move |_ctx: Ctx<()>| async move {
                     loop {
                         let next = {
@@ -388,13 +405,6 @@ impl Replication {
                 });
             }
         }
-        Ok(Box::pin(async move {
-            match submitted.await {
-                Ok(Outcome::Committed) => Ok(()),
-                Ok(other) => Err(not_committed(format!("{other:?}"))),
-                Err(e) => Err(not_committed(e.to_string())),
-            }
-        }))
     }
 
     /// The shard driver's counters and map (`None` on a client).
@@ -496,8 +506,10 @@ impl ShardRoute {
         if let Some(replication) = self.replication.upgrade() {
             let old = std::mem::replace(&mut *self.chain.lock(), replication.new_chain(self.shard));
             // Sets of the old chain still waiting for room are never proposed (their fates
-            // fail): they must not land after the new chain's.
-            old.backlog.lock().waiting.clear();
+            // fail): they must not land after the new chain's. Dropped outside the lock:
+            // dropping one finishes its set.
+            let unsent = std::mem::take(&mut old.backlog.lock().waiting);
+            drop(unsent);
         }
     }
 
@@ -533,27 +545,24 @@ impl CommitRoute for ShardRoute {
             )));
             return;
         };
-        // Queued to the driver now (in commit order); its outcome is awaited apart.
-        let proposed = self
-            .fence(&replication)
-            .map_err(|reason| CommitFailure::NotCommitted {
-                shard: self.shard,
-                reason,
-            })
-            .and_then(|(fence, backlog)| replication.propose(self.shard, set, fence, &backlog));
-        let proposed = match proposed {
-            Ok(p) => p,
-            Err(e) => {
-                self.chain.lock().broken = true;
-                done.finish(Err(StorageError::NotReplicated(e.to_string())));
-                return;
-            }
+        // Queued to the driver now (in commit order); the driver finishes `done`.
+        let ready = match &replication.node {
+            Some(node) => self.fence(&replication).map(|f| (node, f)),
+            None => Err("a client node holds no shards".to_string()),
         };
-        // (A process that never runs drops `done`, which fails the set: nothing hangs.)
-        self.handle.spawn(move |_ctx: Ctx<()>| async move {
-            let outcome = proposed.await;
-            done.finish(outcome.map_err(|e| StorageError::NotReplicated(e.to_string())));
-        });
+        match ready {
+            Ok((node, (fence, backlog))) => {
+                replication.propose(node, self.shard, set, fence, &backlog, done);
+            }
+            Err(reason) => {
+                self.chain.lock().broken = true;
+                let e = CommitFailure::NotCommitted {
+                    shard: self.shard,
+                    reason,
+                };
+                done.finish(Err(StorageError::NotReplicated(e.to_string())));
+            }
+        }
     }
 
     fn blocking_allowed(&self) -> Result<(), StorageError> {

@@ -362,7 +362,7 @@ pub(super) fn serve_forwarded(
                     let handle = objects.handle.clone();
                     let answer = match request.into_request() {
                         Ok(request) => {
-                            within(&handle, timeout, (entry.fetch)(objects, key, request, hops))
+                            within(&handle, timeout, (entry.fetch)(objects, &key, request, hops))
                                 .await
                                 .unwrap_or_else(|| {
                                     Err(Failure::Unavailable("timed out".to_owned()))

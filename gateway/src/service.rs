@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_scheduler::trace::with_request;
 use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
 use http::{header, HeaderName, HeaderValue, StatusCode};
 
@@ -167,8 +168,7 @@ async fn answer(
     }
     let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let watch = BodyWatch::default();
-    let (mut parts, body) = request.into_parts();
-    parts.extensions.insert(id);
+    let (parts, body) = request.into_parts();
     // The route goes to the dispatcher; the object is routed again from the URI (its `Bytes`
     // shared, not copied) for the answers that name it, rather than copied for every request.
     let uri = parts.uri.clone();
@@ -178,9 +178,16 @@ async fn answer(
         Body::incoming(body, config.max_body_bytes, watch.clone()),
     );
     let dispatcher = &shared.dispatcher;
-    let outcome = match catch_unwind(AssertUnwindSafe(|| dispatcher.dispatch(route, request))) {
+    // The request is current while `dispatch` runs and while its future is polled (see
+    // `RequestId::current`): no extension map is made for every request to carry its id.
+    let request_id = Some(id.0);
+    let dispatch = || with_request(request_id, || dispatcher.dispatch(route, request));
+    let outcome = match catch_unwind(AssertUnwindSafe(dispatch)) {
         Err(payload) => Err(panic_message(&*payload)),
-        Ok(future) => {
+        Ok(mut future) => {
+            let future = std::future::poll_fn(move |cx| {
+                with_request(request_id, || future.as_mut().poll(cx))
+            });
             match shared
                 .handle
                 .timeout(config.handler_timeout, catch_unwind_future(future))

@@ -606,12 +606,9 @@ impl Dispatcher for ObjectDispatcher {
         let class = self.state.class(&route.object.class);
         let objects = self.objects.upgrade();
         let state = self.state.clone();
-        // The gateway's request id becomes the current request: the calls made for it
-        // (also across the mesh) carry it.
-        let request_id = request
-            .extensions()
-            .get::<cairn_gateway::RequestId>()
-            .map(|id| id.0);
+        // The gateway makes its request id current while this runs and while the future is
+        // polled, so the calls made for it (also across the mesh) carry it.
+        let request_id = current_request();
         let span = request_span(
             request_id,
             "gateway",
@@ -646,12 +643,12 @@ impl Dispatcher for ObjectDispatcher {
             }
             Ok(response)
         };
-        Box::pin(within_request(request_id, work).instrument(span))
+        Box::pin(work.instrument(span))
     }
 }
 
 /// `future` with `request` current while it is polled, as the scheduler's `in_request`,
-/// but pinned where it is awaited: no allocation (this wraps every request twice).
+/// but pinned where it is awaited: no allocation (this wraps every request's handler).
 ///
 /// A struct, not an `async fn`: an `async fn` keeps its argument and the pinned local it is
 /// moved into as two slots of its state, so it was twice the size of `future`. The

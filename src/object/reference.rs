@@ -312,7 +312,14 @@ mod tests {
     #[test]
     fn a_shared_name_is_the_objects_name_at_every_length() {
         // Around the stack buffer's size: the last that fits, and the first that does not.
-        for len in [0, 1, INLINE_NAME - 9, INLINE_NAME - 8, INLINE_NAME - 7, 1000] {
+        for len in [
+            0,
+            1,
+            INLINE_NAME - 9,
+            INLINE_NAME - 8,
+            INLINE_NAME - 7,
+            1000,
+        ] {
             let key = "é".repeat(len / 2) + &"k".repeat(len % 2);
             for region in [None, Some("eu")] {
                 let name = object_name("counter", region, &key);

@@ -107,7 +107,8 @@ impl Dispatcher for TestDispatcher {
                 ("counter", "/id") => {
                     // A call to another process: the future is polled again for its answer.
                     counters.add(&route.object.key, 0).await;
-                    let show = |id: Option<RequestId>| id.map_or("-".to_owned(), |id| id.to_string());
+                    let show =
+                        |id: Option<RequestId>| id.map_or("-".to_owned(), |id| id.to_string());
                     let in_future = RequestId::current();
                     Ok(ok(format!("{} {}", show(at_dispatch), show(in_future))))
                 }

@@ -6,9 +6,10 @@ node) runs under callgrind; `wrk` (64 keep-alive connections, as http_get.py) wa
 then the counters are zeroed, `wrk` runs again for `--duration` seconds and the counters
 are dumped. Instructions in that window divided by the requests `wrk` completed in it is
 the cost of one request in the server's user space (the kernel's share, socket reads and
-writes and epoll, is not counted), independent of the machine's load. At most 64 requests
-are in flight at either edge of the window: about 1% of the ~5,000 requests a 10 s
-window counts under valgrind (use a longer --duration for less).
+writes and epoll, is not counted), independent of the machine's load; calls to malloc and
+its kin in the window, counted as `benches/cost.py` does, give the allocations per request.
+At most 64 requests are in flight at either edge of the window: about 1% of the ~5,000
+requests a 10 s window counts under valgrind (use a longer --duration for less).
 
   benches/http_cost.py                                   # this tree's release cairn-bench
   benches/http_cost.py --bin OLD --bin NEW               # side by side
@@ -29,6 +30,9 @@ import sys
 import tempfile
 import time
 
+from cost import count_calls
+
+ALLOCATORS = ("malloc", "calloc", "realloc", "aligned_alloc", "posix_memalign", "memalign")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -96,6 +100,7 @@ def measure(server, workers, duration, top):
             sys.exit(f"no callgrind dump in {out_dir}")
         dump = max(dumps, key=os.path.getmtime)
         ir = total_ir(dump)
+        allocs = count_calls(dump, ALLOCATORS)
         if top:
             ann = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
                                  capture_output=True, text=True).stdout
@@ -107,7 +112,7 @@ def measure(server, workers, duration, top):
                     n = int(m.group(1).replace(",", ""))
                     print(f"{n / requests:9.0f}  {m.group(2):>5}%  {m.group(3)[:150]}",
                           file=sys.stderr)
-        return ir, requests, dump
+        return ir, allocs, requests, dump
     finally:
         proc.kill()
         proc.wait()
@@ -130,8 +135,9 @@ def main():
         bins = args.bin or [os.path.join(ROOT, "target", "release", "cairn-bench")]
         servers = [[b, "--http-serve", args.mode] for b in bins]
     for server in servers:
-        ir, requests, dump = measure(server, args.workers, args.duration, args.top)
-        print(f"{' '.join(server)}: {ir / requests:,.0f} instructions/request "
+        ir, allocs, requests, dump = measure(server, args.workers, args.duration, args.top)
+        print(f"{' '.join(server)}: {ir / requests:,.0f} instructions/request, "
+              f"{allocs / requests:.2f} allocations/request "
               f"({ir:,} over {requests:,} requests; {dump})", flush=True)
 
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::body::Body;
 use crate::route::Route;
 
-/// A request as dispatchers see it. Its extensions carry the [`RequestId`].
+/// A request as dispatchers see it (its id is [`RequestId::current`]).
 pub type Request = http::Request<Body>;
 /// A dispatcher's answer.
 pub type Response = http::Response<Body>;
@@ -24,8 +24,10 @@ pub type DispatchFuture = Pin<Box<dyn Future<Output = Result<Response, DispatchE
 /// Routes requests for `/{class}/{key}/...` to objects.
 ///
 /// `dispatch` is called once per request, on a Cairn worker; it should return quickly and
-/// do its work in the future. The future may panic: the gateway catches it (500). To accept
-/// a WebSocket, answer with [`crate::accept_websocket`]'s response.
+/// do its work in the future. While `dispatch` runs and whenever its future is polled, the
+/// request's id is the current request ([`RequestId::current`]; the calls made for it
+/// carry it, see `cairn_scheduler::trace`). The future may panic: the gateway catches it
+/// (500). To accept a WebSocket, answer with [`crate::accept_websocket`]'s response.
 pub trait Dispatcher: Send + Sync + 'static {
     /// Handles `request` for `route`.
     fn dispatch(&self, route: Route, request: Request) -> DispatchFuture;
@@ -57,6 +59,14 @@ pub enum DispatchError {
 /// Identifies one request in responses (`x-request-id`, and the body of a 500) and logs.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RequestId(pub u64);
+
+impl RequestId {
+    /// The request being served: set while [`Dispatcher::dispatch`] runs and while its
+    /// future is polled (the scheduler's current request), `None` elsewhere.
+    pub fn current() -> Option<RequestId> {
+        cairn_scheduler::trace::current_request().map(RequestId)
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_scheduler::trace::with_request;
 use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 
 use crate::body::{Body, BodyFault, BodyWatch};
 use crate::config::GatewayConfig;
 use crate::conn::Limiter;
 use crate::dispatch::{DispatchError, Dispatcher, RequestId, Response};
-use crate::route::{route, RouteError};
+use crate::route::{route, ObjectKey, RouteError};
 use crate::ws::{spawn_socket, AcceptWebSocket, NewSocket, SocketHandler, Sockets};
 
 /// What every connection of one gateway shares.
@@ -109,9 +110,14 @@ pub(crate) async fn serve(
     let mut response = answer(&shared, id, request).await;
     response
         .headers_mut()
-        .insert("x-request-id", request_id_value(id));
+        .insert(X_REQUEST_ID.clone(), request_id_value(id));
     Ok(response)
 }
+
+/// The response header naming the request. Made once, from a `'static` string (cloned
+/// without copying): a name given as a `&str` is not a standard header's, so `insert`
+/// would copy it into an allocation of its own for every response.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `id` as `x-request-id` shows it: 16 lowercase hex digits, as [`RequestId`]'s `Display`
 /// (written without the formatting machinery: this runs for every request).
@@ -162,17 +168,26 @@ async fn answer(
     }
     let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let watch = BodyWatch::default();
-    let (mut parts, body) = request.into_parts();
-    parts.extensions.insert(id);
+    let (parts, body) = request.into_parts();
+    // The route goes to the dispatcher; the object is routed again from the URI (its `Bytes`
+    // shared, not copied) for the answers that name it, rather than copied for every request.
+    let uri = parts.uri.clone();
+    let object = || object_of(&uri, config.max_segment_bytes);
     let request = http::Request::from_parts(
         parts,
         Body::incoming(body, config.max_body_bytes, watch.clone()),
     );
-    let object = route.object.clone();
     let dispatcher = &shared.dispatcher;
-    let outcome = match catch_unwind(AssertUnwindSafe(|| dispatcher.dispatch(route, request))) {
+    // The request is current while `dispatch` runs and while its future is polled (see
+    // `RequestId::current`): no extension map is made for every request to carry its id.
+    let request_id = Some(id.0);
+    let dispatch = || with_request(request_id, || dispatcher.dispatch(route, request));
+    let outcome = match catch_unwind(AssertUnwindSafe(dispatch)) {
         Err(payload) => Err(panic_message(&*payload)),
-        Ok(future) => {
+        Ok(mut future) => {
+            let future = std::future::poll_fn(move |cx| {
+                with_request(request_id, || future.as_mut().poll(cx))
+            });
             match shared
                 .handle
                 .timeout(config.handler_timeout, catch_unwind_future(future))
@@ -180,7 +195,7 @@ async fn answer(
             {
                 Ok(result) => result,
                 Err(_elapsed) => {
-                    tracing::warn!(request_id = %id, %object, timeout = ?config.handler_timeout, "handler timed out");
+                    tracing::warn!(request_id = %id, object = %object(), timeout = ?config.handler_timeout, "handler timed out");
                     return text(
                         StatusCode::GATEWAY_TIMEOUT,
                         format!("handler timed out; request id {id}\n"),
@@ -201,16 +216,23 @@ async fn answer(
     }
     let response = match outcome {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) => return dispatch_error(id, &object, error),
+        Ok(Err(error)) => return dispatch_error(id, object, error),
         Err(panic) => {
-            tracing::error!(request_id = %id, %object, %panic, "handler panicked");
+            tracing::error!(request_id = %id, object = %object(), %panic, "handler panicked");
             return internal_error(id);
         }
     };
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return response;
     }
-    accept_upgrade(shared, id, object, upgrade, response)
+    accept_upgrade(shared, id, object(), upgrade, response)
+}
+
+/// The object a routed request's `uri` names (see [`answer`]).
+fn object_of(uri: &http::Uri, max_segment_bytes: usize) -> ObjectKey {
+    route(uri.path(), max_segment_bytes)
+        .expect("the request was routed by this path")
+        .object
 }
 
 /// Completes a dispatcher's 101: only a WebSocket it accepted with [`AcceptWebSocket`] on
@@ -218,7 +240,7 @@ async fn answer(
 fn accept_upgrade(
     shared: &Arc<Shared>,
     id: RequestId,
-    object: crate::route::ObjectKey,
+    object: ObjectKey,
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut response: Response,
 ) -> Response {
@@ -248,11 +270,8 @@ fn accept_upgrade(
     response
 }
 
-fn dispatch_error(
-    id: RequestId,
-    object: &crate::route::ObjectKey,
-    error: DispatchError,
-) -> Response {
+/// The answer to `error`; `object` names the object in the logs.
+fn dispatch_error(id: RequestId, object: impl Fn() -> ObjectKey, error: DispatchError) -> Response {
     match error {
         DispatchError::UnknownClass(class) => text(
             StatusCode::NOT_FOUND,
@@ -260,11 +279,11 @@ fn dispatch_error(
         ),
         DispatchError::Overloaded { retry_after } => overloaded(retry_after, "object overloaded\n"),
         DispatchError::Unavailable(why) => {
-            tracing::warn!(request_id = %id, %object, %why, "object unavailable");
+            tracing::warn!(request_id = %id, object = %object(), %why, "object unavailable");
             overloaded(Duration::from_secs(1), "object unavailable\n")
         }
         DispatchError::Failed(why) => {
-            tracing::error!(request_id = %id, %object, %why, "handler failed");
+            tracing::error!(request_id = %id, object = %object(), %why, "handler failed");
             internal_error(id)
         }
     }
@@ -302,5 +321,11 @@ mod tests {
             let id = RequestId(id);
             assert_eq!(request_id_value(id).to_str().unwrap(), id.to_string());
         }
+    }
+
+    #[test]
+    fn the_object_a_uri_names_is_routed_again_decoded_and_without_the_rest() {
+        let uri: http::Uri = "/room/caf%C3%A9/ws?tags=a".parse().unwrap();
+        assert_eq!(object_of(&uri, 64), ObjectKey::new("room", "café"));
     }
 }

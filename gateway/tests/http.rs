@@ -147,6 +147,16 @@ fn bad_class_or_key_encoding_and_oversized_keys_are_400() {
 }
 
 #[test]
+fn the_request_id_is_current_in_dispatch_and_in_its_future() {
+    let gw = TestGateway::default();
+    for _ in 0..2 {
+        let got = curl(&[&gw.url("/counter/k/id")]);
+        let id = got.header("x-request-id").expect("x-request-id");
+        assert_eq!(got.body, format!("{id} {id}"));
+    }
+}
+
+#[test]
 fn request_ids_differ_between_requests() {
     let gw = TestGateway::default();
     let a = curl(&[&gw.url("/counter/k/")]);

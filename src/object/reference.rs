@@ -23,7 +23,10 @@ pub struct ObjectRef<O: Object> {
     pub(super) name: Arc<str>,
     /// Location hint: only nodes of this region may own the object.
     pub(super) region: Option<Arc<str>>,
-    pub(super) cached: Arc<Mutex<Option<Activation<O>>>>,
+    /// The activation last found, a cache each clone starts with a copy of: held here, not
+    /// shared behind an `Arc`, so that making a reference (once per HTTP request) does not
+    /// allocate for it. A stale entry is only a wasted check (`is_alive`).
+    pub(super) cached: Mutex<Option<Activation<O>>>,
     _class: PhantomData<fn() -> O>,
 }
 
@@ -34,7 +37,7 @@ impl<O: Object> Clone for ObjectRef<O> {
             key: self.key.clone(),
             name: self.name.clone(),
             region: self.region.clone(),
-            cached: self.cached.clone(),
+            cached: Mutex::new(self.cached.lock().clone()),
             _class: PhantomData,
         }
     }
@@ -61,6 +64,36 @@ pub(super) fn object_name(class: &str, region: Option<&str>, key: &str) -> Strin
     name.push_str(key);
     name
 }
+
+/// [`object_name`] as an `Arc<str>` in one allocation (a `String` made into an `Arc<str>`
+/// is copied into a second one): a reference is made for every HTTP request. Names up to
+/// [`INLINE_NAME`] bytes are assembled on the stack.
+fn shared_name(class: &str, region: Option<&str>, key: &str) -> Arc<str> {
+    let hint = region.map_or(0, |r| r.len() + 1);
+    let len = class.len() + hint + 1 + key.len();
+    if len > INLINE_NAME {
+        return object_name(class, region, key).into();
+    }
+    let mut buf = [0u8; INLINE_NAME];
+    let mut at = 0;
+    let mut push = |part: &str| {
+        buf[at..at + part.len()].copy_from_slice(part.as_bytes());
+        at += part.len();
+    };
+    push(class);
+    if let Some(region) = region {
+        push("@");
+        push(region);
+    }
+    push("/");
+    push(key);
+    // Whole `str`s joined at their boundaries: valid UTF-8, checked anyway (a few bytes).
+    let name = std::str::from_utf8(&buf[..len]).expect("strs joined are UTF-8");
+    Arc::from(name)
+}
+
+/// The longest name [`shared_name`] assembles on the stack.
+const INLINE_NAME: usize = 256;
 
 /// `(class, region, key)` of an object's name (see [`object_name`]); `None` for a name with
 /// no `/` (a named process's).
@@ -96,11 +129,11 @@ impl<O: Object> ObjectRef<O> {
 
     pub(crate) fn new_in(objects: Arc<Objects>, key: &str, region: Option<&str>) -> Self {
         ObjectRef {
-            name: object_name(O::CLASS, region, key).into(),
+            name: shared_name(O::CLASS, region, key),
             key: key.into(),
             region: region.map(Into::into),
             objects,
-            cached: Arc::new(Mutex::new(None)),
+            cached: Mutex::new(None),
             _class: PhantomData,
         }
     }
@@ -248,7 +281,7 @@ impl<O: Object> ObjectRef<O> {
 
 #[cfg(test)]
 mod tests {
-    use super::{name_error, object_name, parse_name};
+    use super::{name_error, object_name, parse_name, shared_name, INLINE_NAME};
 
     #[test]
     fn an_objects_name_parses_back_into_class_region_and_key() {
@@ -261,6 +294,7 @@ mod tests {
         ] {
             let name = object_name("counter", region, key);
             assert_eq!(parse_name(&name), Some(("counter", region, key)), "{name}");
+            assert_eq!(*shared_name("counter", region, key), name);
         }
         assert_ne!(
             object_name("c", Some("eu"), "k"),
@@ -273,5 +307,24 @@ mod tests {
         assert!(name_error("", None).is_some());
         assert!(name_error("counter", Some("eu/west")).is_some());
         assert!(name_error("counter", Some("")).is_some());
+    }
+
+    #[test]
+    fn a_shared_name_is_the_objects_name_at_every_length() {
+        // Around the stack buffer's size: the last that fits, and the first that does not.
+        for len in [
+            0,
+            1,
+            INLINE_NAME - 9,
+            INLINE_NAME - 8,
+            INLINE_NAME - 7,
+            1000,
+        ] {
+            let key = "é".repeat(len / 2) + &"k".repeat(len % 2);
+            for region in [None, Some("eu")] {
+                let name = object_name("counter", region, &key);
+                assert_eq!(*shared_name("counter", region, &key), name, "{len}");
+            }
+        }
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Routes (class `counter`): `GET /counter/{k}/` reads, `POST` adds the body's integer;
 //! `/fail` errs, `/panic` panics, `/busy` is overloaded, `/slow` never answers, `/ws`
-//! accepts a WebSocket tagged by `?tags=a,b`. Class `echo` answers the request body.
+//! accepts a WebSocket tagged by `?tags=a,b`, `/id` answers the request id current in
+//! `dispatch` and in its future after a call (`-` for none). Class `echo` answers the request body.
 //! Socket messages: `inc` adds 1 and broadcasts `count=N` to the object's sockets;
 //! `tag:T:text` sends `text` to the sockets tagged `T`; `attach:x` sets the attachment and
 //! `attachment` answers it; `list` answers the object's socket count; `hold` waits until
@@ -22,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cairn_gateway::{
     accept_websocket, AcceptWebSocket, Body, DispatchError, DispatchFuture, Dispatcher,
-    EventFuture, Gateway, GatewayConfig, Request, Response, Route, SocketEvent, SocketEventKind,
-    SocketHandler, Sockets, WebSocketConfig, WsMessage,
+    EventFuture, Gateway, GatewayConfig, Request, RequestId, Response, Route, SocketEvent,
+    SocketEventKind, SocketHandler, Sockets, WebSocketConfig, WsMessage,
 };
 use cairn_scheduler::{ActorRef, Handle, Message, Reply, Runtime};
 use parking_lot::{Condvar, Mutex};
@@ -79,6 +80,7 @@ fn ok(body: impl Into<Body>) -> Response {
 impl Dispatcher for TestDispatcher {
     fn dispatch(&self, route: Route, request: Request) -> DispatchFuture {
         let counters = Arc::clone(&self.counters);
+        let at_dispatch = RequestId::current();
         Box::pin(async move {
             match (route.object.class.as_str(), route.rest.as_str()) {
                 ("echo", _) => Ok(ok(request
@@ -101,6 +103,14 @@ impl Dispatcher for TestDispatcher {
                         0
                     };
                     Ok(ok(format!("{}", counters.add(&route.object.key, n).await)))
+                }
+                ("counter", "/id") => {
+                    // A call to another process: the future is polled again for its answer.
+                    counters.add(&route.object.key, 0).await;
+                    let show =
+                        |id: Option<RequestId>| id.map_or("-".to_owned(), |id| id.to_string());
+                    let in_future = RequestId::current();
+                    Ok(ok(format!("{} {}", show(at_dispatch), show(in_future))))
                 }
                 ("counter", "/fail") => Err(DispatchError::Failed(
                     "the handler failed on purpose".into(),

@@ -361,14 +361,14 @@ pub(super) fn serve_forwarded(
                     let timeout = forward_timeout(&objects);
                     let handle = objects.handle.clone();
                     let answer = match request.into_request() {
-                        Ok(request) => {
-                            within(&handle, timeout, (entry.fetch)(objects, key, request, hops))
-                                .await
-                                .unwrap_or_else(|| {
-                                    Err(Failure::Unavailable("timed out".to_owned()))
-                                })
-                                .map(WireResponse::new)
-                        }
+                        Ok(request) => within(
+                            &handle,
+                            timeout,
+                            (entry.fetch)(objects, &key, request, hops),
+                        )
+                        .await
+                        .unwrap_or_else(|| Err(Failure::Unavailable("timed out".to_owned())))
+                        .map(WireResponse::new),
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(answer);

@@ -205,7 +205,7 @@ pub(super) fn reroute<O: Object>(objects: &Arc<Objects>, key: &str, call: HttpCa
         .spawn(move |_ctx: Ctx<()>| async move {
             match *call.0 {
                 CallKind::Fetch(request, reply, request_id) => {
-                    let routed = fetch_object::<O>(objects, key, request, 1);
+                    let routed = fetch_object::<O>(objects, &key, request, 1);
                     let _ = reply.send(within_request(request_id, routed).await);
                 }
                 CallKind::Socket(socket, kind, reply) => {
@@ -298,7 +298,7 @@ fn call_failure(node: NodeId, e: CallError) -> Failure {
 
 type FetchFn = fn(
     Arc<Objects>,
-    String,
+    &str,
     http::Request<Bytes>,
     u8,
 ) -> BoxFuture<Result<http::Response<Bytes>, Failure>>;
@@ -458,14 +458,17 @@ fn forward_timeout(objects: &Objects) -> Duration {
         + Duration::from_secs(1)
 }
 
+/// Routes `request` to the object `(O, key)` and answers with its response. The reference
+/// is made before the future, which then holds no copy of `key` (nor its caller one).
 fn fetch_object<O: Object>(
     objects: Arc<Objects>,
-    key: String,
+    key: &str,
     request: http::Request<Bytes>,
     hops: u8,
 ) -> BoxFuture<Result<http::Response<Bytes>, Failure>> {
+    let target = ObjectRef::<O>::new(objects, key);
     Box::pin(async move {
-        let target = ObjectRef::<O>::new(objects.clone(), &key);
+        let objects = &target.objects;
         match target_of(&target, hops).await? {
             Target::Here => {
                 let (reply, answer) = Reply::pair();
@@ -487,7 +490,8 @@ fn fetch_object<O: Object>(
             // and inlined it made every request's future (local ones too) too large for
             // the allocator's small-size caches, each paying a slow-path malloc and free.
             Target::Remote(mesh, node) => {
-                forward_fetch::<O>(&objects, key, request, hops, mesh, node).await
+                let key = target.key().to_owned();
+                forward_fetch::<O>(objects, key, request, hops, mesh, node).await
             }
         }
     })
@@ -602,12 +606,9 @@ impl Dispatcher for ObjectDispatcher {
         let class = self.state.class(&route.object.class);
         let objects = self.objects.upgrade();
         let state = self.state.clone();
-        // The gateway's request id becomes the current request: the calls made for it
-        // (also across the mesh) carry it.
-        let request_id = request
-            .extensions()
-            .get::<cairn_gateway::RequestId>()
-            .map(|id| id.0);
+        // The gateway makes its request id current while this runs and while the future is
+        // polled, so the calls made for it (also across the mesh) carry it.
+        let request_id = current_request();
         let span = request_span(
             request_id,
             "gateway",
@@ -629,7 +630,7 @@ impl Dispatcher for ObjectDispatcher {
                 .map_err(|e| DispatchError::Failed(format!("reading the body: {e}")))?;
             let upgrade = upgrade_head(&parts);
             let request = http::Request::from_parts(parts, body);
-            let response = (class.fetch)(objects.clone(), key.clone(), request, 0).await?;
+            let response = (class.fetch)(objects.clone(), &key, request, 0).await?;
             let owner = response.extensions().get::<AcceptedBy>().copied();
             let response = into_gateway_response(response, upgrade);
             if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(AcceptedBy(owner))) =
@@ -642,12 +643,12 @@ impl Dispatcher for ObjectDispatcher {
             }
             Ok(response)
         };
-        Box::pin(within_request(request_id, work).instrument(span))
+        Box::pin(work.instrument(span))
     }
 }
 
 /// `future` with `request` current while it is polled, as the scheduler's `in_request`,
-/// but pinned where it is awaited: no allocation (this wraps every request twice).
+/// but pinned where it is awaited: no allocation (this wraps every request's handler).
 ///
 /// A struct, not an `async fn`: an `async fn` keeps its argument and the pinned local it is
 /// moved into as two slots of its state, so it was twice the size of `future`. The

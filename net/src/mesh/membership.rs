@@ -610,6 +610,13 @@ impl Inner {
             return Vec::new();
         }
         let src = &verdict.packet.header.src;
+        // `src` is `peer`, the connection's authenticated node (the screen checked): it
+        // spoke to this node itself.
+        self.conns.lock().met_sender(PeerInfo {
+            node: peer,
+            addr: src.addr,
+            name: src.name.clone(),
+        });
         if !later.is_empty() && swim.foca.iter_members().any(|m| m.id() == src) {
             if let Err(error) = swim.foca.apply_many(later.into_iter(), true, &mut *fx) {
                 tracing::debug!(%error, "applying suspicions");
@@ -815,7 +822,9 @@ impl Inner {
             None => {}
         }
         members.live.insert(id.node, id.clone());
-        self.conns.lock().know(PeerInfo {
+        // Where to dial it, not confirmed: this may be another member's word only (a node
+        // speaks only for itself; it is met once it says hello or sends a SWIM packet).
+        self.conns.lock().list(PeerInfo {
             node: id.node,
             addr: id.addr,
             name: id.name.clone(),

@@ -466,11 +466,13 @@ impl Mesh {
         peers
     }
 
-    /// The nodes this node confirmed itself, sorted by id: each said hello to it (dialed,
-    /// accepted, a seed), is or was a live member, or was a SWIM target — not nodes it
-    /// only heard of from another node's hello. A node speaks only for itself:
-    /// status pages list these, never hearsay, so a chatty or lying peer cannot make every
-    /// node list invented nodes. A node stays here after it leaves (it was met).
+    /// The nodes this node confirmed itself, sorted by id: each had an authenticated
+    /// exchange with it (a hello on a connection, its certificate proving the id: dialed,
+    /// accepted, a seed; or a SWIM packet from it that passed the screen) — not nodes it
+    /// only heard of, from another node's hello or as a member in another member's SWIM
+    /// gossip. A node speaks only for itself: status pages list these, never hearsay, so a
+    /// chatty or lying peer cannot make every node list invented nodes. A node stays here
+    /// after it leaves (it was met).
     pub fn confirmed_peers(&self) -> Vec<PeerInfo> {
         let mut peers = self.inner.conns.lock().confirmed();
         peers.sort_by_key(|p| p.node);

@@ -583,6 +583,15 @@ impl Mesh {
         self.inner.forge_region(to, region)
     }
 
+    /// Test hook for a member gossiping a made-up member: sends `to` one SWIM gossip
+    /// packet from this node (its true identity) saying `member` is alive (incarnation 1,
+    /// no region). Returns false if this node does not know `to`. Only with the `testing`
+    /// feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_member(&self, to: NodeId, member: &PeerInfo) -> bool {
+        self.inner.forge_member(to, member)
+    }
+
     /// Test hook for a member relaying name ops: sends `to` one SWIM gossip packet from
     /// this node (its true identity) carrying `op` as a custom broadcast, whoever's pid it
     /// names. Returns false if this node does not know `to`. Only with the `testing`

@@ -1759,6 +1759,16 @@ fn a_made_up_member_gossiped_alive_is_never_a_confirmed_peer() {
     };
     let confirmed =
         |mesh: &Mesh| -> Vec<NodeId> { mesh.confirmed_peers().iter().map(|p| p.node).collect() };
+    // Nodes 2 and 3 joined through seed 1 and never said hello to each other (no data
+    // connection: nothing was sent between them), only SWIM over control connections:
+    // each confirms the other once a packet from it passed the screen.
+    wait_until("node 2 to confirm node 3 from its SWIM packets", || {
+        confirmed(&m2).contains(&n3)
+    });
+    assert!(
+        !m2.is_connected(n3),
+        "a data connection: a hello confirmed it"
+    );
     // The lie is taken: the ghost becomes a live member at node 1 (until its probes fail).
     // Meanwhile, and after, node 1 never confirms it.
     let deadline = Instant::now() + TIMEOUT;

@@ -634,7 +634,7 @@ impl<C: Peer> ConnTable<C> {
     }
 
     /// Learns, from a member's `hello` (received at `now` from `remote`; `role`: what the
-    /// sender's certificate makes it), where to reach the member (confirmed) and the peers
+    /// sender's certificate makes it), where to reach the member (met) and the peers
     /// it names (hearsay, see the module doc) — only addresses
     /// usable from here (`advertise::shareable`): never a dial-only client's non-address,
     /// never another host's loopback. Returns how many named peers were refused (a

@@ -456,10 +456,10 @@ impl Mesh {
     }
 
     /// Every node this node knows where to dial (not only connected ones), sorted by id:
-    /// the nodes it confirmed and *hearsay*, nodes only named in another member's hello
-    /// (bounded, see `limits`). Any member may name made-up nodes, so this is for dialing
-    /// and lookups; what is shown to an operator as this node's view is
-    /// [`Mesh::confirmed_peers`].
+    /// the nodes it confirmed, members and SWIM targets it only heard of by gossip, and
+    /// *hearsay*, nodes only named in another member's hello (bounded, see `limits`). Any
+    /// member may name made-up nodes, so this is for dialing and lookups; what is shown to
+    /// an operator as this node's view is [`Mesh::confirmed_peers`].
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut peers = self.inner.conns.lock().known();
         peers.sort_by_key(|p| p.node);

@@ -716,16 +716,22 @@ impl<C: Peer> ConnTable<C> {
         );
     }
 
-    /// `sender` spoke to this node itself: a SWIM packet from it (the connection's
+    /// `node` spoke to this node itself: a SWIM packet from it (the connection's
     /// authenticated node) passed the screen. Its entry becomes met; its address is taken
-    /// from the packet only where it is unknown or hearsay (its own word beats another's),
-    /// and only if its id is its name's.
-    pub(super) fn met_sender(&mut self, sender: PeerInfo) {
-        match self.known.get_mut(&sender.node) {
-            Some(k) if k.heard().is_none() => k.standing = Standing::Met,
-            _ if names_its_id(&sender) => self.met(sender),
-            // Hearsay under a name not its id's: left as it is (to expire).
-            _ => {}
+    /// from the packet (`packet`, called only then: no allocation per packet otherwise) only
+    /// where it is unknown or hearsay (its own word beats another's), and only if its id is
+    /// its name's.
+    pub(super) fn met_sender(&mut self, node: NodeId, packet: impl FnOnce() -> PeerInfo) {
+        if let Some(k) = self.known.get_mut(&node) {
+            if k.heard().is_none() {
+                k.standing = Standing::Met;
+                return;
+            }
+        }
+        let sender = packet();
+        // Under a name not its id's: left as it is (hearsay expires).
+        if sender.node == node && names_its_id(&sender) {
+            self.met(sender);
         }
     }
 
@@ -1103,7 +1109,7 @@ mod tests {
         // Hearsay listed meanwhile (a SWIM target) is kept when hearsay expires, as is
         // hearsay that then spoke to this node.
         table.list_if_new(named("fake-0"));
-        table.met_sender(named("fake-1"));
+        table.met_sender(named("fake-1").node, || named("fake-1"));
         let expired = t0 + UNCONFIRMED_PEER_TTL;
         assert_eq!(table.learn(&batch(), localhost(), Role::Node, expired), 0);
         // Node 2, the member, the met node, fake-0, fake-1 and the new batch.
@@ -1127,7 +1133,7 @@ mod tests {
         table.list_if_new(named("later"));
         assert_eq!(table.vouched_for(localhost()).len(), 1);
         // Once met (it sent a SWIM packet), it is.
-        table.met_sender(named("later"));
+        table.met_sender(named("later").node, || named("later"));
         assert!(table.vouched_for(localhost()).contains(&named("later")));
         for k in 0..MAX_HELLO_PEERS + 5 {
             table.met(named(&format!("member-{k}")));
@@ -1156,7 +1162,7 @@ mod tests {
         assert_eq!(confirmed(&table), vec![NodeId(2)]);
         // Only once it speaks to this node itself (a screened SWIM packet) is it confirmed;
         // the other stays hearsay.
-        table.met_sender(named("later"));
+        table.met_sender(named("later").node, || named("later"));
         let mut expected = vec![NodeId(2), named("later").node];
         expected.sort();
         assert_eq!(confirmed(&table), expected);
@@ -1191,7 +1197,7 @@ mod tests {
         learn(&mut table, &hello_a);
         assert_eq!(confirmed(&table), vec![named("a").node]);
         // So does a screened SWIM packet from a member listed only.
-        table.met_sender(named("target"));
+        table.met_sender(named("target").node, || named("target"));
         let mut expected = vec![named("a").node, named("target").node];
         expected.sort();
         assert_eq!(confirmed(&table), expected);
@@ -1210,7 +1216,7 @@ mod tests {
             node: NodeId(77),
             ..named("forged")
         };
-        table.met_sender(forged);
+        table.met_sender(forged.node, || forged.clone());
         assert_eq!(confirmed(&table), expected);
         assert!(!knows(&table, NodeId(77)));
     }

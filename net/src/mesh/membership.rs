@@ -612,7 +612,7 @@ impl Inner {
         let src = &verdict.packet.header.src;
         // `src` is `peer`, the connection's authenticated node (the screen checked): it
         // spoke to this node itself.
-        self.conns.lock().met_sender(PeerInfo {
+        self.conns.lock().met_sender(peer, || PeerInfo {
             node: peer,
             addr: src.addr,
             name: src.name.clone(),

@@ -1735,3 +1735,76 @@ fn a_reload_that_revokes_a_connected_client_closes_its_connection() {
     mesh.close();
     rt.shutdown();
 }
+
+/// A node speaks only for itself (#12): a member gossiping a made-up member as alive makes
+/// it a member, and an address to dial, on the node it tells — but that node never lists
+/// it among the peers it confirmed (status pages) nor vouches for it in its hellos, while
+/// the real members, which it exchanged hellos and SWIM with, are listed.
+#[test]
+fn a_made_up_member_gossiped_alive_is_never_a_confirmed_peer() {
+    let ca = ClusterCa::generate().unwrap();
+    let (rt1, m1) = start_fast(&ca, 1, &[]);
+    let (rt2, m2) = start_fast(&ca, 2, &[&m1]);
+    let (rt3, liar) = start_fast(&ca, 3, &[&m1]);
+    let (n2, n3) = (m2.node(), liar.node());
+    for mesh in [&m1, &m2, &liar] {
+        wait_until("three members everywhere", || mesh.members().len() == 3);
+    }
+    // True to its name (so only the address and liveness are made up), at a loopback
+    // port nothing listens on.
+    let ghost = PeerInfo {
+        node: NodeId::of_name("ghost"),
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9)),
+        name: "ghost".to_owned(),
+    };
+    let confirmed =
+        |mesh: &Mesh| -> Vec<NodeId> { mesh.confirmed_peers().iter().map(|p| p.node).collect() };
+    // Nodes 2 and 3 joined through seed 1 and never said hello to each other (no data
+    // connection: nothing was sent between them), only SWIM over control connections:
+    // each confirms the other once a packet from it passed the screen.
+    wait_until("node 2 to confirm node 3 from its SWIM packets", || {
+        confirmed(&m2).contains(&n3)
+    });
+    assert!(
+        !m2.is_connected(n3),
+        "a data connection: a hello confirmed it"
+    );
+    // The lie is taken: the ghost becomes a live member at node 1 (until its probes fail).
+    // Meanwhile, and after, node 1 never confirms it.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        assert!(liar.forge_member(m1.node(), &ghost));
+        assert!(
+            !confirmed(&m1).contains(&ghost.node),
+            "{:?}",
+            m1.confirmed_peers()
+        );
+        if m1.members().iter().any(|m| m.node == ghost.node) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ghost never became a member");
+        // Pacing of the resend (a gossip packet is a datagram and may be lost).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A member node 1 may dial...
+    assert!(m1.peers().iter().any(|p| p.node == ghost.node));
+    let peers = confirmed(&m1);
+    assert!(!peers.contains(&ghost.node), "{:?}", m1.confirmed_peers());
+    // ...while the real members are confirmed.
+    assert!(peers.contains(&n2) && peers.contains(&n3), "{peers:?}");
+    // Nor does node 1 pass the ghost on in its hello to the next peer.
+    let reader = Rogue::connect(&ca, "rogue-reader", &m1);
+    let vouched: Vec<NodeId> = reader.ack.peers.iter().map(|p| p.node).collect();
+    assert!(!vouched.contains(&ghost.node), "{vouched:?}");
+    assert!(
+        vouched.contains(&n2) && vouched.contains(&n3),
+        "{vouched:?}"
+    );
+    drop(reader);
+    for mesh in [&m1, &m2, &liar] {
+        mesh.close();
+    }
+    for rt in [rt1, rt2, rt3] {
+        rt.shutdown();
+    }
+}

@@ -17,13 +17,19 @@
 //! for attempt *a* learns its failure and a later sender dials afresh. Once closed,
 //! nothing is installed or dialed.
 //!
-//! The table also keeps where to dial each known node, *confirmed* (the node said hello
-//! itself, is a member, a seed or a SWIM target) or *hearsay* (only named in another
-//! member's hello). Hearsay is bounded (`limits`: entries looked at per hello, their
-//! id checked against their name, at most `MAX_KNOWN_PEERS` nodes before no more is
-//! taken, unconfirmed hearsay dropped after `UNCONFIRMED_PEER_TTL` when room is needed),
-//! never overrides what is known, is not taken from clients, and is not passed on: a
-//! node's hello names confirmed nodes only ([`ConnTable::vouched_for`]).
+//! The table also keeps where to dial each known node (the address book), and how this
+//! node knows of it ([`Standing`]): *met* (this node had an authenticated exchange with
+//! the node itself: a hello whose certificate proved the id, or a SWIM packet from it
+//! that passed the screen), *listed* (a live member or SWIM target as foca reports it,
+//! possibly only from another member's gossip) or *hearsay* (only named in another
+//! member's hello). A node speaks only for itself: only met nodes are confirmed
+//! ([`ConnTable::confirmed`], shown to operators) and passed on in this node's hellos
+//! ([`ConnTable::vouched_for`]); listing never downgrades a met node. Hearsay is bounded
+//! (`limits`: entries looked at per hello, their id checked against their name, at most
+//! `MAX_KNOWN_PEERS` nodes before no more is taken, hearsay dropped after
+//! `UNCONFIRMED_PEER_TTL` when room is needed), never overrides what is known and is not
+//! taken from clients. Listed and met entries never expire (a gossiped member stays
+//! dialable while it is a member, met or not).
 //!
 //! [`Conn`] is an established connection: the peer's identity as its hello told it, the
 //! QUIC connection and its [`Outbox`] — the lane towards the peer, shared by every sender
@@ -412,16 +418,36 @@ pub(super) struct Installed<C> {
     pub(super) replaced: Option<Arc<C>>,
 }
 
-/// Where to dial a node, and whether this node confirmed it (see the module doc).
+/// How this node knows of a node in its address book (see the module doc), weakest
+/// first: an entry only ever moves up, except that hearsay expires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Standing {
+    /// Only named in another member's hello, first heard then; may expire.
+    Heard(Instant),
+    /// A live member or a SWIM target (foca's word, maybe another member's gossip): kept
+    /// for dialing, not confirmed.
+    Listed,
+    /// This node had an authenticated exchange with it: confirmed.
+    Met,
+}
+
+/// Where to dial a node, and how this node knows of it (see the module doc).
 struct Known {
     info: PeerInfo,
-    /// `None`: confirmed. `Some(when)`: hearsay, first heard `when`.
-    heard: Option<Instant>,
+    standing: Standing,
 }
 
 impl Known {
-    fn confirmed(info: PeerInfo) -> Known {
-        Known { info, heard: None }
+    fn is_met(&self) -> bool {
+        self.standing == Standing::Met
+    }
+
+    /// When it was first heard of, if it is hearsay.
+    fn heard(&self) -> Option<Instant> {
+        match self.standing {
+            Standing::Heard(when) => Some(when),
+            Standing::Listed | Standing::Met => None,
+        }
     }
 }
 
@@ -608,7 +634,7 @@ impl<C: Peer> ConnTable<C> {
     }
 
     /// Learns, from a member's `hello` (received at `now` from `remote`; `role`: what the
-    /// sender's certificate makes it), where to reach the member (confirmed) and the peers
+    /// sender's certificate makes it), where to reach the member (met) and the peers
     /// it names (hearsay, see the module doc) — only addresses
     /// usable from here (`advertise::shareable`): never a dial-only client's non-address,
     /// never another host's loopback. Returns how many named peers were refused (a
@@ -626,7 +652,7 @@ impl<C: Peer> ConnTable<C> {
             return hello.peers.len();
         }
         if shareable(hello.listen, remote) {
-            self.know(PeerInfo {
+            self.met(PeerInfo {
                 node: hello.node,
                 addr: hello.listen,
                 name: hello.name.clone(),
@@ -652,7 +678,7 @@ impl<C: Peer> ConnTable<C> {
                 p.node,
                 Known {
                     info: p.clone(),
-                    heard: Some(now),
+                    standing: Standing::Heard(now),
                 },
             );
         }
@@ -669,26 +695,68 @@ impl<C: Peer> ConnTable<C> {
             return false;
         }
         self.known.retain(|_, k| {
-            k.heard
+            k.heard()
                 .is_none_or(|t| now.duration_since(t) < UNCONFIRMED_PEER_TTL)
         });
         // Hearsay added from now on is heard at `now` or later: it expires after this too.
-        let oldest = self.known.values().filter_map(|k| k.heard).min();
+        let oldest = self.known.values().filter_map(Known::heard).min();
         self.no_expiry_before = Some(oldest.unwrap_or(now) + UNCONFIRMED_PEER_TTL);
         self.known.len() < MAX_KNOWN_PEERS
     }
 
-    /// Records where to reach `peer` (its latest address), confirmed.
-    pub(super) fn know(&mut self, peer: PeerInfo) {
-        self.known.insert(peer.node, Known::confirmed(peer));
+    /// Records where to reach `peer` (its latest address), met: it said so itself in a
+    /// hello its certificate proved (`dial::proves_identity`).
+    pub(super) fn met(&mut self, peer: PeerInfo) {
+        self.known.insert(
+            peer.node,
+            Known {
+                info: peer,
+                standing: Standing::Met,
+            },
+        );
     }
 
-    /// Records where to reach `peer`, confirmed, unless it is confirmed already (hearsay
-    /// gives way).
-    pub(super) fn know_if_new(&mut self, peer: PeerInfo) {
+    /// `node` spoke to this node itself: a SWIM packet from it (the connection's
+    /// authenticated node) passed the screen. Its entry becomes met; its address is taken
+    /// from the packet (`packet`, called only then: no allocation per packet otherwise) only
+    /// where it is unknown or hearsay (its own word beats another's), and only if its id is
+    /// its name's.
+    pub(super) fn met_sender(&mut self, node: NodeId, packet: impl FnOnce() -> PeerInfo) {
+        if let Some(k) = self.known.get_mut(&node) {
+            if k.heard().is_none() {
+                k.standing = Standing::Met;
+                return;
+            }
+        }
+        let sender = packet();
+        // Under a name not its id's: left as it is (hearsay expires).
+        if sender.node == node && names_its_id(&sender) {
+            self.met(sender);
+        }
+    }
+
+    /// Records where to reach `peer` (its latest address), listed: a live member as foca
+    /// reports it, which may be another member's word. A met node stays met.
+    pub(super) fn list(&mut self, peer: PeerInfo) {
+        let standing = match self.known.get(&peer.node) {
+            Some(k) => k.standing.max(Standing::Listed),
+            None => Standing::Listed,
+        };
+        self.known.insert(
+            peer.node,
+            Known {
+                info: peer,
+                standing,
+            },
+        );
+    }
+
+    /// Records where to reach `peer`, listed, unless it is listed or met already (hearsay
+    /// gives way): a SWIM target.
+    pub(super) fn list_if_new(&mut self, peer: PeerInfo) {
         match self.known.get(&peer.node) {
-            Some(k) if k.heard.is_none() => {}
-            _ => self.know(peer),
+            Some(k) if k.heard().is_none() => {}
+            _ => self.list(peer),
         }
     }
 
@@ -697,22 +765,23 @@ impl<C: Peer> ConnTable<C> {
         self.known.values().map(|k| k.info.clone()).collect()
     }
 
-    /// The nodes this node confirmed itself (see the module doc): what it may tell an
+    /// The nodes this node met itself (see the module doc): what it may tell an
     /// operator about, where [`ConnTable::known`] also holds what others said.
     pub(super) fn confirmed(&self) -> Vec<PeerInfo> {
         self.known
             .values()
-            .filter(|k| k.heard.is_none())
+            .filter(|k| k.is_met())
             .map(|k| k.info.clone())
             .collect()
     }
 
-    /// The nodes this node names in its hello to the peer at `remote`: confirmed ones
-    /// only (hearsay is not passed on), usable from there, at most [`MAX_HELLO_PEERS`].
+    /// The nodes this node names in its hello to the peer at `remote`: met ones only
+    /// (neither hearsay nor gossiped members are passed on), usable from there, at most
+    /// [`MAX_HELLO_PEERS`].
     pub(super) fn vouched_for(&self, remote: SocketAddr) -> Vec<PeerInfo> {
         self.known
             .values()
-            .filter(|k| k.heard.is_none() && shareable(k.info.addr, remote))
+            .filter(|k| k.is_met() && shareable(k.info.addr, remote))
             .take(MAX_HELLO_PEERS)
             .map(|k| k.info.clone())
             .collect()
@@ -1033,17 +1102,21 @@ mod tests {
             table.learn(&batch(), localhost(), Role::Node, later),
             MAX_HELLO_PEERS
         );
-        // Confirmed nodes (members, nodes that said hello) are always recorded.
-        table.know(named("member"));
-        assert_eq!(table.known().len(), MAX_KNOWN_PEERS + 1);
-        // A hearsay entry confirmed meanwhile (a SWIM target) is kept when hearsay expires.
-        table.know_if_new(named("fake-0"));
+        // Members (listed, maybe on gossip only) and nodes met are always recorded.
+        table.list(named("member"));
+        table.met(named("met"));
+        assert_eq!(table.known().len(), MAX_KNOWN_PEERS + 2);
+        // Hearsay listed meanwhile (a SWIM target) is kept when hearsay expires, as is
+        // hearsay that then spoke to this node.
+        table.list_if_new(named("fake-0"));
+        table.met_sender(named("fake-1").node, || named("fake-1"));
         let expired = t0 + UNCONFIRMED_PEER_TTL;
         assert_eq!(table.learn(&batch(), localhost(), Role::Node, expired), 0);
-        // Node 2, the member, fake-0 and the new batch.
-        assert_eq!(table.known().len(), 3 + MAX_HELLO_PEERS);
-        assert!(knows(&table, named("fake-0").node));
-        assert!(!knows(&table, named("fake-1").node));
+        // Node 2, the member, the met node, fake-0, fake-1 and the new batch.
+        assert_eq!(table.known().len(), 5 + MAX_HELLO_PEERS);
+        assert!(knows(&table, named("member").node) && knows(&table, named("fake-0").node));
+        assert!(knows(&table, named("fake-1").node));
+        assert!(!knows(&table, named("fake-2").node));
     }
 
     #[test]
@@ -1056,11 +1129,14 @@ mod tests {
         let vouched = table.vouched_for(localhost());
         assert_eq!(vouched.len(), 1, "{vouched:?}");
         assert_eq!(vouched[0].node, NodeId(2), "only the node that said hello");
-        // Once confirmed (a SWIM target, a member), it is passed on.
-        table.know_if_new(named("later"));
+        // A SWIM target or a member this node has not met is not passed on either.
+        table.list_if_new(named("later"));
+        assert_eq!(table.vouched_for(localhost()).len(), 1);
+        // Once met (it sent a SWIM packet), it is.
+        table.met_sender(named("later").node, || named("later"));
         assert!(table.vouched_for(localhost()).contains(&named("later")));
         for k in 0..MAX_HELLO_PEERS + 5 {
-            table.know(named(&format!("member-{k}")));
+            table.met(named(&format!("member-{k}")));
         }
         assert_eq!(table.vouched_for(localhost()).len(), MAX_HELLO_PEERS);
         // Another host is told no loopback address.
@@ -1084,11 +1160,65 @@ mod tests {
         // Both named nodes may be dialed, but only the node that said hello is confirmed.
         assert!(knows(&table, named("hearsay").node) && knows(&table, named("later").node));
         assert_eq!(confirmed(&table), vec![NodeId(2)]);
-        // A SWIM target or a member is confirmed; the other stays hearsay.
-        table.know_if_new(named("later"));
+        // Only once it speaks to this node itself (a screened SWIM packet) is it confirmed;
+        // the other stays hearsay.
+        table.met_sender(named("later").node, || named("later"));
         let mut expected = vec![NodeId(2), named("later").node];
         expected.sort();
         assert_eq!(confirmed(&table), expected);
+    }
+
+    #[test]
+    fn a_member_known_by_gossip_is_dialable_but_confirmed_only_once_met() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        let confirmed = |table: &ConnTable<Fake>| {
+            let mut nodes: Vec<NodeId> = table.confirmed().iter().map(|p| p.node).collect();
+            nodes.sort();
+            nodes
+        };
+        // `member_up` of a node only gossiped about, and SWIM sent to it: recorded where to
+        // dial it, but neither confirmed nor vouched for.
+        let ghost = named("ghost");
+        table.list(ghost.clone());
+        table.list_if_new(named("target"));
+        assert!(knows(&table, ghost.node) && knows(&table, named("target").node));
+        assert_eq!(confirmed(&table), Vec::<NodeId>::new());
+        assert!(table.vouched_for(localhost()).is_empty());
+        let cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            table.poll_open(ghost.node, &mut None, &cx, || 1),
+            Open::Dial(ref p, 1) if *p == ghost
+        ));
+        // A hello from it (its certificate proved the id) confirms it.
+        let mut hello_a = hello(0, 1);
+        hello_a.node = named("a").node;
+        hello_a.name = "a".into();
+        table.list(named("a"));
+        learn(&mut table, &hello_a);
+        assert_eq!(confirmed(&table), vec![named("a").node]);
+        // So does a screened SWIM packet from a member listed only.
+        table.met_sender(named("target").node, || named("target"));
+        let mut expected = vec![named("a").node, named("target").node];
+        expected.sort();
+        assert_eq!(confirmed(&table), expected);
+        // A confirmed node that is then reported up again (a new incarnation, gossip) or
+        // targeted stays confirmed; its latest address is taken.
+        let moved = PeerInfo {
+            addr: "127.0.0.1:7402".parse().unwrap(),
+            ..named("a")
+        };
+        table.list(moved.clone());
+        table.list_if_new(named("a"));
+        assert_eq!(confirmed(&table), expected);
+        assert!(table.confirmed().contains(&moved));
+        // A screened packet's sender whose name is not its id is not taken as met.
+        let forged = PeerInfo {
+            node: NodeId(77),
+            ..named("forged")
+        };
+        table.met_sender(forged.node, || forged.clone());
+        assert_eq!(confirmed(&table), expected);
+        assert!(!knows(&table, NodeId(77)));
     }
 
     #[test]

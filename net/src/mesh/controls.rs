@@ -206,7 +206,8 @@ impl Inner {
         }
         let conn = {
             let mut conns = self.conns.lock();
-            conns.know_if_new(PeerInfo {
+            // Listed (for dialing), not confirmed: foca may target a member it only heard of.
+            conns.list_if_new(PeerInfo {
                 node: to.node,
                 addr: to.addr,
                 name: to.name.clone(),

@@ -50,14 +50,15 @@
 //!   however many hellos a member sends; a hello is looked at in one pass over at most
 //!   [`MAX_HELLO_PEERS`] entries, and a full table is scanned for expired hearsay only
 //!   once something in it can have expired.
-//!   Hearsay is confirmed when the node says hello itself, becomes a member, or is a SWIM
-//!   target; what is still unconfirmed after [`UNCONFIRMED_PEER_TTL`] is dropped when
-//!   room is needed (an honest node is a member within seconds, so only the stale and the
-//!   made-up stay unconfirmed that long; pruning only under pressure keeps a small
+//!   Hearsay stops being hearsay when the node becomes a member or a SWIM target
+//!   (listed: kept for dialing) or speaks to this node itself (a hello, a screened SWIM
+//!   packet: confirmed); what is still hearsay after [`UNCONFIRMED_PEER_TTL`] is dropped
+//!   when room is needed (an honest node is a member within seconds, so only the stale and
+//!   the made-up stay hearsay that long; pruning only under pressure keeps a small
 //!   cluster's or a client's entries however old). A node's own hello names only nodes it
-//!   has confirmed, at most [`MAX_HELLO_PEERS`] of them (so it always encodes, in about
-//!   300 KiB at most, far below the 16 MiB frame limit), and never hearsay: made-up peers
-//!   are not passed on.
+//!   has confirmed (met itself: not members it only heard of by gossip), at most
+//!   [`MAX_HELLO_PEERS`] of them (so it always encodes, in about 300 KiB at most, far
+//!   below the 16 MiB frame limit), and never hearsay: made-up peers are not passed on.
 //!
 //! The per-certificate bound is 4, not 2: a node may have three dials of its own to one
 //! peer waiting for their hellos at once (a seed join, a data dial, a SWIM control dial),

@@ -610,6 +610,13 @@ impl Inner {
             return Vec::new();
         }
         let src = &verdict.packet.header.src;
+        // `src` is `peer`, the connection's authenticated node (the screen checked): it
+        // spoke to this node itself.
+        self.conns.lock().met_sender(peer, || PeerInfo {
+            node: peer,
+            addr: src.addr,
+            name: src.name.clone(),
+        });
         if !later.is_empty() && swim.foca.iter_members().any(|m| m.id() == src) {
             if let Err(error) = swim.foca.apply_many(later.into_iter(), true, &mut *fx) {
                 tracing::debug!(%error, "applying suspicions");
@@ -815,7 +822,9 @@ impl Inner {
             None => {}
         }
         members.live.insert(id.node, id.clone());
-        self.conns.lock().know(PeerInfo {
+        // Where to dial it, not confirmed: this may be another member's word only (a node
+        // speaks only for itself; it is met once it says hello or sends a SWIM packet).
+        self.conns.lock().list(PeerInfo {
             node: id.node,
             addr: id.addr,
             name: id.name.clone(),
@@ -1117,7 +1126,25 @@ impl Inner {
     /// Test hook behind `Mesh::forge_region`.
     #[cfg(feature = "testing")]
     pub(super) fn forge_region(self: &Arc<Self>, to: NodeId, region: &str) -> bool {
-        self.gossip_as_self(to, Vec::new(), |me| me.region = Some(region.to_owned()))
+        self.gossip_as_self(to, Vec::new(), Vec::new(), |me| {
+            me.region = Some(region.to_owned())
+        })
+    }
+
+    /// Test hook behind `Mesh::forge_member`: gossips `to` that `member` (made up, say)
+    /// is alive, from this node's true identity.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_member(self: &Arc<Self>, to: NodeId, member: &PeerInfo) -> bool {
+        let id = NodeIdentity {
+            node: member.node,
+            name: member.name.clone(),
+            addr: member.addr,
+            region: None,
+            incarnation: 1,
+            epoch: 0,
+        };
+        let alive = foca::Member::new(id, 0, foca::State::Alive);
+        self.gossip_as_self(to, vec![alive], Vec::new(), |_| {})
     }
 
     /// Test hook behind `Mesh::forge_name_op`.
@@ -1128,15 +1155,16 @@ impl Inner {
         let mut tail = Vec::with_capacity(2 + item.len());
         tail.extend_from_slice(&u16::try_from(item.len()).unwrap_or(u16::MAX).to_be_bytes());
         tail.extend_from_slice(&item);
-        self.gossip_as_self(to, tail, |_| {})
+        self.gossip_as_self(to, Vec::new(), tail, |_| {})
     }
 
     /// Sends `to` one SWIM gossip packet from this node (its identity as `edit` leaves it,
-    /// announced alive) followed by `tail`; false if `to` is not known here.
+    /// announced alive, then `others`) followed by `tail`; false if `to` is not known here.
     #[cfg(feature = "testing")]
     fn gossip_as_self(
         self: &Arc<Self>,
         to: NodeId,
+        others: Vec<foca::Member<NodeIdentity>>,
         tail: Vec<u8>,
         edit: impl FnOnce(&mut NodeIdentity),
     ) -> bool {
@@ -1153,8 +1181,13 @@ impl Inner {
             let mut me = swim.foca.identity().clone();
             edit(&mut me);
             let incarnation = swim.guards.my_incarnation;
-            let alive = foca::Member::new(me.clone(), incarnation, foca::State::Alive);
-            let packet = Packet::gossip(me, incarnation, dst.clone(), vec![alive], tail);
+            let mut updates = vec![foca::Member::new(
+                me.clone(),
+                incarnation,
+                foca::State::Alive,
+            )];
+            updates.extend(others);
+            let packet = Packet::gossip(me, incarnation, dst.clone(), updates, tail);
             (dst, packet.encode())
         };
         self.send_swim(forged.0, bytes::Bytes::from(forged.1));

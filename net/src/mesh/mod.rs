@@ -456,21 +456,23 @@ impl Mesh {
     }
 
     /// Every node this node knows where to dial (not only connected ones), sorted by id:
-    /// the nodes it confirmed and *hearsay*, nodes only named in another member's hello
-    /// (bounded, see `limits`). Any member may name made-up nodes, so this is for dialing
-    /// and lookups; what is shown to an operator as this node's view is
-    /// [`Mesh::confirmed_peers`].
+    /// the nodes it confirmed, members and SWIM targets it only heard of by gossip, and
+    /// *hearsay*, nodes only named in another member's hello (bounded, see `limits`). Any
+    /// member may name made-up nodes, so this is for dialing and lookups; what is shown to
+    /// an operator as this node's view is [`Mesh::confirmed_peers`].
     pub fn peers(&self) -> Vec<PeerInfo> {
         let mut peers = self.inner.conns.lock().known();
         peers.sort_by_key(|p| p.node);
         peers
     }
 
-    /// The nodes this node confirmed itself, sorted by id: each said hello to it (dialed,
-    /// accepted, a seed), is or was a live member, or was a SWIM target — not nodes it
-    /// only heard of from another node's hello. A node speaks only for itself:
-    /// status pages list these, never hearsay, so a chatty or lying peer cannot make every
-    /// node list invented nodes. A node stays here after it leaves (it was met).
+    /// The nodes this node confirmed itself, sorted by id: each had an authenticated
+    /// exchange with it (a hello on a connection, its certificate proving the id: dialed,
+    /// accepted, a seed; or a SWIM packet from it that passed the screen) — not nodes it
+    /// only heard of, from another node's hello or as a member in another member's SWIM
+    /// gossip. A node speaks only for itself: status pages list these, never hearsay, so a
+    /// chatty or lying peer cannot make every node list invented nodes. A node stays here
+    /// after it leaves (it was met).
     pub fn confirmed_peers(&self) -> Vec<PeerInfo> {
         let mut peers = self.inner.conns.lock().confirmed();
         peers.sort_by_key(|p| p.node);
@@ -579,6 +581,15 @@ impl Mesh {
     #[cfg(feature = "testing")]
     pub fn forge_region(&self, to: NodeId, region: &str) -> bool {
         self.inner.forge_region(to, region)
+    }
+
+    /// Test hook for a member gossiping a made-up member: sends `to` one SWIM gossip
+    /// packet from this node (its true identity) saying `member` is alive (incarnation 1,
+    /// no region). Returns false if this node does not know `to`. Only with the `testing`
+    /// feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_member(&self, to: NodeId, member: &PeerInfo) -> bool {
+        self.inner.forge_member(to, member)
     }
 
     /// Test hook for a member relaying name ops: sends `to` one SWIM gossip packet from

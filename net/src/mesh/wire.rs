@@ -45,9 +45,9 @@ pub struct Hello {
     pub listen: SocketAddr,
     /// The sender's TLS name (the node name in its certificate), used to dial it.
     pub name: String,
-    /// Other nodes the sender has confirmed (said hello to it, members), at most 1,024:
-    /// how nodes learn of each other before membership tells them. A receiver takes them
-    /// from members only, each under its name's node id, and bounded (module doc of
+    /// Other nodes the sender has confirmed (met itself: a hello, a SWIM packet), at most
+    /// 1,024: how nodes learn of each other before membership tells them. A receiver takes
+    /// them from members only, each under its name's node id, and bounded (module doc of
     /// `limits`); a client sends none.
     pub peers: Vec<PeerInfo>,
 }

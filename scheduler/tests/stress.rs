@@ -183,6 +183,9 @@ struct Req {
     reply: Reply<(usize, u64)>,
 }
 
+/// A held request: its call number and reply port.
+type Held = (u64, Reply<(usize, u64)>);
+
 #[test]
 fn calls_never_see_an_answer_meant_for_an_earlier_call() {
     // Reply slots are reused per worker thread once a call is over (`Reply::pair_cached`).
@@ -196,8 +199,8 @@ fn calls_never_see_an_answer_meant_for_an_earlier_call() {
     let servers: Vec<ActorRef<Req>> = (0..SERVERS)
         .map(|_| {
             rt.spawn(|mut ctx: Ctx<Req>| async move {
-                let mut held: Vec<Option<(u64, Reply<(usize, u64)>)>> =
-                    (0..CALLERS).map(|_| None).collect();
+                // Per caller: the call it holds and its reply port.
+                let mut held: Vec<Option<Held>> = (0..CALLERS).map(|_| None).collect();
                 while let Some(Message::User(req)) = ctx.recv().await {
                     if let Some((seq, late)) = held[req.from].take() {
                         if late.send((req.from, seq)).is_ok() {

@@ -247,7 +247,7 @@ impl<M: Send + 'static> ActorRef<M> {
         timeout: Duration,
     ) -> Result<R, CallError> {
         let deadline = Instant::now() + timeout;
-        let (reply, rx) = Reply::pair();
+        let (reply, mut rx) = Reply::pair_cached();
         match crate::gate::bypass(|| self.try_send_ungated(make(reply))) {
             Ok(()) => {}
             Err(SendError::Full(msg)) => {
@@ -260,12 +260,16 @@ impl<M: Send + 'static> ActorRef<M> {
             }
             Err(e) => return Err(call_error(&e)),
         }
-        // `until` (`with_deadline`'s loop) looks for an answer already there before it yields
-        // or arms a timer.
+        // The answer needs the callee to run, so the task yields before it looks at the
+        // slot, and arms a timer only if the answer is not there after the yield.
         let driver = &self.shared().driver;
-        crate::time::until(driver, deadline, std::pin::pin!(rx))
+        let answer = crate::time::until_after_yield(driver, deadline, Pin::new(&mut rx))
             .await
-            .unwrap_or(Err(CallError::Timeout))
+            .unwrap_or(Err(CallError::Timeout));
+        // The slot goes back to this thread's spare if the call is over and nothing else
+        // holds it; a call cancelled while it waits drops `rx` as usual.
+        rx.recycle();
+        answer
     }
 }
 

@@ -340,7 +340,7 @@ where
 impl<M: Send + 'static, B: Body + 'static> Process<M, B> {
     /// Queues the process: on this thread's worker if it is one of the runtime's (no
     /// reference count traffic for the executor), else through the injector.
-    #[inline]
+    #[inline(always)]
     fn schedule(self: Arc<Self>, how: Schedule) {
         let exec = Arc::as_ptr(&self.core.shared().exec);
         if let Err(process) = crate::executor::schedule_on_current(exec, self, how) {

@@ -48,7 +48,29 @@ pub(crate) async fn with_deadline<F: Future>(
 pub(crate) fn until<'a, F: Future + ?Sized>(
     driver: &'a DriverHandle,
     deadline: Instant,
+    fut: Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    until_inner(driver, deadline, fut, true)
+}
+
+/// [`until`] without its look at `fut` before the yield: for a future that is rarely ready
+/// that early, such as a local call's answer just after the request was pushed (the
+/// callee has not run yet on this worker; on another it may have, and then the answer is
+/// taken one yield later). Saves a poll of `fut` (for a reply: a lock of its slot) per
+/// call.
+pub(crate) fn until_after_yield<'a, F: Future + ?Sized>(
+    driver: &'a DriverHandle,
+    deadline: Instant,
+    fut: Pin<&'a mut F>,
+) -> impl Future<Output = Option<F::Output>> + 'a {
+    until_inner(driver, deadline, fut, false)
+}
+
+fn until_inner<'a, F: Future + ?Sized>(
+    driver: &'a DriverHandle,
+    deadline: Instant,
     mut fut: Pin<&'a mut F>,
+    look_first: bool,
 ) -> impl Future<Output = Option<F::Output>> + 'a {
     // Made only once the yield did not suffice: a `Sleep` holds a driver handle (a count on
     // the driver shared by every worker), which the common call never needs.
@@ -56,9 +78,11 @@ pub(crate) fn until<'a, F: Future + ?Sized>(
     let mut yielded = false;
     std::future::poll_fn(move |cx| {
         if !yielded {
-            let mut first = Context::from_waker(Waker::noop());
-            if let Poll::Ready(v) = fut.as_mut().poll(&mut first) {
-                return Poll::Ready(Some(v));
+            if look_first {
+                let mut first = Context::from_waker(Waker::noop());
+                if let Poll::Ready(v) = fut.as_mut().poll(&mut first) {
+                    return Poll::Ready(Some(v));
+                }
             }
             yielded = true;
             cx.waker().wake_by_ref();

@@ -1,10 +1,12 @@
 //! Stress: pairwise FIFO between many senders and receivers (messages from one process to
-//! another arrive in the order sent) and
-//! process churn.
+//! another arrive in the order sent), process churn, and calls that never take an answer
+//! meant for an earlier call.
 
 mod common;
 
-use cairn_scheduler::{ActorRef, Ctx, ExitReason, Message, Pid, Runtime, Signal};
+use std::time::Duration;
+
+use cairn_scheduler::{ActorRef, CallError, Ctx, ExitReason, Message, Pid, Reply, Runtime, Signal};
 use common::*;
 
 /// A receiver of `(sender, seq)` that checks each sender's sequence is 0, 1, 2, … and exits
@@ -169,4 +171,110 @@ fn spawn_and_exit_churn_leaves_an_empty_process_table() {
         assert_eq!(reason, ExitReason::Normal);
     }
     assert_eq!(rt.process_count(), 0);
+}
+
+/// A request of `calls_never_see_an_answer_meant_for_an_earlier_call`: caller `from`'s call
+/// number `seq`, answered with `(from, seq)`; a `hold` request is answered only when the
+/// same caller's next request arrives, long after the caller gave up on it.
+struct Req {
+    from: usize,
+    seq: u64,
+    hold: bool,
+    reply: Reply<(usize, u64)>,
+}
+
+/// A held request: its call number and reply port.
+type Held = (u64, Reply<(usize, u64)>);
+
+#[test]
+fn calls_never_see_an_answer_meant_for_an_earlier_call() {
+    // Reply slots are reused per worker thread once a call is over (`Reply::pair_cached`).
+    // Callers on 4 workers make many calls; every 8th is held by its server past the
+    // caller's timeout and answered late, just before the caller's next request is
+    // answered. A slot reused too eagerly would hand that late answer to the next call.
+    const CALLERS: usize = 8;
+    const SERVERS: usize = 2;
+    const CALLS: u64 = 4_000;
+    let rt = runtime(4);
+    let servers: Vec<ActorRef<Req>> = (0..SERVERS)
+        .map(|_| {
+            rt.spawn(|mut ctx: Ctx<Req>| async move {
+                // Per caller: the call it holds and its reply port.
+                let mut held: Vec<Option<Held>> = (0..CALLERS).map(|_| None).collect();
+                while let Some(Message::User(req)) = ctx.recv().await {
+                    if let Some((seq, late)) = held[req.from].take() {
+                        if late.send((req.from, seq)).is_ok() {
+                            return ExitReason::Error(format!(
+                                "caller {}'s call {seq} took its answer after timing out",
+                                req.from
+                            ));
+                        }
+                    }
+                    if req.hold {
+                        held[req.from] = Some((req.seq, req.reply));
+                    } else {
+                        let _ = req.reply.send((req.from, req.seq));
+                    }
+                }
+                ExitReason::Normal
+            })
+        })
+        .collect();
+    let callers: Vec<ActorRef<()>> = (0..CALLERS)
+        .map(|from| {
+            let servers = servers.clone();
+            rt.spawn(move |mut ctx: Ctx<()>| async move {
+                if ctx.recv().await.is_none() {
+                    return ExitReason::Error("no start".into());
+                }
+                for seq in 0..CALLS {
+                    let hold = seq % 8 == 3;
+                    let timeout = if hold {
+                        Duration::from_millis(1)
+                    } else {
+                        Duration::from_secs(60)
+                    };
+                    let to = &servers[(seq / 8) as usize % SERVERS];
+                    let answer = to
+                        .call(
+                            |reply| Req {
+                                from,
+                                seq,
+                                hold,
+                                reply,
+                            },
+                            timeout,
+                        )
+                        .await;
+                    let expected = if hold {
+                        Err(CallError::Timeout)
+                    } else {
+                        Ok((from, seq))
+                    };
+                    if answer != expected {
+                        return ExitReason::Error(format!(
+                            "caller {from}, call {seq}: {answer:?}, expected {expected:?}"
+                        ));
+                    }
+                }
+                ExitReason::Normal
+            })
+        })
+        .collect();
+    let pids: Vec<Pid> = callers.iter().map(|c| c.pid()).collect();
+    let reasons = exits_after(&rt, &pids, || {
+        for c in &callers {
+            c.try_send(()).unwrap();
+        }
+    });
+    for reason in reasons {
+        assert_eq!(reason, ExitReason::Normal);
+    }
+    for server in &servers {
+        let pid = server.pid();
+        assert_eq!(
+            exit_after(&rt, pid, || rt.exit(pid, ExitReason::Shutdown)),
+            ExitReason::Shutdown
+        );
+    }
 }

@@ -23,10 +23,8 @@ use tungstenite::stream::MaybeTlsStream;
 use tungstenite::Message as Frame;
 
 mod common;
-#[path = "common/http.rs"]
-mod http_client;
 
-use http_client::{
+use common::http::{
     close_code, curl, raw_exchange, read_text, time_until_closed, wait_until, ws, Answer, Ws, T,
 };
 /// The test class's idle timeout: short, so tests see it evicted.

@@ -10,8 +10,6 @@
 //! activation.
 
 mod common;
-#[path = "common/http.rs"]
-mod http_client;
 
 use std::time::Duration;
 
@@ -193,7 +191,7 @@ fn depose(release: Release) {
     // Queued behind them the same way (the stalled node still serves: its lease outlives
     // these few milliseconds), answered once the activation gets to it.
     let url = format!("http://{}/test-tally/{key}/", stalled.http_addr().unwrap());
-    let fetched = std::thread::spawn(move || http_client::curl("GET", &url, None));
+    let fetched = std::thread::spawn(move || common::http::curl("GET", &url, None));
     let port = |n: &Node| n.mesh().unwrap().local_addr().port();
     let others: Vec<u16> = (0..nodes.len())
         .filter(|&i| i != old)

@@ -2,15 +2,14 @@
 //! nodes this node met and lost, never the nodes another node merely named in its hello
 //! (hearsay, which any member can make up by the thousand).
 
-#[path = "common/http.rs"]
-mod http_client;
+mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use cairn::net::mesh::{PeerInfo, Seed};
 use cairn::prelude::*;
-use http_client::{curl, wait_until};
+use common::http::{curl, wait_until};
 
 /// A mesh node on a free loopback port.
 fn start(dir: &Path, name: &str) -> Node {

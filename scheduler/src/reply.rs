@@ -591,16 +591,22 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
+    /// Checks that `rx` waits while `reply` lives and resolves to `NoReply` once it is
+    /// dropped unanswered.
+    fn assert_no_reply_once_dropped(reply: Reply<u32>, rx: &mut ReplyReceiver<u32>) {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut *rx).poll(&mut cx).is_pending());
+        drop(reply);
+        assert_eq!(
+            Pin::new(&mut *rx).poll(&mut cx),
+            Poll::Ready(Err(CallError::NoReply))
+        );
+    }
+
     #[test]
     fn dropped_reply_resolves_the_caller_with_no_reply() {
         let (reply, mut rx) = Reply::<u32>::pair();
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
-        drop(reply);
-        assert_eq!(
-            Pin::new(&mut rx).poll(&mut cx),
-            Poll::Ready(Err(CallError::NoReply))
-        );
+        assert_no_reply_once_dropped(reply, &mut rx);
     }
 
     #[test]
@@ -659,13 +665,7 @@ mod tests {
         let (reply, mut rx) = Reply::<u32>::pair_cached();
         assert_eq!(Arc::as_ptr(&rx.slot), first, "the spare slot is reused");
         // Fresh: no value, not done, and a dropped `Reply` still says `NoReply`.
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
-        drop(reply);
-        assert_eq!(
-            Pin::new(&mut rx).poll(&mut cx),
-            Poll::Ready(Err(CallError::NoReply))
-        );
+        assert_no_reply_once_dropped(reply, &mut rx);
         rx.recycle();
         // A slot of another size is not handed out (and stays the spare); one of the same
         // size and alignment is, as a fresh slot of its own type.
@@ -674,6 +674,7 @@ mod tests {
         drop((reply, rx));
         let (reply, mut rx) = Reply::<i32>::pair_cached();
         assert_eq!(Arc::as_ptr(&rx.slot).cast::<()>(), first.cast::<()>());
+        let mut cx = Context::from_waker(Waker::noop());
         assert!(Pin::new(&mut rx).poll(&mut cx).is_pending());
         assert!(reply.send(-3).is_ok());
         assert_eq!(Pin::new(&mut rx).poll(&mut cx), Poll::Ready(Ok(-3)));

@@ -1,9 +1,6 @@
 //! HTTP and WebSocket clients for the root integration tests that reach a node's HTTP
-//! port (`#[path = "common/http.rs"] mod http_client;`): curl for HTTP, raw TCP for what
-//! curl will not send, tungstenite for WebSockets, and a bounded wait on observed state.
-
-// Each test crate uses a different part of this module.
-#![allow(dead_code)]
+//! port (`common::http`): curl for HTTP, raw TCP for what curl will not send, tungstenite
+//! for WebSockets, and a bounded wait on observed state.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -85,11 +82,7 @@ pub fn read_text(socket: &mut Ws) -> String {
 /// Polls `cond` until it holds (the state observed is another node's, reached by
 /// status requests; no fixed sleep).
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::poll_for(what, T, || cond().then_some(()));
 }
 
 /// The code of the close frame `socket` receives next (skipping other frames).

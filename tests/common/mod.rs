@@ -5,6 +5,7 @@
 // Each test crate uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod overload;
 pub mod shard_mesh;
 

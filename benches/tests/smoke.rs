@@ -8,7 +8,7 @@
 use std::process::Command;
 
 #[test]
-fn all_workloads_at_tiny_scale_print_forty_seven_json_rows() {
+fn all_workloads_at_tiny_scale_print_forty_nine_json_rows() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(["all", "--scale", "0.001", "--runs", "1"])
         .output()
@@ -23,8 +23,8 @@ fn all_workloads_at_tiny_scale_print_forty_seven_json_rows() {
     let rows: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         rows.len(),
-        47,
-        "expected 47 rows, got:
+        49,
+        "expected 49 rows, got:
 {stdout}"
     );
     let mut seen = Vec::new();
@@ -87,8 +87,9 @@ fn all_workloads_at_tiny_scale_print_forty_seven_json_rows() {
         ("ws-client-socket-mem", 1),
         ("ws-broadcast-busy", 1),
         ("ws-broadcast-others-busy", 1),
-        // writes/s, us_p50, us_p99, busy_cores, own_cores, cpu_us_per_write
-        ("durable-writes-replicated", 6),
+        // writes/s, us_p50, us_p99, us_p50_alone, us_p99_alone, busy_cores, own_cores,
+        // cpu_us_per_write
+        ("durable-writes-replicated", 8),
         ("failover-detect", 1),
         ("failover-recover", 1),
         // busy_cores, own_cores

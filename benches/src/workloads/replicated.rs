@@ -52,6 +52,9 @@ const OBJECTS: u64 = 1_000;
 const CALLERS_PER_OBJECT: usize = 4;
 /// Acknowledged writes of `durable-writes-replicated` at scale 1.
 const WRITES: u64 = 300_000;
+/// Sequential writes of `durable-writes-replicated`'s second phase (one caller, one object,
+/// nothing else in flight: the latency of a replicated write itself, not of its queue).
+const WRITES_ALONE: u64 = 1_000;
 /// Objects (of [`FILL_BYTES`] each) in the mesh before `rebalance`'s fourth node joins.
 const REBALANCE_OBJECTS: u64 = 100_000;
 /// The state of one `rebalance` object.
@@ -1018,19 +1021,12 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     let (mut writes, mut start, mut end, mut latencies) = (0u64, u64::MAX, 0u64, Vec::new());
     let mut retried = 0u64;
     for &i in &nodes {
-        let a = cluster.answer(i)?;
-        let w: Vec<&str> = a.split(' ').collect();
-        let ["WROTE", n, s, e, r, lats] = w[..] else {
-            return Err(format!("node n{i} said {a:?}"));
-        };
-        let p = |v: &str| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}"));
-        writes += p(n)?;
-        retried += p(r)?;
-        start = start.min(p(s)?);
-        end = end.max(p(e)?);
-        for l in lats.split(',').filter(|l| *l != "-") {
-            latencies.push(p(l)?);
-        }
+        let wrote = Wrote::parse(i, &cluster.answer(i)?)?;
+        writes += wrote.writes;
+        retried += wrote.retried;
+        start = start.min(wrote.start);
+        end = end.max(wrote.end);
+        latencies.extend(wrote.latencies);
     }
     let mut rows = load.rows(BENCH, &cluster);
     rows.extend(load.cpu_per_write(BENCH, writes));
@@ -1070,7 +1066,63 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.insert(0, Row::higher(BENCH, "writes/s", rate(writes, elapsed)));
     rows.insert(1, Row::lower(BENCH, "us_p50", p50));
     rows.insert(2, Row::lower(BENCH, "us_p99", p99));
+    // The phase above keeps objects x callers writes in flight, so its p50 is mostly queueing
+    // (Little's law: in flight / rate). A write alone shows what replication itself costs.
+    let alone = cfg.scaled(WRITES_ALONE, 100);
+    let i = nodes[0];
+    let mut wrote = Wrote::parse(
+        i,
+        &cluster.ask(i, &format!("WRITE {i} 1 {} 1 {alone}", i + 1))?,
+    )?;
+    if wrote.writes != alone {
+        return Err(format!(
+            "{} acknowledged writes alone, want {alone}",
+            wrote.writes
+        ));
+    }
+    wrote.latencies.sort_unstable();
+    let (p50, p99) = (
+        quantile_us(&wrote.latencies, 0.5),
+        quantile_us(&wrote.latencies, 0.99),
+    );
+    eprintln!(
+        "   {BENCH}: {alone} sequential writes to one object from n{i}, nothing else in \
+         flight: p50 {p50:.0} us, p99 {p99:.0} us ({} retried)",
+        wrote.retried
+    );
+    rows.insert(3, Row::lower(BENCH, "us_p50_alone", p50));
+    rows.insert(4, Row::lower(BENCH, "us_p99_alone", p99));
     Ok(rows)
+}
+
+/// A node's answer to `WRITE` (see [`write`]).
+struct Wrote {
+    writes: u64,
+    start: u64,
+    end: u64,
+    retried: u64,
+    latencies: Vec<u64>,
+}
+
+impl Wrote {
+    fn parse(node: usize, answer: &str) -> Result<Wrote, String> {
+        let w: Vec<&str> = answer.split(' ').collect();
+        let ["WROTE", n, s, e, r, lats] = w[..] else {
+            return Err(format!("node n{node} said {answer:?}"));
+        };
+        let p = |v: &str| v.parse::<u64>().map_err(|e| format!("{v:?}: {e}"));
+        Ok(Wrote {
+            writes: p(n)?,
+            start: p(s)?,
+            end: p(e)?,
+            retried: p(r)?,
+            latencies: lats
+                .split(',')
+                .filter(|l| *l != "-")
+                .map(p)
+                .collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 pub fn failover(cfg: &Config) -> Result<Vec<Row>, String> {

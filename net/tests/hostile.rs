@@ -1959,3 +1959,38 @@ fn a_member_gossiping_a_wrong_address_for_a_met_member_moves_no_call() {
     assert_eq!(addr_at_1(&m1), (Some(true_addr), Some(true_addr)));
     close_all([(rt1, m1), (rt2, m2), (rt3, liar)]);
 }
+
+/// A made-up member gossiped alive is listed in the address book only while SWIM holds
+/// it: once its probes failed, it was declared down and SWIM forgot it, the address book
+/// forgets it too (node 1 never met it), while the members it met stay.
+#[test]
+fn a_made_up_member_leaves_the_address_book_when_swim_forgets_it() {
+    let ca = ClusterCa::generate().unwrap();
+    let Trio {
+        rt1,
+        m1,
+        rt2,
+        m2,
+        rt3,
+        liar,
+    } = three_with_a_liar(&ca);
+    let (n1, n2, n3) = (m1.node(), m2.node(), liar.node());
+    m1.set_swim_remove_down_after(Duration::from_secs(1));
+    let ghost = made_up_peers("ghost", 1).remove(0);
+    let listed = |mesh: &Mesh, node: NodeId| mesh.peers().iter().any(|p| p.node == node);
+    let deadline = Instant::now() + TIMEOUT;
+    while !m1.members().iter().any(|m| m.node == ghost.node) {
+        assert!(liar.forge_member(n1, &ghost));
+        assert!(Instant::now() < deadline, "the ghost never became a member");
+        // Pacing of the resend (a gossip packet is a datagram and may be lost).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(listed(&m1, ghost.node));
+    wait_until("the ghost to be declared down and forgotten", || {
+        let s = m1.member_states();
+        s.alive + s.suspect + s.down == 2
+    });
+    assert!(!listed(&m1, ghost.node), "{:?}", m1.peers());
+    assert!(listed(&m1, n2) && listed(&m1, n3), "{:?}", m1.peers());
+    close_all([(rt1, m1), (rt2, m2), (rt3, liar)]);
+}

@@ -575,6 +575,16 @@ impl Inner {
         self.swim.lock().guards.unmet_bound = Some(bound);
     }
 
+    /// Has foca forget members down for `after` (not an hour), to see what goes with them.
+    #[cfg(feature = "testing")]
+    pub(super) fn set_remove_down_after(&self, after: Duration) {
+        let mut config = super::swim::swim_config(self.config.failure_timeout);
+        config.remove_down_after = after;
+        if let Err(error) = self.swim.lock().foca.set_config(config) {
+            tracing::error!(%error, "could not change how long SWIM remembers down members");
+        }
+    }
+
     /// Turns the refutation budget off or on (to measure what it prevents).
     #[cfg(feature = "testing")]
     pub(super) fn set_refutation_budget(&self, on: bool) {

@@ -609,6 +609,14 @@ impl Mesh {
         self.inner.set_unmet_bound(bound);
     }
 
+    /// Has SWIM forget a member `after` it was declared down, instead of an hour, to test
+    /// what goes with it (members declared down before keep the hour). Only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn set_swim_remove_down_after(&self, after: std::time::Duration) {
+        self.inner.set_remove_down_after(after);
+    }
+
     /// Test hook for a member relaying name ops: sends `to` one SWIM gossip packet from
     /// this node (its true identity) carrying `op` as a custom broadcast, whoever's pid it
     /// names. Returns false if this node does not know `to`. Only with the `testing`

@@ -37,7 +37,8 @@ pub struct MeshStats {
     pub spoofed_swim_packets: u64,
     /// Membership updates and packets refused by the membership screen (identity
     /// replacements, incarnation jumps, unknown probe targets, lone "you are down"
-    /// claims, oversized syncs).
+    /// claims, oversized syncs, members introduced under a name that is not their id's;
+    /// members introduced past the bound are `refused_unmet_members`).
     pub refused_membership_updates: u64,
     /// Other nodes' claims that a third node is down, taken as suspicions only.
     pub downgraded_down_claims: u64,

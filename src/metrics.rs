@@ -54,7 +54,7 @@
 //! | `cairn_shard_follower_lag_entries` | gauge | entries the furthest-behind follower of a led shard lacks |
 //! | `cairn_shard_leader_changes_total` | counter | leader changes seen on hosted shards |
 //! | `cairn_mesh_delivered_total`, `cairn_mesh_dead_letters_total`, `cairn_mesh_bad_messages_total`, `cairn_mesh_protocol_errors_total` | counter | mesh traffic and bad input |
-//! | `cairn_mesh_refusals_total{what}` | counter | what peers tried that the mesh refused: `spoofed_swim_packet`, `membership_update`, `down_claim_downgraded`, `unrequested_sync`, `forged_reply`, `stream`, `control_connection`, `name_op`, `hello_peer`, `signal_overflow`, `unauthorized` |
+//! | `cairn_mesh_refusals_total{what}` | counter | what peers tried that the mesh refused: `spoofed_swim_packet`, `membership_update`, `down_claim_downgraded`, `unrequested_sync`, `forged_reply`, `stream`, `control_connection`, `name_op`, `hello_peer`, `unmet_member`, `signal_overflow`, `unauthorized` |
 //! | `cairn_mesh_refused_handshakes_total{reason}` | counter | incoming connections refused: `handshake` (QUIC/TLS handshake failed: another CA, no certificate), `duplicate` (another connection to that node is kept), `revoked` (revoked certificate), `busy` (too many connections waiting for their hello: 4 per certificate, 64 in all) |
 
 use std::borrow::Borrow;
@@ -579,6 +579,7 @@ fn encode_mesh(out: &mut Out<'_>, mesh: &cairn_net::Mesh) -> Fmt {
         ("control_connection", s.refused_control_connections),
         ("name_op", s.refused_name_ops),
         ("hello_peer", s.refused_hello_peers),
+        ("unmet_member", s.refused_unmet_members),
         ("signal_overflow", s.signal_overflows),
         ("unauthorized", s.unauthorized),
     ];

@@ -207,6 +207,7 @@ fn metrics_parse_as_openmetrics_with_every_family() {
         r#"cairn_mesh_refused_handshakes_total{reason="busy"}"#.to_owned(),
         r#"cairn_mesh_refusals_total{what="forged_reply"}"#.to_owned(),
         r#"cairn_mesh_refusals_total{what="hello_peer"}"#.to_owned(),
+        r#"cairn_mesh_refusals_total{what="unmet_member"}"#.to_owned(),
         r#"cairn_mesh_refusals_total{what="unauthorized"}"#.to_owned(),
         r#"cairn_mesh_members_by_state{state="alive"}"#.to_owned(),
         r#"cairn_mesh_members_by_state{state="suspect"}"#.to_owned(),

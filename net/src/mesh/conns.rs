@@ -28,8 +28,18 @@
 //! (`limits`: entries looked at per hello, their id checked against their name, at most
 //! `MAX_KNOWN_PEERS` nodes before no more is taken, hearsay dropped after
 //! `UNCONFIRMED_PEER_TTL` when room is needed), never overrides what is known and is not
-//! taken from clients. Listed and met entries never expire (a gossiped member stays
-//! dialable while it is a member, met or not).
+//! taken from clients. A listed entry lasts as long as foca holds the member, in any
+//! state: it is removed when foca forgets it ([`ConnTable::forget_listed`], after the
+//! member was down for foca's hour), so listed entries are bounded as foca's table is
+//! (`limits`: gossip introduces at most `MAX_UNMET_MEMBERS` members this node has not
+//! met). Met entries never expire.
+//!
+//! Addresses follow the same order. A met node's address changes only on its own word
+//! (its hello, or a screened SWIM packet from it: [`ConnTable::met`],
+//! [`ConnTable::met_sender`]), never on foca's ([`ConnTable::list`]: maybe another
+//! member's gossip), so a liar cannot redirect where this node dials a member it met. A
+//! listed entry takes foca's latest address, and the node's own once it speaks; hearsay
+//! never overrides anything.
 //!
 //! [`Conn`] is an established connection: the peer's identity as its hello told it, the
 //! QUIC connection and its [`Outbox`] — the lane towards the peer, shared by every sender
@@ -717,14 +727,20 @@ impl<C: Peer> ConnTable<C> {
     }
 
     /// `node` spoke to this node itself: a SWIM packet from it (the connection's
-    /// authenticated node) passed the screen. Its entry becomes met; its address is taken
-    /// from the packet (`packet`, called only then: no allocation per packet otherwise) only
-    /// where it is unknown or hearsay (its own word beats another's), and only if its id is
-    /// its name's.
-    pub(super) fn met_sender(&mut self, node: NodeId, packet: impl FnOnce() -> PeerInfo) {
+    /// authenticated node) passed the screen, saying it listens at `addr`. Its entry
+    /// becomes met, at `addr` (its own word beats another's). An entry unknown or hearsay
+    /// is made from the packet (`packet`, called only then: no allocation per packet
+    /// otherwise), and only if its id is its name's.
+    pub(super) fn met_sender(
+        &mut self,
+        node: NodeId,
+        addr: SocketAddr,
+        packet: impl FnOnce() -> PeerInfo,
+    ) {
         if let Some(k) = self.known.get_mut(&node) {
             if k.heard().is_none() {
                 k.standing = Standing::Met;
+                k.info.addr = addr;
                 return;
             }
         }
@@ -735,20 +751,38 @@ impl<C: Peer> ConnTable<C> {
         }
     }
 
-    /// Records where to reach `peer` (its latest address), listed: a live member as foca
-    /// reports it, which may be another member's word. A met node stays met.
+    /// Records where to reach `peer`, listed: a live member as foca reports it, which may
+    /// be another member's word. A met node stays met, at the address it gave itself; a
+    /// listed one takes this latest address.
     pub(super) fn list(&mut self, peer: PeerInfo) {
-        let standing = match self.known.get(&peer.node) {
-            Some(k) => k.standing.max(Standing::Listed),
-            None => Standing::Listed,
-        };
+        if self.known.get(&peer.node).is_some_and(Known::is_met) {
+            return;
+        }
         self.known.insert(
             peer.node,
             Known {
                 info: peer,
-                standing,
+                standing: Standing::Listed,
             },
         );
+    }
+
+    /// foca no longer holds `node` (it was down and is forgotten): a listed entry goes
+    /// (hearsay expires on its own; a met node stays dialable).
+    pub(super) fn forget_listed(&mut self, node: NodeId) {
+        if self
+            .known
+            .get(&node)
+            .is_some_and(|k| k.standing == Standing::Listed)
+        {
+            self.known.remove(&node);
+            self.failures.remove(&node);
+        }
+    }
+
+    /// Whether this node met `node` itself (see the module doc).
+    pub(super) fn is_met(&self, node: NodeId) -> bool {
+        self.known.get(&node).is_some_and(Known::is_met)
     }
 
     /// Records where to reach `peer`, listed, unless it is listed or met already (hearsay
@@ -1109,7 +1143,9 @@ mod tests {
         // Hearsay listed meanwhile (a SWIM target) is kept when hearsay expires, as is
         // hearsay that then spoke to this node.
         table.list_if_new(named("fake-0"));
-        table.met_sender(named("fake-1").node, || named("fake-1"));
+        table.met_sender(named("fake-1").node, named("fake-1").addr, || {
+            named("fake-1")
+        });
         let expired = t0 + UNCONFIRMED_PEER_TTL;
         assert_eq!(table.learn(&batch(), localhost(), Role::Node, expired), 0);
         // Node 2, the member, the met node, fake-0, fake-1 and the new batch.
@@ -1133,7 +1169,7 @@ mod tests {
         table.list_if_new(named("later"));
         assert_eq!(table.vouched_for(localhost()).len(), 1);
         // Once met (it sent a SWIM packet), it is.
-        table.met_sender(named("later").node, || named("later"));
+        table.met_sender(named("later").node, named("later").addr, || named("later"));
         assert!(table.vouched_for(localhost()).contains(&named("later")));
         for k in 0..MAX_HELLO_PEERS + 5 {
             table.met(named(&format!("member-{k}")));
@@ -1162,7 +1198,7 @@ mod tests {
         assert_eq!(confirmed(&table), vec![NodeId(2)]);
         // Only once it speaks to this node itself (a screened SWIM packet) is it confirmed;
         // the other stays hearsay.
-        table.met_sender(named("later").node, || named("later"));
+        table.met_sender(named("later").node, named("later").addr, || named("later"));
         let mut expected = vec![NodeId(2), named("later").node];
         expected.sort();
         assert_eq!(confirmed(&table), expected);
@@ -1197,26 +1233,50 @@ mod tests {
         learn(&mut table, &hello_a);
         assert_eq!(confirmed(&table), vec![named("a").node]);
         // So does a screened SWIM packet from a member listed only.
-        table.met_sender(named("target").node, || named("target"));
+        table.met_sender(named("target").node, named("target").addr, || {
+            named("target")
+        });
         let mut expected = vec![named("a").node, named("target").node];
         expected.sort();
         assert_eq!(confirmed(&table), expected);
-        // A confirmed node that is then reported up again (a new incarnation, gossip) or
-        // targeted stays confirmed; its latest address is taken.
+        // A confirmed node that is then reported up again (gossip) or targeted stays
+        // confirmed, at the address it gave itself: foca's word (maybe a liar's gossip)
+        // does not move it.
         let moved = PeerInfo {
             addr: "127.0.0.1:7402".parse().unwrap(),
             ..named("a")
         };
         table.list(moved.clone());
-        table.list_if_new(named("a"));
+        table.list_if_new(moved.clone());
         assert_eq!(confirmed(&table), expected);
+        let own = PeerInfo {
+            addr: hello_a.listen,
+            ..named("a")
+        };
+        assert!(table.confirmed().contains(&own));
+        assert!(!table.known().contains(&moved));
+        // Its own word does: a hello, or a SWIM packet from it.
+        table.met_sender(moved.node, moved.addr, || unreachable!("known"));
         assert!(table.confirmed().contains(&moved));
+        table.met(named("a"));
+        assert!(table.confirmed().contains(&named("a")));
+        // A member listed only takes foca's latest address, and its own once it speaks.
+        let ghost_moved = PeerInfo {
+            addr: "127.0.0.1:7403".parse().unwrap(),
+            ..ghost.clone()
+        };
+        table.list(ghost_moved.clone());
+        assert!(table.known().contains(&ghost_moved));
+        table.met_sender(ghost.node, ghost.addr, || unreachable!("known"));
+        assert!(table.confirmed().contains(&ghost));
+        expected.push(ghost.node);
+        expected.sort();
         // A screened packet's sender whose name is not its id is not taken as met.
         let forged = PeerInfo {
             node: NodeId(77),
             ..named("forged")
         };
-        table.met_sender(forged.node, || forged.clone());
+        table.met_sender(forged.node, forged.addr, || forged.clone());
         assert_eq!(confirmed(&table), expected);
         assert!(!knows(&table, NodeId(77)));
     }
@@ -1249,5 +1309,22 @@ mod tests {
         )
         .expect("encodes");
         assert!(out.len() < 512 * 1024, "{} bytes", out.len());
+    }
+    #[test]
+    fn a_listed_entry_goes_when_foca_forgets_the_member_and_others_stay() {
+        let mut table = ConnTable::<Fake>::new(NodeId(1));
+        table.list(named("gossiped"));
+        table.list(named("spoke"));
+        table.met_sender(named("spoke").node, named("spoke").addr, || named("spoke"));
+        learn(&mut table, &hello_naming(vec![named("hearsay")]));
+        for name in ["gossiped", "spoke", "hearsay", "node-2"] {
+            table.forget_listed(NodeId::of_name(name));
+        }
+        table.forget_listed(NodeId(2));
+        assert!(!knows(&table, named("gossiped").node));
+        assert!(table.is_met(named("spoke").node) && table.is_met(NodeId(2)));
+        assert!(knows(&table, named("hearsay").node));
+        assert!(!table.is_met(named("hearsay").node));
+        assert_eq!(table.known().len(), 3);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_scheduler::NodeId;
-use foca::{Member, State};
+use foca::{Identity, Member, State};
 use parking_lot::Mutex;
 
 use super::names::{NameBroadcasts, NameTable};
@@ -84,10 +84,12 @@ pub fn swim_packet(data: &[u8]) {
         me: &me,
         my_incarnation: 5,
         known: known.clone(),
+        room_for_unmet: 1,
     };
     let Ok(verdict) = screen::screen_packet(NodeId(2), packet, &view) else {
         return;
     };
+    let mut strangers = 0;
     for update in verdict.packet.updates.iter().flatten() {
         let node = update.id().node;
         if node == NodeId(2) {
@@ -99,14 +101,25 @@ pub fn swim_packet(data: &[u8]) {
         } else {
             known.get(&node).map(|k| k.id())
         };
-        if let Some(current) = current {
+        let Some(current) = current else {
+            strangers += 1;
             assert!(
-                update.id().incarnation <= current.incarnation,
-                "a third party replaced a live identity"
+                strangers <= 1,
+                "gossip introduced more than the room allowed"
             );
-            if update.id() == current {
-                assert!(update.incarnation() <= 5 + MAX_INCARNATION_BUMP);
-            }
+            assert_eq!(
+                node,
+                NodeId::of_name(&update.id().name),
+                "a stranger not its name's"
+            );
+            continue;
+        };
+        assert!(
+            update.id() == current || current.win_addr_conflict(update.id()),
+            "a third party replaced a live identity"
+        );
+        if update.id() == current {
+            assert!(update.incarnation() <= 5 + MAX_INCARNATION_BUMP);
         }
     }
     let table = Arc::new(Mutex::new(NameTable::new(me.node, me.incarnation)));

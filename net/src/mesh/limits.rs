@@ -1,6 +1,7 @@
 //! What one peer may cost this node: explicit QUIC transport limits for mesh
 //! connections, the refusal of streams the mesh never asked for, a bound on
-//! connections that have not said hello yet, and bounds on the peers hellos name.
+//! connections that have not said hello yet, and bounds on the peers hellos name and on
+//! the members gossip introduces.
 //!
 //! quinn's defaults suit a general server, not a mesh that uses exactly one
 //! unidirectional stream per direction (its lane) and datagrams: 100 concurrent streams
@@ -59,6 +60,26 @@
 //!   has confirmed (met itself: not members it only heard of by gossip), at most
 //!   [`MAX_HELLO_PEERS`] of them (so it always encodes, in about 300 KiB at most, far
 //!   below the 16 MiB frame limit), and never hearsay: made-up peers are not passed on.
+//! * members this node has not met (`screen`, `membership`): gossip (or a sync) from one
+//!   member may name members foca does not know yet, and foca takes every one of them
+//!   (alive, then probed, suspected and held down for an hour), and the connection table
+//!   lists each as an address to dial. Such an introduction by a third party is taken only
+//!   while foca holds fewer than [`MAX_UNMET_MEMBERS`] other nodes this node has not met
+//!   (met: a hello its certificate proved, or a screened SWIM packet from the node itself),
+//!   and only if the member's node id is its name's and the name has 1 to
+//!   [`MAX_PEER_NAME_LEN`] bytes (as for hello peers). The rest is refused and counted
+//!   ([`MeshStats::refused_unmet_members`](super::MeshStats::refused_unmet_members)). A
+//!   node introducing itself (its own packet, on a connection its certificate proved) is
+//!   never refused: an honest member gossip could not introduce is taken when it probes
+//!   or gossips to this node itself, which SWIM has every member do within a probe round.
+//!   A listed entry of the connection table (a member as foca reports it, not met) is
+//!   removed when foca forgets the member (`Down`, then removed after its hour), so the
+//!   listed entries follow foca's table and a liar's made-up members cost at most
+//!   [`MAX_UNMET_MEMBERS`] records in each, of at most [`MAX_PEER_NAME_LEN`] bytes of name,
+//!   however long it keeps gossiping. Met entries are not bounded here: only a certificate
+//!   holder makes one, for its own id. A met entry's address changes only on the node's
+//!   own word (its hello, its screened SWIM packet), never on gossip: a liar cannot
+//!   redirect where this node dials an honest member.
 //!
 //! The per-certificate bound is 4, not 2: a node may have three dials of its own to one
 //! peer waiting for their hellos at once (a seed join, a data dial, a SWIM control dial),
@@ -112,6 +133,11 @@ pub(crate) const MAX_KNOWN_PEERS: usize = 16_384;
 /// Longest node name taken from a hello's peer list: a DNS name's 253 bytes (a node is
 /// dialed by its name, as the TLS server name).
 pub(crate) const MAX_PEER_NAME_LEN: usize = 253;
+/// Other nodes foca may hold (any state) that this node has not met before gossip from
+/// a third party may introduce no more (see the module doc; like the membership sync
+/// bound, `screen::MAX_SYNC_MEMBERS`, so a node joining a cluster of that size takes every
+/// member from its first sync).
+pub(crate) const MAX_UNMET_MEMBERS: usize = 16_384;
 /// How long a peer named in another node's hello may stay unconfirmed before it may be
 /// dropped to make room (see the module doc).
 pub(crate) const UNCONFIRMED_PEER_TTL: Duration = Duration::from_secs(600);

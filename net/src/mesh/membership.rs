@@ -145,6 +145,9 @@ pub(crate) struct Guards {
     /// Set only by test hooks: to measure an attack without the budget, or to refuse every
     /// fresh suspicion (as when every sender has spent its budget).
     budget_override: Option<BudgetOverride>,
+    /// Set only by a test hook: the bound on members not met (`screen`), in place of
+    /// `limits::MAX_UNMET_MEMBERS`.
+    unmet_bound: Option<usize>,
 }
 
 /// What a test hook made of the refutation budget (only test hooks, behind the `testing`
@@ -270,10 +273,58 @@ impl Inner {
                 held.push(timer);
                 return;
             }
-            if let Err(error) = swim.foca.handle_timer(timer, fx) {
-                tracing::debug!(%error, "SWIM timer");
-            }
+            self.handle_timer(swim, timer, fx);
         });
+    }
+
+    /// Hands `timer` to foca. When it makes foca forget a member (down for
+    /// `REMOVE_DOWN_AFTER`), its listed entry in the connection table goes too (`conns`:
+    /// listed entries follow foca's table, so they are bounded as it is).
+    fn handle_timer(&self, swim: &mut Swim, timer: Timer<NodeIdentity>, fx: &mut Effects) {
+        let removing = match &timer {
+            Timer::RemoveDown(id) => Some(id.node),
+            _ => None,
+        };
+        if let Err(error) = swim.foca.handle_timer(timer, &mut *fx) {
+            tracing::debug!(%error, "SWIM timer");
+        }
+        if let Some(node) = removing {
+            if !others(swim).any(|m| m.id().node == node) {
+                self.conns.lock().forget_listed(node);
+            }
+        }
+    }
+
+    /// What foca knows about `nodes` (and this node), for the screen. The room gossip
+    /// has to introduce members (`View::room_for_unmet`) is worked out only when one of
+    /// `nodes` is unknown to foca (one pass over foca's table; 0 otherwise, unused).
+    fn view_of<'a>(&self, swim: &'a Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'a> {
+        let wanted: HashSet<NodeId> = nodes.into_iter().collect();
+        let known: HashMap<NodeId, foca::Member<NodeIdentity>> = others(swim)
+            .filter(|m| wanted.contains(&m.id().node))
+            .map(|m| (m.id().node, m.clone()))
+            .collect();
+        let me = swim.foca.identity();
+        let strangers = wanted
+            .iter()
+            .any(|n| *n != me.node && !known.contains_key(n));
+        let room_for_unmet = if strangers {
+            let bound = swim
+                .guards
+                .unmet_bound
+                .unwrap_or(super::limits::MAX_UNMET_MEMBERS);
+            let conns = self.conns.lock();
+            let unmet = others(swim).filter(|m| !conns.is_met(m.id().node)).count();
+            bound.saturating_sub(unmet)
+        } else {
+            0
+        };
+        View {
+            me,
+            my_incarnation: swim.guards.my_incarnation,
+            known,
+            room_for_unmet,
+        }
     }
 
     /// A SWIM packet from `peer` (a datagram on a mesh or control connection to it),
@@ -318,7 +369,7 @@ impl Inner {
                 });
             }
             let (verdict, sender_down_at) = {
-                let view = view_of(swim, packet.nodes());
+                let view = self.view_of(swim, packet.nodes());
                 let sender_down_at = view.held_down_at(&packet.header.src);
                 let verdict = screen::screen_packet(peer, packet, &view).map(|verdict| {
                     let fresh: Vec<_> = verdict
@@ -517,6 +568,23 @@ impl Inner {
         self.swim.lock().guards.epoch_mark = Some(mark);
     }
 
+    /// Takes `bound` in place of `limits::MAX_UNMET_MEMBERS` (to test the bound without
+    /// 16,384 made-up members).
+    #[cfg(feature = "testing")]
+    pub(super) fn set_unmet_bound(&self, bound: usize) {
+        self.swim.lock().guards.unmet_bound = Some(bound);
+    }
+
+    /// Has foca forget members down for `after` (not an hour), to see what goes with them.
+    #[cfg(feature = "testing")]
+    pub(super) fn set_remove_down_after(&self, after: Duration) {
+        let mut config = super::swim::swim_config(self.config.failure_timeout);
+        config.remove_down_after = after;
+        if let Err(error) = self.swim.lock().foca.set_config(config) {
+            tracing::error!(%error, "could not change how long SWIM remembers down members");
+        }
+    }
+
     /// Turns the refutation budget off or on (to measure what it prevents).
     #[cfg(feature = "testing")]
     pub(super) fn set_refutation_budget(&self, on: bool) {
@@ -567,6 +635,11 @@ impl Inner {
                 tracing::warn!(%peer, %refusal, "spoofed SWIM packet dropped");
                 self.counters.bump(Count::SpoofedSwimPacket);
             }
+            Refusal::TooManyUnmet { .. } => {
+                // Counted, logged quietly: a liar sends these by the packetful.
+                tracing::debug!(%peer, %refusal, "membership update refused");
+                self.counters.bump(Count::RefusedUnmetMember);
+            }
             _ => {
                 tracing::warn!(%peer, %refusal, "membership update refused");
                 self.counters.bump(Count::RefusedMembershipUpdate);
@@ -612,7 +685,7 @@ impl Inner {
         let src = &verdict.packet.header.src;
         // `src` is `peer`, the connection's authenticated node (the screen checked): it
         // spoke to this node itself.
-        self.conns.lock().met_sender(peer, || PeerInfo {
+        self.conns.lock().met_sender(peer, src.addr, || PeerInfo {
             node: peer,
             addr: src.addr,
             name: src.name.clone(),
@@ -1055,7 +1128,7 @@ impl Inner {
                 return Vec::new();
             };
             let verdict = {
-                let view = view_of(swim, members.iter().map(|m| m.id().node));
+                let view = self.view_of(swim, members.iter().map(|m| m.id().node));
                 screen::screen_sync(sender, members, &view)
             };
             let verdict = match verdict {
@@ -1147,6 +1220,30 @@ impl Inner {
         self.gossip_as_self(to, vec![alive], Vec::new(), |_| {})
     }
 
+    /// Test hook behind `Mesh::forge_address`: gossips `to` that `about` is alive at
+    /// `addr`, in the very identity this node holds for it otherwise (same incarnation and
+    /// epoch), at the SWIM incarnation it knows.
+    #[cfg(feature = "testing")]
+    pub(super) fn forge_address(
+        self: &Arc<Self>,
+        to: NodeId,
+        about: NodeId,
+        addr: SocketAddr,
+    ) -> bool {
+        let moved = {
+            let swim = self.swim.lock();
+            let Some(known) = others(&swim).find(|m| m.id().node == about) else {
+                return false;
+            };
+            let id = NodeIdentity {
+                addr,
+                ..known.id().clone()
+            };
+            foca::Member::new(id, known.incarnation(), foca::State::Alive)
+        };
+        self.gossip_as_self(to, vec![moved], Vec::new(), |_| {})
+    }
+
     /// Test hook behind `Mesh::forge_name_op`.
     #[cfg(feature = "testing")]
     pub(super) fn forge_name_op(self: &Arc<Self>, to: NodeId, op: &super::wire::NameOp) -> bool {
@@ -1204,9 +1301,7 @@ impl Inner {
             } else if let Some(held) = swim.frozen.take() {
                 tracing::warn!(held = held.len(), "membership thawed (test hook)");
                 for timer in held {
-                    if let Err(error) = swim.foca.handle_timer(timer, &mut *fx) {
-                        tracing::debug!(%error, "SWIM timer");
-                    }
+                    self.handle_timer(swim, timer, &mut *fx);
                 }
             }
         });
@@ -1221,20 +1316,6 @@ pub(super) fn others(swim: &Swim) -> impl Iterator<Item = &foca::Member<NodeIden
     swim.foca
         .iter_membership_state()
         .filter(move |m| m.id().node != me)
-}
-
-/// What foca knows about `nodes` (and this node), for the screen.
-fn view_of(swim: &Swim, nodes: impl IntoIterator<Item = NodeId>) -> View<'_> {
-    let wanted: HashSet<NodeId> = nodes.into_iter().collect();
-    let known = others(swim)
-        .filter(|m| wanted.contains(&m.id().node))
-        .map(|m| (m.id().node, m.clone()))
-        .collect();
-    View {
-        me: swim.foca.identity(),
-        my_incarnation: swim.guards.my_incarnation,
-        known,
-    }
 }
 
 /// Takes `members`, held down here, back as alive at the given incarnations: forgets the

@@ -592,6 +592,31 @@ impl Mesh {
         self.inner.forge_member(to, member)
     }
 
+    /// Test hook for a member lying about where another lives: sends `to` one SWIM gossip
+    /// packet from this node (its true identity) saying `about` is alive at `addr`, in the
+    /// identity this node knows for it otherwise (same incarnation and epoch). Returns
+    /// false if this node does not know `to` or `about`. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn forge_address(&self, to: NodeId, about: NodeId, addr: SocketAddr) -> bool {
+        self.inner.forge_address(to, about, addr)
+    }
+
+    /// Takes `bound` in place of 16,384 as the most nodes this node's SWIM may hold that
+    /// it has not met before gossip may introduce no more (`limits`), to test the bound
+    /// with a few made-up members. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn set_unmet_member_bound(&self, bound: usize) {
+        self.inner.set_unmet_bound(bound);
+    }
+
+    /// Has SWIM forget a member `after` it was declared down, instead of an hour, to test
+    /// what goes with it (members declared down before keep the hour). Only with the
+    /// `testing` feature.
+    #[cfg(feature = "testing")]
+    pub fn set_swim_remove_down_after(&self, after: std::time::Duration) {
+        self.inner.set_remove_down_after(after);
+    }
+
     /// Test hook for a member relaying name ops: sends `to` one SWIM gossip packet from
     /// this node (its true identity) carrying `op` as a custom broadcast, whoever's pid it
     /// names. Returns false if this node does not know `to`. Only with the `testing`

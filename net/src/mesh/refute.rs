@@ -185,6 +185,7 @@ mod tests {
             me: &me,
             my_incarnation: 3,
             known,
+            room_for_unmet: 0,
         };
         let suspect = |n, inc| Member::new(id(n), inc, State::Suspect);
         assert_eq!(fresh(NodeId(9), &suspect(2, 5), &view), Some(false));

@@ -17,9 +17,18 @@
 //! * **Incarnation jumps are capped.** An update about another node (or this one) more
 //!   than [`MAX_INCARNATION_BUMP`] above what this node knows is refused: it could only
 //!   serve to make a suspicion unrefutable (foca's incarnations are `u16`).
-//! * **Only a node replaces its own live identity.** An update carrying a newer identity
-//!   (higher start incarnation, or the same one at a later SWIM epoch: `swim`) of a known
-//!   node is refused unless that node sent it.
+//! * **Only a node replaces its own live identity.** An update carrying another identity
+//!   of a known node that is not an older one — a newer identity (higher start
+//!   incarnation, or the same one at a later SWIM epoch: `swim`), or one equal in both but
+//!   different (another address, name or region: foca would take it in place of the
+//!   known one) — is refused unless that node sent it. So a liar can neither replace a
+//!   member nor redirect where this node dials it.
+//! * **Gossip introduces a bounded number of strangers.** An update about a node foca
+//!   does not know, from another node, is refused unless its node id is its name's (and
+//!   the name at most `limits::MAX_PEER_NAME_LEN` bytes: [`Refusal::NotItsName`]) and
+//!   [`View::room_for_unmet`] allows one more ([`Refusal::TooManyUnmet`]): foca holds
+//!   fewer than `limits::MAX_UNMET_MEMBERS` nodes this node has not met. A node
+//!   introducing itself is always taken.
 //! * **Third-party targets must be known.** `PingReq` and `IndirectAck` make this node
 //!   send to the identity they carry; an identity foca does not know is refused (no
 //!   dialing addresses a member made up).
@@ -68,6 +77,10 @@ pub(crate) enum Refusal {
     SyncTooLarge(usize),
     #[error("a suspicion of {node} over the sender's refutation budget")]
     SuspicionBudget { node: NodeId },
+    #[error("{node}, a member this node does not know, is named by another node while too many members not met are held")]
+    TooManyUnmet { node: NodeId },
+    #[error("{node}, a member this node does not know, is named by another node under a name that is not its id's")]
+    NotItsName { node: NodeId },
     #[error("{node} claims region {claimed:?}, not the one in its certificate")]
     WrongRegion {
         node: NodeId,
@@ -84,6 +97,10 @@ pub(crate) struct View<'a> {
     /// foca's record of other nodes (any state), by node id; may hold only the nodes a
     /// packet mentions.
     pub(crate) known: HashMap<NodeId, Member<NodeIdentity>>,
+    /// How many more nodes foca does not know gossip from another node may introduce:
+    /// `limits::MAX_UNMET_MEMBERS` less the nodes foca holds that this node has not met
+    /// (`membership` works it out only for a packet naming a node not in `known`).
+    pub(crate) room_for_unmet: usize,
 }
 
 impl View<'_> {
@@ -102,6 +119,11 @@ impl View<'_> {
             return Some((self.me, self.my_incarnation));
         }
         self.known.get(&node).map(|m| (m.id(), m.incarnation()))
+    }
+
+    /// Whether foca holds a record of `node`, or it is this node.
+    fn knows(&self, node: NodeId) -> bool {
+        node == self.me.node || self.known.contains_key(&node)
     }
 
     fn knows_identity(&self, id: &NodeIdentity) -> bool {
@@ -132,7 +154,9 @@ pub(crate) fn screen_update(
     }
     if let Some((current, known)) = view.current(node) {
         if update.id() != current {
-            if update.id().win_addr_conflict(current) {
+            if !current.win_addr_conflict(update.id()) {
+                // Newer, or as new but different: foca would put it in place of the known
+                // identity (and the address with it).
                 return Screened::Refused(Refusal::ReplacesIdentity { node });
             }
             // An older identity: foca takes it as stale news.
@@ -293,7 +317,12 @@ pub(crate) fn screen_packet(
     };
     if let Some(updates) = updates {
         let mut kept = Vec::with_capacity(updates.len());
+        let mut room = view.room_for_unmet;
         for update in updates {
+            if let Err(refusal) = may_introduce(peer, &update, view, &mut room) {
+                verdict.refused.push(refusal);
+                continue;
+            }
             match screen_update(peer, update, view) {
                 Screened::Kept(m) => {
                     if is_third_party_suspicion(peer, &m, view) {
@@ -318,6 +347,31 @@ pub(crate) fn screen_packet(
 
 fn is_third_party_suspicion(sender: NodeId, m: &Member<NodeIdentity>, view: &View<'_>) -> bool {
     m.state() == State::Suspect && m.id().node != sender && m.id().node != view.me.node
+}
+
+/// Whether `update`, from `peer`, may be taken as far as the bound on members not met
+/// goes: about a node foca knows, or `peer` itself, it may; about a stranger, only one
+/// true to its name, and while `room` (taken from) allows.
+fn may_introduce(
+    peer: NodeId,
+    update: &Member<NodeIdentity>,
+    view: &View<'_>,
+    room: &mut usize,
+) -> Result<(), Refusal> {
+    let id = update.id();
+    if id.node == peer || view.knows(id.node) {
+        return Ok(());
+    }
+    if id.name.is_empty()
+        || id.name.len() > super::limits::MAX_PEER_NAME_LEN
+        || id.node != NodeId::of_name(&id.name)
+    {
+        return Err(Refusal::NotItsName { node: id.node });
+    }
+    *room = room
+        .checked_sub(1)
+        .ok_or(Refusal::TooManyUnmet { node: id.node })?;
+    Ok(())
 }
 
 /// The header of a packet this node sent: how `membership` learns its own SWIM
@@ -410,6 +464,16 @@ mod tests {
             me,
             my_incarnation: 3,
             known,
+            room_for_unmet: usize::MAX,
+        }
+    }
+
+    /// A node this node does not know, under its name's id (as every true node is).
+    fn stranger(name: &str) -> NodeIdentity {
+        NodeIdentity {
+            node: NodeId::of_name(name),
+            name: name.to_owned(),
+            ..id(0, 100)
         }
     }
 
@@ -514,6 +578,23 @@ mod tests {
             screen_update(NodeId(2), newer.clone(), &view),
             Screened::Kept(newer)
         );
+        // As new, but at another address: foca would take it in place of the known one.
+        let moved = Member::new(
+            NodeIdentity {
+                addr: "10.6.6.6:1".parse().unwrap(),
+                ..id(2, 100)
+            },
+            5,
+            State::Alive,
+        );
+        assert_eq!(
+            screen_update(NodeId(3), moved.clone(), &view),
+            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
+        );
+        assert_eq!(
+            screen_update(NodeId(2), moved.clone(), &view),
+            Screened::Kept(moved)
+        );
         let newer_me = Member::new(id(1, 101), 0, State::Alive);
         assert!(matches!(
             screen_update(NodeId(3), newer_me, &view),
@@ -578,6 +659,7 @@ mod tests {
             me: &me_next,
             my_incarnation: 0,
             known: [(NodeId(2), known_next)].into_iter().collect(),
+            room_for_unmet: 0,
         };
         for old in [id(1, 100), id(2, 100)] {
             let stale = Member::new(old, 59_999, State::Suspect);
@@ -629,7 +711,7 @@ mod tests {
             vec![
                 Member::new(id(2, 100), 5, State::Down),
                 Member::new(id(2, 101), 0, State::Alive),
-                Member::new(id(4, 100), 0, State::Alive),
+                Member::new(stranger("node-4"), 0, State::Alive),
             ],
         );
         let bytes = packet.encode();
@@ -639,7 +721,7 @@ mod tests {
             Some(
                 &[
                     Member::new(id(2, 100), 5, State::Suspect),
-                    Member::new(id(4, 100), 0, State::Alive),
+                    Member::new(stranger("node-4"), 0, State::Alive),
                 ][..]
             )
         );
@@ -723,17 +805,75 @@ mod tests {
         let members = vec![
             Member::new(id(2, 100), 5, State::Down),
             Member::new(id(2, 100), 50, State::Alive),
-            Member::new(id(5, 100), 0, State::Alive),
+            Member::new(stranger("node-5"), 0, State::Alive),
         ];
         let verdict = screen_sync(id(3, 100), members, &view).unwrap();
         assert_eq!(verdict.packet.updates.map(|u| u.len()), Some(2));
         assert_eq!(verdict.downgraded, 1);
         assert_eq!(verdict.suspicions.len(), 1);
         assert_eq!(verdict.refused.len(), 1);
-        let huge = vec![Member::new(id(5, 100), 0, State::Alive); MAX_SYNC_MEMBERS + 1];
+        let huge = vec![Member::new(stranger("node-5"), 0, State::Alive); MAX_SYNC_MEMBERS + 1];
         assert_eq!(
             screen_sync(id(3, 100), huge, &view).unwrap_err(),
             Refusal::SyncTooLarge(MAX_SYNC_MEMBERS + 1)
         );
+    }
+    #[test]
+    fn gossip_introduces_strangers_true_to_their_names_while_there_is_room() {
+        let me = id(1, 100);
+        let mut view = view(&me);
+        view.room_for_unmet = 2;
+        let alive = |id: NodeIdentity| Member::new(id, 0, State::Alive);
+        let packet = gossip(
+            id(3, 100),
+            me.clone(),
+            vec![
+                alive(stranger("a")),
+                // Under another node's id, or a name no TLS name can be.
+                alive(NodeIdentity {
+                    node: NodeId(77),
+                    ..stranger("forged")
+                }),
+                alive(stranger(
+                    &"x".repeat(super::super::limits::MAX_PEER_NAME_LEN + 1),
+                )),
+                alive(stranger("b")),
+                // Past the room.
+                alive(stranger("c")),
+                // Known nodes, and the sender itself, take no room.
+                Member::new(id(2, 100), 5, State::Alive),
+                alive(id(3, 100)),
+            ],
+        );
+        let verdict = screen_packet(NodeId(3), packet, &view).unwrap();
+        let kept: Vec<NodeId> = verdict
+            .packet
+            .updates
+            .iter()
+            .flatten()
+            .map(|m| m.id().node)
+            .collect();
+        assert_eq!(
+            kept,
+            [stranger("a").node, stranger("b").node, NodeId(2), NodeId(3)]
+        );
+        assert_eq!(
+            verdict.refused,
+            [
+                Refusal::NotItsName { node: NodeId(77) },
+                Refusal::NotItsName {
+                    node: stranger(&"x".repeat(super::super::limits::MAX_PEER_NAME_LEN + 1)).node
+                },
+                Refusal::TooManyUnmet {
+                    node: stranger("c").node
+                },
+            ]
+        );
+        // No room: a stranger introducing itself is still taken.
+        view.room_for_unmet = 0;
+        let own = gossip(stranger("d"), me.clone(), vec![alive(stranger("d"))]);
+        let verdict = screen_packet(stranger("d").node, own, &view).unwrap();
+        assert!(verdict.refused.is_empty());
+        assert_eq!(verdict.packet.updates.map(|u| u.len()), Some(1));
     }
 }

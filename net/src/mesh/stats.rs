@@ -37,7 +37,8 @@ pub struct MeshStats {
     pub spoofed_swim_packets: u64,
     /// Membership updates and packets refused by the membership screen (identity
     /// replacements, incarnation jumps, unknown probe targets, lone "you are down"
-    /// claims, oversized syncs).
+    /// claims, oversized syncs, members introduced under a name that is not their id's;
+    /// members introduced past the bound are `refused_unmet_members`).
     pub refused_membership_updates: u64,
     /// Other nodes' claims that a third node is down, taken as suspicions only.
     pub downgraded_down_claims: u64,
@@ -65,6 +66,10 @@ pub struct MeshStats {
     /// past the per-hello bound, entries whose node id is not their name's or whose name
     /// is too long, and hearsay that found the table of known nodes full.
     pub refused_hello_peers: u64,
+    /// Members gossip (or a sync) from another node named that this node's SWIM did not
+    /// know, refused because it holds `limits::MAX_UNMET_MEMBERS` nodes it has not met
+    /// already (`limits`): a member gossiping made-up members.
+    pub refused_unmet_members: u64,
     /// Times this node moved to its next SWIM epoch: its SWIM incarnation, raised by
     /// each suspicion of itself it refuted, reached the mark (60,000; `swim`). Anything
     /// above zero means a long run of suspicions of this node, likely an attack (see
@@ -126,6 +131,7 @@ pub(super) struct Counters {
     revoked_peers: AtomicU64,
     refused_pending_hellos: AtomicU64,
     refused_hello_peers: AtomicU64,
+    refused_unmet_members: AtomicU64,
     swim_epochs: AtomicU64,
 }
 
@@ -149,6 +155,7 @@ pub(super) enum Count {
     RevokedPeer,
     RefusedPendingHello,
     RefusedHelloPeer,
+    RefusedUnmetMember,
     SwimEpoch,
 }
 
@@ -177,6 +184,7 @@ impl Counters {
             Count::RevokedPeer => &self.revoked_peers,
             Count::RefusedPendingHello => &self.refused_pending_hellos,
             Count::RefusedHelloPeer => &self.refused_hello_peers,
+            Count::RefusedUnmetMember => &self.refused_unmet_members,
             Count::SwimEpoch => &self.swim_epochs,
         };
         counter.fetch_add(n, Ordering::Relaxed);
@@ -211,6 +219,7 @@ impl Counters {
             refused_pending_hellos: self.refused_pending_hellos.load(Ordering::Relaxed),
             pending_hellos: pending_hellos as u64,
             refused_hello_peers: self.refused_hello_peers.load(Ordering::Relaxed),
+            refused_unmet_members: self.refused_unmet_members.load(Ordering::Relaxed),
             swim_epochs: self.swim_epochs.load(Ordering::Relaxed),
         }
     }

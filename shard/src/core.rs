@@ -138,8 +138,9 @@ pub enum ShardEvent {
 pub struct Apply {
     /// Its index.
     pub index: u64,
-    /// Its proposals: `(proposer node, id, payload)`, in order.
-    pub proposals: Vec<(u64, ProposalId, Vec<u8>)>,
+    /// Its proposals: `(proposer node, id, payload)`, in order; each payload shares the
+    /// entry's buffer (no copy per write set).
+    pub proposals: Vec<(u64, ProposalId, Bytes)>,
 }
 
 /// What one round must make durable for one shard, in this order.
@@ -1181,10 +1182,10 @@ impl MultiRaft {
                 Self::resolve(sid, r, e.index, e.term, &mut pending.outcomes);
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => {}
-                    EntryType::EntryNormal => match ProposalBatch::decode(&e.data) {
-                        Ok(b) => sr.apply.push(Apply {
+                    EntryType::EntryNormal => match ProposalBatch::decode_shared(&e.data) {
+                        Ok(proposals) => sr.apply.push(Apply {
                             index: e.index,
-                            proposals: b.proposals,
+                            proposals,
                         }),
                         Err(err) => {
                             tracing::error!(shard = %sid, index = e.index, error = %err, "undecodable entry skipped")

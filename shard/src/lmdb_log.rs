@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_storage::{ShardData, ShardTxn, StorageError, Store, WriteSetData};
+use cairn_storage::{DecodedWriteSet, ShardData, ShardTxn, StorageError, Store, WriteSetData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ShardConfig;
@@ -116,10 +116,11 @@ impl RoundWriter for Writer<'_, '_> {
 
     fn apply(&mut self, shard: ShardId, entry: &Apply) -> Result<(), StorageError> {
         for (_, id, payload) in &entry.proposals {
-            match dec::<WriteSetData>(payload) {
+            // Read in place from the entry (no copy of its keys and values).
+            match DecodedWriteSet::decode(payload) {
                 // A set that cannot be applied (malformed, over a limit) is skipped the same
                 // way on every replica: the entry is committed, the set is not applied.
-                Ok(set) => match self.t.apply(shard.0, &set) {
+                Ok(set) => match self.t.apply_decoded(shard.0, &set) {
                     Ok(()) => {}
                     Err(e @ (StorageError::KeyTooLarge { .. } | StorageError::BadName { .. })) => {
                         tracing::warn!(shard = %shard, proposal = id.0, error = %e, "replicated write set refused");

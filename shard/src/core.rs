@@ -138,8 +138,9 @@ pub enum ShardEvent {
 pub struct Apply {
     /// Its index.
     pub index: u64,
-    /// Its proposals: `(proposer node, id, payload)`, in order.
-    pub proposals: Vec<(u64, ProposalId, Vec<u8>)>,
+    /// Its proposals: `(proposer node, id, payload)`, in order; each payload shares the
+    /// entry's buffer (no copy per write set).
+    pub proposals: Vec<(u64, ProposalId, Bytes)>,
 }
 
 /// What one round must make durable for one shard, in this order.
@@ -483,6 +484,18 @@ impl MultiRaft {
         );
     }
 
+    /// Advances the clock to `now` before stepping messages: a full [`tick`](Self::tick)
+    /// only if a Raft tick is due, else just the clock (lease upkeep and serving events
+    /// wait for the next `tick`, which the driver runs before every round).
+    pub fn advance(&mut self, now: Time) {
+        self.assert_idle();
+        if now.max(self.now) >= self.next_tick {
+            self.tick(now);
+        } else {
+            self.now = self.now.max(now);
+        }
+    }
+
     /// Advances the clock: Raft ticks, lease renewals and expiries, rebalancing.
     pub fn tick(&mut self, now: Time) {
         self.assert_idle();
@@ -680,6 +693,24 @@ impl MultiRaft {
         Self::replica_serving(r, now).then(|| r.lease.as_ref().map(|l| l.until))?
     }
 
+    /// What the lease board shows for every hosted shard, in shard order: the shard, the
+    /// end of this node's lease and the leader term while it serves the shard (as
+    /// [`lease_until`](Self::lease_until) and [`serving_term`](Self::serving_term)), and
+    /// the leader it knows (as [`leader`](Self::leader)). One pass over the replicas, for
+    /// the driver's board, which is published several times per round.
+    pub fn board_rows(
+        &self,
+        now: Time,
+    ) -> impl Iterator<Item = (ShardId, Option<(Time, u64)>, Option<NodeId>)> + '_ {
+        self.replicas.iter().map(move |(&sid, r)| {
+            let serving = Self::replica_serving(r, now)
+                .then(|| r.lease.as_ref().map(|l| (l.until, r.raw.raft.term)))
+                .flatten();
+            let id = r.raw.raft.leader_id;
+            (sid, serving, (id != raft::INVALID_ID).then_some(NodeId(id)))
+        })
+    }
+
     /// The leader this node knows for `shard`.
     pub fn leader(&self, shard: ShardId) -> Option<NodeId> {
         let id = self.replicas.get(&shard)?.raw.raft.leader_id;
@@ -831,8 +862,13 @@ impl MultiRaft {
             if r.destroy {
                 continue;
             }
-            if r.raw.store().initialized() {
-                let conf = r.raw.raft.prs().conf().to_conf_state();
+            // A member needs no reply (checked without building a `ConfState` per message;
+            // `contains` also counts outgoing voters of a joint configuration, which ours
+            // never are: configuration changes are single-step).
+            let conf = r.raw.raft.prs().conf();
+            let member = conf.voters().contains(from.0) || conf.learners().contains(&from.0);
+            if !member && r.raw.store().initialized() {
+                let conf = conf.to_conf_state();
                 self.tombstones.reply_if_stranger(
                     self.me,
                     w.shard,
@@ -1146,10 +1182,10 @@ impl MultiRaft {
                 Self::resolve(sid, r, e.index, e.term, &mut pending.outcomes);
                 match e.get_entry_type() {
                     EntryType::EntryNormal if e.data.is_empty() => {}
-                    EntryType::EntryNormal => match ProposalBatch::decode(&e.data) {
-                        Ok(b) => sr.apply.push(Apply {
+                    EntryType::EntryNormal => match ProposalBatch::decode_shared(&e.data) {
+                        Ok(proposals) => sr.apply.push(Apply {
                             index: e.index,
-                            proposals: b.proposals,
+                            proposals,
                         }),
                         Err(err) => {
                             tracing::error!(shard = %sid, index = e.index, error = %err, "undecodable entry skipped")

@@ -104,15 +104,16 @@ impl LeaseBoard {
     }
 
     fn publish(&self, core: &MultiRaft, now: Duration, stats: &ShardStats) {
+        let mut rows = core.board_rows(now).peekable();
         for (i, slot) in self.until.iter().enumerate() {
             let shard = ShardId(i as u32);
-            let until = core
-                .lease_until(shard, now)
-                .map_or(0, |t| t.as_nanos() as u64);
-            let term = core.serving_term(shard, now).unwrap_or(0);
+            let (serving, leader) = rows
+                .next_if(|row| row.0 == shard)
+                .map_or((None, None), |(_, serving, leader)| (serving, leader));
+            let (until, term) = serving.map_or((0, 0), |(t, term)| (t.as_nanos() as u64, term));
             self.term[i].store(term, Ordering::Release);
             slot.store(until, Ordering::Release);
-            let leader = core.leader(shard).map_or(0, |n| n.0);
+            let leader = leader.map_or(0, |n| n.0);
             let before = self.leader[i].swap(leader, Ordering::AcqRel);
             if leader != 0 && leader != before {
                 stats.leader_changed();
@@ -151,7 +152,7 @@ pub enum DriverMsg {
     ConfState(ShardId, Reply<Option<WireConfState>>),
 }
 
-/// A proposal built by [`ShardNode::fenced`] or [`ShardNode::fenced_then`], not yet queued
+/// A proposal built by [`ShardNode::fenced_then`], not yet queued
 /// to the driver. Dropped unqueued, it completes with `Call(NoProc)`.
 pub struct Proposal(DriverMsg);
 
@@ -159,7 +160,7 @@ pub struct Proposal(DriverMsg);
 pub type FateCallback = Box<dyn FnOnce(Result<Outcome, DriverError>) + Send + 'static>;
 
 /// Where a proposal's fate goes, completed exactly once (see the module doc): a reply (the
-/// futures of [`ShardNode::submit`] and [`ShardNode::fenced`]) or a callback
+/// future of [`ShardNode::submit`]) or a callback
 /// ([`ShardNode::fenced_then`]). Dropped uncompleted, it completes with `Call(NoProc)`.
 pub struct Completion(Option<Fate>);
 
@@ -372,42 +373,14 @@ impl ShardNode {
         }
     }
 
-    /// A proposal of the [`Fence`] chain `fence`, built but not yet queued, and its fate
-    /// (at most `timeout` after now). Queue it with [`try_queue`](Self::try_queue) or
-    /// [`queue`](Self::queue); the caller keeps a chain's proposals in order (a later one is
-    /// never queued while an earlier one still waits for room). A proposal dropped unqueued
-    /// fails its fate future.
-    pub fn fenced(
-        &self,
-        shard: ShardId,
-        data: Vec<u8>,
-        fence: Fence,
-        timeout: Duration,
-    ) -> (
-        Proposal,
-        impl std::future::Future<Output = Result<Outcome, DriverError>> + Send + 'static,
-    ) {
-        let deadline = Instant::now() + timeout;
-        let (reply, rx) = Reply::pair();
-        let proposal = self.proposal(
-            shard,
-            data,
-            Some(fence),
-            timeout,
-            Completion(Some(Fate::Reply(reply))),
-        );
-        let actor = self.actor.clone();
-        (proposal, async move {
-            Self::outcome(&actor, rx, deadline).await
-        })
-    }
-
-    /// [`fenced`](Self::fenced) without a future, a reply channel or a timer: the driver calls
-    /// `done` with the proposal's fate, exactly once — the outcome, the refusal,
+    /// A proposal of the [`Fence`] chain `fence`, built but not yet queued; the driver calls
+    /// `done` with its fate, exactly once — the outcome, the refusal,
     /// `Call(Timeout)` from the driver's own deadline sweep `timeout` after now, or
     /// `Call(NoProc)` if the proposal is dropped unqueued or the driver stops first. `done`
     /// runs on the driver's process (or where the proposal is dropped): keep it short and
-    /// non-blocking.
+    /// non-blocking. Queue it with [`try_queue`](Self::try_queue) or [`queue`](Self::queue);
+    /// the caller keeps a chain's proposals in order (a later one is never queued while an
+    /// earlier one still waits for room).
     pub fn fenced_then(
         &self,
         shard: ShardId,
@@ -565,7 +538,7 @@ impl Driver {
         match m {
             DriverMsg::Raft { from, batch } => {
                 let now = self.now();
-                self.core.tick(now);
+                self.core.advance(now);
                 self.core.step(from, batch);
             }
             DriverMsg::Propose {

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_storage::{ShardData, ShardTxn, StorageError, Store, WriteSetData};
+use cairn_storage::{DecodedWriteSet, ShardData, ShardTxn, StorageError, Store, WriteSetData};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ShardConfig;
@@ -95,8 +95,13 @@ impl RoundWriter for Writer<'_, '_> {
             &entry_key(shard, entries[0].index),
             &entry_key(shard, u64::MAX),
         )?;
+        // One buffer for the round's entries of this shard (LMDB copies each row).
+        let mut row =
+            Vec::with_capacity(entries.iter().map(|e| e.data.len()).max().unwrap_or(0) + 48);
         for e in entries {
-            self.t.raft_put(&entry_key(shard, e.index), &enc(e))?;
+            row.clear();
+            rmp_serde::encode::write(&mut row, e).expect("encoding our own structs cannot fail");
+            self.t.raft_put(&entry_key(shard, e.index), &row)?;
         }
         Ok(())
     }
@@ -111,10 +116,11 @@ impl RoundWriter for Writer<'_, '_> {
 
     fn apply(&mut self, shard: ShardId, entry: &Apply) -> Result<(), StorageError> {
         for (_, id, payload) in &entry.proposals {
-            match dec::<WriteSetData>(payload) {
+            // Read in place from the entry (no copy of its keys and values).
+            match DecodedWriteSet::decode(payload) {
                 // A set that cannot be applied (malformed, over a limit) is skipped the same
                 // way on every replica: the entry is committed, the set is not applied.
-                Ok(set) => match self.t.apply(shard.0, &set) {
+                Ok(set) => match self.t.apply_decoded(shard.0, &set) {
                     Ok(()) => {}
                     Err(e @ (StorageError::KeyTooLarge { .. } | StorageError::BadName { .. })) => {
                         tracing::warn!(shard = %shard, proposal = id.0, error = %e, "replicated write set refused");
@@ -257,5 +263,15 @@ impl LmdbLog {
 
 /// Encodes a write set as a proposal payload for an LMDB-backed node.
 pub fn encode_write_set(set: &WriteSetData) -> Vec<u8> {
-    enc(set)
+    // Sized up front (keys and values plus their framing): not grown by doubling.
+    let size = 16
+        + set.keyspace.len()
+        + set
+            .entries
+            .iter()
+            .map(|(k, v)| 12 + k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum::<usize>();
+    let mut buf = Vec::with_capacity(size);
+    rmp_serde::encode::write(&mut buf, set).expect("encoding our own structs cannot fail");
+    buf
 }

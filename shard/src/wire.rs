@@ -44,14 +44,31 @@ pub struct WireEntry {
     pub term: u64,
     /// Raft index.
     pub index: u64,
-    /// Normal data (a proposal batch) or empty.
-    #[serde(with = "cairn_storage::serde_bin::bytes")]
-    pub data: Vec<u8>,
+    /// Normal data (a proposal batch) or empty. [`Bytes`], shared with raft-rs's entry: an
+    /// entry's payload is not copied per follower message, per persisted round or per
+    /// received message (encoded as MessagePack `bin`, as a `Vec<u8>` was).
+    #[serde(with = "shared_bin")]
+    pub data: Bytes,
     /// Set for a conf-change entry (then `data` is empty).
     pub conf_change: Option<WireConfChange>,
     /// raft-rs's entry context (unused by us, carried for fidelity).
-    #[serde(with = "cairn_storage::serde_bin::bytes")]
-    pub context: Vec<u8>,
+    #[serde(with = "shared_bin")]
+    pub context: Bytes,
+}
+
+/// `#[serde(with = ...)]` on [`Bytes`]: written as `bin`, read like
+/// `cairn_storage::serde_bin::bytes` (`bin` or an array of integers).
+mod shared_bin {
+    use bytes::Bytes;
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        cairn_storage::serde_bin::bytes::deserialize(d).map(Bytes::from)
+    }
 }
 
 /// A configuration: voters and learners.
@@ -218,12 +235,12 @@ impl WireEntry {
             term: e.term,
             index: e.index,
             data: if conf_change.is_some() {
-                Vec::new()
+                Bytes::new()
             } else {
-                e.data.to_vec()
+                e.data.clone()
             },
             conf_change,
-            context: e.context.to_vec(),
+            context: e.context.clone(),
         }
     }
 
@@ -232,7 +249,7 @@ impl WireEntry {
         let mut e = Entry::default();
         e.term = self.term;
         e.index = self.index;
-        e.context = Bytes::from(self.context.clone());
+        e.context = self.context.clone();
         match &self.conf_change {
             Some(cc) => {
                 let mut c = ConfChange::default();
@@ -243,7 +260,7 @@ impl WireEntry {
             }
             None => {
                 e.set_entry_type(EntryType::EntryNormal);
-                e.data = Bytes::from(self.data.clone());
+                e.data = self.data.clone();
             }
         }
         Ok(e)
@@ -378,7 +395,25 @@ pub struct WireBatch {
 impl WireBatch {
     /// MessagePack bytes.
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("encoding a WireBatch cannot fail")
+        // Sized up front (payloads plus a generous allowance per message and entry): the
+        // buffer of a batch of appends (many KB) is not grown by doubling and copying.
+        let size = 16
+            + self
+                .messages
+                .iter()
+                .map(|m| {
+                    96 + m.context.len()
+                        + m.snapshot.as_ref().map_or(0, |s| s.data.len() + 64)
+                        + m.entries
+                            .iter()
+                            .map(|e| 32 + e.data.len() + e.context.len())
+                            .sum::<usize>()
+                })
+                .sum::<usize>()
+            + 32 * self.not_members.len();
+        let mut buf = Vec::with_capacity(size);
+        rmp_serde::encode::write(&mut buf, self).expect("encoding a WireBatch cannot fail");
+        buf
     }
 
     /// From MessagePack bytes (untrusted input: errors, never panics).
@@ -397,13 +432,40 @@ pub struct ProposalBatch {
 
 impl ProposalBatch {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec(self).expect("encoding a ProposalBatch cannot fail")
+        // Sized up front: payloads plus at most 24 bytes of framing each.
+        let size = 8 + self.proposals.iter().map(|p| 24 + p.2.len()).sum::<usize>();
+        let mut buf = Vec::with_capacity(size);
+        rmp_serde::encode::write(&mut buf, self).expect("encoding a ProposalBatch cannot fail");
+        buf
     }
 
     /// Decodes an entry's data; an undecodable entry (impossible unless a peer is broken) is
     /// an error the caller logs and skips.
     pub(crate) fn decode(bytes: &[u8]) -> Result<ProposalBatch, WireError> {
         rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
+    }
+
+    /// [`decode`](Self::decode) into the proposals, each payload a slice of `data` (no copy).
+    /// Payloads encoded before `bin` (arrays of integers) cannot be borrowed: copied then.
+    pub(crate) fn decode_shared(data: &Bytes) -> Result<Vec<(u64, ProposalId, Bytes)>, WireError> {
+        /// [`ProposalBatch`]'s encoding, payloads borrowed.
+        #[derive(Deserialize)]
+        struct Borrowed<'a> {
+            #[serde(borrow)]
+            proposals: Vec<(u64, ProposalId, &'a [u8])>,
+        }
+        match rmp_serde::from_slice::<Borrowed<'_>>(data) {
+            Ok(b) => Ok(b
+                .proposals
+                .into_iter()
+                .map(|(node, id, p)| (node, id, data.slice_ref(p)))
+                .collect()),
+            Err(_) => Ok(Self::decode(data)?
+                .proposals
+                .into_iter()
+                .map(|(node, id, p)| (node, id, Bytes::from(p)))
+                .collect()),
+        }
     }
 }
 
@@ -502,12 +564,12 @@ mod tests {
         bad_cc.entries.push(WireEntry {
             term: 1,
             index: 1,
-            data: vec![],
+            data: Bytes::new(),
             conf_change: Some(WireConfChange {
                 change_type: 9,
                 node_id: 1,
             }),
-            context: vec![],
+            context: Bytes::new(),
         });
         assert_eq!(
             bad_cc.to_message(NodeId(2), NodeId(1), 16),
@@ -543,12 +605,23 @@ mod tests {
         let data = batch.encode();
         assert!(data.len() < 215, "a proposal batch of {} bytes", data.len());
         assert_eq!(ProposalBatch::decode(&data).unwrap(), batch);
+        let shared = Bytes::from(data.clone());
+        let borrowed = ProposalBatch::decode_shared(&shared).unwrap();
+        assert_eq!(
+            borrowed,
+            vec![(1, ProposalId(4), Bytes::from(payload.clone()))]
+        );
+        let inside = shared.as_ptr_range();
+        assert!(
+            inside.contains(&borrowed[0].2.as_ptr()),
+            "the payload is a slice of the entry's buffer, not a copy"
+        );
         let entry = WireEntry {
             term: 2,
             index: 9,
-            data: data.clone(),
+            data: data.clone().into(),
             conf_change: None,
-            context: vec![],
+            context: Bytes::new(),
         };
         let row = rmp_serde::to_vec(&entry).unwrap();
         assert!(
@@ -564,6 +637,11 @@ mod tests {
         .unwrap();
         assert!(old_data.len() > 400);
         assert_eq!(ProposalBatch::decode(&old_data).unwrap(), batch);
+        assert_eq!(
+            ProposalBatch::decode_shared(&Bytes::from(old_data.clone())).unwrap(),
+            vec![(1, ProposalId(4), Bytes::from(batch.proposals[0].2.clone()))],
+            "an entry written before bin still decodes (copied)"
+        );
         let old_row = rmp_serde::to_vec(&OldEntry {
             term: 2,
             index: 9,

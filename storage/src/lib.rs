@@ -83,7 +83,7 @@ mod writeset;
 pub use data_dir::{DataDir, Identity, IDENTITY_FILE, LOCK_FILE};
 pub use error::{Result, StorageError};
 pub use keyspace::{Keyspace, ListOptions, Transaction};
-pub use replica::{KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};
+pub use replica::{DecodedWriteSet, KeyspaceData, ShardData, ShardRead, ShardTxn, WriteSetData};
 pub use route::{CommitRoute, RoutedCommit};
 pub use store::{
     Alarm, Config, Stats, Store, DEFAULT_MAP_SIZE, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_SETS,

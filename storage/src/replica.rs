@@ -121,19 +121,66 @@ mod alarm_op {
 impl WriteSetData {
     /// Refuses a set no replica could apply (the same way on every replica).
     fn check(&self) -> Result<()> {
-        if self.keyspace.is_empty() || self.keyspace.len() > MAX_NAME_LEN {
-            return Err(StorageError::BadName {
-                len: self.keyspace.len(),
-                max: MAX_NAME_LEN,
-            });
+        check_set(&self.keyspace, self.entries.iter().map(|(k, _)| k.len()))
+    }
+}
+
+/// [`WriteSetData::check`] on a set's parts.
+fn check_set(keyspace: &str, mut key_lens: impl Iterator<Item = usize>) -> Result<()> {
+    if keyspace.is_empty() || keyspace.len() > MAX_NAME_LEN {
+        return Err(StorageError::BadName {
+            len: keyspace.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    if let Some(len) = key_lens.find(|&len| len > MAX_KEY_LEN) {
+        return Err(StorageError::KeyTooLarge {
+            len,
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// A [`WriteSetData`] decoded from its MessagePack encoding for [`ShardTxn::apply_decoded`]:
+/// its keyspace name, keys and values read in place from the encoding (no allocation per
+/// key and value), or, for an encoding that cannot be borrowed from (payloads written as
+/// arrays of integers before `bin`), decoded into a [`WriteSetData`].
+#[derive(Debug)]
+pub struct DecodedWriteSet<'a>(Decoded<'a>);
+
+#[derive(Debug)]
+enum Decoded<'a> {
+    Borrowed(WriteSetRef<'a>),
+    Owned(WriteSetData),
+}
+
+/// [`WriteSetData`]'s encoding, borrowed.
+#[derive(Debug, Deserialize)]
+struct WriteSetRef<'a> {
+    keyspace: &'a str,
+    clear: bool,
+    #[serde(borrow)]
+    entries: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    #[serde(with = "alarm_op")]
+    alarm: Option<Option<u64>>,
+}
+
+impl<'a> DecodedWriteSet<'a> {
+    /// Decodes `bytes` (a [`WriteSetData`] encoded with `rmp_serde`); `Decode` if they are
+    /// not one.
+    pub fn decode(bytes: &'a [u8]) -> Result<DecodedWriteSet<'a>> {
+        match rmp_serde::from_slice::<WriteSetRef<'a>>(bytes) {
+            Ok(set) => Ok(DecodedWriteSet(Decoded::Borrowed(set))),
+            Err(_) => rmp_serde::from_slice::<WriteSetData>(bytes)
+                .map(|set| DecodedWriteSet(Decoded::Owned(set)))
+                .map_err(|e| StorageError::Decode(e.to_string())),
         }
-        if let Some(k) = self.entries.iter().find(|(k, _)| k.len() > MAX_KEY_LEN) {
-            return Err(StorageError::KeyTooLarge {
-                len: k.0.len(),
-                max: MAX_KEY_LEN,
-            });
-        }
-        Ok(())
+    }
+
+    /// Whether the set was read in place (not copied into a [`WriteSetData`]).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.0, Decoded::Borrowed(_))
     }
 }
 
@@ -346,17 +393,7 @@ impl ShardTxn<'_> {
     /// Applies a replicated write set to its keyspace, as a member of `shard`.
     pub fn apply(&mut self, shard: u32, set: &WriteSetData) -> Result<()> {
         set.check()?;
-        let prefix = match self.indexed.get(set.keyspace.as_str()) {
-            Some(&(s, prefix)) if s == shard => prefix,
-            _ => {
-                let ks = self.shard_keyspace(shard, &set.keyspace)?;
-                self.indexed
-                    .insert(set.keyspace.clone(), (shard, ks.prefix));
-                // Kept for the transaction: its `registered` flag is set on commit.
-                self.keep.push(ks);
-                self.keep.last().expect("just pushed").prefix
-            }
-        };
+        let prefix = self.shard_prefix(shard, &set.keyspace)?;
         // Straight from the decoded set: no copy of its keys and values into a `WriteSet`.
         apply_parts(
             &mut self.w,
@@ -365,6 +402,39 @@ impl ShardTxn<'_> {
             set.entries.iter().map(|(k, v)| (&k[..], v.as_deref())),
             set.alarm,
         )
+    }
+
+    /// [`apply`](Self::apply) of a set decoded in place from its encoding: the same checks
+    /// and the same writes, without the set's keys and values copied out of the entry.
+    pub fn apply_decoded(&mut self, shard: u32, set: &DecodedWriteSet<'_>) -> Result<()> {
+        let set = match &set.0 {
+            Decoded::Owned(set) => return self.apply(shard, set),
+            Decoded::Borrowed(set) => set,
+        };
+        check_set(set.keyspace, set.entries.iter().map(|(k, _)| k.len()))?;
+        let prefix = self.shard_prefix(shard, set.keyspace)?;
+        apply_parts(
+            &mut self.w,
+            &prefix,
+            set.clear,
+            set.entries.iter().copied(),
+            set.alarm,
+        )
+    }
+
+    /// The prefix of keyspace `name` of `shard`, registered (and indexed under the shard)
+    /// in this transaction on its first write.
+    fn shard_prefix(&mut self, shard: u32, name: &str) -> Result<[u8; 8]> {
+        Ok(match self.indexed.get(name) {
+            Some(&(s, prefix)) if s == shard => prefix,
+            _ => {
+                let ks = self.shard_keyspace(shard, name)?;
+                self.indexed.insert(name.to_owned(), (shard, ks.prefix));
+                // Kept for the transaction: its `registered` flag is set on commit.
+                self.keep.push(ks);
+                self.keep.last().expect("just pushed").prefix
+            }
+        })
     }
 
     /// Deletes every keyspace of `shard` (rows and alarms) and its `shard_index` rows. The
@@ -610,6 +680,79 @@ mod tests {
         assert!(r.is_err());
         assert_eq!(store.shard_read(|r| r.raft_get(b"log")).unwrap(), None);
         assert_eq!(store.keyspace("x").unwrap().get::<u64>("k").unwrap(), None);
+    }
+
+    /// A set applied from its encoding, read in place, writes exactly what the decoded
+    /// set writes: rows, deletions, `clear`, alarms; an encoding from before `bin` (byte
+    /// strings as arrays of integers) is decoded into a copy and applied the same.
+    #[test]
+    fn a_set_applied_in_place_from_its_encoding_writes_what_the_decoded_set_writes() {
+        let mut first = set("counter/a", "total", 5);
+        first
+            .entries
+            .push((b"gone".to_vec(), Some(rmp_serde::to_vec(&1u64).unwrap())));
+        first.alarm = Some(Some(1_000));
+        let mut second = set("counter/a", "other", 7);
+        second.entries.push((b"gone".to_vec(), None));
+        let mut cleared = set("counter/b", "x", 1);
+        cleared.clear = true;
+        cleared.alarm = Some(None);
+        let sets = [first, second, set("counter/b", "y", 2), cleared];
+
+        /// The encoding before `bin`: plain `Vec<u8>`s (arrays of integers).
+        #[derive(Serialize)]
+        struct Old<'a> {
+            keyspace: &'a str,
+            clear: bool,
+            entries: &'a [(Vec<u8>, Option<Vec<u8>>)],
+            #[serde(with = "alarm_op")]
+            alarm: Option<Option<u64>>,
+        }
+        let old = |s: &WriteSetData| {
+            rmp_serde::to_vec(&Old {
+                keyspace: &s.keyspace,
+                clear: s.clear,
+                entries: &s.entries,
+                alarm: s.alarm,
+            })
+            .unwrap()
+        };
+        let export = |apply: &dyn Fn(&mut ShardTxn<'_>, &WriteSetData) -> Result<()>| {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), Config::default()).unwrap();
+            store
+                .shard_write(|t| sets.iter().try_for_each(|s| apply(t, s)))
+                .unwrap();
+            store.shard_read(|r| r.export_shard(2)).unwrap()
+        };
+        let decoded = export(&|t, s| t.apply(2, s));
+        assert_eq!(decoded.keyspaces.len(), 2);
+        let in_place = export(&|t, s| {
+            let bytes = rmp_serde::to_vec(s).unwrap();
+            let set = DecodedWriteSet::decode(&bytes)?;
+            assert!(set.is_borrowed(), "the current encoding is read in place");
+            t.apply_decoded(2, &set)
+        });
+        assert_eq!(in_place, decoded);
+        let from_old = export(&|t, s| {
+            let bytes = old(s);
+            let set = DecodedWriteSet::decode(&bytes)?;
+            assert!(!set.is_borrowed(), "integer arrays cannot be borrowed");
+            t.apply_decoded(2, &set)
+        });
+        assert_eq!(from_old, decoded);
+        // Checked like `apply`, and garbage is a decode error.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let mut bad = set("x", "k", 1);
+        bad.entries[0].0 = vec![b'a'; MAX_KEY_LEN + 1];
+        let bytes = rmp_serde::to_vec(&bad).unwrap();
+        let r = store.shard_write(|t| t.apply_decoded(1, &DecodedWriteSet::decode(&bytes)?));
+        assert!(matches!(r, Err(StorageError::KeyTooLarge { .. })), "{r:?}");
+        assert!(matches!(
+            DecodedWriteSet::decode(&[0xc1, 0x00]),
+            Err(StorageError::Decode(_))
+        ));
     }
 
     #[test]

@@ -670,31 +670,31 @@ mod tests {
         }
     }
 
-    /// The I/O hand-off must not lose a wake-up: two tasks woken in one hand-off (as the
-    /// driver thread wakes them for two ready sockets) must run *at the same time* on the
-    /// two workers. Each round wakes both from a non-worker thread inside `handing_off_io`;
-    /// each, once running, blocks its worker until the other has started too. Half the
-    /// rounds start with both workers parked (the hand-off's own wake path), half while they
-    /// may still be searching (the producer-versus-searcher race). If the worker woken for
-    /// the first task did not wake the second worker for the second task (its "only if
-    /// more work is queued" check wrong or its fence missing), a round stalls and fails.
-    #[test]
-    fn two_tasks_in_one_io_hand_off_run_on_both_workers() {
-        const ROUNDS: u64 = 2_000;
-        let rt = Runtime::builder().workers(2).build().unwrap();
+    /// The I/O hand-off must not lose a wake-up: `workers` tasks woken in one hand-off (as
+    /// the driver thread wakes them for ready sockets) must all run *at the same time*, one
+    /// per worker. Each round wakes all of them from a non-worker thread inside
+    /// `handing_off_io`; each, once running, blocks its worker until all have started. Half
+    /// the rounds start with every worker parked (the hand-off's own wake path), half while
+    /// workers may still be searching (the producer-versus-searcher race). If a worker woken
+    /// for the first task did not wake another for the rest (its "only if more work is
+    /// queued" check wrong, or its fence missing), a round stalls and the test fails.
+    fn io_hand_off_rounds(workers: usize, rounds: u64) {
+        let rt = Runtime::builder().workers(workers).build().unwrap();
+        let tasks = workers as u64;
         let started = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let actors: Vec<ActorRef<u64>> = (0..2)
+        let actors: Vec<ActorRef<u64>> = (0..tasks)
             .map(|_| {
                 let (started, stalled, done_tx) =
                     (started.clone(), stalled.clone(), done_tx.clone());
                 rt.spawn(move |mut ctx: Ctx<u64>| async move {
                     while let Some(Message::User(round)) = ctx.recv().await {
                         started.fetch_add(1, Ordering::SeqCst);
-                        // Block this worker until the other task runs (on the other worker).
+                        // Block this worker until every task of the round runs (each on a
+                        // worker of its own).
                         let give_up = std::time::Instant::now() + Duration::from_secs(20);
-                        while started.load(Ordering::SeqCst) < 2 * (round + 1) {
+                        while started.load(Ordering::SeqCst) < tasks * (round + 1) {
                             if std::time::Instant::now() > give_up {
                                 stalled.store(true, Ordering::SeqCst);
                                 break;
@@ -706,7 +706,7 @@ mod tests {
                 })
             })
             .collect();
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             if round % 2 == 0 {
                 until_all_parked(&rt.handle());
             }
@@ -715,16 +715,26 @@ mod tests {
                     actor.try_send(round).unwrap();
                 }
             });
-            for _ in 0..2 {
+            for _ in 0..tasks {
                 let done = done_rx.recv_timeout(Duration::from_secs(60)).unwrap();
                 assert_eq!(done, round);
             }
             assert!(
                 !stalled.load(Ordering::SeqCst),
-                "round {round}: the second task of a hand-off did not run beside the first"
+                "round {round}: the tasks of one hand-off did not all run at once"
             );
         }
         rt.shutdown();
+    }
+
+    #[test]
+    fn two_tasks_in_one_io_hand_off_run_on_both_workers() {
+        io_hand_off_rounds(2, 2_000);
+    }
+
+    #[test]
+    fn four_tasks_in_one_io_hand_off_run_on_four_workers() {
+        io_hand_off_rounds(4, 1_000);
     }
 
     fn run_tree(handle: &Handle, depth: u32) -> (u64, usize) {

@@ -10,7 +10,8 @@
 //!   fan-out) processes alive instead of a whole level (a million, ~500 MB of RSS, most
 //!   of the run spent in page faults), while a thief takes the biggest subtree;
 //! - a global [`Injector`] takes work from outside the workers (other threads, the timer
-//!   driver, the first spawn from `main`);
+//!   driver, the first spawn from `main`), and a second one the tasks the I/O driver thread
+//!   wakes for ready sources (see "I/O hand-off" below);
 //! - idle workers steal half of another worker's deque.
 //!
 //! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, the
@@ -26,11 +27,12 @@
 //! another. A worker re-checks every queue after registering as idle (with a SeqCst fence on
 //! both sides), so a push that raced its decision to park is never missed.
 //!
-//! I/O hand-off: a task the I/O driver thread wakes (a packet arrived) is pushed to the
-//! injector and a parked worker is woken *for it* ([`handing_off_io`]). That worker, when it
-//! finds work, wakes a second one only if more work is still queued: on the remote-call path
-//! each packet wakes one task, and the chained wake-up found nothing (measured: one wasted
-//! futex wake and context switch per packet per node). Every other wake keeps the chain.
+//! I/O hand-off: the I/O driver thread wakes one task per arriving packet, and the worker
+//! that picked it up (woken for it, or still searching) then woke a second worker, which
+//! found nothing: one futex wake and context switch per packet per node on the remote-call
+//! path. So tasks woken by the I/O driver ([`handing_off_io`]) go to an injector of their
+//! own, and a searcher that found its task there wakes another worker only if more work is
+//! still queued. Every other task keeps the chained wake-up.
 //!
 //! Shutdown: `shutdown` sets a flag and unparks everyone; workers drop what is left in their
 //! queues (the process table still owns every process, and the runtime stops them).
@@ -90,25 +92,15 @@ pub(crate) enum Schedule {
     Yielded,
 }
 
-/// Why a parked worker was woken (the value of its [`Sleeper::notified`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Wake {
-    /// Not woken (yet).
-    No,
-    /// To search for work (a task was queued, or shutdown).
-    Search,
-    /// To take a task the I/O driver thread queued: search, but do not chain a wake-up to a
-    /// second worker unless more work is queued (see [`WorkerCtx::stop_searching`]).
-    HandOff,
-}
-
 struct Sleeper {
-    notified: Mutex<Wake>,
+    notified: Mutex<bool>,
     condvar: Condvar,
 }
 
 pub(crate) struct Executor {
     injector: Injector<Task>,
+    /// Tasks the I/O driver thread woke ([`handing_off_io`]).
+    io_injector: Injector<Task>,
     stealers: Box<[Stealer<Task>]>,
     /// Thieves' ends of the workers' spawn stacks (they take the oldest spawn).
     spawn_stealers: Box<[Stealer<Task>]>,
@@ -137,9 +129,9 @@ struct WorkerCtx {
     lifo_polls: Cell<u32>,
     tick: Cell<u32>,
     searching: Cell<bool>,
-    /// Set with `searching` when this worker was woken by an I/O hand-off; cleared when it
-    /// stops searching or parks.
-    hand_off: Cell<bool>,
+    /// Set when this worker, searching, took a task from the I/O injector; cleared when it
+    /// starts searching and when it stops.
+    took_io: Cell<bool>,
     rng: Cell<u32>,
 }
 
@@ -154,9 +146,9 @@ thread_local! {
     static IO_HANDOFF: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f`, the I/O driver thread waking the tasks that wait on ready sources, so that an
-/// executor woken for such a task hands it to one parked worker, which wakes a second one
-/// only if more work is queued (not for nothing, as the searching rule otherwise does).
+/// Runs `f`, the I/O driver thread waking the tasks that wait on ready sources: a task it
+/// wakes goes to its executor's I/O injector, and the worker that takes it from there wakes
+/// a second one only if more work is queued (see the module doc, "I/O hand-off").
 pub(crate) fn handing_off_io<R>(f: impl FnOnce() -> R) -> R {
     /// Clears the flag on return and on unwind.
     struct Reset;
@@ -207,11 +199,12 @@ impl Executor {
         let spawn_stacks: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_lifo()).collect();
         let exec = Arc::new(Executor {
             injector: Injector::new(),
+            io_injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             spawn_stealers: spawn_stacks.iter().map(Worker::stealer).collect(),
             sleepers: (0..workers)
                 .map(|_| Sleeper {
-                    notified: Mutex::new(Wake::No),
+                    notified: Mutex::new(false),
                     condvar: Condvar::new(),
                 })
                 .collect(),
@@ -239,7 +232,7 @@ impl Executor {
                             lifo_polls: Cell::new(0),
                             tick: Cell::new(0),
                             searching: Cell::new(false),
-                            hand_off: Cell::new(false),
+                            took_io: Cell::new(false),
                             rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1)),
                         };
                         if cell.set(ctx).is_err() {
@@ -272,23 +265,17 @@ impl Executor {
             _ => Some(task),
         });
         if let Some(task) = task {
-            self.injector.push(task);
             if IO_HANDOFF.with(Cell::get) {
-                self.wake_one(Wake::HandOff);
+                self.io_injector.push(task);
             } else {
-                self.notify_parked();
+                self.injector.push(task);
             }
+            self.notify_parked();
         }
     }
 
     /// Wakes one parked worker if nobody is searching for work already.
-    #[inline]
     fn notify_parked(&self) {
-        self.wake_one(Wake::Search);
-    }
-
-    /// Wakes one parked worker, telling it `why`, if nobody is searching for work already.
-    fn wake_one(&self, why: Wake) {
         fence(Ordering::SeqCst);
         if self.num_searching.load(Ordering::SeqCst) != 0
             || self.num_idle.load(Ordering::SeqCst) == 0
@@ -308,17 +295,18 @@ impl Executor {
             self.num_searching.fetch_add(1, Ordering::SeqCst);
             index
         };
-        self.unpark(index, why);
+        self.unpark(index);
     }
 
-    fn unpark(&self, index: usize, why: Wake) {
+    fn unpark(&self, index: usize) {
         let sleeper = &self.sleepers[index];
-        *sleeper.notified.lock() = why;
+        *sleeper.notified.lock() = true;
         sleeper.condvar.notify_one();
     }
 
     fn has_work(&self) -> bool {
         !self.injector.is_empty()
+            || !self.io_injector.is_empty()
             || self.stealers.iter().any(|s| !s.is_empty())
             || self.spawn_stealers.iter().any(|s| !s.is_empty())
     }
@@ -332,7 +320,7 @@ impl Executor {
     pub(crate) fn shutdown(&self) {
         self.shutdown.store(true, Ordering::Release);
         for sleeper in self.sleepers.iter() {
-            *sleeper.notified.lock() = Wake::Search;
+            *sleeper.notified.lock() = true;
             sleeper.condvar.notify_all();
         }
         let threads = std::mem::take(&mut *self.threads.lock());
@@ -341,11 +329,13 @@ impl Executor {
                 tracing::error!("a worker thread panicked");
             }
         }
-        loop {
-            match self.injector.steal() {
-                Steal::Success(task) => drop(task),
-                Steal::Retry => continue,
-                Steal::Empty => break,
+        for injector in [&self.injector, &self.io_injector] {
+            loop {
+                match injector.steal() {
+                    Steal::Success(task) => drop(task),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
             }
         }
     }
@@ -370,6 +360,7 @@ impl Executor {
     /// Processes queued to run: the injector and every worker's queue and spawn stack.
     pub(crate) fn queued(&self) -> usize {
         self.injector.len()
+            + self.io_injector.len()
             + self.stealers.iter().map(Stealer::len).sum::<usize>()
             + self.spawn_stealers.iter().map(Stealer::len).sum::<usize>()
     }
@@ -486,9 +477,18 @@ impl WorkerCtx {
         }
     }
 
+    /// A task from the I/O injector (noting that it came from there), else from the other.
     fn steal_from_injector(&self) -> Option<Task> {
+        if let Some(task) = self.steal_from(&self.exec.io_injector) {
+            self.took_io.set(true);
+            return Some(task);
+        }
+        self.steal_from(&self.exec.injector)
+    }
+
+    fn steal_from(&self, injector: &Injector<Task>) -> Option<Task> {
         loop {
-            match self.exec.injector.steal_batch_and_pop(&self.local) {
+            match injector.steal_batch_and_pop(&self.local) {
                 Steal::Success(task) => return Some(task),
                 Steal::Empty => return None,
                 Steal::Retry => continue,
@@ -505,6 +505,7 @@ impl WorkerCtx {
             }
             self.exec.num_searching.fetch_add(1, Ordering::SeqCst);
             self.searching.set(true);
+            self.took_io.set(false);
         }
         for _ in 0..SPINS_BEFORE_PARK {
             if let Some(task) = self.steal_once() {
@@ -555,16 +556,16 @@ impl WorkerCtx {
     }
 
     /// Leaves the searching state; the last searcher to find work wakes another worker,
-    /// since where there was one task there are often more. A worker woken by an I/O
-    /// hand-off wakes one only if more work is still queued: the driver thread wakes one
-    /// task per arriving packet, and a second worker woken for it finds nothing.
+    /// since where there was one task there are often more. One that found a task the I/O
+    /// driver thread woke wakes another only if more work is still queued: the driver
+    /// wakes one task per arriving packet, and a second worker woken for it finds nothing.
     fn stop_searching(&self) {
         if self.searching.replace(false) {
-            let hand_off = self.hand_off.replace(false);
+            let took_io = self.took_io.replace(false);
             if self.exec.num_searching.fetch_sub(1, Ordering::SeqCst) == 1 {
-                if hand_off {
-                    // Pairs with the producers' fence in `wake_one`: a producer that saw this
-                    // worker still searching woke nobody, and its task is visible here.
+                if took_io {
+                    // Pairs with the producers' fence in `notify_parked`: a producer that saw
+                    // this worker still searching woke nobody, and its task is visible here.
                     fence(Ordering::SeqCst);
                     if !self.exec.has_work() {
                         return;
@@ -582,7 +583,6 @@ impl WorkerCtx {
             idle.push(self.index);
             exec.num_idle.fetch_add(1, Ordering::SeqCst);
         }
-        self.hand_off.set(false);
         if self.searching.replace(false) {
             exec.num_searching.fetch_sub(1, Ordering::SeqCst);
         }
@@ -603,17 +603,17 @@ impl WorkerCtx {
         bump_owned(&exec.counters[self.index].parks);
         let sleeper = &exec.sleepers[self.index];
         let mut notified = sleeper.notified.lock();
-        while *notified == Wake::No {
+        while !*notified {
             sleeper.condvar.wait(&mut notified);
         }
-        let why = std::mem::replace(&mut *notified, Wake::No);
+        *notified = false;
         drop(notified);
         if exec.is_shutdown() {
             return;
         }
-        // Woken by `wake_one`, which removed us from `idle` and counted us searching.
+        // Woken by `notify_parked`, which removed us from `idle` and counted us searching.
         self.searching.set(true);
-        self.hand_off.set(why == Wake::HandOff);
+        self.took_io.set(false);
     }
 
     fn drain(&self) {

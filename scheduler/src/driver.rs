@@ -946,8 +946,8 @@ fn run(mut poll: mio::Poll, inner: &Inner) {
             inner.timers.lock().shutdown = true;
             break;
         }
-        // A task woken here goes to one parked worker, which wakes no second one for it
-        // (see the executor's "I/O hand-off").
+        // A task woken here goes to its executor's I/O injector: the worker that takes it
+        // wakes a second one only if more work is queued (the executor's "I/O hand-off").
         crate::executor::handing_off_io(|| {
             for event in events.iter() {
                 if event.token() == WAKE_TOKEN {

@@ -477,13 +477,25 @@ impl WorkerCtx {
         }
     }
 
-    /// A task from the I/O injector (noting that it came from there), else from the other.
+    /// A task from the injectors, noting when it came from the I/O one. Which one is tried
+    /// first alternates with the tick, so a stream of packets cannot starve the other
+    /// injector (timer-woken tasks, sends from outside), nor the reverse.
     fn steal_from_injector(&self) -> Option<Task> {
-        if let Some(task) = self.steal_from(&self.exec.io_injector) {
+        let exec = &*self.exec;
+        let io_first = self.tick.get() & 1 == 1;
+        if !io_first {
+            if let Some(task) = self.steal_from(&exec.injector) {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.steal_from(&exec.io_injector) {
             self.took_io.set(true);
             return Some(task);
         }
-        self.steal_from(&self.exec.injector)
+        if io_first {
+            return self.steal_from(&exec.injector);
+        }
+        None
     }
 
     fn steal_from(&self, injector: &Injector<Task>) -> Option<Task> {

@@ -739,6 +739,56 @@ mod tests {
         rt.shutdown();
     }
 
+    /// A stream of I/O hand-offs must not starve a process woken from outside through the
+    /// other injector. Two processes keep the I/O injector non-empty forever: each, when it
+    /// runs, has a non-worker thread wake the other inside `handing_off_io` (so there is
+    /// always one of them in that injector when the worker looks). Each of 100 messages to a
+    /// witness, sent from the test thread, must still be answered. If the worker always
+    /// tried the I/O injector first, the witness would never run.
+    #[test]
+    fn a_stream_of_io_hand_offs_does_not_starve_the_other_injector() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (peer_tx, peer_rx) = std::sync::mpsc::channel::<ActorRef<u64>>();
+        let bouncer = |stop: Arc<AtomicBool>, peer: std::sync::mpsc::Receiver<ActorRef<u64>>| {
+            move |mut ctx: Ctx<u64>| async move {
+                let Ok(peer) = peer.recv() else { return };
+                while let Some(Message::User(n)) = ctx.recv().await {
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let peer = peer.clone();
+                    std::thread::spawn(move || super::handing_off_io(|| peer.try_send(n + 1)))
+                        .join()
+                        .unwrap()
+                        .unwrap();
+                }
+            }
+        };
+        let (b_tx, b_rx) = std::sync::mpsc::channel::<ActorRef<u64>>();
+        let a = rt.spawn(bouncer(stop.clone(), b_rx));
+        let b = rt.spawn(bouncer(stop.clone(), peer_rx));
+        b_tx.send(b.clone()).unwrap();
+        peer_tx.send(a.clone()).unwrap();
+        a.try_send(0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let witness = rt.spawn(move |mut ctx: Ctx<u32>| async move {
+            while let Some(Message::User(i)) = ctx.recv().await {
+                let _ = tx.send(i);
+            }
+        });
+        for i in 0..100 {
+            witness.try_send(i).unwrap();
+            let answered = rx.recv_timeout(Duration::from_secs(30));
+            if answered != Ok(i) {
+                stop.store(true, Ordering::Relaxed);
+                panic!("message {i} to the witness: {answered:?}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        rt.shutdown();
+    }
+
     #[test]
     fn two_tasks_in_one_io_hand_off_run_on_both_workers() {
         io_hand_off_rounds(2, 2_000);

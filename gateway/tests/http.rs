@@ -129,6 +129,28 @@ fn a_handler_that_never_answers_is_504_after_the_handler_timeout() {
 }
 
 #[test]
+fn a_handler_outlasting_the_header_read_timeout_is_504_only_at_the_handler_timeout() {
+    // The header read and the handler of one connection share one driver timer: the
+    // entry armed for the head fires while the handler runs, and must not end it.
+    let config = GatewayConfig {
+        header_read_timeout: Duration::from_millis(400),
+        handler_timeout: Duration::from_millis(1500),
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start(config, WebSocketConfig::default());
+    let start = std::time::Instant::now();
+    let got = curl(&[&gw.url("/counter/k/slow")]);
+    let took = start.elapsed();
+    assert_eq!(got.status, 504, "{got:?}");
+    assert!(took >= Duration::from_millis(1500), "504 after {took:?}");
+    let id = got.header("x-request-id").expect("a request id").to_owned();
+    assert!(
+        got.body.contains(&id),
+        "the body names the request: {got:?}"
+    );
+}
+
+#[test]
 fn bad_class_or_key_encoding_and_oversized_keys_are_400() {
     let config = GatewayConfig {
         max_segment_bytes: 16,

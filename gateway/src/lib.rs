@@ -13,7 +13,7 @@
 //! struct Hello;
 //! impl Dispatcher for Hello {
 //!     fn dispatch(&self, route: Route, _request: Request) -> DispatchFuture {
-//!         Box::pin(async move { Ok(Response::new(Body::from(format!("hello {}\n", route.object)))) })
+//!         Box::pin(async move { Ok(Response::new(Body::from(format!("hello {}\n", route.object())))) })
 //!     }
 //! }
 //!

@@ -15,7 +15,7 @@ use crate::body::{Body, BodyFault, BodyWatch};
 use crate::config::GatewayConfig;
 use crate::conn::Limiter;
 use crate::dispatch::{DispatchError, Dispatcher, RequestId, Response};
-use crate::route::{route, ObjectKey, RouteError};
+use crate::route::{route_uri, ObjectKey, RouteError};
 use crate::rt::{until, ConnClock};
 use crate::ws::{spawn_socket, AcceptWebSocket, NewSocket, SocketHandler, Sockets};
 
@@ -155,7 +155,7 @@ async fn answer(
             *request.uri_mut() = uri;
         }
     }
-    let route = match route(request.uri().path(), config.max_segment_bytes) {
+    let route = match route_uri(request.uri(), config.max_segment_bytes) {
         Ok(route) => route,
         Err(RouteError::NoRoute) => {
             return text(
@@ -231,9 +231,9 @@ async fn answer(
 
 /// The object a routed request's `uri` names (see [`answer`]).
 fn object_of(uri: &http::Uri, max_segment_bytes: usize) -> ObjectKey {
-    route(uri.path(), max_segment_bytes)
+    route_uri(uri, max_segment_bytes)
         .expect("the request was routed by this path")
-        .object
+        .object()
 }
 
 /// Completes a dispatcher's 101: only a WebSocket it accepted with [`AcceptWebSocket`] on

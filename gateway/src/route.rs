@@ -61,6 +61,7 @@ enum Path {
 /// A class or key: its range in the path, or its decoding when it had escapes.
 #[derive(Clone, Debug)]
 enum Part {
+    /// Start and end in the path (whose length fits a `u32`: checked when routing).
     Raw(u32, u32),
     Decoded(Box<str>),
 }
@@ -185,6 +186,14 @@ fn decode(
     if segment.len() > limit.saturating_mul(3) {
         return Err(RouteError::TooLong { what, limit });
     }
+    let raw = || Part::Raw(start as u32, (start + segment.len()) as u32);
+    if !segment.contains('%') {
+        // Nothing to decode, and a `&str` is UTF-8 already: no pass to decode or validate.
+        if segment.len() > limit {
+            return Err(RouteError::TooLong { what, limit });
+        }
+        return Ok(raw());
+    }
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| RouteError::BadEncoding(what))?;
@@ -192,8 +201,7 @@ fn decode(
         return Err(RouteError::TooLong { what, limit });
     }
     Ok(match decoded {
-        // Within the path, whose length fits a `u32` (checked by the caller).
-        Cow::Borrowed(_) => Part::Raw(start as u32, (start + segment.len()) as u32),
+        Cow::Borrowed(_) => raw(),
         Cow::Owned(decoded) => Part::Decoded(decoded.into()),
     })
 }

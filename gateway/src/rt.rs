@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use cairn_scheduler::driver::{DriverHandle, Sleep};
+use cairn_scheduler::driver::{DriverHandle, Sleep, WakeTimer};
 use cairn_scheduler::{Ctx, Handle};
 use parking_lot::Mutex;
 
@@ -103,7 +103,7 @@ pub(crate) struct ConnClock {
     driver: DriverHandle,
     /// Armed for a deadline no later than any deadline pending since it was armed, until
     /// it fires.
-    armed: Mutex<Option<Sleep>>,
+    armed: Mutex<Option<WakeTimer>>,
 }
 
 impl std::fmt::Debug for ConnClock {
@@ -126,24 +126,20 @@ impl ConnClock {
     /// `Ready` once `Instant::now() >= deadline` (never earlier); else `Pending`, with the
     /// driver timer armed for `deadline` or earlier to wake `cx`.
     pub(crate) fn poll_until(&self, deadline: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let mut armed = self.armed.lock();
+        if let Some(timer) = &*armed {
+            if timer.deadline() <= deadline && !timer.poll_fired(cx.waker()) {
+                // It fires by `deadline` and wakes `cx` then: no clock to read now.
+                return Poll::Pending;
+            }
+        }
+        // It fired (for `deadline` or an earlier one), or none is armed, or it is armed
+        // for later than `deadline`.
         if Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        let mut armed = self.armed.lock();
-        loop {
-            let sleep = match &mut *armed {
-                Some(sleep) if sleep.deadline() <= deadline => sleep,
-                slot => slot.insert(self.driver.sleep_until(deadline)),
-            };
-            if Pin::new(sleep).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // It fired: at `deadline` (done), or for an earlier one (arm for this one).
-            *armed = None;
-            if Instant::now() >= deadline {
-                return Poll::Ready(());
-            }
-        }
+        *armed = Some(self.driver.wake_at(deadline, cx.waker().clone()));
+        Poll::Pending
     }
 
     /// hyper's timer for a connection served by this clock's task.
@@ -250,7 +246,7 @@ mod tests {
     }
 
     fn armed_deadline(clock: &ConnClock) -> Option<Instant> {
-        clock.armed.lock().as_ref().map(Sleep::deadline)
+        clock.armed.lock().as_ref().map(WakeTimer::deadline)
     }
 
     #[test]

@@ -28,7 +28,7 @@ struct FuzzDispatcher;
 impl Dispatcher for FuzzDispatcher {
     fn dispatch(&self, route: Route, request: Request) -> DispatchFuture {
         Box::pin(async move {
-            match route.rest.as_str() {
+            match route.rest() {
                 "/fail" => Err(DispatchError::Failed("fuzz".into())),
                 "/busy" => Err(DispatchError::Overloaded {
                     retry_after: std::time::Duration::from_millis(1),
@@ -36,7 +36,7 @@ impl Dispatcher for FuzzDispatcher {
                 "/gone" => Err(DispatchError::Unavailable("fuzz".into())),
                 "/ws" => Ok(accept_websocket(&request, AcceptWebSocket::default())
                     .unwrap_or_else(|e| e.into_response())),
-                _ if route.object.class == "nope" => Err(DispatchError::UnknownClass(route.object.class)),
+                _ if route.class() == "nope" => Err(DispatchError::UnknownClass(route.class().to_owned())),
                 _ => {
                     let body = request.into_body().collect().await.unwrap_or_default();
                     // The length, not the bytes: an echoed "HTTP/1.1 " would confuse the check.
@@ -90,9 +90,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(input) {
         let path = text.split([' ', '?']).nth(1).unwrap_or(text);
         if let Ok(route) = route(path, 32) {
-            assert!(route.rest.starts_with('/'));
-            assert!(!route.object.class.is_empty() && !route.object.key.is_empty());
-            assert!(route.object.class.len() <= 32 && route.object.key.len() <= 32);
+            assert!(route.rest().starts_with('/'));
+            assert!(!route.class().is_empty() && !route.key().is_empty());
+            assert!(route.class().len() <= 32 && route.key().len() <= 32);
         }
     }
     let (rt, gateway) = gateway();

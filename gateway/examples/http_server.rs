@@ -63,7 +63,7 @@ impl Objects {
 
 impl Dispatcher for Objects {
     fn dispatch(&self, route: Route, _request: Request) -> DispatchFuture {
-        let counter = self.counter(&route.object.key);
+        let counter = self.counter(route.key());
         Box::pin(async move {
             let reads = counter
                 .call(|reply| reply, Duration::from_secs(5))

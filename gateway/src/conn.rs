@@ -32,7 +32,7 @@ use hyper::service::service_fn;
 use parking_lot::Mutex;
 
 use crate::config::MIN_HEADER_BYTES;
-use crate::rt::CairnTimer;
+use crate::rt::{CairnTimer, ConnClock};
 use crate::service::{overloaded, serve, Shared};
 use crate::tcp::{TcpConn, TcpListener};
 
@@ -162,12 +162,13 @@ impl Drop for Live<'_> {
     }
 }
 
-/// hyper's HTTP/1 server settings for `shared`'s limits.
-pub(crate) fn http1_builder(shared: &Shared) -> http1::Builder {
+/// hyper's HTTP/1 server settings for `shared`'s limits, for the connection whose deadlines
+/// `clock` keeps.
+pub(crate) fn http1_builder(shared: &Shared, clock: &Arc<ConnClock>) -> http1::Builder {
     let config = &shared.config;
     let mut builder = http1::Builder::new();
     builder
-        .timer(CairnTimer::new(shared.handle.driver().clone()))
+        .timer(clock.timer())
         .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BYTES))
         .max_headers(config.max_headers)
@@ -185,7 +186,6 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     live: Arc<LiveConnections>,
 ) {
-    let builder = Arc::new(http1_builder(&shared));
     let mut refuse_builder = http1::Builder::new();
     refuse_builder
         .timer(CairnTimer::new(shared.handle.driver().clone()))
@@ -209,7 +209,7 @@ pub(crate) async fn accept_loop(
             }
         };
         if let Some(permit) = shared.limiter.try_acquire() {
-            spawn_connection(&shared, &builder, &live, stream, peer, permit);
+            spawn_connection(&shared, &live, stream, peer, permit);
         } else if let Some(permit) = shared.limiter.try_refuse() {
             tracing::debug!(%peer, "connection limit reached: answering 503");
             spawn_refusal(&shared, &refuse_builder, stream, permit);
@@ -226,14 +226,12 @@ fn is_resource_exhaustion(error: &io::Error) -> bool {
 
 fn spawn_connection(
     shared: &Arc<Shared>,
-    builder: &Arc<http1::Builder>,
     live: &Arc<LiveConnections>,
     stream: mio::net::TcpStream,
     peer: SocketAddr,
     permit: crate::conn::Permit,
 ) {
     let shared = Arc::clone(shared);
-    let builder = Arc::clone(builder);
     let live = Arc::clone(live);
     let handle = shared.handle.clone();
     handle.spawn(move |mut ctx: Ctx<ConnCmd>| async move {
@@ -252,8 +250,13 @@ fn spawn_connection(
                 return;
             }
         };
+        // The connection's deadlines (hyper's header reads, the handlers') share one timer.
+        let clock = ConnClock::new(shared.handle.driver());
+        let builder = http1_builder(&shared, &clock);
         let service_shared = Arc::clone(&shared);
-        let service = service_fn(move |request| serve(Arc::clone(&service_shared), request));
+        let service = service_fn(move |request| {
+            serve(Arc::clone(&service_shared), Arc::clone(&clock), request)
+        });
         let mut conn = pin!(builder.serve_connection(io, service).with_upgrades());
         loop {
             match select(conn.as_mut(), pin!(ctx.recv())).await {

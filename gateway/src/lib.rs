@@ -13,7 +13,7 @@
 //! struct Hello;
 //! impl Dispatcher for Hello {
 //!     fn dispatch(&self, route: Route, _request: Request) -> DispatchFuture {
-//!         Box::pin(async move { Ok(Response::new(Body::from(format!("hello {}\n", route.object)))) })
+//!         Box::pin(async move { Ok(Response::new(Body::from(format!("hello {}\n", route.object())))) })
 //!     }
 //! }
 //!
@@ -246,10 +246,12 @@ impl Gateway {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let builder = conn::http1_builder(&self.shared);
+        let clock = rt::ConnClock::new(self.shared.handle.driver());
+        let builder = conn::http1_builder(&self.shared, &clock);
         let shared = Arc::clone(&self.shared);
-        let service =
-            hyper::service::service_fn(move |request| service::serve(Arc::clone(&shared), request));
+        let service = hyper::service::service_fn(move |request| {
+            service::serve(Arc::clone(&shared), Arc::clone(&clock), request)
+        });
         builder.serve_connection(io, service).with_upgrades().await
     }
 

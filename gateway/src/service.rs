@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cairn_scheduler::trace::with_request;
 use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
@@ -15,7 +15,8 @@ use crate::body::{Body, BodyFault, BodyWatch};
 use crate::config::GatewayConfig;
 use crate::conn::Limiter;
 use crate::dispatch::{DispatchError, Dispatcher, RequestId, Response};
-use crate::route::{route, ObjectKey, RouteError};
+use crate::route::{route_uri, ObjectKey, RouteError};
+use crate::rt::{until, ConnClock};
 use crate::ws::{spawn_socket, AcceptWebSocket, NewSocket, SocketHandler, Sockets};
 
 /// What every connection of one gateway shares.
@@ -101,13 +102,15 @@ fn internal_error(id: RequestId) -> Response {
     )
 }
 
-/// Serves one request. Never fails: every outcome is an answer.
+/// Serves one request. Never fails: every outcome is an answer. `clock` is the connection's
+/// (see [`crate::rt`]): the handler's 504 deadline waits on it.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
+    clock: Arc<ConnClock>,
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Body>, Infallible> {
     let id = shared.request_id();
-    let mut response = answer(&shared, id, request).await;
+    let mut response = answer(&shared, &clock, id, request).await;
     response
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id_value(id));
@@ -132,6 +135,7 @@ fn request_id_value(id: RequestId) -> HeaderValue {
 
 async fn answer(
     shared: &Arc<Shared>,
+    clock: &ConnClock,
     id: RequestId,
     mut request: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
@@ -151,7 +155,7 @@ async fn answer(
             *request.uri_mut() = uri;
         }
     }
-    let route = match route(request.uri().path(), config.max_segment_bytes) {
+    let route = match route_uri(request.uri(), config.max_segment_bytes) {
         Ok(route) => route,
         Err(RouteError::NoRoute) => {
             return text(
@@ -188,13 +192,10 @@ async fn answer(
             let future = std::future::poll_fn(move |cx| {
                 with_request(request_id, || future.as_mut().poll(cx))
             });
-            match shared
-                .handle
-                .timeout(config.handler_timeout, catch_unwind_future(future))
-                .await
-            {
-                Ok(result) => result,
-                Err(_elapsed) => {
+            let deadline = Instant::now() + config.handler_timeout;
+            match until(clock, deadline, catch_unwind_future(future)).await {
+                Some(result) => result,
+                None => {
                     tracing::warn!(request_id = %id, object = %object(), timeout = ?config.handler_timeout, "handler timed out");
                     return text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -230,9 +231,9 @@ async fn answer(
 
 /// The object a routed request's `uri` names (see [`answer`]).
 fn object_of(uri: &http::Uri, max_segment_bytes: usize) -> ObjectKey {
-    route(uri.path(), max_segment_bytes)
+    route_uri(uri, max_segment_bytes)
         .expect("the request was routed by this path")
-        .object
+        .object()
 }
 
 /// Completes a dispatcher's 101: only a WebSocket it accepted with [`AcceptWebSocket`] on

@@ -129,6 +129,43 @@ fn a_handler_that_never_answers_is_504_after_the_handler_timeout() {
 }
 
 #[test]
+fn a_handler_outlasting_the_header_read_timeout_is_504_only_at_the_handler_timeout() {
+    // The header read and the handler of one connection share one driver timer: the
+    // entry armed for the head fires while the handler runs, and must not end it.
+    let config = GatewayConfig {
+        header_read_timeout: Duration::from_millis(400),
+        handler_timeout: Duration::from_millis(1500),
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start(config, WebSocketConfig::default());
+    let mut stream = TcpStream::connect(gw.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let start = std::time::Instant::now();
+    stream
+        .write_all(b"GET /counter/k/slow HTTP/1.1\r\n")
+        .unwrap();
+    // The head in two parts, so that hyper waits for its end on the header-read deadline
+    // (arming the shared entry for 400 ms) whatever the scheduling.
+    std::thread::sleep(Duration::from_millis(100));
+    stream
+        .write_all(b"host: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let took = start.elapsed();
+    let got = parse_response(&answer).expect("a response");
+    assert_eq!(got.status, 504, "{answer:?}");
+    assert!(took >= Duration::from_millis(1500), "504 after {took:?}");
+    let id = got.header("x-request-id").expect("a request id").to_owned();
+    assert!(
+        got.body.contains(&id),
+        "the body names the request: {got:?}"
+    );
+}
+
+#[test]
 fn bad_class_or_key_encoding_and_oversized_keys_are_400() {
     let config = GatewayConfig {
         max_segment_bytes: 16,

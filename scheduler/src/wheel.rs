@@ -32,7 +32,11 @@
 //!
 //! `insert` and `cancel` are O(1). `advance` visits `min(now - elapsed, SLOTS)` slots and
 //! looks at every entry in them (including entries that are rounds away: the price of
-//! scheme 6). [`Wheel::next_deadline`] is exact and costs at most one pass over the slots.
+//! scheme 6). [`Wheel::next_deadline`] is exact; it remembers its answer, kept exact by
+//! `insert` (a min) and forgotten only when the earliest entry leaves, so the pass over the
+//! slots it may cost (every timer more than a revolution away: the driver's common case
+//! with connection and call timeouts of seconds) is paid once per earliest timer fired or
+//! cancelled, not on every driver wake-up.
 
 use slab::Slab;
 
@@ -79,6 +83,9 @@ pub struct Wheel<T> {
     next_generation: u64,
     /// Scratch buffer for `advance`, kept to avoid an allocation per call.
     due: Vec<(u64, u64, usize)>,
+    /// The earliest pending deadline, if known (`None`: to be found again). Whenever it is
+    /// `Some`, it is exactly the least deadline of the pending entries.
+    earliest: std::cell::Cell<Option<u64>>,
 }
 
 impl<T> Default for Wheel<T> {
@@ -105,6 +112,7 @@ impl<T> Wheel<T> {
             elapsed: 0,
             next_generation: 0,
             due: Vec::new(),
+            earliest: std::cell::Cell::new(None),
         }
     }
 
@@ -142,6 +150,9 @@ impl<T> Wheel<T> {
             value,
         });
         self.lists[list].push(index);
+        if let Some(earliest) = self.earliest.get() {
+            self.earliest.set(Some(earliest.min(deadline_tick)));
+        }
         TimerKey { index, generation }
     }
 
@@ -188,6 +199,16 @@ impl<T> Wheel<T> {
         if self.entries.is_empty() {
             return None;
         }
+        if let Some(earliest) = self.earliest.get() {
+            return Some(earliest);
+        }
+        let earliest = self.find_earliest();
+        self.earliest.set(earliest);
+        earliest
+    }
+
+    /// The earliest pending deadline, found by looking (see [`Wheel::next_deadline`]).
+    fn find_earliest(&self) -> Option<u64> {
         let mut earliest = self.lists[EXPIRED]
             .iter()
             .map(|&index| self.entries[index].deadline)
@@ -224,6 +245,9 @@ impl<T> Wheel<T> {
     /// Unlinks the entry at slab `index` from its list and the slab.
     fn remove(&mut self, index: usize) -> T {
         let entry = self.entries.remove(index);
+        if self.earliest.get() >= Some(entry.deadline) {
+            self.earliest.set(None);
+        }
         let list = &mut self.lists[entry.list];
         let removed = list.swap_remove(entry.position);
         assert_eq!(
@@ -361,6 +385,11 @@ mod tests {
             if rng.below(5) == 0 {
                 let (key, deadline, id) = keys.swap_remove(rng.below(keys.len() as u64) as usize);
                 assert_eq!(wheel.cancel(key), live.remove(&(deadline, id)).map(|()| id));
+                assert_eq!(
+                    wheel.next_deadline(),
+                    live.keys().next().map(|&(d, _)| d),
+                    "after a cancel"
+                );
             }
             if rng.below(3) == 0 {
                 assert_eq!(wheel.next_deadline(), live.keys().next().map(|&(d, _)| d));
@@ -384,6 +413,11 @@ mod tests {
                 }
                 let expected_ids: Vec<u32> = expected.iter().map(|&(_, id)| id).collect();
                 assert_eq!(fired, expected_ids, "advance {previous} -> {now}");
+                assert_eq!(
+                    wheel.next_deadline(),
+                    live.keys().next().map(|&(d, _)| d),
+                    "after advancing to {now}"
+                );
                 for &(deadline, id) in &expected {
                     assert!((deadline, id) >= last_fired, "fired out of order");
                     last_fired = (deadline, id);

@@ -131,18 +131,18 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 
 impl Dispatcher for Observer {
     fn dispatch(&self, route: Route, request: Request) -> DispatchFuture {
-        let answer = if route.object.class != CLASS {
-            Err(DispatchError::UnknownClass(route.object.class))
+        let answer = if route.class() != CLASS {
+            Err(DispatchError::UnknownClass(route.class().to_owned()))
         } else if *request.method() != Method::GET && *request.method() != Method::HEAD {
             Ok(plain(StatusCode::METHOD_NOT_ALLOWED, "only GET\n"))
-        } else if (route.object.key.as_str(), route.rest.as_str()) == ("status.json", "/") {
+        } else if (route.key(), route.rest()) == ("status.json", "/") {
             match self.status() {
                 Some(answer) => return answer,
                 None => Ok(plain(StatusCode::NOT_FOUND, "no such page\n")),
             }
         } else {
             Ok(self
-                .page(&route.object.key, &route.rest)
+                .page(route.key(), route.rest())
                 .unwrap_or_else(|| plain(StatusCode::NOT_FOUND, "no such page\n")))
         };
         Box::pin(std::future::ready(answer))

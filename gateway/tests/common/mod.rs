@@ -82,7 +82,7 @@ impl Dispatcher for TestDispatcher {
         let counters = Arc::clone(&self.counters);
         let at_dispatch = RequestId::current();
         Box::pin(async move {
-            match (route.object.class.as_str(), route.rest.as_str()) {
+            match (route.class(), route.rest()) {
                 ("echo", _) => Ok(ok(request
                     .into_body()
                     .collect()
@@ -102,11 +102,11 @@ impl Dispatcher for TestDispatcher {
                     } else {
                         0
                     };
-                    Ok(ok(format!("{}", counters.add(&route.object.key, n).await)))
+                    Ok(ok(format!("{}", counters.add(route.key(), n).await)))
                 }
                 ("counter", "/id") => {
                     // A call to another process: the future is polled again for its answer.
-                    counters.add(&route.object.key, 0).await;
+                    counters.add(route.key(), 0).await;
                     let show =
                         |id: Option<RequestId>| id.map_or("-".to_owned(), |id| id.to_string());
                     let in_future = RequestId::current();

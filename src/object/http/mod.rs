@@ -600,25 +600,19 @@ impl Dispatcher for ObjectDispatcher {
         route: cairn_gateway::Route,
         request: cairn_gateway::Request,
     ) -> DispatchFuture {
-        if route.object.class == self.pages.0 {
+        if route.class() == self.pages.0 {
             return self.pages.1.dispatch(route, request);
         }
-        let class = self.state.class(&route.object.class);
+        let class = self.state.class(route.class());
         let objects = self.objects.upgrade();
         let state = self.state.clone();
         // The gateway makes its request id current while this runs and while the future is
         // polled, so the calls made for it (also across the mesh) carry it.
         let request_id = current_request();
-        let span = request_span(
-            request_id,
-            "gateway",
-            &route.object.class,
-            &route.object.key,
-        );
+        let span = request_span(request_id, "gateway", route.class(), route.key());
         let work = async move {
-            let ObjectKey { class: name, key } = route.object;
             let Some(class) = class else {
-                return Err(DispatchError::UnknownClass(name));
+                return Err(DispatchError::UnknownClass(route.class().to_owned()));
             };
             let objects = objects
                 .ok_or_else(|| DispatchError::Unavailable("the node is stopping".to_owned()))?;
@@ -630,15 +624,14 @@ impl Dispatcher for ObjectDispatcher {
                 .map_err(|e| DispatchError::Failed(format!("reading the body: {e}")))?;
             let upgrade = upgrade_head(&parts);
             let request = http::Request::from_parts(parts, body);
-            let response = (class.fetch)(objects.clone(), &key, request, 0).await?;
+            let response = (class.fetch)(objects.clone(), route.key(), request, 0).await?;
             let owner = response.extensions().get::<AcceptedBy>().copied();
             let response = into_gateway_response(response, upgrade);
             if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(AcceptedBy(owner))) =
                 (response.status(), owner)
             {
-                if objects.is_placed(&name) {
-                    let object = ObjectKey::new(name, key);
-                    state.owners.lock().insert(object, owner);
+                if objects.is_placed(route.class()) {
+                    state.owners.lock().insert(route.object(), owner);
                 }
             }
             Ok(response)

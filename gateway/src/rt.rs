@@ -14,7 +14,7 @@
 //! drops it once the head is read; the gateway's 504 deadline is likewise one per request.
 //! A driver timer for each cost four allocations, a wheel insert and a wheel cancel, each
 //! under the driver's lock, per request. A gateway connection instead keeps one
-//! [`ConnClock`]: the deadlines of the connection's task (the header read, the handler)
+//! `ConnClock`: the deadlines of the connection's task (the header read, the handler)
 //! wait on one wheel entry, kept while its deadline is no later than the one waited for
 //! and re-armed only when it fires (about once per `header_read_timeout` on a busy
 //! connection). A fired entry a deadline no longer needs only wakes the connection's task

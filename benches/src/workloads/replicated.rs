@@ -1095,7 +1095,7 @@ pub fn durable_writes_replicated(cfg: &Config) -> Result<Vec<Row>, String> {
     Ok(rows)
 }
 
-/// A node's answer to `WRITE` (see [`write`]).
+/// A node's answer to `WRITE` (see [`write()`]).
 struct Wrote {
     writes: u64,
     start: u64,

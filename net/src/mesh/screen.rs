@@ -565,19 +565,25 @@ mod tests {
         ));
     }
 
+    /// `update` about node 2 is refused as a replaced identity from node 3, and kept from
+    /// node 2 itself.
+    fn assert_only_node_2_itself_may_send(update: Member<NodeIdentity>, view: &View<'_>) {
+        assert_eq!(
+            screen_update(NodeId(3), update.clone(), view),
+            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
+        );
+        assert_eq!(
+            screen_update(NodeId(2), update.clone(), view),
+            Screened::Kept(update)
+        );
+    }
+
     #[test]
     fn only_a_node_replaces_its_own_live_identity() {
         let me = id(1, 100);
         let view = view(&me);
         let newer = Member::new(id(2, 101), 0, State::Alive);
-        assert_eq!(
-            screen_update(NodeId(3), newer.clone(), &view),
-            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
-        );
-        assert_eq!(
-            screen_update(NodeId(2), newer.clone(), &view),
-            Screened::Kept(newer)
-        );
+        assert_only_node_2_itself_may_send(newer, &view);
         // As new, but at another address: foca would take it in place of the known one.
         let moved = Member::new(
             NodeIdentity {
@@ -587,14 +593,7 @@ mod tests {
             5,
             State::Alive,
         );
-        assert_eq!(
-            screen_update(NodeId(3), moved.clone(), &view),
-            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
-        );
-        assert_eq!(
-            screen_update(NodeId(2), moved.clone(), &view),
-            Screened::Kept(moved)
-        );
+        assert_only_node_2_itself_may_send(moved, &view);
         let newer_me = Member::new(id(1, 101), 0, State::Alive);
         assert!(matches!(
             screen_update(NodeId(3), newer_me, &view),
@@ -620,14 +619,7 @@ mod tests {
             0,
             State::Alive,
         );
-        assert_eq!(
-            screen_update(NodeId(3), next.clone(), &view),
-            Screened::Refused(Refusal::ReplacesIdentity { node: NodeId(2) })
-        );
-        assert_eq!(
-            screen_update(NodeId(2), next.clone(), &view),
-            Screened::Kept(next)
-        );
+        assert_only_node_2_itself_may_send(next, &view);
         // Nor may anyone move this node to another epoch (it could not answer there).
         let my_next = Member::new(
             NodeIdentity {

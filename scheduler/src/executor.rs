@@ -10,7 +10,8 @@
 //!   fan-out) processes alive instead of a whole level (a million, ~500 MB of RSS, most
 //!   of the run spent in page faults), while a thief takes the biggest subtree;
 //! - a global [`Injector`] takes work from outside the workers (other threads, the timer
-//!   driver, the first spawn from `main`);
+//!   driver, the first spawn from `main`), and a second one the tasks the I/O driver thread
+//!   wakes for ready sources (see "I/O hand-off" below);
 //! - idle workers steal half of another worker's deque.
 //!
 //! Fairness: the LIFO slot is used at most [`MAX_LIFO_POLLS_PER_TICK`] times in a row, the
@@ -25,6 +26,13 @@
 //! no worker is searching; a searcher that finds work and was the last searcher wakes
 //! another. A worker re-checks every queue after registering as idle (with a SeqCst fence on
 //! both sides), so a push that raced its decision to park is never missed.
+//!
+//! I/O hand-off: the I/O driver thread wakes one task per arriving packet, and the worker
+//! that picked it up (woken for it, or still searching) then woke a second worker, which
+//! found nothing: one futex wake and context switch per packet per node on the remote-call
+//! path. So tasks woken by the I/O driver ([`handing_off_io`]) go to an injector of their
+//! own, and a searcher that found its task there wakes another worker only if more work is
+//! still queued. Every other task keeps the chained wake-up.
 //!
 //! Shutdown: `shutdown` sets a flag and unparks everyone; workers drop what is left in their
 //! queues (the process table still owns every process, and the runtime stops them).
@@ -91,6 +99,8 @@ struct Sleeper {
 
 pub(crate) struct Executor {
     injector: Injector<Task>,
+    /// Tasks the I/O driver thread woke ([`handing_off_io`]).
+    io_injector: Injector<Task>,
     stealers: Box<[Stealer<Task>]>,
     /// Thieves' ends of the workers' spawn stacks (they take the oldest spawn).
     spawn_stealers: Box<[Stealer<Task>]>,
@@ -119,6 +129,9 @@ struct WorkerCtx {
     lifo_polls: Cell<u32>,
     tick: Cell<u32>,
     searching: Cell<bool>,
+    /// Set when this worker, searching, took a task from the I/O injector; cleared when it
+    /// starts searching and when it stops.
+    took_io: Cell<bool>,
     rng: Cell<u32>,
 }
 
@@ -129,6 +142,24 @@ thread_local! {
     /// with a destructor) costs a call and a lazy-registration check on every access, and
     /// every wake and spawn asks which worker it is on.
     static WORKER: Cell<*const WorkerCtx> = const { Cell::new(std::ptr::null()) };
+    /// True while this thread (the I/O driver) dispatches readiness ([`handing_off_io`]).
+    static IO_HANDOFF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, the I/O driver thread waking the tasks that wait on ready sources: a task it
+/// wakes goes to its executor's I/O injector, and the worker that takes it from there wakes
+/// a second one only if more work is queued (see the module doc, "I/O hand-off").
+pub(crate) fn handing_off_io<R>(f: impl FnOnce() -> R) -> R {
+    /// Clears the flag on return and on unwind.
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            IO_HANDOFF.with(|h| h.set(false));
+        }
+    }
+    IO_HANDOFF.with(|h| h.set(true));
+    let _reset = Reset;
+    f()
 }
 
 /// Publishes a worker in `WORKER` for as long as it lives, unwinding included.
@@ -168,6 +199,7 @@ impl Executor {
         let spawn_stacks: Vec<Worker<Task>> = (0..workers).map(|_| Worker::new_lifo()).collect();
         let exec = Arc::new(Executor {
             injector: Injector::new(),
+            io_injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             spawn_stealers: spawn_stacks.iter().map(Worker::stealer).collect(),
             sleepers: (0..workers)
@@ -200,6 +232,7 @@ impl Executor {
                             lifo_polls: Cell::new(0),
                             tick: Cell::new(0),
                             searching: Cell::new(false),
+                            took_io: Cell::new(false),
                             rng: Cell::new(0x9E37_79B9 ^ (index as u32 + 1)),
                         };
                         if cell.set(ctx).is_err() {
@@ -232,7 +265,11 @@ impl Executor {
             _ => Some(task),
         });
         if let Some(task) = task {
-            self.injector.push(task);
+            if IO_HANDOFF.with(Cell::get) {
+                self.io_injector.push(task);
+            } else {
+                self.injector.push(task);
+            }
             self.notify_parked();
         }
     }
@@ -269,6 +306,7 @@ impl Executor {
 
     fn has_work(&self) -> bool {
         !self.injector.is_empty()
+            || !self.io_injector.is_empty()
             || self.stealers.iter().any(|s| !s.is_empty())
             || self.spawn_stealers.iter().any(|s| !s.is_empty())
     }
@@ -291,11 +329,13 @@ impl Executor {
                 tracing::error!("a worker thread panicked");
             }
         }
-        loop {
-            match self.injector.steal() {
-                Steal::Success(task) => drop(task),
-                Steal::Retry => continue,
-                Steal::Empty => break,
+        for injector in [&self.injector, &self.io_injector] {
+            loop {
+                match injector.steal() {
+                    Steal::Success(task) => drop(task),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
             }
         }
     }
@@ -320,6 +360,7 @@ impl Executor {
     /// Processes queued to run: the injector and every worker's queue and spawn stack.
     pub(crate) fn queued(&self) -> usize {
         self.injector.len()
+            + self.io_injector.len()
             + self.stealers.iter().map(Stealer::len).sum::<usize>()
             + self.spawn_stealers.iter().map(Stealer::len).sum::<usize>()
     }
@@ -436,9 +477,30 @@ impl WorkerCtx {
         }
     }
 
+    /// A task from the injectors, noting when it came from the I/O one. Which one is tried
+    /// first alternates with the tick, so a stream of packets cannot starve the other
+    /// injector (timer-woken tasks, sends from outside), nor the reverse.
     fn steal_from_injector(&self) -> Option<Task> {
+        let exec = &*self.exec;
+        let io_first = self.tick.get() & 1 == 1;
+        if !io_first {
+            if let Some(task) = self.steal_from(&exec.injector) {
+                return Some(task);
+            }
+        }
+        if let Some(task) = self.steal_from(&exec.io_injector) {
+            self.took_io.set(true);
+            return Some(task);
+        }
+        if io_first {
+            return self.steal_from(&exec.injector);
+        }
+        None
+    }
+
+    fn steal_from(&self, injector: &Injector<Task>) -> Option<Task> {
         loop {
-            match self.exec.injector.steal_batch_and_pop(&self.local) {
+            match injector.steal_batch_and_pop(&self.local) {
                 Steal::Success(task) => return Some(task),
                 Steal::Empty => return None,
                 Steal::Retry => continue,
@@ -455,6 +517,7 @@ impl WorkerCtx {
             }
             self.exec.num_searching.fetch_add(1, Ordering::SeqCst);
             self.searching.set(true);
+            self.took_io.set(false);
         }
         for _ in 0..SPINS_BEFORE_PARK {
             if let Some(task) = self.steal_once() {
@@ -505,12 +568,23 @@ impl WorkerCtx {
     }
 
     /// Leaves the searching state; the last searcher to find work wakes another worker,
-    /// since where there was one task there are often more.
+    /// since where there was one task there are often more. One that found a task the I/O
+    /// driver thread woke wakes another only if more work is still queued: the driver
+    /// wakes one task per arriving packet, and a second worker woken for it finds nothing.
     fn stop_searching(&self) {
-        if self.searching.replace(false)
-            && self.exec.num_searching.fetch_sub(1, Ordering::SeqCst) == 1
-        {
-            self.exec.notify_parked();
+        if self.searching.replace(false) {
+            let took_io = self.took_io.replace(false);
+            if self.exec.num_searching.fetch_sub(1, Ordering::SeqCst) == 1 {
+                if took_io {
+                    // Pairs with the producers' fence in `notify_parked`: a producer that saw
+                    // this worker still searching woke nobody, and its task is visible here.
+                    fence(Ordering::SeqCst);
+                    if !self.exec.has_work() {
+                        return;
+                    }
+                }
+                self.exec.notify_parked();
+            }
         }
     }
 
@@ -551,6 +625,7 @@ impl WorkerCtx {
         }
         // Woken by `notify_parked`, which removed us from `idle` and counted us searching.
         self.searching.set(true);
+        self.took_io.set(false);
     }
 
     fn drain(&self) {
@@ -563,7 +638,7 @@ impl WorkerCtx {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -596,6 +671,133 @@ mod tests {
     }
 
     type TreeFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    /// Waits (yielding) until every worker of `handle`'s executor is parked.
+    fn until_all_parked(handle: &Handle) {
+        let exec = &handle.shared.exec;
+        let give_up = std::time::Instant::now() + Duration::from_secs(30);
+        while exec.num_idle.load(Ordering::SeqCst) < exec.num_workers() {
+            assert!(std::time::Instant::now() < give_up, "workers never parked");
+            std::thread::yield_now();
+        }
+    }
+
+    /// The I/O hand-off must not lose a wake-up: `workers` tasks woken in one hand-off (as
+    /// the driver thread wakes them for ready sockets) must all run *at the same time*, one
+    /// per worker. Each round wakes all of them from a non-worker thread inside
+    /// `handing_off_io`; each, once running, blocks its worker until all have started. Half
+    /// the rounds start with every worker parked (the hand-off's own wake path), half while
+    /// workers may still be searching (the producer-versus-searcher race). If a worker woken
+    /// for the first task did not wake another for the rest (its "only if more work is
+    /// queued" check wrong, or its fence missing), a round stalls and the test fails.
+    fn io_hand_off_rounds(workers: usize, rounds: u64) {
+        let rt = Runtime::builder().workers(workers).build().unwrap();
+        let tasks = workers as u64;
+        let started = Arc::new(AtomicU64::new(0));
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let actors: Vec<ActorRef<u64>> = (0..tasks)
+            .map(|_| {
+                let (started, stalled, done_tx) =
+                    (started.clone(), stalled.clone(), done_tx.clone());
+                rt.spawn(move |mut ctx: Ctx<u64>| async move {
+                    while let Some(Message::User(round)) = ctx.recv().await {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        // Block this worker until every task of the round runs (each on a
+                        // worker of its own).
+                        let give_up = std::time::Instant::now() + Duration::from_secs(20);
+                        while started.load(Ordering::SeqCst) < tasks * (round + 1) {
+                            if std::time::Instant::now() > give_up {
+                                stalled.store(true, Ordering::SeqCst);
+                                break;
+                            }
+                            std::thread::yield_now();
+                        }
+                        let _ = done_tx.send(round);
+                    }
+                })
+            })
+            .collect();
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                until_all_parked(&rt.handle());
+            }
+            super::handing_off_io(|| {
+                for actor in &actors {
+                    actor.try_send(round).unwrap();
+                }
+            });
+            for _ in 0..tasks {
+                let done = done_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+                assert_eq!(done, round);
+            }
+            assert!(
+                !stalled.load(Ordering::SeqCst),
+                "round {round}: the tasks of one hand-off did not all run at once"
+            );
+        }
+        rt.shutdown();
+    }
+
+    /// A stream of I/O hand-offs must not starve a process woken from outside through the
+    /// other injector. Two processes keep the I/O injector non-empty forever: each, when it
+    /// runs, has a non-worker thread wake the other inside `handing_off_io` (so there is
+    /// always one of them in that injector when the worker looks). Each of 100 messages to a
+    /// witness, sent from the test thread, must still be answered. If the worker always
+    /// tried the I/O injector first, the witness would never run.
+    #[test]
+    fn a_stream_of_io_hand_offs_does_not_starve_the_other_injector() {
+        let rt = Runtime::builder().workers(1).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (peer_tx, peer_rx) = std::sync::mpsc::channel::<ActorRef<u64>>();
+        let bouncer = |stop: Arc<AtomicBool>, peer: std::sync::mpsc::Receiver<ActorRef<u64>>| {
+            move |mut ctx: Ctx<u64>| async move {
+                let Ok(peer) = peer.recv() else { return };
+                while let Some(Message::User(n)) = ctx.recv().await {
+                    if stop.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let peer = peer.clone();
+                    std::thread::spawn(move || super::handing_off_io(|| peer.try_send(n + 1)))
+                        .join()
+                        .unwrap()
+                        .unwrap();
+                }
+            }
+        };
+        let (b_tx, b_rx) = std::sync::mpsc::channel::<ActorRef<u64>>();
+        let a = rt.spawn(bouncer(stop.clone(), b_rx));
+        let b = rt.spawn(bouncer(stop.clone(), peer_rx));
+        b_tx.send(b.clone()).unwrap();
+        peer_tx.send(a.clone()).unwrap();
+        a.try_send(0).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let witness = rt.spawn(move |mut ctx: Ctx<u32>| async move {
+            while let Some(Message::User(i)) = ctx.recv().await {
+                let _ = tx.send(i);
+            }
+        });
+        for i in 0..100 {
+            witness.try_send(i).unwrap();
+            let answered = rx.recv_timeout(Duration::from_secs(30));
+            if answered != Ok(i) {
+                stop.store(true, Ordering::Relaxed);
+                panic!("message {i} to the witness: {answered:?}");
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        rt.shutdown();
+    }
+
+    #[test]
+    fn two_tasks_in_one_io_hand_off_run_on_both_workers() {
+        io_hand_off_rounds(2, 2_000);
+    }
+
+    #[test]
+    fn four_tasks_in_one_io_hand_off_run_on_four_workers() {
+        io_hand_off_rounds(4, 1_000);
+    }
 
     fn run_tree(handle: &Handle, depth: u32) -> (u64, usize) {
         let peak = Arc::new(AtomicUsize::new(0));

@@ -672,6 +672,19 @@ mod tests {
 
     type TreeFut = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+    /// Where the executor's queued tasks are, for a stalled test's message.
+    fn queues_snapshot(exec: &super::Executor) -> String {
+        format!(
+            "idle {:?}, searching {}, injector {}, io injector {}, locals {:?}, spawn stacks {:?}",
+            exec.idle.lock(),
+            exec.num_searching.load(Ordering::SeqCst),
+            exec.injector.len(),
+            exec.io_injector.len(),
+            exec.stealers.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            exec.spawn_stealers.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        )
+    }
+
     /// Waits (yielding) until every worker of `handle`'s executor is parked.
     fn until_all_parked(handle: &Handle) {
         let exec = &handle.shared.exec;
@@ -696,10 +709,12 @@ mod tests {
         let started = Arc::new(AtomicU64::new(0));
         let stalled = Arc::new(AtomicBool::new(false));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let diag = Arc::new(parking_lot::Mutex::new(String::new()));
         let actors: Vec<ActorRef<u64>> = (0..tasks)
             .map(|_| {
                 let (started, stalled, done_tx) =
                     (started.clone(), stalled.clone(), done_tx.clone());
+                let (diag, handle) = (diag.clone(), rt.handle());
                 rt.spawn(move |mut ctx: Ctx<u64>| async move {
                     while let Some(Message::User(round)) = ctx.recv().await {
                         started.fetch_add(1, Ordering::SeqCst);
@@ -708,6 +723,7 @@ mod tests {
                         let give_up = std::time::Instant::now() + Duration::from_secs(20);
                         while started.load(Ordering::SeqCst) < tasks * (round + 1) {
                             if std::time::Instant::now() > give_up {
+                                *diag.lock() = queues_snapshot(&handle.shared.exec);
                                 stalled.store(true, Ordering::SeqCst);
                                 break;
                             }
@@ -733,7 +749,8 @@ mod tests {
             }
             assert!(
                 !stalled.load(Ordering::SeqCst),
-                "round {round}: the tasks of one hand-off did not all run at once"
+                "round {round}: the tasks of one hand-off did not all run at once: {}",
+                diag.lock()
             );
         }
         rt.shutdown();
@@ -909,5 +926,145 @@ mod tests {
         });
         assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(1_000));
         rt.shutdown();
+    }
+}
+
+/// Loom model of the I/O hand-off rule (`stop_searching` with `took_io`) against a producer
+/// (`schedule` + `notify_parked`) and a worker going to park (`park`). The executor itself runs
+/// on crossbeam and parking_lot, which loom cannot instrument, so this is a line-for-line
+/// replica of those three functions over loom's primitives, with the I/O injector reduced to
+/// a count of queued tasks; each step names the line of the real code it stands for.
+///
+/// The scene: worker A searched, took task 1 from the I/O injector and now leaves the
+/// searching state (it then runs task 1 forever, so it looks at no queue again); worker B has
+/// nothing to do and parks; the I/O driver thread pushes task 2 and notifies. Only B can take
+/// task 2, so B sleeping for good is a lost wake-up, which loom reports as a deadlock.
+/// Remove the fence in `stop_searching` (a producer sees A still searching and wakes nobody,
+/// A misses the task), or its `has_work` re-check (A never wakes anyone), or B's re-check
+/// after registering idle, and loom finds the interleaving.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+
+    const A: usize = 0;
+    const B: usize = 1;
+
+    struct Model {
+        /// Tasks in the I/O injector.
+        io_queued: AtomicUsize,
+        idle: Mutex<Vec<usize>>,
+        num_idle: AtomicUsize,
+        num_searching: AtomicUsize,
+        /// Worker B's `Sleeper` (A never parks in this scene).
+        notified: Mutex<bool>,
+        condvar: Condvar,
+    }
+
+    impl Model {
+        fn has_work(&self) -> bool {
+            self.io_queued.load(SeqCst) != 0
+        }
+
+        /// `Executor::notify_parked`.
+        fn notify_parked(&self) {
+            fence(SeqCst);
+            if self.num_searching.load(SeqCst) != 0 || self.num_idle.load(SeqCst) == 0 {
+                return;
+            }
+            let index = {
+                let mut idle = self.idle.lock().unwrap();
+                if self.num_searching.load(SeqCst) != 0 {
+                    return;
+                }
+                let Some(index) = idle.pop() else { return };
+                self.num_idle.fetch_sub(1, SeqCst);
+                self.num_searching.fetch_add(1, SeqCst);
+                index
+            };
+            assert_eq!(index, B, "only B parks");
+            // `Executor::unpark`.
+            *self.notified.lock().unwrap() = true;
+            self.condvar.notify_one();
+        }
+
+        /// `WorkerCtx::stop_searching` of a worker that took its task from the I/O injector.
+        fn stop_searching_after_io_task(&self) {
+            if self.num_searching.fetch_sub(1, SeqCst) == 1 {
+                fence(SeqCst);
+                if !self.has_work() {
+                    return;
+                }
+                self.notify_parked();
+            }
+        }
+
+        /// `WorkerCtx::park` (B is not searching), then the task B finds once awake.
+        fn park_then_take(&self) {
+            {
+                let mut idle = self.idle.lock().unwrap();
+                idle.push(B);
+                self.num_idle.fetch_add(1, SeqCst);
+            }
+            fence(SeqCst);
+            if self.has_work() {
+                let mut idle = self.idle.lock().unwrap();
+                if let Some(pos) = idle.iter().position(|&i| i == B) {
+                    idle.swap_remove(pos);
+                    self.num_idle.fetch_sub(1, SeqCst);
+                    drop(idle);
+                    return self.take();
+                }
+                // A producer popped B already: take its wake-up.
+            }
+            let mut notified = self.notified.lock().unwrap();
+            while !*notified {
+                notified = self.condvar.wait(notified).unwrap();
+            }
+            *notified = false;
+            drop(notified);
+            // Woken as a searcher: count out of it, as `stop_searching` would.
+            self.num_searching.fetch_sub(1, SeqCst);
+            self.take();
+        }
+
+        /// The steal that follows a wake-up: task 2 must be there (only B takes it).
+        fn take(&self) {
+            assert_eq!(self.io_queued.fetch_sub(1, SeqCst), 1, "task 2 is queued");
+        }
+    }
+
+    #[test]
+    fn loom_io_hand_off_never_loses_the_wake_up_for_a_second_task() {
+        loom::model(|| {
+            let model = Arc::new(Model {
+                // Task 1 was queued and A took it; task 2 is not pushed yet.
+                io_queued: AtomicUsize::new(0),
+                idle: Mutex::new(Vec::new()),
+                num_idle: AtomicUsize::new(0),
+                // A is the searcher.
+                num_searching: AtomicUsize::new(1),
+                notified: Mutex::new(false),
+                condvar: Condvar::new(),
+            });
+            let driver = {
+                let model = model.clone();
+                thread::spawn(move || {
+                    // `Executor::schedule` under `handing_off_io`: push, then notify.
+                    model.io_queued.fetch_add(1, SeqCst);
+                    model.notify_parked();
+                })
+            };
+            let worker_b = {
+                let model = model.clone();
+                thread::spawn(move || model.park_then_take())
+            };
+            let _ = A;
+            model.stop_searching_after_io_task();
+            driver.join().unwrap();
+            worker_b.join().unwrap();
+            assert_eq!(model.io_queued.load(SeqCst), 0);
+        });
     }
 }

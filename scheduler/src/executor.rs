@@ -498,10 +498,21 @@ impl WorkerCtx {
         None
     }
 
+    /// A task from `injector`, and up to half of the rest into the local queue. A worker that
+    /// is not searching and brought more than its own task wakes another for them: the
+    /// producers may have counted on a searcher that looked while the batch was in flight
+    /// (invisible in both queues) and then parked, and this worker runs its task first.
+    /// A searcher leaves that to `stop_searching`.
     fn steal_from(&self, injector: &Injector<Task>) -> Option<Task> {
+        let before = self.local.len();
         loop {
             match injector.steal_batch_and_pop(&self.local) {
-                Steal::Success(task) => return Some(task),
+                Steal::Success(task) => {
+                    if !self.searching.get() && self.local.len() > before {
+                        self.exec.notify_parked();
+                    }
+                    return Some(task);
+                }
                 Steal::Empty => return None,
                 Steal::Retry => continue,
             }
@@ -595,7 +606,8 @@ impl WorkerCtx {
             idle.push(self.index);
             exec.num_idle.fetch_add(1, Ordering::SeqCst);
         }
-        if self.searching.replace(false) {
+        let was_searching = self.searching.replace(false);
+        if was_searching {
             exec.num_searching.fetch_sub(1, Ordering::SeqCst);
         }
         fence(Ordering::SeqCst);
@@ -608,6 +620,17 @@ impl WorkerCtx {
             if let Some(pos) = idle.iter().position(|&i| i == self.index) {
                 idle.swap_remove(pos);
                 exec.num_idle.fetch_sub(1, Ordering::SeqCst);
+                drop(idle);
+                if was_searching {
+                    // Still a searcher: a producer that saw us searching woke nobody and
+                    // counts on us. Leaving as a searcher (`stop_searching`) chains the
+                    // wake-up for the rest of its work; taking the task as a plain worker
+                    // would strand it (the I/O hand-off stress test's stall: both tasks of
+                    // a hand-off queued while we searched, we took one, the other waited).
+                    exec.num_searching.fetch_add(1, Ordering::SeqCst);
+                    self.searching.set(true);
+                    self.took_io.set(false);
+                }
                 return;
             }
             // A producer already popped us and counted us as searching: take its wake-up.

@@ -704,7 +704,10 @@ mod tests {
             exec.injector.len(),
             exec.io_injector.len(),
             exec.stealers.iter().map(|s| s.len()).collect::<Vec<_>>(),
-            exec.spawn_stealers.iter().map(|s| s.len()).collect::<Vec<_>>(),
+            exec.spawn_stealers
+                .iter()
+                .map(|s| s.len())
+                .collect::<Vec<_>>(),
         )
     }
 
@@ -952,42 +955,108 @@ mod tests {
     }
 }
 
-/// Loom model of the I/O hand-off rule (`stop_searching` with `took_io`) against a producer
-/// (`schedule` + `notify_parked`) and a worker going to park (`park`). The executor itself runs
-/// on crossbeam and parking_lot, which loom cannot instrument, so this is a line-for-line
-/// replica of those three functions over loom's primitives, with the I/O injector reduced to
-/// a count of queued tasks; each step names the line of the real code it stands for.
+/// Loom models of the I/O hand-off rule (`stop_searching` with `took_io`) against the I/O
+/// driver thread (`schedule` + `notify_parked`) and workers going to park (`park`). The
+/// executor runs on crossbeam and parking_lot, which loom cannot instrument, so this is a
+/// step-for-step replica of those functions over loom's primitives, with the I/O injector
+/// reduced to a count of queued tasks; each step names the function it stands for.
 ///
-/// The scene: worker A searched, took task 1 from the I/O injector and now leaves the
-/// searching state (it then runs task 1 forever, so it looks at no queue again); worker B has
-/// nothing to do and parks; the I/O driver thread pushes task 2 and notifies. Only B can take
-/// task 2, so B sleeping for good is a lost wake-up, which loom reports as a deadlock.
-/// Remove the fence in `stop_searching` (a producer sees A still searching and wakes nobody,
-/// A misses the task), or its `has_work` re-check (A never wakes anyone), or B's re-check
-/// after registering idle, and loom finds the interleaving.
+/// The scene: two workers, the driver thread pushes two tasks (notifying after each), and a
+/// worker that takes a task runs it for good (it looks at no queue again, like the stress
+/// test's tasks, which wait for each other). Both tasks must be taken, so a worker sleeping
+/// while a task is queued is a lost wake-up: loom reports it as a deadlock. Once both are
+/// taken the last taker shuts down and wakes everyone, so a worker idle for want of work
+/// is not one.
+///
+/// Each of these makes a model fail: no fence in `stop_searching` (the driver sees a
+/// searcher and wakes nobody, the searcher misses the task); no `has_work` re-check there (a
+/// searcher that took one task never wakes anyone for the other); a searcher whose park
+/// re-check finds work leaving the searching state (the stress test's stall: the driver
+/// counted on it, it takes one task as a plain worker and nobody wakes for the other).
 #[cfg(all(test, loom))]
 mod loom_tests {
-    use loom::sync::atomic::{fence, AtomicUsize, Ordering::SeqCst};
+    use loom::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering::SeqCst};
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
 
-    const A: usize = 0;
-    const B: usize = 1;
+    const TASKS: usize = 2;
 
-    struct Model {
-        /// Tasks in the I/O injector.
-        io_queued: AtomicUsize,
-        idle: Mutex<Vec<usize>>,
-        num_idle: AtomicUsize,
-        num_searching: AtomicUsize,
-        /// Worker B's `Sleeper` (A never parks in this scene).
+    struct Sleeper {
         notified: Mutex<bool>,
         condvar: Condvar,
     }
 
+    struct Model {
+        /// Tasks in the I/O injector.
+        io_queued: AtomicUsize,
+        /// Tasks taken (each by a worker that then runs it for good).
+        taken: AtomicUsize,
+        idle: Mutex<Vec<usize>>,
+        num_idle: AtomicUsize,
+        num_searching: AtomicUsize,
+        shutdown: AtomicBool,
+        sleepers: [Sleeper; 2],
+    }
+
+    /// Where a worker starts.
+    #[derive(Clone, Copy)]
+    enum Start {
+        /// Searching (counted in `num_searching`).
+        Searching,
+        /// Parked: in `idle`, asleep on its condvar.
+        Parked,
+        /// Busy with earlier work, neither searching nor idle.
+        Busy,
+    }
+
     impl Model {
+        fn new(starts: [Start; 2]) -> Self {
+            let sleeper = || Sleeper {
+                notified: Mutex::new(false),
+                condvar: Condvar::new(),
+            };
+            let parked: Vec<usize> = (0..2)
+                .filter(|&i| matches!(starts[i], Start::Parked))
+                .collect();
+            let searching = starts
+                .iter()
+                .filter(|s| matches!(s, Start::Searching))
+                .count();
+            Model {
+                io_queued: AtomicUsize::new(0),
+                taken: AtomicUsize::new(0),
+                num_idle: AtomicUsize::new(parked.len()),
+                idle: Mutex::new(parked),
+                num_searching: AtomicUsize::new(searching),
+                shutdown: AtomicBool::new(false),
+                sleepers: [sleeper(), sleeper()],
+            }
+        }
+
+        /// `Executor::has_work`.
         fn has_work(&self) -> bool {
             self.io_queued.load(SeqCst) != 0
+        }
+
+        /// A steal from the I/O injector.
+        fn try_take(&self) -> bool {
+            let mut queued = self.io_queued.load(SeqCst);
+            while queued != 0 {
+                match self
+                    .io_queued
+                    .compare_exchange(queued, queued - 1, SeqCst, SeqCst)
+                {
+                    Ok(_) => return true,
+                    Err(actual) => queued = actual,
+                }
+            }
+            false
+        }
+
+        /// `Executor::unpark`.
+        fn unpark(&self, index: usize) {
+            *self.sleepers[index].notified.lock().unwrap() = true;
+            self.sleepers[index].condvar.notify_one();
         }
 
         /// `Executor::notify_parked`.
@@ -1006,15 +1075,12 @@ mod loom_tests {
                 self.num_searching.fetch_add(1, SeqCst);
                 index
             };
-            assert_eq!(index, B, "only B parks");
-            // `Executor::unpark`.
-            *self.notified.lock().unwrap() = true;
-            self.condvar.notify_one();
+            self.unpark(index);
         }
 
-        /// `WorkerCtx::stop_searching` of a worker that took its task from the I/O injector.
-        fn stop_searching_after_io_task(&self) {
-            if self.num_searching.fetch_sub(1, SeqCst) == 1 {
+        /// `WorkerCtx::stop_searching` after a task from the I/O injector.
+        fn stop_searching_after_io_task(&self, searching: bool) {
+            if searching && self.num_searching.fetch_sub(1, SeqCst) == 1 {
                 fence(SeqCst);
                 if !self.has_work() {
                     return;
@@ -1023,71 +1089,119 @@ mod loom_tests {
             }
         }
 
-        /// `WorkerCtx::park` (B is not searching), then the task B finds once awake.
-        fn park_then_take(&self) {
-            {
-                let mut idle = self.idle.lock().unwrap();
-                idle.push(B);
-                self.num_idle.fetch_add(1, SeqCst);
-            }
-            fence(SeqCst);
-            if self.has_work() {
-                let mut idle = self.idle.lock().unwrap();
-                if let Some(pos) = idle.iter().position(|&i| i == B) {
-                    idle.swap_remove(pos);
-                    self.num_idle.fetch_sub(1, SeqCst);
-                    drop(idle);
-                    return self.take();
+        /// The task a worker took runs for good; the last one shuts the model down
+        /// (`Executor::shutdown`).
+        fn run_for_good(&self) {
+            if self.taken.fetch_add(1, SeqCst) + 1 == TASKS {
+                self.shutdown.store(true, SeqCst);
+                for index in 0..2 {
+                    self.unpark(index);
                 }
-                // A producer popped B already: take its wake-up.
             }
-            let mut notified = self.notified.lock().unwrap();
-            while !*notified {
-                notified = self.condvar.wait(notified).unwrap();
-            }
-            *notified = false;
-            drop(notified);
-            // Woken as a searcher: count out of it, as `stop_searching` would.
-            self.num_searching.fetch_sub(1, SeqCst);
-            self.take();
         }
 
-        /// The steal that follows a wake-up: task 2 must be there (only B takes it).
-        fn take(&self) {
-            assert_eq!(self.io_queued.fetch_sub(1, SeqCst), 1, "task 2 is queued");
+        /// `WorkerCtx::run_loop` with `next_task`/`search` reduced to one steal each turn
+        /// and `park` in full.
+        fn worker(&self, me: usize, start: Start) {
+            let mut searching = matches!(start, Start::Searching);
+            let mut asleep = matches!(start, Start::Parked);
+            loop {
+                if asleep {
+                    let sleeper = &self.sleepers[me];
+                    let mut notified = sleeper.notified.lock().unwrap();
+                    while !*notified {
+                        notified = sleeper.condvar.wait(notified).unwrap();
+                    }
+                    *notified = false;
+                    drop(notified);
+                    if self.shutdown.load(SeqCst) {
+                        return;
+                    }
+                    // Woken by `notify_parked`, which counted us searching.
+                    searching = true;
+                    asleep = false;
+                }
+                if self.try_take() {
+                    self.stop_searching_after_io_task(searching);
+                    self.run_for_good();
+                    return;
+                }
+                // `park`.
+                {
+                    let mut idle = self.idle.lock().unwrap();
+                    idle.push(me);
+                    self.num_idle.fetch_add(1, SeqCst);
+                }
+                let was_searching = searching;
+                if searching {
+                    searching = false;
+                    self.num_searching.fetch_sub(1, SeqCst);
+                }
+                fence(SeqCst);
+                if self.has_work() || self.shutdown.load(SeqCst) {
+                    let mut idle = self.idle.lock().unwrap();
+                    if let Some(pos) = idle.iter().position(|&i| i == me) {
+                        idle.swap_remove(pos);
+                        self.num_idle.fetch_sub(1, SeqCst);
+                        drop(idle);
+                        if self.shutdown.load(SeqCst) {
+                            return;
+                        }
+                        if was_searching {
+                            // Stays a searcher (see `WorkerCtx::park`).
+                            self.num_searching.fetch_add(1, SeqCst);
+                            searching = true;
+                        }
+                        continue;
+                    }
+                    // Popped by a producer already: take its wake-up.
+                }
+                asleep = true;
+            }
         }
     }
 
-    #[test]
-    fn loom_io_hand_off_never_loses_the_wake_up_for_a_second_task() {
-        loom::model(|| {
-            let model = Arc::new(Model {
-                // Task 1 was queued and A took it; task 2 is not pushed yet.
-                io_queued: AtomicUsize::new(0),
-                idle: Mutex::new(Vec::new()),
-                num_idle: AtomicUsize::new(0),
-                // A is the searcher.
-                num_searching: AtomicUsize::new(1),
-                notified: Mutex::new(false),
-                condvar: Condvar::new(),
-            });
+    /// Runs the scene with the workers starting as `starts`.
+    fn scene(starts: [Start; 2]) {
+        loom::model(move || {
+            let model = Arc::new(Model::new(starts));
             let driver = {
                 let model = model.clone();
                 thread::spawn(move || {
                     // `Executor::schedule` under `handing_off_io`: push, then notify.
-                    model.io_queued.fetch_add(1, SeqCst);
-                    model.notify_parked();
+                    for _ in 0..TASKS {
+                        model.io_queued.fetch_add(1, SeqCst);
+                        model.notify_parked();
+                    }
                 })
             };
-            let worker_b = {
+            let other = {
                 let model = model.clone();
-                thread::spawn(move || model.park_then_take())
+                thread::spawn(move || model.worker(1, starts[1]))
             };
-            let _ = A;
-            model.stop_searching_after_io_task();
+            model.worker(0, starts[0]);
             driver.join().unwrap();
-            worker_b.join().unwrap();
-            assert_eq!(model.io_queued.load(SeqCst), 0);
+            other.join().unwrap();
+            assert_eq!(model.taken.load(SeqCst), TASKS);
         });
+    }
+
+    /// The stress test's stalled round: one worker searching when the hand-off comes, the
+    /// other asleep.
+    #[test]
+    fn loom_io_hand_off_a_searcher_and_a_sleeper() {
+        scene([Start::Searching, Start::Parked]);
+    }
+
+    /// One worker searching, the other finishing earlier work and then parking.
+    #[test]
+    fn loom_io_hand_off_a_searcher_and_a_busy_worker() {
+        scene([Start::Searching, Start::Busy]);
+    }
+
+    /// Both asleep (the stress test's even rounds): the first task's wake-up must chain.
+    #[test]
+    fn loom_io_hand_off_two_sleepers() {
+        scene([Start::Parked, Start::Parked]);
     }
 }

@@ -733,9 +733,9 @@ mod tests {
     /// queued" check wrong, or its fence missing), a round stalls and the test fails. So it
     /// does if a searcher whose park re-check finds the hand-off takes its task as a plain
     /// worker (`park`): that stalled about 1 run in 30 under load with the I/O hand-off and
-    /// 1 in 60 in the executor before it (a port of this test with plain sends). The tasks
-    /// are only ever in the injectors (a batch of two moves nothing to a local queue), so no
-    /// steal in flight can hide one from a parking worker.
+    /// 1 in 60 in the executor before it (a port of this test with plain sends). With two
+    /// tasks no batch steal moves one into a local queue (half of two is the one popped), so
+    /// no steal in flight can hide a task from a parking worker.
     fn io_hand_off_rounds(workers: usize, rounds: u64) {
         let rt = Runtime::builder().workers(workers).build().unwrap();
         let tasks = workers as u64;

@@ -946,15 +946,19 @@ fn run(mut poll: mio::Poll, inner: &Inner) {
             inner.timers.lock().shutdown = true;
             break;
         }
-        for event in events.iter() {
-            if event.token() == WAKE_TOKEN {
-                continue;
+        // A task woken here goes to its executor's I/O injector: the worker that takes it
+        // wakes a second one only if more work is queued (the executor's "I/O hand-off").
+        crate::executor::handing_off_io(|| {
+            for event in events.iter() {
+                if event.token() == WAKE_TOKEN {
+                    continue;
+                }
+                let io = inner.ios.lock().get(event.token()).cloned();
+                if let Some(io) = io {
+                    io.set_readiness(Ready::from_event(event));
+                }
             }
-            let io = inner.ios.lock().get(event.token()).cloned();
-            if let Some(io) = io {
-                io.set_readiness(Ready::from_event(event));
-            }
-        }
+        });
     }
     shut_down_all(inner);
 }

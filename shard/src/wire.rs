@@ -59,7 +59,10 @@ pub struct WireEntry {
 /// `#[serde(with = ...)]` on [`Bytes`]: written as `bin`, read like
 /// `cairn_storage::serde_bin::bytes` (`bin` or an array of integers).
 mod shared_bin {
+    use std::fmt;
+
     use bytes::Bytes;
+    use serde::de::{self, Deserialize, SeqAccess, Visitor};
     use serde::{Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
@@ -67,9 +70,66 @@ mod shared_bin {
     }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
-        cairn_storage::serde_bin::bytes::deserialize(d).map(Bytes::from)
+        d.deserialize_bytes(SharedVisitor)
+    }
+
+    /// Takes a `bin` borrowed from the buffer being decoded as a slice of that buffer when
+    /// [`super::SHARED_SOURCE`] holds it (no copy); anything else through the copying
+    /// reader of `cairn_storage::serde_bin`.
+    struct SharedVisitor;
+
+    impl<'de> Visitor<'de> for SharedVisitor {
+        type Value = Bytes;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Bytes, E> {
+            Ok(super::SHARED_SOURCE.with_borrow(|source| match source {
+                Some(source) if contains(source, v) => source.slice_ref(v),
+                _ => Bytes::copy_from_slice(v),
+            }))
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+            Ok(Bytes::copy_from_slice(v))
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+            Ok(Bytes::from(v))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Bytes, A::Error> {
+            // Written before `bin` (an array of integers): copied, as it always was.
+            cairn_storage::serde_bin::BinBuf::deserialize(de::value::SeqAccessDeserializer::new(
+                seq,
+            ))
+            .map(|b| Bytes::from(b.0))
+        }
+    }
+
+    /// Whether `part` lies inside `whole`'s memory (so `slice_ref` cannot panic).
+    fn contains(whole: &Bytes, part: &[u8]) -> bool {
+        let (start, end) = (
+            whole.as_ptr() as usize,
+            whole.as_ptr() as usize + whole.len(),
+        );
+        let (p, q) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
+        start <= p && q <= end
     }
 }
+
+thread_local! {
+    /// The frame [`WireBatch::decode_owned`] is decoding on this thread, so entries' `bin`
+    /// fields become slices of it (`shared_bin`). `None` outside that call.
+    static SHARED_SOURCE: std::cell::RefCell<Option<Bytes>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Frames larger than this are decoded with copies ([`WireBatch::decode_owned`]): a small
+/// entry kept in the log must not pin a large frame (one carrying a snapshot, whose data is
+/// copied out) in memory. Appends of a busy round are a few KB to a few hundred KB.
+pub const SHARE_FRAME_LIMIT: usize = 1 << 20;
 
 /// A configuration: voters and learners.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -420,6 +480,26 @@ impl WireBatch {
     pub fn decode(bytes: &[u8]) -> Result<WireBatch, WireError> {
         rmp_serde::from_slice(bytes).map_err(|e| WireError::Decode(e.to_string()))
     }
+
+    /// [`decode`](Self::decode) of a received frame, taking it over: the entries' data and
+    /// context are slices of `frame` (no copy; the frame's memory lives as long as the
+    /// longest-lived of them). A frame over [`SHARE_FRAME_LIMIT`] is decoded with copies.
+    pub fn decode_owned(frame: Vec<u8>) -> Result<WireBatch, WireError> {
+        if frame.len() > SHARE_FRAME_LIMIT {
+            return Self::decode(&frame);
+        }
+        let frame = Bytes::from(frame);
+        /// Clears [`SHARED_SOURCE`] however decoding ends.
+        struct Clear;
+        impl Drop for Clear {
+            fn drop(&mut self) {
+                SHARED_SOURCE.set(None);
+            }
+        }
+        SHARED_SOURCE.set(Some(frame.clone()));
+        let _clear = Clear;
+        Self::decode(&frame)
+    }
 }
 
 /// The payload of a normal entry: many proposals (write sets) batched into one entry.
@@ -653,5 +733,78 @@ mod tests {
         let back: WireEntry = rmp_serde::from_slice(&old_row).unwrap();
         assert_eq!(back.data, old_data);
         assert_eq!(ProposalBatch::decode(&back.data).unwrap(), batch);
+    }
+
+    /// A frame of appends whose two entries carry `payload`.
+    fn append_frame(payload: &[u8]) -> WireBatch {
+        let entry = |index| WireEntry {
+            term: 2,
+            index,
+            data: Bytes::copy_from_slice(payload),
+            conf_change: None,
+            context: Bytes::from_static(b"ctx"),
+        };
+        let message = WireMessage {
+            shard: ShardId(3),
+            msg_type: MessageType::MsgAppend as u8,
+            to: 2,
+            from: 1,
+            term: 2,
+            log_term: 2,
+            index: 4,
+            entries: vec![entry(5), entry(6)],
+            commit: 4,
+            commit_term: 2,
+            snapshot: None,
+            request_snapshot: 0,
+            reject: false,
+            reject_hint: 0,
+            context: vec![],
+            priority: 0,
+        };
+        WireBatch {
+            messages: vec![message],
+            ..WireBatch::default()
+        }
+    }
+
+    #[test]
+    fn a_received_frame_is_the_storage_of_its_entries() {
+        let batch = append_frame(&[0x93; 300]);
+        let frame = batch.encode();
+        let inside = frame.as_ptr_range();
+        let back = WireBatch::decode_owned(frame).unwrap();
+        assert_eq!(back, batch);
+        for e in &back.messages[0].entries {
+            assert!(
+                inside.contains(&e.data.as_ptr()) && inside.contains(&e.context.as_ptr()),
+                "entry {} was copied out of its frame",
+                e.index
+            );
+        }
+        // Decoding anything else afterwards copies (the frame is no longer the source).
+        let row = rmp_serde::to_vec(&back.messages[0].entries[0]).unwrap();
+        let entry: WireEntry = rmp_serde::from_slice(&row).unwrap();
+        assert!(!row.as_ptr_range().contains(&entry.data.as_ptr()));
+        assert_eq!(entry, batch.messages[0].entries[0]);
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_is_decoded_with_copies() {
+        let batch = append_frame(&vec![7; SHARE_FRAME_LIMIT / 2 + 1]);
+        let frame = batch.encode();
+        assert!(frame.len() > SHARE_FRAME_LIMIT);
+        let inside = frame.as_ptr_range();
+        let back = WireBatch::decode_owned(frame).unwrap();
+        assert_eq!(back, batch);
+        assert!(!inside.contains(&back.messages[0].entries[0].data.as_ptr()));
+    }
+
+    #[test]
+    fn an_undecodable_frame_is_an_error_and_leaves_no_source_behind() {
+        let mut frame = append_frame(b"payload").encode();
+        frame.truncate(frame.len() - 4);
+        assert!(WireBatch::decode_owned(frame).is_err());
+        assert!(SHARED_SOURCE.with_borrow(Option::is_none));
     }
 }

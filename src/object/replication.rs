@@ -594,7 +594,9 @@ fn start_receiver(mesh: &Mesh, node: ShardNode) -> Result<(), String> {
                         tracing::warn!(claimed = %frame.from, peer = ?frame.peer, "shard frame from a node that is not its sender; dropped");
                         continue;
                     }
-                    match WireBatch::decode(&frame.batch) {
+                    // The frame's bytes become the entries' storage: one copy of each
+                    // entry from the connection's buffer (the mesh's decode), not two.
+                    match WireBatch::decode_owned(frame.batch) {
                         Ok(batch) => node.deliver(frame.from, batch),
                         Err(e) => {
                             tracing::warn!(from = %frame.from, error = %e, "undecodable shard frame; dropped");

@@ -161,9 +161,64 @@ struct WriteSetRef<'a> {
     keyspace: &'a str,
     clear: bool,
     #[serde(borrow)]
-    entries: Vec<(&'a [u8], Option<&'a [u8]>)>,
+    entries: RefEntries<'a>,
     #[serde(with = "alarm_op")]
     alarm: Option<Option<u64>>,
+}
+
+/// One borrowed `(key, value or deletion)` of a [`WriteSetRef`].
+type RefEntry<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A [`WriteSetRef`]'s entries: a set of one entry (most handlers write one key) is held
+/// inline. Every replica decodes every set; a `Vec` here was one allocation per set per
+/// replica.
+#[derive(Debug)]
+enum RefEntries<'a> {
+    /// Up to one entry, inline.
+    Inline(Option<RefEntry<'a>>),
+    /// Two or more.
+    Heap(Vec<RefEntry<'a>>),
+}
+
+impl<'a> RefEntries<'a> {
+    fn as_slice(&self) -> &[RefEntry<'a>] {
+        match self {
+            RefEntries::Inline(one) => one.as_slice(),
+            RefEntries::Heap(all) => all,
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RefEntries<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<RefEntry<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = RefEntries<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of (key, value) pairs")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<RefEntries<'a>, A::Error> {
+                let Some(first) = seq.next_element::<RefEntry<'a>>()? else {
+                    return Ok(RefEntries::Inline(None));
+                };
+                let Some(second) = seq.next_element::<RefEntry<'a>>()? else {
+                    return Ok(RefEntries::Inline(Some(first)));
+                };
+                // Bounded: a lying length header cannot make us reserve more than this.
+                let mut all = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024) + 2);
+                all.push(first);
+                all.push(second);
+                while let Some(e) = seq.next_element::<RefEntry<'a>>()? {
+                    all.push(e);
+                }
+                Ok(RefEntries::Heap(all))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
 }
 
 impl<'a> DecodedWriteSet<'a> {
@@ -411,13 +466,14 @@ impl ShardTxn<'_> {
             Decoded::Owned(set) => return self.apply(shard, set),
             Decoded::Borrowed(set) => set,
         };
-        check_set(set.keyspace, set.entries.iter().map(|(k, _)| k.len()))?;
+        let entries = set.entries.as_slice();
+        check_set(set.keyspace, entries.iter().map(|(k, _)| k.len()))?;
         let prefix = self.shard_prefix(shard, set.keyspace)?;
         apply_parts(
             &mut self.w,
             &prefix,
             set.clear,
-            set.entries.iter().copied(),
+            entries.iter().copied(),
             set.alarm,
         )
     }
@@ -697,7 +753,22 @@ mod tests {
         let mut cleared = set("counter/b", "x", 1);
         cleared.clear = true;
         cleared.alarm = Some(None);
-        let sets = [first, second, set("counter/b", "y", 2), cleared];
+        let mut three = set("counter/c", "a", 1);
+        three.entries.push((b"b".to_vec(), None));
+        three
+            .entries
+            .push((b"c".to_vec(), Some(rmp_serde::to_vec(&3u64).unwrap())));
+        let mut none = set("counter/c", "unused", 0);
+        none.entries.clear();
+        none.alarm = Some(Some(7));
+        let sets = [
+            first,
+            second,
+            set("counter/b", "y", 2),
+            cleared,
+            three,
+            none,
+        ];
 
         /// The encoding before `bin`: plain `Vec<u8>`s (arrays of integers).
         #[derive(Serialize)]
@@ -726,7 +797,7 @@ mod tests {
             store.shard_read(|r| r.export_shard(2)).unwrap()
         };
         let decoded = export(&|t, s| t.apply(2, s));
-        assert_eq!(decoded.keyspaces.len(), 2);
+        assert_eq!(decoded.keyspaces.len(), 3);
         let in_place = export(&|t, s| {
             let bytes = rmp_serde::to_vec(s).unwrap();
             let set = DecodedWriteSet::decode(&bytes)?;
@@ -737,7 +808,11 @@ mod tests {
         let from_old = export(&|t, s| {
             let bytes = old(s);
             let set = DecodedWriteSet::decode(&bytes)?;
-            assert!(!set.is_borrowed(), "integer arrays cannot be borrowed");
+            // (A set without entries has no byte strings: both encodings are the same.)
+            assert!(
+                !set.is_borrowed() || s.entries.is_empty(),
+                "integer arrays cannot be borrowed"
+            );
             t.apply_decoded(2, &set)
         });
         assert_eq!(from_old, decoded);
@@ -753,6 +828,39 @@ mod tests {
             DecodedWriteSet::decode(&[0xc1, 0x00]),
             Err(StorageError::Decode(_))
         ));
+    }
+
+    /// Keys of every length up to the limit land under their keyspace, whether the full
+    /// key (prefix + key) is built on the stack or, past `SMALL_FULL_KEY`, on the heap.
+    #[test]
+    fn short_and_long_keys_of_a_replicated_set_are_applied_under_their_keyspace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Config::default()).unwrap();
+        let keys: Vec<String> = [1, 119, 120, 121, 300, MAX_KEY_LEN]
+            .iter()
+            .map(|&n| "k".repeat(n))
+            .collect();
+        let mut s = set("long", &keys[0], 0);
+        s.entries.clear();
+        for (i, k) in keys.iter().enumerate() {
+            s.entries.push((
+                k.as_bytes().to_vec(),
+                Some(rmp_serde::to_vec(&(i as u64)).unwrap()),
+            ));
+        }
+        let bytes = rmp_serde::to_vec(&s).unwrap();
+        store
+            .shard_write(|t| t.apply_decoded(4, &DecodedWriteSet::decode(&bytes)?))
+            .unwrap();
+        let ks = store.keyspace("long").unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(
+                ks.get::<u64>(k).unwrap(),
+                Some(i as u64),
+                "key of {} bytes",
+                k.len()
+            );
+        }
     }
 
     #[test]

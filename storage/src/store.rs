@@ -1042,6 +1042,10 @@ pub(crate) fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> R
 
 /// [`apply`] from its parts: `clear`, then `entries` in order (a later entry of a key wins),
 /// then the alarm change.
+/// Full keys (keyspace prefix + user key) up to this long are built on the stack by
+/// [`apply_parts`]; longer ones in a heap buffer. Object state keys are short.
+const SMALL_FULL_KEY: usize = 128;
+
 pub(crate) fn apply_parts<'a>(
     w: &mut WriteTxn<'_>,
     prefix: &[u8; 8],
@@ -1052,15 +1056,26 @@ pub(crate) fn apply_parts<'a>(
     if clear {
         w.delete_prefix(Table::Data, prefix)?;
     }
-    let mut fk = Vec::with_capacity(64);
+    // The full key (prefix + user key) is built on the stack when it fits: a replicated
+    // write set is applied on every replica, and a heap buffer per set was one of the
+    // largest sources of allocations per replicated write.
+    let mut small = [0u8; SMALL_FULL_KEY];
+    let mut large = Vec::new();
     for (k, v) in entries {
-        fk.clear();
-        fk.extend_from_slice(prefix);
-        fk.extend_from_slice(k);
+        let fk: &[u8] = if prefix.len() + k.len() <= SMALL_FULL_KEY {
+            small[..prefix.len()].copy_from_slice(prefix);
+            small[prefix.len()..prefix.len() + k.len()].copy_from_slice(k);
+            &small[..prefix.len() + k.len()]
+        } else {
+            large.clear();
+            large.extend_from_slice(prefix);
+            large.extend_from_slice(k);
+            &large
+        };
         match v {
-            Some(v) => w.put(Table::Data, &fk, v)?,
+            Some(v) => w.put(Table::Data, fk, v)?,
             None => {
-                w.delete(Table::Data, &fk)?;
+                w.delete(Table::Data, fk)?;
             }
         }
     }

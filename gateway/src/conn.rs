@@ -17,6 +17,7 @@
 //!   being handed over from their HTTP connection.
 //! * The live-connection table holds each connection process from spawn to exit.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
@@ -33,7 +34,7 @@ use parking_lot::Mutex;
 
 use crate::config::MIN_HEADER_BYTES;
 use crate::rt::{CairnTimer, ConnClock};
-use crate::service::{overloaded, serve, Shared};
+use crate::service::{overloaded, serve, RequestIds, Shared};
 use crate::tcp::{TcpConn, TcpListener};
 
 /// After an accept error such as `EMFILE`, wait this long before accepting again, rather
@@ -254,8 +255,10 @@ fn spawn_connection(
         let clock = ConnClock::new(shared.handle.driver());
         let builder = http1_builder(&shared, &clock);
         let service_shared = Arc::clone(&shared);
+        let ids = RefCell::new(RequestIds::default());
         let service = service_fn(move |request| {
-            serve(Arc::clone(&service_shared), Arc::clone(&clock), request)
+            let id = ids.borrow_mut().next(&service_shared);
+            serve(Arc::clone(&service_shared), Arc::clone(&clock), id, request)
         });
         let mut conn = pin!(builder.serve_connection(io, service).with_upgrades());
         loop {

@@ -249,8 +249,10 @@ impl Gateway {
         let clock = rt::ConnClock::new(self.shared.handle.driver());
         let builder = conn::http1_builder(&self.shared, &clock);
         let shared = Arc::clone(&self.shared);
+        let ids = std::cell::RefCell::new(service::RequestIds::default());
         let service = hyper::service::service_fn(move |request| {
-            service::serve(Arc::clone(&shared), Arc::clone(&clock), request)
+            let id = ids.borrow_mut().next(&shared);
+            service::serve(Arc::clone(&shared), Arc::clone(&clock), id, request)
         });
         builder.serve_connection(io, service).with_upgrades().await
     }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use cairn_scheduler::trace::with_request;
 use cairn_scheduler::{catch_unwind_future, panic_message, Handle};
 use http::{header, HeaderName, HeaderValue, StatusCode};
@@ -103,18 +104,53 @@ fn internal_error(id: RequestId) -> Response {
 }
 
 /// Serves one request. Never fails: every outcome is an answer. `clock` is the connection's
-/// (see [`crate::rt`]): the handler's 504 deadline waits on it.
+/// (see [`crate::rt`]): the handler's 504 deadline waits on it. `id` names the request and
+/// `id_value` is its `x-request-id` (see [`RequestIds`]).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     clock: Arc<ConnClock>,
+    (id, id_value): (RequestId, HeaderValue),
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Body>, Infallible> {
-    let id = shared.request_id();
     let mut response = answer(&shared, &clock, id, request).await;
     response
         .headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id_value(id));
+        .insert(X_REQUEST_ID.clone(), id_value);
     Ok(response)
+}
+
+/// The bytes of one connection's `x-request-id` values, cut from one buffer: a header value
+/// made from a slice copies it into an allocation of its own, one per request; these share
+/// a chunk of [`ID_CHUNK`] bytes, one allocation (and one for the chunk's shared count) per
+/// `ID_CHUNK / 16` requests.
+#[derive(Debug, Default)]
+pub(crate) struct RequestIds {
+    chunk: BytesMut,
+}
+
+/// The bytes [`RequestIds`] allocates at a time: 32 ids. Small, because a keep-alive
+/// connection holds its chunk (and a response its value's) while it lives.
+const ID_CHUNK: usize = 32 * 16;
+
+impl RequestIds {
+    /// A new id from `shared` and its `x-request-id` value.
+    pub(crate) fn next(&mut self, shared: &Shared) -> (RequestId, HeaderValue) {
+        let id = shared.request_id();
+        (id, self.value(id))
+    }
+
+    /// `id` as `x-request-id` shows it: 16 lowercase hex digits, as [`RequestId`]'s
+    /// `Display` (written without the formatting machinery: this runs for every request).
+    fn value(&mut self, id: RequestId) -> HeaderValue {
+        if self.chunk.capacity() < 16 {
+            self.chunk = BytesMut::with_capacity(ID_CHUNK);
+        }
+        self.chunk.extend_from_slice(&hex_digits(id));
+        // The value's bytes leave the chunk (shared, not copied); the rest stays for the
+        // next ids.
+        let value = self.chunk.split().freeze();
+        HeaderValue::from_maybe_shared(value).expect("hex digits are a valid header value")
+    }
 }
 
 /// The response header naming the request. Made once, from a `'static` string (cloned
@@ -122,15 +158,14 @@ pub(crate) async fn serve(
 /// would copy it into an allocation of its own for every response.
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `id` as `x-request-id` shows it: 16 lowercase hex digits, as [`RequestId`]'s `Display`
-/// (written without the formatting machinery: this runs for every request).
-fn request_id_value(id: RequestId) -> HeaderValue {
+/// `id`'s 16 lowercase hex digits.
+fn hex_digits(id: RequestId) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 16];
     for (i, digit) in digits.iter_mut().enumerate() {
         *digit = HEX[((id.0 >> (60 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&digits).expect("hex digits are a valid header value")
+    digits
 }
 
 async fn answer(
@@ -318,10 +353,35 @@ mod tests {
 
     #[test]
     fn the_request_id_header_is_the_ids_display() {
+        let mut ids = RequestIds::default();
         for id in [0, 1, 0xdead_beef, u64::MAX, 0x0123_4567_89ab_cdef] {
             let id = RequestId(id);
-            assert_eq!(request_id_value(id).to_str().unwrap(), id.to_string());
+            assert_eq!(ids.value(id).to_str().unwrap(), id.to_string());
         }
+    }
+
+    #[test]
+    fn request_id_values_cut_from_one_chunk_stay_apart_across_chunks() {
+        let mut ids = RequestIds::default();
+        // Three chunks' worth, every value kept alive while later ones are cut.
+        let n = 3 * ID_CHUNK / 16 + 5;
+        let values: Vec<(RequestId, HeaderValue)> = (0..n as u64)
+            .map(|i| {
+                let id = RequestId(i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+                (id, ids.value(id))
+            })
+            .collect();
+        for (id, value) in &values {
+            assert_eq!(value.to_str().unwrap(), id.to_string());
+        }
+        // Values share their chunk, not copied one by one.
+        let first = values[0].1.as_bytes().as_ptr();
+        let second = values[1].1.as_bytes().as_ptr();
+        assert_eq!(
+            second,
+            first.wrapping_add(16),
+            "the second value follows the first"
+        );
     }
 
     #[test]

@@ -1040,12 +1040,12 @@ pub(crate) fn apply(w: &mut WriteTxn<'_>, prefix: &[u8; 8], set: &WriteSet) -> R
     )
 }
 
-/// [`apply`] from its parts: `clear`, then `entries` in order (a later entry of a key wins),
-/// then the alarm change.
 /// Full keys (keyspace prefix + user key) up to this long are built on the stack by
 /// [`apply_parts`]; longer ones in a heap buffer. Object state keys are short.
 const SMALL_FULL_KEY: usize = 128;
 
+/// [`apply`] from its parts: `clear`, then `entries` in order (a later entry of a key wins),
+/// then the alarm change.
 pub(crate) fn apply_parts<'a>(
     w: &mut WriteTxn<'_>,
     prefix: &[u8; 8],
